@@ -1,0 +1,84 @@
+//! `registry-server`: the whole registry as one local process (all four route groups).
+
+use clap::Parser;
+use registry::config::Config;
+use registry::http::{RouteGroup, router};
+
+/// Flags override the environment variables of the same setting (design.md, configuration contract).
+#[derive(Parser, Debug)]
+#[command(version, about = "npm-compatible registry, local server")]
+struct Flags {
+    /// Address to listen on [env: REGISTRY_LISTEN, default 127.0.0.1:4873].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Base URL clients use, for dist.tarball [env: REGISTRY_PUBLIC_URL].
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Storage backend, local or aws [env: REGISTRY_STORAGE].
+    #[arg(long)]
+    storage: Option<String>,
+    /// Data directory of the local backend [env: REGISTRY_DATA_DIR, default ./data].
+    #[arg(long)]
+    data: Option<String>,
+    /// Auth mode, open or github [env: REGISTRY_AUTH].
+    #[arg(long)]
+    auth: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("REGISTRY_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let flags = Flags::parse();
+    let config = Config::from_lookup(|key| {
+        let flag = match key {
+            "REGISTRY_LISTEN" => &flags.listen,
+            "REGISTRY_PUBLIC_URL" => &flags.public_url,
+            "REGISTRY_STORAGE" => &flags.storage,
+            "REGISTRY_DATA_DIR" => &flags.data,
+            "REGISTRY_AUTH" => &flags.auth,
+            _ => &None,
+        };
+        flag.clone().or_else(|| std::env::var(key).ok())
+    })?;
+    let mut config = config;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let bound = listener.local_addr()?;
+    // With port 0 the real port is known only now; links must use it.
+    config
+        .public_url
+        .get_or_insert_with(|| format!("http://{bound}"));
+    if !bound.ip().is_loopback() && config.auth == registry::config::AuthMode::Open {
+        tracing::warn!(%bound, "open mode on a non-loopback address: anyone who can reach it may publish");
+    }
+    let state = registry::server::build_state(config)?;
+    let app = router(state, &RouteGroup::ALL);
+    // Tests start the server on port 0 and read the real address from this line.
+    println!("registry listening on http://{bound}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

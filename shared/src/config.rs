@@ -1,0 +1,230 @@
+//! The configuration contract shared by every binary (see design.md): environment variables, which
+//! the local server's flags override.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A setting that could not be understood.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// The environment variable.
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Where metadata and tarballs live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageKind {
+    /// redb and files under the data directory.
+    Local,
+    /// DynamoDB and S3.
+    Aws,
+}
+
+/// Who may do what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Anyone who can reach the listener may read and publish.
+    Open,
+    /// GitHub repository permissions decide.
+    Github,
+}
+
+/// Default largest publish body: a 48 MiB tarball once base64-encoded, plus its manifest.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 << 20;
+
+/// Every setting, parsed.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `REGISTRY_LISTEN`.
+    pub listen: SocketAddr,
+    /// `REGISTRY_PUBLIC_URL`, without a trailing slash; `None` means "from the request's host".
+    pub public_url: Option<String>,
+    /// `REGISTRY_STORAGE`.
+    pub storage: StorageKind,
+    /// `REGISTRY_DATA_DIR`.
+    pub data_dir: PathBuf,
+    /// `REGISTRY_TABLE`.
+    pub table: Option<String>,
+    /// `REGISTRY_BUCKET`.
+    pub bucket: Option<String>,
+    /// `REGISTRY_AUTH`.
+    pub auth: AuthMode,
+    /// `GITHUB_API_URL`.
+    pub github_api_url: String,
+    /// `REGISTRY_ALLOWED_OWNERS`, lowercased; empty means any.
+    pub allowed_owners: Vec<String>,
+    /// `REGISTRY_UPSTREAM`, without a trailing slash; `None` when set to the empty string.
+    pub upstream: Option<String>,
+    /// `REGISTRY_TOKEN_SECRET`.
+    pub token_secret: Option<String>,
+    /// `REGISTRY_PRESIGN_SECONDS`.
+    pub presign_seconds: u64,
+    /// `REGISTRY_MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+    /// `REGISTRY_ALLOW_OVERWRITE`: let a publish replace an existing (not unpublished) version.
+    pub allow_overwrite: bool,
+}
+
+fn parse_bool(key: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(ConfigError {
+            key,
+            message: format!("'{v}' is not a boolean"),
+        }),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(key: &'static str, v: &str) -> Result<T, ConfigError> {
+    v.trim().parse().map_err(|_| ConfigError {
+        key,
+        message: format!("'{v}' is not a number"),
+    })
+}
+
+impl Config {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the settings through `get` (the environment, or flags layered over it).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let listen_text = get("REGISTRY_LISTEN").unwrap_or_else(|| "127.0.0.1:4873".into());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| ConfigError {
+            key: "REGISTRY_LISTEN",
+            message: format!("'{listen_text}' is not host:port"),
+        })?;
+        let public_url = match get("REGISTRY_PUBLIC_URL").filter(|s| !s.is_empty()) {
+            Some(u) => {
+                let parsed = url::Url::parse(&u).map_err(|e| ConfigError {
+                    key: "REGISTRY_PUBLIC_URL",
+                    message: e.to_string(),
+                })?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(ConfigError {
+                        key: "REGISTRY_PUBLIC_URL",
+                        message: "must be http or https".into(),
+                    });
+                }
+                Some(u.trim_end_matches('/').to_string())
+            }
+            None => None,
+        };
+        let storage = match get("REGISTRY_STORAGE").as_deref().unwrap_or("local") {
+            "local" => StorageKind::Local,
+            "aws" => StorageKind::Aws,
+            other => {
+                return Err(ConfigError {
+                    key: "REGISTRY_STORAGE",
+                    message: format!("'{other}' is not local or aws"),
+                });
+            }
+        };
+        let auth = match get("REGISTRY_AUTH").as_deref().unwrap_or("open") {
+            "open" => AuthMode::Open,
+            "github" => AuthMode::Github,
+            other => {
+                return Err(ConfigError {
+                    key: "REGISTRY_AUTH",
+                    message: format!("'{other}' is not open or github"),
+                });
+            }
+        };
+        let upstream = match get("REGISTRY_UPSTREAM") {
+            None => Some("https://registry.npmjs.org".to_string()),
+            Some(u) if u.trim().is_empty() => None,
+            Some(u) => Some(u.trim().trim_end_matches('/').to_string()),
+        };
+        Ok(Self {
+            listen,
+            public_url,
+            storage,
+            data_dir: PathBuf::from(get("REGISTRY_DATA_DIR").unwrap_or_else(|| "./data".into())),
+            table: get("REGISTRY_TABLE").filter(|s| !s.is_empty()),
+            bucket: get("REGISTRY_BUCKET").filter(|s| !s.is_empty()),
+            auth,
+            github_api_url: get("GITHUB_API_URL")
+                .unwrap_or_else(|| "https://api.github.com".into()),
+            allowed_owners: get("REGISTRY_ALLOWED_OWNERS")
+                .unwrap_or_default()
+                .split(',')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            upstream,
+            token_secret: get("REGISTRY_TOKEN_SECRET").filter(|s| !s.is_empty()),
+            presign_seconds: get("REGISTRY_PRESIGN_SECONDS")
+                .map(|v| parse_num("REGISTRY_PRESIGN_SECONDS", &v))
+                .transpose()?
+                .unwrap_or(300),
+            max_body_bytes: get("REGISTRY_MAX_BODY_BYTES")
+                .map(|v| parse_num("REGISTRY_MAX_BODY_BYTES", &v))
+                .transpose()?
+                .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            allow_overwrite: get("REGISTRY_ALLOW_OVERWRITE")
+                .map(|v| parse_bool("REGISTRY_ALLOW_OVERWRITE", &v))
+                .transpose()?
+                .unwrap_or(false),
+        })
+    }
+
+    /// True when `owner`'s scope is served here (compared case-insensitively).
+    pub fn serves_scope(&self, scope: &str) -> bool {
+        self.allowed_owners.is_empty()
+            || self
+                .allowed_owners
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(scope))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:4873");
+        assert_eq!(c.storage, StorageKind::Local);
+        assert_eq!(c.auth, AuthMode::Open);
+        assert_eq!(c.upstream.as_deref(), Some("https://registry.npmjs.org"));
+        assert_eq!(c.presign_seconds, 300);
+        assert!(!c.allow_overwrite);
+    }
+
+    #[test]
+    fn settings_parse_and_errors_name_the_variable() {
+        let c = cfg(&[
+            ("REGISTRY_UPSTREAM", ""),
+            ("REGISTRY_PUBLIC_URL", "https://r.example/npm/"),
+            ("REGISTRY_ALLOWED_OWNERS", "Acme, b"),
+        ])
+        .unwrap();
+        assert_eq!(c.upstream, None);
+        assert_eq!(c.public_url.as_deref(), Some("https://r.example/npm"));
+        assert!(c.serves_scope("acme") && c.serves_scope("B") && !c.serves_scope("c"));
+        assert_eq!(
+            cfg(&[("REGISTRY_STORAGE", "s3")]).unwrap_err().key,
+            "REGISTRY_STORAGE"
+        );
+        assert_eq!(
+            cfg(&[("REGISTRY_LISTEN", "nope")]).unwrap_err().key,
+            "REGISTRY_LISTEN"
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! The registry's domain: names, versions, tags, packuments and publish validation. No I/O here.
+
+pub mod integrity;
+mod name;
+pub mod package;
+pub mod packument;
+pub mod publish;
+mod tag;
+pub mod tarball;
+
+pub use name::{NameError, PackageName};
+pub use package::{
+    Dist, LiveVersion, PackageDocument, PackageRecord, TarballKey, VersionRecord, VersionState,
+};
+pub use tag::{DistTag, TagError};

@@ -1,0 +1,160 @@
+//! The stored records of a package: one small package record plus one record per version.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use semver::Version;
+use serde::{Deserialize, Serialize};
+
+use super::{DistTag, PackageName};
+
+/// Package-level state, updated with a revision condition. Its size does not grow with the
+/// number of versions (deprecations and tombstones live on the version records).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackageRecord {
+    /// The package.
+    pub name: PackageName,
+    /// Bumped by every write; writes are conditional on the revision they read.
+    pub revision: u64,
+    /// When the first version was published.
+    pub created: DateTime<Utc>,
+    /// When anything last changed.
+    pub modified: DateTime<Utc>,
+    /// Tag → version.
+    pub dist_tags: BTreeMap<DistTag, Version>,
+    /// Users who starred the package.
+    #[serde(default)]
+    pub stars: BTreeSet<String>,
+    /// Set when the whole package was unpublished; versions published later clear it.
+    #[serde(default)]
+    pub unpublished: Option<DateTime<Utc>>,
+}
+
+impl PackageRecord {
+    /// A record for a package about to get its first version.
+    pub fn new(name: PackageName, now: DateTime<Utc>) -> Self {
+        Self {
+            name,
+            revision: 0,
+            created: now,
+            modified: now,
+            dist_tags: BTreeMap::new(),
+            stars: BTreeSet::new(),
+            unpublished: None,
+        }
+    }
+
+    /// The `_rev` clients echo back: revision plus creation time, so a deleted and recreated
+    /// package never repeats an old `_rev`.
+    pub fn rev_string(&self) -> String {
+        format!("{}-{:x}", self.revision, self.created.timestamp_millis())
+    }
+}
+
+/// One version. Immutable once written, except for its deprecation and its unpublishing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// The version.
+    pub version: Version,
+    /// When it was published.
+    pub published: DateTime<Utc>,
+    /// Live or unpublished.
+    pub state: VersionState,
+}
+
+/// Whether a version can be installed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum VersionState {
+    /// Installable.
+    Live(Box<LiveVersion>),
+    /// Unpublished: the number can never be used again and its tarball answers 410.
+    Unpublished {
+        /// When it was unpublished.
+        at: DateTime<Utc>,
+    },
+}
+
+/// An installable version's manifest and tarball facts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveVersion {
+    /// The manifest as published, minus `dist` and `readme` (kept apart below).
+    pub manifest: serde_json::Map<String, serde_json::Value>,
+    /// Digests and storage key of the tarball, computed by the registry.
+    pub dist: Dist,
+    /// README text, if one was published.
+    #[serde(default)]
+    pub readme: Option<String>,
+    /// README file name, if known.
+    #[serde(default)]
+    pub readme_filename: Option<String>,
+    /// Deprecation message.
+    #[serde(default)]
+    pub deprecated: Option<String>,
+}
+
+/// Facts about a version's tarball.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dist {
+    /// Hex sha1.
+    pub shasum: String,
+    /// `sha512-…`.
+    pub integrity: String,
+    /// Regular files in the tarball.
+    pub file_count: u64,
+    /// Bytes they unpack to.
+    pub unpacked_size: u64,
+    /// Where the tarball store keeps the bytes.
+    pub tarball_key: TarballKey,
+}
+
+/// A tarball's key in the tarball store: `<name>/<version>-<sha512 prefix>.tgz`.
+///
+/// The digest makes racing uploads of the same version land on different keys, so the loser of a
+/// publish race can never overwrite the winner's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TarballKey(String);
+
+impl TarballKey {
+    /// Derives the key from validated parts, so it never contains `..` or a leading `/`.
+    pub fn new(name: &PackageName, version: &Version, sha512_hex: &str) -> Self {
+        let digest = &sha512_hex[..sha512_hex.len().min(32)];
+        Self(format!("{}/{}-{}.tgz", name.as_str(), version, digest))
+    }
+
+    /// The key text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A package with all its version records: what a packument is built from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackageDocument {
+    /// The package record.
+    pub package: PackageRecord,
+    /// Every version record, live or unpublished, in no particular order.
+    pub versions: Vec<VersionRecord>,
+}
+
+impl PackageDocument {
+    /// Live versions, in ascending semver order.
+    pub fn live(&self) -> Vec<(&Version, &chrono::DateTime<Utc>, &LiveVersion)> {
+        let mut live: Vec<_> = self
+            .versions
+            .iter()
+            .filter_map(|v| match &v.state {
+                VersionState::Live(l) => Some((&v.version, &v.published, l.as_ref())),
+                VersionState::Unpublished { .. } => None,
+            })
+            .collect();
+        live.sort_by(|a, b| a.0.cmp(b.0));
+        live
+    }
+
+    /// True when the package has nothing installable (never published or all unpublished).
+    pub fn is_empty(&self) -> bool {
+        self.package.unpublished.is_some() || self.live().is_empty()
+    }
+}

@@ -1,0 +1,284 @@
+//! The HTTP layer: one module per route group, mirroring the four Lambda functions, dispatched from
+//! the route table in `routes`. The same `Router` serves the local server and (later) Lambda.
+
+pub mod auth;
+mod error;
+pub mod metadata;
+pub mod publish;
+pub mod routes;
+pub mod tarball;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+pub use error::ApiError;
+pub use routes::{Route, RouteGroup};
+
+use crate::auth::{Action, Identity, OpenAuth};
+use crate::config::Config;
+use crate::domain::PackageName;
+use crate::domain::tarball::TarballLimits;
+use crate::storage::{MetadataStore, StoreError, TarballStore};
+
+/// Everything a handler needs, built once per process.
+pub struct AppState {
+    /// Package metadata.
+    pub metadata: Arc<dyn MetadataStore>,
+    /// Tarball bytes.
+    pub tarballs: Arc<dyn TarballStore>,
+    /// Settings.
+    pub config: Config,
+    /// Authorisation.
+    pub auth: OpenAuth,
+    /// Bounds on tarball inspection.
+    pub tarball_limits: TarballLimits,
+}
+
+/// What a handler sees of a request.
+pub struct RequestContext {
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// Path after the public-URL prefix, still percent-encoded, with the query.
+    pub path_and_query: String,
+    /// Base URL for links the registry emits (`dist.tarball`).
+    pub base_url: String,
+    /// Who is calling.
+    pub identity: Identity,
+}
+
+impl AppState {
+    /// Decides whether the caller may act on the package.
+    pub fn authorize(
+        &self,
+        ctx: &RequestContext,
+        name: &PackageName,
+        action: Action,
+    ) -> Result<(), ApiError> {
+        Ok(self.auth.authorize(&ctx.identity, name, action)?)
+    }
+
+    /// Where to send a read for a package this registry does not have, if anywhere: the upstream
+    /// registry, for unscoped names and scopes not served here.
+    pub fn upstream_location(&self, name: &PackageName, path_and_query: &str) -> Option<String> {
+        let upstream = self.config.upstream.as_ref()?;
+        let foreign = match name.scope() {
+            None => true,
+            Some(scope) => {
+                !self.config.allowed_owners.is_empty() && !self.config.serves_scope(scope)
+            }
+        };
+        foreign.then(|| format!("{upstream}{path_and_query}"))
+    }
+
+    /// A 404 for an unknown package, or a redirect to the upstream registry.
+    pub fn not_here(&self, name: &PackageName, ctx: &RequestContext) -> Result<Response, ApiError> {
+        match self.upstream_location(name, &ctx.path_and_query) {
+            Some(location) => Ok(redirect(&location)),
+            None => Err(ApiError::package_not_found(name)),
+        }
+    }
+}
+
+/// A `302 Found` to `location`.
+pub fn redirect(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(v) => (StatusCode::FOUND, [(header::LOCATION, v)]).into_response(),
+        Err(_) => ApiError::Internal(format!("unrepresentable redirect location {location:?}"))
+            .into_response(),
+    }
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
+    (status, axum::Json(value)).into_response()
+}
+
+/// Retries a read-modify-write on revision conflicts. Writes are conditional on the revision they
+/// read, so concurrent writers to one package each land after at most a few rounds.
+pub async fn retry_on_conflict<T, F, Fut>(mut attempt: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RetryableError>>,
+{
+    const ATTEMPTS: u32 = 200;
+    for n in 0..ATTEMPTS {
+        match attempt().await {
+            Err(RetryableError::Store(StoreError::RevisionConflict)) if n + 1 < ATTEMPTS => {
+                // Jittered backoff spreads racing writers out so one of them commits each round.
+                let max_ms = 1 + u64::from(n.min(20));
+                tokio::time::sleep(Duration::from_millis(rand::random_range(0..=max_ms))).await;
+            }
+            Err(RetryableError::Store(e)) => return Err(e.into()),
+            Err(RetryableError::Api(e)) => return Err(e),
+            Ok(v) => return Ok(v),
+        }
+    }
+    Err(StoreError::RevisionConflict.into())
+}
+
+/// An error inside a retried write: a store conflict is retried, the rest end the request.
+#[derive(Debug)]
+pub enum RetryableError {
+    /// From storage.
+    Store(StoreError),
+    /// Anything else.
+    Api(ApiError),
+}
+
+impl From<StoreError> for RetryableError {
+    fn from(e: StoreError) -> Self {
+        RetryableError::Store(e)
+    }
+}
+
+impl From<crate::domain::publish::PublishError> for RetryableError {
+    fn from(e: crate::domain::publish::PublishError) -> Self {
+        RetryableError::Api(e.into())
+    }
+}
+
+impl From<ApiError> for RetryableError {
+    fn from(e: ApiError) -> Self {
+        RetryableError::Api(e)
+    }
+}
+
+/// Reads a request body up to the configured limit; larger bodies get 413.
+pub async fn read_body(
+    state: &AppState,
+    body: Body,
+    headers: &HeaderMap,
+) -> Result<Bytes, ApiError> {
+    let limit = state.config.max_body_bytes;
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!(
+            "request body is larger than this registry's limit of {limit} bytes (REGISTRY_MAX_BODY_BYTES)"
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let is_limit = std::error::Error::source(&e).is_some_and(|s| {
+                s.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+            });
+            if is_limit {
+                Err(too_large())
+            } else {
+                Err(ApiError::BadRequest(format!(
+                    "could not read request body: {e}"
+                )))
+            }
+        }
+    }
+}
+
+/// Parses a JSON body, with messages that say what is wrong.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::BadRequest(
+            "request body is empty; expected JSON".into(),
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))
+}
+
+/// Builds the router serving `groups`. The local server passes every group; each Lambda one.
+pub fn router(state: Arc<AppState>, groups: &[RouteGroup]) -> Router {
+    let groups: Arc<[RouteGroup]> = groups.into();
+    Router::new()
+        .fallback(
+            move |State(state): State<Arc<AppState>>, request: Request| {
+                let groups = groups.clone();
+                async move { dispatch(state, &groups, request).await }
+            },
+        )
+        .with_state(state)
+}
+
+fn base_url(config: &Config, headers: &HeaderMap) -> String {
+    if let Some(url) = &config.public_url {
+        return url.clone();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("http");
+    format!("{proto}://{host}")
+}
+
+/// The path prefix of the public URL (`/npm` in `https://host/npm`), which routes must ignore.
+fn path_prefix(config: &Config) -> String {
+    config
+        .public_url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .map(|u| u.path().trim_end_matches('/').to_string())
+        .unwrap_or_default()
+}
+
+async fn dispatch(state: Arc<AppState>, groups: &[RouteGroup], request: Request) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let raw_path = request.uri().path().to_string();
+    let prefix = path_prefix(&state.config);
+    let path = match raw_path.strip_prefix(&prefix) {
+        Some(rest) if !prefix.is_empty() && (rest.is_empty() || rest.starts_with('/')) => {
+            rest.to_string()
+        }
+        _ => raw_path.clone(),
+    };
+    let path_and_query = match request.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    let response = match routes::resolve(&method, &path) {
+        Err(e) => ApiError::from(e).into_response(),
+        Ok(route) if !groups.contains(&route.group()) => {
+            ApiError::NotFound("not found".into()).into_response()
+        }
+        Ok(route) => {
+            let (parts, body) = request.into_parts();
+            let ctx = RequestContext {
+                base_url: base_url(&state.config, &parts.headers),
+                headers: parts.headers,
+                path_and_query,
+                identity: Identity::Anonymous,
+            };
+            let result = match route.group() {
+                RouteGroup::Metadata => metadata::handle(&state, &ctx, route, body).await,
+                RouteGroup::Publish => publish::handle(&state, &ctx, route, body).await,
+                RouteGroup::Tarball => tarball::handle(&state, &ctx, route).await,
+                RouteGroup::Auth => auth::handle(&state, &ctx, route, body).await,
+            };
+            result.unwrap_or_else(IntoResponse::into_response)
+        }
+    };
+    tracing::info!(
+        method = %method,
+        path = %raw_path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}

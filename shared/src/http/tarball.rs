@@ -1,0 +1,86 @@
+//! Tarball route group: downloads, streamed from the tarball store or redirected to it.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, AppState, RequestContext, Route, redirect};
+use crate::auth::Action;
+use crate::domain::publish::parse_version;
+use crate::domain::{PackageName, VersionState};
+use crate::storage::TarballRead;
+
+/// Handles a tarball route.
+pub async fn handle(
+    state: &AppState,
+    ctx: &RequestContext,
+    route: Route,
+) -> Result<Response, ApiError> {
+    match route {
+        Route::Tarball(name, file) => download(state, ctx, &name, &file).await,
+        _ => Err(ApiError::NotFound("not found".into())),
+    }
+}
+
+/// The version a tarball file name (`<base name>-<version>.tgz`) refers to.
+pub fn version_from_file(name: &PackageName, file: &str) -> Option<semver::Version> {
+    let version = file
+        .strip_prefix(name.base_name())?
+        .strip_prefix('-')?
+        .strip_suffix(".tgz")?;
+    parse_version(version).ok()
+}
+
+async fn download(
+    state: &AppState,
+    ctx: &RequestContext,
+    name: &PackageName,
+    file: &str,
+) -> Result<Response, ApiError> {
+    let Some(version) = version_from_file(name, file) else {
+        return Err(ApiError::NotFound(format!(
+            "'{file}' is not a tarball of {name}"
+        )));
+    };
+    let Some(record) = state.metadata.version(name, &version).await? else {
+        if state.metadata.package(name).await?.is_none() {
+            return state.not_here(name, ctx);
+        }
+        return Err(ApiError::NotFound(format!(
+            "version {version} of {name} not found"
+        )));
+    };
+    state.authorize(ctx, name, Action::Read)?;
+    let live = match record.state {
+        VersionState::Live(live) => live,
+        VersionState::Unpublished { .. } => {
+            return Err(ApiError::Gone(format!("{name}@{version} was unpublished")));
+        }
+    };
+    match state.tarballs.get(&live.dist.tarball_key).await? {
+        Some(TarballRead::Redirect(url)) => Ok(redirect(&url)),
+        Some(TarballRead::Bytes { len, body }) => {
+            let mut response = (StatusCode::OK, Body::from_stream(body)).into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            // The key embeds the content digest, so the bytes at this URL only change if an
+            // operator allows overwrites; clients verify `dist.integrity` regardless.
+            headers.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, max-age=300"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", live.dist.shasum)) {
+                headers.insert(header::ETAG, v);
+            }
+            Ok(response)
+        }
+        None => Err(ApiError::Internal(format!(
+            "tarball {} is referenced but missing",
+            live.dist.tarball_key.as_str()
+        ))),
+    }
+}

@@ -1,0 +1,9 @@
+//! The npm-compatible registry's library: the domain, storage traits and backends, authorisation,
+//! and the HTTP layer whose four route groups the Lambda functions and the local server mount.
+
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod server;
+pub mod storage;

@@ -1,0 +1,279 @@
+//! The embedded backend: metadata in redb (one transactional file), tarballs as files written to a
+//! temporary file, fsynced and renamed into place.
+//!
+//! redb was chosen over SQLite because it is pure Rust (no C build on a 2-core machine), has
+//! serialisable write transactions with durable commits, and its key-ordered tables map directly
+//! onto DynamoDB's partition-and-sort-key layout.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use semver::Version;
+
+use super::{
+    CreateMode, MetadataStore, PackageWrite, StoreError, TarballRead, TarballStore, VersionChange,
+};
+use crate::domain::{
+    PackageDocument, PackageName, PackageRecord, TarballKey, VersionRecord, VersionState,
+};
+
+/// Package name → package record (JSON).
+const PACKAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("packages");
+/// (package name, version) → version record (JSON). Ordered, so one range read lists a package.
+const VERSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("versions");
+
+/// Greater than every character a version string may contain, so `(name, MAX)` ends a range.
+const VERSION_RANGE_END: &str = "\u{7f}";
+
+fn internal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(e.to_string())
+}
+
+/// Metadata in a redb database file.
+#[derive(Clone)]
+pub struct EmbeddedMetadata {
+    db: Arc<Database>,
+}
+
+impl EmbeddedMetadata {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(internal)?;
+        let txn = db.begin_write().map_err(internal)?;
+        txn.open_table(PACKAGES).map_err(internal)?;
+        txn.open_table(VERSIONS).map_err(internal)?;
+        txn.commit().map_err(internal)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(internal)?
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(internal)
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(internal)
+}
+
+#[async_trait]
+impl MetadataStore for EmbeddedMetadata {
+    async fn package(&self, name: &PackageName) -> Result<Option<PackageRecord>, StoreError> {
+        let name = name.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(internal)?;
+            let table = txn.open_table(PACKAGES).map_err(internal)?;
+            table
+                .get(name.as_str())
+                .map_err(internal)?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn document(&self, name: &PackageName) -> Result<Option<PackageDocument>, StoreError> {
+        let name = name.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(internal)?;
+            let packages = txn.open_table(PACKAGES).map_err(internal)?;
+            let Some(package) = packages.get(name.as_str()).map_err(internal)? else {
+                return Ok(None);
+            };
+            let package: PackageRecord = decode(package.value())?;
+            let versions_table = txn.open_table(VERSIONS).map_err(internal)?;
+            let mut versions = Vec::new();
+            for row in versions_table
+                .range((name.as_str(), "")..(name.as_str(), VERSION_RANGE_END))
+                .map_err(internal)?
+            {
+                let (_, value) = row.map_err(internal)?;
+                versions.push(decode::<VersionRecord>(value.value())?);
+            }
+            Ok(Some(PackageDocument { package, versions }))
+        })
+        .await
+    }
+
+    async fn version(
+        &self,
+        name: &PackageName,
+        version: &Version,
+    ) -> Result<Option<VersionRecord>, StoreError> {
+        let (name, version) = (name.to_string(), version.to_string());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(internal)?;
+            let table = txn.open_table(VERSIONS).map_err(internal)?;
+            table
+                .get((name.as_str(), version.as_str()))
+                .map_err(internal)?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn write(&self, write: PackageWrite) -> Result<(), StoreError> {
+        self.blocking(move |db| {
+            // redb runs one write transaction at a time, so the checks below and the writes
+            // that follow them are atomic, as DynamoDB's condition expressions are.
+            let txn = db.begin_write().map_err(internal)?;
+            {
+                let name = write.package.name.to_string();
+                let mut packages = txn.open_table(PACKAGES).map_err(internal)?;
+                let current: Option<PackageRecord> = packages
+                    .get(name.as_str())
+                    .map_err(internal)?
+                    .map(|v| decode(v.value()))
+                    .transpose()?;
+                if current.as_ref().map(|p| p.revision) != write.expected_revision {
+                    return Err(StoreError::RevisionConflict);
+                }
+                let mut versions = txn.open_table(VERSIONS).map_err(internal)?;
+                if let Some((record, mode)) = &write.create {
+                    let key = record.version.to_string();
+                    let existing: Option<VersionRecord> = versions
+                        .get((name.as_str(), key.as_str()))
+                        .map_err(internal)?
+                        .map(|v| decode(v.value()))
+                        .transpose()?;
+                    match (existing.map(|e| e.state), mode) {
+                        (None, _) => {}
+                        (Some(VersionState::Unpublished { .. }), _) => {
+                            return Err(StoreError::VersionRetired);
+                        }
+                        (Some(VersionState::Live(_)), CreateMode::CreateOnly) => {
+                            return Err(StoreError::VersionExists);
+                        }
+                        (Some(VersionState::Live(_)), CreateMode::AllowOverwrite) => {}
+                    }
+                    versions
+                        .insert((name.as_str(), key.as_str()), encode(record)?.as_slice())
+                        .map_err(internal)?;
+                }
+                for change in &write.changes {
+                    let version = match change {
+                        VersionChange::Deprecate(v, _) | VersionChange::Unpublish(v, _) => v,
+                    };
+                    let key = version.to_string();
+                    let mut record: VersionRecord = versions
+                        .get((name.as_str(), key.as_str()))
+                        .map_err(internal)?
+                        .map(|v| decode(v.value()))
+                        .transpose()?
+                        .ok_or_else(|| StoreError::NoSuchVersion(version.clone()))?;
+                    match (change, &mut record.state) {
+                        (VersionChange::Deprecate(_, message), VersionState::Live(live)) => {
+                            live.deprecated = message.clone();
+                        }
+                        (VersionChange::Unpublish(_, at), VersionState::Live(_)) => {
+                            record.state = VersionState::Unpublished { at: *at };
+                        }
+                        (_, VersionState::Unpublished { .. }) => {
+                            return Err(StoreError::NoSuchVersion(version.clone()));
+                        }
+                    }
+                    versions
+                        .insert((name.as_str(), key.as_str()), encode(&record)?.as_slice())
+                        .map_err(internal)?;
+                }
+                packages
+                    .insert(name.as_str(), encode(&write.package)?.as_slice())
+                    .map_err(internal)?;
+            }
+            txn.commit().map_err(internal)
+        })
+        .await
+    }
+}
+
+/// Tarballs as files under a directory.
+#[derive(Clone)]
+pub struct EmbeddedTarballs {
+    root: PathBuf,
+    tmp: PathBuf,
+}
+
+impl EmbeddedTarballs {
+    /// Uses `dir` for tarballs (created if missing).
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let root = dir.join("tarballs");
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&root).map_err(internal)?;
+        std::fs::create_dir_all(&tmp).map_err(internal)?;
+        Ok(Self { root, tmp })
+    }
+
+    fn path(&self, key: &TarballKey) -> PathBuf {
+        // Keys are built from validated names and versions: no `..`, no absolute paths.
+        self.root.join(key.as_str())
+    }
+}
+
+#[async_trait]
+impl TarballStore for EmbeddedTarballs {
+    async fn put(&self, key: &TarballKey, bytes: Bytes) -> Result<(), StoreError> {
+        let (path, tmp_dir) = (self.path(key), self.tmp.clone());
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            use std::io::Write;
+            let parent = path
+                .parent()
+                .ok_or_else(|| internal("tarball key has no parent"))?;
+            std::fs::create_dir_all(parent).map_err(internal)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(internal)?;
+            tmp.write_all(&bytes).map_err(internal)?;
+            tmp.as_file().sync_all().map_err(internal)?;
+            tmp.persist(&path).map_err(internal)?;
+            // The rename is durable only once the directory entry is.
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(internal)
+        })
+        .await
+        .map_err(internal)?
+    }
+
+    async fn get(&self, key: &TarballKey) -> Result<Option<TarballRead>, StoreError> {
+        match tokio::fs::File::open(self.path(key)).await {
+            Ok(file) => {
+                let len = file.metadata().await.map_err(internal)?.len();
+                let body = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
+                Ok(Some(TarballRead::Bytes {
+                    len,
+                    body: Box::pin(body),
+                }))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    async fn delete(&self, key: &TarballKey) -> Result<(), StoreError> {
+        match tokio::fs::remove_file(self.path(key)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(internal(e)),
+        }
+    }
+}
+
+/// Opens both embedded stores under one data directory.
+pub fn open(data_dir: &Path) -> Result<(EmbeddedMetadata, EmbeddedTarballs), StoreError> {
+    std::fs::create_dir_all(data_dir).map_err(internal)?;
+    Ok((
+        EmbeddedMetadata::open(&data_dir.join("metadata.redb"))?,
+        EmbeddedTarballs::open(data_dir)?,
+    ))
+}

@@ -1,0 +1,291 @@
+//! Test support: start the real `registry-server` binary, drive the real npm CLI in an isolated
+//! HOME, and build packages and publish documents at test time.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use sha1::Digest;
+
+/// The target directory's binary, next to the test executable's `deps/` directory.
+fn sibling_binary(name: &str) -> PathBuf {
+    if let Ok(p) = std::env::var("REGISTRY_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --workspace` first (tests/run does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `registry-server` process, killed on drop.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on a free port with a fresh data directory inside `root`.
+    pub fn start(root: &Path) -> Server {
+        Self::start_with(root.join("data"), root.join("server.log"), Vec::new())
+    }
+
+    /// Starts a server on `data_dir` with extra environment variables.
+    pub fn start_with(data_dir: PathBuf, log: PathBuf, env: Vec<(String, String)>) -> Server {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("server log");
+        let mut cmd = Command::new(sibling_binary("registry-server"));
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data")
+            .arg(&data_dir);
+        // Tests never reach the public registry: no upstream unless a test sets one.
+        cmd.env("REGISTRY_UPSTREAM", "");
+        cmd.env_remove("REGISTRY_PUBLIC_URL");
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::from(log_file));
+        let mut child = cmd.spawn().expect("start registry-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listen line");
+        let url = line
+            .trim()
+            .strip_prefix("registry listening on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected first line from server: {line:?}; log: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+            .to_string();
+        Server {
+            child,
+            url,
+            data_dir,
+            env,
+            log,
+        }
+    }
+
+    /// Stops the server and starts it again on the same data directory (and a new port).
+    pub fn restart(self) -> Server {
+        let (data_dir, log, env) = (self.data_dir.clone(), self.log.clone(), self.env.clone());
+        drop(self);
+        Self::start_with(data_dir, log, env)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// True while the process is running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The npm binary to run: `NPM_BIN` (set by tests/run to the pinned install), else `npm`.
+pub fn npm_bin() -> String {
+    std::env::var("NPM_BIN").unwrap_or_else(|_| "npm".to_string())
+}
+
+/// An npm CLI with its own HOME, `.npmrc` and cache, pointed at one registry.
+pub struct Npm {
+    home: PathBuf,
+    cache: PathBuf,
+}
+
+/// What an npm run printed.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit success.
+    pub ok: bool,
+    /// stdout.
+    pub stdout: String,
+    /// stderr.
+    pub stderr: String,
+}
+
+impl Run {
+    /// stdout and stderr together.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl Npm {
+    /// Sets up an isolated npm for `registry_url` with a token for it.
+    pub fn new(root: &Path, registry_url: &str) -> Npm {
+        let home = root.join("home");
+        let cache = root.join("npm-cache");
+        std::fs::create_dir_all(&home).unwrap();
+        let hostpath = registry_url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
+        let npmrc = format!(
+            "registry={registry_url}/\n//{hostpath}/:_authToken=test-token\naudit=false\nfund=false\nupdate-notifier=false\nloglevel=notice\n"
+        );
+        std::fs::write(home.join(".npmrc"), npmrc).unwrap();
+        Npm { home, cache }
+    }
+
+    /// Runs `npm ARGS` in `cwd`.
+    pub fn run(&self, cwd: &Path, args: &[&str]) -> Run {
+        let out: Output = Command::new(npm_bin())
+            .args(args)
+            .current_dir(cwd)
+            .env("HOME", &self.home)
+            .env("npm_config_cache", &self.cache)
+            .env("npm_config_userconfig", self.home.join(".npmrc"))
+            .env_remove("npm_config_registry")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run npm");
+        Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs npm and panics with its output unless it succeeds.
+    pub fn ok(&self, cwd: &Path, args: &[&str]) -> Run {
+        let run = self.run(cwd, args);
+        assert!(run.ok, "npm {args:?} failed:\n{}", run.all());
+        run
+    }
+}
+
+/// Writes a package directory: package.json (with `extra` merged in), index.js and README.md.
+pub fn write_package(dir: &Path, name: &str, version: &str, extra: serde_json::Value) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut manifest = serde_json::json!({
+        "name": name,
+        "version": version,
+        "description": format!("{name} test package"),
+        "main": "index.js",
+        "license": "MIT",
+    });
+    if let (Some(m), serde_json::Value::Object(e)) = (manifest.as_object_mut(), extra) {
+        m.extend(e);
+    }
+    std::fs::write(
+        dir.join("package.json"),
+        serde_json::to_string_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("index.js"),
+        format!("module.exports = {{ name: {name:?}, version: {version:?} }};\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("README.md"), format!("# {name}\n")).unwrap();
+    dir.to_path_buf()
+}
+
+/// Builds a gzipped tarball from (path, contents) pairs; paths are written raw, so hostile
+/// archives can be made too.
+pub fn tgz(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        let name = &mut header.as_old_mut().name;
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        header.set_cksum();
+        builder.append(&header, *data).unwrap();
+    }
+    let tar = builder.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    gz.finish().unwrap()
+}
+
+/// The tarball of a minimal package.
+pub fn package_tgz(name: &str, version: &str) -> Vec<u8> {
+    let manifest = serde_json::json!({ "name": name, "version": version });
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    tgz(&[
+        ("package/package.json", &manifest),
+        ("package/index.js", b"module.exports = 1;\n"),
+    ])
+}
+
+/// `sha512-…` of the bytes.
+pub fn integrity(bytes: &[u8]) -> String {
+    format!(
+        "sha512-{}",
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha512::digest(bytes))
+    )
+}
+
+/// A publish document exactly as libnpmpublish builds it.
+pub fn publish_doc(name: &str, version: &str, tarball: &[u8]) -> serde_json::Value {
+    serde_json::json!({
+        "_id": name,
+        "name": name,
+        "description": "test",
+        "dist-tags": { "latest": version },
+        "versions": { version: {
+            "name": name, "version": version, "_id": format!("{name}@{version}"),
+            "dist": {
+                "integrity": integrity(tarball),
+                "shasum": hex::encode(sha1::Sha1::digest(tarball)),
+                "tarball": format!("http://ignored/{name}/-/{name}-{version}.tgz"),
+            }
+        }},
+        "access": null,
+        "_attachments": { format!("{name}-{version}.tgz"): {
+            "content_type": "application/octet-stream",
+            "data": base64::engine::general_purpose::STANDARD.encode(tarball),
+            "length": tarball.len(),
+        }}
+    })
+}
+
+/// The URL path of a package, escaped the way npm escapes it.
+pub fn escaped(name: &str) -> String {
+    name.replacen('/', "%2f", 1)
+}
+
+/// An HTTP client for direct requests.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
