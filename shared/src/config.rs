@@ -66,6 +66,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `REGISTRY_ALLOW_OVERWRITE`: let a publish replace an existing (not unpublished) version.
     pub allow_overwrite: bool,
+    /// `REGISTRY_MAX_UNPACKED_BYTES`: most bytes a published tarball may unpack to.
+    pub max_unpacked_bytes: u64,
 }
 
 fn parse_bool(key: &'static str, v: &str) -> Result<bool, ConfigError> {
@@ -170,6 +172,10 @@ impl Config {
                 .map(|v| parse_bool("REGISTRY_ALLOW_OVERWRITE", &v))
                 .transpose()?
                 .unwrap_or(false),
+            max_unpacked_bytes: get("REGISTRY_MAX_UNPACKED_BYTES")
+                .map(|v| parse_num("REGISTRY_MAX_UNPACKED_BYTES", &v))
+                .transpose()?
+                .unwrap_or(1 << 30),
         })
     }
 

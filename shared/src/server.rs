@@ -35,11 +35,15 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
             ));
         }
     };
+    let tarball_limits = TarballLimits {
+        max_unpacked_bytes: config.max_unpacked_bytes,
+        ..TarballLimits::default()
+    };
     Ok(Arc::new(AppState {
         metadata,
         tarballs,
         config,
         auth: OpenAuth,
-        tarball_limits: TarballLimits::default(),
+        tarball_limits,
     }))
 }

@@ -108,14 +108,14 @@ impl PublishDocument {
 
     fn check_names(&self, name: &PackageName) -> Result<(), PublishError> {
         for (field, value) in [("name", &self.name), ("_id", &self.id)] {
-            if let Some(found) = value {
-                if found != name.as_str() {
-                    return Err(PublishError::NameMismatch {
-                        field,
-                        found: found.clone(),
-                        expected: name.to_string(),
-                    });
-                }
+            if let Some(found) = value
+                && found != name.as_str()
+            {
+                return Err(PublishError::NameMismatch {
+                    field,
+                    found: found.clone(),
+                    expected: name.to_string(),
+                });
             }
         }
         Ok(())
@@ -243,21 +243,21 @@ pub fn validate_publish(
         Some(Value::Object(d)) => d.clone(),
         Some(_) => return Err(PublishError::FieldType("dist", "an object")),
     };
-    if let Some(shasum) = string_field(&declared_dist, "shasum")? {
-        if !shasum.eq_ignore_ascii_case(&digests.sha1_hex) {
-            return Err(PublishError::Shasum {
-                declared: shasum.to_string(),
-                actual: digests.sha1_hex,
-            });
-        }
+    if let Some(shasum) = string_field(&declared_dist, "shasum")?
+        && !shasum.eq_ignore_ascii_case(&digests.sha1_hex)
+    {
+        return Err(PublishError::Shasum {
+            declared: shasum.to_string(),
+            actual: digests.sha1_hex,
+        });
     }
-    if let Some(integrity) = string_field(&declared_dist, "integrity")? {
-        if !digests.matches_sri(integrity) {
-            return Err(PublishError::Integrity {
-                declared: integrity.to_string(),
-                actual: digests.integrity,
-            });
-        }
+    if let Some(integrity) = string_field(&declared_dist, "integrity")?
+        && !digests.matches_sri(integrity)
+    {
+        return Err(PublishError::Integrity {
+            declared: integrity.to_string(),
+            actual: digests.integrity,
+        });
     }
 
     let summary = tarball::inspect(&tarball, limits)?;
@@ -446,7 +446,7 @@ fn dist_tags_after_removal(
             }
         }
     }
-    if !tags.contains_key(&DistTag::latest()) {
+    if let std::collections::btree_map::Entry::Vacant(e) = tags.entry(DistTag::latest()) {
         match remaining
             .iter()
             .filter(|v| v.pre.is_empty())
@@ -454,7 +454,7 @@ fn dist_tags_after_removal(
             .or(remaining.iter().max())
         {
             Some(highest) => {
-                tags.insert(DistTag::latest(), highest.clone());
+                e.insert(highest.clone());
             }
             None => return Err(PublishError::LatestRemoved),
         }

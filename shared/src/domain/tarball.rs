@@ -98,15 +98,13 @@ pub fn inspect(bytes: &[u8], limits: TarballLimits) -> Result<TarballSummary, Ta
             }
         }
         let kind = entry.header().entry_type();
-        if kind.is_hard_link() || kind.is_symlink() {
-            if let Some(target) = entry.link_name().map_err(corrupt)? {
-                if target
-                    .components()
-                    .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-                {
-                    return Err(TarballError::UnsafePath(shown));
-                }
-            }
+        if (kind.is_hard_link() || kind.is_symlink())
+            && let Some(target) = entry.link_name().map_err(corrupt)?
+            && target
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(TarballError::UnsafePath(shown));
         }
         if !kind.is_file() {
             continue;

@@ -92,12 +92,12 @@ async fn publish_version(
 ) -> Result<Response, ApiError> {
     let name = PackageName::parse_new(url_name.as_str())
         .map_err(|e| ApiError::BadRequest(format!("invalid package name '{url_name}': {e}")))?;
-    if let Some(scope) = name.scope() {
-        if !state.config.serves_scope(scope) {
-            return Err(ApiError::Forbidden(format!(
-                "scope @{scope} is not served by this registry"
-            )));
-        }
+    if let Some(scope) = name.scope()
+        && !state.config.serves_scope(scope)
+    {
+        return Err(ApiError::Forbidden(format!(
+            "scope @{scope} is not served by this registry"
+        )));
     }
     state.authorize(ctx, &name, Action::Write)?;
     let limits = state.tarball_limits;
@@ -167,10 +167,9 @@ async fn publish_version(
                 state: VersionState::Live(old),
                 ..
             }) = previous
+                && old.dist.tarball_key != key
             {
-                if old.dist.tarball_key != key {
-                    remove_tarball_quietly(state, &old.dist.tarball_key).await;
-                }
+                remove_tarball_quietly(state, &old.dist.tarball_key).await;
             }
             tracing::info!(package = %name, %version, "published");
             Ok(json_response(
