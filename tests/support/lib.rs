@@ -53,10 +53,10 @@ impl Server {
             .open(&log)
             .expect("server log");
         let mut cmd = Command::new(sibling_binary("registry-server"));
-        cmd.arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data")
-            .arg(&data_dir);
+        cmd.arg("--data").arg(&data_dir);
+        if !env.iter().any(|(k, _)| k == "REGISTRY_LISTEN") {
+            cmd.arg("--listen").arg("127.0.0.1:0");
+        }
         // Tests never reach the public registry: no upstream unless a test sets one.
         cmd.env("REGISTRY_UPSTREAM", "");
         cmd.env_remove("REGISTRY_PUBLIC_URL");
@@ -112,6 +112,16 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A port that was free a moment ago, for tests that must know the port before the server starts
+/// (a public URL with a path prefix).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The npm binary to run: `NPM_BIN` (set by tests/run to the pinned install), else `npm`.

@@ -1,0 +1,218 @@
+//! Operator settings: upstream redirects, allowed owners, opt-in overwrite, and a public URL with a
+//! path prefix (an API Gateway stage or a reverse proxy's sub-path) used by the real npm CLI.
+
+use e2e::{
+    Npm, Server, escaped, free_port, http, integrity, package_tgz, publish_doc, tgz, write_package,
+};
+use serde_json::{Value, json};
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn unknown_names_go_upstream_and_foreign_scopes_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // The upstream is never contacted: the client below does not follow redirects.
+    let server = Server::start_with(
+        root.join("data"),
+        root.join("log"),
+        env(&[
+            ("REGISTRY_UPSTREAM", "http://upstream.invalid/"),
+            ("REGISTRY_ALLOWED_OWNERS", "acme"),
+        ]),
+    );
+    let client = http();
+    let get = |path: &str| client.get(format!("{}{path}", server.url)).send();
+    let r = get("/left-pad").await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "http://upstream.invalid/left-pad");
+    let r = get("/left-pad/-/left-pad-1.3.0.tgz").await.unwrap();
+    assert_eq!(
+        r.headers()["location"],
+        "http://upstream.invalid/left-pad/-/left-pad-1.3.0.tgz"
+    );
+    let r = get("/@other%2fthing?write=true").await.unwrap();
+    assert_eq!(r.status(), 302, "a scope not served here goes upstream");
+    assert_eq!(
+        r.headers()["location"],
+        "http://upstream.invalid/@other%2fthing?write=true"
+    );
+    let r = get("/@acme%2fmissing").await.unwrap();
+    assert_eq!(
+        r.status(),
+        404,
+        "an unknown package of a served scope is ours to deny"
+    );
+
+    let refused = client
+        .put(format!("{}/{}", server.url, escaped("@other/thing")))
+        .json(&publish_doc(
+            "@other/thing",
+            "1.0.0",
+            &package_tgz("@other/thing", "1.0.0"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("@other is not served"),
+        "{body}"
+    );
+
+    let ours = client
+        .put(format!("{}/{}", server.url, escaped("@acme/thing")))
+        .json(&publish_doc(
+            "@acme/thing",
+            "1.0.0",
+            &package_tgz("@acme/thing", "1.0.0"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ours.status(), 201);
+}
+
+#[tokio::test]
+async fn overwrite_is_opt_in_and_never_revives_unpublished_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let server = Server::start_with(
+        root.join("data"),
+        root.join("log"),
+        env(&[("REGISTRY_ALLOW_OVERWRITE", "true")]),
+    );
+    let client = http();
+    let name = "@acme/mutable";
+    let url = format!("{}/{}", server.url, escaped(name));
+    let first = package_tgz(name, "1.0.0");
+    let second = tgz(&[(
+        "package/package.json",
+        br#"{"name":"@acme/mutable","version":"1.0.0","changed":true}"#,
+    )]);
+    assert_eq!(
+        client
+            .put(&url)
+            .json(&publish_doc(name, "1.0.0", &first))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    assert_eq!(
+        client
+            .put(&url)
+            .json(&publish_doc(name, "1.0.0", &second))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let packument: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        packument["versions"]["1.0.0"]["dist"]["integrity"],
+        json!(integrity(&second))
+    );
+    let bytes = client
+        .get(format!("{}/@acme/mutable/-/mutable-1.0.0.tgz", server.url))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(integrity(&bytes), integrity(&second));
+    let files = std::fs::read_dir(server.data_dir.join("tarballs/@acme/mutable"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 1, "the replaced tarball is removed");
+
+    // Unpublish (all versions), then try to overwrite: the number stays retired.
+    let rev = packument["_rev"].as_str().unwrap();
+    let deleted = client
+        .delete(format!("{url}/-rev/{rev}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let again = client
+        .put(&url)
+        .json(&publish_doc(name, "1.0.0", &first))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn public_url_with_a_path_prefix_works_with_npm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}/npm");
+    let server = Server::start_with(
+        root.join("data"),
+        root.join("log"),
+        env(&[
+            ("REGISTRY_LISTEN", &format!("127.0.0.1:{port}")),
+            ("REGISTRY_PUBLIC_URL", &format!("{public}/")),
+        ]),
+    );
+    assert_eq!(server.url, format!("http://127.0.0.1:{port}"));
+    // Configured with the prefix and a trailing slash...
+    let npm = Npm::new(&root.join("with-slash"), &public);
+    let pkg = write_package(&root.join("pkg"), "@acme/prefixed", "1.0.0", json!({}));
+    npm.ok(&pkg, &["publish"]);
+    let packument: Value = http()
+        .get(format!("{public}/@acme%2fprefixed"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        packument["versions"]["1.0.0"]["dist"]["tarball"],
+        json!(format!("{public}/@acme/prefixed/-/prefixed-1.0.0.tgz"))
+    );
+    // ...and without it: install resolves through the prefix too.
+    let npm = Npm::new(&root.join("no-slash"), &public);
+    let rc = std::fs::read_to_string(root.join("no-slash/home/.npmrc"))
+        .unwrap()
+        .replace(
+            &format!("registry={public}/"),
+            &format!("registry={public}"),
+        );
+    std::fs::write(root.join("no-slash/home/.npmrc"), rc).unwrap();
+    let project = root.join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("package.json"),
+        r#"{"name":"p","version":"1.0.0","private":true}"#,
+    )
+    .unwrap();
+    npm.ok(&project, &["install", "@acme/prefixed"]);
+    assert!(
+        project
+            .join("node_modules/@acme/prefixed/package.json")
+            .exists()
+    );
+    assert_eq!(
+        npm.ok(&project, &["view", "@acme/prefixed", "version"])
+            .stdout
+            .trim(),
+        "1.0.0"
+    );
+}
