@@ -5,5 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod http;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod server;
 pub mod storage;

@@ -12,7 +12,7 @@ use registry::http::{AppState, RouteGroup, router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-fn state(dir: &std::path::Path) -> Arc<AppState> {
+async fn state(dir: &std::path::Path) -> Arc<AppState> {
     let data = dir.to_string_lossy().into_owned();
     let config = Config::from_lookup(|k| match k {
         "REGISTRY_DATA_DIR" => Some(data.clone()),
@@ -21,7 +21,7 @@ fn state(dir: &std::path::Path) -> Arc<AppState> {
         _ => None,
     })
     .unwrap();
-    registry::server::build_state(config).unwrap()
+    registry::server::build_state(config).await.unwrap()
 }
 
 fn tarball(name: &str, version: &str) -> Vec<u8> {
@@ -72,7 +72,7 @@ async fn send(app: &axum::Router, method: &str, uri: &str, body: Vec<u8>) -> (St
 #[tokio::test]
 async fn each_group_serves_only_its_own_routes() {
     let dir = tempfile::tempdir().unwrap();
-    let state = state(dir.path());
+    let state = state(dir.path()).await;
     let metadata = router(state.clone(), &[RouteGroup::Metadata]);
     let publish = router(state.clone(), &[RouteGroup::Publish]);
     let tarball = router(state.clone(), &[RouteGroup::Tarball]);

@@ -57,7 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !bound.ip().is_loopback() && config.auth == registry::config::AuthMode::Open {
         tracing::warn!(%bound, "open mode on a non-loopback address: anyone who can reach it may publish");
     }
-    let state = registry::server::build_state(config)?;
+    let state = registry::server::build_state(config).await?;
     let app = router(state, &RouteGroup::ALL);
     // Tests start the server on port 0 and read the real address from this line.
     println!("registry listening on http://{bound}");

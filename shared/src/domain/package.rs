@@ -130,7 +130,7 @@ impl TarballKey {
 }
 
 /// A package with all its version records: what a packument is built from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PackageDocument {
     /// The package record.
     pub package: PackageRecord,

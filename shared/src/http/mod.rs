@@ -211,6 +211,18 @@ pub fn router(state: Arc<AppState>, groups: &[RouteGroup]) -> Router {
         .with_state(state)
 }
 
+/// Set by the Lambda adapter (never by clients) to the API Gateway stage's path, e.g. `/prod`.
+pub const BASE_PATH_HEADER: &str = "x-registry-base-path";
+
+fn forwarded_base_path(headers: &HeaderMap) -> &str {
+    headers
+        .get(BASE_PATH_HEADER)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+}
+
+/// The base URL links point at: the configured public URL, or (on Lambda, where it is not
+/// known in advance) the request's host and stage.
 fn base_url(config: &Config, headers: &HeaderMap) -> String {
     if let Some(url) = &config.public_url {
         return url.clone();
@@ -223,24 +235,29 @@ fn base_url(config: &Config, headers: &HeaderMap) -> String {
         .get("x-forwarded-proto")
         .and_then(|h| h.to_str().ok())
         .unwrap_or("http");
-    format!("{proto}://{host}")
+    format!("{proto}://{host}{}", forwarded_base_path(headers))
 }
 
-/// The path prefix of the public URL (`/npm` in `https://host/npm`), which routes must ignore.
-fn path_prefix(config: &Config) -> String {
-    config
+/// The path prefix routes must ignore: the public URL's path (`/npm` in `https://host/npm`), or
+/// the stage path the Lambda adapter passes on.
+fn path_prefix(config: &Config, headers: &HeaderMap) -> String {
+    match config
         .public_url
         .as_deref()
         .and_then(|u| url::Url::parse(u).ok())
-        .map(|u| u.path().trim_end_matches('/').to_string())
-        .unwrap_or_default()
+    {
+        Some(u) => u.path().trim_end_matches('/').to_string(),
+        None => forwarded_base_path(headers)
+            .trim_end_matches('/')
+            .to_string(),
+    }
 }
 
 async fn dispatch(state: Arc<AppState>, groups: &[RouteGroup], request: Request) -> Response {
     let started = std::time::Instant::now();
     let method = request.method().clone();
     let raw_path = request.uri().path().to_string();
-    let prefix = path_prefix(&state.config);
+    let prefix = path_prefix(&state.config, request.headers());
     let path = match raw_path.strip_prefix(&prefix) {
         Some(rest) if !prefix.is_empty() && (rest.is_empty() || rest.starts_with('/')) => {
             rest.to_string()
@@ -251,7 +268,12 @@ async fn dispatch(state: Arc<AppState>, groups: &[RouteGroup], request: Request)
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
     };
-    let response = match routes::resolve(&method, &path) {
+    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let mut response = match routes::resolve(&method, &path) {
         Err(e) => ApiError::from(e).into_response(),
         Ok(route) if !groups.contains(&route.group()) => {
             ApiError::NotFound("not found".into()).into_response()
@@ -273,6 +295,13 @@ async fn dispatch(state: Arc<AppState>, groups: &[RouteGroup], request: Request)
             result.unwrap_or_else(IntoResponse::into_response)
         }
     };
+    // An error may be answered before the body was read; the connection then cannot carry
+    // another request, so tell the client instead of letting it reuse a closing connection.
+    if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     tracing::info!(
         method = %method,
         path = %raw_path,

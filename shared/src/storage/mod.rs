@@ -6,6 +6,7 @@
 //! - a write is all-or-nothing: the version, the version changes and the package record land together;
 //! - tarballs are put before the metadata that references them.
 
+pub mod aws;
 pub mod embedded;
 
 use std::pin::Pin;

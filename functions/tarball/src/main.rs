@@ -1,0 +1,6 @@
+//! Lambda function: the registry's tarball route group.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    registry::lambda::run(registry::http::RouteGroup::Tarball).await
+}

@@ -1,0 +1,55 @@
+//! Running one route group as an AWS Lambda function behind API Gateway (HTTP API, payload v2).
+
+use lambda_http::request::RequestContext;
+use lambda_http::{Request, RequestExt};
+use tower::ServiceExt;
+
+use crate::config::Config;
+use crate::http::{BASE_PATH_HEADER, RouteGroup, router};
+
+/// Builds the state once from the environment (SDK clients included), then serves `group`'s
+/// routes for every invocation; a request for another group gets the same 404 as an unknown path.
+pub async fn run(group: RouteGroup) -> Result<(), lambda_http::Error> {
+    init_logging();
+    let config = Config::from_env()?;
+    let state = crate::server::build_state(config).await?;
+    lambda_http::run(service(router(state, &[group]))).await
+}
+
+/// Wraps the router for Lambda: API Gateway puts a named stage in front of the path (lambda_http
+/// adds it if missing); the stage becomes the base path the router strips and links carry.
+pub fn service(
+    app: axum::Router,
+) -> impl tower::Service<
+    Request,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future: Send,
+> + Clone {
+    tower::service_fn(move |mut request: Request| {
+        let app = app.clone();
+        async move {
+            // Never trust a client-sent copy of the header.
+            request.headers_mut().remove(BASE_PATH_HEADER);
+            if let Some(RequestContext::ApiGatewayV2(ctx)) = request.request_context_ref()
+                && let Some(stage) = ctx.stage.as_deref().filter(|s| *s != "$default")
+                && let Ok(v) = format!("/{stage}").parse()
+            {
+                request.headers_mut().insert(BASE_PATH_HEADER, v);
+            }
+            app.oneshot(request.map(axum::body::Body::new)).await
+        }
+    })
+}
+
+/// Plain-text logs without colour (CloudWatch shows escape codes verbatim) and without timestamps
+/// (CloudWatch adds its own).
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("REGISTRY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .without_time()
+        .try_init();
+}

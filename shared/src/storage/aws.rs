@@ -1,0 +1,742 @@
+//! The AWS backend: one DynamoDB table for metadata and one private S3 bucket for tarballs.
+//!
+//! Table layout (partition key `pk`, sort key `sk`, both strings):
+//! - `pk = <package>, sk = "A"`: the package record (`rev` number, `doc` JSON). Small and bounded.
+//! - `pk = <package>, sk = "V#<version>"`: one item per version (`state`, `published`, `doc` JSON of
+//!   the manifest, `deprecated`, `readme` or `readme_key`). Versions are immutable except for the
+//!   `deprecated` attribute and the switch to `state = unpublished`.
+//!
+//! Every write is one `TransactWriteItems`: the version put (conditional create) and/or version
+//! updates, plus the package record put conditioned on the revision the writer read.
+//!
+//! Bucket layout: `tarballs/<name>/<version>-<sha512 prefix>.tgz`, `readmes/<name>/<version>.md`
+//! for READMEs too large for an item, and `snapshots/<name>/<rev>.json`: the package document at one
+//! revision, written on first read after a change, so a packument read is a `GetItem` plus a
+//! `GetObject` whatever the version count. Snapshots are immutable (keyed by revision) and can
+//! expire (a lifecycle rule), since any one can be rebuilt with a `Query`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use semver::Version;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    CreateMode, MetadataStore, PackageWrite, StoreError, TarballRead, TarballStore, VersionChange,
+};
+use crate::domain::{
+    DistTag, LiveVersion, PackageDocument, PackageName, PackageRecord, TarballKey, VersionRecord,
+    VersionState,
+};
+
+/// Sort key of the package record.
+const PACKAGE_SK: &str = "A";
+/// READMEs larger than this go to S3 so a version item stays far below DynamoDB's 400 KB.
+const INLINE_README_BYTES: usize = 32 * 1024;
+/// DynamoDB allows 100 items per transaction; one is the package record.
+const CHANGES_PER_TRANSACTION: usize = 99;
+
+/// Settings of the AWS backend.
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    /// DynamoDB table.
+    pub table: String,
+    /// S3 bucket.
+    pub bucket: String,
+    /// Lifetime of presigned tarball URLs.
+    pub presign: Duration,
+    /// Path-style S3 addressing (emulators); virtual-hosted otherwise.
+    pub force_path_style: bool,
+}
+
+/// Counts of AWS requests (HTTP attempts, as billed) by `Service.Operation`.
+#[derive(Debug, Default)]
+pub struct RequestCounts(Mutex<BTreeMap<String, u64>>);
+
+impl RequestCounts {
+    fn record(&self, service: &str, operation: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            *map.entry(format!("{service}.{operation}")).or_default() += 1;
+        }
+    }
+
+    /// The counts so far, and resets them.
+    pub fn take(&self) -> BTreeMap<String, u64> {
+        self.0
+            .lock()
+            .map(|mut m| std::mem::take(&mut *m))
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+struct CountRequests(Arc<RequestCounts>);
+
+impl Intercept for CountRequests {
+    fn name(&self) -> &'static str {
+        "CountRequests"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(m) = cfg.load::<Metadata>() {
+            self.0.record(m.service(), m.name());
+        }
+        Ok(())
+    }
+}
+
+/// DynamoDB + S3 storage; implements both storage traits.
+#[derive(Clone)]
+pub struct AwsStorage {
+    ddb: aws_sdk_dynamodb::Client,
+    s3: aws_sdk_s3::Client,
+    settings: AwsSettings,
+    counts: Arc<RequestCounts>,
+}
+
+impl AwsStorage {
+    /// Builds the SDK clients from the standard AWS environment (region, credentials,
+    /// `AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL_S3`, ...) once per process.
+    pub async fn from_env(settings: AwsSettings) -> Self {
+        use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .operation_attempt_timeout(Duration::from_secs(10))
+            .operation_timeout(Duration::from_secs(25))
+            .build();
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
+            .timeout_config(timeouts)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3))
+            .load()
+            .await;
+        let counts = Arc::new(RequestCounts::default());
+        let ddb_config = aws_sdk_dynamodb::config::Builder::from(&shared)
+            .interceptor(CountRequests(counts.clone()))
+            .build();
+        let s3_config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(settings.force_path_style)
+            .interceptor(CountRequests(counts.clone()))
+            .build();
+        Self {
+            ddb: aws_sdk_dynamodb::Client::from_conf(ddb_config),
+            s3: aws_sdk_s3::Client::from_conf(s3_config),
+            settings,
+            counts,
+        }
+    }
+
+    /// The AWS requests made so far.
+    pub fn request_counts(&self) -> Arc<RequestCounts> {
+        self.counts.clone()
+    }
+
+    fn key(name: &PackageName, sk: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            ("pk".to_string(), AttributeValue::S(name.to_string())),
+            ("sk".to_string(), AttributeValue::S(sk.to_string())),
+        ])
+    }
+
+    fn version_sk(version: &Version) -> String {
+        format!("V#{version}")
+    }
+
+    fn snapshot_key(name: &PackageName, rev: u64) -> String {
+        format!("snapshots/{name}/{rev}.json")
+    }
+
+    fn readme_key(name: &PackageName, version: &Version) -> String {
+        format!("readmes/{name}/{version}.md")
+    }
+
+    async fn get_object(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        match self
+            .s3
+            .get_object()
+            .bucket(&self.settings.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let body = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                Ok(Some(body.into_bytes()))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn put_object(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        content_type: &str,
+    ) -> Result<(), StoreError> {
+        self.s3
+            .put_object()
+            .bucket(&self.settings.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    /// Every item of a package, with a consistent `Query` (paginated).
+    async fn query_package(
+        &self,
+        name: &PackageName,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .ddb
+                .query()
+                .table_name(&self.settings.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(name.to_string()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(classify)?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Rebuilds the document from the table and stores it as the revision's snapshot.
+    async fn rebuild_snapshot(
+        &self,
+        name: &PackageName,
+    ) -> Result<Option<PackageDocument>, StoreError> {
+        let mut package = None;
+        let mut versions = Vec::new();
+        for item in self.query_package(name).await? {
+            match s_attr(&item, "sk") {
+                Some(PACKAGE_SK) => package = Some(decode_package(&item)?),
+                Some(sk) if sk.starts_with("V#") => versions.push(decode_version(&item)?),
+                _ => {}
+            }
+        }
+        let Some(package) = package else {
+            return Ok(None);
+        };
+        // Only the `latest` version's README is ever served: keep that one (from S3 if it is
+        // there) and drop the rest, so the snapshot stays small.
+        let latest = package.dist_tags.get(&DistTag::latest()).cloned();
+        let mut records = Vec::with_capacity(versions.len());
+        for (mut record, readme_in_s3) in versions {
+            if let VersionState::Live(live) = &mut record.state {
+                if Some(&record.version) != latest.as_ref() {
+                    live.readme = None;
+                } else if readme_in_s3 {
+                    let key = Self::readme_key(name, &record.version);
+                    live.readme = self
+                        .get_object(&key)
+                        .await?
+                        .map(|b| String::from_utf8_lossy(&b).into_owned());
+                }
+            }
+            records.push(record);
+        }
+        let versions = records;
+        let doc = PackageDocument { package, versions };
+        let bytes = serde_json::to_vec(&doc).map_err(internal)?;
+        self.put_object(
+            &Self::snapshot_key(name, doc.package.revision),
+            Bytes::from(bytes),
+            "application/json",
+        )
+        .await?;
+        Ok(Some(doc))
+    }
+
+    fn version_item(
+        &self,
+        name: &PackageName,
+        record: &VersionRecord,
+    ) -> Result<(HashMap<String, AttributeValue>, Option<String>), StoreError> {
+        let mut item = Self::key(name, &Self::version_sk(&record.version));
+        item.insert(
+            "published".into(),
+            AttributeValue::S(iso(&record.published)),
+        );
+        let mut large_readme = None;
+        match &record.state {
+            VersionState::Live(live) => {
+                let mut stored = StoredLive {
+                    manifest: live.manifest.clone(),
+                    dist: live.dist.clone(),
+                    readme_filename: live.readme_filename.clone(),
+                    readme_in_s3: false,
+                };
+                item.insert("state".into(), AttributeValue::S("live".into()));
+                match &live.readme {
+                    Some(r) if r.len() > INLINE_README_BYTES => {
+                        stored.readme_in_s3 = true;
+                        large_readme = Some(r.clone());
+                    }
+                    Some(r) => {
+                        item.insert("readme".into(), AttributeValue::S(r.clone()));
+                    }
+                    None => {}
+                }
+                if let Some(d) = &live.deprecated {
+                    item.insert("deprecated".into(), AttributeValue::S(d.clone()));
+                }
+                item.insert(
+                    "doc".into(),
+                    AttributeValue::S(serde_json::to_string(&stored).map_err(internal)?),
+                );
+            }
+            VersionState::Unpublished { at } => {
+                item.insert("state".into(), AttributeValue::S("unpublished".into()));
+                item.insert("unpublished_at".into(), AttributeValue::S(iso(at)));
+            }
+        }
+        Ok((item, large_readme))
+    }
+
+    fn package_put(
+        &self,
+        package: &PackageRecord,
+        expected_revision: Option<u64>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let mut item = Self::key(&package.name, PACKAGE_SK);
+        item.insert(
+            "rev".into(),
+            AttributeValue::N(package.revision.to_string()),
+        );
+        item.insert(
+            "doc".into(),
+            AttributeValue::S(serde_json::to_string(package).map_err(internal)?),
+        );
+        let mut put = Put::builder()
+            .table_name(&self.settings.table)
+            .set_item(Some(item));
+        put = match expected_revision {
+            None => put.condition_expression("attribute_not_exists(pk)"),
+            Some(rev) => put
+                .condition_expression("#rev = :expected")
+                .expression_attribute_names("#rev", "rev")
+                .expression_attribute_values(":expected", AttributeValue::N(rev.to_string())),
+        };
+        Ok(TransactWriteItem::builder()
+            .put(put.build().map_err(internal)?)
+            .build())
+    }
+
+    fn change_update(
+        &self,
+        name: &PackageName,
+        change: &VersionChange,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let (version, update) = match change {
+            VersionChange::Deprecate(v, Some(message)) => (
+                v,
+                Update::builder()
+                    .update_expression("SET deprecated = :message")
+                    .expression_attribute_values(":message", AttributeValue::S(message.clone())),
+            ),
+            VersionChange::Deprecate(v, None) => (v, Update::builder().update_expression("REMOVE deprecated")),
+            VersionChange::Unpublish(v, at) => (
+                v,
+                Update::builder()
+                    .update_expression("SET #state = :unpublished, unpublished_at = :at REMOVE doc, readme, deprecated")
+                    .expression_attribute_values(":unpublished", AttributeValue::S("unpublished".into()))
+                    .expression_attribute_values(":at", AttributeValue::S(iso(at))),
+            ),
+        };
+        let update = update
+            .table_name(&self.settings.table)
+            .set_key(Some(Self::key(name, &Self::version_sk(version))))
+            .condition_expression("attribute_exists(pk) AND #state = :live")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":live", AttributeValue::S("live".into()))
+            .build()
+            .map_err(internal)?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TransactFailure> {
+        match self
+            .ddb
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() {
+                    let codes: Vec<String> = c
+                        .cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code().unwrap_or("None").to_string())
+                        .collect();
+                    return Err(TransactFailure::Cancelled(codes));
+                }
+                if e.as_service_error()
+                    .is_some_and(|s| s.meta().code() == Some("TransactionConflictException"))
+                {
+                    return Err(TransactFailure::Cancelled(vec![
+                        "TransactionConflict".into(),
+                    ]));
+                }
+                Err(TransactFailure::Store(classify(e)))
+            }
+        }
+    }
+}
+
+enum TransactFailure {
+    /// Per-item cancellation codes (`ConditionalCheckFailed`, `TransactionConflict`, `None`).
+    Cancelled(Vec<String>),
+    Store(StoreError),
+}
+
+/// The immutable part of a live version, as stored in its item's `doc`.
+#[derive(Serialize, Deserialize)]
+struct StoredLive {
+    manifest: serde_json::Map<String, serde_json::Value>,
+    dist: crate::domain::Dist,
+    #[serde(default)]
+    readme_filename: Option<String>,
+    #[serde(default)]
+    readme_in_s3: bool,
+}
+
+fn iso(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn internal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(e.to_string())
+}
+
+fn s_attr<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+fn time_attr(
+    item: &HashMap<String, AttributeValue>,
+    name: &str,
+) -> Result<DateTime<Utc>, StoreError> {
+    let text = s_attr(item, name).ok_or_else(|| internal(format!("item has no {name}")))?;
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(internal)
+}
+
+fn decode_package(item: &HashMap<String, AttributeValue>) -> Result<PackageRecord, StoreError> {
+    let doc = s_attr(item, "doc").ok_or_else(|| internal("package item has no doc"))?;
+    serde_json::from_str(doc).map_err(internal)
+}
+
+/// Decodes a version item; the flag says its README is in S3 rather than in the item.
+fn decode_version(
+    item: &HashMap<String, AttributeValue>,
+) -> Result<(VersionRecord, bool), StoreError> {
+    let sk = s_attr(item, "sk").ok_or_else(|| internal("item has no sk"))?;
+    let version = Version::parse(sk.trim_start_matches("V#")).map_err(internal)?;
+    let published = time_attr(item, "published")?;
+    let mut readme_in_s3 = false;
+    let state = match s_attr(item, "state") {
+        Some("live") => {
+            let doc = s_attr(item, "doc").ok_or_else(|| internal("live version has no doc"))?;
+            let stored: StoredLive = serde_json::from_str(doc).map_err(internal)?;
+            readme_in_s3 = stored.readme_in_s3;
+            VersionState::Live(Box::new(LiveVersion {
+                manifest: stored.manifest,
+                dist: stored.dist,
+                readme: s_attr(item, "readme").map(str::to_string),
+                readme_filename: stored.readme_filename,
+                deprecated: s_attr(item, "deprecated").map(str::to_string),
+            }))
+        }
+        Some("unpublished") => VersionState::Unpublished {
+            at: time_attr(item, "unpublished_at")?,
+        },
+        other => return Err(internal(format!("unknown version state {other:?}"))),
+    };
+    Ok((
+        VersionRecord {
+            version,
+            published,
+            state,
+        },
+        readme_in_s3,
+    ))
+}
+
+/// Maps SDK failures: anything transient (no connection, timeouts, throttling, 5xx) is
+/// `Unavailable`, so clients get 503 and retry.
+fn classify<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+    R: std::fmt::Debug,
+{
+    match &e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            StoreError::Unavailable(
+                aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+            )
+        }
+        SdkError::ServiceError(s) => {
+            let code = s.err().code().unwrap_or("");
+            let transient = matches!(
+                code,
+                "ProvisionedThroughputExceededException"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+                    | "InternalServerError"
+                    | "ServiceUnavailable"
+                    | "SlowDown"
+                    | "InternalError"
+            );
+            if transient {
+                StoreError::Unavailable(code.to_string())
+            } else {
+                StoreError::Internal(
+                    aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+                )
+            }
+        }
+        _ => StoreError::Internal(
+            aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+        ),
+    }
+}
+
+#[async_trait]
+impl MetadataStore for AwsStorage {
+    async fn package(&self, name: &PackageName) -> Result<Option<PackageRecord>, StoreError> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.settings.table)
+            .set_key(Some(Self::key(name, PACKAGE_SK)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item.as_ref().map(decode_package).transpose()
+    }
+
+    async fn document(&self, name: &PackageName) -> Result<Option<PackageDocument>, StoreError> {
+        let Some(package) = self.package(name).await? else {
+            return Ok(None);
+        };
+        if let Some(bytes) = self
+            .get_object(&Self::snapshot_key(name, package.revision))
+            .await?
+        {
+            let doc: PackageDocument = serde_json::from_slice(&bytes).map_err(internal)?;
+            if doc.package.revision == package.revision {
+                return Ok(Some(doc));
+            }
+        }
+        self.rebuild_snapshot(name).await
+    }
+
+    async fn version(
+        &self,
+        name: &PackageName,
+        version: &Version,
+    ) -> Result<Option<VersionRecord>, StoreError> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.settings.table)
+            .set_key(Some(Self::key(name, &Self::version_sk(version))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        // A README kept in S3 is left out: callers of `version` never serve it.
+        Ok(out
+            .item
+            .as_ref()
+            .map(decode_version)
+            .transpose()?
+            .map(|(record, _)| record))
+    }
+
+    async fn write(&self, write: PackageWrite) -> Result<(), StoreError> {
+        let name = write.package.name.clone();
+        let mut first: Vec<TransactWriteItem> = Vec::new();
+        if let Some((record, mode)) = &write.create {
+            let (item, large_readme) = self.version_item(&name, record)?;
+            if let Some(readme) = large_readme {
+                // Stored before the item that refers to it, like tarballs.
+                self.put_object(
+                    &Self::readme_key(&name, &record.version),
+                    Bytes::from(readme),
+                    "text/markdown",
+                )
+                .await?;
+            }
+            let mut put = Put::builder()
+                .table_name(&self.settings.table)
+                .set_item(Some(item));
+            put = match mode {
+                CreateMode::CreateOnly => put.condition_expression("attribute_not_exists(pk)"),
+                CreateMode::AllowOverwrite => put
+                    .condition_expression("attribute_not_exists(pk) OR #state = :live")
+                    .expression_attribute_names("#state", "state")
+                    .expression_attribute_values(":live", AttributeValue::S("live".into())),
+            };
+            first.push(
+                TransactWriteItem::builder()
+                    .put(put.build().map_err(internal)?)
+                    .build(),
+            );
+        }
+        let changes: Vec<TransactWriteItem> = write
+            .changes
+            .iter()
+            .map(|c| self.change_update(&name, c))
+            .collect::<Result<_, _>>()?;
+        let mut chunks: Vec<Vec<TransactWriteItem>> = Vec::new();
+        let mut changes = changes.into_iter().peekable();
+        // The first transaction carries the new version (if any) and as many changes as fit;
+        // the rest follow in further transactions, each conditioned on the previous revision.
+        let room = CHANGES_PER_TRANSACTION - first.len();
+        first.extend(changes.by_ref().take(room));
+        chunks.push(first);
+        while changes.peek().is_some() {
+            chunks.push(changes.by_ref().take(CHANGES_PER_TRANSACTION).collect());
+        }
+        // Chunk i writes revision base + i + 1, conditioned on the revision before it; a single
+        // transaction (the usual case) writes exactly the revision the caller asked for.
+        let base = write.expected_revision.unwrap_or(0);
+        for (i, mut items) in chunks.into_iter().enumerate() {
+            let i = i as u64;
+            let mut package = write.package.clone();
+            package.revision = base + i + 1;
+            let expected = if i == 0 {
+                write.expected_revision
+            } else {
+                Some(base + i)
+            };
+            let has_version = i == 0 && write.create.is_some();
+            items.push(self.package_put(&package, expected)?);
+            let package_index = items.len() - 1;
+            let codes = match self.transact(items).await {
+                Ok(()) => continue,
+                Err(TransactFailure::Store(e)) => return Err(e),
+                Err(TransactFailure::Cancelled(codes)) => codes,
+            };
+            let failed = |idx: usize| {
+                codes
+                    .get(idx)
+                    .is_some_and(|c| c == "ConditionalCheckFailed")
+            };
+            if codes.iter().any(|c| c == "TransactionConflict") || failed(package_index) {
+                return Err(StoreError::RevisionConflict);
+            }
+            if let (true, Some((record, _))) = (has_version && failed(0), &write.create) {
+                return match self.version(&name, &record.version).await? {
+                    Some(VersionRecord {
+                        state: VersionState::Unpublished { .. },
+                        ..
+                    }) => Err(StoreError::VersionRetired),
+                    _ => Err(StoreError::VersionExists),
+                };
+            }
+            if let Some(pos) = codes.iter().position(|c| c == "ConditionalCheckFailed") {
+                let offset = match i as usize {
+                    0 => pos - usize::from(has_version),
+                    n => room + (n - 1) * CHANGES_PER_TRANSACTION + pos,
+                };
+                if let Some(VersionChange::Deprecate(v, _) | VersionChange::Unpublish(v, _)) =
+                    write.changes.get(offset)
+                {
+                    return Err(StoreError::NoSuchVersion(v.clone()));
+                }
+            }
+            // Without cancellation reasons (some emulators), a retry re-reads and decides.
+            return Err(StoreError::RevisionConflict);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TarballStore for AwsStorage {
+    async fn put(&self, key: &TarballKey, bytes: Bytes) -> Result<(), StoreError> {
+        self.put_object(
+            &format!("tarballs/{}", key.as_str()),
+            bytes,
+            "application/octet-stream",
+        )
+        .await
+    }
+
+    async fn get(&self, key: &TarballKey) -> Result<Option<TarballRead>, StoreError> {
+        // No HEAD first: the key is only ever read after the metadata that references it was
+        // committed, which happens only after the object was stored.
+        let config = PresigningConfig::expires_in(self.settings.presign).map_err(internal)?;
+        let presigned = self
+            .s3
+            .get_object()
+            .bucket(&self.settings.bucket)
+            .key(format!("tarballs/{}", key.as_str()))
+            .presigned(config)
+            .await
+            .map_err(classify)?;
+        Ok(Some(TarballRead::Redirect(presigned.uri().to_string())))
+    }
+
+    async fn delete(&self, key: &TarballKey) -> Result<(), StoreError> {
+        self.s3
+            .delete_object()
+            .bucket(&self.settings.bucket)
+            .key(format!("tarballs/{}", key.as_str()))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,287 @@
+//! The Lambda adapter as Lambda runs it: real API Gateway HTTP API (payload 2.0) events through
+//! lambda_http's own `Adapter` (what `lambda_http::run` wraps a service in), each route group
+//! mounted alone as its function mounts it, and the response serialised as Lambda returns it.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use e2e::{package_tgz, publish_doc};
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Adapter, Context, LambdaEvent};
+use registry::config::Config;
+use registry::http::{AppState, RouteGroup, router};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+async fn state(dir: &std::path::Path) -> Arc<AppState> {
+    let data = dir.to_string_lossy().into_owned();
+    // No REGISTRY_PUBLIC_URL: on Lambda links come from the request's host and stage.
+    let config = Config::from_lookup(|k| match k {
+        "REGISTRY_DATA_DIR" => Some(data.clone()),
+        "REGISTRY_UPSTREAM" => Some(String::new()),
+        _ => None,
+    })
+    .unwrap();
+    registry::server::build_state(config).await.unwrap()
+}
+
+/// An API Gateway HTTP API v2 event as API Gateway sends it.
+fn event(
+    method: &str,
+    raw_path: &str,
+    query: &str,
+    headers: Value,
+    body: Option<&[u8]>,
+    stage: &str,
+) -> Value {
+    json!({
+        "version": "2.0",
+        "routeKey": format!("{method} {}", raw_path),
+        "rawPath": raw_path,
+        "rawQueryString": query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "abc123",
+            "domainName": "abc123.execute-api.eu-west-1.amazonaws.com",
+            "domainPrefix": "abc123",
+            "http": { "method": method, "path": raw_path, "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "npm/11.19.1 node/v20.20.2 linux x64" },
+            "requestId": "JKJaXmPLvHcESHA=",
+            "routeKey": format!("{method} {}", raw_path),
+            "stage": stage,
+            "time": "22/Nov/2026:23:00:00 +0000",
+            "timeEpoch": 1795388400000u64
+        },
+        "body": body.map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
+        "isBase64Encoded": body.is_some()
+    })
+}
+
+/// Runs one event through the adapter and returns Lambda's JSON response.
+async fn invoke(app: &axum::Router, event: Value) -> Value {
+    let request: LambdaRequest =
+        serde_json::from_value(event).expect("a valid API Gateway v2 event");
+    let adapter = Adapter::from(registry::lambda::service(app.clone()));
+    let response = adapter
+        .oneshot(LambdaEvent::new(request, Context::default()))
+        .await
+        .unwrap();
+    serde_json::to_value(response).unwrap()
+}
+
+fn body_of(response: &Value) -> Value {
+    let text = response["body"].as_str().unwrap_or("");
+    let bytes = if response["isBase64Encoded"].as_bool() == Some(true) {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap()
+    } else {
+        text.as_bytes().to_vec()
+    };
+    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+}
+
+fn header<'a>(response: &'a Value, name: &str) -> Option<&'a str> {
+    response["headers"]
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn api_gateway_v2_events_through_each_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path()).await;
+    let metadata = router(state.clone(), &[RouteGroup::Metadata]);
+    let publish = router(state.clone(), &[RouteGroup::Publish]);
+    let tarball = router(state.clone(), &[RouteGroup::Tarball]);
+    let auth = router(state, &[RouteGroup::Auth]);
+    let host = "abc123.execute-api.eu-west-1.amazonaws.com";
+
+    // Publish: npm's escaped name (upper-case %2F as some proxies send it), base64 body, mixed-case headers.
+    let doc = serde_json::to_vec(&publish_doc(
+        "@acme/lambda",
+        "1.0.0",
+        &package_tgz("@acme/lambda", "1.0.0"),
+    ))
+    .unwrap();
+    let headers = json!({ "Content-Type": "application/json", "host": host, "x-forwarded-proto": "https", "NPM-Command": "publish" });
+    let put = event(
+        "PUT",
+        "/@acme%2Flambda",
+        "",
+        headers.clone(),
+        Some(&doc),
+        "$default",
+    );
+    let r = invoke(&publish, put.clone()).await;
+    assert_eq!(r["statusCode"], 201, "{r}");
+    let r = invoke(&metadata, put).await;
+    assert_eq!(
+        r["statusCode"], 404,
+        "the metadata function must not publish"
+    );
+    assert_eq!(body_of(&r)["error"], "not found");
+
+    // Packument with `/` and with `%2F`, a query string, and the abbreviated Accept header.
+    let get_headers = json!({ "Accept": "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*", "host": host, "x-forwarded-proto": "https" });
+    for path in ["/@acme/lambda", "/@acme%2Flambda", "/@acme%2flambda"] {
+        let r = invoke(
+            &metadata,
+            event(
+                "GET",
+                path,
+                "write=true",
+                get_headers.clone(),
+                None,
+                "$default",
+            ),
+        )
+        .await;
+        assert_eq!(r["statusCode"], 200, "{path}: {r}");
+        assert_eq!(
+            header(&r, "content-type"),
+            Some("application/vnd.npm.install-v1+json")
+        );
+        let doc = body_of(&r);
+        assert_eq!(
+            doc["versions"]["1.0.0"]["dist"]["tarball"],
+            format!("https://{host}/@acme/lambda/-/lambda-1.0.0.tgz"),
+            "links come from the request's host"
+        );
+    }
+
+    // A named stage: the path carries it, and so must the links.
+    let r = invoke(
+        &metadata,
+        event(
+            "GET",
+            "/prod/@acme%2Flambda",
+            "",
+            get_headers.clone(),
+            None,
+            "prod",
+        ),
+    )
+    .await;
+    assert_eq!(r["statusCode"], 200, "{r}");
+    assert_eq!(
+        body_of(&r)["versions"]["1.0.0"]["dist"]["tarball"],
+        format!("https://{host}/prod/@acme/lambda/-/lambda-1.0.0.tgz")
+    );
+    // A client cannot inject a base path on the $default stage.
+    let spoof = json!({ "host": host, "x-registry-base-path": "/evil" });
+    let r = invoke(
+        &metadata,
+        event("GET", "/@acme/lambda", "", spoof, None, "$default"),
+    )
+    .await;
+    assert_eq!(
+        body_of(&r)["versions"]["1.0.0"]["dist"]["tarball"],
+        format!("http://{host}/@acme/lambda/-/lambda-1.0.0.tgz")
+    );
+
+    // ETag revalidation through the adapter.
+    let r = invoke(
+        &metadata,
+        event(
+            "GET",
+            "/@acme/lambda",
+            "",
+            get_headers.clone(),
+            None,
+            "$default",
+        ),
+    )
+    .await;
+    let etag = header(&r, "etag").unwrap().to_string();
+    let mut revalidate = get_headers.clone();
+    revalidate["If-None-Match"] = json!(etag);
+    let r = invoke(
+        &metadata,
+        event("GET", "/@acme/lambda", "", revalidate, None, "$default"),
+    )
+    .await;
+    assert_eq!(r["statusCode"], 304);
+
+    // Tarball: served by the tarball function only (bytes here, since this state is local storage).
+    let r = invoke(
+        &tarball,
+        event(
+            "GET",
+            "/@acme/lambda/-/lambda-1.0.0.tgz",
+            "",
+            get_headers.clone(),
+            None,
+            "$default",
+        ),
+    )
+    .await;
+    assert_eq!(r["statusCode"], 200);
+    assert_eq!(
+        r["isBase64Encoded"], true,
+        "binary bodies must be base64 in the Lambda response"
+    );
+    let r = invoke(
+        &metadata,
+        event(
+            "GET",
+            "/@acme/lambda/-/lambda-1.0.0.tgz",
+            "",
+            get_headers.clone(),
+            None,
+            "$default",
+        ),
+    )
+    .await;
+    assert_eq!(r["statusCode"], 404);
+
+    // Dist-tag write through publish; JSON string body, not base64-encoded.
+    let mut tag = event(
+        "PUT",
+        "/-/package/@acme%2flambda/dist-tags/beta",
+        "",
+        headers.clone(),
+        None,
+        "$default",
+    );
+    tag["body"] = json!("\"1.0.0\"");
+    tag["isBase64Encoded"] = json!(false);
+    let r = invoke(&publish, tag).await;
+    assert_eq!(r["statusCode"], 200, "{r}");
+    let r = invoke(
+        &metadata,
+        event(
+            "GET",
+            "/-/package/@acme/lambda/dist-tags",
+            "",
+            get_headers.clone(),
+            None,
+            "$default",
+        ),
+    )
+    .await;
+    assert_eq!(body_of(&r), json!({ "latest": "1.0.0", "beta": "1.0.0" }));
+
+    // Auth: whoami answers only there.
+    let r = invoke(
+        &auth,
+        event(
+            "GET",
+            "/-/whoami",
+            "",
+            get_headers.clone(),
+            None,
+            "$default",
+        ),
+    )
+    .await;
+    assert_eq!(body_of(&r)["username"], "anonymous");
+    let r = invoke(
+        &tarball,
+        event("GET", "/-/whoami", "", get_headers, None, "$default"),
+    )
+    .await;
+    assert_eq!(r["statusCode"], 404);
+}
