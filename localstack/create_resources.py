@@ -186,6 +186,16 @@ def ensure_ttl(ddb, table):
 # --- S3 ------------------------------------------------------------------------------------------
 
 def ensure_bucket(s3, bucket, region):
+    try:
+        s3.head_bucket(Bucket=bucket)
+        log(f"bucket {bucket}: already exists")
+        return
+    except ClientError as err:
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status == 403:
+            raise Failure(f"bucket {bucket} exists but is not accessible (HTTP 403)") from err
+        if status != 404:
+            raise Failure(f"cannot check bucket {bucket}: {error_text(err)}") from err
     params = {"Bucket": bucket}
     if region != "us-east-1":
         params["CreateBucketConfiguration"] = {"LocationConstraint": region}

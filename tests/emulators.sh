@@ -45,6 +45,21 @@ EMULATORS_PINS=(
   'wrapt==2.5.2' 'wsproto==1.3.2' 'xmltodict==1.0.4' 'zope.interface==8.7'
 )
 
+# LocalStack's twisted gateway ignores the host part of GATEWAY_LISTEN for IPv4 and listens on
+# 0.0.0.0; this runs its entry point with the listening endpoint bound to 127.0.0.1 instead.
+_EMULATORS_LOCALSTACK_MAIN='
+import runpy
+from twisted.internet import endpoints
+
+_tcp4 = endpoints.TCP4ServerEndpoint
+
+def _loopback_tcp4(reactor, port, backlog=50, interface="127.0.0.1"):
+    return _tcp4(reactor, port, backlog, interface or "127.0.0.1")
+
+endpoints.TCP4ServerEndpoint = _loopback_tcp4
+runpy.run_module("localstack.runtime.main", run_name="__main__", alter_sys=True)
+'
+
 _emulators_venv() {
   local tools="${TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/npm-registry-tools}"
   printf '%s/%s\n' "$tools" "$EMULATORS_VENV_NAME"
@@ -131,11 +146,11 @@ start_emulators() {
   _emulators_spawn env -u AWS_ENDPOINT_URL "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port"
   export TEST_MOTO_PID="$_emu_pid"
 
-  # LocalStack in "host mode": OVERRIDE_IN_DOCKER=0 because this machine has a /.dockerenv, which
+  # LocalStack in "host mode"; the launcher ($_EMULATORS_LOCALSTACK_MAIN) keeps it on loopback: OVERRIDE_IN_DOCKER=0 because this machine has a /.dockerenv, which
   # would make it write under /var/lib/localstack. All its files (and plux's entry-point cache,
   # which otherwise goes to ~/.cache) live under EMULATOR_STATE_DIR; no DNS server, no calls home.
   _emu_log="$EMULATOR_LOG_DIR/localstack.log"
-  mkdir -p "$EMULATOR_STATE_DIR/localstack" "$EMULATOR_STATE_DIR/cache" "$EMULATOR_STATE_DIR/tmp"
+  mkdir -p "$EMULATOR_STATE_DIR/localstack" "$EMULATOR_STATE_DIR/cache"
   _emulators_spawn env -u AWS_ENDPOINT_URL \
     GATEWAY_LISTEN="127.0.0.1:$ls_port" \
     LOCALSTACK_HOST="127.0.0.1:$ls_port" \
@@ -145,12 +160,11 @@ start_emulators() {
     OVERRIDE_IN_DOCKER=0 \
     FILESYSTEM_ROOT="$EMULATOR_STATE_DIR/localstack" \
     XDG_CACHE_HOME="$EMULATOR_STATE_DIR/cache" \
-    TMPDIR="$EMULATOR_STATE_DIR/tmp" \
     PERSISTENCE=0 \
     DNS_ADDRESS=0 \
     DISABLE_EVENTS=1 \
     SKIP_SSL_CERT_DOWNLOAD=1 \
-    "$py" -m localstack.runtime.main
+    "$py" -c "$_EMULATORS_LOCALSTACK_MAIN"
   export TEST_LOCALSTACK_PID="$_emu_pid"
 
   export TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$moto_port"

@@ -1,6 +1,8 @@
 //! Test support: start the real `registry-server` binary, drive the real npm CLI in an isolated
 //! HOME, and build packages and publish documents at test time.
 
+pub mod lambda_runtime;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -10,10 +12,7 @@ use base64::Engine;
 use sha1::Digest;
 
 /// The target directory's binary, next to the test executable's `deps/` directory.
-fn sibling_binary(name: &str) -> PathBuf {
-    if let Ok(p) = std::env::var("REGISTRY_SERVER_BIN") {
-        return PathBuf::from(p);
-    }
+pub fn sibling_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
         .parent()
@@ -298,4 +297,42 @@ pub fn http() -> reqwest::Client {
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap()
+}
+
+/// An API Gateway HTTP API (payload 2.0) event as API Gateway sends it to a function.
+pub fn apigw_v2_event(
+    method: &str,
+    raw_path: &str,
+    query: &str,
+    headers: serde_json::Value,
+    body: Option<&[u8]>,
+    stage: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "version": "2.0",
+        "routeKey": format!("{method} {raw_path}"),
+        "rawPath": raw_path,
+        "rawQueryString": query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "abc123",
+            "domainName": "abc123.execute-api.eu-west-1.amazonaws.com",
+            "domainPrefix": "abc123",
+            "http": {
+                "method": method,
+                "path": raw_path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "192.0.2.1",
+                "userAgent": "npm/11.19.1 node/v20.20.2 linux x64"
+            },
+            "requestId": "JKJaXmPLvHcESHA=",
+            "routeKey": format!("{method} {raw_path}"),
+            "stage": stage,
+            "time": "22/Nov/2026:23:00:00 +0000",
+            "timeEpoch": 1795388400000u64
+        },
+        "body": body.map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
+        "isBase64Encoded": body.is_some()
+    })
 }

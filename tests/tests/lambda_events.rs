@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use e2e::{package_tgz, publish_doc};
+use e2e::{apigw_v2_event as event, package_tgz, publish_doc};
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Adapter, Context, LambdaEvent};
 use registry::config::Config;
@@ -23,38 +23,6 @@ async fn state(dir: &std::path::Path) -> Arc<AppState> {
     })
     .unwrap();
     registry::server::build_state(config).await.unwrap()
-}
-
-/// An API Gateway HTTP API v2 event as API Gateway sends it.
-fn event(
-    method: &str,
-    raw_path: &str,
-    query: &str,
-    headers: Value,
-    body: Option<&[u8]>,
-    stage: &str,
-) -> Value {
-    json!({
-        "version": "2.0",
-        "routeKey": format!("{method} {}", raw_path),
-        "rawPath": raw_path,
-        "rawQueryString": query,
-        "headers": headers,
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "abc123",
-            "domainName": "abc123.execute-api.eu-west-1.amazonaws.com",
-            "domainPrefix": "abc123",
-            "http": { "method": method, "path": raw_path, "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "npm/11.19.1 node/v20.20.2 linux x64" },
-            "requestId": "JKJaXmPLvHcESHA=",
-            "routeKey": format!("{method} {}", raw_path),
-            "stage": stage,
-            "time": "22/Nov/2026:23:00:00 +0000",
-            "timeEpoch": 1795388400000u64
-        },
-        "body": body.map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
-        "isBase64Encoded": body.is_some()
-    })
 }
 
 /// Runs one event through the adapter and returns Lambda's JSON response.

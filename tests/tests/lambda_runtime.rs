@@ -1,0 +1,96 @@
+//! The function binaries as processes, as Lambda runs them: each polls a (fake) Runtime API,
+//! receives API Gateway v2 events and posts its answers back.
+
+use e2e::lambda_runtime::{FakeRuntime, FunctionProcess, Outcome};
+use e2e::{apigw_v2_event, package_tgz, publish_doc};
+use serde_json::{Value, json};
+
+fn local_env(dir: &std::path::Path) -> Vec<(String, String)> {
+    vec![(
+        "REGISTRY_DATA_DIR".into(),
+        dir.to_string_lossy().into_owned(),
+    )]
+}
+
+fn response(outcome: Outcome) -> Value {
+    match outcome {
+        Outcome::Response(v) => v,
+        Outcome::Error(e) => panic!("the function reported an error: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_and_metadata_binaries_answer_invocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = json!({ "host": "abc123.execute-api.eu-west-1.amazonaws.com", "content-type": "application/json" });
+
+    // The publish function stores a version...
+    let mut runtime = FakeRuntime::start().await;
+    let function = FunctionProcess::start("publish", &runtime, &local_env(dir.path()));
+    let doc = serde_json::to_vec(&publish_doc(
+        "@acme/fn",
+        "1.0.0",
+        &package_tgz("@acme/fn", "1.0.0"),
+    ))
+    .unwrap();
+    let r = response(
+        runtime
+            .invoke(apigw_v2_event(
+                "PUT",
+                "/@acme%2Ffn",
+                "",
+                host.clone(),
+                Some(&doc),
+                "$default",
+            ))
+            .await,
+    );
+    assert_eq!(r["statusCode"], 201, "{r}");
+    let first_answer = function.started.elapsed();
+    let r = response(
+        runtime
+            .invoke(apigw_v2_event(
+                "GET",
+                "/@acme/fn",
+                "",
+                host.clone(),
+                None,
+                "$default",
+            ))
+            .await,
+    );
+    assert_eq!(
+        r["statusCode"], 404,
+        "the publish function does not serve packuments"
+    );
+    drop(function); // the embedded database admits one process at a time
+
+    // ...and the metadata function serves it.
+    let mut runtime = FakeRuntime::start().await;
+    let function = FunctionProcess::start("metadata", &runtime, &local_env(dir.path()));
+    let r = response(
+        runtime
+            .invoke(apigw_v2_event(
+                "GET",
+                "/@acme/fn",
+                "write=true",
+                host.clone(),
+                None,
+                "$default",
+            ))
+            .await,
+    );
+    assert_eq!(r["statusCode"], 200, "{r}");
+    let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["dist-tags"]["latest"], "1.0.0");
+    let r = response(
+        runtime
+            .invoke(apigw_v2_event("GET", "/-/ping", "", host, None, "$default"))
+            .await,
+    );
+    assert_eq!(r["statusCode"], 200);
+    println!(
+        "publish function: process start to first answered invocation {first_answer:?} (debug build, embedded storage)"
+    );
+    drop(function);
+}
