@@ -12,9 +12,10 @@ AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, else AWS itself. Names: --table / --
 REGISTRY_TABLE / REGISTRY_BUCKET, else npm-registry / npm-registry-tarballs.
 
 Table: partition key pk (S), sort key sk (S), on-demand billing, TTL on attribute `ttl`.
-Bucket: public access blocked, objects tagged pending=true expire after 2 days (rule
-expire-unreferenced-uploads), incomplete multipart uploads are aborted after 1 day (rule
-abort-incomplete-multipart-uploads). Features an emulator lacks (TTL, public access block,
+Bucket: public access blocked, packument snapshots (snapshots/, rebuilt on demand) expire after
+1 day (rule expire-packument-snapshots), incomplete multipart uploads are aborted after 1 day (rule
+abort-incomplete-multipart-uploads). Unreferenced tarballs left by a crashed publish are removed by
+`registry-server sweep`, not by a lifecycle rule. Features an emulator lacks (TTL, public access block,
 lifecycle) are skipped with a warning; anything else that fails exits non-zero.
 """
 
@@ -29,7 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 DEFAULT_TABLE = "npm-registry"
 DEFAULT_BUCKET = "npm-registry-tarballs"
-PENDING_RULE_ID = "expire-unreferenced-uploads"
+SNAPSHOT_RULE_ID = "expire-packument-snapshots"
 MULTIPART_RULE_ID = "abort-incomplete-multipart-uploads"
 
 # Error codes meaning "this endpoint does not implement that operation".
@@ -232,10 +233,11 @@ def ensure_public_access_block(s3, bucket):
 def ensure_lifecycle(s3, bucket):
     ours = [
         {
-            "ID": PENDING_RULE_ID,
-            "Filter": {"Tag": {"Key": "pending", "Value": "true"}},
+            # Packument snapshots are keyed by revision and rebuilt on demand, so old ones can go.
+            "ID": SNAPSHOT_RULE_ID,
+            "Filter": {"Prefix": "snapshots/"},
             "Status": "Enabled",
-            "Expiration": {"Days": 2},
+            "Expiration": {"Days": 1},
         },
         {
             "ID": MULTIPART_RULE_ID,
@@ -261,7 +263,7 @@ def ensure_lifecycle(s3, bucket):
         s3.put_bucket_lifecycle_configuration(
             Bucket=bucket, LifecycleConfiguration={"Rules": rules}
         )
-        log(f"bucket {bucket}: lifecycle rules {PENDING_RULE_ID} and {MULTIPART_RULE_ID} set")
+        log(f"bucket {bucket}: lifecycle rules {SNAPSHOT_RULE_ID} and {MULTIPART_RULE_ID} set")
     except ClientError as err:
         if unsupported(err):
             warn(f"bucket {bucket}: lifecycle rules not supported ({error_text(err)}); skipped")

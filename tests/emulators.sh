@@ -82,8 +82,8 @@ install_emulators() {
       exit 0
     fi
     echo "tests/emulators.sh: installing moto and LocalStack into $venv" >&2
-    rm -rf "$venv"
-    python3 -m venv "$venv"
+    rm -rf "$venv" || exit 1
+    python3 -m venv "$venv" || exit 1
     if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
       "${EMULATORS_PINS[@]}" >"$venv/.pip-install.log" 2>&1; then
       echo "tests/emulators.sh: pip install failed; the end of its log ($venv/.pip-install.log):" >&2
@@ -119,11 +119,12 @@ os.execvp(sys.argv[1], sys.argv[1:])
   _emu_pid=$!
 }
 
+# Reports an emulator that did not come up, with the end of its log, and stops both. Returns 0:
+# its callers return 1 themselves (a failing call here would end a `set -e` caller too early).
 _emulators_fail() { # name log message
   echo "tests/emulators.sh: $1 $3; the end of its log ($2):" >&2
   tail -n 40 "$2" >&2 || true
   stop_emulators
-  return 1
 }
 
 start_emulators() {
@@ -146,9 +147,10 @@ start_emulators() {
   _emulators_spawn env -u AWS_ENDPOINT_URL "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port"
   export TEST_MOTO_PID="$_emu_pid"
 
-  # LocalStack in "host mode"; the launcher ($_EMULATORS_LOCALSTACK_MAIN) keeps it on loopback: OVERRIDE_IN_DOCKER=0 because this machine has a /.dockerenv, which
-  # would make it write under /var/lib/localstack. All its files (and plux's entry-point cache,
-  # which otherwise goes to ~/.cache) live under EMULATOR_STATE_DIR; no DNS server, no calls home.
+  # LocalStack in "host mode", kept on loopback by $_EMULATORS_LOCALSTACK_MAIN. OVERRIDE_IN_DOCKER=0
+  # because this machine has a /.dockerenv, which would make it write under /var/lib/localstack.
+  # All its files (and plux's entry-point cache, which otherwise goes to ~/.cache) live under
+  # EMULATOR_STATE_DIR; no DNS server, no calls home.
   _emu_log="$EMULATOR_LOG_DIR/localstack.log"
   mkdir -p "$EMULATOR_STATE_DIR/localstack" "$EMULATOR_STATE_DIR/cache"
   _emulators_spawn env -u AWS_ENDPOINT_URL \

@@ -40,6 +40,8 @@ pub fn aws_settings(config: &Config) -> Result<AwsSettings, StartError> {
         bucket,
         presign: Duration::from_secs(config.presign_seconds),
         force_path_style,
+        dynamodb_endpoint: None,
+        s3_endpoint: None,
     })
 }
 
@@ -61,6 +63,15 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         }
     };
     Ok(build_with(config, metadata, tarballs))
+}
+
+/// Runs the storage sweep for `config`'s backend (see `storage::sweep`).
+pub async fn sweep(
+    config: Config,
+    older_than: Duration,
+) -> Result<crate::storage::SweepReport, StartError> {
+    let state = build_state(config).await?;
+    Ok(crate::storage::sweep(state.metadata.as_ref(), state.tarballs.as_ref(), older_than).await?)
 }
 
 /// Builds the state around stores the caller already has (tests, request counting).

@@ -1,6 +1,7 @@
 //! Test support: start the real `registry-server` binary, drive the real npm CLI in an isolated
 //! HOME, and build packages and publish documents at test time.
 
+pub mod faults;
 pub mod lambda_runtime;
 
 use std::io::{BufRead, BufReader, Write};
@@ -335,4 +336,123 @@ pub fn apigw_v2_event(
         "body": body.map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
         "isBase64Encoded": body.is_some()
     })
+}
+
+/// Which storage a test server uses.
+pub enum Backend {
+    /// Embedded storage in the test's temp dir.
+    Local,
+    /// DynamoDB and S3 on the emulators, with a fresh table and bucket.
+    Aws(AwsResources),
+}
+
+/// How the S3 emulator is addressed in presigned URLs, relative to the registry (`127.0.0.1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3Host {
+    /// `localhost`: another hostname, so npm drops the registry token on the redirect.
+    Different,
+    /// `127.0.0.1`: the registry's hostname, so npm keeps sending the token to S3.
+    Same,
+}
+
+/// A table and bucket created for one test on the emulators that `tests/run` starts.
+pub struct AwsResources {
+    /// Table name.
+    pub table: String,
+    /// Bucket name.
+    pub bucket: String,
+    /// Environment for a registry process using them.
+    pub env: Vec<(String, String)>,
+}
+
+fn required_env(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| {
+        panic!("{key} is not set: the AWS-backend tests need the emulators that `tests/run` starts")
+    })
+}
+
+impl AwsResources {
+    /// Creates a uniquely named table and bucket with `localstack/create_resources.py`.
+    pub fn create(label: &str, s3_host: S3Host) -> AwsResources {
+        let dynamodb = required_env("TEST_DYNAMODB_ENDPOINT");
+        let mut s3 = required_env("TEST_S3_ENDPOINT");
+        if s3_host == S3Host::Different {
+            s3 = s3.replace("127.0.0.1", "localhost");
+        }
+        let python = required_env("TEST_EMULATOR_PYTHON");
+        let suffix: u32 = {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos();
+            nanos ^ std::process::id().rotate_left(16)
+        };
+        let table = format!("reg-{label}-{suffix:08x}");
+        let bucket = format!("reg-{label}-{suffix:08x}")
+            .to_ascii_lowercase()
+            .replace('_', "-");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../localstack/create_resources.py");
+        let env = vec![
+            ("AWS_ACCESS_KEY_ID".to_string(), "test".to_string()),
+            ("AWS_SECRET_ACCESS_KEY".to_string(), "test".to_string()),
+            ("AWS_REGION".to_string(), "us-east-1".to_string()),
+            ("AWS_DEFAULT_REGION".to_string(), "us-east-1".to_string()),
+            ("AWS_ENDPOINT_URL_DYNAMODB".to_string(), dynamodb.clone()),
+            ("AWS_ENDPOINT_URL_S3".to_string(), s3.clone()),
+        ];
+        let out = Command::new(&python)
+            .arg(&script)
+            .args([
+                "--table",
+                &table,
+                "--bucket",
+                &bucket,
+                "--dynamodb-endpoint",
+                &dynamodb,
+                "--s3-endpoint",
+                &s3,
+            ])
+            .envs(env.iter().cloned())
+            .output()
+            .expect("run create_resources.py");
+        assert!(
+            out.status.success(),
+            "create_resources.py failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut env = env;
+        env.push(("REGISTRY_STORAGE".to_string(), "aws".to_string()));
+        env.push(("REGISTRY_TABLE".to_string(), table.clone()));
+        env.push(("REGISTRY_BUCKET".to_string(), bucket.clone()));
+        AwsResources { table, bucket, env }
+    }
+}
+
+impl Backend {
+    /// The embedded backend.
+    pub fn local() -> Backend {
+        Backend::Local
+    }
+
+    /// The AWS backend on fresh emulator resources.
+    pub fn aws(label: &str, s3_host: S3Host) -> Backend {
+        Backend::Aws(AwsResources::create(label, s3_host))
+    }
+
+    /// Environment for a registry process on this backend.
+    pub fn env(&self) -> Vec<(String, String)> {
+        match self {
+            Backend::Local => Vec::new(),
+            Backend::Aws(r) => r.env.clone(),
+        }
+    }
+}
+
+impl Server {
+    /// Starts a server on `backend` (the local one keeps its data under `root`).
+    pub fn start_on(root: &Path, backend: &Backend) -> Server {
+        Self::start_with(root.join("data"), root.join("server.log"), backend.env())
+    }
 }

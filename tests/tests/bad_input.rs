@@ -503,6 +503,16 @@ fn cases() -> Vec<Case> {
             400,
             "dist.integrity",
         ),
+        case(
+            "manifest too large",
+            "PUT",
+            p,
+            publish("2.0.0", |d| {
+                d["versions"]["2.0.0"]["keywords"] = json!(vec!["k".repeat(100); 3000])
+            }),
+            400,
+            "the limit is",
+        ),
         // Tarballs.
         case(
             "not gzip",

@@ -1,15 +1,24 @@
 //! Racing publishes, by direct HTTP against the real server: no version lost, no 5xx, exactly one
 //! winner per version, and the stored tarball is the winner's.
 
-use e2e::{Server, escaped, http, integrity, package_tgz, publish_doc, tgz};
+use e2e::{Backend, S3Host, Server, escaped, http, integrity, package_tgz, publish_doc, tgz};
 use serde_json::Value;
 
 const N: usize = 64;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn distinct_versions_all_land() {
+async fn distinct_versions_all_land_local() {
+    distinct_versions_all_land(Backend::local()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn distinct_versions_all_land_aws() {
+    distinct_versions_all_land(Backend::aws("distinct", S3Host::Different)).await;
+}
+
+async fn distinct_versions_all_land(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(tmp.path());
+    let server = Server::start_on(tmp.path(), &backend);
     let client = http();
     let name = "@race/distinct";
     let url = format!("{}/{}", server.url, escaped(name));
@@ -54,9 +63,18 @@ async fn distinct_versions_all_land() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn same_version_has_exactly_one_winner() {
+async fn same_version_has_exactly_one_winner_local() {
+    same_version_has_exactly_one_winner(Backend::local()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn same_version_has_exactly_one_winner_aws() {
+    same_version_has_exactly_one_winner(Backend::aws("same", S3Host::Different)).await;
+}
+
+async fn same_version_has_exactly_one_winner(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(tmp.path());
+    let server = Server::start_on(tmp.path(), &backend);
     let client = http();
     let name = "@race/same";
     let url = format!("{}/{}", server.url, escaped(name));
@@ -113,21 +131,19 @@ async fn same_version_has_exactly_one_winner() {
     let tarball_url = packument["versions"]["1.0.0"]["dist"]["tarball"]
         .as_str()
         .unwrap();
-    let bytes = client
-        .get(tarball_url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    // Follows the AWS backend's redirect to S3, as clients do.
+    let fetched = reqwest::get(tarball_url).await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    let bytes = fetched.bytes().await.unwrap();
     assert_eq!(
         &integrity(&bytes),
         winner_integrity,
         "the stored tarball is the winner's"
     );
-    // The losers' uploads were removed: only the winner's file is left for this version.
-    let dir = server.data_dir.join("tarballs/@race/same");
-    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
-    assert_eq!(files.len(), 1, "losers' tarballs must not linger");
+    if let Backend::Local = backend {
+        // The losers' uploads were removed: only the winner's file is left for this version.
+        let dir = server.data_dir.join("tarballs/@race/same");
+        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(files.len(), 1, "losers' tarballs must not linger");
+    }
 }

@@ -94,3 +94,59 @@ async fn publish_and_metadata_binaries_answer_invocations() {
     );
     drop(function);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_on_the_aws_backend_answer_invocations() {
+    let resources = e2e::AwsResources::create("fn", e2e::S3Host::Different);
+    let host = json!({ "host": "abc123.execute-api.eu-west-1.amazonaws.com", "x-forwarded-proto": "https", "content-type": "application/json" });
+
+    let mut runtime = FakeRuntime::start().await;
+    let publish = FunctionProcess::start("publish", &runtime, &resources.env);
+    let doc = serde_json::to_vec(&publish_doc(
+        "@acme/fn",
+        "1.0.0",
+        &package_tgz("@acme/fn", "1.0.0"),
+    ))
+    .unwrap();
+    let r = response(
+        runtime
+            .invoke(apigw_v2_event(
+                "PUT",
+                "/@acme%2Ffn",
+                "",
+                host.clone(),
+                Some(&doc),
+                "$default",
+            ))
+            .await,
+    );
+    assert_eq!(r["statusCode"], 201, "{r}");
+    let publish_first = publish.started.elapsed();
+
+    let mut runtime = FakeRuntime::start().await;
+    let tarball = FunctionProcess::start("tarball", &runtime, &resources.env);
+    let r = response(
+        runtime
+            .invoke(apigw_v2_event(
+                "GET",
+                "/@acme/fn/-/fn-1.0.0.tgz",
+                "",
+                host.clone(),
+                None,
+                "prod",
+            ))
+            .await,
+    );
+    let tarball_first = tarball.started.elapsed();
+    assert_eq!(r["statusCode"], 302, "{r}");
+    let location = r["headers"]["location"].as_str().unwrap();
+    let bytes = reqwest::get(location).await.unwrap();
+    assert_eq!(bytes.status(), 200);
+    assert_eq!(
+        e2e::integrity(&bytes.bytes().await.unwrap()),
+        e2e::integrity(&package_tgz("@acme/fn", "1.0.0"))
+    );
+    println!(
+        "AWS backend, debug build: process start to first answered invocation: publish {publish_first:?}, tarball {tarball_first:?}"
+    );
+}

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use e2e::{Npm, Server, escaped, http, write_package};
+use e2e::{Backend, Npm, S3Host, Server, escaped, http, write_package};
 use serde_json::{Value, json};
 
 fn view_json(npm: &Npm, cwd: &Path, args: &[&str]) -> Value {
@@ -36,10 +36,40 @@ fn new_project(root: &Path, name: &str) -> std::path::PathBuf {
 }
 
 #[tokio::test]
-async fn publish_install_view_tags_and_restart() {
+async fn publish_install_view_tags_and_restart_local() {
+    publish_install_view_tags_and_restart(Backend::local()).await;
+}
+
+/// On the AWS backend, with S3 on another hostname than the registry (npm drops the token).
+#[tokio::test]
+async fn publish_install_view_tags_and_restart_aws() {
+    publish_install_view_tags_and_restart(Backend::aws("flow", S3Host::Different)).await;
+}
+
+/// Tarball downloads on the AWS backend are 302s to presigned S3 URLs, which npm followed.
+fn assert_tarballs_were_redirected(server: &Server, backend: &Backend) {
+    if let Backend::Aws(_) = backend {
+        let log = server.log();
+        let redirected = log
+            .lines()
+            .filter(|l| l.contains("/-/") && l.contains("status=302"))
+            .count();
+        assert!(
+            redirected > 0,
+            "npm must have been redirected to S3 for tarballs:\n{log}"
+        );
+        assert!(
+            !log.lines()
+                .any(|l| l.contains("/-/") && l.contains("method=GET") && l.contains("status=200")),
+            "no tarball bytes through the registry"
+        );
+    }
+}
+
+async fn publish_install_view_tags_and_restart(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let server = Server::start(root);
+    let server = Server::start_on(root, &backend);
     let npm = Npm::new(root, &server.url);
 
     // A scoped dependency in two versions, an unscoped package, and a scoped package depending on both.
@@ -87,7 +117,9 @@ async fn publish_install_view_tags_and_restart() {
 
     // Install: the dependency resolves to the highest matching version, and everything loads.
     let project = new_project(root, "consumer");
-    npm.ok(&project, &["install", "@acme/app"]);
+    // Installs run as another user would: own HOME, cold cache, so every tarball is downloaded.
+    let consumer = Npm::new(&root.join("consumer"), &server.url);
+    consumer.ok(&project, &["install", "@acme/app"]);
     assert_eq!(installed_version(&project, "@acme/app"), "2.0.0");
     assert_eq!(installed_version(&project, "@acme/dep"), "1.1.0");
     assert_eq!(installed_version(&project, "plain-pkg"), "0.1.0");
@@ -97,6 +129,7 @@ async fn publish_install_view_tags_and_restart() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&node.stdout).trim(), "2.0.0 1.1.0");
+    assert_tarballs_were_redirected(&server, &backend);
 
     // dist-tags: add, ls, install by tag, rm.
     npm.ok(root, &["dist-tag", "add", "@acme/dep@1.0.0", "stable"]);
@@ -106,7 +139,7 @@ async fn publish_install_view_tags_and_restart() {
         "{ls}"
     );
     let tagged = new_project(root, "tagged");
-    npm.ok(&tagged, &["install", "@acme/dep@stable"]);
+    consumer.ok(&tagged, &["install", "@acme/dep@stable"]);
     assert_eq!(installed_version(&tagged, "@acme/dep"), "1.0.0");
     npm.ok(root, &["dist-tag", "rm", "@acme/dep", "stable"]);
     let ls = npm.ok(root, &["dist-tag", "ls", "@acme/dep"]).stdout;
@@ -183,7 +216,8 @@ async fn publish_install_view_tags_and_restart() {
         json!({ "latest": "1.1.0", "old": "1.0.0" })
     );
     let after = new_project(root, "after-restart");
-    npm.ok(&after, &["install", "@acme/app"]);
+    let consumer = Npm::new(&root.join("consumer-after-restart"), &server.url);
+    consumer.ok(&after, &["install", "@acme/app"]);
     assert_eq!(installed_version(&after, "@acme/dep"), "1.1.0");
     let same = client
         .get(format!("{}/{}", server.url, escaped("@acme/app")))
@@ -195,10 +229,20 @@ async fn publish_install_view_tags_and_restart() {
 }
 
 #[tokio::test]
-async fn deprecate_and_unpublish() {
+async fn deprecate_and_unpublish_local() {
+    deprecate_and_unpublish(Backend::local()).await;
+}
+
+/// On the AWS backend, with S3 on the registry's own hostname (npm keeps sending the token).
+#[tokio::test]
+async fn deprecate_and_unpublish_aws() {
+    deprecate_and_unpublish(Backend::aws("deprecate", S3Host::Same)).await;
+}
+
+async fn deprecate_and_unpublish(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let server = Server::start(root);
+    let server = Server::start_on(root, &backend);
     let npm = Npm::new(root, &server.url);
     let pkg = write_package(&root.join("pkg"), "@acme/old", "1.0.0", json!({}));
     npm.ok(&pkg, &["publish"]);
@@ -222,7 +266,8 @@ async fn deprecate_and_unpublish() {
         ""
     );
     let project = new_project(root, "p1");
-    let install = npm.ok(&project, &["install", "@acme/old@1.0.0"]);
+    let consumer = Npm::new(&root.join("consumer"), &server.url);
+    let install = consumer.ok(&project, &["install", "@acme/old@1.0.0"]);
     assert!(
         install.all().contains("deprecated") && install.all().contains("use 2.x instead"),
         "{}",
@@ -245,7 +290,7 @@ async fn deprecate_and_unpublish() {
     .unwrap();
     assert_eq!(versions, json!(["1.0.0", "2.0.0"]));
     let project = new_project(root, "p2");
-    let failed = npm.run(&project, &["install", "@acme/old@1.0.1"]);
+    let failed = consumer.run(&project, &["install", "@acme/old@1.0.1"]);
     assert!(
         !failed.ok && failed.all().contains("ETARGET"),
         "{}",
@@ -263,7 +308,24 @@ async fn deprecate_and_unpublish() {
         .send()
         .await
         .unwrap();
-    assert_eq!(live.status(), 200);
+    match &backend {
+        Backend::Local => assert_eq!(live.status(), 200),
+        Backend::Aws(_) => {
+            assert_eq!(live.status(), 302);
+            let location = live.headers()["location"].to_str().unwrap();
+            assert!(
+                location.contains("X-Amz-Signature=") && location.contains("X-Amz-Expires=300"),
+                "{location}"
+            );
+            let presigned = reqwest::get(location).await.unwrap();
+            assert_eq!(
+                presigned.status(),
+                200,
+                "the presigned URL works without registry credentials"
+            );
+        }
+    }
+    assert_tarballs_were_redirected(&server, &backend);
 
     // The number can never be published again, even with --force.
     write_package(&pkg, "@acme/old", "1.0.1", json!({}));

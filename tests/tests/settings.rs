@@ -216,3 +216,51 @@ async fn public_url_with_a_path_prefix_works_with_npm() {
         "1.0.0"
     );
 }
+
+#[tokio::test]
+async fn sweep_cleans_a_local_data_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let server = Server::start(root);
+    let client = http();
+    let name = "@acme/swept";
+    let put = client
+        .put(format!("{}/{}", server.url, escaped(name)))
+        .json(&publish_doc(name, "1.0.0", &package_tgz(name, "1.0.0")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let data_dir = server.data_dir.clone();
+    drop(server); // the embedded database admits one process at a time
+    let orphan = data_dir.join(format!(
+        "tarballs/@acme/swept/1.0.1-{}.tgz",
+        "ab".repeat(16)
+    ));
+    std::fs::write(&orphan, b"left by a crash").unwrap();
+    let out = std::process::Command::new(e2e::sibling_binary("registry-server"))
+        .args([
+            "--data",
+            data_dir.to_str().unwrap(),
+            "sweep",
+            "--older-than-minutes",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("checked 2 tarballs, removed 1"), "{stdout}");
+    assert!(!orphan.exists());
+    let server = Server::start_with(data_dir, root.join("server2.log"), vec![]);
+    let tarball = client
+        .get(format!("{}/@acme/swept/-/swept-1.0.0.tgz", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tarball.status(), 200, "the live tarball survives the sweep");
+}

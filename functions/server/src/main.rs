@@ -23,6 +23,21 @@ struct Flags {
     /// Auth mode, open or github [env: REGISTRY_AUTH].
     #[arg(long)]
     auth: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Serve the registry (the default).
+    Serve,
+    /// Delete tarballs no live version refers to (left by a publish that crashed before its
+    /// metadata was committed), then exit. With local storage, run it while the server is stopped.
+    Sweep {
+        /// Only touch tarballs written at least this many minutes ago.
+        #[arg(long, default_value_t = 60)]
+        older_than_minutes: u64,
+    },
 }
 
 #[tokio::main]
@@ -47,6 +62,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         flag.clone().or_else(|| std::env::var(key).ok())
     })?;
+    if let Some(Command::Sweep { older_than_minutes }) = flags.command {
+        let older_than = std::time::Duration::from_secs(older_than_minutes * 60);
+        let report = registry::server::sweep(config, older_than).await?;
+        println!(
+            "checked {} tarballs, removed {}",
+            report.checked,
+            report.removed.len()
+        );
+        for key in report.removed {
+            println!("removed {}", key.as_str());
+        }
+        return Ok(());
+    }
     let mut config = config;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let bound = listener.local_addr()?;

@@ -127,6 +127,20 @@ impl TarballKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Reads a key found in a tarball store, with the package and version it belongs to; `None`
+    /// for anything that is not a key this registry made.
+    pub fn parse(key: &str) -> Option<(Self, PackageName, Version)> {
+        let (name, file) = key.rsplit_once('/')?;
+        let stem = file.strip_suffix(".tgz")?;
+        let (version, digest) = stem.rsplit_once('-')?;
+        if digest.is_empty() || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        let name = PackageName::parse(name).ok()?;
+        let version = Version::parse(version).ok()?;
+        Some((Self(key.to_string()), name, version))
+    }
 }
 
 /// A package with all its version records: what a packument is built from.

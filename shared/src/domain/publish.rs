@@ -73,7 +73,15 @@ pub enum PublishError {
     DanglingTag(String, String),
     #[error("the 'latest' dist-tag cannot be removed")]
     LatestRemoved,
+    #[error(
+        "the version's manifest (package.json without its README) is {0} bytes; the limit is {MAX_MANIFEST_BYTES}"
+    )]
+    ManifestTooLarge(usize),
 }
+
+/// Largest manifest a version may have, README excluded: keeps every version record well inside
+/// DynamoDB's 400 KB item limit (READMEs are stored apart), on every backend alike.
+pub const MAX_MANIFEST_BYTES: usize = 256 * 1024;
 
 /// The publish document `npm publish` sends.
 #[derive(Debug, Deserialize)]
@@ -313,6 +321,10 @@ pub fn validate_publish(
     };
     for derived in ["dist", "_id", "_rev", "_attachments"] {
         manifest.remove(derived);
+    }
+    let manifest_size = serde_json::to_vec(&manifest).map_or(usize::MAX, |b| b.len());
+    if manifest_size > MAX_MANIFEST_BYTES {
+        return Err(PublishError::ManifestTooLarge(manifest_size));
     }
     let dist = Dist {
         shasum: digests.sha1_hex,

@@ -26,7 +26,7 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
@@ -61,6 +61,10 @@ pub struct AwsSettings {
     pub presign: Duration,
     /// Path-style S3 addressing (emulators); virtual-hosted otherwise.
     pub force_path_style: bool,
+    /// DynamoDB endpoint, when not the SDK's (which honours `AWS_ENDPOINT_URL_DYNAMODB`).
+    pub dynamodb_endpoint: Option<String>,
+    /// S3 endpoint, when not the SDK's (which honours `AWS_ENDPOINT_URL_S3`).
+    pub s3_endpoint: Option<String>,
 }
 
 /// Counts of AWS requests (HTTP attempts, as billed) by `Service.Operation`.
@@ -91,9 +95,11 @@ impl Intercept for CountRequests {
         "CountRequests"
     }
 
-    fn read_before_attempt(
+    // After transmit: presigning runs the pipeline up to the point of sending and stops there,
+    // and must not count as a request. (A send that never got an answer is not billed either.)
+    fn read_after_transmit(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _context: &BeforeDeserializationInterceptorContextRef<'_>,
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
@@ -114,37 +120,107 @@ pub struct AwsStorage {
 }
 
 impl AwsStorage {
+    /// The HTTP client for both services: rustls with ring.
+    pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+        use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https()
+    }
+
     /// Builds the SDK clients from the standard AWS environment (region, credentials,
     /// `AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL_S3`, ...) once per process.
     pub async fn from_env(settings: AwsSettings) -> Self {
-        use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .build_https();
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(2))
             .operation_attempt_timeout(Duration::from_secs(10))
             .operation_timeout(Duration::from_secs(25))
             .build();
         let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http)
+            .http_client(Self::http_client())
             .timeout_config(timeouts)
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3))
             .load()
             .await;
+        Self::new(&shared, settings)
+    }
+
+    /// Builds the clients from an SDK configuration the caller assembled.
+    pub fn new(shared: &aws_config::SdkConfig, settings: AwsSettings) -> Self {
         let counts = Arc::new(RequestCounts::default());
-        let ddb_config = aws_sdk_dynamodb::config::Builder::from(&shared)
-            .interceptor(CountRequests(counts.clone()))
-            .build();
-        let s3_config = aws_sdk_s3::config::Builder::from(&shared)
+        let mut ddb_config = aws_sdk_dynamodb::config::Builder::from(shared)
+            .interceptor(CountRequests(counts.clone()));
+        if let Some(endpoint) = &settings.dynamodb_endpoint {
+            ddb_config = ddb_config.endpoint_url(endpoint);
+        }
+        let mut s3_config = aws_sdk_s3::config::Builder::from(shared)
             .force_path_style(settings.force_path_style)
-            .interceptor(CountRequests(counts.clone()))
-            .build();
+            .interceptor(CountRequests(counts.clone()));
+        if let Some(endpoint) = &settings.s3_endpoint {
+            s3_config = s3_config.endpoint_url(endpoint);
+        }
         Self {
-            ddb: aws_sdk_dynamodb::Client::from_conf(ddb_config),
-            s3: aws_sdk_s3::Client::from_conf(s3_config),
+            ddb: aws_sdk_dynamodb::Client::from_conf(ddb_config.build()),
+            s3: aws_sdk_s3::Client::from_conf(s3_config.build()),
             settings,
             counts,
+        }
+    }
+
+    /// Bulk-loads a whole package (a migration from another registry, a benchmark corpus) without
+    /// one transaction per version: version items in `BatchWriteItem`s first, the package record
+    /// last and only if the package does not exist yet, so nothing is visible until all is stored.
+    /// Tarballs must already be in the bucket.
+    pub async fn import(&self, doc: &PackageDocument) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        let name = &doc.package.name;
+        let mut requests = Vec::with_capacity(doc.versions.len());
+        for record in &doc.versions {
+            let (item, large_readme) = self.version_item(name, record)?;
+            if let Some(readme) = large_readme {
+                self.put_object(
+                    &Self::readme_key(name, &record.version),
+                    Bytes::from(readme),
+                    "text/markdown",
+                )
+                .await?;
+            }
+            let put = PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(internal)?;
+            requests.push(WriteRequest::builder().put_request(put).build());
+        }
+        for chunk in requests.chunks(25) {
+            let mut pending = chunk.to_vec();
+            for attempt in 0..10u64 {
+                let out = self
+                    .ddb
+                    .batch_write_item()
+                    .request_items(&self.settings.table, pending)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(&self.settings.table))
+                    .unwrap_or_default();
+                if pending.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20 * (attempt + 1))).await;
+            }
+            if !pending.is_empty() {
+                return Err(StoreError::Unavailable(
+                    "DynamoDB kept throttling the import".into(),
+                ));
+            }
+        }
+        let put = self.package_put(&doc.package, None)?;
+        match self.transact(vec![put]).await {
+            Ok(()) => Ok(()),
+            Err(TransactFailure::Store(e)) => Err(e),
+            Err(TransactFailure::Cancelled(_)) => Err(StoreError::RevisionConflict),
         }
     }
 
@@ -727,6 +803,38 @@ impl TarballStore for AwsStorage {
             .await
             .map_err(classify)?;
         Ok(Some(TarballRead::Redirect(presigned.uri().to_string())))
+    }
+
+    async fn list(&self, older_than: Duration) -> Result<Vec<TarballKey>, StoreError> {
+        let cutoff = aws_smithy_types::DateTime::from(std::time::SystemTime::now() - older_than);
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.settings.bucket)
+                .prefix("tarballs/")
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(classify)?;
+            for object in out.contents() {
+                let old_enough = object
+                    .last_modified()
+                    .is_some_and(|t| t.secs() <= cutoff.secs());
+                let key = object.key().and_then(|k| k.strip_prefix("tarballs/"));
+                if let (true, Some(key)) = (old_enough, key)
+                    && let Some((key, _, _)) = TarballKey::parse(key)
+                {
+                    keys.push(key);
+                }
+            }
+            match out.next_continuation_token {
+                Some(t) if out.is_truncated == Some(true) => token = Some(t),
+                _ => return Ok(keys),
+            }
+        }
     }
 
     async fn delete(&self, key: &TarballKey) -> Result<(), StoreError> {

@@ -267,6 +267,37 @@ impl TarballStore for EmbeddedTarballs {
             Err(e) => Err(internal(e)),
         }
     }
+
+    async fn list(&self, older_than: std::time::Duration) -> Result<Vec<TarballKey>, StoreError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let cutoff = std::time::SystemTime::now() - older_than;
+            let mut keys = Vec::new();
+            let mut dirs = vec![root.clone()];
+            while let Some(dir) = dirs.pop() {
+                for entry in std::fs::read_dir(&dir).map_err(internal)? {
+                    let entry = entry.map_err(internal)?;
+                    let meta = entry.metadata().map_err(internal)?;
+                    if meta.is_dir() {
+                        dirs.push(entry.path());
+                    } else if meta.modified().map_err(internal)? <= cutoff {
+                        let relative = entry
+                            .path()
+                            .strip_prefix(&root)
+                            .map_err(internal)?
+                            .to_string_lossy()
+                            .into_owned();
+                        if let Some((key, _, _)) = TarballKey::parse(&relative) {
+                            keys.push(key);
+                        }
+                    }
+                }
+            }
+            Ok(keys)
+        })
+        .await
+        .map_err(internal)?
+    }
 }
 
 /// Opens both embedded stores under one data directory.

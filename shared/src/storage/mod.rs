@@ -80,7 +80,7 @@ pub trait MetadataStore: Send + Sync {
     async fn package(&self, name: &PackageName) -> Result<Option<PackageRecord>, StoreError>;
     /// The package record and all its version records.
     async fn document(&self, name: &PackageName) -> Result<Option<PackageDocument>, StoreError>;
-    /// One version record.
+    /// One version record. Its README may be left out: only packuments serve READMEs.
     async fn version(
         &self,
         name: &PackageName,
@@ -115,4 +115,41 @@ pub trait TarballStore: Send + Sync {
     async fn get(&self, key: &TarballKey) -> Result<Option<TarballRead>, StoreError>;
     /// Deletes the bytes; deleting an absent key succeeds.
     async fn delete(&self, key: &TarballKey) -> Result<(), StoreError>;
+    /// Every stored key last written more than `older_than` ago (for the sweep).
+    async fn list(&self, older_than: std::time::Duration) -> Result<Vec<TarballKey>, StoreError>;
+}
+
+/// What a sweep found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Keys looked at.
+    pub checked: usize,
+    /// Keys deleted because no live version refers to them.
+    pub removed: Vec<TarballKey>,
+}
+
+/// Removes tarballs no live version refers to: uploads whose publish crashed or lost before its
+/// metadata was committed, and bytes of unpublished or overwritten versions whose deletion
+/// failed. Only keys older than `older_than` are touched, so publishes in flight are safe.
+pub async fn sweep(
+    metadata: &dyn MetadataStore,
+    tarballs: &dyn TarballStore,
+    older_than: std::time::Duration,
+) -> Result<SweepReport, StoreError> {
+    let mut report = SweepReport::default();
+    for key in tarballs.list(older_than).await? {
+        report.checked += 1;
+        let referenced = match TarballKey::parse(key.as_str()) {
+            Some((_, name, version)) => matches!(
+                metadata.version(&name, &version).await?,
+                Some(VersionRecord { state: crate::domain::VersionState::Live(live), .. }) if live.dist.tarball_key == key
+            ),
+            None => true, // not ours: leave it alone
+        };
+        if !referenced {
+            tarballs.delete(&key).await?;
+            report.removed.push(key);
+        }
+    }
+    Ok(report)
 }

@@ -1,0 +1,340 @@
+//! The AWS backend in-process against the emulators: AWS requests per operation (printed for the
+//! cost model), a 3,000-version package, and a version with a 1 MB README.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use e2e::{AwsResources, S3Host, escaped, package_tgz, publish_doc};
+use registry::config::Config;
+use registry::domain::package::{Dist, LiveVersion, TarballKey};
+use registry::domain::{
+    DistTag, PackageDocument, PackageName, PackageRecord, VersionRecord, VersionState,
+};
+use registry::http::{RouteGroup, router};
+use registry::storage::aws::{AwsSettings, AwsStorage, RequestCounts};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Harness {
+    app: axum::Router,
+    storage: Arc<AwsStorage>,
+    counts: Arc<RequestCounts>,
+}
+
+fn harness(label: &str) -> Harness {
+    let resources = AwsResources::create(label, S3Host::Different);
+    let env: BTreeMap<String, String> = resources.env.iter().cloned().collect();
+    let sdk = aws_config::SdkConfig::builder()
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+            aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"),
+        ))
+        .http_client(AwsStorage::http_client())
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .build();
+    let storage = Arc::new(AwsStorage::new(
+        &sdk,
+        AwsSettings {
+            table: resources.table.clone(),
+            bucket: resources.bucket.clone(),
+            presign: Duration::from_secs(300),
+            force_path_style: true,
+            dynamodb_endpoint: Some(env["AWS_ENDPOINT_URL_DYNAMODB"].clone()),
+            s3_endpoint: Some(env["AWS_ENDPOINT_URL_S3"].clone()),
+        },
+    ));
+    let config = Config::from_lookup(|k| match k {
+        "REGISTRY_UPSTREAM" => Some(String::new()),
+        "REGISTRY_PUBLIC_URL" => Some("http://registry.test".into()),
+        _ => None,
+    })
+    .unwrap();
+    let state = registry::server::build_with(config, storage.clone(), storage.clone());
+    let counts = storage.request_counts();
+    Harness {
+        app: router(state, &RouteGroup::ALL),
+        storage,
+        counts,
+    }
+}
+
+impl Harness {
+    async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Vec<u8>, BTreeMap<String, u64>) {
+        self.counts.take();
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec();
+        (status, bytes, self.counts.take())
+    }
+
+    async fn publish(&self, name: &str, version: &str) -> BTreeMap<String, u64> {
+        let body =
+            serde_json::to_vec(&publish_doc(name, version, &package_tgz(name, version))).unwrap();
+        let (status, text, counts) = self.send("PUT", &format!("/{}", escaped(name)), body).await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&text)
+        );
+        counts
+    }
+}
+
+fn show(counts: &BTreeMap<String, u64>) -> String {
+    let total: u64 = counts.values().sum();
+    let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{total} requests ({})", parts.join(", "))
+}
+
+fn writes(counts: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    counts
+        .iter()
+        .filter(|(k, _)| {
+            [
+                "TransactWriteItems",
+                "PutItem",
+                "UpdateItem",
+                "BatchWriteItem",
+                "PutObject",
+                "DeleteObject",
+            ]
+            .iter()
+            .any(|w| k.ends_with(w))
+        })
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_requests_per_operation() {
+    let h = harness("counts");
+    let name = "@acme/counted";
+    let first = h.publish(name, "1.0.0").await;
+    let second = h.publish(name, "1.0.1").await;
+    let (status, _, cold) = h.send("GET", "/@acme%2fcounted", vec![]).await;
+    assert_eq!(status, 200);
+    let (_, _, warm) = h.send("GET", "/@acme%2fcounted", vec![]).await;
+    let (_, _, abbreviated) = h.send("GET", "/@acme/counted", vec![]).await;
+    let (status, _, tarball) = h
+        .send("GET", "/@acme/counted/-/counted-1.0.1.tgz", vec![])
+        .await;
+    assert_eq!(status, StatusCode::FOUND);
+    let (status, _, tag) = h
+        .send(
+            "PUT",
+            "/-/package/@acme%2fcounted/dist-tags/beta",
+            b"\"1.0.0\"".to_vec(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, _, version) = h.send("GET", "/@acme/counted/1.0.0", vec![]).await;
+
+    println!("AWS requests per operation (emulators; HTTP attempts as billed):");
+    for (what, counts) in [
+        ("publish, new package", &first),
+        ("publish, next version", &second),
+        ("packument GET, first after a write", &cold),
+        ("packument GET, warm", &warm),
+        ("packument GET, warm (second encoding)", &abbreviated),
+        ("tarball GET (302 to presigned URL)", &tarball),
+        ("dist-tag PUT", &tag),
+        ("version manifest GET", &version),
+    ] {
+        println!("  {what:<40} {}", show(counts));
+    }
+
+    assert_eq!(
+        writes(&second),
+        BTreeMap::from([
+            ("DynamoDB.TransactWriteItems".into(), 1),
+            ("S3.PutObject".into(), 1)
+        ])
+    );
+    assert_eq!(
+        warm,
+        BTreeMap::from([("DynamoDB.GetItem".into(), 1), ("S3.GetObject".into(), 1)]),
+        "a warm packument read is two requests"
+    );
+    assert_eq!(
+        tarball,
+        BTreeMap::from([("DynamoDB.GetItem".into(), 1)]),
+        "presigning is local: one read per download"
+    );
+    assert!(
+        !second.contains_key("DynamoDB.Query"),
+        "publishing must not read every version"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_thousand_versions_and_a_one_megabyte_readme() {
+    const VERSIONS: u64 = 3000;
+    let h = harness("big");
+    let name = PackageName::parse("@acme/big").unwrap();
+
+    // Seed 3,000 versions with the backend's bulk import (one transaction per version would
+    // take minutes on the emulator, whose transactions slow down as the table grows).
+    let started = Instant::now();
+    let now = chrono::Utc::now();
+    let mut package = PackageRecord::new(name.clone(), now);
+    package.revision = 1;
+    let mut versions = Vec::new();
+    for i in 0..VERSIONS {
+        let version = semver::Version::new(1, 0, i);
+        package.dist_tags.insert(DistTag::latest(), version.clone());
+        let live = LiveVersion {
+            manifest: serde_json::from_value(
+                json!({ "description": "big", "dependencies": { "left-pad": "^1.0.0" } }),
+            )
+            .unwrap(),
+            dist: Dist {
+                shasum: "0".repeat(40),
+                integrity: format!("sha512-{}", "A".repeat(86)),
+                file_count: 1,
+                unpacked_size: 10,
+                tarball_key: TarballKey::new(&name, &version, &"0".repeat(128)),
+            },
+            readme: None,
+            readme_filename: None,
+            deprecated: None,
+        };
+        versions.push(VersionRecord {
+            version,
+            published: now,
+            state: VersionState::Live(Box::new(live)),
+        });
+    }
+    h.storage
+        .import(&PackageDocument { package, versions })
+        .await
+        .unwrap();
+    println!("seeded {VERSIONS} versions in {:?}", started.elapsed());
+
+    // Version 2 of a small package, then version 3,001 of the big one: the same writes.
+    let small = h.publish("@acme/small", "1.0.0").await;
+    let small_second = h.publish("@acme/small", "1.0.1").await;
+    let started = Instant::now();
+    let big_next = h.publish("@acme/big", "2.0.0").await;
+    let big_time = started.elapsed();
+    let started = Instant::now();
+    h.publish("@acme/small", "1.0.2").await;
+    let small_time = started.elapsed();
+    println!(
+        "publish version 2 of a 1-version package: {}",
+        show(&small_second)
+    );
+    println!(
+        "publish version 3,001 of a 3,000-version package: {} in {big_time:?} (a small package's: {small_time:?})",
+        show(&big_next)
+    );
+    assert_eq!(
+        writes(&big_next),
+        writes(&small_second),
+        "O(1) writes whatever the version count"
+    );
+    assert!(!small.is_empty());
+
+    let (status, body, cold) = h.send("GET", "/@acme%2fbig", vec![]).await;
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        doc["versions"].as_object().unwrap().len(),
+        VERSIONS as usize + 1
+    );
+    assert_eq!(doc["dist-tags"]["latest"], "2.0.0");
+    assert_eq!(
+        doc["versions"]["1.0.2999"]["dependencies"]["left-pad"],
+        "^1.0.0"
+    );
+    let (_, _, warm) = h.send("GET", "/@acme%2fbig", vec![]).await;
+    println!(
+        "packument GET of 3,001 versions ({} KB): first after a write {}; warm {}",
+        body.len() / 1024,
+        show(&cold),
+        show(&warm)
+    );
+    assert_eq!(
+        warm.values().sum::<u64>(),
+        2,
+        "a warm read of a 3,001-version packument is still two requests"
+    );
+
+    // A 1 MB README publishes (it goes to S3, not into the item) and reads back.
+    let readme = "# Big readme\n".to_string() + &"lorem ipsum dolor sit amet ".repeat(40_000);
+    assert!(readme.len() > 1_000_000);
+    let mut doc = publish_doc(
+        "@acme/readme",
+        "1.0.0",
+        &package_tgz("@acme/readme", "1.0.0"),
+    );
+    doc["versions"]["1.0.0"]["readme"] = json!(readme);
+    let (status, text, _) = h
+        .send("PUT", "/@acme%2freadme", serde_json::to_vec(&doc).unwrap())
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&text)
+    );
+    let (status, body, _) = h.send("GET", "/@acme%2freadme", vec![]).await;
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["readme"].as_str().map(str::len), Some(readme.len()));
+    assert!(doc["readme"] == json!(readme));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_removes_only_unreferenced_tarballs() {
+    use registry::storage::TarballStore;
+    let h = harness("sweep");
+    h.publish("@acme/swept", "1.0.0").await;
+    let name = PackageName::parse("@acme/swept").unwrap();
+    // What a crashed publish and a lost race leave behind.
+    let crashed = TarballKey::new(&name, &semver::Version::new(1, 0, 1), &"ab".repeat(64));
+    let loser = TarballKey::new(&name, &semver::Version::new(1, 0, 0), &"cd".repeat(64));
+    for key in [&crashed, &loser] {
+        h.storage
+            .put(key, bytes::Bytes::from_static(b"orphan"))
+            .await
+            .unwrap();
+    }
+    let report = registry::storage::sweep(h.storage.as_ref(), h.storage.as_ref(), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(report.checked, 3);
+    let mut removed: Vec<&str> = report.removed.iter().map(TarballKey::as_str).collect();
+    removed.sort();
+    let mut expected = vec![crashed.as_str(), loser.as_str()];
+    expected.sort();
+    assert_eq!(removed, expected);
+    let (status, body, _) = h
+        .send("GET", "/@acme/swept/-/swept-1.0.0.tgz", vec![])
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FOUND,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let remaining = h.storage.list(Duration::ZERO).await.unwrap();
+    assert_eq!(remaining.len(), 1, "the live version's tarball stays");
+}
