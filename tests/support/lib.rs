@@ -430,7 +430,46 @@ impl AwsResources {
     }
 }
 
+impl AwsResources {
+    /// An in-process AWS backend on these resources (for counting requests or inspecting S3).
+    pub fn storage(&self) -> registry::storage::aws::AwsStorage {
+        use registry::storage::aws::{AwsSettings, AwsStorage};
+        let env: std::collections::BTreeMap<String, String> = self.env.iter().cloned().collect();
+        let sdk = aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+                aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"),
+            ))
+            .http_client(AwsStorage::http_client())
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        AwsStorage::new(
+            &sdk,
+            AwsSettings {
+                table: self.table.clone(),
+                bucket: self.bucket.clone(),
+                presign: Duration::from_secs(300),
+                force_path_style: true,
+                dynamodb_endpoint: Some(env["AWS_ENDPOINT_URL_DYNAMODB"].clone()),
+                s3_endpoint: Some(env["AWS_ENDPOINT_URL_S3"].clone()),
+            },
+        )
+    }
+}
+
 impl Backend {
+    /// How many tarballs the backend stores right now.
+    pub async fn tarball_count(&self, data_dir: &Path) -> usize {
+        use registry::storage::TarballStore;
+        match self {
+            Backend::Local => {
+                let store = registry::storage::embedded::EmbeddedTarballs::open(data_dir).unwrap();
+                store.list(Duration::ZERO).await.unwrap().len()
+            }
+            Backend::Aws(r) => r.storage().list(Duration::ZERO).await.unwrap().len(),
+        }
+    }
+
     /// The embedded backend.
     pub fn local() -> Backend {
         Backend::Local

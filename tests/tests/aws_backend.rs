@@ -14,7 +14,7 @@ use registry::domain::{
     DistTag, PackageDocument, PackageName, PackageRecord, VersionRecord, VersionState,
 };
 use registry::http::{RouteGroup, router};
-use registry::storage::aws::{AwsSettings, AwsStorage, RequestCounts};
+use registry::storage::aws::{AwsStorage, RequestCounts};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -26,26 +26,7 @@ struct Harness {
 
 fn harness(label: &str) -> Harness {
     let resources = AwsResources::create(label, S3Host::Different);
-    let env: BTreeMap<String, String> = resources.env.iter().cloned().collect();
-    let sdk = aws_config::SdkConfig::builder()
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
-            aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"),
-        ))
-        .http_client(AwsStorage::http_client())
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .build();
-    let storage = Arc::new(AwsStorage::new(
-        &sdk,
-        AwsSettings {
-            table: resources.table.clone(),
-            bucket: resources.bucket.clone(),
-            presign: Duration::from_secs(300),
-            force_path_style: true,
-            dynamodb_endpoint: Some(env["AWS_ENDPOINT_URL_DYNAMODB"].clone()),
-            s3_endpoint: Some(env["AWS_ENDPOINT_URL_S3"].clone()),
-        },
-    ));
+    let storage = Arc::new(resources.storage());
     let config = Config::from_lookup(|k| match k {
         "REGISTRY_UPSTREAM" => Some(String::new()),
         "REGISTRY_PUBLIC_URL" => Some("http://registry.test".into()),

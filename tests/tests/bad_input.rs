@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use base64::Engine;
-use e2e::{Server, escaped, http, package_tgz, publish_doc, tgz};
+use e2e::{Backend, S3Host, Server, escaped, http, package_tgz, publish_doc, tgz};
 use serde_json::{Value, json};
 
 const LIMIT: usize = 1 << 20;
@@ -701,15 +701,25 @@ fn cases() -> Vec<Case> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_bad_input_is_refused_cleanly() {
+async fn every_bad_input_is_refused_cleanly_local() {
+    every_bad_input_is_refused_cleanly(Backend::local()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_input_is_refused_cleanly_aws() {
+    every_bad_input_is_refused_cleanly(Backend::aws("badinput", S3Host::Different)).await;
+}
+
+async fn every_bad_input_is_refused_cleanly(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
-    let env = vec![
+    let mut env = backend.env();
+    env.extend([
         ("REGISTRY_MAX_BODY_BYTES".to_string(), LIMIT.to_string()),
         (
             "REGISTRY_MAX_UNPACKED_BYTES".to_string(),
             (4u64 << 20).to_string(),
         ),
-    ];
+    ]);
     let mut server =
         Server::start_with(tmp.path().join("data"), tmp.path().join("server.log"), env);
     let client = http();
@@ -730,7 +740,7 @@ async fn every_bad_input_is_refused_cleanly() {
         .json()
         .await
         .unwrap();
-    let files_before = count_files(&server.data_dir.join("tarballs"));
+    let files_before = backend.tarball_count(&server.data_dir).await;
 
     let cases = cases();
     assert!(cases.len() >= 40, "at least 40 cases");
@@ -786,7 +796,7 @@ async fn every_bad_input_is_refused_cleanly() {
         failures.join("\n")
     );
     assert_eq!(
-        count_files(&server.data_dir.join("tarballs")),
+        backend.tarball_count(&server.data_dir).await,
         files_before,
         "no tarball may be left behind"
     );

@@ -2,7 +2,8 @@
 //! path prefix (an API Gateway stage or a reverse proxy's sub-path) used by the real npm CLI.
 
 use e2e::{
-    Npm, Server, escaped, free_port, http, integrity, package_tgz, publish_doc, tgz, write_package,
+    Backend, Npm, S3Host, Server, escaped, free_port, http, integrity, package_tgz, publish_doc,
+    tgz, write_package,
 };
 use serde_json::{Value, json};
 
@@ -83,14 +84,25 @@ async fn unknown_names_go_upstream_and_foreign_scopes_are_refused() {
 }
 
 #[tokio::test]
-async fn overwrite_is_opt_in_and_never_revives_unpublished_versions() {
+async fn overwrite_is_opt_in_and_never_revives_unpublished_versions_local() {
+    overwrite_is_opt_in_and_never_revives_unpublished_versions(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn overwrite_is_opt_in_and_never_revives_unpublished_versions_aws() {
+    overwrite_is_opt_in_and_never_revives_unpublished_versions(Backend::aws(
+        "overwrite",
+        S3Host::Different,
+    ))
+    .await;
+}
+
+async fn overwrite_is_opt_in_and_never_revives_unpublished_versions(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let server = Server::start_with(
-        root.join("data"),
-        root.join("log"),
-        env(&[("REGISTRY_ALLOW_OVERWRITE", "true")]),
-    );
+    let mut server_env = backend.env();
+    server_env.push(("REGISTRY_ALLOW_OVERWRITE".into(), "true".into()));
+    let server = Server::start_with(root.join("data"), root.join("log"), server_env);
     let client = http();
     let name = "@acme/mutable";
     let url = format!("{}/{}", server.url, escaped(name));
@@ -124,19 +136,20 @@ async fn overwrite_is_opt_in_and_never_revives_unpublished_versions() {
         packument["versions"]["1.0.0"]["dist"]["integrity"],
         json!(integrity(&second))
     );
-    let bytes = client
-        .get(format!("{}/@acme/mutable/-/mutable-1.0.0.tgz", server.url))
-        .send()
+    // Follows the AWS backend's redirect, as clients do.
+    let bytes = reqwest::get(format!("{}/@acme/mutable/-/mutable-1.0.0.tgz", server.url))
         .await
         .unwrap()
         .bytes()
         .await
         .unwrap();
     assert_eq!(integrity(&bytes), integrity(&second));
-    let files = std::fs::read_dir(server.data_dir.join("tarballs/@acme/mutable"))
-        .unwrap()
-        .count();
-    assert_eq!(files, 1, "the replaced tarball is removed");
+    if let Backend::Local = backend {
+        let files = std::fs::read_dir(server.data_dir.join("tarballs/@acme/mutable"))
+            .unwrap()
+            .count();
+        assert_eq!(files, 1, "the replaced tarball is removed");
+    }
 
     // Unpublish (all versions), then try to overwrite: the number stays retired.
     let rev = packument["_rev"].as_str().unwrap();
