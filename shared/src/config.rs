@@ -68,6 +68,12 @@ pub struct Config {
     pub allow_overwrite: bool,
     /// `REGISTRY_MAX_UNPACKED_BYTES`: most bytes a published tarball may unpack to.
     pub max_unpacked_bytes: u64,
+    /// `REGISTRY_PUBLIC_READ`: packages of public repositories can be read without a token.
+    pub public_read: bool,
+    /// `REGISTRY_GITHUB_CACHE_SECONDS`: how long a GitHub answer serves reads before revalidation.
+    pub github_cache_seconds: u64,
+    /// `REGISTRY_TOKEN_DAYS`: lifetime of registry tokens from `npm login`.
+    pub token_days: u64,
 }
 
 fn parse_bool(key: &'static str, v: &str) -> Result<bool, ConfigError> {
@@ -176,6 +182,18 @@ impl Config {
                 .map(|v| parse_num("REGISTRY_MAX_UNPACKED_BYTES", &v))
                 .transpose()?
                 .unwrap_or(1 << 30),
+            public_read: get("REGISTRY_PUBLIC_READ")
+                .map(|v| parse_bool("REGISTRY_PUBLIC_READ", &v))
+                .transpose()?
+                .unwrap_or(false),
+            github_cache_seconds: get("REGISTRY_GITHUB_CACHE_SECONDS")
+                .map(|v| parse_num("REGISTRY_GITHUB_CACHE_SECONDS", &v))
+                .transpose()?
+                .unwrap_or(60),
+            token_days: get("REGISTRY_TOKEN_DAYS")
+                .map(|v| parse_num("REGISTRY_TOKEN_DAYS", &v))
+                .transpose()?
+                .unwrap_or(30),
         })
     }
 

@@ -3,12 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::OpenAuth;
+use crate::auth::github::OctocrabGithub;
+use crate::auth::tokens::TokenKeys;
+use crate::auth::{Authorizer, GithubAuth, GithubSettings};
 use crate::config::{AuthMode, Config, StorageKind};
 use crate::domain::tarball::TarballLimits;
 use crate::http::AppState;
 use crate::storage::aws::{AwsSettings, AwsStorage};
-use crate::storage::embedded;
+use crate::storage::{KvStore, MetadataStore, TarballStore, embedded};
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,24 +47,114 @@ pub fn aws_settings(config: &Config) -> Result<AwsSettings, StartError> {
     })
 }
 
-/// Builds the shared state for `config`: storage backend, auth mode, limits.
-pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
-    if config.auth == AuthMode::Github {
-        return Err(StartError::Config(
-            "REGISTRY_AUTH=github is not available yet; use open".into(),
-        ));
-    }
-    let (metadata, tarballs) = match config.storage {
+/// The stores of one backend, as the three traits.
+pub struct Stores {
+    /// Package metadata.
+    pub metadata: Arc<dyn MetadataStore>,
+    /// Tarball bytes.
+    pub tarballs: Arc<dyn TarballStore>,
+    /// Caches and token records.
+    pub kv: Arc<dyn KvStore>,
+}
+
+/// Opens the configured backend.
+pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
+    Ok(match config.storage {
         StorageKind::Local => {
             let (m, t) = embedded::open(&config.data_dir)?;
-            (Arc::new(m) as _, Arc::new(t) as _)
+            let m = Arc::new(m);
+            Stores {
+                metadata: m.clone(),
+                tarballs: Arc::new(t),
+                kv: m,
+            }
         }
         StorageKind::Aws => {
-            let storage = Arc::new(AwsStorage::from_env(aws_settings(&config)?).await);
-            (storage.clone() as _, storage as _)
+            let s = Arc::new(AwsStorage::from_env(aws_settings(config)?).await);
+            Stores {
+                metadata: s.clone(),
+                tarballs: s.clone(),
+                kv: s,
+            }
         }
-    };
-    Ok(build_with(config, metadata, tarballs))
+    })
+}
+
+/// The token signing secret: configured, or (local storage only) generated once and kept in the
+/// data directory, readable by its owner only.
+fn token_secret(config: &Config) -> Result<Vec<u8>, StartError> {
+    if let Some(secret) = &config.token_secret {
+        if secret.len() < 32 {
+            return Err(StartError::Config(
+                "REGISTRY_TOKEN_SECRET must be at least 32 characters".into(),
+            ));
+        }
+        return Ok(secret.as_bytes().to_vec());
+    }
+    if config.storage == StorageKind::Aws {
+        return Err(StartError::Config(
+            "REGISTRY_TOKEN_SECRET is required with REGISTRY_AUTH=github on AWS".into(),
+        ));
+    }
+    let path = config.data_dir.join("token-secret");
+    match std::fs::read(&path) {
+        Ok(secret) if secret.len() >= 32 => Ok(secret),
+        _ => {
+            let secret = hex::encode(rand::random::<[u8; 32]>()).into_bytes();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            std::io::Write::write_all(
+                &mut options
+                    .open(&path)
+                    .map_err(|e| StartError::Config(format!("{}: {e}", path.display())))?,
+                &secret,
+            )
+            .map_err(|e| StartError::Config(e.to_string()))?;
+            Ok(secret)
+        }
+    }
+}
+
+/// The authoriser for the configured mode.
+pub fn authorizer(config: &Config, kv: Arc<dyn KvStore>) -> Result<Authorizer, StartError> {
+    Ok(match config.auth {
+        AuthMode::Open => Authorizer::Open,
+        AuthMode::Github => {
+            let api = OctocrabGithub::new(&config.github_api_url).map_err(StartError::Config)?;
+            let tokens = TokenKeys::new(
+                &token_secret(config)?,
+                chrono::Duration::days(config.token_days as i64),
+            );
+            let settings = GithubSettings {
+                allowed_owners: config.allowed_owners.clone(),
+                public_read: config.public_read,
+                fresh_for: chrono::Duration::seconds(config.github_cache_seconds as i64),
+                stale_for: chrono::Duration::hours(1).max(chrono::Duration::seconds(
+                    config.github_cache_seconds as i64,
+                )),
+            };
+            Authorizer::Github(Box::new(GithubAuth::new(
+                Arc::new(api),
+                kv,
+                tokens,
+                settings,
+            )))
+        }
+    })
+}
+
+/// Builds the shared state for `config`: storage backend, auth mode, limits.
+pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
+    let stores = open_stores(&config).await?;
+    let auth = authorizer(&config, stores.kv.clone())?;
+    Ok(build_with_auth(
+        config,
+        stores.metadata,
+        stores.tarballs,
+        auth,
+    ))
 }
 
 /// Runs the storage sweep for `config`'s backend (see `storage::sweep`).
@@ -70,15 +162,30 @@ pub async fn sweep(
     config: Config,
     older_than: Duration,
 ) -> Result<crate::storage::SweepReport, StartError> {
-    let state = build_state(config).await?;
-    Ok(crate::storage::sweep(state.metadata.as_ref(), state.tarballs.as_ref(), older_than).await?)
+    let stores = open_stores(&config).await?;
+    Ok(crate::storage::sweep(
+        stores.metadata.as_ref(),
+        stores.tarballs.as_ref(),
+        older_than,
+    )
+    .await?)
 }
 
-/// Builds the state around stores the caller already has (tests, request counting).
+/// Builds open-mode state around stores the caller already has (tests, request counting).
 pub fn build_with(
     config: Config,
-    metadata: Arc<dyn crate::storage::MetadataStore>,
-    tarballs: Arc<dyn crate::storage::TarballStore>,
+    metadata: Arc<dyn MetadataStore>,
+    tarballs: Arc<dyn TarballStore>,
+) -> Arc<AppState> {
+    build_with_auth(config, metadata, tarballs, Authorizer::Open)
+}
+
+/// Builds state around stores and an authoriser the caller already has.
+pub fn build_with_auth(
+    config: Config,
+    metadata: Arc<dyn MetadataStore>,
+    tarballs: Arc<dyn TarballStore>,
+    auth: Authorizer,
 ) -> Arc<AppState> {
     let tarball_limits = TarballLimits {
         max_unpacked_bytes: config.max_unpacked_bytes,
@@ -88,7 +195,7 @@ pub fn build_with(
         metadata,
         tarballs,
         config,
-        auth: OpenAuth,
+        auth,
         tarball_limits,
     })
 }

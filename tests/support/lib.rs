@@ -156,14 +156,22 @@ impl Run {
 impl Npm {
     /// Sets up an isolated npm for `registry_url` with a token for it.
     pub fn new(root: &Path, registry_url: &str) -> Npm {
+        Self::with_token(root, registry_url, Some("test-token"))
+    }
+
+    /// Sets up an isolated npm for `registry_url` with `token` (or none) in its `.npmrc`.
+    pub fn with_token(root: &Path, registry_url: &str, token: Option<&str>) -> Npm {
         let home = root.join("home");
         let cache = root.join("npm-cache");
         std::fs::create_dir_all(&home).unwrap();
         let hostpath = registry_url
             .trim_start_matches("http://")
             .trim_start_matches("https://");
+        let auth = token
+            .map(|t| format!("//{hostpath}/:_authToken={t}\n"))
+            .unwrap_or_default();
         let npmrc = format!(
-            "registry={registry_url}/\n//{hostpath}/:_authToken=test-token\naudit=false\nfund=false\nupdate-notifier=false\nloglevel=notice\n"
+            "registry={registry_url}/\n{auth}audit=false\nfund=false\nupdate-notifier=false\nloglevel=notice\n"
         );
         std::fs::write(home.join(".npmrc"), npmrc).unwrap();
         Npm { home, cache }

@@ -1,24 +1,62 @@
-//! Who is calling and whether they may act. One decision point for every route group.
+//! Who is calling and whether they may act: one decision point for every route group and both
+//! deployment shapes.
+//!
+//! In GitHub mode a scoped package `@owner/name` belongs to a GitHub repository (bound at first
+//! publish); reading needs `pull` on it (or nothing, for a public repository, if the operator
+//! allows anonymous reads), writing needs `push`, unpublishing and rebinding need `admin`.
 
-use crate::domain::PackageName;
+pub mod github;
+pub mod tokens;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::http::HeaderMap;
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::Digest;
+
+use self::github::{Fetched, GithubApi, GithubError, RepoAccess, Role};
+use self::tokens::{TokenKeys, TokenRecord};
+use crate::domain::{PackageName, RepoRef};
+use crate::storage::KvStore;
 
 /// What a request wants to do to a package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// View or install.
     Read,
-    /// Publish, change dist-tags, deprecate, star.
+    /// Publish, change dist-tags, deprecate.
     Write,
-    /// Unpublish.
+    /// Unpublish, rebind the repository.
     Admin,
+}
+
+impl Action {
+    fn needs(self) -> Role {
+        match self {
+            Action::Read => Role::Pull,
+            Action::Write => Role::Push,
+            Action::Admin => Role::Admin,
+        }
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::Write => "publish to",
+            Action::Admin => "unpublish or rebind",
+        }
+    }
 }
 
 /// The caller, as far as the registry knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {
-    /// No credentials, or open mode.
+    /// No credentials (or open mode).
     Anonymous,
-    /// A known user.
+    /// A GitHub login.
     User(String),
 }
 
@@ -35,26 +73,508 @@ impl Identity {
 /// An authorisation refusal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    /// Credentials are missing or invalid.
+    /// Credentials are missing or invalid: 401.
     #[error("{0}")]
     Unauthenticated(String),
-    /// The caller is known but lacks a permission.
+    /// The caller is known but lacks a permission: 403.
     #[error("{0}")]
     Forbidden(String),
+    /// GitHub (or the store) could not answer and nothing usable is cached: 503.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
-/// Open mode: everyone on the listener may read and write everything.
-#[derive(Debug, Clone, Default)]
-pub struct OpenAuth;
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone)]
+pub struct Secret(String);
 
-impl OpenAuth {
-    /// Decides whether `identity` may do `action` to `package`.
-    pub fn authorize(
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// The resolved caller of one request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who they are.
+    pub identity: Identity,
+    /// The GitHub token their permissions are checked with.
+    github_token: Option<Secret>,
+    /// The registry token's id and whether it is read-only, when one was used.
+    registry_token: Option<(String, bool)>,
+}
+
+impl Caller {
+    /// Nobody in particular.
+    pub fn anonymous() -> Self {
+        Self {
+            identity: Identity::Anonymous,
+            github_token: None,
+            registry_token: None,
+        }
+    }
+
+    /// The GitHub token behind the request (sent directly, or sealed behind a registry token).
+    pub fn github_token(&self) -> Option<&str> {
+        self.github_token.as_ref().map(|s| s.0.as_str())
+    }
+}
+
+/// GitHub-mode settings.
+#[derive(Debug, Clone)]
+pub struct GithubSettings {
+    /// Owners whose scopes are served (lowercase); empty means any.
+    pub allowed_owners: Vec<String>,
+    /// Whether packages of public repositories may be read without a token.
+    pub public_read: bool,
+    /// How long a GitHub answer is used for reads without asking again.
+    pub fresh_for: Duration,
+    /// How long a cached answer may still serve reads while GitHub is unavailable.
+    pub stale_for: Duration,
+}
+
+/// The authoriser.
+pub enum Authorizer {
+    /// Anyone on the listener may do anything.
+    Open,
+    /// GitHub permissions decide.
+    Github(Box<GithubAuth>),
+}
+
+/// GitHub mode's state.
+pub struct GithubAuth {
+    api: Arc<dyn GithubApi>,
+    kv: Arc<dyn KvStore>,
+    /// Registry-token keys.
+    pub tokens: TokenKeys,
+    settings: GithubSettings,
+    memory: Mutex<HashMap<String, CacheEntry>>,
+}
+
+/// A cached GitHub answer.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct CacheEntry {
+    value: serde_json::Value,
+    etag: Option<String>,
+    fetched: DateTime<Utc>,
+}
+
+const CACHE_NAMESPACE: &str = "github-cache";
+const MEMORY_ENTRIES: usize = 10_000;
+
+/// How fresh an answer must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    /// Reads: a recent cached answer will do, and a stale one if GitHub is down.
+    Cached,
+    /// Writes: always ask GitHub (an ETag revalidation costs no rate limit); fail closed.
+    Revalidate,
+}
+
+fn hash(text: &str) -> String {
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// The namespace of a user's registry-token records.
+pub fn token_namespace(login: &str) -> String {
+    format!("tokens/{}", login.to_ascii_lowercase())
+}
+
+/// The bearer token of a request, if any (`Authorization: Bearer …`, as npm sends `_authToken`).
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token"))
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The one rule: may `identity`, whose access to the package's repository is `access`, do
+/// `action` to `package`? Pure, so every combination is unit-tested.
+pub fn decide(
+    identity: &Identity,
+    access: &RepoAccess,
+    action: Action,
+    public_read: bool,
+    package: &PackageName,
+) -> Result<(), AuthError> {
+    if access.role >= action.needs() {
+        return Ok(());
+    }
+    if action == Action::Read && public_read && !access.private {
+        return Ok(());
+    }
+    match identity {
+        Identity::Anonymous => Err(AuthError::Unauthenticated(format!(
+            "authentication required to {} {package}: put a GitHub token with {} permission on repository {} in .npmrc, or run npm login",
+            action.verb(),
+            action.needs().as_str(),
+            access.repo
+        ))),
+        Identity::User(login) => Err(AuthError::Forbidden(format!(
+            "{login} needs {} permission on GitHub repository {} to {} {package} (has {})",
+            action.needs().as_str(),
+            access.repo,
+            action.verb(),
+            access.role.as_str()
+        ))),
+    }
+}
+
+fn unavailable(e: GithubError) -> AuthError {
+    match e {
+        GithubError::BadCredentials => AuthError::Unauthenticated(
+            "GitHub does not accept the token in .npmrc (bad credentials); use a valid GitHub token or run npm login".into(),
+        ),
+        GithubError::RateLimited(m) => AuthError::Unavailable(format!(
+            "GitHub's API rate limit for this token is exhausted ({m}); the registry cannot check permissions now, retry later"
+        )),
+        GithubError::Unavailable(m) => AuthError::Unavailable(format!(
+            "GitHub cannot be reached to check permissions ({m}); retry shortly"
+        )),
+    }
+}
+
+impl GithubAuth {
+    /// GitHub mode over `api`, caching in memory and in `kv`.
+    pub fn new(
+        api: Arc<dyn GithubApi>,
+        kv: Arc<dyn KvStore>,
+        tokens: TokenKeys,
+        settings: GithubSettings,
+    ) -> Self {
+        Self {
+            api,
+            kv,
+            tokens,
+            settings,
+            memory: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &GithubSettings {
+        &self.settings
+    }
+
+    /// The store holding token records.
+    pub fn kv(&self) -> &Arc<dyn KvStore> {
+        &self.kv
+    }
+
+    async fn cache_get(&self, key: &str) -> Option<CacheEntry> {
+        if let Some(e) = self.memory.lock().ok().and_then(|m| m.get(key).cloned()) {
+            return Some(e);
+        }
+        let bytes = self.kv.get(CACHE_NAMESPACE, key).await.ok()??;
+        let entry: CacheEntry = serde_json::from_slice(&bytes).ok()?;
+        self.remember(key, &entry);
+        Some(entry)
+    }
+
+    fn remember(&self, key: &str, entry: &CacheEntry) {
+        if let Ok(mut m) = self.memory.lock() {
+            if m.len() >= MEMORY_ENTRIES {
+                m.clear();
+            }
+            m.insert(key.to_string(), entry.clone());
+        }
+    }
+
+    async fn cache_put(&self, key: &str, entry: &CacheEntry) {
+        self.remember(key, entry);
+        if let Ok(bytes) = serde_json::to_vec(entry) {
+            let expires = entry.fetched + self.settings.stale_for;
+            if let Err(e) = self
+                .kv
+                .put(CACHE_NAMESPACE, key, &bytes, Some(expires))
+                .await
+            {
+                tracing::warn!(error = %e, "could not store a GitHub answer in the cache");
+            }
+        }
+    }
+
+    /// A cached GitHub answer under `key` (a hash that contains no secret), asking GitHub as
+    /// `freshness` requires, with the cached ETag so an unchanged answer costs no rate limit.
+    async fn cached<T, F, Fut>(
         &self,
-        _identity: &Identity,
-        _package: &PackageName,
-        _action: Action,
-    ) -> Result<(), AuthError> {
+        key: &str,
+        freshness: Freshness,
+        fetch: F,
+    ) -> Result<T, GithubError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(Option<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<Fetched<T>, GithubError>>,
+    {
+        let now = Utc::now();
+        let cached = self.cache_get(key).await;
+        if let (Some(entry), Freshness::Cached) = (&cached, freshness)
+            && now - entry.fetched < self.settings.fresh_for
+            && let Ok(value) = serde_json::from_value(entry.value.clone())
+        {
+            return Ok(value);
+        }
+        match fetch(cached.as_ref().and_then(|e| e.etag.clone())).await {
+            Ok(Fetched::Fresh(value, etag)) => {
+                let entry = CacheEntry {
+                    value: serde_json::to_value(&value)
+                        .map_err(|e| GithubError::Unavailable(e.to_string()))?,
+                    etag,
+                    fetched: now,
+                };
+                self.cache_put(key, &entry).await;
+                Ok(value)
+            }
+            Ok(Fetched::NotModified) => {
+                let mut entry = cached.ok_or_else(|| {
+                    GithubError::Unavailable("304 without a cached answer".into())
+                })?;
+                entry.fetched = now;
+                self.cache_put(key, &entry).await;
+                serde_json::from_value(entry.value)
+                    .map_err(|e| GithubError::Unavailable(e.to_string()))
+            }
+            Err(GithubError::BadCredentials) => {
+                if let Ok(mut m) = self.memory.lock() {
+                    m.remove(key);
+                }
+                let _ = self.kv.delete(CACHE_NAMESPACE, key).await;
+                Err(GithubError::BadCredentials)
+            }
+            Err(e) => match (cached, freshness) {
+                // Stale-if-error, for reads only: writes fail closed.
+                (Some(entry), Freshness::Cached)
+                    if now - entry.fetched < self.settings.stale_for =>
+                {
+                    tracing::warn!(error = %e, "GitHub unavailable; serving a cached permission");
+                    serde_json::from_value(entry.value).map_err(|_| e)
+                }
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Identifies the caller of a request.
+    async fn caller(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+        let Some(token) = bearer(headers) else {
+            return Ok(Caller::anonymous());
+        };
+        if tokens::looks_like_jwt(token) {
+            let claims = self
+                .tokens
+                .verify(token)
+                .map_err(|e| AuthError::Unauthenticated(format!("{e}; run npm login again")))?;
+            let record = self
+                .kv
+                .get(&token_namespace(&claims.sub), &claims.jti)
+                .await
+                .map_err(|e| {
+                    AuthError::Unavailable(format!(
+                        "the token store is unavailable ({e}); retry shortly"
+                    ))
+                })?
+                .and_then(|b| serde_json::from_slice::<TokenRecord>(&b).ok())
+                .ok_or_else(|| {
+                    AuthError::Unauthenticated(
+                        "the registry token was revoked; run npm login again".into(),
+                    )
+                })?;
+            let github = self
+                .tokens
+                .unseal(&record)
+                .map_err(|e| AuthError::Unauthenticated(e.to_string()))?;
+            return Ok(Caller {
+                identity: Identity::User(claims.sub),
+                github_token: Some(Secret(github)),
+                registry_token: Some((claims.jti, claims.scope == "read")),
+            });
+        }
+        let user = self.user(token).await?;
+        Ok(Caller {
+            identity: Identity::User(user.login),
+            github_token: Some(Secret(token.to_string())),
+            registry_token: None,
+        })
+    }
+
+    /// The GitHub user a token belongs to (cached by the token's hash).
+    pub async fn user(&self, token: &str) -> Result<github::GithubUser, AuthError> {
+        let api = self.api.clone();
+        self.cached(
+            &format!("user/{}", hash(token)),
+            Freshness::Cached,
+            |etag| async move { api.user(token, etag.as_deref()).await },
+        )
+        .await
+        .map_err(unavailable)
+    }
+
+    /// The caller's access to a repository.
+    async fn access(
+        &self,
+        caller: &Caller,
+        repo: &RepoRef,
+        freshness: Freshness,
+    ) -> Result<RepoAccess, AuthError> {
+        let token = caller.github_token();
+        let key = format!(
+            "repo/{}/{}/{}",
+            token.map_or_else(|| "anonymous".to_string(), hash),
+            repo.owner.to_ascii_lowercase(),
+            repo.name.to_ascii_lowercase()
+        );
+        let api = self.api.clone();
+        self.cached(&key, freshness, |etag| async move {
+            api.repo(token, repo, etag.as_deref()).await
+        })
+        .await
+        .map_err(unavailable)
+    }
+}
+
+impl Authorizer {
+    /// Identifies the caller of a request (open mode: everyone is anonymous).
+    pub async fn caller(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+        match self {
+            Authorizer::Open => Ok(Caller::anonymous()),
+            Authorizer::Github(g) => g.caller(headers).await,
+        }
+    }
+
+    /// Whether this registry stores `package` at all (GitHub mode: scoped names of allowed
+    /// owners only; everything else belongs to the upstream registry).
+    pub fn serves(&self, package: &PackageName) -> Result<(), String> {
+        let Authorizer::Github(g) = self else {
+            return Ok(());
+        };
+        let Some(scope) = package.scope() else {
+            return Err(format!(
+                "{package} is unscoped: this registry only stores scoped packages whose scope is a GitHub owner; publish it to the public registry"
+            ));
+        };
+        let owners = &g.settings.allowed_owners;
+        if !owners.is_empty() && !owners.iter().any(|o| o.eq_ignore_ascii_case(scope)) {
+            return Err(format!(
+                "scope @{scope} is not served by this registry (allowed owners: {})",
+                owners.join(", ")
+            ));
+        }
         Ok(())
+    }
+
+    /// Decides whether `caller` may do `action` to `package`, which belongs to `repo`. Returns
+    /// the caller's access (GitHub mode) for callers that need the canonical repository name.
+    pub async fn check(
+        &self,
+        caller: &Caller,
+        package: &PackageName,
+        repo: &RepoRef,
+        action: Action,
+    ) -> Result<Option<RepoAccess>, AuthError> {
+        let Authorizer::Github(g) = self else {
+            return Ok(None);
+        };
+        self.serves(package).map_err(AuthError::Forbidden)?;
+        if let (Some((_, true)), Action::Write | Action::Admin) = (&caller.registry_token, action) {
+            return Err(AuthError::Forbidden(
+                "this registry token is read-only; create a publish token with npm login".into(),
+            ));
+        }
+        let freshness = if action == Action::Read {
+            Freshness::Cached
+        } else {
+            Freshness::Revalidate
+        };
+        let access = g.access(caller, repo, freshness).await?;
+        decide(
+            &caller.identity,
+            &access,
+            action,
+            g.settings.public_read,
+            package,
+        )?;
+        Ok(Some(access))
+    }
+
+    /// GitHub mode's state, if in GitHub mode.
+    pub fn github(&self) -> Option<&GithubAuth> {
+        match self {
+            Authorizer::Open => None,
+            Authorizer::Github(g) => Some(g),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(role: Role, private: bool) -> RepoAccess {
+        RepoAccess {
+            repo: RepoRef::new("acme", "widgets").unwrap(),
+            private,
+            role,
+        }
+    }
+
+    #[test]
+    fn the_rules() {
+        let pkg = PackageName::parse("@acme/widgets").unwrap();
+        let alice = Identity::User("alice".into());
+        let anon = Identity::Anonymous;
+        let cases = [
+            (&alice, Role::Pull, true, Action::Read, false, true),
+            (&alice, Role::None, true, Action::Read, false, false),
+            (&alice, Role::Pull, true, Action::Write, false, false),
+            (&alice, Role::Push, true, Action::Write, false, true),
+            (&alice, Role::Maintain, true, Action::Admin, false, false),
+            (&alice, Role::Admin, true, Action::Admin, false, true),
+            (&anon, Role::None, false, Action::Read, true, true),
+            (&anon, Role::None, false, Action::Read, false, false),
+            (&anon, Role::None, true, Action::Read, true, false),
+            (&anon, Role::None, false, Action::Write, true, false),
+        ];
+        for (who, role, private, action, public_read, allowed) in cases {
+            let got = decide(who, &access(role, private), action, public_read, &pkg);
+            assert_eq!(
+                got.is_ok(),
+                allowed,
+                "{who:?} {role:?} private={private} {action:?} public_read={public_read}: {got:?}"
+            );
+        }
+        let denied = decide(
+            &alice,
+            &access(Role::Pull, true),
+            Action::Write,
+            false,
+            &pkg,
+        )
+        .unwrap_err();
+        assert_eq!(
+            denied,
+            AuthError::Forbidden("alice needs push permission on GitHub repository acme/widgets to publish to @acme/widgets (has pull)".into())
+        );
+        assert!(matches!(
+            decide(&anon, &access(Role::None, true), Action::Read, true, &pkg),
+            Err(AuthError::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h), None);
+        h.insert("authorization", "Bearer abc".parse().unwrap());
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert("authorization", "token xyz".parse().unwrap());
+        assert_eq!(bearer(&h), Some("xyz"));
+        h.insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
+        assert_eq!(bearer(&h), None);
     }
 }

@@ -5,6 +5,7 @@ mod name;
 pub mod package;
 pub mod packument;
 pub mod publish;
+pub mod repository;
 mod tag;
 pub mod tarball;
 
@@ -12,4 +13,5 @@ pub use name::{NameError, PackageName};
 pub use package::{
     Dist, LiveVersion, PackageDocument, PackageRecord, TarballKey, VersionRecord, VersionState,
 };
+pub use repository::RepoRef;
 pub use tag::{DistTag, TagError};

@@ -28,6 +28,9 @@ pub struct PackageRecord {
     /// Set when the whole package was unpublished; versions published later clear it.
     #[serde(default)]
     pub unpublished: Option<DateTime<Utc>>,
+    /// The GitHub repository the package is bound to (GitHub mode), from its first publish.
+    #[serde(default)]
+    pub repository: Option<super::RepoRef>,
 }
 
 impl PackageRecord {
@@ -41,6 +44,7 @@ impl PackageRecord {
             dist_tags: BTreeMap::new(),
             stars: BTreeSet::new(),
             unpublished: None,
+            repository: None,
         }
     }
 

@@ -1,36 +1,205 @@
-//! Auth route group: whoami and login. In open mode anyone is "anonymous" and login hands out a
-//! token that is not needed (npm insists on having one before it publishes).
+//! Auth route group: `npm whoami`, `npm login` and `npm token`.
+//!
+//! GitHub mode: `npm login` (legacy flow; the web flow's endpoint answers 404 so npm falls back to
+//! it) takes the GitHub login as user name and a GitHub token as password, and returns a registry
+//! token (see `auth::tokens`). Open mode: everyone is "anonymous" and login hands out a token
+//! nobody checks (npm insists on having one before it publishes).
 
 use axum::body::Body;
 use axum::http::StatusCode;
-use axum::response::Response;
-use serde_json::json;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
 
-use super::{ApiError, AppState, RequestContext, Route, json_response};
+use super::{ApiError, AppState, RequestContext, Route, json_response, parse_json, read_body};
+use crate::auth::tokens::TokenRecord;
+use crate::auth::{GithubAuth, Identity, token_namespace};
 
 /// Handles an auth route.
 pub async fn handle(
-    _state: &AppState,
+    state: &AppState,
     ctx: &RequestContext,
     route: Route,
-    _body: Body,
+    body: Body,
 ) -> Result<Response, ApiError> {
     match route {
-        Route::Whoami => Ok(json_response(
-            StatusCode::OK,
-            &json!({ "username": ctx.identity.username() }),
-        )),
+        Route::Whoami => whoami(state, ctx),
         // A 4xx makes npm fall back to the legacy login below.
         Route::WebLogin => Err(ApiError::NotFound(
             "web login is not available; npm falls back to the legacy login".into(),
         )),
         Route::LegacyLogin(user) => {
-            let token: [u8; 24] = rand::random();
-            Ok(json_response(
-                StatusCode::CREATED,
-                &json!({ "ok": true, "id": format!("org.couchdb.user:{user}"), "token": hex::encode(token) }),
-            ))
+            let body = read_body(state, body, &ctx.headers).await?;
+            login(state, &user, &body).await
         }
+        Route::TokensList => list_tokens(github(state)?, ctx).await,
+        Route::TokenCreate => {
+            let body = read_body(state, body, &ctx.headers).await?;
+            create_token(github(state)?, ctx, &body).await
+        }
+        Route::TokenDelete(key) => revoke_token(github(state)?, ctx, &key).await,
         _ => Err(ApiError::NotFound("not found".into())),
     }
+}
+
+fn github(state: &AppState) -> Result<&GithubAuth, ApiError> {
+    state.auth.github().ok_or_else(|| {
+        ApiError::NotFound("tokens are only issued in GitHub mode (REGISTRY_AUTH=github)".into())
+    })
+}
+
+fn signed_in(ctx: &RequestContext) -> Result<&str, ApiError> {
+    match &ctx.caller.identity {
+        Identity::User(login) => Ok(login),
+        Identity::Anonymous => Err(ApiError::Unauthorized(
+            "authentication required: log in with npm login or put a GitHub token in .npmrc".into(),
+        )),
+    }
+}
+
+fn whoami(state: &AppState, ctx: &RequestContext) -> Result<Response, ApiError> {
+    let username = match (&ctx.caller.identity, state.auth.github()) {
+        (Identity::User(login), _) => login.as_str(),
+        (Identity::Anonymous, None) => "anonymous",
+        (Identity::Anonymous, Some(_)) => signed_in(ctx)?,
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "username": username }),
+    ))
+}
+
+async fn login(state: &AppState, user: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let Some(github) = state.auth.github() else {
+        let token: [u8; 24] = rand::random();
+        return Ok(json_response(
+            StatusCode::CREATED,
+            &json!({ "ok": true, "id": format!("org.couchdb.user:{user}"), "token": hex::encode(token) }),
+        ));
+    };
+    let doc: Value = parse_json(body)?;
+    let password = doc["password"].as_str().filter(|p| !p.is_empty()).ok_or_else(|| {
+        ApiError::BadRequest("login needs a password: give a GitHub token (classic or fine-grained) as the password".into())
+    })?;
+    let account = github.user(password).await?;
+    if !account.login.eq_ignore_ascii_case(user) {
+        return Err(ApiError::Unauthorized(format!(
+            "that GitHub token belongs to {}, not {user}; log in as {} or use {user}'s token",
+            account.login, account.login
+        )));
+    }
+    let jwt = issue(github, &account.login, password, false).await?;
+    tracing::info!(user = %account.login, "registry token issued");
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({ "ok": true, "id": format!("org.couchdb.user:{}", account.login), "token": jwt }),
+    ))
+}
+
+async fn issue(
+    github: &GithubAuth,
+    login: &str,
+    github_token: &str,
+    readonly: bool,
+) -> Result<String, ApiError> {
+    let (jwt, record) = github
+        .tokens
+        .issue(login, github_token, readonly)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let bytes = serde_json::to_vec(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
+    github
+        .kv()
+        .put(
+            &token_namespace(login),
+            &record.jti,
+            &bytes,
+            Some(record.expires),
+        )
+        .await?;
+    Ok(jwt)
+}
+
+fn token_json(record: &TokenRecord) -> Value {
+    json!({
+        "key": record.jti,
+        "token": record.preview,
+        "created": record.created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "updated": record.created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "expires": record.expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "readonly": record.readonly,
+        "automation": false,
+        "cidr_whitelist": null,
+    })
+}
+
+async fn records(github: &GithubAuth, login: &str) -> Result<Vec<TokenRecord>, ApiError> {
+    let mut records: Vec<TokenRecord> = github
+        .kv()
+        .list(&token_namespace(login))
+        .await?
+        .into_iter()
+        .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
+        .collect();
+    records.sort_by_key(|r| r.created);
+    Ok(records)
+}
+
+async fn list_tokens(github: &GithubAuth, ctx: &RequestContext) -> Result<Response, ApiError> {
+    let login = signed_in(ctx)?;
+    let objects: Vec<Value> = records(github, login)
+        .await?
+        .iter()
+        .map(token_json)
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "total": objects.len(), "objects": objects, "urls": {} }),
+    ))
+}
+
+/// `npm token create`: a new token for the caller, sealing the GitHub token they authenticated
+/// with (directly, or behind the registry token they used). npm sends the account password,
+/// which GitHub accounts do not have here; the caller's credentials already prove who they are.
+async fn create_token(
+    github: &GithubAuth,
+    ctx: &RequestContext,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let login = signed_in(ctx)?.to_string();
+    let doc: Value = if body.is_empty() {
+        json!({})
+    } else {
+        parse_json(body)?
+    };
+    let readonly = doc["readonly"].as_bool().unwrap_or(false);
+    let github_token = ctx
+        .caller
+        .github_token()
+        .ok_or_else(|| ApiError::Unauthorized("authentication required".into()))?;
+    let jwt = issue(github, &login, github_token, readonly).await?;
+    let claims = github
+        .tokens
+        .verify(&jwt)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let record = records(github, &login)
+        .await?
+        .into_iter()
+        .find(|r| r.jti == claims.jti)
+        .ok_or_else(|| ApiError::Internal("new token record not found".into()))?;
+    let mut out = token_json(&record);
+    out["token"] = json!(jwt);
+    Ok(json_response(StatusCode::OK, &out))
+}
+
+async fn revoke_token(
+    github: &GithubAuth,
+    ctx: &RequestContext,
+    key: &str,
+) -> Result<Response, ApiError> {
+    let login = signed_in(ctx)?;
+    if !records(github, login).await?.iter().any(|r| r.jti == key) {
+        return Err(ApiError::NotFound(format!("no token {key} for {login}")));
+    }
+    github.kv().delete(&token_namespace(login), key).await?;
+    tracing::info!(user = %login, token = key, "registry token revoked");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -95,6 +95,7 @@ impl From<AuthError> for ApiError {
         match e {
             AuthError::Unauthenticated(m) => ApiError::Unauthorized(m),
             AuthError::Forbidden(m) => ApiError::Forbidden(m),
+            AuthError::Unavailable(m) => ApiError::Unavailable(m),
         }
     }
 }

@@ -106,7 +106,9 @@ async fn packument(
         Ok(doc) => doc,
         Err(answer) => return Ok(answer),
     };
-    state.authorize(ctx, name, Action::Read)?;
+    state
+        .authorize(ctx, name, Some(&doc.package), Action::Read)
+        .await?;
     let modified = doc
         .package
         .modified
@@ -139,7 +141,9 @@ async fn version_or_tag(
         Ok(doc) => doc,
         Err(answer) => return Ok(answer),
     };
-    state.authorize(ctx, name, Action::Read)?;
+    state
+        .authorize(ctx, name, Some(&doc.package), Action::Read)
+        .await?;
     let version = match semver::Version::parse(spec) {
         Ok(v) => v,
         Err(_) => {
@@ -178,7 +182,9 @@ async fn dist_tags(
         Ok(doc) => doc,
         Err(_) => return Err(ApiError::package_not_found(name)),
     };
-    state.authorize(ctx, name, Action::Read)?;
+    state
+        .authorize(ctx, name, Some(&doc.package), Action::Read)
+        .await?;
     let tags: serde_json::Map<String, serde_json::Value> = doc
         .package
         .dist_tags

@@ -21,10 +21,10 @@ use bytes::Bytes;
 pub use error::ApiError;
 pub use routes::{Route, RouteGroup};
 
-use crate::auth::{Action, Identity, OpenAuth};
+use crate::auth::{Action, Authorizer, Caller};
 use crate::config::Config;
-use crate::domain::PackageName;
 use crate::domain::tarball::TarballLimits;
+use crate::domain::{PackageName, PackageRecord, RepoRef};
 use crate::storage::{MetadataStore, StoreError, TarballStore};
 
 /// Everything a handler needs, built once per process.
@@ -36,7 +36,7 @@ pub struct AppState {
     /// Settings.
     pub config: Config,
     /// Authorisation.
-    pub auth: OpenAuth,
+    pub auth: Authorizer,
     /// Bounds on tarball inspection.
     pub tarball_limits: TarballLimits,
 }
@@ -50,18 +50,30 @@ pub struct RequestContext {
     /// Base URL for links the registry emits (`dist.tarball`).
     pub base_url: String,
     /// Who is calling.
-    pub identity: Identity,
+    pub caller: Caller,
 }
 
 impl AppState {
-    /// Decides whether the caller may act on the package.
-    pub fn authorize(
+    /// Decides whether the caller may act on the package, which belongs to the repository its
+    /// record is bound to (or, for a package stored before GitHub mode was on, `scope/name`).
+    pub async fn authorize(
         &self,
         ctx: &RequestContext,
         name: &PackageName,
+        record: Option<&PackageRecord>,
         action: Action,
     ) -> Result<(), ApiError> {
-        Ok(self.auth.authorize(&ctx.identity, name, action)?)
+        if matches!(self.auth, Authorizer::Open) {
+            return Ok(());
+        }
+        let repo = record
+            .and_then(|r| r.repository.clone())
+            .or_else(|| RepoRef::new(name.scope().unwrap_or(""), name.base_name()))
+            .ok_or_else(|| {
+                ApiError::Forbidden(format!("{name} is not bound to a GitHub repository"))
+            })?;
+        self.auth.check(&ctx.caller, name, &repo, action).await?;
+        Ok(())
     }
 
     /// Where to send a read for a package this registry does not have, if anywhere: the upstream
@@ -280,19 +292,24 @@ async fn dispatch(state: Arc<AppState>, groups: &[RouteGroup], request: Request)
         }
         Ok(route) => {
             let (parts, body) = request.into_parts();
-            let ctx = RequestContext {
-                base_url: base_url(&state.config, &parts.headers),
-                headers: parts.headers,
-                path_and_query,
-                identity: Identity::Anonymous,
-            };
-            let result = match route.group() {
-                RouteGroup::Metadata => metadata::handle(&state, &ctx, route, body).await,
-                RouteGroup::Publish => publish::handle(&state, &ctx, route, body).await,
-                RouteGroup::Tarball => tarball::handle(&state, &ctx, route).await,
-                RouteGroup::Auth => auth::handle(&state, &ctx, route, body).await,
-            };
-            result.unwrap_or_else(IntoResponse::into_response)
+            match state.auth.caller(&parts.headers).await {
+                Err(e) => ApiError::from(e).into_response(),
+                Ok(caller) => {
+                    let ctx = RequestContext {
+                        base_url: base_url(&state.config, &parts.headers),
+                        headers: parts.headers,
+                        path_and_query,
+                        caller,
+                    };
+                    let result = match route.group() {
+                        RouteGroup::Metadata => metadata::handle(&state, &ctx, route, body).await,
+                        RouteGroup::Publish => publish::handle(&state, &ctx, route, body).await,
+                        RouteGroup::Tarball => tarball::handle(&state, &ctx, route).await,
+                        RouteGroup::Auth => auth::handle(&state, &ctx, route, body).await,
+                    };
+                    result.unwrap_or_else(IntoResponse::into_response)
+                }
+            }
         }
     };
     // An error may be answered before the body was read; the connection then cannot carry

@@ -16,7 +16,7 @@ use super::{
 use crate::auth::Action;
 use crate::domain::publish::{self, PublishDocument, ValidPublish};
 use crate::domain::{
-    DistTag, PackageDocument, PackageName, PackageRecord, VersionRecord, VersionState,
+    DistTag, PackageDocument, PackageName, PackageRecord, RepoRef, VersionRecord, VersionState,
 };
 use crate::storage::{CreateMode, PackageWrite, StoreError, VersionChange};
 
@@ -99,7 +99,7 @@ async fn publish_version(
             "scope @{scope} is not served by this registry"
         )));
     }
-    state.authorize(ctx, &name, Action::Write)?;
+    state.auth.serves(&name).map_err(ApiError::Forbidden)?;
     let limits = state.tarball_limits;
     let checked_name = name.clone();
     // Decoding, hashing and unpacking are CPU work; keep them off the async workers.
@@ -108,6 +108,7 @@ async fn publish_version(
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
     let version = valid.version.clone();
+    let binding = bind_repository(state, ctx, &name, &valid.live.manifest).await?;
     let mode = if state.config.allow_overwrite {
         CreateMode::AllowOverwrite
     } else {
@@ -136,6 +137,9 @@ async fn publish_version(
         let current = state.metadata.package(&name).await?;
         let (mut record, expected_revision) = next_record(current.as_ref(), &name);
         record.unpublished = None;
+        if binding.is_some() {
+            record.repository = binding.clone();
+        }
         for tag in &valid.tags {
             record.dist_tags.insert(tag.clone(), version.clone());
         }
@@ -199,6 +203,66 @@ async fn publish_version(
     }
 }
 
+/// GitHub mode: the repository the package will be bound to after this publish, once the caller
+/// is known to have the permissions that takes. The first publish binds the repository named in
+/// package.json (its owner must be the scope); later publishes use the binding, and naming another
+/// repository rebinds only for an admin of the bound one. Open mode binds nothing.
+async fn bind_repository(
+    state: &AppState,
+    ctx: &RequestContext,
+    name: &PackageName,
+    manifest: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<RepoRef>, ApiError> {
+    if state.auth.github().is_none() {
+        return Ok(None);
+    }
+    let scope = name.scope().unwrap_or_default();
+    let declared = match manifest.get("repository") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(RepoRef::from_manifest(v).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "package.json's repository ({v}) is not a GitHub repository"
+            ))
+        })?),
+    };
+    if let Some(d) = &declared
+        && !d.owner.eq_ignore_ascii_case(scope)
+    {
+        return Err(ApiError::Forbidden(format!(
+            "{name} cannot be published from repository {d}: packages of @{scope} must live in a repository owned by {scope}"
+        )));
+    }
+    let bound = state
+        .metadata
+        .package(name)
+        .await?
+        .and_then(|p| p.repository);
+    let check = |repo: RepoRef, action: Action| async move {
+        let access = state.auth.check(&ctx.caller, name, &repo, action).await?;
+        Ok::<RepoRef, ApiError>(access.map_or(repo, |a| a.repo))
+    };
+    match (bound, declared) {
+        (None, None) => Err(ApiError::BadRequest(format!(
+            "package.json must name the package's GitHub repository (\"repository\": \"github:{scope}/{}\"): it decides who may publish {name}",
+            name.base_name()
+        ))),
+        (None, Some(declared)) => Ok(Some(check(declared, Action::Write).await?)),
+        (Some(bound), None) => Ok(Some(check(bound, Action::Write).await?)),
+        (Some(bound), Some(declared)) if bound == declared => {
+            Ok(Some(check(bound, Action::Write).await?))
+        }
+        (Some(bound), Some(declared)) => {
+            check(bound.clone(), Action::Admin).await.map_err(|e| match e {
+                ApiError::Forbidden(m) => ApiError::Forbidden(format!(
+                    "{name} is bound to repository {bound}; publishing it from {declared} rebinds it, which needs admin on {bound}: {m}"
+                )),
+                other => other,
+            })?;
+            Ok(Some(check(declared, Action::Write).await?))
+        }
+    }
+}
+
 fn conflict(name: &PackageName, version: &Version) -> ApiError {
     ApiError::Conflict(format!(
         "cannot publish over the previously published version {version} of {name}"
@@ -243,12 +307,31 @@ async fn update_metadata(
         if changes.is_empty() {
             return Ok(Vec::new());
         }
-        let action = if changes.unpublish.is_empty() {
+        let action = if !changes.unpublish.is_empty() {
+            Action::Admin
+        } else if !changes.deprecate.is_empty() || changes.dist_tags.is_some() {
             Action::Write
         } else {
-            Action::Admin
+            // Starring: anyone who can read may star or unstar, for themselves only.
+            if let Some(stars) = &changes.stars
+                && state.auth.github().is_some()
+            {
+                let me = ctx.caller.identity.username();
+                let others_changed = stars
+                    .symmetric_difference(&stored.package.stars)
+                    .any(|u| u != me);
+                if others_changed {
+                    return Err(ApiError::Forbidden(
+                        "you can only star or unstar a package as yourself".into(),
+                    )
+                    .into());
+                }
+            }
+            Action::Read
         };
-        state.authorize(ctx, name, action)?;
+        state
+            .authorize(ctx, name, Some(&stored.package), action)
+            .await?;
         let (mut record, expected_revision) = next_record(Some(&stored.package), name);
         let now = record.modified;
         let mut version_changes: Vec<VersionChange> = changes
@@ -323,7 +406,9 @@ async fn unpublish_package(
     let removed = retry_on_conflict(|| async {
         let stored = load(state, name).await?;
         check_rev(&stored, Some(rev))?;
-        state.authorize(ctx, name, Action::Admin)?;
+        state
+            .authorize(ctx, name, Some(&stored.package), Action::Admin)
+            .await?;
         let (mut record, expected_revision) = next_record(Some(&stored.package), name);
         let now = record.modified;
         let live: Vec<Version> = stored
@@ -365,7 +450,10 @@ async fn delete_tarball(
 ) -> Result<Response, ApiError> {
     let version = version_from_file(name, file)
         .ok_or_else(|| ApiError::NotFound(format!("'{file}' is not a tarball of {name}")))?;
-    state.authorize(ctx, name, Action::Admin)?;
+    let package = state.metadata.package(name).await?;
+    state
+        .authorize(ctx, name, package.as_ref(), Action::Admin)
+        .await?;
     match state.metadata.version(name, &version).await? {
         Some(VersionRecord {
             state: VersionState::Live(_),
@@ -407,7 +495,9 @@ async fn set_dist_tag(
     let version = tag_target(body)?;
     retry_on_conflict(|| async {
         let stored = load(state, name).await?;
-        state.authorize(ctx, name, Action::Write)?;
+        state
+            .authorize(ctx, name, Some(&stored.package), Action::Write)
+            .await?;
         if !stored.live().iter().any(|(v, _, _)| **v == version) {
             return Err(
                 ApiError::NotFound(format!("version {version} of {name} not found")).into(),
@@ -445,7 +535,9 @@ async fn delete_dist_tag(
     }
     retry_on_conflict(|| async {
         let stored = load(state, name).await?;
-        state.authorize(ctx, name, Action::Write)?;
+        state
+            .authorize(ctx, name, Some(&stored.package), Action::Write)
+            .await?;
         if !stored.package.dist_tags.contains_key(&tag) {
             return Err(
                 ApiError::NotFound(format!("dist-tag '{tag}' not found for {name}")).into(),

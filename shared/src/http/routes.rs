@@ -66,6 +66,12 @@ pub enum Route {
     LegacyLogin(String),
     /// `POST /-/v1/login`: web login.
     WebLogin,
+    /// `GET /-/npm/v1/tokens`: `npm token list`.
+    TokensList,
+    /// `POST /-/npm/v1/tokens`: `npm token create`.
+    TokenCreate,
+    /// `DELETE /-/npm/v1/tokens/token/KEY`: `npm token revoke`.
+    TokenDelete(String),
 }
 
 impl Route {
@@ -84,6 +90,7 @@ impl Route {
                 RouteGroup::Publish
             }
             Route::Whoami | Route::LegacyLogin(_) | Route::WebLogin => RouteGroup::Auth,
+            Route::TokensList | Route::TokenCreate | Route::TokenDelete(_) => RouteGroup::Auth,
         }
     }
 }
@@ -155,6 +162,14 @@ pub fn resolve(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
         ["-", "v1", "login"] => only(&Method::POST, Route::WebLogin),
         ["-", "npm", "v1", "security", "advisories", "bulk"] => {
             only(&Method::POST, Route::AdvisoriesBulk)
+        }
+        ["-", "npm", "v1", "tokens"] => match *m {
+            Method::GET => Ok(Route::TokensList),
+            Method::POST => Ok(Route::TokenCreate),
+            _ => Err(RouteError::MethodNotAllowed),
+        },
+        ["-", "npm", "v1", "tokens", "token", key] => {
+            only(&Method::DELETE, Route::TokenDelete(key.to_string()))
         }
         ["-", "npm", "v1", "security", "audits", "quick"] => {
             only(&Method::POST, Route::AuditsQuick)
@@ -350,6 +365,9 @@ pub const ROUTE_TABLE: &[RouteSpec] = &[
     spec("GET", "/-/whoami", A),
     spec("POST", "/-/v1/login", A),
     spec("PUT", "/-/user/{user}", A),
+    spec("GET", "/-/npm/v1/tokens", A),
+    spec("POST", "/-/npm/v1/tokens", A),
+    spec("DELETE", "/-/npm/v1/tokens/token/{key}", A),
     spec("GET", "/{package}", M),
     spec("HEAD", "/{package}", M),
     spec("GET", "/{scope}/{package}", M),
@@ -408,6 +426,9 @@ mod table_tests {
         ("GET", "/-/v1/search"),
         ("POST", "/-/v1/login"),
         ("PUT", "/-/user/org.couchdb.user:bob"),
+        ("GET", "/-/npm/v1/tokens"),
+        ("POST", "/-/npm/v1/tokens"),
+        ("DELETE", "/-/npm/v1/tokens/token/0123abcd"),
         ("POST", "/-/npm/v1/security/advisories/bulk"),
         ("GET", "/-/package/@s%2fn/dist-tags"),
         ("GET", "/-/package/@s/n/dist-tags"),

@@ -50,7 +50,14 @@ async fn download(
             "version {version} of {name} not found"
         )));
     };
-    state.authorize(ctx, name, Action::Read)?;
+    // GitHub mode needs the package's repository binding; open mode needs nothing.
+    let package = match state.auth.github() {
+        Some(_) => state.metadata.package(name).await?,
+        None => None,
+    };
+    state
+        .authorize(ctx, name, package.as_ref(), Action::Read)
+        .await?;
     let live = match record.state {
         VersionState::Live(live) => live,
         VersionState::Unpublished { .. } => {

@@ -779,6 +779,104 @@ impl MetadataStore for AwsStorage {
     }
 }
 
+/// Key-value records live in the same table under `pk = "~<namespace>"` (no package name can
+/// start with `~`), `sk = <id>`, with DynamoDB's TTL attribute `ttl` set from the expiry.
+#[async_trait]
+impl super::KvStore for AwsStorage {
+    async fn get(&self, namespace: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.settings.table)
+            .key("pk", AttributeValue::S(format!("~{namespace}")))
+            .key("sk", AttributeValue::S(id.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.item.as_ref().and_then(kv_value))
+    }
+
+    async fn put(
+        &self,
+        namespace: &str,
+        id: &str,
+        value: &[u8],
+        expires: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let mut put = self
+            .ddb
+            .put_item()
+            .table_name(&self.settings.table)
+            .item("pk", AttributeValue::S(format!("~{namespace}")))
+            .item("sk", AttributeValue::S(id.to_string()))
+            .item(
+                "value",
+                AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(value)),
+            );
+        if let Some(expires) = expires {
+            put = put.item("ttl", AttributeValue::N(expires.timestamp().to_string()));
+        }
+        put.send().await.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn delete(&self, namespace: &str, id: &str) -> Result<(), StoreError> {
+        self.ddb
+            .delete_item()
+            .table_name(&self.settings.table)
+            .key("pk", AttributeValue::S(format!("~{namespace}")))
+            .key("sk", AttributeValue::S(id.to_string()))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn list(&self, namespace: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .ddb
+                .query()
+                .table_name(&self.settings.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(format!("~{namespace}")))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in page.items() {
+                if let (Some(id), Some(value)) = (s_attr(item, "sk"), kv_value(item)) {
+                    out.push((id.to_string(), value));
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+/// The value of a key-value item, unless its TTL has passed (DynamoDB deletes expired items
+/// only eventually).
+fn kv_value(item: &HashMap<String, AttributeValue>) -> Option<Vec<u8>> {
+    let expired = item
+        .get("ttl")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse::<i64>().ok())
+        .is_some_and(|t| t <= Utc::now().timestamp());
+    if expired {
+        return None;
+    }
+    item.get("value")
+        .and_then(|v| v.as_b().ok())
+        .map(|b| b.as_ref().to_vec())
+}
+
 #[async_trait]
 impl TarballStore for AwsStorage {
     async fn put(&self, key: &TarballKey, bytes: Bytes) -> Result<(), StoreError> {

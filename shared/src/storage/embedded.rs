@@ -25,6 +25,21 @@ const PACKAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("packages");
 /// (package name, version) → version record (JSON). Ordered, so one range read lists a package.
 const VERSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("versions");
 
+/// (namespace, id) → JSON `{value, expires}` for the key-value store.
+const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KvEntry {
+    value: Vec<u8>,
+    expires: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl KvEntry {
+    fn live(&self) -> bool {
+        self.expires.is_none_or(|e| e > chrono::Utc::now())
+    }
+}
+
 /// Greater than every character a version string may contain, so `(name, MAX)` ends a range.
 const VERSION_RANGE_END: &str = "\u{7f}";
 
@@ -45,6 +60,7 @@ impl EmbeddedMetadata {
         let txn = db.begin_write().map_err(internal)?;
         txn.open_table(PACKAGES).map_err(internal)?;
         txn.open_table(VERSIONS).map_err(internal)?;
+        txn.open_table(KV).map_err(internal)?;
         txn.commit().map_err(internal)?;
         Ok(Self { db: Arc::new(db) })
     }
@@ -194,6 +210,82 @@ impl MetadataStore for EmbeddedMetadata {
                     .map_err(internal)?;
             }
             txn.commit().map_err(internal)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl super::KvStore for EmbeddedMetadata {
+    async fn get(&self, namespace: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let (ns, id) = (namespace.to_string(), id.to_string());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(internal)?;
+            let table = txn.open_table(KV).map_err(internal)?;
+            let entry: Option<KvEntry> = table
+                .get((ns.as_str(), id.as_str()))
+                .map_err(internal)?
+                .map(|v| decode(v.value()))
+                .transpose()?;
+            Ok(entry.filter(KvEntry::live).map(|e| e.value))
+        })
+        .await
+    }
+
+    async fn put(
+        &self,
+        namespace: &str,
+        id: &str,
+        value: &[u8],
+        expires: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), StoreError> {
+        let (ns, id) = (namespace.to_string(), id.to_string());
+        let entry = encode(&KvEntry {
+            value: value.to_vec(),
+            expires,
+        })?;
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(internal)?;
+            txn.open_table(KV)
+                .map_err(internal)?
+                .insert((ns.as_str(), id.as_str()), entry.as_slice())
+                .map_err(internal)?;
+            txn.commit().map_err(internal)
+        })
+        .await
+    }
+
+    async fn delete(&self, namespace: &str, id: &str) -> Result<(), StoreError> {
+        let (ns, id) = (namespace.to_string(), id.to_string());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(internal)?;
+            txn.open_table(KV)
+                .map_err(internal)?
+                .remove((ns.as_str(), id.as_str()))
+                .map_err(internal)?;
+            txn.commit().map_err(internal)
+        })
+        .await
+    }
+
+    async fn list(&self, namespace: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let ns = namespace.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(internal)?;
+            let table = txn.open_table(KV).map_err(internal)?;
+            let mut out = Vec::new();
+            for row in table.range((ns.as_str(), "")..).map_err(internal)? {
+                let (key, value) = row.map_err(internal)?;
+                let (row_ns, id) = key.value();
+                if row_ns != ns {
+                    break;
+                }
+                let entry: KvEntry = decode(value.value())?;
+                if entry.live() {
+                    out.push((id.to_string(), entry.value));
+                }
+            }
+            Ok(out)
         })
         .await
     }

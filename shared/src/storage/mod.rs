@@ -119,6 +119,26 @@ pub trait TarballStore: Send + Sync {
     async fn list(&self, older_than: std::time::Duration) -> Result<Vec<TarballKey>, StoreError>;
 }
 
+/// Small records with an optional expiry, grouped in namespaces: GitHub answers cached by token
+/// hash, registry-token records. Expired entries read as absent (DynamoDB's TTL deletes lazily).
+#[async_trait]
+pub trait KvStore: Send + Sync {
+    /// The value, if present and not expired.
+    async fn get(&self, namespace: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores (or replaces) a value.
+    async fn put(
+        &self,
+        namespace: &str,
+        id: &str,
+        value: &[u8],
+        expires: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError>;
+    /// Removes a value; removing an absent one succeeds.
+    async fn delete(&self, namespace: &str, id: &str) -> Result<(), StoreError>;
+    /// Every live `(id, value)` in a namespace.
+    async fn list(&self, namespace: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+}
+
 /// What a sweep found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {

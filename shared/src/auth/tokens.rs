@@ -1,0 +1,237 @@
+//! Registry tokens: what `npm login` hands out. A JWT (HS256, signed with
+//! `REGISTRY_TOKEN_SECRET`) with subject, expiry, scope and an id; the id names a record in the
+//! store that holds the user's GitHub token, sealed (ChaCha20-Poly1305 under a key derived from
+//! the same secret, bound to the id). Permissions therefore stay GitHub's: each request with a
+//! registry token is checked with the sealed GitHub token. Revoking deletes the record, which
+//! makes the JWT worthless at once; the JWT itself is never stored.
+
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+/// The issuer every registry token carries.
+pub const ISSUER: &str = "npm-registry";
+
+/// A registry token's claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer, always `ISSUER`.
+    pub iss: String,
+    /// The GitHub login.
+    pub sub: String,
+    /// Expiry (seconds since the epoch).
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// Token id: the record that holds the sealed GitHub token.
+    pub jti: String,
+    /// `publish` (read and write) or `read`.
+    pub scope: String,
+}
+
+/// The stored side of a registry token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The token id.
+    pub jti: String,
+    /// The GitHub login.
+    pub login: String,
+    /// When it was issued.
+    pub created: DateTime<Utc>,
+    /// When it expires.
+    pub expires: DateTime<Utc>,
+    /// Whether it only reads.
+    pub readonly: bool,
+    /// The first characters of the JWT, shown by `npm token list` (never enough to use it).
+    pub preview: String,
+    /// The GitHub token: nonce ‖ ciphertext ‖ tag, base64.
+    pub sealed: String,
+}
+
+/// Why a registry token is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the registry token is invalid")]
+    Invalid,
+    #[error("the registry token has expired")]
+    Expired,
+}
+
+/// Issues and checks registry tokens.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    seal: LessSafeKey,
+    /// How long tokens live.
+    pub lifetime: Duration,
+}
+
+impl TokenKeys {
+    /// Keys derived from the configured secret.
+    pub fn new(secret: &[u8], lifetime: Duration) -> Self {
+        let seal_key =
+            sha2::Sha256::digest([b"npm-registry seal v1\0".as_slice(), secret].concat());
+        let seal =
+            LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &seal_key).expect("32-byte key"));
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            seal,
+            lifetime,
+        }
+    }
+
+    /// Makes a token for `login` carrying `github_token`; returns the JWT and its record.
+    pub fn issue(
+        &self,
+        login: &str,
+        github_token: &str,
+        readonly: bool,
+    ) -> Result<(String, TokenRecord), TokenError> {
+        let now = Utc::now();
+        let jti = hex::encode(rand::random::<[u8; 16]>());
+        let claims = Claims {
+            iss: ISSUER.into(),
+            sub: login.into(),
+            exp: (now + self.lifetime).timestamp(),
+            iat: now.timestamp(),
+            jti: jti.clone(),
+            scope: if readonly { "read" } else { "publish" }.into(),
+        };
+        let jwt = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|_| TokenError::Invalid)?;
+        let record = TokenRecord {
+            jti: jti.clone(),
+            login: login.into(),
+            created: now,
+            expires: now + self.lifetime,
+            readonly,
+            preview: jwt.chars().take(12).collect(),
+            sealed: self.seal(github_token, &jti)?,
+        };
+        Ok((jwt, record))
+    }
+
+    /// Checks signature (HS256 only: `alg: none` and every other algorithm are refused), issuer
+    /// and expiry.
+    pub fn verify(&self, jwt: &str) -> Result<Claims, TokenError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.leeway = 0;
+        jsonwebtoken::decode::<Claims>(jwt, &self.decoding, &validation)
+            .map(|d| d.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            })
+    }
+
+    fn seal(&self, github_token: &str, jti: &str) -> Result<String, TokenError> {
+        let nonce_bytes: [u8; 12] = rand::random();
+        let mut data = github_token.as_bytes().to_vec();
+        self.seal
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                Aad::from(jti.as_bytes()),
+                &mut data,
+            )
+            .map_err(|_| TokenError::Invalid)?;
+        Ok(base64::engine::general_purpose::STANDARD
+            .encode([nonce_bytes.as_slice(), &data].concat()))
+    }
+
+    /// The GitHub token sealed in a record (which must belong to `jti`).
+    pub fn unseal(&self, record: &TokenRecord) -> Result<String, TokenError> {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&record.sealed)
+            .map_err(|_| TokenError::Invalid)?;
+        if raw.len() < 12 {
+            return Err(TokenError::Invalid);
+        }
+        let (nonce, rest) = raw.split_at(12);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| TokenError::Invalid)?;
+        let mut data = rest.to_vec();
+        let plain = self
+            .seal
+            .open_in_place(nonce, Aad::from(record.jti.as_bytes()), &mut data)
+            .map_err(|_| TokenError::Invalid)?;
+        String::from_utf8(plain.to_vec()).map_err(|_| TokenError::Invalid)
+    }
+}
+
+/// True when a bearer token has the shape of a JWT (three base64url parts), i.e. is meant as a
+/// registry token rather than a GitHub token.
+pub fn looks_like_jwt(token: &str) -> bool {
+    let parts: Vec<&str> = token.split('.').collect();
+    parts.len() == 3
+        && parts[..2].iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> TokenKeys {
+        TokenKeys::new(b"test secret made at test time", Duration::days(30))
+    }
+
+    #[test]
+    fn issue_verify_unseal() {
+        let k = keys();
+        let (jwt, record) = k.issue("alice", "ghp_example", false).unwrap();
+        assert!(looks_like_jwt(&jwt));
+        let claims = k.verify(&jwt).unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.scope.as_str()),
+            ("alice", "publish")
+        );
+        assert_eq!(claims.jti, record.jti);
+        assert_eq!(k.unseal(&record).unwrap(), "ghp_example");
+        assert!(!record.sealed.contains("ghp_example"));
+    }
+
+    #[test]
+    fn forged_tokens_are_refused() {
+        let k = keys();
+        let (jwt, mut record) = k.issue("alice", "ghp_example", false).unwrap();
+        let other = TokenKeys::new(b"another secret", Duration::days(30));
+        assert_eq!(other.verify(&jwt), Err(TokenError::Invalid), "wrong key");
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let payload = jwt.split('.').nth(1).unwrap();
+        let none = format!("{}.{payload}.", b64(r#"{"alg":"none","typ":"JWT"}"#));
+        assert_eq!(k.verify(&none), Err(TokenError::Invalid), "alg none");
+        let mut parts: Vec<String> = jwt.split('.').map(str::to_string).collect();
+        let mut claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&parts[1])
+                .unwrap(),
+        )
+        .unwrap();
+        claims["sub"] = "mallory".into();
+        parts[1] = b64(&claims.to_string());
+        assert_eq!(
+            k.verify(&parts.join(".")),
+            Err(TokenError::Invalid),
+            "tampered claims"
+        );
+        let expired = TokenKeys::new(b"test secret made at test time", Duration::seconds(-10))
+            .issue("alice", "x", false)
+            .unwrap()
+            .0;
+        assert_eq!(k.verify(&expired), Err(TokenError::Expired));
+        record.jti = "another".into();
+        assert_eq!(
+            k.unseal(&record),
+            Err(TokenError::Invalid),
+            "a record moved to another id does not open"
+        );
+    }
+}
