@@ -1,7 +1,9 @@
 //! Test support: start the real `registry-server` binary, drive the real npm CLI in an isolated
 //! HOME, and build packages and publish documents at test time.
 
+pub mod fake_github;
 pub mod faults;
+pub mod github_world;
 pub mod lambda_runtime;
 
 use std::io::{BufRead, BufReader, Write};

@@ -1,0 +1,993 @@
+//! A fake of the GitHub REST API (`api.github.com`) on loopback, for tests without network: users
+//! and their tokens, repositories and collaborator roles, with GitHub's status codes, JSON shapes,
+//! rate-limit headers, conditional requests (ETag / `If-None-Match` / 304) and failure modes
+//! (unreachable, primary and secondary rate limits, server errors).
+//!
+//! Endpoints: `GET /user`, `GET /users/{username}`, `GET /repos/{owner}/{repo}`,
+//! `GET /repos/{owner}/{repo}/collaborators/{username}/permission` and `GET /rate_limit`;
+//! anything else is GitHub's 404.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::serve::{IncomingStream, Listener};
+use base64::Engine;
+use serde_json::{Value, json};
+use sha2::Digest;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+/// GitHub's repository roles, highest first. A role implies every lower one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Permission {
+    /// Full control.
+    Admin,
+    /// Manage the repository without destructive or sensitive actions.
+    Maintain,
+    /// Write ("write" role).
+    Push,
+    /// Manage issues and pull requests without write.
+    Triage,
+    /// Read ("read" role).
+    Pull,
+}
+
+impl Permission {
+    fn rank(self) -> u8 {
+        match self {
+            Permission::Pull => 1,
+            Permission::Triage => 2,
+            Permission::Push => 3,
+            Permission::Maintain => 4,
+            Permission::Admin => 5,
+        }
+    }
+
+    /// The `role_name` GitHub reports for this role.
+    pub fn role_name(self) -> &'static str {
+        match self {
+            Permission::Admin => "admin",
+            Permission::Maintain => "maintain",
+            Permission::Push => "write",
+            Permission::Triage => "triage",
+            Permission::Pull => "read",
+        }
+    }
+
+    /// The legacy `permission` GitHub reports for this role (`admin`, `write` or `read`).
+    pub fn legacy_permission(self) -> &'static str {
+        match self {
+            Permission::Admin => "admin",
+            Permission::Maintain | Permission::Push => "write",
+            Permission::Triage | Permission::Pull => "read",
+        }
+    }
+}
+
+/// How the fake answers, for every endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Answers as GitHub does.
+    Normal,
+    /// Reads each request (counting it) and then resets the connection without any HTTP
+    /// response, as a network failure would.
+    Unreachable,
+    /// 403 "API rate limit exceeded" with `X-RateLimit-Remaining: 0`.
+    RateLimited,
+    /// 429 "secondary rate limit" with `Retry-After: 60`.
+    SecondaryRateLimit,
+    /// 502 `{"message":"Server Error"}`.
+    ServerError,
+}
+
+/// Seconds in a primary rate-limit window.
+const WINDOW_SECS: u64 = 3600;
+/// Requests per hour for an authenticated token.
+pub const AUTHENTICATED_LIMIT: u32 = 5000;
+/// Requests per hour for anonymous callers (and bad credentials).
+pub const ANONYMOUS_LIMIT: u32 = 60;
+/// `documentation_url` of generic errors.
+const DOCS_REST: &str = "https://docs.github.com/rest";
+const DOCS_GET_USER: &str = "https://docs.github.com/rest/users/users#get-the-authenticated-user";
+const DOCS_GET_REPO: &str = "https://docs.github.com/rest/repos/repos#get-a-repository";
+const DOCS_COLLABORATOR_PERMISSION: &str = "https://docs.github.com/rest/collaborators/collaborators#get-repository-permissions-for-a-user";
+const DOCS_RATE_LIMIT: &str =
+    "https://docs.github.com/rest/overview/resources-in-the-rest-api#rate-limiting";
+const DOCS_SECONDARY_RATE_LIMIT: &str = "https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits";
+/// The bucket of anonymous callers and bad credentials.
+const ANONYMOUS_BUCKET: &str = "";
+
+struct User {
+    login: String,
+    id: u64,
+}
+
+struct Repo {
+    owner: String,
+    name: String,
+    id: u64,
+    private: bool,
+}
+
+struct Bucket {
+    limit: u32,
+    used: u32,
+    reset: u64,
+}
+
+impl Bucket {
+    fn remaining(&self) -> u32 {
+        self.limit.saturating_sub(self.used)
+    }
+}
+
+struct World {
+    mode: Mode,
+    delay: Duration,
+    /// Lower-case login → user.
+    users: HashMap<String, User>,
+    /// Token → lower-case login.
+    tokens: HashMap<String, String>,
+    /// Lower-case `owner/name` → repository.
+    repos: HashMap<String, Repo>,
+    /// (lower-case `owner/name`, lower-case login) → role.
+    grants: HashMap<(String, String), Permission>,
+    /// Token (or [`ANONYMOUS_BUCKET`]) → primary rate-limit bucket.
+    buckets: HashMap<String, Bucket>,
+    /// Path of every request received.
+    calls: Vec<String>,
+    /// Every token received in an `Authorization` header.
+    tokens_seen: Vec<String>,
+    next_request_id: u64,
+}
+
+/// A running fake GitHub API, on its own thread; it stops when dropped.
+pub struct FakeGithub {
+    /// `http://127.0.0.1:PORT`, no trailing slash: the API base URL (as `https://api.github.com`).
+    pub url: String,
+    shared: Arc<Shared>,
+    /// Dropped with the fake: stops its server (later connections are refused).
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+struct Shared {
+    url: String,
+    world: Mutex<World>,
+}
+
+impl Shared {
+    fn world(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A stable account or repository id derived from its (case-folded) name.
+fn stable_id(kind: &str, name: &str) -> u64 {
+    let digest = sha2::Sha256::digest(format!("{kind}:{}", name.to_ascii_lowercase()));
+    let n = u64::from_be_bytes(digest[..8].try_into().unwrap());
+    1_000_000 + n % 100_000_000
+}
+
+/// A GraphQL node id in GitHub's newer style (`U_kgDO…`, `O_kgDO…`, `R_kgDO…`).
+fn node_id(prefix: &str, id: u64) -> String {
+    let bytes = id.to_be_bytes();
+    let start = bytes.iter().position(|&b| b != 0).unwrap_or(7);
+    format!(
+        "{prefix}_kgDO{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[start..])
+    )
+}
+
+impl World {
+    fn bucket(&mut self, key: &str) -> &mut Bucket {
+        let limit = if key == ANONYMOUS_BUCKET {
+            ANONYMOUS_LIMIT
+        } else {
+            AUTHENTICATED_LIMIT
+        };
+        let t = now();
+        let bucket = self.buckets.entry(key.to_string()).or_insert(Bucket {
+            limit,
+            used: 0,
+            reset: t + WINDOW_SECS,
+        });
+        if t >= bucket.reset {
+            bucket.used = 0;
+            bucket.reset = t + WINDOW_SECS;
+        }
+        bucket
+    }
+
+    fn repo_key(owner: &str, name: &str) -> String {
+        format!("{owner}/{name}").to_ascii_lowercase()
+    }
+
+    /// The caller's role on a repository: an explicit grant, or admin as its owner.
+    fn role(&self, repo: &Repo, login: &str) -> Option<Permission> {
+        let login = login.to_ascii_lowercase();
+        let granted = self
+            .grants
+            .get(&(Self::repo_key(&repo.owner, &repo.name), login.clone()))
+            .copied();
+        let owner = (repo.owner.eq_ignore_ascii_case(&login) && self.users.contains_key(&login))
+            .then_some(Permission::Admin);
+        match (granted, owner) {
+            (Some(a), Some(b)) => Some(if a.rank() >= b.rank() { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The effective role for permissions: public repositories give everyone read.
+    fn effective_role(&self, repo: &Repo, login: &str) -> Option<Permission> {
+        self.role(repo, login)
+            .or((!repo.private).then_some(Permission::Pull))
+    }
+
+    fn account_json(&self, base: &str, login: &str) -> Value {
+        let (login, id, kind) = match self.users.get(&login.to_ascii_lowercase()) {
+            Some(u) => (u.login.clone(), u.id, "User"),
+            None => (
+                login.to_string(),
+                stable_id("account", login),
+                "Organization",
+            ),
+        };
+        json!({
+            "login": login,
+            "id": id,
+            "node_id": node_id(if kind == "User" { "U" } else { "O" }, id),
+            "avatar_url": format!("https://avatars.githubusercontent.com/u/{id}?v=4"),
+            "gravatar_id": "",
+            "url": format!("{base}/users/{login}"),
+            "html_url": format!("https://github.com/{login}"),
+            "repos_url": format!("{base}/users/{login}/repos"),
+            "type": kind,
+            "user_view_type": "public",
+            "site_admin": false,
+        })
+    }
+
+    fn user_json(&self, base: &str, user: &User, private: bool) -> Value {
+        let mut v = self.account_json(base, &user.login);
+        let mut name = user.login.clone();
+        if let Some(first) = name.get_mut(..1) {
+            first.make_ascii_uppercase();
+        }
+        let extra = json!({
+            "name": name,
+            "company": null,
+            "blog": "",
+            "location": null,
+            "email": null,
+            "hireable": null,
+            "bio": null,
+            "twitter_username": null,
+            "public_repos": self.repos.values().filter(|r| !r.private && r.owner.eq_ignore_ascii_case(&user.login)).count(),
+            "public_gists": 0,
+            "followers": 0,
+            "following": 0,
+            "created_at": "2015-03-14T09:26:53Z",
+            "updated_at": "2025-01-02T03:04:05Z",
+        });
+        let obj = v.as_object_mut().unwrap();
+        obj.extend(extra.as_object().unwrap().clone());
+        if private {
+            obj.insert("private_gists".into(), json!(0));
+            obj.insert(
+                "owned_private_repos".into(),
+                json!(
+                    self.repos
+                        .values()
+                        .filter(|r| r.private && r.owner.eq_ignore_ascii_case(&user.login))
+                        .count()
+                ),
+            );
+            obj.insert("two_factor_authentication".into(), json!(true));
+        }
+        v
+    }
+}
+
+fn permissions_json(role: Option<Permission>) -> Value {
+    let rank = role.map_or(0, Permission::rank);
+    json!({
+        "admin": rank >= Permission::Admin.rank(),
+        "maintain": rank >= Permission::Maintain.rank(),
+        "push": rank >= Permission::Push.rank(),
+        "triage": rank >= Permission::Triage.rank(),
+        "pull": rank >= Permission::Pull.rank(),
+    })
+}
+
+fn error_body(message: &str, documentation_url: &str, status: StatusCode) -> Value {
+    json!({
+        "message": message,
+        "documentation_url": documentation_url,
+        "status": status.as_u16().to_string(),
+    })
+}
+
+impl FakeGithub {
+    /// Starts the fake on a free loopback port, served from its own thread and runtime (so it
+    /// answers even while the test's runtime is blocked).
+    pub async fn start() -> FakeGithub {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shared = Arc::new(Shared {
+            url: url.clone(),
+            world: Mutex::new(World {
+                mode: Mode::Normal,
+                delay: Duration::ZERO,
+                users: HashMap::new(),
+                tokens: HashMap::new(),
+                repos: HashMap::new(),
+                grants: HashMap::new(),
+                buckets: HashMap::new(),
+                calls: Vec::new(),
+                tokens_seen: Vec::new(),
+                next_request_id: 0,
+            }),
+        });
+        let app = Router::new()
+            .fallback(handle)
+            .with_state(shared.clone())
+            .into_make_service_with_connect_info::<Connection>();
+        // Its own thread and runtime: it keeps answering while a test blocks its own runtime
+        // (running npm, waiting for a process), whatever the test's runtime flavour.
+        let listener = listener.into_std().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("fake-github".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener).unwrap();
+                    tokio::select! {
+                        _ = axum::serve(KillableListener(listener), app) => {}
+                        _ = stopped => {}
+                    }
+                });
+                // Dropping the runtime closes the listener and every connection.
+            })
+            .unwrap();
+        FakeGithub {
+            url,
+            shared,
+            _stop: stop,
+        }
+    }
+
+    /// Adds a user (if new) and a token that authenticates as them; a user may have several.
+    pub fn add_user(&self, login: &str, token: &str) {
+        let mut w = self.shared.world();
+        let key = login.to_ascii_lowercase();
+        w.users.entry(key.clone()).or_insert_with(|| User {
+            login: login.to_string(),
+            id: stable_id("account", login),
+        });
+        w.tokens.insert(token.to_string(), key);
+    }
+
+    /// Revokes a token: from now on it gets 401 "Bad credentials".
+    pub fn revoke_token(&self, token: &str) {
+        self.shared.world().tokens.remove(token);
+    }
+
+    /// Adds a repository (or changes its visibility); `owner` and `name` keep the case given here.
+    pub fn add_repo(&self, owner: &str, name: &str, private: bool) {
+        let key = World::repo_key(owner, name);
+        self.shared.world().repos.insert(
+            key.clone(),
+            Repo {
+                owner: owner.to_string(),
+                name: name.to_string(),
+                id: stable_id("repo", &key),
+                private,
+            },
+        );
+    }
+
+    /// Removes a repository (as if deleted) and its grants.
+    pub fn remove_repo(&self, owner: &str, name: &str) {
+        let key = World::repo_key(owner, name);
+        let mut w = self.shared.world();
+        w.repos.remove(&key);
+        w.grants.retain(|(r, _), _| *r != key);
+    }
+
+    /// Gives `login` a role on `owner/repo` (replacing any earlier role). The repository must
+    /// have been added. A user whose login is the owner is admin of its repositories anyway.
+    pub fn grant(&self, owner: &str, repo: &str, login: &str, permission: Permission) {
+        let key = World::repo_key(owner, repo);
+        let mut w = self.shared.world();
+        assert!(
+            w.repos.contains_key(&key),
+            "fake GitHub: grant on {owner}/{repo}, which was never added"
+        );
+        w.grants
+            .insert((key, login.to_ascii_lowercase()), permission);
+    }
+
+    /// Removes `login`'s explicit role on `owner/repo`.
+    pub fn ungrant(&self, owner: &str, repo: &str, login: &str) {
+        let key = World::repo_key(owner, repo);
+        self.shared
+            .world()
+            .grants
+            .remove(&(key, login.to_ascii_lowercase()));
+    }
+
+    /// Sets how every endpoint answers from now on.
+    pub fn set_mode(&self, mode: Mode) {
+        self.shared.world().mode = mode;
+    }
+
+    /// Delays every answer by `delay` (after counting the request), for timeout tests.
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared.world().delay = delay;
+    }
+
+    /// Sets how many requests `token` has left in the current window; at 0 it gets GitHub's
+    /// primary rate-limit 403 even in [`Mode::Normal`].
+    pub fn set_remaining(&self, token: &str, remaining: u32) {
+        let mut w = self.shared.world();
+        let b = w.bucket(token);
+        b.used = b.limit.saturating_sub(remaining);
+    }
+
+    /// As [`set_remaining`](Self::set_remaining), for anonymous callers (and bad credentials).
+    pub fn set_anonymous_remaining(&self, remaining: u32) {
+        self.set_remaining(ANONYMOUS_BUCKET, remaining);
+    }
+
+    /// Requests `token` has left in the current window.
+    pub fn remaining(&self, token: &str) -> u32 {
+        self.shared.world().bucket(token).remaining()
+    }
+
+    /// Requests received: all paths, all statuses, all modes, including 304s.
+    pub fn calls(&self) -> usize {
+        self.shared.world().calls.len()
+    }
+
+    /// Requests received whose path starts with `path_prefix` (e.g. `/repos/acme/`); the
+    /// comparison is exact (case-sensitive), on the path as sent, without the query.
+    pub fn calls_to(&self, path_prefix: &str) -> usize {
+        self.shared
+            .world()
+            .calls
+            .iter()
+            .filter(|p| p.starts_with(path_prefix))
+            .count()
+    }
+
+    /// The path of every request received, in order.
+    pub fn paths(&self) -> Vec<String> {
+        self.shared.world().calls.clone()
+    }
+
+    /// Forgets the requests received (calls, paths and tokens seen).
+    pub fn reset_calls(&self) {
+        let mut w = self.shared.world();
+        w.calls.clear();
+        w.tokens_seen.clear();
+    }
+
+    /// Every token received in an `Authorization` header, in order (the credential without
+    /// its scheme; for `Basic`, the password).
+    pub fn tokens_seen(&self) -> Vec<String> {
+        self.shared.world().tokens_seen.clone()
+    }
+}
+
+// --- Connections that can be reset: the Unreachable mode. ---
+
+/// A TCP listener whose connections the handler can reset.
+struct KillableListener(TcpListener);
+
+/// An accepted connection; once `killed`, every read and write fails and dropping it resets
+/// the connection (`SO_LINGER` 0), so the client never gets a response.
+struct KillableStream {
+    stream: TcpStream,
+    killed: Arc<AtomicBool>,
+}
+
+impl Listener for KillableListener {
+    type Io = KillableStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    let killed = Arc::new(AtomicBool::new(false));
+                    return (KillableStream { stream, killed }, addr);
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+impl KillableStream {
+    fn check(&self) -> io::Result<()> {
+        if self.killed.load(Ordering::SeqCst) {
+            let _ = self.stream.set_zero_linger();
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "fake GitHub: unreachable",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl AsyncRead for KillableStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for KillableStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.stream).poll_shutdown(cx)
+    }
+}
+
+/// The handler's handle on its connection, to reset it.
+#[derive(Clone)]
+struct Connection(Arc<AtomicBool>);
+
+impl Connected<IncomingStream<'_, KillableListener>> for Connection {
+    fn connect_info(stream: IncomingStream<'_, KillableListener>) -> Self {
+        Connection(stream.io().killed.clone())
+    }
+}
+
+// --- Requests. ---
+
+/// Who is calling.
+enum Caller {
+    Anonymous,
+    /// A valid token of this (lower-case) login.
+    User {
+        token: String,
+        login: String,
+    },
+    /// A token GitHub does not know (or revoked, or a malformed header).
+    Bad,
+}
+
+/// The credential in an `Authorization` header: `Bearer T`, `token T` or `Basic base64(user:T)`.
+fn credential(value: &HeaderValue) -> String {
+    let value = String::from_utf8_lossy(value.as_bytes()).trim().to_string();
+    let (scheme, rest) = value.split_once(' ').unwrap_or(("", value.as_str()));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
+        return rest.to_string();
+    }
+    if scheme.eq_ignore_ascii_case("basic")
+        && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest)
+    {
+        let decoded = String::from_utf8_lossy(&decoded).into_owned();
+        return decoded
+            .split_once(':')
+            .map_or(decoded.clone(), |(_, p)| p.to_string());
+    }
+    value
+}
+
+/// A response before the common headers are added.
+struct Answer {
+    status: StatusCode,
+    body: Value,
+    /// Cacheable (200): gets an ETag and may become a 304.
+    cacheable: bool,
+    /// Counts against the primary rate limit.
+    counts: bool,
+    extra: Vec<(&'static str, String)>,
+}
+
+impl Answer {
+    fn ok(body: Value) -> Answer {
+        Answer {
+            status: StatusCode::OK,
+            body,
+            cacheable: true,
+            counts: true,
+            extra: Vec::new(),
+        }
+    }
+
+    fn error(status: StatusCode, message: &str, documentation_url: &str) -> Answer {
+        Answer {
+            status,
+            body: error_body(message, documentation_url, status),
+            cacheable: false,
+            counts: true,
+            extra: Vec::new(),
+        }
+    }
+
+    fn not_found(documentation_url: &str) -> Answer {
+        Self::error(StatusCode::NOT_FOUND, "Not Found", documentation_url)
+    }
+}
+
+fn etag_of(body: &[u8]) -> String {
+    format!("\"{}\"", hex::encode(sha2::Sha256::digest(body)))
+}
+
+/// `If-None-Match` matches `etag` (weak comparison, as RFC 9110 requires for it).
+fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    let etag = strip(etag);
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == "*" || strip(t) == etag)
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(connection): ConnectInfo<Connection>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let (response, delay) = {
+        let mut w = shared.world();
+        answer(&shared.url, &mut w, &connection, &method, &uri, &headers)
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    response
+}
+
+fn answer(
+    base: &str,
+    w: &mut World,
+    connection: &Connection,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> (Response, Duration) {
+    w.calls.push(uri.path().to_string());
+    let caller = match headers.get(header::AUTHORIZATION) {
+        None => Caller::Anonymous,
+        Some(v) => {
+            let token = credential(v);
+            w.tokens_seen.push(token.clone());
+            match w.tokens.get(&token) {
+                Some(login) => Caller::User {
+                    login: login.clone(),
+                    token,
+                },
+                None => Caller::Bad,
+            }
+        }
+    };
+    w.next_request_id += 1;
+    let request_id = format!(
+        "C0DE:{:04X}:{:06X}:{:06X}:{:08X}",
+        w.next_request_id % 0xFFFF,
+        w.next_request_id * 7919 % 0xFFFFFF,
+        w.next_request_id * 104_729 % 0xFFFFFF,
+        w.next_request_id
+    );
+    let delay = w.delay;
+
+    if w.mode == Mode::Unreachable {
+        connection.0.store(true, Ordering::SeqCst);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE.into_response(),
+            Duration::ZERO,
+        );
+    }
+
+    let bucket_key = match &caller {
+        Caller::User { token, .. } => token.clone(),
+        _ => ANONYMOUS_BUCKET.to_string(),
+    };
+    let user_id = match &caller {
+        Caller::User { login, .. } => Some(w.users[login].id),
+        _ => None,
+    };
+    let rate_limited = |request_id: &str| {
+        let message = match user_id {
+            Some(id) => format!(
+                "API rate limit exceeded for user ID {id}. If you reach out to GitHub Support for help, please include the request ID {request_id}."
+            ),
+            None => format!(
+                "API rate limit exceeded for 127.0.0.1. (But here's the good news: Authenticated requests get a higher rate limit. Check out the documentation for more details.) If you reach out to GitHub Support for help, please include the request ID {request_id}."
+            ),
+        };
+        let mut a = Answer::error(StatusCode::FORBIDDEN, &message, DOCS_RATE_LIMIT);
+        a.counts = false;
+        a
+    };
+
+    let mut forced_exhausted = false;
+    let answer = match w.mode {
+        Mode::RateLimited => {
+            forced_exhausted = true;
+            rate_limited(&request_id)
+        }
+        Mode::SecondaryRateLimit => {
+            let mut a = Answer::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID {request_id}."
+                ),
+                DOCS_SECONDARY_RATE_LIMIT,
+            );
+            a.counts = false;
+            a.extra.push(("retry-after", "60".into()));
+            a
+        }
+        Mode::ServerError => Answer {
+            status: StatusCode::BAD_GATEWAY,
+            body: json!({ "message": "Server Error" }),
+            cacheable: false,
+            counts: false,
+            extra: Vec::new(),
+        },
+        Mode::Normal | Mode::Unreachable => {
+            if uri.path() == "/rate_limit" && !matches!(caller, Caller::Bad) {
+                // GET /rate_limit answers even when exhausted, and does not count.
+                let b = w.bucket(&bucket_key);
+                let core = json!({
+                    "limit": b.limit,
+                    "used": b.used,
+                    "remaining": b.remaining(),
+                    "reset": b.reset,
+                    "resource": "core",
+                });
+                let mut a = Answer::ok(json!({ "resources": { "core": core }, "rate": core }));
+                a.counts = false;
+                a.cacheable = false;
+                a
+            } else if w.bucket(&bucket_key).remaining() == 0 {
+                rate_limited(&request_id)
+            } else {
+                route(base, w, &caller, method, uri)
+            }
+        }
+    };
+
+    // The body, its ETag, and maybe a 304.
+    let body = serde_json::to_vec(&answer.body).unwrap();
+    let etag = answer.cacheable.then(|| etag_of(&body));
+    let not_modified = etag.as_deref().is_some_and(|e| none_match(headers, e));
+    let counts = answer.counts && !not_modified;
+    let bucket = w.bucket(&bucket_key);
+    if counts {
+        bucket.used = (bucket.used + 1).min(bucket.limit);
+    }
+    let (limit, mut used, mut remaining, reset) =
+        (bucket.limit, bucket.used, bucket.remaining(), bucket.reset);
+    if forced_exhausted {
+        used = limit;
+        remaining = 0;
+    }
+
+    let status = if not_modified {
+        StatusCode::NOT_MODIFIED
+    } else {
+        answer.status
+    };
+    let mut out = HeaderMap::new();
+    let mut set = |name: &'static str, value: String| {
+        out.insert(name, HeaderValue::from_str(&value).unwrap());
+    };
+    set("server", "GitHub.com".into());
+    set("access-control-allow-origin", "*".into());
+    set(
+        "access-control-expose-headers",
+        "ETag, Link, Location, Retry-After, X-GitHub-OTP, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Used, X-RateLimit-Resource, X-RateLimit-Reset, X-OAuth-Scopes, X-Accepted-OAuth-Scopes, X-Poll-Interval, X-GitHub-Media-Type, X-GitHub-SSO, X-GitHub-Request-Id, Deprecation, Sunset".into(),
+    );
+    set("x-github-request-id", request_id);
+    set("x-github-media-type", "github.v3; format=json".into());
+    set("x-github-api-version-selected", "2022-11-28".into());
+    set("x-ratelimit-limit", limit.to_string());
+    set("x-ratelimit-remaining", remaining.to_string());
+    set("x-ratelimit-used", used.to_string());
+    set("x-ratelimit-reset", reset.to_string());
+    set("x-ratelimit-resource", "core".into());
+    if matches!(caller, Caller::User { .. }) {
+        set("x-oauth-scopes", "repo, read:org".into());
+        set("x-accepted-oauth-scopes", "repo".into());
+    }
+    if let Some(etag) = etag {
+        set("etag", etag);
+        let scope = if matches!(caller, Caller::User { .. }) {
+            "private"
+        } else {
+            "public"
+        };
+        set("cache-control", format!("{scope}, max-age=60, s-maxage=60"));
+        set("vary", "Accept, Authorization, Cookie, X-GitHub-OTP".into());
+    }
+    for (name, value) in answer.extra {
+        set(name, value);
+    }
+    if not_modified {
+        return ((status, out).into_response(), delay);
+    }
+    set("content-type", "application/json; charset=utf-8".into());
+    ((status, out, body).into_response(), delay)
+}
+
+fn route(base: &str, w: &World, caller: &Caller, method: &Method, uri: &Uri) -> Answer {
+    if let Caller::Bad = caller {
+        return Answer::error(StatusCode::UNAUTHORIZED, "Bad credentials", DOCS_REST);
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return Answer::not_found(DOCS_REST);
+    }
+    let login = match caller {
+        Caller::User { login, .. } => Some(login.as_str()),
+        _ => None,
+    };
+    let segments: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["user"] => match login {
+            Some(login) => Answer::ok(w.user_json(base, &w.users[login], true)),
+            None => Answer::error(
+                StatusCode::UNAUTHORIZED,
+                "Requires authentication",
+                DOCS_GET_USER,
+            ),
+        },
+        ["users", name] => match w.users.get(&name.to_ascii_lowercase()) {
+            Some(user) => Answer::ok(w.user_json(base, user, false)),
+            None => Answer::not_found("https://docs.github.com/rest/users/users#get-a-user"),
+        },
+        ["repos", owner, name] => {
+            let Some(repo) = visible_repo(w, login, owner, name) else {
+                return Answer::not_found(DOCS_GET_REPO);
+            };
+            let mut v = repo_json(base, w, repo);
+            if let Some(login) = login {
+                v.as_object_mut().unwrap().insert(
+                    "permissions".into(),
+                    permissions_json(w.effective_role(repo, login)),
+                );
+            }
+            Answer::ok(v)
+        }
+        [
+            "repos",
+            owner,
+            name,
+            "collaborators",
+            username,
+            "permission",
+        ] => {
+            let Some(repo) = visible_repo(w, login, owner, name) else {
+                return Answer::not_found(DOCS_COLLABORATOR_PERMISSION);
+            };
+            let Some(login) = login else {
+                return Answer::error(
+                    StatusCode::UNAUTHORIZED,
+                    "Requires authentication",
+                    DOCS_COLLABORATOR_PERMISSION,
+                );
+            };
+            if w.effective_role(repo, login).map_or(0, Permission::rank) < Permission::Push.rank() {
+                return Answer::error(
+                    StatusCode::FORBIDDEN,
+                    "Must have push access to view collaborator permission.",
+                    DOCS_COLLABORATOR_PERMISSION,
+                );
+            }
+            let Some(user) = w.users.get(&username.to_ascii_lowercase()) else {
+                return Answer::not_found(DOCS_COLLABORATOR_PERMISSION);
+            };
+            let role = w.effective_role(repo, &user.login);
+            let role_name = role.map_or("none", Permission::role_name);
+            let mut u = w.account_json(base, &user.login);
+            let obj = u.as_object_mut().unwrap();
+            obj.insert("permissions".into(), permissions_json(role));
+            obj.insert("role_name".into(), json!(role_name));
+            Answer::ok(json!({
+                "permission": role.map_or("none", Permission::legacy_permission),
+                "role_name": role_name,
+                "user": u,
+            }))
+        }
+        _ => Answer::not_found(DOCS_REST),
+    }
+}
+
+/// The repository if it exists and the caller may see it (GitHub answers 404 otherwise).
+fn visible_repo<'w>(
+    w: &'w World,
+    login: Option<&str>,
+    owner: &str,
+    name: &str,
+) -> Option<&'w Repo> {
+    let repo = w.repos.get(&World::repo_key(owner, name))?;
+    let visible = !repo.private || login.is_some_and(|l| w.role(repo, l).is_some());
+    visible.then_some(repo)
+}
+
+fn repo_json(base: &str, w: &World, repo: &Repo) -> Value {
+    let full_name = format!("{}/{}", repo.owner, repo.name);
+    json!({
+        "id": repo.id,
+        "node_id": node_id("R", repo.id),
+        "name": repo.name,
+        "full_name": full_name,
+        "private": repo.private,
+        "owner": w.account_json(base, &repo.owner),
+        "html_url": format!("https://github.com/{full_name}"),
+        "description": null,
+        "fork": false,
+        "url": format!("{base}/repos/{full_name}"),
+        "git_url": format!("git://github.com/{full_name}.git"),
+        "ssh_url": format!("git@github.com:{full_name}.git"),
+        "clone_url": format!("https://github.com/{full_name}.git"),
+        "homepage": null,
+        "visibility": if repo.private { "private" } else { "public" },
+        "default_branch": "main",
+        "archived": false,
+        "disabled": false,
+        "created_at": "2020-05-01T10:00:00Z",
+        "updated_at": "2025-01-02T03:04:05Z",
+        "pushed_at": "2025-01-02T03:04:05Z",
+    })
+}

@@ -1,0 +1,864 @@
+//! GitHub mode: the token in .npmrc decides who may read and write each scoped package.
+
+use std::path::Path;
+
+use base64::Engine;
+use e2e::fake_github::Mode;
+use e2e::github_world::{User, World};
+use e2e::{Backend, Npm, S3Host, Server, escaped, http, package_tgz, publish_doc, write_package};
+use registry::auth::tokens::TokenKeys;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// A publish document naming its GitHub repository, as package.json's `repository` does.
+fn doc(name: &str, version: &str, repository: Option<&str>) -> Value {
+    let mut d = publish_doc(name, version, &package_tgz(name, version));
+    if let Some(r) = repository {
+        d["versions"][version]["repository"] = json!(r);
+    }
+    d
+}
+
+async fn send(
+    method: reqwest::Method,
+    url: String,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+    let mut request = http().request(method, url);
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        request = request.json(b);
+    }
+    let response = request.send().await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        headers,
+    )
+}
+
+async fn publish(
+    server: &Server,
+    token: Option<&str>,
+    name: &str,
+    version: &str,
+    repo: Option<&str>,
+) -> (StatusCode, Value) {
+    let (s, b, _) = send(
+        reqwest::Method::PUT,
+        format!("{}/{}", server.url, escaped(name)),
+        token,
+        Some(&doc(name, version, repo)),
+    )
+    .await;
+    (s, b)
+}
+
+/// The package as its admin sees it (`None` once it is unpublished).
+async fn packument(server: &Server, token: &str, name: &str) -> Option<Value> {
+    let (s, b, _) = send(
+        reqwest::Method::GET,
+        format!("{}/{}?write=true", server.url, escaped(name)),
+        Some(token),
+        None,
+    )
+    .await;
+    match s.as_u16() {
+        200 => Some(b),
+        404 => None,
+        _ => panic!("{s}: {b}"),
+    }
+}
+
+/// `npm login`'s legacy request: GitHub login as user name, GitHub token as password.
+async fn login(server: &Server, user: &User) -> String {
+    let body = json!({ "_id": format!("org.couchdb.user:{}", user.login), "name": user.login, "password": user.token, "type": "user", "roles": [], "date": "2026-11-22T00:00:00.000Z" });
+    let (s, b, _) = send(
+        reqwest::Method::PUT,
+        format!("{}/-/user/org.couchdb.user:{}", server.url, user.login),
+        None,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    b["token"].as_str().unwrap().to_string()
+}
+
+fn assert_no_secrets(server: &Server, secrets: &[&str]) {
+    let log = server.log();
+    assert!(!log.is_empty(), "the server logged nothing");
+    for secret in secrets {
+        assert!(!log.contains(secret), "a token appears in the server's log");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real npm CLI under each role.
+
+#[tokio::test]
+async fn npm_under_each_role_local() {
+    npm_under_each_role(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn npm_under_each_role_aws() {
+    npm_under_each_role(Backend::aws("roles", S3Host::Different)).await;
+}
+
+async fn npm_under_each_role(backend: Backend) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let world = World::start().await;
+    let server = world.server(root, &backend, &[]);
+    let as_user = |u: &User| {
+        Npm::with_token(
+            &root.join(format!("npm-{}", u.login)),
+            &server.url,
+            Some(&u.token),
+        )
+    };
+    let (alice, bob, carol, dave) = (
+        as_user(&world.alice),
+        as_user(&world.bob),
+        as_user(&world.carol),
+        as_user(&world.dave),
+    );
+    let anonymous = Npm::with_token(&root.join("npm-anonymous"), &server.url, None);
+    let project = |name: &str| {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("package.json"),
+            r#"{"name":"p","version":"1.0.0","private":true}"#,
+        )
+        .unwrap();
+        dir
+    };
+    let pkg = write_package(
+        &root.join("widgets"),
+        "@acme/widgets",
+        "1.0.0",
+        json!({ "repository": "github:acme/widgets" }),
+    );
+
+    // alice (admin) publishes; the package is now bound to acme/widgets.
+    alice.ok(&pkg, &["publish"]);
+    assert_eq!(alice.ok(root, &["whoami"]).stdout.trim(), "alice");
+
+    // carol (pull) installs but may not publish; npm prints which permission on which repository.
+    carol.ok(&project("carol-install"), &["install", "@acme/widgets"]);
+    write_package(
+        &pkg,
+        "@acme/widgets",
+        "1.0.1",
+        json!({ "repository": "github:acme/widgets" }),
+    );
+    let refused = carol.run(&pkg, &["publish"]);
+    assert!(!refused.ok, "carol must not publish");
+    assert!(
+        refused.all().contains("403")
+            && refused
+                .all()
+                .contains("carol needs push permission on GitHub repository acme/widgets"),
+        "{}",
+        refused.all()
+    );
+
+    // bob (push) publishes, tags and deprecates, but may not unpublish.
+    bob.ok(&pkg, &["publish"]);
+    bob.ok(root, &["dist-tag", "add", "@acme/widgets@1.0.0", "stable"]);
+    bob.ok(root, &["deprecate", "@acme/widgets@1.0.0", "use 1.0.1"]);
+    assert_eq!(
+        carol
+            .ok(root, &["view", "@acme/widgets@1.0.0", "deprecated"])
+            .stdout
+            .trim(),
+        "use 1.0.1"
+    );
+    let refused = bob.run(root, &["unpublish", "@acme/widgets@1.0.0"]);
+    assert!(
+        !refused.ok && refused.all().contains("needs admin permission"),
+        "{}",
+        refused.all()
+    );
+
+    // alice unpublishes.
+    alice.ok(root, &["unpublish", "@acme/widgets@1.0.0"]);
+    let versions: Value = serde_json::from_str(
+        &carol
+            .ok(root, &["view", "@acme/widgets", "versions", "--json"])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(versions, json!(["1.0.1"]));
+
+    // dave (no access) and anonymous users cannot even install.
+    let refused = dave.run(&project("dave-install"), &["install", "@acme/widgets"]);
+    assert!(
+        !refused.ok && refused.all().contains("403"),
+        "{}",
+        refused.all()
+    );
+    let refused = anonymous.run(&project("anonymous-install"), &["install", "@acme/widgets"]);
+    assert!(
+        !refused.ok && refused.all().contains("401"),
+        "{}",
+        refused.all()
+    );
+
+    // Unscoped names are not stored here.
+    let plain = write_package(&root.join("plain"), "plain-pkg", "1.0.0", json!({}));
+    let refused = alice.run(&plain, &["publish"]);
+    assert!(
+        !refused.ok && refused.all().contains("only stores scoped packages"),
+        "{}",
+        refused.all()
+    );
+
+    assert_no_secrets(
+        &server,
+        &[
+            &world.alice.token,
+            &world.bob.token,
+            &world.carol.token,
+            &world.dave.token,
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every route × every kind of caller.
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Packument,
+    Version,
+    DistTags,
+    Tarball,
+    Publish,
+    TagAdd,
+    TagRemove,
+    Deprecate,
+    UnpublishVersion,
+    UnpublishAll,
+    Whoami,
+}
+
+/// What an op needs: 0 = any authenticated caller, 1 = pull, 2 = push, 3 = admin.
+fn need(op: Op) -> u8 {
+    match op {
+        Op::Whoami => 0,
+        Op::Packument | Op::Version | Op::DistTags | Op::Tarball => 1,
+        Op::Publish | Op::TagAdd | Op::TagRemove | Op::Deprecate => 2,
+        Op::UnpublishVersion | Op::UnpublishAll => 3,
+    }
+}
+
+async fn perform(
+    op: Op,
+    server: &Server,
+    name: &str,
+    token: Option<&str>,
+    state: &Value,
+) -> StatusCode {
+    use reqwest::Method;
+    let url = format!("{}/{}", server.url, escaped(name));
+    let rev = state["_rev"].as_str().unwrap();
+    let base = name.split('/').nth(1).unwrap();
+    match op {
+        Op::Packument => send(Method::GET, url, token, None).await.0,
+        Op::Version => {
+            send(Method::GET, format!("{url}/1.0.0"), token, None)
+                .await
+                .0
+        }
+        Op::DistTags => {
+            send(
+                Method::GET,
+                format!("{}/-/package/{}/dist-tags", server.url, escaped(name)),
+                token,
+                None,
+            )
+            .await
+            .0
+        }
+        Op::Tarball => {
+            send(
+                Method::GET,
+                format!("{}/{name}/-/{base}-1.0.0.tgz", server.url),
+                token,
+                None,
+            )
+            .await
+            .0
+        }
+        Op::Publish => {
+            send(Method::PUT, url, token, Some(&doc(name, "2.0.0", None)))
+                .await
+                .0
+        }
+        Op::TagAdd => {
+            send(
+                Method::PUT,
+                format!("{}/-/package/{}/dist-tags/beta", server.url, escaped(name)),
+                token,
+                Some(&json!("1.0.0")),
+            )
+            .await
+            .0
+        }
+        Op::TagRemove => {
+            send(
+                Method::DELETE,
+                format!("{}/-/package/{}/dist-tags/old", server.url, escaped(name)),
+                token,
+                None,
+            )
+            .await
+            .0
+        }
+        Op::Deprecate => {
+            let mut d = state.clone();
+            d["versions"]["1.0.0"]["deprecated"] = json!("no");
+            send(Method::PUT, url, token, Some(&d)).await.0
+        }
+        Op::UnpublishVersion => {
+            let mut d = state.clone();
+            d["versions"].as_object_mut().unwrap().remove("1.0.1");
+            d["dist-tags"] = json!({ "latest": "1.0.0", "old": "1.0.0" });
+            send(Method::PUT, format!("{url}/-rev/{rev}"), token, Some(&d))
+                .await
+                .0
+        }
+        Op::UnpublishAll => {
+            send(Method::DELETE, format!("{url}/-rev/{rev}"), token, None)
+                .await
+                .0
+        }
+        Op::Whoami => {
+            send(Method::GET, format!("{}/-/whoami", server.url), token, None)
+                .await
+                .0
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_matrix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = World::start().await;
+    let server = world.server(tmp.path(), &Backend::local(), &[]);
+    let alice = &world.alice.token;
+
+    // Registry tokens: valid, expired, signed with another key, alg none, tampered, revoked.
+    let registry_token = login(&server, &world.alice).await;
+    let expired = TokenKeys::new(world.secret.as_bytes(), chrono::Duration::seconds(-60))
+        .issue("alice", alice, false)
+        .unwrap()
+        .0;
+    let wrong_key = TokenKeys::new(
+        b"a different secret, also at least 32 chars",
+        chrono::Duration::days(1),
+    )
+    .issue("alice", alice, false)
+    .unwrap()
+    .0;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(registry_token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let alg_none = format!(
+        "{}.{}.",
+        b64(&json!({ "alg": "none", "typ": "JWT" })),
+        b64(&claims)
+    );
+    let mut forged_claims = claims.clone();
+    forged_claims["sub"] = json!("mallory");
+    let parts: Vec<&str> = registry_token.split('.').collect();
+    let tampered = format!("{}.{}.{}", parts[0], b64(&forged_claims), parts[2]);
+    let revoked = login(&server, &world.alice).await;
+    let revoked_claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(revoked.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let (s, _, _) = send(
+        reqwest::Method::DELETE,
+        format!(
+            "{}/-/npm/v1/tokens/token/{}",
+            server.url,
+            revoked_claims["jti"].as_str().unwrap()
+        ),
+        Some(alice),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+
+    // (caller, token, role: None = unauthenticated, Some(0..=3) = what they hold)
+    let callers: Vec<(&str, Option<String>, Option<u8>)> = vec![
+        ("anonymous", None, None),
+        (
+            "bad token",
+            Some("ghp_not_a_real_token_at_all".into()),
+            None,
+        ),
+        ("expired registry token", Some(expired), None),
+        ("registry token, wrong key", Some(wrong_key), None),
+        ("registry token, alg none", Some(alg_none), None),
+        ("registry token, tampered", Some(tampered), None),
+        ("revoked registry token", Some(revoked), None),
+        ("dave (no access)", Some(world.dave.token.clone()), Some(0)),
+        ("carol (pull)", Some(world.carol.token.clone()), Some(1)),
+        ("bob (push)", Some(world.bob.token.clone()), Some(2)),
+        ("alice (admin)", Some(alice.clone()), Some(3)),
+        (
+            "alice's registry token",
+            Some(registry_token.clone()),
+            Some(3),
+        ),
+    ];
+    let ops = [
+        Op::Packument,
+        Op::Version,
+        Op::DistTags,
+        Op::Tarball,
+        Op::Publish,
+        Op::TagAdd,
+        Op::TagRemove,
+        Op::Deprecate,
+        Op::UnpublishVersion,
+        Op::UnpublishAll,
+        Op::Whoami,
+    ];
+    let mut failures = Vec::new();
+    let mut cell = 0;
+    for (who, token, role) in &callers {
+        for op in ops {
+            cell += 1;
+            // A fresh package per cell, so allowed writes do not change what later cells see.
+            let name = format!("@acme/m{cell}");
+            assert_eq!(
+                publish(
+                    &server,
+                    Some(alice),
+                    &name,
+                    "1.0.0",
+                    Some("github:acme/widgets")
+                )
+                .await
+                .0,
+                201
+            );
+            assert_eq!(
+                publish(&server, Some(alice), &name, "1.0.1", None).await.0,
+                201
+            );
+            let (s, _, _) = send(
+                reqwest::Method::PUT,
+                format!("{}/-/package/{}/dist-tags/old", server.url, escaped(&name)),
+                Some(alice),
+                Some(&json!("1.0.0")),
+            )
+            .await;
+            assert_eq!(s, 200);
+            let before = packument(&server, alice, &name).await.unwrap();
+            let status = perform(op, &server, &name, token.as_deref(), &before).await;
+            let expected = match role {
+                None => StatusCode::UNAUTHORIZED,
+                Some(r) if *r >= need(op) => StatusCode::OK,
+                Some(_) => StatusCode::FORBIDDEN,
+            };
+            let after = packument(&server, alice, &name).await;
+            let after = after.as_ref().unwrap_or(&Value::Null);
+            let ok = if expected == StatusCode::OK {
+                status.is_success()
+            } else {
+                status == expected && *after == before
+            };
+            if !ok {
+                failures.push(format!(
+                    "{who} × {op:?}: got {status}, wanted {expected}{}",
+                    if *after != before {
+                        " (and the package changed)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {cell} cells wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    let (s, _, headers) = send(
+        reqwest::Method::GET,
+        format!("{}/@acme%2fm1", server.url),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 401);
+    assert!(
+        headers.get("www-authenticate").is_some(),
+        "401 carries WWW-Authenticate"
+    );
+    assert_no_secrets(
+        &server,
+        &[
+            alice,
+            &world.bob.token,
+            &world.carol.token,
+            &world.dave.token,
+            &registry_token,
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn hijack_attempts_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = World::start().await;
+    let server = world.server(tmp.path(), &Backend::local(), &[]);
+    let (alice, bob, mallory) = (&world.alice.token, &world.bob.token, &world.mallory.token);
+
+    // @victim/x from a repository mallory owns: the repository's owner must be the scope.
+    let (s, b) = publish(
+        &server,
+        Some(mallory),
+        "@victim/x",
+        "1.0.0",
+        Some("github:mallory/x"),
+    )
+    .await;
+    assert_eq!(s, 403, "{b}");
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("must live in a repository owned by victim"),
+        "{b}"
+    );
+    // @victim/x from victim's repository, which mallory cannot push to (or even see).
+    let (s, b) = publish(
+        &server,
+        Some(mallory),
+        "@victim/x",
+        "1.0.0",
+        Some("https://github.com/victim/x.git"),
+    )
+    .await;
+    assert_eq!(s, 403, "{b}");
+    // No repository at all.
+    let (s, b) = publish(&server, Some(alice), "@acme/norepo", "1.0.0", None).await;
+    assert_eq!(s, 400, "{b}");
+    // Another host is not a GitHub repository.
+    let (s, _) = publish(
+        &server,
+        Some(alice),
+        "@acme/gitlab",
+        "1.0.0",
+        Some("https://gitlab.com/acme/gitlab.git"),
+    )
+    .await;
+    assert_eq!(s, 400);
+
+    // Bound to acme/widgets: bob (push there, admin of acme/other) may not move it to acme/other.
+    assert_eq!(
+        publish(
+            &server,
+            Some(alice),
+            "@acme/widgets",
+            "1.0.0",
+            Some("github:acme/widgets")
+        )
+        .await
+        .0,
+        201
+    );
+    let (s, b) = publish(
+        &server,
+        Some(bob),
+        "@acme/widgets",
+        "1.1.0",
+        Some("github:acme/other"),
+    )
+    .await;
+    assert_eq!(s, 403, "{b}");
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("needs admin on acme/widgets"),
+        "{b}"
+    );
+    // The same repository in another spelling is not a rebind.
+    assert_eq!(
+        publish(
+            &server,
+            Some(bob),
+            "@acme/widgets",
+            "1.1.0",
+            Some("git+https://github.com/ACME/Widgets.git")
+        )
+        .await
+        .0,
+        201
+    );
+    // alice (admin of both) may rebind.
+    assert_eq!(
+        publish(
+            &server,
+            Some(alice),
+            "@acme/widgets",
+            "1.2.0",
+            Some("github:acme/other")
+        )
+        .await
+        .0,
+        201
+    );
+
+    // Upper-case scope variants and names that decode to another scope.
+    let (s, _) = publish(
+        &server,
+        Some(alice),
+        "@ACME/widgets",
+        "9.0.0",
+        Some("github:acme/widgets"),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let (s, _, _) = send(
+        reqwest::Method::PUT,
+        format!("{}/@acme%2f..%2f@victim%2fx", server.url),
+        Some(alice),
+        Some(&doc("@victim/x", "1.0.0", Some("github:acme/widgets"))),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let (s, _, _) = send(
+        reqwest::Method::PUT,
+        format!("{}/@acme%2fwidgets", server.url),
+        Some(alice),
+        Some(&doc("@victim/x", "1.0.0", Some("github:victim/x"))),
+    )
+    .await;
+    assert_eq!(s, 400, "body name must match the URL");
+    let (s, _, _) = send(
+        reqwest::Method::GET,
+        format!("{}/@victim%2fx", server.url),
+        Some(mallory),
+        None,
+    )
+    .await;
+    assert_eq!(s, 404, "nothing was stored for @victim/x");
+    assert_no_secrets(&server, &[alice, bob, mallory]);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_calls_are_cached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = World::start().await;
+    let server = world.server(tmp.path(), &Backend::local(), &[]);
+    assert_eq!(
+        publish(
+            &server,
+            Some(&world.alice.token),
+            "@acme/widgets",
+            "1.0.0",
+            Some("github:acme/widgets")
+        )
+        .await
+        .0,
+        201
+    );
+    world.github.reset_calls();
+    let client = http();
+    for _ in 0..200 {
+        let r = client
+            .get(format!("{}/@acme%2fwidgets", server.url))
+            .bearer_auth(&world.carol.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = client
+            .get(format!("{}/@acme/widgets/-/widgets-1.0.0.tgz", server.url))
+            .bearer_auth(&world.carol.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let calls = world.github.calls();
+    println!("200 installs (packument + tarball) with one token: {calls} GitHub API calls");
+    assert!(calls <= 3, "{calls} GitHub calls for 200 installs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_outages_fail_writes_closed_and_keep_cached_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = World::start().await;
+    // Cache time 0: every read revalidates, so the outage path is taken on every request.
+    let server = world.server(
+        tmp.path(),
+        &Backend::local(),
+        &[("REGISTRY_GITHUB_CACHE_SECONDS", "0")],
+    );
+    let bob = &world.bob.token;
+    assert_eq!(
+        publish(
+            &server,
+            Some(&world.alice.token),
+            "@acme/widgets",
+            "1.0.0",
+            Some("github:acme/widgets")
+        )
+        .await
+        .0,
+        201
+    );
+    let url = format!("{}/@acme%2fwidgets", server.url);
+    assert_eq!(
+        send(reqwest::Method::GET, url.clone(), Some(bob), None)
+            .await
+            .0,
+        200
+    );
+
+    for (mode, says) in [
+        (Mode::Unreachable, "cannot be reached"),
+        (Mode::RateLimited, "rate limit"),
+        (Mode::SecondaryRateLimit, "rate limit"),
+        (Mode::ServerError, "cannot be reached"),
+    ] {
+        world.github.set_mode(mode);
+        let (s, b, headers) = send(reqwest::Method::GET, url.clone(), Some(bob), None).await;
+        assert_eq!(
+            s, 200,
+            "{mode:?}: a cached permission keeps reads working: {b}"
+        );
+        let (s, b) = publish(&server, Some(bob), "@acme/widgets", "1.1.0", None).await;
+        assert_eq!(s, 503, "{mode:?}: writes fail closed: {b}");
+        assert!(b["error"].as_str().unwrap().contains(says), "{mode:?}: {b}");
+        let (s, _, retry) = send(
+            reqwest::Method::GET,
+            url.clone(),
+            Some(&world.carol.token),
+            None,
+        )
+        .await;
+        assert_eq!(s, 503, "{mode:?}: nothing cached for carol yet");
+        assert!(retry.get("retry-after").is_some());
+        let _ = headers;
+    }
+    world.github.set_mode(Mode::Normal);
+    assert_eq!(
+        publish(&server, Some(bob), "@acme/widgets", "1.1.0", None)
+            .await
+            .0,
+        201
+    );
+    assert_no_secrets(&server, &[bob, &world.alice.token, &world.carol.token]);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn login_whoami_and_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root: &Path = tmp.path();
+    let world = World::start().await;
+    let server = world.server(root, &Backend::local(), &[]);
+
+    // Logging in as someone else with your own token fails.
+    let body = json!({ "name": "alice", "password": world.bob.token });
+    let (s, b, _) = send(
+        reqwest::Method::PUT,
+        format!("{}/-/user/org.couchdb.user:alice", server.url),
+        None,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(s, 401, "{b}");
+    // The web login answers 4xx, so npm falls back to the legacy flow.
+    assert_eq!(
+        send(
+            reqwest::Method::POST,
+            format!("{}/-/v1/login", server.url),
+            None,
+            Some(&json!({}))
+        )
+        .await
+        .0,
+        404
+    );
+
+    let token = login(&server, &world.bob).await;
+    let npm = Npm::with_token(&root.join("npm-bob"), &server.url, Some(&token));
+    assert_eq!(npm.ok(root, &["whoami"]).stdout.trim(), "bob");
+    assert_eq!(
+        publish(
+            &server,
+            Some(&world.alice.token),
+            "@acme/widgets",
+            "1.0.0",
+            Some("github:acme/widgets")
+        )
+        .await
+        .0,
+        201
+    );
+    let pkg = write_package(
+        &root.join("widgets"),
+        "@acme/widgets",
+        "1.0.1",
+        json!({ "repository": "github:acme/widgets" }),
+    );
+    npm.ok(&pkg, &["publish"]);
+
+    // npm token list shows it; revoke it with npm; then it is refused.
+    let list = npm.ok(root, &["token", "list", "--json"]);
+    let tokens: Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(tokens.as_array().unwrap().len(), 1, "{tokens}");
+    let key = tokens[0]["key"].as_str().unwrap().to_string();
+    assert!(
+        !list.stdout.contains(&token),
+        "the list never shows a usable token"
+    );
+    npm.ok(root, &["token", "revoke", &key]);
+    let refused = npm.run(root, &["whoami"]);
+    assert!(
+        !refused.ok && refused.all().contains("401"),
+        "{}",
+        refused.all()
+    );
+    // Logging in again works although .npmrc still holds the revoked token.
+    let body = json!({ "name": "bob", "password": world.bob.token });
+    let (s, b, _) = send(
+        reqwest::Method::PUT,
+        format!("{}/-/user/org.couchdb.user:bob", server.url),
+        Some(&token),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    assert_no_secrets(&server, &[&world.bob.token, &world.alice.token, &token]);
+}
