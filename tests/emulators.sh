@@ -2,7 +2,7 @@
 # both run on this machine without Docker. Meant to be sourced (the caller may use
 # `set -euo pipefail`); it defines three functions and runs nothing by itself:
 #
-#   install_emulators  idempotently creates the virtualenv "$TOOLS_DIR/aws-emulators-v1" with the
+#   install_emulators  idempotently creates the virtualenv "$TOOLS_DIR/aws-emulators-v2" with the
 #                      exact pins below (a marker file holds the pin list: a second call is instant)
 #   start_emulators    starts both on free loopback ports, waits until they answer and exports
 #                      TEST_DYNAMODB_ENDPOINT, TEST_S3_ENDPOINT, TEST_EMULATOR_PYTHON,
@@ -16,9 +16,10 @@
 # parts of LocalStack's runtime S3 needs) with the pins it needs on Python 3.11 (cbor2<5.7,
 # cryptography<44, pyopenssl<24.3, service_identity<24.2), and boto3/botocore at the version
 # localstack-core 4.13.1 pins itself. Bump EMULATORS_VENV_NAME with any change here.
-EMULATORS_VENV_NAME=aws-emulators-v1
+EMULATORS_VENV_NAME=aws-emulators-v2
 EMULATORS_PINS=(
   'moto[server]==5.2.5'
+  'aws-sam-translator==1.115.0'
   'localstack-core[base-runtime]==4.13.1'
   'boto3==1.42.34' 'botocore==1.42.34' 's3transfer==0.16.1'
   'cbor2==5.6.5' 'cryptography==43.0.3' 'pyOpenSSL==24.2.1' 'service-identity==24.1.0'

@@ -387,21 +387,38 @@ pub const ROUTE_TABLE: &[RouteSpec] = &[
     spec("DELETE", "/{scope}/{package}/-/{file}/-rev/{rev}", P),
 ];
 
-/// Picks the table row API Gateway would pick for a raw path: same segment count, literals must
-/// match, and at the first segment where candidates differ a literal beats a variable.
+/// Picks the table row API Gateway would pick for a raw path.
 pub fn match_route_table(method: &str, raw_path: &str) -> Option<&'static RouteSpec> {
+    api_gateway_match(ROUTE_TABLE, method, raw_path, |r| (r.method, r.path))
+}
+
+/// API Gateway's choice among `routes` (HTTP API rules): same method and segment count, literal
+/// segments must match, and at the first segment where candidates differ a literal beats a
+/// variable. `key` gives a route's method and path pattern.
+pub fn api_gateway_match<'a, T>(
+    routes: &'a [T],
+    method: &str,
+    raw_path: &str,
+    key: impl Fn(&T) -> (&str, &str),
+) -> Option<&'a T> {
     let segments: Vec<&str> = raw_path.trim_start_matches('/').split('/').collect();
-    ROUTE_TABLE
+    routes
         .iter()
-        .filter(|r| r.method == method)
         .filter_map(|r| {
-            let pattern: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
+            let (m, path) = key(r);
+            if m != method {
+                return None;
+            }
+            let pattern: Vec<&str> = path.trim_start_matches('/').split('/').collect();
             if pattern.len() != segments.len() {
                 return None;
             }
             let mut score = Vec::with_capacity(pattern.len());
             for (p, s) in pattern.iter().zip(&segments) {
                 if p.starts_with('{') {
+                    if s.is_empty() {
+                        return None; // a variable never matches an empty segment
+                    }
                     score.push(0u8);
                 } else if p == s {
                     score.push(1u8);
@@ -415,60 +432,62 @@ pub fn match_route_table(method: &str, raw_path: &str) -> Option<&'static RouteS
         .map(|(_, r)| r)
 }
 
+/// Requests real clients send, in every encoding; each must reach the function that answers it.
+pub const CLIENT_REQUESTS: &[(&str, &str)] = &[
+    ("GET", "/-/ping"),
+    ("GET", "/-/whoami"),
+    ("GET", "/-/v1/search"),
+    ("POST", "/-/v1/login"),
+    ("PUT", "/-/user/org.couchdb.user:bob"),
+    ("GET", "/-/npm/v1/tokens"),
+    ("POST", "/-/npm/v1/tokens"),
+    ("DELETE", "/-/npm/v1/tokens/token/0123abcd"),
+    ("POST", "/-/npm/v1/security/advisories/bulk"),
+    ("POST", "/-/npm/v1/security/audits/quick"),
+    ("GET", "/-/package/@s%2fn/dist-tags"),
+    ("GET", "/-/package/@s/n/dist-tags"),
+    ("GET", "/-/package/plain/dist-tags"),
+    ("PUT", "/-/package/@s%2fn/dist-tags/beta"),
+    ("PUT", "/-/package/@s/n/dist-tags/beta"),
+    ("PUT", "/-/package/plain/dist-tags/beta"),
+    ("POST", "/-/package/plain/dist-tags/beta"),
+    ("POST", "/-/package/@s/n/dist-tags/beta"),
+    ("DELETE", "/-/package/plain/dist-tags/beta"),
+    ("DELETE", "/-/package/@s/n/dist-tags/beta"),
+    ("DELETE", "/-/package/@s%2fn/dist-tags/beta"),
+    ("GET", "/plain"),
+    ("HEAD", "/plain"),
+    ("GET", "/@s%2fn"),
+    ("GET", "/@s%2Fn"),
+    ("GET", "/%40s%2fn"),
+    ("GET", "/@s/n"),
+    ("HEAD", "/@s/n"),
+    ("GET", "/plain/1.0.0"),
+    ("GET", "/plain/latest"),
+    ("GET", "/@s/n/1.0.0"),
+    ("GET", "/@s%2fn/1.0.0"),
+    ("GET", "/plain/-/plain-1.0.0.tgz"),
+    ("HEAD", "/plain/-/plain-1.0.0.tgz"),
+    ("GET", "/@s/n/-/n-1.0.0.tgz"),
+    ("HEAD", "/@s/n/-/n-1.0.0.tgz"),
+    ("GET", "/@s%2fn/-/n-1.0.0.tgz"),
+    ("PUT", "/plain"),
+    ("PUT", "/@s%2fn"),
+    ("PUT", "/@s/n"),
+    ("PUT", "/@s%2fn/-rev/3-abc"),
+    ("PUT", "/@s/n/-rev/3-abc"),
+    ("DELETE", "/plain/-rev/3-abc"),
+    ("DELETE", "/@s/n/-rev/3-abc"),
+    ("DELETE", "/plain/-/plain-1.0.0.tgz/-rev/3-abc"),
+    ("DELETE", "/@s/n/-/n-1.0.0.tgz/-rev/3-abc"),
+    ("DELETE", "/@s%2fn/-/n-1.0.0.tgz/-rev/3-abc"),
+];
+
 #[cfg(test)]
 mod table_tests {
     use super::*;
 
-    /// Requests real clients send, in every encoding, with the function that must answer them.
-    const SAMPLES: &[(&str, &str)] = &[
-        ("GET", "/-/ping"),
-        ("GET", "/-/whoami"),
-        ("GET", "/-/v1/search"),
-        ("POST", "/-/v1/login"),
-        ("PUT", "/-/user/org.couchdb.user:bob"),
-        ("GET", "/-/npm/v1/tokens"),
-        ("POST", "/-/npm/v1/tokens"),
-        ("DELETE", "/-/npm/v1/tokens/token/0123abcd"),
-        ("POST", "/-/npm/v1/security/advisories/bulk"),
-        ("GET", "/-/package/@s%2fn/dist-tags"),
-        ("GET", "/-/package/@s/n/dist-tags"),
-        ("GET", "/-/package/plain/dist-tags"),
-        ("PUT", "/-/package/@s%2fn/dist-tags/beta"),
-        ("PUT", "/-/package/@s/n/dist-tags/beta"),
-        ("DELETE", "/-/package/plain/dist-tags/beta"),
-        ("DELETE", "/-/package/@s/n/dist-tags/beta"),
-        ("DELETE", "/-/package/@s%2fn/dist-tags/beta"),
-        ("PUT", "/-/package/plain/dist-tags/beta"),
-        ("POST", "/-/package/plain/dist-tags/beta"),
-        ("POST", "/-/package/@s/n/dist-tags/beta"),
-        ("HEAD", "/plain"),
-        ("HEAD", "/@s/n"),
-        ("HEAD", "/plain/-/plain-1.0.0.tgz"),
-        ("HEAD", "/@s/n/-/n-1.0.0.tgz"),
-        ("POST", "/-/npm/v1/security/audits/quick"),
-        ("GET", "/plain"),
-        ("GET", "/@s%2fn"),
-        ("GET", "/@s%2Fn"),
-        ("GET", "/%40s%2fn"),
-        ("GET", "/@s/n"),
-        ("GET", "/plain/1.0.0"),
-        ("GET", "/plain/latest"),
-        ("GET", "/@s/n/1.0.0"),
-        ("GET", "/@s%2fn/1.0.0"),
-        ("GET", "/plain/-/plain-1.0.0.tgz"),
-        ("GET", "/@s/n/-/n-1.0.0.tgz"),
-        ("GET", "/@s%2fn/-/n-1.0.0.tgz"),
-        ("PUT", "/plain"),
-        ("PUT", "/@s%2fn"),
-        ("PUT", "/@s/n"),
-        ("PUT", "/@s%2fn/-rev/3-abc"),
-        ("PUT", "/@s/n/-rev/3-abc"),
-        ("DELETE", "/plain/-rev/3-abc"),
-        ("DELETE", "/@s/n/-rev/3-abc"),
-        ("DELETE", "/plain/-/plain-1.0.0.tgz/-rev/3-abc"),
-        ("DELETE", "/@s/n/-/n-1.0.0.tgz/-rev/3-abc"),
-        ("DELETE", "/@s%2fn/-/n-1.0.0.tgz/-rev/3-abc"),
-    ];
+    const SAMPLES: &[(&str, &str)] = CLIENT_REQUESTS;
 
     #[test]
     fn the_table_sends_every_request_to_the_function_that_answers_it() {
