@@ -253,3 +253,125 @@ async fn api_gateway_v2_events_through_each_function() {
     .await;
     assert_eq!(r["statusCode"], 404);
 }
+
+/// Lambda's cap on a synchronous invocation's request payload (the whole event).
+const LAMBDA_PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
+
+fn template_body_limit() -> usize {
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../infra/template.yaml"
+    ))
+    .unwrap();
+    let line = template
+        .lines()
+        .find(|l| l.contains("REGISTRY_MAX_BODY_BYTES:"))
+        .expect("the template sets the publish function's body limit");
+    line.split('"').nth(1).unwrap().parse().unwrap()
+}
+
+/// A package tarball of about `size` bytes that gzip cannot shrink.
+fn incompressible_tgz(name: &str, version: &str, size: usize) -> Vec<u8> {
+    let mut noise = vec![0u8; size];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in &mut noise {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let manifest = serde_json::to_vec(&json!({ "name": name, "version": version })).unwrap();
+    e2e::tgz(&[
+        ("package/package.json", &manifest),
+        ("package/blob.bin", &noise),
+    ])
+}
+
+#[tokio::test]
+async fn the_largest_publish_through_api_gateway_and_lambda() {
+    let limit = template_body_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_string_lossy().into_owned();
+    let config = Config::from_lookup(|k| match k {
+        "REGISTRY_DATA_DIR" => Some(data.clone()),
+        "REGISTRY_UPSTREAM" => Some(String::new()),
+        "REGISTRY_MAX_BODY_BYTES" => Some(limit.to_string()),
+        _ => None,
+    })
+    .unwrap();
+    let publish = router(
+        registry::server::build_state(config).await.unwrap(),
+        &[RouteGroup::Publish],
+    );
+    let name = "@acme/big";
+    let body_for = |size: usize| {
+        serde_json::to_vec(&publish_doc(
+            name,
+            "1.0.0",
+            &incompressible_tgz(name, "1.0.0", size),
+        ))
+        .unwrap()
+    };
+
+    // The largest incompressible payload whose publish body fits the function's limit.
+    let (mut low, mut high) = (0usize, limit);
+    while high - low > 256 {
+        let mid = (low + high) / 2;
+        if body_for(mid).len() <= limit {
+            low = mid
+        } else {
+            high = mid
+        }
+    }
+    let body = body_for(low);
+    let tarball_size = incompressible_tgz(name, "1.0.0", low).len();
+    let headers = json!({ "host": "abc123.execute-api.eu-west-1.amazonaws.com", "content-type": "application/json", "npm-command": "publish" });
+    let as_base64 = event(
+        "PUT",
+        "/@acme%2fbig",
+        "",
+        headers.clone(),
+        Some(&body),
+        "$default",
+    );
+    let mut as_text = as_base64.clone();
+    as_text["body"] = json!(String::from_utf8(body.clone()).unwrap());
+    as_text["isBase64Encoded"] = json!(false);
+    let (text_size, base64_size) = (
+        serde_json::to_vec(&as_text).unwrap().len(),
+        serde_json::to_vec(&as_base64).unwrap().len(),
+    );
+    println!(
+        "largest tarball that publishes through the Lambda shape: {tarball_size} bytes ({:.2} MiB); publish body {} bytes; event {text_size} bytes as text, {base64_size} bytes base64-encoded (Lambda's limit {LAMBDA_PAYLOAD_LIMIT})",
+        tarball_size as f64 / 1048576.0,
+        body.len()
+    );
+    assert!(
+        base64_size <= LAMBDA_PAYLOAD_LIMIT && text_size <= LAMBDA_PAYLOAD_LIMIT,
+        "the limit must keep every accepted body inside Lambda's payload cap"
+    );
+    let r = invoke(&publish, as_base64).await;
+    assert_eq!(r["statusCode"], 201, "{}", body_of(&r));
+
+    // Just above it: a clear 413 from the function.
+    let bigger = body_for(low + 4096);
+    assert!(bigger.len() > limit);
+    let r = invoke(
+        &publish,
+        event(
+            "PUT",
+            "/@acme%2fbig",
+            "",
+            headers,
+            Some(&bigger),
+            "$default",
+        ),
+    )
+    .await;
+    assert_eq!(r["statusCode"], 413);
+    let message = body_of(&r)["error"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("larger than this registry's limit"),
+        "{message}"
+    );
+}
