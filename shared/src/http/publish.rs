@@ -483,28 +483,21 @@ fn tag_target(body: &[u8]) -> Result<Version, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("invalid version '{text}': {e}")))
 }
 
-async fn set_dist_tag(
+/// Changes only the package record (dist-tags): read, authorise `Write`, let `change` edit the
+/// next record (or refuse), write conditioned on the revision read, retry on conflicts.
+async fn change_package_record(
     state: &AppState,
     ctx: &RequestContext,
     name: &PackageName,
-    tag: &str,
-    body: &[u8],
+    change: impl Fn(&PackageDocument, &mut PackageRecord) -> Result<(), ApiError>,
 ) -> Result<Response, ApiError> {
-    let tag =
-        DistTag::parse(tag).map_err(|e| ApiError::BadRequest(format!("invalid dist-tag: {e}")))?;
-    let version = tag_target(body)?;
     retry_on_conflict(|| async {
         let stored = load(state, name).await?;
         state
             .authorize(ctx, name, Some(&stored.package), Action::Write)
             .await?;
-        if !stored.live().iter().any(|(v, _, _)| **v == version) {
-            return Err(
-                ApiError::NotFound(format!("version {version} of {name} not found")).into(),
-            );
-        }
         let (mut record, expected_revision) = next_record(Some(&stored.package), name);
-        record.dist_tags.insert(tag.clone(), version.clone());
+        change(&stored, &mut record)?;
         state
             .metadata
             .write(PackageWrite {
@@ -520,6 +513,28 @@ async fn set_dist_tag(
     Ok(ok())
 }
 
+async fn set_dist_tag(
+    state: &AppState,
+    ctx: &RequestContext,
+    name: &PackageName,
+    tag: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let tag =
+        DistTag::parse(tag).map_err(|e| ApiError::BadRequest(format!("invalid dist-tag: {e}")))?;
+    let version = tag_target(body)?;
+    change_package_record(state, ctx, name, |stored, record| {
+        if !stored.live().iter().any(|(v, _, _)| **v == version) {
+            return Err(ApiError::NotFound(format!(
+                "version {version} of {name} not found"
+            )));
+        }
+        record.dist_tags.insert(tag.clone(), version.clone());
+        Ok(())
+    })
+    .await
+}
+
 async fn delete_dist_tag(
     state: &AppState,
     ctx: &RequestContext,
@@ -533,29 +548,13 @@ async fn delete_dist_tag(
             "the 'latest' dist-tag cannot be removed; point it at another version instead".into(),
         ));
     }
-    retry_on_conflict(|| async {
-        let stored = load(state, name).await?;
-        state
-            .authorize(ctx, name, Some(&stored.package), Action::Write)
-            .await?;
-        if !stored.package.dist_tags.contains_key(&tag) {
-            return Err(
-                ApiError::NotFound(format!("dist-tag '{tag}' not found for {name}")).into(),
-            );
+    change_package_record(state, ctx, name, |_, record| {
+        if record.dist_tags.remove(&tag).is_none() {
+            return Err(ApiError::NotFound(format!(
+                "dist-tag '{tag}' not found for {name}"
+            )));
         }
-        let (mut record, expected_revision) = next_record(Some(&stored.package), name);
-        record.dist_tags.remove(&tag);
-        state
-            .metadata
-            .write(PackageWrite {
-                package: record,
-                expected_revision,
-                create: None,
-                changes: vec![],
-            })
-            .await?;
         Ok(())
     })
-    .await?;
-    Ok(ok())
+    .await
 }
