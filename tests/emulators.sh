@@ -2,7 +2,7 @@
 # both run on this machine without Docker. Meant to be sourced (the caller may use
 # `set -euo pipefail`); it defines three functions and runs nothing by itself:
 #
-#   install_emulators  idempotently creates the virtualenv "$TOOLS_DIR/aws-emulators-v2" with the
+#   install_emulators  idempotently creates the virtualenv "$TOOLS_DIR/aws-emulators-v3" with the
 #                      exact pins below (a marker file holds the pin list: a second call is instant)
 #   start_emulators    starts both on free loopback ports, waits until they answer and exports
 #                      TEST_DYNAMODB_ENDPOINT, TEST_S3_ENDPOINT, TEST_EMULATOR_PYTHON,
@@ -16,7 +16,7 @@
 # parts of LocalStack's runtime S3 needs) with the pins it needs on Python 3.11 (cbor2<5.7,
 # cryptography<44, pyopenssl<24.3, service_identity<24.2), and boto3/botocore at the version
 # localstack-core 4.13.1 pins itself. Bump EMULATORS_VENV_NAME with any change here.
-EMULATORS_VENV_NAME=aws-emulators-v2
+EMULATORS_VENV_NAME=aws-emulators-v3
 EMULATORS_PINS=(
   'moto[server]==5.2.5'
   'aws-sam-translator==1.115.0'
@@ -37,7 +37,7 @@ EMULATORS_PINS=(
   'openapi-core==0.23.1' 'openapi-schema-validator==0.8.1' 'openapi-spec-validator==0.8.5'
   'packaging==26.3' 'pathable==0.5.0' 'plux==1.16.0' 'priority==1.3.0' 'psutil==7.2.2'
   'py-partiql-parser==0.6.3' 'pyasn1==0.6.5' 'pyasn1_modules==0.4.2' 'pycparser==3.12'
-  'pydantic==2.14.3' 'pydantic-settings==2.16.3' 'pydantic_core==2.50.4' 'Pygments==2.21.0'
+  'pydantic==2.13.5' 'pydantic-settings==2.16.3' 'pydantic_core==2.46.5' 'Pygments==2.21.0'
   'pyparsing==3.3.3' 'python-dateutil==2.9.0.post0' 'python-dotenv==1.2.4' 'PyYAML==6.0.3'
   'readerwriterlock==1.0.10' 'referencing==0.37.0' 'regex==2026.11.15' 'requests==2.34.2'
   'requests-aws4auth==1.4.0' 'responses==0.26.3' 'rfc3339-validator==0.1.4' 'rich==15.0.0'

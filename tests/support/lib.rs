@@ -5,6 +5,7 @@ pub mod fake_github;
 pub mod faults;
 pub mod github_world;
 pub mod lambda_runtime;
+pub mod stack;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
