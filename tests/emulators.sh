@@ -61,6 +61,27 @@ endpoints.TCP4ServerEndpoint = _loopback_tcp4
 runpy.run_module("localstack.runtime.main", run_name="__main__", alter_sys=True)
 '
 
+# moto's DynamoDB is not safe under concurrent requests: a cancelled TransactWriteItems restores a
+# copy of the whole table taken when it began, silently undoing every write other requests made
+# meanwhile (and resurrecting items it had itself put). DynamoDB never does that, and our racing-
+# publish tests caught it (a 201 version missing, a distinct version answering 409). This runs
+# moto's server with its requests serialised: each one is atomic, as DynamoDB's operations are.
+_EMULATORS_MOTO_MAIN='
+import sys, threading
+from moto.moto_server import werkzeug_app
+
+_lock = threading.Lock()
+_dispatch = werkzeug_app.DomainDispatcherApplication.__call__
+
+def _one_at_a_time(self, environ, start_response):
+    with _lock:
+        return _dispatch(self, environ, start_response)
+
+werkzeug_app.DomainDispatcherApplication.__call__ = _one_at_a_time
+from moto.server import main
+main(sys.argv[1:])
+'
+
 _emulators_venv() {
   local tools="${TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/npm-registry-tools}"
   printf '%s/%s\n' "$tools" "$EMULATORS_VENV_NAME"
@@ -145,7 +166,7 @@ start_emulators() {
   while [ "$ls_port" = "$moto_port" ]; do ls_port="$(_emulators_free_port "$py")"; done
 
   _emu_log="$EMULATOR_LOG_DIR/moto.log"
-  _emulators_spawn env -u AWS_ENDPOINT_URL "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port"
+  _emulators_spawn env -u AWS_ENDPOINT_URL "$py" -c "$_EMULATORS_MOTO_MAIN" -H 127.0.0.1 -p "$moto_port"
   export TEST_MOTO_PID="$_emu_pid"
 
   # LocalStack in "host mode", kept on loopback by $_EMULATORS_LOCALSTACK_MAIN. OVERRIDE_IN_DOCKER=0

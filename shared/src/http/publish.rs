@@ -190,6 +190,16 @@ async fn publish_version(
                 remove_tarball_quietly(state, &key).await;
             }
             match err {
+                // The stored version is exactly these bytes: our own write landed although its
+                // answer was lost (a storage retry then saw the version "exist"), or an identical
+                // publish won the race. Either way the client's publish is done.
+                ApiError::Conflict(_) if referenced => {
+                    tracing::info!(package = %name, %version, "published (confirmed after a lost answer)");
+                    Ok(json_response(
+                        StatusCode::CREATED,
+                        &json!({ "ok": true, "id": name.as_str(), "rev": version.to_string() }),
+                    ))
+                }
                 ApiError::Conflict(_)
                     if winner
                         .as_ref()

@@ -474,6 +474,9 @@ impl AwsStorage {
             .ddb
             .transact_write_items()
             .set_transact_items(Some(items))
+            // Idempotency: if an attempt landed but its answer was lost, the SDK's retry with the
+            // same token succeeds instead of failing its own conditions.
+            .client_request_token(hex::encode(rand::random::<[u8; 16]>()))
             .send()
             .await
         {
