@@ -17,3 +17,29 @@ if [ "$("$npm_dir/node_modules/.bin/npm" --version 2>/dev/null || true)" != "$NP
   npm install --prefix "$npm_dir" --no-audit --no-fund --loglevel=error "npm@$NPM_VERSION" >/dev/null
 fi
 export NPM_BIN="$npm_dir/node_modules/.bin/npm"
+
+# The other clients the end-to-end suite drives (tests/tests/clients.rs), pinned, installed by the
+# pinned npm into one prefix. yarn 1's and yarn 4's `yarn` bins collide, so both are run by their
+# JS entry points with node. bun's binary comes in an optional dependency, so it installs although
+# npm 11 skips install scripts by default.
+PNPM_VERSION=10.34.9
+YARN1_VERSION=1.22.22
+YARN4_VERSION=4.18.1
+BUN_VERSION=1.4.5
+NPM10_VERSION=10.9.9
+clients_dir="$TOOLS_DIR/clients-v1"
+clients_pins="pnpm@$PNPM_VERSION yarn@$YARN1_VERSION @yarnpkg/cli-dist@$YARN4_VERSION bun@$BUN_VERSION npm@$NPM10_VERSION"
+if [ "$(cat "$clients_dir/.pins" 2>/dev/null || true)" != "$clients_pins" ] \
+  || ! "$clients_dir/node_modules/.bin/bun" --version >/dev/null 2>&1; then
+  echo "tests/tools.sh: installing $clients_pins into $clients_dir" >&2
+  mkdir -p "$clients_dir"
+  # shellcheck disable=SC2086
+  "$NPM_BIN" install --prefix "$clients_dir" --no-audit --no-fund --loglevel=error \
+    --save-exact $clients_pins >/dev/null
+  echo "$clients_pins" >"$clients_dir/.pins"
+fi
+export PNPM_BIN="$clients_dir/node_modules/pnpm/bin/pnpm.cjs"
+export YARN1_JS="$clients_dir/node_modules/yarn/bin/yarn.js"
+export YARN4_JS="$clients_dir/node_modules/@yarnpkg/cli-dist/bin/yarn.js"
+export BUN_BIN="$clients_dir/node_modules/.bin/bun"
+export NPM10_BIN="$clients_dir/node_modules/npm/bin/npm-cli.js"
