@@ -59,6 +59,20 @@ impl Kind {
     }
 }
 
+/// Where the client's configuration points it at the registry, and where the token goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Config {
+    /// Every package from the registry, the token for its host (the open-mode suite).
+    Everything,
+    /// What an organisation writes (the README's snippets): the `@acme` scope to the registry,
+    /// with the token where the client's documentation puts it (`.npmrc` for npm, pnpm, yarn 1
+    /// and bun; `npmScopes` in `.yarnrc.yml` for yarn 4), read from `$GITHUB_TOKEN`.
+    Scope,
+    /// bun only: the scope and its token (`$GITHUB_TOKEN`) in `bunfig.toml`'s
+    /// `[install.scopes]`, no token in `.npmrc`.
+    BunfigScope,
+}
+
 fn tool_env(key: &str) -> PathBuf {
     let value = std::env::var(key).unwrap_or_else(|_| {
         panic!(
@@ -82,13 +96,38 @@ pub struct Client {
     pub root: PathBuf,
     /// `http://127.0.0.1:PORT` (no trailing slash).
     pub registry: String,
-    /// The token it sends.
-    pub token: String,
+    /// The token it sends, if any.
+    pub token: Option<String>,
+    /// How it is configured.
+    pub config: Config,
 }
 
 impl Client {
-    /// Sets up `kind` under `root/<label>` for `registry_url`.
+    /// Sets up `kind` under `root/<label>` for `registry_url`, for every package, with a
+    /// placeholder token (the registry in open mode ignores it).
     pub fn new(kind: Kind, root: &Path, registry_url: &str) -> Client {
+        Self::configured(
+            kind,
+            root,
+            registry_url,
+            Some("test-token"),
+            Config::Everything,
+        )
+    }
+
+    /// Sets up `kind` under `root/<label>` for `registry_url`, configured as `config` says,
+    /// sending `token` (or none).
+    pub fn configured(
+        kind: Kind,
+        root: &Path,
+        registry_url: &str,
+        token: Option<&str>,
+        config: Config,
+    ) -> Client {
+        assert!(
+            config != Config::BunfigScope || kind == Kind::Bun,
+            "bunfig.toml is bun's"
+        );
         let root = root.join(kind.label());
         for dir in ["home", "cache", "store", "config", "data", "state", "tmp"] {
             std::fs::create_dir_all(root.join(dir)).unwrap();
@@ -97,7 +136,8 @@ impl Client {
             kind,
             root,
             registry: registry_url.trim_end_matches('/').to_string(),
-            token: "test-token".to_string(),
+            token: token.map(str::to_string),
+            config,
         };
         // The user-level configuration (npm, pnpm, yarn 1 and bun all read ~/.npmrc).
         std::fs::write(client.home().join(".npmrc"), client.npmrc()).unwrap();
@@ -137,12 +177,67 @@ impl Client {
             .to_string()
     }
 
+    /// The `.npmrc` (user and project). `registry=` always points here, so that nothing can
+    /// reach the public registry even if a client ignored the scope line.
     fn npmrc(&self) -> String {
         let host = self.host_path();
-        format!(
-            "registry={}/\n//{host}/:_authToken={}\naudit=false\nfund=false\nupdate-notifier=false\n",
-            self.registry, self.token
-        )
+        let mut rc = format!("registry={}/\n", self.registry);
+        if self.config != Config::Everything {
+            rc.push_str(&format!("@acme:registry={}/\n", self.registry));
+        }
+        match (&self.token, self.config) {
+            (_, Config::BunfigScope) | (None, _) => {}
+            (Some(token), Config::Everything) => {
+                rc.push_str(&format!("//{host}/:_authToken={token}\n"))
+            }
+            // As the README tells users: the token from the environment.
+            (Some(_), Config::Scope) => {
+                rc.push_str(&format!("//{host}/:_authToken=${{GITHUB_TOKEN}}\n"))
+            }
+        }
+        rc.push_str("audit=false\nfund=false\nupdate-notifier=false\n");
+        rc
+    }
+
+    /// yarn 4's `.yarnrc.yml` lines naming the registry and the token.
+    fn yarnrc_registry(&self) -> String {
+        let token = |indent: &str| match (&self.token, self.config) {
+            (None, _) => String::new(),
+            (Some(_), Config::Scope) => format!("{indent}npmAuthToken: \"${{GITHUB_TOKEN}}\"\n"),
+            (Some(t), _) => format!("{indent}npmAuthToken: \"{t}\"\n"),
+        };
+        match self.config {
+            Config::Scope => format!(
+                "npmRegistryServer: \"{r}\"\n\
+                 npmPreapprovedPackages: [\"@acme/*\"]\n\
+                 npmScopes:\n  acme:\n    npmRegistryServer: \"{r}\"\n{}",
+                token("    "),
+                r = self.registry
+            ),
+            _ => format!("npmRegistryServer: \"{}\"\n{}", self.registry, token("")),
+        }
+    }
+
+    /// bun's `bunfig.toml`.
+    fn bunfig(&self) -> String {
+        let cache = format!("cache = \"{}\"\n", self.cache().display());
+        let entry = match (&self.token, self.config) {
+            (None, _) => format!("\"{}/\"", self.registry),
+            (Some(_), Config::BunfigScope) => format!(
+                "{{ url = \"{}/\", token = \"$GITHUB_TOKEN\" }}",
+                self.registry
+            ),
+            (Some(t), _) => format!("{{ url = \"{}/\", token = \"{t}\" }}", self.registry),
+        };
+        match self.config {
+            Config::Everything => format!("[install]\nregistry = {entry}\n{cache}"),
+            // Scope and token from .npmrc, which bun reads too.
+            Config::Scope => format!("[install]\n{cache}"),
+            Config::BunfigScope => format!(
+                "[install]\nregistry = \"{}/\"\n{cache}\n[install.scopes]\nacme = {entry}\n",
+                self.registry
+            ),
+        }
     }
 
     /// Writes the client's per-project configuration into `dir`.
@@ -172,17 +267,15 @@ impl Client {
                 // yarn 4.18 holds back versions younger than `npmMinimalAgeGate` (default 1d),
                 // judged from the packument's `time`; everything here was published seconds ago.
                 let rc = format!(
-                    "npmRegistryServer: \"{registry}\"\n\
+                    "{registry}\
                      unsafeHttpWhitelist: [\"127.0.0.1\"]\n\
-                     npmAuthToken: \"{token}\"\n\
                      npmMinimalAgeGate: 0\n\
                      enableGlobalCache: false\n\
                      cacheFolder: \"{cache}\"\n\
                      globalFolder: \"{global}\"\n\
                      enableTelemetry: false\n\
                      nodeLinker: {linker}\n",
-                    registry = self.registry,
-                    token = self.token,
+                    registry = self.yarnrc_registry(),
                     cache = self.cache().display(),
                     global = self.root.join("data").display(),
                 );
@@ -194,16 +287,7 @@ impl Client {
             }
             Kind::Bun => {
                 std::fs::write(dir.join(".npmrc"), self.npmrc()).unwrap();
-                std::fs::write(
-                    dir.join("bunfig.toml"),
-                    format!(
-                        "[install]\nregistry = {{ url = \"{}/\", token = \"{}\" }}\ncache = \"{}\"\n",
-                        self.registry,
-                        self.token,
-                        self.cache().display()
-                    ),
-                )
-                .unwrap();
+                std::fs::write(dir.join("bunfig.toml"), self.bunfig()).unwrap();
             }
         }
     }
@@ -277,6 +361,15 @@ impl Client {
             }
             cmd.env(k, v);
         }
+        // The scope configurations read the token from the environment, as users keep it.
+        match (&self.token, self.config) {
+            (Some(token), Config::Scope | Config::BunfigScope) => {
+                cmd.env("GITHUB_TOKEN", token);
+            }
+            _ => {
+                cmd.env_remove("GITHUB_TOKEN");
+            }
+        }
         if self.kind == Kind::Pnpm {
             // `pnpm publish` packs and then runs `npm publish` from PATH: make it the pinned npm.
             let npm_dir = tool_env("NPM_BIN").parent().unwrap().to_path_buf();
@@ -320,14 +413,22 @@ impl Client {
     /// Adds `spec` (`name`, `name@range` or `name@tag`) to the project, saving the exact version
     /// where the client would otherwise widen a tag to a range.
     pub fn add(&self, project: &Path, spec: &str) -> Run {
+        self.ok(project, &self.add_args(spec))
+    }
+
+    /// Tries to add `spec`, returning what happened whether or not it worked.
+    pub fn try_add(&self, project: &Path, spec: &str) -> Run {
+        self.run(project, &self.add_args(spec))
+    }
+
+    fn add_args<'a>(&self, spec: &'a str) -> Vec<&'a str> {
         match self.kind {
-            Kind::Npm11 | Kind::Npm10 => self.ok(project, &["install", spec]),
-            Kind::Pnpm => self.ok(project, &["add", spec]),
-            Kind::Yarn1 => self.ok(project, &["add", spec, "--non-interactive"]),
+            Kind::Npm11 | Kind::Npm10 => vec!["install", spec],
+            Kind::Pnpm | Kind::Bun => vec!["add", spec],
+            Kind::Yarn1 => vec!["add", spec, "--non-interactive"],
             // Without --exact yarn 4 saves a tag's version as `^version`, which then resolves to
             // the highest version in that range rather than the tagged one.
-            Kind::Yarn4NodeModules | Kind::Yarn4Pnp => self.ok(project, &["add", "--exact", spec]),
-            Kind::Bun => self.ok(project, &["add", spec]),
+            Kind::Yarn4NodeModules | Kind::Yarn4Pnp => vec!["add", "--exact", spec],
         }
     }
 

@@ -6,6 +6,7 @@ pub mod fake_github;
 pub mod faults;
 pub mod github_world;
 pub mod lambda_runtime;
+pub mod s3_gate;
 pub mod stack;
 
 use std::io::{BufRead, BufReader, Write};
@@ -15,6 +16,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use sha1::Digest;
+
+use crate::s3_gate::S3Gate;
 
 /// The target directory's binary, next to the test executable's `deps/` directory.
 pub fn sibling_binary(name: &str) -> PathBuf {
@@ -361,7 +364,8 @@ pub enum Backend {
 /// How the S3 emulator is addressed in presigned URLs, relative to the registry (`127.0.0.1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum S3Host {
-    /// `localhost`: another hostname, so npm drops the registry token on the redirect.
+    /// `localhost`, through an [`S3Gate`] that refuses what real S3 refuses: another hostname,
+    /// so npm drops the registry token on the redirect.
     Different,
     /// `127.0.0.1`: the registry's hostname, so npm keeps sending the token to S3.
     Same,
@@ -375,6 +379,8 @@ pub struct AwsResources {
     pub bucket: String,
     /// Environment for a registry process using them.
     pub env: Vec<(String, String)>,
+    /// The gate in front of S3 that holds clients to real S3's rules (`S3Host::Different`).
+    pub gate: Option<S3Gate>,
 }
 
 fn required_env(key: &str) -> String {
@@ -388,8 +394,10 @@ impl AwsResources {
     pub fn create(label: &str, s3_host: S3Host) -> AwsResources {
         let dynamodb = required_env("TEST_DYNAMODB_ENDPOINT");
         let mut s3 = required_env("TEST_S3_ENDPOINT");
-        if s3_host == S3Host::Different {
-            s3 = s3.replace("127.0.0.1", "localhost");
+        // Another hostname, and behind a gate that refuses what real S3 refuses.
+        let gate = (s3_host == S3Host::Different).then(|| S3Gate::start(&s3));
+        if let Some(gate) = &gate {
+            s3 = format!("http://localhost:{}", gate.port);
         }
         let python = required_env("TEST_EMULATOR_PYTHON");
         let suffix: u32 = {
@@ -438,7 +446,12 @@ impl AwsResources {
         env.push(("REGISTRY_STORAGE".to_string(), "aws".to_string()));
         env.push(("REGISTRY_TABLE".to_string(), table.clone()));
         env.push(("REGISTRY_BUCKET".to_string(), bucket.clone()));
-        AwsResources { table, bucket, env }
+        AwsResources {
+            table,
+            bucket,
+            env,
+            gate,
+        }
     }
 }
 

@@ -81,7 +81,12 @@ pub fn deploy_template(label: &str, template: &Path) -> Result<AwsResources, Str
     env.push(("REGISTRY_STORAGE".to_string(), "aws".to_string()));
     env.push(("REGISTRY_TABLE".to_string(), table.clone()));
     env.push(("REGISTRY_BUCKET".to_string(), bucket.clone()));
-    Ok(AwsResources { table, bucket, env })
+    Ok(AwsResources {
+        table,
+        bucket,
+        env,
+        gate: None,
+    })
 }
 
 /// A DynamoDB client on the resources' endpoint (to read back what the stack created).

@@ -1,5 +1,6 @@
 //! The AWS backend in-process against the emulators: AWS requests per operation (printed for the
-//! cost model), a 3,000-version package, and a version with a 1 MB README.
+//! cost model), a 3,000-version package, a version with a 1 MB README, the sweep, and the S3 gate
+//! that holds clients to real S3's rules.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -318,4 +319,62 @@ async fn sweep_removes_only_unreferenced_tarballs() {
     );
     let remaining = h.storage.list(Duration::ZERO).await.unwrap();
     assert_eq!(remaining.len(), 1, "the live version's tarball stays");
+}
+
+/// The gate in front of S3 holds clients to real S3's rule that the emulators do not enforce: a
+/// presigned URL fetched with an `Authorization` header as well is refused. The client suite
+/// relies on it to show that no client leaks the registry's token to S3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_gate_refuses_a_presigned_url_with_a_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = e2e::Backend::aws("gate", S3Host::Different);
+    let server = e2e::Server::start_on(tmp.path(), &backend);
+    let client = e2e::http();
+    let name = "@gate/pkg";
+    let tarball = package_tgz(name, "1.0.0");
+    let put = client
+        .put(format!("{}/{}", server.url, escaped(name)))
+        .json(&publish_doc(name, "1.0.0", &tarball))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let redirect = client
+        .get(format!("{}/{name}/-/pkg-1.0.0.tgz", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status(), 302);
+    let location = redirect.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with("http://localhost:"), "{location}");
+
+    let with_token = client
+        .get(&location)
+        .bearer_auth("ghp_leaked")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_token.status(), 400);
+    let body = with_token.text().await.unwrap();
+    assert!(
+        body.contains("InvalidArgument") && body.contains("Only one auth mechanism allowed"),
+        "{body}"
+    );
+    let plain = client.get(&location).send().await.unwrap();
+    assert_eq!(plain.status(), 200);
+    assert_eq!(plain.bytes().await.unwrap().to_vec(), tarball);
+
+    let e2e::Backend::Aws(resources) = &backend else {
+        unreachable!()
+    };
+    let seen: Vec<(bool, u16)> = resources
+        .gate
+        .as_ref()
+        .unwrap()
+        .requests()
+        .into_iter()
+        .filter(|r| r.presigned)
+        .map(|r| (r.authorization, r.status))
+        .collect();
+    assert_eq!(seen, vec![(true, 400), (false, 200)]);
 }
