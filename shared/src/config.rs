@@ -34,6 +34,9 @@ pub enum AuthMode {
 
 /// Default largest publish body: a 48 MiB tarball once base64-encoded, plus its manifest.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 << 20;
+/// Default memory for rendered packuments: the documents of a busy install (a few hundred packages
+/// at tens of KB each, identity and gzip) fit, and the server stays well inside 64 MB.
+pub const DEFAULT_PACKUMENT_CACHE_BYTES: usize = 16 << 20;
 
 /// Every setting, parsed.
 #[derive(Debug, Clone)]
@@ -74,6 +77,8 @@ pub struct Config {
     pub github_cache_seconds: u64,
     /// `REGISTRY_TOKEN_DAYS`: lifetime of registry tokens from `npm login`.
     pub token_days: u64,
+    /// `REGISTRY_PACKUMENT_CACHE_BYTES`: memory for rendered packuments (0 turns the cache off).
+    pub packument_cache_bytes: usize,
 }
 
 fn parse_bool(key: &'static str, v: &str) -> Result<bool, ConfigError> {
@@ -194,6 +199,10 @@ impl Config {
                 .map(|v| parse_num("REGISTRY_TOKEN_DAYS", &v))
                 .transpose()?
                 .unwrap_or(30),
+            packument_cache_bytes: get("REGISTRY_PACKUMENT_CACHE_BYTES")
+                .map(|v| parse_num("REGISTRY_PACKUMENT_CACHE_BYTES", &v))
+                .transpose()?
+                .unwrap_or(DEFAULT_PACKUMENT_CACHE_BYTES),
         })
     }
 

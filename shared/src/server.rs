@@ -9,6 +9,7 @@ use crate::auth::{Authorizer, GithubAuth, GithubSettings};
 use crate::config::{AuthMode, Config, StorageKind};
 use crate::domain::tarball::TarballLimits;
 use crate::http::AppState;
+use crate::http::rendered::PackumentCache;
 use crate::storage::aws::{AwsSettings, AwsStorage};
 use crate::storage::{KvStore, MetadataStore, TarballStore, embedded};
 
@@ -191,11 +192,13 @@ pub fn build_with_auth(
         max_unpacked_bytes: config.max_unpacked_bytes,
         ..TarballLimits::default()
     };
+    let packuments = PackumentCache::new(config.packument_cache_bytes);
     Arc::new(AppState {
         metadata,
         tarballs,
         config,
         auth,
         tarball_limits,
+        packuments,
     })
 }

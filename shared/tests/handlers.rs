@@ -130,3 +130,135 @@ async fn each_group_serves_only_its_own_routes() {
     let (status, _) = send(&metadata, "GET", "/@s%2fn/1.0.0", vec![]).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// Sends a GET with `headers` and returns status, response headers and the raw body.
+async fn get_raw(
+    app: &axum::Router,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let mut request = Request::builder().method("GET").uri(uri);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap()
+        .to_vec();
+    (status, headers, body)
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+/// Packuments are served from bytes rendered once per revision: gzip when asked (and only then),
+/// a strong ETag per representation, 304 for either, and a write is visible at once.
+#[tokio::test]
+async fn rendered_packuments_follow_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path()).await;
+    let app = router(state.clone(), &[RouteGroup::Metadata, RouteGroup::Publish]);
+    let uri = "/stage/@cache%2fpkg";
+    let (s, _) = send(&app, "PUT", uri, publish_body("@cache/pkg", "1.0.0")).await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    let (s, plain_headers, plain) = get_raw(&app, uri, &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(plain_headers.get("content-encoding").is_none());
+    let doc: Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(doc["dist-tags"]["latest"], "1.0.0");
+
+    // q=0 refuses gzip; a listed gzip gets it, with the same JSON inside and its own ETag.
+    let (_, h, body) = get_raw(&app, uri, &[("accept-encoding", "gzip;q=0, identity")]).await;
+    assert!(h.get("content-encoding").is_none());
+    assert_eq!(body, plain);
+    let (s, gz_headers, gz) = get_raw(&app, uri, &[("accept-encoding", "gzip, deflate, br")]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(gz_headers["content-encoding"], "gzip");
+    assert_eq!(gz_headers["content-type"], "application/json");
+    assert_eq!(gunzip(&gz), plain);
+    assert!(gz.len() < plain.len());
+    let (etag, gz_etag) = (
+        plain_headers["etag"].to_str().unwrap().to_string(),
+        gz_headers["etag"].to_str().unwrap().to_string(),
+    );
+    assert_ne!(etag, gz_etag);
+    assert!(
+        plain_headers["vary"]
+            .to_str()
+            .unwrap()
+            .contains("Accept-Encoding")
+    );
+    for tag in [&etag, &gz_etag] {
+        let (s, _, body) = get_raw(&app, uri, &[("if-none-match", tag)]).await;
+        assert_eq!(s, StatusCode::NOT_MODIFIED);
+        assert!(body.is_empty());
+    }
+
+    // The abbreviated view is a different document with its own ETag.
+    let accept = (
+        "accept",
+        "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*",
+    );
+    let (_, h, abbreviated) = get_raw(&app, uri, &[accept]).await;
+    assert_eq!(h["content-type"], "application/vnd.npm.install-v1+json");
+    assert_ne!(h["etag"].to_str().unwrap(), etag);
+    assert!(serde_json::from_slice::<Value>(&abbreviated).unwrap()["time"].is_null());
+    assert!(state.packuments.bytes() > 0);
+
+    // A write is visible on the next read in both views, and the old ETag no longer matches.
+    let (s, _) = send(&app, "PUT", uri, publish_body("@cache/pkg", "1.1.0")).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, h, body) = get_raw(&app, uri, &[("if-none-match", &etag)]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_ne!(h["etag"].to_str().unwrap(), etag);
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["dist-tags"]["latest"], "1.1.0");
+    let (_, _, body) = get_raw(&app, uri, &[accept, ("accept-encoding", "gzip")]).await;
+    let doc: Value = serde_json::from_slice(&gunzip(&body)).unwrap();
+    assert!(doc["versions"]["1.1.0"].is_object());
+}
+
+/// With the cache turned off (`REGISTRY_PACKUMENT_CACHE_BYTES=0`) every read renders afresh and
+/// nothing is kept.
+#[tokio::test]
+async fn packument_cache_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_string_lossy().into_owned();
+    let config = Config::from_lookup(|k| match k {
+        "REGISTRY_DATA_DIR" => Some(data.clone()),
+        "REGISTRY_UPSTREAM" => Some(String::new()),
+        "REGISTRY_PACKUMENT_CACHE_BYTES" => Some("0".into()),
+        _ => None,
+    })
+    .unwrap();
+    let state = registry::server::build_state(config).await.unwrap();
+    let app = router(state.clone(), &[RouteGroup::Metadata, RouteGroup::Publish]);
+    let (s, _) = send(
+        &app,
+        "PUT",
+        "/@off%2fpkg",
+        publish_body("@off/pkg", "1.0.0"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _, body) = get_raw(&app, "/@off%2fpkg", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        serde_json::from_slice::<Value>(&gunzip(&body)).unwrap()["versions"]["1.0.0"].is_object()
+    );
+    assert_eq!(state.packuments.bytes(), 0);
+}

@@ -6,9 +6,12 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sha2::Digest;
 
+use std::sync::Arc;
+
+use super::rendered::{Rendered, View, cache_headers, if_none_match};
 use super::{ApiError, AppState, RequestContext, Route, json_response};
 use crate::auth::Action;
-use crate::domain::packument::{self, ABBREVIATED_MEDIA_TYPE};
+use crate::domain::packument;
 use crate::domain::{DistTag, PackageDocument, PackageName, VersionState};
 
 /// Handles a metadata route.
@@ -43,33 +46,15 @@ pub async fn load_live(
     }
 }
 
-fn wants_abbreviated(ctx: &RequestContext) -> bool {
-    ctx.headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains(ABBREVIATED_MEDIA_TYPE))
-}
-
 /// Serialises a document with a strong ETag and answers 304 when the client already has it.
 fn cached_json(
     ctx: &RequestContext,
     value: &serde_json::Value,
     content_type: &'static str,
-    modified: Option<String>,
 ) -> Result<Response, ApiError> {
     let body = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))?;
     let etag = format!("\"{}\"", hex::encode(&sha2::Sha256::digest(&body)[..16]));
-    let matches = ctx
-        .headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| {
-            let t = t.trim();
-            t == "*" || t.trim_start_matches("W/") == etag
-        });
+    let matches = if_none_match(&ctx.headers, |t| t == etag.as_bytes());
     let mut response = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
@@ -82,53 +67,39 @@ fn cached_json(
     if let Ok(v) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, v);
     }
-    if let Some(Ok(v)) = modified.map(|m| HeaderValue::from_str(&m)) {
-        headers.insert(header::LAST_MODIFIED, v);
-    }
-    // Private registry: clients may keep the document but must revalidate before using it.
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-cache"),
-    );
-    headers.insert(
-        header::VARY,
-        HeaderValue::from_static("Accept, Accept-Encoding, Authorization"),
-    );
+    cache_headers(headers);
     Ok(response)
 }
 
+/// The packument, from the rendered cache when it holds the package's current revision: then a
+/// read is one small record lookup (which also authorises) and no JSON work at all.
 async fn packument(
     state: &AppState,
     ctx: &RequestContext,
     name: &PackageName,
 ) -> Result<Response, ApiError> {
+    let Some(package) = state.metadata.package(name).await? else {
+        return state.not_here(name, ctx);
+    };
+    state
+        .authorize(ctx, name, Some(&package), Action::Read)
+        .await?;
+    let view = View::requested(&ctx.headers);
+    if let Some(rendered) = state
+        .packuments
+        .get(name, view, &ctx.base_url, package.revision)
+    {
+        return Ok(rendered.respond(&ctx.headers));
+    }
     let doc = match load_live(state, ctx, name).await? {
         Ok(doc) => doc,
         Err(answer) => return Ok(answer),
     };
+    let rendered = Arc::new(Rendered::render(&doc, view, &ctx.base_url)?);
     state
-        .authorize(ctx, name, Some(&doc.package), Action::Read)
-        .await?;
-    let modified = doc
-        .package
-        .modified
-        .format("%a, %d %b %Y %H:%M:%S GMT")
-        .to_string();
-    if wants_abbreviated(ctx) {
-        cached_json(
-            ctx,
-            &packument::abbreviated(&doc, &ctx.base_url),
-            ABBREVIATED_MEDIA_TYPE,
-            Some(modified),
-        )
-    } else {
-        cached_json(
-            ctx,
-            &packument::full(&doc, &ctx.base_url),
-            "application/json",
-            Some(modified),
-        )
-    }
+        .packuments
+        .insert(name, &ctx.base_url, rendered.clone());
+    Ok(rendered.respond(&ctx.headers))
 }
 
 async fn version_or_tag(
@@ -165,7 +136,7 @@ async fn version_or_tag(
     match &record.state {
         VersionState::Live(live) => {
             let manifest = packument::version_manifest(&ctx.base_url, name, &version, live);
-            cached_json(ctx, &manifest, "application/json", None)
+            cached_json(ctx, &manifest, "application/json")
         }
         VersionState::Unpublished { .. } => Err(ApiError::NotFound(format!(
             "version {version} of {name} was unpublished"

@@ -5,6 +5,7 @@ pub mod auth;
 mod error;
 pub mod metadata;
 pub mod publish;
+pub mod rendered;
 pub mod routes;
 pub mod tarball;
 
@@ -39,6 +40,8 @@ pub struct AppState {
     pub auth: Authorizer,
     /// Bounds on tarball inspection.
     pub tarball_limits: TarballLimits,
+    /// Packuments rendered per revision.
+    pub packuments: rendered::PackumentCache,
 }
 
 /// What a handler sees of a request.

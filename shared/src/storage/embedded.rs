@@ -87,17 +87,16 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 #[async_trait]
 impl MetadataStore for EmbeddedMetadata {
     async fn package(&self, name: &PackageName) -> Result<Option<PackageRecord>, StoreError> {
-        let name = name.to_string();
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(internal)?;
-            let table = txn.open_table(PACKAGES).map_err(internal)?;
-            table
-                .get(name.as_str())
-                .map_err(internal)?
-                .map(|v| decode(v.value()))
-                .transpose()
-        })
-        .await
+        // Read in place, not on the blocking pool: every packument read starts here, the record
+        // is small and its pages stay in redb's cache, and a hand-off to another thread per
+        // request cost more (context switches) than the read itself.
+        let txn = self.db.begin_read().map_err(internal)?;
+        let table = txn.open_table(PACKAGES).map_err(internal)?;
+        table
+            .get(name.as_str())
+            .map_err(internal)?
+            .map(|v| decode(v.value()))
+            .transpose()
     }
 
     async fn document(&self, name: &PackageName) -> Result<Option<PackageDocument>, StoreError> {
