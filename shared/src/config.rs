@@ -216,6 +216,19 @@ impl Config {
     }
 }
 
+/// The log filter from `REGISTRY_LOG` (`info` by default): a default level and `target=level`
+/// directives by target prefix, e.g. `debug,hyper=info,aws=warn`. A value that does not parse
+/// falls back to `info` (with a warning on stderr) rather than stopping the process.
+#[cfg(feature = "logging")]
+pub fn log_filter() -> tracing_subscriber::filter::Targets {
+    let spec = std::env::var("REGISTRY_LOG").unwrap_or_else(|_| "info".into());
+    spec.parse().unwrap_or_else(|e| {
+        eprintln!("REGISTRY_LOG={spec:?} is not a log filter ({e}); logging at info");
+        tracing_subscriber::filter::Targets::new()
+            .with_default(tracing_subscriber::filter::LevelFilter::INFO)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

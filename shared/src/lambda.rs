@@ -12,7 +12,10 @@ use crate::http::{BASE_PATH_HEADER, RouteGroup, router};
 pub async fn run(group: RouteGroup) -> Result<(), lambda_http::Error> {
     init_logging();
     let config = Config::from_env()?;
-    let state = crate::server::build_state(config).await?;
+    let state = crate::server::build_state_with_sdk(config, || async {
+        crate::storage::aws::AwsStorage::environment_sdk_config()
+    })
+    .await?;
     lambda_http::run(service(router(state, &[group]))).await
 }
 
@@ -45,11 +48,14 @@ pub fn service(
 /// Plain-text logs without colour (CloudWatch shows escape codes verbatim) and without timestamps
 /// (CloudWatch adds its own).
 fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("REGISTRY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .without_time()
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .without_time(),
+        )
+        .with(crate::config::log_filter())
         .try_init();
 }

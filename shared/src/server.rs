@@ -43,9 +43,15 @@ pub fn aws_settings(config: &Config) -> Result<AwsSettings, StartError> {
         bucket,
         presign: Duration::from_secs(config.presign_seconds),
         force_path_style,
-        dynamodb_endpoint: None,
-        s3_endpoint: None,
+        // Read here rather than left to the SDK's loader, so that both ways of configuring the
+        // SDK (`AwsStorage::default_sdk_config`, `environment_sdk_config`) honour them.
+        dynamodb_endpoint: env_nonempty("AWS_ENDPOINT_URL_DYNAMODB"),
+        s3_endpoint: env_nonempty("AWS_ENDPOINT_URL_S3"),
     })
+}
+
+fn env_nonempty(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.is_empty())
 }
 
 /// The stores of one backend, as the three traits.
@@ -58,8 +64,18 @@ pub struct Stores {
     pub kv: Arc<dyn KvStore>,
 }
 
-/// Opens the configured backend.
+/// Opens the configured backend, the AWS SDK configured by its default chain.
 pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
+    open_stores_with_sdk(config, AwsStorage::default_sdk_config).await
+}
+
+/// Opens the configured backend, the AWS SDK configured by `sdk` (called only for the AWS
+/// backend). Generic, so that a binary links only the SDK configuration it uses.
+pub async fn open_stores_with_sdk<F, Fut>(config: &Config, sdk: F) -> Result<Stores, StartError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = aws_config::SdkConfig>,
+{
     Ok(match config.storage {
         StorageKind::Local => {
             let (m, t) = embedded::open(&config.data_dir)?;
@@ -71,7 +87,8 @@ pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
             }
         }
         StorageKind::Aws => {
-            let s = Arc::new(AwsStorage::from_env(aws_settings(config)?).await);
+            let settings = aws_settings(config)?;
+            let s = Arc::new(AwsStorage::new(&sdk().await, settings));
             Stores {
                 metadata: s.clone(),
                 tarballs: s.clone(),
@@ -148,7 +165,19 @@ pub fn authorizer(config: &Config, kv: Arc<dyn KvStore>) -> Result<Authorizer, S
 
 /// Builds the shared state for `config`: storage backend, auth mode, limits.
 pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
-    let stores = open_stores(&config).await?;
+    build_state_with_sdk(config, AwsStorage::default_sdk_config).await
+}
+
+/// `build_state`, with the AWS SDK configured by `sdk` (see `open_stores_with_sdk`).
+pub async fn build_state_with_sdk<F, Fut>(
+    config: Config,
+    sdk: F,
+) -> Result<Arc<AppState>, StartError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = aws_config::SdkConfig>,
+{
+    let stores = open_stores_with_sdk(&config, sdk).await?;
     let auth = authorizer(&config, stores.kv.clone())?;
     Ok(build_with_auth(
         config,

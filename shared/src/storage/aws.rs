@@ -128,21 +128,56 @@ impl AwsStorage {
             .build_https()
     }
 
-    /// Builds the SDK clients from the standard AWS environment (region, credentials,
-    /// `AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL_S3`, ...) once per process.
-    pub async fn from_env(settings: AwsSettings) -> Self {
-        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+    fn timeouts() -> aws_config::timeout::TimeoutConfig {
+        aws_config::timeout::TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(2))
             .operation_attempt_timeout(Duration::from_secs(10))
             .operation_timeout(Duration::from_secs(25))
-            .build();
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .build()
+    }
+
+    fn retries() -> aws_config::retry::RetryConfig {
+        aws_config::retry::RetryConfig::standard().with_max_attempts(3)
+    }
+
+    /// SDK configuration by the SDK's default chain: environment, profile files, web identity,
+    /// container and instance credentials. For the local server, wherever it runs.
+    pub async fn default_sdk_config() -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
             .http_client(Self::http_client())
-            .timeout_config(timeouts)
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3))
+            .timeout_config(Self::timeouts())
+            .retry_config(Self::retries())
             .load()
-            .await;
-        Self::new(&shared, settings)
+            .await
+    }
+
+    /// SDK configuration from environment variables alone (`AWS_REGION`, the credentials Lambda
+    /// puts there for the function's role, `AWS_ENDPOINT_URL`). The functions use this: none of
+    /// the default chain's providers (profiles, IMDS, STS) is linked into them, which keeps them
+    /// smaller and quicker to start, and nothing is probed over the network at start-up.
+    pub fn environment_sdk_config() -> aws_config::SdkConfig {
+        use aws_config::environment::EnvironmentVariableCredentialsProvider;
+        use aws_sdk_dynamodb::config::{SharedAsyncSleep, SharedCredentialsProvider};
+        let mut builder = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .credentials_provider(SharedCredentialsProvider::new(
+                EnvironmentVariableCredentialsProvider::new(),
+            ))
+            .http_client(Self::http_client())
+            .sleep_impl(SharedAsyncSleep::new(
+                aws_smithy_async::rt::sleep::TokioSleep::new(),
+            ))
+            .time_source(aws_smithy_async::time::SharedTimeSource::default())
+            .timeout_config(Self::timeouts())
+            .retry_config(Self::retries());
+        let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+        if let Some(region) = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")) {
+            builder = builder.region(aws_config::Region::new(region));
+        }
+        if let Some(url) = env("AWS_ENDPOINT_URL") {
+            builder = builder.endpoint_url(url);
+        }
+        builder.build()
     }
 
     /// Builds the clients from an SDK configuration the caller assembled.
