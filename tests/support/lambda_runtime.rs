@@ -165,10 +165,24 @@ pub struct FunctionProcess {
     pub started: Instant,
 }
 
+/// Which build the function binaries come from, for printed figures.
+pub fn function_build() -> String {
+    match std::env::var("LAMBDA_FUNCTION_DIR") {
+        Ok(dir) => format!("binaries from {dir}"),
+        Err(_) => "debug build".into(),
+    }
+}
+
 impl FunctionProcess {
-    /// Starts `binary` (a sibling of the test executable) with the Lambda environment and `env`.
+    /// Starts `binary` (a sibling of the test executable, or from `$LAMBDA_FUNCTION_DIR` when
+    /// set, e.g. the release builds for the start-up benchmark) with the Lambda environment and
+    /// `env`.
     pub fn start(binary: &str, runtime: &FakeRuntime, env: &[(String, String)]) -> FunctionProcess {
-        let mut cmd = Command::new(crate::sibling_binary(binary));
+        let path = match std::env::var_os("LAMBDA_FUNCTION_DIR") {
+            Some(dir) => std::path::PathBuf::from(dir).join(binary),
+            None => crate::sibling_binary(binary),
+        };
+        let mut cmd = Command::new(path);
         cmd.env("AWS_LAMBDA_RUNTIME_API", runtime.address.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", binary)
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")

@@ -90,7 +90,8 @@ async fn publish_and_metadata_binaries_answer_invocations() {
     );
     assert_eq!(r["statusCode"], 200);
     println!(
-        "publish function: process start to first answered invocation {first_answer:?} (debug build, embedded storage)"
+        "publish function: process start to first answered invocation {first_answer:?} ({}, embedded storage)",
+        e2e::lambda_runtime::function_build()
     );
     drop(function);
 }
@@ -146,7 +147,27 @@ async fn functions_on_the_aws_backend_answer_invocations() {
         e2e::integrity(&bytes.bytes().await.unwrap()),
         e2e::integrity(&package_tgz("@acme/fn", "1.0.0"))
     );
+
+    let mut runtime = FakeRuntime::start().await;
+    let metadata = FunctionProcess::start("metadata", &runtime, &resources.env);
+    let r = response(
+        runtime
+            .invoke(apigw_v2_event(
+                "GET",
+                "/@acme%2ffn",
+                "",
+                host.clone(),
+                None,
+                "$default",
+            ))
+            .await,
+    );
+    let metadata_first = metadata.started.elapsed();
+    assert_eq!(r["statusCode"], 200, "{r}");
     println!(
-        "AWS backend, debug build: process start to first answered invocation: publish {publish_first:?}, tarball {tarball_first:?}"
+        "AWS backend, {}: process start to first answered invocation (SDK clients built, one \
+         round of storage requests): publish {publish_first:?}, tarball {tarball_first:?}, \
+         metadata {metadata_first:?}",
+        e2e::lambda_runtime::function_build()
     );
 }
