@@ -19,6 +19,8 @@ use tokio::sync::{Notify, mpsc};
 struct Shared {
     pending: Mutex<VecDeque<(String, Value)>>,
     ready: Notify,
+    /// When the function first asked for an invocation: the end of its init phase.
+    first_poll: Mutex<Option<Instant>>,
 }
 
 /// What the function sent back for one invocation.
@@ -42,6 +44,11 @@ pub struct FakeRuntime {
 type Tx = mpsc::UnboundedSender<(String, Outcome)>;
 
 async fn next(State((shared, _)): State<(Arc<Shared>, Tx)>) -> Response {
+    shared
+        .first_poll
+        .lock()
+        .unwrap()
+        .get_or_insert_with(Instant::now);
     loop {
         let notified = shared.ready.notified();
         if let Some((id, event)) = shared.pending.lock().unwrap().pop_front() {
@@ -133,6 +140,11 @@ impl FakeRuntime {
             outcomes,
             next_id: 0,
         }
+    }
+
+    /// When the function first polled for an invocation (its init phase ended), if it has.
+    pub fn first_poll(&self) -> Option<Instant> {
+        *self.shared.first_poll.lock().unwrap()
     }
 
     /// Queues an event and waits (bounded) for the function's answer to it.

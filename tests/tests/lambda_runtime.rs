@@ -164,10 +164,12 @@ async fn functions_on_the_aws_backend_answer_invocations() {
     );
     let metadata_first = metadata.started.elapsed();
     assert_eq!(r["statusCode"], 200, "{r}");
+    let metadata_init = runtime.first_poll().unwrap() - metadata.started;
     println!(
         "AWS backend, {}: process start to first answered invocation (SDK clients built, one \
          round of storage requests): publish {publish_first:?}, tarball {tarball_first:?}, \
-         metadata {metadata_first:?}",
+         metadata {metadata_first:?}; of which init (start to first poll of the Runtime API, \
+         SDK clients built): metadata {metadata_init:?}",
         e2e::lambda_runtime::function_build()
     );
 }
