@@ -756,12 +756,15 @@ def smoke_corpus() -> Corpus:
 
 
 # Exact top-level versions, for a tree that stays the same from run to run. TypeScript 5.9 rather
-# than 7 (which pulls in twenty platform binaries of ~10 MB each, all of which would be published).
+# than 7, which pulls in twenty platform binaries of ~10 MB each (all of them would be published).
+# Jest 29 rather than 30: jest 30's unrs-resolver 1.13.0 has optional platform bindings that the
+# registry these machines reach does not have, and `npm ci` then refuses the lockfile ("Missing:
+# @unrs/resolver-binding-android-arm-eabi@ from lock file") whatever registry it installs from.
 REAL_DEPENDENCIES = {
     "eslint": "10.15.0",
     "webpack": "5.112.2",
     "typescript": "5.9.3",
-    "jest": "30.5.2",
+    "jest": "29.7.0",
 }
 
 
@@ -861,7 +864,7 @@ def real_corpus(bench_home: Path, npm: str) -> Corpus:
         }
     deps = ", ".join(f"{n}@{v}" for n, v in REAL_DEPENDENCIES.items())
     return Corpus(
-        label=f"{len(packages)} packages",
+        label=" + ".join(REAL_DEPENDENCIES),
         packages=packages,
         dependencies=dict(REAL_DEPENDENCIES),
         expected=expected,
@@ -892,7 +895,8 @@ def write_project(d: Path, corpus: Corpus, registry: str, lockfile: str | None =
         (d / "package-lock.json").write_text(lockfile)
 
 
-def check_lock_tree(packages: dict, corpus: Corpus, server: Server, what: str, optional_seen: dict):
+def check_lock_tree(packages: dict, corpus: Corpus, server: Server, what: str, optional_seen: dict,
+                    kind: str = "installed"):
     """Every path npm placed matches the expected tree: version, integrity, and a tarball URL on the
     server under test. Optional packages npm may skip on this platform, but consistently."""
     installed = {p: e for p, e in packages.items() if p}
@@ -914,7 +918,7 @@ def check_lock_tree(packages: dict, corpus: Corpus, server: Server, what: str, o
         if path not in corpus.expected:
             problems.append(f"{path}: not in the expected tree")
     present_optional = sorted(p for p, e in corpus.expected.items() if e["optional"] and p in installed)
-    key = "present"
+    key = kind  # a lockfile lists every platform's optional packages; an installed tree, this one's
     if key in optional_seen and optional_seen[key] != present_optional:
         problems.append(f"optional packages differ from the first run: {present_optional} vs {optional_seen[key]}")
     optional_seen.setdefault(key, present_optional)
@@ -980,7 +984,8 @@ def lockfile_for(npm: str, env, corpus: Corpus, server: Server, work: Path, opti
     run([npm, "install", "--package-lock-only", "--ignore-scripts", "--no-audit", "--no-fund",
          "--loglevel=error", "--cache", str(cache)], cwd=project, env=env)
     text = (project / "package-lock.json").read_text()
-    check_lock_tree(json.loads(text)["packages"], corpus, server, "npm install --package-lock-only", optional_seen)
+    check_lock_tree(json.loads(text)["packages"], corpus, server, "npm install --package-lock-only", optional_seen,
+                    kind="lockfile")
     shutil.rmtree(cache)
     return text
 
@@ -1063,6 +1068,7 @@ class Results:
     notes: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    aws_rows: list[tuple[str, str]] = field(default_factory=list)
 
     def section(self, title: str):
         self.rows.append(Row(f"**{title}**", "", "", "", "", ""))
@@ -1085,6 +1091,13 @@ def goals_table(results: Results) -> str:
     out = ["| goal | target | measured | |", "|---|---|---|---|"]
     for g in results.goals:
         out.append("| " + " | ".join(g) + " |")
+    return "\n".join(out)
+
+
+def aws_table(results: Results) -> str:
+    out = ["| ours on the AWS backend (moto DynamoDB + LocalStack S3 on this machine) | |", "|---|---:|"]
+    for k, v in results.aws_rows:
+        out.append(f"| {k} | {v} |")
     return "\n".join(out)
 
 
@@ -1136,6 +1149,41 @@ def machine_facts(server_bin: str, verdaccio_bin: str, npm: str) -> list[tuple[s
 
 
 # --------------------------------------------------------------------------------------------
+# AWS emulators (moto's DynamoDB, LocalStack's S3), started by tests/emulators.sh for one phase.
+
+
+class Emulators:
+    def __init__(self, work: Path):
+        self.work = work
+        self.env: dict[str, str] = {}
+
+    def start(self):
+        script = (
+            "set -euo pipefail; source tests/emulators.sh; start_emulators >&2; "
+            "for k in TEST_DYNAMODB_ENDPOINT TEST_S3_ENDPOINT TEST_EMULATOR_PYTHON TEST_MOTO_PID "
+            'TEST_LOCALSTACK_PID EMULATOR_STATE_DIR EMULATOR_LOG_DIR; do echo "$k=${!k}"; done'
+        )
+        env = dict(os.environ, EMULATOR_LOG_DIR=str(self.work / "emulator-logs"))
+        p = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
+        for line in p.stdout.splitlines():
+            k, _, v = line.partition("=")
+            if k:
+                self.env[k] = v
+        if p.returncode != 0:
+            self.stop()
+            raise BenchError(f"the AWS emulators did not start:\n{p.stderr[-3000:]}")
+
+    def stop(self):
+        if not self.env.get("TEST_MOTO_PID") and not self.env.get("TEST_LOCALSTACK_PID"):
+            return
+        keep = ("TEST_MOTO_PID", "TEST_LOCALSTACK_PID", "EMULATOR_STATE_DIR")
+        env = dict(os.environ, **{k: self.env.get(k, "") for k in keep})
+        subprocess.run(["bash", "-c", "source tests/emulators.sh; stop_emulators"], cwd=REPO, env=env,
+                       capture_output=True)
+        self.env.clear()
+
+
+# --------------------------------------------------------------------------------------------
 # The run.
 
 
@@ -1154,6 +1202,15 @@ class Bench:
         self.nginx: Nginx
         self.doc_names = [f"@bench/doc-{n}" for n in plan.doc_sizes]
         self.memory: dict[str, int | None] = {}
+        self.optional_seen: dict = {}
+        self.phases = set(args.phases.split(","))
+        if args.aws is None:
+            args.aws = not plan.smoke
+        if args.aws:
+            self.phases.add("aws")
+        else:
+            self.phases.discard("aws")
+        self.install_runs = args.install_runs or plan.install_runs
 
     # -- lifecycle
 
@@ -1334,14 +1391,15 @@ class Bench:
         plan = self.plan
         R = self.results
         env = npm_env(self.work)
-        optional_seen: dict = {}
+        optional_seen = self.optional_seen
+        runs = self.install_runs
         order = (self.ours, self.nginx, self.verdaccio)
         locks = {}
         for server in order:
             locks[server.label] = lockfile_for(self.npm, env, corpus, server, self.work, optional_seen)
         times: dict[tuple[str, str], list[float]] = {}
         for mode in ("install", "ci"):
-            for i in range(plan.install_runs):
+            for i in range(runs):
                 for server in order:  # interleaved: A, B, C, A, B, C, ...
                     lock = locks[server.label] if mode == "ci" else None
                     tag = f"{mode}-{server.label}-{i}".replace(" ", "-")
@@ -1357,8 +1415,8 @@ class Bench:
             "install, lockfile: npm " + " ".join(npm_install_command(True, Path("$FRESH_CACHE")))
             + "   (the lockfile npm install --package-lock-only wrote against the same server)"
         )
-        R.section(f"npm install, cold cache, {corpus.label}: seconds, median (min–max) of {plan.install_runs}")
-        installed = sum(1 for p, e in corpus.expected.items() if not e["optional"] or p in optional_seen.get("present", []))
+        R.section(f"npm install, cold cache, {corpus.label}: seconds, median (min–max) of {runs}")
+        installed = sum(1 for p, e in corpus.expected.items() if not e["optional"] or p in optional_seen.get("installed", []))
         for mode, title in (("install", "without lockfile (npm install)"), ("ci", "with lockfile (npm ci)")):
             med = {s.label: statistics.median(times[(mode, s.label)]) for s in order}
 
@@ -1380,6 +1438,60 @@ class Bench:
             "each path's version, its sha512 integrity, its tarball URL on the server under test, the "
             "package.json on disk, and `npm ls --all` with no problems."
         )
+
+    # -- the AWS backend, on emulators (reported apart)
+
+    def aws_installs(self, corpus: Corpus):
+        R = self.results
+        emu = Emulators(self.work)
+        log("starting the AWS emulators (tests/emulators.sh)")
+        emu.start()
+        server = None
+        try:
+            name = f"bench-{os.getpid()}"
+            aws_env = {
+                "AWS_ACCESS_KEY_ID": "test",
+                "AWS_SECRET_ACCESS_KEY": "test",
+                "AWS_REGION": "us-east-1",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_ENDPOINT_URL_DYNAMODB": emu.env["TEST_DYNAMODB_ENDPOINT"],
+                "AWS_ENDPOINT_URL_S3": emu.env["TEST_S3_ENDPOINT"],
+            }
+            run([emu.env["TEST_EMULATOR_PYTHON"], str(REPO / "localstack" / "create_resources.py"),
+                 "--table", name, "--bucket", name,
+                 "--dynamodb-endpoint", aws_env["AWS_ENDPOINT_URL_DYNAMODB"],
+                 "--s3-endpoint", aws_env["AWS_ENDPOINT_URL_S3"]],
+                env=dict(os.environ, **aws_env))
+            server = Ours(self.work, free_port(), self.args.server_bin, label="ours-aws")
+            self.servers.append(server)
+            server.launch(dict(aws_env, REGISTRY_TABLE=name, REGISTRY_BUCKET=name), ["--storage", "aws"])
+            t = time.monotonic()
+            refusals = load(server, corpus.packages)
+            if refusals:
+                raise BenchError(f"ours on the AWS backend refused {len(refusals)} packages: {refusals[:5]}")
+            load_s = time.monotonic() - t
+            env = npm_env(self.work)
+            lock = lockfile_for(self.npm, env, corpus, server, self.work, self.optional_seen)
+            t_install = timed_install(self.npm, env, corpus, server, self.work, "aws-install", None, self.optional_seen)
+            t_ci = timed_install(self.npm, env, corpus, server, self.work, "aws-ci", lock, self.optional_seen)
+            server.check_alive()
+            hwm = server.status_kb("VmHWM")
+            log(f"AWS backend: npm install {t_install:.2f} s, npm ci {t_ci:.2f} s")
+            R.aws_rows += [
+                (f"publish the install corpus ({len(corpus.packages)} versions, 4 at once)", f"{load_s:.1f} s"),
+                (f"npm install, no lockfile, cold cache, {corpus.label}", f"{t_install:.2f} s"),
+                (f"npm ci, lockfile, cold cache, {corpus.label}", f"{t_ci:.2f} s"),
+                ("peak RSS of the server (VmHWM)", f"{hwm / 1024:.1f} MiB" if hwm else "?"),
+            ]
+            R.commands.append(
+                "ours on AWS: AWS_ENDPOINT_URL_DYNAMODB=<moto> AWS_ENDPOINT_URL_S3=<LocalStack> "
+                "REGISTRY_TABLE=… REGISTRY_BUCKET=… " + " ".join(server.argv)
+            )
+        finally:
+            if server is not None:
+                server.stop()
+                self.servers.remove(server)
+            emu.stop()
 
     # -- phase 3: publishes
 
@@ -1418,7 +1530,8 @@ class Bench:
                 R.failures.extend(o.failures[:10])
                 raise BenchError(f"our server failed {len(o.failures)} publishes ({title}): {o.failures[:5]}")
             if v.failures:
-                R.notes.append(f"Verdaccio failed {len(v.failures)} of {v.count} publishes ({title}), e.g. `{v.failures[0][:200]}`.")
+                R.notes.append(f"Verdaccio failed {len(v.failures)} of {v.count} publishes ({title}), e.g. "
+                               f"`{' '.join(v.failures[0].split())[:200]}`.")
             if kind in ("seq", "con"):
                 R.goal(f"publish throughput, {title}", "≥ 5× Verdaccio", f"{o.rate / v.rate:.1f}×", o.rate / v.rate >= 5)
         # Version N+1 of the N-version document vs version 2 of a one-version package.
@@ -1461,18 +1574,28 @@ class Bench:
         log(f"work directory {self.work}")
         if plan.smoke:
             corpus = smoke_corpus()
+        elif not self.phases & {"installs", "aws"}:
+            corpus = smoke_corpus()  # not used
         else:
             corpus = real_corpus(self.bench_home, self.npm)
         log(f"install corpus: {corpus.description}")
         self.start_servers()
+        phases = self.phases
         try:
-            self.load_docs()
-            self.load_corpus(corpus)
+            if phases & {"reads", "publishes"}:
+                self.load_docs()
+            if "installs" in phases:
+                self.load_corpus(corpus)
             self.check_servers()
-            self.packument_reads()
-            self.installs(corpus)
-            self.publishes()
+            if "reads" in phases:
+                self.packument_reads()
+            if "installs" in phases:
+                self.installs(corpus)
+            if "publishes" in phases:
+                self.publishes()
             self.check_servers()
+            if "aws" in phases:
+                self.aws_installs(corpus)
             hwm = self.ours.status_kb("VmHWM")
             vhwm = self.verdaccio.status_kb("VmHWM")
             if hwm is None:
@@ -1548,6 +1671,17 @@ def render_doc(bench: Bench, corpus: Corpus, facts, started: datetime.datetime, 
         "nginx's URL as its public URL (so `dist.tarball` points at nginx), loaded identically.",
         *[f"- Failure: {f}" for f in R.failures],
         "",
+        *([
+            "## AWS backend (emulated)",
+            "",
+            "Once, reported apart: our server with `--storage aws` on moto's DynamoDB and LocalStack's S3 "
+            "(the emulators `tests/run` uses, Python processes on the same two cores), tarballs served as "
+            "302 redirects to presigned S3 URLs. These times measure the emulators as much as the registry; "
+            "they say nothing about latency to real AWS.",
+            "",
+            aws_table(R),
+            "",
+        ] if R.aws_rows else []),
         "## Commands",
         "",
         "The whole run: `bench/run` (smoke: `bench/run --smoke`). Inside it:",
@@ -1567,6 +1701,13 @@ def main() -> int:
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, data)")
     ap.add_argument("--release", action="store_true", help="(bench/run) smoke with the release build")
+    ap.add_argument("--phases", default="reads,installs,publishes",
+                    help="comma-separated subset of reads,installs,publishes (default all; a partial run never writes the doc)")
+    ap.add_argument("--install-runs", type=int, default=0, help="runs per server and mode (default 5; smoke 1)")
+    ap.add_argument("--aws", dest="aws", action="store_true", default=None,
+                    help="also time installs from our server on the AWS backend, on the emulators tests/run uses "
+                    "(default in the full run)")
+    ap.add_argument("--no-aws", dest="aws", action="store_false", help="skip the AWS backend")
     args = ap.parse_args()
     plan = SMOKE if args.smoke else FULL
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -1586,7 +1727,11 @@ def main() -> int:
     print()
     for n in bench.results.notes:
         print(f"- {n}")
-    if not plan.smoke and not args.no_doc:
+    partial = set(args.phases.split(",")) != {"reads", "installs", "publishes"} or bench.install_runs != plan.install_runs
+    if bench.results.aws_rows:
+        print()
+        print(aws_table(bench.results))
+    if not plan.smoke and not args.no_doc and not partial:
         doc = REPO / "docs" / "benchmarks.md"
         doc.write_text(render_doc(bench, corpus, facts, started, minutes))
         log(f"wrote {doc}")
