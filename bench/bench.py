@@ -414,6 +414,24 @@ class Server:
             return None
         return None
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used (user + system)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def wait_idle(self, limit: float = 120):
+        """Waits until the server stops using CPU: a server still answering requests that wrk has
+        given up on (Verdaccio under a large document) would otherwise slow the next measurement."""
+        deadline = time.monotonic() + limit
+        prev = self.cpu_seconds()
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            cur = self.cpu_seconds()
+            if cur - prev < 0.015:
+                return
+            prev = cur
+        log(f"{self.label} still busy after {limit:.0f} s")
+
     def stop(self):
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -878,12 +896,6 @@ def real_corpus(bench_home: Path, npm: str) -> Corpus:
 # Installs.
 
 
-@dataclass
-class InstallSetup:
-    server: Server
-    lockfile: str  # the lockfile npm wrote against this server
-
-
 def write_project(d: Path, corpus: Corpus, registry: str, lockfile: str | None = None):
     d.mkdir(parents=True)
     (d / "package.json").write_text(
@@ -1139,12 +1151,13 @@ def machine_facts(server_bin: str, verdaccio_bin: str, npm: str) -> list[tuple[s
         ("memory", mem),
         ("OS, kernel", f"{osname}, Linux {platform.release()}"),
         ("our commit", commit + (" (with uncommitted changes)" if dirty else "")),
-        ("registry-server", server_bin),
+        ("registry-server", f"{out([server_bin, '--version'])} ({server_bin.replace(str(Path.home()), '~')})"),
         ("Verdaccio", out([verdaccio_bin, "--version"])),
         ("nginx", nginx_v),
         ("wrk", wrk_v.split(" [")[0]),
         ("node, npm", f"{out(['node', '--version'])}, npm {out([npm, '--version'])}"),
         ("Python (driver)", platform.python_version()),
+        ("load average at start (1, 5, 15 min)", ", ".join(Path("/proc/loadavg").read_text().split()[:3])),
     ]
 
 
@@ -1296,8 +1309,10 @@ class Bench:
                             url = f"{server.base}/{escaped(name)}"
                             if plan.warmup_seconds:
                                 wrk(url, accept, gz, conns, plan.warmup_seconds, self.work)
+                            server.wait_idle()
                             r = wrk(url, accept, gz, conns, plan.wrk_seconds, self.work)
                             server.check_alive()
+                            server.wait_idle()
                             self.check_bytes(server, name, view, enc, r, sizes[name])
                             cell[server.label] = r
                         if not R.commands or not any(c.startswith("wrk ") for c in R.commands):
@@ -1316,6 +1331,14 @@ class Bench:
                         if conns == max(plan.connections):
                             goal_cells.append((label, cell))
         top = max(plan.connections)
+        need = top / 0.005
+        big = sizes[self.doc_names[1]][("full", "identity")]
+        R.notes.append(
+            f"At {top} connections wrk keeps {top} requests in flight (a closed loop), so latency is about "
+            f"{top} ÷ throughput (Little's law): p99 ≤ 5 ms there needs well over {need:,.0f} requests/s, "
+            f"which for the {plan.doc_sizes[1]:,}-version full document without gzip ({big / 1e6:.1f} MB) "
+            f"would be {need * big / 1e9:.0f} GB/s."
+        )
         worst = min(goal_cells, key=lambda lc: lc[1]["ours"].rps / lc[1]["nginx"].rps)
         ratio = worst[1]["ours"].rps / worst[1]["nginx"].rps
         R.goal(f"packument throughput at {top} connections, both documents, every view and encoding",
@@ -1658,11 +1681,12 @@ def render_doc(bench: Bench, corpus: Corpus, facts, started: datetime.datetime, 
         "## Notes",
         "",
         *[f"- {n}" for n in R.notes],
-        f"- Packument reads: {plan.wrk_seconds} s per cell after a {plan.warmup_seconds} s warm-up, "
-        "servers interleaved per cell; wrk with 1 thread at 1 connection and 2 threads above, 30 s timeout. "
+        f"- Packument reads: {plan.wrk_seconds} s per cell"
+        + (f" after a {plan.warmup_seconds} s warm-up" if plan.warmup_seconds else "")
+        + ", servers interleaved per cell; wrk with 1 thread at 1 connection and 2 threads above, 30 s timeout. "
         "Each cell checks that every response succeeded and had the size of the representation asked for "
         "(our exact bytes for ours and nginx). Latencies are wrk's (closed loop).",
-        f"- Installs: {plan.install_runs} runs per server and mode, interleaved (ours, nginx, Verdaccio, "
+        f"- Installs: {bench.install_runs} run{'s' if bench.install_runs > 1 else ''} per server and mode, interleaved (ours, nginx, Verdaccio, "
         "ours, …), each in a new project directory with a new empty npm cache; only the npm command is timed.",
         "- Publishes: the driver (Python, one keep-alive connection per publisher) sends npm's publish "
         "document, built before the clock starts. Verdaccio rewrites the whole package document on every "
@@ -1690,6 +1714,20 @@ def render_doc(bench: Bench, corpus: Corpus, facts, started: datetime.datetime, 
         *R.commands,
         "```",
         "",
+        "The wrk script (Accept: `application/json` for the full document, npm's "
+        f"`{ACCEPT_ABBREVIATED}` for the abbreviated one; the `Accept-Encoding` line only for gzip):",
+        "",
+        "```lua",
+        WRK_LUA.format(accept="<Accept>", encoding='wrk.headers["Accept-Encoding"] = "gzip"').rstrip(),
+        "```",
+        "",
+        "nginx's configuration:",
+        "",
+        "```nginx",
+        NGINX_CONF.format(workers=os.cpu_count() or 2, prefix="$WORK/nginx", port="PORT",
+                          root="$WORK/nginx/root").rstrip(),
+        "```",
+        "",
     ]
     return "\n".join(lines)
 
@@ -1699,6 +1737,7 @@ def main() -> int:
     ap.add_argument("--server-bin", required=True, help="the registry-server binary to measure")
     ap.add_argument("--smoke", action="store_true", help="tiny corpus, ~1 s per cell, 1 run each; never writes the doc")
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    ap.add_argument("--doc", metavar="PATH", help="write the report here (a smoke or partial run writes one only so)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, data)")
     ap.add_argument("--release", action="store_true", help="(bench/run) smoke with the release build")
     ap.add_argument("--phases", default="reads,installs,publishes",
@@ -1731,8 +1770,10 @@ def main() -> int:
     if bench.results.aws_rows:
         print()
         print(aws_table(bench.results))
-    if not plan.smoke and not args.no_doc and not partial:
+    doc = Path(args.doc) if args.doc else None
+    if doc is None and not plan.smoke and not partial:
         doc = REPO / "docs" / "benchmarks.md"
+    if doc is not None and not args.no_doc:
         doc.write_text(render_doc(bench, corpus, facts, started, minutes))
         log(f"wrote {doc}")
     log(f"done in {minutes:.1f} minutes")
