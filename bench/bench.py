@@ -1759,6 +1759,7 @@ def main() -> int:
         print(f"bench: logs and data kept in {bench.work}", file=sys.stderr)
         return 1
     minutes = (time.monotonic() - T0) / 60
+    facts.append(("load average at the end", ", ".join(Path("/proc/loadavg").read_text().split()[:3])))
     print()
     print(table(bench.results))
     print()
