@@ -678,6 +678,7 @@ class WrkResult:
     bytes_per_request: float
     errors: dict
     command: str
+    connections: int
 
     @property
     def error_count(self) -> int:
@@ -713,6 +714,7 @@ def wrk(url: str, accept: str, gzip_: bool, connections: int, seconds: int, scri
         bytes_per_request=nbytes / max(requests, 1),
         errors=errors,
         command=" ".join(cmd[:-3] + ["<script>", "URL"]).replace(str(script_dir) + "/", ""),
+        connections=connections,
     )
 
 
@@ -1370,7 +1372,10 @@ class Bench:
                 raise BenchError(f"Verdaccio did not compress {name} {view}: {body:.0f} bytes per response")
             return
         expected = ours_sizes[(view, enc)]
-        if not (expected <= body <= expected + 1024):
+        # wrk also counts the bytes of the responses still arriving when it stops (one per
+        # connection at most), which it does not count as requests.
+        slack = (r.requests + r.connections) / r.requests
+        if not (expected <= body <= (expected + 1024) * slack):
             raise BenchError(
                 f"{server.label} sent {body:.0f} bytes per response for {name} {view} {enc}, expected {expected} plus headers"
             )
@@ -1618,7 +1623,14 @@ class Bench:
                 self.publishes()
             self.check_servers()
             if "aws" in phases:
-                self.aws_installs(corpus)
+                try:
+                    self.aws_installs(corpus)
+                except BenchError as e:
+                    if plan.smoke:
+                        raise
+                    # Optional, and last: report it rather than lose the run.
+                    self.results.notes.append(f"The AWS-backend phase failed: {' '.join(str(e).split())[:500]}")
+                    log(f"AWS phase failed: {e}")
             hwm = self.ours.status_kb("VmHWM")
             vhwm = self.verdaccio.status_kb("VmHWM")
             if hwm is None:
