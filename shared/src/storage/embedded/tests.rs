@@ -1,0 +1,140 @@
+//! The group-commit writer keeps each write's own semantics inside a shared commit.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use chrono::Utc;
+use semver::Version;
+
+use super::*;
+use crate::domain::{Dist, LiveVersion, VersionState};
+use crate::storage::{CreateMode, KvStore, VersionChange};
+
+fn record(name: &PackageName, version: &str) -> VersionRecord {
+    let version = Version::parse(version).unwrap();
+    VersionRecord {
+        state: VersionState::Live(Box::new(LiveVersion {
+            manifest: serde_json::Map::new(),
+            dist: Dist {
+                shasum: "0".repeat(40),
+                integrity: "sha512-AAAA".into(),
+                file_count: 1,
+                unpacked_size: 1,
+                tarball_key: TarballKey::new(name, &version, &"ab".repeat(32)),
+            },
+            readme: None,
+            readme_filename: None,
+            deprecated: None,
+        })),
+        version,
+        published: Utc::now(),
+    }
+}
+
+/// A write creating `version`, conditioned on the package being at `expected` revision.
+fn create(name: &PackageName, version: &str, expected: Option<u64>) -> PackageWrite {
+    let mut package = PackageRecord::new(name.clone(), Utc::now());
+    package.revision = expected.map_or(1, |r| r + 1);
+    PackageWrite {
+        package,
+        expected_revision: expected,
+        create: Some((record(name, version), CreateMode::CreateOnly)),
+        changes: Vec::new(),
+    }
+}
+
+type Pending = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+/// Polls each write once, so that all are queued (in this order) before any is awaited.
+fn queue_all(futures: &mut [Pending]) {
+    let mut cx = Context::from_waker(Waker::noop());
+    for f in futures.iter_mut() {
+        assert!(matches!(f.as_mut().poll(&mut cx), Poll::Pending));
+    }
+}
+
+#[tokio::test]
+async fn a_shared_commit_keeps_each_writes_conditions() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = EmbeddedMetadata::open(&dir.path().join("m.redb")).unwrap();
+    let a = PackageName::parse("@t/a").unwrap();
+    let b = PackageName::parse("@t/b").unwrap();
+
+    // Hold the database's write lock so that every write below queues behind it.
+    let hold = meta.db.begin_write().unwrap();
+    let commits_before = meta.commits();
+    let mut writes: Vec<Pending> = Vec::new();
+    let submit = |w: PackageWrite| -> Pending {
+        let meta = meta.clone();
+        Box::pin(async move { meta.write(w).await })
+    };
+    writes.push(submit(create(&a, "1.0.0", None)));
+    // Refused after the first write of the batch: it must change nothing...
+    let mut bad = create(&a, "1.0.0", Some(1));
+    bad.create = None;
+    bad.changes = vec![VersionChange::Deprecate(
+        Version::new(9, 9, 9),
+        Some("gone".into()),
+    )];
+    writes.push(submit(bad));
+    // ...so this one, conditioned on revision 1, still commits.
+    writes.push(submit(create(&a, "1.0.1", Some(1))));
+    // Ten racing first publishes of the same package: exactly one wins.
+    for _ in 0..10 {
+        writes.push(submit(create(&b, "1.0.0", None)));
+    }
+    queue_all(&mut writes);
+    drop(hold);
+    let mut results = Vec::new();
+    for w in writes {
+        results.push(w.await);
+    }
+
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    assert!(
+        matches!(results[1], Err(StoreError::NoSuchVersion(_))),
+        "{:?}",
+        results[1]
+    );
+    assert!(results[2].is_ok(), "{:?}", results[2]);
+    let b_wins = results[3..].iter().filter(|r| r.is_ok()).count();
+    assert_eq!(b_wins, 1, "{:?}", &results[3..]);
+    assert!(
+        results[3..]
+            .iter()
+            .all(|r| r.is_ok() || matches!(r, Err(StoreError::RevisionConflict)))
+    );
+    // All thirteen writes were queued behind the held lock: at most two commits took them.
+    let commits = meta.commits() - commits_before;
+    assert!((1..=2).contains(&commits), "{commits} commits");
+
+    let doc = meta.document(&a).await.unwrap().unwrap();
+    assert_eq!(doc.package.revision, 2);
+    let versions: Vec<String> = doc.versions.iter().map(|v| v.version.to_string()).collect();
+    assert_eq!(versions, ["1.0.0", "1.0.1"]);
+    assert_eq!(meta.document(&b).await.unwrap().unwrap().versions.len(), 1);
+}
+
+#[tokio::test]
+async fn writes_are_durable_across_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.redb");
+    let name = PackageName::parse("@t/durable").unwrap();
+    {
+        let meta = EmbeddedMetadata::open(&path).unwrap();
+        meta.write(create(&name, "1.0.0", None)).await.unwrap();
+        KvStore::put(&meta, "ns", "id", b"value", None)
+            .await
+            .unwrap();
+    }
+    // Dropping the store stops its writer and releases the file, so it opens again at once.
+    let meta = EmbeddedMetadata::open(&path).unwrap();
+    assert_eq!(meta.package(&name).await.unwrap().unwrap().revision, 1);
+    assert_eq!(
+        KvStore::get(&meta, "ns", "id").await.unwrap().as_deref(),
+        Some(&b"value"[..])
+    );
+    KvStore::delete(&meta, "ns", "id").await.unwrap();
+    assert_eq!(KvStore::get(&meta, "ns", "id").await.unwrap(), None);
+}

@@ -1,0 +1,270 @@
+//! Group commit: every write to the embedded database goes through one writer thread, which
+//! applies all the writes queued while the previous commit was in flight in one redb transaction
+//! and one durable commit (one fsync), then answers each writer.
+//!
+//! redb runs one write transaction at a time and each durable commit costs an fsync, so without
+//! this N concurrent publishes queue behind N fsyncs. Batching keeps every write's own semantics:
+//! each write checks its conditions against the state its predecessors in the batch left (the
+//! transaction sees its own writes, as a serial order would), and a refused write changes nothing
+//! because every check runs before its first change. Nobody is answered before the commit is
+//! durable, and a failed commit fails every write in it, so no write is reported and then lost.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use redb::{Database, ReadableTable, WriteTransaction};
+use tokio::sync::oneshot;
+
+use super::{KV, PACKAGES, VERSIONS, decode, encode, internal};
+use crate::domain::{PackageRecord, VersionRecord, VersionState};
+use crate::storage::{CreateMode, PackageWrite, StoreError, VersionChange};
+
+/// At most this many writes share a commit, so one commit's latency stays bounded.
+const MAX_BATCH: usize = 128;
+
+/// One write to the database.
+pub(super) enum Op {
+    /// A conditional package write (see `MetadataStore::write`).
+    Package(Box<PackageWrite>),
+    /// Store (or replace) a key-value entry, already encoded.
+    KvPut {
+        namespace: String,
+        id: String,
+        entry: Vec<u8>,
+    },
+    /// Remove a key-value entry.
+    KvDelete { namespace: String, id: String },
+}
+
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Why a write was not applied.
+enum ApplyError {
+    /// Refused before changing anything: the rest of the batch can still commit.
+    Refused(StoreError),
+    /// Failed part-way: the transaction holds half a write and must be abandoned.
+    Broken(StoreError),
+}
+
+/// The handle writers send to; the thread stops when the last handle is dropped.
+pub(super) struct Writer {
+    queue: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Commits made so far (each one fsync).
+    commits: Arc<AtomicU64>,
+}
+
+impl Writer {
+    /// Starts the writer thread for `db`.
+    pub(super) fn start(db: Arc<Database>) -> Result<Self, StoreError> {
+        let (queue, jobs) = mpsc::channel();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = commits.clone();
+        let thread = std::thread::Builder::new()
+            .name("redb-writer".into())
+            .spawn(move || run(&db, &jobs, &counter))
+            .map_err(internal)?;
+        Ok(Self {
+            queue: Some(queue),
+            thread: Some(thread),
+            commits,
+        })
+    }
+
+    /// Commits made so far.
+    pub(super) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Applies `op` in the next commit and answers once that commit is durable.
+    pub(super) async fn write(&self, op: Op) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .as_ref()
+            .ok_or_else(|| internal("the storage writer has stopped"))?
+            .send(Job { op, reply })
+            .map_err(|_| internal("the storage writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| internal("the storage writer stopped before answering"))?
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread; waiting for it releases the database file before
+        // the store is reported dropped (so the same process can open it again at once).
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(db: &Database, jobs: &mpsc::Receiver<Job>, commits: &AtomicU64) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit(db, batch, commits);
+    }
+}
+
+/// Commits `batch` together; if the transaction breaks, each write is retried on its own so
+/// that one failure does not fail its neighbours.
+fn commit(db: &Database, batch: Vec<Job>, commits: &AtomicU64) {
+    let result = apply_all(db, &batch);
+    if result.is_ok() {
+        commits.fetch_add(1, Ordering::Relaxed);
+    }
+    match result {
+        Ok(results) => {
+            for (job, result) in batch.into_iter().zip(results) {
+                let _ = job.reply.send(result);
+            }
+        }
+        Err(e) if batch.len() == 1 => {
+            if let Some(job) = batch.into_iter().next() {
+                let _ = job.reply.send(Err(e));
+            }
+        }
+        Err(_) => {
+            for job in batch {
+                commit(db, vec![job], commits);
+            }
+        }
+    }
+}
+
+/// Applies every write of the batch in one transaction and commits it durably; the outer error
+/// means nothing of the batch was committed.
+fn apply_all(db: &Database, batch: &[Job]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let txn = db.begin_write().map_err(internal)?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        match apply(&txn, &job.op) {
+            Ok(()) => results.push(Ok(())),
+            Err(ApplyError::Refused(e)) => results.push(Err(e)),
+            Err(ApplyError::Broken(e)) => return Err(e), // dropping `txn` aborts it
+        }
+    }
+    txn.commit().map_err(internal)?;
+    Ok(results)
+}
+
+fn apply(txn: &WriteTransaction, op: &Op) -> Result<(), ApplyError> {
+    match op {
+        Op::Package(write) => apply_package(txn, write),
+        Op::KvPut {
+            namespace,
+            id,
+            entry,
+        } => {
+            let broken = |e: redb::Error| ApplyError::Broken(internal(e));
+            let mut table = txn.open_table(KV).map_err(|e| broken(e.into()))?;
+            table
+                .insert((namespace.as_str(), id.as_str()), entry.as_slice())
+                .map_err(|e| broken(e.into()))?;
+            Ok(())
+        }
+        Op::KvDelete { namespace, id } => {
+            let broken = |e: redb::Error| ApplyError::Broken(internal(e));
+            let mut table = txn.open_table(KV).map_err(|e| broken(e.into()))?;
+            table
+                .remove((namespace.as_str(), id.as_str()))
+                .map_err(|e| broken(e.into()))?;
+            Ok(())
+        }
+    }
+}
+
+/// Checks the write's conditions (as DynamoDB's condition expressions would), then applies it.
+fn apply_package(txn: &WriteTransaction, write: &PackageWrite) -> Result<(), ApplyError> {
+    let refused = |e: StoreError| ApplyError::Refused(e);
+    let read = |e: redb::StorageError| ApplyError::Refused(internal(e));
+    let name = write.package.name.as_str();
+
+    // Checks: nothing is changed until every one of them has passed.
+    let mut packages = txn.open_table(PACKAGES).map_err(|e| refused(internal(e)))?;
+    let current: Option<PackageRecord> = packages
+        .get(name)
+        .map_err(read)?
+        .map(|v| decode(v.value()))
+        .transpose()
+        .map_err(refused)?;
+    if current.as_ref().map(|p| p.revision) != write.expected_revision {
+        return Err(refused(StoreError::RevisionConflict));
+    }
+    let mut versions = txn.open_table(VERSIONS).map_err(|e| refused(internal(e)))?;
+    let stored = |versions: &redb::Table<(&str, &str), &[u8]>, key: &str| {
+        versions
+            .get((name, key))
+            .map_err(read)?
+            .map(|v| decode::<VersionRecord>(v.value()))
+            .transpose()
+            .map_err(refused)
+    };
+    // Every version record to (re)write, by version string, in its final state.
+    let mut updates: BTreeMap<String, VersionRecord> = BTreeMap::new();
+    if let Some((record, mode)) = &write.create {
+        let key = record.version.to_string();
+        match (stored(&versions, &key)?.map(|e| e.state), mode) {
+            (None, _) | (Some(VersionState::Live(_)), CreateMode::AllowOverwrite) => {}
+            (Some(VersionState::Unpublished { .. }), _) => {
+                return Err(refused(StoreError::VersionRetired));
+            }
+            (Some(VersionState::Live(_)), CreateMode::CreateOnly) => {
+                return Err(refused(StoreError::VersionExists));
+            }
+        }
+        updates.insert(key, record.clone());
+    }
+    for change in &write.changes {
+        let version = match change {
+            VersionChange::Deprecate(v, _) | VersionChange::Unpublish(v, _) => v,
+        };
+        let key = version.to_string();
+        let mut record = match updates.remove(&key) {
+            Some(pending) => pending,
+            None => stored(&versions, &key)?
+                .ok_or_else(|| refused(StoreError::NoSuchVersion(version.clone())))?,
+        };
+        match (change, &mut record.state) {
+            (VersionChange::Deprecate(_, message), VersionState::Live(live)) => {
+                live.deprecated = message.clone();
+            }
+            (VersionChange::Unpublish(_, at), VersionState::Live(_)) => {
+                record.state = VersionState::Unpublished { at: *at };
+            }
+            (_, VersionState::Unpublished { .. }) => {
+                return Err(refused(StoreError::NoSuchVersion(version.clone())));
+            }
+        }
+        updates.insert(key, record);
+    }
+    let package = encode(&write.package).map_err(refused)?;
+    let records = updates
+        .iter()
+        .map(|(key, record)| Ok((key.as_str(), encode(record)?)))
+        .collect::<Result<Vec<_>, StoreError>>()
+        .map_err(refused)?;
+
+    // Changes: a failure from here on leaves the transaction half-written.
+    let broken = |e: redb::StorageError| ApplyError::Broken(internal(e));
+    for (key, record) in &records {
+        versions
+            .insert((name, *key), record.as_slice())
+            .map_err(broken)?;
+    }
+    packages.insert(name, package.as_slice()).map_err(broken)?;
+    Ok(())
+}
