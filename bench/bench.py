@@ -1718,6 +1718,18 @@ def render_doc(bench: Bench, corpus: Corpus, facts, started: datetime.datetime, 
             aws_table(R),
             "",
         ] if R.aws_rows else []),
+        "## Measured elsewhere",
+        "",
+        "- Lambda shape (issue 9, item 5): stripped arm64 `bootstrap` size per function after "
+        "`infra/build-functions.sh` (`ls -l target/lambda/*/bootstrap`), and process start to the first "
+        "answered invocation through a Runtime API on the AWS backend, plus warm invocation times: "
+        "`LAMBDA_FUNCTION_DIR=<release dir> cargo test -p e2e --test lambda_runtime -- --nocapture` "
+        "under the emulators. Figures: README, \"Lambda functions\".",
+        "- AWS requests per operation (what the cost model multiplies): `tests/tests/aws_backend.rs`; "
+        "README, \"AWS backend\".",
+        "- Cost per million installs and per thousand publishes, beside CodeArtifact and GitHub Packages: "
+        "`docs/cost.md`.",
+        "",
         "## Commands",
         "",
         "The whole run: `bench/run` (smoke: `bench/run --smoke`). Inside it:",

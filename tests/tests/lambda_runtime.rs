@@ -12,6 +12,27 @@ fn local_env(dir: &std::path::Path) -> Vec<(String, String)> {
     )]
 }
 
+/// Warm invocations timed per function after its first (cold) one.
+const WARM_INVOCATIONS: usize = 25;
+
+/// Invokes `event(i)` `WARM_INVOCATIONS` times, checking each status; the median round trip
+/// through the Runtime API (what Lambda bills as duration, plus a loopback hop).
+async fn warm_median(
+    runtime: &mut FakeRuntime,
+    event: impl Fn(usize) -> Value,
+    status: u16,
+) -> std::time::Duration {
+    let mut times = Vec::with_capacity(WARM_INVOCATIONS);
+    for i in 0..WARM_INVOCATIONS {
+        let started = std::time::Instant::now();
+        let r = response(runtime.invoke(event(i)).await);
+        times.push(started.elapsed());
+        assert_eq!(r["statusCode"], status, "{r}");
+    }
+    times.sort();
+    times[times.len() / 2]
+}
+
 fn response(outcome: Outcome) -> Value {
     match outcome {
         Outcome::Response(v) => v,
@@ -123,6 +144,28 @@ async fn functions_on_the_aws_backend_answer_invocations() {
     );
     assert_eq!(r["statusCode"], 201, "{r}");
     let publish_first = publish.started.elapsed();
+    let publish_warm = warm_median(
+        &mut runtime,
+        |i| {
+            let version = format!("1.0.{}", i + 1);
+            let doc = serde_json::to_vec(&publish_doc(
+                "@acme/fn",
+                &version,
+                &package_tgz("@acme/fn", &version),
+            ))
+            .unwrap();
+            apigw_v2_event(
+                "PUT",
+                "/@acme%2Ffn",
+                "",
+                host.clone(),
+                Some(&doc),
+                "$default",
+            )
+        },
+        201,
+    )
+    .await;
 
     let mut runtime = FakeRuntime::start().await;
     let tarball = FunctionProcess::start("tarball", &runtime, &resources.env);
@@ -140,6 +183,21 @@ async fn functions_on_the_aws_backend_answer_invocations() {
     );
     let tarball_first = tarball.started.elapsed();
     assert_eq!(r["statusCode"], 302, "{r}");
+    let tarball_warm = warm_median(
+        &mut runtime,
+        |_| {
+            apigw_v2_event(
+                "GET",
+                "/@acme/fn/-/fn-1.0.0.tgz",
+                "",
+                host.clone(),
+                None,
+                "prod",
+            )
+        },
+        302,
+    )
+    .await;
     let location = r["headers"]["location"].as_str().unwrap();
     let bytes = reqwest::get(location).await.unwrap();
     assert_eq!(bytes.status(), 200);
@@ -165,11 +223,19 @@ async fn functions_on_the_aws_backend_answer_invocations() {
     let metadata_first = metadata.started.elapsed();
     assert_eq!(r["statusCode"], 200, "{r}");
     let metadata_init = runtime.first_poll().unwrap() - metadata.started;
+    let metadata_warm = warm_median(
+        &mut runtime,
+        |_| apigw_v2_event("GET", "/@acme%2ffn", "", host.clone(), None, "$default"),
+        200,
+    )
+    .await;
     println!(
         "AWS backend, {}: process start to first answered invocation (SDK clients built, one \
          round of storage requests): publish {publish_first:?}, tarball {tarball_first:?}, \
          metadata {metadata_first:?}; of which init (start to first poll of the Runtime API, \
-         SDK clients built): metadata {metadata_init:?}",
+         SDK clients built): metadata {metadata_init:?}. Warm invocations, median of \
+         {WARM_INVOCATIONS} (emulator round trips included): publish {publish_warm:?}, \
+         tarball {tarball_warm:?}, metadata (26 versions) {metadata_warm:?}",
         e2e::lambda_runtime::function_build()
     );
 }

@@ -6,6 +6,7 @@
 //! serialisable write transactions with durable commits, and its key-ordered tables map directly
 //! onto DynamoDB's partition-and-sort-key layout.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -53,6 +54,40 @@ pub struct EmbeddedMetadata {
     db: Arc<Database>,
     /// Every write goes through the group-commit writer; reads open their own transactions.
     writer: Arc<Writer>,
+    /// Package records as read at a package generation (see `RecordCache`).
+    records: Arc<RecordCache>,
+}
+
+/// Package records read since the last package write. Every packument read starts with the
+/// package record (its revision says whether the rendered bytes are current); while no package
+/// changes, it comes from here instead of a read transaction and a JSON decode. This database
+/// admits one process, whose writer bumps the generation after each commit that changed a
+/// package and before answering its writers, so an entry from an older generation is never used.
+#[derive(Default)]
+struct RecordCache {
+    entries: std::sync::RwLock<HashMap<String, (u64, PackageRecord)>>,
+}
+
+/// Entries kept at most; past it the cache starts over (records are small: ~1 KB each).
+const RECORD_CACHE_ENTRIES: usize = 10_000;
+
+impl RecordCache {
+    fn get(&self, name: &str, generation: u64) -> Option<PackageRecord> {
+        let entries = self.entries.read().ok()?;
+        match entries.get(name) {
+            Some((g, record)) if *g == generation => Some(record.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, name: &str, generation: u64, record: &PackageRecord) {
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= RECORD_CACHE_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(name.to_string(), (generation, record.clone()));
+        }
+    }
 }
 
 impl EmbeddedMetadata {
@@ -66,7 +101,11 @@ impl EmbeddedMetadata {
         txn.commit().map_err(internal)?;
         let db = Arc::new(db);
         let writer = Arc::new(Writer::start(db.clone())?);
-        Ok(Self { db, writer })
+        Ok(Self {
+            db,
+            writer,
+            records: Arc::default(),
+        })
     }
 
     /// Durable commits since opening (one fsync each): fewer than writes when writes share them.
@@ -96,16 +135,26 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 #[async_trait]
 impl MetadataStore for EmbeddedMetadata {
     async fn package(&self, name: &PackageName) -> Result<Option<PackageRecord>, StoreError> {
+        // The generation is read before the transaction begins: a record read after a later
+        // commit is then filed under an older generation, which is already out of date.
+        let generation = self.writer.package_generation();
+        if let Some(record) = self.records.get(name.as_str(), generation) {
+            return Ok(Some(record));
+        }
         // Read in place, not on the blocking pool: every packument read starts here, the record
         // is small and its pages stay in redb's cache, and a hand-off to another thread per
         // request cost more (context switches) than the read itself.
         let txn = self.db.begin_read().map_err(internal)?;
         let table = txn.open_table(PACKAGES).map_err(internal)?;
-        table
+        let record: Option<PackageRecord> = table
             .get(name.as_str())
             .map_err(internal)?
             .map(|v| decode(v.value()))
-            .transpose()
+            .transpose()?;
+        if let Some(record) = &record {
+            self.records.put(name.as_str(), generation, record);
+        }
+        Ok(record)
     }
 
     async fn document(&self, name: &PackageName) -> Result<Option<PackageDocument>, StoreError> {

@@ -138,3 +138,24 @@ async fn writes_are_durable_across_reopening() {
     KvStore::delete(&meta, "ns", "id").await.unwrap();
     assert_eq!(KvStore::get(&meta, "ns", "id").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn package_reads_follow_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = EmbeddedMetadata::open(&dir.path().join("m.redb")).unwrap();
+    let name = PackageName::parse("@t/cached").unwrap();
+    let other = PackageName::parse("@t/other").unwrap();
+    assert_eq!(meta.package(&name).await.unwrap(), None);
+    meta.write(create(&name, "1.0.0", None)).await.unwrap();
+    for _ in 0..2 {
+        // The second read is answered from the record cache.
+        assert_eq!(meta.package(&name).await.unwrap().unwrap().revision, 1);
+    }
+    meta.write(create(&name, "1.0.1", Some(1))).await.unwrap();
+    assert_eq!(meta.package(&name).await.unwrap().unwrap().revision, 2);
+    // A refused write and a write to another package leave it right, too.
+    assert!(meta.write(create(&name, "1.0.2", Some(1))).await.is_err());
+    meta.write(create(&other, "1.0.0", None)).await.unwrap();
+    assert_eq!(meta.package(&name).await.unwrap().unwrap().revision, 2);
+    assert_eq!(meta.package(&other).await.unwrap().unwrap().revision, 1);
+}

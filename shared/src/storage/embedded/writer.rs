@@ -57,23 +57,34 @@ pub(super) struct Writer {
     thread: Option<std::thread::JoinHandle<()>>,
     /// Commits made so far (each one fsync).
     commits: Arc<AtomicU64>,
+    /// Commits that changed at least one package, bumped before their writers are answered.
+    package_generation: Arc<AtomicU64>,
 }
 
 impl Writer {
     /// Starts the writer thread for `db`.
     pub(super) fn start(db: Arc<Database>) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel();
-        let commits = Arc::new(AtomicU64::new(0));
-        let counter = commits.clone();
+        let counters = Counters::default();
+        let (commits, package_generation) = (
+            counters.commits.clone(),
+            counters.package_generation.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name("redb-writer".into())
-            .spawn(move || run(&db, &jobs, &counter))
+            .spawn(move || run(&db, &jobs, &counters))
             .map_err(internal)?;
         Ok(Self {
             queue: Some(queue),
             thread: Some(thread),
             commits,
+            package_generation,
         })
+    }
+
+    /// Changes whenever a committed write changed a package (and before its writer hears so).
+    pub(super) fn package_generation(&self) -> u64 {
+        self.package_generation.load(Ordering::Acquire)
     }
 
     /// Commits made so far.
@@ -106,7 +117,14 @@ impl Drop for Writer {
     }
 }
 
-fn run(db: &Database, jobs: &mpsc::Receiver<Job>, commits: &AtomicU64) {
+/// What the writer thread counts, read by the stores.
+#[derive(Default)]
+struct Counters {
+    commits: Arc<AtomicU64>,
+    package_generation: Arc<AtomicU64>,
+}
+
+fn run(db: &Database, jobs: &mpsc::Receiver<Job>, counters: &Counters) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -115,16 +133,23 @@ fn run(db: &Database, jobs: &mpsc::Receiver<Job>, commits: &AtomicU64) {
                 Err(_) => break,
             }
         }
-        commit(db, batch, commits);
+        commit(db, batch, counters);
     }
 }
 
 /// Commits `batch` together; if the transaction breaks, each write is retried on its own so
 /// that one failure does not fail its neighbours.
-fn commit(db: &Database, batch: Vec<Job>, commits: &AtomicU64) {
+fn commit(db: &Database, batch: Vec<Job>, counters: &Counters) {
     let result = apply_all(db, &batch);
-    if result.is_ok() {
-        commits.fetch_add(1, Ordering::Relaxed);
+    if let Ok(results) = &result {
+        counters.commits.fetch_add(1, Ordering::Relaxed);
+        let changed_a_package = batch
+            .iter()
+            .zip(results)
+            .any(|(job, r)| matches!(job.op, Op::Package(_)) && r.is_ok());
+        if changed_a_package {
+            counters.package_generation.fetch_add(1, Ordering::Release);
+        }
     }
     match result {
         Ok(results) => {
@@ -139,7 +164,7 @@ fn commit(db: &Database, batch: Vec<Job>, commits: &AtomicU64) {
         }
         Err(_) => {
             for job in batch {
-                commit(db, vec![job], commits);
+                commit(db, vec![job], counters);
             }
         }
     }
