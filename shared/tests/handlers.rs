@@ -262,3 +262,30 @@ async fn packument_cache_can_be_turned_off() {
     );
     assert_eq!(state.packuments.bytes(), 0);
 }
+
+/// A burst of readers that all miss (right after a write) renders the document once: the others
+/// wait for the rendering and take it from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_render_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path()).await;
+    let app = router(state.clone(), &[RouteGroup::Metadata, RouteGroup::Publish]);
+    for v in ["1.0.0", "1.0.1"] {
+        let (s, _) = send(&app, "PUT", "/@burst%2fpkg", publish_body("@burst/pkg", v)).await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    let before = state.packuments.renders();
+    let readers: Vec<_> = (0..32)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { get_raw(&app, "/@burst%2fpkg", &[]).await })
+        })
+        .collect();
+    for r in readers {
+        let (s, _, body) = r.await.unwrap();
+        assert_eq!(s, StatusCode::OK);
+        let doc: Value = serde_json::from_slice(&body).unwrap();
+        assert!(doc["versions"]["1.0.1"].is_object());
+    }
+    assert_eq!(state.packuments.renders() - before, 1);
+}

@@ -91,11 +91,19 @@ async fn packument(
     {
         return Ok(rendered.respond(&ctx.headers));
     }
+    let _permit = state.packuments.render_permit().await;
+    if let Some(rendered) = state
+        .packuments
+        .get(name, view, &ctx.base_url, package.revision)
+    {
+        return Ok(rendered.respond(&ctx.headers));
+    }
     let doc = match load_live(state, ctx, name).await? {
         Ok(doc) => doc,
         Err(answer) => return Ok(answer),
     };
     let rendered = Arc::new(Rendered::render(&doc, view, &ctx.base_url)?);
+    drop(doc); // before the response is built: the decoded document is the bulk of a render
     state
         .packuments
         .insert(name, &ctx.base_url, rendered.clone());
