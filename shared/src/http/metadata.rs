@@ -102,8 +102,13 @@ async fn packument(
         Ok(doc) => doc,
         Err(answer) => return Ok(answer),
     };
-    let rendered = Arc::new(Rendered::render(&doc, view, &ctx.base_url)?);
-    drop(doc); // before the response is built: the decoded document is the bulk of a render
+    // Rendered off the async workers (thousands of versions take tens of milliseconds), and
+    // dropped there too: the decoded document is the bulk of a rendering's memory.
+    let base_url = ctx.base_url.clone();
+    let rendered = tokio::task::spawn_blocking(move || Rendered::render(&doc, view, &base_url))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let rendered = Arc::new(rendered);
     state
         .packuments
         .insert(name, &ctx.base_url, rendered.clone());
