@@ -122,82 +122,54 @@ async fn functions_on_the_aws_backend_answer_invocations() {
     let resources = e2e::AwsResources::create("fn", e2e::S3Host::Different);
     let host = json!({ "host": "abc123.execute-api.eu-west-1.amazonaws.com", "x-forwarded-proto": "https", "content-type": "application/json" });
 
+    // Each function's event, for its first (cold) invocation and its warm ones alike.
+    let publish_event = |version: &str| {
+        let doc = serde_json::to_vec(&publish_doc(
+            "@acme/fn",
+            version,
+            &package_tgz("@acme/fn", version),
+        ))
+        .unwrap();
+        apigw_v2_event(
+            "PUT",
+            "/@acme%2Ffn",
+            "",
+            host.clone(),
+            Some(&doc),
+            "$default",
+        )
+    };
+    let tarball_event = || {
+        apigw_v2_event(
+            "GET",
+            "/@acme/fn/-/fn-1.0.0.tgz",
+            "",
+            host.clone(),
+            None,
+            "prod",
+        )
+    };
+    let metadata_event =
+        || apigw_v2_event("GET", "/@acme%2ffn", "", host.clone(), None, "$default");
+
     let mut runtime = FakeRuntime::start().await;
     let publish = FunctionProcess::start("publish", &runtime, &resources.env);
-    let doc = serde_json::to_vec(&publish_doc(
-        "@acme/fn",
-        "1.0.0",
-        &package_tgz("@acme/fn", "1.0.0"),
-    ))
-    .unwrap();
-    let r = response(
-        runtime
-            .invoke(apigw_v2_event(
-                "PUT",
-                "/@acme%2Ffn",
-                "",
-                host.clone(),
-                Some(&doc),
-                "$default",
-            ))
-            .await,
-    );
+    let r = response(runtime.invoke(publish_event("1.0.0")).await);
     assert_eq!(r["statusCode"], 201, "{r}");
     let publish_first = publish.started.elapsed();
     let publish_warm = warm_median(
         &mut runtime,
-        |i| {
-            let version = format!("1.0.{}", i + 1);
-            let doc = serde_json::to_vec(&publish_doc(
-                "@acme/fn",
-                &version,
-                &package_tgz("@acme/fn", &version),
-            ))
-            .unwrap();
-            apigw_v2_event(
-                "PUT",
-                "/@acme%2Ffn",
-                "",
-                host.clone(),
-                Some(&doc),
-                "$default",
-            )
-        },
+        |i| publish_event(&format!("1.0.{}", i + 1)),
         201,
     )
     .await;
 
     let mut runtime = FakeRuntime::start().await;
     let tarball = FunctionProcess::start("tarball", &runtime, &resources.env);
-    let r = response(
-        runtime
-            .invoke(apigw_v2_event(
-                "GET",
-                "/@acme/fn/-/fn-1.0.0.tgz",
-                "",
-                host.clone(),
-                None,
-                "prod",
-            ))
-            .await,
-    );
+    let r = response(runtime.invoke(tarball_event()).await);
     let tarball_first = tarball.started.elapsed();
     assert_eq!(r["statusCode"], 302, "{r}");
-    let tarball_warm = warm_median(
-        &mut runtime,
-        |_| {
-            apigw_v2_event(
-                "GET",
-                "/@acme/fn/-/fn-1.0.0.tgz",
-                "",
-                host.clone(),
-                None,
-                "prod",
-            )
-        },
-        302,
-    )
-    .await;
+    let tarball_warm = warm_median(&mut runtime, |_| tarball_event(), 302).await;
     let location = r["headers"]["location"].as_str().unwrap();
     let bytes = reqwest::get(location).await.unwrap();
     assert_eq!(bytes.status(), 200);
@@ -208,27 +180,11 @@ async fn functions_on_the_aws_backend_answer_invocations() {
 
     let mut runtime = FakeRuntime::start().await;
     let metadata = FunctionProcess::start("metadata", &runtime, &resources.env);
-    let r = response(
-        runtime
-            .invoke(apigw_v2_event(
-                "GET",
-                "/@acme%2ffn",
-                "",
-                host.clone(),
-                None,
-                "$default",
-            ))
-            .await,
-    );
+    let r = response(runtime.invoke(metadata_event()).await);
     let metadata_first = metadata.started.elapsed();
     assert_eq!(r["statusCode"], 200, "{r}");
     let metadata_init = runtime.first_poll().unwrap() - metadata.started;
-    let metadata_warm = warm_median(
-        &mut runtime,
-        |_| apigw_v2_event("GET", "/@acme%2ffn", "", host.clone(), None, "$default"),
-        200,
-    )
-    .await;
+    let metadata_warm = warm_median(&mut runtime, |_| metadata_event(), 200).await;
     println!(
         "AWS backend, {}: process start to first answered invocation (SDK clients built, one \
          round of storage requests): publish {publish_first:?}, tarball {tarball_first:?}, \

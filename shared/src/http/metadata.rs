@@ -85,17 +85,17 @@ async fn packument(
         .authorize(ctx, name, Some(&package), Action::Read)
         .await?;
     let view = View::requested(&ctx.headers);
-    if let Some(rendered) = state
-        .packuments
-        .get(name, view, &ctx.base_url, package.revision)
-    {
+    let cached = || {
+        state
+            .packuments
+            .get(name, view, &ctx.base_url, package.revision)
+    };
+    if let Some(rendered) = cached() {
         return Ok(rendered.respond(&ctx.headers));
     }
+    // Whoever held the permit may have just rendered this very document.
     let _permit = state.packuments.render_permit().await;
-    if let Some(rendered) = state
-        .packuments
-        .get(name, view, &ctx.base_url, package.revision)
-    {
+    if let Some(rendered) = cached() {
         return Ok(rendered.respond(&ctx.headers));
     }
     let doc = match load_live(state, ctx, name).await? {

@@ -205,9 +205,9 @@ pub struct PackumentCache {
     entries: Mutex<Entries>,
     /// One rendering at a time: a document of thousands of versions takes tens of MB while it is
     /// decoded and rendered, and a burst of readers after a write would otherwise each render it.
-    renders: tokio::sync::Semaphore,
+    render_slot: tokio::sync::Semaphore,
     /// Renderings made so far.
-    rendered: std::sync::atomic::AtomicU64,
+    renders: std::sync::atomic::AtomicU64,
 }
 
 impl PackumentCache {
@@ -216,21 +216,21 @@ impl PackumentCache {
         PackumentCache {
             budget,
             entries: Mutex::new(Entries::default()),
-            renders: tokio::sync::Semaphore::new(1),
-            rendered: std::sync::atomic::AtomicU64::new(0),
+            render_slot: tokio::sync::Semaphore::new(1),
+            renders: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// Renderings made so far (misses that rendered, not misses that found another's rendering).
     pub fn renders(&self) -> u64 {
-        self.rendered.load(std::sync::atomic::Ordering::Relaxed)
+        self.renders.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits for the right to render; check the cache again once it is granted, since the
     /// request that held it may have rendered the same document.
     pub async fn render_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
         // The semaphore is never closed, so this is always `Some`.
-        self.renders.acquire().await.ok()
+        self.render_slot.acquire().await.ok()
     }
 
     /// The rendering of `name` at exactly `revision`, if kept.
@@ -260,7 +260,7 @@ impl PackumentCache {
     /// Keeps `rendered` (unless a newer revision is already kept), evicting the least recently
     /// used entries beyond the budget.
     pub fn insert(&self, name: &PackageName, base_url: &str, rendered: Arc<Rendered>) {
-        self.rendered
+        self.renders
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let size = rendered.size();
         if size > self.budget {

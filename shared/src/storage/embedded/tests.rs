@@ -54,10 +54,16 @@ fn queue_all(futures: &mut [Pending]) {
     }
 }
 
-#[tokio::test]
-async fn a_shared_commit_keeps_each_writes_conditions() {
+/// A store in a fresh directory (kept alive by the returned guard).
+fn fresh_store() -> (tempfile::TempDir, EmbeddedMetadata) {
     let dir = tempfile::tempdir().unwrap();
     let meta = EmbeddedMetadata::open(&dir.path().join("m.redb")).unwrap();
+    (dir, meta)
+}
+
+#[tokio::test]
+async fn a_shared_commit_keeps_each_writes_conditions() {
+    let (_dir, meta) = fresh_store();
     let a = PackageName::parse("@t/a").unwrap();
     let b = PackageName::parse("@t/b").unwrap();
 
@@ -141,8 +147,7 @@ async fn writes_are_durable_across_reopening() {
 
 #[tokio::test]
 async fn package_reads_follow_every_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let meta = EmbeddedMetadata::open(&dir.path().join("m.redb")).unwrap();
+    let (_dir, meta) = fresh_store();
     let name = PackageName::parse("@t/cached").unwrap();
     let other = PackageName::parse("@t/other").unwrap();
     assert_eq!(meta.package(&name).await.unwrap(), None);

@@ -55,41 +55,34 @@ enum ApplyError {
 pub(super) struct Writer {
     queue: Option<mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    /// Commits made so far (each one fsync).
-    commits: Arc<AtomicU64>,
-    /// Commits that changed at least one package, bumped before their writers are answered.
-    package_generation: Arc<AtomicU64>,
+    counters: Arc<Counters>,
 }
 
 impl Writer {
     /// Starts the writer thread for `db`.
     pub(super) fn start(db: Arc<Database>) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel();
-        let counters = Counters::default();
-        let (commits, package_generation) = (
-            counters.commits.clone(),
-            counters.package_generation.clone(),
-        );
+        let counters = Arc::new(Counters::default());
+        let thread_counters = counters.clone();
         let thread = std::thread::Builder::new()
             .name("redb-writer".into())
-            .spawn(move || run(&db, &jobs, &counters))
+            .spawn(move || run(&db, &jobs, &thread_counters))
             .map_err(internal)?;
         Ok(Self {
             queue: Some(queue),
             thread: Some(thread),
-            commits,
-            package_generation,
+            counters,
         })
     }
 
     /// Changes whenever a committed write changed a package (and before its writer hears so).
     pub(super) fn package_generation(&self) -> u64 {
-        self.package_generation.load(Ordering::Acquire)
+        self.counters.package_generation.load(Ordering::Acquire)
     }
 
     /// Commits made so far.
     pub(super) fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        self.counters.commits.load(Ordering::Relaxed)
     }
 
     /// Applies `op` in the next commit and answers once that commit is durable.
@@ -120,8 +113,10 @@ impl Drop for Writer {
 /// What the writer thread counts, read by the stores.
 #[derive(Default)]
 struct Counters {
-    commits: Arc<AtomicU64>,
-    package_generation: Arc<AtomicU64>,
+    /// Commits made so far (each one fsync).
+    commits: AtomicU64,
+    /// Commits that changed at least one package, bumped before their writers are answered.
+    package_generation: AtomicU64,
 }
 
 fn run(db: &Database, jobs: &mpsc::Receiver<Job>, counters: &Counters) {
@@ -140,19 +135,16 @@ fn run(db: &Database, jobs: &mpsc::Receiver<Job>, counters: &Counters) {
 /// Commits `batch` together; if the transaction breaks, each write is retried on its own so
 /// that one failure does not fail its neighbours.
 fn commit(db: &Database, batch: Vec<Job>, counters: &Counters) {
-    let result = apply_all(db, &batch);
-    if let Ok(results) = &result {
-        counters.commits.fetch_add(1, Ordering::Relaxed);
-        let changed_a_package = batch
-            .iter()
-            .zip(results)
-            .any(|(job, r)| matches!(job.op, Op::Package(_)) && r.is_ok());
-        if changed_a_package {
-            counters.package_generation.fetch_add(1, Ordering::Release);
-        }
-    }
-    match result {
+    match apply_all(db, &batch) {
         Ok(results) => {
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            let changed_a_package = batch
+                .iter()
+                .zip(&results)
+                .any(|(job, r)| matches!(job.op, Op::Package(_)) && r.is_ok());
+            if changed_a_package {
+                counters.package_generation.fetch_add(1, Ordering::Release);
+            }
             for (job, result) in batch.into_iter().zip(results) {
                 let _ = job.reply.send(result);
             }
@@ -194,22 +186,25 @@ fn apply(txn: &WriteTransaction, op: &Op) -> Result<(), ApplyError> {
             id,
             entry,
         } => {
-            let broken = |e: redb::Error| ApplyError::Broken(internal(e));
-            let mut table = txn.open_table(KV).map_err(|e| broken(e.into()))?;
+            let mut table = txn.open_table(KV).map_err(broken)?;
             table
                 .insert((namespace.as_str(), id.as_str()), entry.as_slice())
-                .map_err(|e| broken(e.into()))?;
+                .map_err(broken)?;
             Ok(())
         }
         Op::KvDelete { namespace, id } => {
-            let broken = |e: redb::Error| ApplyError::Broken(internal(e));
-            let mut table = txn.open_table(KV).map_err(|e| broken(e.into()))?;
+            let mut table = txn.open_table(KV).map_err(broken)?;
             table
                 .remove((namespace.as_str(), id.as_str()))
-                .map_err(|e| broken(e.into()))?;
+                .map_err(broken)?;
             Ok(())
         }
     }
+}
+
+/// A storage failure after a write's first change.
+fn broken(e: impl std::fmt::Display) -> ApplyError {
+    ApplyError::Broken(internal(e))
 }
 
 /// Checks the write's conditions (as DynamoDB's condition expressions would), then applies it.
@@ -284,7 +279,6 @@ fn apply_package(txn: &WriteTransaction, write: &PackageWrite) -> Result<(), App
         .map_err(refused)?;
 
     // Changes: a failure from here on leaves the transaction half-written.
-    let broken = |e: redb::StorageError| ApplyError::Broken(internal(e));
     for (key, record) in &records {
         versions
             .insert((name, *key), record.as_slice())
