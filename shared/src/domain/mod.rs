@@ -1,6 +1,7 @@
 //! The registry's domain: names, versions, tags, packuments and publish validation. No I/O here.
 
 pub mod integrity;
+pub mod manifest;
 mod name;
 pub mod package;
 pub mod packument;
@@ -9,6 +10,7 @@ pub mod repository;
 mod tag;
 pub mod tarball;
 
+pub use manifest::Manifest;
 pub use name::{NameError, PackageName};
 pub use package::{
     Dist, LiveVersion, PackageDocument, PackageRecord, TarballKey, VersionRecord, VersionState,

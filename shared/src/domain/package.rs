@@ -83,7 +83,7 @@ pub enum VersionState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LiveVersion {
     /// The manifest as published, minus `dist` and `readme` (kept apart below).
-    pub manifest: serde_json::Map<String, serde_json::Value>,
+    pub manifest: super::Manifest,
     /// Digests and storage key of the tarball, computed by the registry.
     pub dist: Dist,
     /// README text, if one was published.

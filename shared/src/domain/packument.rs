@@ -1,7 +1,10 @@
 //! Packument assembly: the full document and the abbreviated install document.
 
+use chrono::{DateTime, Utc};
 use semver::Version;
-use serde_json::{Map, Value, json};
+use serde::ser::{Error as _, SerializeMap};
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 
 use super::PackageName;
 use super::package::{LiveVersion, PackageDocument};
@@ -21,10 +24,9 @@ const LATEST_FIELDS: &[&str] = &[
     "author",
 ];
 
-/// Per-version fields an installer needs (the abbreviated document keeps only these).
+/// Per-version fields an installer needs besides its name and version (the abbreviated document
+/// keeps only these).
 const ABBREVIATED_FIELDS: &[&str] = &[
-    "name",
-    "version",
     "dependencies",
     "optionalDependencies",
     "devDependencies",
@@ -53,139 +55,268 @@ pub fn tarball_url(base_url: &str, name: &PackageName, version: &Version) -> Str
     )
 }
 
-/// One version's manifest as clients see it (in `versions` and from `GET /name/version`).
-pub fn version_manifest(
+/// One version's manifest as clients see it (in `versions` and from `GET /name/version`): the
+/// stored fields with the registry's `name`, `version`, `_id`, `dist` and deprecation.
+pub struct VersionManifest<'a> {
+    /// Where tarball links point.
+    pub base_url: &'a str,
+    /// The package.
+    pub name: &'a PackageName,
+    /// The version.
+    pub version: &'a Version,
+    /// Its record.
+    pub live: &'a LiveVersion,
+}
+
+impl Serialize for VersionManifest<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields = self.live.manifest.fields().map_err(S::Error::custom)?;
+        let mut out = serializer.serialize_map(None)?;
+        out.serialize_entry("name", self.name.as_str())?;
+        out.serialize_entry("version", self.version)?;
+        for (key, value) in fields.iter() {
+            let ours = matches!(key, "name" | "version" | "_id" | "dist")
+                || (key == "deprecated" && self.live.deprecated.is_some());
+            if !ours {
+                out.serialize_entry(key, value)?;
+            }
+        }
+        out.serialize_entry("_id", &format_args!("{}@{}", self.name, self.version))?;
+        out.serialize_entry("dist", &self.dist())?;
+        if let Some(message) = &self.live.deprecated {
+            out.serialize_entry("deprecated", message)?;
+        }
+        out.end()
+    }
+}
+
+impl<'a> VersionManifest<'a> {
+    fn dist(&self) -> DistJson<'a> {
+        DistJson {
+            base_url: self.base_url,
+            name: self.name,
+            version: self.version,
+            live: self.live,
+        }
+    }
+}
+
+/// A version's `dist` object.
+struct DistJson<'a> {
+    base_url: &'a str,
+    name: &'a PackageName,
+    version: &'a Version,
+    live: &'a LiveVersion,
+}
+
+impl Serialize for DistJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let dist = &self.live.dist;
+        let mut out = serializer.serialize_map(Some(5))?;
+        out.serialize_entry("shasum", &dist.shasum)?;
+        out.serialize_entry("integrity", &dist.integrity)?;
+        out.serialize_entry(
+            "tarball",
+            &tarball_url(self.base_url, self.name, self.version),
+        )?;
+        out.serialize_entry("fileCount", &dist.file_count)?;
+        out.serialize_entry("unpackedSize", &dist.unpacked_size)?;
+        out.end()
+    }
+}
+
+/// A JSON object whose entries are produced while it is written, so a document with thousands
+/// of versions never exists as a tree in memory.
+struct LazyMap<F>(F);
+
+impl<F, I, K, V> Serialize for LazyMap<F>
+where
+    F: Fn() -> I,
+    I: IntoIterator<Item = (K, V)>,
+    K: Serialize,
+    V: Serialize,
+{
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map((self.0)())
+    }
+}
+
+struct Iso<'a>(&'a DateTime<Utc>);
+
+impl Serialize for Iso<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    }
+}
+
+fn dist_tags(doc: &PackageDocument) -> impl Serialize + '_ {
+    LazyMap(|| doc.package.dist_tags.iter().map(|(t, v)| (t.as_str(), v)))
+}
+
+/// Writes the full packument (`Accept: application/json`) into `out`.
+pub fn write_full(
+    doc: &PackageDocument,
     base_url: &str,
-    name: &PackageName,
-    version: &Version,
-    live: &LiveVersion,
-) -> Value {
-    let mut m = live.manifest.clone();
-    m.insert("name".into(), json!(name.as_str()));
-    m.insert("version".into(), json!(version.to_string()));
-    m.insert("_id".into(), json!(format!("{name}@{version}")));
-    m.insert("dist".into(), dist_json(base_url, name, version, live));
-    if let Some(msg) = &live.deprecated {
-        m.insert("deprecated".into(), json!(msg));
-    }
-    Value::Object(m)
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
+    serde_json::to_writer(out, &Full { doc, base_url })
 }
 
-fn dist_json(base_url: &str, name: &PackageName, version: &Version, live: &LiveVersion) -> Value {
-    json!({
-        "shasum": live.dist.shasum,
-        "integrity": live.dist.integrity,
-        "tarball": tarball_url(base_url, name, version),
-        "fileCount": live.dist.file_count,
-        "unpackedSize": live.dist.unpacked_size,
-    })
+/// Writes the abbreviated packument (`Accept: application/vnd.npm.install-v1+json`) into `out`.
+pub fn write_abbreviated(
+    doc: &PackageDocument,
+    base_url: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
+    serde_json::to_writer(out, &Abbreviated { doc, base_url })
 }
 
-fn iso(t: &chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+struct Full<'a> {
+    doc: &'a PackageDocument,
+    base_url: &'a str,
 }
 
-fn dist_tags_json(doc: &PackageDocument) -> Value {
-    let tags: Map<String, Value> = doc
-        .package
-        .dist_tags
-        .iter()
-        .map(|(t, v)| (t.as_str().to_string(), json!(v.to_string())))
-        .collect();
-    Value::Object(tags)
-}
-
-/// The full packument (`Accept: application/json`).
-pub fn full(doc: &PackageDocument, base_url: &str) -> Value {
-    let pkg = &doc.package;
-    let name = &pkg.name;
-    let live = doc.live();
-    let mut out = Map::new();
-    out.insert("_id".into(), json!(name.as_str()));
-    out.insert("_rev".into(), json!(pkg.rev_string()));
-    out.insert("name".into(), json!(name.as_str()));
-    out.insert("dist-tags".into(), dist_tags_json(doc));
-    let mut versions = Map::new();
-    let mut time = Map::new();
-    time.insert("created".into(), json!(iso(&pkg.created)));
-    time.insert("modified".into(), json!(iso(&pkg.modified)));
-    for (version, published, l) in &live {
-        versions.insert(
-            version.to_string(),
-            version_manifest(base_url, name, version, l),
-        );
-        time.insert(version.to_string(), json!(iso(published)));
-    }
-    out.insert("versions".into(), Value::Object(versions));
-    out.insert("time".into(), Value::Object(time));
-    let latest = pkg
-        .dist_tags
-        .get(&super::DistTag::latest())
-        .and_then(|v| live.iter().find(|(lv, _, _)| *lv == v))
-        .or(live.last());
-    if let Some((_, _, l)) = latest {
-        for field in LATEST_FIELDS {
-            if let Some(v) = l.manifest.get(*field) {
-                out.insert((*field).into(), v.clone());
+impl Serialize for Full<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let pkg = &self.doc.package;
+        let name = &pkg.name;
+        let live = self.doc.live();
+        let mut out = serializer.serialize_map(None)?;
+        out.serialize_entry("_id", name.as_str())?;
+        out.serialize_entry("_rev", &pkg.rev_string())?;
+        out.serialize_entry("name", name.as_str())?;
+        out.serialize_entry("dist-tags", &dist_tags(self.doc))?;
+        let versions = LazyMap(|| {
+            live.iter().map(|&(version, _, live)| {
+                let manifest = VersionManifest {
+                    base_url: self.base_url,
+                    name,
+                    version,
+                    live,
+                };
+                (version, manifest)
+            })
+        });
+        out.serialize_entry("versions", &versions)?;
+        let time = LazyMap(|| {
+            [
+                ("created", Iso(&pkg.created)),
+                ("modified", Iso(&pkg.modified)),
+            ]
+            .into_iter()
+            .map(|(k, t)| (k.to_string(), t))
+            .chain(
+                live.iter()
+                    .map(|&(version, published, _)| (version.to_string(), Iso(published))),
+            )
+        });
+        out.serialize_entry("time", &time)?;
+        let latest = pkg
+            .dist_tags
+            .get(&super::DistTag::latest())
+            .and_then(|v| live.iter().find(|(lv, _, _)| *lv == v))
+            .or(live.last());
+        if let Some((_, _, l)) = latest {
+            let fields = l.manifest.fields().map_err(S::Error::custom)?;
+            for field in LATEST_FIELDS {
+                if let Some(value) = fields.get(field) {
+                    out.serialize_entry(field, value)?;
+                }
+            }
+            out.serialize_entry("readme", l.readme.as_deref().unwrap_or_default())?;
+            if let Some(f) = &l.readme_filename {
+                out.serialize_entry("readmeFilename", f)?;
             }
         }
-        out.insert("readme".into(), json!(l.readme.clone().unwrap_or_default()));
-        if let Some(f) = &l.readme_filename {
-            out.insert("readmeFilename".into(), json!(f));
-        }
+        out.serialize_entry("users", &LazyMap(|| pkg.stars.iter().map(|u| (u, true))))?;
+        out.end()
     }
-    let users: Map<String, Value> = pkg.stars.iter().map(|u| (u.clone(), json!(true))).collect();
-    out.insert("users".into(), Value::Object(users));
-    Value::Object(out)
 }
 
-/// The abbreviated packument (`Accept: application/vnd.npm.install-v1+json`).
-pub fn abbreviated(doc: &PackageDocument, base_url: &str) -> Value {
-    let pkg = &doc.package;
-    let name = &pkg.name;
-    let mut versions = Map::new();
-    for (version, _, l) in doc.live() {
-        let mut m = Map::new();
+struct Abbreviated<'a> {
+    doc: &'a PackageDocument,
+    base_url: &'a str,
+}
+
+impl Serialize for Abbreviated<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let pkg = &self.doc.package;
+        let live = self.doc.live();
+        let mut out = serializer.serialize_map(Some(4))?;
+        out.serialize_entry("name", pkg.name.as_str())?;
+        out.serialize_entry("modified", &Iso(&pkg.modified))?;
+        out.serialize_entry("dist-tags", &dist_tags(self.doc))?;
+        let versions = LazyMap(|| {
+            live.iter().map(|&(version, _, live)| {
+                let manifest = VersionManifest {
+                    base_url: self.base_url,
+                    name: &pkg.name,
+                    version,
+                    live,
+                };
+                (version, InstallManifest(manifest))
+            })
+        });
+        out.serialize_entry("versions", &versions)?;
+        out.end()
+    }
+}
+
+/// The fields of one version an installer needs.
+struct InstallManifest<'a>(VersionManifest<'a>);
+
+impl Serialize for InstallManifest<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let v = &self.0;
+        let fields = v.live.manifest.fields().map_err(S::Error::custom)?;
+        let mut out = serializer.serialize_map(None)?;
+        out.serialize_entry("name", v.name.as_str())?;
+        out.serialize_entry("version", v.version)?;
         for field in ABBREVIATED_FIELDS {
-            if let Some(v) = l.manifest.get(*field) {
-                m.insert((*field).into(), v.clone());
+            if let Some(value) = fields.get(field) {
+                out.serialize_entry(field, value)?;
             }
         }
-        m.insert("name".into(), json!(name.as_str()));
-        m.insert("version".into(), json!(version.to_string()));
-        if let Some(msg) = &l.deprecated {
-            m.insert("deprecated".into(), json!(msg));
+        if let Some(message) = &v.live.deprecated {
+            out.serialize_entry("deprecated", message)?;
         }
-        if has_install_script(&l.manifest) {
-            m.insert("hasInstallScript".into(), json!(true));
+        if has_install_script(fields.get("scripts")) {
+            out.serialize_entry("hasInstallScript", &true)?;
         }
-        m.insert("dist".into(), dist_json(base_url, name, version, l));
-        versions.insert(version.to_string(), Value::Object(m));
+        out.serialize_entry("dist", &v.dist())?;
+        out.end()
     }
-    json!({
-        "name": name.as_str(),
-        "modified": iso(&pkg.modified),
-        "dist-tags": dist_tags_json(doc),
-        "versions": versions,
-    })
 }
 
-fn has_install_script(manifest: &Map<String, Value>) -> bool {
-    manifest
-        .get("scripts")
-        .and_then(Value::as_object)
-        .is_some_and(|s| {
-            ["preinstall", "install", "postinstall"]
-                .iter()
-                .any(|k| s.contains_key(*k))
-        })
+fn has_install_script(scripts: Option<&RawValue>) -> bool {
+    let Some(scripts) = scripts else {
+        return false;
+    };
+    serde_json::from_str::<super::manifest::Fields>(scripts.get()).is_ok_and(|s| {
+        ["preinstall", "install", "postinstall"]
+            .iter()
+            .any(|k| s.get(k).is_some())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::DistTag;
     use crate::domain::package::*;
+    use crate::domain::{DistTag, Manifest};
+    use serde_json::{Value, json};
+
+    fn full(doc: &PackageDocument, base_url: &str) -> Value {
+        let mut out = Vec::new();
+        write_full(doc, base_url, &mut out).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    fn abbreviated(doc: &PackageDocument, base_url: &str) -> Value {
+        let mut out = Vec::new();
+        write_abbreviated(doc, base_url, &mut out).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
 
     fn doc() -> PackageDocument {
         let name = PackageName::parse("@s/pkg").unwrap();
@@ -198,12 +329,16 @@ mod tests {
             version: v.clone(),
             published: now,
             state: VersionState::Live(Box::new(LiveVersion {
-                manifest: serde_json::from_value(json!({
-                    "description": desc,
-                    "dependencies": {"x": "^1"},
-                    "scripts": {"postinstall": "node x", "test": "t"},
-                    "devDependencies": {"y": "1"},
-                }))
+                manifest: Manifest::from_map(
+                    json!({
+                        "description": desc,
+                        "dependencies": {"x": "^1"},
+                        "scripts": {"postinstall": "node x", "test": "t"},
+                        "devDependencies": {"y": "1"},
+                    })
+                    .as_object()
+                    .unwrap(),
+                )
                 .unwrap(),
                 dist: Dist {
                     shasum: "ab".into(),
@@ -256,5 +391,43 @@ mod tests {
         assert!(v.get("description").is_none());
         assert!(p.get("time").is_none());
         assert!(p["modified"].is_string());
+    }
+
+    #[test]
+    fn registry_fields_replace_stored_ones_without_duplicate_keys() {
+        let name = PackageName::parse("@s/pkg").unwrap();
+        let version: Version = "1.0.0".parse().unwrap();
+        let stored = json!({
+            "name": "@s/other", "_id": "stale", "dist": {"tarball": "http://elsewhere"},
+            "deprecated": "stored", "main": "index.js",
+        });
+        let mut live = LiveVersion {
+            manifest: Manifest::from_map(stored.as_object().unwrap()).unwrap(),
+            dist: Dist {
+                shasum: "ab".into(),
+                integrity: "sha512-x".into(),
+                file_count: 1,
+                unpacked_size: 2,
+                tarball_key: TarballKey::new(&name, &version, "00"),
+            },
+            readme: None,
+            readme_filename: None,
+            deprecated: Some("use 2".into()),
+        };
+        let text = |live: &LiveVersion| {
+            serde_json::to_string(&VersionManifest {
+                base_url: "http://r.test",
+                name: &name,
+                version: &version,
+                live,
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            text(&live),
+            r#"{"name":"@s/pkg","version":"1.0.0","main":"index.js","_id":"@s/pkg@1.0.0","dist":{"shasum":"ab","integrity":"sha512-x","tarball":"http://r.test/@s/pkg/-/pkg-1.0.0.tgz","fileCount":1,"unpackedSize":2},"deprecated":"use 2"}"#
+        );
+        live.deprecated = None;
+        assert!(text(&live).contains(r#""deprecated":"stored""#));
     }
 }

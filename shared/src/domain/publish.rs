@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::integrity::Digests;
 use super::package::{Dist, LiveVersion, PackageDocument, TarballKey, VersionState};
 use super::tarball::{self, TarballError, TarballLimits};
-use super::{DistTag, PackageName, TagError};
+use super::{DistTag, Manifest, PackageName, TagError};
 
 /// Why a PUT document is refused. Every variant is a client error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -322,9 +322,10 @@ pub fn validate_publish(
     for derived in ["dist", "_id", "_rev", "_attachments"] {
         manifest.remove(derived);
     }
-    let manifest_size = serde_json::to_vec(&manifest).map_or(usize::MAX, |b| b.len());
-    if manifest_size > MAX_MANIFEST_BYTES {
-        return Err(PublishError::ManifestTooLarge(manifest_size));
+    let manifest = Manifest::from_map(&manifest)
+        .map_err(|_| PublishError::FieldType("versions[version]", "a JSON object"))?;
+    if manifest.json().len() > MAX_MANIFEST_BYTES {
+        return Err(PublishError::ManifestTooLarge(manifest.json().len()));
     }
     let dist = Dist {
         shasum: digests.sha1_hex,

@@ -49,7 +49,7 @@ pub async fn load_live(
 /// Serialises a document with a strong ETag and answers 304 when the client already has it.
 fn cached_json(
     ctx: &RequestContext,
-    value: &serde_json::Value,
+    value: &impl serde::Serialize,
     content_type: &'static str,
 ) -> Result<Response, ApiError> {
     let body = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -148,7 +148,12 @@ async fn version_or_tag(
         .ok_or_else(|| ApiError::NotFound(format!("version {version} of {name} not found")))?;
     match &record.state {
         VersionState::Live(live) => {
-            let manifest = packument::version_manifest(&ctx.base_url, name, &version, live);
+            let manifest = packument::VersionManifest {
+                base_url: &ctx.base_url,
+                name,
+                version: &version,
+                live,
+            };
             cached_json(ctx, &manifest, "application/json")
         }
         VersionState::Unpublished { .. } => Err(ApiError::NotFound(format!(

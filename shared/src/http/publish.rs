@@ -108,7 +108,12 @@ async fn publish_version(
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
     let version = valid.version.clone();
-    let binding = bind_repository(state, ctx, &name, &valid.live.manifest).await?;
+    let declared_repository = valid
+        .live
+        .manifest
+        .field("repository")
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let binding = bind_repository(state, ctx, &name, declared_repository).await?;
     let mode = if state.config.allow_overwrite {
         CreateMode::AllowOverwrite
     } else {
@@ -221,13 +226,13 @@ async fn bind_repository(
     state: &AppState,
     ctx: &RequestContext,
     name: &PackageName,
-    manifest: &serde_json::Map<String, serde_json::Value>,
+    declared_repository: Option<serde_json::Value>,
 ) -> Result<Option<RepoRef>, ApiError> {
     if state.auth.github().is_none() {
         return Ok(None);
     }
     let scope = name.scope().unwrap_or_default();
-    let declared = match manifest.get("repository") {
+    let declared = match &declared_repository {
         None | Some(serde_json::Value::Null) => None,
         Some(v) => Some(RepoRef::from_manifest(v).ok_or_else(|| {
             ApiError::BadRequest(format!(

@@ -63,11 +63,12 @@ pub struct Rendered {
 impl Rendered {
     /// Renders `view` of `doc` with tarball links under `base_url`.
     pub fn render(doc: &PackageDocument, view: View, base_url: &str) -> Result<Rendered, ApiError> {
-        let value = match view {
-            View::Full => packument::full(doc, base_url),
-            View::Abbreviated => packument::abbreviated(doc, base_url),
-        };
-        let identity = serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let mut identity = Vec::new();
+        match view {
+            View::Full => packument::write_full(doc, base_url, &mut identity),
+            View::Abbreviated => packument::write_abbreviated(doc, base_url, &mut identity),
+        }
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
         let mut encoder = flate2::write::GzEncoder::new(
             Vec::with_capacity(identity.len() / 4),
             Default::default(),

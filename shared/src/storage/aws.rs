@@ -547,7 +547,7 @@ enum TransactFailure {
 /// The immutable part of a live version, as stored in its item's `doc`.
 #[derive(Serialize, Deserialize)]
 struct StoredLive {
-    manifest: serde_json::Map<String, serde_json::Value>,
+    manifest: crate::domain::Manifest,
     dist: crate::domain::Dist,
     #[serde(default)]
     readme_filename: Option<String>,

@@ -15,7 +15,7 @@ fn record(name: &PackageName, version: &str) -> VersionRecord {
     let version = Version::parse(version).unwrap();
     VersionRecord {
         state: VersionState::Live(Box::new(LiveVersion {
-            manifest: serde_json::Map::new(),
+            manifest: crate::domain::Manifest::from_map(&serde_json::Map::new()).unwrap(),
             dist: Dist {
                 shasum: "0".repeat(40),
                 integrity: "sha512-AAAA".into(),
