@@ -151,6 +151,17 @@ async fn aws_requests_per_operation() {
         ])
     );
     assert_eq!(
+        cold,
+        BTreeMap::from([
+            ("DynamoDB.GetItem".into(), 1),
+            ("S3.GetObject".into(), 1),
+            ("DynamoDB.Query".into(), 1),
+            ("S3.PutObject".into(), 1),
+        ]),
+        "the first read after a write: the record, a miss for its revision's document, the \
+         rebuild and its snapshot"
+    );
+    assert_eq!(
         warm,
         BTreeMap::from([("DynamoDB.GetItem".into(), 1)]),
         "a warm packument read is one GetItem: its bytes are rendered once per revision"
@@ -163,6 +174,11 @@ async fn aws_requests_per_operation() {
         tarball,
         BTreeMap::from([("DynamoDB.GetItem".into(), 1)]),
         "presigning is local: one read per download"
+    );
+    assert_eq!(
+        version,
+        BTreeMap::from([("DynamoDB.GetItem".into(), 2)]),
+        "a version manifest is read from its package's record and its own"
     );
     assert!(
         !second.contains_key("DynamoDB.Query"),

@@ -185,10 +185,19 @@ async fn functions_on_the_aws_backend_answer_invocations() {
     assert_eq!(r["statusCode"], 200, "{r}");
     let metadata_init = runtime.first_poll().unwrap() - metadata.started;
     let metadata_warm = warm_median(&mut runtime, |_| metadata_event(), 200).await;
+    // A new instance reading a package that has not changed since it was last read: its
+    // revision's document is in S3, so the read is one GetItem and one GetObject.
+    let mut runtime = FakeRuntime::start().await;
+    let metadata = FunctionProcess::start("metadata", &runtime, &resources.env);
+    let r = response(runtime.invoke(metadata_event()).await);
+    let metadata_unchanged_first = metadata.started.elapsed();
+    assert_eq!(r["statusCode"], 200, "{r}");
     println!(
         "AWS backend, {}: process start to first answered invocation (SDK clients built, one \
          round of storage requests): publish {publish_first:?}, tarball {tarball_first:?}, \
-         metadata {metadata_first:?}; of which init (start to first poll of the Runtime API, \
+         metadata {metadata_first:?} (first read after a write: document rebuilt from the \
+         table), metadata {metadata_unchanged_first:?} (package unchanged: its document read \
+         from S3); of which init (start to first poll of the Runtime API, \
          SDK clients built): metadata {metadata_init:?}. Warm invocations, median of \
          {WARM_INVOCATIONS} (emulator round trips included): publish {publish_warm:?}, \
          tarball {tarball_warm:?}, metadata (26 versions) {metadata_warm:?}",

@@ -102,20 +102,38 @@ pub trait GithubApi: Send + Sync {
 /// The real client: octocrab against `GITHUB_API_URL` (GitHub Enterprise Server works by
 /// changing it). One client for every caller; each request carries its caller's token.
 pub struct OctocrabGithub {
-    client: Octocrab,
+    api_url: String,
+    /// Built on first use: building loads the system's trust store (~5 ms), which a function
+    /// whose GitHub answers are all cached never needs.
+    client: std::sync::OnceLock<Result<Octocrab, String>>,
 }
 
 impl OctocrabGithub {
-    /// A client for `api_url`.
+    /// A client for `api_url` (checked now, connected on first use).
     pub fn new(api_url: &str) -> Result<Self, String> {
-        let client = Octocrab::builder()
-            .base_uri(api_url)
-            .map_err(|e| format!("GITHUB_API_URL '{api_url}': {e}"))?
-            .set_connect_timeout(Some(std::time::Duration::from_secs(3)))
-            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok(Self { client })
+        // The check octocrab's `base_uri` makes.
+        api_url
+            .parse::<axum::http::Uri>()
+            .map_err(|e| format!("GITHUB_API_URL '{api_url}': {e}"))?;
+        Ok(Self {
+            api_url: api_url.to_string(),
+            client: std::sync::OnceLock::new(),
+        })
+    }
+
+    fn client(&self) -> Result<&Octocrab, GithubError> {
+        self.client
+            .get_or_init(|| {
+                Octocrab::builder()
+                    .base_uri(&self.api_url)
+                    .map_err(|e| format!("GITHUB_API_URL '{}': {e}", self.api_url))?
+                    .set_connect_timeout(Some(std::time::Duration::from_secs(3)))
+                    .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| GithubError::Unavailable(e.clone()))
     }
 
     async fn get(
@@ -147,8 +165,8 @@ impl OctocrabGithub {
             .path_and_query(path)
             .build()
             .map_err(|e| GithubError::Unavailable(e.to_string()))?;
-        let response = self
-            .client
+        let client = self.client()?;
+        let response = client
             ._get_with_headers(uri, Some(headers))
             .await
             .map_err(|e| GithubError::Unavailable(short_error(&e)))?;
@@ -165,11 +183,7 @@ impl OctocrabGithub {
         if status == axum::http::StatusCode::NOT_MODIFIED {
             return Ok(None);
         }
-        let body = self
-            .client
-            .body_to_string(response)
-            .await
-            .unwrap_or_default();
+        let body = client.body_to_string(response).await.unwrap_or_default();
         let message = || {
             serde_json::from_str::<serde_json::Value>(&body)
                 .ok()

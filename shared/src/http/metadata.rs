@@ -98,9 +98,9 @@ async fn packument(
     if let Some(rendered) = cached() {
         return Ok(rendered.respond(&ctx.headers));
     }
-    let doc = match load_live(state, ctx, name).await? {
-        Ok(doc) => doc,
-        Err(answer) => return Ok(answer),
+    let doc = match state.metadata.document_from(&package).await? {
+        Some(doc) if !doc.is_empty() => doc,
+        _ => return state.not_here(name, ctx),
     };
     // Rendered off the async workers (thousands of versions take tens of milliseconds), and
     // dropped there too: the decoded document is the bulk of a rendering's memory.
@@ -121,12 +121,13 @@ async fn version_or_tag(
     name: &PackageName,
     spec: &str,
 ) -> Result<Response, ApiError> {
-    let doc = match load_live(state, ctx, name).await? {
-        Ok(doc) => doc,
-        Err(answer) => return Ok(answer),
+    // The package record and the one version record: never every version of the package.
+    let package = match state.metadata.package(name).await? {
+        Some(package) if package.unpublished.is_none() => package,
+        _ => return state.not_here(name, ctx),
     };
     state
-        .authorize(ctx, name, Some(&doc.package), Action::Read)
+        .authorize(ctx, name, Some(&package), Action::Read)
         .await?;
     let version = match semver::Version::parse(spec) {
         Ok(v) => v,
@@ -136,15 +137,15 @@ async fn version_or_tag(
                     "'{spec}' is neither a version nor a dist-tag of {name}"
                 ))
             })?;
-            doc.package.dist_tags.get(&tag).cloned().ok_or_else(|| {
+            package.dist_tags.get(&tag).cloned().ok_or_else(|| {
                 ApiError::NotFound(format!("dist-tag '{tag}' not found for {name}"))
             })?
         }
     };
-    let record = doc
-        .versions
-        .iter()
-        .find(|v| v.version == version)
+    let record = state
+        .metadata
+        .version(name, &version)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("version {version} of {name} not found")))?;
     match &record.state {
         VersionState::Live(live) => {

@@ -80,6 +80,15 @@ pub trait MetadataStore: Send + Sync {
     async fn package(&self, name: &PackageName) -> Result<Option<PackageRecord>, StoreError>;
     /// The package record and all its version records.
     async fn document(&self, name: &PackageName) -> Result<Option<PackageDocument>, StoreError>;
+    /// The document of a package whose record the caller has just read, so a backend that keeps
+    /// a document per revision can fetch it without reading the record again. It may be newer
+    /// than `package`, never older.
+    async fn document_from(
+        &self,
+        package: &PackageRecord,
+    ) -> Result<Option<PackageDocument>, StoreError> {
+        self.document(&package.name).await
+    }
     /// One version record. Its README may be left out: only packuments serve READMEs.
     async fn version(
         &self,
