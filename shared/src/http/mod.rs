@@ -184,22 +184,32 @@ pub async fn read_body(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
-    match axum::body::to_bytes(body, limit).await {
-        Ok(b) => Ok(b),
-        Err(e) => {
-            let is_limit = std::error::Error::source(&e).is_some_and(|s| {
-                s.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-            });
-            if is_limit {
-                Err(too_large())
-            } else {
-                Err(ApiError::BadRequest(format!(
+    // One buffer of the declared size, filled in place: collecting the chunks and joining them
+    // would hold a publish (a base64 tarball of up to tens of MB) twice.
+    use http_body_util::BodyExt;
+    let mut body = http_body_util::Limited::new(body, limit);
+    let mut bytes = bytes::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return Err(too_large());
+            }
+            Err(e) => {
+                return Err(ApiError::BadRequest(format!(
                     "could not read request body: {e}"
-                )))
+                )));
             }
         }
     }
+    Ok(bytes.freeze())
 }
 
 /// Parses a JSON body, with messages that say what is wrong.

@@ -29,17 +29,21 @@ pub async fn handle(
 ) -> Result<Response, ApiError> {
     match route {
         Route::PutPackage(name, rev) => {
-            let body = read_body(state, body, &ctx.headers).await?;
-            let doc: PublishDocument = match parse_json::<serde_json::Value>(&body)? {
-                v @ serde_json::Value::Object(_) => serde_json::from_value(v).map_err(|e| {
-                    ApiError::BadRequest(format!(
-                        "request body is not a valid package document: {e}"
-                    ))
-                })?,
-                _ => {
-                    return Err(ApiError::BadRequest(
-                        "request body must be a JSON object".into(),
-                    ));
+            // The body is dropped once parsed: a publish would otherwise hold its tarball's
+            // base64 twice while it is validated and stored.
+            let doc: PublishDocument = {
+                let body = read_body(state, body, &ctx.headers).await?;
+                match parse_json::<serde_json::Value>(&body)? {
+                    v @ serde_json::Value::Object(_) => serde_json::from_value(v).map_err(|e| {
+                        ApiError::BadRequest(format!(
+                            "request body is not a valid package document: {e}"
+                        ))
+                    })?,
+                    _ => {
+                        return Err(ApiError::BadRequest(
+                            "request body must be a JSON object".into(),
+                        ));
+                    }
                 }
             };
             if doc.is_publish() {
