@@ -224,6 +224,18 @@ start_emulators() {
       sleep 0.2
     fi
   done
+  # LocalStack loads its S3 provider on the first S3 request ("available" until then); tests that
+  # start at once would race that loading (a HEAD bucket once got a 501 during it). One request
+  # now, then wait for "running".
+  while ! curl -fsS --max-time 2 "$TEST_S3_ENDPOINT/_localstack/health" 2>/dev/null |
+      grep -Eq '"s3": *"running"'; do
+    curl -sS -o /dev/null --max-time 10 "$TEST_S3_ENDPOINT/" 2>/dev/null || true
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      _emulators_fail LocalStack "$EMULATOR_LOG_DIR/localstack.log" "S3 did not come up on $TEST_S3_ENDPOINT within ${EMULATOR_START_TIMEOUT:-60}s"
+      return 1
+    fi
+    sleep 0.2
+  done
 }
 
 # Signals one emulator's process group with TERM, waits up to 10 s for its leader to exit, then
