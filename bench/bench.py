@@ -1617,18 +1617,26 @@ class Bench:
         log(f"install corpus: {corpus.description}")
         self.start_servers()
         phases = self.phases
+        # Our server's peak so far after each phase: says which phase sets the whole run's peak.
+        peaks: list[tuple[str, int | None]] = []
+
+        def step(label: str, fn, *a):
+            fn(*a)
+            peaks.append((label, self.ours.status_kb("VmHWM")))
+            log(f"ours: peak RSS so far {(peaks[-1][1] or 0) / 1024:.1f} MiB (after {label})")
+
         try:
             if phases & {"reads", "publishes"}:
-                self.load_docs()
+                step("loading the read and publish documents", self.load_docs)
             if "installs" in phases:
-                self.load_corpus(corpus)
+                step("publishing the install corpus", self.load_corpus, corpus)
             self.check_servers()
             if "reads" in phases:
-                self.packument_reads()
+                step("packument reads", self.packument_reads)
             if "installs" in phases:
-                self.installs(corpus)
+                step("installs", self.installs, corpus)
             if "publishes" in phases:
-                self.publishes()
+                step("publishes", self.publishes)
             self.check_servers()
             if "aws" in phases:
                 try:
@@ -1649,6 +1657,9 @@ class Bench:
                               f"{vhwm / 1024:.1f}" if vhwm else "?", "—",
                               fmt_ratio(hwm / vhwm) if vhwm else "—"))
             R.goal("peak RSS of our server over the whole run", "≤ 64 MB", f"{hwm / 1024:.1f} MiB", hwm / 1024 <= 64)
+            if peaks:
+                R.notes.append("Our server's peak RSS so far after each phase: " + "; ".join(
+                    f"{label} {(kb or 0) / 1024:.1f} MiB" for label, kb in peaks) + ".")
             mirror = self.memory.get("ours-for-nginx")
             if mirror:
                 R.notes.append(
