@@ -40,6 +40,24 @@ fn response(outcome: Outcome) -> Value {
     }
 }
 
+/// API Gateway's event for `npm publish` of `@acme/fn@version`.
+fn publish_event(host: &Value, version: &str) -> Value {
+    let doc = serde_json::to_vec(&publish_doc(
+        "@acme/fn",
+        version,
+        &package_tgz("@acme/fn", version),
+    ))
+    .unwrap();
+    apigw_v2_event(
+        "PUT",
+        "/@acme%2Ffn",
+        "",
+        host.clone(),
+        Some(&doc),
+        "$default",
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_and_metadata_binaries_answer_invocations() {
     let dir = tempfile::tempdir().unwrap();
@@ -48,24 +66,7 @@ async fn publish_and_metadata_binaries_answer_invocations() {
     // The publish function stores a version...
     let mut runtime = FakeRuntime::start().await;
     let function = FunctionProcess::start("publish", &runtime, &local_env(dir.path()));
-    let doc = serde_json::to_vec(&publish_doc(
-        "@acme/fn",
-        "1.0.0",
-        &package_tgz("@acme/fn", "1.0.0"),
-    ))
-    .unwrap();
-    let r = response(
-        runtime
-            .invoke(apigw_v2_event(
-                "PUT",
-                "/@acme%2Ffn",
-                "",
-                host.clone(),
-                Some(&doc),
-                "$default",
-            ))
-            .await,
-    );
+    let r = response(runtime.invoke(publish_event(&host, "1.0.0")).await);
     assert_eq!(r["statusCode"], 201, "{r}");
     let first_answer = function.started.elapsed();
     let r = response(
@@ -123,22 +124,7 @@ async fn functions_on_the_aws_backend_answer_invocations() {
     let host = json!({ "host": "abc123.execute-api.eu-west-1.amazonaws.com", "x-forwarded-proto": "https", "content-type": "application/json" });
 
     // Each function's event, for its first (cold) invocation and its warm ones alike.
-    let publish_event = |version: &str| {
-        let doc = serde_json::to_vec(&publish_doc(
-            "@acme/fn",
-            version,
-            &package_tgz("@acme/fn", version),
-        ))
-        .unwrap();
-        apigw_v2_event(
-            "PUT",
-            "/@acme%2Ffn",
-            "",
-            host.clone(),
-            Some(&doc),
-            "$default",
-        )
-    };
+    let publish_event = |version: &str| publish_event(&host, version);
     let tarball_event = || {
         apigw_v2_event(
             "GET",

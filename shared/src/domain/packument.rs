@@ -171,6 +171,23 @@ pub fn write_abbreviated(
     serde_json::to_writer(out, &Abbreviated { doc, base_url })
 }
 
+/// Each live version with the manifest clients see for it.
+fn version_manifests<'a>(
+    live: &'a [(&'a Version, &'a DateTime<Utc>, &'a LiveVersion)],
+    name: &'a PackageName,
+    base_url: &'a str,
+) -> impl Iterator<Item = (&'a Version, VersionManifest<'a>)> + 'a {
+    live.iter().map(move |&(version, _, live)| {
+        let manifest = VersionManifest {
+            base_url,
+            name,
+            version,
+            live,
+        };
+        (version, manifest)
+    })
+}
+
 struct Full<'a> {
     doc: &'a PackageDocument,
     base_url: &'a str,
@@ -186,17 +203,7 @@ impl Serialize for Full<'_> {
         out.serialize_entry("_rev", &pkg.rev_string())?;
         out.serialize_entry("name", name.as_str())?;
         out.serialize_entry("dist-tags", &dist_tags(self.doc))?;
-        let versions = LazyMap(|| {
-            live.iter().map(|&(version, _, live)| {
-                let manifest = VersionManifest {
-                    base_url: self.base_url,
-                    name,
-                    version,
-                    live,
-                };
-                (version, manifest)
-            })
-        });
+        let versions = LazyMap(|| version_manifests(&live, name, self.base_url));
         out.serialize_entry("versions", &versions)?;
         let time = LazyMap(|| {
             [
@@ -247,15 +254,8 @@ impl Serialize for Abbreviated<'_> {
         out.serialize_entry("modified", &Iso(&pkg.modified))?;
         out.serialize_entry("dist-tags", &dist_tags(self.doc))?;
         let versions = LazyMap(|| {
-            live.iter().map(|&(version, _, live)| {
-                let manifest = VersionManifest {
-                    base_url: self.base_url,
-                    name: &pkg.name,
-                    version,
-                    live,
-                };
-                (version, InstallManifest(manifest))
-            })
+            version_manifests(&live, &pkg.name, self.base_url)
+                .map(|(version, manifest)| (version, InstallManifest(manifest)))
         });
         out.serialize_entry("versions", &versions)?;
         out.end()

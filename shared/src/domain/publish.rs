@@ -229,17 +229,13 @@ pub fn validate_publish(
     let tarball = base64::engine::general_purpose::STANDARD
         .decode(data.as_bytes())
         .map_err(|_| PublishError::BadBase64)?;
-    let declared_length = attachment.get("length").cloned();
+    let declared_length = attachment.get("length").and_then(Value::as_u64);
     // The base64 text is as large as the tarball again: gone before the tarball is inspected.
     drop(attachment);
-    let declared_length =
-        declared_length
-            .as_ref()
-            .and_then(Value::as_u64)
-            .ok_or(PublishError::FieldType(
-                "_attachments[file].length",
-                "a non-negative integer",
-            ))?;
+    let declared_length = declared_length.ok_or(PublishError::FieldType(
+        "_attachments[file].length",
+        "a non-negative integer",
+    ))?;
     if declared_length != tarball.len() as u64 {
         return Err(PublishError::Length {
             declared: declared_length,

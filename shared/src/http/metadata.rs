@@ -12,7 +12,7 @@ use super::rendered::{Rendered, View, cache_headers, if_none_match};
 use super::{ApiError, AppState, RequestContext, Route, json_response};
 use crate::auth::Action;
 use crate::domain::packument;
-use crate::domain::{DistTag, PackageDocument, PackageName, VersionState};
+use crate::domain::{DistTag, PackageName, VersionState};
 
 /// Handles a metadata route.
 pub async fn handle(
@@ -31,18 +31,6 @@ pub async fn handle(
         Route::VersionOrTag(name, spec) => version_or_tag(state, ctx, &name, &spec).await,
         Route::DistTags(name) => dist_tags(state, ctx, &name).await,
         _ => Err(ApiError::NotFound("not found".into())),
-    }
-}
-
-/// Loads a package that has something installable, or answers for one that does not.
-pub async fn load_live(
-    state: &AppState,
-    ctx: &RequestContext,
-    name: &PackageName,
-) -> Result<Result<PackageDocument, Response>, ApiError> {
-    match state.metadata.document(name).await? {
-        Some(doc) if !doc.is_empty() => Ok(Ok(doc)),
-        _ => Ok(Err(state.not_here(name, ctx)?)),
     }
 }
 
@@ -98,9 +86,9 @@ async fn packument(
     if let Some(rendered) = cached() {
         return Ok(rendered.respond(&ctx.headers));
     }
-    let doc = match state.metadata.document_from(&package).await? {
-        Some(doc) if !doc.is_empty() => doc,
-        _ => return state.not_here(name, ctx),
+    let installable = state.metadata.document_from(&package).await?;
+    let Some(doc) = installable.filter(|doc| !doc.is_empty()) else {
+        return state.not_here(name, ctx);
     };
     // Rendered off the async workers (thousands of versions take tens of milliseconds), and
     // dropped there too: the decoded document is the bulk of a rendering's memory.
@@ -168,9 +156,9 @@ async fn dist_tags(
     ctx: &RequestContext,
     name: &PackageName,
 ) -> Result<Response, ApiError> {
-    let doc = match load_live(state, ctx, name).await? {
-        Ok(doc) => doc,
-        Err(_) => return Err(ApiError::package_not_found(name)),
+    let installable = state.metadata.document(name).await?;
+    let Some(doc) = installable.filter(|doc| !doc.is_empty()) else {
+        return Err(ApiError::package_not_found(name));
     };
     state
         .authorize(ctx, name, Some(&doc.package), Action::Read)
