@@ -1,22 +1,71 @@
 //! Running one route group as an AWS Lambda function behind API Gateway (HTTP API, payload v2).
 
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use lambda_http::lambda_runtime::{self, LambdaInvocation, layers::TracingLayer};
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::http::{BASE_PATH_HEADER, RouteGroup, router};
+use crate::storage::AfterResponse;
 
 /// Builds the state once from the environment (SDK clients included), then serves `group`'s
 /// routes for every invocation; a request for another group gets the same 404 as an unknown path.
 pub async fn run(group: RouteGroup) -> Result<(), lambda_http::Error> {
     init_logging();
     let config = Config::from_env()?;
-    let state = crate::server::build_state_with_sdk(config, || async {
-        crate::storage::aws::AwsStorage::environment_sdk_config()
-    })
+    let after_response = Arc::new(AfterResponse::default());
+    let state = crate::server::build_state_with_sdk(
+        config,
+        || async { crate::storage::aws::AwsStorage::environment_sdk_config() },
+        Some(after_response.clone()),
+    )
     .await?;
-    lambda_http::run(service(router(state, &[group]))).await
+    // What `lambda_http::run` builds, plus the queued writes run once each response is posted.
+    lambda_runtime::Runtime::new(lambda_http::Adapter::from(service(router(state, &[group]))))
+        .layer(TracingLayer::new())
+        .layer(tower::layer::layer_fn(move |inner| RunAfterResponse {
+            inner,
+            queue: after_response.clone(),
+        }))
+        .run()
+        .await
+}
+
+/// Runs an invocation (which ends by posting its response to the Runtime API), then the work
+/// the invocation left for after its response, before the runtime asks for the next one.
+#[derive(Clone)]
+struct RunAfterResponse<S> {
+    inner: S,
+    queue: Arc<AfterResponse>,
+}
+
+impl<S> tower::Service<LambdaInvocation> for RunAfterResponse<S>
+where
+    S: tower::Service<LambdaInvocation, Response = (), Error = lambda_runtime::Error>,
+    S::Future: Send + 'static,
+{
+    type Response = ();
+    type Error = lambda_runtime::Error;
+    type Future = BoxFuture<'static, Result<(), lambda_runtime::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, invocation: LambdaInvocation) -> Self::Future {
+        let answered = self.inner.call(invocation);
+        let queue = self.queue.clone();
+        Box::pin(async move {
+            let result = answered.await;
+            queue.run().await;
+            result
+        })
+    }
 }
 
 /// Wraps the router for Lambda: API Gateway puts a named stage in front of the path (lambda_http

@@ -11,7 +11,7 @@ use crate::domain::tarball::TarballLimits;
 use crate::http::AppState;
 use crate::http::rendered::PackumentCache;
 use crate::storage::aws::{AwsSettings, AwsStorage};
-use crate::storage::{KvStore, MetadataStore, TarballStore, embedded};
+use crate::storage::{AfterResponse, KvStore, MetadataStore, TarballStore, embedded};
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -66,12 +66,17 @@ pub struct Stores {
 
 /// Opens the configured backend, the AWS SDK configured by its default chain.
 pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
-    open_stores_with_sdk(config, AwsStorage::default_sdk_config).await
+    open_stores_with_sdk(config, AwsStorage::default_sdk_config, None).await
 }
 
 /// Opens the configured backend, the AWS SDK configured by `sdk` (called only for the AWS
-/// backend). Generic, so that a binary links only the SDK configuration it uses.
-pub async fn open_stores_with_sdk<F, Fut>(config: &Config, sdk: F) -> Result<Stores, StartError>
+/// backend). Generic, so that a binary links only the SDK configuration it uses. With
+/// `after_response`, the AWS backend writes rebuilt snapshots there (see `AfterResponse`).
+pub async fn open_stores_with_sdk<F, Fut>(
+    config: &Config,
+    sdk: F,
+    after_response: Option<Arc<AfterResponse>>,
+) -> Result<Stores, StartError>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = aws_config::SdkConfig>,
@@ -88,7 +93,11 @@ where
         }
         StorageKind::Aws => {
             let settings = aws_settings(config)?;
-            let s = Arc::new(AwsStorage::new(&sdk().await, settings));
+            let mut s = AwsStorage::new(&sdk().await, settings);
+            if let Some(queue) = after_response {
+                s = s.with_snapshot_writes_after_response(queue);
+            }
+            let s = Arc::new(s);
             Stores {
                 metadata: s.clone(),
                 tarballs: s.clone(),
@@ -165,19 +174,21 @@ pub fn authorizer(config: &Config, kv: Arc<dyn KvStore>) -> Result<Authorizer, S
 
 /// Builds the shared state for `config`: storage backend, auth mode, limits.
 pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
-    build_state_with_sdk(config, AwsStorage::default_sdk_config).await
+    build_state_with_sdk(config, AwsStorage::default_sdk_config, None).await
 }
 
-/// `build_state`, with the AWS SDK configured by `sdk` (see `open_stores_with_sdk`).
+/// `build_state`, with the AWS SDK configured by `sdk` and writes that may follow the response
+/// queued in `after_response` (see `open_stores_with_sdk`).
 pub async fn build_state_with_sdk<F, Fut>(
     config: Config,
     sdk: F,
+    after_response: Option<Arc<AfterResponse>>,
 ) -> Result<Arc<AppState>, StartError>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = aws_config::SdkConfig>,
 {
-    let stores = open_stores_with_sdk(&config, sdk).await?;
+    let stores = open_stores_with_sdk(&config, sdk, after_response).await?;
     let auth = authorizer(&config, stores.kv.clone())?;
     Ok(build_with_auth(
         config,

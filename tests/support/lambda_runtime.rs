@@ -21,6 +21,9 @@ struct Shared {
     ready: Notify,
     /// When the function first asked for an invocation: the end of its init phase.
     first_poll: Mutex<Option<Instant>>,
+    /// How many times the function has asked for an invocation.
+    polls: Mutex<u64>,
+    polled: Notify,
 }
 
 /// What the function sent back for one invocation.
@@ -49,6 +52,8 @@ async fn next(State((shared, _)): State<(Arc<Shared>, Tx)>) -> Response {
         .lock()
         .unwrap()
         .get_or_insert_with(Instant::now);
+    *shared.polls.lock().unwrap() += 1;
+    shared.polled.notify_waiters();
     loop {
         let notified = shared.ready.notified();
         if let Some((id, event)) = shared.pending.lock().unwrap().pop_front() {
@@ -145,6 +150,24 @@ impl FakeRuntime {
     /// When the function first polled for an invocation (its init phase ended), if it has.
     pub fn first_poll(&self) -> Option<Instant> {
         *self.shared.first_poll.lock().unwrap()
+    }
+
+    /// Waits (bounded) until the function has finished every invocation it was given, including
+    /// the work it does after posting a response, and asks for the next: then Lambda would
+    /// freeze it, and the invocation's billed duration ends.
+    pub async fn idle(&self) {
+        let wanted = self.next_id + 1;
+        tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let polled = self.shared.polled.notified();
+                if *self.shared.polls.lock().unwrap() >= wanted {
+                    return;
+                }
+                polled.await;
+            }
+        })
+        .await
+        .expect("the function asked for its next invocation within 60 s");
     }
 
     /// Queues an event and waits (bounded) for the function's answer to it.

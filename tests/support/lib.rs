@@ -482,6 +482,65 @@ impl AwsResources {
     }
 }
 
+impl AwsResources {
+    /// Stores `bytes` under `key`, behind the registry's back.
+    pub async fn put_object(&self, key: &str, bytes: &[u8]) {
+        self.s3()
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(bytes.to_vec().into())
+            .send()
+            .await
+            .expect("put object");
+    }
+
+    /// Every key in the bucket under `prefix`, with its bytes.
+    pub async fn objects(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        let s3 = self.s3();
+        let listed = s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .expect("list objects");
+        let mut objects = Vec::new();
+        for key in listed.contents().iter().filter_map(|o| o.key()) {
+            let got = s3
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .expect("get object");
+            let bytes = got.body.collect().await.expect("object body").to_vec();
+            objects.push((key.to_string(), bytes));
+        }
+        objects
+    }
+
+    /// An S3 client on the resources' endpoint (path-style, as the emulators need).
+    fn s3(&self) -> aws_sdk_s3::Client {
+        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+        let endpoint = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "AWS_ENDPOINT_URL_S3")
+            .map(|(_, v)| v.clone())
+            .expect("AWS_ENDPOINT_URL_S3");
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .endpoint_url(endpoint)
+            .force_path_style(true)
+            .http_client(registry::storage::aws::AwsStorage::http_client())
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+}
+
 impl Backend {
     /// How many tarballs the backend stores right now.
     pub async fn tarball_count(&self, data_dir: &Path) -> usize {

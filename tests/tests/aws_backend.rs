@@ -26,7 +26,11 @@ struct Harness {
 }
 
 fn harness(label: &str) -> Harness {
-    let resources = AwsResources::create(label, S3Host::Different);
+    harness_on(&AwsResources::create(label, S3Host::Different))
+}
+
+/// A registry instance of its own (empty caches) on `resources`, as another Lambda instance.
+fn harness_on(resources: &AwsResources) -> Harness {
     let storage = Arc::new(resources.storage());
     let config = Config::from_lookup(|k| match k {
         "REGISTRY_UPSTREAM" => Some(String::new()),
@@ -158,8 +162,8 @@ async fn aws_requests_per_operation() {
             ("DynamoDB.Query".into(), 1),
             ("S3.PutObject".into(), 1),
         ]),
-        "the first read after a write: the record, a miss for its revision's document, the \
-         rebuild and its snapshot"
+        "the first read after a write: the record and the package's (stale) snapshot side by \
+         side, the rebuild and its new snapshot"
     );
     assert_eq!(
         warm,
@@ -183,6 +187,64 @@ async fn aws_requests_per_operation() {
     assert!(
         !second.contains_key("DynamoDB.Query"),
         "publishing must not read every version"
+    );
+}
+
+/// Instances share each package's snapshot: one that is current serves a new instance with two
+/// requests; a stale or unreadable one is rebuilt, served and replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_serve_new_instances_and_heal() {
+    let resources = AwsResources::create("snap", S3Host::Different);
+    let writer = harness_on(&resources);
+    writer.publish("@acme/snap", "1.0.0").await;
+    writer.publish("@acme/snap", "1.0.1").await;
+    let (status, first, _) = writer.send("GET", "/@acme%2fsnap", vec![]).await;
+    assert_eq!(status, 200);
+
+    let (status, body, counts) = harness_on(&resources)
+        .send("GET", "/@acme%2fsnap", vec![])
+        .await;
+    assert_eq!((status, &body), (StatusCode::OK, &first));
+    assert_eq!(
+        counts,
+        BTreeMap::from([("DynamoDB.GetItem".into(), 1), ("S3.GetObject".into(), 1)]),
+        "an unchanged package: its record and its snapshot"
+    );
+
+    // A snapshot no release can read (say, another layout) is rebuilt like a missing one.
+    resources
+        .put_object("snapshots/@acme/snap.json", b"{\"not\": \"a document\"}")
+        .await;
+    let (status, body, counts) = harness_on(&resources)
+        .send("GET", "/@acme%2fsnap", vec![])
+        .await;
+    assert_eq!((status, &body), (StatusCode::OK, &first));
+    assert_eq!(counts.get("DynamoDB.Query"), Some(&1), "{counts:?}");
+    let snapshots = resources.objects("snapshots/").await;
+    assert_eq!(snapshots.len(), 1);
+    let stored: PackageDocument = serde_json::from_slice(&snapshots[0].1).unwrap();
+    assert_eq!(
+        stored.versions.len(),
+        2,
+        "the unreadable snapshot was replaced"
+    );
+
+    // A write leaves the snapshot behind its record: the next instance rebuilds it.
+    writer.publish("@acme/snap", "1.0.2").await;
+    let (status, body, counts) = harness_on(&resources)
+        .send("GET", "/@acme%2fsnap", vec![])
+        .await;
+    assert_eq!(status, 200);
+    let packument: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(packument["dist-tags"]["latest"], "1.0.2");
+    assert_eq!(
+        counts,
+        BTreeMap::from([
+            ("DynamoDB.GetItem".into(), 1),
+            ("S3.GetObject".into(), 1),
+            ("DynamoDB.Query".into(), 1),
+            ("S3.PutObject".into(), 1),
+        ])
     );
 }
 

@@ -3,6 +3,7 @@
 
 use e2e::lambda_runtime::{FakeRuntime, FunctionProcess, Outcome};
 use e2e::{apigw_v2_event, package_tgz, publish_doc};
+use registry::storage::MetadataStore;
 use serde_json::{Value, json};
 
 fn local_env(dir: &std::path::Path) -> Vec<(String, String)> {
@@ -170,6 +171,24 @@ async fn functions_on_the_aws_backend_answer_invocations() {
     let metadata_first = metadata.started.elapsed();
     assert_eq!(r["statusCode"], 200, "{r}");
     let metadata_init = runtime.first_poll().unwrap() - metadata.started;
+    // The rebuilt document is stored after the response, before the function asks for more.
+    runtime.idle().await;
+    let metadata_busy = metadata.started.elapsed();
+    let snapshots = resources.objects("snapshots/").await;
+    let [(key, snapshot)] = &snapshots[..] else {
+        panic!("one snapshot stored after the first read, not {snapshots:?}");
+    };
+    let snapshot: Value = serde_json::from_slice(snapshot).unwrap();
+    let stored = resources
+        .storage()
+        .package(&registry::domain::PackageName::parse("@acme/fn").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        snapshot["package"]["revision"], stored.revision,
+        "{key} holds the current revision"
+    );
     let metadata_warm = warm_median(&mut runtime, |_| metadata_event(), 200).await;
     // A new instance reading a package that has not changed since it was last read: its
     // revision's document is in S3, so the read is one GetItem and one GetObject.
@@ -182,7 +201,7 @@ async fn functions_on_the_aws_backend_answer_invocations() {
         "AWS backend, {}: process start to first answered invocation (SDK clients built, one \
          round of storage requests): publish {publish_first:?}, tarball {tarball_first:?}, \
          metadata {metadata_first:?} (first read after a write: document rebuilt from the \
-         table), metadata {metadata_unchanged_first:?} (package unchanged: its document read \
+         table; stored in S3 after the response, instance busy until {metadata_busy:?}), metadata {metadata_unchanged_first:?} (package unchanged: its document read \
          from S3); of which init (start to first poll of the Runtime API, \
          SDK clients built): metadata {metadata_init:?}. Warm invocations, median of \
          {WARM_INVOCATIONS} (emulator round trips included): publish {publish_warm:?}, \

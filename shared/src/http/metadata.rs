@@ -66,13 +66,21 @@ async fn packument(
     ctx: &RequestContext,
     name: &PackageName,
 ) -> Result<Response, ApiError> {
-    let Some(package) = state.metadata.package(name).await? else {
+    let view = View::requested(&ctx.headers);
+    let read = if state
+        .packuments
+        .worth_prefetching(name, view, &ctx.base_url)
+    {
+        state.metadata.package_and_document(name).await?
+    } else {
+        state.metadata.package(name).await?.map(|p| (p, None))
+    };
+    let Some((package, prefetched)) = read else {
         return state.not_here(name, ctx);
     };
     state
         .authorize(ctx, name, Some(&package), Action::Read)
         .await?;
-    let view = View::requested(&ctx.headers);
     let cached = || {
         state
             .packuments
@@ -86,7 +94,10 @@ async fn packument(
     if let Some(rendered) = cached() {
         return Ok(rendered.respond(&ctx.headers));
     }
-    let installable = state.metadata.document_from(&package).await?;
+    let installable = match prefetched {
+        Some(doc) => Some(doc),
+        None => state.metadata.document_from(&package).await?,
+    };
     let Some(doc) = installable.filter(|doc| !doc.is_empty()) else {
         return state.not_here(name, ctx);
     };

@@ -234,6 +234,24 @@ impl PackumentCache {
         self.render_slot.acquire().await.ok()
     }
 
+    /// Whether a reader missing `name`'s `view` should fetch the document along with the package
+    /// record: nothing of it is kept (at any revision), so the document will be needed, and no
+    /// rendering is under way, whose result it could take instead.
+    pub fn worth_prefetching(&self, name: &PackageName, view: View, base_url: &str) -> bool {
+        let key = Key {
+            name: name.clone(),
+            view,
+            base_url: base_url.to_string(),
+        };
+        let kept = self
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map
+            .contains_key(&key);
+        !kept && self.render_slot.available_permits() > 0
+    }
+
     /// The rendering of `name` at exactly `revision`, if kept.
     pub fn get(
         &self,

@@ -10,10 +10,11 @@
 //! updates, plus the package record put conditioned on the revision the writer read.
 //!
 //! Bucket layout: `tarballs/<name>/<version>-<sha512 prefix>.tgz`, `readmes/<name>/<version>.md`
-//! for READMEs too large for an item, and `snapshots/<name>/<rev>.json`: the package document at one
-//! revision, written on first read after a change, so a packument read is a `GetItem` plus a
-//! `GetObject` whatever the version count. Snapshots are immutable (keyed by revision) and can
-//! expire (a lifecycle rule), since any one can be rebuilt with a `Query`.
+//! for READMEs too large for an item, and `snapshots/<name>.json`: the package document, written
+//! by the first read after a change, so a packument read is a `GetItem` plus a `GetObject`
+//! whatever the version count, and a reader that needs the document makes both at once (the key
+//! does not depend on the record). A snapshot is used only if its revision is at least the
+//! record's; a stale, missing or unreadable one is rebuilt with a `Query`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -36,7 +37,8 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CreateMode, MetadataStore, PackageWrite, StoreError, TarballRead, TarballStore, VersionChange,
+    AfterResponse, CreateMode, MetadataStore, PackageWrite, StoreError, TarballRead, TarballStore,
+    VersionChange,
 };
 use crate::domain::{
     DistTag, LiveVersion, PackageDocument, PackageName, PackageRecord, TarballKey, VersionRecord,
@@ -120,6 +122,8 @@ pub struct AwsStorage {
     s3: aws_sdk_s3::Client,
     settings: AwsSettings,
     counts: Arc<RequestCounts>,
+    /// Where rebuilt snapshots are written from, when not before answering (Lambda).
+    after_response: Option<Arc<AfterResponse>>,
 }
 
 impl AwsStorage {
@@ -222,7 +226,15 @@ impl AwsStorage {
             s3: aws_sdk_s3::Client::from_conf(s3_config.build()),
             settings,
             counts,
+            after_response: None,
         }
+    }
+
+    /// Writes rebuilt snapshots through `queue` once the response is sent, instead of before it:
+    /// the read that rebuilt a document does not wait for S3 to store it.
+    pub fn with_snapshot_writes_after_response(mut self, queue: Arc<AfterResponse>) -> Self {
+        self.after_response = Some(queue);
+        self
     }
 
     /// Bulk-loads a whole package (a migration from another registry, a benchmark corpus) without
@@ -298,8 +310,29 @@ impl AwsStorage {
         format!("V#{version}")
     }
 
-    fn snapshot_key(name: &PackageName, rev: u64) -> String {
-        format!("snapshots/{name}/{rev}.json")
+    fn snapshot_key(name: &PackageName) -> String {
+        format!("snapshots/{name}.json")
+    }
+
+    /// The package's snapshot, whatever its revision; one that cannot be read (a layout of an
+    /// older release) counts as missing and is rebuilt.
+    async fn snapshot(&self, name: &PackageName) -> Result<Option<PackageDocument>, StoreError> {
+        Ok(self
+            .get_object(&Self::snapshot_key(name))
+            .await?
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    }
+
+    /// The document of `package`: its snapshot if current, else rebuilt.
+    async fn current_document(
+        &self,
+        package: &PackageRecord,
+        snapshot: Option<PackageDocument>,
+    ) -> Result<Option<PackageDocument>, StoreError> {
+        match snapshot {
+            Some(doc) if doc.package.revision >= package.revision => Ok(Some(doc)),
+            _ => self.rebuild_snapshot(&package.name).await,
+        }
     }
 
     fn readme_key(name: &PackageName, version: &Version) -> String {
@@ -328,22 +361,25 @@ impl AwsStorage {
         }
     }
 
-    async fn put_object(
+    /// A `PutObject`, owning all it needs, so it can also run after the response.
+    fn put_object(
         &self,
         key: &str,
         bytes: Bytes,
         content_type: &str,
-    ) -> Result<(), StoreError> {
-        self.s3
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let send = self
+            .s3
             .put_object()
             .bucket(&self.settings.bucket)
             .key(key)
             .content_type(content_type)
             .body(ByteStream::from(bytes))
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(())
+            .send();
+        async move {
+            send.await.map_err(classify)?;
+            Ok(())
+        }
     }
 
     /// Every item of a package, with a consistent `Query` (paginated).
@@ -373,7 +409,7 @@ impl AwsStorage {
         }
     }
 
-    /// Rebuilds the document from the table and stores it as the revision's snapshot.
+    /// Rebuilds the document from the table and stores it as the package's snapshot.
     async fn rebuild_snapshot(
         &self,
         name: &PackageName,
@@ -410,13 +446,18 @@ impl AwsStorage {
         }
         let versions = records;
         let doc = PackageDocument { package, versions };
-        let bytes = serde_json::to_vec(&doc).map_err(internal)?;
-        self.put_object(
-            &Self::snapshot_key(name, doc.package.revision),
-            Bytes::from(bytes),
-            "application/json",
-        )
-        .await?;
+        let bytes = Bytes::from(serde_json::to_vec(&doc).map_err(internal)?);
+        let key = Self::snapshot_key(name);
+        let put = self.put_object(&key, bytes, "application/json");
+        match &self.after_response {
+            None => put.await?,
+            // A lost snapshot costs a later read a rebuild, nothing more.
+            Some(queue) => queue.defer(Box::pin(async move {
+                if let Err(e) = put.await {
+                    tracing::warn!(key, error = %e, "could not store a rebuilt snapshot");
+                }
+            })),
+        }
         Ok(Some(doc))
     }
 
@@ -708,21 +749,25 @@ impl MetadataStore for AwsStorage {
         }
     }
 
+    async fn package_and_document(
+        &self,
+        name: &PackageName,
+    ) -> Result<Option<(PackageRecord, Option<PackageDocument>)>, StoreError> {
+        let (package, snapshot) = tokio::join!(self.package(name), self.snapshot(name));
+        let Some(package) = package? else {
+            return Ok(None);
+        };
+        let doc = self.current_document(&package, snapshot?).await?;
+        // `None`: the package went away between the two reads.
+        Ok(doc.map(|doc| (package, Some(doc))))
+    }
+
     async fn document_from(
         &self,
         package: &PackageRecord,
     ) -> Result<Option<PackageDocument>, StoreError> {
-        let name = &package.name;
-        if let Some(bytes) = self
-            .get_object(&Self::snapshot_key(name, package.revision))
-            .await?
-        {
-            let doc: PackageDocument = serde_json::from_slice(&bytes).map_err(internal)?;
-            if doc.package.revision == package.revision {
-                return Ok(Some(doc));
-            }
-        }
-        self.rebuild_snapshot(name).await
+        let snapshot = self.snapshot(&package.name).await?;
+        self.current_document(package, snapshot).await
     }
 
     async fn version(

@@ -10,11 +10,13 @@ pub mod aws;
 pub mod embedded;
 
 use std::pin::Pin;
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
+use futures_util::future::BoxFuture;
 use semver::Version;
 
 use crate::domain::{PackageDocument, PackageName, PackageRecord, TarballKey, VersionRecord};
@@ -80,6 +82,15 @@ pub trait MetadataStore: Send + Sync {
     async fn package(&self, name: &PackageName) -> Result<Option<PackageRecord>, StoreError>;
     /// The package record and all its version records.
     async fn document(&self, name: &PackageName) -> Result<Option<PackageDocument>, StoreError>;
+    /// The package record and, if the backend can read it in the same round trip, its document
+    /// (`None`: not read; ask `document_from`). For readers that will need the document: the
+    /// AWS backend fetches the record and the document's snapshot side by side.
+    async fn package_and_document(
+        &self,
+        name: &PackageName,
+    ) -> Result<Option<(PackageRecord, Option<PackageDocument>)>, StoreError> {
+        Ok(self.package(name).await?.map(|package| (package, None)))
+    }
     /// The document of a package whose record the caller has just read, so a backend that keeps
     /// a document per revision can fetch it without reading the record again. It may be newer
     /// than `package`, never older.
@@ -148,6 +159,36 @@ pub trait KvStore: Send + Sync {
     async fn list(&self, namespace: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }
 
+/// Writes a request may leave until its response has been sent: ones any later request can
+/// redo, such as caching a rebuilt packument document. A Lambda function runs them after posting
+/// its response and before asking for the next invocation (Lambda freezes the instance only
+/// then), so the client does not wait for them; a crash loses only work a later read redoes.
+#[derive(Default)]
+pub struct AfterResponse(Mutex<Vec<BoxFuture<'static, ()>>>);
+
+impl AfterResponse {
+    /// Queues `work` to run once the current response has been sent.
+    pub fn defer(&self, work: BoxFuture<'static, ()>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(work);
+    }
+
+    /// Runs everything queued so far, all at once, and waits for it.
+    pub async fn run(&self) {
+        let queued = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        futures_util::future::join_all(queued).await;
+    }
+
+    /// How much work is queued.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// What a sweep found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {
@@ -181,4 +222,33 @@ pub async fn sweep(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::AfterResponse;
+
+    #[tokio::test]
+    async fn deferred_work_waits_for_run_and_runs_once() {
+        let queue = AfterResponse::default();
+        let done = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let done = done.clone();
+            queue.defer(Box::pin(async move {
+                done.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        assert_eq!((queue.len(), done.load(Ordering::SeqCst)), (3, 0));
+        queue.run().await;
+        assert_eq!((queue.len(), done.load(Ordering::SeqCst)), (0, 3));
+        queue.run().await;
+        assert_eq!(
+            done.load(Ordering::SeqCst),
+            3,
+            "drained: nothing runs twice"
+        );
+    }
 }
