@@ -132,6 +132,14 @@ async fn aws_requests_per_operation() {
         .await;
     assert_eq!(status, 200);
     let (_, _, version) = h.send("GET", "/@acme/counted/1.0.0", vec![]).await;
+    let (status, tags_body, tags) = h
+        .send("GET", "/-/package/@acme%2fcounted/dist-tags", vec![])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&tags_body).unwrap(),
+        json!({ "latest": "1.0.1", "beta": "1.0.0" })
+    );
 
     println!("AWS requests per operation (emulators; HTTP attempts as billed):");
     for (what, counts) in [
@@ -143,6 +151,7 @@ async fn aws_requests_per_operation() {
         ("tarball GET (302 to presigned URL)", &tarball),
         ("dist-tag PUT", &tag),
         ("version manifest GET", &version),
+        ("dist-tags GET", &tags),
     ] {
         println!("  {what:<40} {}", show(counts));
     }
@@ -183,6 +192,19 @@ async fn aws_requests_per_operation() {
         version,
         BTreeMap::from([("DynamoDB.GetItem".into(), 2)]),
         "a version manifest is read from its package's record and its own"
+    );
+    assert_eq!(
+        tag,
+        BTreeMap::from([
+            ("DynamoDB.GetItem".into(), 2),
+            ("DynamoDB.TransactWriteItems".into(), 1),
+        ]),
+        "a dist-tag PUT reads the package record and the tagged version's, never the document"
+    );
+    assert_eq!(
+        tags,
+        BTreeMap::from([("DynamoDB.GetItem".into(), 1)]),
+        "dist-tags are read from the package record"
     );
     assert!(
         !second.contains_key("DynamoDB.Query"),

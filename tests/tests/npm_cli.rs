@@ -52,15 +52,16 @@ fn assert_tarballs_were_redirected(server: &Server, backend: &Backend) {
         let log = server.log();
         let redirected = log
             .lines()
-            .filter(|l| l.contains("/-/") && l.contains("status=302"))
+            .filter(|l| l.contains(".tgz") && l.contains("status=302"))
             .count();
         assert!(
             redirected > 0,
             "npm must have been redirected to S3 for tarballs:\n{log}"
         );
         assert!(
-            !log.lines()
-                .any(|l| l.contains("/-/") && l.contains("method=GET") && l.contains("status=200")),
+            !log.lines().any(|l| l.contains(".tgz")
+                && l.contains("method=GET")
+                && l.contains("status=200")),
             "no tarball bytes through the registry"
         );
     }
@@ -289,6 +290,15 @@ async fn deprecate_and_unpublish(backend: Backend) {
     )
     .unwrap();
     assert_eq!(versions, json!(["1.0.0", "2.0.0"]));
+    let tagged = npm.run(root, &["dist-tag", "add", "@acme/old@1.0.1", "gone"]);
+    assert!(
+        !tagged.ok
+            && tagged
+                .all()
+                .contains("version 1.0.1 of @acme/old not found"),
+        "an unpublished version cannot be tagged: {}",
+        tagged.all()
+    );
     let project = new_project(root, "p2");
     let failed = consumer.run(&project, &["install", "@acme/old@1.0.1"]);
     assert!(

@@ -167,15 +167,15 @@ async fn dist_tags(
     ctx: &RequestContext,
     name: &PackageName,
 ) -> Result<Response, ApiError> {
-    let installable = state.metadata.document(name).await?;
-    let Some(doc) = installable.filter(|doc| !doc.is_empty()) else {
-        return Err(ApiError::package_not_found(name));
+    // The tags live in the package record: no version is read.
+    let package = match state.metadata.package(name).await? {
+        Some(package) if package.unpublished.is_none() => package,
+        _ => return Err(ApiError::package_not_found(name)),
     };
     state
-        .authorize(ctx, name, Some(&doc.package), Action::Read)
+        .authorize(ctx, name, Some(&package), Action::Read)
         .await?;
-    let tags: serde_json::Map<String, serde_json::Value> = doc
-        .package
+    let tags: serde_json::Map<String, serde_json::Value> = package
         .dist_tags
         .iter()
         .map(|(t, v)| (t.to_string(), json!(v.to_string())))

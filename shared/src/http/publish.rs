@@ -502,21 +502,35 @@ fn tag_target(body: &[u8]) -> Result<Version, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("invalid version '{text}': {e}")))
 }
 
-/// Changes only the package record (dist-tags): read, authorise `Write`, let `change` edit the
-/// next record (or refuse), write conditioned on the revision read, retry on conflicts.
+/// Changes only the package record (dist-tags): read it, authorise `Write`, check that `live`
+/// (if any) is a live version, let `change` edit the next record (or refuse), write conditioned
+/// on the revision read, retry on conflicts. The version is read after the record, so one
+/// unpublished in between changed the revision and the write retries: never the whole document.
 async fn change_package_record(
     state: &AppState,
     ctx: &RequestContext,
     name: &PackageName,
-    change: impl Fn(&PackageDocument, &mut PackageRecord) -> Result<(), ApiError>,
+    live: Option<&Version>,
+    change: impl Fn(&mut PackageRecord) -> Result<(), ApiError>,
 ) -> Result<Response, ApiError> {
     retry_on_conflict(|| async {
-        let stored = load(state, name).await?;
+        let stored = match state.metadata.package(name).await? {
+            Some(package) if package.unpublished.is_none() => package,
+            _ => return Err(ApiError::package_not_found(name).into()),
+        };
         state
-            .authorize(ctx, name, Some(&stored.package), Action::Write)
+            .authorize(ctx, name, Some(&stored), Action::Write)
             .await?;
-        let (mut record, expected_revision) = next_record(Some(&stored.package), name);
-        change(&stored, &mut record)?;
+        if let Some(version) = live {
+            let record = state.metadata.version(name, version).await?;
+            if !matches!(record.map(|r| r.state), Some(VersionState::Live(_))) {
+                return Err(
+                    ApiError::NotFound(format!("version {version} of {name} not found")).into(),
+                );
+            }
+        }
+        let (mut record, expected_revision) = next_record(Some(&stored), name);
+        change(&mut record)?;
         state
             .metadata
             .write(PackageWrite {
@@ -542,12 +556,7 @@ async fn set_dist_tag(
     let tag =
         DistTag::parse(tag).map_err(|e| ApiError::BadRequest(format!("invalid dist-tag: {e}")))?;
     let version = tag_target(body)?;
-    change_package_record(state, ctx, name, |stored, record| {
-        if !stored.live().iter().any(|(v, _, _)| **v == version) {
-            return Err(ApiError::NotFound(format!(
-                "version {version} of {name} not found"
-            )));
-        }
+    change_package_record(state, ctx, name, Some(&version), |record| {
         record.dist_tags.insert(tag.clone(), version.clone());
         Ok(())
     })
@@ -567,7 +576,7 @@ async fn delete_dist_tag(
             "the 'latest' dist-tag cannot be removed; point it at another version instead".into(),
         ));
     }
-    change_package_record(state, ctx, name, |_, record| {
+    change_package_record(state, ctx, name, None, |record| {
         if record.dist_tags.remove(&tag).is_none() {
             return Err(ApiError::NotFound(format!(
                 "dist-tag '{tag}' not found for {name}"
