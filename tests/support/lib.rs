@@ -456,10 +456,18 @@ impl AwsResources {
 }
 
 impl AwsResources {
+    /// The value of `key` in the environment a registry process on these resources gets.
+    pub fn env_value(&self, key: &str) -> String {
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{key} is not in the resources' environment"))
+    }
+
     /// An in-process AWS backend on these resources (for counting requests or inspecting S3).
     pub fn storage(&self) -> registry::storage::aws::AwsStorage {
         use registry::storage::aws::{AwsSettings, AwsStorage};
-        let env: std::collections::BTreeMap<String, String> = self.env.iter().cloned().collect();
         let sdk = aws_config::SdkConfig::builder()
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
@@ -475,8 +483,8 @@ impl AwsResources {
                 bucket: self.bucket.clone(),
                 presign: Duration::from_secs(300),
                 force_path_style: true,
-                dynamodb_endpoint: Some(env["AWS_ENDPOINT_URL_DYNAMODB"].clone()),
-                s3_endpoint: Some(env["AWS_ENDPOINT_URL_S3"].clone()),
+                dynamodb_endpoint: Some(self.env_value("AWS_ENDPOINT_URL_DYNAMODB")),
+                s3_endpoint: Some(self.env_value("AWS_ENDPOINT_URL_S3")),
             },
         )
     }
@@ -523,17 +531,11 @@ impl AwsResources {
     /// An S3 client on the resources' endpoint (path-style, as the emulators need).
     fn s3(&self) -> aws_sdk_s3::Client {
         use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-        let endpoint = self
-            .env
-            .iter()
-            .find(|(k, _)| k == "AWS_ENDPOINT_URL_S3")
-            .map(|(_, v)| v.clone())
-            .expect("AWS_ENDPOINT_URL_S3");
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-            .endpoint_url(endpoint)
+            .endpoint_url(self.env_value("AWS_ENDPOINT_URL_S3"))
             .force_path_style(true)
             .http_client(registry::storage::aws::AwsStorage::http_client())
             .build();

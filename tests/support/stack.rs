@@ -92,17 +92,11 @@ pub fn deploy_template(label: &str, template: &Path) -> Result<AwsResources, Str
 /// A DynamoDB client on the resources' endpoint (to read back what the stack created).
 pub fn dynamodb(resources: &AwsResources) -> aws_sdk_dynamodb::Client {
     use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-    let endpoint = resources
-        .env
-        .iter()
-        .find(|(k, _)| k == "AWS_ENDPOINT_URL_DYNAMODB")
-        .map(|(_, v)| v.clone())
-        .expect("AWS_ENDPOINT_URL_DYNAMODB");
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .endpoint_url(endpoint)
+        .endpoint_url(resources.env_value("AWS_ENDPOINT_URL_DYNAMODB"))
         .http_client(registry::storage::aws::AwsStorage::http_client())
         .build();
     aws_sdk_dynamodb::Client::from_conf(config)

@@ -67,10 +67,10 @@ async fn packument(
     name: &PackageName,
 ) -> Result<Response, ApiError> {
     let view = View::requested(&ctx.headers);
-    let read = if state
-        .packuments
-        .worth_prefetching(name, view, &ctx.base_url)
-    {
+    let kept = state.packuments.kept(name, view, &ctx.base_url);
+    // Nothing kept for this view: the document will be needed, so the store may fetch it with
+    // the record, unless a rendering under way may be the one this reader needs.
+    let read = if kept.is_none() && !state.packuments.rendering() {
         state.metadata.package_and_document(name).await?
     } else {
         state.metadata.package(name).await?.map(|p| (p, None))
@@ -81,17 +81,15 @@ async fn packument(
     state
         .authorize(ctx, name, Some(&package), Action::Read)
         .await?;
-    let cached = || {
-        state
-            .packuments
-            .get(name, view, &ctx.base_url, package.revision)
-    };
-    if let Some(rendered) = cached() {
+    if let Some(rendered) = kept.filter(|r| r.revision == package.revision) {
         return Ok(rendered.respond(&ctx.headers));
     }
     // Whoever held the permit may have just rendered this very document.
     let _permit = state.packuments.render_permit().await;
-    if let Some(rendered) = cached() {
+    if let Some(rendered) = state
+        .packuments
+        .get(name, view, &ctx.base_url, package.revision)
+    {
         return Ok(rendered.respond(&ctx.headers));
     }
     let installable = match prefetched {
@@ -121,9 +119,8 @@ async fn version_or_tag(
     spec: &str,
 ) -> Result<Response, ApiError> {
     // The package record and the one version record: never every version of the package.
-    let package = match state.metadata.package(name).await? {
-        Some(package) if package.unpublished.is_none() => package,
-        _ => return state.not_here(name, ctx),
+    let Some(package) = state.published_package(name).await? else {
+        return state.not_here(name, ctx);
     };
     state
         .authorize(ctx, name, Some(&package), Action::Read)
@@ -168,9 +165,8 @@ async fn dist_tags(
     name: &PackageName,
 ) -> Result<Response, ApiError> {
     // The tags live in the package record: no version is read.
-    let package = match state.metadata.package(name).await? {
-        Some(package) if package.unpublished.is_none() => package,
-        _ => return Err(ApiError::package_not_found(name)),
+    let Some(package) = state.published_package(name).await? else {
+        return Err(ApiError::package_not_found(name));
     };
     state
         .authorize(ctx, name, Some(&package), Action::Read)

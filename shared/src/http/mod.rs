@@ -92,6 +92,16 @@ impl AppState {
         foreign.then(|| format!("{upstream}{path_and_query}"))
     }
 
+    /// The package record, unless the package is absent or was unpublished as a whole: what
+    /// routes that need no version record answer from.
+    pub async fn published_package(
+        &self,
+        name: &PackageName,
+    ) -> Result<Option<PackageRecord>, ApiError> {
+        let record = self.metadata.package(name).await?;
+        Ok(record.filter(|package| package.unpublished.is_none()))
+    }
+
     /// A 404 for an unknown package, or a redirect to the upstream registry.
     pub fn not_here(&self, name: &PackageName, ctx: &RequestContext) -> Result<Response, ApiError> {
         match self.upstream_location(name, &ctx.path_and_query) {

@@ -514,9 +514,8 @@ async fn change_package_record(
     change: impl Fn(&mut PackageRecord) -> Result<(), ApiError>,
 ) -> Result<Response, ApiError> {
     retry_on_conflict(|| async {
-        let stored = match state.metadata.package(name).await? {
-            Some(package) if package.unpublished.is_none() => package,
-            _ => return Err(ApiError::package_not_found(name).into()),
+        let Some(stored) = state.published_package(name).await? else {
+            return Err(ApiError::package_not_found(name).into());
         };
         state
             .authorize(ctx, name, Some(&stored), Action::Write)

@@ -186,6 +186,16 @@ struct Key {
     base_url: String,
 }
 
+impl Key {
+    fn new(name: &PackageName, view: View, base_url: &str) -> Key {
+        Key {
+            name: name.clone(),
+            view,
+            base_url: base_url.to_string(),
+        }
+    }
+}
+
 struct Entry {
     rendered: Arc<Rendered>,
     last_used: u64,
@@ -234,22 +244,21 @@ impl PackumentCache {
         self.render_slot.acquire().await.ok()
     }
 
-    /// Whether a reader missing `name`'s `view` should fetch the document along with the package
-    /// record: nothing of it is kept (at any revision), so the document will be needed, and no
-    /// rendering is under way, whose result it could take instead.
-    pub fn worth_prefetching(&self, name: &PackageName, view: View, base_url: &str) -> bool {
-        let key = Key {
-            name: name.clone(),
-            view,
-            base_url: base_url.to_string(),
-        };
-        let kept = self
-            .entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .map
-            .contains_key(&key);
-        !kept && self.render_slot.available_permits() > 0
+    /// Whether a rendering is under way: a reader missing the cache may get its result.
+    pub fn rendering(&self) -> bool {
+        self.render_slot.available_permits() == 0
+    }
+
+    /// The rendering of `name`'s `view` kept now, at whatever revision (the caller compares it
+    /// with the revision it reads).
+    pub fn kept(&self, name: &PackageName, view: View, base_url: &str) -> Option<Arc<Rendered>> {
+        let key = Key::new(name, view, base_url);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.clock += 1;
+        let now = entries.clock;
+        let entry = entries.map.get_mut(&key)?;
+        entry.last_used = now;
+        Some(entry.rendered.clone())
     }
 
     /// The rendering of `name` at exactly `revision`, if kept.
@@ -260,20 +269,8 @@ impl PackumentCache {
         base_url: &str,
         revision: u64,
     ) -> Option<Arc<Rendered>> {
-        let key = Key {
-            name: name.clone(),
-            view,
-            base_url: base_url.to_string(),
-        };
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.clock += 1;
-        let now = entries.clock;
-        let entry = entries.map.get_mut(&key)?;
-        if entry.rendered.revision != revision {
-            return None;
-        }
-        entry.last_used = now;
-        Some(entry.rendered.clone())
+        self.kept(name, view, base_url)
+            .filter(|rendered| rendered.revision == revision)
     }
 
     /// Keeps `rendered` (unless a newer revision is already kept), evicting the least recently
@@ -285,11 +282,7 @@ impl PackumentCache {
         if size > self.budget {
             return;
         }
-        let key = Key {
-            name: name.clone(),
-            view: rendered.view,
-            base_url: base_url.to_string(),
-        };
+        let key = Key::new(name, rendered.view, base_url);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.clock += 1;
         let now = entries.clock;

@@ -743,10 +743,11 @@ impl MetadataStore for AwsStorage {
     }
 
     async fn document(&self, name: &PackageName) -> Result<Option<PackageDocument>, StoreError> {
-        match self.package(name).await? {
-            Some(package) => self.document_from(&package).await,
-            None => Ok(None),
-        }
+        // The record and the snapshot side by side, as for a cold packument read.
+        Ok(self
+            .package_and_document(name)
+            .await?
+            .and_then(|(_, document)| document))
     }
 
     async fn package_and_document(
