@@ -67,7 +67,8 @@ class Plan:
     smoke: bool
     doc_sizes: tuple[int, int]  # versions of the two packuments read by wrk
     connections: tuple[int, ...]
-    wrk_seconds: int
+    wrk_seconds: int  # one round of one server in one cell
+    read_rounds: int  # rounds per cell, servers interleaved within each; the cell shows medians
     warmup_seconds: int
     install_runs: int
     publish_sequential: int
@@ -80,7 +81,10 @@ FULL = Plan(
     smoke=False,
     doc_sizes=(100, 3000),
     connections=(1, 16, 64),
-    wrk_seconds=10,
+    # Single 10 s samples moved a cell's ratio by up to ±0.1 between full runs: three interleaved
+    # rounds of 5 s, medians, for about the same time per cell.
+    wrk_seconds=5,
+    read_rounds=3,
     warmup_seconds=2,
     # Single installs spread by ±30% on this machine: 9 runs keep the median ratio within a few
     # percent between full runs (5 moved it by ±0.07).
@@ -94,6 +98,7 @@ SMOKE = Plan(
     doc_sizes=(20, 60),
     connections=(16,),
     wrk_seconds=1,
+    read_rounds=1,
     warmup_seconds=0,
     install_runs=1,
     publish_sequential=20,
@@ -706,6 +711,27 @@ class WrkResult:
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
+
+
+def median_result(results: list[WrkResult]) -> WrkResult:
+    """One cell from interleaved rounds: the median of each figure (requests/s, p50 and p99
+    separately), the worst max, and every round's requests and errors."""
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+    errors = {k: sum(r.errors[k] for r in results) for k in results[0].errors}
+    requests = sum(r.requests for r in results)
+    return WrkResult(
+        rps=med([r.rps for r in results]),
+        p50_ms=med([r.p50_ms for r in results]),
+        p99_ms=med([r.p99_ms for r in results]),
+        max_ms=max(r.max_ms for r in results),
+        requests=requests,
+        bytes_per_request=sum(r.bytes_per_request * r.requests for r in results) / max(requests, 1),
+        errors=errors,
+        command=results[0].command,
+        connections=results[0].connections,
+        duration_s=sum(r.duration_s for r in results),
+    )
 
 
 def wrk(url: str, accept: str, gzip_: bool, connections: int, seconds: int, script_dir: Path) -> WrkResult:
@@ -1331,22 +1357,33 @@ class Bench:
                 for gz in (False, True):
                     enc = "gzip" if gz else "identity"
                     for conns in plan.connections:
-                        cell: dict[str, WrkResult] = {}
-                        for server in (self.ours, self.nginx, self.verdaccio):
-                            url = f"{server.base}/{escaped(name)}"
-                            if plan.warmup_seconds:
-                                wrk(url, accept, gz, conns, plan.warmup_seconds, self.work)
-                            server.wait_idle()
-                            before = (server.cpu_split(), server.runqueue_wait_seconds())
-                            r = wrk(url, accept, gz, conns, plan.wrk_seconds, self.work)
-                            if server is self.ours and conns == max(plan.connections):
-                                sched_notes.append(self.where_time_went(before, r, size, view, enc))
-                            server.check_alive()
-                            server.wait_idle()
-                            self.check_bytes(server, name, view, enc, r, sizes[name])
-                            cell[server.label] = r
+                        servers = (self.ours, self.nginx, self.verdaccio)
+                        rounds: dict[str, list[WrkResult]] = {server.label: [] for server in servers}
+                        if plan.warmup_seconds:
+                            for server in servers:
+                                server.wait_idle()
+                                wrk(f"{server.base}/{escaped(name)}", accept, gz, conns, plan.warmup_seconds, self.work)
+                        ours_time = [0.0, 0.0, 0.0, 0.0]  # user, system, run-queue wait, seconds
+                        for _ in range(plan.read_rounds):
+                            for server in servers:
+                                url = f"{server.base}/{escaped(name)}"
+                                server.wait_idle()
+                                before = self.time_sample(server)
+                                r = wrk(url, accept, gz, conns, plan.wrk_seconds, self.work)
+                                if server is self.ours:
+                                    after = self.time_sample(server)
+                                    for i in range(3):
+                                        ours_time[i] += after[i] - before[i]
+                                    ours_time[3] += r.duration_s
+                                server.check_alive()
+                                server.wait_idle()
+                                self.check_bytes(server, name, view, enc, r, sizes[name])
+                                rounds[server.label].append(r)
+                        cell = {label: median_result(rs) for label, rs in rounds.items()}
+                        if conns == max(plan.connections):
+                            sched_notes.append(self.where_time_went(ours_time, size, view, enc))
                         if not R.commands or not any(c.startswith("wrk ") for c in R.commands):
-                            R.commands.append(cell["ours"].command + "   (per cell; a warm-up run first, discarded)")
+                            R.commands.append(cell["ours"].command + "   (per round; a warm-up run per server and cell first, discarded)")
                         label = f"{size} versions, {view}, {enc}, {conns} conn"
                         R.rows.append(Row(
                             label,
@@ -1393,17 +1430,20 @@ class Bench:
                    f"measured, {top} ÷ req/s, is {floor_ms:.2f} ms in the slowest cell ({floor[0]})",
                    worst_p99[1]["ours"].p99_ms <= 5)
 
-    def where_time_went(self, before, r: WrkResult, size: int, view: str, enc: str) -> str:
-        """One cell's CPU, kernel share and run-queue wait for our server, per second of the run."""
-        (user0, sys0), wait0 = before
-        user1, sys1 = self.ours.cpu_split()
-        wait1 = self.ours.runqueue_wait_seconds()
-        seconds = max(r.duration_s, 1e-9)
-        cpu = (user1 - user0) + (sys1 - sys0)
-        text = f"{size} versions {view} {enc}: CPU {cpu / seconds:.2f} s/s, kernel {100 * (sys1 - sys0) / max(cpu, 1e-9):.0f}%"
-        if wait0 is not None and wait1 is not None:
-            text += f", waiting {(wait1 - wait0) / seconds:.2f} s/s"
-        return text
+    @staticmethod
+    def time_sample(server: Server) -> tuple[float, float, float]:
+        """The server's user and system CPU seconds and its threads' run-queue wait so far."""
+        user, system = server.cpu_split()
+        return user, system, server.runqueue_wait_seconds() or 0.0
+
+    @staticmethod
+    def where_time_went(totals: list[float], size: int, view: str, enc: str) -> str:
+        """One cell's CPU, kernel share and run-queue wait for our server, per second of wrk's runs."""
+        user, system, wait, seconds = totals
+        seconds = max(seconds, 1e-9)
+        cpu = user + system
+        return (f"{size} versions {view} {enc}: CPU {cpu / seconds:.2f} s/s, kernel "
+                f"{100 * system / max(cpu, 1e-9):.0f}%, waiting {wait / seconds:.2f} s/s")
 
     @staticmethod
     def cell_text(r: WrkResult) -> str:
@@ -1767,9 +1807,11 @@ def render_doc(bench: Bench, corpus: Corpus, facts, started: datetime.datetime, 
         "## Notes",
         "",
         *[f"- {n}" for n in R.notes],
-        f"- Packument reads: {plan.wrk_seconds} s per cell"
-        + (f" after a {plan.warmup_seconds} s warm-up" if plan.warmup_seconds else "")
-        + ", servers interleaved per cell; wrk with 1 thread at 1 connection and 2 threads above, 30 s timeout. "
+        f"- Packument reads: per cell"
+        + (f", a {plan.warmup_seconds} s warm-up of each server, then" if plan.warmup_seconds else "")
+        + f" {plan.read_rounds} round{'s' if plan.read_rounds > 1 else ''} of {plan.wrk_seconds} s per server, "
+        "servers interleaved within each round (ours, nginx, Verdaccio, ours, …); each figure in the table "
+        "is the median over the rounds (requests/s, p50 and p99 each on its own); wrk with 1 thread at 1 connection and 2 threads above, 30 s timeout. "
         "Each cell checks that every response succeeded and had the size of the representation asked for "
         "(our exact bytes for ours and nginx). Latencies are wrk's (closed loop).",
         f"- Installs: {bench.install_runs} run{'s' if bench.install_runs > 1 else ''} per server and mode, interleaved (ours, nginx, Verdaccio, "
