@@ -289,3 +289,41 @@ async fn concurrent_misses_render_once() {
     }
     assert_eq!(state.packuments.renders() - before, 1);
 }
+
+/// `npm deprecate` and `npm star` PUT back a copy of the document read a moment earlier, without
+/// `/-rev/`: a version published in between is missing from it and must survive (only npm
+/// unpublish, which sends `/-rev/`, removes versions), and its dist-tags must not be reverted.
+#[tokio::test]
+async fn a_stale_copy_without_rev_never_unpublishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path()).await;
+    let app = router(state, &[RouteGroup::Metadata, RouteGroup::Publish]);
+    let uri = "/stage/@race%2fpkg";
+    let (s, _) = send(&app, "PUT", uri, publish_body("@race/pkg", "1.0.0")).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, mut stale) = send(&app, "GET", &format!("{uri}?write=true"), Vec::new()).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = send(&app, "PUT", uri, publish_body("@race/pkg", "1.1.0")).await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    stale["versions"]["1.0.0"]["deprecated"] = json!("use 1.1");
+    let (s, b) = send(&app, "PUT", uri, serde_json::to_vec(&stale).unwrap()).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, doc) = send(&app, "GET", uri, Vec::new()).await;
+    assert_eq!(doc["versions"]["1.0.0"]["deprecated"], "use 1.1");
+    assert!(doc["versions"]["1.1.0"].is_object(), "{doc}");
+    assert_eq!(doc["dist-tags"]["latest"], "1.1.0");
+
+    // The same body under /-rev/ is an unpublish, refused while its revision is out of date.
+    let rev = stale["_rev"].as_str().unwrap();
+    let (s, b) = send(
+        &app,
+        "PUT",
+        &format!("{uri}/-rev/{rev}"),
+        serde_json::to_vec(&stale).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    let (_, doc) = send(&app, "GET", uri, Vec::new()).await;
+    assert!(doc["versions"]["1.1.0"].is_object(), "{doc}");
+}

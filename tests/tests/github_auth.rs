@@ -860,5 +860,65 @@ async fn login_whoami_and_tokens() {
     )
     .await;
     assert_eq!(s, 201, "{b}");
-    assert_no_secrets(&server, &[&world.bob.token, &world.alice.token, &token]);
+
+    // A read-only token reads, but neither publishes nor mints or revokes tokens (a leaked one
+    // must not buy its holder a publish token).
+    let tokens_url = format!("{}/-/npm/v1/tokens", server.url);
+    let (s, created, _) = send(
+        reqwest::Method::POST,
+        tokens_url.clone(),
+        Some(&world.bob.token),
+        Some(&json!({ "readonly": true })),
+    )
+    .await;
+    assert_eq!(s, 200, "{created}");
+    assert_eq!(created["readonly"], true, "{created}");
+    let read_only = created["token"].as_str().unwrap().to_string();
+    let (s, b, _) = send(
+        reqwest::Method::GET,
+        format!("{}/{}", server.url, escaped("@acme/widgets")),
+        Some(&read_only),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["dist-tags"]["latest"], "1.0.1");
+    let (s, b) = publish(
+        &server,
+        Some(&read_only),
+        "@acme/widgets",
+        "1.0.2",
+        Some("github:acme/widgets"),
+    )
+    .await;
+    assert_eq!(s, 403, "{b}");
+    for readonly in [false, true] {
+        let (s, b, _) = send(
+            reqwest::Method::POST,
+            tokens_url.clone(),
+            Some(&read_only),
+            Some(&json!({ "readonly": readonly })),
+        )
+        .await;
+        assert_eq!(s, 403, "{b}");
+        assert!(b["error"].as_str().unwrap().contains("read-only"), "{b}");
+    }
+    let (s, b, _) = send(
+        reqwest::Method::DELETE,
+        format!("{tokens_url}/token/{}", created["key"].as_str().unwrap()),
+        Some(&read_only),
+        None,
+    )
+    .await;
+    assert_eq!(s, 403, "{b}");
+    let (s, list, _) = send(reqwest::Method::GET, tokens_url, Some(&read_only), None).await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(
+        list["total"], 2,
+        "bob's new login and the read-only token: {list}"
+    );
+    assert_no_secrets(
+        &server,
+        &[&world.bob.token, &world.alice.token, &token, &read_only],
+    );
 }

@@ -119,6 +119,11 @@ impl Caller {
     pub fn github_token(&self) -> Option<&str> {
         self.github_token.as_ref().map(|s| s.0.as_str())
     }
+
+    /// Whether the request came with a read-only registry token (which may not manage tokens).
+    pub fn is_read_only_token(&self) -> bool {
+        matches!(self.registry_token, Some((_, true)))
+    }
 }
 
 /// GitHub-mode settings.

@@ -156,6 +156,17 @@ async fn list_tokens(github: &GithubAuth, ctx: &RequestContext) -> Result<Respon
     ))
 }
 
+/// A read-only token may list tokens but not create or revoke them: otherwise a leaked read-only
+/// token (say, a CI cache's) could mint itself a publish token.
+fn refuse_read_only(ctx: &RequestContext) -> Result<(), ApiError> {
+    if ctx.caller.is_read_only_token() {
+        return Err(ApiError::Forbidden(
+            "this registry token is read-only; it cannot create or revoke tokens".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// `npm token create`: a new token for the caller, sealing the GitHub token they authenticated
 /// with (directly, or behind the registry token they used). npm sends the account password,
 /// which GitHub accounts do not have here; the caller's credentials already prove who they are.
@@ -165,6 +176,7 @@ async fn create_token(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let login = signed_in(ctx)?.to_string();
+    refuse_read_only(ctx)?;
     let doc: Value = if body.is_empty() {
         json!({})
     } else {
@@ -196,6 +208,7 @@ async fn revoke_token(
     key: &str,
 ) -> Result<Response, ApiError> {
     let login = signed_in(ctx)?;
+    refuse_read_only(ctx)?;
     if !records(github, login).await?.iter().any(|r| r.jti == key) {
         return Err(ApiError::NotFound(format!("no token {key} for {login}")));
     }

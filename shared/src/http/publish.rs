@@ -193,9 +193,11 @@ async fn publish_version(
         Err(err) => {
             // Lost a race (or the write failed): our bytes must not linger unless the winner's
             // record points at the very same key (identical content).
-            let winner = state.metadata.version(&name, &version).await.ok().flatten();
-            let referenced = matches!(&winner, Some(VersionRecord { state: VersionState::Live(l), .. }) if l.dist.tarball_key == key);
-            if !referenced {
+            // If that lookup fails too, the write may still have landed (a timeout after the
+            // commit): keep the bytes, which `sweep` removes later if nothing refers to them.
+            let winner = state.metadata.version(&name, &version).await;
+            let referenced = matches!(&winner, Ok(Some(VersionRecord { state: VersionState::Live(l), .. })) if l.dist.tarball_key == key);
+            if winner.is_ok() && !referenced {
                 remove_tarball_quietly(state, &key).await;
             }
             match err {
@@ -210,9 +212,13 @@ async fn publish_version(
                     ))
                 }
                 ApiError::Conflict(_)
-                    if winner
-                        .as_ref()
-                        .is_some_and(|w| matches!(w.state, VersionState::Live(_))) =>
+                    if matches!(
+                        &winner,
+                        Ok(Some(VersionRecord {
+                            state: VersionState::Live(_),
+                            ..
+                        }))
+                    ) =>
                 {
                     Err(conflict(&name, &version))
                 }
@@ -322,7 +328,14 @@ async fn update_metadata(
     let removed = retry_on_conflict(|| async {
         let stored = load(state, name).await?;
         check_rev(&stored, rev)?;
-        let changes = publish::diff_metadata(name, &stored, clone_doc(doc))?;
+        let mut changes = publish::diff_metadata(name, &stored, clone_doc(doc))?;
+        if rev.is_none() {
+            // Without `/-rev/` (npm deprecate, star) the body is a copy read a moment ago, so a
+            // version missing from it was published since, not removed: only npm unpublish, which
+            // always sends `/-rev/`, may remove versions (and move dist-tags with them).
+            changes.unpublish.clear();
+            changes.dist_tags = None;
+        }
         if changes.is_empty() {
             return Ok(Vec::new());
         }
