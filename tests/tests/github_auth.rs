@@ -834,6 +834,17 @@ async fn login_whoami_and_tokens() {
     );
     npm.ok(&pkg, &["publish"]);
 
+    // Someone who may not read the package learns nothing about which versions exist.
+    for caller in [None, Some(world.dave.token.as_str())] {
+        let mut statuses = Vec::new();
+        for version in ["1.0.1", "9.9.9"] {
+            let url = format!("{}/@acme/widgets/-/widgets-{version}.tgz", server.url);
+            statuses.push(send(reqwest::Method::GET, url, caller, None).await.0);
+        }
+        assert_eq!(statuses[0], statuses[1], "{caller:?}");
+        assert!(statuses[0] == 401 || statuses[0] == 403, "{statuses:?}");
+    }
+
     // npm token list shows it; revoke it with npm; then it is refused.
     let list = npm.ok(root, &["token", "list", "--json"]);
     let tokens: Value = serde_json::from_str(&list.stdout).unwrap();

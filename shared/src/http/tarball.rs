@@ -43,9 +43,14 @@ async fn download(
         )));
     };
     let Some(record) = state.metadata.version(name, &version).await? else {
-        if state.metadata.package(name).await?.is_none() {
+        let Some(package) = state.metadata.package(name).await? else {
             return state.not_here(name, ctx);
-        }
+        };
+        // Whether a version exists is the package's business: a caller who may not read it
+        // gets the same refusal as for a version that does exist.
+        state
+            .authorize(ctx, name, Some(&package), Action::Read)
+            .await?;
         return Err(ApiError::NotFound(format!(
             "version {version} of {name} not found"
         )));
