@@ -67,6 +67,8 @@ pub struct Config {
     pub presign_seconds: u64,
     /// `REGISTRY_MAX_BODY_BYTES`.
     pub max_body_bytes: usize,
+    /// `REGISTRY_MAX_BODY_BYTES_IN_FLIGHT`: bytes of request bodies held at once, across requests.
+    pub max_body_bytes_in_flight: usize,
     /// `REGISTRY_ALLOW_OVERWRITE`: let a publish replace an existing (not unpublished) version.
     pub allow_overwrite: bool,
     /// `REGISTRY_MAX_UNPACKED_BYTES`: most bytes a published tarball may unpack to.
@@ -153,7 +155,7 @@ impl Config {
             Some(u) if u.trim().is_empty() => None,
             Some(u) => Some(u.trim().trim_end_matches('/').to_string()),
         };
-        Ok(Self {
+        let mut config = Self {
             listen,
             public_url,
             storage,
@@ -179,6 +181,10 @@ impl Config {
                 .map(|v| parse_num("REGISTRY_MAX_BODY_BYTES", &v))
                 .transpose()?
                 .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            max_body_bytes_in_flight: get("REGISTRY_MAX_BODY_BYTES_IN_FLIGHT")
+                .map(|v| parse_num("REGISTRY_MAX_BODY_BYTES_IN_FLIGHT", &v))
+                .transpose()?
+                .unwrap_or(0),
             allow_overwrite: get("REGISTRY_ALLOW_OVERWRITE")
                 .map(|v| parse_bool("REGISTRY_ALLOW_OVERWRITE", &v))
                 .transpose()?
@@ -203,7 +209,13 @@ impl Config {
                 .map(|v| parse_num("REGISTRY_PACKUMENT_CACHE_BYTES", &v))
                 .transpose()?
                 .unwrap_or(DEFAULT_PACKUMENT_CACHE_BYTES),
-        })
+        };
+        // By default two of the largest bodies at once: a burst of big publishes waits its
+        // turn (503, Retry-After) instead of taking the process's memory.
+        if config.max_body_bytes_in_flight == 0 {
+            config.max_body_bytes_in_flight = config.max_body_bytes.saturating_mul(2);
+        }
+        Ok(config)
     }
 
     /// True when `owner`'s scope is served here (compared case-insensitively).

@@ -233,7 +233,13 @@ pub fn build_with_auth(
         ..TarballLimits::default()
     };
     let packuments = PackumentCache::new(config.packument_cache_bytes);
+    let body_budget = Arc::new(tokio::sync::Semaphore::new(
+        config
+            .max_body_bytes_in_flight
+            .min(tokio::sync::Semaphore::MAX_PERMITS),
+    ));
     Arc::new(AppState {
+        body_budget,
         metadata,
         tarballs,
         config,

@@ -1,6 +1,7 @@
 //! Test support: start the real `registry-server` binary, drive the real npm CLI in an isolated
 //! HOME, and build packages and publish documents at test time.
 
+pub mod api;
 pub mod clients;
 pub mod fake_github;
 pub mod faults;

@@ -3,99 +3,13 @@
 use std::path::Path;
 
 use base64::Engine;
+use e2e::api::{assert_no_secrets, doc, login, packument, publish, send};
 use e2e::fake_github::Mode;
 use e2e::github_world::{User, World};
-use e2e::{Backend, Npm, S3Host, Server, escaped, http, package_tgz, publish_doc, write_package};
+use e2e::{Backend, Npm, S3Host, Server, escaped, http, write_package};
 use registry::auth::tokens::TokenKeys;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-/// A publish document naming its GitHub repository, as package.json's `repository` does.
-fn doc(name: &str, version: &str, repository: Option<&str>) -> Value {
-    let mut d = publish_doc(name, version, &package_tgz(name, version));
-    if let Some(r) = repository {
-        d["versions"][version]["repository"] = json!(r);
-    }
-    d
-}
-
-async fn send(
-    method: reqwest::Method,
-    url: String,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> (StatusCode, Value, reqwest::header::HeaderMap) {
-    let mut request = http().request(method, url);
-    if let Some(t) = token {
-        request = request.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        request = request.json(b);
-    }
-    let response = request.send().await.unwrap();
-    let (status, headers) = (response.status(), response.headers().clone());
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::Null),
-        headers,
-    )
-}
-
-async fn publish(
-    server: &Server,
-    token: Option<&str>,
-    name: &str,
-    version: &str,
-    repo: Option<&str>,
-) -> (StatusCode, Value) {
-    let (s, b, _) = send(
-        reqwest::Method::PUT,
-        format!("{}/{}", server.url, escaped(name)),
-        token,
-        Some(&doc(name, version, repo)),
-    )
-    .await;
-    (s, b)
-}
-
-/// The package as its admin sees it (`None` once it is unpublished).
-async fn packument(server: &Server, token: &str, name: &str) -> Option<Value> {
-    let (s, b, _) = send(
-        reqwest::Method::GET,
-        format!("{}/{}?write=true", server.url, escaped(name)),
-        Some(token),
-        None,
-    )
-    .await;
-    match s.as_u16() {
-        200 => Some(b),
-        404 => None,
-        _ => panic!("{s}: {b}"),
-    }
-}
-
-/// `npm login`'s legacy request: GitHub login as user name, GitHub token as password.
-async fn login(server: &Server, user: &User) -> String {
-    let body = json!({ "_id": format!("org.couchdb.user:{}", user.login), "name": user.login, "password": user.token, "type": "user", "roles": [], "date": "2026-11-22T00:00:00.000Z" });
-    let (s, b, _) = send(
-        reqwest::Method::PUT,
-        format!("{}/-/user/org.couchdb.user:{}", server.url, user.login),
-        None,
-        Some(&body),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    b["token"].as_str().unwrap().to_string()
-}
-
-fn assert_no_secrets(server: &Server, secrets: &[&str]) {
-    let log = server.log();
-    assert!(!log.is_empty(), "the server logged nothing");
-    for secret in secrets {
-        assert!(!log.contains(secret), "a token appears in the server's log");
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The real npm CLI under each role.
@@ -197,10 +111,11 @@ async fn npm_under_each_role(backend: Backend) {
     .unwrap();
     assert_eq!(versions, json!(["1.0.1"]));
 
-    // dave (no access) and anonymous users cannot even install.
+    // dave (no access) and anonymous users cannot even install; to dave the package does not
+    // exist.
     let refused = dave.run(&project("dave-install"), &["install", "@acme/widgets"]);
     assert!(
-        !refused.ok && refused.all().contains("403"),
+        !refused.ok && refused.all().contains("404"),
         "{}",
         refused.all()
     );
@@ -244,6 +159,7 @@ enum Op {
     TagAdd,
     TagRemove,
     Deprecate,
+    Star,
     UnpublishVersion,
     UnpublishAll,
     Whoami,
@@ -253,7 +169,7 @@ enum Op {
 fn need(op: Op) -> u8 {
     match op {
         Op::Whoami => 0,
-        Op::Packument | Op::Version | Op::DistTags | Op::Tarball => 1,
+        Op::Packument | Op::Version | Op::DistTags | Op::Tarball | Op::Star => 1,
         Op::Publish | Op::TagAdd | Op::TagRemove | Op::Deprecate => 2,
         Op::UnpublishVersion | Op::UnpublishAll => 3,
     }
@@ -265,18 +181,15 @@ async fn perform(
     name: &str,
     token: Option<&str>,
     state: &Value,
-) -> StatusCode {
+    star_as: &str,
+) -> (StatusCode, Value, reqwest::header::HeaderMap) {
     use reqwest::Method;
     let url = format!("{}/{}", server.url, escaped(name));
-    let rev = state["_rev"].as_str().unwrap();
+    let rev = state["_rev"].as_str().unwrap_or("1-0");
     let base = name.split('/').nth(1).unwrap();
     match op {
-        Op::Packument => send(Method::GET, url, token, None).await.0,
-        Op::Version => {
-            send(Method::GET, format!("{url}/1.0.0"), token, None)
-                .await
-                .0
-        }
+        Op::Packument => send(Method::GET, url, token, None).await,
+        Op::Version => send(Method::GET, format!("{url}/1.0.0"), token, None).await,
         Op::DistTags => {
             send(
                 Method::GET,
@@ -285,7 +198,6 @@ async fn perform(
                 None,
             )
             .await
-            .0
         }
         Op::Tarball => {
             send(
@@ -295,13 +207,8 @@ async fn perform(
                 None,
             )
             .await
-            .0
         }
-        Op::Publish => {
-            send(Method::PUT, url, token, Some(&doc(name, "2.0.0", None)))
-                .await
-                .0
-        }
+        Op::Publish => send(Method::PUT, url, token, Some(&doc(name, "2.0.0", None))).await,
         Op::TagAdd => {
             send(
                 Method::PUT,
@@ -310,7 +217,6 @@ async fn perform(
                 Some(&json!("1.0.0")),
             )
             .await
-            .0
         }
         Op::TagRemove => {
             send(
@@ -320,52 +226,81 @@ async fn perform(
                 None,
             )
             .await
-            .0
+        }
+        Op::Star => {
+            let mut d = state.clone();
+            d["users"] = json!({ star_as: true });
+            send(Method::PUT, url, token, Some(&d)).await
         }
         Op::Deprecate => {
             let mut d = state.clone();
             d["versions"]["1.0.0"]["deprecated"] = json!("no");
-            send(Method::PUT, url, token, Some(&d)).await.0
+            send(Method::PUT, url, token, Some(&d)).await
         }
         Op::UnpublishVersion => {
             let mut d = state.clone();
             d["versions"].as_object_mut().unwrap().remove("1.0.1");
             d["dist-tags"] = json!({ "latest": "1.0.0", "old": "1.0.0" });
-            send(Method::PUT, format!("{url}/-rev/{rev}"), token, Some(&d))
-                .await
-                .0
+            send(Method::PUT, format!("{url}/-rev/{rev}"), token, Some(&d)).await
         }
-        Op::UnpublishAll => {
-            send(Method::DELETE, format!("{url}/-rev/{rev}"), token, None)
-                .await
-                .0
-        }
-        Op::Whoami => {
-            send(Method::GET, format!("{}/-/whoami", server.url), token, None)
-                .await
-                .0
-        }
+        Op::UnpublishAll => send(Method::DELETE, format!("{url}/-rev/{rev}"), token, None).await,
+        Op::Whoami => send(Method::GET, format!("{}/-/whoami", server.url), token, None).await,
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn authorization_matrix() {
+async fn authorization_matrix_local() {
+    authorization_matrix(Backend::local()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_matrix_aws() {
+    authorization_matrix(Backend::aws("matrix", S3Host::Different)).await;
+}
+
+/// What a cell of the matrix must answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Success.
+    Allowed,
+    /// 401 with `WWW-Authenticate`.
+    Unauthenticated,
+    /// 403: the caller sees the package but may not do this.
+    Forbidden,
+    /// Exactly what a missing name answers (404 to a signed-in caller).
+    LikeMissing,
+}
+
+/// Every route × every kind of caller, on `backend`: the status, a `{"error": "..."}` body on
+/// refusals, nothing changed by a refusal, and the existence property: a caller who may not read
+/// a package gets exactly (status, body, headers) what a missing name gets.
+async fn authorization_matrix(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let world = World::start().await;
-    let server = world.server(tmp.path(), &Backend::local(), &[]);
+    let server = world.server(tmp.path(), &backend, &[]);
     let alice = &world.alice.token;
 
-    // Registry tokens: valid, expired, signed with another key, alg none, tampered, revoked.
+    // Registry tokens: valid, read-only, expired, signed with another key, alg none, tampered,
+    // revoked.
     let registry_token = login(&server, &world.alice).await;
+    let (s, created, _) = send(
+        reqwest::Method::POST,
+        format!("{}/-/npm/v1/tokens", server.url),
+        Some(&registry_token),
+        Some(&json!({ "password": "", "readonly": true })),
+    )
+    .await;
+    assert_eq!(s, 200, "{created}");
+    let read_only = created["token"].as_str().unwrap().to_string();
     let expired = TokenKeys::new(world.secret.as_bytes(), chrono::Duration::seconds(-60))
-        .issue("alice", alice, false)
+        .issue("alice", alice, false, None)
         .unwrap()
         .0;
     let wrong_key = TokenKeys::new(
         b"a different secret, also at least 32 chars",
         chrono::Duration::days(1),
     )
-    .issue("alice", alice, false)
+    .issue("alice", alice, false, None)
     .unwrap()
     .0;
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
@@ -404,27 +339,46 @@ async fn authorization_matrix() {
     .await;
     assert_eq!(s, 204);
 
-    // (caller, token, role: None = unauthenticated, Some(0..=3) = what they hold)
-    let callers: Vec<(&str, Option<String>, Option<u8>)> = vec![
-        ("anonymous", None, None),
+    // (caller, token, login to star as, what they hold: None = unauthenticated, Some(0..=3) =
+    // none, pull, push, admin)
+    let callers: Vec<(&str, Option<String>, &str, Option<u8>)> = vec![
+        ("anonymous", None, "anonymous", None),
         (
             "bad token",
             Some("ghp_not_a_real_token_at_all".into()),
+            "x",
             None,
         ),
-        ("expired registry token", Some(expired), None),
-        ("registry token, wrong key", Some(wrong_key), None),
-        ("registry token, alg none", Some(alg_none), None),
-        ("registry token, tampered", Some(tampered), None),
-        ("revoked registry token", Some(revoked), None),
-        ("dave (no access)", Some(world.dave.token.clone()), Some(0)),
-        ("carol (pull)", Some(world.carol.token.clone()), Some(1)),
-        ("bob (push)", Some(world.bob.token.clone()), Some(2)),
-        ("alice (admin)", Some(alice.clone()), Some(3)),
+        ("expired registry token", Some(expired), "alice", None),
+        ("registry token, wrong key", Some(wrong_key), "alice", None),
+        ("registry token, alg none", Some(alg_none), "alice", None),
+        ("registry token, tampered", Some(tampered), "alice", None),
+        ("revoked registry token", Some(revoked), "alice", None),
+        (
+            "dave (no access)",
+            Some(world.dave.token.clone()),
+            "dave",
+            Some(0),
+        ),
+        (
+            "carol (pull)",
+            Some(world.carol.token.clone()),
+            "carol",
+            Some(1),
+        ),
+        ("bob (push)", Some(world.bob.token.clone()), "bob", Some(2)),
+        ("alice (admin)", Some(alice.clone()), "alice", Some(3)),
         (
             "alice's registry token",
             Some(registry_token.clone()),
+            "alice",
             Some(3),
+        ),
+        (
+            "alice's read-only registry token",
+            Some(read_only.clone()),
+            "alice",
+            Some(1),
         ),
     ];
     let ops = [
@@ -436,16 +390,18 @@ async fn authorization_matrix() {
         Op::TagAdd,
         Op::TagRemove,
         Op::Deprecate,
+        Op::Star,
         Op::UnpublishVersion,
         Op::UnpublishAll,
         Op::Whoami,
     ];
     let mut failures = Vec::new();
     let mut cell = 0;
-    for (who, token, role) in &callers {
+    for (who, token, star_as, role) in &callers {
         for op in ops {
             cell += 1;
-            // A fresh package per cell, so allowed writes do not change what later cells see.
+            // A fresh package per cell, so allowed writes do not change what later cells see;
+            // its name differs from its repository's, so a leaked repository name shows.
             let name = format!("@acme/m{cell}");
             assert_eq!(
                 publish(
@@ -472,27 +428,73 @@ async fn authorization_matrix() {
             .await;
             assert_eq!(s, 200);
             let before = packument(&server, alice, &name).await.unwrap();
-            let status = perform(op, &server, &name, token.as_deref(), &before).await;
+            let (status, body, headers) =
+                perform(op, &server, &name, token.as_deref(), &before, star_as).await;
             let expected = match role {
-                None => StatusCode::UNAUTHORIZED,
-                Some(r) if *r >= need(op) => StatusCode::OK,
-                Some(_) => StatusCode::FORBIDDEN,
+                None => Expect::Unauthenticated,
+                Some(r) if *r >= need(op) => Expect::Allowed,
+                // The name is taken: a publish cannot pretend otherwise (it says no more).
+                Some(0) if matches!(op, Op::Publish) => Expect::Forbidden,
+                Some(0) => Expect::LikeMissing,
+                Some(_) => Expect::Forbidden,
             };
             let after = packument(&server, alice, &name).await;
             let after = after.as_ref().unwrap_or(&Value::Null);
-            let ok = if expected == StatusCode::OK {
-                status.is_success()
-            } else {
-                status == expected && *after == before
+            let mut wrong = Vec::new();
+            let status_ok = match expected {
+                // A tarball on S3 is a redirect to a presigned URL.
+                Expect::Allowed => status.is_success() || status == StatusCode::FOUND,
+                Expect::Unauthenticated => {
+                    status == 401 && headers.get("www-authenticate").is_some()
+                }
+                Expect::Forbidden => status == 403,
+                Expect::LikeMissing => status == 404,
             };
-            if !ok {
+            if !status_ok {
+                wrong.push(format!("got {status} {body}"));
+            }
+            if expected != Expect::Allowed {
+                if *after != before {
+                    wrong.push("the package changed".into());
+                }
+                if !body["error"].is_string() {
+                    wrong.push(format!("body is not {{\"error\": \"...\"}}: {body}"));
+                }
+                if body.to_string().contains("acme/widgets") && role.is_none_or(|r| r == 0) {
+                    wrong.push(format!("names the repository: {body}"));
+                }
+            }
+            // The existence property, for callers who may not read the package.
+            if role.is_none_or(|r| r == 0) && !matches!(op, Op::Publish | Op::Whoami) {
+                let ghost = name.replace("/m", "/ghost");
+                let ghost_state: Value =
+                    serde_json::from_str(&before.to_string().replace(&name, &ghost)).unwrap();
+                let (g_status, g_body, g_headers) =
+                    perform(op, &server, &ghost, token.as_deref(), &ghost_state, star_as).await;
+                let ghost_body = g_body.to_string().replace(&ghost, &name);
+                let comparable = |h: &reqwest::header::HeaderMap| {
+                    let mut v: Vec<(String, String)> = h
+                        .iter()
+                        .filter(|(k, _)| *k != "date" && *k != "content-length")
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                        .collect();
+                    v.sort();
+                    v
+                };
+                if (g_status, ghost_body.as_str()) != (status, body.to_string().as_str())
+                    || comparable(&g_headers) != comparable(&headers)
+                {
+                    wrong.push(format!(
+                        "a missing name answers {g_status} {g_body} {:?}, this package {status} {body} {:?}",
+                        comparable(&g_headers),
+                        comparable(&headers)
+                    ));
+                }
+            }
+            if !wrong.is_empty() {
                 failures.push(format!(
-                    "{who} × {op:?}: got {status}, wanted {expected}{}",
-                    if *after != before {
-                        " (and the package changed)"
-                    } else {
-                        ""
-                    }
+                    "{who} × {op:?} (wanted {expected:?}): {}",
+                    wrong.join("; ")
                 ));
             }
         }
@@ -503,18 +505,6 @@ async fn authorization_matrix() {
         failures.len(),
         failures.join("\n")
     );
-    let (s, _, headers) = send(
-        reqwest::Method::GET,
-        format!("{}/@acme%2fm1", server.url),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(s, 401);
-    assert!(
-        headers.get("www-authenticate").is_some(),
-        "401 carries WWW-Authenticate"
-    );
     assert_no_secrets(
         &server,
         &[
@@ -523,6 +513,7 @@ async fn authorization_matrix() {
             &world.carol.token,
             &world.dave.token,
             &registry_token,
+            &read_only,
         ],
     );
 }
@@ -842,7 +833,7 @@ async fn login_whoami_and_tokens() {
             statuses.push(send(reqwest::Method::GET, url, caller, None).await.0);
         }
         assert_eq!(statuses[0], statuses[1], "{caller:?}");
-        assert!(statuses[0] == 401 || statuses[0] == 403, "{statuses:?}");
+        assert!(statuses[0] == 401 || statuses[0] == 404, "{statuses:?}");
     }
 
     // npm token list shows it; revoke it with npm; then it is refused.

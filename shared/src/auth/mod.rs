@@ -79,6 +79,9 @@ pub enum AuthError {
     /// The caller is known but lacks a permission: 403.
     #[error("{0}")]
     Forbidden(String),
+    /// The caller may not even read the package: answered exactly as a missing name is.
+    #[error("not found")]
+    Hidden,
     /// GitHub (or the store) could not answer and nothing usable is cached: 503.
     #[error("{0}")]
     Unavailable(String),
@@ -101,8 +104,17 @@ pub struct Caller {
     pub identity: Identity,
     /// The GitHub token their permissions are checked with.
     github_token: Option<Secret>,
-    /// The registry token's id and whether it is read-only, when one was used.
-    registry_token: Option<(String, bool)>,
+    /// The registry token, when one was used.
+    registry_token: Option<RegistryTokenUse>,
+}
+
+/// What a request's registry token is, as far as minting another from it goes.
+#[derive(Debug, Clone)]
+pub struct RegistryTokenUse {
+    /// Whether it only reads.
+    pub readonly: bool,
+    /// The token a new one minted with it depends on: this one's root (or itself).
+    pub lineage: tokens::Lineage,
 }
 
 impl Caller {
@@ -122,7 +134,12 @@ impl Caller {
 
     /// Whether the request came with a read-only registry token (which may not manage tokens).
     pub fn is_read_only_token(&self) -> bool {
-        matches!(self.registry_token, Some((_, true)))
+        self.registry_token.as_ref().is_some_and(|t| t.readonly)
+    }
+
+    /// The registry token the request came with, if any.
+    pub fn registry_token(&self) -> Option<&RegistryTokenUse> {
+        self.registry_token.as_ref()
     }
 }
 
@@ -155,6 +172,8 @@ pub struct GithubAuth {
     pub tokens: TokenKeys,
     settings: GithubSettings,
     memory: Mutex<HashMap<String, CacheEntry>>,
+    /// Hashes of tokens GitHub refused lately, so a repeated bad token costs no GitHub call.
+    refused: Mutex<HashMap<String, DateTime<Utc>>>,
 }
 
 /// A cached GitHub answer.
@@ -210,8 +229,13 @@ pub fn decide(
     if access.role >= action.needs() {
         return Ok(());
     }
-    if action == Action::Read && public_read && !access.private {
+    let readable = access.role >= Role::Pull || (public_read && !access.private);
+    if action == Action::Read && readable {
         return Ok(());
+    }
+    // Whoever may not read the package learns nothing about it, its repository included.
+    if !readable {
+        return Err(AuthError::Hidden);
     }
     match identity {
         Identity::Anonymous => Err(AuthError::Unauthenticated(format!(
@@ -258,6 +282,7 @@ impl GithubAuth {
             tokens,
             settings,
             memory: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
         }
     }
 
@@ -390,6 +415,25 @@ impl GithubAuth {
                         "the registry token was revoked; run npm login again".into(),
                     )
                 })?;
+            // A token minted with another registry token lives only as long as that one.
+            if let Some(root) = &record.parent {
+                let root_alive = self
+                    .kv
+                    .get(&token_namespace(&claims.sub), root)
+                    .await
+                    .map_err(|e| {
+                        AuthError::Unavailable(format!(
+                            "the token store is unavailable ({e}); retry shortly"
+                        ))
+                    })?
+                    .is_some();
+                if !root_alive {
+                    return Err(AuthError::Unauthenticated(
+                        "the registry token it was created with was revoked; run npm login again"
+                            .into(),
+                    ));
+                }
+            }
             let github = self
                 .tokens
                 .unseal(&record)
@@ -397,7 +441,13 @@ impl GithubAuth {
             return Ok(Caller {
                 identity: Identity::User(claims.sub),
                 github_token: Some(Secret(github)),
-                registry_token: Some((claims.jti, claims.scope == "read")),
+                registry_token: Some(RegistryTokenUse {
+                    readonly: claims.scope == "read",
+                    lineage: tokens::Lineage {
+                        root: record.parent.clone().unwrap_or(record.jti.clone()),
+                        expires: record.expires,
+                    },
+                }),
             });
         }
         let user = self.user(token).await?;
@@ -408,16 +458,36 @@ impl GithubAuth {
         })
     }
 
-    /// The GitHub user a token belongs to (cached by the token's hash).
+    /// The GitHub user a token belongs to (cached by the token's hash, and so is a refusal).
     pub async fn user(&self, token: &str) -> Result<github::GithubUser, AuthError> {
+        let token_hash = hash(token);
+        let now = Utc::now();
+        let recently_refused = self
+            .refused
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&token_hash).copied())
+            .is_some_and(|at| now - at < self.settings.fresh_for);
+        if recently_refused {
+            return Err(unavailable(GithubError::BadCredentials));
+        }
         let api = self.api.clone();
-        self.cached(
-            &format!("user/{}", hash(token)),
-            Freshness::Cached,
-            |etag| async move { api.user(token, etag.as_deref()).await },
-        )
-        .await
-        .map_err(unavailable)
+        let answer = self
+            .cached(
+                &format!("user/{token_hash}"),
+                Freshness::Cached,
+                |etag| async move { api.user(token, etag.as_deref()).await },
+            )
+            .await;
+        if let Err(GithubError::BadCredentials) = &answer
+            && let Ok(mut refused) = self.refused.lock()
+        {
+            if refused.len() >= MEMORY_ENTRIES {
+                refused.clear();
+            }
+            refused.insert(token_hash, now);
+        }
+        answer.map_err(unavailable)
     }
 
     /// The caller's access to a repository.
@@ -486,7 +556,7 @@ impl Authorizer {
             return Ok(None);
         };
         self.serves(package).map_err(AuthError::Forbidden)?;
-        if let (Some((_, true)), Action::Write | Action::Admin) = (&caller.registry_token, action) {
+        if let (true, Action::Write | Action::Admin) = (caller.is_read_only_token(), action) {
             return Err(AuthError::Forbidden(
                 "this registry token is read-only; create a publish token with npm login".into(),
             ));
@@ -565,8 +635,18 @@ mod tests {
             denied,
             AuthError::Forbidden("alice needs push permission on GitHub repository acme/widgets to publish to @acme/widgets (has pull)".into())
         );
+        // Nothing about a package the caller cannot read, not even its repository.
+        for (who, role) in [(&anon, Role::None), (&alice, Role::None)] {
+            for action in [Action::Read, Action::Write, Action::Admin] {
+                assert_eq!(
+                    decide(who, &access(role, true), action, true, &pkg),
+                    Err(AuthError::Hidden)
+                );
+            }
+        }
+        // Anonymous readers of a public repository's package are asked to sign in to write.
         assert!(matches!(
-            decide(&anon, &access(Role::None, true), Action::Read, true, &pkg),
+            decide(&anon, &access(Role::None, false), Action::Write, true, &pkg),
             Err(AuthError::Unauthenticated(_))
         ));
     }

@@ -49,6 +49,19 @@ pub struct TokenRecord {
     pub preview: String,
     /// The GitHub token: nonce ‖ ciphertext ‖ tag, base64.
     pub sealed: String,
+    /// The token this one was minted with (its root), which it cannot outlive: revoking that one
+    /// revokes this one too. `None` for tokens from `npm login` or a GitHub token.
+    #[serde(default)]
+    pub parent: Option<String>,
+}
+
+/// What a token minted with a registry token inherits from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lineage {
+    /// The root token's id (a token minted with a minted token depends on the same root).
+    pub root: String,
+    /// When the minting token expires: the new one expires no later.
+    pub expires: DateTime<Utc>,
 }
 
 /// Why a registry token is refused.
@@ -84,19 +97,25 @@ impl TokenKeys {
         }
     }
 
-    /// Makes a token for `login` carrying `github_token`; returns the JWT and its record.
+    /// Makes a token for `login` carrying `github_token`; returns the JWT and its record. A token
+    /// minted with another registry token (`lineage`) expires with it and depends on its root.
     pub fn issue(
         &self,
         login: &str,
         github_token: &str,
         readonly: bool,
+        lineage: Option<&Lineage>,
     ) -> Result<(String, TokenRecord), TokenError> {
         let now = Utc::now();
         let jti = hex::encode(rand::random::<[u8; 16]>());
+        let expires = match lineage {
+            Some(l) => (now + self.lifetime).min(l.expires),
+            None => now + self.lifetime,
+        };
         let claims = Claims {
             iss: ISSUER.into(),
             sub: login.into(),
-            exp: (now + self.lifetime).timestamp(),
+            exp: expires.timestamp(),
             iat: now.timestamp(),
             jti: jti.clone(),
             scope: if readonly { "read" } else { "publish" }.into(),
@@ -107,10 +126,11 @@ impl TokenKeys {
             jti: jti.clone(),
             login: login.into(),
             created: now,
-            expires: now + self.lifetime,
+            expires,
             readonly,
             preview: jwt.chars().take(12).collect(),
             sealed: self.seal(github_token, &jti)?,
+            parent: lineage.map(|l| l.root.clone()),
         };
         Ok((jwt, record))
     }
@@ -128,6 +148,18 @@ impl TokenKeys {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
             })
+    }
+
+    /// The claims of a token this registry signed, expired or not: what `npm token revoke
+    /// <token>` names a token by.
+    pub fn claims_of_any_age(&self, jwt: &str) -> Result<Claims, TokenError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["iss", "sub"]);
+        validation.validate_exp = false;
+        jsonwebtoken::decode::<Claims>(jwt, &self.decoding, &validation)
+            .map(|d| d.claims)
+            .map_err(|_| TokenError::Invalid)
     }
 
     fn seal(&self, github_token: &str, jti: &str) -> Result<String, TokenError> {
@@ -186,7 +218,7 @@ mod tests {
     #[test]
     fn issue_verify_unseal() {
         let k = keys();
-        let (jwt, record) = k.issue("alice", "ghp_example", false).unwrap();
+        let (jwt, record) = k.issue("alice", "ghp_example", false, None).unwrap();
         assert!(looks_like_jwt(&jwt));
         let claims = k.verify(&jwt).unwrap();
         assert_eq!(
@@ -201,7 +233,7 @@ mod tests {
     #[test]
     fn forged_tokens_are_refused() {
         let k = keys();
-        let (jwt, mut record) = k.issue("alice", "ghp_example", false).unwrap();
+        let (jwt, mut record) = k.issue("alice", "ghp_example", false, None).unwrap();
         let other = TokenKeys::new(b"another secret", Duration::days(30));
         assert_eq!(other.verify(&jwt), Err(TokenError::Invalid), "wrong key");
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
@@ -223,7 +255,7 @@ mod tests {
             "tampered claims"
         );
         let expired = TokenKeys::new(b"test secret made at test time", Duration::seconds(-10))
-            .issue("alice", "x", false)
+            .issue("alice", "x", false, None)
             .unwrap()
             .0;
         assert_eq!(k.verify(&expired), Err(TokenError::Expired));

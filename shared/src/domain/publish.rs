@@ -7,6 +7,7 @@ use base64::Engine;
 use bytes::Bytes;
 use semver::Version;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::integrity::Digests;
@@ -83,51 +84,272 @@ pub enum PublishError {
 /// DynamoDB's 400 KB item limit (READMEs are stored apart), on every backend alike.
 pub const MAX_MANIFEST_BYTES: usize = 256 * 1024;
 
-/// The publish document `npm publish` sends.
-#[derive(Debug, Deserialize)]
-pub struct PublishDocument {
-    /// Must equal the URL's name.
+/// Why a PUT body could not be read as a package document (before any field is checked).
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    /// Nothing was sent.
+    #[error("request body is empty; expected JSON")]
+    Empty,
+    /// Not JSON at all.
+    #[error("request body is not valid JSON: {0}")]
+    Syntax(serde_json::Error),
+    /// JSON, but not an object.
+    #[error("request body must be a JSON object")]
+    NotAnObject,
+    /// An object whose fields have the wrong types.
+    #[error("request body is not a valid package document: {0}")]
+    Shape(serde_json::Error),
+    /// A field has a bad value.
+    #[error(transparent)]
+    Invalid(#[from] PublishError),
+}
+
+/// What `PUT /NAME` carries as it is read off the wire: small fields decoded, every version's
+/// manifest and the attachment's data left as JSON text borrowed from the body.
+#[derive(Deserialize)]
+struct RawPut<'a> {
     #[serde(rename = "_id")]
-    pub id: Option<String>,
-    /// Must equal the URL's name.
-    pub name: Option<String>,
-    /// Tags to point at the new version.
+    id: Option<String>,
+    name: Option<String>,
     #[serde(rename = "dist-tags", default)]
-    pub dist_tags: Option<Map<String, Value>>,
-    /// Exactly one version.
-    pub versions: Option<Map<String, Value>>,
-    /// Exactly one tarball.
-    #[serde(rename = "_attachments")]
-    pub attachments: Option<Map<String, Value>>,
-    /// Package README, which some clients send at the top level.
-    pub readme: Option<Value>,
-    /// Stars, in metadata updates.
-    pub users: Option<Map<String, Value>>,
-    /// The revision the client read, in metadata updates.
+    dist_tags: Option<Map<String, Value>>,
+    #[serde(borrow, default)]
+    versions: Option<BTreeMap<String, &'a RawValue>>,
+    #[serde(rename = "_attachments", borrow, default)]
+    attachments: Option<BTreeMap<String, &'a RawValue>>,
+    #[serde(borrow, default)]
+    readme: Option<&'a RawValue>,
+    users: Option<Map<String, Value>>,
     #[serde(rename = "_rev")]
+    rev: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawAttachment<'a> {
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    length: Option<Value>,
+}
+
+/// The one field of a version a metadata update may change.
+#[derive(Deserialize)]
+struct VersionUpdate {
+    deprecated: Option<Value>,
+}
+
+/// A `PUT /NAME` body: a publish (it carries a tarball) or a metadata update.
+#[derive(Debug)]
+pub enum PutDocument {
+    /// `npm publish`: one new version and its tarball, still base64 text.
+    Publish(PendingPublish),
+    /// `npm deprecate`, `npm star`, `npm unpublish name@version`.
+    Update(MetadataUpdate),
+}
+
+/// A metadata update, reduced to what may change: deprecations, the version list, dist-tags, stars.
+#[derive(Debug, Default)]
+pub struct MetadataUpdate {
+    /// Each listed version and the deprecation message it asks for (`None`: not deprecated).
+    pub versions: Option<BTreeMap<String, Option<String>>>,
+    /// Dist-tags as sent.
+    pub dist_tags: Option<Map<String, Value>>,
+    /// Stars as sent (`user → true`).
+    pub users: Option<Map<String, Value>>,
+    /// The revision the client read.
     pub rev: Option<String>,
 }
 
-impl PublishDocument {
-    /// True when the document carries a tarball, i.e. is a publish rather than a metadata update.
-    pub fn is_publish(&self) -> bool {
-        self.attachments.as_ref().is_some_and(|a| !a.is_empty())
-    }
+/// A publish whose small fields passed every check that needs no tarball. The tarball is still
+/// the attachment's base64 text, a slice of the request body: it is decoded, hashed and unpacked
+/// (`verify`) only once the caller is authorised.
+#[derive(Debug)]
+pub struct PendingPublish {
+    /// The version being published.
+    pub version: Version,
+    manifest: Map<String, Value>,
+    tags: Vec<DistTag>,
+    top_readme: Option<String>,
+    /// The attachment's `data` as JSON text (a string literal, quotes included).
+    data: Bytes,
+    declared_length: Option<Value>,
+}
 
-    fn check_names(&self, name: &PackageName) -> Result<(), PublishError> {
-        for (field, value) in [("name", &self.name), ("_id", &self.id)] {
-            if let Some(found) = value
-                && found != name.as_str()
-            {
-                return Err(PublishError::NameMismatch {
-                    field,
-                    found: found.clone(),
-                    expected: name.to_string(),
-                });
-            }
+/// Parses a `PUT /NAME` body. Cheap whatever the body's size: a publish's tarball is not decoded
+/// and a metadata update's manifests are skimmed for their one field that matters.
+pub fn parse_put(name: &PackageName, body: Bytes) -> Result<PutDocument, DocumentError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        None => return Err(DocumentError::Empty),
+        Some(b'{') => {}
+        Some(_) => {
+            // Tell "not JSON" from "JSON, but not an object".
+            return Err(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+                    Ok(_) => DocumentError::NotAnObject,
+                    Err(e) => DocumentError::Syntax(e),
+                },
+            );
         }
-        Ok(())
     }
+    let raw: RawPut<'_> = serde_json::from_slice(&body).map_err(|e| {
+        // A shape error may hide a syntax error further on (or nesting too deep to read).
+        match (
+            e.classify(),
+            serde_json::from_slice::<serde::de::IgnoredAny>(&body),
+        ) {
+            (serde_json::error::Category::Data, Ok(_)) => DocumentError::Shape(e),
+            (serde_json::error::Category::Data, Err(syntax)) => DocumentError::Syntax(syntax),
+            _ => DocumentError::Syntax(e),
+        }
+    })?;
+    for (field, value) in [("name", &raw.name), ("_id", &raw.id)] {
+        if let Some(found) = value
+            && found != name.as_str()
+        {
+            return Err(PublishError::NameMismatch {
+                field,
+                found: found.clone(),
+                expected: name.to_string(),
+            }
+            .into());
+        }
+    }
+    if raw.attachments.as_ref().is_some_and(|a| !a.is_empty()) {
+        return Ok(PutDocument::Publish(pending_publish(name, raw, &body)?));
+    }
+    let versions = match raw.versions {
+        None => None,
+        Some(versions) => {
+            let mut wanted = BTreeMap::new();
+            for (key, manifest) in versions {
+                let update: VersionUpdate = serde_json::from_str(manifest.get())
+                    .map_err(|_| PublishError::FieldType("versions[version]", "an object"))?;
+                let deprecated = match update.deprecated {
+                    Some(Value::String(s)) if !s.is_empty() => Some(s),
+                    _ => None,
+                };
+                wanted.insert(key, deprecated);
+            }
+            Some(wanted)
+        }
+    };
+    Ok(PutDocument::Update(MetadataUpdate {
+        versions,
+        dist_tags: raw.dist_tags,
+        users: raw.users,
+        rev: raw.rev,
+    }))
+}
+
+/// `part` (text borrowed from `body`) as a slice of `body`'s buffer, without copying.
+fn share(body: &Bytes, part: &str) -> Bytes {
+    let range = body.as_ptr_range();
+    let inner = part.as_bytes().as_ptr_range();
+    if range.start <= inner.start && inner.end <= range.end {
+        body.slice_ref(part.as_bytes())
+    } else {
+        Bytes::copy_from_slice(part.as_bytes())
+    }
+}
+
+fn pending_publish(
+    name: &PackageName,
+    raw: RawPut<'_>,
+    body: &Bytes,
+) -> Result<PendingPublish, PublishError> {
+    let versions = raw.versions.unwrap_or_default();
+    if versions.len() != 1 {
+        return Err(PublishError::VersionCount(versions.len()));
+    }
+    let attachments = raw.attachments.unwrap_or_default();
+    if attachments.len() != 1 {
+        return Err(PublishError::AttachmentCount(attachments.len()));
+    }
+    let (version_key, manifest) = versions
+        .into_iter()
+        .next()
+        .ok_or(PublishError::VersionCount(0))?;
+    let version = parse_version(&version_key)?;
+    let manifest: Map<String, Value> = match serde_json::from_str(manifest.get()) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(PublishError::FieldType("versions[version]", "an object")),
+    };
+    match string_field(&manifest, "name")? {
+        Some(n) if n == name.as_str() => {}
+        found => {
+            return Err(PublishError::NameMismatch {
+                field: "versions[version].name",
+                found: found.unwrap_or("").to_string(),
+                expected: name.to_string(),
+            });
+        }
+    }
+    match string_field(&manifest, "version")? {
+        Some(v) if v == version_key => {}
+        found => {
+            return Err(PublishError::ManifestVersion {
+                key: version_key.clone(),
+                found: found.unwrap_or("").to_string(),
+            });
+        }
+    }
+    // The attachment: named for the full package name and version, as libnpmpublish does.
+    let (attachment_name, attachment) = attachments
+        .into_iter()
+        .next()
+        .ok_or(PublishError::AttachmentCount(0))?;
+    let expected_name = format!("{name}-{version}.tgz");
+    if attachment_name != expected_name {
+        return Err(PublishError::AttachmentName {
+            found: attachment_name,
+            expected: expected_name,
+        });
+    }
+    let attachment: RawAttachment<'_> = serde_json::from_str(attachment.get())
+        .map_err(|_| PublishError::FieldType("_attachments[file]", "an object"))?;
+    let data = match attachment.data {
+        Some(d) if d.get().starts_with('"') => d,
+        Some(d) if d.get() != "null" => {
+            return Err(PublishError::FieldType(
+                "_attachments[file].data",
+                "a string",
+            ));
+        }
+        _ => {
+            return Err(PublishError::FieldType(
+                "_attachments[file].data",
+                "a base64 string",
+            ));
+        }
+    };
+    let mut tags = Vec::new();
+    for (tag, target) in raw.dist_tags.unwrap_or_default() {
+        let tag = DistTag::parse(&tag)?;
+        if target.as_str() != Some(version_key.as_str()) {
+            return Err(PublishError::TagTarget {
+                tag: tag.to_string(),
+                found: target
+                    .as_str()
+                    .map_or_else(|| target.to_string(), str::to_string),
+                expected: version_key.clone(),
+            });
+        }
+        tags.push(tag);
+    }
+    if tags.is_empty() {
+        tags.push(DistTag::latest());
+    }
+    let top_readme = raw
+        .readme
+        .and_then(|r| serde_json::from_str::<String>(r.get()).ok());
+    Ok(PendingPublish {
+        version,
+        manifest,
+        tags,
+        top_readme,
+        data: share(body, data.get()),
+        declared_length: attachment.length,
+    })
 }
 
 /// A publish that passed every check: safe to store.
@@ -164,93 +386,115 @@ fn string_field<'a>(
     }
 }
 
-/// Checks a publish document against the URL's name and the tarball it carries.
-pub fn validate_publish(
-    name: &PackageName,
-    doc: PublishDocument,
-    limits: TarballLimits,
-) -> Result<ValidPublish, PublishError> {
-    doc.check_names(name)?;
-    let versions = doc.versions.unwrap_or_default();
-    if versions.len() != 1 {
-        return Err(PublishError::VersionCount(versions.len()));
+/// Decodes a JSON string literal of base64 into bytes. Clients send plain base64 (no escapes),
+/// decoded in place; a literal with escapes is unescaped first.
+fn decode_base64_literal(literal: &[u8]) -> Result<Vec<u8>, PublishError> {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let inner = literal
+        .strip_prefix(b"\"")
+        .and_then(|l| l.strip_suffix(b"\""))
+        .ok_or(PublishError::BadBase64)?;
+    if inner.contains(&b'\\') {
+        let text: String = serde_json::from_slice(literal).map_err(|_| PublishError::BadBase64)?;
+        return engine
+            .decode(text.as_bytes())
+            .map_err(|_| PublishError::BadBase64);
     }
-    let attachments = doc.attachments.unwrap_or_default();
-    if attachments.len() != 1 {
-        return Err(PublishError::AttachmentCount(attachments.len()));
-    }
-    let (version_key, manifest) = versions
-        .into_iter()
-        .next()
-        .ok_or(PublishError::VersionCount(0))?;
-    let version = parse_version(&version_key)?;
-    let Value::Object(mut manifest) = manifest else {
-        return Err(PublishError::FieldType("versions[version]", "an object"));
-    };
-    match string_field(&manifest, "name")? {
-        Some(n) if n == name.as_str() => {}
-        found => {
-            return Err(PublishError::NameMismatch {
-                field: "versions[version].name",
-                found: found.unwrap_or("").to_string(),
-                expected: name.to_string(),
-            });
-        }
-    }
-    match string_field(&manifest, "version")? {
-        Some(v) if v == version_key => {}
-        found => {
-            return Err(PublishError::ManifestVersion {
-                key: version_key.clone(),
-                found: found.unwrap_or("").to_string(),
-            });
-        }
+    engine.decode(inner).map_err(|_| PublishError::BadBase64)
+}
+
+impl PendingPublish {
+    /// The manifest's `repository` field, which decides who may publish a new package.
+    pub fn declared_repository(&self) -> Option<&Value> {
+        self.manifest.get("repository")
     }
 
-    // The attachment: named for the full package name and version, as libnpmpublish does.
-    let (attachment_name, attachment) = attachments
-        .into_iter()
-        .next()
-        .ok_or(PublishError::AttachmentCount(0))?;
-    let expected_name = format!("{name}-{version}.tgz");
-    if attachment_name != expected_name {
-        return Err(PublishError::AttachmentName {
-            found: attachment_name,
-            expected: expected_name,
-        });
+    /// Decodes the tarball, checks its length and digests against what the client declared, and
+    /// inspects it (bounded by `limits`): what may only be done for an authorised caller.
+    pub fn verify(
+        self,
+        name: &PackageName,
+        limits: TarballLimits,
+    ) -> Result<ValidPublish, PublishError> {
+        let PendingPublish {
+            version,
+            mut manifest,
+            tags,
+            top_readme,
+            data,
+            declared_length,
+        } = self;
+        let tarball = decode_base64_literal(&data)?;
+        // The base64 text is as large as the tarball again: gone before the tarball is inspected.
+        drop(data);
+        let declared_length =
+            declared_length
+                .as_ref()
+                .and_then(Value::as_u64)
+                .ok_or(PublishError::FieldType(
+                    "_attachments[file].length",
+                    "a non-negative integer",
+                ))?;
+        if declared_length != tarball.len() as u64 {
+            return Err(PublishError::Length {
+                declared: declared_length,
+                actual: tarball.len() as u64,
+            });
+        }
+        let digests = check_digests(&manifest, &tarball)?;
+        let summary = tarball::inspect(&tarball, limits)?;
+        check_tarball_manifest(&summary.manifest, name, &version)?;
+        let readme = match manifest.remove("readme") {
+            Some(Value::String(s)) => Some(s),
+            _ => top_readme,
+        };
+        let readme_filename = match manifest.remove("readmeFilename") {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        };
+        let deprecated = match manifest.remove("deprecated") {
+            Some(Value::String(s)) if !s.is_empty() => Some(s),
+            _ => None,
+        };
+        for derived in ["dist", "_id", "_rev", "_attachments"] {
+            manifest.remove(derived);
+        }
+        let manifest = Manifest::from_map(&manifest)
+            .map_err(|_| PublishError::FieldType("versions[version]", "a JSON object"))?;
+        if manifest.json().len() > MAX_MANIFEST_BYTES {
+            return Err(PublishError::ManifestTooLarge(manifest.json().len()));
+        }
+        let dist = Dist {
+            shasum: digests.sha1_hex,
+            integrity: digests.integrity,
+            file_count: summary.file_count,
+            unpacked_size: summary.unpacked_size,
+            tarball_key: TarballKey::new(name, &version, &digests.sha512_hex),
+        };
+        Ok(ValidPublish {
+            version,
+            tags,
+            tarball: Bytes::from(tarball),
+            live: LiveVersion {
+                manifest,
+                dist,
+                readme,
+                readme_filename,
+                deprecated,
+            },
+        })
     }
-    let Value::Object(attachment) = attachment else {
-        return Err(PublishError::FieldType("_attachments[file]", "an object"));
-    };
-    let data = string_field(&attachment, "data")?.ok_or(PublishError::FieldType(
-        "_attachments[file].data",
-        "a base64 string",
-    ))?;
-    let tarball = base64::engine::general_purpose::STANDARD
-        .decode(data.as_bytes())
-        .map_err(|_| PublishError::BadBase64)?;
-    let declared_length = attachment.get("length").and_then(Value::as_u64);
-    // The base64 text is as large as the tarball again: gone before the tarball is inspected.
-    drop(attachment);
-    let declared_length = declared_length.ok_or(PublishError::FieldType(
-        "_attachments[file].length",
-        "a non-negative integer",
-    ))?;
-    if declared_length != tarball.len() as u64 {
-        return Err(PublishError::Length {
-            declared: declared_length,
-            actual: tarball.len() as u64,
-        });
-    }
+}
 
-    // Digests: recomputed, and compared with whatever the client declared.
-    let digests = Digests::of(&tarball);
+/// The tarball's digests, after comparing them with whatever the client declared in `dist`.
+fn check_digests(manifest: &Map<String, Value>, tarball: &[u8]) -> Result<Digests, PublishError> {
+    let digests = Digests::of(tarball);
     let declared_dist = match manifest.get("dist") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(d)) => d.clone(),
+        None | Some(Value::Null) => return Ok(digests),
+        Some(Value::Object(d)) => d,
         Some(_) => return Err(PublishError::FieldType("dist", "an object")),
     };
-    if let Some(shasum) = string_field(&declared_dist, "shasum")?
+    if let Some(shasum) = string_field(declared_dist, "shasum")?
         && !shasum.eq_ignore_ascii_case(&digests.sha1_hex)
     {
         return Err(PublishError::Shasum {
@@ -258,7 +502,7 @@ pub fn validate_publish(
             actual: digests.sha1_hex,
         });
     }
-    if let Some(integrity) = string_field(&declared_dist, "integrity")?
+    if let Some(integrity) = string_field(declared_dist, "integrity")?
         && !digests.matches_sri(integrity)
     {
         return Err(PublishError::Integrity {
@@ -266,11 +510,17 @@ pub fn validate_publish(
             actual: digests.integrity,
         });
     }
+    Ok(digests)
+}
 
-    let summary = tarball::inspect(&tarball, limits)?;
+/// The package.json inside the tarball must name the package and version being published.
+fn check_tarball_manifest(
+    found_manifest: &Value,
+    name: &PackageName,
+    version: &Version,
+) -> Result<(), PublishError> {
     for (field, expected) in [("name", name.to_string()), ("version", version.to_string())] {
-        let found = summary
-            .manifest
+        let found = found_manifest
             .get(field)
             .and_then(Value::as_str)
             .unwrap_or("");
@@ -278,7 +528,7 @@ pub fn validate_publish(
         let same = found == expected
             || (field == "version"
                 && Version::parse(found.trim_start_matches(['v', '=']))
-                    .is_ok_and(|v| v == version));
+                    .is_ok_and(|v| v == *version));
         if !same {
             return Err(PublishError::TarballMismatch {
                 field,
@@ -287,64 +537,7 @@ pub fn validate_publish(
             });
         }
     }
-
-    let mut tags = Vec::new();
-    for (tag, target) in doc.dist_tags.unwrap_or_default() {
-        let tag = DistTag::parse(&tag)?;
-        if target.as_str() != Some(version_key.as_str()) {
-            return Err(PublishError::TagTarget {
-                tag: tag.to_string(),
-                found: target
-                    .as_str()
-                    .map_or_else(|| target.to_string(), str::to_string),
-                expected: version_key.clone(),
-            });
-        }
-        tags.push(tag);
-    }
-    if tags.is_empty() {
-        tags.push(DistTag::latest());
-    }
-
-    let readme = match manifest.remove("readme") {
-        Some(Value::String(s)) => Some(s),
-        _ => doc.readme.and_then(|r| r.as_str().map(str::to_string)),
-    };
-    let readme_filename = match manifest.remove("readmeFilename") {
-        Some(Value::String(s)) => Some(s),
-        _ => None,
-    };
-    let deprecated = match manifest.remove("deprecated") {
-        Some(Value::String(s)) if !s.is_empty() => Some(s),
-        _ => None,
-    };
-    for derived in ["dist", "_id", "_rev", "_attachments"] {
-        manifest.remove(derived);
-    }
-    let manifest = Manifest::from_map(&manifest)
-        .map_err(|_| PublishError::FieldType("versions[version]", "a JSON object"))?;
-    if manifest.json().len() > MAX_MANIFEST_BYTES {
-        return Err(PublishError::ManifestTooLarge(manifest.json().len()));
-    }
-    let dist = Dist {
-        shasum: digests.sha1_hex,
-        integrity: digests.integrity,
-        file_count: summary.file_count,
-        unpacked_size: summary.unpacked_size,
-        tarball_key: TarballKey::new(name, &version, &digests.sha512_hex),
-    };
-    Ok(ValidPublish {
-        version,
-        tags,
-        tarball: Bytes::from(tarball),
-        live: LiveVersion {
-            manifest,
-            dist,
-            readme,
-            readme_filename,
-            deprecated,
-        },
-    })
+    Ok(())
 }
 
 /// The changes a metadata PUT (no attachments) may make, found by comparing it with what is stored.
@@ -374,27 +567,21 @@ impl MetadataChanges {
 /// (removing versions, deprecating, starring); anything else in the document is ignored, and a
 /// version that is not stored is an error, since versions are only added by publishing.
 pub fn diff_metadata(
-    name: &PackageName,
     stored: &PackageDocument,
-    doc: PublishDocument,
+    doc: &MetadataUpdate,
 ) -> Result<MetadataChanges, PublishError> {
-    doc.check_names(name)?;
     let mut changes = MetadataChanges::default();
     let live: BTreeMap<&Version, &LiveVersion> =
         stored.live().into_iter().map(|(v, _, l)| (v, l)).collect();
     if let Some(versions) = &doc.versions {
         let mut listed = BTreeSet::new();
-        for (key, manifest) in versions {
+        for (key, wanted) in versions {
             let version = parse_version(key)?;
             let Some(current) = live.get(&version) else {
                 return Err(PublishError::UnknownVersion(key.clone()));
             };
-            let wanted = match manifest.get("deprecated") {
-                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-                _ => None,
-            };
-            if wanted != current.deprecated {
-                changes.deprecate.push((version.clone(), wanted));
+            if *wanted != current.deprecated {
+                changes.deprecate.push((version.clone(), wanted.clone()));
             }
             listed.insert(version);
         }
@@ -501,11 +688,13 @@ mod tests {
 
     fn validate(v: Value) -> Result<ValidPublish, PublishError> {
         let name = PackageName::parse("@s/p").unwrap();
-        validate_publish(
-            &name,
-            serde_json::from_value(v).unwrap(),
-            TarballLimits::default(),
-        )
+        let body = Bytes::from(serde_json::to_vec(&v).unwrap());
+        match parse_put(&name, body) {
+            Ok(PutDocument::Publish(p)) => p.verify(&name, TarballLimits::default()),
+            Ok(PutDocument::Update(_)) => panic!("not a publish"),
+            Err(DocumentError::Invalid(e)) => Err(e),
+            Err(e) => panic!("{e}"),
+        }
     }
 
     #[test]

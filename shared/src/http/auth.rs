@@ -10,8 +10,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, RequestContext, Route, json_response, parse_json, read_body};
-use crate::auth::tokens::TokenRecord;
+use super::{
+    ApiError, AppState, RequestContext, Route, RouteLimit, json_response, parse_json, read_body,
+    route_limit,
+};
+use crate::auth::tokens::{Lineage, TokenRecord};
 use crate::auth::{GithubAuth, Identity, token_namespace};
 
 /// Handles an auth route.
@@ -28,13 +31,25 @@ pub async fn handle(
             "web login is not available; npm falls back to the legacy login".into(),
         )),
         Route::LegacyLogin(user) => {
-            let body = read_body(state, body, &ctx.headers).await?;
-            login(state, &user, &body).await
+            let body = read_body(
+                state,
+                body,
+                &ctx.headers,
+                route_limit(state, RouteLimit::Small),
+            )
+            .await?;
+            login(state, &user, body.bytes()).await
         }
         Route::TokensList => list_tokens(github(state)?, ctx).await,
         Route::TokenCreate => {
-            let body = read_body(state, body, &ctx.headers).await?;
-            create_token(github(state)?, ctx, &body).await
+            let body = read_body(
+                state,
+                body,
+                &ctx.headers,
+                route_limit(state, RouteLimit::Small),
+            )
+            .await?;
+            create_token(github(state)?, ctx, body.bytes()).await
         }
         Route::TokenDelete(key) => revoke_token(github(state)?, ctx, &key).await,
         _ => Err(ApiError::NotFound("not found".into())),
@@ -87,7 +102,7 @@ async fn login(state: &AppState, user: &str, body: &[u8]) -> Result<Response, Ap
             account.login, account.login
         )));
     }
-    let jwt = issue(github, &account.login, password, false).await?;
+    let jwt = issue(github, &account.login, password, false, None).await?;
     tracing::info!(user = %account.login, "registry token issued");
     Ok(json_response(
         StatusCode::CREATED,
@@ -100,10 +115,11 @@ async fn issue(
     login: &str,
     github_token: &str,
     readonly: bool,
+    lineage: Option<&Lineage>,
 ) -> Result<String, ApiError> {
     let (jwt, record) = github
         .tokens
-        .issue(login, github_token, readonly)
+        .issue(login, github_token, readonly, lineage)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let bytes = serde_json::to_vec(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
     github
@@ -187,7 +203,9 @@ async fn create_token(
         .caller
         .github_token()
         .ok_or_else(|| ApiError::Unauthorized("authentication required".into()))?;
-    let jwt = issue(github, &login, github_token, readonly).await?;
+    // Minted with a registry token: no longer-lived than it, and revoked with it.
+    let lineage = ctx.caller.registry_token().map(|t| &t.lineage);
+    let jwt = issue(github, &login, github_token, readonly, lineage).await?;
     let claims = github
         .tokens
         .verify(&jwt)
@@ -209,10 +227,19 @@ async fn revoke_token(
 ) -> Result<Response, ApiError> {
     let login = signed_in(ctx)?;
     refuse_read_only(ctx)?;
+    // `npm token revoke` sends a token's key, or the whole token when given one: a token this
+    // registry signed for the caller is named by its id (expired or not). The path is never
+    // echoed: it may be a secret.
+    let key = match github.tokens.claims_of_any_age(key) {
+        Ok(claims) if claims.sub.eq_ignore_ascii_case(login) => claims.jti,
+        _ => key.to_string(),
+    };
     if !records(github, login).await?.iter().any(|r| r.jti == key) {
-        return Err(ApiError::NotFound(format!("no token {key} for {login}")));
+        return Err(ApiError::NotFound(format!(
+            "{login} has no such token; npm token list shows the keys of your tokens"
+        )));
     }
-    github.kv().delete(&token_namespace(login), key).await?;
-    tracing::info!(user = %login, token = key, "registry token revoked");
+    github.kv().delete(&token_namespace(login), &key).await?;
+    tracing::info!(user = %login, token = %key, "registry token revoked");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::routes::RouteError;
 use crate::auth::AuthError;
-use crate::domain::publish::PublishError;
+use crate::domain::publish::{DocumentError, PublishError};
 use crate::storage::StoreError;
 
 /// Everything a handler can answer other than success.
@@ -84,6 +84,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<DocumentError> for ApiError {
+    fn from(e: DocumentError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
 impl From<PublishError> for ApiError {
     fn from(e: PublishError) -> Self {
         ApiError::BadRequest(e.to_string())
@@ -95,6 +101,9 @@ impl From<AuthError> for ApiError {
         match e {
             AuthError::Unauthenticated(m) => ApiError::Unauthorized(m),
             AuthError::Forbidden(m) => ApiError::Forbidden(m),
+            // Handlers that know the package answer with `AppState::missing`; this is the
+            // fallback for those that do not.
+            AuthError::Hidden => ApiError::NotFound("not found".into()),
             AuthError::Unavailable(m) => ApiError::Unavailable(m),
         }
     }

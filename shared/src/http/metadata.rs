@@ -166,7 +166,7 @@ async fn dist_tags(
 ) -> Result<Response, ApiError> {
     // The tags live in the package record: no version is read.
     let Some(package) = state.published_package(name).await? else {
-        return Err(ApiError::package_not_found(name));
+        return Err(state.missing(ctx, name));
     };
     state
         .authorize(ctx, name, Some(&package), Action::Read)

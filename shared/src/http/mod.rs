@@ -22,7 +22,7 @@ use bytes::Bytes;
 pub use error::ApiError;
 pub use routes::{Route, RouteGroup};
 
-use crate::auth::{Action, Authorizer, Caller};
+use crate::auth::{Action, AuthError, Authorizer, Caller, Identity};
 use crate::config::Config;
 use crate::domain::tarball::TarballLimits;
 use crate::domain::{PackageName, PackageRecord, RepoRef};
@@ -42,6 +42,8 @@ pub struct AppState {
     pub tarball_limits: TarballLimits,
     /// Packuments rendered per revision.
     pub packuments: rendered::PackumentCache,
+    /// Bytes of request bodies the process may hold at once (`REGISTRY_MAX_BODY_BYTES_IN_FLIGHT`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// What a handler sees of a request.
@@ -59,6 +61,7 @@ pub struct RequestContext {
 impl AppState {
     /// Decides whether the caller may act on the package, which belongs to the repository its
     /// record is bound to (or, for a package stored before GitHub mode was on, `scope/name`).
+    /// A caller who may not even read the package gets exactly what a missing name gets.
     pub async fn authorize(
         &self,
         ctx: &RequestContext,
@@ -72,11 +75,25 @@ impl AppState {
         let repo = record
             .and_then(|r| r.repository.clone())
             .or_else(|| RepoRef::new(name.scope().unwrap_or(""), name.base_name()))
-            .ok_or_else(|| {
-                ApiError::Forbidden(format!("{name} is not bound to a GitHub repository"))
-            })?;
-        self.auth.check(&ctx.caller, name, &repo, action).await?;
-        Ok(())
+            .ok_or_else(|| self.missing(ctx, name))?;
+        match self.auth.check(&ctx.caller, name, &repo, action).await {
+            Ok(_) => Ok(()),
+            Err(AuthError::Hidden) => Err(self.missing(ctx, name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The answer for a package that does not exist, and (so that outsiders cannot tell them
+    /// apart) for one the caller may not read: in GitHub mode an anonymous caller is asked to
+    /// authenticate, anyone else hears that the package does not exist. Same status, body and
+    /// headers either way.
+    pub fn missing(&self, ctx: &RequestContext, name: &PackageName) -> ApiError {
+        if self.auth.github().is_some() && ctx.caller.identity == Identity::Anonymous {
+            return ApiError::Unauthorized(format!(
+                "authentication required to access {name}: put a GitHub token in .npmrc (//registry/:_authToken=...) or run npm login"
+            ));
+        }
+        ApiError::package_not_found(name)
     }
 
     /// Where to send a read for a package this registry does not have, if anywhere: the upstream
@@ -102,11 +119,11 @@ impl AppState {
         Ok(record.filter(|package| package.unpublished.is_none()))
     }
 
-    /// A 404 for an unknown package, or a redirect to the upstream registry.
+    /// The answer for an unknown package: a redirect to the upstream registry, or `missing`.
     pub fn not_here(&self, name: &PackageName, ctx: &RequestContext) -> Result<Response, ApiError> {
         match self.upstream_location(name, &ctx.path_and_query) {
             Some(location) => Ok(redirect(&location)),
-            None => Err(ApiError::package_not_found(name)),
+            None => Err(self.missing(ctx, name)),
         }
     }
 }
@@ -175,24 +192,97 @@ impl From<ApiError> for RetryableError {
     }
 }
 
-/// Reads a request body up to the configured limit; larger bodies get 413.
+/// How large a route's request body may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteLimit {
+    /// A publish or metadata update: `REGISTRY_MAX_BODY_BYTES`.
+    Publish,
+    /// Login, token and dist-tag bodies: a few KiB.
+    Small,
+}
+
+/// Largest body of the small routes: a login (user name and a token), a token request, a version.
+pub const SMALL_BODY_BYTES: usize = 8 * 1024;
+
+/// The byte limit of `limit` under `state`'s settings.
+pub fn route_limit(state: &AppState, limit: RouteLimit) -> usize {
+    match limit {
+        RouteLimit::Publish => state.config.max_body_bytes,
+        RouteLimit::Small => SMALL_BODY_BYTES.min(state.config.max_body_bytes),
+    }
+}
+
+/// The body limit of a route that reads its body, `None` for routes that never read one.
+pub fn body_limit_of(route: &Route) -> Option<RouteLimit> {
+    match route {
+        Route::PutPackage(..) => Some(RouteLimit::Publish),
+        Route::DistTagSet(..) | Route::LegacyLogin(_) | Route::TokenCreate => {
+            Some(RouteLimit::Small)
+        }
+        _ => None,
+    }
+}
+
+/// A request body held in memory, with its share of the in-flight budget, which is returned
+/// when the guard is dropped: keep it while the bytes (or slices of them) are in use.
+pub struct ReadBody {
+    bytes: Bytes,
+    in_flight: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl ReadBody {
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The bytes and the budget guard, to be kept while the bytes (or slices of them) live.
+    pub fn into_parts(self) -> (Bytes, Option<tokio::sync::OwnedSemaphorePermit>) {
+        (self.bytes, self.in_flight)
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::PayloadTooLarge(format!(
+        "request body is larger than this registry's limit of {limit} bytes for this request{}",
+        if limit >= (1 << 20) {
+            " (REGISTRY_MAX_BODY_BYTES)"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// Reads a request body of at most `limit` bytes (larger ones get 413), reserving its size in
+/// the process-wide budget of bodies held at once first (an exhausted budget is a 503 with
+/// `Retry-After`, before a byte is read).
 pub async fn read_body(
     state: &AppState,
     body: Body,
     headers: &HeaderMap,
-) -> Result<Bytes, ApiError> {
-    let limit = state.config.max_body_bytes;
-    let too_large = || {
-        ApiError::PayloadTooLarge(format!(
-            "request body is larger than this registry's limit of {limit} bytes (REGISTRY_MAX_BODY_BYTES)"
-        ))
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    limit: usize,
+) -> Result<ReadBody, ApiError> {
+    let declared = declared_length(headers);
     if declared.is_some_and(|len| len > limit as u64) {
-        return Err(too_large());
+        return Err(too_large(limit));
+    }
+    // Without a declared length, reserve the route's whole limit.
+    let reserve = declared.map_or(limit, |len| len as usize).max(1);
+    let in_flight = match u32::try_from(reserve) {
+        Ok(n) => state.body_budget.clone().try_acquire_many_owned(n).ok(),
+        Err(_) => None,
+    };
+    if in_flight.is_none() {
+        return Err(ApiError::Unavailable(
+            "the registry is receiving too many large request bodies at once; retry shortly".into(),
+        ));
     }
     // One buffer of the declared size, filled in place: collecting the chunks and joining them
     // would hold a publish (a base64 tarball of up to tens of MB) twice.
@@ -210,7 +300,7 @@ pub async fn read_body(
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some() =>
             {
-                return Err(too_large());
+                return Err(too_large(limit));
             }
             Err(e) => {
                 return Err(ApiError::BadRequest(format!(
@@ -219,7 +309,10 @@ pub async fn read_body(
             }
         }
     }
-    Ok(bytes.freeze())
+    Ok(ReadBody {
+        bytes: bytes.freeze(),
+        in_flight,
+    })
 }
 
 /// Parses a JSON body, with messages that say what is wrong.
@@ -315,13 +408,27 @@ async fn dispatch(state: Arc<AppState>, groups: &[RouteGroup], request: Request)
         }
         Ok(route) => {
             let (parts, body) = request.into_parts();
+            // Refusals that need nothing but the request line and headers come first: no
+            // GitHub call, no store read, no body byte is spent on them.
+            let early = cross_site_write(&parts.method, &parts.headers).or_else(|| {
+                let limit = route_limit(&state, body_limit_of(&route)?);
+                declared_length(&parts.headers)
+                    .is_some_and(|len| len > limit as u64)
+                    .then(|| too_large(limit))
+            });
             // Logging in must work whatever stale token .npmrc still holds.
-            let caller = match route {
-                Route::LegacyLogin(_) | Route::WebLogin => Ok(Caller::anonymous()),
-                _ => state.auth.caller(&parts.headers).await,
+            let caller = match (early, &route) {
+                (Some(refusal), _) => Err(refusal),
+                (None, Route::LegacyLogin(_) | Route::WebLogin) => Ok(Caller::anonymous()),
+                (None, _) => state
+                    .auth
+                    .caller(&parts.headers)
+                    .await
+                    .map_err(ApiError::from)
+                    .and_then(|caller| anonymous_write(&state, &route, caller)),
             };
             match caller {
-                Err(e) => ApiError::from(e).into_response(),
+                Err(e) => e.into_response(),
                 Ok(caller) => {
                     let ctx = RequestContext {
                         base_url: base_url(&state.config, &parts.headers),
@@ -347,12 +454,69 @@ async fn dispatch(state: Arc<AppState>, groups: &[RouteGroup], request: Request)
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    // A token revocation's path may hold a whole token (`npm token revoke <token>`).
+    let logged_path = match raw_path.find("/-/npm/v1/tokens/token/") {
+        Some(at) => format!("{}/-/npm/v1/tokens/token/<redacted>", &raw_path[..at]),
+        None => raw_path,
+    };
     tracing::info!(
         method = %method,
-        path = %raw_path,
+        path = %logged_path,
         status = response.status().as_u16(),
         micros = started.elapsed().as_micros() as u64,
         "request"
     );
     response
+}
+
+/// Browsers may send a cross-origin write without asking first (no CORS preflight) only as a
+/// "simple request": a form-like content type, or no body. npm, pnpm, yarn and bun send JSON
+/// and no `Sec-Fetch-Site`. So a write with a form-like body, or one a browser marks as
+/// cross-site, is refused: a web page cannot drive a registry on localhost (open mode has no
+/// token that would stop it).
+fn cross_site_write(method: &axum::http::Method, headers: &HeaderMap) -> Option<ApiError> {
+    use axum::http::Method;
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return None;
+    }
+    let site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
+    let form_like = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let essence = v
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            matches!(
+                essence.as_str(),
+                "text/plain" | "application/x-www-form-urlencoded" | "multipart/form-data"
+            )
+        })
+        .unwrap_or(false);
+    if form_like || matches!(site, "cross-site" | "same-site") {
+        return Some(ApiError::Forbidden(
+            "writes must be sent as JSON (Content-Type: application/json) and not from a web page"
+                .into(),
+        ));
+    }
+    None
+}
+
+/// GitHub mode: a write needs a caller, and says so before its body is read or GitHub is asked
+/// anything about the package.
+fn anonymous_write(state: &AppState, route: &Route, caller: Caller) -> Result<Caller, ApiError> {
+    let writes = matches!(route.group(), RouteGroup::Publish)
+        || matches!(route, Route::TokenCreate | Route::TokenDelete(_));
+    if writes && state.auth.github().is_some() && caller.identity == Identity::Anonymous {
+        return Err(ApiError::Unauthorized(
+            "authentication required: put a GitHub token in .npmrc (//registry/:_authToken=...) or run npm login".into(),
+        ));
+    }
+    Ok(caller)
 }

@@ -10,11 +10,11 @@ use serde_json::json;
 
 use super::tarball::version_from_file;
 use super::{
-    ApiError, AppState, RequestContext, RetryableError, Route, json_response, parse_json,
-    read_body, retry_on_conflict,
+    ApiError, AppState, RequestContext, RetryableError, Route, RouteLimit, json_response,
+    read_body, retry_on_conflict, route_limit,
 };
-use crate::auth::Action;
-use crate::domain::publish::{self, PublishDocument, ValidPublish};
+use crate::auth::{Action, AuthError};
+use crate::domain::publish::{self, MetadataUpdate, PendingPublish, PutDocument, ValidPublish};
 use crate::domain::{
     DistTag, PackageDocument, PackageName, PackageRecord, RepoRef, VersionRecord, VersionState,
 };
@@ -29,34 +29,34 @@ pub async fn handle(
 ) -> Result<Response, ApiError> {
     match route {
         Route::PutPackage(name, rev) => {
-            // The body is dropped once parsed: a publish would otherwise hold its tarball's
-            // base64 twice while it is validated and stored.
-            let doc: PublishDocument = {
-                let body = read_body(state, body, &ctx.headers).await?;
-                match parse_json::<serde_json::Value>(&body)? {
-                    v @ serde_json::Value::Object(_) => serde_json::from_value(v).map_err(|e| {
-                        ApiError::BadRequest(format!(
-                            "request body is not a valid package document: {e}"
-                        ))
-                    })?,
-                    _ => {
-                        return Err(ApiError::BadRequest(
-                            "request body must be a JSON object".into(),
-                        ));
-                    }
+            let body = read_body(
+                state,
+                body,
+                &ctx.headers,
+                route_limit(state, RouteLimit::Publish),
+            )
+            .await?;
+            // The body moves into the parsed document: a publish's tarball stays one buffer
+            // (base64 text, a slice of the body) until the caller is authorised.
+            let (bytes, _in_flight) = body.into_parts();
+            match publish::parse_put(&name, bytes)? {
+                PutDocument::Publish(pending) => publish_version(state, ctx, &name, pending).await,
+                PutDocument::Update(update) => {
+                    update_metadata(state, ctx, &name, rev.as_deref(), &update).await
                 }
-            };
-            if doc.is_publish() {
-                publish_version(state, ctx, &name, doc).await
-            } else {
-                update_metadata(state, ctx, &name, rev.as_deref(), doc).await
             }
         }
         Route::DeletePackage(name, rev) => unpublish_package(state, ctx, &name, &rev).await,
         Route::DeleteTarball(name, file, _rev) => delete_tarball(state, ctx, &name, &file).await,
         Route::DistTagSet(name, tag) => {
-            let body = read_body(state, body, &ctx.headers).await?;
-            set_dist_tag(state, ctx, &name, &tag, &body).await
+            let body = read_body(
+                state,
+                body,
+                &ctx.headers,
+                route_limit(state, RouteLimit::Small),
+            )
+            .await?;
+            set_dist_tag(state, ctx, &name, &tag, body.bytes()).await
         }
         Route::DistTagDelete(name, tag) => delete_dist_tag(state, ctx, &name, &tag).await,
         _ => Err(ApiError::NotFound("not found".into())),
@@ -92,7 +92,7 @@ async fn publish_version(
     state: &AppState,
     ctx: &RequestContext,
     url_name: &PackageName,
-    doc: PublishDocument,
+    pending: PendingPublish,
 ) -> Result<Response, ApiError> {
     let name = PackageName::parse_new(url_name.as_str())
         .map_err(|e| ApiError::BadRequest(format!("invalid package name '{url_name}': {e}")))?;
@@ -104,20 +104,21 @@ async fn publish_version(
         )));
     }
     state.auth.serves(&name).map_err(ApiError::Forbidden)?;
+    // Authorise before any work on the tarball: the binding as read now decides who may
+    // publish, and the write below only lands while that binding is still the stored one.
+    let declared = declared_repository(state, &name, pending.declared_repository())?;
+    let checked_bound = bound_repository(state, &name).await?;
+    let binding =
+        bind_repository(state, ctx, &name, checked_bound.as_ref(), declared.as_ref()).await?;
+
     let limits = state.tarball_limits;
     let checked_name = name.clone();
     // Decoding, hashing and unpacking are CPU work; keep them off the async workers.
     let valid: ValidPublish =
-        tokio::task::spawn_blocking(move || publish::validate_publish(&checked_name, doc, limits))
+        tokio::task::spawn_blocking(move || pending.verify(&checked_name, limits))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
     let version = valid.version.clone();
-    let declared_repository = valid
-        .live
-        .manifest
-        .field("repository")
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let binding = bind_repository(state, ctx, &name, declared_repository).await?;
     let mode = if state.config.allow_overwrite {
         CreateMode::AllowOverwrite
     } else {
@@ -144,10 +145,18 @@ async fn publish_version(
 
     let result = retry_on_conflict(|| async {
         let current = state.metadata.package(&name).await?;
+        let bound_now = current.as_ref().and_then(|p| p.repository.clone());
+        // The binding changed since it was checked (a racing first publish bound the name, an
+        // admin rebound it): decide again against what is stored now, never write the old one.
+        let binding = if bound_now == checked_bound {
+            binding.clone()
+        } else {
+            bind_repository(state, ctx, &name, bound_now.as_ref(), declared.as_ref()).await?
+        };
         let (mut record, expected_revision) = next_record(current.as_ref(), &name);
         record.unpublished = None;
         if binding.is_some() {
-            record.repository = binding.clone();
+            record.repository = binding;
         }
         for tag in &valid.tags {
             record.dist_tags.insert(tag.clone(), version.clone());
@@ -228,64 +237,121 @@ async fn publish_version(
     }
 }
 
-/// GitHub mode: the repository the package will be bound to after this publish, once the caller
-/// is known to have the permissions that takes. The first publish binds the repository named in
-/// package.json (its owner must be the scope); later publishes use the binding, and naming another
-/// repository rebinds only for an admin of the bound one. Open mode binds nothing.
-async fn bind_repository(
+/// The repository package.json names (GitHub mode), which must belong to the scope's owner.
+fn declared_repository(
     state: &AppState,
-    ctx: &RequestContext,
     name: &PackageName,
-    declared_repository: Option<serde_json::Value>,
+    declared: Option<&serde_json::Value>,
 ) -> Result<Option<RepoRef>, ApiError> {
     if state.auth.github().is_none() {
         return Ok(None);
     }
     let scope = name.scope().unwrap_or_default();
-    let declared = match &declared_repository {
-        None | Some(serde_json::Value::Null) => None,
-        Some(v) => Some(RepoRef::from_manifest(v).ok_or_else(|| {
+    let declared = match declared {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(v) => RepoRef::from_manifest(v).ok_or_else(|| {
             ApiError::BadRequest(format!(
                 "package.json's repository ({v}) is not a GitHub repository"
             ))
-        })?),
+        })?,
     };
-    if let Some(d) = &declared
-        && !d.owner.eq_ignore_ascii_case(scope)
-    {
+    if !declared.owner.eq_ignore_ascii_case(scope) {
         return Err(ApiError::Forbidden(format!(
-            "{name} cannot be published from repository {d}: packages of @{scope} must live in a repository owned by {scope}"
+            "{name} cannot be published from repository {declared}: packages of @{scope} must live in a repository owned by {scope}"
         )));
     }
-    let bound = state
+    Ok(Some(declared))
+}
+
+/// The repository the package is bound to now (GitHub mode; open mode binds nothing).
+async fn bound_repository(
+    state: &AppState,
+    name: &PackageName,
+) -> Result<Option<RepoRef>, ApiError> {
+    if state.auth.github().is_none() {
+        return Ok(None);
+    }
+    Ok(state
         .metadata
         .package(name)
         .await?
-        .and_then(|p| p.repository);
-    let check = |repo: RepoRef, action: Action| async move {
-        let access = state.auth.check(&ctx.caller, name, &repo, action).await?;
-        Ok::<RepoRef, ApiError>(access.map_or(repo, |a| a.repo))
+        .and_then(|p| p.repository))
+}
+
+/// GitHub mode: the repository the package will be bound to after this publish, once the caller
+/// is known to have the permissions that takes, given the binding `bound` read from the store.
+/// The first publish binds the repository named in package.json (its owner must be the scope);
+/// later publishes use the binding, and naming another repository rebinds only for an admin of
+/// the bound one. Open mode binds nothing.
+async fn bind_repository(
+    state: &AppState,
+    ctx: &RequestContext,
+    name: &PackageName,
+    bound: Option<&RepoRef>,
+    declared: Option<&RepoRef>,
+) -> Result<Option<RepoRef>, ApiError> {
+    if state.auth.github().is_none() {
+        return Ok(None);
+    }
+    let scope = name.scope().unwrap_or_default();
+    // A package bound to a repository the caller cannot see is somebody else's: say the name
+    // is taken, never which repository holds it.
+    let check_bound = |repo: RepoRef, action: Action| async move {
+        match state.auth.check(&ctx.caller, name, &repo, action).await {
+            Ok(access) => Ok(access.map_or(repo, |a| a.repo)),
+            Err(AuthError::Hidden) => Err(name_taken(name)),
+            Err(e) => Err(ApiError::from(e)),
+        }
+    };
+    let check_declared = |repo: RepoRef| async move {
+        match state
+            .auth
+            .check(&ctx.caller, name, &repo, Action::Write)
+            .await
+        {
+            Ok(access) => Ok(access.map_or(repo, |a| a.repo)),
+            Err(AuthError::Hidden) => Err(ApiError::Forbidden(format!(
+                "{} cannot publish {name} from repository {repo}: it does not exist or you have no access to it",
+                ctx.caller.identity.username()
+            ))),
+            Err(e) => Err(ApiError::from(e)),
+        }
     };
     match (bound, declared) {
         (None, None) => Err(ApiError::BadRequest(format!(
             "package.json must name the package's GitHub repository (\"repository\": \"github:{scope}/{}\"): it decides who may publish {name}",
             name.base_name()
         ))),
-        (None, Some(declared)) => Ok(Some(check(declared, Action::Write).await?)),
-        (Some(bound), None) => Ok(Some(check(bound, Action::Write).await?)),
+        (None, Some(declared)) => Ok(Some(check_declared(declared.clone()).await?)),
+        (Some(bound), None) => Ok(Some(check_bound(bound.clone(), Action::Write).await?)),
         (Some(bound), Some(declared)) if bound == declared => {
-            Ok(Some(check(bound, Action::Write).await?))
+            Ok(Some(check_bound(bound.clone(), Action::Write).await?))
         }
         (Some(bound), Some(declared)) => {
-            check(bound.clone(), Action::Admin).await.map_err(|e| match e {
-                ApiError::Forbidden(m) => ApiError::Forbidden(format!(
-                    "{name} is bound to repository {bound}; publishing it from {declared} rebinds it, which needs admin on {bound}: {m}"
-                )),
-                other => other,
-            })?;
-            Ok(Some(check(declared, Action::Write).await?))
+            match state
+                .auth
+                .check(&ctx.caller, name, bound, Action::Admin)
+                .await
+            {
+                Ok(_) => {}
+                Err(AuthError::Hidden) => return Err(name_taken(name)),
+                Err(AuthError::Forbidden(m)) => {
+                    return Err(ApiError::Forbidden(format!(
+                        "{name} is bound to repository {bound}; publishing it from {declared} rebinds it, which needs admin on {bound}: {m}"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            Ok(Some(check_declared(declared.clone()).await?))
         }
     }
+}
+
+/// The refusal for publishing a name that belongs to a package the caller cannot see.
+fn name_taken(name: &PackageName) -> ApiError {
+    ApiError::Forbidden(format!(
+        "you cannot publish {name}: the name is taken by a package you have no access to"
+    ))
 }
 
 fn conflict(name: &PackageName, version: &Version) -> ApiError {
@@ -310,11 +376,31 @@ fn check_rev(doc: &PackageDocument, rev: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-async fn load(state: &AppState, name: &PackageName) -> Result<PackageDocument, RetryableError> {
+/// The package's whole document, for a caller already authorised to read its record.
+async fn load(
+    state: &AppState,
+    ctx: &RequestContext,
+    name: &PackageName,
+) -> Result<PackageDocument, RetryableError> {
     match state.metadata.document(name).await? {
         Some(doc) if !doc.is_empty() => Ok(doc),
-        _ => Err(ApiError::package_not_found(name).into()),
+        _ => Err(state.missing(ctx, name).into()),
     }
+}
+
+/// The package record, once the caller is known to be allowed `action` on it. A caller who may
+/// not read the package gets exactly what a missing name gets, before anything else is looked at.
+async fn authorized_record(
+    state: &AppState,
+    ctx: &RequestContext,
+    name: &PackageName,
+    action: Action,
+) -> Result<PackageRecord, ApiError> {
+    let Some(record) = state.published_package(name).await? else {
+        return Err(state.missing(ctx, name));
+    };
+    state.authorize(ctx, name, Some(&record), action).await?;
+    Ok(record)
 }
 
 async fn update_metadata(
@@ -322,13 +408,18 @@ async fn update_metadata(
     ctx: &RequestContext,
     name: &PackageName,
     rev: Option<&str>,
-    doc: PublishDocument,
+    doc: &MetadataUpdate,
 ) -> Result<Response, ApiError> {
-    let doc = &doc;
+    // Whether the caller may see the package at all is settled before it is loaded, its
+    // revision compared or the document diffed: those answers would tell an outsider about it.
+    authorized_record(state, ctx, name, Action::Read).await?;
     let removed = retry_on_conflict(|| async {
-        let stored = load(state, name).await?;
+        let stored = load(state, ctx, name).await?;
+        state
+            .authorize(ctx, name, Some(&stored.package), Action::Read)
+            .await?;
         check_rev(&stored, rev)?;
-        let mut changes = publish::diff_metadata(name, &stored, clone_doc(doc))?;
+        let mut changes = publish::diff_metadata(&stored, doc)?;
         if rev.is_none() {
             // Without `/-rev/` (npm deprecate, star) the body is a copy read a moment ago, so a
             // version missing from it was published since, not removed: only npm unpublish, which
@@ -348,7 +439,12 @@ async fn update_metadata(
             if let Some(stars) = &changes.stars
                 && state.auth.github().is_some()
             {
-                let me = ctx.caller.identity.username();
+                let crate::auth::Identity::User(me) = &ctx.caller.identity else {
+                    return Err(ApiError::Unauthorized(
+                        "authentication required to star a package".into(),
+                    )
+                    .into());
+                };
                 let others_changed = stars
                     .symmetric_difference(&stored.package.stars)
                     .any(|u| u != me);
@@ -404,20 +500,6 @@ async fn update_metadata(
     Ok(ok())
 }
 
-/// `PublishDocument` holds only owned JSON; re-reading it per retry is simplest done by cloning.
-fn clone_doc(doc: &PublishDocument) -> PublishDocument {
-    PublishDocument {
-        id: doc.id.clone(),
-        name: doc.name.clone(),
-        dist_tags: doc.dist_tags.clone(),
-        versions: doc.versions.clone(),
-        attachments: doc.attachments.clone(),
-        readme: doc.readme.clone(),
-        users: doc.users.clone(),
-        rev: doc.rev.clone(),
-    }
-}
-
 fn keys_of(doc: &PackageDocument, versions: &[Version]) -> Vec<crate::domain::TarballKey> {
     doc.versions
         .iter()
@@ -435,12 +517,13 @@ async fn unpublish_package(
     name: &PackageName,
     rev: &str,
 ) -> Result<Response, ApiError> {
+    authorized_record(state, ctx, name, Action::Admin).await?;
     let removed = retry_on_conflict(|| async {
-        let stored = load(state, name).await?;
-        check_rev(&stored, Some(rev))?;
+        let stored = load(state, ctx, name).await?;
         state
             .authorize(ctx, name, Some(&stored.package), Action::Admin)
             .await?;
+        check_rev(&stored, Some(rev))?;
         let (mut record, expected_revision) = next_record(Some(&stored.package), name);
         let now = record.modified;
         let live: Vec<Version> = stored
@@ -480,12 +563,14 @@ async fn delete_tarball(
     name: &PackageName,
     file: &str,
 ) -> Result<Response, ApiError> {
+    let Some(package) = state.metadata.package(name).await? else {
+        return Err(state.missing(ctx, name));
+    };
+    state
+        .authorize(ctx, name, Some(&package), Action::Admin)
+        .await?;
     let version = version_from_file(name, file)
         .ok_or_else(|| ApiError::NotFound(format!("'{file}' is not a tarball of {name}")))?;
-    let package = state.metadata.package(name).await?;
-    state
-        .authorize(ctx, name, package.as_ref(), Action::Admin)
-        .await?;
     match state.metadata.version(name, &version).await? {
         Some(VersionRecord {
             state: VersionState::Live(_),
@@ -527,12 +612,7 @@ async fn change_package_record(
     change: impl Fn(&mut PackageRecord) -> Result<(), ApiError>,
 ) -> Result<Response, ApiError> {
     retry_on_conflict(|| async {
-        let Some(stored) = state.published_package(name).await? else {
-            return Err(ApiError::package_not_found(name).into());
-        };
-        state
-            .authorize(ctx, name, Some(&stored), Action::Write)
-            .await?;
+        let stored = authorized_record(state, ctx, name, Action::Write).await?;
         if let Some(version) = live {
             let record = state.metadata.version(name, version).await?;
             if !matches!(record.map(|r| r.state), Some(VersionState::Live(_))) {

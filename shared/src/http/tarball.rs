@@ -37,32 +37,34 @@ async fn download(
     name: &PackageName,
     file: &str,
 ) -> Result<Response, ApiError> {
+    // GitHub mode: the package first. Whether it exists, which versions it has and which file
+    // names it serves are its business, told only to callers who may read it. (Open mode needs
+    // no record: the version's is enough.)
+    let package = match state.auth.github() {
+        Some(_) => {
+            let Some(package) = state.metadata.package(name).await? else {
+                return state.not_here(name, ctx);
+            };
+            state
+                .authorize(ctx, name, Some(&package), Action::Read)
+                .await?;
+            Some(package)
+        }
+        None => None,
+    };
     let Some(version) = version_from_file(name, file) else {
         return Err(ApiError::NotFound(format!(
             "'{file}' is not a tarball of {name}"
         )));
     };
     let Some(record) = state.metadata.version(name, &version).await? else {
-        let Some(package) = state.metadata.package(name).await? else {
+        if package.is_none() && state.metadata.package(name).await?.is_none() {
             return state.not_here(name, ctx);
-        };
-        // Whether a version exists is the package's business: a caller who may not read it
-        // gets the same refusal as for a version that does exist.
-        state
-            .authorize(ctx, name, Some(&package), Action::Read)
-            .await?;
+        }
         return Err(ApiError::NotFound(format!(
             "version {version} of {name} not found"
         )));
     };
-    // GitHub mode needs the package's repository binding; open mode needs nothing.
-    let package = match state.auth.github() {
-        Some(_) => state.metadata.package(name).await?,
-        None => None,
-    };
-    state
-        .authorize(ctx, name, package.as_ref(), Action::Read)
-        .await?;
     let live = match record.state {
         VersionState::Live(live) => live,
         VersionState::Unpublished { .. } => {
