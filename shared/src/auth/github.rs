@@ -272,7 +272,10 @@ impl GithubApi for OctocrabGithub {
                     Role::Push
                 } else if flag("triage") {
                     Role::Triage
-                } else if flag("pull") || (!private && p.is_null()) {
+                } else if flag("pull") {
+                    // GitHub omits `permissions` for anonymous callers: that is no role at all
+                    // (a public repository's packages are readable anonymously only if the
+                    // operator allows it, which `decide` checks), never pull.
                     Role::Pull
                 } else {
                     Role::None
