@@ -3,6 +3,15 @@
 //! rate-limit headers, conditional requests (ETag / `If-None-Match` / 304) and failure modes
 //! (unreachable, primary and secondary rate limits, server errors).
 //!
+//! Tokens are of the kinds GitHub documents, each answered as GitHub's documentation describes
+//! it ([`TokenSpec`]): scoped tokens (personal access tokens (classic), OAuth app tokens) reach
+//! private repositories only with the `repo` scope and get their scopes in `X-OAuth-Scopes`;
+//! fine-grained personal access tokens and GitHub App user tokens reach the private repositories
+//! of one owner they were granted, every public repository, and get `X-Accepted-GitHub-Permissions`
+//! instead; installation tokens act for no user (`GET /user` is 403). Whatever the token, the
+//! repository's `permissions` are its user's roles: nothing in a response tells a read-only
+//! fine-grained token from a read-write one.
+//!
 //! Endpoints: `GET /user`, `GET /users/{username}`, `GET /repos/{owner}/{repo}`,
 //! `GET /repos/{owner}/{repo}/collaborators/{username}/permission` and `GET /rate_limit`;
 //! anything else is GitHub's 404.
@@ -74,6 +83,114 @@ impl Permission {
     }
 }
 
+/// A fine-grained permission's level ("No access", "Read-only", "Read and write").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Not granted.
+    NoAccess,
+    /// Read-only.
+    Read,
+    /// Read and write.
+    Write,
+}
+
+/// What a fine-grained actor (a fine-grained personal access token, or a GitHub App's
+/// installation) may reach and do. No endpoint the fake serves needs "Contents" or
+/// "Administration", so no answer depends on them, as on GitHub: `GET /repos` needs only
+/// "Metadata: read", which every such actor has. They are kept so tests say what they grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FineGrained {
+    /// The resource owner (or the account the app is installed on): only its private
+    /// repositories can be reached.
+    pub owner: String,
+    /// The selected repositories of `owner` (names); `None` for all of them.
+    pub repositories: Option<Vec<String>>,
+    /// The "Contents" repository permission (code; writing it is pushing).
+    pub contents: Access,
+    /// The "Administration" repository permission.
+    pub administration: Access,
+}
+
+impl FineGrained {
+    /// Access to `repositories` of `owner` with `contents`, and no administration.
+    pub fn selected(owner: &str, repositories: &[&str], contents: Access) -> FineGrained {
+        FineGrained {
+            owner: owner.to_string(),
+            repositories: Some(repositories.iter().map(|r| r.to_string()).collect()),
+            contents,
+            administration: Access::NoAccess,
+        }
+    }
+
+    /// Whether this reaches `repo` (which the fake knows to be private or not).
+    fn reaches(&self, repo: &Repo) -> bool {
+        repo.owner.eq_ignore_ascii_case(&self.owner)
+            && self
+                .repositories
+                .as_ref()
+                .is_none_or(|selected| selected.iter().any(|r| r.eq_ignore_ascii_case(&repo.name)))
+    }
+}
+
+/// A token's kind and grants, as GitHub tells kinds apart (by prefix: `ghp_`, `gho_`,
+/// `github_pat_`, `ghu_`, `ghs_`; make them with [`generate_token`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSpec {
+    /// A personal access token (classic) or OAuth app token with these OAuth scopes. Without
+    /// `repo` it reaches no private repository (404); every answer reports the scopes in
+    /// `X-OAuth-Scopes`.
+    Scoped(Vec<String>),
+    /// A fine-grained personal access token: private repositories of its resource owner that
+    /// it selects (and its user may see), and read access to every public repository.
+    FineGrained(FineGrained),
+    /// A GitHub App user access token: what both the user and the app's installation
+    /// (described by the [`FineGrained`]) reach.
+    AppUser(FineGrained),
+    /// A GitHub App installation token: the installation's repositories, for no user.
+    Installation(FineGrained),
+}
+
+impl TokenSpec {
+    /// A scoped token with `scopes`.
+    pub fn scopes(scopes: &[&str]) -> TokenSpec {
+        TokenSpec::Scoped(scopes.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// The message of GitHub's 403 for a permission this kind of token lacks.
+    fn not_accessible(&self) -> &'static str {
+        match self {
+            TokenSpec::FineGrained(_) => "Resource not accessible by personal access token",
+            _ => "Resource not accessible by integration",
+        }
+    }
+}
+
+/// The scopes [`FakeGithub::add_user`]'s tokens have (a classic token made for the registry).
+pub const DEFAULT_SCOPES: [&str; 2] = ["repo", "read:org"];
+
+/// A fresh random token in GitHub's format for `prefix`: `ghp_`, `gho_`, `ghu_` and `ghs_`
+/// take 36 base-62 characters, `github_pat_` 22 and 59 joined by `_`.
+pub fn generate_token(prefix: &str) -> String {
+    const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let chars = |n: usize| -> String {
+        (0..n)
+            .map(|_| BASE62[usize::from(rand::random::<u8>()) % BASE62.len()] as char)
+            .collect()
+    };
+    if prefix == "github_pat_" {
+        format!("{prefix}{}_{}", chars(22), chars(59))
+    } else {
+        format!("{prefix}{}", chars(36))
+    }
+}
+
+/// What the fake knows of a token.
+struct TokenEntry {
+    /// Its user's lower-case login (none for an installation token).
+    login: Option<String>,
+    spec: TokenSpec,
+}
+
 /// How the fake answers, for every endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -136,8 +253,8 @@ struct World {
     delay: Duration,
     /// Lower-case login → user.
     users: HashMap<String, User>,
-    /// Token → lower-case login.
-    tokens: HashMap<String, String>,
+    /// Token → whose it is and what it is.
+    tokens: HashMap<String, TokenEntry>,
     /// Lower-case `owner/name` → repository.
     repos: HashMap<String, Repo>,
     /// (lower-case `owner/name`, lower-case login) → role.
@@ -231,6 +348,20 @@ impl World {
         match (granted, owner) {
             (Some(a), Some(b)) => Some(if a.rank() >= b.rank() { a } else { b }),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether the token reaches `repo`: every token sees public repositories; a private one
+    /// needs what its kind needs (GitHub answers 404 otherwise, as for a missing repository).
+    fn reaches(&self, repo: &Repo, login: Option<&str>, spec: &TokenSpec) -> bool {
+        if !repo.private {
+            return true;
+        }
+        let user_sees = || login.is_some_and(|l| self.role(repo, l).is_some());
+        match spec {
+            TokenSpec::Scoped(scopes) => user_sees() && scopes.iter().any(|s| s == "repo"),
+            TokenSpec::FineGrained(g) | TokenSpec::AppUser(g) => user_sees() && g.reaches(repo),
+            TokenSpec::Installation(g) => g.reaches(repo),
         }
     }
 
@@ -378,14 +509,55 @@ impl FakeGithub {
     }
 
     /// Adds a user (if new) and a token that authenticates as them; a user may have several.
+    /// The token is scoped with [`DEFAULT_SCOPES`] (see [`add_token`](Self::add_token)).
     pub fn add_user(&self, login: &str, token: &str) {
+        self.add_token(login, token, TokenSpec::scopes(&DEFAULT_SCOPES));
+    }
+
+    /// Adds a user (if new) and a token of theirs as `spec` describes.
+    pub fn add_token(&self, login: &str, token: &str, spec: TokenSpec) {
+        assert!(
+            !matches!(spec, TokenSpec::Installation(_)),
+            "fake GitHub: an installation token has no user; use add_installation_token"
+        );
         let mut w = self.shared.world();
         let key = login.to_ascii_lowercase();
         w.users.entry(key.clone()).or_insert_with(|| User {
             login: login.to_string(),
             id: stable_id("account", login),
         });
-        w.tokens.insert(token.to_string(), key);
+        w.tokens.insert(
+            token.to_string(),
+            TokenEntry {
+                login: Some(key),
+                spec,
+            },
+        );
+    }
+
+    /// Adds a GitHub App installation token, which acts for the app on `installation`.
+    pub fn add_installation_token(&self, token: &str, installation: FineGrained) {
+        self.shared.world().tokens.insert(
+            token.to_string(),
+            TokenEntry {
+                login: None,
+                spec: TokenSpec::Installation(installation),
+            },
+        );
+    }
+
+    /// Changes a scoped token's scopes, as its user can edit them on GitHub.
+    pub fn set_scopes(&self, token: &str, scopes: &[&str]) {
+        let mut w = self.shared.world();
+        let entry = w
+            .tokens
+            .get_mut(token)
+            .expect("fake GitHub: set_scopes on an unknown token");
+        assert!(
+            matches!(entry.spec, TokenSpec::Scoped(_)),
+            "fake GitHub: only scoped tokens have scopes"
+        );
+        entry.spec = TokenSpec::scopes(scopes);
     }
 
     /// Revokes a token: from now on it gets 401 "Bad credentials".
@@ -599,10 +771,11 @@ impl Connected<IncomingStream<'_, KillableListener>> for Connection {
 /// Who is calling.
 enum Caller {
     Anonymous,
-    /// A valid token of this (lower-case) login.
-    User {
+    /// A valid token: its user's lower-case login (none for an installation) and its kind.
+    Token {
         token: String,
-        login: String,
+        login: Option<String>,
+        spec: TokenSpec,
     },
     /// A token GitHub does not know (or revoked, or a malformed header).
     Bad,
@@ -712,8 +885,9 @@ fn answer(
             let token = credential(v);
             w.tokens_seen.push(token.clone());
             match w.tokens.get(&token) {
-                Some(login) => Caller::User {
-                    login: login.clone(),
+                Some(entry) => Caller::Token {
+                    login: entry.login.clone(),
+                    spec: entry.spec.clone(),
                     token,
                 },
                 None => Caller::Bad,
@@ -739,11 +913,13 @@ fn answer(
     }
 
     let bucket_key = match &caller {
-        Caller::User { token, .. } => token.clone(),
+        Caller::Token { token, .. } => token.clone(),
         _ => ANONYMOUS_BUCKET.to_string(),
     };
     let user_id = match &caller {
-        Caller::User { login, .. } => Some(w.users[login].id),
+        Caller::Token {
+            login: Some(login), ..
+        } => Some(w.users[login].id),
         _ => None,
     };
     let rate_limited = |request_id: &str| {
@@ -847,13 +1023,24 @@ fn answer(
     set("x-ratelimit-used", used.to_string());
     set("x-ratelimit-reset", reset.to_string());
     set("x-ratelimit-resource", "core".into());
-    if matches!(caller, Caller::User { .. }) {
-        set("x-oauth-scopes", "repo, read:org".into());
-        set("x-accepted-oauth-scopes", "repo".into());
+    match &caller {
+        // Coarse-grained (scoped) actors get their scopes and the ones the endpoint accepts.
+        Caller::Token {
+            spec: TokenSpec::Scoped(scopes),
+            ..
+        } => {
+            set("x-oauth-scopes", scopes.join(", "));
+            set("x-accepted-oauth-scopes", "repo".into());
+        }
+        // Fine-grained actors get the permissions the endpoint needs, never their own.
+        Caller::Token { .. } if repository_route(uri) => {
+            set("x-accepted-github-permissions", "metadata=read".into());
+        }
+        _ => {}
     }
     if let Some(etag) = etag {
         set("etag", etag);
-        let scope = if matches!(caller, Caller::User { .. }) {
+        let scope = if matches!(caller, Caller::Token { .. }) {
             "private"
         } else {
             "public"
@@ -879,14 +1066,20 @@ fn route(base: &str, w: &World, caller: &Caller, method: &Method, uri: &Uri) -> 
         return Answer::not_found(DOCS_REST);
     }
     let login = match caller {
-        Caller::User { login, .. } => Some(login.as_str()),
+        Caller::Token {
+            login: Some(login), ..
+        } => Some(login.as_str()),
         _ => None,
     };
     let segments: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
-        ["user"] => match login {
-            Some(login) => Answer::ok(w.user_json(base, &w.users[login], true)),
-            None => Answer::error(
+        ["user"] => match (login, caller) {
+            (Some(login), _) => Answer::ok(w.user_json(base, &w.users[login], true)),
+            // `GET /user` is not among the endpoints an installation token may call.
+            (None, Caller::Token { spec, .. }) => {
+                Answer::error(StatusCode::FORBIDDEN, spec.not_accessible(), DOCS_GET_USER)
+            }
+            (None, _) => Answer::error(
                 StatusCode::UNAUTHORIZED,
                 "Requires authentication",
                 DOCS_GET_USER,
@@ -897,10 +1090,12 @@ fn route(base: &str, w: &World, caller: &Caller, method: &Method, uri: &Uri) -> 
             None => Answer::not_found("https://docs.github.com/rest/users/users#get-a-user"),
         },
         ["repos", owner, name] => {
-            let Some(repo) = visible_repo(w, login, owner, name) else {
+            let Some(repo) = visible_repo(w, caller, owner, name) else {
                 return Answer::not_found(DOCS_GET_REPO);
             };
             let mut v = repo_json(base, w, repo);
+            // The user's roles, whatever their token may do. GitHub's documentation does not
+            // describe `permissions` for an installation token (no user): the fake omits it.
             if let Some(login) = login {
                 v.as_object_mut().unwrap().insert(
                     "permissions".into(),
@@ -917,22 +1112,30 @@ fn route(base: &str, w: &World, caller: &Caller, method: &Method, uri: &Uri) -> 
             username,
             "permission",
         ] => {
-            let Some(repo) = visible_repo(w, login, owner, name) else {
+            let Some(repo) = visible_repo(w, caller, owner, name) else {
                 return Answer::not_found(DOCS_COLLABORATOR_PERMISSION);
             };
-            let Some(login) = login else {
-                return Answer::error(
-                    StatusCode::UNAUTHORIZED,
-                    "Requires authentication",
-                    DOCS_COLLABORATOR_PERMISSION,
-                );
-            };
-            if w.effective_role(repo, login).map_or(0, Permission::rank) < Permission::Push.rank() {
-                return Answer::error(
-                    StatusCode::FORBIDDEN,
-                    "Must have push access to view collaborator permission.",
-                    DOCS_COLLABORATOR_PERMISSION,
-                );
+            match (login, caller) {
+                (Some(login), _) => {
+                    if w.effective_role(repo, login).map_or(0, Permission::rank)
+                        < Permission::Push.rank()
+                    {
+                        return Answer::error(
+                            StatusCode::FORBIDDEN,
+                            "Must have push access to view collaborator permission.",
+                            DOCS_COLLABORATOR_PERMISSION,
+                        );
+                    }
+                }
+                // An installation acts for its app, which reached the repository above.
+                (None, Caller::Token { .. }) => {}
+                (None, _) => {
+                    return Answer::error(
+                        StatusCode::UNAUTHORIZED,
+                        "Requires authentication",
+                        DOCS_COLLABORATOR_PERMISSION,
+                    );
+                }
             }
             let Some(user) = w.users.get(&username.to_ascii_lowercase()) else {
                 return Answer::not_found(DOCS_COLLABORATOR_PERMISSION);
@@ -954,15 +1157,23 @@ fn route(base: &str, w: &World, caller: &Caller, method: &Method, uri: &Uri) -> 
 }
 
 /// The repository if it exists and the caller may see it (GitHub answers 404 otherwise).
-fn visible_repo<'w>(
-    w: &'w World,
-    login: Option<&str>,
-    owner: &str,
-    name: &str,
-) -> Option<&'w Repo> {
+fn visible_repo<'w>(w: &'w World, caller: &Caller, owner: &str, name: &str) -> Option<&'w Repo> {
     let repo = w.repos.get(&World::repo_key(owner, name))?;
-    let visible = !repo.private || login.is_some_and(|l| w.role(repo, l).is_some());
+    let visible = match caller {
+        Caller::Token { login, spec, .. } => w.reaches(repo, login.as_deref(), spec),
+        _ => !repo.private,
+    };
     visible.then_some(repo)
+}
+
+/// Whether `uri` is one of the repository endpoints (both need "Metadata" read of a
+/// fine-grained actor).
+fn repository_route(uri: &Uri) -> bool {
+    let segments: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
+    matches!(
+        segments.as_slice(),
+        ["repos", _, _] | ["repos", _, _, "collaborators", _, "permission"]
+    )
 }
 
 fn repo_json(base: &str, w: &World, repo: &Repo) -> Value {

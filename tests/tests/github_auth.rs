@@ -4,7 +4,7 @@ use std::path::Path;
 
 use base64::Engine;
 use e2e::api::{assert_no_secrets, doc, login, packument, publish, send};
-use e2e::fake_github::Mode;
+use e2e::fake_github::{Access, FineGrained, Mode, TokenSpec, generate_token};
 use e2e::github_world::{User, World};
 use e2e::{Backend, Npm, S3Host, Server, escaped, http, write_package};
 use registry::auth::tokens::TokenKeys;
@@ -339,6 +339,21 @@ async fn authorization_matrix(backend: Backend) {
     .await;
     assert_eq!(s, 204);
 
+    // Tokens of an admin that can only read (docs/token-capability.md): a fine-grained token
+    // with Contents: read, and a classic token without the `repo` scope.
+    let fine_grained_read = generate_token("github_pat_");
+    world.github.add_token(
+        "alice",
+        &fine_grained_read,
+        TokenSpec::FineGrained(FineGrained::selected("acme", &["widgets"], Access::Read)),
+    );
+    let classic_without_repo = generate_token("ghp_");
+    world.github.add_token(
+        "alice",
+        &classic_without_repo,
+        TokenSpec::scopes(&["read:org"]),
+    );
+
     // (caller, token, login to star as, what they hold: None = unauthenticated, Some(0..=3) =
     // none, pull, push, admin)
     let callers: Vec<(&str, Option<String>, &str, Option<u8>)> = vec![
@@ -379,6 +394,19 @@ async fn authorization_matrix(backend: Backend) {
             Some(read_only.clone()),
             "alice",
             Some(1),
+        ),
+        (
+            "alice's read-only fine-grained token",
+            Some(fine_grained_read.clone()),
+            "alice",
+            Some(1),
+        ),
+        // GitHub shows a private repository only to a classic token with `repo`.
+        (
+            "alice's classic token without repo scope",
+            Some(classic_without_repo.clone()),
+            "alice",
+            Some(0),
         ),
     ];
     let ops = [

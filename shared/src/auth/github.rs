@@ -54,8 +54,164 @@ pub struct RepoAccess {
     pub repo: RepoRef,
     /// Whether it is private (an invisible repository counts as private).
     pub private: bool,
-    /// The caller's role.
+    /// What the caller may do: their role, capped by what their token may do.
     pub role: Role,
+    /// Set when the token may do less than its user: the user's own role and why. (Answers
+    /// cached before tokens were judged read as unlimited, but only reads reuse them: a write
+    /// always revalidates, and their ETag is not a `Validator`, so it is judged afresh.)
+    pub token_limit: Option<TokenLimit>,
+}
+
+/// Why a token may do less in a repository than the user it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenLimit {
+    /// The user's role, as the repository's `permissions` give it.
+    pub user_role: Role,
+    /// What the token is and lacks, and what token would do, as a sentence for the refusal.
+    pub reason: String,
+}
+
+/// A GitHub token's kind, from the prefix GitHub documents for each
+/// (docs.github.com/en/authentication/keeping-your-account-and-data-secure/about-authentication-to-github#githubs-token-formats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// `ghp_`: a personal access token (classic); GitHub reports its scopes in `X-OAuth-Scopes`.
+    Classic,
+    /// `gho_`: an OAuth app's token; scopes as for a classic token.
+    OAuth,
+    /// `github_pat_`: a fine-grained personal access token; no endpoint discloses its permissions.
+    FineGrained,
+    /// `ghu_`: a GitHub App's user access token: what both the app and the user may.
+    AppUser,
+    /// `ghs_`: a GitHub App installation token: it acts as the app, for no user.
+    Installation,
+    /// No documented prefix: tokens made before GitHub introduced prefixes, or another issuer's.
+    Unprefixed,
+}
+
+impl TokenKind {
+    /// The kind of `token`, by its prefix.
+    pub fn of(token: &str) -> TokenKind {
+        [
+            ("ghp_", TokenKind::Classic),
+            ("gho_", TokenKind::OAuth),
+            ("github_pat_", TokenKind::FineGrained),
+            ("ghu_", TokenKind::AppUser),
+            ("ghs_", TokenKind::Installation),
+        ]
+        .into_iter()
+        .find(|(prefix, _)| token.starts_with(prefix))
+        .map_or(TokenKind::Unprefixed, |(_, kind)| kind)
+    }
+
+    /// What the kind is called in refusals.
+    fn describe(self) -> &'static str {
+        match self {
+            TokenKind::Classic => "a personal access token (classic)",
+            TokenKind::OAuth => "an OAuth app token",
+            TokenKind::FineGrained => "a fine-grained personal access token",
+            TokenKind::AppUser => "a GitHub App user access token",
+            TokenKind::Installation => "a GitHub App installation token",
+            TokenKind::Unprefixed => "a GitHub token",
+        }
+    }
+
+    /// A short stable name, part of the cached answer's validator.
+    fn tag(self) -> &'static str {
+        match self {
+            TokenKind::Classic => "classic",
+            TokenKind::OAuth => "oauth",
+            TokenKind::FineGrained => "fine-grained",
+            TokenKind::AppUser => "app-user",
+            TokenKind::Installation => "installation",
+            TokenKind::Unprefixed => "unprefixed",
+        }
+    }
+
+    /// Whether GitHub authorises this kind by OAuth scopes (and reports them in `X-OAuth-Scopes`).
+    fn has_scopes(self) -> bool {
+        matches!(
+            self,
+            TokenKind::Classic | TokenKind::OAuth | TokenKind::Unprefixed
+        )
+    }
+}
+
+/// The token that does what a refused one could not, as every such refusal names it.
+const CAPABLE_TOKEN: &str = "a personal access token (classic) or OAuth app token with the repo scope (public_repo is enough for a public repository), in .npmrc or through npm login";
+
+/// The scopes in an `X-OAuth-Scopes` value (`"repo, read:org"`), sorted.
+fn scopes_of(header: &str) -> Vec<&str> {
+    let mut scopes: Vec<&str> = header
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    scopes.sort_unstable();
+    scopes.dedup();
+    scopes
+}
+
+/// The most a token of `kind` may do in a repository (`private` or not), judged only from what
+/// GitHub lets the registry observe: the kind (its prefix) and, for scoped tokens, the scopes
+/// in `X-OAuth-Scopes` (`scopes`, absent when GitHub sent no such header). Below admin it
+/// comes with the reason. Writing is allowed only where GitHub documents that the token may
+/// write the repository's code; where that cannot be observed, the token may only read.
+pub fn token_ceiling(
+    kind: TokenKind,
+    scopes: Option<&str>,
+    private: bool,
+) -> (Role, Option<String>) {
+    let what = kind.describe();
+    match (kind.has_scopes(), scopes) {
+        (true, Some(header)) => {
+            let scopes = scopes_of(header);
+            // `repo`: full access to public and private repositories; `public_repo`: the same,
+            // public repositories only. No other scope grants access to a repository's code.
+            let full = scopes.contains(&"repo") || (!private && scopes.contains(&"public_repo"));
+            if full {
+                return (Role::Admin, None);
+            }
+            let has = if scopes.is_empty() {
+                "no scopes".to_string()
+            } else {
+                format!("scopes {}", scopes.join(", "))
+            };
+            if private {
+                (
+                    Role::None,
+                    Some(format!(
+                        "it is {what} with {has}, and only the repo scope gives a token access to a private repository's code; this needs {CAPABLE_TOKEN}"
+                    )),
+                )
+            } else {
+                (
+                    Role::Pull,
+                    Some(format!(
+                        "it is {what} with {has}, which gives read-only access to public repositories; writing needs {CAPABLE_TOKEN}"
+                    )),
+                )
+            }
+        }
+        (true, None) => (
+            Role::Pull,
+            Some(format!(
+                "it is {what} but GitHub reported no scopes for it (no X-OAuth-Scopes header), so the registry cannot confirm that it may write to the repository; writing needs {CAPABLE_TOKEN}"
+            )),
+        ),
+        (false, _) if kind == TokenKind::Installation => (
+            Role::None,
+            Some(format!(
+                "it is {what}, which acts for an app, not for a user; use {CAPABLE_TOKEN}"
+            )),
+        ),
+        (false, _) => (
+            Role::Pull,
+            Some(format!(
+                "it is {what}, and GitHub's API does not disclose such a token's permissions (a read-only one reaches the repository exactly as a read-write one does), so the registry cannot confirm that it may write; writing needs {CAPABLE_TOKEN}"
+            )),
+        ),
+    }
 }
 
 /// A GitHub answer, or "unchanged since the ETag you sent".
@@ -73,6 +229,10 @@ pub enum GithubError {
     /// The token is unknown, expired or revoked.
     #[error("GitHub does not accept this token")]
     BadCredentials,
+    /// The token is valid but acts for no user (GitHub refuses it `GET /user` with 403, as it
+    /// does a GitHub App installation token).
+    #[error("this token does not act for a GitHub user: {0}")]
+    NotAUser(String),
     /// The token's (or the IP's) rate limit is used up.
     #[error("GitHub's rate limit is exhausted: {0}")]
     RateLimited(String),
@@ -90,7 +250,8 @@ pub trait GithubApi: Send + Sync {
         token: &str,
         etag: Option<&str>,
     ) -> Result<Fetched<GithubUser>, GithubError>;
-    /// `GET /repos/{owner}/{repo}` as the token's user (or anonymously), with their permissions.
+    /// `GET /repos/{owner}/{repo}` as the token's user (or anonymously): their role, capped by
+    /// what the token itself may do there ([`token_ceiling`]).
     async fn repo(
         &self,
         token: Option<&str>,
@@ -141,7 +302,7 @@ impl OctocrabGithub {
         path: &str,
         token: Option<&str>,
         etag: Option<&str>,
-    ) -> Result<Option<(serde_json::Value, Option<String>)>, GithubError> {
+    ) -> Result<Reply, GithubError> {
         use axum::http::header::{ACCEPT, AUTHORIZATION, HeaderValue, IF_NONE_MATCH};
         let mut headers = axum::http::HeaderMap::new();
         headers.insert(
@@ -180,8 +341,9 @@ impl OctocrabGithub {
         };
         let new_etag = header("etag");
         let remaining = header("x-ratelimit-remaining");
+        let scopes = header("x-oauth-scopes");
         if status == axum::http::StatusCode::NOT_MODIFIED {
-            return Ok(None);
+            return Ok(Reply::NotModified { scopes });
         }
         let body = client.body_to_string(response).await.unwrap_or_default();
         let message = || {
@@ -192,7 +354,11 @@ impl OctocrabGithub {
         };
         match status.as_u16() {
             200 => serde_json::from_str(&body)
-                .map(|v| Some((v, new_etag)))
+                .map(|body| Reply::Ok {
+                    body,
+                    etag: new_etag,
+                    scopes,
+                })
                 .map_err(|e| GithubError::Unavailable(e.to_string())),
             401 => Err(GithubError::BadCredentials),
             403 | 429
@@ -202,10 +368,73 @@ impl OctocrabGithub {
             {
                 Err(GithubError::RateLimited(message()))
             }
-            404 => Ok(Some((serde_json::Value::Null, None))),
+            403 => Ok(Reply::Forbidden(message())),
+            404 => Ok(Reply::NotFound),
             s => Err(GithubError::Unavailable(format!("HTTP {s}: {}", message()))),
         }
     }
+}
+
+/// GitHub's answer to one GET.
+enum Reply {
+    /// 200: the body, its ETag, and the token's `X-OAuth-Scopes` (sent for scoped tokens).
+    Ok {
+        body: serde_json::Value,
+        etag: Option<String>,
+        scopes: Option<String>,
+    },
+    /// 304: unchanged since the ETag sent; the headers still report the token's scopes.
+    NotModified { scopes: Option<String> },
+    /// 404: absent, or hidden from this caller.
+    NotFound,
+    /// 403 that is not a rate limit: GitHub refuses this token the resource (its message).
+    Forbidden(String),
+}
+
+/// The validator a repository answer is cached with: GitHub's ETag and what the token was
+/// judged by. A 304 says that the body is unchanged, not the token: a classic token's scopes
+/// can be edited and are not in the body, so an answer is reused only when the 304 reports
+/// the scopes it was judged with.
+#[derive(Debug, PartialEq, Eq)]
+struct Validator {
+    /// The token's kind and scopes when the answer was judged.
+    judged_by: String,
+    /// GitHub's ETag, sent back as `If-None-Match`.
+    etag: String,
+}
+
+impl Validator {
+    /// Names the format: a validator stored in another form (before tokens were judged) is
+    /// not sent, so its answer is fetched and judged afresh.
+    const FORMAT: &'static str = "token-judged-v1";
+
+    fn parse(stored: &str) -> Option<Validator> {
+        let mut parts = stored.splitn(3, '|');
+        if parts.next()? != Self::FORMAT {
+            return None;
+        }
+        Some(Validator {
+            judged_by: parts.next()?.to_string(),
+            etag: parts.next()?.to_string(),
+        })
+    }
+
+    fn stored(&self) -> String {
+        format!("{}|{}|{}", Self::FORMAT, self.judged_by, self.etag)
+    }
+}
+
+/// What a token is judged by: its kind and, for scoped kinds, the scopes GitHub reported.
+fn judged_by(token: Option<&str>, scopes: Option<&str>) -> String {
+    let Some(token) = token else {
+        return "anonymous".into();
+    };
+    let kind = TokenKind::of(token);
+    if !kind.has_scopes() {
+        return kind.tag().into();
+    }
+    let scopes = scopes.map_or_else(|| "?".to_string(), |h| scopes_of(h).join(","));
+    format!("{} {scopes}", kind.tag())
 }
 
 /// An error's first line without any URL query (which never holds a token here, but stay safe).
@@ -227,15 +456,19 @@ impl GithubApi for OctocrabGithub {
         etag: Option<&str>,
     ) -> Result<Fetched<GithubUser>, GithubError> {
         match self.get("/user", Some(token), etag).await? {
-            None => Ok(Fetched::NotModified),
-            Some((v, etag)) => {
-                let login = v["login"]
+            Reply::NotModified { .. } => Ok(Fetched::NotModified),
+            Reply::Ok { body, etag, .. } => {
+                let login = body["login"]
                     .as_str()
                     .ok_or(GithubError::BadCredentials)?
                     .to_string();
-                let id = v["id"].as_u64().unwrap_or_default();
+                let id = body["id"].as_u64().unwrap_or_default();
                 Ok(Fetched::Fresh(GithubUser { login, id }, etag))
             }
+            Reply::NotFound => Err(GithubError::BadCredentials),
+            // A valid token that may not read its own user: an installation token acts for an
+            // app, and `GET /user` is not among the endpoints those tokens may call.
+            Reply::Forbidden(message) => Err(GithubError::NotAUser(message)),
         }
     }
 
@@ -247,54 +480,180 @@ impl GithubApi for OctocrabGithub {
     ) -> Result<Fetched<RepoAccess>, GithubError> {
         // Owner and name were validated to GitHub's character set: safe in a path.
         let path = format!("/repos/{}/{}", repo.owner, repo.name);
-        match self.get(&path, token, etag).await? {
-            None => Ok(Fetched::NotModified),
-            Some((serde_json::Value::Null, _)) => {
+        let stored = etag.and_then(Validator::parse);
+        let mut reply = self
+            .get(&path, token, stored.as_ref().map(|v| v.etag.as_str()))
+            .await?;
+        if let Reply::NotModified { scopes } = &reply {
+            if stored
+                .as_ref()
+                .is_some_and(|v| v.judged_by == judged_by(token, scopes.as_deref()))
+            {
+                return Ok(Fetched::NotModified);
+            }
+            // The repository is unchanged but the token is not what its cached answer was
+            // judged by (its scopes were edited, or went unreported): ask once more, in full.
+            reply = self.get(&path, token, None).await?;
+        }
+        let (v, etag, scopes) = match reply {
+            Reply::Ok { body, etag, scopes } => (body, etag, scopes),
+            Reply::NotFound => {
                 // GitHub hides private repositories: invisible and absent look the same.
-                Ok(Fetched::Fresh(
+                return Ok(Fetched::Fresh(
                     RepoAccess {
                         repo: repo.clone(),
                         private: true,
                         role: Role::None,
+                        token_limit: None,
                     },
                     None,
-                ))
+                ));
             }
-            Some((v, etag)) => {
-                let private = v["private"].as_bool().unwrap_or(true);
-                let p = &v["permissions"];
-                let flag = |k: &str| p[k].as_bool().unwrap_or(false);
-                let role = if flag("admin") {
-                    Role::Admin
-                } else if flag("maintain") {
-                    Role::Maintain
-                } else if flag("push") {
-                    Role::Push
-                } else if flag("triage") {
-                    Role::Triage
-                } else if flag("pull") {
-                    // GitHub omits `permissions` for anonymous callers: that is no role at all
-                    // (a public repository's packages are readable anonymously only if the
-                    // operator allows it, which `decide` checks), never pull.
-                    Role::Pull
-                } else {
-                    Role::None
-                };
-                let canonical = v["full_name"]
-                    .as_str()
-                    .and_then(|f| f.split_once('/'))
-                    .and_then(|(o, n)| RepoRef::new(o, n))
-                    .filter(|r| r == repo)
-                    .unwrap_or_else(|| repo.clone());
-                Ok(Fetched::Fresh(
-                    RepoAccess {
-                        repo: canonical,
-                        private,
-                        role,
-                    },
-                    etag,
-                ))
+            Reply::Forbidden(message) => {
+                return Err(GithubError::Unavailable(format!("HTTP 403: {message}")));
+            }
+            Reply::NotModified { .. } => {
+                return Err(GithubError::Unavailable(
+                    "304 to a request without If-None-Match".into(),
+                ));
+            }
+        };
+        let private = v["private"].as_bool().unwrap_or(true);
+        // `permissions` are the user's roles in the repository, whatever the token may do.
+        let p = &v["permissions"];
+        let flag = |k: &str| p[k].as_bool().unwrap_or(false);
+        let user_role = if flag("admin") {
+            Role::Admin
+        } else if flag("maintain") {
+            Role::Maintain
+        } else if flag("push") {
+            Role::Push
+        } else if flag("triage") {
+            Role::Triage
+        } else if flag("pull") {
+            // GitHub omits `permissions` for anonymous callers: that is no role at all
+            // (a public repository's packages are readable anonymously only if the
+            // operator allows it, which `decide` checks), never pull.
+            Role::Pull
+        } else {
+            Role::None
+        };
+        // So the token caps the role: it may do no more than GitHub shows it may.
+        let (ceiling, reason) = match token {
+            Some(t) => token_ceiling(TokenKind::of(t), scopes.as_deref(), private),
+            None => (Role::Admin, None),
+        };
+        let role = user_role.min(ceiling);
+        let token_limit = (role < user_role).then(|| TokenLimit {
+            user_role,
+            reason: reason.unwrap_or_default(),
+        });
+        let canonical = v["full_name"]
+            .as_str()
+            .and_then(|f| f.split_once('/'))
+            .and_then(|(o, n)| RepoRef::new(o, n))
+            .filter(|r| r == repo)
+            .unwrap_or_else(|| repo.clone());
+        let validator = etag.map(|etag| {
+            Validator {
+                judged_by: judged_by(token, scopes.as_deref()),
+                etag,
+            }
+            .stored()
+        });
+        Ok(Fetched::Fresh(
+            RepoAccess {
+                repo: canonical,
+                private,
+                role,
+                token_limit,
+            },
+            validator,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_kinds_follow_githubs_prefixes() {
+        for (token, kind) in [
+            ("ghp_abc", TokenKind::Classic),
+            ("gho_abc", TokenKind::OAuth),
+            ("github_pat_11AB_cd", TokenKind::FineGrained),
+            ("ghu_abc", TokenKind::AppUser),
+            ("ghs_abc", TokenKind::Installation),
+            (
+                "0123456789abcdef0123456789abcdef01234567",
+                TokenKind::Unprefixed,
+            ),
+            ("ghr_abc", TokenKind::Unprefixed),
+        ] {
+            assert_eq!(TokenKind::of(token), kind, "{token}");
+        }
+    }
+
+    #[test]
+    fn scoped_tokens_write_only_with_a_repository_scope() {
+        use TokenKind::*;
+        let ceiling = |kind, scopes, private| token_ceiling(kind, scopes, private).0;
+        for kind in [Classic, OAuth, Unprefixed] {
+            assert_eq!(ceiling(kind, Some("repo, read:org"), true), Role::Admin);
+            assert_eq!(ceiling(kind, Some("read:org,repo"), false), Role::Admin);
+            assert_eq!(ceiling(kind, Some("public_repo"), false), Role::Admin);
+            assert_eq!(ceiling(kind, Some("public_repo"), true), Role::None);
+            assert_eq!(
+                ceiling(kind, Some("repo:status, read:org"), true),
+                Role::None
+            );
+            assert_eq!(ceiling(kind, Some("read:org"), false), Role::Pull);
+            assert_eq!(ceiling(kind, Some(""), false), Role::Pull);
+            // No header: nothing shows the token may write.
+            assert_eq!(ceiling(kind, None, false), Role::Pull);
+            assert_eq!(ceiling(kind, None, true), Role::Pull);
+        }
+        let (_, reason) = token_ceiling(Classic, Some("read:org, gist"), false);
+        let reason = reason.unwrap();
+        assert!(
+            reason.contains("a personal access token (classic) with scopes gist, read:org")
+                && reason.contains("repo scope (public_repo is enough for a public repository)"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn tokens_whose_permissions_are_hidden_only_read() {
+        for kind in [TokenKind::FineGrained, TokenKind::AppUser] {
+            for private in [true, false] {
+                // Whatever scopes header might come: these kinds are not authorised by scopes.
+                let (role, reason) = token_ceiling(kind, Some("repo"), private);
+                assert_eq!(role, Role::Pull, "{kind:?}");
+                assert!(reason.unwrap().contains("does not disclose"));
             }
         }
+        assert_eq!(
+            token_ceiling(TokenKind::Installation, None, false).0,
+            Role::None
+        );
+    }
+
+    #[test]
+    fn validators_carry_what_the_token_was_judged_by() {
+        let v = Validator {
+            judged_by: judged_by(Some("ghp_x"), Some("repo, read:org")),
+            etag: "W/\"a|b\"".into(),
+        };
+        assert_eq!(v.judged_by, "classic read:org,repo");
+        assert_eq!(Validator::parse(&v.stored()), Some(v));
+        // A plain ETag (cached before tokens were judged) is not a validator: never sent.
+        assert_eq!(Validator::parse("\"abc\""), None);
+        assert_eq!(judged_by(Some("ghp_x"), None), "classic ?");
+        assert_eq!(
+            judged_by(Some("github_pat_x"), Some("repo")),
+            "fine-grained"
+        );
+        assert_eq!(judged_by(None, None), "anonymous");
     }
 }

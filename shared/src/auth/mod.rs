@@ -244,13 +244,23 @@ pub fn decide(
             action.needs().as_str(),
             access.repo
         ))),
-        Identity::User(login) => Err(AuthError::Forbidden(format!(
-            "{login} needs {} permission on GitHub repository {} to {} {package} (has {})",
-            action.needs().as_str(),
-            access.repo,
-            action.verb(),
-            access.role.as_str()
-        ))),
+        Identity::User(login) => Err(AuthError::Forbidden(match &access.token_limit {
+            // The user may, the token they sent may not (`github::token_ceiling`): say so.
+            Some(limit) if limit.user_role >= action.needs() => format!(
+                "{login} has {} permission on GitHub repository {}, but the token used cannot {} {package}: {}",
+                limit.user_role.as_str(),
+                access.repo,
+                action.verb(),
+                limit.reason
+            ),
+            _ => format!(
+                "{login} needs {} permission on GitHub repository {} to {} {package} (has {})",
+                action.needs().as_str(),
+                access.repo,
+                action.verb(),
+                access.role.as_str()
+            ),
+        })),
     }
 }
 
@@ -259,6 +269,9 @@ fn unavailable(e: GithubError) -> AuthError {
         GithubError::BadCredentials => AuthError::Unauthenticated(
             "GitHub does not accept the token in .npmrc (bad credentials); use a valid GitHub token or run npm login".into(),
         ),
+        GithubError::NotAUser(m) => AuthError::Unauthenticated(format!(
+            "the token in .npmrc does not act for a GitHub user (GitHub: {m}); GitHub App installation tokens cannot be used here: use a personal access token or run npm login"
+        )),
         GithubError::RateLimited(m) => AuthError::Unavailable(format!(
             "GitHub's API rate limit for this token is exhausted ({m}); the registry cannot check permissions now, retry later"
         )),
@@ -595,6 +608,7 @@ mod tests {
             repo: RepoRef::new("acme", "widgets").unwrap(),
             private,
             role,
+            token_limit: None,
         }
     }
 
@@ -648,6 +662,36 @@ mod tests {
         assert!(matches!(
             decide(&anon, &access(Role::None, false), Action::Write, true, &pkg),
             Err(AuthError::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn a_token_weaker_than_its_user_is_refused_for_what_it_lacks() {
+        let pkg = PackageName::parse("@acme/widgets").unwrap();
+        let alice = Identity::User("alice".into());
+        let limited = RepoAccess {
+            token_limit: Some(github::TokenLimit {
+                user_role: Role::Admin,
+                reason: "it is a fine-grained personal access token".into(),
+            }),
+            ..access(Role::Pull, true)
+        };
+        assert!(decide(&alice, &limited, Action::Read, false, &pkg).is_ok());
+        assert_eq!(
+            decide(&alice, &limited, Action::Write, false, &pkg),
+            Err(AuthError::Forbidden("alice has admin permission on GitHub repository acme/widgets, but the token used cannot publish to @acme/widgets: it is a fine-grained personal access token".into()))
+        );
+        // Lacking the role too, the role is what to fix first.
+        let weak_user = RepoAccess {
+            token_limit: Some(github::TokenLimit {
+                user_role: Role::Push,
+                reason: "x".into(),
+            }),
+            ..access(Role::Pull, true)
+        };
+        assert!(matches!(
+            decide(&alice, &weak_user, Action::Admin, false, &pkg),
+            Err(AuthError::Forbidden(m)) if m.starts_with("alice needs admin permission")
         ));
     }
 
