@@ -436,7 +436,7 @@ async fn an_admins_classic_token_without_the_scope_reads_but_cannot_write() {
         )
         .await,
     );
-    assert_eq!(read(&server, &public_repo, "@acme/widgets").await.0, 403);
+    assert_eq!(read(&server, &public_repo, "@acme/widgets").await.0, 404);
 
     // And `repo` does everything, as an OAuth app token too.
     let oauth_repo = alices(&world, "gho_", TokenSpec::scopes(&["repo"]));
