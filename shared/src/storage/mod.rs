@@ -22,7 +22,7 @@ use semver::Version;
 use crate::domain::{PackageDocument, PackageName, PackageRecord, TarballKey, VersionRecord};
 
 /// Storage failures, as the HTTP layer needs to tell them apart.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The package record changed since it was read; re-read and retry.
     #[error("the package changed while this request was being handled")]
@@ -39,9 +39,50 @@ pub enum StoreError {
     /// The backend cannot be reached or is overloaded; the client should retry.
     #[error("storage is unavailable: {0}")]
     Unavailable(String),
+    /// The disk holding the data (named here: the embedded backend's data directory) has no
+    /// space left, or its quota is used up; writes fail until space is freed, reads still work.
+    #[error("no space left in {0}")]
+    InsufficientStorage(String),
     /// Anything else (corrupt data, I/O errors).
     #[error("storage error: {0}")]
     Internal(String),
+}
+
+/// Whether the storage can take writes, for the readiness check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageState {
+    /// Reads and writes work.
+    Ok,
+    /// The disk is full: writes are refused until space is freed; reads work.
+    Full,
+    /// The store failed and has not recovered (for example, the database could not be reopened).
+    Failed,
+}
+
+/// The storage's state and, unless it is ok, since when and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageHealth {
+    /// The state.
+    pub state: StorageState,
+    /// When the state began (unset while ok).
+    pub since: Option<DateTime<Utc>>,
+    /// What failed, for the operator (unset while ok).
+    pub detail: Option<String>,
+    /// Where the data lives (the embedded backend's data directory), if the backend has a place.
+    pub location: Option<String>,
+}
+
+impl StorageHealth {
+    /// All is well.
+    pub fn ok() -> Self {
+        StorageHealth {
+            state: StorageState::Ok,
+            since: None,
+            detail: None,
+            location: None,
+        }
+    }
 }
 
 /// A change to one existing version record.
@@ -108,6 +149,11 @@ pub trait MetadataStore: Send + Sync {
     ) -> Result<Option<VersionRecord>, StoreError>;
     /// Applies a write atomically, or nothing of it.
     async fn write(&self, write: PackageWrite) -> Result<(), StoreError>;
+    /// Whether the storage can take writes now (the readiness check). A backend that cannot
+    /// tell answers ok.
+    async fn health(&self) -> StorageHealth {
+        StorageHealth::ok()
+    }
 }
 
 /// A stream of tarball bytes.

@@ -33,7 +33,7 @@ fn record(name: &PackageName, version: &str) -> VersionRecord {
 }
 
 /// A write creating `version`, conditioned on the package being at `expected` revision.
-fn create(name: &PackageName, version: &str, expected: Option<u64>) -> PackageWrite {
+pub(super) fn create(name: &PackageName, version: &str, expected: Option<u64>) -> PackageWrite {
     let mut package = PackageRecord::new(name.clone(), Utc::now());
     package.revision = expected.map_or(1, |r| r + 1);
     PackageWrite {
@@ -68,7 +68,7 @@ async fn a_shared_commit_keeps_each_writes_conditions() {
     let b = PackageName::parse("@t/b").unwrap();
 
     // Hold the database's write lock so that every write below queues behind it.
-    let hold = meta.db.begin_write().unwrap();
+    let hold = meta.db.with(|d| Ok(d.begin_write()?)).1.unwrap();
     let commits_before = meta.commits();
     let mut writes: Vec<Pending> = Vec::new();
     let submit = |w: PackageWrite| -> Pending {
