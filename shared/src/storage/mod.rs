@@ -183,6 +183,14 @@ pub trait TarballStore: Send + Sync {
     async fn delete(&self, key: &TarballKey) -> Result<(), StoreError>;
     /// Every stored key last written more than `older_than` ago (for the sweep).
     async fn list(&self, older_than: std::time::Duration) -> Result<Vec<TarballKey>, StoreError>;
+    /// Removes what uploads interrupted more than `older_than` ago left behind (the embedded
+    /// backend's temporary files) and says how many; a backend that leaves nothing removes nothing.
+    async fn remove_incomplete(
+        &self,
+        _older_than: std::time::Duration,
+    ) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 /// Small records with an optional expiry, grouped in namespaces: GitHub answers cached by token
@@ -242,17 +250,23 @@ pub struct SweepReport {
     pub checked: usize,
     /// Keys deleted because no live version refers to them.
     pub removed: Vec<TarballKey>,
+    /// Leftovers of interrupted uploads deleted (see `TarballStore::remove_incomplete`).
+    pub incomplete: usize,
 }
 
 /// Removes tarballs no live version refers to: uploads whose publish crashed or lost before its
 /// metadata was committed, and bytes of unpublished or overwritten versions whose deletion
-/// failed. Only keys older than `older_than` are touched, so publishes in flight are safe.
+/// failed; and what interrupted uploads left. Only keys (and leftovers) older than `older_than`
+/// are touched, so publishes in flight are safe.
 pub async fn sweep(
     metadata: &dyn MetadataStore,
     tarballs: &dyn TarballStore,
     older_than: std::time::Duration,
 ) -> Result<SweepReport, StoreError> {
-    let mut report = SweepReport::default();
+    let mut report = SweepReport {
+        incomplete: tarballs.remove_incomplete(older_than).await?,
+        ..SweepReport::default()
+    };
     for key in tarballs.list(older_than).await? {
         report.checked += 1;
         let referenced = match TarballKey::parse(key.as_str()) {

@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 
@@ -145,7 +146,7 @@ impl DataDir {
     /// clears the full state if it has. Cheap while the disk is full: the first write fails.
     pub(super) fn probe(&self) -> Result<(), StoreError> {
         // One fixed name: a probe cut short by a kill leaves one file, which the next probe
-        // removes.
+        // (or the next start) removes.
         let path = self.root.join(PROBE_FILE);
         let written = std::fs::File::create(&path)
             .map_err(|e| self.io_error(e))
@@ -191,5 +192,40 @@ impl DataDir {
             return Err(self.io_error(std::io::Error::from(std::io::ErrorKind::StorageFull)));
         }
         file.write_all(bytes).map_err(|e| self.io_error(e))
+    }
+
+    /// Deletes the temporary files last modified more than `older_than` ago (all of them with
+    /// `Duration::ZERO`, and then a probe file too) and says how many: what writes interrupted
+    /// by a crash or a kill left. Only for a caller that knows no write of another process is
+    /// in flight (see `open`).
+    pub(super) fn remove_leftovers(&self, older_than: Duration) -> Result<usize, StoreError> {
+        if older_than.is_zero() {
+            let _ = std::fs::remove_file(self.root.join(PROBE_FILE));
+        }
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let entries = match std::fs::read_dir(&self.tmp) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(internal(e)),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry.map_err(internal)?;
+            let meta = entry.metadata().map_err(internal)?;
+            if meta.is_file() && meta.modified().map_err(internal)? <= cutoff {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    // Its own writer finished (renamed or removed it) meanwhile.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(internal(e)),
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, tmp = %self.tmp.display(), "removed files of interrupted writes");
+        }
+        Ok(removed)
     }
 }

@@ -412,9 +412,17 @@ impl TarballStore for EmbeddedTarballs {
         .await
         .map_err(internal)?
     }
+
+    async fn remove_incomplete(&self, older_than: Duration) -> Result<usize, StoreError> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || dir.remove_leftovers(older_than))
+            .await
+            .map_err(internal)?
+    }
 }
 
-/// Opens both embedded stores under one data directory.
+/// Opens both embedded stores under one data directory, and removes what writes interrupted by
+/// a crash or a kill left in its `tmp`.
 pub fn open(data_dir: &Path) -> Result<(EmbeddedMetadata, EmbeddedTarballs), StoreError> {
     open_with(data_dir, open_file())
 }
@@ -426,6 +434,12 @@ fn open_with(
     std::fs::create_dir_all(data_dir).map_err(internal)?;
     let dir = Arc::new(DataDir::new(data_dir));
     let metadata = EmbeddedMetadata::open_in(dir.clone(), &data_dir.join("metadata.redb"), open)?;
+    // From here until the store is dropped, redb holds the database file exclusively: another
+    // server, or `registry-server sweep`, on this directory fails to open it, so no other
+    // process writes into `tmp` now and whatever is there was left by one that died mid-write.
+    if let Err(e) = dir.remove_leftovers(Duration::ZERO) {
+        tracing::warn!(error = %e, "could not remove the files of interrupted writes");
+    }
     let tarballs = EmbeddedTarballs::in_dir(dir, data_dir)?;
     Ok((metadata, tarballs))
 }

@@ -1,4 +1,5 @@
-//! The group-commit writer keeps each write's own semantics inside a shared commit.
+//! The embedded store: group commit keeps each write's own semantics; what interrupted writes left
+//! in `tmp` is removed, and only by the data directory's owner.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -163,4 +164,49 @@ async fn package_reads_follow_every_write() {
     meta.write(create(&other, "1.0.0", None)).await.unwrap();
     assert_eq!(meta.package(&name).await.unwrap().unwrap().revision, 2);
     assert_eq!(meta.package(&other).await.unwrap().unwrap().revision, 1);
+}
+
+#[tokio::test]
+async fn open_removes_what_interrupted_writes_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("tmp")).unwrap();
+    let leftover = data.join("tmp").join(".tmpKilled");
+    std::fs::write(&leftover, vec![1u8; 10_000]).unwrap();
+    let (_meta, _tarballs) = open(&data).unwrap();
+    assert!(!leftover.exists());
+}
+
+#[tokio::test]
+async fn a_second_open_of_a_live_data_directory_fails_and_removes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_meta, _tarballs) = open(&data).unwrap();
+    let in_flight = data.join("tmp").join(".tmpInFlight");
+    std::fs::write(&in_flight, b"half").unwrap();
+    assert!(open(&data).is_err(), "redb must refuse a second handle");
+    assert!(in_flight.exists());
+}
+
+#[tokio::test]
+async fn sweep_removes_old_leftovers_and_keeps_writes_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (meta, tarballs) = open(&data).unwrap();
+    let stale = data.join("tmp").join(".tmpStale");
+    std::fs::write(&stale, b"killed an hour ago").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(2 * 3600))
+        .unwrap();
+    let in_flight = data.join("tmp").join(".tmpInFlight");
+    std::fs::write(&in_flight, b"being written").unwrap();
+    let report = crate::storage::sweep(&meta, &tarballs, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(report.incomplete, 1);
+    assert!(!stale.exists());
+    assert!(in_flight.exists());
 }
