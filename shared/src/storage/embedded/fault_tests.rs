@@ -166,7 +166,7 @@ fn opener(disk: &Arc<Disk>) -> Opener {
 
 /// Both stores on `data`, the database and the data directory's other files on `disk`.
 fn stores(data: &Path, disk: &Arc<Disk>) -> (EmbeddedMetadata, EmbeddedTarballs) {
-    let (meta, tarballs) = open_with(data, opener(disk)).unwrap();
+    let (meta, tarballs) = open_with(data, opener(disk), PURGE_EVERY).unwrap();
     let files = disk.clone();
     let hooked = meta
         .db
@@ -247,7 +247,7 @@ async fn a_database_failure_is_recovered_even_when_the_disk_seemed_fine() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let disk = Disk::new();
-    let (meta, _tarballs) = open_with(&data, opener(&disk)).unwrap();
+    let (meta, _tarballs) = open_with(&data, opener(&disk), PURGE_EVERY).unwrap();
     let name = PackageName::parse("@t/a").unwrap();
     meta.write(super::tests::create(&name, "1.0.0", None))
         .await

@@ -34,6 +34,10 @@ const VERSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("ver
 /// (namespace, id) → JSON `{value, expires}` for the key-value store.
 const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
 
+/// How often the writer deletes expired key-value entries (reads already skip them; this keeps
+/// the file from growing with every cached GitHub answer and issued token).
+const PURGE_EVERY: Duration = Duration::from_secs(5 * 60);
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct KvEntry {
     value: Vec<u8>,
@@ -106,13 +110,18 @@ impl EmbeddedMetadata {
     /// Opens (or creates) the database at `path`; its directory counts as the data directory.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
-        Self::open_in(Arc::new(DataDir::new(dir)), path, open_file())
+        Self::open_in(Arc::new(DataDir::new(dir)), path, open_file(), PURGE_EVERY)
     }
 
-    fn open_in(dir: Arc<DataDir>, path: &Path, open: Opener) -> Result<Self, StoreError> {
+    fn open_in(
+        dir: Arc<DataDir>,
+        path: &Path,
+        open: Opener,
+        purge_every: Duration,
+    ) -> Result<Self, StoreError> {
         let db = Arc::new(Db::open(path, dir, open)?);
         create_tables(&db)?;
-        let writer = Arc::new(Writer::start(db.clone())?);
+        let writer = Arc::new(Writer::start(db.clone(), purge_every)?);
         Ok(Self {
             db,
             writer,
@@ -424,16 +433,22 @@ impl TarballStore for EmbeddedTarballs {
 /// Opens both embedded stores under one data directory, and removes what writes interrupted by
 /// a crash or a kill left in its `tmp`.
 pub fn open(data_dir: &Path) -> Result<(EmbeddedMetadata, EmbeddedTarballs), StoreError> {
-    open_with(data_dir, open_file())
+    open_with(data_dir, open_file(), PURGE_EVERY)
 }
 
 fn open_with(
     data_dir: &Path,
     open: Opener,
+    purge_every: Duration,
 ) -> Result<(EmbeddedMetadata, EmbeddedTarballs), StoreError> {
     std::fs::create_dir_all(data_dir).map_err(internal)?;
     let dir = Arc::new(DataDir::new(data_dir));
-    let metadata = EmbeddedMetadata::open_in(dir.clone(), &data_dir.join("metadata.redb"), open)?;
+    let metadata = EmbeddedMetadata::open_in(
+        dir.clone(),
+        &data_dir.join("metadata.redb"),
+        open,
+        purge_every,
+    )?;
     // From here until the store is dropped, redb holds the database file exclusively: another
     // server, or `registry-server sweep`, on this directory fails to open it, so no other
     // process writes into `tmp` now and whatever is there was left by one that died mid-write.

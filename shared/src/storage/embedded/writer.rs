@@ -13,11 +13,15 @@
 //! answers the batch, then reopens the file (see `db`). While the disk is known to be full, a
 //! batch is refused at once unless a probe file shows space again, so a full disk costs each
 //! write a failed file write instead of a failed commit and a reopen.
+//!
+//! Between batches the writer also deletes expired key-value entries, a bounded number at a time.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
@@ -57,6 +61,9 @@ enum ApplyError {
     Broken(Failure),
 }
 
+/// Key-value rows the purge looks at per transaction, so that it never holds up writes long.
+pub(super) const PURGE_SCAN: usize = 1_000;
+
 /// The handle writers send to; the thread stops when the last handle is dropped.
 pub(super) struct Writer {
     queue: Option<mpsc::Sender<Job>>,
@@ -65,14 +72,15 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread for `db`.
-    pub(super) fn start(db: Arc<Db>) -> Result<Self, StoreError> {
+    /// Starts the writer thread for `db`; it deletes expired key-value entries at once and then
+    /// every `purge_every`.
+    pub(super) fn start(db: Arc<Db>, purge_every: Duration) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel();
         let counters = Arc::new(Counters::default());
         let thread_counters = counters.clone();
         let thread = std::thread::Builder::new()
             .name("redb-writer".into())
-            .spawn(move || run(&db, &jobs, &thread_counters))
+            .spawn(move || run(&db, &jobs, &thread_counters, purge_every))
             .map_err(internal)?;
         Ok(Self {
             queue: Some(queue),
@@ -118,8 +126,21 @@ struct Counters {
     commits: AtomicU64,
 }
 
-fn run(db: &Db, jobs: &mpsc::Receiver<Job>, counters: &Counters) {
-    while let Ok(first) = jobs.recv() {
+fn run(db: &Db, jobs: &mpsc::Receiver<Job>, counters: &Counters, purge_every: Duration) {
+    let mut purge = Purge {
+        next: Instant::now(),
+        after: None,
+    };
+    loop {
+        if Instant::now() >= purge.next {
+            purge.step(db, purge_every);
+        }
+        // Waiting no longer than until the next purge; writes queued meanwhile go first.
+        let first = match jobs.recv_timeout(purge.next.saturating_duration_since(Instant::now())) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
@@ -203,6 +224,102 @@ fn apply_all(db: &Database, batch: &[Job]) -> Result<Vec<Result<(), StoreError>>
     }
     txn.commit()?;
     Ok(results)
+}
+
+/// Where the purge of expired key-value entries stands.
+struct Purge {
+    /// When the next step is due.
+    next: Instant,
+    /// The key the last step stopped after, if the table has not been scanned to its end.
+    after: Option<(String, String)>,
+}
+
+impl Purge {
+    /// Deletes the expired entries among the next `PURGE_SCAN` rows in one commit. The next
+    /// step is due at once if rows remain (writes still go first), else after `every`.
+    fn step(&mut self, db: &Db, every: Duration) {
+        // Deleting needs space too, and a failed commit a reopen: wait for writes to find room.
+        if db.dir.is_full() {
+            self.next = Instant::now() + every;
+            return;
+        }
+        let after = self.after.take();
+        let (epoch, outcome) = db.with(|database| purge_expired(database, after.as_ref()));
+        match outcome {
+            Ok((removed, stopped_after)) => {
+                if removed > 0 {
+                    tracing::debug!(removed, "deleted expired key-value entries");
+                }
+                self.next = match stopped_after {
+                    Some(_) => Instant::now(),
+                    None => Instant::now() + every,
+                };
+                self.after = stopped_after;
+            }
+            Err(failure) => {
+                let handle_failed = failure.handle_failed();
+                let error = db.report(failure);
+                tracing::warn!(%error, "could not delete expired key-value entries");
+                if handle_failed {
+                    let _ = db.reopen(epoch);
+                }
+                self.next = Instant::now() + every;
+            }
+        }
+    }
+}
+
+/// Deletes expired entries among up to `PURGE_SCAN` rows after `after`; says how many, and the
+/// last key looked at if rows remain beyond it.
+fn purge_expired(
+    db: &Database,
+    after: Option<&(String, String)>,
+) -> Result<(usize, Option<(String, String)>), Failure> {
+    #[derive(serde::Deserialize)]
+    struct Expiry {
+        expires: Option<chrono::DateTime<chrono::Utc>>,
+    }
+    let now = chrono::Utc::now();
+    let txn = db.begin_write()?;
+    let (expired, stopped_after) = {
+        let mut table = txn.open_table(KV)?;
+        let start = match after {
+            Some((ns, id)) => Bound::Excluded((ns.as_str(), id.as_str())),
+            None => Bound::Unbounded,
+        };
+        let mut expired = Vec::new();
+        let mut last = None;
+        let mut scanned = 0;
+        for row in table.range::<(&str, &str)>((start, Bound::Unbounded))? {
+            if scanned == PURGE_SCAN {
+                break;
+            }
+            scanned += 1;
+            let (key, value) = row?;
+            let (ns, id) = key.value();
+            let key = (ns.to_string(), id.to_string());
+            // An entry that does not decode is left alone: reads report it.
+            if let Ok(Expiry { expires: Some(at) }) = serde_json::from_slice(value.value())
+                && at <= now
+            {
+                expired.push(key.clone());
+            }
+            last = Some(key);
+        }
+        for (ns, id) in &expired {
+            table.remove((ns.as_str(), id.as_str()))?;
+        }
+        (
+            expired.len(),
+            if scanned == PURGE_SCAN { last } else { None },
+        )
+    };
+    if expired == 0 {
+        txn.abort()?;
+    } else {
+        txn.commit()?;
+    }
+    Ok((expired, stopped_after))
 }
 
 fn apply(txn: &WriteTransaction, op: &Op) -> Result<(), ApplyError> {
