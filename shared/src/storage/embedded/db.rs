@@ -104,6 +104,12 @@ impl Db {
         })
     }
 
+    /// How many times the file has been reopened.
+    #[cfg(test)]
+    pub(super) fn reopens(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
     /// The current package-record generation.
     pub(super) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

@@ -172,7 +172,7 @@ fn stores(data: &Path, disk: &Arc<Disk>) -> (EmbeddedMetadata, EmbeddedTarballs)
         .db
         .dir
         .no_room_for
-        .set(Box::new(move |bytes| files.no_room_for(bytes)));
+        .set(Box::new(move |_, bytes| files.no_room_for(bytes)));
     assert!(hooked.is_ok());
     (meta, tarballs)
 }
@@ -273,6 +273,46 @@ async fn a_database_failure_is_recovered_even_when_the_disk_seemed_fine() {
         meta.document(&name).await.unwrap().unwrap().versions.len(),
         2
     );
+}
+
+#[tokio::test]
+async fn a_tarball_that_fits_elsewhere_does_not_hide_that_the_database_disk_is_full() {
+    // The tarballs' directory has room (another filesystem, say); the database's disk has none,
+    // so the probe beside the database fails too.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let disk = Disk::new();
+    let (meta, tarballs) = open_with(&data, opener(&disk), PURGE_EVERY).unwrap();
+    let (db_disk, root) = (disk.clone(), data.clone());
+    let hooked = meta.db.dir.no_room_for.set(Box::new(move |path, bytes| {
+        path.parent() == Some(root.as_path()) && db_disk.no_room_for(bytes)
+    }));
+    assert!(hooked.is_ok());
+    let name = PackageName::parse("@t/a").unwrap();
+    meta.write(super::tests::create(&name, "1.0.0", None))
+        .await
+        .unwrap();
+    disk.fill();
+    for n in 1..4 {
+        // A publish: its tarball is stored, its metadata cannot be.
+        let key = TarballKey::new(&name, &Version::new(1, 0, n), &"ab".repeat(32));
+        tarballs
+            .put(&key, Bytes::from_static(b"tgz"))
+            .await
+            .unwrap();
+        let e = meta
+            .write(super::tests::create(&name, &format!("1.0.{n}"), Some(1)))
+            .await
+            .unwrap_err();
+        assert!(no_space_in(&e, &data), "{e:?}");
+    }
+    // Only the first failure cost a failed commit and a reopen; the probe refused the others.
+    assert_eq!(meta.db.reopens(), 1);
+    assert_eq!(meta.health().await.state, StorageState::Full);
+    disk.free();
+    meta.write(super::tests::create(&name, "1.0.1", Some(1)))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
