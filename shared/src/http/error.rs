@@ -31,6 +31,8 @@ pub enum ApiError {
     NotImplemented(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -49,6 +51,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -124,6 +127,10 @@ impl From<StoreError> for ApiError {
             StoreError::NoSuchVersion(v) => ApiError::NotFound(format!("version {v} not found")),
             StoreError::Unavailable(m) => ApiError::Unavailable(format!(
                 "storage is temporarily unavailable ({m}); retry shortly"
+            )),
+            StoreError::InsufficientStorage(place) => ApiError::InsufficientStorage(format!(
+                "the registry's storage is full: no space left in its data directory {place}; \
+                 free disk space there and retry (reads still work)"
             )),
             StoreError::Internal(m) => ApiError::Internal(m),
         }

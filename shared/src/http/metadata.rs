@@ -1,4 +1,4 @@
-//! Metadata route group: packuments, single versions, dist-tag reads, ping and audit.
+//! Metadata route group: packuments, single versions, dist-tag reads, ping, readiness and audit.
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -23,6 +23,7 @@ pub async fn handle(
 ) -> Result<Response, ApiError> {
     match route {
         Route::Ping => Ok(json_response(StatusCode::OK, &json!({}))),
+        Route::Ready => Ok(ready(state).await),
         Route::AdvisoriesBulk | Route::AuditsQuick => Ok(json_response(StatusCode::OK, &json!({}))),
         Route::Search => Err(ApiError::NotImplemented(
             "search is not supported by this registry yet".into(),
@@ -32,6 +33,35 @@ pub async fn handle(
         Route::DistTags(name) => dist_tags(state, ctx, &name).await,
         _ => Err(ApiError::NotFound("not found".into())),
     }
+}
+
+/// `GET /-/ready`: 200 while storage takes writes; else 503 saying what is wrong, since when
+/// and where (reads may still work: `/-/ping` says only that the process answers).
+async fn ready(state: &AppState) -> Response {
+    let health = state.metadata.health().await;
+    let mut body = json!({ "storage": health.state });
+    if let Some(since) = health.since {
+        body["since"] = json!(since.to_rfc3339());
+    }
+    if let Some(location) = &health.location {
+        body["data_dir"] = json!(location);
+    }
+    if health.state == crate::storage::StorageState::Ok {
+        return json_response(StatusCode::OK, &body);
+    }
+    let what = match health.state {
+        crate::storage::StorageState::Full => {
+            "storage is full: writes are refused until space is freed"
+        }
+        _ => "storage has failed",
+    };
+    let place = health
+        .location
+        .map(|l| format!(" (data directory {l})"))
+        .unwrap_or_default();
+    let detail = health.detail.map(|d| format!(": {d}")).unwrap_or_default();
+    body["error"] = json!(format!("{what}{place}{detail}"));
+    json_response(StatusCode::SERVICE_UNAVAILABLE, &body)
 }
 
 /// Serialises a document with a strong ETag and answers 304 when the client already has it.

@@ -36,6 +36,8 @@ impl RouteGroup {
 pub enum Route {
     /// `GET /-/ping`.
     Ping,
+    /// `GET /-/ready`: whether storage can take writes.
+    Ready,
     /// `GET /-/whoami`.
     Whoami,
     /// `GET /-/v1/search`.
@@ -78,9 +80,11 @@ impl Route {
     /// The group (function) that owns this route.
     pub fn group(&self) -> RouteGroup {
         match self {
-            Route::Ping | Route::Search | Route::AdvisoriesBulk | Route::AuditsQuick => {
-                RouteGroup::Metadata
-            }
+            Route::Ping
+            | Route::Ready
+            | Route::Search
+            | Route::AdvisoriesBulk
+            | Route::AuditsQuick => RouteGroup::Metadata,
             Route::Packument(_) | Route::VersionOrTag(..) | Route::DistTags(_) => {
                 RouteGroup::Metadata
             }
@@ -157,6 +161,7 @@ pub fn resolve(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
     match s.as_slice() {
         [] => Err(RouteError::NotFound),
         ["-", "ping"] => only(&Method::GET, Route::Ping),
+        ["-", "ready"] => only(&Method::GET, Route::Ready),
         ["-", "whoami"] => only(&Method::GET, Route::Whoami),
         ["-", "v1", "search"] => only(&Method::GET, Route::Search),
         ["-", "v1", "login"] => only(&Method::POST, Route::WebLogin),
@@ -296,6 +301,7 @@ mod tests {
             Ok(Route::DistTagSet(name("@s/n"), "beta".into()))
         );
         assert_eq!(resolve(&Method::GET, "/-/ping"), Ok(Route::Ping));
+        assert_eq!(resolve(&Method::GET, "/-/ready"), Ok(Route::Ready));
         assert_eq!(
             resolve(&Method::PUT, "/-/user/org.couchdb.user:bob"),
             Ok(Route::LegacyLogin("bob".into()))
@@ -351,6 +357,7 @@ use RouteGroup::{Auth as A, Metadata as M, Publish as P, Tarball as T};
 /// and both belong to the metadata function, which tells them apart by the leading `@`.
 pub const ROUTE_TABLE: &[RouteSpec] = &[
     spec("GET", "/-/ping", M),
+    spec("GET", "/-/ready", M),
     spec("GET", "/-/v1/search", M),
     spec("POST", "/-/npm/v1/security/advisories/bulk", M),
     spec("POST", "/-/npm/v1/security/audits/quick", M),
@@ -435,6 +442,7 @@ pub fn api_gateway_match<'a, T>(
 /// Requests real clients send, in every encoding; each must reach the function that answers it.
 pub const CLIENT_REQUESTS: &[(&str, &str)] = &[
     ("GET", "/-/ping"),
+    ("GET", "/-/ready"),
     ("GET", "/-/whoami"),
     ("GET", "/-/v1/search"),
     ("POST", "/-/v1/login"),

@@ -22,7 +22,7 @@ use semver::Version;
 use crate::domain::{PackageDocument, PackageName, PackageRecord, TarballKey, VersionRecord};
 
 /// Storage failures, as the HTTP layer needs to tell them apart.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The package record changed since it was read; re-read and retry.
     #[error("the package changed while this request was being handled")]
@@ -39,9 +39,50 @@ pub enum StoreError {
     /// The backend cannot be reached or is overloaded; the client should retry.
     #[error("storage is unavailable: {0}")]
     Unavailable(String),
+    /// The disk holding the data (named here: the embedded backend's data directory) has no
+    /// space left, or its quota is used up; writes fail until space is freed, reads still work.
+    #[error("no space left in {0}")]
+    InsufficientStorage(String),
     /// Anything else (corrupt data, I/O errors).
     #[error("storage error: {0}")]
     Internal(String),
+}
+
+/// Whether the storage can take writes, for the readiness check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageState {
+    /// Reads and writes work.
+    Ok,
+    /// The disk is full: writes are refused until space is freed; reads work.
+    Full,
+    /// The store failed and has not recovered (for example, the database could not be reopened).
+    Failed,
+}
+
+/// The storage's state and, unless it is ok, since when and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageHealth {
+    /// The state.
+    pub state: StorageState,
+    /// When the state began (unset while ok).
+    pub since: Option<DateTime<Utc>>,
+    /// What failed, for the operator (unset while ok).
+    pub detail: Option<String>,
+    /// Where the data lives (the embedded backend's data directory), if the backend has a place.
+    pub location: Option<String>,
+}
+
+impl StorageHealth {
+    /// All is well.
+    pub fn ok() -> Self {
+        StorageHealth {
+            state: StorageState::Ok,
+            since: None,
+            detail: None,
+            location: None,
+        }
+    }
 }
 
 /// A change to one existing version record.
@@ -108,6 +149,11 @@ pub trait MetadataStore: Send + Sync {
     ) -> Result<Option<VersionRecord>, StoreError>;
     /// Applies a write atomically, or nothing of it.
     async fn write(&self, write: PackageWrite) -> Result<(), StoreError>;
+    /// Whether the storage can take writes now (the readiness check). A backend that cannot
+    /// tell answers ok.
+    async fn health(&self) -> StorageHealth {
+        StorageHealth::ok()
+    }
 }
 
 /// A stream of tarball bytes.
@@ -137,6 +183,14 @@ pub trait TarballStore: Send + Sync {
     async fn delete(&self, key: &TarballKey) -> Result<(), StoreError>;
     /// Every stored key last written more than `older_than` ago (for the sweep).
     async fn list(&self, older_than: std::time::Duration) -> Result<Vec<TarballKey>, StoreError>;
+    /// Removes what uploads interrupted more than `older_than` ago left behind (the embedded
+    /// backend's temporary files) and says how many; a backend that leaves nothing removes nothing.
+    async fn remove_incomplete(
+        &self,
+        _older_than: std::time::Duration,
+    ) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 /// Small records with an optional expiry, grouped in namespaces: GitHub answers cached by token
@@ -196,17 +250,23 @@ pub struct SweepReport {
     pub checked: usize,
     /// Keys deleted because no live version refers to them.
     pub removed: Vec<TarballKey>,
+    /// Leftovers of interrupted uploads deleted (see `TarballStore::remove_incomplete`).
+    pub incomplete: usize,
 }
 
 /// Removes tarballs no live version refers to: uploads whose publish crashed or lost before its
 /// metadata was committed, and bytes of unpublished or overwritten versions whose deletion
-/// failed. Only keys older than `older_than` are touched, so publishes in flight are safe.
+/// failed; and what interrupted uploads left. Only keys (and leftovers) older than `older_than`
+/// are touched, so publishes in flight are safe.
 pub async fn sweep(
     metadata: &dyn MetadataStore,
     tarballs: &dyn TarballStore,
     older_than: std::time::Duration,
 ) -> Result<SweepReport, StoreError> {
-    let mut report = SweepReport::default();
+    let mut report = SweepReport {
+        incomplete: tarballs.remove_incomplete(older_than).await?,
+        ..SweepReport::default()
+    };
     for key in tarballs.list(older_than).await? {
         report.checked += 1;
         let referenced = match TarballKey::parse(key.as_str()) {

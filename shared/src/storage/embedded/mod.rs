@@ -9,16 +9,21 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, TableDefinition, TableHandle};
 use semver::Version;
 
-use super::{MetadataStore, PackageWrite, StoreError, TarballRead, TarballStore};
+use super::{MetadataStore, PackageWrite, StorageHealth, StoreError, TarballRead, TarballStore};
 use crate::domain::{PackageDocument, PackageName, PackageRecord, TarballKey, VersionRecord};
+use db::{Db, Opener};
+use dir::DataDir;
 use writer::{Op, Writer};
 
+mod db;
+mod dir;
 mod writer;
 
 /// Package name → package record (JSON).
@@ -28,6 +33,10 @@ const VERSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("ver
 
 /// (namespace, id) → JSON `{value, expires}` for the key-value store.
 const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
+
+/// How often the writer deletes expired key-value entries (reads already skip them; this keeps
+/// the file from growing with every cached GitHub answer and issued token).
+const PURGE_EVERY: Duration = Duration::from_secs(5 * 60);
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct KvEntry {
@@ -48,10 +57,16 @@ fn internal(e: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(e.to_string())
 }
 
+/// Opens the file as every store but the fault tests' does.
+fn open_file() -> Opener {
+    Box::new(|path: &Path| Database::create(path))
+}
+
 /// Metadata in a redb database file.
 #[derive(Clone)]
 pub struct EmbeddedMetadata {
-    db: Arc<Database>,
+    /// The database file and its current handle (reopened after I/O errors).
+    db: Arc<Db>,
     /// Every write goes through the group-commit writer; reads open their own transactions.
     writer: Arc<Writer>,
     /// Package records as read at a package generation (see `RecordCache`).
@@ -62,7 +77,8 @@ pub struct EmbeddedMetadata {
 /// package record (its revision says whether the rendered bytes are current); while no package
 /// changes, it comes from here instead of a read transaction and a JSON decode. This database
 /// admits one process, whose writer bumps the generation after each commit that changed a
-/// package and before answering its writers, so an entry from an older generation is never used.
+/// package and before answering its writers (and every reopen bumps it), so an entry from an
+/// older generation is never used.
 #[derive(Default)]
 struct RecordCache {
     entries: std::sync::RwLock<HashMap<String, (u64, PackageRecord)>>,
@@ -91,16 +107,21 @@ impl RecordCache {
 }
 
 impl EmbeddedMetadata {
-    /// Opens (or creates) the database at `path`.
+    /// Opens (or creates) the database at `path`; its directory counts as the data directory.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(internal)?;
-        let txn = db.begin_write().map_err(internal)?;
-        txn.open_table(PACKAGES).map_err(internal)?;
-        txn.open_table(VERSIONS).map_err(internal)?;
-        txn.open_table(KV).map_err(internal)?;
-        txn.commit().map_err(internal)?;
-        let db = Arc::new(db);
-        let writer = Arc::new(Writer::start(db.clone())?);
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::open_in(Arc::new(DataDir::new(dir)), path, open_file(), PURGE_EVERY)
+    }
+
+    fn open_in(
+        dir: Arc<DataDir>,
+        path: &Path,
+        open: Opener,
+        purge_every: Duration,
+    ) -> Result<Self, StoreError> {
+        let db = Arc::new(Db::open(path, dir, open)?);
+        create_tables(&db)?;
+        let writer = Arc::new(Writer::start(db.clone(), purge_every)?);
         Ok(Self {
             db,
             writer,
@@ -115,13 +136,40 @@ impl EmbeddedMetadata {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || f(&db))
             .await
             .map_err(internal)?
     }
+}
+
+/// Creates the tables, unless they exist: a server restarted on a full disk must not need to
+/// write before it can serve reads.
+fn create_tables(db: &Db) -> Result<(), StoreError> {
+    let exist = db.read(|database| {
+        let names: Vec<String> = database
+            .begin_read()?
+            .list_tables()?
+            .map(|t| t.name().to_string())
+            .collect();
+        Ok([PACKAGES.name(), VERSIONS.name(), KV.name()]
+            .iter()
+            .all(|n| names.iter().any(|m| m == n)))
+    })?;
+    if exist {
+        return Ok(());
+    }
+    let (_, created) = db.with(|database| {
+        let txn = database.begin_write()?;
+        txn.open_table(PACKAGES)?;
+        txn.open_table(VERSIONS)?;
+        txn.open_table(KV)?;
+        txn.commit()?;
+        Ok(())
+    });
+    created.map_err(|f| db.report(f))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
@@ -137,20 +185,19 @@ impl MetadataStore for EmbeddedMetadata {
     async fn package(&self, name: &PackageName) -> Result<Option<PackageRecord>, StoreError> {
         // The generation is read before the transaction begins: a record read after a later
         // commit is then filed under an older generation, which is already out of date.
-        let generation = self.writer.package_generation();
+        let generation = self.db.generation();
         if let Some(record) = self.records.get(name.as_str(), generation) {
             return Ok(Some(record));
         }
         // Read in place, not on the blocking pool: every packument read starts here, the record
         // is small and its pages stay in redb's cache, and a hand-off to another thread per
         // request cost more (context switches) than the read itself.
-        let txn = self.db.begin_read().map_err(internal)?;
-        let table = txn.open_table(PACKAGES).map_err(internal)?;
-        let record: Option<PackageRecord> = table
-            .get(name.as_str())
-            .map_err(internal)?
-            .map(|v| decode(v.value()))
-            .transpose()?;
+        let record: Option<PackageRecord> = self.db.read(|database| {
+            let txn = database.begin_read()?;
+            let table = txn.open_table(PACKAGES)?;
+            let record = table.get(name.as_str())?;
+            Ok(record.map(|v| decode(v.value())).transpose()?)
+        })?;
         if let Some(record) = &record {
             self.records.put(name.as_str(), generation, record);
         }
@@ -160,22 +207,23 @@ impl MetadataStore for EmbeddedMetadata {
     async fn document(&self, name: &PackageName) -> Result<Option<PackageDocument>, StoreError> {
         let name = name.to_string();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(internal)?;
-            let packages = txn.open_table(PACKAGES).map_err(internal)?;
-            let Some(package) = packages.get(name.as_str()).map_err(internal)? else {
-                return Ok(None);
-            };
-            let package: PackageRecord = decode(package.value())?;
-            let versions_table = txn.open_table(VERSIONS).map_err(internal)?;
-            let mut versions = Vec::new();
-            for row in versions_table
-                .range((name.as_str(), "")..(name.as_str(), VERSION_RANGE_END))
-                .map_err(internal)?
-            {
-                let (_, value) = row.map_err(internal)?;
-                versions.push(decode::<VersionRecord>(value.value())?);
-            }
-            Ok(Some(PackageDocument { package, versions }))
+            db.read(|database| {
+                let txn = database.begin_read()?;
+                let packages = txn.open_table(PACKAGES)?;
+                let Some(package) = packages.get(name.as_str())? else {
+                    return Ok(None);
+                };
+                let package: PackageRecord = decode(package.value())?;
+                let versions_table = txn.open_table(VERSIONS)?;
+                let mut versions = Vec::new();
+                for row in
+                    versions_table.range((name.as_str(), "")..(name.as_str(), VERSION_RANGE_END))?
+                {
+                    let (_, value) = row?;
+                    versions.push(decode::<VersionRecord>(value.value())?);
+                }
+                Ok(Some(PackageDocument { package, versions }))
+            })
         })
         .await
     }
@@ -187,19 +235,31 @@ impl MetadataStore for EmbeddedMetadata {
     ) -> Result<Option<VersionRecord>, StoreError> {
         let (name, version) = (name.to_string(), version.to_string());
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(internal)?;
-            let table = txn.open_table(VERSIONS).map_err(internal)?;
-            table
-                .get((name.as_str(), version.as_str()))
-                .map_err(internal)?
-                .map(|v| decode(v.value()))
-                .transpose()
+            db.read(|database| {
+                let txn = database.begin_read()?;
+                let table = txn.open_table(VERSIONS)?;
+                let record = table.get((name.as_str(), version.as_str()))?;
+                Ok(record.map(|v| decode(v.value())).transpose()?)
+            })
         })
         .await
     }
 
     async fn write(&self, write: PackageWrite) -> Result<(), StoreError> {
         self.writer.write(Op::Package(Box::new(write))).await
+    }
+
+    async fn health(&self) -> StorageHealth {
+        // While the disk is full this writes a probe file: off the async workers.
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.dir.state())
+            .await
+            .unwrap_or_else(|e| StorageHealth {
+                state: super::StorageState::Failed,
+                since: Some(chrono::Utc::now()),
+                detail: Some(e.to_string()),
+                location: None,
+            })
     }
 }
 
@@ -208,14 +268,13 @@ impl super::KvStore for EmbeddedMetadata {
     async fn get(&self, namespace: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let (ns, id) = (namespace.to_string(), id.to_string());
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(internal)?;
-            let table = txn.open_table(KV).map_err(internal)?;
-            let entry: Option<KvEntry> = table
-                .get((ns.as_str(), id.as_str()))
-                .map_err(internal)?
-                .map(|v| decode(v.value()))
-                .transpose()?;
-            Ok(entry.filter(KvEntry::live).map(|e| e.value))
+            db.read(|database| {
+                let txn = database.begin_read()?;
+                let table = txn.open_table(KV)?;
+                let entry = table.get((ns.as_str(), id.as_str()))?;
+                let entry: Option<KvEntry> = entry.map(|v| decode(v.value())).transpose()?;
+                Ok(entry.filter(KvEntry::live).map(|e| e.value))
+            })
         })
         .await
     }
@@ -252,21 +311,23 @@ impl super::KvStore for EmbeddedMetadata {
     async fn list(&self, namespace: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let ns = namespace.to_string();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(internal)?;
-            let table = txn.open_table(KV).map_err(internal)?;
-            let mut out = Vec::new();
-            for row in table.range((ns.as_str(), "")..).map_err(internal)? {
-                let (key, value) = row.map_err(internal)?;
-                let (row_ns, id) = key.value();
-                if row_ns != ns {
-                    break;
+            db.read(|database| {
+                let txn = database.begin_read()?;
+                let table = txn.open_table(KV)?;
+                let mut out = Vec::new();
+                for row in table.range((ns.as_str(), "")..)? {
+                    let (key, value) = row?;
+                    let (row_ns, id) = key.value();
+                    if row_ns != ns {
+                        break;
+                    }
+                    let entry: KvEntry = decode(value.value())?;
+                    if entry.live() {
+                        out.push((id.to_string(), entry.value));
+                    }
                 }
-                let entry: KvEntry = decode(value.value())?;
-                if entry.live() {
-                    out.push((id.to_string(), entry.value));
-                }
-            }
-            Ok(out)
+                Ok(out)
+            })
         })
         .await
     }
@@ -276,17 +337,20 @@ impl super::KvStore for EmbeddedMetadata {
 #[derive(Clone)]
 pub struct EmbeddedTarballs {
     root: PathBuf,
-    tmp: PathBuf,
+    dir: Arc<DataDir>,
 }
 
 impl EmbeddedTarballs {
     /// Uses `dir` for tarballs (created if missing).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let root = dir.join("tarballs");
-        let tmp = dir.join("tmp");
+        Self::in_dir(Arc::new(DataDir::new(dir)), dir)
+    }
+
+    fn in_dir(dir: Arc<DataDir>, data_dir: &Path) -> Result<Self, StoreError> {
+        let root = data_dir.join("tarballs");
         std::fs::create_dir_all(&root).map_err(internal)?;
-        std::fs::create_dir_all(&tmp).map_err(internal)?;
-        Ok(Self { root, tmp })
+        std::fs::create_dir_all(dir.tmp()).map_err(internal)?;
+        Ok(Self { root, dir })
     }
 
     fn path(&self, key: &TarballKey) -> PathBuf {
@@ -298,24 +362,10 @@ impl EmbeddedTarballs {
 #[async_trait]
 impl TarballStore for EmbeddedTarballs {
     async fn put(&self, key: &TarballKey, bytes: Bytes) -> Result<(), StoreError> {
-        let (path, tmp_dir) = (self.path(key), self.tmp.clone());
-        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-            use std::io::Write;
-            let parent = path
-                .parent()
-                .ok_or_else(|| internal("tarball key has no parent"))?;
-            std::fs::create_dir_all(parent).map_err(internal)?;
-            let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(internal)?;
-            tmp.write_all(&bytes).map_err(internal)?;
-            tmp.as_file().sync_all().map_err(internal)?;
-            tmp.persist(&path).map_err(internal)?;
-            // The rename is durable only once the directory entry is.
-            std::fs::File::open(parent)
-                .and_then(|d| d.sync_all())
-                .map_err(internal)
-        })
-        .await
-        .map_err(internal)?
+        let (path, dir) = (self.path(key), self.dir.clone());
+        tokio::task::spawn_blocking(move || dir.write_file(&path, &bytes))
+            .await
+            .map_err(internal)?
     }
 
     async fn get(&self, key: &TarballKey) -> Result<Option<TarballRead>, StoreError> {
@@ -341,7 +391,7 @@ impl TarballStore for EmbeddedTarballs {
         }
     }
 
-    async fn list(&self, older_than: std::time::Duration) -> Result<Vec<TarballKey>, StoreError> {
+    async fn list(&self, older_than: Duration) -> Result<Vec<TarballKey>, StoreError> {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || {
             let cutoff = std::time::SystemTime::now() - older_than;
@@ -371,16 +421,45 @@ impl TarballStore for EmbeddedTarballs {
         .await
         .map_err(internal)?
     }
+
+    async fn remove_incomplete(&self, older_than: Duration) -> Result<usize, StoreError> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || dir.remove_leftovers(older_than))
+            .await
+            .map_err(internal)?
+    }
 }
 
-/// Opens both embedded stores under one data directory.
+/// Opens both embedded stores under one data directory, and removes what writes interrupted by
+/// a crash or a kill left in its `tmp`.
 pub fn open(data_dir: &Path) -> Result<(EmbeddedMetadata, EmbeddedTarballs), StoreError> {
-    std::fs::create_dir_all(data_dir).map_err(internal)?;
-    Ok((
-        EmbeddedMetadata::open(&data_dir.join("metadata.redb"))?,
-        EmbeddedTarballs::open(data_dir)?,
-    ))
+    open_with(data_dir, open_file(), PURGE_EVERY)
 }
 
+fn open_with(
+    data_dir: &Path,
+    open: Opener,
+    purge_every: Duration,
+) -> Result<(EmbeddedMetadata, EmbeddedTarballs), StoreError> {
+    std::fs::create_dir_all(data_dir).map_err(internal)?;
+    let dir = Arc::new(DataDir::new(data_dir));
+    let metadata = EmbeddedMetadata::open_in(
+        dir.clone(),
+        &data_dir.join("metadata.redb"),
+        open,
+        purge_every,
+    )?;
+    // From here until the store is dropped, redb holds the database file exclusively: another
+    // server, or `registry-server sweep`, on this directory fails to open it, so no other
+    // process writes into `tmp` now and whatever is there was left by one that died mid-write.
+    if let Err(e) = dir.remove_leftovers(Duration::ZERO) {
+        tracing::warn!(error = %e, "could not remove the files of interrupted writes");
+    }
+    let tarballs = EmbeddedTarballs::in_dir(dir, data_dir)?;
+    Ok((metadata, tarballs))
+}
+
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
-//! The group-commit writer keeps each write's own semantics inside a shared commit.
+//! The embedded store: group commit keeps each write's own semantics; expired key-value entries are
+//! deleted; what interrupted writes left in `tmp` is removed, and only by the data directory's owner.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,7 +34,7 @@ fn record(name: &PackageName, version: &str) -> VersionRecord {
 }
 
 /// A write creating `version`, conditioned on the package being at `expected` revision.
-fn create(name: &PackageName, version: &str, expected: Option<u64>) -> PackageWrite {
+pub(super) fn create(name: &PackageName, version: &str, expected: Option<u64>) -> PackageWrite {
     let mut package = PackageRecord::new(name.clone(), Utc::now());
     package.revision = expected.map_or(1, |r| r + 1);
     PackageWrite {
@@ -68,7 +69,7 @@ async fn a_shared_commit_keeps_each_writes_conditions() {
     let b = PackageName::parse("@t/b").unwrap();
 
     // Hold the database's write lock so that every write below queues behind it.
-    let hold = meta.db.begin_write().unwrap();
+    let hold = meta.db.with(|d| Ok(d.begin_write()?)).1.unwrap();
     let commits_before = meta.commits();
     let mut writes: Vec<Pending> = Vec::new();
     let submit = |w: PackageWrite| -> Pending {
@@ -163,4 +164,137 @@ async fn package_reads_follow_every_write() {
     meta.write(create(&other, "1.0.0", None)).await.unwrap();
     assert_eq!(meta.package(&name).await.unwrap().unwrap().revision, 2);
     assert_eq!(meta.package(&other).await.unwrap().unwrap().revision, 1);
+}
+
+/// Whether the key-value table holds `(namespace, id)` at all, expired or not.
+fn kv_row_exists(meta: &EmbeddedMetadata, namespace: &str, id: &str) -> bool {
+    meta.db
+        .read(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(KV)?;
+            Ok(table.get((namespace, id))?.is_some())
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn expired_entries_are_deleted_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.redb");
+    let past = Utc::now() - chrono::Duration::seconds(1);
+    let future = Utc::now() + chrono::Duration::hours(1);
+    {
+        let meta = EmbeddedMetadata::open(&path).unwrap();
+        KvStore::put(&meta, "cache", "old", b"1", Some(past))
+            .await
+            .unwrap();
+        KvStore::put(&meta, "cache", "fresh", b"2", Some(future))
+            .await
+            .unwrap();
+        KvStore::put(&meta, "tokens", "forever", b"3", None)
+            .await
+            .unwrap();
+        assert!(
+            kv_row_exists(&meta, "cache", "old"),
+            "reads skip it; it is still stored"
+        );
+    }
+    let meta = EmbeddedMetadata::open(&path).unwrap();
+    // The writer purges before it takes its first write: once one is answered, it is done.
+    KvStore::put(&meta, "other", "x", b"4", None).await.unwrap();
+    assert!(!kv_row_exists(&meta, "cache", "old"));
+    assert!(kv_row_exists(&meta, "cache", "fresh"));
+    assert!(kv_row_exists(&meta, "tokens", "forever"));
+}
+
+#[tokio::test]
+async fn expired_entries_are_deleted_while_running_a_bounded_batch_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Arc::new(DataDir::new(dir.path()));
+    // Purging between every two batches: the periodic purge, without waiting for its period.
+    let meta = EmbeddedMetadata::open_in(
+        data,
+        &dir.path().join("m.redb"),
+        open_file(),
+        Duration::ZERO,
+    )
+    .unwrap();
+    let past = Utc::now() - chrono::Duration::seconds(1);
+    // More than one purge step scans, so the purge has to resume where it stopped.
+    let count = writer::PURGE_SCAN + 500;
+    let puts: Vec<_> = (0..count)
+        .map(|i| {
+            let meta = meta.clone();
+            async move {
+                let expires = (i % 2 == 0).then_some(past);
+                KvStore::put(&meta, "cache", &format!("{i:05}"), b"v", expires).await
+            }
+        })
+        .collect();
+    for put in futures_util::future::join_all(puts).await {
+        put.unwrap();
+    }
+    // Each write waits for the purge step before it; a few rounds cover the whole table.
+    for round in 0..4 {
+        KvStore::put(&meta, "sync", &round.to_string(), b"", None)
+            .await
+            .unwrap();
+    }
+    let left: Vec<usize> = (0..count)
+        .filter(|i| kv_row_exists(&meta, "cache", &format!("{i:05}")))
+        .collect();
+    assert!(
+        left.iter().all(|i| i % 2 == 1),
+        "expired entries left: {:?}",
+        left.iter()
+            .filter(|i| *i % 2 == 0)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(left.len(), count / 2);
+}
+
+#[tokio::test]
+async fn open_removes_what_interrupted_writes_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("tmp")).unwrap();
+    let leftover = data.join("tmp").join(".tmpKilled");
+    std::fs::write(&leftover, vec![1u8; 10_000]).unwrap();
+    let (_meta, _tarballs) = open(&data).unwrap();
+    assert!(!leftover.exists());
+}
+
+#[tokio::test]
+async fn a_second_open_of_a_live_data_directory_fails_and_removes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_meta, _tarballs) = open(&data).unwrap();
+    let in_flight = data.join("tmp").join(".tmpInFlight");
+    std::fs::write(&in_flight, b"half").unwrap();
+    assert!(open(&data).is_err(), "redb must refuse a second handle");
+    assert!(in_flight.exists());
+}
+
+#[tokio::test]
+async fn sweep_removes_old_leftovers_and_keeps_writes_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (meta, tarballs) = open(&data).unwrap();
+    let stale = data.join("tmp").join(".tmpStale");
+    std::fs::write(&stale, b"killed an hour ago").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(2 * 3600))
+        .unwrap();
+    let in_flight = data.join("tmp").join(".tmpInFlight");
+    std::fs::write(&in_flight, b"being written").unwrap();
+    let report = crate::storage::sweep(&meta, &tarballs, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(report.incomplete, 1);
+    assert!(!stale.exists());
+    assert!(in_flight.exists());
 }

@@ -8,15 +8,25 @@
 //! transaction sees its own writes, as a serial order would), and a refused write changes nothing
 //! because every check runs before its first change. Nobody is answered before the commit is
 //! durable, and a failed commit fails every write in it, so no write is reported and then lost.
+//!
+//! A commit that fails with an I/O error (a full disk) leaves redb's handle unusable: the writer
+//! answers the batch, then reopens the file (see `db`). While the disk is known to be full, a
+//! batch is refused at once unless a probe file shows space again, so a full disk costs each
+//! write a failed file write instead of a failed commit and a reopen.
+//!
+//! Between batches the writer also deletes expired key-value entries, a bounded number at a time.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
+use super::db::{Db, Failure};
 use super::{KV, PACKAGES, VERSIONS, decode, encode, internal};
 use crate::domain::{PackageRecord, VersionRecord, VersionState};
 use crate::storage::{CreateMode, PackageWrite, StoreError, VersionChange};
@@ -48,8 +58,11 @@ enum ApplyError {
     /// Refused before changing anything: the rest of the batch can still commit.
     Refused(StoreError),
     /// Failed part-way: the transaction holds half a write and must be abandoned.
-    Broken(StoreError),
+    Broken(Failure),
 }
+
+/// Key-value rows the purge looks at per transaction, so that it never holds up writes long.
+pub(super) const PURGE_SCAN: usize = 1_000;
 
 /// The handle writers send to; the thread stops when the last handle is dropped.
 pub(super) struct Writer {
@@ -59,25 +72,21 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread for `db`.
-    pub(super) fn start(db: Arc<Database>) -> Result<Self, StoreError> {
+    /// Starts the writer thread for `db`; it deletes expired key-value entries at once and then
+    /// every `purge_every`.
+    pub(super) fn start(db: Arc<Db>, purge_every: Duration) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel();
         let counters = Arc::new(Counters::default());
         let thread_counters = counters.clone();
         let thread = std::thread::Builder::new()
             .name("redb-writer".into())
-            .spawn(move || run(&db, &jobs, &thread_counters))
+            .spawn(move || run(&db, &jobs, &thread_counters, purge_every))
             .map_err(internal)?;
         Ok(Self {
             queue: Some(queue),
             thread: Some(thread),
             counters,
         })
-    }
-
-    /// Changes whenever a committed write changed a package (and before its writer hears so).
-    pub(super) fn package_generation(&self) -> u64 {
-        self.counters.package_generation.load(Ordering::Acquire)
     }
 
     /// Commits made so far.
@@ -113,14 +122,25 @@ impl Drop for Writer {
 /// What the writer thread counts, read by the stores.
 #[derive(Default)]
 struct Counters {
-    /// Commits made so far (each one fsync).
+    /// Commits of writes made so far (each one fsync).
     commits: AtomicU64,
-    /// Commits that changed at least one package, bumped before their writers are answered.
-    package_generation: AtomicU64,
 }
 
-fn run(db: &Database, jobs: &mpsc::Receiver<Job>, counters: &Counters) {
-    while let Ok(first) = jobs.recv() {
+fn run(db: &Db, jobs: &mpsc::Receiver<Job>, counters: &Counters, purge_every: Duration) {
+    let mut purge = Purge {
+        next: Instant::now(),
+        after: None,
+    };
+    loop {
+        if Instant::now() >= purge.next {
+            purge.step(db, purge_every);
+        }
+        // Waiting no longer than until the next purge; writes queued meanwhile go first.
+        let first = match jobs.recv_timeout(purge.next.saturating_duration_since(Instant::now())) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
@@ -128,35 +148,63 @@ fn run(db: &Database, jobs: &mpsc::Receiver<Job>, counters: &Counters) {
                 Err(_) => break,
             }
         }
-        commit(db, batch, counters);
+        commit(db, batch, counters, true);
+    }
+}
+
+/// Answers every write of `batch` with `error`.
+fn fail_all(batch: Vec<Job>, error: &StoreError) {
+    for job in batch {
+        let _ = job.reply.send(Err(error.clone()));
     }
 }
 
 /// Commits `batch` together; if the transaction breaks, each write is retried on its own so
-/// that one failure does not fail its neighbours.
-fn commit(db: &Database, batch: Vec<Job>, counters: &Counters) {
-    match apply_all(db, &batch) {
+/// that one failure does not fail its neighbours. `may_retry`: a batch that met a handle which
+/// had already failed (nothing of it written) runs once more on the reopened one.
+fn commit(db: &Db, batch: Vec<Job>, counters: &Counters, may_retry: bool) {
+    // Known full: try the disk with a probe file before the database, whose failed commit
+    // would cost a reopen.
+    if db.dir.is_full()
+        && let Err(e) = db.dir.probe()
+    {
+        return fail_all(batch, &e);
+    }
+    let (epoch, outcome) = db.with(|database| apply_all(database, &batch));
+    match outcome {
         Ok(results) => {
             counters.commits.fetch_add(1, Ordering::Relaxed);
+            db.dir.written();
             let changed_a_package = batch
                 .iter()
                 .zip(&results)
                 .any(|(job, r)| matches!(job.op, Op::Package(_)) && r.is_ok());
             if changed_a_package {
-                counters.package_generation.fetch_add(1, Ordering::Release);
+                db.bump_generation();
             }
             for (job, result) in batch.into_iter().zip(results) {
                 let _ = job.reply.send(result);
             }
         }
-        Err(e) if batch.len() == 1 => {
-            if let Some(job) = batch.into_iter().next() {
-                let _ = job.reply.send(Err(e));
+        Err(failure) if failure.handle_failed() => {
+            let retry = may_retry && failure.failed_before();
+            let error = db.report(failure);
+            let reopened = db.reopen(epoch);
+            if retry && reopened.is_ok() {
+                commit(db, batch, counters, false);
+            } else {
+                // Whatever redb wrote of this commit is not in the file it reopens: none of
+                // these writes happened.
+                fail_all(batch, &error);
             }
+        }
+        Err(failure) if batch.len() == 1 => {
+            let error = db.report(failure);
+            fail_all(batch, &error);
         }
         Err(_) => {
             for job in batch {
-                commit(db, vec![job], counters);
+                commit(db, vec![job], counters, may_retry);
             }
         }
     }
@@ -164,8 +212,8 @@ fn commit(db: &Database, batch: Vec<Job>, counters: &Counters) {
 
 /// Applies every write of the batch in one transaction and commits it durably; the outer error
 /// means nothing of the batch was committed.
-fn apply_all(db: &Database, batch: &[Job]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-    let txn = db.begin_write().map_err(internal)?;
+fn apply_all(db: &Database, batch: &[Job]) -> Result<Vec<Result<(), StoreError>>, Failure> {
+    let txn = db.begin_write()?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         match apply(&txn, &job.op) {
@@ -174,8 +222,104 @@ fn apply_all(db: &Database, batch: &[Job]) -> Result<Vec<Result<(), StoreError>>
             Err(ApplyError::Broken(e)) => return Err(e), // dropping `txn` aborts it
         }
     }
-    txn.commit().map_err(internal)?;
+    txn.commit()?;
     Ok(results)
+}
+
+/// Where the purge of expired key-value entries stands.
+struct Purge {
+    /// When the next step is due.
+    next: Instant,
+    /// The key the last step stopped after, if the table has not been scanned to its end.
+    after: Option<(String, String)>,
+}
+
+impl Purge {
+    /// Deletes the expired entries among the next `PURGE_SCAN` rows in one commit. The next
+    /// step is due at once if rows remain (writes still go first), else after `every`.
+    fn step(&mut self, db: &Db, every: Duration) {
+        // Deleting needs space too, and a failed commit a reopen: wait for writes to find room.
+        if db.dir.is_full() {
+            self.next = Instant::now() + every;
+            return;
+        }
+        let after = self.after.take();
+        let (epoch, outcome) = db.with(|database| purge_expired(database, after.as_ref()));
+        match outcome {
+            Ok((removed, stopped_after)) => {
+                if removed > 0 {
+                    tracing::debug!(removed, "deleted expired key-value entries");
+                }
+                self.next = match stopped_after {
+                    Some(_) => Instant::now(),
+                    None => Instant::now() + every,
+                };
+                self.after = stopped_after;
+            }
+            Err(failure) => {
+                let handle_failed = failure.handle_failed();
+                let error = db.report(failure);
+                tracing::warn!(%error, "could not delete expired key-value entries");
+                if handle_failed {
+                    let _ = db.reopen(epoch);
+                }
+                self.next = Instant::now() + every;
+            }
+        }
+    }
+}
+
+/// Deletes expired entries among up to `PURGE_SCAN` rows after `after`; says how many, and the
+/// last key looked at if rows remain beyond it.
+fn purge_expired(
+    db: &Database,
+    after: Option<&(String, String)>,
+) -> Result<(usize, Option<(String, String)>), Failure> {
+    #[derive(serde::Deserialize)]
+    struct Expiry {
+        expires: Option<chrono::DateTime<chrono::Utc>>,
+    }
+    let now = chrono::Utc::now();
+    let txn = db.begin_write()?;
+    let (expired, stopped_after) = {
+        let mut table = txn.open_table(KV)?;
+        let start = match after {
+            Some((ns, id)) => Bound::Excluded((ns.as_str(), id.as_str())),
+            None => Bound::Unbounded,
+        };
+        let mut expired = Vec::new();
+        let mut last = None;
+        let mut scanned = 0;
+        for row in table.range::<(&str, &str)>((start, Bound::Unbounded))? {
+            if scanned == PURGE_SCAN {
+                break;
+            }
+            scanned += 1;
+            let (key, value) = row?;
+            let (ns, id) = key.value();
+            let key = (ns.to_string(), id.to_string());
+            // An entry that does not decode is left alone: reads report it.
+            if let Ok(Expiry { expires: Some(at) }) = serde_json::from_slice(value.value())
+                && at <= now
+            {
+                expired.push(key.clone());
+            }
+            last = Some(key);
+        }
+        for (ns, id) in &expired {
+            table.remove((ns.as_str(), id.as_str()))?;
+        }
+        (
+            expired.len(),
+            if scanned == PURGE_SCAN { last } else { None },
+        )
+    };
+    if expired == 0 {
+        txn.abort()?;
+    } else {
+        txn.commit()?;
+    }
+    Ok((expired, stopped_after))
 }
 
 fn apply(txn: &WriteTransaction, op: &Op) -> Result<(), ApplyError> {
@@ -203,8 +347,8 @@ fn apply(txn: &WriteTransaction, op: &Op) -> Result<(), ApplyError> {
 }
 
 /// A storage failure after a write's first change.
-fn broken(e: impl std::fmt::Display) -> ApplyError {
-    ApplyError::Broken(internal(e))
+fn broken(e: impl Into<Failure>) -> ApplyError {
+    ApplyError::Broken(e.into())
 }
 
 /// Checks the write's conditions (as DynamoDB's condition expressions would), then applies it.
