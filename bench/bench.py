@@ -1843,6 +1843,9 @@ def render_doc(bench: Bench, corpus: Corpus, facts, started: datetime.datetime, 
         "under the emulators. Figures: README, \"Lambda functions\".",
         "- AWS requests per operation (what the cost model multiplies): `tests/tests/aws_backend.rs`; "
         "README, \"AWS backend\".",
+        "- Memory held per request body (a 60 MiB publish, a padded publish, an anonymous login "
+        "body, three publishes at once): `python3 bench/publish_memory.py <registry-server>`. "
+        "Figures: docs/SECURITY.md, \"Resource limits\".",
         "- Cost per million installs and per thousand publishes, beside CodeArtifact and GitHub Packages: "
         "`docs/cost.md`.",
         "",
