@@ -528,6 +528,43 @@ impl AwsResources {
         objects
     }
 
+    /// Deletes the table behind the registry's back (an operator's mistake, or a stack torn
+    /// down under a running server).
+    pub async fn delete_table(&self) {
+        use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .endpoint_url(self.env_value("AWS_ENDPOINT_URL_DYNAMODB"))
+            .http_client(registry::storage::aws::AwsStorage::http_client())
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+            .delete_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .expect("delete table");
+    }
+
+    /// Empties and deletes the bucket behind the registry's back.
+    pub async fn delete_bucket(&self) {
+        let s3 = self.s3();
+        for (key, _) in self.objects("").await {
+            s3.delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .expect("delete object");
+        }
+        s3.delete_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .expect("delete bucket");
+    }
+
     /// An S3 client on the resources' endpoint (path-style, as the emulators need).
     fn s3(&self) -> aws_sdk_s3::Client {
         use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};

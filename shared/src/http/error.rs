@@ -116,6 +116,11 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(m) => ApiError::Unavailable(format!(
                 "storage is temporarily unavailable ({m}); retry shortly"
             )),
+            // 503, not 500: the registry is not broken, its storage is not set up; the message
+            // names what is missing so whoever reads the client's error knows whom to ask.
+            StoreError::MissingResource(what) => ApiError::Unavailable(format!(
+                "the registry's storage is not set up: {what} does not exist; an operator must create it"
+            )),
             StoreError::Internal(m) => ApiError::Internal(m),
         }
     }

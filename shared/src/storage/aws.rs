@@ -270,7 +270,7 @@ impl AwsStorage {
                     .request_items(&self.settings.table, pending)
                     .send()
                     .await
-                    .map_err(classify)?;
+                    .map_err(|e| classify(e, self.table()))?;
                 pending = out
                     .unprocessed_items
                     .and_then(|mut m| m.remove(&self.settings.table))
@@ -357,7 +357,7 @@ impl AwsStorage {
                 Ok(Some(body.into_bytes()))
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-            Err(e) => Err(classify(e)),
+            Err(e) => Err(classify(e, self.bucket())),
         }
     }
 
@@ -376,8 +376,10 @@ impl AwsStorage {
             .content_type(content_type)
             .body(ByteStream::from(bytes))
             .send();
+        let bucket = self.settings.bucket.clone();
         async move {
-            send.await.map_err(classify)?;
+            send.await
+                .map_err(|e| classify(e, Resource::Bucket(&bucket)))?;
             Ok(())
         }
     }
@@ -400,7 +402,7 @@ impl AwsStorage {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(classify)?;
+                .map_err(|e| classify(e, self.table()))?;
             items.extend(out.items.unwrap_or_default());
             match out.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
@@ -596,7 +598,7 @@ impl AwsStorage {
                         "TransactionConflict".into(),
                     ]));
                 }
-                Err(TransactFailure::Store(classify(e)))
+                Err(TransactFailure::Store(classify(e, self.table())))
             }
         }
     }
@@ -684,9 +686,47 @@ fn decode_version(
     ))
 }
 
-/// Maps SDK failures: anything transient (no connection, timeouts, throttling, 5xx) is
-/// `Unavailable`, so clients get 503 and retry.
-fn classify<E, R>(e: SdkError<E, R>) -> StoreError
+/// The table or the bucket, named for messages about it.
+#[derive(Debug, Clone, Copy)]
+enum Resource<'a> {
+    Table(&'a str),
+    Bucket(&'a str),
+}
+
+impl Resource<'_> {
+    /// The error code with which its service says it does not exist. (Other services' codes
+    /// never count: S3 has no `ResourceNotFoundException`, DynamoDB no `NoSuchBucket`.)
+    fn is_missing(&self, code: &str) -> bool {
+        match self {
+            Resource::Table(_) => code == "ResourceNotFoundException",
+            Resource::Bucket(_) => code == "NoSuchBucket",
+        }
+    }
+}
+
+impl std::fmt::Display for Resource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resource::Table(name) => write!(f, "DynamoDB table '{name}'"),
+            Resource::Bucket(name) => write!(f, "S3 bucket '{name}'"),
+        }
+    }
+}
+
+impl AwsStorage {
+    fn table(&self) -> Resource<'_> {
+        Resource::Table(&self.settings.table)
+    }
+
+    fn bucket(&self) -> Resource<'_> {
+        Resource::Bucket(&self.settings.bucket)
+    }
+}
+
+/// Maps SDK failures of a request to `resource`: anything transient (no connection, timeouts,
+/// throttling, 5xx) is `Unavailable`, so clients get 503 and retry; a missing table or bucket is
+/// `MissingResource`, also 503, naming it (it is an operator's mistake, not the registry's bug).
+fn classify<E, R>(e: SdkError<E, R>, resource: Resource<'_>) -> StoreError
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata
         + std::error::Error
@@ -700,6 +740,12 @@ where
             StoreError::Unavailable(
                 aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
             )
+        }
+        SdkError::ServiceError(s) if s.err().code().is_some_and(|c| resource.is_missing(c)) => {
+            // Logged at every occurrence: the process itself looks healthy, and its log is where
+            // an operator looks first.
+            tracing::error!(%resource, "storage is not set up: {resource} does not exist");
+            StoreError::MissingResource(resource.to_string())
         }
         SdkError::ServiceError(s) => {
             let code = s.err().code().unwrap_or("");
@@ -738,7 +784,7 @@ impl MetadataStore for AwsStorage {
             .consistent_read(true)
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify(e, self.table()))?;
         out.item.as_ref().map(decode_package).transpose()
     }
 
@@ -784,7 +830,7 @@ impl MetadataStore for AwsStorage {
             .consistent_read(true)
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify(e, self.table()))?;
         // A README kept in S3 is left out: callers of `version` never serve it.
         Ok(out
             .item
@@ -908,7 +954,7 @@ impl super::KvStore for AwsStorage {
             .consistent_read(true)
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify(e, self.table()))?;
         Ok(out.item.as_ref().and_then(kv_value))
     }
 
@@ -932,7 +978,7 @@ impl super::KvStore for AwsStorage {
         if let Some(expires) = expires {
             put = put.item("ttl", AttributeValue::N(expires.timestamp().to_string()));
         }
-        put.send().await.map_err(classify)?;
+        put.send().await.map_err(|e| classify(e, self.table()))?;
         Ok(())
     }
 
@@ -944,7 +990,7 @@ impl super::KvStore for AwsStorage {
             .key("sk", AttributeValue::S(id.to_string()))
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify(e, self.table()))?;
         Ok(())
     }
 
@@ -962,7 +1008,7 @@ impl super::KvStore for AwsStorage {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(classify)?;
+                .map_err(|e| classify(e, self.table()))?;
             for item in page.items() {
                 if let (Some(id), Some(value)) = (s_attr(item, "sk"), kv_value(item)) {
                     out.push((id.to_string(), value));
@@ -1005,7 +1051,10 @@ impl TarballStore for AwsStorage {
 
     async fn get(&self, key: &TarballKey) -> Result<Option<TarballRead>, StoreError> {
         // No HEAD first: the key is only ever read after the metadata that references it was
-        // committed, which happens only after the object was stored.
+        // committed, which happens only after the object was stored. Presigning is local, so a
+        // missing bucket is not seen here: the client's GET of the URL gets S3's `NoSuchBucket`
+        // (404). Every other path (publish, packument snapshots) names it; a HEAD per download
+        // to name it here too would double the cost.
         let config = PresigningConfig::expires_in(self.settings.presign).map_err(internal)?;
         let presigned = self
             .s3
@@ -1014,7 +1063,7 @@ impl TarballStore for AwsStorage {
             .key(format!("tarballs/{}", key.as_str()))
             .presigned(config)
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify(e, self.bucket()))?;
         Ok(Some(TarballRead::Redirect(presigned.uri().to_string())))
     }
 
@@ -1031,7 +1080,7 @@ impl TarballStore for AwsStorage {
                 .set_continuation_token(token)
                 .send()
                 .await
-                .map_err(classify)?;
+                .map_err(|e| classify(e, self.bucket()))?;
             for object in out.contents() {
                 let old_enough = object
                     .last_modified()
@@ -1057,7 +1106,7 @@ impl TarballStore for AwsStorage {
             .key(format!("tarballs/{}", key.as_str()))
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify(e, self.bucket()))?;
         Ok(())
     }
 }

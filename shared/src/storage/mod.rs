@@ -39,6 +39,10 @@ pub enum StoreError {
     /// The backend cannot be reached or is overloaded; the client should retry.
     #[error("storage is unavailable: {0}")]
     Unavailable(String),
+    /// A table or bucket the backend needs does not exist (never created, misnamed, deleted).
+    /// Told apart from `Unavailable`: retrying does not help until an operator creates it.
+    #[error("{0} does not exist")]
+    MissingResource(String),
     /// Anything else (corrupt data, I/O errors).
     #[error("storage error: {0}")]
     Internal(String),
