@@ -35,6 +35,15 @@ pub fn sibling_binary(name: &str) -> PathBuf {
     bin
 }
 
+/// A `registry-server` that exited instead of listening.
+#[derive(Debug)]
+pub struct Exited {
+    /// Its exit status.
+    pub status: std::process::ExitStatus,
+    /// Its log (stderr) by then.
+    pub log: String,
+}
+
 /// A running `registry-server` process, killed on drop.
 pub struct Server {
     child: Child,
@@ -54,6 +63,21 @@ impl Server {
 
     /// Starts a server on `data_dir` with extra environment variables.
     pub fn start_with(data_dir: PathBuf, log: PathBuf, env: Vec<(String, String)>) -> Server {
+        Self::try_start_with(data_dir, log, env).unwrap_or_else(|exited| {
+            panic!(
+                "registry-server exited ({}) instead of listening; log: {}",
+                exited.status, exited.log
+            )
+        })
+    }
+
+    /// Starts a server like `start_with`, or returns how it exited if it exits before listening
+    /// (it closes its stdout without the listen line).
+    pub fn try_start_with(
+        data_dir: PathBuf,
+        log: PathBuf,
+        env: Vec<(String, String)>,
+    ) -> Result<Server, Exited> {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -77,6 +101,14 @@ impl Server {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read listen line");
+        if line.is_empty() {
+            // End of stdout: it exited (or is exiting) before listening.
+            let status = child.wait().expect("wait for registry-server");
+            return Err(Exited {
+                status,
+                log: std::fs::read_to_string(&log).unwrap_or_default(),
+            });
+        }
         let url = line
             .trim()
             .strip_prefix("registry listening on ")
@@ -87,13 +119,13 @@ impl Server {
                 )
             })
             .to_string();
-        Server {
+        Ok(Server {
             child,
             url,
             data_dir,
             env,
             log,
-        }
+        })
     }
 
     /// Stops the server and starts it again on the same data directory (and a new port).
