@@ -19,6 +19,9 @@ pub async fn run(group: RouteGroup) -> Result<(), lambda_http::Error> {
     init_logging();
     let config = Config::from_env()?;
     let after_response = Arc::new(AfterResponse::default());
+    // No check that the table and bucket exist (the local server makes one): it would add a
+    // round trip to every cold start, and the stack creates both with the functions. A missing
+    // one still gets a clear answer: every request that needs it is a 503 naming it.
     let state = crate::server::build_state_with_sdk(
         config,
         || async { crate::storage::aws::AwsStorage::environment_sdk_config() },

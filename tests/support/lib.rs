@@ -36,6 +36,15 @@ pub fn sibling_binary(name: &str) -> PathBuf {
     bin
 }
 
+/// A `registry-server` that exited instead of listening.
+#[derive(Debug)]
+pub struct Exited {
+    /// Its exit status.
+    pub status: std::process::ExitStatus,
+    /// Its log (stderr) by then.
+    pub log: String,
+}
+
 /// A running `registry-server` process, killed on drop.
 pub struct Server {
     child: Child,
@@ -55,6 +64,21 @@ impl Server {
 
     /// Starts a server on `data_dir` with extra environment variables.
     pub fn start_with(data_dir: PathBuf, log: PathBuf, env: Vec<(String, String)>) -> Server {
+        Self::try_start_with(data_dir, log, env).unwrap_or_else(|exited| {
+            panic!(
+                "registry-server exited ({}) instead of listening; log: {}",
+                exited.status, exited.log
+            )
+        })
+    }
+
+    /// Starts a server like `start_with`, or returns how it exited if it exits before listening
+    /// (it closes its stdout without the listen line).
+    pub fn try_start_with(
+        data_dir: PathBuf,
+        log: PathBuf,
+        env: Vec<(String, String)>,
+    ) -> Result<Server, Exited> {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -78,6 +102,14 @@ impl Server {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read listen line");
+        if line.is_empty() {
+            // End of stdout: it exited (or is exiting) before listening.
+            let status = child.wait().expect("wait for registry-server");
+            return Err(Exited {
+                status,
+                log: std::fs::read_to_string(&log).unwrap_or_default(),
+            });
+        }
         let url = line
             .trim()
             .strip_prefix("registry listening on ")
@@ -88,13 +120,13 @@ impl Server {
                 )
             })
             .to_string();
-        Server {
+        Ok(Server {
             child,
             url,
             data_dir,
             env,
             log,
-        }
+        })
     }
 
     /// Stops the server and starts it again on the same data directory (and a new port).
@@ -527,6 +559,43 @@ impl AwsResources {
             objects.push((key.to_string(), bytes));
         }
         objects
+    }
+
+    /// Deletes the table behind the registry's back (an operator's mistake, or a stack torn
+    /// down under a running server).
+    pub async fn delete_table(&self) {
+        use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .endpoint_url(self.env_value("AWS_ENDPOINT_URL_DYNAMODB"))
+            .http_client(registry::storage::aws::AwsStorage::http_client())
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+            .delete_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .expect("delete table");
+    }
+
+    /// Empties and deletes the bucket behind the registry's back.
+    pub async fn delete_bucket(&self) {
+        let s3 = self.s3();
+        for (key, _) in self.objects("").await {
+            s3.delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .expect("delete object");
+        }
+        s3.delete_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .expect("delete bucket");
     }
 
     /// An S3 client on the resources' endpoint (path-style, as the emulators need).

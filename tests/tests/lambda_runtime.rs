@@ -209,3 +209,51 @@ async fn functions_on_the_aws_backend_answer_invocations() {
         e2e::lambda_runtime::function_build()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_answer_503_naming_a_missing_table_or_bucket() {
+    // The functions do not check at cold start (a round trip each); the request that needs the
+    // missing resource says what is wrong.
+    let resources = e2e::AwsResources::create("fnmissing", e2e::S3Host::Same);
+    let host = json!({ "host": "abc123.execute-api.eu-west-1.amazonaws.com", "content-type": "application/json" });
+    let with = |key: &str, value: &str| {
+        let mut env: Vec<(String, String)> = resources
+            .env
+            .iter()
+            .filter(|(k, _)| k != key)
+            .cloned()
+            .collect();
+        env.push((key.into(), value.into()));
+        env
+    };
+    let assert_503_naming = |r: &Value, what: &str| {
+        assert_eq!(r["statusCode"], 503, "{r}");
+        let body: Value = serde_json::from_str(r["body"].as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("a JSON body ({e}): {r}"));
+        let message = body["error"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("{what} does not exist")), "{r}");
+    };
+
+    let table = format!("{}-missing", resources.table);
+    let mut runtime = FakeRuntime::start().await;
+    let _metadata = FunctionProcess::start("metadata", &runtime, &with("REGISTRY_TABLE", &table));
+    let r = response(
+        runtime
+            .invoke(apigw_v2_event(
+                "GET",
+                "/@acme%2ffn",
+                "",
+                host.clone(),
+                None,
+                "$default",
+            ))
+            .await,
+    );
+    assert_503_naming(&r, &format!("DynamoDB table '{table}'"));
+
+    let bucket = format!("{}-missing", resources.bucket);
+    let mut runtime = FakeRuntime::start().await;
+    let _publish = FunctionProcess::start("publish", &runtime, &with("REGISTRY_BUCKET", &bucket));
+    let r = response(runtime.invoke(publish_event(&host, "1.0.0")).await);
+    assert_503_naming(&r, &format!("S3 bucket '{bucket}'"));
+}

@@ -68,7 +68,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
     if let Some(Command::Sweep { older_than_minutes }) = flags.command {
         let older_than = std::time::Duration::from_secs(older_than_minutes * 60);
-        let report = registry::server::sweep(config, older_than).await?;
+        let report = registry::server::sweep(config, older_than)
+            .await
+            .unwrap_or_else(|e| refuse(e));
         println!(
             "checked {} tarballs, removed {}",
             report.checked,
@@ -89,7 +91,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !bound.ip().is_loopback() && config.auth == registry::config::AuthMode::Open {
         tracing::warn!(%bound, "open mode on a non-loopback address: anyone who can reach it may publish");
     }
-    let state = registry::server::build_state(config).await?;
+    // With aws storage this checks that the table and bucket exist (`server::open_stores`).
+    let state = registry::server::build_state(config)
+        .await
+        .unwrap_or_else(|e| refuse(e));
     let app = router(state, &RouteGroup::ALL);
     // Tests start the server on port 0 and read the real address from this line.
     println!("registry listening on http://{bound}");
@@ -97,6 +102,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_graceful_shutdown(shutdown())
         .await?;
     Ok(())
+}
+
+/// Exits on a start-up failure with its whole message (`?` would print its `Debug` form): for a
+/// missing table or bucket it names the resource, the endpoint and the command that creates it.
+fn refuse(e: registry::server::StartError) -> ! {
+    eprintln!("registry-server: {e}");
+    std::process::exit(1);
 }
 
 async fn shutdown() {

@@ -132,6 +132,11 @@ impl From<StoreError> for ApiError {
                 "the registry's storage is full: no space left in its data directory {place}; \
                  free disk space there and retry (reads still work)"
             )),
+            // 503, not 500: the registry is not broken, its storage is not set up; the message
+            // names what is missing so whoever reads the client's error knows whom to ask.
+            StoreError::MissingResource(what) => ApiError::Unavailable(format!(
+                "the registry's storage is not set up: {what} does not exist; an operator must create it"
+            )),
             StoreError::Internal(m) => ApiError::Internal(m),
         }
     }

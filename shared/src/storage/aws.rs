@@ -122,6 +122,8 @@ pub struct AwsStorage {
     s3: aws_sdk_s3::Client,
     settings: AwsSettings,
     counts: Arc<RequestCounts>,
+    /// `AWS_ENDPOINT_URL` as the SDK configuration had it, for naming the endpoints in use.
+    endpoint_url: Option<String>,
     /// Where rebuilt snapshots are written from, when not before answering (Lambda).
     after_response: Option<Arc<AfterResponse>>,
 }
@@ -226,6 +228,7 @@ impl AwsStorage {
             s3: aws_sdk_s3::Client::from_conf(s3_config.build()),
             settings,
             counts,
+            endpoint_url: shared.endpoint_url().map(str::to_string),
             after_response: None,
         }
     }
@@ -270,7 +273,7 @@ impl AwsStorage {
                     .request_items(&self.settings.table, pending)
                     .send()
                     .await
-                    .map_err(classify)?;
+                    .map_err(|e| classify(e, self.table()))?;
                 pending = out
                     .unprocessed_items
                     .and_then(|mut m| m.remove(&self.settings.table))
@@ -297,6 +300,87 @@ impl AwsStorage {
     /// The AWS requests made so far.
     pub fn request_counts(&self) -> Arc<RequestCounts> {
         self.counts.clone()
+    }
+
+    /// The table's name.
+    pub fn table_name(&self) -> &str {
+        &self.settings.table
+    }
+
+    /// The bucket's name.
+    pub fn bucket_name(&self) -> &str {
+        &self.settings.bucket
+    }
+
+    /// The region the clients sign for, if one is configured.
+    pub fn region(&self) -> Option<String> {
+        self.ddb.config().region().map(|r| r.to_string())
+    }
+
+    /// The DynamoDB endpoint requests go to: the configured one, else the region's.
+    pub async fn dynamodb_endpoint(&self) -> String {
+        use aws_sdk_dynamodb::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+        let endpoint = self.settings.dynamodb_endpoint.clone();
+        let params = Params::builder()
+            .set_region(self.region())
+            .set_endpoint(endpoint.or_else(|| self.endpoint_url.clone()))
+            .build();
+        match params {
+            Ok(params) => match DefaultResolver::new().resolve_endpoint(&params).await {
+                Ok(endpoint) => endpoint.url().to_string(),
+                Err(e) => format!("(none: {e})"),
+            },
+            Err(e) => format!("(none: {e})"),
+        }
+    }
+
+    /// The S3 endpoint requests go to (without the bucket): the configured one, else the
+    /// region's.
+    pub async fn s3_endpoint(&self) -> String {
+        use aws_sdk_s3::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+        let endpoint = self.settings.s3_endpoint.clone();
+        let params = Params::builder()
+            .set_region(self.s3.config().region().map(|r| r.to_string()))
+            .set_endpoint(endpoint.or_else(|| self.endpoint_url.clone()))
+            .force_path_style(self.settings.force_path_style)
+            .build();
+        match params {
+            Ok(params) => match DefaultResolver::new().resolve_endpoint(&params).await {
+                Ok(endpoint) => endpoint.url().to_string(),
+                Err(e) => format!("(none: {e})"),
+            },
+            Err(e) => format!("(none: {e})"),
+        }
+    }
+
+    /// Checks that the table and the bucket exist, with one `DescribeTable` and one
+    /// `HeadBucket` side by side (one round trip). For the local server's start-up: without
+    /// it, a missing table or bucket turns every request into an error while the process looks
+    /// healthy. The functions do not call it (see `lambda::run`). A check the caller's identity
+    /// may not make (no `dynamodb:DescribeTable` or `s3:ListBucket`) is logged and passed: the
+    /// requests the registry does make may still be allowed.
+    pub async fn check_resources(&self) -> Result<(), ResourceProblems> {
+        let (table, bucket) = tokio::join!(
+            self.ddb
+                .describe_table()
+                .table_name(&self.settings.table)
+                .send(),
+            self.s3.head_bucket().bucket(&self.settings.bucket).send(),
+        );
+        let mut problems = Vec::new();
+        if let Err(e) = table {
+            let endpoint = self.dynamodb_endpoint().await;
+            problems.extend(check_failure(e, self.table(), endpoint));
+        }
+        if let Err(e) = bucket {
+            let endpoint = self.s3_endpoint().await;
+            problems.extend(check_failure(e, self.bucket(), endpoint));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ResourceProblems(problems))
+        }
     }
 
     fn key(name: &PackageName, sk: &str) -> HashMap<String, AttributeValue> {
@@ -357,7 +441,7 @@ impl AwsStorage {
                 Ok(Some(body.into_bytes()))
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-            Err(e) => Err(classify(e)),
+            Err(e) => Err(classify(e, self.bucket())),
         }
     }
 
@@ -376,8 +460,10 @@ impl AwsStorage {
             .content_type(content_type)
             .body(ByteStream::from(bytes))
             .send();
+        let bucket = self.settings.bucket.clone();
         async move {
-            send.await.map_err(classify)?;
+            send.await
+                .map_err(|e| classify(e, Resource::Bucket(&bucket)))?;
             Ok(())
         }
     }
@@ -400,7 +486,7 @@ impl AwsStorage {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(classify)?;
+                .map_err(|e| classify(e, self.table()))?;
             items.extend(out.items.unwrap_or_default());
             match out.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
@@ -596,7 +682,7 @@ impl AwsStorage {
                         "TransactionConflict".into(),
                     ]));
                 }
-                Err(TransactFailure::Store(classify(e)))
+                Err(TransactFailure::Store(classify(e, self.table())))
             }
         }
     }
@@ -684,9 +770,156 @@ fn decode_version(
     ))
 }
 
-/// Maps SDK failures: anything transient (no connection, timeouts, throttling, 5xx) is
-/// `Unavailable`, so clients get 503 and retry.
-fn classify<E, R>(e: SdkError<E, R>) -> StoreError
+/// What the start-up check found wrong with the table or the bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceProblem {
+    /// `DynamoDB` or `S3`.
+    pub service: &'static str,
+    /// `DynamoDB table 'name'` or `S3 bucket 'name'`.
+    pub resource: String,
+    /// Where the registry asked.
+    pub endpoint: String,
+    /// What went wrong.
+    pub kind: ProblemKind,
+}
+
+/// What went wrong with one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// It does not exist at the endpoint.
+    Missing,
+    /// The endpoint did not answer (nothing listens there, DNS, a timeout); the SDK's error.
+    Unreachable(String),
+    /// The endpoint refused or failed the check otherwise (credentials, region, signature).
+    Failed(String),
+}
+
+impl std::fmt::Display for ResourceProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ResourceProblem {
+            service,
+            resource,
+            endpoint,
+            kind,
+        } = self;
+        match kind {
+            ProblemKind::Missing => write!(f, "{resource} does not exist at {endpoint}"),
+            ProblemKind::Unreachable(detail) => write!(
+                f,
+                "cannot reach {service} at {endpoint} to check {resource}: {detail}"
+            ),
+            ProblemKind::Failed(detail) => {
+                write!(f, "could not check {resource} at {endpoint}: {detail}")
+            }
+        }
+    }
+}
+
+/// Everything the start-up check found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct ResourceProblems(pub Vec<ResourceProblem>);
+
+/// What a failed `DescribeTable` or `HeadBucket` says about `resource`, if anything: `None`
+/// when the caller may not make the check (logged; see `check_resources`).
+fn check_failure<E>(
+    e: SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+    resource: Resource<'_>,
+    endpoint: String,
+) -> Option<ResourceProblem>
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+{
+    // The chain of causes, without `DisplayErrorContext`'s `Debug` dump: this is for people.
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        detail = format!("{detail}: {cause}");
+        source = cause.source();
+    }
+    let kind = match &e {
+        SdkError::ServiceError(s) => {
+            let code = s.err().code().unwrap_or("");
+            // HeadBucket's 404 and 403 have no body, hence maybe no code: the status says it.
+            let status = s.raw().status().as_u16();
+            if resource.is_missing(code) || (status == 404 && code.is_empty()) {
+                ProblemKind::Missing
+            } else if matches!(code, "AccessDeniedException" | "AccessDenied" | "Forbidden")
+                || (status == 403 && code.is_empty())
+            {
+                tracing::warn!(%resource, %endpoint, error = %detail, "could not check that {resource} exists (not allowed); starting anyway");
+                return None;
+            } else {
+                ProblemKind::Failed(detail)
+            }
+        }
+        SdkError::TimeoutError(_) => ProblemKind::Unreachable(detail),
+        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => {
+            ProblemKind::Unreachable(detail)
+        }
+        _ => ProblemKind::Failed(detail),
+    };
+    Some(ResourceProblem {
+        service: resource.service(),
+        resource: resource.to_string(),
+        endpoint,
+        kind,
+    })
+}
+
+/// The table or the bucket, named for messages about it.
+#[derive(Debug, Clone, Copy)]
+enum Resource<'a> {
+    Table(&'a str),
+    Bucket(&'a str),
+}
+
+impl Resource<'_> {
+    fn service(&self) -> &'static str {
+        match self {
+            Resource::Table(_) => "DynamoDB",
+            Resource::Bucket(_) => "S3",
+        }
+    }
+
+    /// The error code with which its service says it does not exist. (Other services' codes
+    /// never count: S3 has no `ResourceNotFoundException`, DynamoDB no `NoSuchBucket`.)
+    fn is_missing(&self, code: &str) -> bool {
+        match self {
+            Resource::Table(_) => code == "ResourceNotFoundException",
+            // `NotFound`: a HEAD (HeadBucket) has no body to carry `NoSuchBucket`.
+            Resource::Bucket(_) => matches!(code, "NoSuchBucket" | "NotFound"),
+        }
+    }
+}
+
+impl std::fmt::Display for Resource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resource::Table(name) => write!(f, "DynamoDB table '{name}'"),
+            Resource::Bucket(name) => write!(f, "S3 bucket '{name}'"),
+        }
+    }
+}
+
+impl AwsStorage {
+    fn table(&self) -> Resource<'_> {
+        Resource::Table(&self.settings.table)
+    }
+
+    fn bucket(&self) -> Resource<'_> {
+        Resource::Bucket(&self.settings.bucket)
+    }
+}
+
+/// Maps SDK failures of a request to `resource`: anything transient (no connection, timeouts,
+/// throttling, 5xx) is `Unavailable`, so clients get 503 and retry; a missing table or bucket is
+/// `MissingResource`, also 503, naming it (it is an operator's mistake, not the registry's bug).
+fn classify<E, R>(e: SdkError<E, R>, resource: Resource<'_>) -> StoreError
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata
         + std::error::Error
@@ -700,6 +933,12 @@ where
             StoreError::Unavailable(
                 aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
             )
+        }
+        SdkError::ServiceError(s) if s.err().code().is_some_and(|c| resource.is_missing(c)) => {
+            // Logged at every occurrence: the process itself looks healthy, and its log is where
+            // an operator looks first.
+            tracing::error!(%resource, "storage is not set up: {resource} does not exist");
+            StoreError::MissingResource(resource.to_string())
         }
         SdkError::ServiceError(s) => {
             let code = s.err().code().unwrap_or("");
@@ -738,7 +977,7 @@ impl MetadataStore for AwsStorage {
             .consistent_read(true)
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify(e, self.table()))?;
         out.item.as_ref().map(decode_package).transpose()
     }
 
@@ -784,7 +1023,7 @@ impl MetadataStore for AwsStorage {
             .consistent_read(true)
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify(e, self.table()))?;
         // A README kept in S3 is left out: callers of `version` never serve it.
         Ok(out
             .item
@@ -908,7 +1147,7 @@ impl super::KvStore for AwsStorage {
             .consistent_read(true)
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify(e, self.table()))?;
         Ok(out.item.as_ref().and_then(kv_value))
     }
 
@@ -932,7 +1171,7 @@ impl super::KvStore for AwsStorage {
         if let Some(expires) = expires {
             put = put.item("ttl", AttributeValue::N(expires.timestamp().to_string()));
         }
-        put.send().await.map_err(classify)?;
+        put.send().await.map_err(|e| classify(e, self.table()))?;
         Ok(())
     }
 
@@ -944,7 +1183,7 @@ impl super::KvStore for AwsStorage {
             .key("sk", AttributeValue::S(id.to_string()))
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify(e, self.table()))?;
         Ok(())
     }
 
@@ -962,7 +1201,7 @@ impl super::KvStore for AwsStorage {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(classify)?;
+                .map_err(|e| classify(e, self.table()))?;
             for item in page.items() {
                 if let (Some(id), Some(value)) = (s_attr(item, "sk"), kv_value(item)) {
                     out.push((id.to_string(), value));
@@ -1005,7 +1244,10 @@ impl TarballStore for AwsStorage {
 
     async fn get(&self, key: &TarballKey) -> Result<Option<TarballRead>, StoreError> {
         // No HEAD first: the key is only ever read after the metadata that references it was
-        // committed, which happens only after the object was stored.
+        // committed, which happens only after the object was stored. Presigning is local, so a
+        // missing bucket is not seen here: the client's GET of the URL gets S3's `NoSuchBucket`
+        // (404). The server's start-up check and every other path (publish, packument
+        // snapshots) name it; a HEAD per download to name it here too would double the cost.
         let config = PresigningConfig::expires_in(self.settings.presign).map_err(internal)?;
         let presigned = self
             .s3
@@ -1014,7 +1256,7 @@ impl TarballStore for AwsStorage {
             .key(format!("tarballs/{}", key.as_str()))
             .presigned(config)
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify(e, self.bucket()))?;
         Ok(Some(TarballRead::Redirect(presigned.uri().to_string())))
     }
 
@@ -1031,7 +1273,7 @@ impl TarballStore for AwsStorage {
                 .set_continuation_token(token)
                 .send()
                 .await
-                .map_err(classify)?;
+                .map_err(|e| classify(e, self.bucket()))?;
             for object in out.contents() {
                 let old_enough = object
                     .last_modified()
@@ -1057,7 +1299,7 @@ impl TarballStore for AwsStorage {
             .key(format!("tarballs/{}", key.as_str()))
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify(e, self.bucket()))?;
         Ok(())
     }
 }

@@ -43,6 +43,10 @@ pub enum StoreError {
     /// space left, or its quota is used up; writes fail until space is freed, reads still work.
     #[error("no space left in {0}")]
     InsufficientStorage(String),
+    /// A table or bucket the backend needs does not exist (never created, misnamed, deleted).
+    /// Told apart from `Unavailable`: retrying does not help until an operator creates it.
+    #[error("{0} does not exist")]
+    MissingResource(String),
     /// Anything else (corrupt data, I/O errors).
     #[error("storage error: {0}")]
     Internal(String),
