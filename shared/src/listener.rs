@@ -8,13 +8,18 @@
 //!   the same timeout.
 //! - At most `max_connections` are open; further clients wait in the kernel's backlog.
 //! - On shutdown idle connections are closed at once, and requests in flight get a short grace.
+//! - A connection answered before its request body was read (a 413) is closed the way nginx's
+//!   lingering close does it: the write side is shut, and what the client still sends is read and
+//!   discarded for a bounded time and size. Closing with unread bytes makes the kernel send a
+//!   reset, and clients still sending the body then report EPIPE instead of the answer.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -25,13 +30,24 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::{AuthMode, Config};
 use crate::http::{RouteGroup, router};
 use crate::server::StartError;
+
+/// After answering a request whose body was left unread, the longest the server keeps reading
+/// and discarding what the client still sends (nginx's `lingering_time`).
+const LINGER_TIME: Duration = Duration::from_secs(30);
+/// ... and the longest it waits for more of it (nginx's `lingering_timeout`).
+const LINGER_QUIET: Duration = Duration::from_secs(5);
+/// ... and the most it discards: a multiple of the largest body (a refused publish is usually only
+/// somewhat over the limit), and at least `LINGER_MIN_BYTES` for small limits.
+const LINGER_BODY_MULTIPLE: u64 = 4;
+/// The least the lingering close discards, whatever the body limit.
+const LINGER_MIN_BYTES: u64 = 64 << 20;
 
 /// How long a stopping server waits for its connections' requests to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -68,6 +84,8 @@ pub struct ListenerSettings {
     pub body_min_bytes_per_second: u64,
     /// Most connections open at once (0: no cap).
     pub max_connections: usize,
+    /// Most bytes discarded after answering a request whose body was not read.
+    pub linger_bytes: u64,
 }
 
 fn seconds(n: u64) -> Option<Duration> {
@@ -83,6 +101,9 @@ impl ListenerSettings {
             body_timeout: seconds(config.body_timeout_seconds),
             body_min_bytes_per_second: config.body_min_bytes_per_second,
             max_connections: config.max_connections,
+            linger_bytes: (config.max_body_bytes as u64)
+                .saturating_mul(LINGER_BODY_MULTIPLE)
+                .max(LINGER_MIN_BYTES),
         }
     }
 }
@@ -230,11 +251,13 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// What the connection's IO wrapper and its timer share.
+/// What the connection's IO wrapper, its timer and its request bodies share.
 #[derive(Default)]
 struct ConnShared {
     /// Reads that returned bytes: the timer tells an idle connection from one receiving headers.
     reads: AtomicU64,
+    /// The last request's body was dropped before its end (answered without reading it).
+    unread_body: AtomicBool,
 }
 
 struct Connection {
@@ -242,6 +265,11 @@ struct Connection {
     settings: Arc<ListenerSettings>,
     signal: watch::Receiver<()>,
 }
+
+/// A response in progress, boxed: taking the socket back (`poll_without_shutdown`) needs the
+/// service's future to be `Unpin`.
+type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<axum::response::Response, Infallible>> + Send>>;
 
 impl Connection {
     async fn run(mut self, stream: TcpStream) {
@@ -253,13 +281,16 @@ impl Connection {
             settings.body_timeout,
         ));
         let app = TowerToHyperService::new(self.app.clone());
+        let body_shared = shared.clone();
         let body_limits = BodyLimits {
             timeout: settings.body_timeout,
             min_bytes_per_second: settings.body_min_bytes_per_second,
         };
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let request = request.map(|body| Body::new(TimedBody::new(body, body_limits)));
-            hyper::service::Service::call(&app, request)
+            body_shared.unread_body.store(false, Ordering::Relaxed);
+            let request =
+                request.map(|body| Body::new(TimedBody::new(body, body_limits, &body_shared)));
+            Box::pin(hyper::service::Service::call(&app, request)) as ResponseFuture
         });
         let mut builder = http1::Builder::new();
         match settings.header_timeout.or(settings.idle_timeout) {
@@ -278,16 +309,29 @@ impl Connection {
         let mut shutting_down = false;
         let result = loop {
             tokio::select! {
-                result = &mut conn => break result,
+                result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break result,
                 _ = self.signal.changed(), if !shutting_down => {
                     Pin::new(&mut conn).graceful_shutdown();
                     shutting_down = true;
                 }
             }
         };
-        if let Err(e) = result {
+        match result {
+            // A server shutting down does not wait for clients to finish sending.
+            Ok(()) if shared.unread_body.load(Ordering::Relaxed) && !shutting_down => {
+                let parts = conn.into_parts();
+                let already = parts.read_buf.len() as u64;
+                let stream = parts.io.into_inner().stream;
+                linger(
+                    stream,
+                    settings.linger_bytes.saturating_sub(already),
+                    self.signal,
+                )
+                .await;
+            }
+            Ok(()) => {}
             // Timeouts end up here too: a half-sent request, a client that stopped reading.
-            tracing::debug!(error = %error_chain(&e), "connection closed");
+            Err(e) => tracing::debug!(error = %error_chain(&e), "connection closed"),
         }
     }
 }
@@ -302,6 +346,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Shuts the write side (the client has its whole answer), then reads and discards what the
+/// client still sends, until it closes, goes quiet, or a bound is reached. Only then is the socket
+/// closed: closing it with unread bytes would reset the connection under the client's feet.
+async fn linger(mut stream: TcpStream, limit: u64, mut signal: watch::Receiver<()>) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let until = tokio::time::Instant::now() + LINGER_TIME;
+    let mut buf = vec![0u8; 16 << 10];
+    let mut discarded = 0u64;
+    while discarded < limit {
+        let quiet = (tokio::time::Instant::now() + LINGER_QUIET).min(until);
+        tokio::select! {
+            read = tokio::time::timeout_at(quiet, stream.read(&mut buf)) => match read {
+                Ok(Ok(n)) if n > 0 => discarded += n as u64,
+                // Closed by the client, failed, or quiet for too long.
+                _ => break,
+            },
+            _ = signal.changed() => break,
+        }
+    }
+    tracing::debug!(discarded, "lingering close done");
 }
 
 /// The TCP stream, counting reads for the header timer and bounding how long a write may wait
@@ -493,11 +561,13 @@ enum BodyError {
     },
 }
 
-/// A request body under `BodyLimits`. Its clock starts when the handler first reads it, so time
-/// spent before (deciding authorisation) is not charged to the client.
+/// A request body under `BodyLimits`, which also records on the connection whether it was
+/// dropped before its end. Its clock starts when the handler first reads it, so time spent
+/// before (deciding authorisation) is not charged to the client.
 struct TimedBody {
     inner: Incoming,
     limits: BodyLimits,
+    shared: Arc<ConnShared>,
     started: Option<Instant>,
     last_data: Option<Instant>,
     received: u64,
@@ -506,11 +576,12 @@ struct TimedBody {
 }
 
 impl TimedBody {
-    fn new(inner: Incoming, limits: BodyLimits) -> Self {
+    fn new(inner: Incoming, limits: BodyLimits, shared: &Arc<ConnShared>) -> Self {
         let finished = inner.is_end_stream();
         Self {
             inner,
             limits,
+            shared: shared.clone(),
             started: None,
             last_data: None,
             received: 0,
@@ -577,6 +648,7 @@ impl HttpBody for TimedBody {
         }
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => {
+                // The client is too slow to be worth a lingering close: it is simply closed.
                 this.finished = true;
                 Poll::Ready(Some(Err(BodyError::TooSlow {
                     received: this.received,
@@ -598,6 +670,14 @@ impl HttpBody for TimedBody {
     }
 }
 
+impl Drop for TimedBody {
+    fn drop(&mut self) {
+        if !self.finished && !self.inner.is_end_stream() {
+            self.shared.unread_body.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -607,6 +687,7 @@ mod tests {
         let config = Config::from_lookup(|key| match key {
             "REGISTRY_HEADER_TIMEOUT_SECONDS" => Some("5".into()),
             "REGISTRY_IDLE_TIMEOUT_SECONDS" => Some("0".into()),
+            "REGISTRY_MAX_BODY_BYTES" => Some("1000".into()),
             _ => None,
         })
         .unwrap();
@@ -616,5 +697,6 @@ mod tests {
         assert_eq!(settings.body_timeout, Some(Duration::from_secs(30)));
         assert_eq!(settings.body_min_bytes_per_second, 16 << 10);
         assert_eq!(settings.max_connections, 512);
+        assert_eq!(settings.linger_bytes, 64 << 20);
     }
 }

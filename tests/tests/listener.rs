@@ -1,13 +1,16 @@
 //! The local server's listener, against the real registry-server process and raw sockets: a
 //! half-sent request and an idle keep-alive connection are closed at their timeouts, a trickled
-//! body is refused, and a client that stops reading is given up on.
+//! body is refused, a client that stops reading is given up on, a refused body is read to its end
+//! before the connection is closed (lingering close) so that an oversized publish reaches the real
+//! npm CLI as its E413 every time.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use e2e::{Server, escaped, http, publish_doc};
+use e2e::{Npm, Server, escaped, http, publish_doc, write_package};
+use serde_json::json;
 
 /// Far beyond every timeout the tests set: only a server that never closes reaches it.
 const OUTER_DEADLINE: Duration = Duration::from_secs(30);
@@ -257,4 +260,85 @@ fn random_bytes(n: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; n];
     rand::fill(&mut bytes[..]);
     bytes
+}
+
+#[test]
+fn after_a_413_the_rest_of_the_body_is_read_and_the_connection_ends_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let limit = 1 << 20;
+    let server = start(
+        tmp.path(),
+        &[("REGISTRY_MAX_BODY_BYTES", &limit.to_string())],
+    );
+    let total = 16 << 20;
+    let chunk = vec![b' '; 64 << 10];
+    let mut stream = connect(&server);
+    stream
+        .write_all(
+            format!(
+                "PUT /@acme%2fbig HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {total}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    stream.write_all(&chunk).unwrap();
+    // Answered from the Content-Length, before the body was read.
+    let (head, body) = read_response(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(
+        String::from_utf8_lossy(&body).contains("larger than this registry's limit"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // The client goes on sending its body, as npm does; a server that closed with unread bytes
+    // has reset the connection, and these writes fail (npm's EPIPE).
+    let mut sent = chunk.len();
+    while sent < total {
+        let n = chunk.len().min(total - sent);
+        if let Err(e) = stream.write_all(&chunk[..n]) {
+            panic!("the connection was reset after {sent} of {total} body bytes: {e}");
+        }
+        sent += n;
+    }
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    // Then the server closes its end in order: end of stream, not a reset.
+    stream.set_read_timeout(Some(OUTER_DEADLINE)).unwrap();
+    let mut rest = Vec::new();
+    match stream.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest)),
+        Err(e) => panic!("the connection did not end cleanly: {e}"),
+    }
+}
+
+#[test]
+fn an_oversized_publish_reaches_npm_as_e413_every_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let limit = 1 << 20;
+    let server = start(root, &[("REGISTRY_MAX_BODY_BYTES", &limit.to_string())]);
+    let npm = Npm::new(root, &server.url);
+    let dir = write_package(&root.join("big"), "@acme/big", "1.0.0", json!({}));
+    // Incompressible and far larger than the socket buffers between npm and the server, so npm
+    // is still writing megabytes when the 413 (decided from the Content-Length) comes back.
+    std::fs::write(dir.join("blob.bin"), random_bytes(16 << 20)).unwrap();
+    let mut failures = Vec::new();
+    for attempt in 1..=5 {
+        // One try per run: npm retries a PUT that failed with EPIPE, which would hide how often
+        // a single request fails (and take minutes of back-off).
+        let run = npm.run(&dir, &["publish", "--fetch-retries=0"]);
+        let all = run.all();
+        if run.ok
+            || !all.contains("E413")
+            || !all.contains("larger than this registry's limit of 1048576 bytes")
+        {
+            failures.push(format!("attempt {attempt}:\n{all}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 5 publishes did not print the registry's 413:\n{}\nserver log:\n{}",
+        failures.len(),
+        failures.join("\n"),
+        server.log()
+    );
 }
