@@ -2,7 +2,7 @@
 //! half-sent request and an idle keep-alive connection are closed at their timeouts, a trickled
 //! body is refused, a client that stops reading is given up on, a refused body is read to its end
 //! before the connection is closed (lingering close) so that an oversized publish reaches the real
-//! npm CLI as its E413 every time.
+//! npm CLI as its E413 every time, and accepted sockets have TCP_NODELAY.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -340,5 +340,68 @@ fn an_oversized_publish_reaches_npm_as_e413_every_time() {
         failures.len(),
         failures.join("\n"),
         server.log()
+    );
+}
+
+/// TCP_NODELAY on the server's accepted socket, read through a duplicate of the server's own
+/// descriptor (pidfd_getfd): without it a response's body waits for the client's delayed ACK of
+/// the headers on a reused connection.
+#[cfg(target_os = "linux")]
+#[test]
+fn accepted_sockets_have_tcp_nodelay() {
+    use std::os::fd::FromRawFd;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start(tmp.path(), &[]);
+    let mut stream = connect(&server);
+    stream
+        .write_all(b"GET /-/ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    // Answered, so accepted and configured.
+    read_response(&mut stream);
+    let ours = stream.local_addr().unwrap();
+
+    let pid = server.pid() as libc::pid_t;
+    // SAFETY: plain syscalls on integers; the returned descriptors are owned below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    assert!(
+        pidfd >= 0,
+        "pidfd_open: {}",
+        std::io::Error::last_os_error()
+    );
+    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd) };
+    let mut nodelay = None;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+        let Some(target_fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !is_socket {
+            continue;
+        }
+        use std::os::fd::AsRawFd;
+        let fd =
+            unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target_fd, 0) } as i32;
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: `fd` is a fresh duplicate we own; closing it leaves the server's socket open.
+        let socket = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+        if socket.peer_addr().ok() == Some(ours) {
+            nodelay = Some(socket.nodelay().unwrap());
+        }
+    }
+    assert_eq!(
+        nodelay,
+        Some(true),
+        "the server's socket for our connection (None: not found) has TCP_NODELAY"
     );
 }
