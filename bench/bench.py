@@ -1848,6 +1848,8 @@ def render_doc(bench: Bench, corpus: Corpus, facts, started: datetime.datetime, 
         "Figures: docs/SECURITY.md, \"Resource limits\".",
         "- Cost per million installs and per thousand publishes, beside CodeArtifact and GitHub Packages: "
         "`docs/cost.md`.",
+        "- Latency of one tarball GET (and of a packument GET, the control) on a new and on a reused "
+        "keep-alive connection, medians: `python3 bench/keepalive_latency.py <registry-server>`.",
         "",
         "## Commands",
         "",

@@ -37,6 +37,21 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 << 20;
 /// Default memory for rendered packuments: the documents of a busy install (a few hundred packages
 /// at tens of KB each, identity and gzip) fit, and the server stays well inside 64 MB.
 pub const DEFAULT_PACKUMENT_CACHE_BYTES: usize = 16 << 20;
+/// Default time a client has from connecting (or, on a reused connection, from its first byte)
+/// to the end of a request's headers: hyper's and Apache's choice, far above any real client's.
+pub const DEFAULT_HEADER_TIMEOUT_SECONDS: u64 = 30;
+/// Default time a keep-alive connection may wait for its next request: above npm's own reuse of
+/// idle sockets, so the server seldom closes one a client is about to use.
+pub const DEFAULT_IDLE_TIMEOUT_SECONDS: u64 = 60;
+/// Default longest pause in sending a request body or reading a response, which is also the
+/// grace before the body's minimum rate applies (nginx's client_body and send timeouts are 60 s).
+pub const DEFAULT_BODY_TIMEOUT_SECONDS: u64 = 30;
+/// Default least average rate of a request body: 16 KiB/s (128 kbit/s) lets a 64 MiB publish take
+/// over an hour, yet costs a client holding a connection open with a trickle real bandwidth.
+pub const DEFAULT_BODY_MIN_BYTES_PER_SECOND: u64 = 16 << 10;
+/// Default cap on open connections: well inside the usual 1,024-descriptor limit, leaving room
+/// for the database and tarball files.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
 /// Every setting, parsed.
 #[derive(Debug, Clone)]
@@ -81,6 +96,16 @@ pub struct Config {
     pub token_days: u64,
     /// `REGISTRY_PACKUMENT_CACHE_BYTES`: memory for rendered packuments (0 turns the cache off).
     pub packument_cache_bytes: usize,
+    /// `REGISTRY_HEADER_TIMEOUT_SECONDS`: local server; time allowed for a request's headers (0 = none).
+    pub header_timeout_seconds: u64,
+    /// `REGISTRY_IDLE_TIMEOUT_SECONDS`: local server; how long a keep-alive connection waits (0 = forever).
+    pub idle_timeout_seconds: u64,
+    /// `REGISTRY_BODY_TIMEOUT_SECONDS`: local server; longest pause in a body or response (0 = none).
+    pub body_timeout_seconds: u64,
+    /// `REGISTRY_BODY_MIN_BYTES_PER_SECOND`: local server; least average body rate (0 = none).
+    pub body_min_bytes_per_second: u64,
+    /// `REGISTRY_MAX_CONNECTIONS`: local server; most connections open at once (0 = no cap).
+    pub max_connections: usize,
 }
 
 fn parse_bool(key: &'static str, v: &str) -> Result<bool, ConfigError> {
@@ -209,6 +234,26 @@ impl Config {
                 .map(|v| parse_num("REGISTRY_PACKUMENT_CACHE_BYTES", &v))
                 .transpose()?
                 .unwrap_or(DEFAULT_PACKUMENT_CACHE_BYTES),
+            header_timeout_seconds: get("REGISTRY_HEADER_TIMEOUT_SECONDS")
+                .map(|v| parse_num("REGISTRY_HEADER_TIMEOUT_SECONDS", &v))
+                .transpose()?
+                .unwrap_or(DEFAULT_HEADER_TIMEOUT_SECONDS),
+            idle_timeout_seconds: get("REGISTRY_IDLE_TIMEOUT_SECONDS")
+                .map(|v| parse_num("REGISTRY_IDLE_TIMEOUT_SECONDS", &v))
+                .transpose()?
+                .unwrap_or(DEFAULT_IDLE_TIMEOUT_SECONDS),
+            body_timeout_seconds: get("REGISTRY_BODY_TIMEOUT_SECONDS")
+                .map(|v| parse_num("REGISTRY_BODY_TIMEOUT_SECONDS", &v))
+                .transpose()?
+                .unwrap_or(DEFAULT_BODY_TIMEOUT_SECONDS),
+            body_min_bytes_per_second: get("REGISTRY_BODY_MIN_BYTES_PER_SECOND")
+                .map(|v| parse_num("REGISTRY_BODY_MIN_BYTES_PER_SECOND", &v))
+                .transpose()?
+                .unwrap_or(DEFAULT_BODY_MIN_BYTES_PER_SECOND),
+            max_connections: get("REGISTRY_MAX_CONNECTIONS")
+                .map(|v| parse_num("REGISTRY_MAX_CONNECTIONS", &v))
+                .transpose()?
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
         };
         // By default two of the largest bodies at once: a burst of big publishes waits its
         // turn (503, Retry-After) instead of taking the process's memory.

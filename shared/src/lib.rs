@@ -7,5 +7,6 @@ pub mod domain;
 pub mod http;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod listener;
 pub mod server;
 pub mod storage;

@@ -2,7 +2,6 @@
 
 use clap::Parser;
 use registry::config::Config;
-use registry::http::{RouteGroup, router};
 
 /// Flags override the environment variables of the same setting (design.md, configuration contract).
 #[derive(Parser, Debug)]
@@ -81,26 +80,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         return Ok(());
     }
-    let mut config = config;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let bound = listener.local_addr()?;
-    // With port 0 the real port is known only now; links must use it.
-    config
-        .public_url
-        .get_or_insert_with(|| format!("http://{bound}"));
-    if !bound.ip().is_loopback() && config.auth == registry::config::AuthMode::Open {
-        tracing::warn!(%bound, "open mode on a non-loopback address: anyone who can reach it may publish");
-    }
-    // With aws storage this checks that the table and bucket exist (`server::open_stores`).
-    let state = registry::server::build_state(config)
-        .await
-        .unwrap_or_else(|e| refuse(e));
-    let app = router(state, &RouteGroup::ALL);
+    // With aws storage, building the state checks that the table and bucket exist.
+    let server = match registry::listener::LocalServer::bind(config).await {
+        Ok(server) => server,
+        Err(registry::listener::ServeError::Start(e)) => refuse(e),
+        Err(e) => return Err(e.into()),
+    };
     // Tests start the server on port 0 and read the real address from this line.
-    println!("registry listening on http://{bound}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    println!("registry listening on http://{}", server.local_addr()?);
+    server.serve(registry::listener::shutdown_signal()).await?;
     Ok(())
 }
 
@@ -109,20 +97,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn refuse(e: registry::server::StartError) -> ! {
     eprintln!("registry-server: {e}");
     std::process::exit(1);
-}
-
-async fn shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
