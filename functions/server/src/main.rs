@@ -71,9 +71,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await
             .unwrap_or_else(|e| refuse(e));
         println!(
-            "checked {} tarballs, removed {}",
+            "checked {} tarballs, removed {}, removed {} leftovers of interrupted uploads",
             report.checked,
-            report.removed.len()
+            report.removed.len(),
+            report.incomplete
         );
         for key in report.removed {
             println!("removed {}", key.as_str());
