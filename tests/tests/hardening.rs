@@ -96,9 +96,15 @@ async fn anonymous_writes_are_refused_before_the_body_and_github() {
 /// publish: someone without access learns nothing about it (here: that it is not base64).
 #[tokio::test]
 async fn the_attachment_is_untouched_until_the_caller_is_authorised() {
+    for backend in [Backend::local(), Backend::aws("untouched", S3Host::Same)] {
+        the_attachment_is_untouched_on(backend).await;
+    }
+}
+
+async fn the_attachment_is_untouched_on(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let world = World::start().await;
-    let server = world.server(tmp.path(), &Backend::local(), &[]);
+    let server = world.server(tmp.path(), &backend, &[]);
     let name = "@acme/secret";
     let (s, b) = publish(
         &server,
@@ -139,15 +145,15 @@ async fn the_attachment_is_untouched_until_the_caller_is_authorised() {
 /// repository is not readable (or starrable) anonymously; with it on, it is readable.
 #[tokio::test]
 async fn public_repositories_are_not_public_packages_unless_configured() {
-    for public_read in [false, true] {
+    for (public_read, backend) in [
+        (false, Backend::local()),
+        (true, Backend::local()),
+        (false, Backend::aws("publicread", S3Host::Same)),
+    ] {
         let tmp = tempfile::tempdir().unwrap();
         let world = World::start().await;
         let setting = public_read.to_string();
-        let server = world.server(
-            tmp.path(),
-            &Backend::local(),
-            &[("REGISTRY_PUBLIC_READ", &setting)],
-        );
+        let server = world.server(tmp.path(), &backend, &[("REGISTRY_PUBLIC_READ", &setting)]);
         let name = "@acme/public-lib";
         let (s, b) = publish(
             &server,
@@ -249,6 +255,16 @@ async fn a_publish_racing_a_rebind_does_not_undo_it() {
     )
     .await;
     assert_eq!(s, 201, "{b}");
+    // erin's identity is known before the race (GitHub's answer to /user is cached), so her
+    // publish reads the binding at once and then spends 300 ms on its one permission check.
+    let (s, b, _) = send(
+        Method::GET,
+        format!("{}/-/whoami", server.url),
+        Some(&erin_token),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
     world.github.set_delay(Duration::from_millis(300));
     // alice (admin of both) moves it to acme/other while erin (push on widgets only) publishes.
     let rebind = publish(
@@ -259,9 +275,10 @@ async fn a_publish_racing_a_rebind_does_not_undo_it() {
         Some("github:acme/other"),
     );
     let racer = async {
-        // Scheduled so that erin's check (300 ms) is still under way when alice's two checks
-        // (600 ms) end and her write lands: the interleaving the review found. The assertion
-        // below holds in every interleaving; this only makes the interesting one likely.
+        // Scheduled so that erin reads the old binding (at 400 ms) before alice's write lands
+        // (after her two checks, 600 ms) and writes after it (700 ms): the interleaving the
+        // review found. The assertion below holds in every interleaving; this only makes the
+        // interesting one likely.
         tokio::time::sleep(Duration::from_millis(400)).await;
         publish(
             &server,
@@ -294,9 +311,15 @@ async fn a_publish_racing_a_rebind_does_not_undo_it() {
 /// caller is authorised: not a no-op 200, not a revision in a 409, not which versions exist.
 #[tokio::test]
 async fn metadata_writes_answer_nothing_before_authorisation() {
+    for backend in [Backend::local(), Backend::aws("nothing", S3Host::Same)] {
+        metadata_writes_answer_nothing_on(backend).await;
+    }
+}
+
+async fn metadata_writes_answer_nothing_on(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let world = World::start().await;
-    let server = world.server(tmp.path(), &Backend::local(), &[]);
+    let server = world.server(tmp.path(), &backend, &[]);
     let name = "@acme/private";
     assert_eq!(
         publish(
