@@ -26,6 +26,10 @@ pub enum NameError {
     SpecialCharacters,
     #[error("'{0}' is not a valid package name")]
     Reserved(String),
+    #[error(
+        "new package names must not be '-' or end in '/-': request paths would read it as the registry's own '/-/'"
+    )]
+    Dash,
 }
 
 /// A package name that is safe to use in URLs and storage keys: `name` or `@scope/name`.
@@ -95,9 +99,14 @@ impl PackageName {
         })
     }
 
-    /// Parses a name for a package being created: lowercase, no `~'!()*`.
+    /// Parses a name for a package being created: lowercase, no `~'!()*`, and not `-` or
+    /// `@scope/-`, which could be published but not read back: `/-` is the registry's own
+    /// namespace, and API Gateway routes `/@scope/-/VERSION` to the tarball function.
     pub fn parse_new(name: &str) -> Result<Self, NameError> {
         let parsed = Self::parse(name)?;
+        if parsed.base_name() == "-" {
+            return Err(NameError::Dash);
+        }
         if name.chars().any(|c| c.is_ascii_uppercase()) {
             return Err(NameError::Uppercase);
         }
@@ -188,6 +197,21 @@ mod tests {
             PackageName::parse_new("wow!"),
             Err(NameError::SpecialCharacters)
         );
+    }
+
+    /// Found by fuzzing (shared/fuzz, target `names`): `@s/-` was creatable, but API Gateway sends
+    /// `GET /@s/-/1.0.0` to the tarball function (its literal `-` beats the version route's
+    /// variable), which answers 404; `-` passed as a new name although `/-` is the registry's own
+    /// namespace, so no request can reach it.
+    #[test]
+    fn a_dash_for_a_base_name_is_not_creatable() {
+        for n in ["-", "@s/-"] {
+            assert_eq!(PackageName::parse_new(n), Err(NameError::Dash), "{n}");
+            assert!(PackageName::parse(n).is_ok(), "{n} stays readable");
+        }
+        for n in ["-a", "a-", "@s/--", "@-/a", "@s/a-"] {
+            assert!(PackageName::parse_new(n).is_ok(), "{n}");
+        }
     }
 
     #[test]

@@ -1,0 +1,27 @@
+//! The I/O-free part of the `registry` crate (shared/), compiled from its own source files under
+//! the same module paths, for the fuzz targets. Nothing here is a copy: `#[path]` points at the
+//! files in shared/src, and build.rs lifts two items out of files that also do I/O.
+
+/// shared/src/domain, whole: names, versions, tags, publish documents, tarballs.
+#[path = "../../src/domain/mod.rs"]
+pub mod domain;
+
+#[doc(hidden)]
+#[path = "../../src/http/routes.rs"]
+pub mod routes_rs;
+
+#[doc(hidden)]
+#[path = "../../src/auth/tokens.rs"]
+pub mod tokens_rs;
+
+/// The route parser, shared/src/http/routes.rs.
+pub mod http {
+    pub use crate::routes_rs as routes;
+}
+
+/// Registry tokens (shared/src/auth/tokens.rs), `bearer` (from shared/src/auth/mod.rs) and
+/// `github::TokenKind` (from shared/src/auth/github.rs).
+pub mod auth {
+    pub use crate::tokens_rs as tokens;
+    include!(concat!(env!("OUT_DIR"), "/auth_items.rs"));
+}
