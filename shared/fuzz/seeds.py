@@ -161,8 +161,9 @@ def main():
         b"\x00token " + expired.encode(),
         b"\x00" + good.encode(),
         b"\x00Bearer " + good.rsplit(".", 1)[0].encode() + b".",
-        b"\x00Bearer ghp_0123456789abcdefABCDEF0123456789abcd",
-        b"\x00token github_pat_11AAAAAAA0123456789_abcdefghijklmnopqrstuvwxyz",
+        # GitHub token shapes, obviously fake.
+        b"\x00Bearer ghp_" + b"X" * 36,
+        b"\x00token github_pat_" + b"X" * 22 + b"_" + b"X" * 59,
         b"\x00Basic YWxpY2U6c2VjcmV0",
         b"\x01" + json.dumps({"alg": "HS256", "typ": "JWT"}).encode() + b"\x00" + json.dumps(claims).encode(),
         b"\x01" + json.dumps({"alg": "none"}).encode() + b"\x00" + json.dumps(claims).encode(),

@@ -10,10 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{
-    ApiError, AppState, RequestContext, Route, RouteLimit, json_response, parse_json, read_body,
-    route_limit,
-};
+use super::{ApiError, AppState, RequestContext, Route, json_response, parse_json, read_body};
 use crate::auth::tokens::{Lineage, TokenRecord};
 use crate::auth::{GithubAuth, Identity, token_namespace};
 
@@ -31,24 +28,12 @@ pub async fn handle(
             "web login is not available; npm falls back to the legacy login".into(),
         )),
         Route::LegacyLogin(user) => {
-            let body = read_body(
-                state,
-                body,
-                &ctx.headers,
-                route_limit(state, RouteLimit::Small),
-            )
-            .await?;
+            let body = read_body(state, body, ctx).await?;
             login(state, &user, body.bytes()).await
         }
         Route::TokensList => list_tokens(github(state)?, ctx).await,
         Route::TokenCreate => {
-            let body = read_body(
-                state,
-                body,
-                &ctx.headers,
-                route_limit(state, RouteLimit::Small),
-            )
-            .await?;
+            let body = read_body(state, body, ctx).await?;
             create_token(github(state)?, ctx, body.bytes()).await
         }
         Route::TokenDelete(key) => revoke_token(github(state)?, ctx, &key).await,

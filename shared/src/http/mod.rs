@@ -56,6 +56,9 @@ pub struct RequestContext {
     pub base_url: String,
     /// Who is calling.
     pub caller: Caller,
+    /// The most body bytes this request's route reads (`body_limit_of`); 0 for routes that
+    /// read none.
+    pub body_limit: usize,
 }
 
 impl AppState {
@@ -260,16 +263,16 @@ fn too_large(limit: usize) -> ApiError {
     ))
 }
 
-/// Reads a request body of at most `limit` bytes (larger ones get 413), reserving its size in
-/// the process-wide budget of bodies held at once first (an exhausted budget is a 503 with
-/// `Retry-After`, before a byte is read).
+/// Reads a request body of at most its route's limit (`RequestContext::body_limit`; larger ones
+/// get 413), reserving its size in the process-wide budget of bodies held at once first (an
+/// exhausted budget is a 503 with `Retry-After`, before a byte is read).
 pub async fn read_body(
     state: &AppState,
     body: Body,
-    headers: &HeaderMap,
-    limit: usize,
+    ctx: &RequestContext,
 ) -> Result<ReadBody, ApiError> {
-    let declared = declared_length(headers);
+    let limit = ctx.body_limit;
+    let declared = declared_length(&ctx.headers);
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large(limit));
     }
@@ -430,7 +433,10 @@ async fn dispatch(state: Arc<AppState>, groups: &[RouteGroup], request: Request)
             match caller {
                 Err(e) => e.into_response(),
                 Ok(caller) => {
+                    let body_limit =
+                        body_limit_of(&route).map_or(0, |limit| route_limit(&state, limit));
                     let ctx = RequestContext {
+                        body_limit,
                         base_url: base_url(&state.config, &parts.headers),
                         headers: parts.headers,
                         path_and_query,

@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::tarball::version_from_file;
 use super::{
-    ApiError, AppState, RequestContext, RetryableError, Route, RouteLimit, json_response,
-    read_body, retry_on_conflict, route_limit,
+    ApiError, AppState, RequestContext, RetryableError, Route, json_response, read_body,
+    retry_on_conflict,
 };
 use crate::auth::{Action, AuthError};
 use crate::domain::publish::{self, MetadataUpdate, PendingPublish, PutDocument, ValidPublish};
@@ -29,13 +29,7 @@ pub async fn handle(
 ) -> Result<Response, ApiError> {
     match route {
         Route::PutPackage(name, rev) => {
-            let body = read_body(
-                state,
-                body,
-                &ctx.headers,
-                route_limit(state, RouteLimit::Publish),
-            )
-            .await?;
+            let body = read_body(state, body, ctx).await?;
             // The body moves into the parsed document: a publish's tarball stays one buffer
             // (base64 text, a slice of the body) until the caller is authorised.
             let (bytes, _in_flight) = body.into_parts();
@@ -49,13 +43,7 @@ pub async fn handle(
         Route::DeletePackage(name, rev) => unpublish_package(state, ctx, &name, &rev).await,
         Route::DeleteTarball(name, file, _rev) => delete_tarball(state, ctx, &name, &file).await,
         Route::DistTagSet(name, tag) => {
-            let body = read_body(
-                state,
-                body,
-                &ctx.headers,
-                route_limit(state, RouteLimit::Small),
-            )
-            .await?;
+            let body = read_body(state, body, ctx).await?;
             set_dist_tag(state, ctx, &name, &tag, body.bytes()).await
         }
         Route::DistTagDelete(name, tag) => delete_dist_tag(state, ctx, &name, &tag).await,
