@@ -58,6 +58,12 @@ pub enum Identity {
     Anonymous,
     /// A GitHub login.
     User(String),
+    /// A GitHub App installation token (`ghs_`, which is also what a workflow's `GITHUB_TOKEN`
+    /// is): it acts for no user, may read what the installation reaches, and never writes.
+    Installation,
+    /// A GitHub Actions run holding a trusted-publishing token, as its verified ID token
+    /// described it at the exchange: it may publish the one package the token was minted for.
+    Workflow(Box<WorkflowRun>),
 }
 
 impl Identity {
@@ -66,8 +72,53 @@ impl Identity {
         match self {
             Identity::Anonymous => "anonymous",
             Identity::User(u) => u,
+            Identity::Installation => "github-app-installation",
+            Identity::Workflow(run) => &run.repository,
         }
     }
+}
+
+/// A GitHub Actions run, from the claims of its OIDC ID token (verified before this is made).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct WorkflowRun {
+    /// `owner/repo` the workflow runs in.
+    pub repository: String,
+    /// The repository owner's numeric id (pinned by trust configurations).
+    pub repository_owner_id: String,
+    /// `owner/repo/.github/workflows/FILE@REF`.
+    pub workflow_ref: String,
+    /// The deployment environment of the job, if any.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// The event that started the run (`push`, `release`, `workflow_dispatch`, ...).
+    pub event_name: String,
+    /// The run's id.
+    pub run_id: String,
+    /// The attempt of the run.
+    pub run_attempt: String,
+    /// The commit the run is for.
+    pub sha: String,
+    /// The git ref the run is for (`refs/heads/main`, `refs/tags/v1.0.0`).
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+}
+
+/// What kind of credential a request came with, for the audit log (never the credential).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialKind {
+    /// None (anonymous, or open mode).
+    None,
+    /// A GitHub token acting for a user (classic, fine-grained, OAuth or app user token).
+    GithubToken,
+    /// A GitHub App installation token (`ghs_`, a workflow's `GITHUB_TOKEN`).
+    GithubInstallationToken,
+    /// A registry token from `npm login` or `npm token create`.
+    RegistryToken,
+    /// A read-only registry token.
+    RegistryReadOnlyToken,
+    /// A registry token minted by the trusted-publishing exchange.
+    TrustedPublishing,
 }
 
 /// An authorisation refusal.
@@ -140,6 +191,18 @@ impl Caller {
     /// The registry token the request came with, if any.
     pub fn registry_token(&self) -> Option<&RegistryTokenUse> {
         self.registry_token.as_ref()
+    }
+
+    /// What kind of credential the request came with.
+    pub fn credential_kind(&self) -> CredentialKind {
+        match (&self.identity, &self.registry_token) {
+            (Identity::Anonymous, _) => CredentialKind::None,
+            (Identity::Installation, _) => CredentialKind::GithubInstallationToken,
+            (Identity::Workflow(_), _) => CredentialKind::TrustedPublishing,
+            (Identity::User(_), Some(t)) if t.readonly => CredentialKind::RegistryReadOnlyToken,
+            (Identity::User(_), Some(_)) => CredentialKind::RegistryToken,
+            (Identity::User(_), None) => CredentialKind::GithubToken,
+        }
     }
 }
 
@@ -243,6 +306,15 @@ pub fn decide(
             action.verb(),
             action.needs().as_str(),
             access.repo
+        ))),
+        Identity::Installation => Err(AuthError::Forbidden(format!(
+            "a GitHub App installation token (such as a workflow's GITHUB_TOKEN) may only read; it cannot {} {package}: publish from CI with trusted publishing (npm trust github)",
+            action.verb()
+        ))),
+        Identity::Workflow(run) => Err(AuthError::Forbidden(format!(
+            "the trusted-publishing token of workflow {} cannot {} {package}",
+            run.workflow_ref,
+            action.verb()
         ))),
         Identity::User(login) => Err(AuthError::Forbidden(match &access.token_limit {
             // The user may, the token they sent may not (`github::token_ceiling`): say so.

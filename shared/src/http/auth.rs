@@ -53,12 +53,17 @@ fn signed_in(ctx: &RequestContext) -> Result<&str, ApiError> {
         Identity::Anonymous => Err(ApiError::Unauthorized(
             "authentication required: log in with npm login or put a GitHub token in .npmrc".into(),
         )),
+        Identity::Installation | Identity::Workflow(_) => Err(ApiError::Forbidden(
+            "this credential acts for no GitHub user: tokens are managed with a user's GitHub token or npm login".into(),
+        )),
     }
 }
 
 fn whoami(state: &AppState, ctx: &RequestContext) -> Result<Response, ApiError> {
     let username = match (&ctx.caller.identity, state.auth.github()) {
-        (Identity::User(login), _) => login.as_str(),
+        (Identity::User(_) | Identity::Installation | Identity::Workflow(_), _) => {
+            ctx.caller.identity.username()
+        }
         (Identity::Anonymous, None) => "anonymous",
         (Identity::Anonymous, Some(_)) => signed_in(ctx)?,
     };
