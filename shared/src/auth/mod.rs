@@ -19,6 +19,7 @@ use sha2::Digest;
 
 use self::github::{Fetched, GithubApi, GithubError, RepoAccess, Role};
 use self::tokens::{TokenKeys, TokenRecord};
+pub use crate::domain::trust::WorkflowRun;
 use crate::domain::{PackageName, RepoRef};
 use crate::storage::KvStore;
 
@@ -76,31 +77,6 @@ impl Identity {
             Identity::Workflow(run) => &run.repository,
         }
     }
-}
-
-/// A GitHub Actions run, from the claims of its OIDC ID token (verified before this is made).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct WorkflowRun {
-    /// `owner/repo` the workflow runs in.
-    pub repository: String,
-    /// The repository owner's numeric id (pinned by trust configurations).
-    pub repository_owner_id: String,
-    /// `owner/repo/.github/workflows/FILE@REF`.
-    pub workflow_ref: String,
-    /// The deployment environment of the job, if any.
-    #[serde(default)]
-    pub environment: Option<String>,
-    /// The event that started the run (`push`, `release`, `workflow_dispatch`, ...).
-    pub event_name: String,
-    /// The run's id.
-    pub run_id: String,
-    /// The attempt of the run.
-    pub run_attempt: String,
-    /// The commit the run is for.
-    pub sha: String,
-    /// The git ref the run is for (`refs/heads/main`, `refs/tags/v1.0.0`).
-    #[serde(rename = "ref")]
-    pub git_ref: String,
 }
 
 /// What kind of credential a request came with, for the audit log (never the credential).

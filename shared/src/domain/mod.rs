@@ -9,6 +9,7 @@ pub mod publish;
 pub mod repository;
 mod tag;
 pub mod tarball;
+pub mod trust;
 
 pub use manifest::Manifest;
 pub use name::{NameError, PackageName};

@@ -1,0 +1,289 @@
+//! Trusted publishing: which CI workflow runs may publish a package without a stored token, and
+//! whether a given run is one of them. Pure; the exchange and the `/-/package/NAME/trust` routes
+//! decide with these.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::RepoRef;
+
+/// The permission `npm trust github --allow-publish` asks for.
+pub const PERMISSION_CREATE_PACKAGE: &str = "createPackage";
+
+/// Events a trusted publish is never accepted from: they run a base repository's workflow on
+/// behalf of code or input an outsider controls (crates.io refuses the same two).
+pub const REFUSED_EVENTS: [&str; 2] = ["pull_request_target", "workflow_run"];
+
+/// A GitHub Actions run, from the claims of its OIDC ID token (verified before this is made).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowRun {
+    /// `owner/repo` the workflow runs in.
+    pub repository: String,
+    /// The repository owner's numeric id (pinned by trust configurations).
+    pub repository_owner_id: String,
+    /// `owner/repo/.github/workflows/FILE@REF`.
+    pub workflow_ref: String,
+    /// The deployment environment of the job, if any.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// The event that started the run (`push`, `release`, `workflow_dispatch`, ...).
+    pub event_name: String,
+    /// The run's id.
+    pub run_id: String,
+    /// The attempt of the run.
+    pub run_attempt: String,
+    /// The commit the run is for.
+    pub sha: String,
+    /// The git ref the run is for (`refs/heads/main`, `refs/tags/v1.0.0`).
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+}
+
+impl WorkflowRun {
+    /// The workflow file name from `workflow_ref` (`publish.yml`), if it is in the repository's
+    /// `.github/workflows/` folder.
+    pub fn workflow_file(&self) -> Option<&str> {
+        let path = self
+            .workflow_ref
+            .split_once('@')
+            .map_or(self.workflow_ref.as_str(), |(p, _)| p);
+        let rest = strip_prefix_ignore_case(path, &self.repository)?;
+        let file = rest.strip_prefix("/.github/workflows/")?;
+        (!file.is_empty() && !file.contains('/')).then_some(file)
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
+/// One trusted-publishing configuration of a package: GitHub Actions runs of `workflow_file` in
+/// `repository` (and `environment`, when set) may exchange their ID token for a publish token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustConfiguration {
+    /// Its id (what `npm trust revoke --id` names).
+    pub id: String,
+    /// The repository whose workflows are trusted.
+    pub repository: RepoRef,
+    /// The numeric id of the repository's owner when the configuration was made: an owner
+    /// deleted and re-created under the same name has another id and inherits nothing.
+    pub repository_owner_id: String,
+    /// The workflow file name (`publish.yml`), in the repository's `.github/workflows/`.
+    pub workflow_file: String,
+    /// The deployment environment the job must run in, if any.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// What runs may do (npm's names: `createPackage`).
+    pub permissions: Vec<String>,
+    /// When it was made.
+    pub created: DateTime<Utc>,
+    /// The GitHub login that made it.
+    pub created_by: String,
+}
+
+/// Why a run does not match a configuration: the check that failed, for the exchange's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrustMismatch {
+    /// The run's event is one trusted publishing never accepts.
+    #[error("workflow runs triggered by {0} may not publish")]
+    RefusedEvent(String),
+    /// Another repository.
+    #[error("repository {run} is not {configured}")]
+    Repository { run: String, configured: String },
+    /// Same name, another owner (deleted and re-created).
+    #[error(
+        "the owner of repository {0} is not the one the configuration was made for (owner id differs)"
+    )]
+    OwnerId(String),
+    /// Another workflow file.
+    #[error("workflow {run} is not .github/workflows/{configured}")]
+    Workflow { run: String, configured: String },
+    /// The environment differs (or the job ran in none).
+    #[error("environment {run} is not {configured}")]
+    Environment { run: String, configured: String },
+    /// The configuration does not allow publishing.
+    #[error("the configuration does not allow publishing (permissions: {0})")]
+    NoPublishPermission(String),
+}
+
+impl TrustConfiguration {
+    /// Whether `run` is one this configuration trusts to publish; the error names the first
+    /// check that failed.
+    pub fn admits(&self, run: &WorkflowRun) -> Result<(), TrustMismatch> {
+        if REFUSED_EVENTS.contains(&run.event_name.as_str()) {
+            return Err(TrustMismatch::RefusedEvent(run.event_name.clone()));
+        }
+        if !run
+            .repository
+            .eq_ignore_ascii_case(&self.repository.to_string())
+        {
+            return Err(TrustMismatch::Repository {
+                run: run.repository.clone(),
+                configured: self.repository.to_string(),
+            });
+        }
+        if run.repository_owner_id != self.repository_owner_id {
+            return Err(TrustMismatch::OwnerId(self.repository.to_string()));
+        }
+        if run.workflow_file() != Some(self.workflow_file.as_str()) {
+            return Err(TrustMismatch::Workflow {
+                run: run.workflow_ref.clone(),
+                configured: self.workflow_file.clone(),
+            });
+        }
+        if let Some(configured) = &self.environment {
+            let matches = run
+                .environment
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(configured));
+            if !matches {
+                return Err(TrustMismatch::Environment {
+                    run: run.environment.clone().unwrap_or_else(|| "(none)".into()),
+                    configured: configured.clone(),
+                });
+            }
+        }
+        if !self
+            .permissions
+            .iter()
+            .any(|p| p == PERMISSION_CREATE_PACKAGE)
+        {
+            return Err(TrustMismatch::NoPublishPermission(
+                self.permissions.join(", "),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The configuration as npm sends and reads it (`npm trust list` prints from this).
+    pub fn to_wire(&self) -> serde_json::Value {
+        let mut claims = serde_json::json!({
+            "repository": self.repository.to_string(),
+            "workflow_ref": { "file": self.workflow_file },
+        });
+        if let Some(env) = &self.environment {
+            claims["environment"] = serde_json::Value::String(env.clone());
+        }
+        serde_json::json!({
+            "id": self.id,
+            "type": "github",
+            "claims": claims,
+            "permissions": self.permissions,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run() -> WorkflowRun {
+        WorkflowRun {
+            repository: "Acme/Widgets".into(),
+            repository_owner_id: "42".into(),
+            workflow_ref: "Acme/Widgets/.github/workflows/publish.yml@refs/heads/main".into(),
+            environment: Some("npm".into()),
+            event_name: "push".into(),
+            run_id: "1".into(),
+            run_attempt: "1".into(),
+            sha: "abc".into(),
+            git_ref: "refs/heads/main".into(),
+        }
+    }
+
+    fn config() -> TrustConfiguration {
+        TrustConfiguration {
+            id: "t1".into(),
+            repository: RepoRef::new("acme", "widgets").unwrap(),
+            repository_owner_id: "42".into(),
+            workflow_file: "publish.yml".into(),
+            environment: Some("NPM".into()),
+            permissions: vec![PERMISSION_CREATE_PACKAGE.into()],
+            created: Utc::now(),
+            created_by: "alice".into(),
+        }
+    }
+
+    #[test]
+    fn the_configured_run_is_admitted() {
+        assert_eq!(run().workflow_file(), Some("publish.yml"));
+        assert_eq!(config().admits(&run()), Ok(()));
+    }
+
+    #[test]
+    fn every_other_run_is_refused_for_the_check_that_failed() {
+        let cases: Vec<(fn(&mut WorkflowRun), &str)> = vec![
+            (
+                |r| r.event_name = "pull_request_target".into(),
+                "pull_request_target",
+            ),
+            (|r| r.event_name = "workflow_run".into(), "workflow_run"),
+            (
+                |r| r.repository = "acme/other".into(),
+                "repository acme/other",
+            ),
+            (|r| r.repository_owner_id = "43".into(), "owner id differs"),
+            (
+                |r| r.workflow_ref = "Acme/Widgets/.github/workflows/ci.yml@refs/heads/main".into(),
+                "is not .github/workflows/publish.yml",
+            ),
+            (
+                |r| {
+                    r.workflow_ref =
+                        "Acme/Other/.github/workflows/publish.yml@refs/heads/main".into()
+                },
+                "is not .github/workflows/publish.yml",
+            ),
+            (
+                |r| r.workflow_ref = "Acme/Widgets/.github/workflows/sub/publish.yml@x".into(),
+                "is not .github/workflows/publish.yml",
+            ),
+            (
+                |r| r.environment = Some("staging".into()),
+                "environment staging",
+            ),
+            (|r| r.environment = None, "environment (none)"),
+        ];
+        for (change, expected) in cases {
+            let mut r = run();
+            change(&mut r);
+            let refusal = config().admits(&r).unwrap_err().to_string();
+            assert!(
+                refusal.contains(expected),
+                "{refusal:?} should mention {expected:?}"
+            );
+        }
+        let no_permission = TrustConfiguration {
+            permissions: vec!["createStagedPackage".into()],
+            ..config()
+        };
+        assert!(matches!(
+            no_permission.admits(&run()),
+            Err(TrustMismatch::NoPublishPermission(_))
+        ));
+        let any_env = TrustConfiguration {
+            environment: None,
+            ..config()
+        };
+        assert_eq!(
+            any_env.admits(&WorkflowRun {
+                environment: None,
+                ..run()
+            }),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn wire_shape_is_what_npm_trust_prints_from() {
+        let wire = config().to_wire();
+        assert_eq!(wire["type"], "github");
+        assert_eq!(wire["claims"]["repository"], "acme/widgets");
+        assert_eq!(wire["claims"]["workflow_ref"]["file"], "publish.yml");
+        assert_eq!(wire["claims"]["environment"], "NPM");
+        assert_eq!(wire["permissions"][0], "createPackage");
+        assert_eq!(wire["id"], "t1");
+    }
+}
