@@ -214,7 +214,8 @@ mod tests {
 
     #[test]
     fn every_other_run_is_refused_for_the_check_that_failed() {
-        let cases: Vec<(fn(&mut WorkflowRun), &str)> = vec![
+        type Change = fn(&mut WorkflowRun);
+        let cases: Vec<(Change, &str)> = vec![
             (
                 |r| r.event_name = "pull_request_target".into(),
                 "pull_request_target",
