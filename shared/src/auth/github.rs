@@ -71,6 +71,42 @@ pub struct TokenLimit {
     pub reason: String,
 }
 
+/// The repositories a GitHub App installation token reaches, as `GET /installation/repositories`
+/// lists them (its first page: enough to tell a caller what the token can read).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallationReach {
+    /// How many repositories the token reaches (`total_count`).
+    pub total: u64,
+    /// `owner/name` of the first of them, in GitHub's order.
+    pub repositories: Vec<String>,
+}
+
+impl InstallationReach {
+    /// How many repositories a refusal names before it says "and N more".
+    pub const NAMED: usize = 10;
+
+    /// "acme/a, acme/b and 3 more", or "no repository".
+    pub fn describe(&self) -> String {
+        let named: Vec<&str> = self
+            .repositories
+            .iter()
+            .take(Self::NAMED)
+            .map(String::as_str)
+            .collect();
+        if named.is_empty() {
+            return "no repository".into();
+        }
+        // `total_count` counts every page; the names are from the first one only.
+        let more = self.total.saturating_sub(named.len() as u64);
+        let list = named.join(", ");
+        match more {
+            0 if named.len() == 1 => format!("only {list}"),
+            0 => format!("only these {} repositories: {list}", named.len()),
+            n => format!("{} repositories: {list} and {n} more", self.total),
+        }
+    }
+}
+
 /// A GitHub token's kind, from the prefix GitHub documents for each
 /// (docs.github.com/en/authentication/keeping-your-account-and-data-secure/about-authentication-to-github#githubs-token-formats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,6 +294,20 @@ pub trait GithubApi: Send + Sync {
         repo: &RepoRef,
         etag: Option<&str>,
     ) -> Result<Fetched<RepoAccess>, GithubError>;
+    /// `GET /repos/{owner}/{repo}` with an installation token: 200 means the token reaches the
+    /// repository (pull), 404 that it does not.
+    async fn installation_repo(
+        &self,
+        token: &str,
+        repo: &RepoRef,
+        etag: Option<&str>,
+    ) -> Result<Fetched<RepoAccess>, GithubError>;
+    /// `GET /installation/repositories` with an installation token: what it reaches.
+    async fn installation_repositories(
+        &self,
+        token: &str,
+        etag: Option<&str>,
+    ) -> Result<Fetched<InstallationReach>, GithubError>;
 }
 
 /// The real client: octocrab against `GITHUB_API_URL` (GitHub Enterprise Server works by
@@ -548,12 +598,7 @@ impl GithubApi for OctocrabGithub {
             user_role,
             reason: reason.unwrap_or_default(),
         });
-        let canonical = v["full_name"]
-            .as_str()
-            .and_then(|f| f.split_once('/'))
-            .and_then(|(o, n)| RepoRef::new(o, n))
-            .filter(|r| r == repo)
-            .unwrap_or_else(|| repo.clone());
+        let canonical = canonical(&v, repo);
         let validator = etag.map(|etag| {
             Validator {
                 judged_by: judged_by(token, scopes.as_deref()),
@@ -571,11 +616,151 @@ impl GithubApi for OctocrabGithub {
             validator,
         ))
     }
+
+    async fn installation_repo(
+        &self,
+        token: &str,
+        repo: &RepoRef,
+        etag: Option<&str>,
+    ) -> Result<Fetched<RepoAccess>, GithubError> {
+        let path = format!("/repos/{}/{}", repo.owner, repo.name);
+        match self.get(&path, Some(token), etag).await? {
+            Reply::NotModified { .. } => Ok(Fetched::NotModified),
+            Reply::Ok { body, etag, .. } => {
+                Ok(Fetched::Fresh(installation_access(Some(&body), repo), etag))
+            }
+            Reply::NotFound => Ok(Fetched::Fresh(installation_access(None, repo), None)),
+            Reply::Forbidden(message) => {
+                Err(GithubError::Unavailable(format!("HTTP 403: {message}")))
+            }
+        }
+    }
+
+    async fn installation_repositories(
+        &self,
+        token: &str,
+        etag: Option<&str>,
+    ) -> Result<Fetched<InstallationReach>, GithubError> {
+        match self
+            .get("/installation/repositories?per_page=100", Some(token), etag)
+            .await?
+        {
+            Reply::NotModified { .. } => Ok(Fetched::NotModified),
+            Reply::Ok { body, etag, .. } => Ok(Fetched::Fresh(reach_of(&body), etag)),
+            Reply::NotFound => Err(GithubError::Unavailable("HTTP 404".into())),
+            Reply::Forbidden(message) => {
+                Err(GithubError::Unavailable(format!("HTTP 403: {message}")))
+            }
+        }
+    }
+}
+
+/// A repository answer's canonical name: GitHub's `full_name` when it names `repo` (in any
+/// case), else `repo` as asked.
+fn canonical(body: &serde_json::Value, repo: &RepoRef) -> RepoRef {
+    body["full_name"]
+        .as_str()
+        .and_then(|f| f.split_once('/'))
+        .and_then(|(o, n)| RepoRef::new(o, n))
+        .filter(|r| r == repo)
+        .unwrap_or_else(|| repo.clone())
+}
+
+/// What an installation token may do in a repository, from GitHub's answer to `GET /repos/…`
+/// (`None` for a 404). GitHub documents no `permissions` for a caller that is no user, so only
+/// the answer's existence counts: reaching a repository is reading it, never writing.
+fn installation_access(body: Option<&serde_json::Value>, repo: &RepoRef) -> RepoAccess {
+    match body {
+        Some(v) => RepoAccess {
+            repo: canonical(v, repo),
+            private: v["private"].as_bool().unwrap_or(true),
+            role: Role::Pull,
+            token_limit: None,
+        },
+        None => RepoAccess {
+            repo: repo.clone(),
+            private: true,
+            role: Role::None,
+            token_limit: None,
+        },
+    }
+}
+
+/// The reach in an answer of `GET /installation/repositories`.
+fn reach_of(body: &serde_json::Value) -> InstallationReach {
+    let repositories: Vec<String> = body["repositories"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|r| r["full_name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    InstallationReach {
+        total: body["total_count"]
+            .as_u64()
+            .unwrap_or(repositories.len() as u64),
+        repositories,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reaches_are_described_with_a_bounded_list() {
+        let reach = |total: u64, n: usize| InstallationReach {
+            total,
+            repositories: (0..n).map(|i| format!("acme/r{i}")).collect(),
+        };
+        assert_eq!(reach(0, 0).describe(), "no repository");
+        assert_eq!(reach(1, 1).describe(), "only acme/r0");
+        assert_eq!(
+            reach(2, 2).describe(),
+            "only these 2 repositories: acme/r0, acme/r1"
+        );
+        let many = reach(250, 100).describe();
+        assert!(
+            many.starts_with("250 repositories: acme/r0, ")
+                && many.ends_with("acme/r9 and 240 more"),
+            "{many}"
+        );
+        // A total smaller than the list GitHub sent (it changed in between) never underflows.
+        assert_eq!(
+            reach(1, 2).describe(),
+            "only these 2 repositories: acme/r0, acme/r1"
+        );
+    }
+
+    #[test]
+    fn an_installation_reads_what_it_reaches_and_nothing_else() {
+        let repo = RepoRef::new("acme", "widgets").unwrap();
+        // Whatever `permissions` the body might carry, reaching it is pull.
+        let body = serde_json::json!({
+            "full_name": "Acme/Widgets", "private": true,
+            "permissions": { "admin": true, "push": true, "pull": true }
+        });
+        let reached = installation_access(Some(&body), &repo);
+        assert_eq!(reached.role, Role::Pull);
+        assert_eq!(reached.repo.to_string(), "Acme/Widgets");
+        assert!(reached.private);
+        let public = installation_access(Some(&serde_json::json!({ "private": false })), &repo);
+        assert!(!public.private && public.role == Role::Pull);
+        let missing = installation_access(None, &repo);
+        assert_eq!((missing.role, missing.private), (Role::None, true));
+        assert_eq!(
+            reach_of(&serde_json::json!({
+                "total_count": 3,
+                "repositories": [{ "full_name": "acme/a" }, { "name": "no-full-name" }]
+            })),
+            InstallationReach {
+                total: 3,
+                repositories: vec!["acme/a".into()]
+            }
+        );
+        assert_eq!(reach_of(&serde_json::json!({})).total, 0);
+    }
 
     #[test]
     fn token_kinds_follow_githubs_prefixes() {

@@ -17,7 +17,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::Digest;
 
-use self::github::{Fetched, GithubApi, GithubError, RepoAccess, Role};
+use self::github::{
+    Fetched, GithubApi, GithubError, GithubUser, InstallationReach, RepoAccess, Role, TokenKind,
+};
 use self::tokens::{TokenKeys, TokenRecord};
 pub use crate::domain::trust::WorkflowRun;
 use crate::domain::{PackageName, RepoRef};
@@ -182,6 +184,54 @@ impl Caller {
     }
 }
 
+/// Whom a GitHub token acts for, as `GET /user` told (cached by the token's hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenOwner {
+    /// A user.
+    User(GithubUser),
+    /// A GitHub App installation (a `ghs_` token, such as a workflow's `GITHUB_TOKEN`).
+    Installation,
+}
+
+/// GitHub's message when an installation token calls an endpoint meant for users (`GET /user`).
+const NOT_BY_INTEGRATION: &str = "Resource not accessible by integration";
+
+/// Whether GitHub's 403 to `GET /user` (`message`) says that `token` is an installation token:
+/// GitHub's message for integrations, or a token with the installation prefix. Another 403
+/// stays a refusal: the registry does not guess what else a token might be.
+pub fn is_installation_refusal(token: &str, message: &str) -> bool {
+    TokenKind::of(token) == TokenKind::Installation
+        || message
+            .to_ascii_lowercase()
+            .contains(&NOT_BY_INTEGRATION.to_ascii_lowercase())
+}
+
+/// The refusal of any write by an installation token, which only reads.
+pub fn installation_write_refused() -> AuthError {
+    AuthError::Forbidden(
+        "a GitHub App installation token (such as a workflow's GITHUB_TOKEN) only reads packages: it cannot publish, change, unpublish or deprecate them, nor manage tokens. Publish from CI with trusted publishing: npm trust github <package> --repo <owner/repo> --file <workflow.yml>, then npm publish in that workflow (permissions: id-token: write) with no token".into(),
+    )
+}
+
+/// Whether `headers` carry a token whose prefix marks it as an installation token: a write
+/// with one is refused before GitHub is asked anything.
+pub fn bears_installation_token(headers: &HeaderMap) -> bool {
+    bearer(headers).is_some_and(|t| TokenKind::of(t) == TokenKind::Installation)
+}
+
+/// What an installation caller is told for a package that is missing or that it cannot read
+/// (the same answer for both): the name is not found, and what the token does reach.
+pub fn not_reached(package: &PackageName, reach: Option<&InstallationReach>) -> String {
+    let reaches = match reach {
+        Some(r) => format!("it reaches {}", r.describe()),
+        None => "GitHub did not list its repositories just now".into(),
+    };
+    format!(
+        "package '{package}' not found. The token in .npmrc is a GitHub App installation token (such as a workflow's GITHUB_TOKEN); it reads packages bound to repositories it reaches and to public ones, and {reaches}. A workflow's GITHUB_TOKEN reaches only its own repository: to install packages of other private repositories, use an installation token that includes them (for example from actions/create-github-app-token)"
+    )
+}
+
 /// GitHub-mode settings.
 #[derive(Debug, Clone)]
 pub struct GithubSettings {
@@ -318,7 +368,7 @@ fn unavailable(e: GithubError) -> AuthError {
             "GitHub does not accept the token in .npmrc (bad credentials); use a valid GitHub token or run npm login".into(),
         ),
         GithubError::NotAUser(m) => AuthError::Unauthenticated(format!(
-            "the token in .npmrc does not act for a GitHub user (GitHub: {m}); GitHub App installation tokens cannot be used here: use a personal access token or run npm login"
+            "the token in .npmrc does not act for a GitHub user (GitHub: {m}); use a personal access token or run npm login"
         )),
         GithubError::RateLimited(m) => AuthError::Unavailable(format!(
             "GitHub's API rate limit for this token is exhausted ({m}); the registry cannot check permissions now, retry later"
@@ -511,16 +561,31 @@ impl GithubAuth {
                 }),
             });
         }
-        let user = self.user(token).await?;
+        let identity = match self.token_owner(token).await? {
+            TokenOwner::User(user) => Identity::User(user.login),
+            TokenOwner::Installation => Identity::Installation,
+        };
         Ok(Caller {
-            identity: Identity::User(user.login),
+            identity,
             github_token: Some(Secret(token.to_string())),
             registry_token: None,
         })
     }
 
-    /// The GitHub user a token belongs to (cached by the token's hash, and so is a refusal).
-    pub async fn user(&self, token: &str) -> Result<github::GithubUser, AuthError> {
+    /// The GitHub user a token belongs to; an installation token has none (`npm login`).
+    pub async fn user(&self, token: &str) -> Result<GithubUser, AuthError> {
+        match self.token_owner(token).await? {
+            TokenOwner::User(user) => Ok(user),
+            TokenOwner::Installation => Err(AuthError::Unauthenticated(
+                "a GitHub App installation token (such as a workflow's GITHUB_TOKEN) acts for no user and cannot log in: put it in .npmrc as it is to install packages; publish from CI with trusted publishing (npm trust github)".into(),
+            )),
+        }
+    }
+
+    /// Whom a token acts for (cached by the token's hash, and so is a refusal). An
+    /// installation token is recognised by GitHub's 403 to `GET /user`, and cached as such
+    /// with the same fresh and stale rules as a user.
+    pub async fn token_owner(&self, token: &str) -> Result<TokenOwner, AuthError> {
         let token_hash = hash(token);
         let now = Utc::now();
         let recently_refused = self
@@ -533,11 +598,24 @@ impl GithubAuth {
             return Err(unavailable(GithubError::BadCredentials));
         }
         let api = self.api.clone();
+        // Its own key: answers cached under `user/` before installations were recognised
+        // hold a bare user, and expire on their own.
         let answer = self
             .cached(
-                &format!("user/{token_hash}"),
+                &format!("owner/{token_hash}"),
                 Freshness::Cached,
-                |etag| async move { api.user(token, etag.as_deref()).await },
+                |etag| async move {
+                    match api.user(token, etag.as_deref()).await {
+                        Ok(Fetched::Fresh(user, etag)) => {
+                            Ok(Fetched::Fresh(TokenOwner::User(user), etag))
+                        }
+                        Ok(Fetched::NotModified) => Ok(Fetched::NotModified),
+                        Err(GithubError::NotAUser(m)) if is_installation_refusal(token, &m) => {
+                            Ok(Fetched::Fresh(TokenOwner::Installation, None))
+                        }
+                        Err(e) => Err(e),
+                    }
+                },
             )
             .await;
         if let Err(GithubError::BadCredentials) = &answer
@@ -559,6 +637,21 @@ impl GithubAuth {
         freshness: Freshness,
     ) -> Result<RepoAccess, AuthError> {
         let token = caller.github_token();
+        if let (Identity::Installation, Some(token)) = (&caller.identity, token) {
+            let key = format!(
+                "installation-repo/{}/{}/{}",
+                hash(token),
+                repo.owner.to_ascii_lowercase(),
+                repo.name.to_ascii_lowercase()
+            );
+            let api = self.api.clone();
+            return self
+                .cached(&key, freshness, |etag| async move {
+                    api.installation_repo(token, repo, etag.as_deref()).await
+                })
+                .await
+                .map_err(unavailable);
+        }
         let key = format!(
             "repo/{}/{}/{}",
             token.map_or_else(|| "anonymous".to_string(), hash),
@@ -571,6 +664,29 @@ impl GithubAuth {
         })
         .await
         .map_err(unavailable)
+    }
+}
+
+impl GithubAuth {
+    /// What an installation caller's token reaches (`GET /installation/repositories`, cached
+    /// as reads are); `None` for other callers, or when GitHub cannot say: the answer it feeds
+    /// is a refusal, which must not turn into an outage.
+    pub async fn reach(&self, caller: &Caller) -> Option<InstallationReach> {
+        let (Identity::Installation, Some(token)) = (&caller.identity, caller.github_token())
+        else {
+            return None;
+        };
+        let api = self.api.clone();
+        self.cached(
+            &format!("installation-repositories/{}", hash(token)),
+            Freshness::Cached,
+            |etag| async move { api.installation_repositories(token, etag.as_deref()).await },
+        )
+        .await
+        .inspect_err(|e| {
+            tracing::warn!(error = %e, "could not list an installation token's repositories");
+        })
+        .ok()
     }
 }
 
@@ -741,6 +857,71 @@ mod tests {
             decide(&alice, &weak_user, Action::Admin, false, &pkg),
             Err(AuthError::Forbidden(m)) if m.starts_with("alice needs admin permission")
         ));
+    }
+
+    #[test]
+    fn installation_tokens_are_recognised_by_githubs_refusal_or_their_prefix() {
+        let integration = "Resource not accessible by integration";
+        assert!(is_installation_refusal("ghs_abc", integration));
+        assert!(is_installation_refusal("ghs_abc", "anything GitHub says"));
+        // An unprefixed token is an installation only if GitHub says so.
+        assert!(is_installation_refusal("0123abcd", integration));
+        assert!(is_installation_refusal(
+            "0123abcd",
+            "resource NOT accessible by integration"
+        ));
+        assert!(!is_installation_refusal("ghp_abc", "Forbidden"));
+        assert!(!is_installation_refusal(
+            "github_pat_x",
+            "Resource not accessible by personal access token"
+        ));
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer ghs_abc".parse().unwrap());
+        assert!(bears_installation_token(&h));
+        h.insert("authorization", "Bearer ghp_abc".parse().unwrap());
+        assert!(!bears_installation_token(&h));
+    }
+
+    #[test]
+    fn installations_read_what_they_reach_and_never_write() {
+        let pkg = PackageName::parse("@acme/widgets").unwrap();
+        let app = Identity::Installation;
+        assert!(decide(&app, &access(Role::Pull, true), Action::Read, false, &pkg).is_ok());
+        assert_eq!(
+            decide(&app, &access(Role::None, true), Action::Read, false, &pkg),
+            Err(AuthError::Hidden)
+        );
+        for action in [Action::Write, Action::Admin] {
+            let refused = decide(&app, &access(Role::Pull, true), action, false, &pkg);
+            assert!(
+                matches!(&refused, Err(AuthError::Forbidden(m)) if m.contains("npm trust github")),
+                "{refused:?}"
+            );
+        }
+        assert!(matches!(
+            installation_write_refused(),
+            AuthError::Forbidden(m) if m.contains("only reads") && m.contains("npm trust github")
+        ));
+    }
+
+    #[test]
+    fn what_an_installation_is_told_depends_on_its_token_only() {
+        let pkg = PackageName::parse("@acme/secret").unwrap();
+        let reach = InstallationReach {
+            total: 1,
+            repositories: vec!["acme/widgets".into()],
+        };
+        let told = not_reached(&pkg, Some(&reach));
+        assert!(
+            told.starts_with("package '@acme/secret' not found.")
+                && told.contains("it reaches only acme/widgets")
+                && told.contains("actions/create-github-app-token"),
+            "{told}"
+        );
+        assert!(
+            not_reached(&pkg, None).contains("GitHub did not list its repositories"),
+            "an unknown reach is said so, never an outage"
+        );
     }
 
     #[test]

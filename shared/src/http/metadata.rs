@@ -106,7 +106,7 @@ async fn packument(
         state.metadata.package(name).await?.map(|p| (p, None))
     };
     let Some((package, prefetched)) = read else {
-        return state.not_here(name, ctx);
+        return state.not_here(name, ctx).await;
     };
     state
         .authorize(ctx, name, Some(&package), Action::Read)
@@ -127,7 +127,7 @@ async fn packument(
         None => state.metadata.document_from(&package).await?,
     };
     let Some(doc) = installable.filter(|doc| !doc.is_empty()) else {
-        return state.not_here(name, ctx);
+        return state.not_here(name, ctx).await;
     };
     // Rendered off the async workers (thousands of versions take tens of milliseconds), and
     // dropped there too: the decoded document is the bulk of a rendering's memory.
@@ -150,7 +150,7 @@ async fn version_or_tag(
 ) -> Result<Response, ApiError> {
     // The package record and the one version record: never every version of the package.
     let Some(package) = state.published_package(name).await? else {
-        return state.not_here(name, ctx);
+        return state.not_here(name, ctx).await;
     };
     state
         .authorize(ctx, name, Some(&package), Action::Read)
@@ -196,7 +196,7 @@ async fn dist_tags(
 ) -> Result<Response, ApiError> {
     // The tags live in the package record: no version is read.
     let Some(package) = state.published_package(name).await? else {
-        return Err(state.missing(ctx, name));
+        return Err(state.missing(ctx, name).await);
     };
     state
         .authorize(ctx, name, Some(&package), Action::Read)

@@ -75,13 +75,15 @@ impl AppState {
         if matches!(self.auth, Authorizer::Open) {
             return Ok(());
         }
-        let repo = record
+        let Some(repo) = record
             .and_then(|r| r.repository.clone())
             .or_else(|| RepoRef::new(name.scope().unwrap_or(""), name.base_name()))
-            .ok_or_else(|| self.missing(ctx, name))?;
+        else {
+            return Err(self.missing(ctx, name).await);
+        };
         match self.auth.check(&ctx.caller, name, &repo, action).await {
             Ok(_) => Ok(()),
-            Err(AuthError::Hidden) => Err(self.missing(ctx, name)),
+            Err(AuthError::Hidden) => Err(self.missing(ctx, name).await),
             Err(e) => Err(e.into()),
         }
     }
@@ -89,14 +91,22 @@ impl AppState {
     /// The answer for a package that does not exist, and (so that outsiders cannot tell them
     /// apart) for one the caller may not read: in GitHub mode an anonymous caller is asked to
     /// authenticate, anyone else hears that the package does not exist. Same status, body and
-    /// headers either way.
-    pub fn missing(&self, ctx: &RequestContext, name: &PackageName) -> ApiError {
-        if self.auth.github().is_some() && ctx.caller.identity == Identity::Anonymous {
-            return ApiError::Unauthorized(format!(
+    /// headers either way. An installation token's caller also hears what the token reaches
+    /// (which depends on the token alone, never on the package).
+    pub async fn missing(&self, ctx: &RequestContext, name: &PackageName) -> ApiError {
+        let Some(github) = self.auth.github() else {
+            return ApiError::package_not_found(name);
+        };
+        match ctx.caller.identity {
+            Identity::Anonymous => ApiError::Unauthorized(format!(
                 "authentication required to access {name}: put a GitHub token in .npmrc (//registry/:_authToken=...) or run npm login"
-            ));
+            )),
+            Identity::Installation => ApiError::NotFound(crate::auth::not_reached(
+                name,
+                github.reach(&ctx.caller).await.as_ref(),
+            )),
+            _ => ApiError::package_not_found(name),
         }
-        ApiError::package_not_found(name)
     }
 
     /// Where to send a read for a package this registry does not have, if anywhere: the upstream
@@ -123,10 +133,14 @@ impl AppState {
     }
 
     /// The answer for an unknown package: a redirect to the upstream registry, or `missing`.
-    pub fn not_here(&self, name: &PackageName, ctx: &RequestContext) -> Result<Response, ApiError> {
+    pub async fn not_here(
+        &self,
+        name: &PackageName,
+        ctx: &RequestContext,
+    ) -> Result<Response, ApiError> {
         match self.upstream_location(name, &ctx.path_and_query) {
             Some(location) => Ok(redirect(&location)),
-            None => Err(self.missing(ctx, name)),
+            None => Err(self.missing(ctx, name).await),
         }
     }
 }
@@ -423,6 +437,15 @@ async fn dispatch(state: Arc<AppState>, groups: &[RouteGroup], request: Request)
             let caller = match (early, &route) {
                 (Some(refusal), _) => Err(refusal),
                 (None, Route::LegacyLogin(_) | Route::WebLogin) => Ok(Caller::anonymous()),
+                // An installation token never writes: refused by its prefix, before GitHub is
+                // asked who it is (one that GitHub has to name is refused in `anonymous_write`).
+                (None, _)
+                    if is_write(&route)
+                        && state.auth.github().is_some()
+                        && crate::auth::bears_installation_token(&parts.headers) =>
+                {
+                    Err(crate::auth::installation_write_refused().into())
+                }
                 (None, _) => state
                     .auth
                     .caller(&parts.headers)
@@ -514,15 +537,24 @@ fn cross_site_write(method: &axum::http::Method, headers: &HeaderMap) -> Option<
     None
 }
 
-/// GitHub mode: a write needs a caller, and says so before its body is read or GitHub is asked
-/// anything about the package.
+/// Whether a route changes something: a publish-group route or token management.
+fn is_write(route: &Route) -> bool {
+    matches!(route.group(), RouteGroup::Publish)
+        || matches!(route, Route::TokenCreate | Route::TokenDelete(_))
+}
+
+/// GitHub mode: a write needs a caller who may write at all, and says so before its body is
+/// read or GitHub is asked anything about the package: anonymous callers are asked to sign in,
+/// installation tokens (which only read) are refused.
 fn anonymous_write(state: &AppState, route: &Route, caller: Caller) -> Result<Caller, ApiError> {
-    let writes = matches!(route.group(), RouteGroup::Publish)
-        || matches!(route, Route::TokenCreate | Route::TokenDelete(_));
-    if writes && state.auth.github().is_some() && caller.identity == Identity::Anonymous {
-        return Err(ApiError::Unauthorized(
-            "authentication required: put a GitHub token in .npmrc (//registry/:_authToken=...) or run npm login".into(),
-        ));
+    if !is_write(route) || state.auth.github().is_none() {
+        return Ok(caller);
     }
-    Ok(caller)
+    match caller.identity {
+        Identity::Anonymous => Err(ApiError::Unauthorized(
+            "authentication required: put a GitHub token in .npmrc (//registry/:_authToken=...) or run npm login".into(),
+        )),
+        Identity::Installation => Err(crate::auth::installation_write_refused().into()),
+        _ => Ok(caller),
+    }
 }

@@ -372,7 +372,7 @@ async fn load(
 ) -> Result<PackageDocument, RetryableError> {
     match state.metadata.document(name).await? {
         Some(doc) if !doc.is_empty() => Ok(doc),
-        _ => Err(state.missing(ctx, name).into()),
+        _ => Err(state.missing(ctx, name).await.into()),
     }
 }
 
@@ -385,7 +385,7 @@ async fn authorized_record(
     action: Action,
 ) -> Result<PackageRecord, ApiError> {
     let Some(record) = state.published_package(name).await? else {
-        return Err(state.missing(ctx, name));
+        return Err(state.missing(ctx, name).await);
     };
     state.authorize(ctx, name, Some(&record), action).await?;
     Ok(record)
@@ -552,7 +552,7 @@ async fn delete_tarball(
     file: &str,
 ) -> Result<Response, ApiError> {
     let Some(package) = state.metadata.package(name).await? else {
-        return Err(state.missing(ctx, name));
+        return Err(state.missing(ctx, name).await);
     };
     state
         .authorize(ctx, name, Some(&package), Action::Admin)

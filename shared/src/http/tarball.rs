@@ -43,7 +43,7 @@ async fn download(
     let package = match state.auth.github() {
         Some(_) => {
             let Some(package) = state.metadata.package(name).await? else {
-                return state.not_here(name, ctx);
+                return state.not_here(name, ctx).await;
             };
             state
                 .authorize(ctx, name, Some(&package), Action::Read)
@@ -59,7 +59,7 @@ async fn download(
     };
     let Some(record) = state.metadata.version(name, &version).await? else {
         if package.is_none() && state.metadata.package(name).await?.is_none() {
-            return state.not_here(name, ctx);
+            return state.not_here(name, ctx).await;
         }
         return Err(ApiError::NotFound(format!(
             "version {version} of {name} not found"
