@@ -12,9 +12,23 @@
 //! repository's `permissions` are its user's roles: nothing in a response tells a read-only
 //! fine-grained token from a read-write one.
 //!
+//! Token kinds, as GitHub documents each and the fake answers it:
+//! - `ghp_` / `gho_` (classic, OAuth): the user's repositories, private ones only with `repo`;
+//!   `X-OAuth-Scopes` on every answer.
+//! - `github_pat_` (fine-grained) and `ghu_` (app user): private repositories of one owner they
+//!   select (and their user sees), every public one; `X-Accepted-GitHub-Permissions`.
+//! - `ghs_` (installation, [`FakeGithub::add_installation_token`]; a workflow's `GITHUB_TOKEN`
+//!   is one for the workflow's repository alone, [`FineGrained::workflow`]): for no user, so
+//!   `GET /user` is 403 "Resource not accessible by integration"; `GET /repos/{o}/{r}` is 200
+//!   for the installation's repositories and every public one (without `permissions`, which
+//!   GitHub documents only for users) and 404 otherwise; `GET /installation/repositories`
+//!   lists the installation's repositories (`total_count`, `repository_selection`,
+//!   `repositories`, paginated by `per_page`/`page` with a `Link` header), and is 403 for any
+//!   other kind of token.
+//!
 //! Endpoints: `GET /user`, `GET /users/{username}`, `GET /repos/{owner}/{repo}`,
-//! `GET /repos/{owner}/{repo}/collaborators/{username}/permission` and `GET /rate_limit`;
-//! anything else is GitHub's 404.
+//! `GET /repos/{owner}/{repo}/collaborators/{username}/permission`,
+//! `GET /installation/repositories` and `GET /rate_limit`; anything else is GitHub's 404.
 
 use std::collections::HashMap;
 use std::io;
@@ -122,6 +136,12 @@ impl FineGrained {
         }
     }
 
+    /// A workflow's `GITHUB_TOKEN`: an installation token of GitHub Actions for the workflow's
+    /// own repository, with `permissions: contents: read`.
+    pub fn workflow(owner: &str, repository: &str) -> FineGrained {
+        FineGrained::selected(owner, &[repository], Access::Read)
+    }
+
     /// Whether this reaches `repo` (which the fake knows to be private or not).
     fn reaches(&self, repo: &Repo) -> bool {
         repo.owner.eq_ignore_ascii_case(&self.owner)
@@ -213,6 +233,7 @@ const WINDOW_SECS: u64 = 3600;
 pub const AUTHENTICATED_LIMIT: u32 = 5000;
 /// Requests per hour for anonymous callers (and bad credentials).
 pub const ANONYMOUS_LIMIT: u32 = 60;
+const DOCS_INSTALLATION_REPOSITORIES: &str = "https://docs.github.com/rest/apps/installations#list-repositories-accessible-to-the-app-installation";
 /// `documentation_url` of generic errors.
 const DOCS_REST: &str = "https://docs.github.com/rest";
 const DOCS_GET_USER: &str = "https://docs.github.com/rest/users/users#get-the-authenticated-user";
@@ -544,6 +565,12 @@ impl FakeGithub {
                 spec: TokenSpec::Installation(installation),
             },
         );
+    }
+
+    /// Adds a workflow's `GITHUB_TOKEN` for `owner/repository` (an installation token that
+    /// reaches that repository alone; see [`FineGrained::workflow`]).
+    pub fn add_workflow_token(&self, token: &str, owner: &str, repository: &str) {
+        self.add_installation_token(token, FineGrained::workflow(owner, repository));
     }
 
     /// Changes a scoped token's scopes, as its user can edit them on GitHub.
@@ -1152,8 +1179,76 @@ fn route(base: &str, w: &World, caller: &Caller, method: &Method, uri: &Uri) -> 
                 "user": u,
             }))
         }
+        ["installation", "repositories"] => match caller {
+            Caller::Token {
+                spec: TokenSpec::Installation(installation),
+                ..
+            } => installation_repositories(base, w, installation, uri),
+            Caller::Token { .. } => Answer::error(
+                StatusCode::FORBIDDEN,
+                "You must authenticate with an installation access token in order to list repositories for an installation.",
+                DOCS_INSTALLATION_REPOSITORIES,
+            ),
+            _ => Answer::error(
+                StatusCode::UNAUTHORIZED,
+                "Requires authentication",
+                DOCS_INSTALLATION_REPOSITORIES,
+            ),
+        },
         _ => Answer::not_found(DOCS_REST),
     }
+}
+
+/// `GET /installation/repositories`: the installation's repositories (public ones included),
+/// sorted by full name, one page of `per_page` (default 30, at most 100) from `page` (from 1).
+fn installation_repositories(
+    base: &str,
+    w: &World,
+    installation: &FineGrained,
+    uri: &Uri,
+) -> Answer {
+    let query = |key: &str| {
+        uri.query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+    };
+    let per_page = query("per_page").unwrap_or(30).clamp(1, 100);
+    let page = query("page").unwrap_or(1).max(1);
+    let mut reached: Vec<&Repo> = w
+        .repos
+        .values()
+        .filter(|r| installation.reaches(r))
+        .collect();
+    reached.sort_by_key(|r| World::repo_key(&r.owner, &r.name));
+    let total = reached.len();
+    let repositories: Vec<Value> = reached
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(|r| repo_json(base, w, r))
+        .collect();
+    let mut answer = Answer::ok(json!({
+        "total_count": total,
+        "repository_selection": if installation.repositories.is_some() { "selected" } else { "all" },
+        "repositories": repositories,
+    }));
+    let last = total.div_ceil(per_page).max(1);
+    if page < last {
+        let link =
+            |n: usize| format!("<{base}/installation/repositories?per_page={per_page}&page={n}>");
+        answer.extra.push((
+            "link",
+            format!(
+                "{}; rel=\"next\", {}; rel=\"last\"",
+                link(page + 1),
+                link(last)
+            ),
+        ));
+    }
+    answer
 }
 
 /// The repository if it exists and the caller may see it (GitHub answers 404 otherwise).
