@@ -24,6 +24,51 @@ fn project(root: &Path, name: &str) -> PathBuf {
     dir
 }
 
+/// Runs npm as a GitHub Actions job configured like the README's workflow: `actions/setup-node`
+/// with `registry-url` and `scope` writes a user config holding
+/// `@scope:registry=URL` and `//host/:_authToken=${NODE_AUTH_TOKEN}` and points
+/// `NPM_CONFIG_USERCONFIG` at it; the step sets `NODE_AUTH_TOKEN` to the `GITHUB_TOKEN`.
+fn npm_as_setup_node(
+    runner: &Path,
+    registry: &str,
+    token: &str,
+    cwd: &Path,
+    args: &[&str],
+) -> e2e::Run {
+    std::fs::create_dir_all(runner).unwrap();
+    let npmrc = runner.join(".npmrc");
+    let host = registry
+        .trim_start_matches("http:")
+        .trim_start_matches("https:");
+    std::fs::write(
+        &npmrc,
+        format!("@acme:registry={registry}/\n{host}/:_authToken=${{NODE_AUTH_TOKEN}}\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(e2e::npm_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env("HOME", runner)
+        .env("npm_config_cache", runner.join("npm-cache"))
+        .env("NPM_CONFIG_USERCONFIG", &npmrc)
+        .env("NODE_AUTH_TOKEN", token)
+        .env("GITHUB_ACTIONS", "true")
+        .env("CI", "true")
+        .env_remove("npm_config_registry")
+        .env("NO_COLOR", "1")
+        .env("npm_config_audit", "false")
+        .env("npm_config_fund", "false")
+        .env("npm_config_update_notifier", "false")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run npm");
+    e2e::Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn npm_with_an_installation_token_local() {
     npm_with_an_installation_token(Backend::local()).await;
@@ -297,4 +342,64 @@ async fn outages_and_bad_installation_tokens(backend: Backend) {
     world.github.set_mode(Mode::Normal);
 
     assert_no_secrets(&server, &[&unknown, &revoked, &cached, &world.alice.token]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_lists_an_installations_repositories_as_github_does() {
+    let world = World::start().await;
+    let gh = &world.github;
+    for i in 0..3 {
+        gh.add_repo("acme", &format!("r{i}"), true);
+    }
+    let get = |path: &str, token: &str| {
+        let url = format!("{}{path}", gh.url);
+        let token = token.to_string();
+        async move { send(Method::GET, url, Some(&token), None).await }
+    };
+    // An installation on all of acme's repositories, one page of two at a time.
+    let everything = generate_token("ghs_");
+    gh.add_installation_token(
+        &everything,
+        FineGrained {
+            owner: "acme".into(),
+            repositories: None,
+            contents: Access::Read,
+            administration: Access::NoAccess,
+        },
+    );
+    let (s, b, h) = get("/installation/repositories?per_page=2", &everything).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["total_count"], 6, "{b}");
+    assert_eq!(b["repository_selection"], "all");
+    let names: Vec<&str> = b["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["full_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["acme/other", "acme/public-lib"]);
+    let link = h.get("link").unwrap().to_str().unwrap();
+    assert!(
+        link.contains("page=2>; rel=\"next\"") && link.contains("page=3>; rel=\"last\""),
+        "{link}"
+    );
+    // A workflow's GITHUB_TOKEN: its repository alone.
+    let workflow = generate_token("ghs_");
+    gh.add_workflow_token(&workflow, "acme", "widgets");
+    let (s, b, h) = get("/installation/repositories", &workflow).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (&b["total_count"], &b["repository_selection"]),
+        (&json!(1), &json!("selected"))
+    );
+    assert_eq!(b["repositories"][0]["full_name"], "acme/widgets");
+    assert!(h.get("link").is_none());
+    assert_eq!(get("/repos/acme/widgets", &workflow).await.0, 200);
+    assert_eq!(get("/repos/acme/public-lib", &workflow).await.0, 200);
+    assert_eq!(get("/repos/acme/other", &workflow).await.0, 404);
+    // A user's token is no installation.
+    let (s, b, _) = get("/installation/repositories", &world.alice.token).await;
+    assert_eq!(s, 403, "{b}");
+    let (s, _, _) = get("/installation/repositories", &generate_token("ghs_")).await;
+    assert_eq!(s, 401);
 }
