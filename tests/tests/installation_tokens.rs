@@ -190,12 +190,23 @@ async fn npm_with_an_installation_token(backend: Backend) {
     world
         .github
         .add_workflow_token(&github_token, "acme", "widgets");
-    let workflow = Npm::with_token(&root.join("npm-workflow"), &server.url, Some(&github_token));
-    workflow.ok(
-        &project(root, "workflow-install"),
-        &["install", "@acme/widgets"],
+    let runner = root.join("runner");
+    let job = |cwd: &Path, args: &[&str]| {
+        npm_as_setup_node(&runner, &server.url, &github_token, cwd, args)
+    };
+    // The README's workflow: `npm ci` of a project whose lock names the package.
+    let checkout = project(root, "workflow-install");
+    let locked = job(&checkout, &["install", "@acme/widgets"]);
+    assert!(locked.ok, "{}", locked.all());
+    std::fs::remove_dir_all(checkout.join("node_modules")).unwrap();
+    let clean = job(&checkout, &["ci"]);
+    assert!(clean.ok, "{}", clean.all());
+    assert!(
+        checkout
+            .join("node_modules/@acme/widgets/package.json")
+            .exists()
     );
-    let refused = workflow.run(
+    let refused = job(
         &project(root, "workflow-other"),
         &["install", "@acme/other"],
     );
