@@ -630,8 +630,12 @@ impl GithubApi for OctocrabGithub {
                 Ok(Fetched::Fresh(installation_access(Some(&body), repo), etag))
             }
             Reply::NotFound => Ok(Fetched::Fresh(installation_access(None, repo), None)),
+            // Not a rate limit (`get` tells those apart): GitHub refuses this token the
+            // repository (an organisation's IP allow list, say). That is not reaching it, and
+            // is answered as such, not as an outage.
             Reply::Forbidden(message) => {
-                Err(GithubError::Unavailable(format!("HTTP 403: {message}")))
+                tracing::debug!(%message, "GitHub refused an installation token a repository");
+                Ok(Fetched::Fresh(installation_access(None, repo), None))
             }
         }
     }

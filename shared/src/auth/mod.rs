@@ -225,7 +225,7 @@ pub fn bears_installation_token(headers: &HeaderMap) -> bool {
 pub fn not_reached(package: &PackageName, reach: Option<&InstallationReach>) -> String {
     let reaches = match reach {
         Some(r) => format!("it reaches {}", r.describe()),
-        None => "GitHub did not list its repositories just now".into(),
+        None => "GitHub did not list the repositories it reaches".into(),
     };
     format!(
         "package '{package}' not found. The token in .npmrc is a GitHub App installation token (such as a workflow's GITHUB_TOKEN); it reads packages bound to repositories it reaches and to public ones, and {reaches}. A workflow's GITHUB_TOKEN reaches only its own repository: to install packages of other private repositories, use an installation token that includes them (for example from actions/create-github-app-token)"
@@ -919,7 +919,7 @@ mod tests {
             "{told}"
         );
         assert!(
-            not_reached(&pkg, None).contains("GitHub did not list its repositories"),
+            not_reached(&pkg, None).contains("GitHub did not list the repositories it reaches"),
             "an unknown reach is said so, never an outage"
         );
     }
