@@ -7,6 +7,7 @@
 
 pub mod github;
 pub mod tokens;
+pub mod trust;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -773,6 +774,7 @@ mod tests {
             private,
             role,
             token_limit: None,
+            owner_id: Some(1),
         }
     }
 

@@ -8,6 +8,7 @@ pub mod publish;
 pub mod rendered;
 pub mod routes;
 pub mod tarball;
+pub mod trust;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -233,9 +234,10 @@ pub fn route_limit(state: &AppState, limit: RouteLimit) -> usize {
 pub fn body_limit_of(route: &Route) -> Option<RouteLimit> {
     match route {
         Route::PutPackage(..) => Some(RouteLimit::Publish),
-        Route::DistTagSet(..) | Route::LegacyLogin(_) | Route::TokenCreate => {
-            Some(RouteLimit::Small)
-        }
+        Route::DistTagSet(..)
+        | Route::LegacyLogin(_)
+        | Route::TokenCreate
+        | Route::TrustCreate(_) => Some(RouteLimit::Small),
         _ => None,
     }
 }
@@ -537,10 +539,16 @@ fn cross_site_write(method: &axum::http::Method, headers: &HeaderMap) -> Option<
     None
 }
 
-/// Whether a route changes something: a publish-group route or token management.
+/// Whether a route changes something: a publish-group route, token or trust management.
 fn is_write(route: &Route) -> bool {
     matches!(route.group(), RouteGroup::Publish)
-        || matches!(route, Route::TokenCreate | Route::TokenDelete(_))
+        || matches!(
+            route,
+            Route::TokenCreate
+                | Route::TokenDelete(_)
+                | Route::TrustCreate(_)
+                | Route::TrustRevoke(..)
+        )
 }
 
 /// GitHub mode: a write needs a caller who may write at all, and says so before its body is
