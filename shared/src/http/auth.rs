@@ -37,6 +37,7 @@ pub async fn handle(
             create_token(github(state)?, ctx, body.bytes()).await
         }
         Route::TokenDelete(key) => revoke_token(github(state)?, ctx, &key).await,
+        Route::OidcExchange(name) => Ok(super::oidc::exchange(state, ctx, &name).await),
         _ => Err(ApiError::NotFound("not found".into())),
     }
 }
