@@ -7,6 +7,7 @@ pub mod fake_github;
 pub mod faults;
 pub mod github_world;
 pub mod lambda_runtime;
+pub mod oidc_issuer;
 pub mod s3_gate;
 pub mod stack;
 
@@ -136,6 +137,18 @@ impl Server {
         Self::start_with(data_dir, log, env)
     }
 
+    /// Stops the server, keeping what it needs to start again on the same data directory
+    /// (for changing the embedded store, which a running server holds exclusively).
+    pub fn stop(self) -> Stopped {
+        let stopped = Stopped {
+            data_dir: self.data_dir.clone(),
+            log: self.log.clone(),
+            env: self.env.clone(),
+        };
+        drop(self);
+        stopped
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -156,6 +169,21 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A stopped `registry-server` (see [`Server::stop`]).
+pub struct Stopped {
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Stopped {
+    /// Starts it again (on a new port).
+    pub fn start(self) -> Server {
+        Server::start_with(self.data_dir, self.log, self.env)
     }
 }
 
@@ -240,6 +268,48 @@ impl Npm {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// Runs `npm ARGS` in `cwd` with extra environment variables, and none of the variables
+    /// through which an inherited environment could hand npm a credential or a CI identity.
+    pub fn run_with_env(&self, cwd: &Path, args: &[&str], env: &[(String, String)]) -> Run {
+        let mut cmd = Command::new(npm_bin());
+        cmd.args(args)
+            .current_dir(cwd)
+            .env("HOME", &self.home)
+            .env("npm_config_cache", &self.cache)
+            .env("npm_config_userconfig", self.home.join(".npmrc"))
+            .env_remove("npm_config_registry")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        for (key, _) in std::env::vars() {
+            let lower = key.to_ascii_lowercase();
+            let inherited_auth = lower.starts_with("npm_config_")
+                && (lower.contains("auth") || lower.contains("token") || lower.contains("provenance"));
+            let ci = matches!(
+                key.as_str(),
+                "NPM_ID_TOKEN" | "NODE_AUTH_TOKEN" | "GITHUB_ACTIONS" | "CI" | "GITLAB_CI"
+                    | "GITLAB" | "CIRCLECI" | "ACTIONS_ID_TOKEN_REQUEST_URL"
+                    | "ACTIONS_ID_TOKEN_REQUEST_TOKEN" | "SIGSTORE_ID_TOKEN"
+            );
+            if inherited_auth || ci {
+                cmd.env_remove(&key);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out: Output = cmd.output().expect("run npm");
+        Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The path of its user configuration (`.npmrc`).
+    pub fn npmrc(&self) -> PathBuf {
+        self.home.join(".npmrc")
     }
 
     /// Runs npm and panics with its output unless it succeeds.

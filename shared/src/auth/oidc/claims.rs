@@ -125,7 +125,10 @@ impl IdTokenVerifier {
         let claim = |name: &str| -> String {
             payload(token)
                 .and_then(|p| p.get(name).cloned())
-                .map_or_else(|| "(none)".into(), |v| v.to_string())
+                .map_or_else(
+                    || "(none)".into(),
+                    |v| v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                )
         };
         match e.kind() {
             ErrorKind::InvalidSignature => OidcError::Signature,
