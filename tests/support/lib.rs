@@ -285,12 +285,21 @@ impl Npm {
         for (key, _) in std::env::vars() {
             let lower = key.to_ascii_lowercase();
             let inherited_auth = lower.starts_with("npm_config_")
-                && (lower.contains("auth") || lower.contains("token") || lower.contains("provenance"));
+                && (lower.contains("auth")
+                    || lower.contains("token")
+                    || lower.contains("provenance"));
             let ci = matches!(
                 key.as_str(),
-                "NPM_ID_TOKEN" | "NODE_AUTH_TOKEN" | "GITHUB_ACTIONS" | "CI" | "GITLAB_CI"
-                    | "GITLAB" | "CIRCLECI" | "ACTIONS_ID_TOKEN_REQUEST_URL"
-                    | "ACTIONS_ID_TOKEN_REQUEST_TOKEN" | "SIGSTORE_ID_TOKEN"
+                "NPM_ID_TOKEN"
+                    | "NODE_AUTH_TOKEN"
+                    | "GITHUB_ACTIONS"
+                    | "CI"
+                    | "GITLAB_CI"
+                    | "GITLAB"
+                    | "CIRCLECI"
+                    | "ACTIONS_ID_TOKEN_REQUEST_URL"
+                    | "ACTIONS_ID_TOKEN_REQUEST_TOKEN"
+                    | "SIGSTORE_ID_TOKEN"
             );
             if inherited_auth || ci {
                 cmd.env_remove(&key);

@@ -95,7 +95,16 @@ fn generate_key() -> Signer {
     let der = dir.path().join("key.der");
     let (pem, der) = (pem.to_str().unwrap(), der.to_str().unwrap());
     openssl(&["genrsa", "-traditional", "-out", pem, "2048"]);
-    openssl(&["rsa", "-in", pem, "-traditional", "-outform", "DER", "-out", der]);
+    openssl(&[
+        "rsa",
+        "-in",
+        pem,
+        "-traditional",
+        "-outform",
+        "DER",
+        "-out",
+        der,
+    ]);
     let modulus = String::from_utf8(openssl(&["rsa", "-in", pem, "-noout", "-modulus"])).unwrap();
     let hex_n = modulus.trim().strip_prefix("Modulus=").unwrap();
     Signer {
@@ -174,7 +183,10 @@ impl OidcIssuer {
         vec![
             ("GITHUB_ACTIONS".into(), "true".into()),
             ("CI".into(), "true".into()),
-            ("ACTIONS_ID_TOKEN_REQUEST_URL".into(), self.request_url.clone()),
+            (
+                "ACTIONS_ID_TOKEN_REQUEST_URL".into(),
+                self.request_url.clone(),
+            ),
             (
                 "ACTIONS_ID_TOKEN_REQUEST_TOKEN".into(),
                 self.request_token.clone(),

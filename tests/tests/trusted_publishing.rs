@@ -75,7 +75,12 @@ impl Registry {
         self.server.as_ref().unwrap()
     }
 
-    async fn change_trust(&mut self, package: &str, add: Option<&TrustConfiguration>, remove: Option<&str>) {
+    async fn change_trust(
+        &mut self,
+        package: &str,
+        add: Option<&TrustConfiguration>,
+        remove: Option<&str>,
+    ) {
         let namespace = trust_namespace(package);
         match &self.backend {
             Backend::Aws(resources) => {
@@ -97,7 +102,11 @@ impl Registry {
     fn publish_from_ci(&mut self, dir: &Path, run: RunSpec, extra: &[(&str, &str)]) -> Run {
         self.issuer.set_run(run);
         self.runs += 1;
-        let npm = Npm::with_token(&self.root.join(format!("ci-{}", self.runs)), &self.server().url, None);
+        let npm = Npm::with_token(
+            &self.root.join(format!("ci-{}", self.runs)),
+            &self.server().url,
+            None,
+        );
         let host = self.server().url.trim_start_matches("http://").to_string();
         std::fs::write(
             npm.npmrc(),
@@ -119,14 +128,7 @@ impl Registry {
     async fn versions(&self, package: &str) -> Vec<String> {
         packument(self.server(), &self.world.alice.token, package)
             .await
-            .map(|p| {
-                p["versions"]
-                    .as_object()
-                    .unwrap()
-                    .keys()
-                    .cloned()
-                    .collect()
-            })
+            .map(|p| p["versions"].as_object().unwrap().keys().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -283,10 +285,16 @@ async fn trusted_publishing(backend: Backend) {
         assert!(!refused.ok, "{run:?} must not publish:\n{}", refused.all());
         let message = exchange_message(&refused);
         assert!(message.contains(expected), "{run:?}: {message}");
-        assert!(registry.versions("@acme/widgets").await.is_empty(), "{run:?}");
+        assert!(
+            registry.versions("@acme/widgets").await.is_empty(),
+            "{run:?}"
+        );
     }
     assert_eq!(
-        registry.backend.tarball_count(&registry.server().data_dir).await,
+        registry
+            .backend
+            .tarball_count(&registry.server().data_dir)
+            .await,
         0,
         "no tarball was stored by a refused publish"
     );
@@ -295,7 +303,9 @@ async fn trusted_publishing(backend: Backend) {
     let published = registry.publish_from_ci(&dir, configured(), &[]);
     assert!(published.ok, "{}", published.all());
     assert!(
-        published.all().contains("Successfully retrieved and set token"),
+        published
+            .all()
+            .contains("Successfully retrieved and set token"),
         "{}",
         published.all()
     );
@@ -360,16 +370,25 @@ async fn trusted_publishing(backend: Backend) {
         ),
         (Method::GET, "/-/npm/v1/tokens".to_string(), None),
     ] {
-        let (status, answer, _) =
-            send(method.clone(), format!("{url}{path}"), Some(&token), body.as_ref()).await;
+        let (status, answer, _) = send(
+            method.clone(),
+            format!("{url}{path}"),
+            Some(&token),
+            body.as_ref(),
+        )
+        .await;
         assert!(
             status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED,
             "{method} {path}: {status} {answer}"
         );
     }
-    let tags = packument(registry.server(), &registry.world.alice.token, "@acme/widgets")
-        .await
-        .unwrap()["dist-tags"]
+    let tags = packument(
+        registry.server(),
+        &registry.world.alice.token,
+        "@acme/widgets",
+    )
+    .await
+    .unwrap()["dist-tags"]
         .clone();
     assert_eq!(tags, json!({ "latest": "1.0.0" }));
 
@@ -410,7 +429,13 @@ async fn trusted_publishing(backend: Backend) {
     )
     .await;
     assert_eq!((status, body), (StatusCode::OK, json!({ "public": false })));
-    let hidden = send(Method::GET, visibility, Some(&registry.world.dave.token), None).await;
+    let hidden = send(
+        Method::GET,
+        visibility,
+        Some(&registry.world.dave.token),
+        None,
+    )
+    .await;
     let missing = send(
         Method::GET,
         format!("{url}/-/package/{}/visibility", escaped("@acme/nothing")),
@@ -418,7 +443,10 @@ async fn trusted_publishing(backend: Backend) {
         None,
     )
     .await;
-    assert_eq!((hidden.0, hidden.1.to_string().replace("widgets", "nothing")), (missing.0, missing.1.to_string()));
+    assert_eq!(
+        (hidden.0, hidden.1.to_string().replace("widgets", "nothing")),
+        (missing.0, missing.1.to_string())
+    );
     assert_eq!(hidden.0, StatusCode::NOT_FOUND);
 
     let issued = registry.issuer.issued();
@@ -478,7 +506,10 @@ async fn the_exchange_answers_with_and_without_the_public_url_prefix() {
     // Without a bearer, or with garbage: a refusal npm can log.
     let (status, body, _) = send(
         Method::POST,
-        format!("{base}/-/npm/v1/oidc/token/exchange/package/{}", escaped("@acme/widgets")),
+        format!(
+            "{base}/-/npm/v1/oidc/token/exchange/package/{}",
+            escaped("@acme/widgets")
+        ),
         Some("not.a.token"),
         None,
     )
@@ -545,8 +576,8 @@ async fn the_exchange_through_the_lambda_event_path() {
                 .await
                 .unwrap();
             let response = serde_json::to_value(response).unwrap();
-            let body: Value =
-                serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+            let body: Value = serde_json::from_str(response["body"].as_str().unwrap_or("null"))
+                .unwrap_or(Value::Null);
             (response["statusCode"].as_u64().unwrap(), body)
         }
     };
@@ -556,9 +587,46 @@ async fn the_exchange_through_the_lambda_event_path() {
     assert!(body["token"].as_str().unwrap().starts_with("tpub_"));
     let (status, body) = invoke(token).await;
     assert_eq!(status, 401, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("already exchanged"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("already exchanged")
+    );
     // A token for another registry's host is refused.
     let (status, body) = invoke(issuer.id_token("npm:registry.npmjs.org")).await;
     assert_eq!(status, 401, "{body}");
     assert!(body["message"].as_str().unwrap().contains("audience"));
+}
+
+/// `KvStore::put_new` on DynamoDB: one winner among racers, and an entry past its TTL (which
+/// DynamoDB deletes only eventually) counts as absent.
+#[tokio::test]
+async fn put_new_on_dynamodb() {
+    let resources = e2e::AwsResources::create("putnew", S3Host::Same);
+    let kv = std::sync::Arc::new(resources.storage());
+    let later = Some(chrono::Utc::now() + chrono::Duration::minutes(5));
+    assert!(kv.put_new("ns", "a", b"1", later).await.unwrap());
+    assert!(!kv.put_new("ns", "a", b"2", later).await.unwrap());
+    assert_eq!(kv.get("ns", "a").await.unwrap().as_deref(), Some(&b"1"[..]));
+    let past = Some(chrono::Utc::now() - chrono::Duration::seconds(5));
+    kv.put("ns", "b", b"old", past).await.unwrap();
+    assert!(kv.put_new("ns", "b", b"new", later).await.unwrap());
+    assert_eq!(
+        kv.get("ns", "b").await.unwrap().as_deref(),
+        Some(&b"new"[..])
+    );
+    kv.put("ns", "c", b"forever", None).await.unwrap();
+    assert!(!kv.put_new("ns", "c", b"x", later).await.unwrap());
+    let racers: Vec<_> = (0..6)
+        .map(|_| {
+            let kv = kv.clone();
+            tokio::spawn(async move { kv.put_new("ns", "race", b"x", later).await.unwrap() })
+        })
+        .collect();
+    let mut wins = 0;
+    for racer in racers {
+        wins += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(wins, 1);
 }
