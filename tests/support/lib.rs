@@ -137,18 +137,6 @@ impl Server {
         Self::start_with(data_dir, log, env)
     }
 
-    /// Stops the server, keeping what it needs to start again on the same data directory
-    /// (for changing the embedded store, which a running server holds exclusively).
-    pub fn stop(self) -> Stopped {
-        let stopped = Stopped {
-            data_dir: self.data_dir.clone(),
-            log: self.log.clone(),
-            env: self.env.clone(),
-        };
-        drop(self);
-        stopped
-    }
-
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -169,21 +157,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A stopped `registry-server` (see [`Server::stop`]).
-pub struct Stopped {
-    /// Its data directory.
-    pub data_dir: PathBuf,
-    log: PathBuf,
-    env: Vec<(String, String)>,
-}
-
-impl Stopped {
-    /// Starts it again (on a new port).
-    pub fn start(self) -> Server {
-        Server::start_with(self.data_dir, self.log, self.env)
     }
 }
 

@@ -375,3 +375,78 @@ async fn the_largest_publish_through_api_gateway_and_lambda() {
         "{message}"
     );
 }
+
+/// `npm trust` through the auth function as API Gateway delivers it (GitHub mode, the fake
+/// GitHub): npm's escaped name, a stage prefix, the JSON body npm sends.
+#[tokio::test]
+async fn trust_configuration_routes_through_the_auth_function() {
+    use e2e::fake_github::{FakeGithub, Permission};
+    let dir = tempfile::tempdir().unwrap();
+    let github = FakeGithub::start().await;
+    let token = format!("ghp_{}", hex::encode(rand::random::<[u8; 18]>()));
+    github.add_user("alice", &token);
+    github.add_repo("acme", "widgets", true);
+    github.grant("acme", "widgets", "alice", Permission::Admin);
+    let data = dir.path().to_string_lossy().into_owned();
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let config = Config::from_lookup(|k| match k {
+        "REGISTRY_DATA_DIR" => Some(data.clone()),
+        "REGISTRY_UPSTREAM" => Some(String::new()),
+        "REGISTRY_AUTH" => Some("github".into()),
+        "GITHUB_API_URL" => Some(github.url.clone()),
+        "REGISTRY_TOKEN_SECRET" => Some(secret.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let state = registry::server::build_state(config).await.unwrap();
+    let auth = router(state.clone(), &[RouteGroup::Auth]);
+    let publish = router(state, &[RouteGroup::Publish]);
+    let host = "abc123.execute-api.eu-west-1.amazonaws.com";
+    let headers = json!({ "content-type": "application/json", "host": host, "authorization": format!("Bearer {token}"), "npm-command": "trust" });
+    let body = serde_json::to_vec(&json!([{ "type": "github", "claims": { "repository": "acme/widgets", "workflow_ref": { "file": "publish.yml" } }, "permissions": ["createPackage"] }])).unwrap();
+
+    let post = event(
+        "POST",
+        "/prod/-/package/@acme%2ffresh/trust",
+        "",
+        headers.clone(),
+        Some(&body),
+        "prod",
+    );
+    let r = invoke(&publish, post.clone()).await;
+    assert_eq!(
+        r["statusCode"], 404,
+        "the publish function must not answer trust routes: {r}"
+    );
+    let r = invoke(&auth, post).await;
+    assert_eq!(r["statusCode"], 201, "{r}");
+    let id = body_of(&r)[0]["id"].as_str().unwrap().to_string();
+    let list = event(
+        "GET",
+        "/prod/-/package/@acme%2Ffresh/trust",
+        "",
+        headers.clone(),
+        None,
+        "prod",
+    );
+    let r = invoke(&auth, list.clone()).await;
+    assert_eq!(r["statusCode"], 200, "{r}");
+    assert_eq!(
+        body_of(&r)[0]["claims"]["workflow_ref"]["file"],
+        "publish.yml"
+    );
+    let r = invoke(
+        &auth,
+        event(
+            "DELETE",
+            &format!("/prod/-/package/@acme%2ffresh/trust/{id}"),
+            "",
+            headers.clone(),
+            None,
+            "prod",
+        ),
+    )
+    .await;
+    assert_eq!(r["statusCode"], 200, "{r}");
+    assert_eq!(body_of(&invoke(&auth, list).await), json!([]));
+}

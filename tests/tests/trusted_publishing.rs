@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use e2e::api::{assert_no_secrets, doc, packument, send};
-use e2e::github_world::World;
+use e2e::github_world::{User, World};
 use e2e::oidc_issuer::{OidcIssuer, RunSpec};
 use e2e::{Backend, Npm, Run, S3Host, Server, escaped, write_package};
 use registry::domain::RepoRef;
@@ -40,15 +40,13 @@ fn trust_namespace(package: &str) -> String {
     format!("trust/{package}")
 }
 
-/// A registry in GitHub mode trusting the local issuer, and a way to change its trust
-/// configurations behind its back (the embedded store is held by the running server: it is
-/// stopped for that, and started again on the same data).
+/// A registry in GitHub mode trusting the local issuer, the fake GitHub and the fake issuer.
 struct Registry {
     root: PathBuf,
     world: World,
     issuer: OidcIssuer,
     backend: Backend,
-    server: Option<Server>,
+    server: Server,
     runs: usize,
 }
 
@@ -66,35 +64,42 @@ impl Registry {
             world,
             issuer,
             backend,
-            server: Some(server),
+            server,
             runs: 0,
         }
     }
 
     fn server(&self) -> &Server {
-        self.server.as_ref().unwrap()
+        &self.server
     }
 
-    async fn change_trust(
-        &mut self,
-        package: &str,
-        add: Option<&TrustConfiguration>,
-        remove: Option<&str>,
-    ) {
-        let namespace = trust_namespace(package);
-        match &self.backend {
-            Backend::Aws(resources) => {
-                apply(&resources.storage(), &namespace, add, remove).await;
-            }
-            Backend::Local => {
-                let stopped = self.server.take().unwrap().stop();
-                {
-                    let (kv, _) = registry::storage::embedded::open(&stopped.data_dir).unwrap();
-                    apply(&kv, &namespace, add, remove).await;
-                }
-                self.server = Some(stopped.start());
-            }
-        }
+    /// `npm ARGS` as `user` (a GitHub login of the world), with their GitHub token in `.npmrc`.
+    fn npm_as(&mut self, user: &User, args: &[&str]) -> Run {
+        self.runs += 1;
+        let npm = Npm::with_token(
+            &self.root.join(format!("npm-{}-{}", user.login, self.runs)),
+            &self.server().url,
+            Some(&user.token),
+        );
+        npm.ok(&self.root, args)
+    }
+
+    /// The ids of the package's trust configurations, as `user` lists them.
+    async fn configuration_ids(&self, user: &User, package: &str) -> Vec<String> {
+        let (status, listed, _) = send(
+            Method::GET,
+            format!("{}/-/package/{}/trust", self.server().url, escaped(package)),
+            Some(&user.token),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{listed}");
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect()
     }
 
     /// `npm publish` in `dir` as the README's workflow runs it, with the issuer's next ID token
@@ -155,22 +160,6 @@ impl Registry {
     }
 }
 
-async fn apply(
-    kv: &dyn KvStore,
-    namespace: &str,
-    add: Option<&TrustConfiguration>,
-    remove: Option<&str>,
-) {
-    if let Some(c) = add {
-        kv.put(namespace, &c.id, &serde_json::to_vec(c).unwrap(), None)
-            .await
-            .unwrap();
-    }
-    if let Some(id) = remove {
-        kv.delete(namespace, id).await.unwrap();
-    }
-}
-
 /// The exchange's refusal as npm logged it.
 fn exchange_message(run: &Run) -> String {
     run.all()
@@ -203,21 +192,43 @@ async fn trusted_publishing(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let mut registry = Registry::start(root, backend).await;
-    let widgets_config = configuration("tc-widgets", "acme/widgets", Some("npm"));
-    registry
-        .change_trust("@acme/widgets", Some(&widgets_config), None)
-        .await;
-    // Made before @acme/other has any version (as the trust routes allow): binds the name.
-    registry
-        .change_trust(
+    let acme_id = registry.world.github.account_id("acme").to_string();
+    let (alice, bob) = (registry.world.alice.clone(), registry.world.bob.clone());
+    // The admins trust the workflows as the README shows, before either package has a version
+    // (which binds each name to its repository).
+    registry.npm_as(
+        &alice,
+        &[
+            "trust",
+            "github",
+            "@acme/widgets",
+            "--file",
+            "publish.yml",
+            "--repo",
+            "acme/widgets",
+            "--env",
+            "npm",
+            "--allow-publish",
+            "--yes",
+        ],
+    );
+    registry.npm_as(
+        &bob,
+        &[
+            "trust",
+            "github",
             "@acme/other",
-            Some(&configuration("tc-other", "acme/other", None)),
-            None,
-        )
-        .await;
+            "--file",
+            "publish.yml",
+            "--repo",
+            "acme/other",
+            "--allow-publish",
+            "--yes",
+        ],
+    );
     let configured = || RunSpec {
         environment: Some("npm".into()),
-        ..RunSpec::new("acme/widgets", ACME_ID)
+        ..RunSpec::new("acme/widgets", &acme_id)
     };
 
     // Every run the configuration does not admit is refused, says why, and stores nothing.
@@ -226,7 +237,7 @@ async fn trusted_publishing(backend: Backend) {
         (
             RunSpec {
                 environment: Some("npm".into()),
-                ..RunSpec::new("acme/public-lib", ACME_ID)
+                ..RunSpec::new("acme/public-lib", &acme_id)
             },
             "no trusted publisher of @acme/widgets matches repository acme/public-lib",
         ),
@@ -330,7 +341,7 @@ async fn trusted_publishing(backend: Backend) {
         "0.1.0",
         json!({ "repository": "github:acme/other" }),
     );
-    let published = registry.publish_from_ci(&other, RunSpec::new("acme/other", ACME_ID), &[]);
+    let published = registry.publish_from_ci(&other, RunSpec::new("acme/other", &acme_id), &[]);
     assert!(published.ok, "{}", published.all());
     assert_eq!(registry.versions("@acme/other").await, ["0.1.0"]);
 
@@ -393,9 +404,12 @@ async fn trusted_publishing(backend: Backend) {
     assert_eq!(tags, json!({ "latest": "1.0.0" }));
 
     // Revoking the configuration kills the tokens minted from it at once, and the exchange.
-    registry
-        .change_trust("@acme/widgets", None, Some(&widgets_config.id))
-        .await;
+    let ids = registry.configuration_ids(&alice, "@acme/widgets").await;
+    assert_eq!(ids.len(), 1);
+    registry.npm_as(
+        &alice,
+        &["trust", "revoke", "@acme/widgets", "--id", &ids[0]],
+    );
     let url = registry.server().url.clone();
     let (status, body, _) = send(
         Method::PUT,

@@ -60,6 +60,10 @@ pub struct RepoAccess {
     /// cached before tokens were judged read as unlimited, but only reads reuse them: a write
     /// always revalidates, and their ETag is not a `Validator`, so it is judged afresh.)
     pub token_limit: Option<TokenLimit>,
+    /// The numeric id of the repository's owner, when the repository is visible (trust
+    /// configurations pin it, so a re-created owner of the same name inherits nothing).
+    #[serde(default)]
+    pub owner_id: Option<u64>,
 }
 
 /// Why a token may do less in a repository than the user it belongs to.
@@ -406,7 +410,8 @@ struct Validator {
 impl Validator {
     /// Names the format: a validator stored in another form (before tokens were judged) is
     /// not sent, so its answer is fetched and judged afresh.
-    const FORMAT: &'static str = "token-judged-v1";
+    /// (v2: answers also carry the owner's id, which v1 answers lack.)
+    const FORMAT: &'static str = "token-judged-v2";
 
     fn parse(stored: &str) -> Option<Validator> {
         let mut parts = stored.splitn(3, '|');
@@ -505,6 +510,7 @@ impl GithubApi for OctocrabGithub {
                         private: true,
                         role: Role::None,
                         token_limit: None,
+                        owner_id: None,
                     },
                     None,
                 ));
@@ -567,6 +573,7 @@ impl GithubApi for OctocrabGithub {
                 private,
                 role,
                 token_limit,
+                owner_id: v["owner"]["id"].as_u64(),
             },
             validator,
         ))

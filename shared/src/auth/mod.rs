@@ -8,6 +8,7 @@
 pub mod github;
 pub mod oidc;
 pub mod tokens;
+pub mod trust;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -464,6 +465,7 @@ impl GithubAuth {
             private: true,
             role: Role::Push,
             token_limit: None,
+            owner_id: run.repository_owner_id.parse().ok(),
         })
     }
 
@@ -801,6 +803,7 @@ mod tests {
             private,
             role,
             token_limit: None,
+            owner_id: Some(1),
         }
     }
 

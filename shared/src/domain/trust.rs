@@ -175,6 +175,142 @@ impl TrustConfiguration {
     }
 }
 
+/// A configuration as `npm trust github` asks for it, validated; the registry adds the id, the
+/// owner id, the time and the author.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustRequest {
+    /// The repository whose workflows are to be trusted.
+    pub repository: RepoRef,
+    /// The workflow file name.
+    pub workflow_file: String,
+    /// The environment, if any.
+    pub environment: Option<String>,
+    /// The permissions asked for (only `createPackage` is supported).
+    pub permissions: Vec<String>,
+}
+
+/// Why a trust request body is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrustRequestError {
+    /// Not JSON, or not the shape npm sends.
+    #[error("the trust configuration is not valid: {0}")]
+    Malformed(String),
+    /// A provider other than GitHub Actions.
+    #[error(
+        "trusted publishing from {0} is not supported by this registry; only GitHub Actions (npm trust github) is"
+    )]
+    Provider(String),
+    /// A permission this registry does not grant.
+    #[error(
+        "permission {0} is not supported by this registry (staged publishing is not available); use --allow-publish"
+    )]
+    Permission(String),
+}
+
+const MAX_TEXT: usize = 255;
+
+impl TrustRequest {
+    /// Parses the body of `POST /-/package/NAME/trust`: an array of configurations (what npm
+    /// sends), or one configuration.
+    pub fn parse_all(body: &[u8]) -> Result<Vec<TrustRequest>, TrustRequestError> {
+        let malformed = |m: &str| TrustRequestError::Malformed(m.to_string());
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| TrustRequestError::Malformed(e.to_string()))?;
+        let items = match value {
+            serde_json::Value::Array(items) => items,
+            item @ serde_json::Value::Object(_) => vec![item],
+            _ => return Err(malformed("expected an array of configurations")),
+        };
+        if items.is_empty() {
+            return Err(malformed("no configuration given"));
+        }
+        items.iter().map(TrustRequest::parse_one).collect()
+    }
+
+    fn parse_one(item: &serde_json::Value) -> Result<TrustRequest, TrustRequestError> {
+        let malformed = |m: String| TrustRequestError::Malformed(m);
+        match item["type"].as_str() {
+            Some("github") => {}
+            Some(other) => {
+                return Err(TrustRequestError::Provider(
+                    other.chars().take(40).collect(),
+                ));
+            }
+            None => return Err(malformed("\"type\" is missing".into())),
+        }
+        let claims = &item["claims"];
+        let repository = claims["repository"]
+            .as_str()
+            .and_then(|r| r.split_once('/'))
+            .and_then(|(owner, name)| RepoRef::new(owner, name))
+            .ok_or_else(|| {
+                malformed("claims.repository must be a GitHub repository, owner/name".into())
+            })?;
+        let workflow_file = claims["workflow_ref"]["file"]
+            .as_str()
+            .filter(|f| valid_workflow_file(f))
+            .ok_or_else(|| {
+                malformed("claims.workflow_ref.file must be a workflow file name in .github/workflows (ending in .yml or .yaml, no path)".into())
+            })?
+            .to_string();
+        let environment = match &claims["environment"] {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(e) if valid_environment(e) => Some(e.clone()),
+            _ => {
+                return Err(malformed(format!(
+                    "claims.environment must be a GitHub environment name (1 to {MAX_TEXT} printable characters)"
+                )));
+            }
+        };
+        let permissions: Vec<String> = match &item["permissions"] {
+            serde_json::Value::Null => vec![PERMISSION_CREATE_PACKAGE.to_string()],
+            serde_json::Value::Array(p) => p
+                .iter()
+                .map(|p| p.as_str().map(str::to_string))
+                .collect::<Option<_>>()
+                .ok_or_else(|| malformed("permissions must be an array of names".into()))?,
+            _ => return Err(malformed("permissions must be an array of names".into())),
+        };
+        if let Some(unknown) = permissions.iter().find(|p| *p != PERMISSION_CREATE_PACKAGE) {
+            return Err(TrustRequestError::Permission(
+                unknown.chars().take(40).collect(),
+            ));
+        }
+        if permissions.is_empty() {
+            return Err(malformed(
+                "at least one permission is required (--allow-publish)".into(),
+            ));
+        }
+        Ok(TrustRequest {
+            repository,
+            workflow_file,
+            environment,
+            permissions: vec![PERMISSION_CREATE_PACKAGE.to_string()],
+        })
+    }
+
+    /// Whether an existing configuration already says the same.
+    pub fn same_as(&self, config: &TrustConfiguration) -> bool {
+        self.repository == config.repository
+            && self.workflow_file == config.workflow_file
+            && self.environment.as_deref().map(str::to_ascii_lowercase)
+                == config.environment.as_deref().map(str::to_ascii_lowercase)
+    }
+}
+
+fn valid_workflow_file(file: &str) -> bool {
+    file.len() <= MAX_TEXT
+        && (file.ends_with(".yml") || file.ends_with(".yaml"))
+        && !file.starts_with('.')
+        && file
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+fn valid_environment(env: &str) -> bool {
+    !env.trim().is_empty() && env.len() <= MAX_TEXT && !env.chars().any(char::is_control)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +411,40 @@ mod tests {
             }),
             Ok(())
         );
+    }
+
+    #[test]
+    fn npm_trust_github_bodies() {
+        let body = br#"[{"type":"github","claims":{"repository":"acme/widgets","workflow_ref":{"file":"publish.yml"},"environment":"npm"},"permissions":["createPackage"]}]"#;
+        let parsed = TrustRequest::parse_all(body).unwrap();
+        assert_eq!(
+            parsed,
+            vec![TrustRequest {
+                repository: RepoRef::new("acme", "widgets").unwrap(),
+                workflow_file: "publish.yml".into(),
+                environment: Some("npm".into()),
+                permissions: vec!["createPackage".into()],
+            }]
+        );
+        assert!(parsed[0].same_as(&config()));
+        let refused: [(&[u8], &str); 9] = [
+            (b"nope", "not valid"),
+            (b"[]", "no configuration"),
+            (br#"[{"type":"gitlab","claims":{}}]"#, "gitlab is not supported"),
+            (br#"[{"type":"github","claims":{"repository":"acme","workflow_ref":{"file":"p.yml"}}}]"#, "owner/name"),
+            (br#"[{"type":"github","claims":{"repository":"acme/w","workflow_ref":{"file":"../p.yml"}}}]"#, "workflow file name"),
+            (br#"[{"type":"github","claims":{"repository":"acme/w","workflow_ref":{"file":"p.sh"}}}]"#, "workflow file name"),
+            (br#"[{"type":"github","claims":{"repository":"acme/w","workflow_ref":{"file":"p.yml"},"environment":""}}]"#, "environment"),
+            (br#"[{"type":"github","claims":{"repository":"acme/w","workflow_ref":{"file":"p.yml"}},"permissions":["createStagedPackage"]}]"#, "staged publishing"),
+            (br#"[{"type":"github","claims":{"repository":"acme/w","workflow_ref":{"file":"p.yml"}},"permissions":[]}]"#, "at least one permission"),
+        ];
+        for (body, expected) in refused {
+            let err = TrustRequest::parse_all(body).unwrap_err().to_string();
+            assert!(
+                err.contains(expected),
+                "{err:?} should mention {expected:?}"
+            );
+        }
     }
 
     #[test]

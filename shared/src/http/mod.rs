@@ -9,6 +9,7 @@ pub mod publish;
 pub mod rendered;
 pub mod routes;
 pub mod tarball;
+pub mod trust;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -220,9 +221,10 @@ pub fn route_limit(state: &AppState, limit: RouteLimit) -> usize {
 pub fn body_limit_of(route: &Route) -> Option<RouteLimit> {
     match route {
         Route::PutPackage(..) => Some(RouteLimit::Publish),
-        Route::DistTagSet(..) | Route::LegacyLogin(_) | Route::TokenCreate => {
-            Some(RouteLimit::Small)
-        }
+        Route::DistTagSet(..)
+        | Route::LegacyLogin(_)
+        | Route::TokenCreate
+        | Route::TrustCreate(_) => Some(RouteLimit::Small),
         _ => None,
     }
 }
@@ -522,7 +524,13 @@ fn cross_site_write(method: &axum::http::Method, headers: &HeaderMap) -> Option<
 /// anything about the package.
 fn anonymous_write(state: &AppState, route: &Route, caller: Caller) -> Result<Caller, ApiError> {
     let writes = matches!(route.group(), RouteGroup::Publish)
-        || matches!(route, Route::TokenCreate | Route::TokenDelete(_));
+        || matches!(
+            route,
+            Route::TokenCreate
+                | Route::TokenDelete(_)
+                | Route::TrustCreate(_)
+                | Route::TrustRevoke(..)
+        );
     if writes && state.auth.github().is_some() && caller.identity == Identity::Anonymous {
         return Err(ApiError::Unauthorized(
             "authentication required: put a GitHub token in .npmrc (//registry/:_authToken=...) or run npm login".into(),

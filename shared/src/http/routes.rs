@@ -78,6 +78,12 @@ pub enum Route {
     OidcExchange(PackageName),
     /// `GET /-/package/NAME/visibility`: whether the package's repository is public.
     Visibility(PackageName),
+    /// `GET /-/package/NAME/trust`: `npm trust list`.
+    TrustList(PackageName),
+    /// `POST /-/package/NAME/trust`: `npm trust github`.
+    TrustCreate(PackageName),
+    /// `DELETE /-/package/NAME/trust/ID`: `npm trust revoke`.
+    TrustRevoke(PackageName, String),
 }
 
 impl Route {
@@ -101,6 +107,9 @@ impl Route {
             Route::Whoami | Route::LegacyLogin(_) | Route::WebLogin => RouteGroup::Auth,
             Route::TokensList | Route::TokenCreate | Route::TokenDelete(_) => RouteGroup::Auth,
             Route::OidcExchange(_) => RouteGroup::Auth,
+            Route::TrustList(_) | Route::TrustCreate(_) | Route::TrustRevoke(..) => {
+                RouteGroup::Auth
+            }
         }
     }
 }
@@ -210,6 +219,13 @@ pub fn resolve(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
                     Ok(Route::DistTagDelete(name, tag.clone()))
                 }
                 ([t, _], _) if t == "dist-tags" => Err(RouteError::MethodNotAllowed),
+                ([t], &Method::GET) if t == "trust" => Ok(Route::TrustList(name)),
+                ([t], &Method::POST) if t == "trust" => Ok(Route::TrustCreate(name)),
+                ([t], _) if t == "trust" => Err(RouteError::MethodNotAllowed),
+                ([t, id], &Method::DELETE) if t == "trust" => {
+                    Ok(Route::TrustRevoke(name, id.clone()))
+                }
+                ([t, _], _) if t == "trust" => Err(RouteError::MethodNotAllowed),
                 _ => Err(RouteError::NotFound),
             }
         }
@@ -315,6 +331,22 @@ mod tests {
             resolve(&Method::PUT, "/-/package/@s/n/dist-tags/beta"),
             Ok(Route::DistTagSet(name("@s/n"), "beta".into()))
         );
+        assert_eq!(
+            resolve(&Method::POST, "/-/package/@s%2fn/trust"),
+            Ok(Route::TrustCreate(name("@s/n")))
+        );
+        assert_eq!(
+            resolve(&Method::GET, "/-/package/@s/n/trust"),
+            Ok(Route::TrustList(name("@s/n")))
+        );
+        assert_eq!(
+            resolve(&Method::DELETE, "/-/package/%40s%2Fn/trust/ab12"),
+            Ok(Route::TrustRevoke(name("@s/n"), "ab12".into()))
+        );
+        assert_eq!(
+            resolve(&Method::PUT, "/-/package/@s/n/trust"),
+            Err(RouteError::MethodNotAllowed)
+        );
         assert_eq!(resolve(&Method::GET, "/-/ping"), Ok(Route::Ping));
         for p in [
             "/-/npm/v1/oidc/token/exchange/package/@s%2fn",
@@ -409,6 +441,12 @@ pub const ROUTE_TABLE: &[RouteSpec] = &[
         "/-/npm/v1/oidc/token/exchange/package/{scope}/{package}",
         A,
     ),
+    spec("GET", "/-/package/{package}/trust", A),
+    spec("GET", "/-/package/{scope}/{package}/trust", A),
+    spec("POST", "/-/package/{package}/trust", A),
+    spec("POST", "/-/package/{scope}/{package}/trust", A),
+    spec("DELETE", "/-/package/{package}/trust/{id}", A),
+    spec("DELETE", "/-/package/{scope}/{package}/trust/{id}", A),
     spec("GET", "/-/whoami", A),
     spec("POST", "/-/v1/login", A),
     spec("PUT", "/-/user/{user}", A),
@@ -534,6 +572,19 @@ pub const CLIENT_REQUESTS: &[(&str, &str)] = &[
     ("DELETE", "/plain/-/plain-1.0.0.tgz/-rev/3-abc"),
     ("DELETE", "/@s/n/-/n-1.0.0.tgz/-rev/3-abc"),
     ("DELETE", "/@s%2fn/-/n-1.0.0.tgz/-rev/3-abc"),
+    ("GET", "/-/package/@s%2fn/trust"),
+    ("GET", "/-/package/@s/n/trust"),
+    ("POST", "/-/package/@s%2fn/trust"),
+    ("POST", "/-/package/@s/n/trust"),
+    (
+        "DELETE",
+        "/-/package/@s%2fn/trust/0f1e2d3c-aaaa-bbbb-cccc-111122223333",
+    ),
+    (
+        "DELETE",
+        "/-/package/@s/n/trust/0f1e2d3c-aaaa-bbbb-cccc-111122223333",
+    ),
+    ("POST", "/-/package/@s%2fn/dist-tags/trust"),
 ];
 
 #[cfg(test)]

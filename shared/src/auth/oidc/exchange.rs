@@ -29,12 +29,6 @@ pub const TOKEN_NAMESPACE: &str = "trusted-publishing/tokens";
 /// Namespace of exchanged ID tokens' ids (`jti`), kept until the ID token expires.
 pub const JTI_NAMESPACE: &str = "trusted-publishing/jti";
 
-/// The namespace of a package's trust configurations (the contract with the trust routes:
-/// id = configuration id, value = the configuration as JSON).
-pub fn trust_namespace(package: &PackageName) -> String {
-    format!("trust/{}", package.as_str())
-}
-
 /// What a minted token may do: publish `package`, as `run`, while `configuration` exists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishGrant {
@@ -118,22 +112,12 @@ impl TrustedPublishing {
         token.starts_with(TOKEN_PREFIX)
     }
 
-    /// The package's trust configurations (unreadable records are skipped, and logged).
+    /// The package's trust configurations (see `auth::trust`).
     pub async fn configurations(
         &self,
         package: &PackageName,
     ) -> Result<Vec<TrustConfiguration>, StoreError> {
-        let rows = self.kv.list(&trust_namespace(package)).await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, bytes)| match serde_json::from_slice(&bytes) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::warn!(package = %package, id, error = %e, "unreadable trust configuration");
-                    None
-                }
-            })
-            .collect())
+        crate::auth::trust::configurations(self.kv.as_ref(), package).await
     }
 
     /// One configuration of the package, if it still exists.
@@ -142,11 +126,7 @@ impl TrustedPublishing {
         package: &PackageName,
         id: &str,
     ) -> Result<Option<TrustConfiguration>, StoreError> {
-        Ok(self
-            .kv
-            .get(&trust_namespace(package), id)
-            .await?
-            .and_then(|b| serde_json::from_slice(&b).ok()))
+        crate::auth::trust::configuration(self.kv.as_ref(), package, id).await
     }
 
     /// Exchanges `id_token` (for `audience`, `npm:<registry host>`) for a token that may

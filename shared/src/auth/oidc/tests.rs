@@ -310,7 +310,7 @@ fn configuration(id: &str, workflow: &str) -> TrustConfiguration {
 async fn seed(kv: &EmbeddedMetadata, package: &PackageName, c: &TrustConfiguration) {
     KvStore::put(
         kv,
-        &exchange::trust_namespace(package),
+        &crate::auth::trust::namespace(package),
         &c.id,
         &serde_json::to_vec(c).unwrap(),
         None,
