@@ -347,5 +347,22 @@ mod tests {
             cfg(&[("REGISTRY_LISTEN", "nope")]).unwrap_err().key,
             "REGISTRY_LISTEN"
         );
+        assert_eq!(
+            cfg(&[]).unwrap().oidc_issuer,
+            "https://token.actions.githubusercontent.com"
+        );
+        assert_eq!(
+            cfg(&[(
+                "REGISTRY_OIDC_ISSUER",
+                "https://ghe.example.com/_services/token/"
+            )])
+            .unwrap()
+            .oidc_issuer,
+            "https://ghe.example.com/_services/token"
+        );
+        assert_eq!(
+            cfg(&[("REGISTRY_OIDC_ISSUER", "ftp://x")]).unwrap_err().key,
+            "REGISTRY_OIDC_ISSUER"
+        );
     }
 }

@@ -81,8 +81,14 @@ impl HttpKeyFetcher {
         let client = self
             .client
             .get_or_init(|| {
+                // The origin only: every request names an absolute URL, and octocrab would put a
+                // base path in front of one that does not start with it.
+                let origin = url::Url::parse(&self.issuer)
+                    .map_err(|e| format!("{}: {e}", self.issuer))?
+                    .origin()
+                    .ascii_serialization();
                 octocrab::Octocrab::builder()
-                    .base_uri(&self.issuer)
+                    .base_uri(origin)
                     .map_err(|e| e.to_string())?
                     .set_connect_timeout(Some(Duration::from_secs(3)))
                     .set_read_timeout(Some(Duration::from_secs(10)))
