@@ -106,6 +106,8 @@ pub struct Config {
     pub body_min_bytes_per_second: u64,
     /// `REGISTRY_MAX_CONNECTIONS`: local server; most connections open at once (0 = no cap).
     pub max_connections: usize,
+    /// `REGISTRY_OIDC_ISSUER`: the OIDC issuer whose ID tokens trusted publishing accepts.
+    pub oidc_issuer: String,
 }
 
 fn parse_bool(key: &'static str, v: &str) -> Result<bool, ConfigError> {
@@ -124,6 +126,21 @@ fn parse_num<T: std::str::FromStr>(key: &'static str, v: &str) -> Result<T, Conf
         key,
         message: format!("'{v}' is not a number"),
     })
+}
+
+/// `REGISTRY_OIDC_ISSUER`: an http(s) URL without a trailing slash (GitHub Actions' by default).
+fn oidc_issuer(value: Option<String>) -> Result<String, ConfigError> {
+    let Some(text) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(crate::auth::oidc::GITHUB_ACTIONS_ISSUER.to_string());
+    };
+    let text = text.trim().trim_end_matches('/').to_string();
+    match url::Url::parse(&text) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(text),
+        _ => Err(ConfigError {
+            key: "REGISTRY_OIDC_ISSUER",
+            message: format!("'{text}' is not an http(s) URL"),
+        }),
+    }
 }
 
 impl Config {
@@ -254,6 +271,7 @@ impl Config {
                 .map(|v| parse_num("REGISTRY_MAX_CONNECTIONS", &v))
                 .transpose()?
                 .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            oidc_issuer: oidc_issuer(get("REGISTRY_OIDC_ISSUER"))?,
         };
         // By default two of the largest bodies at once: a burst of big publishes waits its
         // turn (503, Retry-After) instead of taking the process's memory.
@@ -328,6 +346,23 @@ mod tests {
         assert_eq!(
             cfg(&[("REGISTRY_LISTEN", "nope")]).unwrap_err().key,
             "REGISTRY_LISTEN"
+        );
+        assert_eq!(
+            cfg(&[]).unwrap().oidc_issuer,
+            "https://token.actions.githubusercontent.com"
+        );
+        assert_eq!(
+            cfg(&[(
+                "REGISTRY_OIDC_ISSUER",
+                "https://ghe.example.com/_services/token/"
+            )])
+            .unwrap()
+            .oidc_issuer,
+            "https://ghe.example.com/_services/token"
+        );
+        assert_eq!(
+            cfg(&[("REGISTRY_OIDC_ISSUER", "ftp://x")]).unwrap_err().key,
+            "REGISTRY_OIDC_ISSUER"
         );
     }
 }

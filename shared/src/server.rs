@@ -296,12 +296,16 @@ pub fn authorizer(config: &Config, kv: Arc<dyn KvStore>) -> Result<Authorizer, S
                     config.github_cache_seconds as i64,
                 )),
             };
-            Authorizer::Github(Box::new(GithubAuth::new(
-                Arc::new(api),
-                kv,
-                tokens,
-                settings,
-            )))
+            let verifier = crate::auth::oidc::IdTokenVerifier::new(
+                &config.oidc_issuer,
+                crate::auth::oidc::KeyCache::new(Box::new(crate::auth::oidc::HttpKeyFetcher::new(
+                    &config.oidc_issuer,
+                ))),
+            );
+            Authorizer::Github(Box::new(
+                GithubAuth::new(Arc::new(api), kv, tokens, settings)
+                    .with_trusted_publishing(verifier),
+            ))
         }
     })
 }

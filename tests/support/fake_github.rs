@@ -592,6 +592,15 @@ impl FakeGithub {
         self.shared.world().tokens.remove(token);
     }
 
+    /// The numeric id GitHub shows for an account (a user, or an organisation such as a
+    /// repository's owner), as `owner.id` and as ID tokens' `repository_owner_id` carry it.
+    pub fn account_id(&self, login: &str) -> u64 {
+        match self.shared.world().users.get(&login.to_ascii_lowercase()) {
+            Some(u) => u.id,
+            None => stable_id("account", login),
+        }
+    }
+
     /// Adds a repository (or changes its visibility); `owner` and `name` keep the case given here.
     pub fn add_repo(&self, owner: &str, name: &str, private: bool) {
         let key = World::repo_key(owner, name);

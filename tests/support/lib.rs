@@ -7,6 +7,7 @@ pub mod fake_github;
 pub mod faults;
 pub mod github_world;
 pub mod lambda_runtime;
+pub mod oidc_issuer;
 pub mod s3_gate;
 pub mod stack;
 
@@ -240,6 +241,57 @@ impl Npm {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// Runs `npm ARGS` in `cwd` with extra environment variables, and none of the variables
+    /// through which an inherited environment could hand npm a credential or a CI identity.
+    pub fn run_with_env(&self, cwd: &Path, args: &[&str], env: &[(String, String)]) -> Run {
+        let mut cmd = Command::new(npm_bin());
+        cmd.args(args)
+            .current_dir(cwd)
+            .env("HOME", &self.home)
+            .env("npm_config_cache", &self.cache)
+            .env("npm_config_userconfig", self.home.join(".npmrc"))
+            .env_remove("npm_config_registry")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        for (key, _) in std::env::vars() {
+            let lower = key.to_ascii_lowercase();
+            let inherited_auth = lower.starts_with("npm_config_")
+                && (lower.contains("auth")
+                    || lower.contains("token")
+                    || lower.contains("provenance"));
+            let ci = matches!(
+                key.as_str(),
+                "NPM_ID_TOKEN"
+                    | "NODE_AUTH_TOKEN"
+                    | "GITHUB_ACTIONS"
+                    | "CI"
+                    | "GITLAB_CI"
+                    | "GITLAB"
+                    | "CIRCLECI"
+                    | "ACTIONS_ID_TOKEN_REQUEST_URL"
+                    | "ACTIONS_ID_TOKEN_REQUEST_TOKEN"
+                    | "SIGSTORE_ID_TOKEN"
+            );
+            if inherited_auth || ci {
+                cmd.env_remove(&key);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out: Output = cmd.output().expect("run npm");
+        Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The path of its user configuration (`.npmrc`).
+    pub fn npmrc(&self) -> PathBuf {
+        self.home.join(".npmrc")
     }
 
     /// Runs npm and panics with its output unless it succeeds.

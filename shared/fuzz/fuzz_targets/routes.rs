@@ -46,7 +46,9 @@ fuzz_target!(|data: &[u8]| {
         | Route::DistTagDelete(n, _)
         | Route::PutPackage(n, _)
         | Route::DeletePackage(n, _)
-        | Route::DeleteTarball(n, _, _) => Some(n),
+        | Route::DeleteTarball(n, _, _)
+        | Route::OidcExchange(n)
+        | Route::Visibility(n) => Some(n),
         _ => None,
     };
     if let Some(name) = name {

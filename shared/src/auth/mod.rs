@@ -6,6 +6,7 @@
 //! allows anonymous reads), writing needs `push`, unpublishing and rebinding need `admin`.
 
 pub mod github;
+pub mod oidc;
 pub mod tokens;
 pub mod trust;
 
@@ -31,8 +32,11 @@ use crate::storage::KvStore;
 pub enum Action {
     /// View or install.
     Read,
-    /// Publish, change dist-tags, deprecate.
+    /// Change dist-tags, deprecate.
     Write,
+    /// Publish a new version (and the dist-tags its document sets): what a trusted-publishing
+    /// token may do, unlike the other writes.
+    Publish,
     /// Unpublish, rebind the repository.
     Admin,
 }
@@ -41,7 +45,7 @@ impl Action {
     fn needs(self) -> Role {
         match self {
             Action::Read => Role::Pull,
-            Action::Write => Role::Push,
+            Action::Write | Action::Publish => Role::Push,
             Action::Admin => Role::Admin,
         }
     }
@@ -49,7 +53,7 @@ impl Action {
     fn verb(self) -> &'static str {
         match self {
             Action::Read => "read",
-            Action::Write => "publish to",
+            Action::Write | Action::Publish => "publish to",
             Action::Admin => "unpublish or rebind",
         }
     }
@@ -136,6 +140,8 @@ pub struct Caller {
     github_token: Option<Secret>,
     /// The registry token, when one was used.
     registry_token: Option<RegistryTokenUse>,
+    /// What a trusted-publishing token may do, when one was used.
+    grant: Option<Box<oidc::PublishGrant>>,
 }
 
 /// What a request's registry token is, as far as minting another from it goes.
@@ -154,7 +160,13 @@ impl Caller {
             identity: Identity::Anonymous,
             github_token: None,
             registry_token: None,
+            grant: None,
         }
+    }
+
+    /// The trusted-publishing grant the request came with, if any.
+    pub fn publish_grant(&self) -> Option<&oidc::PublishGrant> {
+        self.grant.as_deref()
     }
 
     /// The GitHub token behind the request (sent directly, or sealed behind a registry token).
@@ -262,6 +274,8 @@ pub struct GithubAuth {
     pub tokens: TokenKeys,
     settings: GithubSettings,
     memory: Mutex<HashMap<String, CacheEntry>>,
+    /// Trusted publishing (the OIDC exchange), when configured.
+    trusted: Option<oidc::TrustedPublishing>,
     /// Hashes of tokens GitHub refused lately, so a repeated bad token costs no GitHub call.
     refused: Mutex<HashMap<String, DateTime<Utc>>>,
 }
@@ -394,8 +408,115 @@ impl GithubAuth {
             tokens,
             settings,
             memory: Mutex::new(HashMap::new()),
+            trusted: None,
             refused: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Turns on trusted publishing: ID tokens verified by `verifier` may be exchanged.
+    pub fn with_trusted_publishing(mut self, verifier: oidc::IdTokenVerifier) -> Self {
+        self.trusted = Some(oidc::TrustedPublishing::new(verifier, self.kv.clone()));
+        self
+    }
+
+    /// Trusted publishing, if turned on.
+    pub fn trusted_publishing(&self) -> Option<&oidc::TrustedPublishing> {
+        self.trusted.as_ref()
+    }
+
+    /// The caller holding a token the exchange minted: the workflow run it was minted for.
+    async fn workflow_caller(&self, token: &str) -> Result<Caller, AuthError> {
+        let trusted = self.trusted.as_ref().ok_or_else(|| {
+            AuthError::Unauthenticated("trusted publishing is not enabled on this registry".into())
+        })?;
+        let grant = trusted.grant(token).await.map_err(|e| {
+            AuthError::Unavailable(format!(
+                "the token store is unavailable ({e}); retry shortly"
+            ))
+        })?;
+        let grant = grant.ok_or_else(|| {
+            AuthError::Unauthenticated(format!(
+                "the trusted-publishing token expired (they last {} minutes) or is unknown; run the workflow again",
+                oidc::exchange::TOKEN_LIFETIME_MINUTES
+            ))
+        })?;
+        Ok(Caller {
+            identity: Identity::Workflow(Box::new(grant.run.clone())),
+            github_token: None,
+            registry_token: None,
+            grant: Some(Box::new(grant)),
+        })
+    }
+
+    /// Whether a trusted-publishing caller may do `action` to `package` of `repo`: only
+    /// publishing (and reading) the one package its token was minted for, only from the
+    /// repository the package is bound to, and only while the configuration that admitted the
+    /// run still exists (revoking a configuration stops the tokens minted from it at once).
+    async fn check_workflow(
+        &self,
+        grant: &oidc::PublishGrant,
+        package: &PackageName,
+        repo: &RepoRef,
+        action: Action,
+    ) -> Result<RepoAccess, AuthError> {
+        let run = &grant.run;
+        if grant.package != package.as_str() {
+            return Err(AuthError::Forbidden(format!(
+                "this trusted-publishing token was issued for {}; it cannot {} {package}",
+                grant.package,
+                action.verb()
+            )));
+        }
+        if !matches!(action, Action::Read | Action::Publish) {
+            return Err(AuthError::Forbidden(format!(
+                "a trusted-publishing token may only publish new versions of {package}; it cannot {} it (deprecate, dist-tag, unpublish and token changes need a user's token)",
+                action.verb()
+            )));
+        }
+        let trusted = self.trusted.as_ref().ok_or_else(|| {
+            AuthError::Unauthenticated("trusted publishing is not enabled on this registry".into())
+        })?;
+        let configuration = trusted
+            .configuration(package, &grant.configuration_id)
+            .await
+            .map_err(|e| {
+                AuthError::Unavailable(format!(
+                    "the token store is unavailable ({e}); retry shortly"
+                ))
+            })?;
+        match configuration.map(|c| c.admits(run)) {
+            Some(Ok(())) => {}
+            Some(Err(m)) => {
+                return Err(AuthError::Forbidden(format!(
+                    "the trusted publisher this token was issued by no longer admits this run: {m}"
+                )));
+            }
+            None => {
+                return Err(AuthError::Unauthenticated(format!(
+                    "the trusted publisher this token was issued by (id {}) was revoked",
+                    grant.configuration_id
+                )));
+            }
+        }
+        if !repo.to_string().eq_ignore_ascii_case(&run.repository) {
+            return Err(AuthError::Forbidden(format!(
+                "{package} cannot be published from repository {}: it belongs to another repository",
+                run.repository
+            )));
+        }
+        // The run's claims spell the repository as GitHub does.
+        let canonical = run
+            .repository
+            .split_once('/')
+            .and_then(|(o, r)| RepoRef::new(o, r))
+            .unwrap_or_else(|| repo.clone());
+        Ok(RepoAccess {
+            repo: canonical,
+            private: true,
+            role: Role::Push,
+            token_limit: None,
+            owner_id: run.repository_owner_id.parse().ok(),
+        })
     }
 
     /// The settings.
@@ -507,6 +628,9 @@ impl GithubAuth {
         let Some(token) = bearer(headers) else {
             return Ok(Caller::anonymous());
         };
+        if oidc::TrustedPublishing::is_minted_token(token) {
+            return self.workflow_caller(token).await;
+        }
         if tokens::looks_like_jwt(token) {
             let claims = self
                 .tokens
@@ -560,6 +684,7 @@ impl GithubAuth {
                         expires: record.expires,
                     },
                 }),
+                grant: None,
             });
         }
         let identity = match self.token_owner(token).await? {
@@ -570,6 +695,7 @@ impl GithubAuth {
             identity,
             github_token: Some(Secret(token.to_string())),
             registry_token: None,
+            grant: None,
         })
     }
 
@@ -734,7 +860,15 @@ impl Authorizer {
             return Ok(None);
         };
         self.serves(package).map_err(AuthError::Forbidden)?;
-        if let (true, Action::Write | Action::Admin) = (caller.is_read_only_token(), action) {
+        if let Some(grant) = caller.publish_grant() {
+            return g
+                .check_workflow(grant, package, repo, action)
+                .await
+                .map(Some);
+        }
+        if let (true, Action::Write | Action::Publish | Action::Admin) =
+            (caller.is_read_only_token(), action)
+        {
             return Err(AuthError::Forbidden(
                 "this registry token is read-only; create a publish token with npm login".into(),
             ));
@@ -753,6 +887,17 @@ impl Authorizer {
             package,
         )?;
         Ok(Some(access))
+    }
+
+    /// Whether `repo` is public, as GitHub shows it to anyone (cached like reads).
+    pub async fn repository_is_public(&self, repo: &RepoRef) -> Result<bool, AuthError> {
+        let Authorizer::Github(g) = self else {
+            return Ok(false);
+        };
+        let access = g
+            .access(&Caller::anonymous(), repo, Freshness::Cached)
+            .await?;
+        Ok(!access.private)
     }
 
     /// GitHub mode's state, if in GitHub mode.

@@ -37,6 +37,7 @@ pub async fn handle(
             create_token(github(state)?, ctx, body.bytes()).await
         }
         Route::TokenDelete(key) => revoke_token(github(state)?, ctx, &key).await,
+        Route::OidcExchange(name) => Ok(super::oidc::exchange(state, ctx, &name).await),
         Route::TrustList(name) => super::trust::list(state, ctx, &name).await,
         Route::TrustCreate(name) => {
             let body = read_body(state, body, ctx).await?;

@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::routes::RouteError;
 use crate::auth::AuthError;
+use crate::auth::oidc::{ExchangeError, OidcError};
 use crate::domain::publish::{DocumentError, PublishError};
 use crate::storage::StoreError;
 
@@ -112,6 +113,22 @@ impl From<AuthError> for ApiError {
     }
 }
 
+impl From<ExchangeError> for ApiError {
+    fn from(e: ExchangeError) -> Self {
+        match e {
+            ExchangeError::Token(OidcError::Unavailable(_)) => ApiError::Unavailable(e.to_string()),
+            ExchangeError::Token(_) | ExchangeError::Replayed => {
+                ApiError::Unauthorized(e.to_string())
+            }
+            ExchangeError::Event(_) | ExchangeError::Mismatch { .. } => {
+                ApiError::Forbidden(e.to_string())
+            }
+            ExchangeError::NoTrustedPublisher { .. } => ApiError::NotFound(e.to_string()),
+            ExchangeError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -137,6 +154,7 @@ impl From<StoreError> for ApiError {
             StoreError::MissingResource(what) => ApiError::Unavailable(format!(
                 "the registry's storage is not set up: {what} does not exist; an operator must create it"
             )),
+            StoreError::EntryExists => ApiError::Conflict("the record already exists".into()),
             StoreError::Internal(m) => ApiError::Internal(m),
         }
     }

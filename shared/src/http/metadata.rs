@@ -31,6 +31,7 @@ pub async fn handle(
         Route::Packument(name) => packument(state, ctx, &name).await,
         Route::VersionOrTag(name, spec) => version_or_tag(state, ctx, &name, &spec).await,
         Route::DistTags(name) => dist_tags(state, ctx, &name).await,
+        Route::Visibility(name) => super::oidc::visibility(state, ctx, &name).await,
         _ => Err(ApiError::NotFound("not found".into())),
     }
 }

@@ -4,6 +4,7 @@
 pub mod auth;
 mod error;
 pub mod metadata;
+pub mod oidc;
 pub mod publish;
 pub mod rendered;
 pub mod routes;
@@ -438,7 +439,10 @@ async fn dispatch(state: Arc<AppState>, groups: &[RouteGroup], request: Request)
             // Logging in must work whatever stale token .npmrc still holds.
             let caller = match (early, &route) {
                 (Some(refusal), _) => Err(refusal),
-                (None, Route::LegacyLogin(_) | Route::WebLogin) => Ok(Caller::anonymous()),
+                // The exchange's bearer is an OIDC ID token, not a credential of this registry.
+                (None, Route::LegacyLogin(_) | Route::WebLogin | Route::OidcExchange(_)) => {
+                    Ok(Caller::anonymous())
+                }
                 // An installation token never writes: refused by its prefix, before GitHub is
                 // asked who it is (one that GitHub has to name is refused in `anonymous_write`).
                 (None, _)

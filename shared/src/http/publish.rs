@@ -294,7 +294,7 @@ async fn bind_repository(
     let check_declared = |repo: RepoRef| async move {
         match state
             .auth
-            .check(&ctx.caller, name, &repo, Action::Write)
+            .check(&ctx.caller, name, &repo, Action::Publish)
             .await
         {
             Ok(access) => Ok(access.map_or(repo, |a| a.repo)),
@@ -311,9 +311,9 @@ async fn bind_repository(
             name.base_name()
         ))),
         (None, Some(declared)) => Ok(Some(check_declared(declared.clone()).await?)),
-        (Some(bound), None) => Ok(Some(check_bound(bound.clone(), Action::Write).await?)),
+        (Some(bound), None) => Ok(Some(check_bound(bound.clone(), Action::Publish).await?)),
         (Some(bound), Some(declared)) if bound == declared => {
-            Ok(Some(check_bound(bound.clone(), Action::Write).await?))
+            Ok(Some(check_bound(bound.clone(), Action::Publish).await?))
         }
         (Some(bound), Some(declared)) => {
             match state

@@ -74,6 +74,10 @@ pub enum Route {
     TokenCreate,
     /// `DELETE /-/npm/v1/tokens/token/KEY`: `npm token revoke`.
     TokenDelete(String),
+    /// `POST /-/npm/v1/oidc/token/exchange/package/NAME`: trusted publishing's exchange.
+    OidcExchange(PackageName),
+    /// `GET /-/package/NAME/visibility`: whether the package's repository is public.
+    Visibility(PackageName),
     /// `GET /-/package/NAME/trust`: `npm trust list`.
     TrustList(PackageName),
     /// `POST /-/package/NAME/trust`: `npm trust github`.
@@ -91,9 +95,10 @@ impl Route {
             | Route::Search
             | Route::AdvisoriesBulk
             | Route::AuditsQuick => RouteGroup::Metadata,
-            Route::Packument(_) | Route::VersionOrTag(..) | Route::DistTags(_) => {
-                RouteGroup::Metadata
-            }
+            Route::Packument(_)
+            | Route::VersionOrTag(..)
+            | Route::DistTags(_)
+            | Route::Visibility(_) => RouteGroup::Metadata,
             Route::Tarball(..) => RouteGroup::Tarball,
             Route::DistTagSet(..) | Route::DistTagDelete(..) => RouteGroup::Publish,
             Route::PutPackage(..) | Route::DeletePackage(..) | Route::DeleteTarball(..) => {
@@ -101,6 +106,7 @@ impl Route {
             }
             Route::Whoami | Route::LegacyLogin(_) | Route::WebLogin => RouteGroup::Auth,
             Route::TokensList | Route::TokenCreate | Route::TokenDelete(_) => RouteGroup::Auth,
+            Route::OidcExchange(_) => RouteGroup::Auth,
             Route::TrustList(_) | Route::TrustCreate(_) | Route::TrustRevoke(..) => {
                 RouteGroup::Auth
             }
@@ -185,6 +191,13 @@ pub fn resolve(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
         ["-", "npm", "v1", "tokens", "token", key] => {
             only(&Method::DELETE, Route::TokenDelete(key.to_string()))
         }
+        ["-", "npm", "v1", "oidc", "token", "exchange", "package", ..] => {
+            let (name, rest) = take_name(&segs[7..])?;
+            if !rest.is_empty() {
+                return Err(RouteError::NotFound);
+            }
+            only(&Method::POST, Route::OidcExchange(name))
+        }
         ["-", "npm", "v1", "security", "audits", "quick"] => {
             only(&Method::POST, Route::AuditsQuick)
         }
@@ -196,6 +209,8 @@ pub fn resolve(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
             let (name, rest) = take_name(&segs[2..])?;
             match (rest, m) {
                 ([t], &Method::GET) if t == "dist-tags" => Ok(Route::DistTags(name)),
+                ([t], &Method::GET) if t == "visibility" => Ok(Route::Visibility(name)),
+                ([t], _) if t == "visibility" => Err(RouteError::MethodNotAllowed),
                 ([t], _) if t == "dist-tags" => Err(RouteError::MethodNotAllowed),
                 ([t, tag], &Method::PUT | &Method::POST) if t == "dist-tags" => {
                     Ok(Route::DistTagSet(name, tag.clone()))
@@ -333,6 +348,23 @@ mod tests {
             Err(RouteError::MethodNotAllowed)
         );
         assert_eq!(resolve(&Method::GET, "/-/ping"), Ok(Route::Ping));
+        for p in [
+            "/-/npm/v1/oidc/token/exchange/package/@s%2fn",
+            "/-/npm/v1/oidc/token/exchange/package/@s/n",
+        ] {
+            assert_eq!(
+                resolve(&Method::POST, p),
+                Ok(Route::OidcExchange(name("@s/n")))
+            );
+        }
+        assert_eq!(
+            resolve(&Method::GET, "/-/npm/v1/oidc/token/exchange/package/@s%2fn"),
+            Err(RouteError::MethodNotAllowed)
+        );
+        assert_eq!(
+            resolve(&Method::GET, "/-/package/@s%2fn/visibility"),
+            Ok(Route::Visibility(name("@s/n")))
+        );
         assert_eq!(resolve(&Method::GET, "/-/ready"), Ok(Route::Ready));
         assert_eq!(
             resolve(&Method::PUT, "/-/user/org.couchdb.user:bob"),
@@ -401,6 +433,14 @@ pub const ROUTE_TABLE: &[RouteSpec] = &[
     spec("POST", "/-/package/{scope}/{package}/dist-tags/{tag}", P),
     spec("DELETE", "/-/package/{package}/dist-tags/{tag}", P),
     spec("DELETE", "/-/package/{scope}/{package}/dist-tags/{tag}", P),
+    spec("GET", "/-/package/{package}/visibility", M),
+    spec("GET", "/-/package/{scope}/{package}/visibility", M),
+    spec("POST", "/-/npm/v1/oidc/token/exchange/package/{package}", A),
+    spec(
+        "POST",
+        "/-/npm/v1/oidc/token/exchange/package/{scope}/{package}",
+        A,
+    ),
     spec("GET", "/-/package/{package}/trust", A),
     spec("GET", "/-/package/{scope}/{package}/trust", A),
     spec("POST", "/-/package/{package}/trust", A),
@@ -488,6 +528,11 @@ pub const CLIENT_REQUESTS: &[(&str, &str)] = &[
     ("GET", "/-/npm/v1/tokens"),
     ("POST", "/-/npm/v1/tokens"),
     ("DELETE", "/-/npm/v1/tokens/token/0123abcd"),
+    ("POST", "/-/npm/v1/oidc/token/exchange/package/@s%2fn"),
+    ("POST", "/-/npm/v1/oidc/token/exchange/package/@s/n"),
+    ("POST", "/-/npm/v1/oidc/token/exchange/package/plain"),
+    ("GET", "/-/package/@s%2fn/visibility"),
+    ("GET", "/-/package/@s/n/visibility"),
     ("POST", "/-/npm/v1/security/advisories/bulk"),
     ("POST", "/-/npm/v1/security/audits/quick"),
     ("GET", "/-/package/@s%2fn/dist-tags"),

@@ -1175,6 +1175,45 @@ impl super::KvStore for AwsStorage {
         Ok(())
     }
 
+    async fn put_new(
+        &self,
+        namespace: &str,
+        id: &str,
+        value: &[u8],
+        expires: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        // Absent, or present but past its TTL (DynamoDB deletes expired items only eventually).
+        let mut put = self
+            .ddb
+            .put_item()
+            .table_name(&self.settings.table)
+            .item("pk", AttributeValue::S(format!("~{namespace}")))
+            .item("sk", AttributeValue::S(id.to_string()))
+            .item(
+                "value",
+                AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(value)),
+            )
+            .condition_expression("attribute_not_exists(pk) OR #ttl <= :now")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(
+                ":now",
+                AttributeValue::N(Utc::now().timestamp().to_string()),
+            );
+        if let Some(expires) = expires {
+            put = put.item("ttl", AttributeValue::N(expires.timestamp().to_string()));
+        }
+        match put.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(classify(e, self.table())),
+        }
+    }
+
     async fn delete(&self, namespace: &str, id: &str) -> Result<(), StoreError> {
         self.ddb
             .delete_item()

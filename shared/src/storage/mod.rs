@@ -47,6 +47,10 @@ pub enum StoreError {
     /// Told apart from `Unavailable`: retrying does not help until an operator creates it.
     #[error("{0} does not exist")]
     MissingResource(String),
+    /// A conditional create found a live entry under its key (`KvStore::put_new` answers it
+    /// as `false`; it reaches no client).
+    #[error("an entry with this key already exists")]
+    EntryExists,
     /// Anything else (corrupt data, I/O errors).
     #[error("storage error: {0}")]
     Internal(String),
@@ -211,6 +215,16 @@ pub trait KvStore: Send + Sync {
         value: &[u8],
         expires: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError>;
+    /// Stores a value only if no live entry has this id (an expired one counts as absent), in
+    /// one conditional write: of two racing callers exactly one gets `true`. For remembering
+    /// one-time things, such as the ID tokens trusted publishing has already exchanged.
+    async fn put_new(
+        &self,
+        namespace: &str,
+        id: &str,
+        value: &[u8],
+        expires: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError>;
     /// Removes a value; removing an absent one succeeds.
     async fn delete(&self, namespace: &str, id: &str) -> Result<(), StoreError>;
     /// Every live `(id, value)` in a namespace.

@@ -299,6 +299,33 @@ impl super::KvStore for EmbeddedMetadata {
             .await
     }
 
+    async fn put_new(
+        &self,
+        namespace: &str,
+        id: &str,
+        value: &[u8],
+        expires: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<bool, StoreError> {
+        let entry = encode(&KvEntry {
+            value: value.to_vec(),
+            expires,
+        })?;
+        // The check and the insert run in the writer's one transaction: no racer between them.
+        match self
+            .writer
+            .write(Op::KvPutNew {
+                namespace: namespace.to_string(),
+                id: id.to_string(),
+                entry,
+            })
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(StoreError::EntryExists) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn delete(&self, namespace: &str, id: &str) -> Result<(), StoreError> {
         self.writer
             .write(Op::KvDelete {

@@ -44,6 +44,12 @@ pub(super) enum Op {
         id: String,
         entry: Vec<u8>,
     },
+    /// Store a key-value entry only if no live one has its key (`EntryExists` otherwise).
+    KvPutNew {
+        namespace: String,
+        id: String,
+        entry: Vec<u8>,
+    },
     /// Remove a key-value entry.
     KvDelete { namespace: String, id: String },
 }
@@ -334,6 +340,29 @@ fn apply(txn: &WriteTransaction, op: &Op) -> Result<(), ApplyError> {
             table
                 .insert((namespace.as_str(), id.as_str()), entry.as_slice())
                 .map_err(broken)?;
+            Ok(())
+        }
+        Op::KvPutNew {
+            namespace,
+            id,
+            entry,
+        } => {
+            let mut table = txn.open_table(KV).map_err(broken)?;
+            let key = (namespace.as_str(), id.as_str());
+            // Checked against the state the batch's earlier writes left, before any change.
+            let live = match table
+                .get(key)
+                .map_err(|e| ApplyError::Refused(internal(e)))?
+            {
+                Some(existing) => decode::<super::KvEntry>(existing.value())
+                    .map_err(ApplyError::Refused)?
+                    .live(),
+                None => false,
+            };
+            if live {
+                return Err(ApplyError::Refused(StoreError::EntryExists));
+            }
+            table.insert(key, entry.as_slice()).map_err(broken)?;
             Ok(())
         }
         Op::KvDelete { namespace, id } => {

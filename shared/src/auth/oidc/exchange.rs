@@ -1,0 +1,218 @@
+//! The exchange: a verified ID token whose run a trust configuration of the package admits buys
+//! a token that may publish that package for a few minutes. Order of the checks: the token
+//! (signature, issuer, audience, times), the event, the package's configurations, and last the
+//! replay check on `jti` — last, so that a refused attempt does not use the ID token up (a
+//! workflow re-run after its configuration is fixed gets a new token anyway, but a transient
+//! store failure or a configuration added a moment later should not burn it); the replay
+//! record is a conditional create, so of two racing exchanges of one token exactly one wins.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use super::OidcError;
+use super::claims::IdTokenVerifier;
+use crate::domain::PackageName;
+use crate::domain::trust::{REFUSED_EVENTS, TrustConfiguration, TrustMismatch, WorkflowRun};
+use crate::storage::{KvStore, StoreError};
+
+/// How long a minted token lives: enough for `npm publish` to upload, short enough that a
+/// leaked one is of little use.
+pub const TOKEN_LIFETIME_MINUTES: i64 = 15;
+/// The prefix of minted tokens (so the registry tells them from GitHub and registry tokens).
+pub const TOKEN_PREFIX: &str = "tpub_";
+/// Namespace of minted tokens' records, keyed by the token's SHA-256 (never the token).
+pub const TOKEN_NAMESPACE: &str = "trusted-publishing/tokens";
+/// Namespace of exchanged ID tokens' ids (`jti`), kept until the ID token expires.
+pub const JTI_NAMESPACE: &str = "trusted-publishing/jti";
+
+/// What a minted token may do: publish `package`, as `run`, while `configuration` exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishGrant {
+    /// The package it may publish.
+    pub package: String,
+    /// The run it was minted for.
+    pub run: WorkflowRun,
+    /// The trust configuration that admitted the run.
+    pub configuration_id: String,
+    /// When it stops working.
+    pub expires: DateTime<Utc>,
+}
+
+/// Why an exchange was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ExchangeError {
+    /// The ID token did not verify.
+    #[error("{0}")]
+    Token(OidcError),
+    /// The run's event is one trusted publishing refuses.
+    #[error("{0}")]
+    Event(TrustMismatch),
+    /// No configuration of the package names the run's repository — or the package does not
+    /// exist: one answer for both, so an outsider learns nothing about the package.
+    #[error(
+        "no trusted publisher of {package} matches repository {repository} (or the package does not exist); configure one with npm trust github"
+    )]
+    NoTrustedPublisher {
+        /// The package.
+        package: String,
+        /// The run's repository.
+        repository: String,
+    },
+    /// A configuration names the run's repository, but the run does not match it.
+    #[error(
+        "the trusted publisher of {package} for this repository does not admit this run: {mismatch}"
+    )]
+    Mismatch {
+        /// The package.
+        package: String,
+        /// The first check that failed.
+        mismatch: TrustMismatch,
+    },
+    /// The ID token was already exchanged.
+    #[error("this ID token was already exchanged (its jti was seen before); request a new one")]
+    Replayed,
+    /// The store failed.
+    #[error("{0}")]
+    Store(StoreError),
+}
+
+impl From<StoreError> for ExchangeError {
+    fn from(e: StoreError) -> Self {
+        ExchangeError::Store(e)
+    }
+}
+
+/// Trusted publishing's state: the ID-token verifier and the store.
+pub struct TrustedPublishing {
+    verifier: IdTokenVerifier,
+    kv: Arc<dyn KvStore>,
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+impl TrustedPublishing {
+    /// Trusted publishing verifying with `verifier`, remembering in `kv`.
+    pub fn new(verifier: IdTokenVerifier, kv: Arc<dyn KvStore>) -> Self {
+        Self { verifier, kv }
+    }
+
+    /// The issuer ID tokens must come from.
+    pub fn issuer(&self) -> &str {
+        self.verifier.issuer()
+    }
+
+    /// Whether `token` is one the exchange minted (by its prefix; the store decides if it works).
+    pub fn is_minted_token(token: &str) -> bool {
+        token.starts_with(TOKEN_PREFIX)
+    }
+
+    /// The package's trust configurations (see `auth::trust`).
+    pub async fn configurations(
+        &self,
+        package: &PackageName,
+    ) -> Result<Vec<TrustConfiguration>, StoreError> {
+        crate::auth::trust::configurations(self.kv.as_ref(), package).await
+    }
+
+    /// One configuration of the package, if it still exists.
+    pub async fn configuration(
+        &self,
+        package: &PackageName,
+        id: &str,
+    ) -> Result<Option<TrustConfiguration>, StoreError> {
+        crate::auth::trust::configuration(self.kv.as_ref(), package, id).await
+    }
+
+    /// Exchanges `id_token` (for `audience`, `npm:<registry host>`) for a token that may
+    /// publish `package`. Returns the token (shown once, stored only as its hash) and its grant.
+    pub async fn exchange(
+        &self,
+        package: &PackageName,
+        id_token: &str,
+        audience: &str,
+    ) -> Result<(String, PublishGrant), ExchangeError> {
+        let verified = self
+            .verifier
+            .verify(id_token, audience)
+            .await
+            .map_err(ExchangeError::Token)?;
+        let run = verified.run;
+        if REFUSED_EVENTS.contains(&run.event_name.as_str()) {
+            return Err(ExchangeError::Event(TrustMismatch::RefusedEvent(
+                run.event_name.clone(),
+            )));
+        }
+        let configurations = self.configurations(package).await?;
+        let admitted = configurations.iter().find(|c| c.admits(&run).is_ok());
+        let Some(configuration) = admitted else {
+            // Details only for runs of a configured repository: anyone else hears what a
+            // package without configurations (or without existence) answers.
+            let insider = configurations.iter().find(|c| {
+                c.repository
+                    .to_string()
+                    .eq_ignore_ascii_case(&run.repository)
+            });
+            return Err(match insider.map(|c| c.admits(&run)) {
+                Some(Err(mismatch)) => ExchangeError::Mismatch {
+                    package: package.to_string(),
+                    mismatch,
+                },
+                _ => ExchangeError::NoTrustedPublisher {
+                    package: package.to_string(),
+                    repository: run.repository.clone(),
+                },
+            });
+        };
+        // Remembered a little past expiry: the verifier accepts that much clock skew.
+        let remember_until =
+            verified.expires + Duration::seconds(2 * super::claims::LEEWAY_SECONDS as i64);
+        let first_use = self
+            .kv
+            .put_new(
+                JTI_NAMESPACE,
+                &sha256_hex(&format!("{}\n{}", self.issuer(), verified.jti)),
+                b"1",
+                Some(remember_until),
+            )
+            .await?;
+        if !first_use {
+            return Err(ExchangeError::Replayed);
+        }
+        let token = format!(
+            "{TOKEN_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+        );
+        let grant = PublishGrant {
+            package: package.as_str().to_string(),
+            run,
+            configuration_id: configuration.id.clone(),
+            expires: Utc::now() + Duration::minutes(TOKEN_LIFETIME_MINUTES),
+        };
+        let record = serde_json::to_vec(&grant).map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.kv
+            .put(
+                TOKEN_NAMESPACE,
+                &sha256_hex(&token),
+                &record,
+                Some(grant.expires),
+            )
+            .await?;
+        Ok((token, grant))
+    }
+
+    /// The grant of a minted token, unless it expired or is unknown.
+    pub async fn grant(&self, token: &str) -> Result<Option<PublishGrant>, StoreError> {
+        Ok(self
+            .kv
+            .get(TOKEN_NAMESPACE, &sha256_hex(token))
+            .await?
+            .and_then(|b| serde_json::from_slice::<PublishGrant>(&b).ok())
+            .filter(|g| g.expires > Utc::now()))
+    }
+}

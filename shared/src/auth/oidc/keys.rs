@@ -1,0 +1,211 @@
+//! The issuer's signing keys: found through `<issuer>/.well-known/openid-configuration`
+//! (`jwks_uri`), cached, and fetched again when a token names a key the cache does not hold (a
+//! rotation) — at most once a minute, so tokens with made-up `kid`s cannot make the registry
+//! hammer the issuer — or when the cache is an hour old (so a withdrawn key stops working).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use jsonwebtoken::DecodingKey;
+use serde::Deserialize;
+
+use super::OidcError;
+
+/// Least time between two fetches of the key set.
+pub const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+/// Longest a fetched key set is used without fetching it again.
+pub const MAX_AGE: Duration = Duration::from_secs(60 * 60);
+
+/// Where key sets come from (the issuer over HTTP; a fake in unit tests).
+#[async_trait]
+pub trait KeyFetcher: Send + Sync {
+    /// The issuer's current RSA signing keys, by `kid`.
+    async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, OidcError>;
+}
+
+/// A JSON Web Key Set, as far as RS256 verification needs it.
+#[derive(Deserialize)]
+struct JwkSet {
+    keys: Vec<Jwk>,
+}
+
+#[derive(Deserialize)]
+struct Jwk {
+    kty: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    n: Option<String>,
+    #[serde(default)]
+    e: Option<String>,
+    #[serde(default, rename = "use")]
+    usage: Option<String>,
+}
+
+/// The RSA signing keys of a JWKS document, by `kid` (other keys are skipped).
+pub fn parse_jwks(body: &str) -> Result<HashMap<String, DecodingKey>, OidcError> {
+    let set: JwkSet = serde_json::from_str(body)
+        .map_err(|e| OidcError::Unavailable(format!("the JWKS is not valid JSON: {e}")))?;
+    Ok(set
+        .keys
+        .into_iter()
+        .filter(|k| k.kty == "RSA" && k.usage.as_deref().is_none_or(|u| u == "sig"))
+        .filter_map(|k| {
+            let key = DecodingKey::from_rsa_components(k.n.as_deref()?, k.e.as_deref()?).ok()?;
+            Some((k.kid?, key))
+        })
+        .collect())
+}
+
+/// Fetches the key set from the issuer: its discovery document, then `jwks_uri`.
+pub struct HttpKeyFetcher {
+    issuer: String,
+    /// Built on first use (see `OctocrabGithub`): a function that never exchanges a token
+    /// never loads the trust store.
+    client: std::sync::OnceLock<Result<octocrab::Octocrab, String>>,
+}
+
+impl HttpKeyFetcher {
+    /// A fetcher for `issuer` (an `https://` URL; `http://` only for local test issuers).
+    pub fn new(issuer: &str) -> Self {
+        Self {
+            issuer: issuer.trim_end_matches('/').to_string(),
+            client: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// GETs an absolute URL and returns the body of a 200.
+    async fn get(&self, url: &str) -> Result<String, OidcError> {
+        let client = self
+            .client
+            .get_or_init(|| {
+                // The origin only: every request names an absolute URL, and octocrab would put a
+                // base path in front of one that does not start with it.
+                let origin = url::Url::parse(&self.issuer)
+                    .map_err(|e| format!("{}: {e}", self.issuer))?
+                    .origin()
+                    .ascii_serialization();
+                octocrab::Octocrab::builder()
+                    .base_uri(origin)
+                    .map_err(|e| e.to_string())?
+                    .set_connect_timeout(Some(Duration::from_secs(3)))
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| OidcError::Unavailable(e.clone()))?;
+        let uri: axum::http::Uri = url
+            .parse()
+            .map_err(|e| OidcError::Unavailable(format!("{url}: {e}")))?;
+        let response = client
+            ._get(uri)
+            .await
+            .map_err(|e| OidcError::Unavailable(format!("{url}: {e}")))?;
+        let status = response.status();
+        let body = client
+            .body_to_string(response)
+            .await
+            .map_err(|e| OidcError::Unavailable(format!("{url}: {e}")))?;
+        if !status.is_success() {
+            return Err(OidcError::Unavailable(format!("{url} answered {status}")));
+        }
+        Ok(body)
+    }
+}
+
+#[async_trait]
+impl KeyFetcher for HttpKeyFetcher {
+    async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, OidcError> {
+        let discovery_url = format!("{}/.well-known/openid-configuration", self.issuer);
+        let discovery: serde_json::Value =
+            serde_json::from_str(&self.get(&discovery_url).await?)
+                .map_err(|e| OidcError::Unavailable(format!("{discovery_url}: {e}")))?;
+        let jwks_uri = discovery["jwks_uri"]
+            .as_str()
+            .ok_or_else(|| OidcError::Unavailable(format!("{discovery_url} names no jwks_uri")))?;
+        parse_jwks(&self.get(jwks_uri).await?)
+    }
+}
+
+struct Cached {
+    keys: HashMap<String, DecodingKey>,
+    /// When the keys were last fetched (successfully or not): the refetch limit counts attempts.
+    attempted: Option<Instant>,
+    /// When the keys held were fetched.
+    fetched: Option<Instant>,
+}
+
+/// The cache of one issuer's keys.
+pub struct KeyCache {
+    fetcher: Box<dyn KeyFetcher>,
+    cached: Mutex<Cached>,
+}
+
+impl KeyCache {
+    /// An empty cache over `fetcher`.
+    pub fn new(fetcher: Box<dyn KeyFetcher>) -> Self {
+        Self {
+            fetcher,
+            cached: Mutex::new(Cached {
+                keys: HashMap::new(),
+                attempted: None,
+                fetched: None,
+            }),
+        }
+    }
+
+    /// The key `kid`, fetching the set when it is unknown (at most once a minute) or old.
+    pub async fn key(&self, kid: &str) -> Result<DecodingKey, OidcError> {
+        self.key_at(kid, Instant::now()).await
+    }
+
+    /// `key`, as of `now` (tests move the clock).
+    pub async fn key_at(&self, kid: &str, now: Instant) -> Result<DecodingKey, OidcError> {
+        let (known, may_fetch, stale) = {
+            let cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+            let may_fetch = cached
+                .attempted
+                .is_none_or(|at| now.saturating_duration_since(at) >= REFETCH_INTERVAL);
+            let stale = cached
+                .fetched
+                .is_none_or(|at| now.saturating_duration_since(at) >= MAX_AGE);
+            (cached.keys.get(kid).cloned(), may_fetch, stale)
+        };
+        match (known, may_fetch) {
+            (Some(key), _) if !stale => return Ok(key),
+            (Some(key), false) => return Ok(key),
+            (None, false) => return Err(OidcError::UnknownKey(kid.to_string())),
+            _ => {}
+        }
+        self.cached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .attempted = Some(now);
+        match self.fetcher.fetch().await {
+            Ok(keys) => {
+                let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+                cached.keys = keys;
+                cached.fetched = Some(now);
+                cached
+                    .keys
+                    .get(kid)
+                    .cloned()
+                    .ok_or_else(|| OidcError::UnknownKey(kid.to_string()))
+            }
+            Err(e) => {
+                // An old key set still verifies while the issuer cannot be reached.
+                let cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+                match cached.keys.get(kid) {
+                    Some(key) => {
+                        tracing::warn!(error = %e, "OIDC issuer unreachable; using its cached keys");
+                        Ok(key.clone())
+                    }
+                    None => Err(e),
+                }
+            }
+        }
+    }
+}
