@@ -106,6 +106,8 @@ pub struct Config {
     pub body_min_bytes_per_second: u64,
     /// `REGISTRY_MAX_CONNECTIONS`: local server; most connections open at once (0 = no cap).
     pub max_connections: usize,
+    /// Days the audit log keeps an event (`REGISTRY_AUDIT_RETENTION_DAYS`); `None`: forever.
+    pub audit_retention_days: Option<u64>,
 }
 
 fn parse_bool(key: &'static str, v: &str) -> Result<bool, ConfigError> {
@@ -254,6 +256,11 @@ impl Config {
                 .map(|v| parse_num("REGISTRY_MAX_CONNECTIONS", &v))
                 .transpose()?
                 .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            audit_retention_days: get("REGISTRY_AUDIT_RETENTION_DAYS")
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| parse_num::<u64>("REGISTRY_AUDIT_RETENTION_DAYS", &v))
+                .transpose()?
+                .filter(|days| *days > 0),
         };
         // By default two of the largest bodies at once: a burst of big publishes waits its
         // turn (503, Retry-After) instead of taking the process's memory.
