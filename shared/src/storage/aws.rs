@@ -6,6 +6,9 @@
 //!   the manifest, `deprecated`, `readme` or `readme_key`). Versions are immutable except for the
 //!   `deprecated` attribute and the switch to `state = unpublished`.
 //!
+//! - `pk = "~<namespace>"`: key-value records (GitHub answers cached, registry tokens), and
+//!   `pk = "~audit/day/<date>"`, `"~audit/package/<name>"`: the audit log (`AwsAuditLog`).
+//!
 //! Every write is one `TransactWriteItems`: the version put (conditional create) and/or version
 //! updates, plus the package record put conditioned on the revision the writer read.
 //!
