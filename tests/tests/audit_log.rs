@@ -579,8 +579,123 @@ async fn npm_writes_are_audited(backend: Backend) {
     if matches!(backend, Backend::Local) {
         assert_eq!(file.lines().count(), events.len());
     }
+
+    // A publish naming another repository rebinds the package (alice is admin of both): two
+    // events, the publish and the rebind with both repositories.
+    let before_rebind = Utc::now().to_rfc3339();
+    let (status, body) = e2e::api::publish(
+        &server,
+        Some(&world.alice.token),
+        "@acme/widgets",
+        "2.0.0",
+        Some("github:acme/other"),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let rebound = json_lines(&audit_cli(
+        &world,
+        &backend,
+        &server,
+        &[
+            "--package",
+            "@acme/widgets",
+            "--since",
+            &before_rebind,
+            "--json",
+        ],
+    ));
+    let got: Vec<_> = rebound
+        .iter()
+        .map(|e| {
+            (
+                e["action"].clone(),
+                e["version"].clone(),
+                e["detail"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (json!("publish"), json!("2.0.0"), Value::Null),
+            (
+                json!("rebind"),
+                json!("2.0.0"),
+                json!("repository acme/widgets -> acme/other")
+            ),
+        ]
+    );
     // Each event is also one `audit` line in the server's log (for CloudWatch Logs).
     let log = server.log();
-    let audit_lines = log.lines().filter(|l| l.contains(" audit: ")).count();
-    assert_eq!(audit_lines, events.len(), "{log}");
+    let audit_lines = log
+        .lines()
+        .filter(|l| l.contains(" audit: event={"))
+        .count();
+    assert_eq!(audit_lines, events.len() + rebound.len(), "{log}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// An audit log that cannot be written loses no write and tells the client no lie.
+
+struct BrokenAuditLog;
+
+#[async_trait::async_trait]
+impl AuditLog for BrokenAuditLog {
+    async fn append(&self, _: &AuditEvent) -> Result<(), registry::storage::StoreError> {
+        Err(registry::storage::StoreError::Unavailable(
+            "the audit log's disk is gone".into(),
+        ))
+    }
+
+    async fn query(
+        &self,
+        _: &AuditQuery,
+    ) -> Result<Vec<AuditEvent>, registry::storage::StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test]
+async fn a_failed_audit_append_keeps_the_write_and_its_answer() {
+    use tower::ServiceExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (metadata, tarballs) = registry::storage::embedded::open(tmp.path()).unwrap();
+    let config = registry::config::Config::from_lookup(|k| match k {
+        "REGISTRY_UPSTREAM" => Some(String::new()),
+        _ => None,
+    })
+    .unwrap();
+    let state = registry::server::build_with_audit(
+        config,
+        std::sync::Arc::new(metadata),
+        std::sync::Arc::new(tarballs),
+        registry::auth::Authorizer::Open,
+        std::sync::Arc::new(BrokenAuditLog),
+    );
+    let app = registry::http::router(state, &registry::http::RouteGroup::ALL);
+    let send = |method: &str, uri: &str, body: Vec<u8>| {
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        app.clone().oneshot(request)
+    };
+    let doc = e2e::publish_doc(
+        "@acme/kept",
+        "1.0.0",
+        &e2e::package_tgz("@acme/kept", "1.0.0"),
+    );
+    let response = send("PUT", "/@acme%2fkept", serde_json::to_vec(&doc).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "the client hears of its publish");
+    let response = send("GET", "/@acme%2fkept", Vec::new()).await.unwrap();
+    assert_eq!(response.status(), 200, "and the version is stored");
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let packument: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(packument["dist-tags"]["latest"], "1.0.0");
 }

@@ -152,7 +152,8 @@ impl AuditActor {
 /// One recorded write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
-    /// Random, so that events of the same microsecond stay distinct.
+    /// Random, so that events of the same microsecond stay distinct (the HTTP layer makes it
+    /// `<random per request>-<position>`, which keeps one request's events in order).
     pub id: String,
     /// When the registry answered the request.
     pub time: DateTime<Utc>,

@@ -185,9 +185,13 @@ pub fn events(
     } else {
         state.entries.clone()
     };
+    // One random id per request, then each event's position: the events of one request share
+    // its time, and their order keys keep them in the order the handler gave.
+    let request = hex::encode(rand::random::<[u8; 8]>());
     entries
         .into_iter()
-        .map(|entry| {
+        .enumerate()
+        .map(|(position, entry)| {
             let mut event = AuditEvent::new(
                 time,
                 entry.action,
@@ -195,6 +199,7 @@ pub fn events(
                 credential,
                 outcome.clone(),
             );
+            event.id = format!("{request}-{position:03}");
             event.package = package.cloned();
             event.version = entry.version;
             event.tag = entry.tag;
@@ -212,7 +217,7 @@ pub fn events(
 pub async fn record(state: &AppState, events: Vec<AuditEvent>) {
     for event in events {
         let json = serde_json::to_string(&event).unwrap_or_default();
-        tracing::info!(target: "audit", event = %json, "audit");
+        tracing::info!(target: "audit", event = %json);
         if let Err(e) = state.audit.append(&event).await {
             tracing::error!(
                 target: "audit",
@@ -333,6 +338,10 @@ mod tests {
             ]
         );
         assert_ne!(got[0].id, got[1].id);
+        assert!(
+            got[0].order_key() < got[1].order_key(),
+            "in the handler's order"
+        );
     }
 
     #[test]
