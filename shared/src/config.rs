@@ -108,6 +108,8 @@ pub struct Config {
     pub max_connections: usize,
     /// `REGISTRY_OIDC_ISSUER`: the OIDC issuer whose ID tokens trusted publishing accepts.
     pub oidc_issuer: String,
+    /// Days the audit log keeps an event (`REGISTRY_AUDIT_RETENTION_DAYS`); `None`: forever.
+    pub audit_retention_days: Option<u64>,
 }
 
 fn parse_bool(key: &'static str, v: &str) -> Result<bool, ConfigError> {
@@ -272,6 +274,11 @@ impl Config {
                 .transpose()?
                 .unwrap_or(DEFAULT_MAX_CONNECTIONS),
             oidc_issuer: oidc_issuer(get("REGISTRY_OIDC_ISSUER"))?,
+            audit_retention_days: get("REGISTRY_AUDIT_RETENTION_DAYS")
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| parse_num::<u64>("REGISTRY_AUDIT_RETENTION_DAYS", &v))
+                .transpose()?
+                .filter(|days| *days > 0),
         };
         // By default two of the largest bodies at once: a burst of big publishes waits its
         // turn (503, Retry-After) instead of taking the process's memory.

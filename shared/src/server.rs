@@ -10,8 +10,12 @@ use crate::config::{AuthMode, Config, StorageKind};
 use crate::domain::tarball::TarballLimits;
 use crate::http::AppState;
 use crate::http::rendered::PackumentCache;
+use crate::storage::audit_file::FileAuditLog;
 use crate::storage::aws::{AwsSettings, AwsStorage, ProblemKind, ResourceProblem};
-use crate::storage::{AfterResponse, KvStore, MetadataStore, TarballStore, embedded};
+use crate::storage::{
+    AfterResponse, AuditLog, AuditRetention, KvStore, MemoryAuditLog, MetadataStore, TarballStore,
+    embedded,
+};
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +27,9 @@ pub enum StartError {
     /// The AWS table or bucket is missing or cannot be reached; the message says what to do.
     #[error("{0}")]
     Resources(String),
+    /// A command-line argument is not valid.
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// The AWS backend's settings from the configuration.
@@ -65,6 +72,8 @@ pub struct Stores {
     pub tarballs: Arc<dyn TarballStore>,
     /// Caches and token records.
     pub kv: Arc<dyn KvStore>,
+    /// The audit log.
+    pub audit: Arc<dyn AuditLog>,
     /// The AWS backend itself, when it is the configured one.
     pub aws: Option<Arc<AwsStorage>>,
 }
@@ -91,6 +100,7 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = aws_config::SdkConfig>,
 {
+    let retention = AuditRetention::days(config.audit_retention_days);
     Ok(match config.storage {
         StorageKind::Local => {
             let (m, t) = embedded::open(&config.data_dir)?;
@@ -99,6 +109,7 @@ where
                 metadata: m.clone(),
                 tarballs: Arc::new(t),
                 kv: m,
+                audit: Arc::new(FileAuditLog::new(&config.data_dir, retention)),
                 aws: None,
             }
         }
@@ -113,6 +124,7 @@ where
                 metadata: s.clone(),
                 tarballs: s.clone(),
                 kv: s.clone(),
+                audit: Arc::new(s.audit_log(retention)),
                 aws: Some(s),
             }
         }
@@ -335,12 +347,27 @@ where
 
 fn state_from(config: Config, stores: Stores) -> Result<Arc<AppState>, StartError> {
     let auth = authorizer(&config, stores.kv.clone())?;
-    Ok(build_with_auth(
+    Ok(build_with_audit(
         config,
         stores.metadata,
         stores.tarballs,
         auth,
+        stores.audit,
     ))
+}
+
+/// The configured backend's audit log alone (`registry-server audit`): it needs neither the
+/// metadata database (which the running server holds) nor the bucket.
+pub async fn open_audit_log(config: &Config) -> Result<Arc<dyn AuditLog>, StartError> {
+    let retention = AuditRetention::days(config.audit_retention_days);
+    Ok(match config.storage {
+        StorageKind::Local => Arc::new(FileAuditLog::new(&config.data_dir, retention)),
+        StorageKind::Aws => {
+            let settings = aws_settings(config)?;
+            let s = AwsStorage::new(&AwsStorage::default_sdk_config().await, settings);
+            Arc::new(s.audit_log(retention))
+        }
+    })
 }
 
 /// Runs the storage sweep for `config`'s backend (see `storage::sweep`).
@@ -357,6 +384,49 @@ pub async fn sweep(
     .await?)
 }
 
+/// What `registry-server audit` prints: the events of `package` (or all) since `since` (an RFC
+/// 3339 time or a duration back from now, `24h`, `7d`), at most the newest `limit`, as a table
+/// or (`json`) one JSON object per line.
+pub async fn audit_listing(
+    config: &Config,
+    package: Option<&str>,
+    since: Option<&str>,
+    limit: Option<usize>,
+    json: bool,
+) -> Result<String, StartError> {
+    use crate::domain::audit::{AuditQuery, parse_since, render_table};
+    let package = package
+        .map(|p| {
+            crate::domain::PackageName::parse(p).map_err(|e| {
+                StartError::Usage(format!("--package '{p}' is not a package name: {e}"))
+            })
+        })
+        .transpose()?;
+    let since = since
+        .map(|s| {
+            parse_since(s, chrono::Utc::now())
+                .map_err(|e| StartError::Usage(format!("--since: {e}")))
+        })
+        .transpose()?;
+    let log = open_audit_log(config).await?;
+    let events = log
+        .query(&AuditQuery {
+            package,
+            since,
+            limit,
+        })
+        .await?;
+    if !json {
+        return Ok(render_table(&events));
+    }
+    let mut out = String::new();
+    for event in &events {
+        out.push_str(&serde_json::to_string(event).map_err(|e| StartError::Config(e.to_string()))?);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
 /// Builds open-mode state around stores the caller already has (tests, request counting).
 pub fn build_with(
     config: Config,
@@ -366,12 +436,27 @@ pub fn build_with(
     build_with_auth(config, metadata, tarballs, Authorizer::Open)
 }
 
-/// Builds state around stores and an authoriser the caller already has.
+/// Builds state around stores and an authoriser the caller already has, the audit log kept in
+/// memory.
 pub fn build_with_auth(
     config: Config,
     metadata: Arc<dyn MetadataStore>,
     tarballs: Arc<dyn TarballStore>,
     auth: Authorizer,
+) -> Arc<AppState> {
+    let audit = Arc::new(MemoryAuditLog::new(AuditRetention::days(
+        config.audit_retention_days,
+    )));
+    build_with_audit(config, metadata, tarballs, auth, audit)
+}
+
+/// Builds state around stores, an authoriser and an audit log the caller already has.
+pub fn build_with_audit(
+    config: Config,
+    metadata: Arc<dyn MetadataStore>,
+    tarballs: Arc<dyn TarballStore>,
+    auth: Authorizer,
+    audit: Arc<dyn AuditLog>,
 ) -> Arc<AppState> {
     let tarball_limits = TarballLimits {
         max_unpacked_bytes: config.max_unpacked_bytes,
@@ -391,6 +476,7 @@ pub fn build_with_auth(
         auth,
         tarball_limits,
         packuments,
+        audit,
     })
 }
 

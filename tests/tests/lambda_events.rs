@@ -61,6 +61,7 @@ fn header<'a>(response: &'a Value, name: &str) -> Option<&'a str> {
 async fn api_gateway_v2_events_through_each_function() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path()).await;
+    let audit = state.audit.clone();
     let metadata = router(state.clone(), &[RouteGroup::Metadata]);
     let publish = router(state.clone(), &[RouteGroup::Publish]);
     let tarball = router(state.clone(), &[RouteGroup::Tarball]);
@@ -91,6 +92,33 @@ async fn api_gateway_v2_events_through_each_function() {
         "the metadata function must not publish"
     );
     assert_eq!(body_of(&r)["error"], "not found");
+    // The publish function recorded the publish in the audit log (the data directory's file);
+    // the refused request, which reached no handler, recorded nothing.
+    let events = audit
+        .query(&registry::domain::audit::AuditQuery::default())
+        .await
+        .unwrap();
+    let summary: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.action.as_str(),
+                e.package.as_ref().map(|p| p.to_string()),
+                e.version.as_ref().map(|v| v.to_string()),
+                e.outcome.is_ok(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![(
+            "publish",
+            Some("@acme/lambda".to_string()),
+            Some("1.0.0".to_string()),
+            true
+        )]
+    );
+    assert!(dir.path().join("audit.jsonl").exists());
 
     // Packument with `/` and with `%2F`, a query string, and the abbreviated Accept header.
     let get_headers = json!({ "Accept": "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*", "host": host, "x-forwarded-proto": "https" });

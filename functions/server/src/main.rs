@@ -37,6 +37,24 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         older_than_minutes: u64,
     },
+    /// Print the audit log: every write (publish, unpublish, deprecate, dist-tag, rebind, token
+    /// and trust changes) with its time, package, version, outcome, caller and credential kind.
+    /// Works while the server runs, on either backend.
+    Audit {
+        /// Only this package's events.
+        #[arg(long)]
+        package: Option<String>,
+        /// Only events since this time: RFC 3339 (2026-11-30T12:00:00Z) or a duration back
+        /// from now (30m, 24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many events, the newest.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[tokio::main]
@@ -65,6 +83,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         flag.clone().or_else(|| std::env::var(key).ok())
     })?;
+    if let Some(Command::Audit {
+        package,
+        since,
+        limit,
+        json,
+    }) = &flags.command
+    {
+        let listing = registry::server::audit_listing(
+            &config,
+            package.as_deref(),
+            since.as_deref(),
+            *limit,
+            *json,
+        )
+        .await
+        .unwrap_or_else(|e| refuse(e));
+        print!("{listing}");
+        return Ok(());
+    }
     if let Some(Command::Sweep { older_than_minutes }) = flags.command {
         let older_than = std::time::Duration::from_secs(older_than_minutes * 60);
         let report = registry::server::sweep(config, older_than)

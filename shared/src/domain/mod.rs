@@ -1,5 +1,6 @@
 //! The registry's domain: names, versions, tags, packuments and publish validation. No I/O here.
 
+pub mod audit;
 pub mod integrity;
 pub mod manifest;
 mod name;

@@ -10,9 +10,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::audit::AuditEntry;
 use super::{ApiError, AppState, RequestContext, Route, json_response, parse_json, read_body};
+use crate::auth::CredentialKind;
 use crate::auth::tokens::{Lineage, TokenRecord};
 use crate::auth::{GithubAuth, Identity, token_namespace};
+use crate::domain::audit::{AuditAction, AuditActor};
 
 /// Handles an auth route.
 pub async fn handle(
@@ -29,7 +32,7 @@ pub async fn handle(
         )),
         Route::LegacyLogin(user) => {
             let body = read_body(state, body, ctx).await?;
-            login(state, &user, body.bytes()).await
+            login(state, ctx, &user, body.bytes()).await
         }
         Route::TokensList => list_tokens(github(state)?, ctx).await,
         Route::TokenCreate => {
@@ -80,8 +83,15 @@ fn whoami(state: &AppState, ctx: &RequestContext) -> Result<Response, ApiError> 
     ))
 }
 
-async fn login(state: &AppState, user: &str, body: &[u8]) -> Result<Response, ApiError> {
+async fn login(
+    state: &AppState,
+    ctx: &RequestContext,
+    user: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let Some(github) = state.auth.github() else {
+        // Open mode: the token is checked by nobody and stored nowhere; nothing to record.
+        ctx.audit.unchanged();
         let token: [u8; 24] = rand::random();
         return Ok(json_response(
             StatusCode::CREATED,
@@ -99,7 +109,21 @@ async fn login(state: &AppState, user: &str, body: &[u8]) -> Result<Response, Ap
             account.login, account.login
         )));
     }
+    // The caller is who GitHub says the password's token belongs to.
+    ctx.audit.set_actor(
+        AuditActor::User {
+            login: account.login.clone(),
+        },
+        CredentialKind::GithubToken,
+    );
     let jwt = issue(github, &account.login, password, false, None).await?;
+    let claims = github
+        .tokens
+        .verify(&jwt)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    ctx.audit.set(vec![
+        AuditEntry::new(AuditAction::Login).detail(format!("token key {}", claims.jti)),
+    ]);
     tracing::info!(user = %account.login, "registry token issued");
     Ok(json_response(
         StatusCode::CREATED,
@@ -212,6 +236,14 @@ async fn create_token(
         .into_iter()
         .find(|r| r.jti == claims.jti)
         .ok_or_else(|| ApiError::Internal("new token record not found".into()))?;
+    ctx.audit
+        .set(vec![AuditEntry::new(AuditAction::TokenCreate).detail(
+            format!(
+                "token key {}{}",
+                record.jti,
+                if record.readonly { ", read-only" } else { "" }
+            ),
+        )]);
     let mut out = token_json(&record);
     out["token"] = json!(jwt);
     Ok(json_response(StatusCode::OK, &out))
@@ -236,6 +268,10 @@ async fn revoke_token(
             "{login} has no such token; npm token list shows the keys of your tokens"
         )));
     }
+    // Only a key that names one of the caller's tokens is recorded: the path may be a token.
+    ctx.audit.set(vec![
+        AuditEntry::new(AuditAction::TokenRevoke).detail(format!("token key {key}")),
+    ]);
     github.kv().delete(&token_namespace(login), &key).await?;
     tracing::info!(user = %login, token = %key, "registry token revoked");
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -1,6 +1,7 @@
 //! The HTTP layer: one module per route group, mirroring the four Lambda functions, dispatched from
 //! the route table in `routes`. The same `Router` serves the local server and (later) Lambda.
 
+pub mod audit;
 pub mod auth;
 mod error;
 pub mod metadata;
@@ -28,7 +29,7 @@ use crate::auth::{Action, AuthError, Authorizer, Caller, Identity};
 use crate::config::Config;
 use crate::domain::tarball::TarballLimits;
 use crate::domain::{PackageName, PackageRecord, RepoRef};
-use crate::storage::{MetadataStore, StoreError, TarballStore};
+use crate::storage::{AuditLog, MetadataStore, StoreError, TarballStore};
 
 /// Everything a handler needs, built once per process.
 pub struct AppState {
@@ -46,6 +47,8 @@ pub struct AppState {
     pub packuments: rendered::PackumentCache,
     /// Bytes of request bodies the process may hold at once (`REGISTRY_MAX_BODY_BYTES_IN_FLIGHT`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// Where every write is recorded (`http::audit`).
+    pub audit: Arc<dyn AuditLog>,
 }
 
 /// What a handler sees of a request.
@@ -61,6 +64,8 @@ pub struct RequestContext {
     /// The most body bytes this request's route reads (`body_limit_of`); 0 for routes that
     /// read none.
     pub body_limit: usize,
+    /// What the handler did, for the audit log (`http::audit`).
+    pub audit: audit::AuditNote,
 }
 
 impl AppState {
@@ -470,13 +475,26 @@ async fn dispatch(state: Arc<AppState>, groups: &[RouteGroup], request: Request)
                         headers: parts.headers,
                         path_and_query,
                         caller,
+                        audit: audit::AuditNote::default(),
                     };
+                    let audited = audit::audited(&route);
                     let result = match route.group() {
                         RouteGroup::Metadata => metadata::handle(&state, &ctx, route, body).await,
                         RouteGroup::Publish => publish::handle(&state, &ctx, route, body).await,
                         RouteGroup::Tarball => tarball::handle(&state, &ctx, route).await,
                         RouteGroup::Auth => auth::handle(&state, &ctx, route, body).await,
                     };
+                    if let Some((package, default)) = audited {
+                        let events = audit::events(
+                            package.as_ref(),
+                            default,
+                            &ctx.audit,
+                            &ctx.caller,
+                            audit::outcome_of(&result),
+                            chrono::Utc::now(),
+                        );
+                        audit::record(&state, events).await;
+                    }
                     result.unwrap_or_else(IntoResponse::into_response)
                 }
             }

@@ -8,12 +8,14 @@ use chrono::Utc;
 use semver::Version;
 use serde_json::json;
 
+use super::audit::AuditEntry;
 use super::tarball::version_from_file;
 use super::{
     ApiError, AppState, RequestContext, RetryableError, Route, json_response, read_body,
     retry_on_conflict,
 };
 use crate::auth::{Action, AuthError};
+use crate::domain::audit::AuditAction;
 use crate::domain::publish::{self, MetadataUpdate, PendingPublish, PutDocument, ValidPublish};
 use crate::domain::{
     DistTag, PackageDocument, PackageName, PackageRecord, RepoRef, VersionRecord, VersionState,
@@ -91,6 +93,9 @@ async fn publish_version(
             "scope @{scope} is not served by this registry"
         )));
     }
+    ctx.audit.set(vec![
+        AuditEntry::new(AuditAction::Publish).version(&pending.version),
+    ]);
     state.auth.serves(&name).map_err(ApiError::Forbidden)?;
     // Authorise before any work on the tarball: the binding as read now decides who may
     // publish, and the write below only lands while that binding is still the stored one.
@@ -141,6 +146,19 @@ async fn publish_version(
         } else {
             bind_repository(state, ctx, &name, bound_now.as_ref(), declared.as_ref()).await?
         };
+        let mut entries = vec![AuditEntry::new(AuditAction::Publish).version(&version)];
+        if let (Some(from), Some(to)) = (&bound_now, &binding)
+            && from != to
+        {
+            entries.push(
+                AuditEntry::new(AuditAction::Rebind)
+                    .version(&version)
+                    .detail(format!("repository {from} -> {to}")),
+            );
+        } else if let (None, Some(to)) = (&bound_now, &binding) {
+            entries[0].detail = Some(format!("bound to repository {to}"));
+        }
+        ctx.audit.set(entries);
         let (mut record, expected_revision) = next_record(current.as_ref(), &name);
         record.unpublished = None;
         if binding.is_some() {
@@ -416,8 +434,10 @@ async fn update_metadata(
             changes.dist_tags = None;
         }
         if changes.is_empty() {
+            ctx.audit.unchanged();
             return Ok(Vec::new());
         }
+        ctx.audit.set(audit_entries(&changes));
         let action = if !changes.unpublish.is_empty() {
             Action::Admin
         } else if !changes.deprecate.is_empty() || changes.dist_tags.is_some() {
@@ -488,6 +508,27 @@ async fn update_metadata(
     Ok(ok())
 }
 
+/// One audit entry per version a metadata update changes (and one for stars).
+fn audit_entries(changes: &publish::MetadataChanges) -> Vec<AuditEntry> {
+    let mut entries: Vec<AuditEntry> = changes
+        .unpublish
+        .iter()
+        .map(|v| AuditEntry::new(AuditAction::UnpublishVersion).version(v))
+        .collect();
+    entries.extend(changes.deprecate.iter().map(|(v, message)| {
+        match message {
+            Some(m) => AuditEntry::new(AuditAction::Deprecate)
+                .version(v)
+                .detail(m.as_str()),
+            None => AuditEntry::new(AuditAction::Undeprecate).version(v),
+        }
+    }));
+    if changes.stars.is_some() {
+        entries.push(AuditEntry::new(AuditAction::Star));
+    }
+    entries
+}
+
 fn keys_of(doc: &PackageDocument, versions: &[Version]) -> Vec<crate::domain::TarballKey> {
     doc.versions
         .iter()
@@ -521,6 +562,11 @@ async fn unpublish_package(
             .collect();
         record.dist_tags.clear();
         record.unpublished = Some(now);
+        let listed: Vec<String> = live.iter().map(Version::to_string).collect();
+        ctx.audit.set(vec![
+            AuditEntry::new(AuditAction::UnpublishPackage)
+                .detail(format!("versions {}", listed.join(", "))),
+        ]);
         let changes = live
             .iter()
             .map(|v| VersionChange::Unpublish(v.clone(), now))
@@ -636,6 +682,11 @@ async fn set_dist_tag(
     let tag =
         DistTag::parse(tag).map_err(|e| ApiError::BadRequest(format!("invalid dist-tag: {e}")))?;
     let version = tag_target(body)?;
+    ctx.audit.set(vec![
+        AuditEntry::new(AuditAction::DistTagSet)
+            .version(&version)
+            .tag(tag.as_str()),
+    ]);
     change_package_record(state, ctx, name, Some(&version), |record| {
         record.dist_tags.insert(tag.clone(), version.clone());
         Ok(())

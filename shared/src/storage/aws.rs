@@ -6,6 +6,9 @@
 //!   the manifest, `deprecated`, `readme` or `readme_key`). Versions are immutable except for the
 //!   `deprecated` attribute and the switch to `state = unpublished`.
 //!
+//! - `pk = "~<namespace>"`: key-value records (GitHub answers cached, registry tokens), and
+//!   `pk = "~audit/day/<date>"`, `"~audit/package/<name>"`: the audit log (`AwsAuditLog`).
+//!
 //! Every write is one `TransactWriteItems`: the version put (conditional create) and/or version
 //! updates, plus the package record put conditioned on the revision the writer read.
 //!
@@ -1340,6 +1343,221 @@ impl TarballStore for AwsStorage {
             .await
             .map_err(|e| classify(e, self.bucket()))?;
         Ok(())
+    }
+}
+
+/// Partition of a package's audit events (`~`: no package name starts with it, see `KvStore`).
+fn audit_package_pk(name: &PackageName) -> String {
+    format!("~audit/package/{name}")
+}
+
+/// Partition of one UTC day's audit events, every package's and none's.
+fn audit_day_pk(day: chrono::NaiveDate) -> String {
+    format!("~audit/day/{}", day.format("%Y-%m-%d"))
+}
+
+const AUDIT_DAY_PREFIX: &str = "~audit/day/";
+
+/// The audit log in the metadata table, out of the packages' partitions (which packument reads
+/// `Query`): each event is an item in its day's partition, `~audit/day/<YYYY-MM-DD>`, and, if it
+/// names a package, a copy in `~audit/package/<name>`; both with `sk` = the event's order key
+/// (time, then a random id: events never overwrite one another), the event as JSON in `event`,
+/// and `ttl` when a retention is set. A query by package is one `Query` of that partition; a
+/// query since a time is one `Query` per day since then; only a query of everything with no
+/// retention set reads the day partitions by a filtered `Scan`.
+pub struct AwsAuditLog {
+    storage: AwsStorage,
+    retention: super::AuditRetention,
+}
+
+impl AwsStorage {
+    /// The audit log in this backend's table, keeping events for `retention`.
+    pub fn audit_log(&self, retention: super::AuditRetention) -> AwsAuditLog {
+        AwsAuditLog {
+            storage: self.clone(),
+            retention,
+        }
+    }
+}
+
+impl AwsAuditLog {
+    fn item(
+        &self,
+        pk: String,
+        event: &crate::domain::audit::AuditEvent,
+        json: &str,
+    ) -> Result<Put, StoreError> {
+        let mut put = Put::builder()
+            .table_name(&self.storage.settings.table)
+            .item("pk", AttributeValue::S(pk))
+            .item("sk", AttributeValue::S(event.order_key()))
+            .item("event", AttributeValue::S(json.to_string()));
+        if let Some(expires) = self.retention.expires(event.time) {
+            put = put.item("ttl", AttributeValue::N(expires.timestamp().to_string()));
+        }
+        put.build().map_err(internal)
+    }
+
+    /// The live events of `items`, as the query wants them.
+    fn events_of(
+        &self,
+        items: &[HashMap<String, AttributeValue>],
+        query: &crate::domain::audit::AuditQuery,
+        out: &mut Vec<crate::domain::audit::AuditEvent>,
+    ) {
+        let now = Utc::now();
+        for item in items {
+            match s_attr(item, "event")
+                .map(serde_json::from_str::<crate::domain::audit::AuditEvent>)
+            {
+                Some(Ok(e)) if query.matches(&e) && !self.retention.expired(e.time, now) => {
+                    out.push(e)
+                }
+                Some(Ok(_)) => {}
+                _ => tracing::warn!(target: "audit", "skipped an audit item that is not an event"),
+            }
+        }
+    }
+
+    /// One partition's events since `since`, newest first, until `limit` are found.
+    async fn query_partition(
+        &self,
+        pk: String,
+        query: &crate::domain::audit::AuditQuery,
+        since: Option<DateTime<Utc>>,
+        limit: Option<usize>,
+        out: &mut Vec<crate::domain::audit::AuditEvent>,
+    ) -> Result<(), StoreError> {
+        let s = &self.storage;
+        let mut start = None;
+        loop {
+            let mut request = s
+                .ddb
+                .query()
+                .table_name(&s.settings.table)
+                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+                .scan_index_forward(false)
+                .consistent_read(true)
+                .set_exclusive_start_key(start);
+            request = match since {
+                Some(since) => request
+                    .key_condition_expression("pk = :pk AND sk >= :since")
+                    .expression_attribute_values(
+                        ":since",
+                        AttributeValue::S(crate::domain::audit::order_time(since)),
+                    ),
+                None => request.key_condition_expression("pk = :pk"),
+            };
+            let page = request.send().await.map_err(|e| classify(e, s.table()))?;
+            self.events_of(page.items(), query, out);
+            if limit.is_some_and(|l| out.len() >= l) {
+                return Ok(());
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl super::AuditLog for AwsAuditLog {
+    async fn append(&self, event: &crate::domain::audit::AuditEvent) -> Result<(), StoreError> {
+        let json = serde_json::to_string(event).map_err(internal)?;
+        let s = &self.storage;
+        let day = self.item(audit_day_pk(event.time.date_naive()), event, &json)?;
+        let Some(package) = &event.package else {
+            s.ddb
+                .put_item()
+                .set_table_name(Some(s.settings.table.clone()))
+                .set_item(Some(day.item))
+                .send()
+                .await
+                .map_err(|e| classify(e, s.table()))?;
+            return Ok(());
+        };
+        // Both copies or neither; the token makes an SDK retry of a landed attempt succeed.
+        let items = vec![
+            TransactWriteItem::builder().put(day).build(),
+            TransactWriteItem::builder()
+                .put(self.item(audit_package_pk(package), event, &json)?)
+                .build(),
+        ];
+        s.ddb
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .client_request_token(hex::encode(rand::random::<[u8; 16]>()))
+            .send()
+            .await
+            .map_err(|e| classify(e, s.table()))?;
+        Ok(())
+    }
+
+    async fn query(
+        &self,
+        query: &crate::domain::audit::AuditQuery,
+    ) -> Result<Vec<crate::domain::audit::AuditEvent>, StoreError> {
+        let now = Utc::now();
+        // Expired events read as absent, so the retention bounds every query.
+        let since = match (query.since, self.retention.oldest(now)) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let mut out = Vec::new();
+        if let Some(package) = &query.package {
+            self.query_partition(
+                audit_package_pk(package),
+                query,
+                since,
+                query.limit,
+                &mut out,
+            )
+            .await?;
+        } else if let Some(since) = since {
+            // Newest day first, so that a limit stops early.
+            let mut day = now.date_naive();
+            let first = since.date_naive();
+            while day >= first {
+                let left = query.limit.map(|l| l.saturating_sub(out.len()));
+                if left == Some(0) {
+                    break;
+                }
+                let mut found = Vec::new();
+                self.query_partition(audit_day_pk(day), query, Some(since), left, &mut found)
+                    .await?;
+                out.extend(found);
+                match day.pred_opt() {
+                    Some(d) => day = d,
+                    None => break,
+                }
+            }
+        } else {
+            let s = &self.storage;
+            let mut start = None;
+            loop {
+                let page = s
+                    .ddb
+                    .scan()
+                    .table_name(&s.settings.table)
+                    .filter_expression("begins_with(pk, :prefix)")
+                    .expression_attribute_values(
+                        ":prefix",
+                        AttributeValue::S(AUDIT_DAY_PREFIX.to_string()),
+                    )
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|e| classify(e, s.table()))?;
+                self.events_of(page.items(), query, &mut out);
+                match page.last_evaluated_key {
+                    Some(k) if !k.is_empty() => start = Some(k),
+                    _ => break,
+                }
+            }
+        }
+        Ok(query.finish(out))
     }
 }
 

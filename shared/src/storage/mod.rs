@@ -6,6 +6,7 @@
 //! - a write is all-or-nothing: the version, the version changes and the package record land together;
 //! - tarballs are put before the metadata that references them.
 
+pub mod audit_file;
 pub mod aws;
 pub mod embedded;
 
@@ -19,6 +20,7 @@ use futures_util::Stream;
 use futures_util::future::BoxFuture;
 use semver::Version;
 
+use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::{PackageDocument, PackageName, PackageRecord, TarballKey, VersionRecord};
 
 /// Storage failures, as the HTTP layer needs to tell them apart.
@@ -229,6 +231,88 @@ pub trait KvStore: Send + Sync {
     async fn delete(&self, namespace: &str, id: &str) -> Result<(), StoreError>;
     /// Every live `(id, value)` in a namespace.
     async fn list(&self, namespace: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+}
+
+/// The audit log: one event per write (see `domain::audit`). Append-only on every backend:
+/// nothing updates or deletes an event, except that events older than the retention period
+/// (`REGISTRY_AUDIT_RETENTION_DAYS`, if set) read as absent and DynamoDB's TTL removes them.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Stores one event durably before returning.
+    async fn append(&self, event: &AuditEvent) -> Result<(), StoreError>;
+    /// The events `query` asks for, oldest first (at most `query.limit`, the newest ones).
+    async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+}
+
+/// How long audit events are kept: forever, or a number of days.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditRetention(pub Option<chrono::Duration>);
+
+impl AuditRetention {
+    /// `days` days; 0 or `None` keeps events forever.
+    pub fn days(days: Option<u64>) -> Self {
+        AuditRetention(
+            days.filter(|d| *d > 0)
+                .and_then(|d| chrono::Duration::try_days(i64::try_from(d).ok()?)),
+        )
+    }
+
+    /// When an event made at `time` expires, if ever.
+    pub fn expires(&self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.0.and_then(|keep| time.checked_add_signed(keep))
+    }
+
+    /// Whether an event made at `time` has expired by `now`.
+    pub fn expired(&self, time: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        self.expires(time).is_some_and(|end| end <= now)
+    }
+
+    /// The oldest time a live event may have at `now`, if events expire.
+    pub fn oldest(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.0.and_then(|keep| now.checked_sub_signed(keep))
+    }
+}
+
+/// An audit log in memory, for tests and for state built around stores a caller already has
+/// (`server::build_with`); it is lost with the process.
+#[derive(Default)]
+pub struct MemoryAuditLog {
+    events: Mutex<Vec<AuditEvent>>,
+    retention: AuditRetention,
+}
+
+impl MemoryAuditLog {
+    /// An empty log keeping events for `retention`.
+    pub fn new(retention: AuditRetention) -> Self {
+        MemoryAuditLog {
+            events: Mutex::default(),
+            retention,
+        }
+    }
+}
+
+#[async_trait]
+impl AuditLog for MemoryAuditLog {
+    async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event.clone());
+        Ok(())
+    }
+
+    async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let now = Utc::now();
+        let found = self
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|e| query.matches(e) && !self.retention.expired(e.time, now))
+            .cloned()
+            .collect();
+        Ok(query.finish(found))
+    }
 }
 
 /// Writes a request may leave until its response has been sent: ones any later request can
