@@ -404,10 +404,10 @@ async fn the_largest_publish_through_api_gateway_and_lambda() {
     );
 }
 
-/// `npm trust` through the auth function as API Gateway delivers it (GitHub mode, the fake
+/// `npm trust` through the publish function as API Gateway delivers it (GitHub mode, the fake
 /// GitHub): npm's escaped name, a stage prefix, the JSON body npm sends.
 #[tokio::test]
-async fn trust_configuration_routes_through_the_auth_function() {
+async fn trust_configuration_routes_through_the_publish_function() {
     use e2e::fake_github::{FakeGithub, Permission};
     let dir = tempfile::tempdir().unwrap();
     let github = FakeGithub::start().await;
@@ -427,6 +427,7 @@ async fn trust_configuration_routes_through_the_auth_function() {
     })
     .unwrap();
     let state = registry::server::build_state(config).await.unwrap();
+    // Trust routes belong to the publish function: making a configuration may bind a name.
     let auth = router(state.clone(), &[RouteGroup::Auth]);
     let publish = router(state, &[RouteGroup::Publish]);
     let host = "abc123.execute-api.eu-west-1.amazonaws.com";
@@ -441,12 +442,12 @@ async fn trust_configuration_routes_through_the_auth_function() {
         Some(&body),
         "prod",
     );
-    let r = invoke(&publish, post.clone()).await;
+    let r = invoke(&auth, post.clone()).await;
     assert_eq!(
         r["statusCode"], 404,
-        "the publish function must not answer trust routes: {r}"
+        "the auth function must not answer trust routes: {r}"
     );
-    let r = invoke(&auth, post).await;
+    let r = invoke(&publish, post).await;
     assert_eq!(r["statusCode"], 201, "{r}");
     let id = body_of(&r)[0]["id"].as_str().unwrap().to_string();
     let list = event(
@@ -457,14 +458,14 @@ async fn trust_configuration_routes_through_the_auth_function() {
         None,
         "prod",
     );
-    let r = invoke(&auth, list.clone()).await;
+    let r = invoke(&publish, list.clone()).await;
     assert_eq!(r["statusCode"], 200, "{r}");
     assert_eq!(
         body_of(&r)[0]["claims"]["workflow_ref"]["file"],
         "publish.yml"
     );
     let r = invoke(
-        &auth,
+        &publish,
         event(
             "DELETE",
             &format!("/prod/-/package/@acme%2ffresh/trust/{id}"),
@@ -476,5 +477,5 @@ async fn trust_configuration_routes_through_the_auth_function() {
     )
     .await;
     assert_eq!(r["statusCode"], 200, "{r}");
-    assert_eq!(body_of(&invoke(&auth, list).await), json!([]));
+    assert_eq!(body_of(&invoke(&publish, list).await), json!([]));
 }

@@ -130,6 +130,24 @@ impl Registry {
         npm.run_with_env(dir, &["publish"], &env)
     }
 
+    /// `registry-server audit ARGS` on this registry's storage: stdout.
+    fn audit(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(e2e::sibling_binary("registry-server"))
+            .arg("--data")
+            .arg(&self.server.data_dir)
+            .arg("audit")
+            .args(args)
+            .envs(self.world.env(&self.backend, &[]))
+            .output()
+            .expect("run registry-server audit");
+        assert!(
+            out.status.success(),
+            "registry-server audit {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     async fn versions(&self, package: &str) -> Vec<String> {
         packument(self.server(), &self.world.alice.token, package)
             .await
@@ -467,6 +485,76 @@ async fn trusted_publishing(backend: Backend) {
     let mut secrets: Vec<&str> = issued.iter().map(String::as_str).collect();
     secrets.push(&token);
     assert_no_secrets(registry.server(), &secrets);
+
+    // The audit log names who did each of those writes: the admins who configured trust, and
+    // the workflow runs (repository, workflow, run) that exchanged tokens and published.
+    let listing = registry.audit(&["--package", "@acme/widgets", "--json"]);
+    for secret in &secrets {
+        assert!(
+            !listing.contains(secret),
+            "a token appears in the audit log"
+        );
+    }
+    let events: Vec<Value> = listing
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |action: &str, result: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| e["action"] == action && e["outcome"]["result"] == result)
+            .collect()
+    };
+    let created = find("trust-create", "ok");
+    assert!(!created.is_empty(), "{listing}");
+    assert_eq!(created[0]["actor"]["login"], "alice");
+    assert_eq!(created[0]["credential"], "github-token");
+    assert!(
+        created[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("acme/widgets .github/workflows/publish.yml environment npm"),
+        "{listing}"
+    );
+    let revoked = find("trust-revoke", "ok");
+    assert!(!revoked.is_empty(), "{listing}");
+    assert_eq!(revoked[0]["actor"]["login"], "alice");
+    let exchanged = find("token-exchange", "ok");
+    assert!(!exchanged.is_empty(), "{listing}");
+    for e in &exchanged {
+        assert_eq!(e["actor"]["kind"], "workflow", "{e}");
+        assert_eq!(e["actor"]["repository"], "acme/widgets", "{e}");
+        assert_eq!(e["credential"], "trusted-publishing", "{e}");
+    }
+    let published = find("publish", "ok");
+    assert_eq!(published[0]["version"], "1.0.0", "{listing}");
+    assert_eq!(published[0]["actor"]["kind"], "workflow");
+    assert!(
+        published[0]["actor"]["workflow_ref"]
+            .as_str()
+            .unwrap()
+            .contains(".github/workflows/publish.yml@"),
+        "{listing}"
+    );
+    assert!(
+        published[0]["actor"]["run_id"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty())
+    );
+    assert!(
+        published[0]["actor"]["sha"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty())
+    );
+    assert_eq!(published[0]["credential"], "trusted-publishing");
+    // Refused exchanges of verified ID tokens name the run that tried; unverifiable ones
+    // (expired, wrong audience) are not recorded, as anonymous refusals are not.
+    let refused = find("token-exchange", "refused");
+    assert!(!refused.is_empty(), "{listing}");
+    assert!(
+        refused.iter().all(|e| e["actor"]["kind"] == "workflow"),
+        "{listing}"
+    );
 }
 
 /// The exchange's path is absolute: npm drops the registry URL's path prefix, and the server

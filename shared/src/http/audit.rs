@@ -135,6 +135,18 @@ pub fn audited(route: &Route) -> Option<(Option<PackageName>, AuditEntry)> {
         Route::TokenCreate => (None, AuditEntry::new(AuditAction::TokenCreate)),
         // Never the path's key: `npm token revoke` may put a whole token there.
         Route::TokenDelete(_) => (None, AuditEntry::new(AuditAction::TokenRevoke)),
+        Route::TrustCreate(name) => (
+            Some(name.clone()),
+            AuditEntry::new(AuditAction::TrustCreate),
+        ),
+        Route::TrustRevoke(name, id) => (
+            Some(name.clone()),
+            AuditEntry::new(AuditAction::TrustRevoke).detail(format!("configuration {id}")),
+        ),
+        Route::OidcExchange(name) => (
+            Some(name.clone()),
+            AuditEntry::new(AuditAction::TokenExchange),
+        ),
         // Removing an unpublished version's tarball changes nothing (it went with the version);
         // the rest read.
         _ => return None,

@@ -1,4 +1,4 @@
-//! Auth route group: `npm whoami`, `npm login`, `npm token` and `npm trust` (in `trust`).
+//! Auth route group: `npm whoami`, `npm login`, `npm token` and the trusted-publishing exchange.
 //!
 //! GitHub mode: `npm login` (legacy flow; the web flow's endpoint answers 404 so npm falls back to
 //! it) takes the GitHub login as user name and a GitHub token as password, and returns a registry
@@ -41,12 +41,6 @@ pub async fn handle(
         }
         Route::TokenDelete(key) => revoke_token(github(state)?, ctx, &key).await,
         Route::OidcExchange(name) => Ok(super::oidc::exchange(state, ctx, &name).await),
-        Route::TrustList(name) => super::trust::list(state, ctx, &name).await,
-        Route::TrustCreate(name) => {
-            let body = read_body(state, body, ctx).await?;
-            super::trust::create(state, ctx, &name, body.bytes()).await
-        }
-        Route::TrustRevoke(name, id) => super::trust::revoke(state, ctx, &name, &id).await,
         _ => Err(ApiError::NotFound("not found".into())),
     }
 }

@@ -7,9 +7,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::audit::AuditEntry;
 use super::{ApiError, AppState, RequestContext, json_response};
-use crate::auth::{Action, bearer};
+use crate::auth::{Action, CredentialKind, bearer};
 use crate::domain::PackageName;
+use crate::domain::audit::{AuditAction, AuditActor};
 
 /// The audience ID tokens must be issued for: `npm:<registry hostname>`, as npm requests it
 /// (`new URL(registry).hostname`). The hostname is the configured public URL's when
@@ -73,7 +75,18 @@ async fn try_exchange(
     let audience = audience(state, ctx).ok_or_else(|| {
         ApiError::BadRequest("the request names no host to check the audience against".into())
     })?;
-    let (token, grant) = trusted.exchange(name, id_token, &audience).await?;
+    let (token, grant) = trusted
+        .exchange_noting(name, id_token, &audience, |run| {
+            ctx.audit.set_actor(
+                AuditActor::Workflow(run.clone()),
+                CredentialKind::TrustedPublishing,
+            );
+        })
+        .await?;
+    ctx.audit.set(vec![
+        AuditEntry::new(AuditAction::TokenExchange)
+            .detail(format!("configuration {}", grant.configuration_id)),
+    ]);
     tracing::info!(
         package = %name,
         repository = %grant.run.repository,

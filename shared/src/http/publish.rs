@@ -1,5 +1,6 @@
 //! Publish route group: publish, metadata updates (deprecate, star, unpublish of one version),
-//! unpublish of a whole package, tarball removal and dist-tag writes.
+//! unpublish of a whole package, tarball removal, dist-tag writes and trust configurations
+//! (`npm trust`, in `trust`: making one may bind a name, a package write).
 
 use axum::body::Body;
 use axum::http::StatusCode;
@@ -49,6 +50,12 @@ pub async fn handle(
             set_dist_tag(state, ctx, &name, &tag, body.bytes()).await
         }
         Route::DistTagDelete(name, tag) => delete_dist_tag(state, ctx, &name, &tag).await,
+        Route::TrustList(name) => super::trust::list(state, ctx, &name).await,
+        Route::TrustCreate(name) => {
+            let body = read_body(state, body, ctx).await?;
+            super::trust::create(state, ctx, &name, body.bytes()).await
+        }
+        Route::TrustRevoke(name, id) => super::trust::revoke(state, ctx, &name, &id).await,
         _ => Err(ApiError::NotFound("not found".into())),
     }
 }

@@ -107,8 +107,10 @@ impl Route {
             Route::Whoami | Route::LegacyLogin(_) | Route::WebLogin => RouteGroup::Auth,
             Route::TokensList | Route::TokenCreate | Route::TokenDelete(_) => RouteGroup::Auth,
             Route::OidcExchange(_) => RouteGroup::Auth,
+            // Configuring binds a name to a repository (a package write), so the function
+            // that may write packages owns these; the auth function may not touch them.
             Route::TrustList(_) | Route::TrustCreate(_) | Route::TrustRevoke(..) => {
-                RouteGroup::Auth
+                RouteGroup::Publish
             }
         }
     }
@@ -441,12 +443,12 @@ pub const ROUTE_TABLE: &[RouteSpec] = &[
         "/-/npm/v1/oidc/token/exchange/package/{scope}/{package}",
         A,
     ),
-    spec("GET", "/-/package/{package}/trust", A),
-    spec("GET", "/-/package/{scope}/{package}/trust", A),
-    spec("POST", "/-/package/{package}/trust", A),
-    spec("POST", "/-/package/{scope}/{package}/trust", A),
-    spec("DELETE", "/-/package/{package}/trust/{id}", A),
-    spec("DELETE", "/-/package/{scope}/{package}/trust/{id}", A),
+    spec("GET", "/-/package/{package}/trust", P),
+    spec("GET", "/-/package/{scope}/{package}/trust", P),
+    spec("POST", "/-/package/{package}/trust", P),
+    spec("POST", "/-/package/{scope}/{package}/trust", P),
+    spec("DELETE", "/-/package/{package}/trust/{id}", P),
+    spec("DELETE", "/-/package/{scope}/{package}/trust/{id}", P),
     spec("GET", "/-/whoami", A),
     spec("POST", "/-/v1/login", A),
     spec("PUT", "/-/user/{user}", A),

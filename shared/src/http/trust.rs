@@ -1,4 +1,4 @@
-//! `npm trust github|list|revoke` (auth route group): which GitHub Actions workflows may exchange
+//! `npm trust github|list|revoke` (publish route group: a configuration may bind a name): which GitHub Actions workflows may exchange
 //! their ID token for a token that publishes one package.
 //!
 //! Who may: listing needs `push` on the package's bound repository; creating and revoking need
@@ -11,9 +11,11 @@ use axum::response::Response;
 use chrono::Utc;
 use serde_json::{Value, json};
 
+use super::audit::AuditEntry;
 use super::auth::signed_in;
 use super::{ApiError, AppState, RequestContext, RetryableError, json_response, retry_on_conflict};
 use crate::auth::{Action, AuthError, GithubAuth, trust};
+use crate::domain::audit::AuditAction;
 use crate::domain::trust::{TrustConfiguration, TrustRequest};
 use crate::domain::{PackageName, PackageRecord, RepoRef};
 use crate::storage::PackageWrite;
@@ -90,6 +92,7 @@ pub async fn create(
         )));
     }
     let mut answer = Vec::new();
+    let mut audited = Vec::new();
     for request in &requests {
         // Asking again for what exists answers the existing configuration: npm retries are safe.
         if let Some(same) = existing.iter().find(|c| request.same_as(c)) {
@@ -107,8 +110,24 @@ pub async fn create(
             created_by: login.clone(),
         };
         trust::save(kv, name, &config).await?;
+        audited.push(AuditEntry::new(AuditAction::TrustCreate).detail(format!(
+            "configuration {}: {} .github/workflows/{}{}",
+            config.id,
+            config.repository,
+            config.workflow_file,
+            config
+                .environment
+                .as_ref()
+                .map(|e| format!(" environment {e}"))
+                .unwrap_or_default()
+        )));
         tracing::info!(package = %name, id = %config.id, repository = %config.repository, workflow = %config.workflow_file, by = %login, "trust configuration created");
         answer.push(config.to_wire());
+    }
+    if audited.is_empty() {
+        ctx.audit.unchanged();
+    } else {
+        ctx.audit.set(audited);
     }
     Ok(json_response(StatusCode::CREATED, &Value::Array(answer)))
 }

@@ -137,12 +137,26 @@ impl TrustedPublishing {
         id_token: &str,
         audience: &str,
     ) -> Result<(String, PublishGrant), ExchangeError> {
+        self.exchange_noting(package, id_token, audience, |_| {})
+            .await
+    }
+
+    /// `exchange`, telling `verified` which run the ID token is once it has verified (before
+    /// any other check): the audit log names the workflow in what it records from then on.
+    pub async fn exchange_noting(
+        &self,
+        package: &PackageName,
+        id_token: &str,
+        audience: &str,
+        verified_run: impl FnOnce(&WorkflowRun),
+    ) -> Result<(String, PublishGrant), ExchangeError> {
         let verified = self
             .verifier
             .verify(id_token, audience)
             .await
             .map_err(ExchangeError::Token)?;
         let run = verified.run;
+        verified_run(&run);
         if REFUSED_EVENTS.contains(&run.event_name.as_str()) {
             return Err(ExchangeError::Event(TrustMismatch::RefusedEvent(
                 run.event_name.clone(),
