@@ -404,10 +404,11 @@ async fn the_largest_publish_through_api_gateway_and_lambda() {
     );
 }
 
-/// `npm trust` through the publish function as API Gateway delivers it (GitHub mode, the fake
-/// GitHub): npm's escaped name, a stage prefix, the JSON body npm sends.
+/// GitHub mode through the functions as API Gateway delivers requests (the fake GitHub):
+/// `npm trust` (npm's escaped name, a stage prefix, the JSON body npm sends) reaches the publish
+/// function, and a workflow's `GITHUB_TOKEN` reads and is refused writes.
 #[tokio::test]
-async fn trust_configuration_routes_through_the_publish_function() {
+async fn github_mode_trust_routes_and_installation_tokens_through_the_functions() {
     use e2e::fake_github::{FakeGithub, Permission};
     let dir = tempfile::tempdir().unwrap();
     let github = FakeGithub::start().await;
@@ -429,6 +430,7 @@ async fn trust_configuration_routes_through_the_publish_function() {
     let state = registry::server::build_state(config).await.unwrap();
     // Trust routes belong to the publish function: making a configuration may bind a name.
     let auth = router(state.clone(), &[RouteGroup::Auth]);
+    let metadata = router(state.clone(), &[RouteGroup::Metadata]);
     let publish = router(state, &[RouteGroup::Publish]);
     let host = "abc123.execute-api.eu-west-1.amazonaws.com";
     let headers = json!({ "content-type": "application/json", "host": host, "authorization": format!("Bearer {token}"), "npm-command": "trust" });
@@ -478,4 +480,87 @@ async fn trust_configuration_routes_through_the_publish_function() {
     .await;
     assert_eq!(r["statusCode"], 200, "{r}");
     assert_eq!(body_of(&invoke(&publish, list).await), json!([]));
+
+    // A workflow's GITHUB_TOKEN (an installation token reaching acme/widgets) through the
+    // functions: it reads what it reaches, hears "not found" with what it reaches for the rest
+    // (as for a missing name), and never publishes.
+    github.add_repo("acme", "secret", true);
+    github.grant("acme", "secret", "alice", Permission::Admin);
+    let ghs = format!("ghs_{}", hex::encode(rand::random::<[u8; 18]>()));
+    github.add_workflow_token(&ghs, "acme", "widgets");
+    for (name, repo) in [
+        ("@acme/widgets", "github:acme/widgets"),
+        ("@acme/secret", "github:acme/secret"),
+    ] {
+        let doc = serde_json::to_vec(&e2e::api::doc(name, "1.0.0", Some(repo))).unwrap();
+        let r = invoke(
+            &publish,
+            event(
+                "PUT",
+                &format!("/prod/{}", e2e::escaped(name)),
+                "",
+                headers.clone(),
+                Some(&doc),
+                "prod",
+            ),
+        )
+        .await;
+        assert_eq!(r["statusCode"], 201, "{r}");
+    }
+    let ci = json!({ "host": host, "authorization": format!("Bearer {ghs}"), "accept": "application/json" });
+    let read = |name: &str| {
+        event(
+            "GET",
+            &format!("/prod/{}", e2e::escaped(name)),
+            "",
+            ci.clone(),
+            None,
+            "prod",
+        )
+    };
+    let r = invoke(&metadata, read("@acme/widgets")).await;
+    assert_eq!(r["statusCode"], 200, "{r}");
+    let hidden = invoke(&metadata, read("@acme/secret")).await;
+    let missing = invoke(&metadata, read("@acme/nothing")).await;
+    assert_eq!(hidden["statusCode"], 404, "{hidden}");
+    let hidden_error = body_of(&hidden)["error"].as_str().unwrap().to_string();
+    assert!(
+        hidden_error.contains("acme/widgets"),
+        "says what the token reaches: {hidden_error}"
+    );
+    assert_eq!(
+        hidden_error.replace("@acme/secret", "X"),
+        body_of(&missing)["error"]
+            .as_str()
+            .unwrap()
+            .replace("@acme/nothing", "X")
+    );
+    let doc = serde_json::to_vec(&e2e::api::doc(
+        "@acme/widgets",
+        "1.0.1",
+        Some("github:acme/widgets"),
+    ))
+    .unwrap();
+    let mut ci_write = ci.clone();
+    ci_write["content-type"] = json!("application/json");
+    let r = invoke(
+        &publish,
+        event(
+            "PUT",
+            "/prod/@acme%2fwidgets",
+            "",
+            ci_write,
+            Some(&doc),
+            "prod",
+        ),
+    )
+    .await;
+    assert_eq!(r["statusCode"], 403, "{r}");
+    assert!(
+        body_of(&r)["error"]
+            .as_str()
+            .unwrap()
+            .contains("npm trust github"),
+        "{r}"
+    );
 }
