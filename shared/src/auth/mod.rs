@@ -460,12 +460,10 @@ impl GithubAuth {
         action: Action,
     ) -> Result<RepoAccess, AuthError> {
         let run = &grant.run;
+        // Any other package is answered as a missing one: the token holder learns nothing
+        // about what else the registry stores.
         if grant.package != package.as_str() {
-            return Err(AuthError::Forbidden(format!(
-                "this trusted-publishing token was issued for {}; it cannot {} {package}",
-                grant.package,
-                action.verb()
-            )));
+            return Err(AuthError::Hidden);
         }
         if !matches!(action, Action::Read | Action::Publish) {
             return Err(AuthError::Forbidden(format!(

@@ -39,7 +39,7 @@ pub enum OidcError {
     },
     /// Another audience.
     #[error(
-        "the ID token's audience is {got:?}, not {expected} (request it with audience {expected})"
+        "the ID token's audience is {got:?}, not {expected} (npm asks for npm:<hostname of its registry URL>; the registry takes its own hostname from REGISTRY_PUBLIC_URL, or the request's Host when that is unset: make them the URL clients use)"
     )]
     Audience {
         /// The token's `aud`.
