@@ -23,6 +23,8 @@ use self::github::{
     Fetched, GithubApi, GithubError, GithubUser, InstallationReach, RepoAccess, Role, TokenKind,
 };
 use self::tokens::{TokenKeys, TokenRecord};
+use crate::domain::audit::AuditActor;
+pub use crate::domain::audit::CredentialKind;
 pub use crate::domain::trust::WorkflowRun;
 use crate::domain::{PackageName, RepoRef};
 use crate::storage::KvStore;
@@ -75,6 +77,18 @@ pub enum Identity {
 }
 
 impl Identity {
+    /// Who the audit log says made a request.
+    pub fn audit_actor(&self) -> AuditActor {
+        match self {
+            Identity::Anonymous => AuditActor::Anonymous,
+            Identity::User(login) => AuditActor::User {
+                login: login.clone(),
+            },
+            Identity::Installation => AuditActor::Installation,
+            Identity::Workflow(run) => AuditActor::Workflow((**run).clone()),
+        }
+    }
+
     /// The user name clients are told (`npm whoami`).
     pub fn username(&self) -> &str {
         match self {
@@ -84,24 +98,6 @@ impl Identity {
             Identity::Workflow(run) => &run.repository,
         }
     }
-}
-
-/// What kind of credential a request came with, for the audit log (never the credential).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CredentialKind {
-    /// None (anonymous, or open mode).
-    None,
-    /// A GitHub token acting for a user (classic, fine-grained, OAuth or app user token).
-    GithubToken,
-    /// A GitHub App installation token (`ghs_`, a workflow's `GITHUB_TOKEN`).
-    GithubInstallationToken,
-    /// A registry token from `npm login` or `npm token create`.
-    RegistryToken,
-    /// A read-only registry token.
-    RegistryReadOnlyToken,
-    /// A registry token minted by the trusted-publishing exchange.
-    TrustedPublishing,
 }
 
 /// An authorisation refusal.
@@ -1066,6 +1062,36 @@ mod tests {
         assert!(
             not_reached(&pkg, None).contains("GitHub did not list the repositories it reaches"),
             "an unknown reach is said so, never an outage"
+        );
+    }
+
+    #[test]
+    fn the_audit_log_names_each_kind_of_caller() {
+        assert_eq!(Identity::Anonymous.audit_actor(), AuditActor::Anonymous);
+        assert_eq!(
+            Identity::User("bob".into()).audit_actor(),
+            AuditActor::User {
+                login: "bob".into()
+            }
+        );
+        assert_eq!(
+            Identity::Installation.audit_actor(),
+            AuditActor::Installation
+        );
+        let run = WorkflowRun {
+            repository: "acme/widgets".into(),
+            repository_owner_id: "1".into(),
+            workflow_ref: "acme/widgets/.github/workflows/publish.yml@refs/heads/main".into(),
+            environment: None,
+            event_name: "push".into(),
+            run_id: "7".into(),
+            run_attempt: "1".into(),
+            sha: "abc".into(),
+            git_ref: "refs/heads/main".into(),
+        };
+        assert_eq!(
+            Identity::Workflow(Box::new(run.clone())).audit_actor(),
+            AuditActor::Workflow(run)
         );
     }
 

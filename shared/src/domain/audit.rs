@@ -8,7 +8,24 @@ use serde::{Deserialize, Serialize};
 
 use super::PackageName;
 use super::trust::WorkflowRun;
-use crate::auth::{CredentialKind, Identity};
+
+/// What kind of credential a request came with, for the audit log (never the credential).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialKind {
+    /// None (anonymous, or open mode).
+    None,
+    /// A GitHub token acting for a user (classic, fine-grained, OAuth or app user token).
+    GithubToken,
+    /// A GitHub App installation token (`ghs_`, a workflow's `GITHUB_TOKEN`).
+    GithubInstallationToken,
+    /// A registry token from `npm login` or `npm token create`.
+    RegistryToken,
+    /// A read-only registry token.
+    RegistryReadOnlyToken,
+    /// A registry token minted by the trusted-publishing exchange.
+    TrustedPublishing,
+}
 
 /// What a write did (or tried to do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -109,18 +126,6 @@ pub enum AuditActor {
 }
 
 impl AuditActor {
-    /// The actor of a request made by `identity`.
-    pub fn of(identity: &Identity) -> Self {
-        match identity {
-            Identity::Anonymous => AuditActor::Anonymous,
-            Identity::User(login) => AuditActor::User {
-                login: login.clone(),
-            },
-            Identity::Installation => AuditActor::Installation,
-            Identity::Workflow(run) => AuditActor::Workflow((**run).clone()),
-        }
-    }
-
     /// Whether the actor is known: refusals of anonymous callers are not recorded (anyone
     /// could fill the log with them).
     pub fn is_identified(&self) -> bool {
@@ -430,14 +435,15 @@ mod tests {
     }
 
     #[test]
-    fn actors_come_from_identities_and_only_anonymous_is_unidentified() {
-        assert_eq!(AuditActor::of(&Identity::Anonymous), AuditActor::Anonymous);
-        assert!(!AuditActor::of(&Identity::Anonymous).is_identified());
-        let user = AuditActor::of(&Identity::User("bob".into()));
+    fn only_anonymous_is_unidentified_and_labels_name_the_run() {
+        assert!(!AuditActor::Anonymous.is_identified());
+        let user = AuditActor::User {
+            login: "bob".into(),
+        };
         assert_eq!(user.label(), "bob");
         assert!(user.is_identified());
-        assert!(AuditActor::of(&Identity::Installation).is_identified());
-        let workflow = AuditActor::of(&Identity::Workflow(Box::new(run())));
+        assert!(AuditActor::Installation.is_identified());
+        let workflow = AuditActor::Workflow(run());
         let label = workflow.label();
         assert!(
             label.contains("publish.yml@refs/heads/main")

@@ -188,7 +188,7 @@ pub fn events(
     let (actor, credential) = state
         .actor
         .clone()
-        .unwrap_or_else(|| (AuditActor::of(&caller.identity), caller.credential_kind()));
+        .unwrap_or_else(|| (caller.identity.audit_actor(), caller.credential_kind()));
     if !outcome.is_ok() && !actor.is_identified() {
         return Vec::new();
     }
