@@ -1,4 +1,4 @@
-//! The configuration contract shared by every binary (see design.md): environment variables, which
+//! The configuration contract shared by every binary (README, "Configuration"): environment variables, which
 //! the local server's flags override.
 
 use std::net::SocketAddr;

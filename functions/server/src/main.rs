@@ -3,7 +3,7 @@
 use clap::Parser;
 use registry::config::Config;
 
-/// Flags override the environment variables of the same setting (design.md, configuration contract).
+/// Flags override the environment variables of the same setting (README, "Configuration").
 #[derive(Parser, Debug)]
 #[command(version, about = "npm-compatible registry, local server")]
 struct Flags {
