@@ -10,7 +10,7 @@ use e2e::{AwsResources, Backend, Npm, Server, escaped, http, stack, write_packag
 use serde_json::{Value, json};
 use sha1::Digest;
 
-/// The key and attribute names the code uses (`shared/src/storage/aws.rs`): items are keyed by
+/// The key and attribute names the code uses (`shared/src/storage/aws/layout.rs`): items are keyed by
 /// `pk` and `sk` (strings), and expiring items carry their expiry in `ttl`.
 const PARTITION_KEY: &str = "pk";
 const SORT_KEY: &str = "sk";

@@ -1,0 +1,303 @@
+//! Where everything lives in the table and the bucket: every DynamoDB key and attribute name and
+//! every S3 key, as typed keys. Nothing else in the AWS backend spells one out, so a change of
+//! layout is a change of this file (and of `infra/template.yaml`, which grants access by prefix).
+//!
+//! Table (partition key `pk`, sort key `sk`, both strings):
+//! - `pk = <package>, sk = "A"`: the package record (`rev` number, `doc` JSON).
+//! - `pk = <package>, sk = "V#<version>"`: one item per version (`state`, `published`, `doc` JSON
+//!   of the manifest, `deprecated`, `readme`, `unpublished_at`).
+//! - `pk = "~<namespace>", sk = <id>`: key-value records (`value` bytes, `ttl`).
+//! - `pk = "~audit/day/<YYYY-MM-DD>"` and `"~audit/package/<name>"`, `sk` = the event's order
+//!   key: the audit log (`event` JSON, `ttl`).
+//!
+//! No package name starts with `~`, so the partitions never meet.
+//!
+//! Bucket: `tarballs/<name>/<version>-<sha512 prefix>.tgz`, `readmes/<name>/<version>.md`,
+//! `snapshots/<name>.json`.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::NaiveDate;
+use semver::Version;
+
+use crate::domain::{PackageName, TarballKey};
+
+/// Attribute names of the table's items.
+pub mod attr {
+    /// Partition key (string).
+    pub const PK: &str = "pk";
+    /// Sort key (string).
+    pub const SK: &str = "sk";
+    /// The package record's revision (number).
+    pub const REVISION: &str = "rev";
+    /// JSON: the package record, or the immutable part of a live version.
+    pub const DOC: &str = "doc";
+    /// A version's state: [`super::state::LIVE`] or [`super::state::UNPUBLISHED`].
+    pub const STATE: &str = "state";
+    /// When a version was published (RFC 3339).
+    pub const PUBLISHED: &str = "published";
+    /// When a version was unpublished (RFC 3339).
+    pub const UNPUBLISHED_AT: &str = "unpublished_at";
+    /// A live version's deprecation message.
+    pub const DEPRECATED: &str = "deprecated";
+    /// A live version's README, when small enough to be inline.
+    pub const README: &str = "readme";
+    /// A key-value record's bytes.
+    pub const VALUE: &str = "value";
+    /// An audit event, JSON.
+    pub const EVENT: &str = "event";
+    /// Expiry in Unix seconds: DynamoDB's TTL attribute (the table's `TimeToLiveSpecification`).
+    pub const TTL: &str = "ttl";
+}
+
+/// Values of the [`attr::STATE`] attribute.
+pub mod state {
+    /// A version that can be installed.
+    pub const LIVE: &str = "live";
+    /// A tombstone: the version is gone and its number may not be reused.
+    pub const UNPUBLISHED: &str = "unpublished";
+}
+
+/// Sort key of the package record.
+const PACKAGE_SK: &str = "A";
+/// Prefix of a version's sort key.
+const VERSION_SK_PREFIX: &str = "V#";
+/// Prefix of every partition that is not a package's.
+const RESERVED_PK_PREFIX: &str = "~";
+/// Prefix of the audit log's day partitions.
+pub const AUDIT_DAY_PREFIX: &str = "~audit/day/";
+/// Prefix of the audit log's package partitions.
+const AUDIT_PACKAGE_PREFIX: &str = "~audit/package/";
+
+/// A partition of the table: the value of `pk`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partition<'a> {
+    /// A package's record and versions.
+    Package(&'a PackageName),
+    /// A key-value namespace.
+    Kv(&'a str),
+    /// One UTC day's audit events, every package's and none's.
+    AuditDay(NaiveDate),
+    /// A package's audit events.
+    AuditPackage(&'a PackageName),
+}
+
+impl Partition<'_> {
+    /// The `pk` value.
+    pub fn pk(&self) -> String {
+        match self {
+            Partition::Package(name) => name.to_string(),
+            Partition::Kv(namespace) => format!("{RESERVED_PK_PREFIX}{namespace}"),
+            Partition::AuditDay(day) => format!("{AUDIT_DAY_PREFIX}{}", day.format("%Y-%m-%d")),
+            Partition::AuditPackage(name) => format!("{AUDIT_PACKAGE_PREFIX}{name}"),
+        }
+    }
+}
+
+/// The primary key of one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKey<'a> {
+    /// A package record.
+    Package(&'a PackageName),
+    /// A version of a package.
+    Version(&'a PackageName, &'a Version),
+    /// A key-value record.
+    Kv {
+        /// Its namespace (the partition).
+        namespace: &'a str,
+        /// Its id within the namespace.
+        id: &'a str,
+    },
+    /// An audit event in one of its partitions (`Partition::AuditDay` or `AuditPackage`).
+    Audit {
+        /// The day's or the package's partition.
+        partition: Partition<'a>,
+        /// The event's order key.
+        order: &'a str,
+    },
+}
+
+impl ItemKey<'_> {
+    /// The `pk` value.
+    pub fn pk(&self) -> String {
+        match self {
+            ItemKey::Package(name) | ItemKey::Version(name, _) => Partition::Package(name).pk(),
+            ItemKey::Kv { namespace, .. } => Partition::Kv(namespace).pk(),
+            ItemKey::Audit { partition, .. } => partition.pk(),
+        }
+    }
+
+    /// The `sk` value.
+    pub fn sk(&self) -> String {
+        match self {
+            ItemKey::Package(_) => PackageSortKey::Record.to_string(),
+            ItemKey::Version(_, version) => format!("{VERSION_SK_PREFIX}{version}"),
+            ItemKey::Kv { id, .. } => (*id).to_string(),
+            ItemKey::Audit { order, .. } => (*order).to_string(),
+        }
+    }
+
+    /// The key as attributes: a `GetItem`'s key, or the start of an item to put.
+    pub fn attributes(&self) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            (attr::PK.to_string(), AttributeValue::S(self.pk())),
+            (attr::SK.to_string(), AttributeValue::S(self.sk())),
+        ])
+    }
+}
+
+/// What an item of a package's partition is, by its sort key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PackageSortKey {
+    /// The package record.
+    Record,
+    /// A version item.
+    Version(Version),
+}
+
+impl PackageSortKey {
+    /// Reads a sort key of a package partition: `Ok(None)` for one that is neither (a layout
+    /// of a later release, skipped), an error for a version key whose version does not parse
+    /// (a corrupt item, not to be skipped silently).
+    pub fn parse(sk: &str) -> Result<Option<Self>, semver::Error> {
+        if sk == PACKAGE_SK {
+            return Ok(Some(PackageSortKey::Record));
+        }
+        match sk.strip_prefix(VERSION_SK_PREFIX) {
+            Some(version) => Version::parse(version).map(|v| Some(PackageSortKey::Version(v))),
+            None => Ok(None),
+        }
+    }
+}
+
+impl std::fmt::Display for PackageSortKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PackageSortKey::Record => f.write_str(PACKAGE_SK),
+            PackageSortKey::Version(v) => write!(f, "{VERSION_SK_PREFIX}{v}"),
+        }
+    }
+}
+
+/// Prefix of every tarball's object key.
+const TARBALLS_PREFIX: &str = "tarballs/";
+/// Prefix of the object keys of READMEs too large for an item.
+const READMES_PREFIX: &str = "readmes/";
+/// Prefix of the packages' document snapshots.
+const SNAPSHOTS_PREFIX: &str = "snapshots/";
+
+/// The key of one object in the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKey<'a> {
+    /// A tarball.
+    Tarball(&'a TarballKey),
+    /// A version's README, too large for its item.
+    Readme(&'a PackageName, &'a Version),
+    /// A package's document snapshot.
+    Snapshot(&'a PackageName),
+}
+
+impl ObjectKey<'_> {
+    /// The prefix under which every tarball is stored, for listing them.
+    pub const TARBALLS: &'static str = TARBALLS_PREFIX;
+
+    /// The tarball key of a listed object key, if it is a tarball's.
+    pub fn tarball_of(object_key: &str) -> Option<TarballKey> {
+        let key = object_key.strip_prefix(TARBALLS_PREFIX)?;
+        TarballKey::parse(key).map(|(key, _, _)| key)
+    }
+}
+
+impl std::fmt::Display for ObjectKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectKey::Tarball(key) => write!(f, "{TARBALLS_PREFIX}{}", key.as_str()),
+            ObjectKey::Readme(name, version) => write!(f, "{READMES_PREFIX}{name}/{version}.md"),
+            ObjectKey::Snapshot(name) => write!(f, "{SNAPSHOTS_PREFIX}{name}.json"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> PackageName {
+        PackageName::parse(s).unwrap()
+    }
+
+    // The layout is what stored data and the stack's IAM policies (`infra/template.yaml`) were
+    // written against: these spell it out once, so that a change to it is deliberate.
+    #[test]
+    fn item_keys_are_the_stored_layout() {
+        let pkg = name("@acme/a");
+        let v = Version::new(1, 2, 3);
+        let day = NaiveDate::from_ymd_opt(2026, 1, 2).unwrap();
+        let cases = [
+            (ItemKey::Package(&pkg), "@acme/a", "A"),
+            (ItemKey::Version(&pkg, &v), "@acme/a", "V#1.2.3"),
+            (
+                ItemKey::Kv {
+                    namespace: "tokens",
+                    id: "x",
+                },
+                "~tokens",
+                "x",
+            ),
+            (
+                ItemKey::Audit {
+                    partition: Partition::AuditDay(day),
+                    order: "o",
+                },
+                "~audit/day/2026-01-02",
+                "o",
+            ),
+            (
+                ItemKey::Audit {
+                    partition: Partition::AuditPackage(&pkg),
+                    order: "o",
+                },
+                "~audit/package/@acme/a",
+                "o",
+            ),
+        ];
+        for (key, pk, sk) in cases {
+            assert_eq!((key.pk().as_str(), key.sk().as_str()), (pk, sk), "{key:?}");
+            let attrs = key.attributes();
+            assert_eq!(attrs["pk"].as_s().unwrap(), pk);
+            assert_eq!(attrs["sk"].as_s().unwrap(), sk);
+        }
+        assert!(Partition::AuditDay(day).pk().starts_with(AUDIT_DAY_PREFIX));
+    }
+
+    #[test]
+    fn package_sort_keys_round_trip() {
+        let v = Version::parse("1.0.0-beta.1+build").unwrap();
+        for sk in [PackageSortKey::Record, PackageSortKey::Version(v)] {
+            assert_eq!(PackageSortKey::parse(&sk.to_string()).unwrap(), Some(sk));
+        }
+        assert!(PackageSortKey::parse("V#not-a-version").is_err());
+        assert_eq!(PackageSortKey::parse("B").unwrap(), None);
+    }
+
+    #[test]
+    fn object_keys_are_the_stored_layout() {
+        let pkg = name("@acme/a");
+        let v = Version::new(1, 0, 0);
+        let tarball = TarballKey::new(&pkg, &v, &"ab".repeat(64));
+        let object = ObjectKey::Tarball(&tarball).to_string();
+        assert_eq!(object, format!("tarballs/{}", tarball.as_str()));
+        assert!(object.starts_with(ObjectKey::TARBALLS));
+        assert_eq!(ObjectKey::tarball_of(&object), Some(tarball));
+        assert_eq!(ObjectKey::tarball_of("readmes/x"), None);
+        assert_eq!(
+            ObjectKey::Readme(&pkg, &v).to_string(),
+            "readmes/@acme/a/1.0.0.md"
+        );
+        assert_eq!(
+            ObjectKey::Snapshot(&pkg).to_string(),
+            "snapshots/@acme/a.json"
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! The metadata store: package records and versions in the table, documents through snapshots,
+//! and every write as the transactions `plan` makes of it.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use semver::Version;
+
+use super::AwsStorage;
+use super::codec::{decode_package, decode_version, encode_version};
+use super::errors::classify;
+use super::layout::{ItemKey, ObjectKey};
+use super::plan::{Failure, plan};
+use super::transact::TransactFailure;
+use crate::domain::{PackageDocument, PackageName, PackageRecord, VersionRecord, VersionState};
+use crate::storage::{MetadataStore, PackageWrite, StoreError};
+
+#[async_trait]
+impl MetadataStore for AwsStorage {
+    async fn package(&self, name: &PackageName) -> Result<Option<PackageRecord>, StoreError> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.settings.table)
+            .set_key(Some(ItemKey::Package(name).attributes()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify(e, self.table()))?;
+        out.item.as_ref().map(decode_package).transpose()
+    }
+
+    async fn document(&self, name: &PackageName) -> Result<Option<PackageDocument>, StoreError> {
+        // The record and the snapshot side by side, as for a cold packument read.
+        Ok(self
+            .package_and_document(name)
+            .await?
+            .and_then(|(_, document)| document))
+    }
+
+    async fn package_and_document(
+        &self,
+        name: &PackageName,
+    ) -> Result<Option<(PackageRecord, Option<PackageDocument>)>, StoreError> {
+        let (package, snapshot) = tokio::join!(self.package(name), self.snapshot(name));
+        let Some(package) = package? else {
+            return Ok(None);
+        };
+        let doc = self.current_document(&package, snapshot?).await?;
+        // `None`: the package went away between the two reads.
+        Ok(doc.map(|doc| (package, Some(doc))))
+    }
+
+    async fn document_from(
+        &self,
+        package: &PackageRecord,
+    ) -> Result<Option<PackageDocument>, StoreError> {
+        let snapshot = self.snapshot(&package.name).await?;
+        self.current_document(package, snapshot).await
+    }
+
+    async fn version(
+        &self,
+        name: &PackageName,
+        version: &Version,
+    ) -> Result<Option<VersionRecord>, StoreError> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.settings.table)
+            .set_key(Some(ItemKey::Version(name, version).attributes()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify(e, self.table()))?;
+        // A README kept in S3 is left out: callers of `version` never serve it.
+        Ok(out
+            .item
+            .as_ref()
+            .map(decode_version)
+            .transpose()?
+            .map(|(record, _)| record))
+    }
+
+    async fn write(&self, write: PackageWrite) -> Result<(), StoreError> {
+        let name = &write.package.name;
+        let mut version_item = None;
+        if let Some((record, _)) = &write.create {
+            let encoded = encode_version(name, record)?;
+            if let Some(readme) = encoded.large_readme {
+                // Stored before the item that refers to it, like tarballs.
+                self.put_object(
+                    ObjectKey::Readme(name, &record.version),
+                    Bytes::from(readme),
+                    "text/markdown",
+                )
+                .await?;
+            }
+            version_item = Some(encoded.item);
+        }
+        for transaction in plan(&write) {
+            let items = transaction
+                .ops
+                .iter()
+                .map(|op| self.transact_item(name, op, version_item.as_ref()))
+                .collect::<Result<_, _>>()?;
+            let reasons = match self.transact(items).await {
+                Ok(()) => continue,
+                Err(TransactFailure::Store(e)) => return Err(e),
+                Err(TransactFailure::Cancelled(reasons)) => reasons,
+            };
+            return Err(match transaction.failure(&reasons) {
+                Failure::RevisionConflict => StoreError::RevisionConflict,
+                // Live or a tombstone: only a read tells.
+                Failure::VersionTaken(version) => match self.version(name, version).await? {
+                    Some(VersionRecord {
+                        state: VersionState::Unpublished { .. },
+                        ..
+                    }) => StoreError::VersionRetired,
+                    _ => StoreError::VersionExists,
+                },
+                Failure::NoSuchVersion(version) => StoreError::NoSuchVersion(version.clone()),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,121 @@
+//! Snapshots: the package document in S3 (`ObjectKey::Snapshot`), written by the first read
+//! after a change, so a packument read is a `GetItem` plus a `GetObject` whatever the version
+//! count. A snapshot is used only if its revision is at least the record's; a stale, missing or
+//! unreadable one is rebuilt with a `Query` of the package's partition.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use bytes::Bytes;
+
+use super::AwsStorage;
+use super::codec::{Item, decode_package, decode_version, s_attr};
+use super::errors::{classify, internal};
+use super::layout::{ObjectKey, PackageSortKey, Partition, attr};
+use crate::domain::{DistTag, PackageDocument, PackageName, PackageRecord, VersionState};
+use crate::storage::StoreError;
+
+impl AwsStorage {
+    /// The package's snapshot, whatever its revision; one that cannot be read (a layout of an
+    /// older release) counts as missing and is rebuilt.
+    pub(super) async fn snapshot(
+        &self,
+        name: &PackageName,
+    ) -> Result<Option<PackageDocument>, StoreError> {
+        Ok(self
+            .get_object(ObjectKey::Snapshot(name))
+            .await?
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    }
+
+    /// The document of `package`: its snapshot if current, else rebuilt.
+    pub(super) async fn current_document(
+        &self,
+        package: &PackageRecord,
+        snapshot: Option<PackageDocument>,
+    ) -> Result<Option<PackageDocument>, StoreError> {
+        match snapshot {
+            Some(doc) if doc.package.revision >= package.revision => Ok(Some(doc)),
+            _ => self.rebuild_snapshot(&package.name).await,
+        }
+    }
+
+    /// Every item of a package, with a consistent `Query` (paginated).
+    async fn query_package(&self, name: &PackageName) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .ddb
+                .query()
+                .table_name(&self.settings.table)
+                .key_condition_expression(format!("{} = :pk", attr::PK))
+                .expression_attribute_values(
+                    ":pk",
+                    AttributeValue::S(Partition::Package(name).pk()),
+                )
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| classify(e, self.table()))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Rebuilds the document from the table and stores it as the package's snapshot.
+    async fn rebuild_snapshot(
+        &self,
+        name: &PackageName,
+    ) -> Result<Option<PackageDocument>, StoreError> {
+        let mut package = None;
+        let mut versions = Vec::new();
+        for item in self.query_package(name).await? {
+            let Some(sk) = s_attr(&item, attr::SK) else {
+                continue;
+            };
+            match PackageSortKey::parse(sk).map_err(internal)? {
+                Some(PackageSortKey::Record) => package = Some(decode_package(&item)?),
+                Some(PackageSortKey::Version(_)) => versions.push(decode_version(&item)?),
+                None => {}
+            }
+        }
+        let Some(package) = package else {
+            return Ok(None);
+        };
+        // Only the `latest` version's README is ever served: keep that one (from S3 if it is
+        // there) and drop the rest, so the snapshot stays small.
+        let latest = package.dist_tags.get(&DistTag::latest()).cloned();
+        let mut records = Vec::with_capacity(versions.len());
+        for (mut record, readme_in_s3) in versions {
+            if let VersionState::Live(live) = &mut record.state {
+                if Some(&record.version) != latest.as_ref() {
+                    live.readme = None;
+                } else if readme_in_s3 {
+                    live.readme = self
+                        .get_object(ObjectKey::Readme(name, &record.version))
+                        .await?
+                        .map(|b| String::from_utf8_lossy(&b).into_owned());
+                }
+            }
+            records.push(record);
+        }
+        let versions = records;
+        let doc = PackageDocument { package, versions };
+        let bytes = Bytes::from(serde_json::to_vec(&doc).map_err(internal)?);
+        let key = ObjectKey::Snapshot(name).to_string();
+        let put = self.put_object(ObjectKey::Snapshot(name), bytes, "application/json");
+        match &self.after_response {
+            None => put.await?,
+            // A lost snapshot costs a later read a rebuild, nothing more.
+            Some(queue) => queue.defer(Box::pin(async move {
+                if let Err(e) = put.await {
+                    tracing::warn!(key, error = %e, "could not store a rebuilt snapshot");
+                }
+            })),
+        }
+        Ok(Some(doc))
+    }
+}
