@@ -1839,9 +1839,9 @@ def render_doc(bench: Bench, corpus: Corpus, facts, started: datetime.datetime, 
         "- Lambda shape (issue 9, item 5): stripped arm64 `bootstrap` size per function after "
         "`infra/build-functions.sh` (`ls -l target/lambda/*/bootstrap`), and process start to the first "
         "answered invocation through a Runtime API on the AWS backend, plus warm invocation times: "
-        "`LAMBDA_FUNCTION_DIR=<release dir> cargo test -p e2e --test lambda_runtime -- --nocapture` "
+        "`LAMBDA_FUNCTION_DIR=<release dir> cargo test -p e2e lambda_runtime:: -- --nocapture` "
         "under the emulators. Figures: README, \"Lambda functions\".",
-        "- AWS requests per operation (what the cost model multiplies): `tests/tests/aws_backend.rs`; "
+        "- AWS requests per operation (what the cost model multiplies): `tests/it/aws_backend.rs`; "
         "README, \"AWS backend\".",
         "- Memory held per request body (a 60 MiB publish, a padded publish, an anonymous login "
         "body, three publishes at once): `python3 bench/publish_memory.py <registry-server>`. "

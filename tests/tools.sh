@@ -18,7 +18,7 @@ if [ "$("$npm_dir/node_modules/.bin/npm" --version 2>/dev/null || true)" != "$NP
 fi
 export NPM_BIN="$npm_dir/node_modules/.bin/npm"
 
-# The other clients the end-to-end suite drives (tests/tests/clients.rs), pinned, installed by the
+# The other clients the end-to-end suite drives (tests/it/clients.rs), pinned, installed by the
 # pinned npm into one prefix. yarn 1's and yarn 4's `yarn` bins collide, so both are run by their
 # JS entry points with node. bun's binary comes in an optional dependency, so it installs although
 # npm 11 skips install scripts by default.

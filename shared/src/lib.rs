@@ -10,3 +10,5 @@ pub mod lambda;
 pub mod listener;
 pub mod server;
 pub mod storage;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use base64::Engine;
 use registry::config::Config;
 use registry::domain::integrity::Digests;
 use registry::http::{AppState, RouteGroup, router};
+use registry::testing::{package_tgz, publish_doc};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -24,31 +24,10 @@ async fn state(dir: &std::path::Path) -> Arc<AppState> {
     registry::server::build_state(config).await.unwrap()
 }
 
-fn tarball(name: &str, version: &str) -> Vec<u8> {
-    use std::io::Write;
-    let manifest = serde_json::to_vec(&json!({"name": name, "version": version})).unwrap();
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_path("package/package.json").unwrap();
-    header.set_size(manifest.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    builder.append(&header, manifest.as_slice()).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&builder.into_inner().unwrap()).unwrap();
-    gz.finish().unwrap()
-}
-
+/// A publish of a minimal package, as npm sends it.
 fn publish_body(name: &str, version: &str) -> Vec<u8> {
-    let t = tarball(name, version);
-    let d = Digests::of(&t);
-    serde_json::to_vec(&json!({
-        "name": name,
-        "dist-tags": {"latest": version},
-        "versions": {version: {"name": name, "version": version, "dist": {"integrity": d.integrity, "shasum": d.sha1_hex}}},
-        "_attachments": {format!("{name}-{version}.tgz"): {"data": base64::engine::general_purpose::STANDARD.encode(&t), "length": t.len()}}
-    }))
-    .unwrap()
+    let tarball = package_tgz(name, version);
+    serde_json::to_vec(&publish_doc(name, version, &tarball)).unwrap()
 }
 
 async fn send(app: &axum::Router, method: &str, uri: &str, body: Vec<u8>) -> (StatusCode, Value) {

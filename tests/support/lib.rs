@@ -11,13 +11,12 @@ pub mod oidc_issuer;
 pub mod s3_gate;
 pub mod stack;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
-use sha1::Digest;
 
 use crate::s3_gate::S3Gate;
 
@@ -302,94 +301,9 @@ impl Npm {
     }
 }
 
-/// Writes a package directory: package.json (with `extra` merged in), index.js and README.md.
-pub fn write_package(dir: &Path, name: &str, version: &str, extra: serde_json::Value) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut manifest = serde_json::json!({
-        "name": name,
-        "version": version,
-        "description": format!("{name} test package"),
-        "main": "index.js",
-        "license": "MIT",
-    });
-    if let (Some(m), serde_json::Value::Object(e)) = (manifest.as_object_mut(), extra) {
-        m.extend(e);
-    }
-    std::fs::write(
-        dir.join("package.json"),
-        serde_json::to_string_pretty(&manifest).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("index.js"),
-        format!("module.exports = {{ name: {name:?}, version: {version:?} }};\n"),
-    )
-    .unwrap();
-    std::fs::write(dir.join("README.md"), format!("# {name}\n")).unwrap();
-    dir.to_path_buf()
-}
-
-/// Builds a gzipped tarball from (path, contents) pairs; paths are written raw, so hostile
-/// archives can be made too.
-pub fn tgz(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, data) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_entry_type(tar::EntryType::Regular);
-        let name = &mut header.as_old_mut().name;
-        name[..path.len()].copy_from_slice(path.as_bytes());
-        header.set_cksum();
-        builder.append(&header, *data).unwrap();
-    }
-    let tar = builder.into_inner().unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar).unwrap();
-    gz.finish().unwrap()
-}
-
-/// The tarball of a minimal package.
-pub fn package_tgz(name: &str, version: &str) -> Vec<u8> {
-    let manifest = serde_json::json!({ "name": name, "version": version });
-    let manifest = serde_json::to_vec(&manifest).unwrap();
-    tgz(&[
-        ("package/package.json", &manifest),
-        ("package/index.js", b"module.exports = 1;\n"),
-    ])
-}
-
-/// `sha512-…` of the bytes.
-pub fn integrity(bytes: &[u8]) -> String {
-    format!(
-        "sha512-{}",
-        base64::engine::general_purpose::STANDARD.encode(sha2::Sha512::digest(bytes))
-    )
-}
-
-/// A publish document exactly as libnpmpublish builds it.
-pub fn publish_doc(name: &str, version: &str, tarball: &[u8]) -> serde_json::Value {
-    serde_json::json!({
-        "_id": name,
-        "name": name,
-        "description": "test",
-        "dist-tags": { "latest": version },
-        "versions": { version: {
-            "name": name, "version": version, "_id": format!("{name}@{version}"),
-            "dist": {
-                "integrity": integrity(tarball),
-                "shasum": hex::encode(sha1::Sha1::digest(tarball)),
-                "tarball": format!("http://ignored/{name}/-/{name}-{version}.tgz"),
-            }
-        }},
-        "access": null,
-        "_attachments": { format!("{name}-{version}.tgz"): {
-            "content_type": "application/octet-stream",
-            "data": base64::engine::general_purpose::STANDARD.encode(tarball),
-            "length": tarball.len(),
-        }}
-    })
-}
+// The builders live in the library (`registry::testing`, the `test-util` feature) so the
+// library's own tests share them; re-exported so tests name them as before.
+pub use registry::testing::{gzip, integrity, package_tgz, publish_doc, tgz, write_package};
 
 /// The URL path of a package, escaped the way npm escapes it.
 pub fn escaped(name: &str) -> String {

@@ -669,7 +669,7 @@ pub fn is_tombstone(state: &VersionState) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::tarball::tests::tgz;
+    use crate::testing::tgz;
     use serde_json::json;
 
     fn doc_for(name: &str, version: &str, tarball: &[u8]) -> Value {

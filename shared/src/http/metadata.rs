@@ -50,11 +50,12 @@ async fn ready(state: &AppState) -> Response {
     if health.state == crate::storage::StorageState::Ok {
         return json_response(StatusCode::OK, &body);
     }
-    let what = match health.state {
-        crate::storage::StorageState::Full => {
-            "storage is full: writes are refused until space is freed"
-        }
-        _ => "storage has failed",
+    let (what, code) = match health.state {
+        crate::storage::StorageState::Full => (
+            "storage is full: writes are refused until space is freed",
+            super::error::ErrorCode::StorageFull,
+        ),
+        _ => ("storage has failed", super::error::ErrorCode::StorageFailed),
     };
     let place = health
         .location
@@ -62,6 +63,7 @@ async fn ready(state: &AppState) -> Response {
         .unwrap_or_default();
     let detail = health.detail.map(|d| format!(": {d}")).unwrap_or_default();
     body["error"] = json!(format!("{what}{place}{detail}"));
+    body["code"] = json!(code.as_str());
     json_response(StatusCode::SERVICE_UNAVAILABLE, &body)
 }
 

@@ -35,8 +35,10 @@ pub fn audience(state: &AppState, ctx: &RequestContext) -> Option<String> {
 /// A refusal as npm reads it: it logs `message` (at verbose level); `error` as everywhere.
 fn refusal(error: ApiError) -> Response {
     let text = error.to_string();
+    let code = error.code().as_str();
     let (parts, _) = error.into_response().into_parts();
-    let body = serde_json::to_vec(&json!({ "error": text, "message": text })).unwrap_or_default();
+    let body = serde_json::to_vec(&json!({ "error": text, "message": text, "code": code }))
+        .unwrap_or_default();
     let mut response = Response::from_parts(parts, Body::from(body));
     response.headers_mut().remove(header::CONTENT_LENGTH);
     response

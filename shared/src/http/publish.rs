@@ -368,9 +368,10 @@ fn name_taken(name: &PackageName) -> ApiError {
 }
 
 fn conflict(name: &PackageName, version: &Version) -> ApiError {
-    ApiError::Conflict(format!(
-        "cannot publish over the previously published version {version} of {name}"
-    ))
+    ApiError::coded(
+        super::error::ErrorCode::VersionExists,
+        format!("cannot publish over the previously published version {version} of {name}"),
+    )
 }
 
 async fn remove_tarball_quietly(state: &AppState, key: &crate::domain::TarballKey) {

@@ -49,7 +49,7 @@ fn logical_id(method: &str, path: &str) -> String {
 
 fn render_routes() -> String {
     let mut out = format!(
-        "{BEGIN} (from ROUTE_TABLE in shared/src/http/routes.rs; UPDATE_TEMPLATE=1 cargo test -p e2e --test infra_template rewrites them)\n"
+        "{BEGIN} (from ROUTE_TABLE in shared/src/http/routes.rs; UPDATE_TEMPLATE=1 cargo test -p e2e infra_template:: rewrites them)\n"
     );
     for r in ROUTE_TABLE {
         out.push_str(&format!(
@@ -91,7 +91,7 @@ fn routes_are_generated_from_the_route_table() {
     }
     assert!(
         template[start..end] == expected,
-        "infra/template.yaml's routes differ from the route table; regenerate them with UPDATE_TEMPLATE=1 cargo test -p e2e --test infra_template"
+        "infra/template.yaml's routes differ from the route table; regenerate them with UPDATE_TEMPLATE=1 cargo test -p e2e infra_template::"
     );
     let ids: BTreeSet<String> = ROUTE_TABLE
         .iter()

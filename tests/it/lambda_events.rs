@@ -91,7 +91,7 @@ async fn api_gateway_v2_events_through_each_function() {
         r["statusCode"], 404,
         "the metadata function must not publish"
     );
-    assert_eq!(body_of(&r)["error"], "not found");
+    assert_eq!(body_of(&r)["code"], "not_found");
     // The publish function recorded the publish in the audit log (the data directory's file);
     // the refused request, which reached no handler, recorded nothing.
     let events = audit

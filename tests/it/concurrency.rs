@@ -113,13 +113,7 @@ async fn same_version_has_exactly_one_winner(backend: Backend) {
         );
         if *status == 409 {
             let body: Value = serde_json::from_str(text).unwrap();
-            assert!(
-                body["error"]
-                    .as_str()
-                    .unwrap()
-                    .contains("cannot publish over"),
-                "{text}"
-            );
+            assert_eq!(body["code"], "version_exists", "{text}");
         }
     }
     let winner_integrity = &winners[0].1;

@@ -569,7 +569,7 @@ async fn installation_tokens_act_for_no_user_read_and_never_write() {
     )
     .await;
     assert_eq!(s, 201, "{b}");
-    // Even an installation granted "Contents: write" only reads here (tests/tests/
+    // Even an installation granted "Contents: write" only reads here (tests/it/
     // installation_tokens.rs covers the rest).
     let installation = generate_token("ghs_");
     world.github.add_installation_token(

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use base64::Engine;
-use e2e::{Backend, S3Host, Server, escaped, http, package_tgz, publish_doc, tgz};
+use e2e::{Backend, S3Host, Server, escaped, gzip, http, package_tgz, publish_doc, tgz};
 use serde_json::{Value, json};
 
 const LIMIT: usize = 1 << 20;
@@ -526,12 +526,7 @@ fn cases() -> Vec<Case> {
             "gzip but not tar",
             "PUT",
             p,
-            with_tarball(&{
-                use std::io::Write;
-                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                gz.write_all(&[7u8; 1000]).unwrap();
-                gz.finish().unwrap()
-            }),
+            with_tarball(&gzip(&[7u8; 1000])),
             400,
             "tarball",
         ),
@@ -761,13 +756,19 @@ async fn every_bad_input_is_refused_cleanly(backend: Backend) {
             .get("content-type")
             .is_some_and(|v| v.to_str().unwrap().starts_with("application/json"));
         let text = response.text().await.unwrap();
-        let error = serde_json::from_str::<Value>(&text)
-            .ok()
+        let parsed = serde_json::from_str::<Value>(&text).ok();
+        let error = parsed
+            .as_ref()
             .and_then(|v| v["error"].as_str().map(str::to_string));
+        // Every error also names itself with a stable code (docs/errors.md).
+        let coded = parsed
+            .as_ref()
+            .and_then(|v| v["code"].as_str())
+            .is_some_and(|code| !code.is_empty());
         match error {
-            Some(msg) if status == c.status && is_json && msg.contains(c.says) => {}
+            Some(msg) if status == c.status && is_json && coded && msg.contains(c.says) => {}
             _ => failures.push(format!(
-                "{}: {} {} → {status} {text:.300} (wanted {} containing {:?})",
+                "{}: {} {} → {status} {text:.300} (wanted {} containing {:?}, with a code)",
                 c.what,
                 c.method,
                 &c.path[..c.path.len().min(80)],

@@ -365,6 +365,7 @@ async fn metadata_writes_answer_nothing_on(backend: Backend) {
         .await;
         assert_eq!(s, 404, "dave {method} {path}: {b}");
         assert_eq!(b["error"], json!(format!("package '{name}' not found")));
+        assert_eq!(b["code"], "package_not_found", "dave {method} {path}: {b}");
     }
 }
 

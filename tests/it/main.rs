@@ -1,0 +1,25 @@
+//! The end-to-end suite as one test binary: one link of the AWS SDK and the server library instead of one
+//! per file. Each module is a former `tests/tests/<name>.rs`; filter with `cargo test -p e2e <module>::`.
+
+mod audit_log;
+mod aws_backend;
+mod aws_outage;
+mod aws_resources;
+mod bad_input;
+mod clients;
+mod concurrency;
+mod fake_github;
+mod github_auth;
+mod hardening;
+mod infra_template;
+mod installation_tokens;
+mod lambda_events;
+mod lambda_runtime;
+mod listener;
+mod local_storage;
+mod npm_cli;
+mod settings;
+mod stack_deploy;
+mod token_capability;
+mod trust_configuration;
+mod trusted_publishing;
