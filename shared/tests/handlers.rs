@@ -21,7 +21,7 @@ async fn state(dir: &std::path::Path) -> Arc<AppState> {
         _ => None,
     })
     .unwrap();
-    registry::server::build_state(config).await.unwrap()
+    registry::app::App::builder(config).build().await.unwrap()
 }
 
 fn tarball(name: &str, version: &str) -> Vec<u8> {
@@ -245,7 +245,7 @@ async fn packument_cache_can_be_turned_off() {
         _ => None,
     })
     .unwrap();
-    let state = registry::server::build_state(config).await.unwrap();
+    let state = registry::app::App::builder(config).build().await.unwrap();
     let app = router(state.clone(), &[RouteGroup::Metadata, RouteGroup::Publish]);
     let (s, _) = send(
         &app,

@@ -8,7 +8,8 @@ use std::process::Command;
 
 use axum::http::Method;
 use registry::http::RouteGroup;
-use registry::http::routes::{CLIENT_REQUESTS, ROUTE_TABLE, api_gateway_match, resolve};
+use registry::http::route_table::{CLIENT_REQUESTS, ROUTE_TABLE, api_gateway_match};
+use registry::http::routes::resolve;
 use serde_json::Value;
 
 const BEGIN: &str = "  # BEGIN GENERATED ROUTES";

@@ -171,6 +171,7 @@ impl From<RouteError> for ApiError {
             RouteError::BadEncoding => {
                 ApiError::BadRequest("path is not valid percent-encoded UTF-8".into())
             }
+            RouteError::Rejected(rejected) => ApiError::BadRequest(rejected.error.to_string()),
         }
     }
 }
