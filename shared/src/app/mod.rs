@@ -2,7 +2,7 @@
 //! (stores, authoriser, audit log, limits). The local server, the Lambda functions, the
 //! `registry-server` subcommands and the tests all start here:
 //!
-//! ```ignore
+//! ```text
 //! let state = App::builder(config).build().await?;             // the local server
 //! let state = App::builder(config)
 //!     .sdk(EnvironmentSdk)                                      // a Lambda function
