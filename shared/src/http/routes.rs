@@ -517,10 +517,8 @@ pub fn resolve(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
     };
     use AuthRoute as A;
     use MetadataRoute as M;
-    use PublishRoute as P;
     let meta = Route::Metadata;
     let auth = Route::Auth;
-    let publish = Route::Publish;
     match s.as_slice() {
         [] => Err(RouteError::NotFound),
         ["-", "ping"] => only(&Method::GET, meta(M::Ping)),
@@ -560,66 +558,82 @@ pub fn resolve(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
         ),
         ["-", "package", ..] => {
             let (name, rest) = take_name(&segs[2..])?;
-            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-            match (rest.as_slice(), m) {
-                (["dist-tags"], &Method::GET) => Ok(meta(M::DistTags { name })),
-                (["visibility"], &Method::GET) => Ok(meta(M::Visibility { name })),
-                (["visibility" | "dist-tags"], _) => Err(RouteError::MethodNotAllowed),
-                (["dist-tags", tag], &Method::PUT | &Method::POST) => tag_route(name, tag, true),
-                (["dist-tags", tag], &Method::DELETE) => tag_route(name, tag, false),
-                (["dist-tags", _], _) => Err(RouteError::MethodNotAllowed),
-                (["trust"], &Method::GET) => Ok(publish(P::TrustList { name })),
-                (["trust"], &Method::POST) => Ok(publish(P::TrustCreate { name })),
-                (["trust"], _) => Err(RouteError::MethodNotAllowed),
-                (["trust", id], &Method::DELETE) => Ok(publish(P::TrustRevoke {
-                    name,
-                    id: TrustId::parse(id),
-                })),
-                (["trust", _], _) => Err(RouteError::MethodNotAllowed),
-                _ => Err(RouteError::NotFound),
-            }
+            package_route(m, name, rest)
         }
         ["-", ..] => Err(RouteError::NotFound),
         _ => {
             let (name, rest) = take_name(&segs)?;
-            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-            match (rest.as_slice(), m) {
-                ([], &Method::GET | &Method::HEAD) => Ok(meta(M::Packument { name })),
-                ([], &Method::PUT) => Ok(publish(P::Put { name, rev: None })),
-                ([], _) => Err(RouteError::MethodNotAllowed),
-                (["-rev", rev], &Method::PUT) => Ok(publish(P::Put {
-                    name,
-                    rev: Some(Revision::parse(rev)),
-                })),
-                (["-rev", rev], &Method::DELETE) => Ok(publish(P::Unpublish {
-                    name,
-                    rev: Revision::parse(rev),
-                })),
-                (["-rev", _], _) => Err(RouteError::MethodNotAllowed),
-                (["-", file], &Method::GET | &Method::HEAD) => {
-                    let file = TarballFile::parse(&name, file);
-                    Ok(Route::Tarball(TarballRoute::Download { name, file }))
-                }
-                (["-", _], _) => Err(RouteError::MethodNotAllowed),
-                (["-", file, "-rev", rev], &Method::DELETE) => {
-                    let file = TarballFile::parse(&name, file);
-                    Ok(publish(P::DeleteTarball {
-                        name,
-                        file,
-                        rev: Revision::parse(rev),
-                    }))
-                }
-                (["-", _, "-rev", _], _) => Err(RouteError::MethodNotAllowed),
-                ([spec], &Method::GET | &Method::HEAD) if !spec.starts_with('-') => {
-                    Ok(meta(M::VersionOrTag {
-                        name,
-                        spec: spec.to_string(),
-                    }))
-                }
-                ([spec], _) if !spec.starts_with('-') => Err(RouteError::MethodNotAllowed),
-                _ => Err(RouteError::NotFound),
-            }
+            name_route(m, name, rest)
         }
+    }
+}
+
+/// `/-/package/NAME/...`: dist-tags, visibility and trust configurations.
+fn package_route(m: &Method, name: PackageName, rest: &[String]) -> Result<Route, RouteError> {
+    use MetadataRoute as M;
+    use PublishRoute as P;
+    let (meta, publish) = (Route::Metadata, Route::Publish);
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match (rest.as_slice(), m) {
+        (["dist-tags"], &Method::GET) => Ok(meta(M::DistTags { name })),
+        (["visibility"], &Method::GET) => Ok(meta(M::Visibility { name })),
+        (["visibility" | "dist-tags"], _) => Err(RouteError::MethodNotAllowed),
+        (["dist-tags", tag], &Method::PUT | &Method::POST) => tag_route(name, tag, true),
+        (["dist-tags", tag], &Method::DELETE) => tag_route(name, tag, false),
+        (["dist-tags", _], _) => Err(RouteError::MethodNotAllowed),
+        (["trust"], &Method::GET) => Ok(publish(P::TrustList { name })),
+        (["trust"], &Method::POST) => Ok(publish(P::TrustCreate { name })),
+        (["trust"], _) => Err(RouteError::MethodNotAllowed),
+        (["trust", id], &Method::DELETE) => Ok(publish(P::TrustRevoke {
+            name,
+            id: TrustId::parse(id),
+        })),
+        (["trust", _], _) => Err(RouteError::MethodNotAllowed),
+        _ => Err(RouteError::NotFound),
+    }
+}
+
+/// `/NAME/...`: the packument, a version or tag, tarballs, publish and unpublish.
+fn name_route(m: &Method, name: PackageName, rest: &[String]) -> Result<Route, RouteError> {
+    use MetadataRoute as M;
+    use PublishRoute as P;
+    let (meta, publish) = (Route::Metadata, Route::Publish);
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match (rest.as_slice(), m) {
+        ([], &Method::GET | &Method::HEAD) => Ok(meta(M::Packument { name })),
+        ([], &Method::PUT) => Ok(publish(P::Put { name, rev: None })),
+        ([], _) => Err(RouteError::MethodNotAllowed),
+        (["-rev", rev], &Method::PUT) => Ok(publish(P::Put {
+            name,
+            rev: Some(Revision::parse(rev)),
+        })),
+        (["-rev", rev], &Method::DELETE) => Ok(publish(P::Unpublish {
+            name,
+            rev: Revision::parse(rev),
+        })),
+        (["-rev", _], _) => Err(RouteError::MethodNotAllowed),
+        (["-", file], &Method::GET | &Method::HEAD) => {
+            let file = TarballFile::parse(&name, file);
+            Ok(Route::Tarball(TarballRoute::Download { name, file }))
+        }
+        (["-", _], _) => Err(RouteError::MethodNotAllowed),
+        (["-", file, "-rev", rev], &Method::DELETE) => {
+            let file = TarballFile::parse(&name, file);
+            Ok(publish(P::DeleteTarball {
+                name,
+                file,
+                rev: Revision::parse(rev),
+            }))
+        }
+        (["-", _, "-rev", _], _) => Err(RouteError::MethodNotAllowed),
+        ([spec], &Method::GET | &Method::HEAD) if !spec.starts_with('-') => {
+            Ok(meta(M::VersionOrTag {
+                name,
+                spec: spec.to_string(),
+            }))
+        }
+        ([spec], _) if !spec.starts_with('-') => Err(RouteError::MethodNotAllowed),
+        _ => Err(RouteError::NotFound),
     }
 }
 
