@@ -50,7 +50,7 @@ fn logical_id(method: &str, path: &str) -> String {
 
 fn render_routes() -> String {
     let mut out = format!(
-        "{BEGIN} (from ROUTE_TABLE in shared/src/http/routes.rs; UPDATE_TEMPLATE=1 cargo test -p e2e --test infra_template rewrites them)\n"
+        "{BEGIN} (from ROUTE_TABLE in shared/src/http/route_table.rs; UPDATE_TEMPLATE=1 cargo test -p e2e --test infra_template rewrites them)\n"
     );
     for r in ROUTE_TABLE {
         out.push_str(&format!(
