@@ -314,6 +314,23 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_tag_is_recorded_as_the_write_it_asked_for() {
+        let route = crate::http::routes::resolve(
+            &axum::http::Method::DELETE,
+            "/-/package/@acme%2fwidgets/dist-tags/1.0.0",
+        );
+        let Err(crate::http::routes::RouteError::Rejected(rejected)) = route else {
+            panic!("{route:?}");
+        };
+        let (package, entry) = audited_rejection(&rejected).unwrap();
+        assert_eq!(package, Some(PackageName::parse("@acme/widgets").unwrap()));
+        assert_eq!(
+            entry,
+            AuditEntry::new(AuditAction::DistTagDelete).tag("1.0.0")
+        );
+    }
+
+    #[test]
     fn refusals_are_kept_for_identified_callers_only() {
         let name = PackageName::parse("@acme/widgets").unwrap();
         let note = AuditNote::default();
