@@ -9,25 +9,17 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 use tower::ServiceExt;
 
-use crate::config::Config;
-use crate::http::{BASE_PATH_HEADER, RouteGroup, router};
+use crate::http::{AppState, BASE_PATH_HEADER, RouteGroup, router};
 use crate::storage::AfterResponse;
 
-/// Builds the state once from the environment (SDK clients included), then serves `group`'s
-/// routes for every invocation; a request for another group gets the same 404 as an unknown path.
-pub async fn run(group: RouteGroup) -> Result<(), lambda_http::Error> {
-    init_logging();
-    let config = Config::from_env()?;
-    let after_response = Arc::new(AfterResponse::default());
-    // No check that the table and bucket exist (the local server makes one): it would add a
-    // round trip to every cold start, and the stack creates both with the functions. A missing
-    // one still gets a clear answer: every request that needs it is a 503 naming it.
-    let state = crate::server::build_state_with_sdk(
-        config,
-        || async { crate::storage::aws::AwsStorage::environment_sdk_config() },
-        Some(after_response.clone()),
-    )
-    .await?;
+/// Serves `group`'s routes of `state` for every invocation (a request for another group gets the
+/// same 404 as an unknown path), running the writes queued in `after_response` (the queue the
+/// state's storage was built with, `AppBuilder::after_response`) once each response is posted.
+pub async fn serve(
+    state: Arc<AppState>,
+    group: RouteGroup,
+    after_response: Arc<AfterResponse>,
+) -> Result<(), lambda_http::Error> {
     // What `lambda_http::run` builds, plus the queued writes run once each response is posted.
     lambda_runtime::Runtime::new(lambda_http::Adapter::from(service(router(state, &[group]))))
         .layer(TracingLayer::new())
@@ -99,7 +91,7 @@ pub fn service(
 
 /// Plain-text logs without colour (CloudWatch shows escape codes verbatim) and without timestamps
 /// (CloudWatch adds its own).
-fn init_logging() {
+pub fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let _ = tracing_subscriber::registry()

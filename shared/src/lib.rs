@@ -1,6 +1,7 @@
 //! The npm-compatible registry's library: the domain, storage traits and backends, authorisation,
 //! and the HTTP layer whose four route groups the Lambda functions and the local server mount.
 
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod domain;
@@ -8,7 +9,6 @@ pub mod http;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod listener;
-pub mod server;
 pub mod storage;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

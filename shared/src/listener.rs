@@ -36,9 +36,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
+use crate::app::{App, StartError};
 use crate::config::{AuthMode, Config};
 use crate::http::{RouteGroup, router};
-use crate::server::StartError;
 
 /// After answering a request whose body was left unread, the longest the server keeps reading
 /// and discarding what the client still sends (nginx's `lingering_time`).
@@ -133,7 +133,7 @@ impl LocalServer {
             tracing::warn!(%bound, "open mode on a non-loopback address: anyone who can reach it may publish");
         }
         let settings = ListenerSettings::from_config(&config);
-        let state = crate::server::build_state(config).await?;
+        let state = App::builder(config).build().await?;
         Ok(Self {
             listener,
             app: router(state, &RouteGroup::ALL),

@@ -21,7 +21,7 @@ async fn state(dir: &std::path::Path) -> Arc<AppState> {
         _ => None,
     })
     .unwrap();
-    registry::server::build_state(config).await.unwrap()
+    registry::app::App::builder(config).build().await.unwrap()
 }
 
 /// A publish of a minimal package, as npm sends it.
@@ -224,7 +224,7 @@ async fn packument_cache_can_be_turned_off() {
         _ => None,
     })
     .unwrap();
-    let state = registry::server::build_state(config).await.unwrap();
+    let state = registry::app::App::builder(config).build().await.unwrap();
     let app = router(state.clone(), &[RouteGroup::Metadata, RouteGroup::Publish]);
     let (s, _) = send(
         &app,
@@ -305,4 +305,44 @@ async fn a_stale_copy_without_rev_never_unpublishes() {
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     let (_, doc) = send(&app, "GET", uri, Vec::new()).await;
     assert!(doc["versions"]["1.1.0"].is_object(), "{doc}");
+}
+
+/// An invalid dist-tag is refused as the route it names would be: by the function that owns it,
+/// after the refusals that need only the request line and headers, with the tag's error.
+#[tokio::test]
+async fn an_invalid_tag_is_refused_in_its_routes_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path()).await;
+    let metadata = router(state.clone(), &[RouteGroup::Metadata]);
+    let publish = router(state, &[RouteGroup::Publish]);
+    let path = "/-/package/@t%2fa/dist-tags/%5E1.0.0";
+    let body = || serde_json::to_vec(&json!("1.0.0")).unwrap();
+
+    let (status, answer) = send(&publish, "PUT", path, body()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("invalid dist-tag: ") && error.contains("version range"),
+        "{error}"
+    );
+    let (status, answer) = send(&publish, "DELETE", path, vec![]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+
+    // Another function does not own the route: the same 404 as an unknown path.
+    let (status, answer) = send(&metadata, "PUT", path, body()).await;
+    assert_eq!(
+        (status, answer),
+        (StatusCode::NOT_FOUND, json!({"error": "not found"}))
+    );
+
+    // A cross-site write is refused first, whatever its tag.
+    let request = Request::builder()
+        .method("PUT")
+        .uri(path)
+        .header("content-type", "application/json")
+        .header("sec-fetch-site", "cross-site")
+        .body(Body::from(body()))
+        .unwrap();
+    let response = publish.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
 }

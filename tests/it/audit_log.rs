@@ -665,13 +665,12 @@ async fn a_failed_audit_append_keeps_the_write_and_its_answer() {
         _ => None,
     })
     .unwrap();
-    let state = registry::server::build_with_audit(
-        config,
-        std::sync::Arc::new(metadata),
-        std::sync::Arc::new(tarballs),
-        registry::auth::Authorizer::Open,
-        std::sync::Arc::new(BrokenAuditLog),
-    );
+    let state = registry::app::App::builder(config)
+        .stores(std::sync::Arc::new(metadata), std::sync::Arc::new(tarballs))
+        .audit(std::sync::Arc::new(BrokenAuditLog))
+        .build()
+        .await
+        .unwrap();
     let app = registry::http::router(state, &registry::http::RouteGroup::ALL);
     let send = |method: &str, uri: &str, body: Vec<u8>| {
         let request = axum::http::Request::builder()

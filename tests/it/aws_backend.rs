@@ -25,12 +25,12 @@ struct Harness {
     counts: Arc<RequestCounts>,
 }
 
-fn harness(label: &str) -> Harness {
-    harness_on(&AwsResources::create(label, S3Host::Different))
+async fn harness(label: &str) -> Harness {
+    harness_on(&AwsResources::create(label, S3Host::Different)).await
 }
 
 /// A registry instance of its own (empty caches) on `resources`, as another Lambda instance.
-fn harness_on(resources: &AwsResources) -> Harness {
+async fn harness_on(resources: &AwsResources) -> Harness {
     let storage = Arc::new(resources.storage());
     let config = Config::from_lookup(|k| match k {
         "REGISTRY_UPSTREAM" => Some(String::new()),
@@ -38,7 +38,11 @@ fn harness_on(resources: &AwsResources) -> Harness {
         _ => None,
     })
     .unwrap();
-    let state = registry::server::build_with(config, storage.clone(), storage.clone());
+    let state = registry::app::App::builder(config)
+        .stores(storage.clone(), storage.clone())
+        .build()
+        .await
+        .unwrap();
     let counts = storage.request_counts();
     Harness {
         app: router(state, &RouteGroup::ALL),
@@ -122,7 +126,7 @@ fn writes(counts: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_requests_per_operation() {
-    let h = harness("counts");
+    let h = harness("counts").await;
     let name = "@acme/counted";
     let first = h.publish(name, "1.0.0").await;
     let second = h.publish(name, "1.0.1").await;
@@ -223,13 +227,14 @@ async fn aws_requests_per_operation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_serve_new_instances_and_heal() {
     let resources = AwsResources::create("snap", S3Host::Different);
-    let writer = harness_on(&resources);
+    let writer = harness_on(&resources).await;
     writer.publish("@acme/snap", "1.0.0").await;
     writer.publish("@acme/snap", "1.0.1").await;
     let (status, first, _) = writer.send("GET", "/@acme%2fsnap", vec![]).await;
     assert_eq!(status, 200);
 
     let (status, body, counts) = harness_on(&resources)
+        .await
         .send("GET", "/@acme%2fsnap", vec![])
         .await;
     assert_eq!((status, &body), (StatusCode::OK, &first));
@@ -244,6 +249,7 @@ async fn snapshots_serve_new_instances_and_heal() {
         .put_object("snapshots/@acme/snap.json", b"{\"not\": \"a document\"}")
         .await;
     let (status, body, counts) = harness_on(&resources)
+        .await
         .send("GET", "/@acme%2fsnap", vec![])
         .await;
     assert_eq!((status, &body), (StatusCode::OK, &first));
@@ -260,6 +266,7 @@ async fn snapshots_serve_new_instances_and_heal() {
     // A write leaves the snapshot behind its record: the next instance rebuilds it.
     writer.publish("@acme/snap", "1.0.2").await;
     let (status, body, counts) = harness_on(&resources)
+        .await
         .send("GET", "/@acme%2fsnap", vec![])
         .await;
     assert_eq!(status, 200);
@@ -271,7 +278,7 @@ async fn snapshots_serve_new_instances_and_heal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_thousand_versions_and_a_one_megabyte_readme() {
     const VERSIONS: u64 = 3000;
-    let h = harness("big");
+    let h = harness("big").await;
     let name = PackageName::parse("@acme/big").unwrap();
 
     // Seed 3,000 versions with the backend's bulk import (one transaction per version would
@@ -389,7 +396,7 @@ async fn three_thousand_versions_and_a_one_megabyte_readme() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_removes_only_unreferenced_tarballs() {
     use registry::storage::TarballStore;
-    let h = harness("sweep");
+    let h = harness("sweep").await;
     h.publish("@acme/swept", "1.0.0").await;
     let name = PackageName::parse("@acme/swept").unwrap();
     // What a crashed publish and a lost race leave behind.

@@ -8,7 +8,8 @@ use std::process::Command;
 
 use axum::http::Method;
 use registry::http::RouteGroup;
-use registry::http::routes::{CLIENT_REQUESTS, ROUTE_TABLE, api_gateway_match, resolve};
+use registry::http::route_table::{CLIENT_REQUESTS, ROUTE_TABLE, api_gateway_match};
+use registry::http::routes::resolve;
 use serde_json::Value;
 
 const BEGIN: &str = "  # BEGIN GENERATED ROUTES";
@@ -49,7 +50,7 @@ fn logical_id(method: &str, path: &str) -> String {
 
 fn render_routes() -> String {
     let mut out = format!(
-        "{BEGIN} (from ROUTE_TABLE in shared/src/http/routes.rs; UPDATE_TEMPLATE=1 cargo test -p e2e infra_template:: rewrites them)\n"
+        "{BEGIN} (from ROUTE_TABLE in shared/src/http/route_table.rs; UPDATE_TEMPLATE=1 cargo test -p e2e infra_template:: rewrites them)\n"
     );
     for r in ROUTE_TABLE {
         out.push_str(&format!(

@@ -22,7 +22,7 @@ async fn state(dir: &std::path::Path) -> Arc<AppState> {
         _ => None,
     })
     .unwrap();
-    registry::server::build_state(config).await.unwrap()
+    registry::app::App::builder(config).build().await.unwrap()
 }
 
 /// Runs one event through the adapter and returns Lambda's JSON response.
@@ -328,7 +328,7 @@ async fn the_largest_publish_through_api_gateway_and_lambda() {
     })
     .unwrap();
     let publish = router(
-        registry::server::build_state(config).await.unwrap(),
+        registry::app::App::builder(config).build().await.unwrap(),
         &[RouteGroup::Publish],
     );
     let name = "@acme/big";
@@ -427,7 +427,7 @@ async fn github_mode_trust_routes_and_installation_tokens_through_the_functions(
         _ => None,
     })
     .unwrap();
-    let state = registry::server::build_state(config).await.unwrap();
+    let state = registry::app::App::builder(config).build().await.unwrap();
     // Trust routes belong to the publish function: making a configuration may bind a name.
     let auth = router(state.clone(), &[RouteGroup::Auth]);
     let metadata = router(state.clone(), &[RouteGroup::Metadata]);

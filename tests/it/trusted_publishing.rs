@@ -644,7 +644,7 @@ async fn the_exchange_through_the_lambda_event_path() {
         _ => None,
     })
     .unwrap();
-    let state = registry::server::build_state(config).await.unwrap();
+    let state = registry::app::App::builder(config).build().await.unwrap();
     let c = configuration("tc", "acme/widgets", None);
     state
         .auth

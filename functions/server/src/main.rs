@@ -90,8 +90,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         json,
     }) = &flags.command
     {
-        let listing = registry::server::audit_listing(
-            &config,
+        let listing = registry::app::commands::audit_listing(
+            config,
             package.as_deref(),
             since.as_deref(),
             *limit,
@@ -104,7 +104,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(Command::Sweep { older_than_minutes }) = flags.command {
         let older_than = std::time::Duration::from_secs(older_than_minutes * 60);
-        let report = registry::server::sweep(config, older_than)
+        let report = registry::app::commands::sweep(config, older_than)
             .await
             .unwrap_or_else(|e| refuse(e));
         println!(
@@ -132,7 +132,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Exits on a start-up failure with its whole message (`?` would print its `Debug` form): for a
 /// missing table or bucket it names the resource, the endpoint and the command that creates it.
-fn refuse(e: registry::server::StartError) -> ! {
+fn refuse(e: registry::app::StartError) -> ! {
     eprintln!("registry-server: {e}");
     std::process::exit(1);
 }

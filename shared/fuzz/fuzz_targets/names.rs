@@ -8,7 +8,7 @@
 use axum::http::Method;
 use libfuzzer_sys::fuzz_target;
 use registry::domain::{PackageName, TarballKey};
-use registry::http::routes::{Route, resolve};
+use registry::http::routes::{MetadataRoute, Route, TarballFile, TarballRoute, resolve};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -62,7 +62,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(new.is_err(), "{text:?} may be created but not routed");
         return;
     }
-    let packument = Ok(Route::Packument(name.clone()));
+    let packument = Ok(Route::Metadata(MetadataRoute::Packument {
+        name: name.clone(),
+    }));
     assert_eq!(
         resolve(&Method::GET, &format!("/{}", name.escaped())),
         packument
@@ -73,14 +75,25 @@ fuzz_target!(|data: &[u8]| {
             &Method::GET,
             &format!("/{}/-/{}", name.escaped(), tarball(&name))
         ),
-        Ok(Route::Tarball(name.clone(), tarball(&name)))
+        Ok(Route::Tarball(TarballRoute::Download {
+            name: name.clone(),
+            file: TarballFile::parse(&name, &tarball(&name)),
+        }))
     );
     assert_eq!(
         resolve(
             &Method::GET,
             &format!("/-/package/{}/dist-tags", name.escaped())
         ),
-        Ok(Route::DistTags(name.clone()))
+        Ok(Route::Metadata(MetadataRoute::DistTags {
+            name: name.clone()
+        }))
+    );
+
+    // Its own tarball's file name carries the version.
+    assert_eq!(
+        TarballFile::parse(&name, &tarball(&name)).version(),
+        Some(&semver::Version::parse("1.2.3-rc.1").unwrap())
     );
 
     // Its storage key leads back to it.

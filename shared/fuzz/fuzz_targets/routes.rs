@@ -12,7 +12,8 @@
 use axum::http::Method;
 use libfuzzer_sys::fuzz_target;
 use registry::domain::PackageName;
-use registry::http::routes::{Route, match_route_table, resolve};
+use registry::http::route_table::match_route_table;
+use registry::http::routes::{MetadataRoute, PublishRoute, Route, TarballRoute, resolve};
 
 const METHODS: [Method; 8] = [
     Method::GET,
@@ -37,46 +38,41 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
 
-    let name = match &route {
-        Route::Packument(n)
-        | Route::VersionOrTag(n, _)
-        | Route::Tarball(n, _)
-        | Route::DistTags(n)
-        | Route::DistTagSet(n, _)
-        | Route::DistTagDelete(n, _)
-        | Route::PutPackage(n, _)
-        | Route::DeletePackage(n, _)
-        | Route::DeleteTarball(n, _, _)
-        | Route::OidcExchange(n)
-        | Route::Visibility(n) => Some(n),
-        _ => None,
-    };
+    let name = route.package();
     if let Some(name) = name {
         assert_eq!(PackageName::parse(name.as_str()).as_ref(), Ok(name));
     }
 
     let reads = matches!(
         route,
-        Route::Packument(_) | Route::VersionOrTag(..) | Route::Tarball(..)
+        Route::Metadata(MetadataRoute::Packument { .. } | MetadataRoute::VersionOrTag { .. })
+            | Route::Tarball(TarballRoute::Download { .. })
     );
     let read_method = *method == Method::GET || *method == Method::HEAD;
     assert!(!reads || read_method, "{method} {path} -> {route:?}");
     let writes = matches!(
         route,
-        Route::PutPackage(..)
-            | Route::DeletePackage(..)
-            | Route::DeleteTarball(..)
-            | Route::DistTagSet(..)
-            | Route::DistTagDelete(..)
+        Route::Publish(
+            PublishRoute::Put { .. }
+                | PublishRoute::Unpublish { .. }
+                | PublishRoute::DeleteTarball { .. }
+                | PublishRoute::SetTag { .. }
+                | PublishRoute::DeleteTag { .. }
+        )
     );
     assert!(!(writes && read_method), "{method} {path} -> {route:?}");
+    assert!(
+        !writes || route.traits().writes,
+        "{method} {path} -> {route:?}"
+    );
 
     let client_shaped = path.starts_with('/')
         && !path.ends_with('/')
         && !path[1..].split('/').any(str::is_empty)
         // Known gap, reported: the table has no `HEAD /{scope}/{package}/{version}` (no client
         // sends it), so on API Gateway that HEAD is its own 404.
-        && !(*method == Method::HEAD && matches!(route, Route::VersionOrTag(..)))
+        && !(*method == Method::HEAD
+            && matches!(route, Route::Metadata(MetadataRoute::VersionOrTag { .. })))
         // `@scope/-` cannot be created (`PackageName::parse_new`): API Gateway reads
         // `/@scope/-/x` as a tarball path, whatever the resolver makes of it.
         && name.is_none_or(|n| n.base_name() != "-");

@@ -7,17 +7,11 @@
 pub mod domain;
 
 #[doc(hidden)]
-#[path = "../../src/http/routes.rs"]
-pub mod routes_rs;
-
-#[doc(hidden)]
 #[path = "../../src/auth/tokens.rs"]
 pub mod tokens_rs;
 
-/// The route parser, shared/src/http/routes.rs.
-pub mod http {
-    pub use crate::routes_rs as routes;
-}
+/// The route parser and the API Gateway route table, under their own module paths.
+pub mod http;
 
 /// Registry tokens (shared/src/auth/tokens.rs), `bearer` (from shared/src/auth/mod.rs) and
 /// `github::TokenKind` (from shared/src/auth/github.rs).

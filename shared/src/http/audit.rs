@@ -21,6 +21,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use semver::Version;
 
+use super::routes::{AuthRoute, ParamError, PublishRoute, Rejected};
 use super::{ApiError, AppState, Route};
 use crate::auth::{Caller, CredentialKind};
 use crate::domain::PackageName;
@@ -111,46 +112,55 @@ impl AuditNote {
 /// Whether `route` writes, and if so its package and what it does unless the handler says more.
 /// The one place a new write route is added to the audit log.
 pub fn audited(route: &Route) -> Option<(Option<PackageName>, AuditEntry)> {
-    Some(match route {
-        Route::PutPackage(name, None) => {
-            (Some(name.clone()), AuditEntry::new(AuditAction::Publish))
-        }
-        Route::PutPackage(name, Some(_)) => (
-            Some(name.clone()),
-            AuditEntry::new(AuditAction::UnpublishVersion),
-        ),
-        Route::DeletePackage(name, _) => (
-            Some(name.clone()),
-            AuditEntry::new(AuditAction::UnpublishPackage),
-        ),
-        Route::DistTagSet(name, tag) => (
-            Some(name.clone()),
-            AuditEntry::new(AuditAction::DistTagSet).tag(tag.as_str()),
-        ),
-        Route::DistTagDelete(name, tag) => (
-            Some(name.clone()),
-            AuditEntry::new(AuditAction::DistTagDelete).tag(tag.as_str()),
-        ),
-        Route::LegacyLogin(_) => (None, AuditEntry::new(AuditAction::Login)),
-        Route::TokenCreate => (None, AuditEntry::new(AuditAction::TokenCreate)),
-        // Never the path's key: `npm token revoke` may put a whole token there.
-        Route::TokenDelete(_) => (None, AuditEntry::new(AuditAction::TokenRevoke)),
-        Route::TrustCreate(name) => (
-            Some(name.clone()),
-            AuditEntry::new(AuditAction::TrustCreate),
-        ),
-        Route::TrustRevoke(name, id) => (
-            Some(name.clone()),
-            AuditEntry::new(AuditAction::TrustRevoke).detail(format!("configuration {id}")),
-        ),
-        Route::OidcExchange(name) => (
-            Some(name.clone()),
-            AuditEntry::new(AuditAction::TokenExchange),
-        ),
-        // Removing an unpublished version's tarball changes nothing (it went with the version);
-        // the rest read.
-        _ => return None,
-    })
+    let package = route.package().cloned();
+    let entry = match route {
+        Route::Publish(route) => match route {
+            PublishRoute::Put { rev: None, .. } => AuditEntry::new(AuditAction::Publish),
+            PublishRoute::Put { rev: Some(_), .. } => {
+                AuditEntry::new(AuditAction::UnpublishVersion)
+            }
+            PublishRoute::Unpublish { .. } => AuditEntry::new(AuditAction::UnpublishPackage),
+            PublishRoute::SetTag { tag, .. } => {
+                AuditEntry::new(AuditAction::DistTagSet).tag(tag.as_str())
+            }
+            PublishRoute::DeleteTag { tag, .. } => {
+                AuditEntry::new(AuditAction::DistTagDelete).tag(tag.as_str())
+            }
+            PublishRoute::TrustCreate { .. } => AuditEntry::new(AuditAction::TrustCreate),
+            PublishRoute::TrustRevoke { id, .. } => {
+                AuditEntry::new(AuditAction::TrustRevoke).detail(format!("configuration {id}"))
+            }
+            // Removing an unpublished version's tarball changes nothing (it went with the
+            // version); listing reads.
+            PublishRoute::DeleteTarball { .. } | PublishRoute::TrustList { .. } => return None,
+        },
+        Route::Auth(route) => match route {
+            AuthRoute::LegacyLogin { .. } => AuditEntry::new(AuditAction::Login),
+            AuthRoute::TokenCreate => AuditEntry::new(AuditAction::TokenCreate),
+            // Never the path's key: `npm token revoke` may put a whole token there.
+            AuthRoute::TokenDelete { .. } => AuditEntry::new(AuditAction::TokenRevoke),
+            AuthRoute::OidcExchange { .. } => AuditEntry::new(AuditAction::TokenExchange),
+            AuthRoute::Whoami | AuthRoute::WebLogin | AuthRoute::TokensList => return None,
+        },
+        Route::Metadata(_) | Route::Tarball(_) => return None,
+    };
+    let package = match route {
+        Route::Auth(AuthRoute::OidcExchange { .. }) | Route::Publish(_) => package,
+        _ => None,
+    };
+    Some((package, entry))
+}
+
+/// `audited` for a write whose path parameter was refused: recorded as the write it asked for.
+pub fn audited_rejection(rejected: &Rejected) -> Option<(Option<PackageName>, AuditEntry)> {
+    let action = match rejected.error {
+        ParamError::SetTag(_) => AuditAction::DistTagSet,
+        ParamError::DeleteTag(_) => AuditAction::DistTagDelete,
+    };
+    Some((
+        Some(rejected.package.clone()),
+        AuditEntry::new(action).tag(rejected.value.as_str()),
+    ))
 }
 
 /// How a handler's answer ended, for the log.
@@ -268,18 +278,56 @@ mod tests {
     #[test]
     fn writes_are_recognised_by_route_and_reads_are_not() {
         let name = PackageName::parse("@acme/widgets").unwrap();
-        let (package, entry) = audited(&Route::DistTagSet(name.clone(), "beta".into())).unwrap();
+        let (package, entry) = audited(&Route::Publish(PublishRoute::SetTag {
+            name: name.clone(),
+            tag: crate::domain::DistTag::parse("beta").unwrap(),
+        }))
+        .unwrap();
         assert_eq!(package, Some(name.clone()));
         assert_eq!(entry, AuditEntry::new(AuditAction::DistTagSet).tag("beta"));
-        let (package, entry) = audited(&Route::TokenDelete("npm_secret".into())).unwrap();
+        let (package, entry) = audited(&Route::Auth(AuthRoute::TokenDelete {
+            key: crate::http::routes::TokenKey::parse("npm_secret"),
+        }))
+        .unwrap();
         assert_eq!(
             (package, entry.detail),
             (None, None),
             "never the path's key"
         );
-        assert!(audited(&Route::Packument(name.clone())).is_none());
-        assert!(audited(&Route::TokensList).is_none());
-        assert!(audited(&Route::DeleteTarball(name, "x.tgz".into(), "1".into())).is_none());
+        assert!(
+            audited(&Route::Metadata(
+                crate::http::routes::MetadataRoute::Packument { name: name.clone() }
+            ))
+            .is_none()
+        );
+        assert!(audited(&Route::Auth(AuthRoute::TokensList)).is_none());
+        let file = crate::http::routes::TarballFile::parse(&name, "x.tgz");
+        let rev = crate::http::routes::Revision::parse("1");
+        assert!(
+            audited(&Route::Publish(PublishRoute::DeleteTarball {
+                name,
+                file,
+                rev
+            }))
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn a_refused_tag_is_recorded_as_the_write_it_asked_for() {
+        let route = crate::http::routes::resolve(
+            &axum::http::Method::DELETE,
+            "/-/package/@acme%2fwidgets/dist-tags/1.0.0",
+        );
+        let Err(crate::http::routes::RouteError::Rejected(rejected)) = route else {
+            panic!("{route:?}");
+        };
+        let (package, entry) = audited_rejection(&rejected).unwrap();
+        assert_eq!(package, Some(PackageName::parse("@acme/widgets").unwrap()));
+        assert_eq!(
+            entry,
+            AuditEntry::new(AuditAction::DistTagDelete).tag("1.0.0")
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::audit::AuditEntry;
-use super::{ApiError, AppState, RequestContext, Route, json_response, parse_json, read_body};
+use super::routes::{AuthRoute, TokenKey};
+use super::{ApiError, AppState, RequestContext, json_response, parse_json, read_body};
 use crate::auth::CredentialKind;
 use crate::auth::tokens::{Lineage, TokenRecord};
 use crate::auth::{GithubAuth, Identity, token_namespace};
@@ -21,27 +22,26 @@ use crate::domain::audit::{AuditAction, AuditActor};
 pub async fn handle(
     state: &AppState,
     ctx: &RequestContext,
-    route: Route,
+    route: AuthRoute,
     body: Body,
 ) -> Result<Response, ApiError> {
     match route {
-        Route::Whoami => whoami(state, ctx),
+        AuthRoute::Whoami => whoami(state, ctx),
         // A 4xx makes npm fall back to the legacy login below.
-        Route::WebLogin => Err(ApiError::NotFound(
+        AuthRoute::WebLogin => Err(ApiError::NotFound(
             "web login is not available; npm falls back to the legacy login".into(),
         )),
-        Route::LegacyLogin(user) => {
+        AuthRoute::LegacyLogin { user } => {
             let body = read_body(state, body, ctx).await?;
             login(state, ctx, &user, body.bytes()).await
         }
-        Route::TokensList => list_tokens(github(state)?, ctx).await,
-        Route::TokenCreate => {
+        AuthRoute::TokensList => list_tokens(github(state)?, ctx).await,
+        AuthRoute::TokenCreate => {
             let body = read_body(state, body, ctx).await?;
             create_token(github(state)?, ctx, body.bytes()).await
         }
-        Route::TokenDelete(key) => revoke_token(github(state)?, ctx, &key).await,
-        Route::OidcExchange(name) => Ok(super::oidc::exchange(state, ctx, &name).await),
-        _ => Err(ApiError::NotFound("not found".into())),
+        AuthRoute::TokenDelete { key } => revoke_token(github(state)?, ctx, &key).await,
+        AuthRoute::OidcExchange { name } => Ok(super::oidc::exchange(state, ctx, &name).await),
     }
 }
 
@@ -246,8 +246,9 @@ async fn create_token(
 async fn revoke_token(
     github: &GithubAuth,
     ctx: &RequestContext,
-    key: &str,
+    key: &TokenKey,
 ) -> Result<Response, ApiError> {
+    let key = key.expose();
     let login = signed_in(ctx)?;
     refuse_read_only(ctx)?;
     // `npm token revoke` sends a token's key, or the whole token when given one: a token this

@@ -342,6 +342,7 @@ impl From<RouteError> for ApiError {
                 ErrorCode::InvalidPathEncoding,
                 "path is not valid percent-encoded UTF-8",
             ),
+            RouteError::Rejected(rejected) => ApiError::BadRequest(rejected.error.to_string()),
         }
     }
 }

@@ -1,6 +1,5 @@
 //! Metadata route group: packuments, single versions, dist-tag reads, ping, readiness and audit.
 
-use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -9,7 +8,8 @@ use sha2::Digest;
 use std::sync::Arc;
 
 use super::rendered::{Rendered, View, cache_headers, if_none_match};
-use super::{ApiError, AppState, RequestContext, Route, json_response};
+use super::routes::MetadataRoute;
+use super::{ApiError, AppState, RequestContext, json_response};
 use crate::auth::Action;
 use crate::domain::packument;
 use crate::domain::{DistTag, PackageName, VersionState};
@@ -18,21 +18,23 @@ use crate::domain::{DistTag, PackageName, VersionState};
 pub async fn handle(
     state: &AppState,
     ctx: &RequestContext,
-    route: Route,
-    _body: Body,
+    route: MetadataRoute,
 ) -> Result<Response, ApiError> {
     match route {
-        Route::Ping => Ok(json_response(StatusCode::OK, &json!({}))),
-        Route::Ready => Ok(ready(state).await),
-        Route::AdvisoriesBulk | Route::AuditsQuick => Ok(json_response(StatusCode::OK, &json!({}))),
-        Route::Search => Err(ApiError::NotImplemented(
+        MetadataRoute::Ping => Ok(json_response(StatusCode::OK, &json!({}))),
+        MetadataRoute::Ready => Ok(ready(state).await),
+        MetadataRoute::AdvisoriesBulk | MetadataRoute::AuditsQuick => {
+            Ok(json_response(StatusCode::OK, &json!({})))
+        }
+        MetadataRoute::Search => Err(ApiError::NotImplemented(
             "search is not supported by this registry yet".into(),
         )),
-        Route::Packument(name) => packument(state, ctx, &name).await,
-        Route::VersionOrTag(name, spec) => version_or_tag(state, ctx, &name, &spec).await,
-        Route::DistTags(name) => dist_tags(state, ctx, &name).await,
-        Route::Visibility(name) => super::oidc::visibility(state, ctx, &name).await,
-        _ => Err(ApiError::NotFound("not found".into())),
+        MetadataRoute::Packument { name } => packument(state, ctx, &name).await,
+        MetadataRoute::VersionOrTag { name, spec } => {
+            version_or_tag(state, ctx, &name, &spec).await
+        }
+        MetadataRoute::DistTags { name } => dist_tags(state, ctx, &name).await,
+        MetadataRoute::Visibility { name } => super::oidc::visibility(state, ctx, &name).await,
     }
 }
 

@@ -10,10 +10,9 @@ use semver::Version;
 use serde_json::json;
 
 use super::audit::AuditEntry;
-use super::tarball::version_from_file;
+use super::routes::{PublishRoute, Revision, TarballFile};
 use super::{
-    ApiError, AppState, RequestContext, RetryableError, Route, json_response, read_body,
-    retry_on_conflict,
+    ApiError, AppState, RequestContext, RetryableError, json_response, read_body, retry_on_conflict,
 };
 use crate::auth::{Action, AuthError};
 use crate::domain::audit::AuditAction;
@@ -27,11 +26,11 @@ use crate::storage::{CreateMode, PackageWrite, StoreError, VersionChange};
 pub async fn handle(
     state: &AppState,
     ctx: &RequestContext,
-    route: Route,
+    route: PublishRoute,
     body: Body,
 ) -> Result<Response, ApiError> {
     match route {
-        Route::PutPackage(name, rev) => {
+        PublishRoute::Put { name, rev } => {
             let body = read_body(state, body, ctx).await?;
             // The body moves into the parsed document: a publish's tarball stays one buffer
             // (base64 text, a slice of the body) until the caller is authorised.
@@ -39,24 +38,28 @@ pub async fn handle(
             match publish::parse_put(&name, bytes)? {
                 PutDocument::Publish(pending) => publish_version(state, ctx, &name, pending).await,
                 PutDocument::Update(update) => {
-                    update_metadata(state, ctx, &name, rev.as_deref(), &update).await
+                    update_metadata(state, ctx, &name, rev.as_ref(), &update).await
                 }
             }
         }
-        Route::DeletePackage(name, rev) => unpublish_package(state, ctx, &name, &rev).await,
-        Route::DeleteTarball(name, file, _rev) => delete_tarball(state, ctx, &name, &file).await,
-        Route::DistTagSet(name, tag) => {
-            let body = read_body(state, body, ctx).await?;
-            set_dist_tag(state, ctx, &name, &tag, body.bytes()).await
+        PublishRoute::Unpublish { name, rev } => unpublish_package(state, ctx, &name, &rev).await,
+        // The revision does not matter: the answer depends on the version's state alone.
+        PublishRoute::DeleteTarball { name, file, rev: _ } => {
+            delete_tarball(state, ctx, &name, &file).await
         }
-        Route::DistTagDelete(name, tag) => delete_dist_tag(state, ctx, &name, &tag).await,
-        Route::TrustList(name) => super::trust::list(state, ctx, &name).await,
-        Route::TrustCreate(name) => {
+        PublishRoute::SetTag { name, tag } => {
+            let body = read_body(state, body, ctx).await?;
+            set_dist_tag(state, ctx, &name, tag, body.bytes()).await
+        }
+        PublishRoute::DeleteTag { name, tag } => delete_dist_tag(state, ctx, &name, tag).await,
+        PublishRoute::TrustList { name } => super::trust::list(state, ctx, &name).await,
+        PublishRoute::TrustCreate { name } => {
             let body = read_body(state, body, ctx).await?;
             super::trust::create(state, ctx, &name, body.bytes()).await
         }
-        Route::TrustRevoke(name, id) => super::trust::revoke(state, ctx, &name, &id).await,
-        _ => Err(ApiError::NotFound("not found".into())),
+        PublishRoute::TrustRevoke { name, id } => {
+            super::trust::revoke(state, ctx, &name, &id).await
+        }
     }
 }
 
@@ -380,9 +383,9 @@ async fn remove_tarball_quietly(state: &AppState, key: &crate::domain::TarballKe
     }
 }
 
-fn check_rev(doc: &PackageDocument, rev: Option<&str>) -> Result<(), ApiError> {
+fn check_rev(doc: &PackageDocument, rev: Option<&Revision>) -> Result<(), ApiError> {
     match rev {
-        Some(rev) if rev != doc.package.rev_string() => Err(ApiError::Conflict(format!(
+        Some(rev) if rev.as_str() != doc.package.rev_string() => Err(ApiError::Conflict(format!(
             "revision {rev} is out of date (current is {}); fetch the package again and retry",
             doc.package.rev_string()
         ))),
@@ -421,7 +424,7 @@ async fn update_metadata(
     state: &AppState,
     ctx: &RequestContext,
     name: &PackageName,
-    rev: Option<&str>,
+    rev: Option<&Revision>,
     doc: &MetadataUpdate,
 ) -> Result<Response, ApiError> {
     // Whether the caller may see the package at all is settled before it is loaded, its
@@ -552,7 +555,7 @@ async fn unpublish_package(
     state: &AppState,
     ctx: &RequestContext,
     name: &PackageName,
-    rev: &str,
+    rev: &Revision,
 ) -> Result<Response, ApiError> {
     authorized_record(state, ctx, name, Action::Admin).await?;
     let removed = retry_on_conflict(|| async {
@@ -603,7 +606,7 @@ async fn delete_tarball(
     state: &AppState,
     ctx: &RequestContext,
     name: &PackageName,
-    file: &str,
+    file: &TarballFile,
 ) -> Result<Response, ApiError> {
     let Some(package) = state.metadata.package(name).await? else {
         return Err(state.missing(ctx, name).await);
@@ -611,7 +614,9 @@ async fn delete_tarball(
     state
         .authorize(ctx, name, Some(&package), Action::Admin)
         .await?;
-    let version = version_from_file(name, file)
+    let version = file
+        .version()
+        .cloned()
         .ok_or_else(|| ApiError::NotFound(format!("'{file}' is not a tarball of {name}")))?;
     match state.metadata.version(name, &version).await? {
         Some(VersionRecord {
@@ -684,11 +689,9 @@ async fn set_dist_tag(
     state: &AppState,
     ctx: &RequestContext,
     name: &PackageName,
-    tag: &str,
+    tag: DistTag,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let tag =
-        DistTag::parse(tag).map_err(|e| ApiError::BadRequest(format!("invalid dist-tag: {e}")))?;
     let version = tag_target(body)?;
     ctx.audit.set(vec![
         AuditEntry::new(AuditAction::DistTagSet)
@@ -706,10 +709,8 @@ async fn delete_dist_tag(
     state: &AppState,
     ctx: &RequestContext,
     name: &PackageName,
-    tag: &str,
+    tag: DistTag,
 ) -> Result<Response, ApiError> {
-    let tag =
-        DistTag::parse(tag).map_err(|e| ApiError::BadRequest(format!("invalid dist-tag: {e}")))?;
     if tag == DistTag::latest() {
         return Err(ApiError::BadRequest(
             "the 'latest' dist-tag cannot be removed; point it at another version instead".into(),

@@ -1,12 +1,17 @@
-//! The route table: which method and path is which operation, and which route group (Lambda
-//! function) owns it. `/@scope/name` and `/name/version` have the same shape; a leading `@` tells
-//! them apart. npm escapes a scoped name's slash (`@scope%2fname`, `%40scope%2Fname`); other clients
-//! do not: both are accepted.
+//! The route parser: which method and path is which operation, grouped by the route group (Lambda
+//! function) that owns it, with the path's parameters parsed into typed values at the edge.
+//! `/@scope/name` and `/name/version` have the same shape; a leading `@` tells them apart. npm
+//! escapes a scoped name's slash (`@scope%2fname`, `%40scope%2Fname`); other clients do not: both
+//! are accepted. No I/O here: the fuzz crate compiles this file on its own (shared/fuzz).
+
+use std::fmt;
 
 use axum::http::Method;
 use percent_encoding::percent_decode_str;
+use semver::Version;
 
-use crate::domain::{NameError, PackageName};
+use crate::domain::publish::parse_version;
+use crate::domain::{DistTag, NameError, PackageName, TagError};
 
 /// The four route groups, one per Lambda function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,15 +36,26 @@ impl RouteGroup {
     ];
 }
 
-/// A recognised request.
+/// A recognised request, by the group (function) that owns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    /// Reads of packages and the registry's own endpoints.
+    Metadata(MetadataRoute),
+    /// Package writes and trust configurations.
+    Publish(PublishRoute),
+    /// Tarball downloads.
+    Tarball(TarballRoute),
+    /// Sign-in, tokens and the trusted-publishing exchange.
+    Auth(AuthRoute),
+}
+
+/// The metadata group's routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataRoute {
     /// `GET /-/ping`.
     Ping,
     /// `GET /-/ready`: whether storage can take writes.
     Ready,
-    /// `GET /-/whoami`.
-    Whoami,
     /// `GET /-/v1/search`.
     Search,
     /// `POST /-/npm/v1/security/advisories/bulk`.
@@ -47,72 +63,345 @@ pub enum Route {
     /// `POST /-/npm/v1/security/audits/quick`.
     AuditsQuick,
     /// `GET /NAME`.
-    Packument(PackageName),
+    Packument {
+        /// The package.
+        name: PackageName,
+    },
     /// `GET /NAME/VERSION` or `GET /NAME/TAG`.
-    VersionOrTag(PackageName, String),
-    /// `GET /NAME/-/FILE.tgz`.
-    Tarball(PackageName, String),
+    VersionOrTag {
+        /// The package.
+        name: PackageName,
+        /// A version or a dist-tag, as the client wrote it.
+        spec: String,
+    },
     /// `GET /-/package/NAME/dist-tags`.
-    DistTags(PackageName),
-    /// `PUT /-/package/NAME/dist-tags/TAG`.
-    DistTagSet(PackageName, String),
-    /// `DELETE /-/package/NAME/dist-tags/TAG`.
-    DistTagDelete(PackageName, String),
+    DistTags {
+        /// The package.
+        name: PackageName,
+    },
+    /// `GET /-/package/NAME/visibility`: whether the package's repository is public.
+    Visibility {
+        /// The package.
+        name: PackageName,
+    },
+}
+
+/// The publish group's routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishRoute {
     /// `PUT /NAME` (publish or metadata update) and `PUT /NAME/-rev/REV`.
-    PutPackage(PackageName, Option<String>),
+    Put {
+        /// The package.
+        name: PackageName,
+        /// The revision the client last read, when it sent one.
+        rev: Option<Revision>,
+    },
     /// `DELETE /NAME/-rev/REV`: unpublish every version.
-    DeletePackage(PackageName, String),
+    Unpublish {
+        /// The package.
+        name: PackageName,
+        /// The revision the client last read.
+        rev: Revision,
+    },
     /// `DELETE /NAME/-/FILE.tgz/-rev/REV`: remove an unpublished version's tarball.
-    DeleteTarball(PackageName, String, String),
-    /// `PUT /-/user/org.couchdb.user:NAME`: legacy `npm login`.
-    LegacyLogin(String),
+    DeleteTarball {
+        /// The package.
+        name: PackageName,
+        /// The tarball's file name.
+        file: TarballFile,
+        /// The revision the client last read (npm sends it; the answer does not depend on it).
+        rev: Revision,
+    },
+    /// `PUT /-/package/NAME/dist-tags/TAG`.
+    SetTag {
+        /// The package.
+        name: PackageName,
+        /// The tag to point.
+        tag: DistTag,
+    },
+    /// `DELETE /-/package/NAME/dist-tags/TAG`.
+    DeleteTag {
+        /// The package.
+        name: PackageName,
+        /// The tag to remove.
+        tag: DistTag,
+    },
+    /// `GET /-/package/NAME/trust`: `npm trust list`.
+    TrustList {
+        /// The package.
+        name: PackageName,
+    },
+    /// `POST /-/package/NAME/trust`: `npm trust github`.
+    TrustCreate {
+        /// The package.
+        name: PackageName,
+    },
+    /// `DELETE /-/package/NAME/trust/ID`: `npm trust revoke`.
+    TrustRevoke {
+        /// The package.
+        name: PackageName,
+        /// The configuration.
+        id: TrustId,
+    },
+}
+
+/// The tarball group's routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TarballRoute {
+    /// `GET /NAME/-/FILE.tgz`.
+    Download {
+        /// The package.
+        name: PackageName,
+        /// The tarball's file name.
+        file: TarballFile,
+    },
+}
+
+/// The auth group's routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthRoute {
+    /// `GET /-/whoami`.
+    Whoami,
     /// `POST /-/v1/login`: web login.
     WebLogin,
+    /// `PUT /-/user/org.couchdb.user:NAME`: legacy `npm login`.
+    LegacyLogin {
+        /// The user name from the path.
+        user: String,
+    },
     /// `GET /-/npm/v1/tokens`: `npm token list`.
     TokensList,
     /// `POST /-/npm/v1/tokens`: `npm token create`.
     TokenCreate,
     /// `DELETE /-/npm/v1/tokens/token/KEY`: `npm token revoke`.
-    TokenDelete(String),
+    TokenDelete {
+        /// A token's key, or a whole token.
+        key: TokenKey,
+    },
     /// `POST /-/npm/v1/oidc/token/exchange/package/NAME`: trusted publishing's exchange.
-    OidcExchange(PackageName),
-    /// `GET /-/package/NAME/visibility`: whether the package's repository is public.
-    Visibility(PackageName),
-    /// `GET /-/package/NAME/trust`: `npm trust list`.
-    TrustList(PackageName),
-    /// `POST /-/package/NAME/trust`: `npm trust github`.
-    TrustCreate(PackageName),
-    /// `DELETE /-/package/NAME/trust/ID`: `npm trust revoke`.
-    TrustRevoke(PackageName, String),
+    OidcExchange {
+        /// The package the token is asked for.
+        name: PackageName,
+    },
+}
+
+/// How large a route's request body may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteLimit {
+    /// A publish or metadata update: `REGISTRY_MAX_BODY_BYTES`.
+    Publish,
+    /// Login, token and dist-tag bodies: a few KiB.
+    Small,
+}
+
+/// What dispatch needs to know of a request before its handler runs (also of one whose
+/// parameters were refused, so that it is refused in the same order as before, see `Rejected`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteTraits {
+    /// The owning group.
+    pub group: RouteGroup,
+    /// Whether it changes something (needs a caller who may write, in GitHub mode).
+    pub writes: bool,
+    /// Its body limit, `None` for routes that never read a body.
+    pub body: Option<RouteLimit>,
+    /// Whether it signs in: its bearer, if any, is not (yet) a credential of this registry.
+    pub signs_in: bool,
 }
 
 impl Route {
     /// The group (function) that owns this route.
     pub fn group(&self) -> RouteGroup {
         match self {
-            Route::Ping
-            | Route::Ready
-            | Route::Search
-            | Route::AdvisoriesBulk
-            | Route::AuditsQuick => RouteGroup::Metadata,
-            Route::Packument(_)
-            | Route::VersionOrTag(..)
-            | Route::DistTags(_)
-            | Route::Visibility(_) => RouteGroup::Metadata,
-            Route::Tarball(..) => RouteGroup::Tarball,
-            Route::DistTagSet(..) | Route::DistTagDelete(..) => RouteGroup::Publish,
-            Route::PutPackage(..) | Route::DeletePackage(..) | Route::DeleteTarball(..) => {
-                RouteGroup::Publish
-            }
-            Route::Whoami | Route::LegacyLogin(_) | Route::WebLogin => RouteGroup::Auth,
-            Route::TokensList | Route::TokenCreate | Route::TokenDelete(_) => RouteGroup::Auth,
-            Route::OidcExchange(_) => RouteGroup::Auth,
-            // Configuring binds a name to a repository (a package write), so the function
-            // that may write packages owns these; the auth function may not touch them.
-            Route::TrustList(_) | Route::TrustCreate(_) | Route::TrustRevoke(..) => {
-                RouteGroup::Publish
-            }
+            Route::Metadata(_) => RouteGroup::Metadata,
+            Route::Publish(_) => RouteGroup::Publish,
+            Route::Tarball(_) => RouteGroup::Tarball,
+            Route::Auth(_) => RouteGroup::Auth,
         }
+    }
+
+    /// The package the route names, if any.
+    pub fn package(&self) -> Option<&PackageName> {
+        match self {
+            Route::Metadata(
+                MetadataRoute::Packument { name }
+                | MetadataRoute::VersionOrTag { name, .. }
+                | MetadataRoute::DistTags { name }
+                | MetadataRoute::Visibility { name },
+            )
+            | Route::Publish(
+                PublishRoute::Put { name, .. }
+                | PublishRoute::Unpublish { name, .. }
+                | PublishRoute::DeleteTarball { name, .. }
+                | PublishRoute::SetTag { name, .. }
+                | PublishRoute::DeleteTag { name, .. }
+                | PublishRoute::TrustList { name }
+                | PublishRoute::TrustCreate { name }
+                | PublishRoute::TrustRevoke { name, .. },
+            )
+            | Route::Tarball(TarballRoute::Download { name, .. })
+            | Route::Auth(AuthRoute::OidcExchange { name }) => Some(name),
+            Route::Metadata(
+                MetadataRoute::Ping
+                | MetadataRoute::Ready
+                | MetadataRoute::Search
+                | MetadataRoute::AdvisoriesBulk
+                | MetadataRoute::AuditsQuick,
+            )
+            | Route::Auth(
+                AuthRoute::Whoami
+                | AuthRoute::WebLogin
+                | AuthRoute::LegacyLogin { .. }
+                | AuthRoute::TokensList
+                | AuthRoute::TokenCreate
+                | AuthRoute::TokenDelete { .. },
+            ) => None,
+        }
+    }
+
+    /// What dispatch needs before the handler runs.
+    pub fn traits(&self) -> RouteTraits {
+        // Every publish-group route writes (trust configurations bind names: a package write);
+        // of the auth group, token management does.
+        let writes = match self {
+            Route::Publish(_) => true,
+            Route::Auth(route) => matches!(
+                route,
+                AuthRoute::TokenCreate | AuthRoute::TokenDelete { .. }
+            ),
+            Route::Metadata(_) | Route::Tarball(_) => false,
+        };
+        let body = match self {
+            Route::Publish(PublishRoute::Put { .. }) => Some(RouteLimit::Publish),
+            Route::Publish(PublishRoute::SetTag { .. } | PublishRoute::TrustCreate { .. })
+            | Route::Auth(AuthRoute::LegacyLogin { .. } | AuthRoute::TokenCreate) => {
+                Some(RouteLimit::Small)
+            }
+            _ => None,
+        };
+        let signs_in = matches!(
+            self,
+            Route::Auth(
+                AuthRoute::LegacyLogin { .. }
+                    | AuthRoute::WebLogin
+                    | AuthRoute::OidcExchange { .. }
+            )
+        );
+        RouteTraits {
+            group: self.group(),
+            writes,
+            body,
+            signs_in,
+        }
+    }
+}
+
+/// A package revision as a client names it (`/-rev/REV`): the `rev` it last read. Any text is
+/// one: a revision that is not the current one (`999-stale`, `bogus`) is answered, after the
+/// caller is authorised, as out of date, so an outsider learns nothing from its shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision(String);
+
+impl Revision {
+    /// The revision named by a path segment.
+    pub fn parse(text: &str) -> Self {
+        Self(text.to_string())
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A tarball file name (`<base name>-<version>.tgz`) and the version it carries, if it is one of
+/// its package's. A name that is not is refused by the handler, after the caller is authorised:
+/// which file names a package serves is told only to callers who may read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TarballFile {
+    text: String,
+    version: Option<Version>,
+}
+
+impl TarballFile {
+    /// Reads `file` as a tarball of `name`.
+    pub fn parse(name: &PackageName, file: &str) -> Self {
+        let version = file
+            .strip_prefix(name.base_name())
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|rest| rest.strip_suffix(".tgz"))
+            .and_then(|v| parse_version(v).ok());
+        Self {
+            text: file.to_string(),
+            version,
+        }
+    }
+
+    /// The version, when the name is a tarball of its package.
+    pub fn version(&self) -> Option<&Version> {
+        self.version.as_ref()
+    }
+
+    /// The file name as requested.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for TarballFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// A trust configuration's id as the path names it; one that names no configuration of the
+/// package is answered as not found, after the caller is authorised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustId(String);
+
+impl TrustId {
+    /// The id named by a path segment.
+    pub fn parse(text: &str) -> Self {
+        Self(text.to_string())
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TrustId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What `npm token revoke` puts in the path: a token's key, or (given one) a whole token. It may
+/// be a secret, so it is never shown: `Debug` redacts it and it has no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenKey(String);
+
+impl TokenKey {
+    /// The key (or token) named by a path segment.
+    pub fn parse(text: &str) -> Self {
+        Self(text.to_string())
+    }
+
+    /// The text, for comparison with stored keys and for reading as a token.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenKey(<redacted>)")
     }
 }
 
@@ -127,6 +416,34 @@ pub enum RouteError {
     BadName(String, NameError),
     /// The path is not valid percent-encoded UTF-8.
     BadEncoding,
+    /// The route exists but a parameter of its path is not valid.
+    Rejected(Rejected),
+}
+
+/// A request for a known route whose path parameter is not valid. It is refused after the
+/// request-line checks and the caller's identification that the route itself would get (an
+/// anonymous write in GitHub mode hears that it must sign in, whatever its tag says).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// What the route would have been.
+    pub traits: RouteTraits,
+    /// The package the path names.
+    pub package: PackageName,
+    /// The parameter as the path gave it.
+    pub value: String,
+    /// What is wrong.
+    pub error: ParamError,
+}
+
+/// An invalid path parameter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    /// The dist-tag of a dist-tag write.
+    #[error("invalid dist-tag: {0}")]
+    SetTag(TagError),
+    /// The dist-tag of a dist-tag removal.
+    #[error("invalid dist-tag: {0}")]
+    DeleteTag(TagError),
 }
 
 /// Splits a raw (still percent-encoded) path into decoded segments. A trailing slash is ignored.
@@ -163,6 +480,29 @@ fn take_name(segs: &[String]) -> Result<(PackageName, &[String]), RouteError> {
     Ok((name, rest))
 }
 
+/// A dist-tag write (`set`) or removal, or its rejection when the tag is not valid.
+fn tag_route(name: PackageName, tag: &str, set: bool) -> Result<Route, RouteError> {
+    match DistTag::parse(tag) {
+        Ok(tag) if set => Ok(Route::Publish(PublishRoute::SetTag { name, tag })),
+        Ok(tag) => Ok(Route::Publish(PublishRoute::DeleteTag { name, tag })),
+        Err(e) => Err(RouteError::Rejected(Rejected {
+            traits: RouteTraits {
+                group: RouteGroup::Publish,
+                writes: true,
+                body: set.then_some(RouteLimit::Small),
+                signs_in: false,
+            },
+            package: name,
+            value: tag.to_string(),
+            error: if set {
+                ParamError::SetTag(e)
+            } else {
+                ParamError::DeleteTag(e)
+            },
+        })),
+    }
+}
+
 /// Resolves a method and a path (with any public-URL prefix already removed).
 pub fn resolve(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
     let segs = segments(raw_path)?;
@@ -175,90 +515,125 @@ pub fn resolve(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
             Err(RouteError::MethodNotAllowed)
         }
     };
+    use AuthRoute as A;
+    use MetadataRoute as M;
+    let meta = Route::Metadata;
+    let auth = Route::Auth;
     match s.as_slice() {
         [] => Err(RouteError::NotFound),
-        ["-", "ping"] => only(&Method::GET, Route::Ping),
-        ["-", "ready"] => only(&Method::GET, Route::Ready),
-        ["-", "whoami"] => only(&Method::GET, Route::Whoami),
-        ["-", "v1", "search"] => only(&Method::GET, Route::Search),
-        ["-", "v1", "login"] => only(&Method::POST, Route::WebLogin),
+        ["-", "ping"] => only(&Method::GET, meta(M::Ping)),
+        ["-", "ready"] => only(&Method::GET, meta(M::Ready)),
+        ["-", "whoami"] => only(&Method::GET, auth(A::Whoami)),
+        ["-", "v1", "search"] => only(&Method::GET, meta(M::Search)),
+        ["-", "v1", "login"] => only(&Method::POST, auth(A::WebLogin)),
         ["-", "npm", "v1", "security", "advisories", "bulk"] => {
-            only(&Method::POST, Route::AdvisoriesBulk)
+            only(&Method::POST, meta(M::AdvisoriesBulk))
         }
         ["-", "npm", "v1", "tokens"] => match *m {
-            Method::GET => Ok(Route::TokensList),
-            Method::POST => Ok(Route::TokenCreate),
+            Method::GET => Ok(auth(A::TokensList)),
+            Method::POST => Ok(auth(A::TokenCreate)),
             _ => Err(RouteError::MethodNotAllowed),
         },
-        ["-", "npm", "v1", "tokens", "token", key] => {
-            only(&Method::DELETE, Route::TokenDelete(key.to_string()))
-        }
+        ["-", "npm", "v1", "tokens", "token", key] => only(
+            &Method::DELETE,
+            auth(A::TokenDelete {
+                key: TokenKey::parse(key),
+            }),
+        ),
         ["-", "npm", "v1", "oidc", "token", "exchange", "package", ..] => {
             let (name, rest) = take_name(&segs[7..])?;
             if !rest.is_empty() {
                 return Err(RouteError::NotFound);
             }
-            only(&Method::POST, Route::OidcExchange(name))
+            only(&Method::POST, auth(A::OidcExchange { name }))
         }
         ["-", "npm", "v1", "security", "audits", "quick"] => {
-            only(&Method::POST, Route::AuditsQuick)
+            only(&Method::POST, meta(M::AuditsQuick))
         }
         ["-", "user", user] if user.starts_with("org.couchdb.user:") => only(
             &Method::PUT,
-            Route::LegacyLogin(user["org.couchdb.user:".len()..].to_string()),
+            auth(A::LegacyLogin {
+                user: user["org.couchdb.user:".len()..].to_string(),
+            }),
         ),
         ["-", "package", ..] => {
             let (name, rest) = take_name(&segs[2..])?;
-            match (rest, m) {
-                ([t], &Method::GET) if t == "dist-tags" => Ok(Route::DistTags(name)),
-                ([t], &Method::GET) if t == "visibility" => Ok(Route::Visibility(name)),
-                ([t], _) if t == "visibility" => Err(RouteError::MethodNotAllowed),
-                ([t], _) if t == "dist-tags" => Err(RouteError::MethodNotAllowed),
-                ([t, tag], &Method::PUT | &Method::POST) if t == "dist-tags" => {
-                    Ok(Route::DistTagSet(name, tag.clone()))
-                }
-                ([t, tag], &Method::DELETE) if t == "dist-tags" => {
-                    Ok(Route::DistTagDelete(name, tag.clone()))
-                }
-                ([t, _], _) if t == "dist-tags" => Err(RouteError::MethodNotAllowed),
-                ([t], &Method::GET) if t == "trust" => Ok(Route::TrustList(name)),
-                ([t], &Method::POST) if t == "trust" => Ok(Route::TrustCreate(name)),
-                ([t], _) if t == "trust" => Err(RouteError::MethodNotAllowed),
-                ([t, id], &Method::DELETE) if t == "trust" => {
-                    Ok(Route::TrustRevoke(name, id.clone()))
-                }
-                ([t, _], _) if t == "trust" => Err(RouteError::MethodNotAllowed),
-                _ => Err(RouteError::NotFound),
-            }
+            package_route(m, name, rest)
         }
         ["-", ..] => Err(RouteError::NotFound),
         _ => {
             let (name, rest) = take_name(&segs)?;
-            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-            match (rest.as_slice(), m) {
-                ([], &Method::GET | &Method::HEAD) => Ok(Route::Packument(name)),
-                ([], &Method::PUT) => Ok(Route::PutPackage(name, None)),
-                ([], _) => Err(RouteError::MethodNotAllowed),
-                (["-rev", rev], &Method::PUT) => Ok(Route::PutPackage(name, Some(rev.to_string()))),
-                (["-rev", rev], &Method::DELETE) => Ok(Route::DeletePackage(name, rev.to_string())),
-                (["-rev", _], _) => Err(RouteError::MethodNotAllowed),
-                (["-", file], &Method::GET | &Method::HEAD) => {
-                    Ok(Route::Tarball(name, file.to_string()))
-                }
-                (["-", _], _) => Err(RouteError::MethodNotAllowed),
-                (["-", file, "-rev", rev], &Method::DELETE) => Ok(Route::DeleteTarball(
-                    name,
-                    file.to_string(),
-                    rev.to_string(),
-                )),
-                (["-", _, "-rev", _], _) => Err(RouteError::MethodNotAllowed),
-                ([spec], &Method::GET | &Method::HEAD) if !spec.starts_with('-') => {
-                    Ok(Route::VersionOrTag(name, spec.to_string()))
-                }
-                ([spec], _) if !spec.starts_with('-') => Err(RouteError::MethodNotAllowed),
-                _ => Err(RouteError::NotFound),
-            }
+            name_route(m, name, rest)
         }
+    }
+}
+
+/// `/-/package/NAME/...`: dist-tags, visibility and trust configurations.
+fn package_route(m: &Method, name: PackageName, rest: &[String]) -> Result<Route, RouteError> {
+    use MetadataRoute as M;
+    use PublishRoute as P;
+    let (meta, publish) = (Route::Metadata, Route::Publish);
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match (rest.as_slice(), m) {
+        (["dist-tags"], &Method::GET) => Ok(meta(M::DistTags { name })),
+        (["visibility"], &Method::GET) => Ok(meta(M::Visibility { name })),
+        (["visibility" | "dist-tags"], _) => Err(RouteError::MethodNotAllowed),
+        (["dist-tags", tag], &Method::PUT | &Method::POST) => tag_route(name, tag, true),
+        (["dist-tags", tag], &Method::DELETE) => tag_route(name, tag, false),
+        (["dist-tags", _], _) => Err(RouteError::MethodNotAllowed),
+        (["trust"], &Method::GET) => Ok(publish(P::TrustList { name })),
+        (["trust"], &Method::POST) => Ok(publish(P::TrustCreate { name })),
+        (["trust"], _) => Err(RouteError::MethodNotAllowed),
+        (["trust", id], &Method::DELETE) => Ok(publish(P::TrustRevoke {
+            name,
+            id: TrustId::parse(id),
+        })),
+        (["trust", _], _) => Err(RouteError::MethodNotAllowed),
+        _ => Err(RouteError::NotFound),
+    }
+}
+
+/// `/NAME/...`: the packument, a version or tag, tarballs, publish and unpublish.
+fn name_route(m: &Method, name: PackageName, rest: &[String]) -> Result<Route, RouteError> {
+    use MetadataRoute as M;
+    use PublishRoute as P;
+    let (meta, publish) = (Route::Metadata, Route::Publish);
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match (rest.as_slice(), m) {
+        ([], &Method::GET | &Method::HEAD) => Ok(meta(M::Packument { name })),
+        ([], &Method::PUT) => Ok(publish(P::Put { name, rev: None })),
+        ([], _) => Err(RouteError::MethodNotAllowed),
+        (["-rev", rev], &Method::PUT) => Ok(publish(P::Put {
+            name,
+            rev: Some(Revision::parse(rev)),
+        })),
+        (["-rev", rev], &Method::DELETE) => Ok(publish(P::Unpublish {
+            name,
+            rev: Revision::parse(rev),
+        })),
+        (["-rev", _], _) => Err(RouteError::MethodNotAllowed),
+        (["-", file], &Method::GET | &Method::HEAD) => {
+            let file = TarballFile::parse(&name, file);
+            Ok(Route::Tarball(TarballRoute::Download { name, file }))
+        }
+        (["-", _], _) => Err(RouteError::MethodNotAllowed),
+        (["-", file, "-rev", rev], &Method::DELETE) => {
+            let file = TarballFile::parse(&name, file);
+            Ok(publish(P::DeleteTarball {
+                name,
+                file,
+                rev: Revision::parse(rev),
+            }))
+        }
+        (["-", _, "-rev", _], _) => Err(RouteError::MethodNotAllowed),
+        ([spec], &Method::GET | &Method::HEAD) if !spec.starts_with('-') => {
+            Ok(meta(M::VersionOrTag {
+                name,
+                spec: spec.to_string(),
+            }))
+        }
+        ([spec], _) if !spec.starts_with('-') => Err(RouteError::MethodNotAllowed),
+        _ => Err(RouteError::NotFound),
     }
 }
 
@@ -270,30 +645,49 @@ mod tests {
         PackageName::parse(n).unwrap()
     }
 
+    fn file(n: &str, f: &str) -> TarballFile {
+        TarballFile::parse(&name(n), f)
+    }
+
+    fn tag(t: &str) -> DistTag {
+        DistTag::parse(t).unwrap()
+    }
+
     #[test]
     fn scoped_names_in_every_encoding() {
         for p in ["/@s%2fn", "/@s%2Fn", "/%40s%2fn", "/@s/n", "/@s/n/"] {
             assert_eq!(
                 resolve(&Method::GET, p),
-                Ok(Route::Packument(name("@s/n"))),
+                Ok(Route::Metadata(MetadataRoute::Packument {
+                    name: name("@s/n")
+                })),
                 "{p}"
             );
         }
+        let version_or_tag = |n: &str, spec: &str| {
+            Ok(Route::Metadata(MetadataRoute::VersionOrTag {
+                name: name(n),
+                spec: spec.into(),
+            }))
+        };
         assert_eq!(
             resolve(&Method::GET, "/@s/n/1.0.0"),
-            Ok(Route::VersionOrTag(name("@s/n"), "1.0.0".into()))
+            version_or_tag("@s/n", "1.0.0")
         );
         assert_eq!(
             resolve(&Method::GET, "/@s%2fn/latest"),
-            Ok(Route::VersionOrTag(name("@s/n"), "latest".into()))
+            version_or_tag("@s/n", "latest")
         );
         assert_eq!(
             resolve(&Method::GET, "/n/1.0.0"),
-            Ok(Route::VersionOrTag(name("n"), "1.0.0".into()))
+            version_or_tag("n", "1.0.0")
         );
         assert_eq!(
             resolve(&Method::GET, "/@s/n/-/n-1.0.0.tgz"),
-            Ok(Route::Tarball(name("@s/n"), "n-1.0.0.tgz".into()))
+            Ok(Route::Tarball(TarballRoute::Download {
+                name: name("@s/n"),
+                file: file("@s/n", "n-1.0.0.tgz"),
+            }))
         );
         assert_eq!(
             resolve(&Method::GET, "/@s%2fn/-/n-1.0.0.tgz")
@@ -305,58 +699,80 @@ mod tests {
 
     #[test]
     fn writes_and_special_routes() {
+        use PublishRoute as P;
+        let publish = |r| Ok(Route::Publish(r));
         assert_eq!(
             resolve(&Method::PUT, "/@s%2fn"),
-            Ok(Route::PutPackage(name("@s/n"), None))
+            publish(P::Put {
+                name: name("@s/n"),
+                rev: None
+            })
         );
         assert_eq!(
             resolve(&Method::PUT, "/n/-rev/3-ab"),
-            Ok(Route::PutPackage(name("n"), Some("3-ab".into())))
+            publish(P::Put {
+                name: name("n"),
+                rev: Some(Revision::parse("3-ab"))
+            })
         );
         assert_eq!(
             resolve(&Method::DELETE, "/n/-rev/3-ab"),
-            Ok(Route::DeletePackage(name("n"), "3-ab".into()))
+            publish(P::Unpublish {
+                name: name("n"),
+                rev: Revision::parse("3-ab")
+            })
         );
         assert_eq!(
             resolve(&Method::DELETE, "/@s/n/-/n-1.0.0.tgz/-rev/3"),
-            Ok(Route::DeleteTarball(
-                name("@s/n"),
-                "n-1.0.0.tgz".into(),
-                "3".into()
-            ))
+            publish(P::DeleteTarball {
+                name: name("@s/n"),
+                file: file("@s/n", "n-1.0.0.tgz"),
+                rev: Revision::parse("3"),
+            })
         );
         assert_eq!(
             resolve(&Method::GET, "/-/package/@s%2fn/dist-tags"),
-            Ok(Route::DistTags(name("@s/n")))
+            Ok(Route::Metadata(MetadataRoute::DistTags {
+                name: name("@s/n")
+            }))
         );
         assert_eq!(
             resolve(&Method::PUT, "/-/package/@s/n/dist-tags/beta"),
-            Ok(Route::DistTagSet(name("@s/n"), "beta".into()))
+            publish(P::SetTag {
+                name: name("@s/n"),
+                tag: tag("beta")
+            })
         );
         assert_eq!(
             resolve(&Method::POST, "/-/package/@s%2fn/trust"),
-            Ok(Route::TrustCreate(name("@s/n")))
+            publish(P::TrustCreate { name: name("@s/n") })
         );
         assert_eq!(
             resolve(&Method::GET, "/-/package/@s/n/trust"),
-            Ok(Route::TrustList(name("@s/n")))
+            publish(P::TrustList { name: name("@s/n") })
         );
         assert_eq!(
             resolve(&Method::DELETE, "/-/package/%40s%2Fn/trust/ab12"),
-            Ok(Route::TrustRevoke(name("@s/n"), "ab12".into()))
+            publish(P::TrustRevoke {
+                name: name("@s/n"),
+                id: TrustId::parse("ab12")
+            })
         );
         assert_eq!(
             resolve(&Method::PUT, "/-/package/@s/n/trust"),
             Err(RouteError::MethodNotAllowed)
         );
-        assert_eq!(resolve(&Method::GET, "/-/ping"), Ok(Route::Ping));
+        assert_eq!(
+            resolve(&Method::GET, "/-/ping"),
+            Ok(Route::Metadata(MetadataRoute::Ping))
+        );
         for p in [
             "/-/npm/v1/oidc/token/exchange/package/@s%2fn",
             "/-/npm/v1/oidc/token/exchange/package/@s/n",
         ] {
             assert_eq!(
                 resolve(&Method::POST, p),
-                Ok(Route::OidcExchange(name("@s/n")))
+                Ok(Route::Auth(AuthRoute::OidcExchange { name: name("@s/n") }))
             );
         }
         assert_eq!(
@@ -365,18 +781,81 @@ mod tests {
         );
         assert_eq!(
             resolve(&Method::GET, "/-/package/@s%2fn/visibility"),
-            Ok(Route::Visibility(name("@s/n")))
+            Ok(Route::Metadata(MetadataRoute::Visibility {
+                name: name("@s/n")
+            }))
         );
-        assert_eq!(resolve(&Method::GET, "/-/ready"), Ok(Route::Ready));
+        assert_eq!(
+            resolve(&Method::GET, "/-/ready"),
+            Ok(Route::Metadata(MetadataRoute::Ready))
+        );
         assert_eq!(
             resolve(&Method::PUT, "/-/user/org.couchdb.user:bob"),
-            Ok(Route::LegacyLogin("bob".into()))
+            Ok(Route::Auth(AuthRoute::LegacyLogin { user: "bob".into() }))
         );
         assert_eq!(
             resolve(&Method::POST, "/n"),
             Err(RouteError::MethodNotAllowed)
         );
         assert_eq!(resolve(&Method::GET, "/-/nope"), Err(RouteError::NotFound));
+    }
+
+    #[test]
+    fn parameters_are_typed_at_the_edge() {
+        // A tag that is a version range is refused, as the route it would have been.
+        match resolve(&Method::PUT, "/-/package/n/dist-tags/%5E1.0.0") {
+            Err(RouteError::Rejected(Rejected {
+                traits,
+                error,
+                value,
+                ..
+            })) => {
+                assert_eq!(value, "^1.0.0");
+                assert_eq!(traits.group, RouteGroup::Publish);
+                assert!(traits.writes);
+                assert_eq!(traits.body, Some(RouteLimit::Small));
+                assert!(matches!(error, ParamError::SetTag(TagError::IsRange(_))));
+                assert!(error.to_string().starts_with("invalid dist-tag: "));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            resolve(&Method::DELETE, "/-/package/n/dist-tags/1.0.0"),
+            Err(RouteError::Rejected(Rejected {
+                traits: RouteTraits { body: None, .. },
+                ..
+            }))
+        ));
+        // A file name carries its version only when it is one of its package's tarballs.
+        assert_eq!(
+            file("@s/n", "n-1.2.3-beta.1.tgz").version(),
+            Some(&Version::parse("1.2.3-beta.1").unwrap())
+        );
+        for other in ["m-1.0.0.tgz", "n-1.0.tgz", "n-1.0.0.tar", "../n-1.0.0.tgz"] {
+            assert_eq!(file("@s/n", other).version(), None, "{other}");
+        }
+        // A token key may be a whole token: never printed.
+        let key = TokenKey::parse("npm_secret");
+        assert!(!format!("{key:?}").contains("secret"));
+        assert_eq!(key.expose(), "npm_secret");
+    }
+
+    #[test]
+    fn traits_follow_the_route() {
+        let traits = |m: &Method, p: &str| resolve(m, p).unwrap().traits();
+        assert!(traits(&Method::PUT, "/n").writes);
+        assert_eq!(traits(&Method::PUT, "/n").body, Some(RouteLimit::Publish));
+        assert!(traits(&Method::POST, "/-/npm/v1/tokens").writes);
+        assert!(traits(&Method::DELETE, "/-/npm/v1/tokens/token/k").writes);
+        assert!(!traits(&Method::GET, "/-/npm/v1/tokens").writes);
+        assert!(!traits(&Method::GET, "/n").writes);
+        assert!(traits(&Method::PUT, "/-/user/org.couchdb.user:bob").signs_in);
+        assert!(traits(&Method::POST, "/-/npm/v1/oidc/token/exchange/package/n").signs_in);
+        assert!(!traits(&Method::GET, "/-/whoami").signs_in);
+        assert_eq!(
+            traits(&Method::POST, "/-/package/n/trust").body,
+            Some(RouteLimit::Small)
+        );
     }
 
     #[test]
@@ -390,231 +869,6 @@ mod tests {
             "/%ff",
         ] {
             assert!(resolve(&Method::GET, p).is_err(), "{p}");
-        }
-    }
-}
-
-/// One row of the route table: an API Gateway HTTP API route (`{var}` matches one path segment)
-/// and the function that owns it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteSpec {
-    /// HTTP method.
-    pub method: &'static str,
-    /// Path pattern in API Gateway syntax.
-    pub path: &'static str,
-    /// The owning function.
-    pub group: RouteGroup,
-}
-
-const fn spec(method: &'static str, path: &'static str, group: RouteGroup) -> RouteSpec {
-    RouteSpec {
-        method,
-        path,
-        group,
-    }
-}
-
-use RouteGroup::{Auth as A, Metadata as M, Publish as P, Tarball as T};
-
-/// The route table: every method and path pattern the registry answers, and which function owns
-/// it. The deployment template is generated from (and checked against) this table. Scoped names
-/// arrive either escaped in one segment (`/@s%2fn` matches `/{package}`) or as two segments
-/// (`/@s/n` matches `/{scope}/{package}`); `/name/version` has the same shape as `/@scope/name`
-/// and both belong to the metadata function, which tells them apart by the leading `@`.
-pub const ROUTE_TABLE: &[RouteSpec] = &[
-    spec("GET", "/-/ping", M),
-    spec("GET", "/-/ready", M),
-    spec("GET", "/-/v1/search", M),
-    spec("POST", "/-/npm/v1/security/advisories/bulk", M),
-    spec("POST", "/-/npm/v1/security/audits/quick", M),
-    spec("GET", "/-/package/{package}/dist-tags", M),
-    spec("GET", "/-/package/{scope}/{package}/dist-tags", M),
-    spec("PUT", "/-/package/{package}/dist-tags/{tag}", P),
-    spec("PUT", "/-/package/{scope}/{package}/dist-tags/{tag}", P),
-    spec("POST", "/-/package/{package}/dist-tags/{tag}", P),
-    spec("POST", "/-/package/{scope}/{package}/dist-tags/{tag}", P),
-    spec("DELETE", "/-/package/{package}/dist-tags/{tag}", P),
-    spec("DELETE", "/-/package/{scope}/{package}/dist-tags/{tag}", P),
-    spec("GET", "/-/package/{package}/visibility", M),
-    spec("GET", "/-/package/{scope}/{package}/visibility", M),
-    spec("POST", "/-/npm/v1/oidc/token/exchange/package/{package}", A),
-    spec(
-        "POST",
-        "/-/npm/v1/oidc/token/exchange/package/{scope}/{package}",
-        A,
-    ),
-    spec("GET", "/-/package/{package}/trust", P),
-    spec("GET", "/-/package/{scope}/{package}/trust", P),
-    spec("POST", "/-/package/{package}/trust", P),
-    spec("POST", "/-/package/{scope}/{package}/trust", P),
-    spec("DELETE", "/-/package/{package}/trust/{id}", P),
-    spec("DELETE", "/-/package/{scope}/{package}/trust/{id}", P),
-    spec("GET", "/-/whoami", A),
-    spec("POST", "/-/v1/login", A),
-    spec("PUT", "/-/user/{user}", A),
-    spec("GET", "/-/npm/v1/tokens", A),
-    spec("POST", "/-/npm/v1/tokens", A),
-    spec("DELETE", "/-/npm/v1/tokens/token/{key}", A),
-    spec("GET", "/{package}", M),
-    spec("HEAD", "/{package}", M),
-    spec("GET", "/{scope}/{package}", M),
-    spec("HEAD", "/{scope}/{package}", M),
-    spec("GET", "/{scope}/{package}/{version}", M),
-    spec("GET", "/{package}/-/{file}", T),
-    spec("HEAD", "/{package}/-/{file}", T),
-    spec("GET", "/{scope}/{package}/-/{file}", T),
-    spec("HEAD", "/{scope}/{package}/-/{file}", T),
-    spec("PUT", "/{package}", P),
-    spec("PUT", "/{scope}/{package}", P),
-    spec("PUT", "/{package}/-rev/{rev}", P),
-    spec("PUT", "/{scope}/{package}/-rev/{rev}", P),
-    spec("DELETE", "/{package}/-rev/{rev}", P),
-    spec("DELETE", "/{scope}/{package}/-rev/{rev}", P),
-    spec("DELETE", "/{package}/-/{file}/-rev/{rev}", P),
-    spec("DELETE", "/{scope}/{package}/-/{file}/-rev/{rev}", P),
-];
-
-/// Picks the table row API Gateway would pick for a raw path.
-pub fn match_route_table(method: &str, raw_path: &str) -> Option<&'static RouteSpec> {
-    api_gateway_match(ROUTE_TABLE, method, raw_path, |r| (r.method, r.path))
-}
-
-/// API Gateway's choice among `routes` (HTTP API rules): same method and segment count, literal
-/// segments must match, and at the first segment where candidates differ a literal beats a
-/// variable. `key` gives a route's method and path pattern.
-pub fn api_gateway_match<'a, T>(
-    routes: &'a [T],
-    method: &str,
-    raw_path: &str,
-    key: impl Fn(&T) -> (&str, &str),
-) -> Option<&'a T> {
-    let segments: Vec<&str> = raw_path.trim_start_matches('/').split('/').collect();
-    routes
-        .iter()
-        .filter_map(|r| {
-            let (m, path) = key(r);
-            if m != method {
-                return None;
-            }
-            let pattern: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-            if pattern.len() != segments.len() {
-                return None;
-            }
-            let mut score = Vec::with_capacity(pattern.len());
-            for (p, s) in pattern.iter().zip(&segments) {
-                if p.starts_with('{') {
-                    if s.is_empty() {
-                        return None; // a variable never matches an empty segment
-                    }
-                    score.push(0u8);
-                } else if p == s {
-                    score.push(1u8);
-                } else {
-                    return None;
-                }
-            }
-            Some((score, r))
-        })
-        .max_by(|a, b| a.0.cmp(&b.0))
-        .map(|(_, r)| r)
-}
-
-/// Requests real clients send, in every encoding; each must reach the function that answers it.
-pub const CLIENT_REQUESTS: &[(&str, &str)] = &[
-    ("GET", "/-/ping"),
-    ("GET", "/-/ready"),
-    ("GET", "/-/whoami"),
-    ("GET", "/-/v1/search"),
-    ("POST", "/-/v1/login"),
-    ("PUT", "/-/user/org.couchdb.user:bob"),
-    ("GET", "/-/npm/v1/tokens"),
-    ("POST", "/-/npm/v1/tokens"),
-    ("DELETE", "/-/npm/v1/tokens/token/0123abcd"),
-    ("POST", "/-/npm/v1/oidc/token/exchange/package/@s%2fn"),
-    ("POST", "/-/npm/v1/oidc/token/exchange/package/@s/n"),
-    ("POST", "/-/npm/v1/oidc/token/exchange/package/plain"),
-    ("GET", "/-/package/@s%2fn/visibility"),
-    ("GET", "/-/package/@s/n/visibility"),
-    ("POST", "/-/npm/v1/security/advisories/bulk"),
-    ("POST", "/-/npm/v1/security/audits/quick"),
-    ("GET", "/-/package/@s%2fn/dist-tags"),
-    ("GET", "/-/package/@s/n/dist-tags"),
-    ("GET", "/-/package/plain/dist-tags"),
-    ("PUT", "/-/package/@s%2fn/dist-tags/beta"),
-    ("PUT", "/-/package/@s/n/dist-tags/beta"),
-    ("PUT", "/-/package/plain/dist-tags/beta"),
-    ("POST", "/-/package/plain/dist-tags/beta"),
-    ("POST", "/-/package/@s/n/dist-tags/beta"),
-    ("DELETE", "/-/package/plain/dist-tags/beta"),
-    ("DELETE", "/-/package/@s/n/dist-tags/beta"),
-    ("DELETE", "/-/package/@s%2fn/dist-tags/beta"),
-    ("GET", "/plain"),
-    ("HEAD", "/plain"),
-    ("GET", "/@s%2fn"),
-    ("GET", "/@s%2Fn"),
-    ("GET", "/%40s%2fn"),
-    ("GET", "/@s/n"),
-    ("HEAD", "/@s/n"),
-    ("GET", "/plain/1.0.0"),
-    ("GET", "/plain/latest"),
-    ("GET", "/@s/n/1.0.0"),
-    ("GET", "/@s%2fn/1.0.0"),
-    ("GET", "/plain/-/plain-1.0.0.tgz"),
-    ("HEAD", "/plain/-/plain-1.0.0.tgz"),
-    ("GET", "/@s/n/-/n-1.0.0.tgz"),
-    ("HEAD", "/@s/n/-/n-1.0.0.tgz"),
-    ("GET", "/@s%2fn/-/n-1.0.0.tgz"),
-    ("PUT", "/plain"),
-    ("PUT", "/@s%2fn"),
-    ("PUT", "/@s/n"),
-    ("PUT", "/@s%2fn/-rev/3-abc"),
-    ("PUT", "/@s/n/-rev/3-abc"),
-    ("DELETE", "/plain/-rev/3-abc"),
-    ("DELETE", "/@s/n/-rev/3-abc"),
-    ("DELETE", "/plain/-/plain-1.0.0.tgz/-rev/3-abc"),
-    ("DELETE", "/@s/n/-/n-1.0.0.tgz/-rev/3-abc"),
-    ("DELETE", "/@s%2fn/-/n-1.0.0.tgz/-rev/3-abc"),
-    ("GET", "/-/package/@s%2fn/trust"),
-    ("GET", "/-/package/@s/n/trust"),
-    ("POST", "/-/package/@s%2fn/trust"),
-    ("POST", "/-/package/@s/n/trust"),
-    (
-        "DELETE",
-        "/-/package/@s%2fn/trust/0f1e2d3c-aaaa-bbbb-cccc-111122223333",
-    ),
-    (
-        "DELETE",
-        "/-/package/@s/n/trust/0f1e2d3c-aaaa-bbbb-cccc-111122223333",
-    ),
-    ("POST", "/-/package/@s%2fn/dist-tags/trust"),
-];
-
-#[cfg(test)]
-mod table_tests {
-    use super::*;
-
-    const SAMPLES: &[(&str, &str)] = CLIENT_REQUESTS;
-
-    #[test]
-    fn the_table_sends_every_request_to_the_function_that_answers_it() {
-        for (method, path) in SAMPLES {
-            let m = Method::from_bytes(method.as_bytes()).unwrap();
-            let route = resolve(&m, path).unwrap_or_else(|e| panic!("{method} {path}: {e:?}"));
-            let row = match_route_table(method, path)
-                .unwrap_or_else(|| panic!("no table row for {method} {path}"));
-            assert_eq!(row.group, route.group(), "{method} {path} matched {row:?}");
-        }
-    }
-
-    #[test]
-    fn every_row_is_reachable() {
-        for row in ROUTE_TABLE {
-            assert!(
-                SAMPLES
-                    .iter()
-                    .any(|(m, p)| *m == row.method && match_route_table(m, p) == Some(row)),
-                "no sample request reaches {row:?}"
-            );
         }
     }
 }

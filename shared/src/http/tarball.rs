@@ -4,9 +4,9 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, AppState, RequestContext, Route, redirect};
+use super::routes::{TarballFile, TarballRoute};
+use super::{ApiError, AppState, RequestContext, redirect};
 use crate::auth::Action;
-use crate::domain::publish::parse_version;
 use crate::domain::{PackageName, VersionState};
 use crate::storage::TarballRead;
 
@@ -14,28 +14,18 @@ use crate::storage::TarballRead;
 pub async fn handle(
     state: &AppState,
     ctx: &RequestContext,
-    route: Route,
+    route: TarballRoute,
 ) -> Result<Response, ApiError> {
     match route {
-        Route::Tarball(name, file) => download(state, ctx, &name, &file).await,
-        _ => Err(ApiError::NotFound("not found".into())),
+        TarballRoute::Download { name, file } => download(state, ctx, &name, &file).await,
     }
-}
-
-/// The version a tarball file name (`<base name>-<version>.tgz`) refers to.
-pub fn version_from_file(name: &PackageName, file: &str) -> Option<semver::Version> {
-    let version = file
-        .strip_prefix(name.base_name())?
-        .strip_prefix('-')?
-        .strip_suffix(".tgz")?;
-    parse_version(version).ok()
 }
 
 async fn download(
     state: &AppState,
     ctx: &RequestContext,
     name: &PackageName,
-    file: &str,
+    file: &TarballFile,
 ) -> Result<Response, ApiError> {
     // GitHub mode: the package first. Whether it exists, which versions it has and which file
     // names it serves are its business, told only to callers who may read it. (Open mode needs
@@ -52,7 +42,7 @@ async fn download(
         }
         None => None,
     };
-    let Some(version) = version_from_file(name, file) else {
+    let Some(version) = file.version().cloned() else {
         return Err(ApiError::NotFound(format!(
             "'{file}' is not a tarball of {name}"
         )));

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::audit::AuditEntry;
 use super::auth::signed_in;
+use super::routes::TrustId;
 use super::{ApiError, AppState, RequestContext, RetryableError, json_response, retry_on_conflict};
 use crate::auth::{Action, AuthError, GithubAuth, trust};
 use crate::domain::audit::AuditAction;
@@ -137,8 +138,9 @@ pub async fn revoke(
     state: &AppState,
     ctx: &RequestContext,
     name: &PackageName,
-    id: &str,
+    id: &TrustId,
 ) -> Result<Response, ApiError> {
+    let id = id.as_str();
     let github = github(state)?;
     let login = signed_in(ctx)?.to_string();
     if ctx.caller.is_read_only_token() {

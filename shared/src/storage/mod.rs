@@ -274,7 +274,7 @@ impl AuditRetention {
 }
 
 /// An audit log in memory, for tests and for state built around stores a caller already has
-/// (`server::build_with`); it is lost with the process.
+/// (`app::AppBuilder::stores`); it is lost with the process.
 #[derive(Default)]
 pub struct MemoryAuditLog {
     events: Mutex<Vec<AuditEvent>>,

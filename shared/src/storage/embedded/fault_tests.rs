@@ -462,7 +462,11 @@ async fn the_server_answers_507_on_a_full_disk_serves_reads_and_writes_again_onc
         _ => None,
     })
     .unwrap();
-    let state = crate::server::build_with(config, meta.clone(), Arc::new(tarballs));
+    let state = crate::app::App::builder(config)
+        .stores(meta.clone(), Arc::new(tarballs))
+        .build()
+        .await
+        .unwrap();
     let app = crate::http::router(state, &crate::http::RouteGroup::ALL);
     let body = |version: &str| publish_body("@t/a", version);
 

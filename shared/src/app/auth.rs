@@ -1,0 +1,79 @@
+//! The authoriser for the configured auth mode, and the token signing secret it needs.
+
+use std::sync::Arc;
+
+use super::StartError;
+use crate::auth::github::OctocrabGithub;
+use crate::auth::tokens::TokenKeys;
+use crate::auth::{Authorizer, GithubAuth, GithubSettings};
+use crate::config::{AuthMode, Config, StorageKind};
+use crate::storage::KvStore;
+
+/// The token signing secret: configured, or (local storage only) generated once and kept in the
+/// data directory, readable by its owner only.
+fn token_secret(config: &Config) -> Result<Vec<u8>, StartError> {
+    if let Some(secret) = &config.token_secret {
+        if secret.len() < 32 {
+            return Err(StartError::Config(
+                "REGISTRY_TOKEN_SECRET must be at least 32 characters".into(),
+            ));
+        }
+        return Ok(secret.as_bytes().to_vec());
+    }
+    if config.storage == StorageKind::Aws {
+        return Err(StartError::Config(
+            "REGISTRY_TOKEN_SECRET is required with REGISTRY_AUTH=github on AWS".into(),
+        ));
+    }
+    let path = config.data_dir.join("token-secret");
+    match std::fs::read(&path) {
+        Ok(secret) if secret.len() >= 32 => Ok(secret),
+        _ => {
+            let secret = hex::encode(rand::random::<[u8; 32]>()).into_bytes();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            std::io::Write::write_all(
+                &mut options
+                    .open(&path)
+                    .map_err(|e| StartError::Config(format!("{}: {e}", path.display())))?,
+                &secret,
+            )
+            .map_err(|e| StartError::Config(e.to_string()))?;
+            Ok(secret)
+        }
+    }
+}
+
+/// The authoriser for the configured mode.
+pub(super) fn authorizer(config: &Config, kv: Arc<dyn KvStore>) -> Result<Authorizer, StartError> {
+    Ok(match config.auth {
+        AuthMode::Open => Authorizer::Open,
+        AuthMode::Github => {
+            let api = OctocrabGithub::new(&config.github_api_url).map_err(StartError::Config)?;
+            let tokens = TokenKeys::new(
+                &token_secret(config)?,
+                chrono::Duration::days(config.token_days as i64),
+            );
+            let settings = GithubSettings {
+                allowed_owners: config.allowed_owners.clone(),
+                public_read: config.public_read,
+                fresh_for: chrono::Duration::seconds(config.github_cache_seconds as i64),
+                stale_for: chrono::Duration::hours(1).max(chrono::Duration::seconds(
+                    config.github_cache_seconds as i64,
+                )),
+            };
+            let verifier = crate::auth::oidc::IdTokenVerifier::new(
+                &config.oidc_issuer,
+                crate::auth::oidc::KeyCache::new(Box::new(crate::auth::oidc::HttpKeyFetcher::new(
+                    &config.oidc_issuer,
+                ))),
+            );
+            Authorizer::Github(Box::new(
+                GithubAuth::new(Arc::new(api), kv, tokens, settings)
+                    .with_trusted_publishing(verifier),
+            ))
+        }
+    })
+}

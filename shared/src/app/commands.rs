@@ -1,0 +1,64 @@
+//! What `registry-server`'s subcommands do besides serving: the storage sweep and the audit log
+//! listing, each on the stores the builder opens.
+
+use std::time::Duration;
+
+use super::{App, StartError};
+use crate::config::Config;
+
+/// Runs the storage sweep for `config`'s backend (see `storage::sweep`).
+pub async fn sweep(
+    config: Config,
+    older_than: Duration,
+) -> Result<crate::storage::SweepReport, StartError> {
+    let stores = App::builder(config).open_stores().await?;
+    Ok(crate::storage::sweep(
+        stores.metadata.as_ref(),
+        stores.tarballs.as_ref(),
+        older_than,
+    )
+    .await?)
+}
+
+/// What `registry-server audit` prints: the events of `package` (or all) since `since` (an RFC
+/// 3339 time or a duration back from now, `24h`, `7d`), at most the newest `limit`, as a table
+/// or (`json`) one JSON object per line.
+pub async fn audit_listing(
+    config: Config,
+    package: Option<&str>,
+    since: Option<&str>,
+    limit: Option<usize>,
+    json: bool,
+) -> Result<String, StartError> {
+    use crate::domain::audit::{AuditQuery, parse_since, render_table};
+    let package = package
+        .map(|p| {
+            crate::domain::PackageName::parse(p).map_err(|e| {
+                StartError::Usage(format!("--package '{p}' is not a package name: {e}"))
+            })
+        })
+        .transpose()?;
+    let since = since
+        .map(|s| {
+            parse_since(s, chrono::Utc::now())
+                .map_err(|e| StartError::Usage(format!("--since: {e}")))
+        })
+        .transpose()?;
+    let log = App::builder(config).open_audit_log().await?;
+    let events = log
+        .query(&AuditQuery {
+            package,
+            since,
+            limit,
+        })
+        .await?;
+    if !json {
+        return Ok(render_table(&events));
+    }
+    let mut out = String::new();
+    for event in &events {
+        out.push_str(&serde_json::to_string(event).map_err(|e| StartError::Config(e.to_string()))?);
+        out.push('\n');
+    }
+    Ok(out)
+}

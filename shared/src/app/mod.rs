@@ -1,0 +1,318 @@
+//! The composition root: one builder turns configuration into a ready-to-serve application
+//! (stores, authoriser, audit log, limits). The local server, the Lambda functions, the
+//! `registry-server` subcommands and the tests all start here:
+//!
+//! ```text
+//! let state = App::builder(config).build().await?;             // the local server
+//! let state = App::builder(config)
+//!     .sdk(EnvironmentSdk)                                      // a Lambda function
+//!     .after_response(queue)
+//!     .check_resources(false)
+//!     .build()
+//!     .await?;
+//! let state = App::builder(config).stores(metadata, tarballs).build().await?; // a test
+//! ```
+
+mod auth;
+mod aws;
+pub mod commands;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::auth::Authorizer;
+use crate::config::{AuthMode, Config, StorageKind};
+use crate::domain::tarball::TarballLimits;
+use crate::http::AppState;
+use crate::http::rendered::PackumentCache;
+use crate::storage::audit_file::FileAuditLog;
+use crate::storage::aws::AwsStorage;
+use crate::storage::{
+    AfterResponse, AuditLog, AuditRetention, KvStore, MemoryAuditLog, MetadataStore, TarballStore,
+    embedded,
+};
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::StoreError),
+    /// The AWS table or bucket is missing or cannot be reached; the message says what to do.
+    #[error("{0}")]
+    Resources(String),
+    /// A command-line argument is not valid.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Where the AWS SDK's configuration comes from (used only with the AWS backend). A type, not a
+/// value chosen at run time, so that a binary links only the source it uses.
+pub trait SdkSource {
+    /// Loads the configuration.
+    fn load(self) -> impl Future<Output = aws_config::SdkConfig> + Send;
+}
+
+/// The SDK's default chain: environment, profile files, web identity, container and instance
+/// credentials. For the local server, wherever it runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultSdk;
+
+impl SdkSource for DefaultSdk {
+    fn load(self) -> impl Future<Output = aws_config::SdkConfig> + Send {
+        AwsStorage::default_sdk_config()
+    }
+}
+
+/// The environment alone (what Lambda provides): no network probe at start-up and none of the
+/// default chain's providers linked in. For the functions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EnvironmentSdk;
+
+impl SdkSource for EnvironmentSdk {
+    fn load(self) -> impl Future<Output = aws_config::SdkConfig> + Send {
+        std::future::ready(AwsStorage::environment_sdk_config())
+    }
+}
+
+/// The registry application, assembled by `App::builder`.
+#[derive(Debug, Clone, Copy)]
+pub struct App;
+
+impl App {
+    /// A builder for the application `config` describes: by default the configured backend
+    /// (the AWS one's SDK by its default chain, its table and bucket checked), the configured
+    /// auth mode and the backend's audit log.
+    pub fn builder(config: Config) -> AppBuilder<DefaultSdk> {
+        AppBuilder {
+            config,
+            sdk: DefaultSdk,
+            after_response: None,
+            check_resources: true,
+            stores: None,
+            auth: None,
+            audit: None,
+        }
+    }
+}
+
+/// The stores of one backend, as the storage traits.
+pub struct Stores {
+    /// Package metadata.
+    pub metadata: Arc<dyn MetadataStore>,
+    /// Tarball bytes.
+    pub tarballs: Arc<dyn TarballStore>,
+    /// Caches and token records.
+    pub kv: Arc<dyn KvStore>,
+    /// The audit log.
+    pub audit: Arc<dyn AuditLog>,
+}
+
+/// How the application is put together; see `App::builder`.
+pub struct AppBuilder<S> {
+    config: Config,
+    sdk: S,
+    after_response: Option<Arc<AfterResponse>>,
+    check_resources: bool,
+    stores: Option<(Arc<dyn MetadataStore>, Arc<dyn TarballStore>)>,
+    auth: Option<Authorizer>,
+    audit: Option<Arc<dyn AuditLog>>,
+}
+
+impl<S: SdkSource> AppBuilder<S> {
+    /// Configures the AWS SDK from `sdk` instead of the default chain.
+    pub fn sdk<T: SdkSource>(self, sdk: T) -> AppBuilder<T> {
+        AppBuilder {
+            config: self.config,
+            sdk,
+            after_response: self.after_response,
+            check_resources: self.check_resources,
+            stores: self.stores,
+            auth: self.auth,
+            audit: self.audit,
+        }
+    }
+
+    /// Lets the AWS backend write rebuilt snapshots after the response, in `queue` (see
+    /// `AfterResponse`).
+    pub fn after_response(mut self, queue: Arc<AfterResponse>) -> Self {
+        self.after_response = Some(queue);
+        self
+    }
+
+    /// Whether to refuse to start when the AWS table or bucket is missing (default: yes). The
+    /// functions skip it: it would add a round trip to every cold start, the stack creates both
+    /// with them, and a missing one still gets a clear answer (each request that needs it is a
+    /// 503 naming it).
+    pub fn check_resources(mut self, check: bool) -> Self {
+        self.check_resources = check;
+        self
+    }
+
+    /// Serves stores the caller already has instead of opening the configured backend. Unless
+    /// given one, the authoriser is then open mode's and the audit log is kept in memory.
+    pub fn stores(
+        mut self,
+        metadata: Arc<dyn MetadataStore>,
+        tarballs: Arc<dyn TarballStore>,
+    ) -> Self {
+        self.stores = Some((metadata, tarballs));
+        self
+    }
+
+    /// Uses `auth` instead of the configured mode's authoriser.
+    pub fn auth(mut self, auth: Authorizer) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Records writes in `audit` instead of the backend's audit log.
+    pub fn audit(mut self, audit: Arc<dyn AuditLog>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Opens the configured backend's stores (checking the AWS resources unless told not to).
+    pub async fn open_stores(self) -> Result<Stores, StartError> {
+        open_backend(
+            &self.config,
+            self.sdk,
+            self.after_response,
+            self.check_resources,
+        )
+        .await
+    }
+
+    /// The configured backend's audit log alone (`registry-server audit`): it needs neither the
+    /// metadata database (which a running server holds) nor the bucket, nor any check of them.
+    pub async fn open_audit_log(self) -> Result<Arc<dyn AuditLog>, StartError> {
+        let retention = AuditRetention::days(self.config.audit_retention_days);
+        Ok(match self.config.storage {
+            StorageKind::Local => Arc::new(FileAuditLog::new(&self.config.data_dir, retention)),
+            StorageKind::Aws => {
+                let settings = aws::aws_settings(&self.config)?;
+                let s = AwsStorage::new(&self.sdk.load().await, settings);
+                Arc::new(s.audit_log(retention))
+            }
+        })
+    }
+
+    /// Builds the application's state.
+    pub async fn build(self) -> Result<Arc<AppState>, StartError> {
+        let AppBuilder {
+            config,
+            sdk,
+            after_response,
+            check_resources,
+            stores,
+            auth,
+            audit,
+        } = self;
+        let (metadata, tarballs, auth, audit) = match stores {
+            Some((metadata, tarballs)) => {
+                let auth = match auth {
+                    Some(auth) => auth,
+                    None if config.auth == AuthMode::Open => Authorizer::Open,
+                    // GitHub mode keeps tokens and caches in the backend's key-value store.
+                    None => {
+                        return Err(StartError::Config(
+                            "GitHub mode around given stores needs its authoriser (AppBuilder::auth)"
+                                .into(),
+                        ));
+                    }
+                };
+                let audit = audit.unwrap_or_else(|| {
+                    Arc::new(MemoryAuditLog::new(AuditRetention::days(
+                        config.audit_retention_days,
+                    )))
+                });
+                (metadata, tarballs, auth, audit)
+            }
+            None => {
+                let stores = open_backend(&config, sdk, after_response, check_resources).await?;
+                let auth = match auth {
+                    Some(auth) => auth,
+                    None => auth::authorizer(&config, stores.kv.clone())?,
+                };
+                (
+                    stores.metadata,
+                    stores.tarballs,
+                    auth,
+                    audit.unwrap_or(stores.audit),
+                )
+            }
+        };
+        Ok(assemble(config, metadata, tarballs, auth, audit))
+    }
+}
+
+/// Opens `config`'s backend, the AWS SDK configured from `sdk`.
+async fn open_backend(
+    config: &Config,
+    sdk: impl SdkSource,
+    after_response: Option<Arc<AfterResponse>>,
+    check_resources: bool,
+) -> Result<Stores, StartError> {
+    let retention = AuditRetention::days(config.audit_retention_days);
+    Ok(match config.storage {
+        StorageKind::Local => {
+            let (m, t) = embedded::open(&config.data_dir)?;
+            let m = Arc::new(m);
+            Stores {
+                metadata: m.clone(),
+                tarballs: Arc::new(t),
+                kv: m,
+                audit: Arc::new(FileAuditLog::new(&config.data_dir, retention)),
+            }
+        }
+        StorageKind::Aws => {
+            let settings = aws::aws_settings(config)?;
+            let mut s = AwsStorage::new(&sdk.load().await, settings);
+            if let Some(queue) = after_response {
+                s = s.with_snapshot_writes_after_response(queue);
+            }
+            if check_resources {
+                aws::check_aws_resources(&s).await?;
+            }
+            let s = Arc::new(s);
+            Stores {
+                metadata: s.clone(),
+                tarballs: s.clone(),
+                kv: s.clone(),
+                audit: Arc::new(s.audit_log(retention)),
+            }
+        }
+    })
+}
+
+/// The application state around stores, authoriser and audit log: limits and caches sized by
+/// the configuration.
+fn assemble(
+    config: Config,
+    metadata: Arc<dyn MetadataStore>,
+    tarballs: Arc<dyn TarballStore>,
+    auth: Authorizer,
+    audit: Arc<dyn AuditLog>,
+) -> Arc<AppState> {
+    let tarball_limits = TarballLimits {
+        max_unpacked_bytes: config.max_unpacked_bytes,
+        ..TarballLimits::default()
+    };
+    let packuments = PackumentCache::new(config.packument_cache_bytes);
+    let body_budget = Arc::new(tokio::sync::Semaphore::new(
+        config
+            .max_body_bytes_in_flight
+            .min(tokio::sync::Semaphore::MAX_PERMITS),
+    ));
+    Arc::new(AppState {
+        body_budget,
+        metadata,
+        tarballs,
+        config,
+        auth,
+        tarball_limits,
+        packuments,
+        audit,
+    })
+}

@@ -1,0 +1,291 @@
+//! From a request to a handler: the router, the public-URL prefix and base URL, the refusals that
+//! need only the request line and headers (cross-site writes, oversized bodies, anonymous writes)
+//! and the audit record of every write.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use super::body::{declared_length, route_limit, too_large};
+use super::routes::{self, Route, RouteError, RouteGroup, RouteTraits};
+use super::{ApiError, AppState, RequestContext, audit, auth, metadata, publish, tarball};
+use crate::auth::{Caller, Identity};
+use crate::config::Config;
+
+/// Builds the router serving `groups`. The local server passes every group; each Lambda one.
+pub fn router(state: Arc<AppState>, groups: &[RouteGroup]) -> Router {
+    let groups: Arc<[RouteGroup]> = groups.into();
+    Router::new()
+        .fallback(
+            move |State(state): State<Arc<AppState>>, request: Request| {
+                let groups = groups.clone();
+                async move { dispatch(state, &groups, request).await }
+            },
+        )
+        .with_state(state)
+}
+
+/// Set by the Lambda adapter (never by clients) to the API Gateway stage's path, e.g. `/prod`.
+pub const BASE_PATH_HEADER: &str = "x-registry-base-path";
+
+fn forwarded_base_path(headers: &HeaderMap) -> &str {
+    headers
+        .get(BASE_PATH_HEADER)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+}
+
+/// The base URL links point at: the configured public URL, or (on Lambda, where it is not
+/// known in advance) the request's host and stage.
+fn base_url(config: &Config, headers: &HeaderMap) -> String {
+    if let Some(url) = &config.public_url {
+        return url.clone();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("http");
+    format!("{proto}://{host}{}", forwarded_base_path(headers))
+}
+
+/// The path prefix routes must ignore: the public URL's path (`/npm` in `https://host/npm`), or
+/// the stage path the Lambda adapter passes on.
+fn path_prefix(config: &Config, headers: &HeaderMap) -> String {
+    match config
+        .public_url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+    {
+        Some(u) => u.path().trim_end_matches('/').to_string(),
+        None => forwarded_base_path(headers)
+            .trim_end_matches('/')
+            .to_string(),
+    }
+}
+
+async fn dispatch(state: Arc<AppState>, groups: &[RouteGroup], request: Request) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let raw_path = request.uri().path().to_string();
+    let prefix = path_prefix(&state.config, request.headers());
+    let path = match raw_path.strip_prefix(&prefix) {
+        Some(rest) if !prefix.is_empty() && (rest.is_empty() || rest.starts_with('/')) => {
+            rest.to_string()
+        }
+        _ => raw_path.clone(),
+    };
+    let path_and_query = match request.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let resolved = match routes::resolve(&method, &path) {
+        Ok(route) => Resolved::Route(route),
+        Err(RouteError::Rejected(rejected)) => Resolved::Rejected(rejected),
+        Err(e) => Resolved::Unknown(e),
+    };
+    let mut response = serve(&state, groups, resolved, path_and_query, request).await;
+    // An error may be answered before the body was read; the connection then cannot carry
+    // another request, so tell the client instead of letting it reuse a closing connection.
+    if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    // A token revocation's path may hold a whole token (`npm token revoke <token>`).
+    let logged_path = match raw_path.find("/-/npm/v1/tokens/token/") {
+        Some(at) => format!("{}/-/npm/v1/tokens/token/<redacted>", &raw_path[..at]),
+        None => raw_path,
+    };
+    tracing::info!(
+        method = %method,
+        path = %logged_path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+/// What the path resolved to.
+enum Resolved {
+    /// A route, its parameters valid.
+    Route(Route),
+    /// A route whose parameter is not valid: refused as that route would be, then for it.
+    Rejected(routes::Rejected),
+    /// Nothing this registry answers.
+    Unknown(RouteError),
+}
+
+/// Answers a resolved request: refusals that need only the request line and headers, the
+/// caller, the handler, then the audit record of a write.
+async fn serve(
+    state: &AppState,
+    groups: &[RouteGroup],
+    resolved: Resolved,
+    path_and_query: String,
+    request: Request,
+) -> Response {
+    let traits = match &resolved {
+        Resolved::Route(route) => route.traits(),
+        Resolved::Rejected(rejected) => rejected.traits,
+        Resolved::Unknown(e) => return ApiError::from(e.clone()).into_response(),
+    };
+    if !groups.contains(&traits.group) {
+        return ApiError::NotFound("not found".into()).into_response();
+    }
+    let (parts, body) = request.into_parts();
+    let caller = match admit(state, traits, &parts.method, &parts.headers).await {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    let ctx = RequestContext {
+        body_limit: traits.body.map_or(0, |limit| route_limit(state, limit)),
+        base_url: base_url(&state.config, &parts.headers),
+        headers: parts.headers,
+        path_and_query,
+        caller,
+        audit: audit::AuditNote::default(),
+    };
+    let (audited, result) = match resolved {
+        Resolved::Route(route) => (
+            audit::audited(&route),
+            handle(state, &ctx, route, body).await,
+        ),
+        Resolved::Rejected(rejected) => (
+            audit::audited_rejection(&rejected),
+            Err(ApiError::from(RouteError::Rejected(rejected))),
+        ),
+        Resolved::Unknown(e) => (None, Err(ApiError::from(e))),
+    };
+    if let Some((package, default)) = audited {
+        let events = audit::events(
+            package.as_ref(),
+            default,
+            &ctx.audit,
+            &ctx.caller,
+            audit::outcome_of(&result),
+            chrono::Utc::now(),
+        );
+        audit::record(state, events).await;
+    }
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Each group's handler gets its own routes.
+async fn handle(
+    state: &AppState,
+    ctx: &RequestContext,
+    route: Route,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    match route {
+        Route::Metadata(route) => metadata::handle(state, ctx, route).await,
+        Route::Publish(route) => publish::handle(state, ctx, route, body).await,
+        Route::Tarball(route) => tarball::handle(state, ctx, route).await,
+        Route::Auth(route) => auth::handle(state, ctx, route, body).await,
+    }
+}
+
+/// The caller, once the refusals that need nothing but the request line and headers have
+/// passed: no GitHub call, no store read, no body byte is spent on those.
+async fn admit(
+    state: &AppState,
+    traits: RouteTraits,
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    if let Some(refusal) = cross_site_write(method, headers) {
+        return Err(refusal);
+    }
+    if let Some(limit) = traits.body.map(|limit| route_limit(state, limit))
+        && declared_length(headers).is_some_and(|len| len > limit as u64)
+    {
+        return Err(too_large(limit));
+    }
+    // Logging in must work whatever stale token .npmrc still holds; the exchange's bearer is
+    // an OIDC ID token, not a credential of this registry.
+    if traits.signs_in {
+        return Ok(Caller::anonymous());
+    }
+    // An installation token never writes: refused by its prefix, before GitHub is asked who it
+    // is (one that GitHub has to name is refused in `anonymous_write`).
+    if traits.writes
+        && state.auth.github().is_some()
+        && crate::auth::bears_installation_token(headers)
+    {
+        return Err(crate::auth::installation_write_refused().into());
+    }
+    let caller = state.auth.caller(headers).await?;
+    anonymous_write(state, traits, caller)
+}
+
+/// Browsers may send a cross-origin write without asking first (no CORS preflight) only as a
+/// "simple request": a form-like content type, or no body. npm, pnpm, yarn and bun send JSON
+/// and no `Sec-Fetch-Site`. So a write with a form-like body, or one a browser marks as
+/// cross-site, is refused: a web page cannot drive a registry on localhost (open mode has no
+/// token that would stop it).
+fn cross_site_write(method: &axum::http::Method, headers: &HeaderMap) -> Option<ApiError> {
+    use axum::http::Method;
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return None;
+    }
+    let site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
+    let form_like = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let essence = v
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            matches!(
+                essence.as_str(),
+                "text/plain" | "application/x-www-form-urlencoded" | "multipart/form-data"
+            )
+        })
+        .unwrap_or(false);
+    if form_like || matches!(site, "cross-site" | "same-site") {
+        return Some(ApiError::Forbidden(
+            "writes must be sent as JSON (Content-Type: application/json) and not from a web page"
+                .into(),
+        ));
+    }
+    None
+}
+
+/// GitHub mode: a write needs a caller who may write at all, and says so before its body is
+/// read or GitHub is asked anything about the package: anonymous callers are asked to sign in,
+/// installation tokens (which only read) are refused.
+fn anonymous_write(
+    state: &AppState,
+    traits: RouteTraits,
+    caller: Caller,
+) -> Result<Caller, ApiError> {
+    if !traits.writes || state.auth.github().is_none() {
+        return Ok(caller);
+    }
+    match caller.identity {
+        Identity::Anonymous => Err(ApiError::Unauthorized(
+            "authentication required: put a GitHub token in .npmrc (//registry/:_authToken=...) or run npm login".into(),
+        )),
+        Identity::Installation => Err(crate::auth::installation_write_refused().into()),
+        _ => Ok(caller),
+    }
+}

@@ -1,0 +1,136 @@
+//! What every handler works with: the process-wide state and the request's context, and the
+//! answers that depend on who asks (authorisation, and what a missing package looks like).
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use axum::response::Response;
+
+use super::respond::redirect;
+use super::{ApiError, audit, rendered};
+use crate::auth::{Action, AuthError, Authorizer, Caller, Identity};
+use crate::config::Config;
+use crate::domain::tarball::TarballLimits;
+use crate::domain::{PackageName, PackageRecord, RepoRef};
+use crate::storage::{AuditLog, MetadataStore, TarballStore};
+
+/// Everything a handler needs, built once per process.
+pub struct AppState {
+    /// Package metadata.
+    pub metadata: Arc<dyn MetadataStore>,
+    /// Tarball bytes.
+    pub tarballs: Arc<dyn TarballStore>,
+    /// Settings.
+    pub config: Config,
+    /// Authorisation.
+    pub auth: Authorizer,
+    /// Bounds on tarball inspection.
+    pub tarball_limits: TarballLimits,
+    /// Packuments rendered per revision.
+    pub packuments: rendered::PackumentCache,
+    /// Bytes of request bodies the process may hold at once (`REGISTRY_MAX_BODY_BYTES_IN_FLIGHT`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// Where every write is recorded (`http::audit`).
+    pub audit: Arc<dyn AuditLog>,
+}
+
+/// What a handler sees of a request.
+pub struct RequestContext {
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// Path after the public-URL prefix, still percent-encoded, with the query.
+    pub path_and_query: String,
+    /// Base URL for links the registry emits (`dist.tarball`).
+    pub base_url: String,
+    /// Who is calling.
+    pub caller: Caller,
+    /// The most body bytes this request's route reads (`body_limit_of`); 0 for routes that
+    /// read none.
+    pub body_limit: usize,
+    /// What the handler did, for the audit log (`http::audit`).
+    pub audit: audit::AuditNote,
+}
+
+impl AppState {
+    /// Decides whether the caller may act on the package, which belongs to the repository its
+    /// record is bound to (or, for a package stored before GitHub mode was on, `scope/name`).
+    /// A caller who may not even read the package gets exactly what a missing name gets.
+    pub async fn authorize(
+        &self,
+        ctx: &RequestContext,
+        name: &PackageName,
+        record: Option<&PackageRecord>,
+        action: Action,
+    ) -> Result<(), ApiError> {
+        if matches!(self.auth, Authorizer::Open) {
+            return Ok(());
+        }
+        let Some(repo) = record
+            .and_then(|r| r.repository.clone())
+            .or_else(|| RepoRef::new(name.scope().unwrap_or(""), name.base_name()))
+        else {
+            return Err(self.missing(ctx, name).await);
+        };
+        match self.auth.check(&ctx.caller, name, &repo, action).await {
+            Ok(_) => Ok(()),
+            Err(AuthError::Hidden) => Err(self.missing(ctx, name).await),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The answer for a package that does not exist, and (so that outsiders cannot tell them
+    /// apart) for one the caller may not read: in GitHub mode an anonymous caller is asked to
+    /// authenticate, anyone else hears that the package does not exist. Same status, body and
+    /// headers either way. An installation token's caller also hears what the token reaches
+    /// (which depends on the token alone, never on the package).
+    pub async fn missing(&self, ctx: &RequestContext, name: &PackageName) -> ApiError {
+        let Some(github) = self.auth.github() else {
+            return ApiError::package_not_found(name);
+        };
+        match ctx.caller.identity {
+            Identity::Anonymous => ApiError::Unauthorized(format!(
+                "authentication required to access {name}: put a GitHub token in .npmrc (//registry/:_authToken=...) or run npm login"
+            )),
+            Identity::Installation => ApiError::NotFound(crate::auth::not_reached(
+                name,
+                github.reach(&ctx.caller).await.as_ref(),
+            )),
+            _ => ApiError::package_not_found(name),
+        }
+    }
+
+    /// Where to send a read for a package this registry does not have, if anywhere: the upstream
+    /// registry, for unscoped names and scopes not served here.
+    pub fn upstream_location(&self, name: &PackageName, path_and_query: &str) -> Option<String> {
+        let upstream = self.config.upstream.as_ref()?;
+        let foreign = match name.scope() {
+            None => true,
+            Some(scope) => {
+                !self.config.allowed_owners.is_empty() && !self.config.serves_scope(scope)
+            }
+        };
+        foreign.then(|| format!("{upstream}{path_and_query}"))
+    }
+
+    /// The package record, unless the package is absent or was unpublished as a whole: what
+    /// routes that need no version record answer from.
+    pub async fn published_package(
+        &self,
+        name: &PackageName,
+    ) -> Result<Option<PackageRecord>, ApiError> {
+        let record = self.metadata.package(name).await?;
+        Ok(record.filter(|package| package.unpublished.is_none()))
+    }
+
+    /// The answer for an unknown package: a redirect to the upstream registry, or `missing`.
+    pub async fn not_here(
+        &self,
+        name: &PackageName,
+        ctx: &RequestContext,
+    ) -> Result<Response, ApiError> {
+        match self.upstream_location(name, &ctx.path_and_query) {
+            Some(location) => Ok(redirect(&location)),
+            None => Err(self.missing(ctx, name).await),
+        }
+    }
+}
