@@ -287,15 +287,6 @@ impl Config {
         }
         Ok(config)
     }
-
-    /// True when `owner`'s scope is served here (compared case-insensitively).
-    pub fn serves_scope(&self, scope: &str) -> bool {
-        self.allowed_owners.is_empty()
-            || self
-                .allowed_owners
-                .iter()
-                .any(|o| o.eq_ignore_ascii_case(scope))
-    }
 }
 
 /// The log filter from `REGISTRY_LOG` (`info` by default): a default level and `target=level`
@@ -345,7 +336,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.upstream, None);
         assert_eq!(c.public_url.as_deref(), Some("https://r.example/npm"));
-        assert!(c.serves_scope("acme") && c.serves_scope("B") && !c.serves_scope("c"));
+        assert_eq!(c.allowed_owners, ["acme", "b"]);
         assert_eq!(
             cfg(&[("REGISTRY_STORAGE", "s3")]).unwrap_err().key,
             "REGISTRY_STORAGE"

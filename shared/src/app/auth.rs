@@ -57,7 +57,7 @@ pub(super) fn authorizer(config: &Config, kv: Arc<dyn KvStore>) -> Result<Author
                 chrono::Duration::days(config.token_days as i64),
             );
             let settings = GithubSettings {
-                allowed_owners: config.allowed_owners.clone(),
+                scopes: super::scope_policy(config),
                 public_read: config.public_read,
                 fresh_for: chrono::Duration::seconds(config.github_cache_seconds as i64),
                 stale_for: chrono::Duration::hours(1).max(chrono::Duration::seconds(

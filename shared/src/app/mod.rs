@@ -21,6 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::auth::Authorizer;
+use crate::auth::scopes::ScopePolicy;
 use crate::config::{AuthMode, Config, StorageKind};
 use crate::domain::tarball::TarballLimits;
 use crate::http::AppState;
@@ -306,6 +307,7 @@ fn assemble(
             .min(tokio::sync::Semaphore::MAX_PERMITS),
     ));
     Arc::new(AppState {
+        scopes: scope_policy(&config),
         body_budget,
         metadata,
         tarballs,
@@ -315,4 +317,9 @@ fn assemble(
         packuments,
         audit,
     })
+}
+
+/// The one owner allow-list, for the HTTP layer and the authoriser alike.
+pub(crate) fn scope_policy(config: &Config) -> ScopePolicy {
+    ScopePolicy::new(&config.allowed_owners, config.auth == AuthMode::Github)
 }

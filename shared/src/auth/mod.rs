@@ -7,6 +7,7 @@
 
 pub mod github;
 pub mod oidc;
+pub mod scopes;
 pub mod tokens;
 pub mod trust;
 
@@ -244,8 +245,8 @@ pub fn not_reached(package: &PackageName, reach: Option<&InstallationReach>) -> 
 /// GitHub-mode settings.
 #[derive(Debug, Clone)]
 pub struct GithubSettings {
-    /// Owners whose scopes are served (lowercase); empty means any.
-    pub allowed_owners: Vec<String>,
+    /// Which names are stored here (the owner allow-list).
+    pub scopes: scopes::ScopePolicy,
     /// Whether packages of public repositories may be read without a token.
     pub public_read: bool,
     /// How long a GitHub answer is used for reads without asking again.
@@ -820,27 +821,6 @@ impl Authorizer {
         }
     }
 
-    /// Whether this registry stores `package` at all (GitHub mode: scoped names of allowed
-    /// owners only; everything else belongs to the upstream registry).
-    pub fn serves(&self, package: &PackageName) -> Result<(), String> {
-        let Authorizer::Github(g) = self else {
-            return Ok(());
-        };
-        let Some(scope) = package.scope() else {
-            return Err(format!(
-                "{package} is unscoped: this registry only stores scoped packages whose scope is a GitHub owner; publish it to the public registry"
-            ));
-        };
-        let owners = &g.settings.allowed_owners;
-        if !owners.is_empty() && !owners.iter().any(|o| o.eq_ignore_ascii_case(scope)) {
-            return Err(format!(
-                "scope @{scope} is not served by this registry (allowed owners: {})",
-                owners.join(", ")
-            ));
-        }
-        Ok(())
-    }
-
     /// Decides whether `caller` may do `action` to `package`, which belongs to `repo`. Returns
     /// the caller's access (GitHub mode) for callers that need the canonical repository name.
     pub async fn check(
@@ -853,7 +833,10 @@ impl Authorizer {
         let Authorizer::Github(g) = self else {
             return Ok(None);
         };
-        self.serves(package).map_err(AuthError::Forbidden)?;
+        g.settings
+            .scopes
+            .stores(package)
+            .map_err(|e| AuthError::Forbidden(e.to_string()))?;
         if let Some(grant) = caller.publish_grant() {
             return g
                 .check_workflow(grant, package, repo, action)

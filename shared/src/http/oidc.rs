@@ -68,7 +68,10 @@ async fn try_exchange(
                     .into(),
             )
         })?;
-    state.auth.serves(name).map_err(ApiError::Forbidden)?;
+    state
+        .scopes
+        .stores(name)
+        .map_err(|e| ApiError::Forbidden(e.to_string()))?;
     let id_token = bearer(&ctx.headers).ok_or_else(|| {
         ApiError::Unauthorized(
             "the exchange needs the workflow's OIDC ID token as the bearer token".into(),

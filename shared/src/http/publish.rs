@@ -96,17 +96,13 @@ async fn publish_version(
 ) -> Result<Response, ApiError> {
     let name = PackageName::parse_new(url_name.as_str())
         .map_err(|e| ApiError::BadRequest(format!("invalid package name '{url_name}': {e}")))?;
-    if let Some(scope) = name.scope()
-        && !state.config.serves_scope(scope)
-    {
-        return Err(ApiError::Forbidden(format!(
-            "scope @{scope} is not served by this registry"
-        )));
-    }
+    state
+        .scopes
+        .stores(&name)
+        .map_err(|e| ApiError::Forbidden(e.to_string()))?;
     ctx.audit.set(vec![
         AuditEntry::new(AuditAction::Publish).version(&pending.version),
     ]);
-    state.auth.serves(&name).map_err(ApiError::Forbidden)?;
     // Authorise before any work on the tarball: the binding as read now decides who may
     // publish, and the write below only lands while that binding is still the stored one.
     let declared = declared_repository(state, &name, pending.declared_repository())?;

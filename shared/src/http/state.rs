@@ -8,6 +8,7 @@ use axum::response::Response;
 
 use super::respond::redirect;
 use super::{ApiError, audit, rendered};
+use crate::auth::scopes::ScopePolicy;
 use crate::auth::{Action, AuthError, Authorizer, Caller, Identity};
 use crate::config::Config;
 use crate::domain::tarball::TarballLimits;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub tarballs: Arc<dyn TarballStore>,
     /// Settings.
     pub config: Config,
+    /// Which names are stored here and which belong upstream (the owner allow-list).
+    pub scopes: ScopePolicy,
     /// Authorisation.
     pub auth: Authorizer,
     /// Bounds on tarball inspection.
@@ -103,13 +106,9 @@ impl AppState {
     /// registry, for unscoped names and scopes not served here.
     pub fn upstream_location(&self, name: &PackageName, path_and_query: &str) -> Option<String> {
         let upstream = self.config.upstream.as_ref()?;
-        let foreign = match name.scope() {
-            None => true,
-            Some(scope) => {
-                !self.config.allowed_owners.is_empty() && !self.config.serves_scope(scope)
-            }
-        };
-        foreign.then(|| format!("{upstream}{path_and_query}"))
+        self.scopes
+            .is_upstream(name)
+            .then(|| format!("{upstream}{path_and_query}"))
     }
 
     /// The package record, unless the package is absent or was unpublished as a whole: what

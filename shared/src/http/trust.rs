@@ -70,7 +70,10 @@ pub async fn create(
             "this registry token is read-only; it cannot configure trusted publishing".into(),
         ));
     }
-    state.auth.serves(name).map_err(ApiError::Forbidden)?;
+    state
+        .scopes
+        .stores(name)
+        .map_err(|e| ApiError::Forbidden(e.to_string()))?;
     // Who the caller is and what the package is bound to are settled before the body is read.
     let record = state.metadata.package(name).await?;
     let requests =
