@@ -77,7 +77,7 @@ pub struct Config {
     /// `REGISTRY_UPSTREAM`, without a trailing slash; `None` when set to the empty string.
     pub upstream: Option<String>,
     /// `REGISTRY_TOKEN_SECRET`.
-    pub token_secret: Option<String>,
+    pub token_secret: Option<crate::secret::Secret>,
     /// `REGISTRY_PRESIGN_SECONDS`.
     pub presign_seconds: u64,
     /// `REGISTRY_MAX_BODY_BYTES`.
@@ -216,7 +216,9 @@ impl Config {
                 .filter(|s| !s.is_empty())
                 .collect(),
             upstream,
-            token_secret: get("REGISTRY_TOKEN_SECRET").filter(|s| !s.is_empty()),
+            token_secret: get("REGISTRY_TOKEN_SECRET")
+                .filter(|s| !s.is_empty())
+                .map(crate::secret::Secret::new),
             presign_seconds: get("REGISTRY_PRESIGN_SECONDS")
                 .map(|v| parse_num("REGISTRY_PRESIGN_SECONDS", &v))
                 .transpose()?

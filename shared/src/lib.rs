@@ -9,6 +9,7 @@ pub mod http;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod listener;
+pub mod secret;
 pub mod storage;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

@@ -13,6 +13,7 @@ use crate::storage::KvStore;
 /// data directory, readable by its owner only.
 fn token_secret(config: &Config) -> Result<Vec<u8>, StartError> {
     if let Some(secret) = &config.token_secret {
+        let secret = secret.expose();
         if secret.len() < 32 {
             return Err(StartError::Config(
                 "REGISTRY_TOKEN_SECRET must be at least 32 characters".into(),

@@ -28,6 +28,7 @@ use crate::domain::audit::AuditActor;
 pub use crate::domain::audit::CredentialKind;
 pub use crate::domain::trust::WorkflowRun;
 use crate::domain::{PackageName, RepoRef};
+pub use crate::secret::Secret;
 use crate::storage::KvStore;
 
 /// What a request wants to do to a package.
@@ -118,16 +119,6 @@ pub enum AuthError {
     Unavailable(String),
 }
 
-/// A secret that never shows in `Debug` output or logs.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
 /// The resolved caller of one request.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -168,7 +159,7 @@ impl Caller {
 
     /// The GitHub token behind the request (sent directly, or sealed behind a registry token).
     pub fn github_token(&self) -> Option<&str> {
-        self.github_token.as_ref().map(|s| s.0.as_str())
+        self.github_token.as_ref().map(Secret::expose)
     }
 
     /// Whether the request came with a read-only registry token (which may not manage tokens).
@@ -671,7 +662,7 @@ impl GithubAuth {
                 .map_err(|e| AuthError::Unauthenticated(e.to_string()))?;
             return Ok(Caller {
                 identity: Identity::User(claims.sub),
-                github_token: Some(Secret(github)),
+                github_token: Some(Secret::new(github)),
                 registry_token: Some(RegistryTokenUse {
                     readonly: claims.scope == "read",
                     lineage: tokens::Lineage {
@@ -688,7 +679,7 @@ impl GithubAuth {
         };
         Ok(Caller {
             identity,
-            github_token: Some(Secret(token.to_string())),
+            github_token: Some(Secret::new(token)),
             registry_token: None,
             grant: None,
         })
