@@ -332,7 +332,10 @@ async fn an_invalid_tag_is_refused_in_its_routes_order() {
     let (status, answer) = send(&metadata, "PUT", path, body()).await;
     assert_eq!(
         (status, answer),
-        (StatusCode::NOT_FOUND, json!({"error": "not found"}))
+        (
+            StatusCode::NOT_FOUND,
+            json!({"error": "not found", "code": "not_found"})
+        )
     );
 
     // A cross-site write is refused first, whatever its tag.
