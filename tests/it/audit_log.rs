@@ -15,6 +15,7 @@ use registry::auth::CredentialKind;
 use registry::domain::PackageName;
 use registry::domain::audit::{AuditAction, AuditActor, AuditEvent, AuditOutcome, AuditQuery};
 use registry::storage::audit_file::{AUDIT_FILE, FileAuditLog};
+use registry::storage::aws::layout::{Partition, attr};
 use registry::storage::{AuditLog, AuditRetention};
 use semver::Version;
 use serde_json::{Value, json};
@@ -207,31 +208,35 @@ async fn audit_log_contract_aws() {
     let items = ddb
         .query()
         .table_name(&resources.table)
-        .key_condition_expression("pk = :pk")
+        .key_condition_expression(format!("{} = :pk", attr::PK))
         .expression_attribute_values(
             ":pk",
-            aws_sdk_dynamodb::types::AttributeValue::S("~audit/package/@acme/a".into()),
+            aws_sdk_dynamodb::types::AttributeValue::S(
+                Partition::AuditPackage(&PackageName::parse("@acme/a").unwrap()).pk(),
+            ),
         )
         .send()
         .await
         .unwrap();
     assert_eq!(items.count(), 3, "one item per event of the package");
-    assert!(items.items().iter().all(|i| !i.contains_key("ttl")));
+    assert!(items.items().iter().all(|i| !i.contains_key(attr::TTL)));
     let kept = storage.audit_log(AuditRetention::days(Some(30)));
     let e = event(Utc::now(), Some("@acme/ttl"), "alice");
     kept.append(&e).await.unwrap();
     let items = ddb
         .query()
         .table_name(&resources.table)
-        .key_condition_expression("pk = :pk")
+        .key_condition_expression(format!("{} = :pk", attr::PK))
         .expression_attribute_values(
             ":pk",
-            aws_sdk_dynamodb::types::AttributeValue::S("~audit/package/@acme/ttl".into()),
+            aws_sdk_dynamodb::types::AttributeValue::S(
+                Partition::AuditPackage(&PackageName::parse("@acme/ttl").unwrap()).pk(),
+            ),
         )
         .send()
         .await
         .unwrap();
-    let ttl: i64 = items.items()[0]["ttl"].as_n().unwrap().parse().unwrap();
+    let ttl: i64 = items.items()[0][attr::TTL].as_n().unwrap().parse().unwrap();
     assert_eq!(ttl, (e.time + Duration::days(30)).timestamp());
 }
 

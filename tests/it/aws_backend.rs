@@ -15,6 +15,7 @@ use registry::domain::{
     DistTag, PackageDocument, PackageName, PackageRecord, VersionRecord, VersionState,
 };
 use registry::http::{RouteGroup, router};
+use registry::storage::aws::layout::ObjectKey;
 use registry::storage::aws::{AwsStorage, RequestCounts};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -246,7 +247,10 @@ async fn snapshots_serve_new_instances_and_heal() {
 
     // A snapshot no release can read (say, another layout) is rebuilt like a missing one.
     resources
-        .put_object("snapshots/@acme/snap.json", b"{\"not\": \"a document\"}")
+        .put_object(
+            &ObjectKey::Snapshot(&PackageName::parse("@acme/snap").unwrap()).to_string(),
+            b"{\"not\": \"a document\"}",
+        )
         .await;
     let (status, body, counts) = harness_on(&resources)
         .await
@@ -254,7 +258,7 @@ async fn snapshots_serve_new_instances_and_heal() {
         .await;
     assert_eq!((status, &body), (StatusCode::OK, &first));
     assert_eq!(counts.get("DynamoDB.Query"), Some(&1), "{counts:?}");
-    let snapshots = resources.objects("snapshots/").await;
+    let snapshots = resources.objects(ObjectKey::SNAPSHOTS).await;
     assert_eq!(snapshots.len(), 1);
     let stored: PackageDocument = serde_json::from_slice(&snapshots[0].1).unwrap();
     assert_eq!(

@@ -10,6 +10,7 @@ use axum::http::Method;
 use registry::http::RouteGroup;
 use registry::http::route_table::{CLIENT_REQUESTS, ROUTE_TABLE, api_gateway_match};
 use registry::http::routes::resolve;
+use registry::storage::aws::layout::attr;
 use serde_json::Value;
 
 const BEGIN: &str = "  # BEGIN GENERATED ROUTES";
@@ -337,7 +338,7 @@ fn each_function_role_holds_only_its_own_permissions() {
     );
     let table = &resources["Table"]["Properties"];
     assert_eq!(table["BillingMode"], "PAY_PER_REQUEST");
-    assert_eq!(table["TimeToLiveSpecification"]["AttributeName"], "ttl");
+    assert_eq!(table["TimeToLiveSpecification"]["AttributeName"], attr::TTL);
     assert_eq!(
         table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
         true
@@ -356,8 +357,8 @@ fn each_function_role_holds_only_its_own_permissions() {
     assert_eq!(
         keys,
         [
-            ("pk".to_string(), "HASH".to_string()),
-            ("sk".to_string(), "RANGE".to_string())
+            (attr::PK.to_string(), "HASH".to_string()),
+            (attr::SK.to_string(), "RANGE".to_string())
         ],
         "the key schema the AWS backend uses"
     );

@@ -174,7 +174,9 @@ async fn functions_on_the_aws_backend_answer_invocations() {
     // The rebuilt document is stored after the response, before the function asks for more.
     runtime.idle().await;
     let metadata_busy = metadata.started.elapsed();
-    let snapshots = resources.objects("snapshots/").await;
+    let snapshots = resources
+        .objects(registry::storage::aws::layout::ObjectKey::SNAPSHOTS)
+        .await;
     let [(key, snapshot)] = &snapshots[..] else {
         panic!("one snapshot stored after the first read, not {snapshots:?}");
     };

@@ -10,11 +10,11 @@ use e2e::{AwsResources, Backend, Npm, Server, escaped, http, stack, write_packag
 use serde_json::{Value, json};
 use sha1::Digest;
 
-/// The key and attribute names the code uses (`shared/src/storage/aws/layout.rs`): items are keyed by
-/// `pk` and `sk` (strings), and expiring items carry their expiry in `ttl`.
-const PARTITION_KEY: &str = "pk";
-const SORT_KEY: &str = "sk";
-const TTL_ATTRIBUTE: &str = "ttl";
+/// The key and attribute names the code uses: items are keyed by `pk` and `sk` (strings), and
+/// expiring items carry their expiry in `ttl`.
+use registry::storage::aws::layout::attr::{
+    PK as PARTITION_KEY, SK as SORT_KEY, TTL as TTL_ATTRIBUTE,
+};
 
 fn view_json(npm: &Npm, cwd: &Path, args: &[&str]) -> Value {
     let mut all = vec!["view"];
@@ -208,7 +208,10 @@ async fn npm_flow_on_the_deployed_stack() {
     assert_eq!(redirect.status(), 302);
     let location = redirect.headers()["location"].to_str().unwrap().to_string();
     assert!(
-        location.contains(&format!("/{bucket}/tarballs/")) && location.contains("X-Amz-Signature="),
+        location.contains(&format!(
+            "/{bucket}/{}",
+            registry::storage::aws::layout::ObjectKey::TARBALLS
+        )) && location.contains("X-Amz-Signature="),
         "{location}"
     );
     let bytes = reqwest::get(&location)

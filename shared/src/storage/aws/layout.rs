@@ -201,6 +201,8 @@ pub enum ObjectKey<'a> {
 impl ObjectKey<'_> {
     /// The prefix under which every tarball is stored, for listing them.
     pub const TARBALLS: &'static str = TARBALLS_PREFIX;
+    /// The prefix under which every snapshot is stored, for listing them.
+    pub const SNAPSHOTS: &'static str = SNAPSHOTS_PREFIX;
 
     /// The tarball key of a listed object key, if it is a tarball's.
     pub fn tarball_of(object_key: &str) -> Option<TarballKey> {
