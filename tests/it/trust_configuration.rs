@@ -308,6 +308,22 @@ async fn npm_trust(backend: Backend) {
     )
     .await;
     assert_eq!(s, 403, "{b}");
+    // ... and hears exactly what she hears for a name nothing is stored under.
+    let (untaken_status, untaken) = configure(
+        &server,
+        &world.mallory,
+        "@acme/never-stored",
+        github_config("acme/widgets", "publish.yml"),
+    )
+    .await;
+    assert_eq!(untaken_status, 403, "{untaken}");
+    assert_eq!(
+        b["error"].as_str().unwrap().replace("@acme/fresh", "X"),
+        untaken["error"]
+            .as_str()
+            .unwrap()
+            .replace("@acme/never-stored", "X")
+    );
     // A configuration for a new name must name a repository of the scope's owner, one the
     // caller administers.
     let (s, b) = configure(

@@ -79,10 +79,7 @@ pub async fn create(
     let requests =
         TrustRequest::parse_all(body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let repository = one_repository(&requests)?;
-    let owner_id = match record {
-        Some(record) => authorize_admin(state, ctx, name, &record, &repository).await?,
-        None => bind_new_name(state, ctx, name, &repository).await?,
-    };
+    let owner_id = authorize_configuration(state, ctx, name, record, &repository).await?;
     let kv = github.kv().as_ref();
     let existing = trust::configurations(kv, name).await?;
     let fresh: Vec<&TrustRequest> = requests
@@ -182,51 +179,20 @@ fn one_repository(requests: &[TrustRequest]) -> Result<RepoRef, ApiError> {
     Ok(first)
 }
 
-/// For a stored package: the caller must be admin of the repository it is bound to, and the
-/// configuration must name that repository (a publish from any other would be refused by the
-/// binding). Returns the repository owner's id, pinned into the configuration.
-async fn authorize_admin(
+/// Who may configure: an admin of the repository the configuration names, which must belong to
+/// the scope's owner and, for a stored package, be the one it is bound to (a publish from any
+/// other would be refused by the binding). A name nothing is stored under is bound to that
+/// repository (a record with no versions, which reads as missing until its first publish). The
+/// named repository is judged first, so a caller who does not administer it hears the same refusal
+/// whether or not the name is taken. Returns the repository owner's id, pinned into the
+/// configuration.
+async fn authorize_configuration(
     state: &AppState,
     ctx: &RequestContext,
     name: &PackageName,
-    record: &PackageRecord,
+    record: Option<PackageRecord>,
     repository: &RepoRef,
 ) -> Result<u64, ApiError> {
-    let Some(bound) = bound_or_default(name, record) else {
-        return Err(state.missing(ctx, name).await);
-    };
-    let access = match state
-        .auth
-        .check(&ctx.caller, name, &bound, Action::Admin)
-        .await
-    {
-        Ok(access) => access,
-        // As for a publish: a name held by a package the caller cannot see is taken.
-        Err(AuthError::Hidden) => return Err(name_taken(name)),
-        Err(e) => return Err(e.into()),
-    };
-    if *repository != bound {
-        return Err(ApiError::Conflict(format!(
-            "{name} is bound to repository {bound}, so only its workflows can publish it; configure a workflow of {bound} (or rebind the package first)"
-        )));
-    }
-    if record.repository.is_none() {
-        bind(state, name, &bound).await?;
-    }
-    owner_id_of(access, &bound)
-}
-
-/// For a name nothing is stored under yet: the caller must be admin of the repository the
-/// configuration names, which must belong to the scope's owner; the name is then bound to it
-/// (a package record with no versions, which reads as missing until its first publish).
-async fn bind_new_name(
-    state: &AppState,
-    ctx: &RequestContext,
-    name: &PackageName,
-    repository: &RepoRef,
-) -> Result<u64, ApiError> {
-    let name = PackageName::parse_new(name.as_str())
-        .map_err(|e| ApiError::BadRequest(format!("invalid package name '{name}': {e}")))?;
     let scope = name.scope().unwrap_or_default();
     if !repository.owner.eq_ignore_ascii_case(scope) {
         return Err(ApiError::Forbidden(format!(
@@ -235,7 +201,7 @@ async fn bind_new_name(
     }
     let access = match state
         .auth
-        .check(&ctx.caller, &name, repository, Action::Admin)
+        .check(&ctx.caller, name, repository, Action::Admin)
         .await
     {
         Ok(access) => access,
@@ -251,15 +217,44 @@ async fn bind_new_name(
         .as_ref()
         .map_or_else(|| repository.clone(), |a| a.repo.clone());
     let owner_id = owner_id_of(access, repository)?;
-    // A racing first publish or configuration may bind the name first: then the caller is
-    // judged against that binding instead.
-    match try_bind(state, &name, &canonical).await {
-        Ok(()) => Ok(owner_id),
-        Err(BindError::Taken(record)) => {
-            Box::pin(authorize_admin(state, ctx, &name, &record, repository)).await
+    let record = match record {
+        Some(record) => record,
+        None => {
+            PackageName::parse_new(name.as_str())
+                .map_err(|e| ApiError::BadRequest(format!("invalid package name '{name}': {e}")))?;
+            // A racing first publish or configuration may bind the name first: then the
+            // caller is judged against that binding instead.
+            match try_bind(state, name, &canonical).await {
+                Ok(()) => return Ok(owner_id),
+                Err(BindError::Taken(record)) => record,
+                Err(BindError::Api(e)) => return Err(e),
+            }
         }
-        Err(BindError::Api(e)) => Err(e),
+    };
+    let Some(bound) = bound_or_default(name, &record) else {
+        return Err(state.missing(ctx, name).await);
+    };
+    if bound != *repository {
+        // Where the package is bound is told only to an admin of that repository.
+        return Err(
+            match state
+                .auth
+                .check(&ctx.caller, name, &bound, Action::Admin)
+                .await
+            {
+                Ok(_) => ApiError::Conflict(format!(
+                    "{name} is bound to repository {bound}, so only its workflows can publish it; configure a workflow of {bound} (or rebind the package first)"
+                )),
+                // As for a publish: a name held by a package the caller cannot see is taken.
+                Err(AuthError::Hidden) => name_taken(name),
+                Err(e) => e.into(),
+            },
+        );
     }
+    if record.repository.is_none() {
+        bind(state, name, &bound).await?;
+    }
+    Ok(owner_id)
 }
 
 enum BindError {
