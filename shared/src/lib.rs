@@ -13,3 +13,4 @@ pub mod secret;
 pub mod storage;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+pub mod writes;

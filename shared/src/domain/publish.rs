@@ -252,18 +252,38 @@ fn share(body: &Bytes, part: &str) -> Bytes {
     }
 }
 
+/// A publish document's checks that need no tarball: one version whose manifest names it, one
+/// attachment named for it, and dist-tags that all point at it.
 fn pending_publish(
     name: &PackageName,
     raw: RawPut<'_>,
     body: &Bytes,
 ) -> Result<PendingPublish, PublishError> {
-    let versions = raw.versions.unwrap_or_default();
+    let (version_key, version, manifest) = the_one_version(name, raw.versions.unwrap_or_default())?;
+    let attachment = the_one_attachment(name, &version, raw.attachments.unwrap_or_default())?;
+    let data = attachment_data(&attachment)?;
+    let tags = publish_tags(raw.dist_tags.unwrap_or_default(), &version_key)?;
+    let top_readme = raw
+        .readme
+        .and_then(|r| serde_json::from_str::<String>(r.get()).ok());
+    Ok(PendingPublish {
+        version,
+        manifest,
+        tags,
+        top_readme,
+        data: share(body, data.get()),
+        declared_length: attachment.length,
+    })
+}
+
+/// The document's one version: its key, parsed, and its manifest, which must name the package
+/// and the same version.
+fn the_one_version(
+    name: &PackageName,
+    versions: BTreeMap<String, &RawValue>,
+) -> Result<(String, Version, Map<String, Value>), PublishError> {
     if versions.len() != 1 {
         return Err(PublishError::VersionCount(versions.len()));
-    }
-    let attachments = raw.attachments.unwrap_or_default();
-    if attachments.len() != 1 {
-        return Err(PublishError::AttachmentCount(attachments.len()));
     }
     let (version_key, manifest) = versions
         .into_iter()
@@ -293,7 +313,19 @@ fn pending_publish(
             });
         }
     }
-    // The attachment: named for the full package name and version, as libnpmpublish does.
+    Ok((version_key, version, manifest))
+}
+
+/// The document's one attachment, named for the full package name and version as libnpmpublish
+/// names it.
+fn the_one_attachment<'a>(
+    name: &PackageName,
+    version: &Version,
+    attachments: BTreeMap<String, &'a RawValue>,
+) -> Result<RawAttachment<'a>, PublishError> {
+    if attachments.len() != 1 {
+        return Err(PublishError::AttachmentCount(attachments.len()));
+    }
     let (attachment_name, attachment) = attachments
         .into_iter()
         .next()
@@ -305,33 +337,40 @@ fn pending_publish(
             expected: expected_name,
         });
     }
-    let attachment: RawAttachment<'_> = serde_json::from_str(attachment.get())
-        .map_err(|_| PublishError::FieldType("_attachments[file]", "an object"))?;
-    let data = match attachment.data {
-        Some(d) if d.get().starts_with('"') => d,
-        Some(d) if d.get() != "null" => {
-            return Err(PublishError::FieldType(
-                "_attachments[file].data",
-                "a string",
-            ));
-        }
-        _ => {
-            return Err(PublishError::FieldType(
-                "_attachments[file].data",
-                "a base64 string",
-            ));
-        }
-    };
+    serde_json::from_str(attachment.get())
+        .map_err(|_| PublishError::FieldType("_attachments[file]", "an object"))
+}
+
+/// The attachment's `data`, still a JSON string literal (decoded only for an authorised caller).
+fn attachment_data<'a>(attachment: &RawAttachment<'a>) -> Result<&'a RawValue, PublishError> {
+    match attachment.data {
+        Some(d) if d.get().starts_with('"') => Ok(d),
+        Some(d) if d.get() != "null" => Err(PublishError::FieldType(
+            "_attachments[file].data",
+            "a string",
+        )),
+        _ => Err(PublishError::FieldType(
+            "_attachments[file].data",
+            "a base64 string",
+        )),
+    }
+}
+
+/// The dist-tags to point at the version: each must name it; none means `latest`.
+fn publish_tags(
+    dist_tags: Map<String, Value>,
+    version_key: &str,
+) -> Result<Vec<DistTag>, PublishError> {
     let mut tags = Vec::new();
-    for (tag, target) in raw.dist_tags.unwrap_or_default() {
+    for (tag, target) in dist_tags {
         let tag = DistTag::parse(&tag)?;
-        if target.as_str() != Some(version_key.as_str()) {
+        if target.as_str() != Some(version_key) {
             return Err(PublishError::TagTarget {
                 tag: tag.to_string(),
                 found: target
                     .as_str()
                     .map_or_else(|| target.to_string(), str::to_string),
-                expected: version_key.clone(),
+                expected: version_key.to_string(),
             });
         }
         tags.push(tag);
@@ -339,17 +378,7 @@ fn pending_publish(
     if tags.is_empty() {
         tags.push(DistTag::latest());
     }
-    let top_readme = raw
-        .readme
-        .and_then(|r| serde_json::from_str::<String>(r.get()).ok());
-    Ok(PendingPublish {
-        version,
-        manifest,
-        tags,
-        top_readme,
-        data: share(body, data.get()),
-        declared_length: attachment.length,
-    })
+    Ok(tags)
 }
 
 /// A publish that passed every check: safe to store.
@@ -418,32 +447,74 @@ impl PendingPublish {
     ) -> Result<ValidPublish, PublishError> {
         let PendingPublish {
             version,
-            mut manifest,
+            manifest,
             tags,
             top_readme,
             data,
             declared_length,
         } = self;
-        let tarball = decode_base64_literal(&data)?;
-        // The base64 text is as large as the tarball again: gone before the tarball is inspected.
-        drop(data);
-        let declared_length =
-            declared_length
-                .as_ref()
-                .and_then(Value::as_u64)
-                .ok_or(PublishError::FieldType(
-                    "_attachments[file].length",
-                    "a non-negative integer",
-                ))?;
-        if declared_length != tarball.len() as u64 {
-            return Err(PublishError::Length {
-                declared: declared_length,
-                actual: tarball.len() as u64,
-            });
-        }
+        let tarball = decode_tarball(data, declared_length.as_ref())?;
         let digests = check_digests(&manifest, &tarball)?;
         let summary = tarball::inspect(&tarball, limits)?;
         check_tarball_manifest(&summary.manifest, name, &version)?;
+        let fields = VersionFields::take(manifest, top_readme)?;
+        let dist = Dist {
+            shasum: digests.sha1_hex,
+            integrity: digests.integrity,
+            file_count: summary.file_count,
+            unpacked_size: summary.unpacked_size,
+            tarball_key: TarballKey::new(name, &version, &digests.sha512_hex),
+        };
+        Ok(ValidPublish {
+            version,
+            tags,
+            tarball: Bytes::from(tarball),
+            live: LiveVersion {
+                manifest: fields.manifest,
+                dist,
+                readme: fields.readme,
+                readme_filename: fields.readme_filename,
+                deprecated: fields.deprecated,
+            },
+        })
+    }
+}
+
+/// Decodes the attachment's base64 and checks its length against the declared one.
+fn decode_tarball(data: Bytes, declared_length: Option<&Value>) -> Result<Vec<u8>, PublishError> {
+    let tarball = decode_base64_literal(&data)?;
+    // The base64 text is as large as the tarball again: gone before the tarball is inspected.
+    drop(data);
+    let declared_length =
+        declared_length
+            .and_then(Value::as_u64)
+            .ok_or(PublishError::FieldType(
+                "_attachments[file].length",
+                "a non-negative integer",
+            ))?;
+    if declared_length != tarball.len() as u64 {
+        return Err(PublishError::Length {
+            declared: declared_length,
+            actual: tarball.len() as u64,
+        });
+    }
+    Ok(tarball)
+}
+
+/// A version manifest split into what is stored apart: the README, its file name and the
+/// deprecation message; fields the registry derives itself are dropped.
+struct VersionFields {
+    manifest: Manifest,
+    readme: Option<String>,
+    readme_filename: Option<String>,
+    deprecated: Option<String>,
+}
+
+impl VersionFields {
+    fn take(
+        mut manifest: Map<String, Value>,
+        top_readme: Option<String>,
+    ) -> Result<Self, PublishError> {
         let readme = match manifest.remove("readme") {
             Some(Value::String(s)) => Some(s),
             _ => top_readme,
@@ -464,24 +535,11 @@ impl PendingPublish {
         if manifest.json().len() > MAX_MANIFEST_BYTES {
             return Err(PublishError::ManifestTooLarge(manifest.json().len()));
         }
-        let dist = Dist {
-            shasum: digests.sha1_hex,
-            integrity: digests.integrity,
-            file_count: summary.file_count,
-            unpacked_size: summary.unpacked_size,
-            tarball_key: TarballKey::new(name, &version, &digests.sha512_hex),
-        };
-        Ok(ValidPublish {
-            version,
-            tags,
-            tarball: Bytes::from(tarball),
-            live: LiveVersion {
-                manifest,
-                dist,
-                readme,
-                readme_filename,
-                deprecated,
-            },
+        Ok(VersionFields {
+            manifest,
+            readme,
+            readme_filename,
+            deprecated,
         })
     }
 }

@@ -5,22 +5,21 @@
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::Response;
-use chrono::Utc;
 use semver::Version;
 use serde_json::json;
 
 use super::audit::AuditEntry;
 use super::routes::{PublishRoute, Revision, TarballFile};
-use super::{
-    ApiError, AppState, RequestContext, RetryableError, json_response, read_body, retry_on_conflict,
-};
+use super::{ApiError, AppState, Refusal, RequestContext, json_response, read_body};
 use crate::auth::{Action, AuthError};
 use crate::domain::audit::AuditAction;
 use crate::domain::publish::{self, MetadataUpdate, PendingPublish, PutDocument, ValidPublish};
 use crate::domain::{
     DistTag, PackageDocument, PackageName, PackageRecord, RepoRef, VersionRecord, VersionState,
 };
-use crate::storage::{CreateMode, PackageWrite, StoreError, VersionChange};
+use crate::storage::VersionChange;
+use crate::writes::publish::{Binding, BindingChange};
+use crate::writes::{Decision, Draft};
 
 /// Handles a publish-group route.
 pub async fn handle(
@@ -67,27 +66,8 @@ fn ok() -> Response {
     json_response(StatusCode::OK, &json!({ "ok": true }))
 }
 
-/// The next package record: the stored one with its revision bumped, or a new one.
-fn next_record(
-    current: Option<&PackageRecord>,
-    name: &PackageName,
-) -> (PackageRecord, Option<u64>) {
-    let now = Utc::now();
-    match current {
-        Some(p) => {
-            let mut next = p.clone();
-            next.revision = p.revision + 1;
-            next.modified = now;
-            (next, Some(p.revision))
-        }
-        None => {
-            let mut next = PackageRecord::new(name.clone(), now);
-            next.revision = 1;
-            (next, None)
-        }
-    }
-}
-
+/// Publish: parse → authorise (the binding decides who may publish) → verify the tarball →
+/// commit through the package writer → answer.
 async fn publish_version(
     state: &AppState,
     ctx: &RequestContext,
@@ -104,148 +84,59 @@ async fn publish_version(
         AuditEntry::new(AuditAction::Publish).version(&pending.version),
     ]);
     // Authorise before any work on the tarball: the binding as read now decides who may
-    // publish, and the write below only lands while that binding is still the stored one.
+    // publish, and the write only lands while that binding is still the stored one.
     let declared = declared_repository(state, &name, pending.declared_repository())?;
-    let checked_bound = bound_repository(state, &name).await?;
-    let binding =
-        bind_repository(state, ctx, &name, checked_bound.as_ref(), declared.as_ref()).await?;
-
-    let limits = state.tarball_limits;
-    let checked_name = name.clone();
-    // Decoding, hashing and unpacking are CPU work; keep them off the async workers.
-    let valid: ValidPublish =
-        tokio::task::spawn_blocking(move || pending.verify(&checked_name, limits))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let checked = bound_repository(state, &name).await?;
+    let decided = bind_repository(state, ctx, &name, checked.as_ref(), declared.as_ref()).await?;
+    let valid = verify(state, &name, pending).await?;
     let version = valid.version.clone();
-    let mode = if state.config.allow_overwrite {
-        CreateMode::AllowOverwrite
+    let binding = Binding { checked, decided };
+    let published = state
+        .writer()
+        .publish(&name, &valid, &binding, |bound_now| {
+            let (name, declared) = (&name, declared.as_ref());
+            async move { bind_repository(state, ctx, name, bound_now.as_ref(), declared).await }
+        })
+        .await?;
+    ctx.audit.set(publish_audit(&version, &published.binding));
+    if published.confirmed_after_conflict {
+        tracing::info!(package = %name, %version, "published (confirmed after a lost answer)");
     } else {
-        CreateMode::CreateOnly
-    };
-
-    // Refuse early, before storing bytes, when the version is already taken. The conditional
-    // create below is what decides a race; this only saves an upload in the common case.
-    let previous = state.metadata.version(&name, &version).await?;
-    match (&previous, mode) {
-        (
-            Some(VersionRecord {
-                state: VersionState::Unpublished { .. },
-                ..
-            }),
-            _,
-        ) => return Err(StoreError::VersionRetired.into()),
-        (Some(_), CreateMode::CreateOnly) => return Err(conflict(&name, &version)),
-        _ => {}
+        tracing::info!(package = %name, %version, "published");
     }
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({ "ok": true, "id": name.as_str(), "rev": version.to_string() }),
+    ))
+}
 
-    let key = valid.live.dist.tarball_key.clone();
-    state.tarballs.put(&key, valid.tarball.clone()).await?;
-
-    let result = retry_on_conflict(|| async {
-        let current = state.metadata.package(&name).await?;
-        let bound_now = current.as_ref().and_then(|p| p.repository.clone());
-        // The binding changed since it was checked (a racing first publish bound the name, an
-        // admin rebound it): decide again against what is stored now, never write the old one.
-        let binding = if bound_now == checked_bound {
-            binding.clone()
-        } else {
-            bind_repository(state, ctx, &name, bound_now.as_ref(), declared.as_ref()).await?
-        };
-        let mut entries = vec![AuditEntry::new(AuditAction::Publish).version(&version)];
-        if let (Some(from), Some(to)) = (&bound_now, &binding)
-            && from != to
-        {
-            entries.push(
-                AuditEntry::new(AuditAction::Rebind)
-                    .version(&version)
-                    .detail(format!("repository {from} -> {to}")),
-            );
-        } else if let (None, Some(to)) = (&bound_now, &binding) {
-            entries[0].detail = Some(format!("bound to repository {to}"));
-        }
-        ctx.audit.set(entries);
-        let (mut record, expected_revision) = next_record(current.as_ref(), &name);
-        record.unpublished = None;
-        if binding.is_some() {
-            record.repository = binding;
-        }
-        for tag in &valid.tags {
-            record.dist_tags.insert(tag.clone(), version.clone());
-        }
-        record
-            .dist_tags
-            .entry(DistTag::latest())
-            .or_insert_with(|| version.clone());
-        let version_record = VersionRecord {
-            version: version.clone(),
-            published: record.modified,
-            state: VersionState::Live(Box::new(valid.live.clone())),
-        };
-        state
-            .metadata
-            .write(PackageWrite {
-                package: record,
-                expected_revision,
-                create: Some((version_record, mode)),
-                changes: vec![],
-            })
+/// Decodes, hashes and unpacks the tarball: CPU work, kept off the async workers.
+async fn verify(
+    state: &AppState,
+    name: &PackageName,
+    pending: PendingPublish,
+) -> Result<ValidPublish, ApiError> {
+    let limits = state.tarball_limits;
+    let name = name.clone();
+    Ok(
+        tokio::task::spawn_blocking(move || pending.verify(&name, limits))
             .await
-            .map_err(RetryableError::from)
-    })
-    .await;
+            .map_err(|e| ApiError::Internal(e.to_string()))??,
+    )
+}
 
-    match result {
-        Ok(()) => {
-            if let Some(VersionRecord {
-                state: VersionState::Live(old),
-                ..
-            }) = previous
-                && old.dist.tarball_key != key
-            {
-                remove_tarball_quietly(state, &old.dist.tarball_key).await;
-            }
-            tracing::info!(package = %name, %version, "published");
-            Ok(json_response(
-                StatusCode::CREATED,
-                &json!({ "ok": true, "id": name.as_str(), "rev": version.to_string() }),
-            ))
-        }
-        Err(err) => {
-            // Lost a race (or the write failed): our bytes must not linger unless the winner's
-            // record points at the very same key (identical content).
-            // If that lookup fails too, the write may still have landed (a timeout after the
-            // commit): keep the bytes, which `sweep` removes later if nothing refers to them.
-            let winner = state.metadata.version(&name, &version).await;
-            let referenced = matches!(&winner, Ok(Some(VersionRecord { state: VersionState::Live(l), .. })) if l.dist.tarball_key == key);
-            if winner.is_ok() && !referenced {
-                remove_tarball_quietly(state, &key).await;
-            }
-            match err {
-                // The stored version is exactly these bytes: our own write landed although its
-                // answer was lost (a storage retry then saw the version "exist"), or an identical
-                // publish won the race. Either way the client's publish is done.
-                ApiError::Conflict(_) if referenced => {
-                    tracing::info!(package = %name, %version, "published (confirmed after a lost answer)");
-                    Ok(json_response(
-                        StatusCode::CREATED,
-                        &json!({ "ok": true, "id": name.as_str(), "rev": version.to_string() }),
-                    ))
-                }
-                ApiError::Conflict(_)
-                    if matches!(
-                        &winner,
-                        Ok(Some(VersionRecord {
-                            state: VersionState::Live(_),
-                            ..
-                        }))
-                    ) =>
-                {
-                    Err(conflict(&name, &version))
-                }
-                other => Err(other),
-            }
-        }
+/// The audit entries of a publish: the publish, and a rebinding when it made one.
+fn publish_audit(version: &Version, binding: &BindingChange) -> Vec<AuditEntry> {
+    let publish = AuditEntry::new(AuditAction::Publish).version(version);
+    match binding {
+        BindingChange::Unchanged => vec![publish],
+        BindingChange::Bound(to) => vec![publish.detail(format!("bound to repository {to}"))],
+        BindingChange::Rebound { from, to } => vec![
+            publish,
+            AuditEntry::new(AuditAction::Rebind)
+                .version(version)
+                .detail(format!("repository {from} -> {to}")),
+        ],
     }
 }
 
@@ -366,19 +257,6 @@ fn name_taken(name: &PackageName) -> ApiError {
     ))
 }
 
-fn conflict(name: &PackageName, version: &Version) -> ApiError {
-    ApiError::coded(
-        super::error::ErrorCode::VersionExists,
-        format!("cannot publish over the previously published version {version} of {name}"),
-    )
-}
-
-async fn remove_tarball_quietly(state: &AppState, key: &crate::domain::TarballKey) {
-    if let Err(e) = state.tarballs.delete(key).await {
-        tracing::warn!(key = key.as_str(), error = %e, "could not remove an unreferenced tarball");
-    }
-}
-
 fn check_rev(doc: &PackageDocument, rev: Option<&Revision>) -> Result<(), ApiError> {
     match rev {
         Some(rev) if rev.as_str() != doc.package.rev_string() => Err(ApiError::Conflict(format!(
@@ -394,7 +272,7 @@ async fn load(
     state: &AppState,
     ctx: &RequestContext,
     name: &PackageName,
-) -> Result<PackageDocument, RetryableError> {
+) -> Result<PackageDocument, Refusal> {
     match state.metadata.document(name).await? {
         Some(doc) if !doc.is_empty() => Ok(doc),
         _ => Err(state.missing(ctx, name).await.into()),
@@ -426,93 +304,88 @@ async fn update_metadata(
     // Whether the caller may see the package at all is settled before it is loaded, its
     // revision compared or the document diffed: those answers would tell an outsider about it.
     authorized_record(state, ctx, name, Action::Read).await?;
-    let removed = retry_on_conflict(|| async {
-        let stored = load(state, ctx, name).await?;
-        state
-            .authorize(ctx, name, Some(&stored.package), Action::Read)
-            .await?;
-        check_rev(&stored, rev)?;
-        let mut changes = publish::diff_metadata(&stored, doc)?;
-        if rev.is_none() {
-            // Without `/-rev/` (npm deprecate, star) the body is a copy read a moment ago, so a
-            // version missing from it was published since, not removed: only npm unpublish, which
-            // always sends `/-rev/`, may remove versions (and move dist-tags with them).
-            changes.unpublish.clear();
-            changes.dist_tags = None;
-        }
-        if changes.is_empty() {
-            ctx.audit.unchanged();
-            return Ok(Vec::new());
-        }
-        ctx.audit.set(audit_entries(&changes));
-        let action = if !changes.unpublish.is_empty() {
-            Action::Admin
-        } else if !changes.deprecate.is_empty() || changes.dist_tags.is_some() {
-            Action::Write
-        } else {
-            // Starring: anyone who can read may star or unstar, for themselves only.
-            if let Some(stars) = &changes.stars
-                && state.auth.github().is_some()
-            {
-                let crate::auth::Identity::User(me) = &ctx.caller.identity else {
-                    return Err(ApiError::Unauthorized(
-                        "authentication required to star a package".into(),
-                    )
-                    .into());
-                };
-                let others_changed = stars
-                    .symmetric_difference(&stored.package.stars)
-                    .any(|u| u != me);
-                if others_changed {
-                    return Err(ApiError::Forbidden(
-                        "you can only star or unstar a package as yourself".into(),
-                    )
-                    .into());
-                }
+    let writer = state.writer();
+    let removed = writer
+        .update(|| async {
+            let stored = load(state, ctx, name).await?;
+            state
+                .authorize(ctx, name, Some(&stored.package), Action::Read)
+                .await?;
+            check_rev(&stored, rev)?;
+            let mut changes = publish::diff_metadata(&stored, doc)?;
+            if rev.is_none() {
+                // Without `/-rev/` (npm deprecate, star) the body is a copy read a moment ago, so
+                // a version missing from it was published since, not removed: only npm
+                // unpublish, which always sends `/-rev/`, may remove versions (and move
+                // dist-tags with them).
+                changes.unpublish.clear();
+                changes.dist_tags = None;
             }
-            Action::Read
-        };
-        state
-            .authorize(ctx, name, Some(&stored.package), action)
-            .await?;
-        let (mut record, expected_revision) = next_record(Some(&stored.package), name);
-        let now = record.modified;
-        let mut version_changes: Vec<VersionChange> = changes
-            .deprecate
-            .iter()
-            .map(|(v, m)| VersionChange::Deprecate(v.clone(), m.clone()))
-            .collect();
-        version_changes.extend(
-            changes
-                .unpublish
-                .iter()
-                .map(|v| VersionChange::Unpublish(v.clone(), now)),
-        );
-        if let Some(tags) = changes.dist_tags {
-            record.dist_tags = tags;
-        }
-        if record.dist_tags.is_empty() && !changes.unpublish.is_empty() {
-            record.unpublished = Some(now);
-        }
-        if let Some(stars) = changes.stars {
-            record.stars = stars;
-        }
-        state
-            .metadata
-            .write(PackageWrite {
-                package: record,
-                expected_revision,
-                create: None,
-                changes: version_changes,
-            })
-            .await?;
-        Ok(keys_of(&stored, &changes.unpublish))
-    })
-    .await?;
-    for key in &removed {
-        remove_tarball_quietly(state, key).await;
-    }
+            if changes.is_empty() {
+                ctx.audit.unchanged();
+                return Ok(Decision::Keep(Vec::new()));
+            }
+            ctx.audit.set(audit_entries(&changes));
+            let action = update_action(state, ctx, &stored, &changes)?;
+            state
+                .authorize(ctx, name, Some(&stored.package), action)
+                .await?;
+            let mut draft = Draft::after(Some(&stored.package), name);
+            let now = draft.now();
+            for (version, message) in &changes.deprecate {
+                draft.change_version(VersionChange::Deprecate(version.clone(), message.clone()));
+            }
+            for version in &changes.unpublish {
+                draft.change_version(VersionChange::Unpublish(version.clone(), now));
+            }
+            if let Some(tags) = changes.dist_tags {
+                draft.record.dist_tags = tags;
+            }
+            if draft.record.dist_tags.is_empty() && !changes.unpublish.is_empty() {
+                draft.record.unpublished = Some(now);
+            }
+            if let Some(stars) = changes.stars {
+                draft.record.stars = stars;
+            }
+            Ok(Decision::Write(draft, keys_of(&stored, &changes.unpublish)))
+        })
+        .await?;
+    writer.remove_tarballs(&removed).await;
     Ok(ok())
+}
+
+/// What a metadata update needs the caller to be allowed: removing versions is an admin's,
+/// deprecating and moving tags a writer's; starring needs only reading, for oneself.
+fn update_action(
+    state: &AppState,
+    ctx: &RequestContext,
+    stored: &PackageDocument,
+    changes: &publish::MetadataChanges,
+) -> Result<Action, ApiError> {
+    if !changes.unpublish.is_empty() {
+        return Ok(Action::Admin);
+    }
+    if !changes.deprecate.is_empty() || changes.dist_tags.is_some() {
+        return Ok(Action::Write);
+    }
+    if let Some(stars) = &changes.stars
+        && state.auth.github().is_some()
+    {
+        let crate::auth::Identity::User(me) = &ctx.caller.identity else {
+            return Err(ApiError::Unauthorized(
+                "authentication required to star a package".into(),
+            ));
+        };
+        let others_changed = stars
+            .symmetric_difference(&stored.package.stars)
+            .any(|u| u != me);
+        if others_changed {
+            return Err(ApiError::Forbidden(
+                "you can only star or unstar a package as yourself".into(),
+            ));
+        }
+    }
+    Ok(Action::Read)
 }
 
 /// One audit entry per version a metadata update changes (and one for stars).
@@ -554,45 +427,35 @@ async fn unpublish_package(
     rev: &Revision,
 ) -> Result<Response, ApiError> {
     authorized_record(state, ctx, name, Action::Admin).await?;
-    let removed = retry_on_conflict(|| async {
-        let stored = load(state, ctx, name).await?;
-        state
-            .authorize(ctx, name, Some(&stored.package), Action::Admin)
-            .await?;
-        check_rev(&stored, Some(rev))?;
-        let (mut record, expected_revision) = next_record(Some(&stored.package), name);
-        let now = record.modified;
-        let live: Vec<Version> = stored
-            .live()
-            .into_iter()
-            .map(|(v, _, _)| v.clone())
-            .collect();
-        record.dist_tags.clear();
-        record.unpublished = Some(now);
-        let listed: Vec<String> = live.iter().map(Version::to_string).collect();
-        ctx.audit.set(vec![
-            AuditEntry::new(AuditAction::UnpublishPackage)
-                .detail(format!("versions {}", listed.join(", "))),
-        ]);
-        let changes = live
-            .iter()
-            .map(|v| VersionChange::Unpublish(v.clone(), now))
-            .collect();
-        state
-            .metadata
-            .write(PackageWrite {
-                package: record,
-                expected_revision,
-                create: None,
-                changes,
-            })
-            .await?;
-        Ok(keys_of(&stored, &live))
-    })
-    .await?;
-    for key in &removed {
-        remove_tarball_quietly(state, key).await;
-    }
+    let writer = state.writer();
+    let removed = writer
+        .update(|| async {
+            let stored = load(state, ctx, name).await?;
+            state
+                .authorize(ctx, name, Some(&stored.package), Action::Admin)
+                .await?;
+            check_rev(&stored, Some(rev))?;
+            let mut draft = Draft::after(Some(&stored.package), name);
+            let now = draft.now();
+            let live: Vec<Version> = stored
+                .live()
+                .into_iter()
+                .map(|(v, _, _)| v.clone())
+                .collect();
+            draft.record.dist_tags.clear();
+            draft.record.unpublished = Some(now);
+            let listed: Vec<String> = live.iter().map(Version::to_string).collect();
+            ctx.audit.set(vec![
+                AuditEntry::new(AuditAction::UnpublishPackage)
+                    .detail(format!("versions {}", listed.join(", "))),
+            ]);
+            for version in &live {
+                draft.change_version(VersionChange::Unpublish(version.clone(), now));
+            }
+            Ok(Decision::Write(draft, keys_of(&stored, &live)))
+        })
+        .await?;
+    writer.remove_tarballs(&removed).await;
     tracing::info!(package = %name, "unpublished every version");
     Ok(ok())
 }
@@ -654,30 +517,23 @@ async fn change_package_record(
     live: Option<&Version>,
     change: impl Fn(&mut PackageRecord) -> Result<(), ApiError>,
 ) -> Result<Response, ApiError> {
-    retry_on_conflict(|| async {
-        let stored = authorized_record(state, ctx, name, Action::Write).await?;
-        if let Some(version) = live {
-            let record = state.metadata.version(name, version).await?;
-            if !matches!(record.map(|r| r.state), Some(VersionState::Live(_))) {
-                return Err(
-                    ApiError::NotFound(format!("version {version} of {name} not found")).into(),
-                );
+    state
+        .writer()
+        .update(|| async {
+            let stored = authorized_record(state, ctx, name, Action::Write).await?;
+            if let Some(version) = live {
+                let record = state.metadata.version(name, version).await?;
+                if !matches!(record.map(|r| r.state), Some(VersionState::Live(_))) {
+                    return Err(Refusal::Refused(ApiError::NotFound(format!(
+                        "version {version} of {name} not found"
+                    ))));
+                }
             }
-        }
-        let (mut record, expected_revision) = next_record(Some(&stored), name);
-        change(&mut record)?;
-        state
-            .metadata
-            .write(PackageWrite {
-                package: record,
-                expected_revision,
-                create: None,
-                changes: vec![],
-            })
-            .await?;
-        Ok(())
-    })
-    .await?;
+            let mut draft = Draft::after(Some(&stored), name);
+            change(&mut draft.record)?;
+            Ok(Decision::Write(draft, ()))
+        })
+        .await?;
     Ok(ok())
 }
 

@@ -55,6 +55,15 @@ pub struct RequestContext {
 }
 
 impl AppState {
+    /// The one write path for package metadata, over this state's stores.
+    pub fn writer(&self) -> crate::writes::PackageWriter<'_> {
+        crate::writes::PackageWriter::new(
+            self.metadata.as_ref(),
+            self.tarballs.as_ref(),
+            self.config.allow_overwrite,
+        )
+    }
+
     /// Decides whether the caller may act on the package, which belongs to the repository its
     /// record is bound to (or, for a package stored before GitHub mode was on, `scope/name`).
     /// A caller who may not even read the package gets exactly what a missing name gets.

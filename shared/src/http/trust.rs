@@ -14,12 +14,12 @@ use serde_json::{Value, json};
 use super::audit::AuditEntry;
 use super::auth::signed_in;
 use super::routes::TrustId;
-use super::{ApiError, AppState, RequestContext, RetryableError, json_response, retry_on_conflict};
+use super::{ApiError, AppState, Refusal, RequestContext, json_response};
 use crate::auth::{Action, AuthError, GithubAuth, trust};
 use crate::domain::audit::AuditAction;
 use crate::domain::trust::{TrustConfiguration, TrustRequest};
 use crate::domain::{PackageName, PackageRecord, RepoRef};
-use crate::storage::PackageWrite;
+use crate::writes::{Decision, Draft};
 
 fn github(state: &AppState) -> Result<&GithubAuth, ApiError> {
     state.auth.github().ok_or_else(|| {
@@ -224,10 +224,9 @@ async fn authorize_configuration(
                 .map_err(|e| ApiError::BadRequest(format!("invalid package name '{name}': {e}")))?;
             // A racing first publish or configuration may bind the name first: then the
             // caller is judged against that binding instead.
-            match try_bind(state, name, &canonical).await {
-                Ok(()) => return Ok(owner_id),
-                Err(BindError::Taken(record)) => record,
-                Err(BindError::Api(e)) => return Err(e),
+            match try_bind(state, name, &canonical).await? {
+                None => return Ok(owner_id),
+                Some(record) => record,
             }
         }
     };
@@ -257,74 +256,44 @@ async fn authorize_configuration(
     Ok(owner_id)
 }
 
-enum BindError {
-    /// Someone else stored the package meanwhile, bound as it now is.
-    Taken(PackageRecord),
-    Api(ApiError),
-}
-
-impl From<ApiError> for BindError {
-    fn from(e: ApiError) -> Self {
-        BindError::Api(e)
-    }
-}
-
 /// Binds `name` to `repository`: creates its (version-less) record, or sets the binding of a
-/// record stored without one. Fails with `Taken` if the record is bound to something else.
+/// record stored without one. Refused if the record was bound to something else meanwhile.
 async fn bind(state: &AppState, name: &PackageName, repository: &RepoRef) -> Result<(), ApiError> {
-    match try_bind(state, name, repository).await {
-        Ok(()) => Ok(()),
-        Err(BindError::Taken(_)) => Err(ApiError::Conflict(format!(
+    match try_bind(state, name, repository).await? {
+        None => Ok(()),
+        Some(_) => Err(ApiError::Conflict(format!(
             "{name} was bound to another repository while this request was handled; try again"
         ))),
-        Err(BindError::Api(e)) => Err(e),
     }
 }
 
+/// Binds as `bind` does, or answers the stored record when it is bound to another repository.
 async fn try_bind(
     state: &AppState,
     name: &PackageName,
     repository: &RepoRef,
-) -> Result<(), BindError> {
-    let outcome = retry_on_conflict(|| async {
-        let current = state.metadata.package(name).await?;
-        let (package, expected_revision) = match current {
-            Some(record) if record.repository.as_ref() == Some(repository) => {
-                return Ok(None);
+) -> Result<Option<PackageRecord>, ApiError> {
+    let taken = state
+        .writer()
+        .update(|| async {
+            let current = state.metadata.package(name).await?;
+            match current {
+                Some(record) if record.repository.as_ref() == Some(repository) => {
+                    Ok(Decision::Keep(None))
+                }
+                Some(record) if record.repository.is_some() => Ok(Decision::Keep(Some(record))),
+                current => {
+                    let mut draft = Draft::after(current.as_ref(), name);
+                    draft.record.repository = Some(repository.clone());
+                    Ok::<_, Refusal>(Decision::Write(draft, None))
+                }
             }
-            Some(record) if record.repository.is_some() => return Ok(Some(record)),
-            Some(record) => {
-                let mut next = record.clone();
-                next.revision = record.revision + 1;
-                next.modified = Utc::now();
-                next.repository = Some(repository.clone());
-                (next, Some(record.revision))
-            }
-            None => {
-                let mut next = PackageRecord::new(name.clone(), Utc::now());
-                next.revision = 1;
-                next.repository = Some(repository.clone());
-                (next, None)
-            }
-        };
-        state
-            .metadata
-            .write(PackageWrite {
-                package,
-                expected_revision,
-                create: None,
-                changes: vec![],
-            })
-            .await
-            .map_err(RetryableError::from)?;
+        })
+        .await?;
+    if taken.is_none() {
         tracing::info!(package = %name, %repository, "name bound by a trust configuration");
-        Ok(None)
-    })
-    .await?;
-    match outcome {
-        None => Ok(()),
-        Some(record) => Err(BindError::Taken(record)),
     }
+    Ok(taken)
 }
 
 fn owner_id_of(

@@ -1,0 +1,188 @@
+//! The one write path for package metadata. Every change to a package (a publish, a metadata
+//! update, an unpublish, a dist-tag, a trust configuration's binding) is read → decide →
+//! conditional write, retried while another writer wins the race. Handlers decide *whether* a
+//! change may happen (parsing, authorisation, inside the decision so it is judged against what
+//! is stored); this module decides *how* it is written, and answers with a domain error.
+
+pub mod publish;
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use semver::Version;
+
+use crate::domain::{PackageName, PackageRecord, TarballKey, VersionRecord};
+use crate::storage::{
+    CreateMode, MetadataStore, PackageWrite, StoreError, TarballStore, VersionChange,
+};
+
+/// How many times a write is tried before a lasting conflict is reported. Writes are conditional
+/// on the revision they read, so racing writers to one package each land within a few rounds.
+const ATTEMPTS: u32 = 200;
+
+/// Why a write ended without landing.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError<E> {
+    /// The decision refused the change (authorisation, validation): `E` says why.
+    #[error("{0}")]
+    Refused(E),
+    /// The version being published is already published with other contents.
+    #[error("cannot publish over the previously published version {version} of {name}")]
+    VersionTaken {
+        /// The package.
+        name: PackageName,
+        /// The version.
+        version: Version,
+    },
+    /// Storage failed, or the package kept changing through every attempt.
+    #[error("{0}")]
+    Store(StoreError),
+}
+
+impl<E> From<StoreError> for WriteError<E> {
+    fn from(e: StoreError) -> Self {
+        WriteError::Store(e)
+    }
+}
+
+/// The next state of one package, begun from the record read: revision bumped (the write lands
+/// only while the stored revision is still the one read) and `modified` set to now.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// The package record to store; edit it freely.
+    pub record: PackageRecord,
+    expected_revision: Option<u64>,
+    create: Option<(VersionRecord, CreateMode)>,
+    changes: Vec<VersionChange>,
+}
+
+impl Draft {
+    /// The next record after `current`, or a new package's first record.
+    pub fn after(current: Option<&PackageRecord>, name: &PackageName) -> Draft {
+        let now = Utc::now();
+        let (record, expected_revision) = match current {
+            Some(stored) => {
+                let mut next = stored.clone();
+                next.revision = stored.revision + 1;
+                next.modified = now;
+                (next, Some(stored.revision))
+            }
+            None => {
+                let mut next = PackageRecord::new(name.clone(), now);
+                next.revision = 1;
+                (next, None)
+            }
+        };
+        Draft {
+            record,
+            expected_revision,
+            create: None,
+            changes: Vec::new(),
+        }
+    }
+
+    /// The time this change is made (the record's new `modified`).
+    pub fn now(&self) -> DateTime<Utc> {
+        self.record.modified
+    }
+
+    /// Creates a version with this write.
+    pub fn create_version(&mut self, version: VersionRecord, mode: CreateMode) {
+        self.create = Some((version, mode));
+    }
+
+    /// Changes an existing version with this write.
+    pub fn change_version(&mut self, change: VersionChange) {
+        self.changes.push(change);
+    }
+
+    fn into_write(self) -> PackageWrite {
+        PackageWrite {
+            package: self.record,
+            expected_revision: self.expected_revision,
+            create: self.create,
+            changes: self.changes,
+        }
+    }
+}
+
+/// What one attempt decided, and what the write answers once it is done.
+#[derive(Debug)]
+// Returned once per attempt and consumed at once: boxing the draft would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Decision<T> {
+    /// Write the draft; answer `T` once it has landed.
+    Write(Draft, T),
+    /// Nothing to write (the package is already as asked); answer `T`.
+    Keep(T),
+}
+
+/// Writes to packages through the stores, by the rules of `crate::storage`.
+#[derive(Clone, Copy)]
+pub struct PackageWriter<'a> {
+    metadata: &'a dyn MetadataStore,
+    tarballs: &'a dyn TarballStore,
+    create_mode: CreateMode,
+}
+
+impl<'a> PackageWriter<'a> {
+    /// A writer over these stores; `allow_overwrite` is the operator's opt-in to replacing a
+    /// published version.
+    pub fn new(
+        metadata: &'a dyn MetadataStore,
+        tarballs: &'a dyn TarballStore,
+        allow_overwrite: bool,
+    ) -> Self {
+        PackageWriter {
+            metadata,
+            tarballs,
+            create_mode: if allow_overwrite {
+                CreateMode::AllowOverwrite
+            } else {
+                CreateMode::CreateOnly
+            },
+        }
+    }
+
+    /// Runs `attempt` (read what it needs, decide) and writes its draft conditioned on the
+    /// revision it read, again from the start whenever another writer changed the package in
+    /// between. A refusal or a storage failure ends it at once.
+    pub async fn update<T, E, F, Fut>(&self, mut attempt: F) -> Result<T, WriteError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Decision<T>, WriteError<E>>>,
+    {
+        for n in 0..ATTEMPTS {
+            let outcome = match attempt().await {
+                Ok(Decision::Keep(answer)) => return Ok(answer),
+                Ok(Decision::Write(draft, answer)) => self
+                    .metadata
+                    .write(draft.into_write())
+                    .await
+                    .map(|()| answer)
+                    .map_err(WriteError::Store),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Err(WriteError::Store(StoreError::RevisionConflict)) if n + 1 < ATTEMPTS => {
+                    // Jittered backoff spreads racing writers out so one of them commits each round.
+                    let max_ms = 1 + u64::from(n.min(20));
+                    tokio::time::sleep(Duration::from_millis(rand::random_range(0..=max_ms))).await;
+                }
+                other => return other,
+            }
+        }
+        Err(WriteError::Store(StoreError::RevisionConflict))
+    }
+
+    /// Removes tarballs no record refers to any more. A failure is logged, not answered: the
+    /// write that orphaned them has landed, and `sweep` removes what is left.
+    pub async fn remove_tarballs(&self, keys: &[TarballKey]) {
+        for key in keys {
+            if let Err(e) = self.tarballs.delete(key).await {
+                tracing::warn!(key = key.as_str(), error = %e, "could not remove an unreferenced tarball");
+            }
+        }
+    }
+}
