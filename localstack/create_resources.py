@@ -186,16 +186,28 @@ def ensure_ttl(ddb, table):
 
 # --- S3 ------------------------------------------------------------------------------------------
 
+# HeadBucket attempts on a 5xx answer. boto3's retries skip 501, which LocalStack once answered
+# to a HeadBucket of a fresh name under load in CI (S3 was already "running"); real S3 never
+# answers 501 here, so a 501 is the emulator's hiccup, retried like any other 5xx.
+HEAD_BUCKET_ATTEMPTS = 4
+
+
 def ensure_bucket(s3, bucket, region):
-    try:
-        s3.head_bucket(Bucket=bucket)
-        log(f"bucket {bucket}: already exists")
-        return
-    except ClientError as err:
-        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if status == 403:
-            raise Failure(f"bucket {bucket} exists but is not accessible (HTTP 403)") from err
-        if status != 404:
+    for attempt in range(1, HEAD_BUCKET_ATTEMPTS + 1):
+        try:
+            s3.head_bucket(Bucket=bucket)
+            log(f"bucket {bucket}: already exists")
+            return
+        except ClientError as err:
+            status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 403:
+                raise Failure(f"bucket {bucket} exists but is not accessible (HTTP 403)") from err
+            if status == 404:
+                break
+            if status and status >= 500 and attempt < HEAD_BUCKET_ATTEMPTS:
+                warn(f"bucket {bucket}: HeadBucket answered {error_text(err)}; retrying")
+                time.sleep(0.5 * attempt)
+                continue
             raise Failure(f"cannot check bucket {bucket}: {error_text(err)}") from err
     params = {"Bucket": bucket}
     if region != "us-east-1":

@@ -393,6 +393,19 @@ fn required_env(key: &str) -> String {
     })
 }
 
+/// The last lines of an emulator's log (`tests/emulators.sh` keeps them in `EMULATOR_LOG_DIR`),
+/// so a failure the emulator caused says what it saw.
+fn emulator_log_tail(file: &str) -> String {
+    let Ok(dir) = std::env::var("EMULATOR_LOG_DIR") else {
+        return String::new();
+    };
+    let path = Path::new(&dir).join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+    format!("last lines of {}:\n{tail}", path.display())
+}
+
 impl AwsResources {
     /// Creates a uniquely named table and bucket with `localstack/create_resources.py`.
     pub fn create(label: &str, s3_host: S3Host) -> AwsResources {
@@ -442,9 +455,10 @@ impl AwsResources {
             .expect("run create_resources.py");
         assert!(
             out.status.success(),
-            "create_resources.py failed:\n{}\n{}",
+            "create_resources.py failed:\n{}\n{}\n{}",
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            emulator_log_tail("localstack.log")
         );
         let mut env = env;
         env.push(("REGISTRY_STORAGE".to_string(), "aws".to_string()));
