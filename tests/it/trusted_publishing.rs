@@ -383,7 +383,7 @@ async fn trusted_publishing(backend: Backend) {
         body["error"]
             .as_str()
             .unwrap()
-            .contains("the name is taken by a package you have no access to"),
+            .contains("from repository acme/other: it does not exist or you have no access to it"),
         "{body}"
     );
     assert_eq!(registry.versions("@acme/other").await, ["0.1.0"]);

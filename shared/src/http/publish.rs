@@ -186,6 +186,11 @@ async fn bound_repository(
 /// The first publish binds the repository named in package.json (its owner must be the scope);
 /// later publishes use the binding, and naming another repository rebinds only for an admin of
 /// the bound one. Open mode binds nothing.
+///
+/// What the caller is told never depends on whether a package they cannot see holds the name:
+/// the repository they name is judged first (the same refusal whether or not the name is taken),
+/// and without one a hidden package's name answers as a free name does. Only a caller who may
+/// publish from a repository of the scope's owner hears that a name is taken.
 async fn bind_repository(
     state: &AppState,
     ctx: &RequestContext,
@@ -196,58 +201,65 @@ async fn bind_repository(
     if state.auth.github().is_none() {
         return Ok(None);
     }
-    let scope = name.scope().unwrap_or_default();
-    // A package bound to a repository the caller cannot see is somebody else's: say the name
-    // is taken, never which repository holds it.
-    let check_bound = |repo: RepoRef, action: Action| async move {
-        match state.auth.check(&ctx.caller, name, &repo, action).await {
-            Ok(access) => Ok(access.map_or(repo, |a| a.repo)),
-            Err(AuthError::Hidden) => Err(name_taken(name)),
-            Err(e) => Err(ApiError::from(e)),
-        }
+    let declared = match declared {
+        Some(repo) => Some(check_declared(state, ctx, name, repo).await?),
+        None => None,
     };
-    let check_declared = |repo: RepoRef| async move {
-        match state
-            .auth
-            .check(&ctx.caller, name, &repo, Action::Publish)
-            .await
-        {
-            Ok(access) => Ok(access.map_or(repo, |a| a.repo)),
-            Err(AuthError::Hidden) => Err(ApiError::Forbidden(format!(
-                "{} cannot publish {name} from repository {repo}: it does not exist or you have no access to it",
-                ctx.caller.identity.username()
-            ))),
-            Err(e) => Err(ApiError::from(e)),
-        }
+    let Some(bound) = bound else {
+        return declared.map(Some).ok_or_else(|| repository_required(name));
     };
-    match (bound, declared) {
-        (None, None) => Err(ApiError::BadRequest(format!(
-            "package.json must name the package's GitHub repository (\"repository\": \"github:{scope}/{}\"): it decides who may publish {name}",
-            name.base_name()
+    let action = match &declared {
+        Some(declared) if declared != bound => Action::Admin,
+        _ => Action::Publish,
+    };
+    let access = match state.auth.check(&ctx.caller, name, bound, action).await {
+        Ok(access) => access,
+        // A package bound to a repository the caller cannot see is somebody else's. Without a
+        // repository of their own named, the caller hears what a free name answers.
+        Err(AuthError::Hidden) if declared.is_none() => return Err(repository_required(name)),
+        Err(AuthError::Hidden) => return Err(name_taken(name)),
+        Err(AuthError::Forbidden(m)) if action == Action::Admin => {
+            let declared = declared.as_ref().unwrap_or(bound);
+            return Err(ApiError::Forbidden(format!(
+                "{name} is bound to repository {bound}; publishing it from {declared} rebinds it, which needs admin on {bound}: {m}"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Some(match declared {
+        Some(declared) => declared,
+        None => access.map_or_else(|| bound.clone(), |a| a.repo),
+    }))
+}
+
+/// The repository package.json names, once the caller may publish from it (its canonical name).
+async fn check_declared(
+    state: &AppState,
+    ctx: &RequestContext,
+    name: &PackageName,
+    repo: &RepoRef,
+) -> Result<RepoRef, ApiError> {
+    match state
+        .auth
+        .check(&ctx.caller, name, repo, Action::Publish)
+        .await
+    {
+        Ok(access) => Ok(access.map_or_else(|| repo.clone(), |a| a.repo)),
+        Err(AuthError::Hidden) => Err(ApiError::Forbidden(format!(
+            "{} cannot publish {name} from repository {repo}: it does not exist or you have no access to it",
+            ctx.caller.identity.username()
         ))),
-        (None, Some(declared)) => Ok(Some(check_declared(declared.clone()).await?)),
-        (Some(bound), None) => Ok(Some(check_bound(bound.clone(), Action::Publish).await?)),
-        (Some(bound), Some(declared)) if bound == declared => {
-            Ok(Some(check_bound(bound.clone(), Action::Publish).await?))
-        }
-        (Some(bound), Some(declared)) => {
-            match state
-                .auth
-                .check(&ctx.caller, name, bound, Action::Admin)
-                .await
-            {
-                Ok(_) => {}
-                Err(AuthError::Hidden) => return Err(name_taken(name)),
-                Err(AuthError::Forbidden(m)) => {
-                    return Err(ApiError::Forbidden(format!(
-                        "{name} is bound to repository {bound}; publishing it from {declared} rebinds it, which needs admin on {bound}: {m}"
-                    )));
-                }
-                Err(e) => return Err(e.into()),
-            }
-            Ok(Some(check_declared(declared.clone()).await?))
-        }
+        Err(e) => Err(ApiError::from(e)),
     }
+}
+
+/// The refusal for a first publish whose package.json names no repository.
+fn repository_required(name: &PackageName) -> ApiError {
+    let scope = name.scope().unwrap_or_default();
+    ApiError::BadRequest(format!(
+        "package.json must name the package's GitHub repository (\"repository\": \"github:{scope}/{}\"): it decides who may publish {name}",
+        name.base_name()
+    ))
 }
 
 /// The refusal for publishing a name that belongs to a package the caller cannot see.
