@@ -201,6 +201,12 @@ impl Request {
         self
     }
 
+    /// Sends `body` as is, with whatever `Content-Type` the request is given (or none).
+    pub fn body(mut self, body: impl Into<reqwest::Body>) -> Self {
+        self.inner = self.inner.body(body);
+        self
+    }
+
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.inner = self.inner.header(name, value);
