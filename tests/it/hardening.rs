@@ -1,6 +1,7 @@
-//! Findings of the security review, each reproduced against the real server in GitHub mode (or
-//! open mode, where the finding is about it) and shown fixed: authorisation before work, nothing
-//! revealed to outsiders, bounded bodies, tokens, GitHub budget, cross-site writes.
+//! Findings of the security review, each reproduced against a listening registry (in-process, or
+//! the `registry-server` process where a test needs it) in GitHub mode (or open mode, where the
+//! finding is about it) and shown fixed: authorisation before work, nothing revealed to
+//! outsiders, bounded bodies, tokens, GitHub budget, cross-site writes.
 
 use std::io::{Read, Write};
 use std::time::Duration;
