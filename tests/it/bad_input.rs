@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use base64::Engine;
-use e2e::{Backend, S3Host, Server, escaped, gzip, http, package_tgz, publish_doc, tgz};
+use e2e::{Backend, S3Host, TestRegistry, escaped, gzip, package_tgz, publish_doc, tgz};
 use serde_json::{Value, json};
 
 const LIMIT: usize = 1 << 20;
@@ -706,66 +706,42 @@ async fn every_bad_input_is_refused_cleanly_aws() {
     every_bad_input_is_refused_cleanly(Backend::aws("badinput", S3Host::Different)).await;
 }
 
+/// As a process: a crash on hostile input must fail this test, not the whole test binary.
 async fn every_bad_input_is_refused_cleanly(backend: Backend) {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut env = backend.env();
-    env.extend([
-        ("REGISTRY_MAX_BODY_BYTES".to_string(), LIMIT.to_string()),
-        (
-            "REGISTRY_MAX_UNPACKED_BYTES".to_string(),
-            (4u64 << 20).to_string(),
-        ),
-    ]);
-    let mut server =
-        Server::start_with(tmp.path().join("data"), tmp.path().join("server.log"), env);
-    let client = http();
-    let pkg_url = format!("{}/{}", server.url, escaped("@bad/pkg"));
-    let created = client
-        .put(&pkg_url)
-        .body(publish("1.0.0", |_| {}))
-        .header("content-type", "application/json")
+    let mut reg = TestRegistry::builder()
+        .backend(backend)
+        .env("REGISTRY_MAX_BODY_BYTES", &LIMIT.to_string())
+        .env("REGISTRY_MAX_UNPACKED_BYTES", &(4u64 << 20).to_string())
+        .process()
+        .start()
+        .await;
+    let pkg_path = format!("/{}", escaped("@bad/pkg"));
+    reg.put(&pkg_path)
+        .raw_json(publish("1.0.0", |_| {}))
         .send()
         .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let before: Value = client
-        .get(&pkg_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let files_before = backend.tarball_count(&server.data_dir).await;
+        .assert_status(201);
+    let before = reg.get(&pkg_path).send().await.body;
+    let files_before = reg.tarball_count().await;
 
     let cases = cases();
     assert!(cases.len() >= 40, "at least 40 cases");
     let mut failures = Vec::new();
     for c in &cases {
         let method = reqwest::Method::from_bytes(c.method.as_bytes()).unwrap();
-        let response = client
-            .request(method, format!("{}{}", server.url, c.path))
-            .header("content-type", "application/json")
-            .body(c.body.clone())
+        let reply = reg
+            .request(method, &c.path)
+            .raw_json(c.body.clone())
             .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let is_json = response
-            .headers()
-            .get("content-type")
-            .is_some_and(|v| v.to_str().unwrap().starts_with("application/json"));
-        let text = response.text().await.unwrap();
-        let parsed = serde_json::from_str::<Value>(&text).ok();
-        let error = parsed
-            .as_ref()
-            .and_then(|v| v["error"].as_str().map(str::to_string));
+            .await;
+        let status = reply.status.as_u16();
+        let is_json = reply
+            .header("content-type")
+            .is_some_and(|v| v.starts_with("application/json"));
+        let text = String::from_utf8_lossy(&reply.bytes);
         // Every error also names itself with a stable code (docs/errors.md).
-        let coded = parsed
-            .as_ref()
-            .and_then(|v| v["code"].as_str())
-            .is_some_and(|code| !code.is_empty());
-        match error {
+        let coded = reply.code().is_some_and(|code| !code.is_empty());
+        match reply.error() {
             Some(msg) if status == c.status && is_json && coded && msg.contains(c.says) => {}
             _ => failures.push(format!(
                 "{}: {} {} → {status} {text:.300} (wanted {} containing {:?}, with a code)",
@@ -777,18 +753,11 @@ async fn every_bad_input_is_refused_cleanly(backend: Backend) {
             )),
         }
         // Nothing stored, and still serving.
-        let now: Value = client
-            .get(&pkg_url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let now = reg.get(&pkg_path).send().await.body;
         if now != before {
             failures.push(format!("{}: the packument changed", c.what));
         }
-        assert!(server.is_running(), "server died on {}", c.what);
+        assert!(reg.is_running(), "server died on {}", c.what);
     }
     assert!(
         failures.is_empty(),
@@ -798,30 +767,18 @@ async fn every_bad_input_is_refused_cleanly(backend: Backend) {
         failures.join("\n")
     );
     assert_eq!(
-        backend.tarball_count(&server.data_dir).await,
+        reg.tarball_count().await,
         files_before,
         "no tarball may be left behind"
     );
     assert_eq!(
-        count_files(&server.data_dir.join("tmp")),
+        count_files(&reg.data_dir().join("tmp")),
         0,
         "no temporary file may be left behind"
     );
     for name in ["@bad/other", "@bad/Pkg", "@bad/evil", "wow!"] {
-        let r = client
-            .get(format!("{}/{}", server.url, escaped(name)))
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            r.status() == 404 || r.status() == 400,
-            "{name} must not exist"
-        );
+        let r = reg.get(&format!("/{}", escaped(name))).send().await;
+        assert!(r.status == 404 || r.status == 400, "{name} must not exist");
     }
-    let ping = client
-        .get(format!("{}/-/ping", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ping.status(), 200);
+    reg.get("/-/ping").send().await.assert_status(200);
 }

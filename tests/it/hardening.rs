@@ -1,15 +1,14 @@
-//! Findings of the security review, each reproduced against the real server in GitHub mode (or
-//! open mode, where the finding is about it) and shown fixed: authorisation before work, nothing
-//! revealed to outsiders, bounded bodies, tokens, GitHub budget, cross-site writes.
+//! Findings of the security review, each reproduced against a listening registry (in-process, or
+//! the `registry-server` process where a test needs it) in GitHub mode (or open mode, where the
+//! finding is about it) and shown fixed: authorisation before work, nothing revealed to
+//! outsiders, bounded bodies, tokens, GitHub budget, cross-site writes.
 
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use e2e::api::{doc, login, packument, publish, send};
 use e2e::fake_github::Permission;
 use e2e::github_world::World;
-use e2e::{Backend, Npm, S3Host, Server, escaped, http};
-use reqwest::Method;
+use e2e::{Backend, Client, Npm, S3Host, TestRegistry, escaped, pkg};
 use serde_json::{Value, json};
 
 /// Sends `head` (request line and headers) and `body` on a raw connection, then reads the
@@ -55,15 +54,14 @@ fn raw_exchange(url: &str, head: &str, body: &[u8]) -> String {
 /// declares is never sent), without asking GitHub; small routes have small limits.
 #[tokio::test]
 async fn anonymous_writes_are_refused_before_the_body_and_github() {
-    let tmp = tempfile::tempdir().unwrap();
     let world = World::start().await;
-    let server = world.server(tmp.path(), &Backend::local(), &[]);
+    let reg = TestRegistry::builder().github(&world).start().await;
     world.github.reset_calls();
     let head = format!(
         "PUT /@acme%2fbig HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         50 << 20
     );
-    let response = raw_exchange(&server.url, &head, b"{\"_attachments\":");
+    let response = raw_exchange(&reg.url, &head, b"{\"_attachments\":");
     assert!(response.starts_with("HTTP/1.1 401"), "{response}");
     assert!(
         response.to_ascii_lowercase().contains("www-authenticate"),
@@ -80,16 +78,12 @@ async fn anonymous_writes_are_refused_before_the_body_and_github() {
         "PUT /-/user/org.couchdb.user:x HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         60 << 20
     );
-    let response = raw_exchange(&server.url, &head, b"{");
+    let response = raw_exchange(&reg.url, &head, b"{");
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
-    let (s, b, _) = send(
-        Method::PUT,
-        format!("{}/-/package/@acme%2fbig/dist-tags/x", server.url),
-        Some(&world.alice.token),
-        Some(&json!("1".repeat(20_000))),
-    )
-    .await;
-    assert_eq!(s, 413, "{b}");
+    reg.as_user(&world.alice.token)
+        .put_dist_tag("@acme/big", "x", &"1".repeat(20_000))
+        .await
+        .assert_status(413);
 }
 
 /// Finding 1: a publish's tarball is decoded, hashed and unpacked only for a caller allowed to
@@ -101,44 +95,43 @@ async fn the_attachment_is_untouched_until_the_caller_is_authorised() {
     }
 }
 
+/// A registry in GitHub mode against `world` on `backend`; as a process, which GitHub mode on
+/// AWS needs.
+async fn github_registry(world: &World, backend: Backend, extra: &[(&str, &str)]) -> TestRegistry {
+    let mut builder = TestRegistry::builder().backend(backend).github(world);
+    for (key, value) in extra {
+        builder = builder.env(key, value);
+    }
+    builder.process().start().await
+}
+
 async fn the_attachment_is_untouched_on(backend: Backend) {
-    let tmp = tempfile::tempdir().unwrap();
     let world = World::start().await;
-    let server = world.server(tmp.path(), &backend, &[]);
+    let reg = github_registry(&world, backend, &[]).await;
     let name = "@acme/secret";
-    let (s, b) = publish(
-        &server,
-        Some(&world.alice.token),
-        name,
-        "1.0.0",
-        Some("github:acme/widgets"),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    let mut bad = doc(name, "1.0.1", Some("github:acme/widgets"));
-    bad["_attachments"][format!("{name}-1.0.1.tgz")]["data"] = json!("%%% not base64 %%%");
+    let widgets = |version: &str| pkg(name).version(version).repository("github:acme/widgets");
+    reg.as_user(&world.alice.token)
+        .publish(widgets("1.0.0"))
+        .await
+        .assert_status(201);
+    let bad = || {
+        widgets("1.0.1").edit(|d| {
+            d["_attachments"]["@acme/secret-1.0.1.tgz"]["data"] = json!("%%% not base64 %%%")
+        })
+    };
     for (who, token) in [("dave", &world.dave.token), ("carol", &world.carol.token)] {
-        let (s, b, _) = send(
-            Method::PUT,
-            format!("{}/{}", server.url, escaped(name)),
-            Some(token),
-            Some(&bad),
-        )
-        .await;
-        assert_eq!(s, 403, "{who}: {b}");
-        let message = b["error"].as_str().unwrap();
+        let reply = reg.as_user(token).publish(bad()).await;
+        assert_eq!(reply.status, 403, "{who}: {}", reply.body);
+        let message = reply.error().unwrap();
         assert!(!message.contains("base64"), "{who}: {message}");
     }
     // The same body from someone allowed to publish is judged on its merits.
-    let (s, b, _) = send(
-        Method::PUT,
-        format!("{}/{}", server.url, escaped(name)),
-        Some(&world.bob.token),
-        Some(&bad),
-    )
-    .await;
-    assert_eq!(s, 400, "{b}");
-    assert!(b["error"].as_str().unwrap().contains("base64"), "{b}");
+    let reply = reg
+        .as_user(&world.bob.token)
+        .publish(bad())
+        .await
+        .assert_status(400);
+    assert!(reply.error().unwrap().contains("base64"), "{}", reply.body);
 }
 
 /// Finding 2: with REGISTRY_PUBLIC_READ=false (the default), a package bound to a public
@@ -150,40 +143,39 @@ async fn public_repositories_are_not_public_packages_unless_configured() {
         (true, Backend::local()),
         (false, Backend::aws("publicread", S3Host::Same)),
     ] {
-        let tmp = tempfile::tempdir().unwrap();
         let world = World::start().await;
         let setting = public_read.to_string();
-        let server = world.server(tmp.path(), &backend, &[("REGISTRY_PUBLIC_READ", &setting)]);
+        let reg = github_registry(&world, backend, &[("REGISTRY_PUBLIC_READ", &setting)]).await;
         let name = "@acme/public-lib";
-        let (s, b) = publish(
-            &server,
-            Some(&world.alice.token),
-            name,
-            "1.0.0",
-            Some("github:acme/public-lib"),
-        )
-        .await;
-        assert_eq!(s, 201, "{b}");
-        let url = format!("{}/{}", server.url, escaped(name));
+        let alice = reg.as_user(&world.alice.token);
+        alice
+            .publish(pkg(name).repository("github:acme/public-lib"))
+            .await
+            .assert_status(201);
+        let path = format!("/{}", escaped(name));
         let reads = [
-            url.clone(),
-            format!("{url}/1.0.0"),
-            format!("{url}/latest"),
-            format!("{}/-/package/{}/dist-tags", server.url, escaped(name)),
-            format!("{}/{name}/-/public-lib-1.0.0.tgz", server.url),
+            path.clone(),
+            format!("{path}/1.0.0"),
+            format!("{path}/latest"),
+            format!("/-/package/{}/dist-tags", escaped(name)),
+            format!("/{name}/-/public-lib-1.0.0.tgz"),
         ];
         for read in reads {
-            let (s, b, _) = send(Method::GET, read.clone(), None, None).await;
+            let reply = reg.get(&read).send().await;
             let wanted = if public_read { 200 } else { 401 };
-            assert_eq!(s, wanted, "public_read={public_read} {read}: {b}");
+            assert_eq!(
+                reply.status, wanted,
+                "public_read={public_read} {read}: {}",
+                reply.body
+            );
         }
-        let state = packument(&server, &world.alice.token, name).await.unwrap();
+        let state = alice.get_for_write(name).await.assert_status(200).body;
         let mut star = state.clone();
         star["users"] = json!({ "anonymous": true });
-        let (s, b, _) = send(Method::PUT, url.clone(), None, Some(&star)).await;
-        assert_eq!(s, 401, "an anonymous star: {b}");
+        let reply = reg.put(&path).json(&star).send().await;
+        assert_eq!(reply.status, 401, "an anonymous star: {}", reply.body);
         assert_eq!(
-            packument(&server, &world.alice.token, name).await.unwrap()["users"],
+            alice.get_for_write(name).await.assert_status(200).body["users"],
             state["users"]
         );
     }
@@ -204,31 +196,25 @@ fn add_erin(world: &World) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_first_publishes_bind_the_name_once() {
     for backend in [Backend::local(), Backend::aws("bindrace", S3Host::Same)] {
-        let tmp = tempfile::tempdir().unwrap();
         let world = World::start().await;
-        let erin = add_erin(&world);
+        let erin_token = add_erin(&world);
         // Each permission check takes this long, so both are under way before either write.
         world.github.set_delay(Duration::from_millis(300));
-        let server = world.server(tmp.path(), &backend, &[]);
+        let reg = github_registry(&world, backend, &[]).await;
+        let (bob, erin) = (reg.as_user(&world.bob.token), reg.as_user(&erin_token));
         for round in 0..3 {
             let name = format!("@acme/race{round}");
             // bob: admin of acme/other, push on acme/widgets; erin: push on acme/widgets only.
             // Whichever binds the name first, the other may not rebind it.
-            let bob = publish(
-                &server,
-                Some(&world.bob.token),
-                &name,
-                "1.0.0",
-                Some("github:acme/other"),
+            let (bob, erin) = tokio::join!(
+                bob.publish(pkg(&name).repository("github:acme/other")),
+                erin.publish(
+                    pkg(&name)
+                        .version("1.0.1")
+                        .repository("github:acme/widgets")
+                ),
             );
-            let erin = publish(
-                &server,
-                Some(&erin),
-                &name,
-                "1.0.1",
-                Some("github:acme/widgets"),
-            );
-            let ((b, bb), (e, eb)) = tokio::join!(bob, erin);
+            let ((b, bb), (e, eb)) = ((bob.status, bob.body), (erin.status, erin.body));
             let created = [b, e].iter().filter(|s| s.as_u16() == 201).count();
             assert_eq!(created, 1, "round {round}: bob {b} {bb}, erin {e} {eb}");
             let loser = if b == 201 { (e, eb) } else { (b, bb) };
@@ -241,69 +227,41 @@ async fn racing_first_publishes_bind_the_name_once() {
 /// rebinds the package.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_racing_a_rebind_does_not_undo_it() {
-    let tmp = tempfile::tempdir().unwrap();
     let world = World::start().await;
     let erin_token = add_erin(&world);
-    let server = world.server(tmp.path(), &Backend::local(), &[]);
+    let reg = TestRegistry::builder().github(&world).start().await;
     let name = "@acme/rebound";
-    let (s, b) = publish(
-        &server,
-        Some(&world.alice.token),
-        name,
-        "1.0.0",
-        Some("github:acme/widgets"),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
+    let (alice, erin) = (reg.as_user(&world.alice.token), reg.as_user(&erin_token));
+    alice
+        .publish(pkg(name).repository("github:acme/widgets"))
+        .await
+        .assert_status(201);
     // erin's identity is known before the race (GitHub's answer to /user is cached), so her
     // publish reads the binding at once and then spends 300 ms on its one permission check.
-    let (s, b, _) = send(
-        Method::GET,
-        format!("{}/-/whoami", server.url),
-        Some(&erin_token),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{b}");
+    erin.whoami().await.assert_status(200);
     world.github.set_delay(Duration::from_millis(300));
     // alice (admin of both) moves it to acme/other while erin (push on widgets only) publishes.
-    let rebind = publish(
-        &server,
-        Some(&world.alice.token),
-        name,
-        "1.1.0",
-        Some("github:acme/other"),
-    );
+    let rebind = alice.publish(pkg(name).version("1.1.0").repository("github:acme/other"));
     let racer = async {
         // Scheduled so that erin reads the old binding (at 400 ms) before alice's write lands
         // (after her two checks, 600 ms) and writes after it (700 ms): the interleaving the
         // review found. The assertion below holds in every interleaving; this only makes the
         // interesting one likely.
         tokio::time::sleep(Duration::from_millis(400)).await;
-        publish(
-            &server,
-            Some(&erin_token),
-            name,
-            "1.0.1",
-            Some("github:acme/widgets"),
-        )
-        .await
+        erin.publish(pkg(name).version("1.0.1").repository("github:acme/widgets"))
+            .await
     };
-    let ((a, ab), (e, eb)) = tokio::join!(rebind, racer);
-    assert_eq!(a, 201, "{ab}");
+    let (rebound, raced) = tokio::join!(rebind, racer);
+    rebound.assert_status(201);
     world.github.set_delay(Duration::ZERO);
     // Whatever the order, the package is bound to acme/other now: erin cannot publish to it.
-    let (s, b) = publish(
-        &server,
-        Some(&erin_token),
-        name,
-        "1.0.2",
-        Some("github:acme/widgets"),
-    )
-    .await;
+    let reply = erin
+        .publish(pkg(name).version("1.0.2").repository("github:acme/widgets"))
+        .await;
     assert_eq!(
-        s, 403,
-        "the old binding came back (erin's racer got {e} {eb}): {b}"
+        reply.status, 403,
+        "the old binding came back (erin's racer got {} {}): {}",
+        raced.status, raced.body, reply.body
     );
 }
 
@@ -317,53 +275,52 @@ async fn metadata_writes_answer_nothing_before_authorisation() {
 }
 
 async fn metadata_writes_answer_nothing_on(backend: Backend) {
-    let tmp = tempfile::tempdir().unwrap();
+    use reqwest::Method;
     let world = World::start().await;
-    let server = world.server(tmp.path(), &backend, &[]);
+    let reg = github_registry(&world, backend, &[]).await;
     let name = "@acme/private";
-    assert_eq!(
-        publish(
-            &server,
-            Some(&world.alice.token),
-            name,
-            "1.0.0",
-            Some("github:acme/widgets")
-        )
+    reg.as_user(&world.alice.token)
+        .publish(pkg(name).repository("github:acme/widgets"))
         .await
-        .0,
-        201
-    );
-    let url = format!("{}/{}", server.url, escaped(name));
+        .assert_status(201);
+    let path = format!("/{}", escaped(name));
     let cases: Vec<(Method, String, Option<Value>)> = vec![
-        (Method::PUT, url.clone(), Some(json!({}))),
+        (Method::PUT, path.clone(), Some(json!({}))),
         (
             Method::PUT,
-            format!("{url}/-rev/999-stale"),
+            format!("{path}/-rev/999-stale"),
             Some(json!({ "name": name, "versions": {} })),
         ),
         (
             Method::PUT,
-            url.clone(),
+            path.clone(),
             Some(json!({ "name": name, "versions": { "9.9.9": {} } })),
         ),
-        (Method::DELETE, format!("{url}/-rev/999-stale"), None),
+        (Method::DELETE, format!("{path}/-rev/999-stale"), None),
         (
             Method::DELETE,
-            format!("{}/{name}/-/private-9.9.9.tgz/-rev/1", server.url),
+            format!("/{name}/-/private-9.9.9.tgz/-rev/1"),
             None,
         ),
     ];
     for (method, path, body) in cases {
-        let (s, b, _) = send(method.clone(), path.clone(), None, body.as_ref()).await;
-        assert_eq!(s, 401, "anonymous {method} {path}: {b}");
-        let (s, b, _) = send(
-            method.clone(),
-            path.clone(),
-            Some(&world.dave.token),
-            body.as_ref(),
-        )
-        .await;
-        assert_eq!(s, 404, "dave {method} {path}: {b}");
+        let send = |client: Client| {
+            let request = client.request(method.clone(), &path);
+            match &body {
+                Some(body) => request.json(body),
+                None => request,
+            }
+            .send()
+        };
+        let reply = send(reg.anonymous()).await;
+        assert_eq!(
+            reply.status, 401,
+            "anonymous {method} {path}: {}",
+            reply.body
+        );
+        let reply = send(reg.as_user(&world.dave.token)).await;
+        let b = &reply.body;
+        assert_eq!(reply.status, 404, "dave {method} {path}: {b}");
         assert_eq!(b["error"], json!(format!("package '{name}' not found")));
         assert_eq!(b["code"], "package_not_found", "dave {method} {path}: {b}");
     }
@@ -377,50 +334,42 @@ async fn tokens_revoked_by_value_and_minted_tokens_die_with_their_parent() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let world = World::start().await;
-    let server = world.server(root, &Backend::local(), &[]);
-    let token = login(&server, &world.bob).await;
-    let npm = Npm::with_token(&root.join("npm-bob"), &server.url, Some(&token));
-    let victim = login(&server, &world.bob).await;
+    // A process: the test reads its log.
+    let reg = github_registry(&world, Backend::local(), &[]).await;
+    let login = || async {
+        let reply = reg.login(world.bob.login, &world.bob.token).await;
+        reply.assert_status(201).body["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let token = login().await;
+    let npm = Npm::with_token(&root.join("npm-bob"), &reg.url, Some(&token));
+    let victim = login().await;
     let run = npm.run(root, &["token", "revoke", &victim]);
     assert!(run.ok, "{}", run.all());
-    let (s, b, _) = send(
-        Method::GET,
-        format!("{}/-/whoami", server.url),
-        Some(&victim),
-        None,
-    )
-    .await;
-    assert_eq!(s, 401, "the revoked token still works: {b}");
-    let (s, b, _) = send(
-        Method::DELETE,
-        format!("{}/-/npm/v1/tokens/token/{victim}", server.url),
-        Some(&token),
-        None,
-    )
-    .await;
-    assert_eq!(s, 404);
+    let reply = reg.as_user(&victim).whoami().await;
+    assert_eq!(
+        reply.status, 401,
+        "the revoked token still works: {}",
+        reply.body
+    );
+    let bob = reg.as_user(&token);
+    let reply = bob
+        .delete(&format!("/-/npm/v1/tokens/token/{victim}"))
+        .send()
+        .await
+        .assert_status(404);
+    let b = &reply.body;
     assert!(!b.to_string().contains(&victim), "the token is echoed: {b}");
     assert!(
-        !server.log().contains(&victim),
+        !reg.server().expect("a process").log().contains(&victim),
         "the token is in the request log"
     );
 
     // A token minted with `token` expires no later than it and is revoked with it.
-    let (s, minted, _) = send(
-        Method::POST,
-        format!("{}/-/npm/v1/tokens", server.url),
-        Some(&token),
-        Some(&json!({ "password": "" })),
-    )
-    .await;
-    assert_eq!(s, 200, "{minted}");
-    let (_, list, _) = send(
-        Method::GET,
-        format!("{}/-/npm/v1/tokens", server.url),
-        Some(&token),
-        None,
-    )
-    .await;
+    let minted = bob.create_token(false).await.assert_status(200).body;
+    let list = bob.tokens().await.body;
     let expires = |key: &str| {
         list["objects"]
             .as_array()
@@ -441,22 +390,15 @@ async fn tokens_revoked_by_value_and_minted_tokens_die_with_their_parent() {
     };
     let parent_key = claims(&token)["jti"].as_str().unwrap().to_string();
     assert!(expires(minted["key"].as_str().unwrap()) <= expires(&parent_key));
-    let child = minted["token"].as_str().unwrap().to_string();
-    let whoami = |t: String| {
-        let url = format!("{}/-/whoami", server.url);
-        async move { send(Method::GET, url, Some(&t), None).await.0 }
-    };
-    assert_eq!(whoami(child.clone()).await, 200);
-    let (s, _, _) = send(
-        Method::DELETE,
-        format!("{}/-/npm/v1/tokens/token/{parent_key}", server.url),
-        Some(&world.bob.token),
-        None,
-    )
-    .await;
-    assert_eq!(s, 204);
+    let child = reg.as_user(minted["token"].as_str().unwrap());
+    child.whoami().await.assert_status(200);
+    reg.as_user(&world.bob.token)
+        .delete(&format!("/-/npm/v1/tokens/token/{parent_key}"))
+        .send()
+        .await
+        .assert_status(204);
     assert_eq!(
-        whoami(child).await,
+        child.whoami().await.status,
         401,
         "a minted token outlived its parent"
     );
@@ -465,19 +407,15 @@ async fn tokens_revoked_by_value_and_minted_tokens_die_with_their_parent() {
 /// Finding 9: a bad token costs one GitHub call, not one per request.
 #[tokio::test]
 async fn a_repeated_bad_token_costs_one_github_call() {
-    let tmp = tempfile::tempdir().unwrap();
     let world = World::start().await;
-    let server = world.server(tmp.path(), &Backend::local(), &[]);
+    let reg = TestRegistry::builder().github(&world).start().await;
     world.github.reset_calls();
+    let stranger = reg.as_user("ghp_this_token_does_not_exist_at_all");
     for _ in 0..5 {
-        let (s, _, _) = send(
-            Method::GET,
-            format!("{}/@acme%2fanything", server.url),
-            Some("ghp_this_token_does_not_exist_at_all"),
-            None,
-        )
-        .await;
-        assert_eq!(s, 401);
+        stranger
+            .get_packument("@acme/anything")
+            .await
+            .assert_status(401);
     }
     assert_eq!(
         world.github.calls_to("/user"),
@@ -491,83 +429,55 @@ async fn a_repeated_bad_token_costs_one_github_call() {
 /// (no CORS preflight); such writes are refused and change nothing.
 #[tokio::test]
 async fn cross_site_writes_are_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(tmp.path());
+    let reg = TestRegistry::start().await;
     let name = "csrf-target";
-    let tarball = e2e::package_tgz(name, "1.0.0");
-    let (s, _, _) = send(
-        Method::PUT,
-        format!("{}/{name}", server.url),
-        None,
-        Some(&e2e::publish_doc(name, "1.0.0", &tarball)),
-    )
-    .await;
-    assert_eq!(s, 201);
-    let tarball = e2e::package_tgz(name, "1.0.1");
-    let (s, _, _) = send(
-        Method::PUT,
-        format!("{}/{name}", server.url),
-        None,
-        Some(&e2e::publish_doc(name, "1.0.1", &tarball)),
-    )
-    .await;
-    assert_eq!(s, 201);
-    let url = format!("{}/-/package/{name}/dist-tags/latest", server.url);
+    reg.publish(pkg(name)).await.assert_status(201);
+    reg.publish(pkg(name).version("1.0.1"))
+        .await
+        .assert_status(201);
+    let path = format!("/-/package/{name}/dist-tags/latest");
     // What a page can send without a preflight: text/plain (and the other form types).
     for content_type in [
         "text/plain",
         "text/plain;charset=UTF-8",
         "application/x-www-form-urlencoded",
     ] {
-        let r = http()
-            .post(&url)
+        let reply = reg
+            .post(&path)
             .header("content-type", content_type)
             .body("\"1.0.0\"")
             .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 403, "{content_type}");
+            .await;
+        assert_eq!(reply.status, 403, "{content_type}");
     }
     // A browser marks its cross-site requests.
-    let r = http()
-        .put(&url)
-        .header("content-type", "application/json")
+    reg.put(&path)
         .header("sec-fetch-site", "cross-site")
-        .body("\"1.0.0\"")
+        .raw_json("\"1.0.0\"")
         .send()
         .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let (_, tags, _) = send(
-        Method::GET,
-        format!("{}/-/package/{name}/dist-tags", server.url),
-        None,
-        None,
-    )
-    .await;
+        .assert_status(403);
+    let tags = reg.dist_tags(name).await.body;
     assert_eq!(tags["latest"], "1.0.1", "a cross-site write moved the tag");
     // npm's own request shape still works.
-    let (s, _, _) = send(Method::PUT, url, None, Some(&json!("1.0.0"))).await;
-    assert_eq!(s, 200);
+    reg.put_dist_tag(name, "latest", "1.0.0")
+        .await
+        .assert_status(200);
 }
 
 /// Bounded resources: bodies held at once have a budget; beyond it a request is answered 503
 /// with Retry-After before its body is read.
 #[tokio::test]
 async fn bodies_in_flight_have_a_budget() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start_with(
-        tmp.path().join("data"),
-        tmp.path().join("server.log"),
-        vec![
-            ("REGISTRY_MAX_BODY_BYTES".into(), "1000000".into()),
-            ("REGISTRY_MAX_BODY_BYTES_IN_FLIGHT".into(), "1500000".into()),
-        ],
-    );
+    let reg = TestRegistry::builder()
+        .env("REGISTRY_MAX_BODY_BYTES", "1000000")
+        .env("REGISTRY_MAX_BODY_BYTES_IN_FLIGHT", "1500000")
+        .start()
+        .await;
     // The first request declares 900 kB and sends only part of it: its reservation stays. It
     // asks for `100 Continue`, which the server sends once it starts reading the body, i.e.
     // once the reservation is made.
-    let addr = server.url.trim_start_matches("http://").to_string();
+    let addr = reg.url.trim_start_matches("http://").to_string();
     let mut first = std::net::TcpStream::connect(&addr).unwrap();
     first
         .write_all(
@@ -587,29 +497,20 @@ async fn bodies_in_flight_have_a_budget() {
     first.write_all(b"{\"name\":").unwrap();
     // The second, as large, does not fit beside it.
     let body = vec![b' '; 900_000];
-    let r = http()
-        .put(format!("{}/second", server.url))
-        .header("content-type", "application/json")
-        .body(body.clone())
+    let reply = reg
+        .put("/second")
+        .raw_json(body.clone())
         .send()
         .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
-    assert!(r.headers().get("retry-after").is_some());
-    let b: Value = r.json().await.unwrap();
-    assert!(b["error"].as_str().unwrap().contains("retry"), "{b}");
+        .assert_status(503);
+    assert!(reply.header("retry-after").is_some());
+    assert!(reply.error().unwrap().contains("retry"), "{}", reply.body);
     // Once the first is gone, the budget is back.
     drop(first);
     let mut status = 0;
     for _ in 0..100 {
-        let r = http()
-            .put(format!("{}/second", server.url))
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
-        status = r.status().as_u16();
+        let reply = reg.put("/second").raw_json(body.clone()).send().await;
+        status = reply.status.as_u16();
         if status != 503 {
             break;
         }

@@ -1,6 +1,7 @@
 //! The end-to-end suite as one test binary: one link of the AWS SDK and the server library instead of one
 //! per file. Each module is a former `tests/tests/<name>.rs`; filter with `cargo test -p e2e <module>::`.
 
+mod api_snapshots;
 mod audit_log;
 mod aws_backend;
 mod aws_outage;

@@ -2,8 +2,8 @@
 //! path prefix (an API Gateway stage or a reverse proxy's sub-path) used by the real npm CLI.
 
 use e2e::{
-    Backend, Npm, S3Host, Server, escaped, free_port, http, integrity, package_tgz, publish_doc,
-    tgz, write_package,
+    Backend, Npm, S3Host, Server, TestRegistry, escaped, free_port, http, integrity, package_tgz,
+    pkg, publish_doc, tgz, write_package,
 };
 use serde_json::{Value, json};
 
@@ -16,71 +16,42 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn unknown_names_go_upstream_and_foreign_scopes_are_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    // The upstream is never contacted: the client below does not follow redirects.
-    let server = Server::start_with(
-        root.join("data"),
-        root.join("log"),
-        env(&[
-            ("REGISTRY_UPSTREAM", "http://upstream.invalid/"),
-            ("REGISTRY_ALLOWED_OWNERS", "acme"),
-        ]),
-    );
-    let client = http();
-    let get = |path: &str| client.get(format!("{}{path}", server.url)).send();
-    let r = get("/left-pad").await.unwrap();
-    assert_eq!(r.status(), 302);
-    assert_eq!(r.headers()["location"], "http://upstream.invalid/left-pad");
-    let r = get("/left-pad/-/left-pad-1.3.0.tgz").await.unwrap();
+    // The upstream is never contacted: the client does not follow redirects.
+    let reg = TestRegistry::builder()
+        .env("REGISTRY_UPSTREAM", "http://upstream.invalid/")
+        .env("REGISTRY_ALLOWED_OWNERS", "acme")
+        .start()
+        .await;
+    let r = reg.get("/left-pad").send().await.assert_status(302);
     assert_eq!(
-        r.headers()["location"],
-        "http://upstream.invalid/left-pad/-/left-pad-1.3.0.tgz"
+        r.header("location"),
+        Some("http://upstream.invalid/left-pad")
     );
-    let r = get("/@other%2fthing?write=true").await.unwrap();
-    assert_eq!(r.status(), 302, "a scope not served here goes upstream");
+    let r = reg.get("/left-pad/-/left-pad-1.3.0.tgz").send().await;
     assert_eq!(
-        r.headers()["location"],
-        "http://upstream.invalid/@other%2fthing?write=true"
+        r.header("location"),
+        Some("http://upstream.invalid/left-pad/-/left-pad-1.3.0.tgz")
     );
-    let r = get("/@acme%2fmissing").await.unwrap();
+    let r = reg.get("/@other%2fthing?write=true").send().await;
+    assert_eq!(r.status, 302, "a scope not served here goes upstream");
     assert_eq!(
-        r.status(),
-        404,
+        r.header("location"),
+        Some("http://upstream.invalid/@other%2fthing?write=true")
+    );
+    let r = reg.get("/@acme%2fmissing").send().await;
+    assert_eq!(
+        r.status, 404,
         "an unknown package of a served scope is ours to deny"
     );
 
-    let refused = client
-        .put(format!("{}/{}", server.url, escaped("@other/thing")))
-        .json(&publish_doc(
-            "@other/thing",
-            "1.0.0",
-            &package_tgz("@other/thing", "1.0.0"),
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 403);
-    let body: Value = refused.json().await.unwrap();
+    let refused = reg.publish(pkg("@other/thing")).await.assert_status(403);
     assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("@other is not served"),
-        "{body}"
+        refused.error().unwrap().contains("@other is not served"),
+        "{}",
+        refused.body
     );
 
-    let ours = client
-        .put(format!("{}/{}", server.url, escaped("@acme/thing")))
-        .json(&publish_doc(
-            "@acme/thing",
-            "1.0.0",
-            &package_tgz("@acme/thing", "1.0.0"),
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ours.status(), 201);
+    reg.publish(pkg("@acme/thing")).await.assert_status(201);
 }
 
 #[tokio::test]
@@ -98,54 +69,38 @@ async fn overwrite_is_opt_in_and_never_revives_unpublished_versions_aws() {
 }
 
 async fn overwrite_is_opt_in_and_never_revives_unpublished_versions(backend: Backend) {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let mut server_env = backend.env();
-    server_env.push(("REGISTRY_ALLOW_OVERWRITE".into(), "true".into()));
-    let server = Server::start_with(root.join("data"), root.join("log"), server_env);
-    let client = http();
+    let reg = TestRegistry::builder()
+        .backend(backend)
+        .env("REGISTRY_ALLOW_OVERWRITE", "true")
+        .start()
+        .await;
     let name = "@acme/mutable";
-    let url = format!("{}/{}", server.url, escaped(name));
     let first = package_tgz(name, "1.0.0");
     let second = tgz(&[(
         "package/package.json",
         br#"{"name":"@acme/mutable","version":"1.0.0","changed":true}"#,
     )]);
-    assert_eq!(
-        client
-            .put(&url)
-            .json(&publish_doc(name, "1.0.0", &first))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
-    assert_eq!(
-        client
-            .put(&url)
-            .json(&publish_doc(name, "1.0.0", &second))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
-    let packument: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+    reg.publish(pkg(name).tarball(first.clone()))
+        .await
+        .assert_status(201);
+    reg.publish(pkg(name).tarball(second.clone()))
+        .await
+        .assert_status(201);
+    let packument = reg.get_packument(name).await.body;
     assert_eq!(
         packument["versions"]["1.0.0"]["dist"]["integrity"],
         json!(integrity(&second))
     );
     // Follows the AWS backend's redirect, as clients do.
-    let bytes = reqwest::get(format!("{}/@acme/mutable/-/mutable-1.0.0.tgz", server.url))
+    let bytes = reqwest::get(reg.url("/@acme/mutable/-/mutable-1.0.0.tgz"))
         .await
         .unwrap()
         .bytes()
         .await
         .unwrap();
     assert_eq!(integrity(&bytes), integrity(&second));
-    if let Backend::Local = backend {
-        let files = std::fs::read_dir(server.data_dir.join("tarballs/@acme/mutable"))
+    if let Backend::Local = reg.backend() {
+        let files = std::fs::read_dir(reg.data_dir().join("tarballs/@acme/mutable"))
             .unwrap()
             .count();
         assert_eq!(files, 1, "the replaced tarball is removed");
@@ -153,20 +108,14 @@ async fn overwrite_is_opt_in_and_never_revives_unpublished_versions(backend: Bac
 
     // Unpublish (all versions), then try to overwrite: the number stays retired.
     let rev = packument["_rev"].as_str().unwrap();
-    let deleted = client
-        .delete(format!("{url}/-rev/{rev}"))
+    reg.delete(&format!("/{}/-rev/{rev}", escaped(name)))
         .send()
         .await
-        .unwrap();
-    assert_eq!(deleted.status(), 200);
-    let again = client
-        .put(&url)
-        .json(&publish_doc(name, "1.0.0", &first))
-        .send()
+        .assert_status(200);
+    reg.publish(pkg(name).tarball(first))
         .await
-        .unwrap();
-    assert_eq!(again.status(), 409);
-    assert_eq!(client.get(&url).send().await.unwrap().status(), 404);
+        .assert_status(409);
+    reg.get_packument(name).await.assert_status(404);
 }
 
 #[tokio::test]

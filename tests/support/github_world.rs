@@ -86,17 +86,24 @@ impl World {
     /// The registry's environment for GitHub mode on `backend`.
     pub fn env(&self, backend: &Backend, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut env = backend.env();
-        env.push(("REGISTRY_AUTH".into(), "github".into()));
-        env.push(("GITHUB_API_URL".into(), self.github.url.clone()));
-        env.push(("REGISTRY_TOKEN_SECRET".into(), self.secret.clone()));
-        env.push((
-            "REGISTRY_LOG".into(),
-            "debug,hyper=info,aws=info,h2=info,rustls=info,tower=info".into(),
-        ));
+        env.extend(self.github_env());
         for (k, v) in extra {
             env.push((k.to_string(), v.to_string()));
         }
         env
+    }
+
+    /// The registry's environment for GitHub mode against this world, on any backend.
+    pub fn github_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("REGISTRY_AUTH".into(), "github".into()),
+            ("GITHUB_API_URL".into(), self.github.url.clone()),
+            ("REGISTRY_TOKEN_SECRET".into(), self.secret.clone()),
+            (
+                "REGISTRY_LOG".into(),
+                "debug,hyper=info,aws=info,h2=info,rustls=info,tower=info".into(),
+            ),
+        ]
     }
 
     /// A registry server in GitHub mode.

@@ -1,5 +1,6 @@
-//! Test support: start the real `registry-server` binary, drive the real npm CLI in an isolated
-//! HOME, and build packages and publish documents at test time.
+//! Test support: start the registry (in this process or as the real `registry-server` binary:
+//! `TestRegistry`), drive the real npm CLI in an isolated HOME, and build packages and publish
+//! documents at test time.
 
 pub mod api;
 pub mod clients;
@@ -10,6 +11,7 @@ pub mod lambda_runtime;
 pub mod oidc_issuer;
 pub mod s3_gate;
 pub mod stack;
+pub mod test_registry;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,6 +21,8 @@ use std::time::Duration;
 use base64::Engine;
 
 use crate::s3_gate::S3Gate;
+
+pub use test_registry::{Client, Pkg, Reply, TestRegistry, pkg};
 
 /// The target directory's binary, next to the test executable's `deps/` directory.
 pub fn sibling_binary(name: &str) -> PathBuf {

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use base64::Engine;
 use redb::backends::FileBackend;
 use redb::{BackendError, Builder, ReadableDatabase, StorageBackend};
 use serde_json::{Value, json};
@@ -402,31 +401,11 @@ async fn a_tarball_write_on_a_full_disk_answers_no_space_and_leaves_no_temporary
     assert_eq!(meta.health().await.state, StorageState::Ok);
 }
 
-fn tarball(name: &str, version: &str) -> Vec<u8> {
-    use std::io::Write;
-    let manifest = serde_json::to_vec(&json!({"name": name, "version": version})).unwrap();
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_path("package/package.json").unwrap();
-    header.set_size(manifest.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    builder.append(&header, manifest.as_slice()).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&builder.into_inner().unwrap()).unwrap();
-    gz.finish().unwrap()
-}
-
+/// A publish of a minimal package, as npm sends it (the builders of `crate::testing`).
 fn publish_body(name: &str, version: &str) -> Vec<u8> {
-    let t = tarball(name, version);
-    let d = crate::domain::integrity::Digests::of(&t);
-    serde_json::to_vec(&json!({
-        "name": name,
-        "dist-tags": {"latest": version},
-        "versions": {version: {"name": name, "version": version, "dist": {"integrity": d.integrity, "shasum": d.sha1_hex}}},
-        "_attachments": {format!("{name}-{version}.tgz"): {"data": base64::engine::general_purpose::STANDARD.encode(&t), "length": t.len()}}
-    }))
-    .unwrap()
+    let tarball = crate::testing::package_tgz(name, version);
+    serde_json::to_vec(&crate::testing::publish_doc(name, version, &tarball))
+        .expect("a JSON document serialises")
 }
 
 async fn send(app: &axum::Router, method: &str, uri: &str, body: Vec<u8>) -> (StatusCode, Value) {
