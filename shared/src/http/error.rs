@@ -208,6 +208,17 @@ impl ApiError {
         ApiError::Coded(code, message.into())
     }
 
+    /// A 404 for a version the package does not have (or has no more).
+    pub fn version_not_found(
+        name: impl std::fmt::Display,
+        version: impl std::fmt::Display,
+    ) -> Self {
+        ApiError::coded(
+            ErrorCode::VersionNotFound,
+            format!("version {version} of {name} not found"),
+        )
+    }
+
     /// A 404 for a package this registry does not have.
     pub fn package_not_found(name: impl std::fmt::Display) -> Self {
         ApiError::coded(

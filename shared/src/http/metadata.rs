@@ -177,7 +177,7 @@ async fn version_or_tag(
         .metadata
         .version(name, &version)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("version {version} of {name} not found")))?;
+        .ok_or_else(|| ApiError::version_not_found(name, &version))?;
     match &record.state {
         VersionState::Live(live) => {
             let manifest = packument::VersionManifest {

@@ -497,9 +497,7 @@ async fn delete_tarball(
             "{name}@{version} is still published; unpublish the version before deleting its tarball"
         ))),
         Some(_) => Ok(ok()),
-        None => Err(ApiError::NotFound(format!(
-            "version {version} of {name} not found"
-        ))),
+        None => Err(ApiError::version_not_found(name, &version)),
     }
 }
 
@@ -536,9 +534,7 @@ async fn change_package_record(
             if let Some(version) = live {
                 let record = state.metadata.version(name, version).await?;
                 if !matches!(record.map(|r| r.state), Some(VersionState::Live(_))) {
-                    return Err(Refusal::Refused(ApiError::NotFound(format!(
-                        "version {version} of {name} not found"
-                    ))));
+                    return Err(Refusal::Refused(ApiError::version_not_found(name, version)));
                 }
             }
             let mut draft = Draft::after(Some(&stored), name);

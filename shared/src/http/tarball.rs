@@ -51,9 +51,7 @@ async fn download(
         if package.is_none() && state.metadata.package(name).await?.is_none() {
             return state.not_here(name, ctx).await;
         }
-        return Err(ApiError::NotFound(format!(
-            "version {version} of {name} not found"
-        )));
+        return Err(ApiError::version_not_found(name, &version));
     };
     let live = match record.state {
         VersionState::Live(live) => live,
