@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the four Lambda functions for arm64 (provided.al2023) with cargo-lambda, installing its
 # pinned tools first (cargo-lambda and zig come from PyPI; the aarch64 standard library from rustup).
-# Output: target/lambda/<function>/bootstrap (and bootstrap.zip with --output-format zip).
+# Cargo profile `lambda` (Cargo.toml: size-optimised, fat LTO, one codegen unit), not `release`,
+# which stays quick to build for the local server. Output: target/lambda/<function>/bootstrap
+# under the repository whatever CARGO_TARGET_DIR is (infra/template.yaml's CodeUri points there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARGO_LAMBDA_VERSION=1.9.2
@@ -14,4 +16,5 @@ if [ ! -x "$venv/bin/cargo-lambda" ]; then
 fi
 rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
 export PATH="$venv/bin:$PATH"
-cargo lambda build --release --arm64 -p metadata -p publish -p tarball -p auth "$@"
+cargo lambda build --profile lambda --arm64 --lambda-dir target/lambda \
+  -p metadata -p publish -p tarball -p auth "$@"

@@ -371,3 +371,30 @@ fn each_function_role_holds_only_its_own_permissions() {
         "no secret is a parameter"
     );
 }
+
+#[test]
+fn functions_deploy_what_build_functions_builds_with_the_lambda_profile() {
+    let t = template_json();
+    for group in RouteGroup::ALL {
+        let name = function(group);
+        let code = &t["Resources"][format!("{name}Function")]["Properties"]["CodeUri"];
+        assert_eq!(
+            code.as_str(),
+            Some(format!("../target/lambda/{}/", name.to_ascii_lowercase()).as_str()),
+            "{name}Function"
+        );
+    }
+    let script = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/build-functions.sh"),
+    )
+    .unwrap();
+    assert!(script.contains("--profile lambda"), "{script}");
+    assert!(script.contains("--lambda-dir target/lambda"), "{script}");
+    let manifest =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+            .unwrap();
+    assert!(
+        manifest.contains("[profile.lambda]"),
+        "the lambda profile is gone"
+    );
+}
