@@ -6,13 +6,16 @@
 //! and the fake GitHub API, on both backends.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use e2e::api::{assert_no_secrets, doc, packument, send};
 use e2e::github_world::{User, World};
 use e2e::oidc_issuer::{OidcIssuer, RunSpec};
 use e2e::{Backend, Npm, Run, S3Host, Server, escaped, write_package};
-use registry::domain::RepoRef;
+use registry::auth::kv::Kv;
+use registry::auth::trust;
 use registry::domain::trust::{PERMISSION_CREATE_PACKAGE, TrustConfiguration};
+use registry::domain::{PackageName, RepoRef};
 use registry::storage::KvStore;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -36,8 +39,8 @@ fn configuration(id: &str, repo: &str, environment: Option<&str>) -> TrustConfig
     }
 }
 
-fn trust_namespace(package: &str) -> String {
-    format!("trust/{package}")
+fn widgets() -> PackageName {
+    PackageName::parse("@acme/widgets").unwrap()
 }
 
 /// A registry in GitHub mode trusting the local issuer, the fake GitHub and the fake issuer.
@@ -572,14 +575,9 @@ async fn the_exchange_answers_with_and_without_the_public_url_prefix() {
     {
         let (kv, _) = registry::storage::embedded::open(&data).unwrap();
         let c = configuration("tc", "acme/widgets", None);
-        kv.put(
-            &trust_namespace("@acme/widgets"),
-            &c.id,
-            &serde_json::to_vec(&c).unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
+        trust::save(&Kv::new(Arc::new(kv)), &widgets(), &c)
+            .await
+            .unwrap();
     }
     let listen = format!("127.0.0.1:{port}");
     let server = world.server(
@@ -646,17 +644,7 @@ async fn the_exchange_through_the_lambda_event_path() {
     .unwrap();
     let state = registry::app::App::builder(config).build().await.unwrap();
     let c = configuration("tc", "acme/widgets", None);
-    state
-        .auth
-        .github()
-        .unwrap()
-        .kv()
-        .put(
-            &trust_namespace("@acme/widgets"),
-            &c.id,
-            &serde_json::to_vec(&c).unwrap(),
-            None,
-        )
+    trust::save(state.auth.github().unwrap().kv(), &widgets(), &c)
         .await
         .unwrap();
     let app = registry::http::router(state, &[registry::http::RouteGroup::Auth]);

@@ -6,6 +6,7 @@
 //! allows anonymous reads), writing needs `push`, unpublishing and rebinding need `admin`.
 
 pub mod github;
+pub mod kv;
 pub mod oidc;
 pub mod scopes;
 pub mod tokens;
@@ -18,12 +19,12 @@ use axum::http::HeaderMap;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sha2::Digest;
 
 use self::github::{
     Fetched, GithubApi, GithubError, GithubUser, InstallationReach, RepoAccess, Role, TokenKind,
 };
-use self::tokens::{TokenKeys, TokenRecord};
+use self::kv::{Kv, KvKey};
+use self::tokens::TokenKeys;
 use crate::domain::audit::AuditActor;
 pub use crate::domain::audit::CredentialKind;
 pub use crate::domain::trust::WorkflowRun;
@@ -257,7 +258,7 @@ pub enum Authorizer {
 /// GitHub mode's state.
 pub struct GithubAuth {
     api: Arc<dyn GithubApi>,
-    kv: Arc<dyn KvStore>,
+    kv: Kv,
     /// Registry-token keys.
     pub tokens: TokenKeys,
     settings: GithubSettings,
@@ -276,7 +277,6 @@ struct CacheEntry {
     fetched: DateTime<Utc>,
 }
 
-const CACHE_NAMESPACE: &str = "github-cache";
 const MEMORY_ENTRIES: usize = 10_000;
 
 /// How fresh an answer must be.
@@ -286,15 +286,6 @@ enum Freshness {
     Cached,
     /// Writes: always ask GitHub (an ETag revalidation costs no rate limit); fail closed.
     Revalidate,
-}
-
-fn hash(text: &str) -> String {
-    hex::encode(sha2::Sha256::digest(text.as_bytes()))
-}
-
-/// The namespace of a user's registry-token records.
-pub fn token_namespace(login: &str) -> String {
-    format!("tokens/{}", login.to_ascii_lowercase())
 }
 
 /// The bearer token of a request, if any (`Authorization: Bearer …`, as npm sends `_authToken`).
@@ -392,7 +383,7 @@ impl GithubAuth {
     ) -> Self {
         Self {
             api,
-            kv,
+            kv: Kv::new(kv),
             tokens,
             settings,
             memory: Mutex::new(HashMap::new()),
@@ -510,49 +501,48 @@ impl GithubAuth {
         &self.settings
     }
 
-    /// The store holding token records.
-    pub fn kv(&self) -> &Arc<dyn KvStore> {
+    /// The store holding token records and trust configurations.
+    pub fn kv(&self) -> &Kv {
         &self.kv
     }
 
-    async fn cache_get(&self, key: &str) -> Option<CacheEntry> {
-        if let Some(e) = self.memory.lock().ok().and_then(|m| m.get(key).cloned()) {
+    async fn cache_get(&self, key: &KvKey) -> Option<CacheEntry> {
+        if let Some(e) = self
+            .memory
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key.id()).cloned())
+        {
             return Some(e);
         }
-        let bytes = self.kv.get(CACHE_NAMESPACE, key).await.ok()??;
-        let entry: CacheEntry = serde_json::from_slice(&bytes).ok()?;
+        let entry: CacheEntry = self.kv.get_json(key).await.ok()??;
         self.remember(key, &entry);
         Some(entry)
     }
 
-    fn remember(&self, key: &str, entry: &CacheEntry) {
+    fn remember(&self, key: &KvKey, entry: &CacheEntry) {
         if let Ok(mut m) = self.memory.lock() {
             if m.len() >= MEMORY_ENTRIES {
                 m.clear();
             }
-            m.insert(key.to_string(), entry.clone());
+            m.insert(key.id().to_string(), entry.clone());
         }
     }
 
-    async fn cache_put(&self, key: &str, entry: &CacheEntry) {
+    async fn cache_put(&self, key: &KvKey, entry: &CacheEntry) {
         self.remember(key, entry);
-        if let Ok(bytes) = serde_json::to_vec(entry) {
-            let expires = entry.fetched + self.settings.stale_for;
-            if let Err(e) = self
-                .kv
-                .put(CACHE_NAMESPACE, key, &bytes, Some(expires))
-                .await
-            {
-                tracing::warn!(error = %e, "could not store a GitHub answer in the cache");
-            }
+        let expires = entry.fetched + self.settings.stale_for;
+        if let Err(e) = self.kv.put_json(key, entry, Some(expires)).await {
+            tracing::warn!(error = %e, "could not store a GitHub answer in the cache");
         }
     }
 
-    /// A cached GitHub answer under `key` (a hash that contains no secret), asking GitHub as
-    /// `freshness` requires, with the cached ETag so an unchanged answer costs no rate limit.
+    /// A cached GitHub answer under `key` (which holds no secret: `KvKey` hashes tokens),
+    /// asking GitHub as `freshness` requires, with the cached ETag so an unchanged answer costs
+    /// no rate limit.
     async fn cached<T, F, Fut>(
         &self,
-        key: &str,
+        key: &KvKey,
         freshness: Freshness,
         fetch: F,
     ) -> Result<T, GithubError>
@@ -591,9 +581,9 @@ impl GithubAuth {
             }
             Err(GithubError::BadCredentials) => {
                 if let Ok(mut m) = self.memory.lock() {
-                    m.remove(key);
+                    m.remove(key.id());
                 }
-                let _ = self.kv.delete(CACHE_NAMESPACE, key).await;
+                let _ = self.kv.delete(key).await;
                 Err(GithubError::BadCredentials)
             }
             Err(e) => match (cached, freshness) {
@@ -622,16 +612,13 @@ impl GithubAuth {
                 .tokens
                 .verify(token)
                 .map_err(|e| AuthError::Unauthenticated(format!("{e}; run npm login again")))?;
-            let record = self
-                .kv
-                .get(&token_namespace(&claims.sub), &claims.jti)
+            let record = tokens::record(&self.kv, &claims.sub, &claims.jti)
                 .await
                 .map_err(|e| {
                     AuthError::Unavailable(format!(
                         "the token store is unavailable ({e}); retry shortly"
                     ))
                 })?
-                .and_then(|b| serde_json::from_slice::<TokenRecord>(&b).ok())
                 .ok_or_else(|| {
                     AuthError::Unauthenticated(
                         "the registry token was revoked; run npm login again".into(),
@@ -639,16 +626,14 @@ impl GithubAuth {
                 })?;
             // A token minted with another registry token lives only as long as that one.
             if let Some(root) = &record.parent {
-                let root_alive = self
-                    .kv
-                    .get(&token_namespace(&claims.sub), root)
-                    .await
-                    .map_err(|e| {
-                        AuthError::Unavailable(format!(
-                            "the token store is unavailable ({e}); retry shortly"
-                        ))
-                    })?
-                    .is_some();
+                let root_alive =
+                    tokens::exists(&self.kv, &claims.sub, root)
+                        .await
+                        .map_err(|e| {
+                            AuthError::Unavailable(format!(
+                                "the token store is unavailable ({e}); retry shortly"
+                            ))
+                        })?;
                 if !root_alive {
                     return Err(AuthError::Unauthenticated(
                         "the registry token it was created with was revoked; run npm login again"
@@ -699,13 +684,13 @@ impl GithubAuth {
     /// installation token is recognised by GitHub's 403 to `GET /user`, and cached as such
     /// with the same fresh and stale rules as a user.
     pub async fn token_owner(&self, token: &str) -> Result<TokenOwner, AuthError> {
-        let token_hash = hash(token);
+        let key = KvKey::token_owner(token);
         let now = Utc::now();
         let recently_refused = self
             .refused
             .lock()
             .ok()
-            .and_then(|r| r.get(&token_hash).copied())
+            .and_then(|r| r.get(key.id()).copied())
             .is_some_and(|at| now - at < self.settings.fresh_for);
         if recently_refused {
             return Err(unavailable(GithubError::BadCredentials));
@@ -714,22 +699,18 @@ impl GithubAuth {
         // Its own key: answers cached under `user/` before installations were recognised
         // hold a bare user, and expire on their own.
         let answer = self
-            .cached(
-                &format!("owner/{token_hash}"),
-                Freshness::Cached,
-                |etag| async move {
-                    match api.user(token, etag.as_deref()).await {
-                        Ok(Fetched::Fresh(user, etag)) => {
-                            Ok(Fetched::Fresh(TokenOwner::User(user), etag))
-                        }
-                        Ok(Fetched::NotModified) => Ok(Fetched::NotModified),
-                        Err(GithubError::NotAUser(m)) if is_installation_refusal(token, &m) => {
-                            Ok(Fetched::Fresh(TokenOwner::Installation, None))
-                        }
-                        Err(e) => Err(e),
+            .cached(&key, Freshness::Cached, |etag| async move {
+                match api.user(token, etag.as_deref()).await {
+                    Ok(Fetched::Fresh(user, etag)) => {
+                        Ok(Fetched::Fresh(TokenOwner::User(user), etag))
                     }
-                },
-            )
+                    Ok(Fetched::NotModified) => Ok(Fetched::NotModified),
+                    Err(GithubError::NotAUser(m)) if is_installation_refusal(token, &m) => {
+                        Ok(Fetched::Fresh(TokenOwner::Installation, None))
+                    }
+                    Err(e) => Err(e),
+                }
+            })
             .await;
         if let Err(GithubError::BadCredentials) = &answer
             && let Ok(mut refused) = self.refused.lock()
@@ -737,7 +718,7 @@ impl GithubAuth {
             if refused.len() >= MEMORY_ENTRIES {
                 refused.clear();
             }
-            refused.insert(token_hash, now);
+            refused.insert(key.id().to_string(), now);
         }
         answer.map_err(unavailable)
     }
@@ -751,12 +732,7 @@ impl GithubAuth {
     ) -> Result<RepoAccess, AuthError> {
         let token = caller.github_token();
         if let (Identity::Installation, Some(token)) = (&caller.identity, token) {
-            let key = format!(
-                "installation-repo/{}/{}/{}",
-                hash(token),
-                repo.owner.to_ascii_lowercase(),
-                repo.name.to_ascii_lowercase()
-            );
+            let key = KvKey::installation_repo(token, repo);
             let api = self.api.clone();
             return self
                 .cached(&key, freshness, |etag| async move {
@@ -765,12 +741,7 @@ impl GithubAuth {
                 .await
                 .map_err(unavailable);
         }
-        let key = format!(
-            "repo/{}/{}/{}",
-            token.map_or_else(|| "anonymous".to_string(), hash),
-            repo.owner.to_ascii_lowercase(),
-            repo.name.to_ascii_lowercase()
-        );
+        let key = KvKey::repo_access(token, repo);
         let api = self.api.clone();
         self.cached(&key, freshness, |etag| async move {
             api.repo(token, repo, etag.as_deref()).await
@@ -791,7 +762,7 @@ impl GithubAuth {
         };
         let api = self.api.clone();
         self.cached(
-            &format!("installation-repositories/{}", hash(token)),
+            &KvKey::installation_repositories(token),
             Freshness::Cached,
             |etag| async move { api.installation_repositories(token, etag.as_deref()).await },
         )

@@ -14,8 +14,8 @@ use super::audit::AuditEntry;
 use super::routes::{AuthRoute, TokenKey};
 use super::{ApiError, AppState, RequestContext, json_response, parse_json, read_body};
 use crate::auth::CredentialKind;
-use crate::auth::tokens::{Lineage, TokenRecord};
-use crate::auth::{GithubAuth, Identity, token_namespace};
+use crate::auth::tokens::{self, Lineage, TokenRecord};
+use crate::auth::{GithubAuth, Identity};
 use crate::domain::audit::{AuditAction, AuditActor};
 
 /// Handles an auth route.
@@ -136,16 +136,7 @@ async fn issue(
         .tokens
         .issue(login, github_token, readonly, lineage)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let bytes = serde_json::to_vec(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
-    github
-        .kv()
-        .put(
-            &token_namespace(login),
-            &record.jti,
-            &bytes,
-            Some(record.expires),
-        )
-        .await?;
+    tokens::save(github.kv(), &record).await?;
     Ok(jwt)
 }
 
@@ -162,21 +153,9 @@ fn token_json(record: &TokenRecord) -> Value {
     })
 }
 
-async fn records(github: &GithubAuth, login: &str) -> Result<Vec<TokenRecord>, ApiError> {
-    let mut records: Vec<TokenRecord> = github
-        .kv()
-        .list(&token_namespace(login))
-        .await?
-        .into_iter()
-        .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
-        .collect();
-    records.sort_by_key(|r| r.created);
-    Ok(records)
-}
-
 async fn list_tokens(github: &GithubAuth, ctx: &RequestContext) -> Result<Response, ApiError> {
     let login = signed_in(ctx)?;
-    let objects: Vec<Value> = records(github, login)
+    let objects: Vec<Value> = tokens::records(github.kv(), login)
         .await?
         .iter()
         .map(token_json)
@@ -225,7 +204,7 @@ async fn create_token(
         .tokens
         .verify(&jwt)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let record = records(github, &login)
+    let record = tokens::records(github.kv(), &login)
         .await?
         .into_iter()
         .find(|r| r.jti == claims.jti)
@@ -258,7 +237,11 @@ async fn revoke_token(
         Ok(claims) if claims.sub.eq_ignore_ascii_case(login) => claims.jti,
         _ => key.to_string(),
     };
-    if !records(github, login).await?.iter().any(|r| r.jti == key) {
+    if !tokens::records(github.kv(), login)
+        .await?
+        .iter()
+        .any(|r| r.jti == key)
+    {
         return Err(ApiError::NotFound(format!(
             "{login} has no such token; npm token list shows the keys of your tokens"
         )));
@@ -267,7 +250,7 @@ async fn revoke_token(
     ctx.audit.set(vec![
         AuditEntry::new(AuditAction::TokenRevoke).detail(format!("token key {key}")),
     ]);
-    github.kv().delete(&token_namespace(login), &key).await?;
+    tokens::remove(github.kv(), login, &key).await?;
     tracing::info!(user = %login, token = %key, "registry token revoked");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -51,7 +51,7 @@ pub async fn list(
     state
         .authorize(ctx, name, Some(&record), Action::Write)
         .await?;
-    let configs = trust::configurations(github.kv().as_ref(), name).await?;
+    let configs = trust::configurations(github.kv(), name).await?;
     let wire: Vec<Value> = configs.iter().map(TrustConfiguration::to_wire).collect();
     Ok(json_response(StatusCode::OK, &Value::Array(wire)))
 }
@@ -80,7 +80,7 @@ pub async fn create(
         TrustRequest::parse_all(body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let repository = one_repository(&requests)?;
     let owner_id = authorize_configuration(state, ctx, name, record, &repository).await?;
-    let kv = github.kv().as_ref();
+    let kv = github.kv();
     let existing = trust::configurations(kv, name).await?;
     let fresh: Vec<&TrustRequest> = requests
         .iter()
@@ -154,7 +154,7 @@ pub async fn revoke(
     state
         .authorize(ctx, name, Some(&record), Action::Admin)
         .await?;
-    let kv = github.kv().as_ref();
+    let kv = github.kv();
     if trust::configuration(kv, name, id).await?.is_none() {
         return Err(ApiError::NotFound(format!(
             "{name} has no trust configuration with id {id} (npm trust list {name} shows them)"

@@ -6,28 +6,22 @@
 //! store failure or a configuration added a moment later should not burn it); the replay
 //! record is a conditional create, so of two racing exchanges of one token exactly one wins.
 
-use std::sync::Arc;
-
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
 use super::OidcError;
 use super::claims::IdTokenVerifier;
+use crate::auth::kv::{Kv, KvKey};
 use crate::domain::PackageName;
 use crate::domain::trust::{REFUSED_EVENTS, TrustConfiguration, TrustMismatch, WorkflowRun};
-use crate::storage::{KvStore, StoreError};
+use crate::storage::StoreError;
 
 /// How long a minted token lives: enough for `npm publish` to upload, short enough that a
 /// leaked one is of little use.
 pub const TOKEN_LIFETIME_MINUTES: i64 = 15;
 /// The prefix of minted tokens (so the registry tells them from GitHub and registry tokens).
 pub const TOKEN_PREFIX: &str = "tpub_";
-/// Namespace of minted tokens' records, keyed by the token's SHA-256 (never the token).
-pub const TOKEN_NAMESPACE: &str = "trusted-publishing/tokens";
-/// Namespace of exchanged ID tokens' ids (`jti`), kept until the ID token expires.
-pub const JTI_NAMESPACE: &str = "trusted-publishing/jti";
 
 /// What a minted token may do: publish `package`, as `run`, while `configuration` exists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,16 +83,12 @@ impl From<StoreError> for ExchangeError {
 /// Trusted publishing's state: the ID-token verifier and the store.
 pub struct TrustedPublishing {
     verifier: IdTokenVerifier,
-    kv: Arc<dyn KvStore>,
-}
-
-fn sha256_hex(text: &str) -> String {
-    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    kv: Kv,
 }
 
 impl TrustedPublishing {
     /// Trusted publishing verifying with `verifier`, remembering in `kv`.
-    pub fn new(verifier: IdTokenVerifier, kv: Arc<dyn KvStore>) -> Self {
+    pub fn new(verifier: IdTokenVerifier, kv: Kv) -> Self {
         Self { verifier, kv }
     }
 
@@ -117,7 +107,7 @@ impl TrustedPublishing {
         &self,
         package: &PackageName,
     ) -> Result<Vec<TrustConfiguration>, StoreError> {
-        crate::auth::trust::configurations(self.kv.as_ref(), package).await
+        crate::auth::trust::configurations(&self.kv, package).await
     }
 
     /// One configuration of the package, if it still exists.
@@ -126,7 +116,7 @@ impl TrustedPublishing {
         package: &PackageName,
         id: &str,
     ) -> Result<Option<TrustConfiguration>, StoreError> {
-        crate::auth::trust::configuration(self.kv.as_ref(), package, id).await
+        crate::auth::trust::configuration(&self.kv, package, id).await
     }
 
     /// Exchanges `id_token` (for `audience`, `npm:<registry host>`) for a token that may
@@ -189,8 +179,7 @@ impl TrustedPublishing {
         let first_use = self
             .kv
             .put_new(
-                JTI_NAMESPACE,
-                &sha256_hex(&format!("{}\n{}", self.issuer(), verified.jti)),
+                &KvKey::exchanged_id_token(self.issuer(), &verified.jti),
                 b"1",
                 Some(remember_until),
             )
@@ -208,14 +197,9 @@ impl TrustedPublishing {
             configuration_id: configuration.id.clone(),
             expires: Utc::now() + Duration::minutes(TOKEN_LIFETIME_MINUTES),
         };
-        let record = serde_json::to_vec(&grant).map_err(|e| StoreError::Internal(e.to_string()))?;
+        // Stored under the token's hash: the token itself is shown once and kept nowhere.
         self.kv
-            .put(
-                TOKEN_NAMESPACE,
-                &sha256_hex(&token),
-                &record,
-                Some(grant.expires),
-            )
+            .put_json(&KvKey::minted_token(&token), &grant, Some(grant.expires))
             .await?;
         Ok((token, grant))
     }
@@ -224,9 +208,8 @@ impl TrustedPublishing {
     pub async fn grant(&self, token: &str) -> Result<Option<PublishGrant>, StoreError> {
         Ok(self
             .kv
-            .get(TOKEN_NAMESPACE, &sha256_hex(token))
+            .get_json::<PublishGrant>(&KvKey::minted_token(token))
             .await?
-            .and_then(|b| serde_json::from_slice::<PublishGrant>(&b).ok())
             .filter(|g| g.expires > Utc::now()))
     }
 }

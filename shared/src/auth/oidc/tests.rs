@@ -12,6 +12,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::auth::kv::{Kv, Namespace};
 use crate::domain::trust::{PERMISSION_CREATE_PACKAGE, TrustConfiguration};
 use crate::domain::{PackageName, RepoRef};
 use crate::storage::KvStore;
@@ -307,16 +308,10 @@ fn configuration(id: &str, workflow: &str) -> TrustConfiguration {
     }
 }
 
-async fn seed(kv: &EmbeddedMetadata, package: &PackageName, c: &TrustConfiguration) {
-    KvStore::put(
-        kv,
-        &crate::auth::trust::namespace(package),
-        &c.id,
-        &serde_json::to_vec(c).unwrap(),
-        None,
-    )
-    .await
-    .unwrap();
+async fn seed(kv: &Arc<EmbeddedMetadata>, package: &PackageName, c: &TrustConfiguration) {
+    crate::auth::trust::save(&Kv::new(kv.clone()), package, c)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -324,7 +319,7 @@ async fn the_exchange_mints_one_token_per_id_token_for_admitted_runs_only() {
     let (key, fetcher, _) = setup();
     let dir = tempfile::tempdir().unwrap();
     let kv = Arc::new(EmbeddedMetadata::open(&dir.path().join("m.redb")).unwrap());
-    let trusted = TrustedPublishing::new(verifier(&fetcher), kv.clone());
+    let trusted = TrustedPublishing::new(verifier(&fetcher), Kv::new(kv.clone()));
     let widgets = PackageName::parse("@acme/widgets").unwrap();
     let other = PackageName::parse("@acme/other").unwrap();
     seed(&kv, &widgets, &configuration("c1", "release.yml")).await;
@@ -389,7 +384,8 @@ async fn the_exchange_mints_one_token_per_id_token_for_admitted_runs_only() {
     assert_eq!(trusted.grant(&minted).await.unwrap(), Some(grant));
     assert_eq!(trusted.grant("tpub_made-up").await.unwrap(), None);
     // Stored hashed: the token itself is nowhere in the store.
-    let stored = KvStore::list(kv.as_ref(), exchange::TOKEN_NAMESPACE)
+    let stored = Kv::new(kv.clone())
+        .list(&Namespace::MintedTokens)
         .await
         .unwrap();
     assert_eq!(stored.len(), 1);
