@@ -7,7 +7,7 @@ use e2e::api::{assert_no_secrets, doc, login, packument, publish, send};
 use e2e::fake_github::{Access, FineGrained, Mode, TokenSpec, generate_token};
 use e2e::github_world::{User, World};
 use e2e::{Backend, Npm, S3Host, Server, escaped, http, write_package};
-use registry::auth::tokens::TokenKeys;
+use registry::auth::tokens::{TokenKeys, TokenScope};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -309,14 +309,14 @@ async fn authorization_matrix(backend: Backend) {
     assert_eq!(s, 200, "{created}");
     let read_only = created["token"].as_str().unwrap().to_string();
     let expired = TokenKeys::new(world.secret.as_bytes(), chrono::Duration::seconds(-60))
-        .issue("alice", alice, false, None)
+        .issue("alice", alice, TokenScope::Publish, None)
         .unwrap()
         .0;
     let wrong_key = TokenKeys::new(
         b"a different secret, also at least 32 chars",
         chrono::Duration::days(1),
     )
-    .issue("alice", alice, false, None)
+    .issue("alice", alice, TokenScope::Publish, None)
     .unwrap()
     .0;
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());

@@ -125,19 +125,33 @@ pub enum AuthError {
 pub struct Caller {
     /// Who they are.
     pub identity: Identity,
-    /// The GitHub token their permissions are checked with.
-    github_token: Option<Secret>,
-    /// The registry token, when one was used.
-    registry_token: Option<RegistryTokenUse>,
-    /// What a trusted-publishing token may do, when one was used.
-    grant: Option<Box<oidc::PublishGrant>>,
+    /// What they proved it with.
+    credential: Credential,
+}
+
+/// The credential a request came with: each kind carries exactly what it is checked with.
+#[derive(Debug, Clone)]
+enum Credential {
+    /// None (or open mode, where none is checked).
+    None,
+    /// A GitHub token, sent as it is.
+    Github(Secret),
+    /// A registry token, and the GitHub token sealed behind it.
+    Registry {
+        /// The sealed GitHub token permissions are checked with.
+        github: Secret,
+        /// The registry token.
+        token: RegistryTokenUse,
+    },
+    /// A trusted-publishing token, and what it may do.
+    TrustedPublishing(Box<oidc::PublishGrant>),
 }
 
 /// What a request's registry token is, as far as minting another from it goes.
 #[derive(Debug, Clone)]
 pub struct RegistryTokenUse {
-    /// Whether it only reads.
-    pub readonly: bool,
+    /// What it may do.
+    pub scope: tokens::TokenScope,
     /// The token a new one minted with it depends on: this one's root (or itself).
     pub lineage: tokens::Lineage,
 }
@@ -147,39 +161,51 @@ impl Caller {
     pub fn anonymous() -> Self {
         Self {
             identity: Identity::Anonymous,
-            github_token: None,
-            registry_token: None,
-            grant: None,
+            credential: Credential::None,
         }
     }
 
     /// The trusted-publishing grant the request came with, if any.
     pub fn publish_grant(&self) -> Option<&oidc::PublishGrant> {
-        self.grant.as_deref()
+        match &self.credential {
+            Credential::TrustedPublishing(grant) => Some(grant),
+            _ => None,
+        }
     }
 
     /// The GitHub token behind the request (sent directly, or sealed behind a registry token).
     pub fn github_token(&self) -> Option<&str> {
-        self.github_token.as_ref().map(Secret::expose)
+        match &self.credential {
+            Credential::Github(token) | Credential::Registry { github: token, .. } => {
+                Some(token.expose())
+            }
+            Credential::None | Credential::TrustedPublishing(_) => None,
+        }
     }
 
     /// Whether the request came with a read-only registry token (which may not manage tokens).
     pub fn is_read_only_token(&self) -> bool {
-        self.registry_token.as_ref().is_some_and(|t| t.readonly)
+        self.registry_token()
+            .is_some_and(|t| t.scope.is_read_only())
     }
 
     /// The registry token the request came with, if any.
     pub fn registry_token(&self) -> Option<&RegistryTokenUse> {
-        self.registry_token.as_ref()
+        match &self.credential {
+            Credential::Registry { token, .. } => Some(token),
+            _ => None,
+        }
     }
 
     /// What kind of credential the request came with.
     pub fn credential_kind(&self) -> CredentialKind {
-        match (&self.identity, &self.registry_token) {
+        match (&self.identity, self.registry_token()) {
             (Identity::Anonymous, _) => CredentialKind::None,
             (Identity::Installation, _) => CredentialKind::GithubInstallationToken,
             (Identity::Workflow(_), _) => CredentialKind::TrustedPublishing,
-            (Identity::User(_), Some(t)) if t.readonly => CredentialKind::RegistryReadOnlyToken,
+            (Identity::User(_), Some(t)) if t.scope.is_read_only() => {
+                CredentialKind::RegistryReadOnlyToken
+            }
             (Identity::User(_), Some(_)) => CredentialKind::RegistryToken,
             (Identity::User(_), None) => CredentialKind::GithubToken,
         }
@@ -421,9 +447,7 @@ impl GithubAuth {
         })?;
         Ok(Caller {
             identity: Identity::Workflow(Box::new(grant.run.clone())),
-            github_token: None,
-            registry_token: None,
-            grant: Some(Box::new(grant)),
+            credential: Credential::TrustedPublishing(Box::new(grant)),
         })
     }
 
@@ -647,15 +671,16 @@ impl GithubAuth {
                 .map_err(|e| AuthError::Unauthenticated(e.to_string()))?;
             return Ok(Caller {
                 identity: Identity::User(claims.sub),
-                github_token: Some(Secret::new(github)),
-                registry_token: Some(RegistryTokenUse {
-                    readonly: claims.scope == "read",
-                    lineage: tokens::Lineage {
-                        root: record.parent.clone().unwrap_or(record.jti.clone()),
-                        expires: record.expires,
+                credential: Credential::Registry {
+                    github: Secret::new(github),
+                    token: RegistryTokenUse {
+                        scope: claims.scope,
+                        lineage: tokens::Lineage {
+                            root: record.parent.clone().unwrap_or(record.jti.clone()),
+                            expires: record.expires,
+                        },
                     },
-                }),
-                grant: None,
+                },
             });
         }
         let identity = match self.token_owner(token).await? {
@@ -664,9 +689,7 @@ impl GithubAuth {
         };
         Ok(Caller {
             identity,
-            github_token: Some(Secret::new(token)),
-            registry_token: None,
-            grant: None,
+            credential: Credential::Github(Secret::new(token)),
         })
     }
 

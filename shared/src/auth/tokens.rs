@@ -18,6 +18,50 @@ use crate::storage::StoreError;
 /// The issuer every registry token carries.
 pub const ISSUER: &str = "npm-registry";
 
+/// What a registry token may do: `npm login` and `npm token create` make publish tokens,
+/// `npm token create --read-only` read-only ones. Claims spell it `"publish"` or `"read"`, and a
+/// claim naming anything else does not verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TokenScope {
+    /// Read and write, as its user may.
+    #[serde(rename = "publish")]
+    Publish,
+    /// Read only: no write, and no token management (a leaked one cannot mint a publish token).
+    #[serde(rename = "read")]
+    ReadOnly,
+}
+
+impl TokenScope {
+    /// The scope `npm token create` asks for with its `readonly` flag.
+    pub fn from_readonly(readonly: bool) -> Self {
+        if readonly {
+            TokenScope::ReadOnly
+        } else {
+            TokenScope::Publish
+        }
+    }
+
+    /// Whether the token only reads.
+    pub fn is_read_only(self) -> bool {
+        self == TokenScope::ReadOnly
+    }
+}
+
+/// A token record stores its scope as npm shows it, `"readonly": true|false`.
+mod readonly_flag {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::TokenScope;
+
+    pub fn serialize<S: Serializer>(scope: &TokenScope, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bool(scope.is_read_only())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TokenScope, D::Error> {
+        bool::deserialize(d).map(TokenScope::from_readonly)
+    }
+}
+
 /// A registry token's claims.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -31,8 +75,8 @@ pub struct Claims {
     pub iat: i64,
     /// Token id: the record that holds the sealed GitHub token.
     pub jti: String,
-    /// `publish` (read and write) or `read`.
-    pub scope: String,
+    /// What it may do.
+    pub scope: TokenScope,
 }
 
 /// The stored side of a registry token.
@@ -46,8 +90,9 @@ pub struct TokenRecord {
     pub created: DateTime<Utc>,
     /// When it expires.
     pub expires: DateTime<Utc>,
-    /// Whether it only reads.
-    pub readonly: bool,
+    /// What it may do (stored as `readonly`).
+    #[serde(rename = "readonly", with = "readonly_flag")]
+    pub scope: TokenScope,
     /// The first characters of the JWT, shown by `npm token list` (never enough to use it).
     pub preview: String,
     /// The GitHub token: nonce ‖ ciphertext ‖ tag, base64.
@@ -106,7 +151,7 @@ impl TokenKeys {
         &self,
         login: &str,
         github_token: &str,
-        readonly: bool,
+        scope: TokenScope,
         lineage: Option<&Lineage>,
     ) -> Result<(String, TokenRecord), TokenError> {
         let now = Utc::now();
@@ -121,7 +166,7 @@ impl TokenKeys {
             exp: expires.timestamp(),
             iat: now.timestamp(),
             jti: jti.clone(),
-            scope: if readonly { "read" } else { "publish" }.into(),
+            scope,
         };
         let jwt = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|_| TokenError::Invalid)?;
@@ -130,7 +175,7 @@ impl TokenKeys {
             login: login.into(),
             created: now,
             expires,
-            readonly,
+            scope,
             preview: jwt.chars().take(12).collect(),
             sealed: self.seal(github_token, &jti)?,
             parent: lineage.map(|l| l.root.clone()),
@@ -259,12 +304,14 @@ mod tests {
     #[test]
     fn issue_verify_unseal() {
         let k = keys();
-        let (jwt, record) = k.issue("alice", "ghp_example", false, None).unwrap();
+        let (jwt, record) = k
+            .issue("alice", "ghp_example", TokenScope::Publish, None)
+            .unwrap();
         assert!(looks_like_jwt(&jwt));
         let claims = k.verify(&jwt).unwrap();
         assert_eq!(
-            (claims.sub.as_str(), claims.scope.as_str()),
-            ("alice", "publish")
+            (claims.sub.as_str(), claims.scope),
+            ("alice", TokenScope::Publish)
         );
         assert_eq!(claims.jti, record.jti);
         assert_eq!(k.unseal(&record).unwrap(), "ghp_example");
@@ -274,7 +321,9 @@ mod tests {
     #[test]
     fn forged_tokens_are_refused() {
         let k = keys();
-        let (jwt, mut record) = k.issue("alice", "ghp_example", false, None).unwrap();
+        let (jwt, mut record) = k
+            .issue("alice", "ghp_example", TokenScope::Publish, None)
+            .unwrap();
         let other = TokenKeys::new(b"another secret", Duration::days(30));
         assert_eq!(other.verify(&jwt), Err(TokenError::Invalid), "wrong key");
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
@@ -296,7 +345,7 @@ mod tests {
             "tampered claims"
         );
         let expired = TokenKeys::new(b"test secret made at test time", Duration::seconds(-10))
-            .issue("alice", "x", false, None)
+            .issue("alice", "x", TokenScope::Publish, None)
             .unwrap()
             .0;
         assert_eq!(k.verify(&expired), Err(TokenError::Expired));
@@ -306,5 +355,54 @@ mod tests {
             Err(TokenError::Invalid),
             "a record moved to another id does not open"
         );
+    }
+
+    /// Records and claims written before the scope was typed decode, and encode as they were.
+    #[test]
+    fn stored_records_and_claims_keep_their_format() {
+        let publish = r#"{"jti":"5f0c8a3c2b1e4d6f8a9b0c1d2e3f4a5b","login":"alice","created":"2026-01-02T03:04:05.123456789Z","expires":"2026-02-01T03:04:05.123456789Z","readonly":false,"preview":"eyJ0eXAiOiJK","sealed":"bm9uY2U=","parent":null}"#;
+        let read_only = r#"{"jti":"6a","login":"Alice","created":"2026-01-02T03:04:05Z","expires":"2026-02-01T03:04:05Z","readonly":true,"preview":"eyJ0eXAiOiJK","sealed":"bm9uY2U=","parent":"5f0c8a3c2b1e4d6f8a9b0c1d2e3f4a5b"}"#;
+        for (stored, scope) in [
+            (publish, TokenScope::Publish),
+            (read_only, TokenScope::ReadOnly),
+        ] {
+            let record: TokenRecord = serde_json::from_str(stored).unwrap();
+            assert_eq!(record.scope, scope);
+            assert_eq!(serde_json::to_string(&record).unwrap(), stored);
+        }
+        // Records from before tokens were minted with tokens have no `parent`.
+        let old = r#"{"jti":"7b","login":"bob","created":"2025-06-01T00:00:00Z","expires":"2025-07-01T00:00:00Z","readonly":true,"preview":"eyJ","sealed":"eA=="}"#;
+        let record: TokenRecord = serde_json::from_str(old).unwrap();
+        assert_eq!((record.scope, record.parent), (TokenScope::ReadOnly, None));
+
+        let claims = |scope: &str| {
+            format!(
+                r#"{{"iss":"npm-registry","sub":"alice","exp":1800000000,"iat":1790000000,"jti":"6a","scope":"{scope}"}}"#
+            )
+        };
+        for (spelled, scope) in [
+            ("publish", TokenScope::Publish),
+            ("read", TokenScope::ReadOnly),
+        ] {
+            let decoded: Claims = serde_json::from_str(&claims(spelled)).unwrap();
+            assert_eq!(decoded.scope, scope);
+            assert_eq!(serde_json::to_string(&decoded).unwrap(), claims(spelled));
+        }
+        assert!(
+            serde_json::from_str::<Claims>(&claims("admin")).is_err(),
+            "a scope the registry never issues is no scope at all"
+        );
+    }
+
+    #[test]
+    fn a_read_only_token_says_so_in_its_claims_and_its_record() {
+        let k = keys();
+        let (jwt, record) = k
+            .issue("alice", "ghp_example", TokenScope::ReadOnly, None)
+            .unwrap();
+        assert_eq!(k.verify(&jwt).unwrap().scope, TokenScope::ReadOnly);
+        assert!(record.scope.is_read_only());
+        let stored: serde_json::Value = serde_json::to_value(&record).unwrap();
+        assert_eq!(stored["readonly"], serde_json::Value::Bool(true));
     }
 }

@@ -14,7 +14,7 @@ use super::audit::AuditEntry;
 use super::routes::{AuthRoute, TokenKey};
 use super::{ApiError, AppState, RequestContext, json_response, parse_json, read_body};
 use crate::auth::CredentialKind;
-use crate::auth::tokens::{self, Lineage, TokenRecord};
+use crate::auth::tokens::{self, Lineage, TokenRecord, TokenScope};
 use crate::auth::{GithubAuth, Identity};
 use crate::domain::audit::{AuditAction, AuditActor};
 
@@ -110,7 +110,7 @@ async fn login(
         },
         CredentialKind::GithubToken,
     );
-    let jwt = issue(github, &account.login, password, false, None).await?;
+    let jwt = issue(github, &account.login, password, TokenScope::Publish, None).await?;
     let claims = github
         .tokens
         .verify(&jwt)
@@ -129,12 +129,12 @@ async fn issue(
     github: &GithubAuth,
     login: &str,
     github_token: &str,
-    readonly: bool,
+    scope: TokenScope,
     lineage: Option<&Lineage>,
 ) -> Result<String, ApiError> {
     let (jwt, record) = github
         .tokens
-        .issue(login, github_token, readonly, lineage)
+        .issue(login, github_token, scope, lineage)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     tokens::save(github.kv(), &record).await?;
     Ok(jwt)
@@ -147,7 +147,7 @@ fn token_json(record: &TokenRecord) -> Value {
         "created": record.created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "updated": record.created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "expires": record.expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "readonly": record.readonly,
+        "readonly": record.scope.is_read_only(),
         "automation": false,
         "cidr_whitelist": null,
     })
@@ -192,14 +192,14 @@ async fn create_token(
     } else {
         parse_json(body)?
     };
-    let readonly = doc["readonly"].as_bool().unwrap_or(false);
+    let scope = TokenScope::from_readonly(doc["readonly"].as_bool().unwrap_or(false));
     let github_token = ctx
         .caller
         .github_token()
         .ok_or_else(|| ApiError::Unauthorized("authentication required".into()))?;
     // Minted with a registry token: no longer-lived than it, and revoked with it.
     let lineage = ctx.caller.registry_token().map(|t| &t.lineage);
-    let jwt = issue(github, &login, github_token, readonly, lineage).await?;
+    let jwt = issue(github, &login, github_token, scope, lineage).await?;
     let claims = github
         .tokens
         .verify(&jwt)
@@ -214,7 +214,11 @@ async fn create_token(
             format!(
                 "token key {}{}",
                 record.jti,
-                if record.readonly { ", read-only" } else { "" }
+                if record.scope.is_read_only() {
+                    ", read-only"
+                } else {
+                    ""
+                }
             ),
         )]);
     let mut out = token_json(&record);
