@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use octocrab::Octocrab;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::RepoRef;
@@ -401,19 +402,17 @@ impl OctocrabGithub {
         }
         let body = client.body_to_string(response).await.unwrap_or_default();
         let message = || {
-            serde_json::from_str::<serde_json::Value>(&body)
+            serde_json::from_str::<ErrorAnswer>(&body)
                 .ok()
-                .and_then(|v| v["message"].as_str().map(str::to_string))
+                .and_then(|a| a.message)
                 .unwrap_or_default()
         };
         match status.as_u16() {
-            200 => serde_json::from_str(&body)
-                .map(|body| Reply::Ok {
-                    body,
-                    etag: new_etag,
-                    scopes,
-                })
-                .map_err(|e| GithubError::Unavailable(e.to_string())),
+            200 => Ok(Reply::Ok {
+                body,
+                etag: new_etag,
+                scopes,
+            }),
             401 => Err(GithubError::BadCredentials),
             403 | 429
                 if status.as_u16() == 429
@@ -431,9 +430,10 @@ impl OctocrabGithub {
 
 /// GitHub's answer to one GET.
 enum Reply {
-    /// 200: the body, its ETag, and the token's `X-OAuth-Scopes` (sent for scoped tokens).
+    /// 200: the body (decoded by the endpoint that asked), its ETag, and the token's
+    /// `X-OAuth-Scopes` (sent for scoped tokens).
     Ok {
-        body: serde_json::Value,
+        body: String,
         etag: Option<String>,
         scopes: Option<String>,
     },
@@ -512,14 +512,7 @@ impl GithubApi for OctocrabGithub {
     ) -> Result<Fetched<GithubUser>, GithubError> {
         match self.get("/user", Some(token), etag).await? {
             Reply::NotModified { .. } => Ok(Fetched::NotModified),
-            Reply::Ok { body, etag, .. } => {
-                let login = body["login"]
-                    .as_str()
-                    .ok_or(GithubError::BadCredentials)?
-                    .to_string();
-                let id = body["id"].as_u64().unwrap_or_default();
-                Ok(Fetched::Fresh(GithubUser { login, id }, etag))
-            }
+            Reply::Ok { body, etag, .. } => Ok(Fetched::Fresh(user_of(&body)?, etag)),
             Reply::NotFound => Err(GithubError::BadCredentials),
             // A valid token that may not read its own user: an installation token acts for an
             // app, and `GET /user` is not among the endpoints those tokens may call.
@@ -550,8 +543,8 @@ impl GithubApi for OctocrabGithub {
             // judged by (its scopes were edited, or went unreported): ask once more, in full.
             reply = self.get(&path, token, None).await?;
         }
-        let (v, etag, scopes) = match reply {
-            Reply::Ok { body, etag, scopes } => (body, etag, scopes),
+        let (answer, etag, scopes) = match reply {
+            Reply::Ok { body, etag, scopes } => (decode::<RepoAnswer>(&body)?, etag, scopes),
             Reply::NotFound => {
                 // GitHub hides private repositories: invisible and absent look the same.
                 return Ok(Fetched::Fresh(
@@ -574,26 +567,12 @@ impl GithubApi for OctocrabGithub {
                 ));
             }
         };
-        let private = v["private"].as_bool().unwrap_or(true);
+        let private = answer.private();
         // `permissions` are the user's roles in the repository, whatever the token may do.
-        let p = &v["permissions"];
-        let flag = |k: &str| p[k].as_bool().unwrap_or(false);
-        let user_role = if flag("admin") {
-            Role::Admin
-        } else if flag("maintain") {
-            Role::Maintain
-        } else if flag("push") {
-            Role::Push
-        } else if flag("triage") {
-            Role::Triage
-        } else if flag("pull") {
-            // GitHub omits `permissions` for anonymous callers: that is no role at all
-            // (a public repository's packages are readable anonymously only if the
-            // operator allows it, which `decide` checks), never pull.
-            Role::Pull
-        } else {
-            Role::None
-        };
+        let user_role = answer
+            .permissions
+            .as_ref()
+            .map_or(Role::None, Permissions::role);
         // So the token caps the role: it may do no more than GitHub shows it may.
         let (ceiling, reason) = match token {
             Some(t) => token_ceiling(TokenKind::of(t), scopes.as_deref(), private),
@@ -604,7 +583,7 @@ impl GithubApi for OctocrabGithub {
             user_role,
             reason: reason.unwrap_or_default(),
         });
-        let canonical = canonical(&v, repo);
+        let canonical = answer.canonical(repo);
         let validator = etag.map(|etag| {
             Validator {
                 judged_by: judged_by(token, scopes.as_deref()),
@@ -618,7 +597,7 @@ impl GithubApi for OctocrabGithub {
                 private,
                 role,
                 token_limit,
-                owner_id: v["owner"]["id"].as_u64(),
+                owner_id: answer.owner_id(),
             },
             validator,
         ))
@@ -633,9 +612,10 @@ impl GithubApi for OctocrabGithub {
         let path = format!("/repos/{}/{}", repo.owner, repo.name);
         match self.get(&path, Some(token), etag).await? {
             Reply::NotModified { .. } => Ok(Fetched::NotModified),
-            Reply::Ok { body, etag, .. } => {
-                Ok(Fetched::Fresh(installation_access(Some(&body), repo), etag))
-            }
+            Reply::Ok { body, etag, .. } => Ok(Fetched::Fresh(
+                installation_access(Some(&decode(&body)?), repo),
+                etag,
+            )),
             Reply::NotFound => Ok(Fetched::Fresh(installation_access(None, repo), None)),
             // Not a rate limit (`get` tells those apart): GitHub refuses this token the
             // repository (an organisation's IP allow list, say). That is not reaching it, and
@@ -657,7 +637,7 @@ impl GithubApi for OctocrabGithub {
             .await?
         {
             Reply::NotModified { .. } => Ok(Fetched::NotModified),
-            Reply::Ok { body, etag, .. } => Ok(Fetched::Fresh(reach_of(&body), etag)),
+            Reply::Ok { body, etag, .. } => Ok(Fetched::Fresh(reach_of(&decode(&body)?), etag)),
             Reply::NotFound => Err(GithubError::Unavailable("HTTP 404".into())),
             Reply::Forbidden(message) => {
                 Err(GithubError::Unavailable(format!("HTTP 403: {message}")))
@@ -666,28 +646,146 @@ impl GithubApi for OctocrabGithub {
     }
 }
 
-/// A repository answer's canonical name: GitHub's `full_name` when it names `repo` (in any
-/// case), else `repo` as asked.
-fn canonical(body: &serde_json::Value, repo: &RepoRef) -> RepoRef {
-    body["full_name"]
-        .as_str()
-        .and_then(|f| f.split_once('/'))
-        .and_then(|(o, n)| RepoRef::new(o, n))
-        .filter(|r| r == repo)
-        .unwrap_or_else(|| repo.clone())
+/// The fields of GitHub's answers that the registry reads; GitHub's many others are ignored.
+/// A field that is absent (or null) reads as GitHub documents its absence; a body that is not
+/// JSON, or JSON of another shape, is an answer GitHub did not give (`decode`).
+///
+/// `GET /user`.
+#[derive(Debug, Deserialize)]
+struct UserAnswer {
+    /// Whom the token acts for: a 200 without it names nobody.
+    login: String,
+    /// The stable numeric id.
+    id: Option<u64>,
+}
+
+/// `GET /repos/{owner}/{repo}`.
+#[derive(Debug, Deserialize)]
+struct RepoAnswer {
+    /// `owner/name` in GitHub's case.
+    full_name: Option<String>,
+    /// Whether the repository is private.
+    private: Option<bool>,
+    /// The caller's roles (absent for anonymous callers and installations).
+    permissions: Option<Permissions>,
+    /// The owning account.
+    owner: Option<OwnerAnswer>,
+}
+
+/// A repository answer's `permissions`: one flag per role.
+#[derive(Debug, Deserialize)]
+struct Permissions {
+    admin: Option<bool>,
+    maintain: Option<bool>,
+    push: Option<bool>,
+    triage: Option<bool>,
+    pull: Option<bool>,
+}
+
+/// A repository answer's `owner`.
+#[derive(Debug, Deserialize)]
+struct OwnerAnswer {
+    /// The owner's stable numeric id.
+    id: Option<u64>,
+}
+
+/// `GET /installation/repositories` (its first page).
+#[derive(Debug, Deserialize)]
+struct RepositoriesAnswer {
+    /// How many repositories the token reaches, on every page.
+    total_count: Option<u64>,
+    /// This page's repositories.
+    repositories: Option<Vec<RepositoryName>>,
+}
+
+/// One repository of `GET /installation/repositories`.
+#[derive(Debug, Deserialize)]
+struct RepositoryName {
+    /// `owner/name`.
+    full_name: Option<String>,
+}
+
+/// An error answer's `message`.
+#[derive(Debug, Deserialize)]
+struct ErrorAnswer {
+    message: Option<String>,
+}
+
+/// A 200 answer's body as `T`: one that does not decode is GitHub failing, not an answer.
+fn decode<T: DeserializeOwned>(body: &str) -> Result<T, GithubError> {
+    serde_json::from_str(body).map_err(|e| GithubError::Unavailable(e.to_string()))
+}
+
+/// The user in a 200 to `GET /user`. JSON that names nobody (no `login`) is refused as a bad
+/// token; a body that is not JSON at all is GitHub failing.
+fn user_of(body: &str) -> Result<GithubUser, GithubError> {
+    match serde_json::from_str::<UserAnswer>(body) {
+        Ok(user) => Ok(GithubUser {
+            login: user.login,
+            id: user.id.unwrap_or_default(),
+        }),
+        Err(e) if e.is_data() => Err(GithubError::BadCredentials),
+        Err(e) => Err(GithubError::Unavailable(e.to_string())),
+    }
+}
+
+impl Permissions {
+    /// The highest role a flag grants.
+    fn role(&self) -> Role {
+        let flag = |f: Option<bool>| f.unwrap_or(false);
+        if flag(self.admin) {
+            Role::Admin
+        } else if flag(self.maintain) {
+            Role::Maintain
+        } else if flag(self.push) {
+            Role::Push
+        } else if flag(self.triage) {
+            Role::Triage
+        } else if flag(self.pull) {
+            // GitHub omits `permissions` for anonymous callers: that is no role at all
+            // (a public repository's packages are readable anonymously only if the
+            // operator allows it, which `decide` checks), never pull.
+            Role::Pull
+        } else {
+            Role::None
+        }
+    }
+}
+
+impl RepoAnswer {
+    /// Whether the repository is private; an answer that does not say counts as private.
+    fn private(&self) -> bool {
+        self.private.unwrap_or(true)
+    }
+
+    /// The owner's numeric id, if the answer carries it.
+    fn owner_id(&self) -> Option<u64> {
+        self.owner.as_ref().and_then(|o| o.id)
+    }
+
+    /// The canonical name: GitHub's `full_name` when it names `repo` (in any case), else `repo`
+    /// as asked.
+    fn canonical(&self, repo: &RepoRef) -> RepoRef {
+        self.full_name
+            .as_deref()
+            .and_then(|f| f.split_once('/'))
+            .and_then(|(o, n)| RepoRef::new(o, n))
+            .filter(|r| r == repo)
+            .unwrap_or_else(|| repo.clone())
+    }
 }
 
 /// What an installation token may do in a repository, from GitHub's answer to `GET /repos/…`
 /// (`None` for a 404). GitHub documents no `permissions` for a caller that is no user, so only
 /// the answer's existence counts: reaching a repository is reading it, never writing.
-fn installation_access(body: Option<&serde_json::Value>, repo: &RepoRef) -> RepoAccess {
-    match body {
-        Some(v) => RepoAccess {
-            repo: canonical(v, repo),
-            private: v["private"].as_bool().unwrap_or(true),
+fn installation_access(answer: Option<&RepoAnswer>, repo: &RepoRef) -> RepoAccess {
+    match answer {
+        Some(a) => RepoAccess {
+            repo: a.canonical(repo),
+            private: a.private(),
             role: Role::Pull,
             token_limit: None,
-            owner_id: v["owner"]["id"].as_u64(),
+            owner_id: a.owner_id(),
         },
         None => RepoAccess {
             repo: repo.clone(),
@@ -700,19 +798,15 @@ fn installation_access(body: Option<&serde_json::Value>, repo: &RepoRef) -> Repo
 }
 
 /// The reach in an answer of `GET /installation/repositories`.
-fn reach_of(body: &serde_json::Value) -> InstallationReach {
-    let repositories: Vec<String> = body["repositories"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .filter_map(|r| r["full_name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+fn reach_of(answer: &RepositoriesAnswer) -> InstallationReach {
+    let repositories: Vec<String> = answer
+        .repositories
+        .iter()
+        .flatten()
+        .filter_map(|r| r.full_name.clone())
+        .collect();
     InstallationReach {
-        total: body["total_count"]
-            .as_u64()
-            .unwrap_or(repositories.len() as u64),
+        total: answer.total_count.unwrap_or(repositories.len() as u64),
         repositories,
     }
 }
@@ -746,33 +840,96 @@ mod tests {
         );
     }
 
+    /// A GitHub answer as the client decodes it.
+    fn answer<T: DeserializeOwned>(body: serde_json::Value) -> T {
+        decode(&body.to_string()).unwrap()
+    }
+
     #[test]
     fn an_installation_reads_what_it_reaches_and_nothing_else() {
         let repo = RepoRef::new("acme", "widgets").unwrap();
         // Whatever `permissions` the body might carry, reaching it is pull.
-        let body = serde_json::json!({
+        let body: RepoAnswer = answer(serde_json::json!({
             "full_name": "Acme/Widgets", "private": true,
             "permissions": { "admin": true, "push": true, "pull": true }
-        });
+        }));
         let reached = installation_access(Some(&body), &repo);
         assert_eq!(reached.role, Role::Pull);
         assert_eq!(reached.repo.to_string(), "Acme/Widgets");
         assert!(reached.private);
-        let public = installation_access(Some(&serde_json::json!({ "private": false })), &repo);
+        let public = installation_access(
+            Some(&answer(serde_json::json!({ "private": false }))),
+            &repo,
+        );
         assert!(!public.private && public.role == Role::Pull);
         let missing = installation_access(None, &repo);
         assert_eq!((missing.role, missing.private), (Role::None, true));
         assert_eq!(
-            reach_of(&serde_json::json!({
+            reach_of(&answer(serde_json::json!({
                 "total_count": 3,
                 "repositories": [{ "full_name": "acme/a" }, { "name": "no-full-name" }]
-            })),
+            }))),
             InstallationReach {
                 total: 3,
                 repositories: vec!["acme/a".into()]
             }
         );
-        assert_eq!(reach_of(&serde_json::json!({})).total, 0);
+        assert_eq!(reach_of(&answer(serde_json::json!({}))).total, 0);
+    }
+
+    #[test]
+    fn answers_decode_to_what_the_registry_reads() {
+        // A user: unknown fields are ignored, a missing id reads as 0.
+        assert_eq!(
+            user_of(r#"{"login":"alice","id":7,"name":"Alice","plan":{"name":"pro"}}"#),
+            Ok(GithubUser {
+                login: "alice".into(),
+                id: 7
+            })
+        );
+        assert_eq!(user_of(r#"{"login":"bob"}"#).unwrap().id, 0);
+        // JSON that names nobody is a token GitHub does not accept; a body that is not JSON
+        // is GitHub failing.
+        assert_eq!(
+            user_of(r#"{"message":"x"}"#),
+            Err(GithubError::BadCredentials)
+        );
+        assert_eq!(user_of("null"), Err(GithubError::BadCredentials));
+        assert!(matches!(
+            user_of("<html>"),
+            Err(GithubError::Unavailable(_))
+        ));
+        assert!(matches!(user_of(""), Err(GithubError::Unavailable(_))));
+
+        // A repository: the user's highest role, the owner's id, GitHub's case.
+        let repo = RepoRef::new("acme", "widgets").unwrap();
+        let a: RepoAnswer = answer(serde_json::json!({
+            "id": 1, "full_name": "Acme/Widgets", "private": false,
+            "owner": { "login": "Acme", "id": 4201 },
+            "permissions": { "admin": false, "maintain": false, "push": true, "triage": true, "pull": true }
+        }));
+        assert_eq!(
+            (
+                a.permissions.as_ref().map(Permissions::role),
+                a.private(),
+                a.owner_id(),
+                a.canonical(&repo).to_string()
+            ),
+            (Some(Role::Push), false, Some(4201), "Acme/Widgets".into())
+        );
+        // An anonymous caller's answer has no permissions and no role; a name that is not the
+        // one asked for is not taken; an answer silent on privacy counts as private.
+        let bare: RepoAnswer = answer(serde_json::json!({ "full_name": "other/repo" }));
+        assert!(bare.permissions.is_none() && bare.private() && bare.owner_id().is_none());
+        assert_eq!(bare.canonical(&repo), repo);
+        assert!(matches!(
+            decode::<RepoAnswer>("not json"),
+            Err(GithubError::Unavailable(_))
+        ));
+        assert!(matches!(
+            decode::<RepositoriesAnswer>(r#"{"repositories": 3}"#),
+            Err(GithubError::Unavailable(_))
+        ));
     }
 
     #[test]
