@@ -13,8 +13,8 @@ pub mod tokens_rs;
 /// The route parser and the API Gateway route table, under their own module paths.
 pub mod http;
 
-/// Registry tokens (shared/src/auth/tokens.rs), `bearer` (from shared/src/auth/mod.rs) and
-/// `github::TokenKind` (from shared/src/auth/github.rs).
+/// Registry tokens (shared/src/auth/tokens.rs), `bearer` (from shared/src/auth/caller.rs) and
+/// `github::TokenKind` (from shared/src/auth/github/mod.rs).
 pub mod auth {
     pub use crate::tokens_rs as tokens;
     include!(concat!(env!("OUT_DIR"), "/auth_items.rs"));

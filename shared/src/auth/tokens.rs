@@ -12,9 +12,6 @@ use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use super::kv::{Kv, KvKey, Namespace};
-use crate::storage::StoreError;
-
 /// The issuer every registry token carries.
 pub const ISSUER: &str = "npm-registry";
 
@@ -241,44 +238,6 @@ impl TokenKeys {
             .map_err(|_| TokenError::Invalid)?;
         String::from_utf8(plain.to_vec()).map_err(|_| TokenError::Invalid)
     }
-}
-
-/// Stores a token's record until the token expires (under `kv::Namespace::Tokens` of its login).
-pub async fn save(kv: &Kv, record: &TokenRecord) -> Result<(), StoreError> {
-    kv.put_json(
-        &KvKey::registry_token(&record.login, &record.jti),
-        record,
-        Some(record.expires),
-    )
-    .await
-}
-
-/// The record of `login`'s token `jti`; one that does not decode reads as absent (revoked).
-pub async fn record(kv: &Kv, login: &str, jti: &str) -> Result<Option<TokenRecord>, StoreError> {
-    kv.get_json(&KvKey::registry_token(login, jti)).await
-}
-
-/// Whether `login`'s token `jti` still exists (has not expired nor been revoked).
-pub async fn exists(kv: &Kv, login: &str, jti: &str) -> Result<bool, StoreError> {
-    Ok(kv.get(&KvKey::registry_token(login, jti)).await?.is_some())
-}
-
-/// Every record of `login`'s tokens, oldest first; records that do not decode are skipped.
-pub async fn records(kv: &Kv, login: &str) -> Result<Vec<TokenRecord>, StoreError> {
-    let mut records: Vec<TokenRecord> = kv
-        .list(&Namespace::tokens(login))
-        .await?
-        .into_iter()
-        .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
-        .collect();
-    records.sort_by_key(|r| r.created);
-    Ok(records)
-}
-
-/// Revokes `login`'s token `jti` (and with it every token minted with it); revoking an absent
-/// one succeeds.
-pub async fn remove(kv: &Kv, login: &str, jti: &str) -> Result<(), StoreError> {
-    kv.delete(&KvKey::registry_token(login, jti)).await
 }
 
 /// True when a bearer token has the shape of a JWT (three base64url parts), i.e. is meant as a

@@ -14,7 +14,8 @@ use super::audit::AuditEntry;
 use super::routes::{AuthRoute, TokenKey};
 use super::{ApiError, AppState, RequestContext, json_response, parse_json, read_body};
 use crate::auth::CredentialKind;
-use crate::auth::tokens::{self, Lineage, TokenRecord, TokenScope};
+use crate::auth::token_store;
+use crate::auth::tokens::{Lineage, TokenRecord, TokenScope};
 use crate::auth::{GithubAuth, Identity};
 use crate::domain::audit::{AuditAction, AuditActor};
 
@@ -136,7 +137,7 @@ async fn issue(
         .tokens
         .issue(login, github_token, scope, lineage)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    tokens::save(github.kv(), &record).await?;
+    token_store::save(github.kv(), &record).await?;
     Ok(jwt)
 }
 
@@ -155,7 +156,7 @@ fn token_json(record: &TokenRecord) -> Value {
 
 async fn list_tokens(github: &GithubAuth, ctx: &RequestContext) -> Result<Response, ApiError> {
     let login = signed_in(ctx)?;
-    let objects: Vec<Value> = tokens::records(github.kv(), login)
+    let objects: Vec<Value> = token_store::records(github.kv(), login)
         .await?
         .iter()
         .map(token_json)
@@ -204,7 +205,7 @@ async fn create_token(
         .tokens
         .verify(&jwt)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let record = tokens::records(github.kv(), &login)
+    let record = token_store::records(github.kv(), &login)
         .await?
         .into_iter()
         .find(|r| r.jti == claims.jti)
@@ -241,7 +242,7 @@ async fn revoke_token(
         Ok(claims) if claims.sub.eq_ignore_ascii_case(login) => claims.jti,
         _ => key.to_string(),
     };
-    if !tokens::records(github.kv(), login)
+    if !token_store::records(github.kv(), login)
         .await?
         .iter()
         .any(|r| r.jti == key)
@@ -254,7 +255,7 @@ async fn revoke_token(
     ctx.audit.set(vec![
         AuditEntry::new(AuditAction::TokenRevoke).detail(format!("token key {key}")),
     ]);
-    tokens::remove(github.kv(), login, &key).await?;
+    token_store::remove(github.kv(), login, &key).await?;
     tracing::info!(user = %login, token = %key, "registry token revoked");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
