@@ -90,20 +90,16 @@ pub struct ListenerSettings {
     pub linger_bytes: u64,
 }
 
-fn seconds(n: u64) -> Option<Duration> {
-    (n > 0).then(|| Duration::from_secs(n))
-}
-
 impl ListenerSettings {
     /// The listener's settings in `config`.
     pub fn from_config(config: &Config) -> Self {
         Self {
-            header_timeout: seconds(config.header_timeout_seconds),
-            idle_timeout: seconds(config.idle_timeout_seconds),
-            body_timeout: seconds(config.body_timeout_seconds),
-            body_min_bytes_per_second: config.body_min_bytes_per_second,
-            max_connections: config.max_connections,
-            linger_bytes: (config.max_body_bytes as u64)
+            header_timeout: config.server.header_timeout,
+            idle_timeout: config.server.idle_timeout,
+            body_timeout: config.server.body_timeout,
+            body_min_bytes_per_second: config.server.body_min_bytes_per_second,
+            max_connections: config.server.max_connections,
+            linger_bytes: (config.limits.max_body_bytes as u64)
                 .saturating_mul(LINGER_BODY_MULTIPLE)
                 .max(LINGER_MIN_BYTES),
         }
@@ -121,15 +117,16 @@ impl LocalServer {
     /// Binds the configured address and builds the application. With port 0 the public URL,
     /// unless configured, is the bound address.
     pub async fn bind(mut config: Config) -> Result<Self, ServeError> {
-        let addr = config.listen;
+        let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
         let bound = listener.local_addr()?;
         config
+            .server
             .public_url
             .get_or_insert_with(|| format!("http://{bound}"));
-        if !bound.ip().is_loopback() && config.auth == AuthMode::Open {
+        if !bound.ip().is_loopback() && config.auth.mode == AuthMode::Open {
             tracing::warn!(%bound, "open mode on a non-loopback address: anyone who can reach it may publish");
         }
         let settings = ListenerSettings::from_config(&config);

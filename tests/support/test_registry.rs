@@ -574,10 +574,10 @@ async fn serve_in_process(
     };
     // AWS: the stores are opened here (their endpoints are the emulators', not this process's
     // environment), with the backend's audit log as the binary has it.
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
         Ok(listener) => listener,
         Err(e) => {
-            let _ = ready.send(Err(format!("bind {}: {e}", config.listen)));
+            let _ = ready.send(Err(format!("bind {}: {e}", config.server.listen)));
             return;
         }
     };
@@ -585,10 +585,11 @@ async fn serve_in_process(
         .local_addr()
         .expect("a bound listener has an address");
     config
+        .server
         .public_url
         .get_or_insert_with(|| format!("http://{addr}"));
     let settings = ListenerSettings::from_config(&config);
-    let retention = registry::storage::AuditRetention::days(config.audit_retention_days);
+    let retention = registry::storage::AuditRetention::days(config.audit.retention_days);
     let storage = Arc::new(storage);
     let state = registry::app::App::builder(config)
         .stores(storage.clone(), storage.clone())

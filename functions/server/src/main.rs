@@ -82,7 +82,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ => &None,
         };
         flag.clone().or_else(|| std::env::var(key).ok())
-    })?;
+    })
+    .unwrap_or_else(|e| refuse(e));
     if let Some(Command::Audit {
         package,
         since,
@@ -131,8 +132,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Exits on a start-up failure with its whole message (`?` would print its `Debug` form): for a
-/// missing table or bucket it names the resource, the endpoint and the command that creates it.
-fn refuse(e: registry::app::StartError) -> ! {
+/// missing table or bucket it names the resource, the endpoint and the command that creates it;
+/// for a setting, the variable.
+fn refuse(e: impl std::fmt::Display) -> ! {
     eprintln!("registry-server: {e}");
     std::process::exit(1);
 }

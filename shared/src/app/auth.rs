@@ -6,27 +6,22 @@ use super::StartError;
 use crate::auth::github::OctocrabGithub;
 use crate::auth::tokens::TokenKeys;
 use crate::auth::{Authorizer, GithubAuth, GithubSettings};
-use crate::config::{AuthMode, Config, StorageKind};
+use crate::config::{AuthMode, Config, StorageConfig};
 use crate::storage::KvStore;
 
 /// The token signing secret: configured, or (local storage only) generated once and kept in the
 /// data directory, readable by its owner only.
 fn token_secret(config: &Config) -> Result<Vec<u8>, StartError> {
-    if let Some(secret) = &config.token_secret {
-        let secret = secret.expose();
-        if secret.len() < 32 {
-            return Err(StartError::Config(
-                "REGISTRY_TOKEN_SECRET must be at least 32 characters".into(),
-            ));
-        }
-        return Ok(secret.as_bytes().to_vec());
+    // Its length is checked with the rest of GitHub mode's settings (`config::AuthConfig`).
+    if let Some(secret) = &config.auth.token_secret {
+        return Ok(secret.expose().as_bytes().to_vec());
     }
-    if config.storage == StorageKind::Aws {
+    let StorageConfig::Local { data_dir } = &config.storage else {
         return Err(StartError::Config(
             "REGISTRY_TOKEN_SECRET is required with REGISTRY_AUTH=github on AWS".into(),
         ));
-    }
-    let path = config.data_dir.join("token-secret");
+    };
+    let path = data_dir.join("token-secret");
     match std::fs::read(&path) {
         Ok(secret) if secret.len() >= 32 => Ok(secret),
         _ => {
@@ -49,30 +44,30 @@ fn token_secret(config: &Config) -> Result<Vec<u8>, StartError> {
 
 /// The authoriser for the configured mode.
 pub(super) fn authorizer(config: &Config, kv: Arc<dyn KvStore>) -> Result<Authorizer, StartError> {
-    Ok(match config.auth {
+    let settings = &config.auth;
+    Ok(match settings.mode {
         AuthMode::Open => Authorizer::Open,
         AuthMode::Github => {
-            let api = OctocrabGithub::new(&config.github_api_url).map_err(StartError::Config)?;
+            let api = OctocrabGithub::new(&settings.github_api_url).map_err(StartError::Config)?;
             let tokens = TokenKeys::new(
                 &token_secret(config)?,
-                chrono::Duration::days(config.token_days as i64),
+                chrono::Duration::days(settings.token_days as i64),
             );
-            let settings = GithubSettings {
+            let github_cache = chrono::Duration::seconds(settings.github_cache.as_secs() as i64);
+            let github = GithubSettings {
                 scopes: super::scope_policy(config),
-                public_read: config.public_read,
-                fresh_for: chrono::Duration::seconds(config.github_cache_seconds as i64),
-                stale_for: chrono::Duration::hours(1).max(chrono::Duration::seconds(
-                    config.github_cache_seconds as i64,
-                )),
+                public_read: settings.public_read,
+                fresh_for: github_cache,
+                stale_for: chrono::Duration::hours(1).max(github_cache),
             };
             let verifier = crate::auth::oidc::IdTokenVerifier::new(
-                &config.oidc_issuer,
+                &settings.oidc_issuer,
                 crate::auth::oidc::KeyCache::new(Box::new(crate::auth::oidc::HttpKeyFetcher::new(
-                    &config.oidc_issuer,
+                    &settings.oidc_issuer,
                 ))),
             );
             Authorizer::Github(Box::new(
-                GithubAuth::new(Arc::new(api), kv, tokens, settings)
+                GithubAuth::new(Arc::new(api), kv, tokens, github)
                     .with_trusted_publishing(verifier),
             ))
         }

@@ -1,42 +1,27 @@
 //! Starting on the AWS backend: its settings from the configuration, and the start-up check that
 //! its table and bucket exist, with a message that says what to do when they do not.
 
-use std::time::Duration;
-
 use super::StartError;
-use crate::config::Config;
+use crate::config::{AwsConfig, Env};
 use crate::storage::aws::{AwsSettings, AwsStorage, ProblemKind, ResourceProblem};
 
-/// The AWS backend's settings from the configuration.
-pub(super) fn aws_settings(config: &Config) -> Result<AwsSettings, StartError> {
-    let table = config.table.clone().ok_or_else(|| {
-        StartError::Config("REGISTRY_TABLE is required with REGISTRY_STORAGE=aws".into())
-    })?;
-    let bucket = config.bucket.clone().ok_or_else(|| {
-        StartError::Config("REGISTRY_BUCKET is required with REGISTRY_STORAGE=aws".into())
-    })?;
+/// The AWS backend's settings from the configuration. The SDK's own variables
+/// (`AWS_ENDPOINT_URL*`) are read from the process environment, as the SDK reads them.
+pub(super) fn aws_settings(config: &AwsConfig) -> AwsSettings {
+    let env = Env::process();
     // Emulators (an endpoint override) need path-style addressing; real S3 prefers virtual hosts.
-    let endpoint_override = std::env::var_os("AWS_ENDPOINT_URL_S3")
-        .or_else(|| std::env::var_os("AWS_ENDPOINT_URL"))
-        .is_some();
-    let force_path_style = match std::env::var("REGISTRY_S3_PATH_STYLE") {
-        Ok(v) => matches!(v.as_str(), "1" | "true" | "yes"),
-        Err(_) => endpoint_override,
-    };
-    Ok(AwsSettings {
-        table,
-        bucket,
-        presign: Duration::from_secs(config.presign_seconds),
-        force_path_style,
+    let endpoint_override =
+        env.raw("AWS_ENDPOINT_URL_S3").is_some() || env.raw("AWS_ENDPOINT_URL").is_some();
+    AwsSettings {
+        table: config.table.clone(),
+        bucket: config.bucket.clone(),
+        presign: config.presign,
+        force_path_style: config.s3_path_style.unwrap_or(endpoint_override),
         // Read here rather than left to the SDK's loader, so that both ways of configuring the
         // SDK (`AwsStorage::default_sdk_config`, `environment_sdk_config`) honour them.
-        dynamodb_endpoint: env_nonempty("AWS_ENDPOINT_URL_DYNAMODB"),
-        s3_endpoint: env_nonempty("AWS_ENDPOINT_URL_S3"),
-    })
-}
-
-fn env_nonempty(key: &str) -> Option<String> {
-    std::env::var(key).ok().filter(|v| !v.is_empty())
+        dynamodb_endpoint: env.text("AWS_ENDPOINT_URL_DYNAMODB"),
+        s3_endpoint: env.text("AWS_ENDPOINT_URL_S3"),
+    }
 }
 
 /// Refuses to start on a missing (or unreachable) table or bucket, with a message naming it,
@@ -55,15 +40,16 @@ pub(super) async fn check_aws_resources(aws: &AwsStorage) -> Result<(), StartErr
     let Err(problems) = checked else {
         return Ok(());
     };
+    let env = Env::process();
     let setup = AwsSetup {
         table: aws.table_name().to_string(),
         bucket: aws.bucket_name().to_string(),
         region: aws.region(),
         dynamodb_endpoint: aws.dynamodb_endpoint().await,
         s3_endpoint: aws.s3_endpoint().await,
-        dynamodb_variable: env_nonempty("AWS_ENDPOINT_URL_DYNAMODB").is_some(),
-        s3_variable: env_nonempty("AWS_ENDPOINT_URL_S3").is_some(),
-        shared_variable: env_nonempty("AWS_ENDPOINT_URL").is_some(),
+        dynamodb_variable: env.text("AWS_ENDPOINT_URL_DYNAMODB").is_some(),
+        s3_variable: env.text("AWS_ENDPOINT_URL_S3").is_some(),
+        shared_variable: env.text("AWS_ENDPOINT_URL").is_some(),
     };
     Err(StartError::Resources(resources_message(
         &setup,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crate::auth::Authorizer;
 use crate::auth::scopes::ScopePolicy;
-use crate::config::{AuthMode, Config, StorageKind};
+use crate::config::{AuthMode, Config, StorageConfig};
 use crate::domain::tarball::TarballLimits;
 use crate::http::AppState;
 use crate::http::rendered::PackumentCache;
@@ -188,11 +188,11 @@ impl<S: SdkSource> AppBuilder<S> {
     /// The configured backend's audit log alone (`registry-server audit`): it needs neither the
     /// metadata database (which a running server holds) nor the bucket, nor any check of them.
     pub async fn open_audit_log(self) -> Result<Arc<dyn AuditLog>, StartError> {
-        let retention = AuditRetention::days(self.config.audit_retention_days);
-        Ok(match self.config.storage {
-            StorageKind::Local => Arc::new(FileAuditLog::new(&self.config.data_dir, retention)),
-            StorageKind::Aws => {
-                let settings = aws::aws_settings(&self.config)?;
+        let retention = AuditRetention::days(self.config.audit.retention_days);
+        Ok(match &self.config.storage {
+            StorageConfig::Local { data_dir } => Arc::new(FileAuditLog::new(data_dir, retention)),
+            StorageConfig::Aws(aws) => {
+                let settings = aws::aws_settings(aws);
                 let s = AwsStorage::new(&self.sdk.load().await, settings);
                 Arc::new(s.audit_log(retention))
             }
@@ -214,7 +214,7 @@ impl<S: SdkSource> AppBuilder<S> {
             Some((metadata, tarballs)) => {
                 let auth = match auth {
                     Some(auth) => auth,
-                    None if config.auth == AuthMode::Open => Authorizer::Open,
+                    None if config.auth.mode == AuthMode::Open => Authorizer::Open,
                     // GitHub mode keeps tokens and caches in the backend's key-value store.
                     None => {
                         return Err(StartError::Config(
@@ -225,7 +225,7 @@ impl<S: SdkSource> AppBuilder<S> {
                 };
                 let audit = audit.unwrap_or_else(|| {
                     Arc::new(MemoryAuditLog::new(AuditRetention::days(
-                        config.audit_retention_days,
+                        config.audit.retention_days,
                     )))
                 });
                 (metadata, tarballs, auth, audit)
@@ -255,20 +255,20 @@ async fn open_backend(
     after_response: Option<Arc<AfterResponse>>,
     check_resources: bool,
 ) -> Result<Stores, StartError> {
-    let retention = AuditRetention::days(config.audit_retention_days);
-    Ok(match config.storage {
-        StorageKind::Local => {
-            let (m, t) = embedded::open(&config.data_dir)?;
+    let retention = AuditRetention::days(config.audit.retention_days);
+    Ok(match &config.storage {
+        StorageConfig::Local { data_dir } => {
+            let (m, t) = embedded::open(data_dir)?;
             let m = Arc::new(m);
             Stores {
                 metadata: m.clone(),
                 tarballs: Arc::new(t),
                 kv: m,
-                audit: Arc::new(FileAuditLog::new(&config.data_dir, retention)),
+                audit: Arc::new(FileAuditLog::new(data_dir, retention)),
             }
         }
-        StorageKind::Aws => {
-            let settings = aws::aws_settings(config)?;
+        StorageConfig::Aws(aws) => {
+            let settings = aws::aws_settings(aws);
             let mut s = AwsStorage::new(&sdk.load().await, settings);
             if let Some(queue) = after_response {
                 s = s.with_snapshot_writes_after_response(queue);
@@ -297,12 +297,13 @@ fn assemble(
     audit: Arc<dyn AuditLog>,
 ) -> Arc<AppState> {
     let tarball_limits = TarballLimits {
-        max_unpacked_bytes: config.max_unpacked_bytes,
+        max_unpacked_bytes: config.limits.max_unpacked_bytes,
         ..TarballLimits::default()
     };
-    let packuments = PackumentCache::new(config.packument_cache_bytes);
+    let packuments = PackumentCache::new(config.limits.packument_cache_bytes);
     let body_budget = Arc::new(tokio::sync::Semaphore::new(
         config
+            .limits
             .max_body_bytes_in_flight
             .min(tokio::sync::Semaphore::MAX_PERMITS),
     ));
@@ -321,5 +322,8 @@ fn assemble(
 
 /// The one owner allow-list, for the HTTP layer and the authoriser alike.
 pub(crate) fn scope_policy(config: &Config) -> ScopePolicy {
-    ScopePolicy::new(&config.allowed_owners, config.auth == AuthMode::Github)
+    ScopePolicy::new(
+        &config.scopes.allowed_owners,
+        config.auth.mode == AuthMode::Github,
+    )
 }

@@ -14,8 +14,8 @@ pub const SMALL_BODY_BYTES: usize = 8 * 1024;
 /// The byte limit of `limit` under `state`'s settings.
 pub fn route_limit(state: &AppState, limit: RouteLimit) -> usize {
     match limit {
-        RouteLimit::Publish => state.config.max_body_bytes,
-        RouteLimit::Small => SMALL_BODY_BYTES.min(state.config.max_body_bytes),
+        RouteLimit::Publish => state.config.limits.max_body_bytes,
+        RouteLimit::Small => SMALL_BODY_BYTES.min(state.config.limits.max_body_bytes),
     }
 }
 

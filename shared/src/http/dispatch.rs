@@ -41,7 +41,7 @@ fn forwarded_base_path(headers: &HeaderMap) -> &str {
 /// The base URL links point at: the configured public URL, or (on Lambda, where it is not
 /// known in advance) the request's host and stage.
 fn base_url(config: &Config, headers: &HeaderMap) -> String {
-    if let Some(url) = &config.public_url {
+    if let Some(url) = &config.server.public_url {
         return url.clone();
     }
     let host = headers
@@ -59,6 +59,7 @@ fn base_url(config: &Config, headers: &HeaderMap) -> String {
 /// the stage path the Lambda adapter passes on.
 fn path_prefix(config: &Config, headers: &HeaderMap) -> String {
     match config
+        .server
         .public_url
         .as_deref()
         .and_then(|u| url::Url::parse(u).ok())

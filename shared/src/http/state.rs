@@ -60,7 +60,7 @@ impl AppState {
         crate::writes::PackageWriter::new(
             self.metadata.as_ref(),
             self.tarballs.as_ref(),
-            self.config.allow_overwrite,
+            self.config.limits.allow_overwrite,
         )
     }
 
@@ -114,7 +114,7 @@ impl AppState {
     /// Where to send a read for a package this registry does not have, if anywhere: the upstream
     /// registry, for unscoped names and scopes not served here.
     pub fn upstream_location(&self, name: &PackageName, path_and_query: &str) -> Option<String> {
-        let upstream = self.config.upstream.as_ref()?;
+        let upstream = self.config.scopes.upstream.as_ref()?;
         self.scopes
             .is_upstream(name)
             .then(|| format!("{upstream}{path_and_query}"))

@@ -79,11 +79,14 @@ impl AwsStorage {
             .time_source(aws_smithy_async::time::SharedTimeSource::default())
             .timeout_config(Self::timeouts())
             .retry_config(Self::retries());
-        let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
-        if let Some(region) = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")) {
+        let env = crate::config::Env::process();
+        if let Some(region) = env
+            .text("AWS_REGION")
+            .or_else(|| env.text("AWS_DEFAULT_REGION"))
+        {
             builder = builder.region(aws_config::Region::new(region));
         }
-        if let Some(url) = env("AWS_ENDPOINT_URL") {
+        if let Some(url) = env.text("AWS_ENDPOINT_URL") {
             builder = builder.endpoint_url(url);
         }
         builder.build()

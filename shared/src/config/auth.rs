@@ -1,0 +1,151 @@
+//! Who may do what: the auth mode, GitHub, registry tokens and the OIDC issuer trusted
+//! publishing accepts.
+
+use std::time::Duration;
+
+use super::{ConfigError, Env};
+use crate::secret::Secret;
+
+/// The shortest `REGISTRY_TOKEN_SECRET` GitHub mode accepts.
+const MIN_TOKEN_SECRET_CHARS: usize = 32;
+
+/// Who may do what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Anyone who can reach the listener may read and publish.
+    Open,
+    /// GitHub repository permissions decide.
+    Github,
+}
+
+/// The authoriser's settings.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `REGISTRY_AUTH`.
+    pub mode: AuthMode,
+    /// `GITHUB_API_URL`.
+    pub github_api_url: String,
+    /// `REGISTRY_TOKEN_SECRET` (at least 32 characters in GitHub mode).
+    pub token_secret: Option<Secret>,
+    /// `REGISTRY_TOKEN_DAYS`: lifetime of registry tokens from `npm login`.
+    pub token_days: u64,
+    /// `REGISTRY_PUBLIC_READ`: packages of public repositories can be read without a token.
+    pub public_read: bool,
+    /// `REGISTRY_GITHUB_CACHE_SECONDS`: how long a GitHub answer serves reads before revalidation.
+    pub github_cache: Duration,
+    /// `REGISTRY_OIDC_ISSUER`: the OIDC issuer whose ID tokens trusted publishing accepts.
+    pub oidc_issuer: String,
+}
+
+impl AuthConfig {
+    /// Reads the auth mode and the settings of GitHub mode.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let mode = match env.raw("REGISTRY_AUTH").as_deref().unwrap_or("open") {
+            "open" => AuthMode::Open,
+            "github" => AuthMode::Github,
+            other => {
+                return Err(ConfigError::new(
+                    "REGISTRY_AUTH",
+                    format!("'{other}' is not open or github"),
+                ));
+            }
+        };
+        let token_secret = env.text("REGISTRY_TOKEN_SECRET").map(Secret::new);
+        if mode == AuthMode::Github
+            && token_secret
+                .as_ref()
+                .is_some_and(|s| s.expose().len() < MIN_TOKEN_SECRET_CHARS)
+        {
+            return Err(ConfigError::new(
+                "REGISTRY_TOKEN_SECRET",
+                format!("must be at least {MIN_TOKEN_SECRET_CHARS} characters"),
+            ));
+        }
+        Ok(Self {
+            mode,
+            github_api_url: env
+                .raw("GITHUB_API_URL")
+                .unwrap_or_else(|| "https://api.github.com".into()),
+            token_secret,
+            token_days: env.number("REGISTRY_TOKEN_DAYS")?.unwrap_or(30),
+            public_read: env.flag("REGISTRY_PUBLIC_READ")?.unwrap_or(false),
+            github_cache: env
+                .seconds("REGISTRY_GITHUB_CACHE_SECONDS")?
+                .unwrap_or(Duration::from_secs(60)),
+            oidc_issuer: oidc_issuer(env.raw("REGISTRY_OIDC_ISSUER"))?,
+        })
+    }
+}
+
+/// `REGISTRY_OIDC_ISSUER`: an http(s) URL without a trailing slash (GitHub Actions' by default).
+fn oidc_issuer(value: Option<String>) -> Result<String, ConfigError> {
+    let Some(text) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(crate::auth::oidc::GITHUB_ACTIONS_ISSUER.to_string());
+    };
+    let text = text.trim().trim_end_matches('/').to_string();
+    match url::Url::parse(&text) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(text),
+        _ => Err(ConfigError::new(
+            "REGISTRY_OIDC_ISSUER",
+            format!("'{text}' is not an http(s) URL"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::env;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn defaults_and_settings() {
+        let c = AuthConfig::from_env(&env(&[])).unwrap();
+        assert_eq!(c.mode, AuthMode::Open);
+        assert_eq!(c.github_api_url, "https://api.github.com");
+        assert!(c.token_secret.is_none());
+        assert_eq!(c.token_days, 30);
+        assert!(!c.public_read);
+        assert_eq!(c.github_cache, Duration::from_secs(60));
+        assert_eq!(c.oidc_issuer, "https://token.actions.githubusercontent.com");
+        let c = AuthConfig::from_env(&env(&[
+            ("REGISTRY_AUTH", "github"),
+            ("REGISTRY_TOKEN_SECRET", SECRET),
+            ("REGISTRY_PUBLIC_READ", "yes"),
+            ("REGISTRY_GITHUB_CACHE_SECONDS", "5"),
+            (
+                "REGISTRY_OIDC_ISSUER",
+                "https://ghe.example.com/_services/token/",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(c.mode, AuthMode::Github);
+        assert_eq!(c.token_secret.as_ref().map(Secret::expose), Some(SECRET));
+        assert!(c.public_read);
+        assert_eq!(c.github_cache, Duration::from_secs(5));
+        assert_eq!(c.oidc_issuer, "https://ghe.example.com/_services/token");
+        // Open mode never uses the secret, so a short one is not its concern.
+        assert!(AuthConfig::from_env(&env(&[("REGISTRY_TOKEN_SECRET", "short")])).is_ok());
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        for pairs in [
+            &[("REGISTRY_AUTH", "oauth")][..],
+            &[("REGISTRY_AUTH", "")],
+            &[
+                ("REGISTRY_AUTH", "github"),
+                ("REGISTRY_TOKEN_SECRET", "short"),
+            ],
+            &[("REGISTRY_TOKEN_DAYS", "a month")],
+            &[("REGISTRY_PUBLIC_READ", "maybe")],
+            &[("REGISTRY_GITHUB_CACHE_SECONDS", "1m")],
+            &[("REGISTRY_OIDC_ISSUER", "ftp://x")],
+            &[("REGISTRY_OIDC_ISSUER", "not a url")],
+        ] {
+            let e = AuthConfig::from_env(&env(pairs)).unwrap_err();
+            assert_eq!(e.key, pairs.last().unwrap().0, "{pairs:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Where metadata and tarballs live: redb and files under a directory, or DynamoDB and S3.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{ConfigError, Env};
+
+/// Default lifetime of a presigned tarball URL.
+const DEFAULT_PRESIGN: Duration = Duration::from_secs(300);
+
+/// The storage backend and its settings (`REGISTRY_STORAGE`).
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    /// `local`: redb and files under `data_dir` (`REGISTRY_DATA_DIR`).
+    Local {
+        /// `REGISTRY_DATA_DIR`.
+        data_dir: PathBuf,
+    },
+    /// `aws`: DynamoDB and S3.
+    Aws(AwsConfig),
+}
+
+/// The AWS backend's settings.
+#[derive(Debug, Clone)]
+pub struct AwsConfig {
+    /// `REGISTRY_TABLE`.
+    pub table: String,
+    /// `REGISTRY_BUCKET`.
+    pub bucket: String,
+    /// `REGISTRY_PRESIGN_SECONDS`: lifetime of presigned tarball URLs.
+    pub presign: Duration,
+    /// `REGISTRY_S3_PATH_STYLE`; `None` leaves it to whether an S3 endpoint override is set
+    /// (emulators need path-style addressing; real S3 prefers virtual hosts).
+    pub s3_path_style: Option<bool>,
+}
+
+impl StorageConfig {
+    /// Reads the backend and its settings; `aws` requires a table and a bucket.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        match env.raw("REGISTRY_STORAGE").as_deref().unwrap_or("local") {
+            "local" => Ok(Self::Local {
+                data_dir: PathBuf::from(
+                    env.raw("REGISTRY_DATA_DIR")
+                        .unwrap_or_else(|| "./data".into()),
+                ),
+            }),
+            "aws" => Ok(Self::Aws(AwsConfig {
+                table: required(env, "REGISTRY_TABLE")?,
+                bucket: required(env, "REGISTRY_BUCKET")?,
+                presign: env
+                    .seconds("REGISTRY_PRESIGN_SECONDS")?
+                    .unwrap_or(DEFAULT_PRESIGN),
+                s3_path_style: env.flag("REGISTRY_S3_PATH_STYLE")?,
+            })),
+            other => Err(ConfigError::new(
+                "REGISTRY_STORAGE",
+                format!("'{other}' is not local or aws"),
+            )),
+        }
+    }
+
+    /// Whether this is the AWS backend.
+    pub fn is_aws(&self) -> bool {
+        matches!(self, Self::Aws(_))
+    }
+}
+
+/// A setting the AWS backend cannot do without.
+fn required(env: &Env, key: &'static str) -> Result<String, ConfigError> {
+    env.text(key)
+        .ok_or_else(|| ConfigError::new(key, "required with REGISTRY_STORAGE=aws"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::env;
+
+    const AWS: [(&str, &str); 3] = [
+        ("REGISTRY_STORAGE", "aws"),
+        ("REGISTRY_TABLE", "t"),
+        ("REGISTRY_BUCKET", "b"),
+    ];
+
+    fn aws(extra: &[(&'static str, &'static str)]) -> Result<AwsConfig, ConfigError> {
+        let pairs: Vec<_> = AWS.iter().chain(extra).copied().collect();
+        match StorageConfig::from_env(&env(&pairs))? {
+            StorageConfig::Aws(aws) => Ok(aws),
+            other => panic!("not aws: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn local_by_default_and_aws_with_its_settings() {
+        let c = StorageConfig::from_env(&env(&[])).unwrap();
+        assert!(
+            matches!(&c, StorageConfig::Local { data_dir } if data_dir == &PathBuf::from("./data"))
+        );
+        // Settings of the other backend are not read.
+        assert!(
+            !StorageConfig::from_env(&env(&[("REGISTRY_PRESIGN_SECONDS", "x")]))
+                .unwrap()
+                .is_aws()
+        );
+        let a = aws(&[]).unwrap();
+        assert_eq!((a.table.as_str(), a.bucket.as_str()), ("t", "b"));
+        assert_eq!(a.presign, Duration::from_secs(300));
+        assert_eq!(a.s3_path_style, None);
+        let a = aws(&[
+            ("REGISTRY_PRESIGN_SECONDS", "60"),
+            ("REGISTRY_S3_PATH_STYLE", "ON"),
+        ])
+        .unwrap();
+        assert_eq!(a.presign, Duration::from_secs(60));
+        assert_eq!(a.s3_path_style, Some(true));
+        // As before, an empty value turns path-style addressing off.
+        assert_eq!(
+            aws(&[("REGISTRY_S3_PATH_STYLE", "")])
+                .unwrap()
+                .s3_path_style,
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let key = |pairs: &[(&str, &str)]| StorageConfig::from_env(&env(pairs)).unwrap_err().key;
+        assert_eq!(key(&[("REGISTRY_STORAGE", "s3")]), "REGISTRY_STORAGE");
+        assert_eq!(key(&[("REGISTRY_STORAGE", "")]), "REGISTRY_STORAGE");
+        assert_eq!(key(&[("REGISTRY_STORAGE", "aws")]), "REGISTRY_TABLE");
+        assert_eq!(
+            key(&[
+                ("REGISTRY_STORAGE", "aws"),
+                ("REGISTRY_TABLE", "t"),
+                ("REGISTRY_BUCKET", "")
+            ]),
+            "REGISTRY_BUCKET"
+        );
+        assert_eq!(
+            aws(&[("REGISTRY_PRESIGN_SECONDS", "5m")]).unwrap_err().key,
+            "REGISTRY_PRESIGN_SECONDS"
+        );
+        let e = aws(&[("REGISTRY_S3_PATH_STYLE", "maybe")]).unwrap_err();
+        assert_eq!(e.key, "REGISTRY_S3_PATH_STYLE");
+        assert!(e.message.contains("is not a boolean"), "{e}");
+    }
+}
