@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """npm install and npm ci from two registry-server binaries, interleaved (before, after, before,
 ...), for a before/after comparison of a change on a shared, noisy machine: the full run's install
-phase (bench/bench.py's corpus, cold caches, every installed tree checked) with our server twice
+phase (bench/registry_bench's corpus, cold caches, every installed tree checked) with our server twice
 instead of ours, nginx and Verdaccio.
 
     BENCH_NPM=<npm> python3 bench/install_ab.py BEFORE_BINARY AFTER_BINARY [RUNS=4]
@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench as B  # noqa: E402
+import registry_bench as B  # noqa: E402
 
 
 def main() -> int:

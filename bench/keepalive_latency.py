@@ -9,7 +9,7 @@ TCP_NODELAY a reused connection's tarball body waited for the client's delayed A
     python3 bench/keepalive_latency.py BINARY [REQUESTS=200]
 
 Prints, per request, the median, 90th percentile and mean in ms over REQUESTS sequential GETs, and
-how many took 20 ms or more (a delayed ACK is 40 ms); a new connection's time includes its connect. Python standard library only (bench/bench.py's helpers).
+how many took 20 ms or more (a delayed ACK is 40 ms); a new connection's time includes its connect. Python standard library only (bench/registry_bench's helpers).
 """
 import http.client
 import json
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench as B  # noqa: E402
+import registry_bench as B  # noqa: E402
 
 # A response this slow on loopback waited for something (a delayed ACK is 40 ms).
 SLOW_MS = 20

@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench as B  # noqa: E402
+import registry_bench as B  # noqa: E402
 
 MIB = 1 << 20
 SIZE = int(os.environ.get("PUBLISH_MEMORY_MIB", "60"))

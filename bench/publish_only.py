@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Publish throughput of one registry-server binary alone, with the full run's sample sizes
-(bench/bench.py's driver and packages): for before/after comparisons of the write path.
+(bench/registry_bench's driver and packages): for before/after comparisons of the write path.
 
     python3 bench/publish_only.py BINARY [SEQUENTIAL=300] [CONCURRENT=960]
 """
@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench as B  # noqa: E402
+import registry_bench as B  # noqa: E402
 
 binary = str(Path(sys.argv[1]).resolve())
 seq_n = int(sys.argv[2]) if len(sys.argv) > 2 else 300

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench as B  # noqa: E402
+import registry_bench as B  # noqa: E402
 
 binary = str(Path(sys.argv[1]).resolve())
 env = dict(a.split("=", 1) for a in sys.argv[2:])
