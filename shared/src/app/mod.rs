@@ -175,7 +175,7 @@ impl<S: SdkSource> AppBuilder<S> {
     }
 
     /// Opens the configured backend's stores (checking the AWS resources unless told not to).
-    pub async fn open_stores(self) -> Result<Stores, StartError> {
+    pub(crate) async fn open_stores(self) -> Result<Stores, StartError> {
         open_backend(
             &self.config,
             self.sdk,
@@ -187,7 +187,7 @@ impl<S: SdkSource> AppBuilder<S> {
 
     /// The configured backend's audit log alone (`registry-server audit`): it needs neither the
     /// metadata database (which a running server holds) nor the bucket, nor any check of them.
-    pub async fn open_audit_log(self) -> Result<Arc<dyn AuditLog>, StartError> {
+    pub(crate) async fn open_audit_log(self) -> Result<Arc<dyn AuditLog>, StartError> {
         let retention = AuditRetention::days(self.config.audit.retention_days);
         Ok(match &self.config.storage {
             StorageConfig::Local { data_dir } => Arc::new(FileAuditLog::new(data_dir, retention)),

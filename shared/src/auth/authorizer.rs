@@ -62,7 +62,7 @@ pub struct GithubAuth {
 
 impl GithubAuth {
     /// GitHub mode over `api`, caching in memory and in `kv`.
-    pub fn new(
+    pub(crate) fn new(
         api: Arc<dyn GithubApi>,
         kv: Arc<dyn KvStore>,
         tokens: TokenKeys,
@@ -81,13 +81,13 @@ impl GithubAuth {
     }
 
     /// Turns on trusted publishing: ID tokens verified by `verifier` may be exchanged.
-    pub fn with_trusted_publishing(mut self, verifier: oidc::IdTokenVerifier) -> Self {
+    pub(crate) fn with_trusted_publishing(mut self, verifier: oidc::IdTokenVerifier) -> Self {
         self.trusted = Some(oidc::TrustedPublishing::new(verifier, self.kv.clone()));
         self
     }
 
     /// Trusted publishing, if turned on.
-    pub fn trusted_publishing(&self) -> Option<&oidc::TrustedPublishing> {
+    pub(crate) fn trusted_publishing(&self) -> Option<&oidc::TrustedPublishing> {
         self.trusted.as_ref()
     }
 
@@ -179,11 +179,6 @@ impl GithubAuth {
         })
     }
 
-    /// The settings.
-    pub fn settings(&self) -> &GithubSettings {
-        &self.settings
-    }
-
     /// The store holding token records and trust configurations.
     pub fn kv(&self) -> &Kv {
         &self.kv
@@ -251,7 +246,7 @@ impl GithubAuth {
     }
 
     /// The GitHub user a token belongs to; an installation token has none (`npm login`).
-    pub async fn user(&self, token: &str) -> Result<GithubUser, AuthError> {
+    pub(crate) async fn user(&self, token: &str) -> Result<GithubUser, AuthError> {
         match self.token_owner(token).await? {
             TokenOwner::User(user) => Ok(user),
             TokenOwner::Installation => Err(AuthError::Unauthenticated(
@@ -263,7 +258,7 @@ impl GithubAuth {
     /// Whom a token acts for (cached by the token's hash, and so is a refusal). An
     /// installation token is recognised by GitHub's 403 to `GET /user`, and cached as such
     /// with the same fresh and stale rules as a user.
-    pub async fn token_owner(&self, token: &str) -> Result<TokenOwner, AuthError> {
+    pub(crate) async fn token_owner(&self, token: &str) -> Result<TokenOwner, AuthError> {
         let key = KvKey::token_owner(token);
         let now = Utc::now();
         let recently_refused = self
@@ -338,7 +333,7 @@ impl GithubAuth {
     /// What an installation caller's token reaches (`GET /installation/repositories`, cached
     /// as reads are); `None` for other callers, or when GitHub cannot say: the answer it feeds
     /// is a refusal, which must not turn into an outage.
-    pub async fn reach(&self, caller: &Caller) -> Option<InstallationReach> {
+    pub(crate) async fn reach(&self, caller: &Caller) -> Option<InstallationReach> {
         let (Identity::Installation, Some(token)) = (&caller.identity, caller.github_token())
         else {
             return None;
@@ -360,7 +355,7 @@ impl GithubAuth {
 
 impl Authorizer {
     /// Identifies the caller of a request (open mode: everyone is anonymous).
-    pub async fn caller(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+    pub(crate) async fn caller(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
         match self {
             Authorizer::Open => Ok(Caller::anonymous()),
             Authorizer::Github(g) => g.caller(headers).await,
@@ -369,7 +364,7 @@ impl Authorizer {
 
     /// Decides whether `caller` may do `action` to `package`, which belongs to `repo`. Returns
     /// the caller's access (GitHub mode) for callers that need the canonical repository name.
-    pub async fn check(
+    pub(crate) async fn check(
         &self,
         caller: &Caller,
         package: &PackageName,
@@ -413,7 +408,7 @@ impl Authorizer {
     }
 
     /// Whether `repo` is public, as GitHub shows it to anyone (cached like reads).
-    pub async fn repository_is_public(&self, repo: &RepoRef) -> Result<bool, AuthError> {
+    pub(crate) async fn repository_is_public(&self, repo: &RepoRef) -> Result<bool, AuthError> {
         let Authorizer::Github(g) = self else {
             return Ok(false);
         };

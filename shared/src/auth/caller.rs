@@ -27,7 +27,7 @@ pub enum Identity {
 
 impl Identity {
     /// Who the audit log says made a request.
-    pub fn audit_actor(&self) -> AuditActor {
+    pub(crate) fn audit_actor(&self) -> AuditActor {
         match self {
             Identity::Anonymous => AuditActor::Anonymous,
             Identity::User(login) => AuditActor::User {
@@ -39,7 +39,7 @@ impl Identity {
     }
 
     /// The user name clients are told (`npm whoami`).
-    pub fn username(&self) -> &str {
+    pub(crate) fn username(&self) -> &str {
         match self {
             Identity::Anonymous => "anonymous",
             Identity::User(u) => u,
@@ -87,7 +87,7 @@ pub struct RegistryTokenUse {
 
 impl Caller {
     /// Nobody in particular.
-    pub fn anonymous() -> Self {
+    pub(crate) fn anonymous() -> Self {
         Self {
             identity: Identity::Anonymous,
             credential: Credential::None,
@@ -126,7 +126,7 @@ impl Caller {
     }
 
     /// The trusted-publishing grant the request came with, if any.
-    pub fn publish_grant(&self) -> Option<&oidc::PublishGrant> {
+    pub(crate) fn publish_grant(&self) -> Option<&oidc::PublishGrant> {
         match &self.credential {
             Credential::TrustedPublishing(grant) => Some(grant),
             _ => None,
@@ -134,7 +134,7 @@ impl Caller {
     }
 
     /// The GitHub token behind the request (sent directly, or sealed behind a registry token).
-    pub fn github_token(&self) -> Option<&str> {
+    pub(crate) fn github_token(&self) -> Option<&str> {
         match &self.credential {
             Credential::Github(token) | Credential::Registry { github: token, .. } => {
                 Some(token.expose())
@@ -144,13 +144,13 @@ impl Caller {
     }
 
     /// Whether the request came with a read-only registry token (which may not manage tokens).
-    pub fn is_read_only_token(&self) -> bool {
+    pub(crate) fn is_read_only_token(&self) -> bool {
         self.registry_token()
             .is_some_and(|t| t.scope.is_read_only())
     }
 
     /// The registry token the request came with, if any.
-    pub fn registry_token(&self) -> Option<&RegistryTokenUse> {
+    pub(crate) fn registry_token(&self) -> Option<&RegistryTokenUse> {
         match &self.credential {
             Credential::Registry { token, .. } => Some(token),
             _ => None,
@@ -158,7 +158,7 @@ impl Caller {
     }
 
     /// What kind of credential the request came with.
-    pub fn credential_kind(&self) -> CredentialKind {
+    pub(crate) fn credential_kind(&self) -> CredentialKind {
         match (&self.identity, self.registry_token()) {
             (Identity::Anonymous, _) => CredentialKind::None,
             (Identity::Installation, _) => CredentialKind::GithubInstallationToken,
@@ -175,7 +175,7 @@ impl Caller {
 /// Whom a GitHub token acts for, as `GET /user` told (cached by the token's hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum TokenOwner {
+pub(crate) enum TokenOwner {
     /// A user.
     User(GithubUser),
     /// A GitHub App installation (a `ghs_` token, such as a workflow's `GITHUB_TOKEN`).
@@ -184,7 +184,7 @@ pub enum TokenOwner {
 
 /// Whether `headers` carry a token whose prefix marks it as an installation token: a write
 /// with one is refused before GitHub is asked anything.
-pub fn bears_installation_token(headers: &HeaderMap) -> bool {
+pub(crate) fn bears_installation_token(headers: &HeaderMap) -> bool {
     bearer(headers).is_some_and(|t| TokenKind::of(t) == TokenKind::Installation)
 }
 

@@ -62,7 +62,7 @@ const NOT_BY_INTEGRATION: &str = "Resource not accessible by integration";
 /// Whether GitHub's 403 to `GET /user` (`message`) says that `token` is an installation token:
 /// GitHub's message for integrations, or a token with the installation prefix. Another 403
 /// stays a refusal: the registry does not guess what else a token might be.
-pub fn is_installation_refusal(token: &str, message: &str) -> bool {
+pub(crate) fn is_installation_refusal(token: &str, message: &str) -> bool {
     TokenKind::of(token) == TokenKind::Installation
         || message
             .to_ascii_lowercase()
@@ -70,7 +70,7 @@ pub fn is_installation_refusal(token: &str, message: &str) -> bool {
 }
 
 /// The refusal of any write by an installation token, which only reads.
-pub fn installation_write_refused() -> AuthError {
+pub(crate) fn installation_write_refused() -> AuthError {
     AuthError::Forbidden(
         "a GitHub App installation token (such as a workflow's GITHUB_TOKEN) only reads packages: it cannot publish, change, unpublish or deprecate them, nor manage tokens. Publish from CI with trusted publishing: npm trust github <package> --repo <owner/repo> --file <workflow.yml>, then npm publish in that workflow (permissions: id-token: write) with no token".into(),
     )
@@ -78,7 +78,7 @@ pub fn installation_write_refused() -> AuthError {
 
 /// What an installation caller is told for a package that is missing or that it cannot read
 /// (the same answer for both): the name is not found, and what the token does reach.
-pub fn not_reached(package: &PackageName, reach: Option<&InstallationReach>) -> String {
+pub(crate) fn not_reached(package: &PackageName, reach: Option<&InstallationReach>) -> String {
     let reaches = match reach {
         Some(r) => format!("it reaches {}", r.describe()),
         None => "GitHub did not list the repositories it reaches".into(),
@@ -90,7 +90,7 @@ pub fn not_reached(package: &PackageName, reach: Option<&InstallationReach>) -> 
 
 /// The one rule: may `identity`, whose access to the package's repository is `access`, do
 /// `action` to `package`? Pure, so every combination is unit-tested.
-pub fn decide(
+pub(crate) fn decide(
     identity: &Identity,
     access: &RepoAccess,
     action: Action,

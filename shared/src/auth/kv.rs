@@ -34,14 +34,14 @@ pub enum Namespace {
 
 impl Namespace {
     /// The namespace of `login`'s registry tokens.
-    pub fn tokens(login: &str) -> Self {
+    pub(crate) fn tokens(login: &str) -> Self {
         Namespace::Tokens {
             login: login.to_string(),
         }
     }
 
     /// The namespace of `name`'s trust configurations.
-    pub fn trust(name: &PackageName) -> Self {
+    pub(crate) fn trust(name: &PackageName) -> Self {
         Namespace::Trust(name.clone())
     }
 }
@@ -85,7 +85,7 @@ impl KvKey {
     }
 
     /// Whom `token` acts for (`GET /user`).
-    pub fn token_owner(token: &str) -> Self {
+    pub(crate) fn token_owner(token: &str) -> Self {
         Self::new(
             Namespace::GithubCache,
             format!("owner/{}", sha256_hex(token)),
@@ -93,7 +93,7 @@ impl KvKey {
     }
 
     /// What `token` (or an anonymous caller) may do in `repo` (`GET /repos/…`).
-    pub fn repo_access(token: Option<&str>, repo: &RepoRef) -> Self {
+    pub(crate) fn repo_access(token: Option<&str>, repo: &RepoRef) -> Self {
         let who = token.map_or_else(|| "anonymous".to_string(), sha256_hex);
         Self::new(
             Namespace::GithubCache,
@@ -102,7 +102,7 @@ impl KvKey {
     }
 
     /// Whether installation `token` reaches `repo` (`GET /repos/…` as the installation).
-    pub fn installation_repo(token: &str, repo: &RepoRef) -> Self {
+    pub(crate) fn installation_repo(token: &str, repo: &RepoRef) -> Self {
         Self::new(
             Namespace::GithubCache,
             format!(
@@ -114,7 +114,7 @@ impl KvKey {
     }
 
     /// What installation `token` reaches (`GET /installation/repositories`).
-    pub fn installation_repositories(token: &str) -> Self {
+    pub(crate) fn installation_repositories(token: &str) -> Self {
         Self::new(
             Namespace::GithubCache,
             format!("installation-repositories/{}", sha256_hex(token)),
@@ -122,22 +122,22 @@ impl KvKey {
     }
 
     /// The record of `login`'s registry token `jti`.
-    pub fn registry_token(login: &str, jti: &str) -> Self {
+    pub(crate) fn registry_token(login: &str, jti: &str) -> Self {
         Self::new(Namespace::tokens(login), jti.to_string())
     }
 
     /// Trust configuration `id` of `name`.
-    pub fn trust_configuration(name: &PackageName, id: &str) -> Self {
+    pub(crate) fn trust_configuration(name: &PackageName, id: &str) -> Self {
         Self::new(Namespace::trust(name), id.to_string())
     }
 
     /// The grant of a token the exchange minted (keyed by its hash, never the token).
-    pub fn minted_token(token: &str) -> Self {
+    pub(crate) fn minted_token(token: &str) -> Self {
         Self::new(Namespace::MintedTokens, sha256_hex(token))
     }
 
     /// The mark that the ID token `jti` of `issuer` was exchanged.
-    pub fn exchanged_id_token(issuer: &str, jti: &str) -> Self {
+    pub(crate) fn exchanged_id_token(issuer: &str, jti: &str) -> Self {
         Self::new(
             Namespace::ExchangedIdTokens,
             sha256_hex(&format!("{issuer}\n{jti}")),
@@ -150,7 +150,7 @@ impl KvKey {
     }
 
     /// The id within the namespace.
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         &self.id
     }
 }
@@ -166,12 +166,12 @@ impl Kv {
     }
 
     /// The value under `key`, if present and not expired.
-    pub async fn get(&self, key: &KvKey) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(crate) async fn get(&self, key: &KvKey) -> Result<Option<Vec<u8>>, StoreError> {
         self.0.get(&key.namespace.to_string(), &key.id).await
     }
 
     /// The JSON value under `key`; one that does not decode reads as absent.
-    pub async fn get_json<T: DeserializeOwned>(
+    pub(crate) async fn get_json<T: DeserializeOwned>(
         &self,
         key: &KvKey,
     ) -> Result<Option<T>, StoreError> {
@@ -182,7 +182,7 @@ impl Kv {
     }
 
     /// Stores (or replaces) a value.
-    pub async fn put(
+    pub(crate) async fn put(
         &self,
         key: &KvKey,
         value: &[u8],
@@ -194,7 +194,7 @@ impl Kv {
     }
 
     /// Stores (or replaces) a value as JSON.
-    pub async fn put_json<T: Serialize>(
+    pub(crate) async fn put_json<T: Serialize>(
         &self,
         key: &KvKey,
         value: &T,
@@ -205,7 +205,7 @@ impl Kv {
     }
 
     /// Stores a value only if no live entry has this key (`KvStore::put_new`).
-    pub async fn put_new(
+    pub(crate) async fn put_new(
         &self,
         key: &KvKey,
         value: &[u8],
@@ -217,12 +217,15 @@ impl Kv {
     }
 
     /// Removes a value; removing an absent one succeeds.
-    pub async fn delete(&self, key: &KvKey) -> Result<(), StoreError> {
+    pub(crate) async fn delete(&self, key: &KvKey) -> Result<(), StoreError> {
         self.0.delete(&key.namespace.to_string(), &key.id).await
     }
 
     /// Every live `(id, value)` in `namespace`.
-    pub async fn list(&self, namespace: &Namespace) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    pub(crate) async fn list(
+        &self,
+        namespace: &Namespace,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.0.list(&namespace.to_string()).await
     }
 }

@@ -19,15 +19,12 @@ pub mod github;
 pub mod kv;
 pub mod oidc;
 pub mod scopes;
-pub mod token_store;
+pub(crate) mod token_store;
 pub mod tokens;
 pub mod trust;
 
 pub use authorizer::{Authorizer, GithubAuth, GithubSettings};
-pub use caller::{
-    Caller, CredentialKind, Identity, RegistryTokenUse, Secret, TokenOwner, WorkflowRun, bearer,
-    bears_installation_token,
-};
-pub use decide::{
-    Action, AuthError, decide, installation_write_refused, is_installation_refusal, not_reached,
-};
+pub use caller::{Caller, CredentialKind, Identity, RegistryTokenUse, Secret, WorkflowRun, bearer};
+pub(crate) use caller::{TokenOwner, bears_installation_token};
+pub use decide::{Action, AuthError};
+pub(crate) use decide::{decide, installation_write_refused, is_installation_refusal, not_reached};

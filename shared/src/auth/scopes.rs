@@ -16,7 +16,7 @@ pub struct ScopePolicy {
 
 /// Why a name is not stored here.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NotServed {
+pub(crate) enum NotServed {
     /// An unscoped name, in a registry that stores scoped names only.
     #[error(
         "{0} is unscoped: this registry only stores scoped packages whose scope is a GitHub owner; publish it to the public registry"
@@ -35,7 +35,7 @@ pub enum NotServed {
 impl ScopePolicy {
     /// The policy for `owners` (compared case-insensitively; empty: any), storing unscoped names
     /// too unless `scoped_only`.
-    pub fn new(owners: &[String], scoped_only: bool) -> Self {
+    pub(crate) fn new(owners: &[String], scoped_only: bool) -> Self {
         Self {
             owners: owners.iter().map(|o| o.to_ascii_lowercase()).collect(),
             scoped_only,
@@ -43,12 +43,12 @@ impl ScopePolicy {
     }
 
     /// Whether packages of `scope` are stored here.
-    pub fn serves_scope(&self, scope: &str) -> bool {
+    pub(crate) fn serves_scope(&self, scope: &str) -> bool {
         self.owners.is_empty() || self.owners.iter().any(|o| o.eq_ignore_ascii_case(scope))
     }
 
     /// Whether `name` may be stored here; the refusal says why not.
-    pub fn stores(&self, name: &PackageName) -> Result<(), NotServed> {
+    pub(crate) fn stores(&self, name: &PackageName) -> Result<(), NotServed> {
         match name.scope() {
             None if self.scoped_only => Err(NotServed::Unscoped(name.to_string())),
             None => Ok(()),
@@ -62,7 +62,7 @@ impl ScopePolicy {
 
     /// Whether a read of `name`, not found here, belongs to the upstream registry: unscoped
     /// names, and scopes not served here.
-    pub fn is_upstream(&self, name: &PackageName) -> bool {
+    pub(crate) fn is_upstream(&self, name: &PackageName) -> bool {
         name.scope().is_none_or(|scope| !self.serves_scope(scope))
     }
 }

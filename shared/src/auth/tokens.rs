@@ -30,7 +30,7 @@ pub enum TokenScope {
 
 impl TokenScope {
     /// The scope `npm token create` asks for with its `readonly` flag.
-    pub fn from_readonly(readonly: bool) -> Self {
+    pub(crate) fn from_readonly(readonly: bool) -> Self {
         if readonly {
             TokenScope::ReadOnly
         } else {
@@ -39,7 +39,7 @@ impl TokenScope {
     }
 
     /// Whether the token only reads.
-    pub fn is_read_only(self) -> bool {
+    pub(crate) fn is_read_only(self) -> bool {
         self == TokenScope::ReadOnly
     }
 }
@@ -50,11 +50,11 @@ mod readonly_flag {
 
     use super::TokenScope;
 
-    pub fn serialize<S: Serializer>(scope: &TokenScope, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(scope: &TokenScope, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bool(scope.is_read_only())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TokenScope, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TokenScope, D::Error> {
         bool::deserialize(d).map(TokenScope::from_readonly)
     }
 }
@@ -222,7 +222,7 @@ impl TokenKeys {
     }
 
     /// The GitHub token sealed in a record (which must belong to `jti`).
-    pub fn unseal(&self, record: &TokenRecord) -> Result<String, TokenError> {
+    pub(crate) fn unseal(&self, record: &TokenRecord) -> Result<String, TokenError> {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(&record.sealed)
             .map_err(|_| TokenError::Invalid)?;

@@ -8,7 +8,7 @@ use crate::domain::trust::TrustConfiguration;
 use crate::storage::StoreError;
 
 /// The most configurations one package may have (npm's registry allows a handful; so do we).
-pub const MAX_PER_PACKAGE: usize = 20;
+pub(crate) const MAX_PER_PACKAGE: usize = 20;
 
 /// Every configuration of `name`, oldest first. Records that do not decode are skipped (and
 /// logged): a damaged record must not widen or block what the others allow.

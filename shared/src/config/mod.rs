@@ -112,7 +112,7 @@ pub(crate) mod tests {
     fn defaults_follow_the_contract() {
         let c = Config::read(&env(&[])).unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:4873");
-        assert!(!c.storage.is_aws());
+        assert!(matches!(c.storage, StorageConfig::Local { .. }));
         assert_eq!(c.auth.mode, AuthMode::Open);
         assert_eq!(
             c.scopes.upstream.as_deref(),
@@ -133,7 +133,7 @@ pub(crate) mod tests {
             _ => None,
         })
         .unwrap();
-        assert!(c.storage.is_aws());
+        assert!(matches!(c.storage, StorageConfig::Aws(_)));
         assert_eq!(c.server.max_connections, 3);
         assert_eq!(c.scopes.upstream, None);
         for (key, value) in [

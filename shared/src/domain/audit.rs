@@ -128,12 +128,12 @@ pub enum AuditActor {
 impl AuditActor {
     /// Whether the actor is known: refusals of anonymous callers are not recorded (anyone
     /// could fill the log with them).
-    pub fn is_identified(&self) -> bool {
+    pub(crate) fn is_identified(&self) -> bool {
         !matches!(self, AuditActor::Anonymous)
     }
 
     /// A one-line description for the table: a login, or a workflow and its run.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self {
             AuditActor::Anonymous => "anonymous".into(),
             AuditActor::User { login } => login.clone(),
@@ -216,7 +216,7 @@ impl AuditEvent {
 }
 
 /// The fixed-width form of `time` used in order keys; a bound for range queries.
-pub fn order_time(time: DateTime<Utc>) -> String {
+pub(crate) fn order_time(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
@@ -233,7 +233,7 @@ pub struct AuditQuery {
 
 impl AuditQuery {
     /// Whether `event` is one the query wants (the limit aside).
-    pub fn matches(&self, event: &AuditEvent) -> bool {
+    pub(crate) fn matches(&self, event: &AuditEvent) -> bool {
         self.package
             .as_ref()
             .is_none_or(|p| event.package.as_ref() == Some(p))
@@ -241,7 +241,7 @@ impl AuditQuery {
     }
 
     /// Sorts `events` oldest first and keeps the newest `limit`.
-    pub fn finish(&self, mut events: Vec<AuditEvent>) -> Vec<AuditEvent> {
+    pub(crate) fn finish(&self, mut events: Vec<AuditEvent>) -> Vec<AuditEvent> {
         events.sort_by_key(AuditEvent::order_key);
         events.dedup_by(|a, b| a.id == b.id && a.time == b.time);
         if let Some(limit) = self.limit
@@ -258,11 +258,11 @@ impl AuditQuery {
 #[error(
     "'{0}' is neither an RFC 3339 time (2026-11-30T12:00:00Z) nor a duration such as 30m, 24h or 7d"
 )]
-pub struct SinceError(pub String);
+pub(crate) struct SinceError(pub String);
 
 /// Reads `--since`: an RFC 3339 time, or a duration back from `now` (`90s`, `30m`, `24h`, `7d`,
 /// `2w`).
-pub fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, SinceError> {
+pub(crate) fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, SinceError> {
     let text = text.trim();
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
         return Ok(time.with_timezone(&Utc));
@@ -284,7 +284,7 @@ pub fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Sinc
 }
 
 /// The events as a table for a terminal: one line each, oldest first.
-pub fn render_table(events: &[AuditEvent]) -> String {
+pub(crate) fn render_table(events: &[AuditEvent]) -> String {
     let rows: Vec<[String; 7]> = events
         .iter()
         .map(|e| {

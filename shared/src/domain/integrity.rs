@@ -31,7 +31,7 @@ impl Digests {
 
     /// Whether an SRI string (possibly several space-separated hashes) agrees with these bytes:
     /// every sha512 or sha1 entry must match and at least one must be present.
-    pub fn matches_sri(&self, sri: &str) -> bool {
+    pub(crate) fn matches_sri(&self, sri: &str) -> bool {
         let sha1_sri = hex::decode(&self.sha1_hex)
             .map(|raw| {
                 format!(

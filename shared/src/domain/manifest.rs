@@ -18,7 +18,7 @@ pub struct Manifest(Box<RawValue>);
 
 impl Manifest {
     /// The manifest holding `map`.
-    pub fn from_map(map: &Map<String, Value>) -> Result<Self, serde_json::Error> {
+    pub(crate) fn from_map(map: &Map<String, Value>) -> Result<Self, serde_json::Error> {
         serde_json::value::to_raw_value(map).map(Manifest)
     }
 
@@ -28,20 +28,7 @@ impl Manifest {
     }
 
     /// Its top-level fields in stored order, values left as JSON text.
-    pub fn fields(&self) -> Result<Fields<'_>, serde_json::Error> {
-        serde_json::from_str(self.0.get())
-    }
-
-    /// One top-level field, decoded.
-    pub fn field(&self, name: &str) -> Result<Option<Value>, serde_json::Error> {
-        self.fields()?
-            .get(name)
-            .map(|raw| serde_json::from_str(raw.get()))
-            .transpose()
-    }
-
-    /// The whole manifest, decoded.
-    pub fn to_map(&self) -> Result<Map<String, Value>, serde_json::Error> {
+    pub(crate) fn fields(&self) -> Result<Fields<'_>, serde_json::Error> {
         serde_json::from_str(self.0.get())
     }
 }
@@ -72,12 +59,12 @@ pub struct Fields<'a>(Vec<(String, &'a RawValue)>);
 
 impl<'a> Fields<'a> {
     /// A field's JSON text.
-    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+    pub(crate) fn get(&self, name: &str) -> Option<&'a RawValue> {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
     }
 
     /// Every field, in stored order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &'a RawValue)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &'a RawValue)> {
         self.0.iter().map(|(k, v)| (k.as_str(), *v))
     }
 }
@@ -118,8 +105,9 @@ mod tests {
         let names: Vec<_> = fields.iter().map(|(k, _)| k).collect();
         assert_eq!(names, ["name", "dependencies", "b\"q"]);
         assert_eq!(fields.get("dependencies").unwrap().get(), r#"{"x":"^1"}"#);
-        assert_eq!(m.field("b\"q").unwrap(), Some(json!([1, 2.5])));
-        assert_eq!(m.field("missing").unwrap(), None);
+        let quoted: Value = serde_json::from_str(fields.get("b\"q").unwrap().get()).unwrap();
+        assert_eq!(quoted, json!([1, 2.5]));
+        assert!(fields.get("missing").is_none());
     }
 
     #[test]

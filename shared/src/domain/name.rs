@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// Longest name npm accepts for a new package.
-pub const MAX_NAME_LEN: usize = 214;
+pub(crate) const MAX_NAME_LEN: usize = 214;
 
 /// Why a string is not an acceptable package name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

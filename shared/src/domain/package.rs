@@ -50,7 +50,7 @@ impl PackageRecord {
 
     /// The `_rev` clients echo back: revision plus creation time, so a deleted and recreated
     /// package never repeats an old `_rev`.
-    pub fn rev_string(&self) -> String {
+    pub(crate) fn rev_string(&self) -> String {
         format!("{}-{:x}", self.revision, self.created.timestamp_millis())
     }
 }
@@ -158,7 +158,7 @@ pub struct PackageDocument {
 
 impl PackageDocument {
     /// Live versions, in ascending semver order.
-    pub fn live(&self) -> Vec<(&Version, &chrono::DateTime<Utc>, &LiveVersion)> {
+    pub(crate) fn live(&self) -> Vec<(&Version, &chrono::DateTime<Utc>, &LiveVersion)> {
         let mut live: Vec<_> = self
             .versions
             .iter()
@@ -172,7 +172,7 @@ impl PackageDocument {
     }
 
     /// True when the package has nothing installable (never published or all unpublished).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.package.unpublished.is_some() || self.live().is_empty()
     }
 }

@@ -10,7 +10,7 @@ use super::PackageName;
 use super::package::{LiveVersion, PackageDocument};
 
 /// The media type of the abbreviated packument.
-pub const ABBREVIATED_MEDIA_TYPE: &str = "application/vnd.npm.install-v1+json";
+pub(crate) const ABBREVIATED_MEDIA_TYPE: &str = "application/vnd.npm.install-v1+json";
 
 /// Top-level fields copied from the `latest` version's manifest into the full packument.
 const LATEST_FIELDS: &[&str] = &[
@@ -57,7 +57,7 @@ pub fn tarball_url(base_url: &str, name: &PackageName, version: &Version) -> Str
 
 /// One version's manifest as clients see it (in `versions` and from `GET /name/version`): the
 /// stored fields with the registry's `name`, `version`, `_id`, `dist` and deprecation.
-pub struct VersionManifest<'a> {
+pub(crate) struct VersionManifest<'a> {
     /// Where tarball links point.
     pub base_url: &'a str,
     /// The package.
@@ -154,7 +154,7 @@ fn dist_tags(doc: &PackageDocument) -> impl Serialize + '_ {
 }
 
 /// Writes the full packument (`Accept: application/json`) into `out`.
-pub fn write_full(
+pub(crate) fn write_full(
     doc: &PackageDocument,
     base_url: &str,
     out: &mut Vec<u8>,
@@ -163,7 +163,7 @@ pub fn write_full(
 }
 
 /// Writes the abbreviated packument (`Accept: application/vnd.npm.install-v1+json`) into `out`.
-pub fn write_abbreviated(
+pub(crate) fn write_abbreviated(
     doc: &PackageDocument,
     base_url: &str,
     out: &mut Vec<u8>,

@@ -52,7 +52,7 @@ impl RepoRef {
     /// `git@github.com:o/r.git`, `ssh://git@github.com/o/r.git`, or `{ "type": "git", "url": ...,
     /// "directory": ... }` with any of those as `url`. `None` for anything else (another host,
     /// a malformed value).
-    pub fn from_manifest(repository: &serde_json::Value) -> Option<Self> {
+    pub(crate) fn from_manifest(repository: &serde_json::Value) -> Option<Self> {
         let text = match repository {
             serde_json::Value::String(s) => s.as_str(),
             serde_json::Value::Object(o) => o.get("url")?.as_str()?,

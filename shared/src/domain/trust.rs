@@ -12,7 +12,7 @@ pub const PERMISSION_CREATE_PACKAGE: &str = "createPackage";
 
 /// Events a trusted publish is never accepted from: they run a base repository's workflow on
 /// behalf of code or input an outsider controls (crates.io refuses the same two).
-pub const REFUSED_EVENTS: [&str; 2] = ["pull_request_target", "workflow_run"];
+pub(crate) const REFUSED_EVENTS: [&str; 2] = ["pull_request_target", "workflow_run"];
 
 /// A GitHub Actions run, from the claims of its OIDC ID token (verified before this is made).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +42,7 @@ pub struct WorkflowRun {
 impl WorkflowRun {
     /// The workflow file name from `workflow_ref` (`publish.yml`), if it is in the repository's
     /// `.github/workflows/` folder.
-    pub fn workflow_file(&self) -> Option<&str> {
+    pub(crate) fn workflow_file(&self) -> Option<&str> {
         let path = self
             .workflow_ref
             .split_once('@')
@@ -111,7 +111,7 @@ pub enum TrustMismatch {
 impl TrustConfiguration {
     /// Whether `run` is one this configuration trusts to publish; the error names the first
     /// check that failed.
-    pub fn admits(&self, run: &WorkflowRun) -> Result<(), TrustMismatch> {
+    pub(crate) fn admits(&self, run: &WorkflowRun) -> Result<(), TrustMismatch> {
         if REFUSED_EVENTS.contains(&run.event_name.as_str()) {
             return Err(TrustMismatch::RefusedEvent(run.event_name.clone()));
         }
@@ -158,7 +158,7 @@ impl TrustConfiguration {
     }
 
     /// The configuration as npm sends and reads it (`npm trust list` prints from this).
-    pub fn to_wire(&self) -> serde_json::Value {
+    pub(crate) fn to_wire(&self) -> serde_json::Value {
         let mut claims = serde_json::json!({
             "repository": self.repository.to_string(),
             "workflow_ref": { "file": self.workflow_file },
@@ -178,7 +178,7 @@ impl TrustConfiguration {
 /// A configuration as `npm trust github` asks for it, validated; the registry adds the id, the
 /// owner id, the time and the author.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustRequest {
+pub(crate) struct TrustRequest {
     /// The repository whose workflows are to be trusted.
     pub repository: RepoRef,
     /// The workflow file name.
@@ -191,7 +191,7 @@ pub struct TrustRequest {
 
 /// Why a trust request body is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TrustRequestError {
+pub(crate) enum TrustRequestError {
     /// Not JSON, or not the shape npm sends.
     #[error("the trust configuration is not valid: {0}")]
     Malformed(String),
@@ -212,7 +212,7 @@ const MAX_TEXT: usize = 255;
 impl TrustRequest {
     /// Parses the body of `POST /-/package/NAME/trust`: an array of configurations (what npm
     /// sends), or one configuration.
-    pub fn parse_all(body: &[u8]) -> Result<Vec<TrustRequest>, TrustRequestError> {
+    pub(crate) fn parse_all(body: &[u8]) -> Result<Vec<TrustRequest>, TrustRequestError> {
         let malformed = |m: &str| TrustRequestError::Malformed(m.to_string());
         let value: serde_json::Value = serde_json::from_slice(body)
             .map_err(|e| TrustRequestError::Malformed(e.to_string()))?;
@@ -290,7 +290,7 @@ impl TrustRequest {
     }
 
     /// Whether an existing configuration already says the same.
-    pub fn same_as(&self, config: &TrustConfiguration) -> bool {
+    pub(crate) fn same_as(&self, config: &TrustConfiguration) -> bool {
         self.repository == config.repository
             && self.workflow_file == config.workflow_file
             && self.environment.as_deref().map(str::to_ascii_lowercase)

@@ -42,7 +42,7 @@ pub struct AuditEntry {
 
 impl AuditEntry {
     /// An entry for `action` alone.
-    pub fn new(action: AuditAction) -> Self {
+    pub(crate) fn new(action: AuditAction) -> Self {
         AuditEntry {
             action,
             version: None,
@@ -52,19 +52,19 @@ impl AuditEntry {
     }
 
     /// With the version.
-    pub fn version(mut self, version: &Version) -> Self {
+    pub(crate) fn version(mut self, version: &Version) -> Self {
         self.version = Some(version.clone());
         self
     }
 
     /// With the dist-tag.
-    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+    pub(crate) fn tag(mut self, tag: impl Into<String>) -> Self {
         self.tag = Some(tag.into());
         self
     }
 
     /// With a detail.
-    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+    pub(crate) fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
         self
     }
@@ -88,7 +88,7 @@ impl AuditNote {
 
     /// Says what the write does, replacing what was said before (handlers that retry on
     /// conflicts say it again each round).
-    pub fn set(&self, entries: Vec<AuditEntry>) {
+    pub(crate) fn set(&self, entries: Vec<AuditEntry>) {
         let mut state = self.state();
         state.entries = entries;
         state.unchanged = false;
@@ -96,7 +96,7 @@ impl AuditNote {
 
     /// The request asked for nothing that changes anything (a metadata `PUT` equal to what is
     /// stored): if it succeeds, nothing is recorded.
-    pub fn unchanged(&self) {
+    pub(crate) fn unchanged(&self) {
         let mut state = self.state();
         state.entries.clear();
         state.unchanged = true;
@@ -104,14 +104,14 @@ impl AuditNote {
 
     /// The actor, for routes whose caller is known only once the handler has checked a
     /// credential from the body (`npm login`, the trusted-publishing exchange).
-    pub fn set_actor(&self, actor: AuditActor, credential: CredentialKind) {
+    pub(crate) fn set_actor(&self, actor: AuditActor, credential: CredentialKind) {
         self.state().actor = Some((actor, credential));
     }
 }
 
 /// Whether `route` writes, and if so its package and what it does unless the handler says more.
 /// The one place a new write route is added to the audit log.
-pub fn audited(route: &Route) -> Option<(Option<PackageName>, AuditEntry)> {
+pub(crate) fn audited(route: &Route) -> Option<(Option<PackageName>, AuditEntry)> {
     let package = route.package().cloned();
     let entry = match route {
         Route::Publish(route) => match route {
@@ -152,7 +152,7 @@ pub fn audited(route: &Route) -> Option<(Option<PackageName>, AuditEntry)> {
 }
 
 /// `audited` for a write whose path parameter was refused: recorded as the write it asked for.
-pub fn audited_rejection(rejected: &Rejected) -> Option<(Option<PackageName>, AuditEntry)> {
+pub(crate) fn audited_rejection(rejected: &Rejected) -> Option<(Option<PackageName>, AuditEntry)> {
     let action = match rejected.error {
         ParamError::SetTag(_) => AuditAction::DistTagSet,
         ParamError::DeleteTag(_) => AuditAction::DistTagDelete,
@@ -164,7 +164,7 @@ pub fn audited_rejection(rejected: &Rejected) -> Option<(Option<PackageName>, Au
 }
 
 /// How a handler's answer ended, for the log.
-pub fn outcome_of(result: &Result<axum::response::Response, ApiError>) -> AuditOutcome {
+pub(crate) fn outcome_of(result: &Result<axum::response::Response, ApiError>) -> AuditOutcome {
     match result {
         Ok(response)
             if response.status().is_client_error() || response.status().is_server_error() =>

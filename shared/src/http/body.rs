@@ -9,10 +9,10 @@ use super::routes::RouteLimit;
 use super::{ApiError, AppState, RequestContext};
 
 /// Largest body of the small routes: a login (user name and a token), a token request, a version.
-pub const SMALL_BODY_BYTES: usize = 8 * 1024;
+pub(crate) const SMALL_BODY_BYTES: usize = 8 * 1024;
 
 /// The byte limit of `limit` under `state`'s settings.
-pub fn route_limit(state: &AppState, limit: RouteLimit) -> usize {
+pub(crate) fn route_limit(state: &AppState, limit: RouteLimit) -> usize {
     match limit {
         RouteLimit::Publish => state.config.limits.max_body_bytes,
         RouteLimit::Small => SMALL_BODY_BYTES.min(state.config.limits.max_body_bytes),
@@ -21,19 +21,19 @@ pub fn route_limit(state: &AppState, limit: RouteLimit) -> usize {
 
 /// A request body held in memory, with its share of the in-flight budget, which is returned
 /// when the guard is dropped: keep it while the bytes (or slices of them) are in use.
-pub struct ReadBody {
+pub(crate) struct ReadBody {
     bytes: Bytes,
     in_flight: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl ReadBody {
     /// The bytes.
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
     }
 
     /// The bytes and the budget guard, to be kept while the bytes (or slices of them) live.
-    pub fn into_parts(self) -> (Bytes, Option<tokio::sync::OwnedSemaphorePermit>) {
+    pub(crate) fn into_parts(self) -> (Bytes, Option<tokio::sync::OwnedSemaphorePermit>) {
         (self.bytes, self.in_flight)
     }
 }
@@ -61,7 +61,7 @@ pub(super) fn too_large(limit: usize) -> ApiError {
 /// Reads a request body of at most its route's limit (`RequestContext::body_limit`; larger ones
 /// get 413), reserving its size in the process-wide budget of bodies held at once first (an
 /// exhausted budget is a 503 with `Retry-After`, before a byte is read).
-pub async fn read_body(
+pub(crate) async fn read_body(
     state: &AppState,
     body: Body,
     ctx: &RequestContext,
@@ -114,7 +114,7 @@ pub async fn read_body(
 }
 
 /// Parses a JSON body, with messages that say what is wrong.
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::BadRequest(
             "request body is empty; expected JSON".into(),

@@ -29,7 +29,7 @@ pub fn router(state: Arc<AppState>, groups: &[RouteGroup]) -> Router {
 }
 
 /// Set by the Lambda adapter (never by clients) to the API Gateway stage's path, e.g. `/prod`.
-pub const BASE_PATH_HEADER: &str = "x-registry-base-path";
+pub(crate) const BASE_PATH_HEADER: &str = "x-registry-base-path";
 
 fn forwarded_base_path(headers: &HeaderMap) -> &str {
     headers

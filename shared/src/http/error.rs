@@ -35,8 +35,6 @@ pub enum ApiError {
     NotImplemented(String),
     #[error("{0}")]
     Unavailable(String),
-    #[error("{0}")]
-    InsufficientStorage(String),
     #[error("internal error")]
     Internal(String),
     /// An error finer than its status, with its own code (the conversions below make these).
@@ -109,7 +107,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// The code as sent in the body.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::InvalidPackageName => "invalid_package_name",
@@ -144,7 +142,7 @@ impl ErrorCode {
     }
 
     /// The status every error with this code answers.
-    pub fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         match self {
             ErrorCode::BadRequest
             | ErrorCode::InvalidPackageName
@@ -180,12 +178,12 @@ impl ErrorCode {
 
 impl ApiError {
     /// The status code.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         self.code().status()
     }
 
     /// The stable code sent beside the message.
-    pub fn code(&self) -> ErrorCode {
+    pub(crate) fn code(&self) -> ErrorCode {
         match self {
             ApiError::BadRequest(_) => ErrorCode::BadRequest,
             ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
@@ -197,14 +195,13 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => ErrorCode::BodyTooLarge,
             ApiError::NotImplemented(_) => ErrorCode::NotImplemented,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
-            ApiError::InsufficientStorage(_) => ErrorCode::StorageFull,
             ApiError::Internal(_) => ErrorCode::Internal,
             ApiError::Coded(code, _) => *code,
         }
     }
 
     /// An error with a code finer than its status.
-    pub fn coded(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn coded(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::Coded(code, message.into())
     }
 
@@ -220,7 +217,7 @@ impl ApiError {
     }
 
     /// A 404 for a package this registry does not have.
-    pub fn package_not_found(name: impl std::fmt::Display) -> Self {
+    pub(crate) fn package_not_found(name: impl std::fmt::Display) -> Self {
         ApiError::coded(
             ErrorCode::PackageNotFound,
             format!("package '{name}' not found"),

@@ -20,10 +20,13 @@ pub mod tarball;
 pub mod trust;
 mod write_error;
 
-pub use body::{ReadBody, SMALL_BODY_BYTES, parse_json, read_body, route_limit};
-pub use dispatch::{BASE_PATH_HEADER, router};
+pub(crate) use body::{parse_json, read_body};
+#[cfg(feature = "lambda")]
+pub(crate) use dispatch::BASE_PATH_HEADER;
+pub use dispatch::router;
 pub use error::{ApiError, ErrorCode};
-pub use respond::{json_response, redirect};
+pub(crate) use respond::json_response;
+pub use respond::redirect;
 pub use routes::{Route, RouteGroup, RouteLimit};
 pub use state::{AppState, RequestContext};
 pub use write_error::Refusal;

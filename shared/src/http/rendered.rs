@@ -27,7 +27,7 @@ pub enum View {
 
 impl View {
     /// The view a request asks for by its `Accept` header.
-    pub fn requested(headers: &HeaderMap) -> View {
+    pub(crate) fn requested(headers: &HeaderMap) -> View {
         let abbreviated = headers
             .get_all(header::ACCEPT)
             .iter()
@@ -62,7 +62,11 @@ pub struct Rendered {
 
 impl Rendered {
     /// Renders `view` of `doc` with tarball links under `base_url`.
-    pub fn render(doc: &PackageDocument, view: View, base_url: &str) -> Result<Rendered, ApiError> {
+    pub(crate) fn render(
+        doc: &PackageDocument,
+        view: View,
+        base_url: &str,
+    ) -> Result<Rendered, ApiError> {
         let mut identity = Vec::new();
         match view {
             View::Full => packument::write_full(doc, base_url, &mut identity),
@@ -100,13 +104,13 @@ impl Rendered {
     }
 
     /// Memory it holds.
-    pub fn size(&self) -> usize {
+    pub(crate) fn size(&self) -> usize {
         self.identity.len() + self.gzip.len() + 256
     }
 
     /// The answer to a GET: 304 if the client's `If-None-Match` names this document, else the
     /// bytes, gzipped when the client accepts it.
-    pub fn respond(&self, request: &HeaderMap) -> Response {
+    pub(crate) fn respond(&self, request: &HeaderMap) -> Response {
         let gzip = accepts_gzip(request);
         let etag = if gzip { &self.gzip_etag } else { &self.etag };
         let not_modified = if_none_match(request, |tag| {
@@ -138,7 +142,7 @@ impl Rendered {
 
 /// Caching headers for registry documents: a private registry's clients may keep a document but
 /// must revalidate it (cheap, with the ETag) before each use.
-pub fn cache_headers(headers: &mut HeaderMap) {
+pub(crate) fn cache_headers(headers: &mut HeaderMap) {
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-cache"),
@@ -239,19 +243,24 @@ impl PackumentCache {
 
     /// Waits for the right to render; check the cache again once it is granted, since the
     /// request that held it may have rendered the same document.
-    pub async fn render_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    pub(crate) async fn render_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
         // The semaphore is never closed, so this is always `Some`.
         self.render_slot.acquire().await.ok()
     }
 
     /// Whether a rendering is under way: a reader missing the cache may get its result.
-    pub fn rendering(&self) -> bool {
+    pub(crate) fn rendering(&self) -> bool {
         self.render_slot.available_permits() == 0
     }
 
     /// The rendering of `name`'s `view` kept now, at whatever revision (the caller compares it
     /// with the revision it reads).
-    pub fn kept(&self, name: &PackageName, view: View, base_url: &str) -> Option<Arc<Rendered>> {
+    pub(crate) fn kept(
+        &self,
+        name: &PackageName,
+        view: View,
+        base_url: &str,
+    ) -> Option<Arc<Rendered>> {
         let key = Key::new(name, view, base_url);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.clock += 1;
@@ -262,7 +271,7 @@ impl PackumentCache {
     }
 
     /// The rendering of `name` at exactly `revision`, if kept.
-    pub fn get(
+    pub(crate) fn get(
         &self,
         name: &PackageName,
         view: View,
@@ -275,7 +284,7 @@ impl PackumentCache {
 
     /// Keeps `rendered` (unless a newer revision is already kept), evicting the least recently
     /// used entries beyond the budget.
-    pub fn insert(&self, name: &PackageName, base_url: &str, rendered: Arc<Rendered>) {
+    pub(crate) fn insert(&self, name: &PackageName, base_url: &str, rendered: Arc<Rendered>) {
         self.renders
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let size = rendered.size();

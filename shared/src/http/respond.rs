@@ -15,6 +15,6 @@ pub fn redirect(location: &str) -> Response {
 }
 
 /// A JSON response.
-pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
     (status, axum::Json(value)).into_response()
 }

@@ -67,7 +67,7 @@ impl AppState {
     /// Decides whether the caller may act on the package, which belongs to the repository its
     /// record is bound to (or, for a package stored before GitHub mode was on, `scope/name`).
     /// A caller who may not even read the package gets exactly what a missing name gets.
-    pub async fn authorize(
+    pub(crate) async fn authorize(
         &self,
         ctx: &RequestContext,
         name: &PackageName,
@@ -95,7 +95,7 @@ impl AppState {
     /// authenticate, anyone else hears that the package does not exist. Same status, body and
     /// headers either way. An installation token's caller also hears what the token reaches
     /// (which depends on the token alone, never on the package).
-    pub async fn missing(&self, ctx: &RequestContext, name: &PackageName) -> ApiError {
+    pub(crate) async fn missing(&self, ctx: &RequestContext, name: &PackageName) -> ApiError {
         let Some(github) = self.auth.github() else {
             return ApiError::package_not_found(name);
         };
@@ -113,7 +113,11 @@ impl AppState {
 
     /// Where to send a read for a package this registry does not have, if anywhere: the upstream
     /// registry, for unscoped names and scopes not served here.
-    pub fn upstream_location(&self, name: &PackageName, path_and_query: &str) -> Option<String> {
+    pub(crate) fn upstream_location(
+        &self,
+        name: &PackageName,
+        path_and_query: &str,
+    ) -> Option<String> {
         let upstream = self.config.scopes.upstream.as_ref()?;
         self.scopes
             .is_upstream(name)
@@ -122,7 +126,7 @@ impl AppState {
 
     /// The package record, unless the package is absent or was unpublished as a whole: what
     /// routes that need no version record answer from.
-    pub async fn published_package(
+    pub(crate) async fn published_package(
         &self,
         name: &PackageName,
     ) -> Result<Option<PackageRecord>, ApiError> {
@@ -131,7 +135,7 @@ impl AppState {
     }
 
     /// The answer for an unknown package: a redirect to the upstream registry, or `missing`.
-    pub async fn not_here(
+    pub(crate) async fn not_here(
         &self,
         name: &PackageName,
         ctx: &RequestContext,

@@ -85,7 +85,7 @@ pub struct StorageHealth {
 
 impl StorageHealth {
     /// All is well.
-    pub fn ok() -> Self {
+    pub(crate) fn ok() -> Self {
         StorageHealth {
             state: StorageState::Ok,
             since: None,
@@ -167,7 +167,7 @@ pub trait MetadataStore: Send + Sync {
 }
 
 /// A stream of tarball bytes.
-pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+pub(crate) type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
 
 /// How a tarball is handed to the client.
 pub enum TarballRead {
@@ -258,17 +258,17 @@ impl AuditRetention {
     }
 
     /// When an event made at `time` expires, if ever.
-    pub fn expires(&self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn expires(&self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.0.and_then(|keep| time.checked_add_signed(keep))
     }
 
     /// Whether an event made at `time` has expired by `now`.
-    pub fn expired(&self, time: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    pub(crate) fn expired(&self, time: DateTime<Utc>, now: DateTime<Utc>) -> bool {
         self.expires(time).is_some_and(|end| end <= now)
     }
 
     /// The oldest time a live event may have at `now`, if events expire.
-    pub fn oldest(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn oldest(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.0.and_then(|keep| now.checked_sub_signed(keep))
     }
 }
@@ -276,7 +276,7 @@ impl AuditRetention {
 /// An audit log in memory, for tests and for state built around stores a caller already has
 /// (`app::AppBuilder::stores`); it is lost with the process.
 #[derive(Default)]
-pub struct MemoryAuditLog {
+pub(crate) struct MemoryAuditLog {
     events: Mutex<Vec<AuditEvent>>,
     retention: AuditRetention,
 }
@@ -324,12 +324,12 @@ pub struct AfterResponse(Mutex<Vec<BoxFuture<'static, ()>>>);
 
 impl AfterResponse {
     /// Queues `work` to run once the current response has been sent.
-    pub fn defer(&self, work: BoxFuture<'static, ()>) {
+    pub(crate) fn defer(&self, work: BoxFuture<'static, ()>) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).push(work);
     }
 
     /// Runs everything queued so far, all at once, and waits for it.
-    pub async fn run(&self) {
+    pub(crate) async fn run(&self) {
         let queued = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
         futures_util::future::join_all(queued).await;
     }

@@ -13,7 +13,7 @@ use crate::domain::RepoRef;
 
 /// The real client: octocrab against `GITHUB_API_URL` (GitHub Enterprise Server works by
 /// changing it). One client for every caller; each request carries its caller's token.
-pub struct OctocrabGithub {
+pub(crate) struct OctocrabGithub {
     api_url: String,
     /// Built on first use: building loads the system's trust store (~5 ms), which a function
     /// whose GitHub answers are all cached never needs.
@@ -22,7 +22,7 @@ pub struct OctocrabGithub {
 
 impl OctocrabGithub {
     /// A client for `api_url` (checked now, connected on first use).
-    pub fn new(api_url: &str) -> Result<Self, String> {
+    pub(crate) fn new(api_url: &str) -> Result<Self, String> {
         // The check octocrab's `base_uri` makes.
         api_url
             .parse::<axum::http::Uri>()

@@ -7,7 +7,7 @@ mod client;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use client::OctocrabGithub;
+pub(crate) use client::OctocrabGithub;
 
 use crate::domain::RepoRef;
 
@@ -39,7 +39,7 @@ pub enum Role {
 
 impl Role {
     /// GitHub's name for the permission.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::None => "none",
             Role::Pull => "pull",
@@ -91,10 +91,10 @@ pub struct InstallationReach {
 
 impl InstallationReach {
     /// How many repositories a refusal names before it says "and N more".
-    pub const NAMED: usize = 10;
+    pub(crate) const NAMED: usize = 10;
 
     /// "acme/a, acme/b and 3 more", or "no repository".
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let named: Vec<&str> = self
             .repositories
             .iter()
@@ -201,7 +201,7 @@ fn scopes_of(header: &str) -> Vec<&str> {
 /// in `X-OAuth-Scopes` (`scopes`, absent when GitHub sent no such header). Below admin it
 /// comes with the reason. Writing is allowed only where GitHub documents that the token may
 /// write the repository's code; where that cannot be observed, the token may only read.
-pub fn token_ceiling(
+pub(crate) fn token_ceiling(
     kind: TokenKind,
     scopes: Option<&str>,
     private: bool,

@@ -12,7 +12,7 @@ use super::keys::KeyCache;
 use crate::domain::trust::WorkflowRun;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
-pub const LEEWAY_SECONDS: u64 = 60;
+pub(crate) const LEEWAY_SECONDS: u64 = 60;
 
 /// The claims read from a GitHub Actions ID token (docs.github.com, "About security hardening
 /// with OpenID Connect": all string-valued).
@@ -39,7 +39,7 @@ struct Claims {
 
 /// A verified ID token: the run it describes, its id and its expiry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedIdToken {
+pub(crate) struct VerifiedIdToken {
     /// The workflow run.
     pub run: WorkflowRun,
     /// `jti`: the token's unique id, remembered until `expires` so it is exchanged once.
@@ -56,7 +56,7 @@ pub struct IdTokenVerifier {
 
 impl IdTokenVerifier {
     /// A verifier for `issuer`, whose keys come from `keys`.
-    pub fn new(issuer: &str, keys: KeyCache) -> Self {
+    pub(crate) fn new(issuer: &str, keys: KeyCache) -> Self {
         Self {
             issuer: issuer.trim_end_matches('/').to_string(),
             keys,
@@ -64,12 +64,16 @@ impl IdTokenVerifier {
     }
 
     /// The issuer tokens must come from.
-    pub fn issuer(&self) -> &str {
+    pub(crate) fn issuer(&self) -> &str {
         &self.issuer
     }
 
     /// Verifies `token` for `audience` (`npm:<registry host>`), as of now.
-    pub async fn verify(&self, token: &str, audience: &str) -> Result<VerifiedIdToken, OidcError> {
+    pub(crate) async fn verify(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<VerifiedIdToken, OidcError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             // `alg: none` and unknown algorithms fail to parse at all.
             ErrorKind::Json(_) => OidcError::Algorithm(

@@ -19,9 +19,9 @@ use crate::storage::StoreError;
 
 /// How long a minted token lives: enough for `npm publish` to upload, short enough that a
 /// leaked one is of little use.
-pub const TOKEN_LIFETIME_MINUTES: i64 = 15;
+pub(crate) const TOKEN_LIFETIME_MINUTES: i64 = 15;
 /// The prefix of minted tokens (so the registry tells them from GitHub and registry tokens).
-pub const TOKEN_PREFIX: &str = "tpub_";
+pub(crate) const TOKEN_PREFIX: &str = "tpub_";
 
 /// What a minted token may do: publish `package`, as `run`, while `configuration` exists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,22 +88,22 @@ pub struct TrustedPublishing {
 
 impl TrustedPublishing {
     /// Trusted publishing verifying with `verifier`, remembering in `kv`.
-    pub fn new(verifier: IdTokenVerifier, kv: Kv) -> Self {
+    pub(crate) fn new(verifier: IdTokenVerifier, kv: Kv) -> Self {
         Self { verifier, kv }
     }
 
     /// The issuer ID tokens must come from.
-    pub fn issuer(&self) -> &str {
+    pub(crate) fn issuer(&self) -> &str {
         self.verifier.issuer()
     }
 
     /// Whether `token` is one the exchange minted (by its prefix; the store decides if it works).
-    pub fn is_minted_token(token: &str) -> bool {
+    pub(crate) fn is_minted_token(token: &str) -> bool {
         token.starts_with(TOKEN_PREFIX)
     }
 
     /// The package's trust configurations (see `auth::trust`).
-    pub async fn configurations(
+    pub(crate) async fn configurations(
         &self,
         package: &PackageName,
     ) -> Result<Vec<TrustConfiguration>, StoreError> {
@@ -111,7 +111,7 @@ impl TrustedPublishing {
     }
 
     /// One configuration of the package, if it still exists.
-    pub async fn configuration(
+    pub(crate) async fn configuration(
         &self,
         package: &PackageName,
         id: &str,
@@ -121,7 +121,9 @@ impl TrustedPublishing {
 
     /// Exchanges `id_token` (for `audience`, `npm:<registry host>`) for a token that may
     /// publish `package`. Returns the token (shown once, stored only as its hash) and its grant.
-    pub async fn exchange(
+    /// The tests' shorthand: the route uses `exchange_noting`.
+    #[cfg(test)]
+    pub(crate) async fn exchange(
         &self,
         package: &PackageName,
         id_token: &str,
@@ -133,7 +135,7 @@ impl TrustedPublishing {
 
     /// `exchange`, telling `verified` which run the ID token is once it has verified (before
     /// any other check): the audit log names the workflow in what it records from then on.
-    pub async fn exchange_noting(
+    pub(crate) async fn exchange_noting(
         &self,
         package: &PackageName,
         id_token: &str,
@@ -205,7 +207,7 @@ impl TrustedPublishing {
     }
 
     /// The grant of a minted token, unless it expired or is unknown.
-    pub async fn grant(&self, token: &str) -> Result<Option<PublishGrant>, StoreError> {
+    pub(crate) async fn grant(&self, token: &str) -> Result<Option<PublishGrant>, StoreError> {
         Ok(self
             .kv
             .get_json::<PublishGrant>(&KvKey::minted_token(token))

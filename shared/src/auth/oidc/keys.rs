@@ -14,9 +14,9 @@ use serde::Deserialize;
 use super::OidcError;
 
 /// Least time between two fetches of the key set.
-pub const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 /// Longest a fetched key set is used without fetching it again.
-pub const MAX_AGE: Duration = Duration::from_secs(60 * 60);
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(60 * 60);
 
 /// Where key sets come from (the issuer over HTTP; a fake in unit tests).
 #[async_trait]
@@ -45,7 +45,7 @@ struct Jwk {
 }
 
 /// The RSA signing keys of a JWKS document, by `kid` (other keys are skipped).
-pub fn parse_jwks(body: &str) -> Result<HashMap<String, DecodingKey>, OidcError> {
+pub(crate) fn parse_jwks(body: &str) -> Result<HashMap<String, DecodingKey>, OidcError> {
     let set: JwkSet = serde_json::from_str(body)
         .map_err(|e| OidcError::Unavailable(format!("the JWKS is not valid JSON: {e}")))?;
     Ok(set
@@ -60,7 +60,7 @@ pub fn parse_jwks(body: &str) -> Result<HashMap<String, DecodingKey>, OidcError>
 }
 
 /// Fetches the key set from the issuer: its discovery document, then `jwks_uri`.
-pub struct HttpKeyFetcher {
+pub(crate) struct HttpKeyFetcher {
     issuer: String,
     /// Built on first use (see `OctocrabGithub`): a function that never exchanges a token
     /// never loads the trust store.
@@ -69,7 +69,7 @@ pub struct HttpKeyFetcher {
 
 impl HttpKeyFetcher {
     /// A fetcher for `issuer` (an `https://` URL; `http://` only for local test issuers).
-    pub fn new(issuer: &str) -> Self {
+    pub(crate) fn new(issuer: &str) -> Self {
         Self {
             issuer: issuer.trim_end_matches('/').to_string(),
             client: std::sync::OnceLock::new(),
@@ -146,7 +146,7 @@ pub struct KeyCache {
 
 impl KeyCache {
     /// An empty cache over `fetcher`.
-    pub fn new(fetcher: Box<dyn KeyFetcher>) -> Self {
+    pub(crate) fn new(fetcher: Box<dyn KeyFetcher>) -> Self {
         Self {
             fetcher,
             cached: Mutex::new(Cached {
@@ -158,12 +158,12 @@ impl KeyCache {
     }
 
     /// The key `kid`, fetching the set when it is unknown (at most once a minute) or old.
-    pub async fn key(&self, kid: &str) -> Result<DecodingKey, OidcError> {
+    pub(crate) async fn key(&self, kid: &str) -> Result<DecodingKey, OidcError> {
         self.key_at(kid, Instant::now()).await
     }
 
     /// `key`, as of `now` (tests move the clock).
-    pub async fn key_at(&self, kid: &str, now: Instant) -> Result<DecodingKey, OidcError> {
+    pub(crate) async fn key_at(&self, kid: &str, now: Instant) -> Result<DecodingKey, OidcError> {
         let (known, may_fetch, stale) = {
             let cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
             let may_fetch = cached

@@ -7,12 +7,13 @@ pub mod claims;
 pub mod exchange;
 pub mod keys;
 
-pub use claims::{IdTokenVerifier, VerifiedIdToken};
+pub use claims::IdTokenVerifier;
 pub use exchange::{ExchangeError, PublishGrant, TrustedPublishing};
-pub use keys::{HttpKeyFetcher, KeyCache, KeyFetcher};
+pub(crate) use keys::HttpKeyFetcher;
+pub use keys::{KeyCache, KeyFetcher};
 
 /// GitHub Actions' OIDC issuer (`REGISTRY_OIDC_ISSUER`'s default).
-pub const GITHUB_ACTIONS_ISSUER: &str = "https://token.actions.githubusercontent.com";
+pub(crate) const GITHUB_ACTIONS_ISSUER: &str = "https://token.actions.githubusercontent.com";
 
 /// Why an ID token was not accepted. Messages say which check failed: npm logs them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

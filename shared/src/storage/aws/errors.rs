@@ -22,7 +22,7 @@ pub(super) enum Resource<'a> {
 
 impl Resource<'_> {
     /// The service that holds it.
-    pub fn service(&self) -> &'static str {
+    pub(crate) fn service(&self) -> &'static str {
         match self {
             Resource::Table(_) => "DynamoDB",
             Resource::Bucket(_) => "S3",
@@ -31,7 +31,7 @@ impl Resource<'_> {
 
     /// The error code with which its service says it does not exist. (Other services' codes
     /// never count: S3 has no `ResourceNotFoundException`, DynamoDB no `NoSuchBucket`.)
-    pub fn is_missing(&self, code: &str) -> bool {
+    pub(crate) fn is_missing(&self, code: &str) -> bool {
         match self {
             Resource::Table(_) => code == "ResourceNotFoundException",
             // `NotFound`: a HEAD (HeadBucket) has no body to carry `NoSuchBucket`.

@@ -30,23 +30,23 @@ pub mod attr {
     /// Sort key (string).
     pub const SK: &str = "sk";
     /// The package record's revision (number).
-    pub const REVISION: &str = "rev";
+    pub(crate) const REVISION: &str = "rev";
     /// JSON: the package record, or the immutable part of a live version.
-    pub const DOC: &str = "doc";
+    pub(crate) const DOC: &str = "doc";
     /// A version's state: [`super::state::LIVE`] or [`super::state::UNPUBLISHED`].
-    pub const STATE: &str = "state";
+    pub(crate) const STATE: &str = "state";
     /// When a version was published (RFC 3339).
-    pub const PUBLISHED: &str = "published";
+    pub(crate) const PUBLISHED: &str = "published";
     /// When a version was unpublished (RFC 3339).
-    pub const UNPUBLISHED_AT: &str = "unpublished_at";
+    pub(crate) const UNPUBLISHED_AT: &str = "unpublished_at";
     /// A live version's deprecation message.
-    pub const DEPRECATED: &str = "deprecated";
+    pub(crate) const DEPRECATED: &str = "deprecated";
     /// A live version's README, when small enough to be inline.
     pub const README: &str = "readme";
     /// A key-value record's bytes.
-    pub const VALUE: &str = "value";
+    pub(crate) const VALUE: &str = "value";
     /// An audit event, JSON.
-    pub const EVENT: &str = "event";
+    pub(crate) const EVENT: &str = "event";
     /// Expiry in Unix seconds: DynamoDB's TTL attribute (the table's `TimeToLiveSpecification`).
     pub const TTL: &str = "ttl";
 }
@@ -54,9 +54,9 @@ pub mod attr {
 /// Values of the [`attr::STATE`] attribute.
 pub mod state {
     /// A version that can be installed.
-    pub const LIVE: &str = "live";
+    pub(crate) const LIVE: &str = "live";
     /// A tombstone: the version is gone and its number may not be reused.
-    pub const UNPUBLISHED: &str = "unpublished";
+    pub(crate) const UNPUBLISHED: &str = "unpublished";
 }
 
 /// Sort key of the package record.
@@ -66,7 +66,7 @@ const VERSION_SK_PREFIX: &str = "V#";
 /// Prefix of every partition that is not a package's.
 const RESERVED_PK_PREFIX: &str = "~";
 /// Prefix of the audit log's day partitions.
-pub const AUDIT_DAY_PREFIX: &str = "~audit/day/";
+pub(crate) const AUDIT_DAY_PREFIX: &str = "~audit/day/";
 /// Prefix of the audit log's package partitions.
 const AUDIT_PACKAGE_PREFIX: &str = "~audit/package/";
 
@@ -97,7 +97,7 @@ impl Partition<'_> {
 
 /// The primary key of one item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ItemKey<'a> {
+pub(crate) enum ItemKey<'a> {
     /// A package record.
     Package(&'a PackageName),
     /// A version of a package.
@@ -120,7 +120,7 @@ pub enum ItemKey<'a> {
 
 impl ItemKey<'_> {
     /// The `pk` value.
-    pub fn pk(&self) -> String {
+    pub(crate) fn pk(&self) -> String {
         match self {
             ItemKey::Package(name) | ItemKey::Version(name, _) => Partition::Package(name).pk(),
             ItemKey::Kv { namespace, .. } => Partition::Kv(namespace).pk(),
@@ -129,7 +129,7 @@ impl ItemKey<'_> {
     }
 
     /// The `sk` value.
-    pub fn sk(&self) -> String {
+    pub(crate) fn sk(&self) -> String {
         match self {
             ItemKey::Package(_) => PackageSortKey::Record.to_string(),
             ItemKey::Version(_, version) => format!("{VERSION_SK_PREFIX}{version}"),
@@ -139,7 +139,7 @@ impl ItemKey<'_> {
     }
 
     /// The key as attributes: a `GetItem`'s key, or the start of an item to put.
-    pub fn attributes(&self) -> HashMap<String, AttributeValue> {
+    pub(crate) fn attributes(&self) -> HashMap<String, AttributeValue> {
         HashMap::from([
             (attr::PK.to_string(), AttributeValue::S(self.pk())),
             (attr::SK.to_string(), AttributeValue::S(self.sk())),
@@ -149,7 +149,7 @@ impl ItemKey<'_> {
 
 /// What an item of a package's partition is, by its sort key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PackageSortKey {
+pub(crate) enum PackageSortKey {
     /// The package record.
     Record,
     /// A version item.
@@ -160,7 +160,7 @@ impl PackageSortKey {
     /// Reads a sort key of a package partition: `Ok(None)` for one that is neither (a layout
     /// of a later release, skipped), an error for a version key whose version does not parse
     /// (a corrupt item, not to be skipped silently).
-    pub fn parse(sk: &str) -> Result<Option<Self>, semver::Error> {
+    pub(crate) fn parse(sk: &str) -> Result<Option<Self>, semver::Error> {
         if sk == PACKAGE_SK {
             return Ok(Some(PackageSortKey::Record));
         }
@@ -205,7 +205,7 @@ impl ObjectKey<'_> {
     pub const SNAPSHOTS: &'static str = SNAPSHOTS_PREFIX;
 
     /// The tarball key of a listed object key, if it is a tarball's.
-    pub fn tarball_of(object_key: &str) -> Option<TarballKey> {
+    pub(crate) fn tarball_of(object_key: &str) -> Option<TarballKey> {
         let key = object_key.strip_prefix(TARBALLS_PREFIX)?;
         TarballKey::parse(key).map(|(key, _, _)| key)
     }

@@ -96,7 +96,7 @@ impl AwsStorage {
 
     /// Writes rebuilt snapshots through `queue` once the response is sent, instead of before it:
     /// the read that rebuilt a document does not wait for S3 to store it.
-    pub fn with_snapshot_writes_after_response(mut self, queue: Arc<AfterResponse>) -> Self {
+    pub(crate) fn with_snapshot_writes_after_response(mut self, queue: Arc<AfterResponse>) -> Self {
         self.after_response = Some(queue);
         self
     }
@@ -107,17 +107,17 @@ impl AwsStorage {
     }
 
     /// The table's name.
-    pub fn table_name(&self) -> &str {
+    pub(crate) fn table_name(&self) -> &str {
         &self.settings.table
     }
 
     /// The bucket's name.
-    pub fn bucket_name(&self) -> &str {
+    pub(crate) fn bucket_name(&self) -> &str {
         &self.settings.bucket
     }
 
     /// The region the clients sign for, if one is configured.
-    pub fn region(&self) -> Option<String> {
+    pub(crate) fn region(&self) -> Option<String> {
         self.ddb.config().region().map(|r| r.to_string())
     }
 }

@@ -71,7 +71,7 @@ pub(super) enum Cancel {
 
 impl Cancel {
     /// The cancellation reason with this code.
-    pub fn from_code(code: Option<&str>) -> Self {
+    pub(crate) fn from_code(code: Option<&str>) -> Self {
         match code {
             None | Some("None") => Cancel::NotThis,
             Some("ConditionalCheckFailed") => Cancel::ConditionFailed,
@@ -141,7 +141,7 @@ pub(super) fn plan(write: &PackageWrite) -> Vec<Transaction<'_>> {
 impl<'a> Transaction<'a> {
     /// What the cancellation reasons of this transaction (one per item, in order; a single
     /// `Conflict` when DynamoDB refused the whole call) mean.
-    pub fn failure(&self, reasons: &[Cancel]) -> Failure<'a> {
+    pub(crate) fn failure(&self, reasons: &[Cancel]) -> Failure<'a> {
         let failed = |idx: usize| reasons.get(idx) == Some(&Cancel::ConditionFailed);
         if reasons.contains(&Cancel::Conflict) || failed(self.ops.len() - 1) {
             return Failure::RevisionConflict;

@@ -57,7 +57,7 @@ pub struct ResourceProblems(pub Vec<ResourceProblem>);
 
 impl AwsStorage {
     /// The DynamoDB endpoint requests go to: the configured one, else the region's.
-    pub async fn dynamodb_endpoint(&self) -> String {
+    pub(crate) async fn dynamodb_endpoint(&self) -> String {
         use aws_sdk_dynamodb::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
         let endpoint = self.settings.dynamodb_endpoint.clone();
         let params = Params::builder()
@@ -75,7 +75,7 @@ impl AwsStorage {
 
     /// The S3 endpoint requests go to (without the bucket): the configured one, else the
     /// region's.
-    pub async fn s3_endpoint(&self) -> String {
+    pub(crate) async fn s3_endpoint(&self) -> String {
         use aws_sdk_s3::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
         let endpoint = self.settings.s3_endpoint.clone();
         let params = Params::builder()
@@ -98,7 +98,7 @@ impl AwsStorage {
     /// healthy. The functions do not call it (see `lambda::run`). A check the caller's identity
     /// may not make (no `dynamodb:DescribeTable` or `s3:ListBucket`) is logged and passed: the
     /// requests the registry does make may still be allowed.
-    pub async fn check_resources(&self) -> Result<(), ResourceProblems> {
+    pub(crate) async fn check_resources(&self) -> Result<(), ResourceProblems> {
         let (table, bucket) = tokio::join!(
             self.ddb
                 .describe_table()

@@ -22,7 +22,7 @@ impl AwsStorage {
     /// Services roots, compiled in. Reading and parsing the system's trust store (~150
     /// certificates) cost ~5 ms of every cold start on the benchmark machine, for the five roots
     /// DynamoDB and S3 chain to.
-    pub fn function_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    pub(crate) fn function_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
         use aws_smithy_http_client::tls::{
             self, TlsContext, TrustStore, rustls_provider::CryptoMode,
         };
@@ -51,7 +51,7 @@ impl AwsStorage {
 
     /// SDK configuration by the SDK's default chain: environment, profile files, web identity,
     /// container and instance credentials. For the local server, wherever it runs.
-    pub async fn default_sdk_config() -> aws_config::SdkConfig {
+    pub(crate) async fn default_sdk_config() -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .http_client(Self::http_client())
             .timeout_config(Self::timeouts())
@@ -64,7 +64,7 @@ impl AwsStorage {
     /// puts there for the function's role, `AWS_ENDPOINT_URL`). The functions use this: none of
     /// the default chain's providers (profiles, IMDS, STS) is linked into them, which keeps them
     /// smaller and quicker to start, and nothing is probed over the network at start-up.
-    pub fn environment_sdk_config() -> aws_config::SdkConfig {
+    pub(crate) fn environment_sdk_config() -> aws_config::SdkConfig {
         use aws_config::environment::EnvironmentVariableCredentialsProvider;
         use aws_sdk_dynamodb::config::{SharedAsyncSleep, SharedCredentialsProvider};
         let mut builder = aws_config::SdkConfig::builder()

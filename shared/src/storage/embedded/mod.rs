@@ -108,7 +108,9 @@ impl RecordCache {
 
 impl EmbeddedMetadata {
     /// Opens (or creates) the database at `path`; its directory counts as the data directory.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// The tests' shorthand: the application opens both stores with `embedded::open`.
+    #[cfg(test)]
+    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
         Self::open_in(Arc::new(DataDir::new(dir)), path, open_file(), PURGE_EVERY)
     }
@@ -130,7 +132,8 @@ impl EmbeddedMetadata {
     }
 
     /// Durable commits since opening (one fsync each): fewer than writes when writes share them.
-    pub fn commits(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn commits(&self) -> u64 {
         self.writer.commits()
     }
 

@@ -74,6 +74,8 @@ pub(super) const PURGE_SCAN: usize = 1_000;
 pub(super) struct Writer {
     queue: Option<mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Read by the tests of group commit only.
+    #[cfg(test)]
     counters: Arc<Counters>,
 }
 
@@ -91,11 +93,13 @@ impl Writer {
         Ok(Self {
             queue: Some(queue),
             thread: Some(thread),
+            #[cfg(test)]
             counters,
         })
     }
 
     /// Commits made so far.
+    #[cfg(test)]
     pub(super) fn commits(&self) -> u64 {
         self.counters.commits.load(Ordering::Relaxed)
     }
