@@ -1,7 +1,7 @@
 //! `registry-server`: the whole registry as one local process (all four route groups).
 
 use clap::Parser;
-use registry::config::Config;
+use registry::config::{Config, Env};
 
 /// Flags override the environment variables of the same setting (README, "Configuration").
 #[derive(Parser, Debug)]
@@ -72,6 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .init();
     }
     let flags = Flags::parse();
+    let env = Env::process();
     let config = Config::from_lookup(|key| {
         let flag = match key {
             "REGISTRY_LISTEN" => &flags.listen,
@@ -81,7 +82,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "REGISTRY_AUTH" => &flags.auth,
             _ => &None,
         };
-        flag.clone().or_else(|| std::env::var(key).ok())
+        flag.clone().or_else(|| env.raw(key))
     })
     .unwrap_or_else(|e| refuse(e));
     if let Some(Command::Audit {

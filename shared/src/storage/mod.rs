@@ -329,7 +329,7 @@ impl AfterResponse {
     }
 
     /// Runs everything queued so far, all at once, and waits for it.
-    pub(crate) async fn run(&self) {
+    pub async fn run(&self) {
         let queued = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
         futures_util::future::join_all(queued).await;
     }
