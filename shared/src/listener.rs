@@ -165,7 +165,7 @@ pub async fn shutdown_signal() {
     };
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
 }
 
 /// Serves `app` on `listener` with the bounds in `settings` until `shutdown` completes; then
@@ -599,6 +599,8 @@ impl TimedBody {
         match self.limits.min_bytes_per_second {
             0 => stall,
             rate => {
+                // Byte counts and rates stay far below 2^52, where f64 is exact.
+                #[allow(clippy::cast_precision_loss)]
                 let earned = Duration::from_secs_f64(self.received as f64 / rate as f64);
                 stall.min(started + timeout + earned)
             }

@@ -417,9 +417,9 @@ async fn sweep_removes_only_unreferenced_tarballs() {
         .unwrap();
     assert_eq!(report.checked, 3);
     let mut removed: Vec<&str> = report.removed.iter().map(TarballKey::as_str).collect();
-    removed.sort();
+    removed.sort_unstable();
     let mut expected = vec![crashed.as_str(), loser.as_str()];
-    expected.sort();
+    expected.sort_unstable();
     assert_eq!(removed, expected);
     let (status, body, _) = h
         .send("GET", "/@acme/swept/-/swept-1.0.0.tgz", vec![])

@@ -260,7 +260,7 @@ fn cases() -> Vec<Case> {
             "PUT",
             p,
             publish("2.0.0", |d| {
-                d["versions"]["2.0.0"]["version"] = json!("2.0.1")
+                d["versions"]["2.0.0"]["version"] = json!("2.0.1");
             }),
             400,
             "says version",
@@ -356,7 +356,7 @@ fn cases() -> Vec<Case> {
             "PUT",
             p,
             publish("2.0.0", |d| {
-                d["versions"]["2.0.0"]["name"] = json!("@evil/pkg")
+                d["versions"]["2.0.0"]["name"] = json!("@evil/pkg");
             }),
             400,
             "but the URL names",
@@ -375,7 +375,7 @@ fn cases() -> Vec<Case> {
             "PUT",
             p,
             publish("2.0.0", |d| {
-                d["versions"]["2.0.1"] = d["versions"]["2.0.0"].clone()
+                d["versions"]["2.0.1"] = d["versions"]["2.0.0"].clone();
             }),
             400,
             "exactly one version",
@@ -395,7 +395,7 @@ fn cases() -> Vec<Case> {
             "PUT",
             p,
             publish("2.0.0", |d| {
-                d["_attachments"]["x.tgz"] = d["_attachments"][attachment].clone()
+                d["_attachments"]["x.tgz"] = d["_attachments"][attachment].clone();
             }),
             400,
             "exactly one attachment",
@@ -443,7 +443,7 @@ fn cases() -> Vec<Case> {
             "PUT",
             p,
             publish("2.0.0", |d| {
-                d["_attachments"][attachment]["data"] = json!("!!! not base64 !!!")
+                d["_attachments"][attachment]["data"] = json!("!!! not base64 !!!");
             }),
             400,
             "base64",
@@ -453,7 +453,7 @@ fn cases() -> Vec<Case> {
             "PUT",
             p,
             publish("2.0.0", |d| {
-                d["_attachments"][attachment]["data"] = json!(42)
+                d["_attachments"][attachment]["data"] = json!(42);
             }),
             400,
             "must be a string",
@@ -463,7 +463,7 @@ fn cases() -> Vec<Case> {
             "PUT",
             p,
             publish("2.0.0", |d| {
-                d["_attachments"][attachment]["length"] = json!(3)
+                d["_attachments"][attachment]["length"] = json!(3);
             }),
             400,
             "length says 3 bytes",
@@ -487,7 +487,7 @@ fn cases() -> Vec<Case> {
             "PUT",
             p,
             publish("2.0.0", |d| {
-                d["versions"]["2.0.0"]["dist"]["shasum"] = json!("0".repeat(40))
+                d["versions"]["2.0.0"]["dist"]["shasum"] = json!("0".repeat(40));
             }),
             400,
             "dist.shasum",
@@ -498,7 +498,7 @@ fn cases() -> Vec<Case> {
             p,
             publish("2.0.0", |d| {
                 d["versions"]["2.0.0"]["dist"]["integrity"] =
-                    json!(format!("sha512-{}", b64(&[0u8; 64])))
+                    json!(format!("sha512-{}", b64(&[0u8; 64])));
             }),
             400,
             "dist.integrity",
@@ -508,7 +508,7 @@ fn cases() -> Vec<Case> {
             "PUT",
             p,
             publish("2.0.0", |d| {
-                d["versions"]["2.0.0"]["keywords"] = json!(vec!["k".repeat(100); 3000])
+                d["versions"]["2.0.0"]["keywords"] = json!(vec!["k".repeat(100); 3000]);
             }),
             400,
             "the limit is",

@@ -127,7 +127,7 @@ async fn full_flow(kind: Kind, backend: Backend) {
                 .collect();
             assert_eq!(checksums.len(), 2, "{lockfile}");
             for c in checksums {
-                let hex = c.split_once('/').map(|(_, h)| h).unwrap_or(c);
+                let hex = c.split_once('/').map_or(c, |(_, h)| h);
                 assert!(
                     hex.len() == 128 && hex.chars().all(|c| c.is_ascii_hexdigit()),
                     "a sha512 checksum: {c}"

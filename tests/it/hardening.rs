@@ -116,7 +116,7 @@ async fn the_attachment_is_untouched_on(backend: Backend) {
         .assert_status(201);
     let bad = || {
         widgets("1.0.1").edit(|d| {
-            d["_attachments"]["@acme/secret-1.0.1.tgz"]["data"] = json!("%%% not base64 %%%")
+            d["_attachments"]["@acme/secret-1.0.1.tgz"]["data"] = json!("%%% not base64 %%%");
         })
     };
     for (who, token) in [("dave", &world.dave.token), ("carol", &world.carol.token)] {

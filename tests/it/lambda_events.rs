@@ -103,8 +103,8 @@ async fn api_gateway_v2_events_through_each_function() {
         .map(|e| {
             (
                 e.action.as_str(),
-                e.package.as_ref().map(|p| p.to_string()),
-                e.version.as_ref().map(|v| v.to_string()),
+                e.package.as_ref().map(std::string::ToString::to_string),
+                e.version.as_ref().map(std::string::ToString::to_string),
                 e.outcome.is_ok(),
             )
         })
@@ -344,11 +344,11 @@ async fn the_largest_publish_through_api_gateway_and_lambda() {
     // The largest incompressible payload whose publish body fits the function's limit.
     let (mut low, mut high) = (0usize, limit);
     while high - low > 256 {
-        let mid = (low + high) / 2;
+        let mid = usize::midpoint(low, high);
         if body_for(mid).len() <= limit {
-            low = mid
+            low = mid;
         } else {
-            high = mid
+            high = mid;
         }
     }
     let body = body_for(low);

@@ -186,8 +186,10 @@ fn exchange_message(run: &Run) -> String {
     run.all()
         .lines()
         .find(|l| l.contains("Failed token exchange request with body message"))
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("npm did not log a refused exchange:\n{}", run.all()))
+        .map_or_else(
+            || panic!("npm did not log a refused exchange:\n{}", run.all()),
+            str::to_string,
+        )
 }
 
 fn widgets_dir(root: &Path, version: &str) -> PathBuf {

@@ -188,11 +188,11 @@ impl Client {
         match (&self.token, self.config) {
             (_, Config::BunfigScope) | (None, _) => {}
             (Some(token), Config::Everything) => {
-                rc.push_str(&format!("//{host}/:_authToken={token}\n"))
+                rc.push_str(&format!("//{host}/:_authToken={token}\n"));
             }
             // As the README tells users: the token from the environment.
             (Some(_), Config::Scope) => {
-                rc.push_str(&format!("//{host}/:_authToken=${{GITHUB_TOKEN}}\n"))
+                rc.push_str(&format!("//{host}/:_authToken=${{GITHUB_TOKEN}}\n"));
             }
         }
         rc.push_str("audit=false\nfund=false\nupdate-notifier=false\n");

@@ -130,7 +130,12 @@ impl FineGrained {
     pub fn selected(owner: &str, repositories: &[&str], contents: Access) -> FineGrained {
         FineGrained {
             owner: owner.to_string(),
-            repositories: Some(repositories.iter().map(|r| r.to_string()).collect()),
+            repositories: Some(
+                repositories
+                    .iter()
+                    .map(std::string::ToString::to_string)
+                    .collect(),
+            ),
             contents,
             administration: Access::NoAccess,
         }
@@ -173,7 +178,12 @@ pub enum TokenSpec {
 impl TokenSpec {
     /// A scoped token with `scopes`.
     pub fn scopes(scopes: &[&str]) -> TokenSpec {
-        TokenSpec::Scoped(scopes.iter().map(|s| s.to_string()).collect())
+        TokenSpec::Scoped(
+            scopes
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
+        )
     }
 
     /// The message of GitHub's 403 for a permission this kind of token lacks.
@@ -305,7 +315,9 @@ struct Shared {
 
 impl Shared {
     fn world(&self) -> MutexGuard<'_, World> {
-        self.world.lock().unwrap_or_else(|e| e.into_inner())
+        self.world
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

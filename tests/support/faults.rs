@@ -126,8 +126,8 @@ async fn pipe(
         let _ = went_down.wait_for(|d| *d).await;
     };
     tokio::select! {
-        _ = upload => {}
-        _ = download => {}
-        _ = outage => {}
+        () = upload => {}
+        () = download => {}
+        () = outage => {}
     }
 }

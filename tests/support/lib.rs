@@ -1,6 +1,18 @@
 //! Test support: start the registry (in this process or as the real `registry-server` binary:
 //! `TestRegistry`), drive the real npm CLI in an isolated HOME, and build packages and publish
 //! documents at test time.
+// Tests: casts of small known values and raw file descriptors, literal ids and timestamps copied
+// from GitHub's documentation, fakes shaped like the services they stand for.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss,
+    clippy::unreadable_literal,
+    clippy::match_wild_err_arm,
+    clippy::unused_async,
+    clippy::fn_params_excessive_bools,
+    clippy::large_stack_arrays
+)]
 
 pub mod api;
 pub mod clients;
@@ -480,11 +492,10 @@ impl AwsResources {
 impl AwsResources {
     /// The value of `key` in the environment a registry process on these resources gets.
     pub fn env_value(&self, key: &str) -> String {
-        self.env
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("{key} is not in the resources' environment"))
+        self.env.iter().find(|(k, _)| k == key).map_or_else(
+            || panic!("{key} is not in the resources' environment"),
+            |(_, v)| v.clone(),
+        )
     }
 
     /// An in-process AWS backend on these resources (for counting requests or inspecting S3).

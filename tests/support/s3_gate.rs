@@ -137,8 +137,7 @@ async fn relay(gate: &Shared, parts: axum::http::request::Parts, body: Body) -> 
         parts
             .uri
             .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
+            .map_or("/", axum::http::uri::PathAndQuery::as_str)
     );
     // Headers go through unchanged, `Host` included: it is part of what SigV4 signed.
     let mut upstream = gate.client.request(parts.method.clone(), target);

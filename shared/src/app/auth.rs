@@ -51,9 +51,11 @@ pub(super) fn authorizer(config: &Config, kv: Arc<dyn KvStore>) -> Result<Author
             let api = OctocrabGithub::new(&settings.github_api_url).map_err(StartError::Config)?;
             let tokens = TokenKeys::new(
                 &token_secret(config)?,
-                chrono::Duration::days(settings.token_days as i64),
+                chrono::Duration::try_days(i64::try_from(settings.token_days).unwrap_or(i64::MAX))
+                    .unwrap_or(chrono::Duration::MAX),
             );
-            let github_cache = chrono::Duration::seconds(settings.github_cache.as_secs() as i64);
+            let github_cache =
+                chrono::Duration::from_std(settings.github_cache).unwrap_or(chrono::Duration::MAX);
             let github = GithubSettings {
                 scopes: super::scope_policy(config),
                 public_read: settings.public_read,

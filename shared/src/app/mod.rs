@@ -210,39 +210,36 @@ impl<S: SdkSource> AppBuilder<S> {
             auth,
             audit,
         } = self;
-        let (metadata, tarballs, auth, audit) = match stores {
-            Some((metadata, tarballs)) => {
-                let auth = match auth {
-                    Some(auth) => auth,
-                    None if config.auth.mode == AuthMode::Open => Authorizer::Open,
-                    // GitHub mode keeps tokens and caches in the backend's key-value store.
-                    None => {
-                        return Err(StartError::Config(
-                            "GitHub mode around given stores needs its authoriser (AppBuilder::auth)"
-                                .into(),
-                        ));
-                    }
-                };
-                let audit = audit.unwrap_or_else(|| {
-                    Arc::new(MemoryAuditLog::new(AuditRetention::days(
-                        config.audit.retention_days,
-                    )))
-                });
-                (metadata, tarballs, auth, audit)
-            }
-            None => {
-                let stores = open_backend(&config, sdk, after_response, check_resources).await?;
-                let auth = match auth {
-                    Some(auth) => auth,
-                    None => auth::authorizer(&config, stores.kv.clone())?,
-                };
-                (
-                    stores.metadata,
-                    stores.tarballs,
-                    auth,
-                    audit.unwrap_or(stores.audit),
-                )
-            }
+        let (metadata, tarballs, auth, audit) = if let Some((metadata, tarballs)) = stores {
+            let auth = match auth {
+                Some(auth) => auth,
+                None if config.auth.mode == AuthMode::Open => Authorizer::Open,
+                // GitHub mode keeps tokens and caches in the backend's key-value store.
+                None => {
+                    return Err(StartError::Config(
+                        "GitHub mode around given stores needs its authoriser (AppBuilder::auth)"
+                            .into(),
+                    ));
+                }
+            };
+            let audit = audit.unwrap_or_else(|| {
+                Arc::new(MemoryAuditLog::new(AuditRetention::days(
+                    config.audit.retention_days,
+                )))
+            });
+            (metadata, tarballs, auth, audit)
+        } else {
+            let stores = open_backend(&config, sdk, after_response, check_resources).await?;
+            let auth = match auth {
+                Some(auth) => auth,
+                None => auth::authorizer(&config, stores.kv.clone())?,
+            };
+            (
+                stores.metadata,
+                stores.tarballs,
+                auth,
+                audit.unwrap_or(stores.audit),
+            )
         };
         Ok(assemble(config, metadata, tarballs, auth, audit))
     }

@@ -50,6 +50,8 @@ mod readonly_flag {
 
     use super::TokenScope;
 
+    // serde's `serialize_with` passes a reference, whatever the type.
+    #[allow(clippy::trivially_copy_pass_by_ref)]
     pub(crate) fn serialize<S: Serializer>(scope: &TokenScope, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bool(scope.is_read_only())
     }

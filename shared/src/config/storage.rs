@@ -81,7 +81,7 @@ mod tests {
         let pairs: Vec<_> = AWS.iter().chain(extra).copied().collect();
         match StorageConfig::from_env(&env(&pairs))? {
             StorageConfig::Aws(aws) => Ok(aws),
-            other => panic!("not aws: {other:?}"),
+            other @ StorageConfig::Local { .. } => panic!("not aws: {other:?}"),
         }
     }
 

@@ -298,6 +298,8 @@ impl TrustRequest {
     }
 }
 
+// npm compares workflow file names exactly, as GitHub runs them: `.YML` is another name.
+#[allow(clippy::case_sensitive_file_extension_comparisons)]
 fn valid_workflow_file(file: &str) -> bool {
     file.len() <= MAX_TEXT
         && (file.ends_with(".yml") || file.ends_with(".yaml"))
@@ -369,7 +371,7 @@ mod tests {
             (
                 |r| {
                     r.workflow_ref =
-                        "Acme/Other/.github/workflows/publish.yml@refs/heads/main".into()
+                        "Acme/Other/.github/workflows/publish.yml@refs/heads/main".into();
                 },
                 "is not .github/workflows/publish.yml",
             ),

@@ -83,7 +83,9 @@ pub struct AuditNote(Mutex<NoteState>);
 
 impl AuditNote {
     fn state(&self) -> std::sync::MutexGuard<'_, NoteState> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Says what the write does, replacing what was said before (handlers that retry on
@@ -152,15 +154,15 @@ pub(crate) fn audited(route: &Route) -> Option<(Option<PackageName>, AuditEntry)
 }
 
 /// `audited` for a write whose path parameter was refused: recorded as the write it asked for.
-pub(crate) fn audited_rejection(rejected: &Rejected) -> Option<(Option<PackageName>, AuditEntry)> {
+pub(crate) fn audited_rejection(rejected: &Rejected) -> (Option<PackageName>, AuditEntry) {
     let action = match rejected.error {
         ParamError::SetTag(_) => AuditAction::DistTagSet,
         ParamError::DeleteTag(_) => AuditAction::DistTagDelete,
     };
-    Some((
+    (
         Some(rejected.package.clone()),
         AuditEntry::new(action).tag(rejected.value.as_str()),
-    ))
+    )
 }
 
 /// How a handler's answer ended, for the log.
@@ -322,7 +324,7 @@ mod tests {
         let Err(crate::http::routes::RouteError::Rejected(rejected)) = route else {
             panic!("{route:?}");
         };
-        let (package, entry) = audited_rejection(&rejected).unwrap();
+        let (package, entry) = audited_rejection(&rejected);
         assert_eq!(package, Some(PackageName::parse("@acme/widgets").unwrap()));
         assert_eq!(
             entry,

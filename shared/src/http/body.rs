@@ -72,7 +72,9 @@ pub(crate) async fn read_body(
         return Err(too_large(limit));
     }
     // Without a declared length, reserve the route's whole limit.
-    let reserve = declared.map_or(limit, |len| len as usize).max(1);
+    let reserve = declared
+        .map_or(limit, |len| usize::try_from(len).unwrap_or(limit))
+        .max(1);
     let in_flight = match u32::try_from(reserve) {
         Ok(n) => state.body_budget.clone().try_acquire_many_owned(n).ok(),
         Err(_) => None,
@@ -86,7 +88,8 @@ pub(crate) async fn read_body(
     // would hold a publish (a base64 tarball of up to tens of MB) twice.
     use http_body_util::BodyExt;
     let mut body = http_body_util::Limited::new(body, limit);
-    let mut bytes = bytes::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    let mut bytes =
+        bytes::BytesMut::with_capacity(usize::try_from(declared.unwrap_or(0)).unwrap_or(0));
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {

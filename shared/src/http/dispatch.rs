@@ -113,7 +113,7 @@ async fn dispatch(state: Arc<AppState>, groups: &[RouteGroup], request: Request)
         method = %method,
         path = %logged_path,
         status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "request"
     );
     response
@@ -165,7 +165,7 @@ async fn serve(
             handle(state, &ctx, route, body).await,
         ),
         Resolved::Rejected(rejected) => (
-            audit::audited_rejection(&rejected),
+            Some(audit::audited_rejection(&rejected)),
             Err(ApiError::from(RouteError::Rejected(rejected))),
         ),
         Resolved::Unknown(e) => (None, Err(ApiError::from(e))),
@@ -249,7 +249,7 @@ fn cross_site_write(method: &axum::http::Method, headers: &HeaderMap) -> Option<
     let form_like = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
+        .is_some_and(|v| {
             let essence = v
                 .split(';')
                 .next()
@@ -260,8 +260,7 @@ fn cross_site_write(method: &axum::http::Method, headers: &HeaderMap) -> Option<
                 essence.as_str(),
                 "text/plain" | "application/x-www-form-urlencoded" | "multipart/form-data"
             )
-        })
-        .unwrap_or(false);
+        });
     if form_like || matches!(site, "cross-site" | "same-site") {
         return Some(ApiError::Forbidden(
             "writes must be sent as JSON (Content-Type: application/json) and not from a web page"

@@ -160,9 +160,10 @@ async fn version_or_tag(
     state
         .authorize(ctx, name, Some(&package), Action::Read)
         .await?;
-    let version = match semver::Version::parse(spec) {
-        Ok(v) => v,
-        Err(_) => {
+    let version =
+        if let Ok(v) = semver::Version::parse(spec) {
+            v
+        } else {
             let tag = DistTag::parse(spec).map_err(|_| {
                 ApiError::NotFound(format!(
                     "'{spec}' is neither a version nor a dist-tag of {name}"
@@ -171,8 +172,7 @@ async fn version_or_tag(
             package.dist_tags.get(&tag).cloned().ok_or_else(|| {
                 ApiError::NotFound(format!("dist-tag '{tag}' not found for {name}"))
             })?
-        }
-    };
+        };
     let record = state
         .metadata
         .version(name, &version)

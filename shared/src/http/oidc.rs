@@ -18,16 +18,15 @@ use crate::domain::audit::{AuditAction, AuditActor};
 /// `REGISTRY_PUBLIC_URL` is set; without it, the request's `Host` (on Lambda, the host API
 /// Gateway routed the request by; behind another proxy, set the public URL).
 pub fn audience(state: &AppState, ctx: &RequestContext) -> Option<String> {
-    let host = match &state.config.server.public_url {
-        Some(url) => url::Url::parse(url).ok()?.host_str()?.to_string(),
-        None => {
-            let host = ctx.headers.get(header::HOST)?.to_str().ok()?;
-            // `host:port` or `[v6]:port`, parsed as a URL authority does.
-            url::Url::parse(&format!("http://{host}/"))
-                .ok()?
-                .host_str()?
-                .to_string()
-        }
+    let host = if let Some(url) = &state.config.server.public_url {
+        url::Url::parse(url).ok()?.host_str()?.to_string()
+    } else {
+        let host = ctx.headers.get(header::HOST)?.to_str().ok()?;
+        // `host:port` or `[v6]:port`, parsed as a URL authority does.
+        url::Url::parse(&format!("http://{host}/"))
+            .ok()?
+            .host_str()?
+            .to_string()
     };
     Some(format!("npm:{host}"))
 }

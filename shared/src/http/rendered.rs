@@ -75,7 +75,7 @@ impl Rendered {
         .map_err(|e| ApiError::Internal(e.to_string()))?;
         let mut encoder = flate2::write::GzEncoder::new(
             Vec::with_capacity(identity.len() / 4),
-            Default::default(),
+            flate2::Compression::default(),
         );
         encoder
             .write_all(&identity)
@@ -159,7 +159,7 @@ pub fn if_none_match(headers: &HeaderMap, matches: impl Fn(&[u8]) -> bool) -> bo
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(|t| t.trim_ascii())
+        .map(<[u8]>::trim_ascii)
         .any(|t| t == b"*" || matches(t.strip_prefix(b"W/").unwrap_or(t)))
 }
 
@@ -262,7 +262,10 @@ impl PackumentCache {
         base_url: &str,
     ) -> Option<Arc<Rendered>> {
         let key = Key::new(name, view, base_url);
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         entries.clock += 1;
         let now = entries.clock;
         let entry = entries.map.get_mut(&key)?;
@@ -292,7 +295,10 @@ impl PackumentCache {
             return;
         }
         let key = Key::new(name, rendered.view, base_url);
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         entries.clock += 1;
         let now = entries.clock;
         if let Some(old) = entries.map.get(&key) {
@@ -327,7 +333,10 @@ impl PackumentCache {
 
     /// Bytes held now.
     pub fn bytes(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).bytes
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .bytes
     }
 }
 

@@ -458,7 +458,7 @@ fn segments(raw_path: &str) -> Result<Vec<String>, RouteError> {
         .map(|s| {
             percent_decode_str(s)
                 .decode_utf8()
-                .map(|c| c.into_owned())
+                .map(std::borrow::Cow::into_owned)
                 .map_err(|_| RouteError::BadEncoding)
         })
         .collect()

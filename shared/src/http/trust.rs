@@ -217,17 +217,16 @@ async fn authorize_configuration(
         .as_ref()
         .map_or_else(|| repository.clone(), |a| a.repo.clone());
     let owner_id = owner_id_of(access, repository)?;
-    let record = match record {
-        Some(record) => record,
-        None => {
-            PackageName::parse_new(name.as_str())
-                .map_err(|e| ApiError::BadRequest(format!("invalid package name '{name}': {e}")))?;
-            // A racing first publish or configuration may bind the name first: then the
-            // caller is judged against that binding instead.
-            match try_bind(state, name, &canonical).await? {
-                None => return Ok(owner_id),
-                Some(record) => record,
-            }
+    let record = if let Some(record) = record {
+        record
+    } else {
+        PackageName::parse_new(name.as_str())
+            .map_err(|e| ApiError::BadRequest(format!("invalid package name '{name}': {e}")))?;
+        // A racing first publish or configuration may bind the name first: then the
+        // caller is judged against that binding instead.
+        match try_bind(state, name, &canonical).await? {
+            None => return Ok(owner_id),
+            Some(record) => record,
         }
     };
     let Some(bound) = bound_or_default(name, &record) else {

@@ -92,7 +92,9 @@ impl AuditLog for FileAuditLog {
         let line = serde_json::to_vec(event).map_err(|e| StoreError::Internal(e.to_string()))?;
         let (path, lock) = (self.path.clone(), self.tail_checked.clone());
         tokio::task::spawn_blocking(move || {
-            let mut tail_checked = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut tail_checked = lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             append_line(&path, &line, &mut tail_checked).map_err(|e| io_error(&path, e))
         })
         .await

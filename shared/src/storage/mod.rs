@@ -296,7 +296,7 @@ impl AuditLog for MemoryAuditLog {
     async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
         self.events
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(event.clone());
         Ok(())
     }
@@ -306,7 +306,7 @@ impl AuditLog for MemoryAuditLog {
         let found = self
             .events
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .filter(|e| query.matches(e) && !self.retention.expired(e.time, now))
             .cloned()
@@ -325,18 +325,29 @@ pub struct AfterResponse(Mutex<Vec<BoxFuture<'static, ()>>>);
 impl AfterResponse {
     /// Queues `work` to run once the current response has been sent.
     pub(crate) fn defer(&self, work: BoxFuture<'static, ()>) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(work);
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(work);
     }
 
     /// Runs everything queued so far, all at once, and waits for it.
     pub async fn run(&self) {
-        let queued = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        let queued = std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         futures_util::future::join_all(queued).await;
     }
 
     /// How much work is queued.
     pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// Whether nothing is queued.

@@ -61,18 +61,15 @@ impl Draft {
     /// The next record after `current`, or a new package's first record.
     pub fn after(current: Option<&PackageRecord>, name: &PackageName) -> Draft {
         let now = Utc::now();
-        let (record, expected_revision) = match current {
-            Some(stored) => {
-                let mut next = stored.clone();
-                next.revision = stored.revision + 1;
-                next.modified = now;
-                (next, Some(stored.revision))
-            }
-            None => {
-                let mut next = PackageRecord::new(name.clone(), now);
-                next.revision = 1;
-                (next, None)
-            }
+        let (record, expected_revision) = if let Some(stored) = current {
+            let mut next = stored.clone();
+            next.revision = stored.revision + 1;
+            next.modified = now;
+            (next, Some(stored.revision))
+        } else {
+            let mut next = PackageRecord::new(name.clone(), now);
+            next.revision = 1;
+            (next, None)
         };
         Draft {
             record,

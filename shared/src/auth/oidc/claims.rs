@@ -99,7 +99,7 @@ impl IdTokenVerifier {
         let claims: Claims = serde_json::from_value(data.claims)
             .map_err(|e| OidcError::Claim(format!("(claims unreadable: {e})")))?;
         let now = Utc::now().timestamp();
-        if claims.iat > now + LEEWAY_SECONDS as i64 {
+        if claims.iat > now + LEEWAY_SECONDS.cast_signed() {
             return Err(OidcError::IssuedInFuture);
         }
         let required = |value: Option<String>, name: &str| {

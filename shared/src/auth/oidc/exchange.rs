@@ -177,7 +177,7 @@ impl TrustedPublishing {
         };
         // Remembered a little past expiry: the verifier accepts that much clock skew.
         let remember_until =
-            verified.expires + Duration::seconds(2 * super::claims::LEEWAY_SECONDS as i64);
+            verified.expires + Duration::seconds(2 * super::claims::LEEWAY_SECONDS.cast_signed());
         let first_use = self
             .kv
             .put_new(

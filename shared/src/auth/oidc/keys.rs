@@ -165,7 +165,10 @@ impl KeyCache {
     /// `key`, as of `now` (tests move the clock).
     pub(crate) async fn key_at(&self, kid: &str, now: Instant) -> Result<DecodingKey, OidcError> {
         let (known, may_fetch, stale) = {
-            let cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+            let cached = self
+                .cached
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let may_fetch = cached
                 .attempted
                 .is_none_or(|at| now.saturating_duration_since(at) >= REFETCH_INTERVAL);
@@ -182,11 +185,14 @@ impl KeyCache {
         }
         self.cached
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .attempted = Some(now);
         match self.fetcher.fetch().await {
             Ok(keys) => {
-                let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+                let mut cached = self
+                    .cached
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 cached.keys = keys;
                 cached.fetched = Some(now);
                 cached
@@ -197,7 +203,10 @@ impl KeyCache {
             }
             Err(e) => {
                 // An old key set still verifies while the issuer cannot be reached.
-                let cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+                let cached = self
+                    .cached
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 match cached.keys.get(kid) {
                     Some(key) => {
                         tracing::warn!(error = %e, "OIDC issuer unreachable; using its cached keys");

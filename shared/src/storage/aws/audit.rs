@@ -58,7 +58,7 @@ impl AwsAuditLog {
         for item in items {
             match audit_event(item).map(serde_json::from_str::<AuditEvent>) {
                 Some(Ok(e)) if query.matches(&e) && !self.retention.expired(e.time, now) => {
-                    out.push(e)
+                    out.push(e);
                 }
                 Some(Ok(_)) => {}
                 _ => tracing::warn!(target: "audit", "skipped an audit item that is not an event"),

@@ -132,9 +132,9 @@ pub(super) fn encode_version(
 /// Decodes a version item; the flag says its README is in S3 rather than in the item.
 pub(super) fn decode_version(item: &Item) -> Result<(VersionRecord, bool), StoreError> {
     let sk = s_attr(item, attr::SK).ok_or_else(|| internal("item has no sk"))?;
-    let version = match PackageSortKey::parse(sk).map_err(internal)? {
-        Some(PackageSortKey::Version(v)) => v,
-        _ => return Err(internal(format!("not a version item: {sk:?}"))),
+    let Some(PackageSortKey::Version(version)) = PackageSortKey::parse(sk).map_err(internal)?
+    else {
+        return Err(internal(format!("not a version item: {sk:?}")));
     };
     let published = time_attr(item, attr::PUBLISHED)?;
     let mut readme_in_s3 = false;

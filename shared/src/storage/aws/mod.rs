@@ -118,6 +118,9 @@ impl AwsStorage {
 
     /// The region the clients sign for, if one is configured.
     pub(crate) fn region(&self) -> Option<String> {
-        self.ddb.config().region().map(|r| r.to_string())
+        self.ddb
+            .config()
+            .region()
+            .map(std::string::ToString::to_string)
     }
 }

@@ -27,7 +27,13 @@ impl AwsStorage {
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
                 Ok(Some(body.into_bytes()))
             }
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e)
+                if e.as_service_error().is_some_and(
+                    aws_sdk_s3::operation::get_object::GetObjectError::is_no_such_key,
+                ) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(classify(e, self.bucket())),
         }
     }

@@ -79,7 +79,12 @@ impl AwsStorage {
         use aws_sdk_s3::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
         let endpoint = self.settings.s3_endpoint.clone();
         let params = Params::builder()
-            .set_region(self.s3.config().region().map(|r| r.to_string()))
+            .set_region(
+                self.s3
+                    .config()
+                    .region()
+                    .map(std::string::ToString::to_string),
+            )
             .set_endpoint(endpoint.or_else(|| self.endpoint_url.clone()))
             .force_path_style(self.settings.force_path_style)
             .build();

@@ -126,7 +126,10 @@ impl Db {
         &self,
         f: impl FnOnce(&Database) -> Result<T, Failure>,
     ) -> (u64, Result<T, Failure>) {
-        let handle = self.handle.read().unwrap_or_else(|e| e.into_inner());
+        let handle = self
+            .handle
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let epoch = self.epoch.load(Ordering::Acquire);
         match handle.as_ref() {
             Some(database) => (epoch, f(database)),
@@ -152,7 +155,10 @@ impl Db {
     /// Closes the handle redb gave up on and opens the file again, unless that already happened
     /// since the handle of `epoch` was in use.
     pub(super) fn reopen(&self, epoch: u64) -> Result<(), StoreError> {
-        let mut handle = self.handle.write().unwrap_or_else(|e| e.into_inner());
+        let mut handle = self
+            .handle
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.epoch.load(Ordering::Acquire) != epoch && handle.is_some() {
             return Ok(());
         }
@@ -172,7 +178,7 @@ impl Db {
                 self.dir.set_failed(None);
                 tracing::warn!(
                     path = %self.path.display(),
-                    millis = started.elapsed().as_millis() as u64,
+                    millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                     "database reopened after an I/O error"
                 );
                 Ok(())

@@ -364,7 +364,7 @@ async fn nothing_acknowledged_is_lost_when_the_disk_fills_mid_commit() {
     KvStore::put(&meta, "ns", "after", b"1", None)
         .await
         .unwrap();
-    drop((meta, _tarballs));
+    drop(meta);
     // And so does the file, opened afresh the ordinary way.
     let (meta, _tarballs) = open(&data).unwrap();
     let mut expected = acknowledged;

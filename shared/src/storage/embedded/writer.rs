@@ -437,7 +437,7 @@ fn apply_package(txn: &WriteTransaction, write: &PackageWrite) -> Result<(), App
         };
         match (change, &mut record.state) {
             (VersionChange::Deprecate(_, message), VersionState::Live(live)) => {
-                live.deprecated = message.clone();
+                live.deprecated.clone_from(message);
             }
             (VersionChange::Unpublish(_, at), VersionState::Live(_)) => {
                 record.state = VersionState::Unpublished { at: *at };
