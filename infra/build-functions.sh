@@ -16,5 +16,7 @@ if [ ! -x "$venv/bin/cargo-lambda" ]; then
 fi
 rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
 export PATH="$venv/bin:$PATH"
+# cargo-lambda tunes for Graviton only on `--release` builds; the lambda profile asks the same.
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS:--C target-cpu=neoverse-n1}"
 cargo lambda build --profile lambda --arm64 --lambda-dir target/lambda \
   -p metadata -p publish -p tarball -p auth "$@"
