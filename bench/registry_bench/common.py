@@ -49,6 +49,10 @@ class Plan:
     publish_concurrent: int
     publish_growth_samples: int  # publishes of version N+1 (and of version 2) timed
     aws: bool = False
+    # Before each read cell the harness waits up to this long for the machine to be quiet (other
+    # processes busy under QUIET_BUSY of its CPU over a second); a cell read on a busy machine is
+    # marked. The smoke run only records it.
+    quiet_wait_s: float = 60.0
 
 
 FULL = Plan(
@@ -78,6 +82,7 @@ SMOKE = Plan(
     publish_sequential=20,
     publish_concurrent=32,
     publish_growth_samples=2,
+    quiet_wait_s=0.0,
 )
 CONCURRENCY = 16  # publishers at once
 

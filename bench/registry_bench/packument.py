@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import resource
 import statistics
 import time
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class WrkResult:
     command: str
     connections: int
     duration_s: float
+    client_cpu_s: float = 0.0  # wrk's own CPU time (user + system): the load generator's share
 
     @property
     def error_count(self) -> int:
@@ -65,7 +67,37 @@ def median_result(results: list[WrkResult]) -> WrkResult:
         command=results[0].command,
         connections=results[0].connections,
         duration_s=sum(r.duration_s for r in results),
+        client_cpu_s=sum(r.client_cpu_s for r in results),
     )
+
+
+# Share of the machine's CPU other processes may use for it to count as quiet.
+QUIET_BUSY = 0.25
+
+
+def cpu_busy(sample_s: float = 1.0) -> float:
+    """The share of all CPUs busy over `sample_s` (from /proc/stat; 0 where it cannot be read)."""
+    def totals() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields), idle
+    try:
+        total0, idle0 = totals()
+        time.sleep(sample_s)
+        total1, idle1 = totals()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    spent = total1 - total0
+    return 1.0 - (idle1 - idle0) / spent if spent > 0 else 0.0
+
+
+def wait_for_quiet(max_wait_s: float) -> tuple[bool, float]:
+    """Waits (up to `max_wait_s`) until the machine is quiet; says whether it was, and how busy."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        busy = cpu_busy()
+        if busy < QUIET_BUSY or time.monotonic() >= deadline:
+            return busy < QUIET_BUSY, busy
 
 
 def wrk(url: str, accept: str, gzip_: bool, connections: int, seconds: int, script_dir: Path) -> WrkResult:
@@ -81,7 +113,10 @@ def wrk(url: str, accept: str, gzip_: bool, connections: int, seconds: int, scri
         "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
         "--timeout", "30s", "-s", str(script), url,
     ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = run(cmd)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     m = re.search(r"^BENCH-RESULT (.*)$", p.stdout, re.M)
     if not m:
         raise BenchError(f"wrk printed no result:\n{p.stdout}\n{p.stderr}")
@@ -99,6 +134,7 @@ def wrk(url: str, accept: str, gzip_: bool, connections: int, seconds: int, scri
         command=" ".join(cmd[:-3] + ["<script>", "URL"]).replace(str(script_dir) + "/", ""),
         connections=connections,
         duration_s=duration_us / 1e6,
+        client_cpu_s=client_cpu_s,
     )
 
 
@@ -147,6 +183,8 @@ class PackumentReads:
         R.section("Packument reads (wrk): requests/s, p50 / p99 latency in ms")
         goal_cells = []
         sched_notes: list[str] = []
+        client_notes: list[str] = []
+        busy_cells: list[float] = []
         for size, name in zip(plan.doc_sizes, self.doc_names):
             for view, accept in (("full", ACCEPT_FULL), ("abbreviated", ACCEPT_ABBREVIATED)):
                 for gz in (False, True):
@@ -158,6 +196,9 @@ class PackumentReads:
                             for server in servers:
                                 server.wait_idle()
                                 wrk(f"{server.base}/{escaped(name)}", accept, gz, conns, plan.warmup_seconds, self.work)
+                        quiet, busy = wait_for_quiet(plan.quiet_wait_s)
+                        if not quiet:
+                            busy_cells.append(busy)
                         ours_time = [0.0, 0.0, 0.0, 0.0]  # user, system, run-queue wait, seconds
                         for _ in range(plan.read_rounds):
                             for server in servers:
@@ -177,9 +218,14 @@ class PackumentReads:
                         cell = {label: median_result(rs) for label, rs in rounds.items()}
                         if conns == max(plan.connections):
                             sched_notes.append(self.where_time_went(ours_time, size, view, enc))
+                            client = cell["ours"]
+                            client_notes.append(
+                                f"{size} versions {view} {enc} "
+                                f"{client.client_cpu_s / max(client.duration_s, 1e-9):.2f}"
+                            )
                         if not R.commands or not any(c.startswith("wrk ") for c in R.commands):
                             R.commands.append(cell["ours"].command + "   (per round; a warm-up run per server and cell first, discarded)")
-                        label = f"{size} versions, {view}, {enc}, {conns} conn"
+                        label = f"{size} versions, {view}, {enc}, {conns} conn" + ("" if quiet else " †")
                         R.rows.append(Row(
                             label,
                             self.cell_text(cell["ours"]),
@@ -205,6 +251,23 @@ class PackumentReads:
         ratio = worst[1]["ours"].rps / worst[1]["nginx"].rps
         R.goal(f"packument throughput at {top} connections, both documents, every view and encoding",
                "≥ 0.7× nginx", f"lowest {ratio:.2f}× ({worst[0]})", ratio >= 0.7)
+        if busy_cells:
+            R.notes.append(
+                f"† {len(busy_cells)} read cell(s) ran on a busy machine (other processes used up to "
+                f"{max(busy_cells):.0%} of its CPU after waiting {plan.quiet_wait_s:.0f} s for quiet, "
+                f"against {QUIET_BUSY:.0%} allowed): their figures and ratios are not comparable with a "
+                "quiet run's."
+            )
+        else:
+            R.notes.append(
+                f"Every read cell started on a quiet machine (other processes under {QUIET_BUSY:.0%} of "
+                "its CPU over the second before it)."
+            )
+        if client_notes:
+            R.notes.append(
+                f"The load generator shares the machine: CPUs wrk itself used (user + system, per second "
+                f"of its runs) while reading ours at {top} connections: " + "; ".join(client_notes) + "."
+            )
         if sched_notes:
             R.notes.append(
                 f"Where our server's time went during each {top}-connection read (the CPU it used per "
