@@ -82,16 +82,19 @@ pub enum VersionState {
 /// An installable version's manifest and tarball facts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LiveVersion {
-    /// The manifest as published, minus `dist` and `readme` (kept apart below).
+    /// The manifest as published, minus `dist` and `readme`.
     pub manifest: super::Manifest,
     /// Digests and storage key of the tarball, computed by the registry.
     pub dist: Dist,
-    /// README text, if one was published.
-    #[serde(default)]
-    pub readme: Option<String>,
-    /// README file name, if known.
+    /// README file name, if known. The README itself is stored apart from the version record
+    /// (`MetadataStore::readme`): only the full packument's latest version shows it, so nothing
+    /// else pays for decoding it.
     #[serde(default)]
     pub readme_filename: Option<String>,
+    /// Whether a README was published with the version, so a reader without one asks no store
+    /// for it; `None` for records of older releases, which kept no such fact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_readme: Option<bool>,
     /// Deprecation message.
     #[serde(default)]
     pub deprecated: Option<String>,

@@ -153,13 +153,35 @@ fn dist_tags(doc: &PackageDocument) -> impl Serialize + '_ {
     LazyMap(|| doc.package.dist_tags.iter().map(|(t, v)| (t.as_str(), v)))
 }
 
-/// Writes the full packument (`Accept: application/json`) into `out`.
+/// Writes the full packument (`Accept: application/json`) into `out`, with `readme` (the
+/// README of the version [`latest`] picks) at the top level.
 pub(crate) fn write_full(
     doc: &PackageDocument,
     base_url: &str,
+    readme: Option<&str>,
     out: &mut Vec<u8>,
 ) -> Result<(), serde_json::Error> {
-    serde_json::to_writer(out, &Full { doc, base_url })
+    serde_json::to_writer(
+        out,
+        &Full {
+            doc,
+            base_url,
+            readme,
+        },
+    )
+}
+
+/// The version whose manifest and README the full packument shows at its top level: the
+/// `latest` tag's, else the highest live version.
+pub(crate) fn latest(doc: &PackageDocument) -> Option<(&Version, &LiveVersion)> {
+    let live = doc.live();
+    let latest = doc
+        .package
+        .dist_tags
+        .get(&super::DistTag::latest())
+        .and_then(|v| live.iter().find(|(lv, _, _)| *lv == v))
+        .or(live.last());
+    latest.map(|(v, _, l)| (*v, *l))
 }
 
 /// Writes the abbreviated packument (`Accept: application/vnd.npm.install-v1+json`) into `out`.
@@ -191,6 +213,7 @@ fn version_manifests<'a>(
 struct Full<'a> {
     doc: &'a PackageDocument,
     base_url: &'a str,
+    readme: Option<&'a str>,
 }
 
 impl Serialize for Full<'_> {
@@ -218,19 +241,14 @@ impl Serialize for Full<'_> {
             )
         });
         out.serialize_entry("time", &time)?;
-        let latest = pkg
-            .dist_tags
-            .get(&super::DistTag::latest())
-            .and_then(|v| live.iter().find(|(lv, _, _)| *lv == v))
-            .or(live.last());
-        if let Some((_, _, l)) = latest {
+        if let Some((_, l)) = latest(self.doc) {
             let fields = l.manifest.fields().map_err(S::Error::custom)?;
             for field in LATEST_FIELDS {
                 if let Some(value) = fields.get(field) {
                     out.serialize_entry(field, value)?;
                 }
             }
-            out.serialize_entry("readme", l.readme.as_deref().unwrap_or_default())?;
+            out.serialize_entry("readme", self.readme.unwrap_or_default())?;
             if let Some(f) = &l.readme_filename {
                 out.serialize_entry("readmeFilename", f)?;
             }
@@ -308,7 +326,7 @@ mod tests {
 
     fn full(doc: &PackageDocument, base_url: &str) -> Value {
         let mut out = Vec::new();
-        write_full(doc, base_url, &mut out).unwrap();
+        write_full(doc, base_url, Some("readme one"), &mut out).unwrap();
         serde_json::from_slice(&out).unwrap()
     }
 
@@ -347,8 +365,8 @@ mod tests {
                     unpacked_size: 2,
                     tarball_key: TarballKey::new(&name, v, "00"),
                 },
-                readme: Some(format!("readme {desc}")),
                 readme_filename: None,
+                has_readme: None,
                 deprecated: None,
             })),
         };
@@ -372,6 +390,11 @@ mod tests {
             "top-level fields come from latest, not the highest"
         );
         assert_eq!(p["readme"], "readme one");
+        assert_eq!(
+            latest(&doc()).map(|(v, _)| v.to_string()).as_deref(),
+            Some("1.0.0"),
+            "the README shown is the latest tag's version's"
+        );
         assert_eq!(p["versions"].as_object().unwrap().len(), 2);
         assert!(p["time"]["0.9.0"].is_null());
         assert_eq!(
@@ -410,8 +433,8 @@ mod tests {
                 unpacked_size: 2,
                 tarball_key: TarballKey::new(&name, &version, "00"),
             },
-            readme: None,
             readme_filename: None,
+            has_readme: None,
             deprecated: Some("use 2".into()),
         };
         let text = |live: &LiveVersion| {

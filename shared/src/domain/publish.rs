@@ -392,6 +392,8 @@ pub struct ValidPublish {
     pub tarball: Bytes,
     /// The version's record contents.
     pub live: LiveVersion,
+    /// Its README, stored apart from the record.
+    pub readme: Option<String>,
 }
 
 /// Parses a semver version as npm publishes them (no build metadata).
@@ -472,10 +474,11 @@ impl PendingPublish {
             live: LiveVersion {
                 manifest: fields.manifest,
                 dist,
-                readme: fields.readme,
                 readme_filename: fields.readme_filename,
+                has_readme: Some(fields.readme.is_some()),
                 deprecated: fields.deprecated,
             },
+            readme: fields.readme,
         })
     }
 }

@@ -136,10 +136,20 @@ async fn packument(
     };
     // Rendered off the async workers (thousands of versions take tens of milliseconds), and
     // dropped there too: the decoded document is the bulk of a rendering's memory.
+    // Only the full view shows a README, and only the latest version's: read apart, so no
+    // other view (and no other version) ever decodes one.
+    let readme = match (view, packument::latest(&doc)) {
+        (View::Full, Some((version, live))) if live.has_readme != Some(false) => {
+            state.metadata.readme(name, version).await?
+        }
+        _ => None,
+    };
     let base_url = ctx.base_url.clone();
-    let rendered = tokio::task::spawn_blocking(move || Rendered::render(&doc, view, &base_url))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let rendered = tokio::task::spawn_blocking(move || {
+        Rendered::render(&doc, view, &base_url, readme.as_deref())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
     let rendered = Arc::new(rendered);
     state
         .packuments

@@ -61,15 +61,17 @@ pub struct Rendered {
 }
 
 impl Rendered {
-    /// Renders `view` of `doc` with tarball links under `base_url`.
+    /// Renders `view` of `doc` with tarball links under `base_url` (and, in the full view,
+    /// `readme`: the latest version's).
     pub(crate) fn render(
         doc: &PackageDocument,
         view: View,
         base_url: &str,
+        readme: Option<&str>,
     ) -> Result<Rendered, ApiError> {
         let mut identity = Vec::new();
         match view {
-            View::Full => packument::write_full(doc, base_url, &mut identity),
+            View::Full => packument::write_full(doc, base_url, readme, &mut identity),
             View::Abbreviated => packument::write_abbreviated(doc, base_url, &mut identity),
         }
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -353,7 +355,7 @@ mod tests {
             package,
             versions: Vec::new(),
         };
-        let r = Rendered::render(&doc, View::Full, "http://r").unwrap();
+        let r = Rendered::render(&doc, View::Full, "http://r", None).unwrap();
         (name, Arc::new(r))
     }
 

@@ -122,6 +122,9 @@ pub struct PackageWrite {
     pub expected_revision: Option<u64>,
     /// A version to create.
     pub create: Option<(VersionRecord, CreateMode)>,
+    /// The README of the version created (stored apart from its record; ignored without
+    /// `create`). Overwriting a version replaces its README, `None` included.
+    pub readme: Option<String>,
     /// Changes to existing versions.
     pub changes: Vec<VersionChange>,
 }
@@ -151,7 +154,13 @@ pub trait MetadataStore: Send + Sync {
     ) -> Result<Option<PackageDocument>, StoreError> {
         self.document(&package.name).await
     }
-    /// One version record. Its README may be left out: only packuments serve READMEs.
+    /// The README of one version, if it has one (live versions only).
+    async fn readme(
+        &self,
+        name: &PackageName,
+        version: &Version,
+    ) -> Result<Option<String>, StoreError>;
+    /// One version record.
     async fn version(
         &self,
         name: &PackageName,

@@ -54,6 +54,7 @@ pub struct Draft {
     pub record: PackageRecord,
     expected_revision: Option<u64>,
     create: Option<(VersionRecord, CreateMode)>,
+    readme: Option<String>,
     changes: Vec<VersionChange>,
 }
 
@@ -75,6 +76,7 @@ impl Draft {
             record,
             expected_revision,
             create: None,
+            readme: None,
             changes: Vec::new(),
         }
     }
@@ -84,9 +86,15 @@ impl Draft {
         self.record.modified
     }
 
-    /// Creates a version with this write.
-    pub fn create_version(&mut self, version: VersionRecord, mode: CreateMode) {
+    /// Creates a version, with its README, with this write.
+    pub fn create_version(
+        &mut self,
+        version: VersionRecord,
+        readme: Option<String>,
+        mode: CreateMode,
+    ) {
         self.create = Some((version, mode));
+        self.readme = readme;
     }
 
     /// Changes an existing version with this write.
@@ -99,6 +107,7 @@ impl Draft {
             package: self.record,
             expected_revision: self.expected_revision,
             create: self.create,
+            readme: self.readme,
             changes: self.changes,
         }
     }

@@ -160,7 +160,7 @@ impl PackageWriter<'_> {
                 published: draft.now(),
                 state: VersionState::Live(Box::new(valid.live.clone())),
             };
-            draft.create_version(record, self.create_mode);
+            draft.create_version(record, valid.readme.clone(), self.create_mode);
             Ok(Decision::Write(draft, change))
         })
         .await
@@ -266,6 +266,13 @@ mod tests {
         ) -> Result<Option<VersionRecord>, StoreError> {
             self.inner.version(name, version).await
         }
+        async fn readme(
+            &self,
+            name: &PackageName,
+            version: &Version,
+        ) -> Result<Option<String>, StoreError> {
+            self.inner.readme(name, version).await
+        }
         async fn write(&self, write: PackageWrite) -> Result<(), StoreError> {
             self.inner.write(write).await?;
             if self.lost.swap(true, Ordering::SeqCst) {
@@ -330,7 +337,7 @@ mod tests {
 
     fn valid_publish_with_readme(name: &PackageName, version: &str) -> ValidPublish {
         let mut valid = valid_publish(name, version);
-        valid.live.readme = Some("other".into());
+        valid.readme = Some("other".into());
         valid
     }
 }

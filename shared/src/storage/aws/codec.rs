@@ -14,9 +14,6 @@ use crate::storage::StoreError;
 /// One item's attributes, as the SDK has them.
 pub(super) type Item = HashMap<String, AttributeValue>;
 
-/// READMEs larger than this go to S3 so a version item stays far below DynamoDB's 400 KB.
-const INLINE_README_BYTES: usize = 32 * 1024;
-
 /// The immutable part of a live version, as stored in its item's `doc`.
 #[derive(Serialize, Deserialize)]
 struct StoredLive {
@@ -24,16 +21,8 @@ struct StoredLive {
     dist: crate::domain::Dist,
     #[serde(default)]
     readme_filename: Option<String>,
-    #[serde(default)]
-    readme_in_s3: bool,
-}
-
-/// A version as an item, and the README to store in S3 first when it is too large for the item.
-pub(super) struct EncodedVersion {
-    /// The item.
-    pub item: Item,
-    /// The README that goes to `ObjectKey::Readme` (the item records that it is there).
-    pub large_readme: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    has_readme: Option<bool>,
 }
 
 /// Times as stored: RFC 3339 in UTC, milliseconds.
@@ -80,36 +69,25 @@ pub(super) fn decode_package(item: &Item) -> Result<PackageRecord, StoreError> {
     serde_json::from_str(doc).map_err(internal)
 }
 
-/// A version's item.
+/// A version's item (its README is an object of its own: `ObjectKey::Readme`).
 pub(super) fn encode_version(
     name: &PackageName,
     record: &VersionRecord,
-) -> Result<EncodedVersion, StoreError> {
+) -> Result<Item, StoreError> {
     let mut item = ItemKey::Version(name, &record.version).attributes();
     item.insert(
         attr::PUBLISHED.into(),
         AttributeValue::S(iso(&record.published)),
     );
-    let mut large_readme = None;
     match &record.state {
         VersionState::Live(live) => {
-            let mut stored = StoredLive {
+            let stored = StoredLive {
                 manifest: live.manifest.clone(),
                 dist: live.dist.clone(),
                 readme_filename: live.readme_filename.clone(),
-                readme_in_s3: false,
+                has_readme: live.has_readme,
             };
             item.insert(attr::STATE.into(), AttributeValue::S(state::LIVE.into()));
-            match &live.readme {
-                Some(r) if r.len() > INLINE_README_BYTES => {
-                    stored.readme_in_s3 = true;
-                    large_readme = Some(r.clone());
-                }
-                Some(r) => {
-                    item.insert(attr::README.into(), AttributeValue::S(r.clone()));
-                }
-                None => {}
-            }
             if let Some(d) = &live.deprecated {
                 item.insert(attr::DEPRECATED.into(), AttributeValue::S(d.clone()));
             }
@@ -126,28 +104,26 @@ pub(super) fn encode_version(
             item.insert(attr::UNPUBLISHED_AT.into(), AttributeValue::S(iso(at)));
         }
     }
-    Ok(EncodedVersion { item, large_readme })
+    Ok(item)
 }
 
-/// Decodes a version item; the flag says its README is in S3 rather than in the item.
-pub(super) fn decode_version(item: &Item) -> Result<(VersionRecord, bool), StoreError> {
+/// Decodes a version item (an item of an older release may hold a README too: left out).
+pub(super) fn decode_version(item: &Item) -> Result<VersionRecord, StoreError> {
     let sk = s_attr(item, attr::SK).ok_or_else(|| internal("item has no sk"))?;
     let Some(PackageSortKey::Version(version)) = PackageSortKey::parse(sk).map_err(internal)?
     else {
         return Err(internal(format!("not a version item: {sk:?}")));
     };
     let published = time_attr(item, attr::PUBLISHED)?;
-    let mut readme_in_s3 = false;
     let state = match s_attr(item, attr::STATE) {
         Some(state::LIVE) => {
             let doc = s_attr(item, attr::DOC).ok_or_else(|| internal("live version has no doc"))?;
             let stored: StoredLive = serde_json::from_str(doc).map_err(internal)?;
-            readme_in_s3 = stored.readme_in_s3;
             VersionState::Live(Box::new(LiveVersion {
                 manifest: stored.manifest,
                 dist: stored.dist,
-                readme: s_attr(item, attr::README).map(str::to_string),
                 readme_filename: stored.readme_filename,
+                has_readme: stored.has_readme,
                 deprecated: s_attr(item, attr::DEPRECATED).map(str::to_string),
             }))
         }
@@ -156,14 +132,11 @@ pub(super) fn decode_version(item: &Item) -> Result<(VersionRecord, bool), Store
         },
         other => return Err(internal(format!("unknown version state {other:?}"))),
     };
-    Ok((
-        VersionRecord {
-            version,
-            published,
-            state,
-        },
-        readme_in_s3,
-    ))
+    Ok(VersionRecord {
+        version,
+        published,
+        state,
+    })
 }
 
 /// A key-value record's item.
@@ -232,9 +205,8 @@ mod tests {
                 at: Utc.with_ymd_and_hms(2026, 1, 2, 0, 0, 0).unwrap(),
             },
         };
-        let encoded = encode_version(&name, &record).unwrap();
-        assert!(encoded.large_readme.is_none());
-        assert_eq!(decode_version(&encoded.item).unwrap(), (record, false));
+        let item = encode_version(&name, &record).unwrap();
+        assert_eq!(decode_version(&item).unwrap(), record);
     }
 
     #[test]

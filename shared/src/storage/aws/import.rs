@@ -3,12 +3,10 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
-use bytes::Bytes;
 
 use super::AwsStorage;
 use super::codec::encode_version;
 use super::errors::{classify, internal};
-use super::layout::ObjectKey;
 use super::plan::{Condition, Op};
 use super::transact::TransactFailure;
 use crate::domain::PackageDocument;
@@ -28,17 +26,8 @@ impl AwsStorage {
         let name = &doc.package.name;
         let mut requests = Vec::with_capacity(doc.versions.len());
         for record in &doc.versions {
-            let encoded = encode_version(name, record)?;
-            if let Some(readme) = encoded.large_readme {
-                self.put_object(
-                    ObjectKey::Readme(name, &record.version),
-                    Bytes::from(readme),
-                    "text/markdown",
-                )
-                .await?;
-            }
             let put = PutRequest::builder()
-                .set_item(Some(encoded.item))
+                .set_item(Some(encode_version(name, record)?))
                 .build()
                 .map_err(internal)?;
             requests.push(WriteRequest::builder().put_request(put).build());

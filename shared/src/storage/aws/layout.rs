@@ -5,14 +5,16 @@
 //! Table (partition key `pk`, sort key `sk`, both strings):
 //! - `pk = <package>, sk = "A"`: the package record (`rev` number, `doc` JSON).
 //! - `pk = <package>, sk = "V#<version>"`: one item per version (`state`, `published`, `doc` JSON
-//!   of the manifest, `deprecated`, `readme`, `unpublished_at`).
+//!   of the manifest, `deprecated`, `unpublished_at`; items of older releases may hold a small
+//!   `readme` too).
 //! - `pk = "~<namespace>", sk = <id>`: key-value records (`value` bytes, `ttl`).
 //! - `pk = "~audit/day/<YYYY-MM-DD>"` and `"~audit/package/<name>"`, `sk` = the event's order
 //!   key: the audit log (`event` JSON, `ttl`).
 //!
 //! No package name starts with `~`, so the partitions never meet.
 //!
-//! Bucket: `tarballs/<name>/<version>-<sha512 prefix>.tgz`, `readmes/<name>/<version>.md`,
+//! Bucket: `tarballs/<name>/<version>-<sha512 prefix>.tgz`, `readmes/<name>/<version>.md` (every
+//! README: apart from the version items, so reading a package's versions reads none),
 //! `snapshots/<name>.json`.
 
 use std::collections::HashMap;
@@ -41,7 +43,7 @@ pub mod attr {
     pub(crate) const UNPUBLISHED_AT: &str = "unpublished_at";
     /// A live version's deprecation message.
     pub(crate) const DEPRECATED: &str = "deprecated";
-    /// A live version's README, when small enough to be inline.
+    /// A live version's README, inline in items written by older releases.
     pub const README: &str = "readme";
     /// A key-value record's bytes.
     pub(crate) const VALUE: &str = "value";
@@ -182,7 +184,7 @@ impl std::fmt::Display for PackageSortKey {
 
 /// Prefix of every tarball's object key.
 const TARBALLS_PREFIX: &str = "tarballs/";
-/// Prefix of the object keys of READMEs too large for an item.
+/// Prefix of the object keys of READMEs.
 const READMES_PREFIX: &str = "readmes/";
 /// Prefix of the packages' document snapshots.
 const SNAPSHOTS_PREFIX: &str = "snapshots/";
@@ -192,7 +194,7 @@ const SNAPSHOTS_PREFIX: &str = "snapshots/";
 pub enum ObjectKey<'a> {
     /// A tarball.
     Tarball(&'a TarballKey),
-    /// A version's README, too large for its item.
+    /// A version's README.
     Readme(&'a PackageName, &'a Version),
     /// A package's document snapshot.
     Snapshot(&'a PackageName),

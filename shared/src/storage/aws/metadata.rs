@@ -6,13 +6,13 @@ use bytes::Bytes;
 use semver::Version;
 
 use super::AwsStorage;
-use super::codec::{decode_package, decode_version, encode_version};
+use super::codec::{decode_package, decode_version, encode_version, s_attr};
 use super::errors::classify;
-use super::layout::{ItemKey, ObjectKey};
+use super::layout::{ItemKey, ObjectKey, attr};
 use super::plan::{Failure, plan};
 use super::transact::TransactFailure;
 use crate::domain::{PackageDocument, PackageName, PackageRecord, VersionRecord, VersionState};
-use crate::storage::{MetadataStore, PackageWrite, StoreError};
+use crate::storage::{CreateMode, MetadataStore, PackageWrite, StoreError};
 
 #[async_trait]
 impl MetadataStore for AwsStorage {
@@ -72,30 +72,54 @@ impl MetadataStore for AwsStorage {
             .send()
             .await
             .map_err(|e| classify(e, self.table()))?;
-        // A README kept in S3 is left out: callers of `version` never serve it.
+        out.item.as_ref().map(decode_version).transpose()
+    }
+
+    async fn readme(
+        &self,
+        name: &PackageName,
+        version: &Version,
+    ) -> Result<Option<String>, StoreError> {
+        if let Some(bytes) = self.get_object(ObjectKey::Readme(name, version)).await? {
+            return Ok(Some(String::from_utf8_lossy(&bytes).into_owned()));
+        }
+        // Items written by an older release may hold a small README inline.
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.settings.table)
+            .set_key(Some(ItemKey::Version(name, version).attributes()))
+            .projection_expression(attr::README)
+            .send()
+            .await
+            .map_err(|e| classify(e, self.table()))?;
         Ok(out
             .item
             .as_ref()
-            .map(decode_version)
-            .transpose()?
-            .map(|(record, _)| record))
+            .and_then(|item| s_attr(item, attr::README))
+            .map(str::to_string))
     }
 
     async fn write(&self, write: PackageWrite) -> Result<(), StoreError> {
         let name = &write.package.name;
         let mut version_item = None;
-        if let Some((record, _)) = &write.create {
-            let encoded = encode_version(name, record)?;
-            if let Some(readme) = encoded.large_readme {
-                // Stored before the item that refers to it, like tarballs.
-                self.put_object(
-                    ObjectKey::Readme(name, &record.version),
-                    Bytes::from(readme),
-                    "text/markdown",
-                )
-                .await?;
+        let mut stale_readme = None;
+        if let Some((record, mode)) = &write.create {
+            match &write.readme {
+                // Stored before the item that shows it, like tarballs: a README without its
+                // version (a failed commit) is never read.
+                Some(readme) => {
+                    self.put_object(
+                        ObjectKey::Readme(name, &record.version),
+                        Bytes::from(readme.clone()),
+                        "text/markdown",
+                    )
+                    .await?;
+                }
+                None if *mode == CreateMode::AllowOverwrite => stale_readme = Some(&record.version),
+                None => {}
             }
-            version_item = Some(encoded.item);
+            version_item = Some(encode_version(name, record)?);
         }
         for transaction in plan(&write) {
             let items = transaction
@@ -120,6 +144,10 @@ impl MetadataStore for AwsStorage {
                 },
                 Failure::NoSuchVersion(version) => StoreError::NoSuchVersion(version.clone()),
             });
+        }
+        if let Some(version) = stale_readme {
+            // The version was overwritten by one without a README: the old one must not show.
+            self.delete_object(ObjectKey::Readme(name, version)).await?;
         }
         Ok(())
     }

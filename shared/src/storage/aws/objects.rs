@@ -38,6 +38,18 @@ impl AwsStorage {
         }
     }
 
+    /// Deletes an object; deleting an absent one succeeds (S3 answers 204 either way).
+    pub(super) async fn delete_object(&self, key: ObjectKey<'_>) -> Result<(), StoreError> {
+        self.s3
+            .delete_object()
+            .bucket(&self.settings.bucket)
+            .key(key.to_string())
+            .send()
+            .await
+            .map_err(|e| classify(e, self.bucket()))?;
+        Ok(())
+    }
+
     /// A `PutObject`, owning all it needs, so it can also run after the response.
     pub(super) fn put_object(
         &self,

@@ -196,6 +196,7 @@ mod tests {
             package: package(expected.unwrap_or(0) + 1),
             expected_revision: expected,
             create,
+            readme: None,
             changes,
         }
     }

@@ -10,7 +10,7 @@ use super::AwsStorage;
 use super::codec::{Item, decode_package, decode_version, s_attr};
 use super::errors::{classify, internal};
 use super::layout::{ObjectKey, PackageSortKey, Partition, attr};
-use crate::domain::{DistTag, PackageDocument, PackageName, PackageRecord, VersionState};
+use crate::domain::{PackageDocument, PackageName, PackageRecord};
 use crate::storage::StoreError;
 
 impl AwsStorage {
@@ -85,24 +85,6 @@ impl AwsStorage {
         let Some(package) = package else {
             return Ok(None);
         };
-        // Only the `latest` version's README is ever served: keep that one (from S3 if it is
-        // there) and drop the rest, so the snapshot stays small.
-        let latest = package.dist_tags.get(&DistTag::latest()).cloned();
-        let mut records = Vec::with_capacity(versions.len());
-        for (mut record, readme_in_s3) in versions {
-            if let VersionState::Live(live) = &mut record.state {
-                if Some(&record.version) != latest.as_ref() {
-                    live.readme = None;
-                } else if readme_in_s3 {
-                    live.readme = self
-                        .get_object(ObjectKey::Readme(name, &record.version))
-                        .await?
-                        .map(|b| String::from_utf8_lossy(&b).into_owned());
-                }
-            }
-            records.push(record);
-        }
-        let versions = records;
         let doc = PackageDocument { package, versions };
         let bytes = Bytes::from(serde_json::to_vec(&doc).map_err(internal)?);
         let key = ObjectKey::Snapshot(name).to_string();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, TableDefinition, TableHandle};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use semver::Version;
 
 use super::{MetadataStore, PackageWrite, StorageHealth, StoreError, TarballRead, TarballStore};
@@ -30,6 +30,15 @@ mod writer;
 const PACKAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("packages");
 /// (package name, version) → version record (JSON). Ordered, so one range read lists a package.
 const VERSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("versions");
+
+/// (package name, version) → README text: apart from the version records, so reading a package's
+/// versions never decodes READMEs (only the full packument shows one, the latest version's).
+const READMES: TableDefinition<(&str, &str), &str> = TableDefinition::new("readmes");
+/// Facts about the file itself: `layout` → the layout version of the tables.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The layout this code writes: 2 = READMEs in their own table (1, implicit: inside the version
+/// records).
+const LAYOUT: u64 = 2;
 
 /// (namespace, id) → JSON `{value, expires}` for the key-value store.
 const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
@@ -148,31 +157,81 @@ impl EmbeddedMetadata {
     }
 }
 
-/// Creates the tables, unless they exist: a server restarted on a full disk must not need to
-/// write before it can serve reads.
+/// Creates the tables, unless they exist, and brings an older file's layout up to date: a server
+/// restarted on a full disk with a current file must not need to write before it serves reads.
 fn create_tables(db: &Db) -> Result<(), StoreError> {
-    let exist = db.read(|database| {
-        let names: Vec<String> = database
-            .begin_read()?
-            .list_tables()?
-            .map(|t| t.name().to_string())
-            .collect();
-        Ok([PACKAGES.name(), VERSIONS.name(), KV.name()]
-            .iter()
-            .all(|n| names.iter().any(|m| m == n)))
+    let current = db.read(|database| {
+        let txn = database.begin_read()?;
+        let names: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
+        let exist = [
+            PACKAGES.name(),
+            VERSIONS.name(),
+            KV.name(),
+            READMES.name(),
+            META.name(),
+        ]
+        .iter()
+        .all(|n| names.iter().any(|m| m == n));
+        if !exist {
+            return Ok(false);
+        }
+        let layout = txn.open_table(META)?.get("layout")?.map(|v| v.value());
+        Ok(layout == Some(LAYOUT))
     })?;
-    if exist {
+    if current {
         return Ok(());
     }
     let (_, created) = db.with(|database| {
         let txn = database.begin_write()?;
         txn.open_table(PACKAGES)?;
-        txn.open_table(VERSIONS)?;
         txn.open_table(KV)?;
+        move_readmes_apart(&txn)?;
+        txn.open_table(META)?.insert("layout", LAYOUT)?;
         txn.commit()?;
         Ok(())
     });
     created.map_err(|f| db.report(f))
+}
+
+/// Layout 1 → 2: moves each README out of its version record into `READMES`. Runs once, when a
+/// file of an older release is first opened; only records that hold a README are rewritten.
+fn move_readmes_apart(txn: &redb::WriteTransaction) -> Result<(), db::Failure> {
+    let mut versions = txn.open_table(VERSIONS)?;
+    let mut readmes = txn.open_table(READMES)?;
+    let mut moved = Vec::new();
+    for row in versions.iter()? {
+        let (key, value) = row?;
+        let bytes = value.value();
+        // A cheap test first: most records of layout 1 have no README.
+        if !bytes.windows(9).any(|w| w == b"\"readme\":") {
+            continue;
+        }
+        let mut record: serde_json::Value = serde_json::from_slice(bytes).map_err(internal)?;
+        let readme = record
+            .get_mut("state")
+            .and_then(serde_json::Value::as_object_mut)
+            .and_then(|state| state.remove("readme"));
+        if let Some(readme) = readme {
+            let (name, version) = key.value();
+            moved.push((
+                name.to_string(),
+                version.to_string(),
+                readme.as_str().map(str::to_string),
+                encode(&record)?,
+            ));
+        }
+    }
+    let count = moved.len();
+    for (name, version, readme, record) in moved {
+        versions.insert((name.as_str(), version.as_str()), record.as_slice())?;
+        if let Some(readme) = readme {
+            readmes.insert((name.as_str(), version.as_str()), readme.as_str())?;
+        }
+    }
+    if count > 0 {
+        tracing::info!(versions = count, "moved READMEs out of version records");
+    }
+    Ok(())
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
@@ -243,6 +302,23 @@ impl MetadataStore for EmbeddedMetadata {
                 let table = txn.open_table(VERSIONS)?;
                 let record = table.get((name.as_str(), version.as_str()))?;
                 Ok(record.map(|v| decode(v.value())).transpose()?)
+            })
+        })
+        .await
+    }
+
+    async fn readme(
+        &self,
+        name: &PackageName,
+        version: &Version,
+    ) -> Result<Option<String>, StoreError> {
+        let (name, version) = (name.to_string(), version.to_string());
+        self.blocking(move |db| {
+            db.read(|database| {
+                let txn = database.begin_read()?;
+                let table = txn.open_table(READMES)?;
+                let readme = table.get((name.as_str(), version.as_str()))?;
+                Ok(readme.map(|v| v.value().to_string()))
             })
         })
         .await

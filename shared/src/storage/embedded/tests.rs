@@ -24,8 +24,8 @@ fn record(name: &PackageName, version: &str) -> VersionRecord {
                 unpacked_size: 1,
                 tarball_key: TarballKey::new(name, &version, &"ab".repeat(32)),
             },
-            readme: None,
             readme_filename: None,
+            has_readme: None,
             deprecated: None,
         })),
         version,
@@ -41,6 +41,7 @@ pub(super) fn create(name: &PackageName, version: &str, expected: Option<u64>) -
         package,
         expected_revision: expected,
         create: Some((record(name, version), CreateMode::CreateOnly)),
+        readme: Some(format!("readme of {version}")),
         changes: Vec::new(),
     }
 }
@@ -297,4 +298,96 @@ async fn sweep_removes_old_leftovers_and_keeps_writes_in_flight() {
     assert_eq!(report.incomplete, 1);
     assert!(!stale.exists());
     assert!(in_flight.exists());
+}
+
+#[tokio::test]
+async fn readmes_live_apart_from_version_records() {
+    let (_dir, meta) = fresh_store();
+    let name = PackageName::parse("@t/readme").unwrap();
+    meta.write(create(&name, "1.0.0", None)).await.unwrap();
+    let v1 = Version::new(1, 0, 0);
+    assert_eq!(
+        meta.readme(&name, &v1).await.unwrap().as_deref(),
+        Some("readme of 1.0.0")
+    );
+    // The version record itself holds no README: reading versions never decodes one.
+    let stored = meta
+        .db
+        .read(|d| {
+            let txn = d.begin_read()?;
+            let table = txn.open_table(VERSIONS)?;
+            let value = table.get(("@t/readme", "1.0.0"))?.unwrap();
+            Ok(value.value().to_vec())
+        })
+        .unwrap();
+    assert!(!String::from_utf8(stored).unwrap().contains("readme of"));
+
+    // An overwrite without a README removes the old one; an unpublish removes it too.
+    let mut overwrite = create(&name, "1.0.0", Some(1));
+    overwrite.create.as_mut().unwrap().1 = CreateMode::AllowOverwrite;
+    overwrite.readme = None;
+    meta.write(overwrite).await.unwrap();
+    assert_eq!(meta.readme(&name, &v1).await.unwrap(), None);
+    meta.write(create(&name, "2.0.0", Some(2))).await.unwrap();
+    let v2 = Version::new(2, 0, 0);
+    let mut unpublish = create(&name, "0.0.0", Some(3));
+    unpublish.create = None;
+    unpublish.changes = vec![VersionChange::Unpublish(v2.clone(), Utc::now())];
+    meta.write(unpublish).await.unwrap();
+    assert_eq!(meta.readme(&name, &v2).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_file_of_the_older_layout_gets_its_readmes_moved_apart_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.redb");
+    let name = PackageName::parse("@t/old").unwrap();
+    // Layout 1: the README inside the version record, no `meta` or `readmes` table.
+    {
+        let mut package = PackageRecord::new(name.clone(), Utc::now());
+        package.revision = 1;
+        let mut old = serde_json::to_value(record(&name, "1.0.0")).unwrap();
+        old["state"]["readme"] = serde_json::json!("# the old README");
+        let mut bare = serde_json::to_value(record(&name, "1.0.1")).unwrap();
+        bare["state"]["readme"] = serde_json::Value::Null;
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut packages = txn.open_table(PACKAGES).unwrap();
+            packages
+                .insert("@t/old", encode(&package).unwrap().as_slice())
+                .unwrap();
+            let mut versions = txn.open_table(VERSIONS).unwrap();
+            for (version, value) in [("1.0.0", &old), ("1.0.1", &bare)] {
+                versions
+                    .insert(("@t/old", version), encode(value).unwrap().as_slice())
+                    .unwrap();
+            }
+            txn.open_table(KV).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let meta = EmbeddedMetadata::open(&path).unwrap();
+    assert_eq!(
+        meta.readme(&name, &Version::new(1, 0, 0))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("# the old README")
+    );
+    assert_eq!(
+        meta.readme(&name, &Version::new(1, 0, 1)).await.unwrap(),
+        None
+    );
+    let doc = meta.document(&name).await.unwrap().unwrap();
+    assert_eq!(doc.versions.len(), 2);
+    let layout = meta
+        .db
+        .read(|d| {
+            let txn = d.begin_read()?;
+            let meta_table = txn.open_table(META)?;
+            Ok(meta_table.get("layout")?.map(|v| v.value()))
+        })
+        .unwrap();
+    assert_eq!(layout, Some(LAYOUT));
 }

@@ -27,7 +27,7 @@ use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::db::{Db, Failure};
-use super::{KV, PACKAGES, VERSIONS, decode, encode, internal};
+use super::{KV, PACKAGES, READMES, VERSIONS, decode, encode, internal};
 use crate::domain::{PackageRecord, VersionRecord, VersionState};
 use crate::storage::{CreateMode, PackageWrite, StoreError, VersionChange};
 
@@ -460,6 +460,25 @@ fn apply_package(txn: &WriteTransaction, write: &PackageWrite) -> Result<(), App
         versions
             .insert((name, *key), record.as_slice())
             .map_err(broken)?;
+    }
+    let mut readmes = txn.open_table(READMES).map_err(broken)?;
+    if let Some((record, _)) = &write.create {
+        let key = record.version.to_string();
+        match &write.readme {
+            Some(readme) => readmes
+                .insert((name, key.as_str()), readme.as_str())
+                .map(drop),
+            // An overwritten version keeps no README of the version it replaced.
+            None => readmes.remove((name, key.as_str())).map(drop),
+        }
+        .map_err(broken)?;
+    }
+    for change in &write.changes {
+        if let VersionChange::Unpublish(version, _) = change {
+            readmes
+                .remove((name, version.to_string().as_str()))
+                .map_err(broken)?;
+        }
     }
     packages.insert(name, package.as_slice()).map_err(broken)?;
     Ok(())
