@@ -7,7 +7,10 @@
 use std::{env, fs, path::Path};
 
 fn main() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../src/auth");
+    // Read when the script runs, not when it was compiled: a build cache shared by clones at
+    // different paths reuses the compiled script, and `env!` would point it at another clone.
+    let manifest_dir = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let src = Path::new(&manifest_dir).join("../src/auth");
     let read = |file: &str| {
         let path = src.join(file);
         println!("cargo::rerun-if-changed={}", path.display());

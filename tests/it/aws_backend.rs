@@ -221,6 +221,25 @@ async fn aws_requests_per_operation() {
         !second.contains_key("DynamoDB.Query"),
         "publishing must not read every version"
     );
+
+    // An instance holding the document's pieces applies a publish to them: the record and the
+    // new version's item, never every version, and no snapshot.
+    h.publish(name, "1.0.2").await;
+    let (status, body, patched) = h.send("GET", "/@acme%2fcounted", vec![]).await;
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["dist-tags"]["latest"], "1.0.2");
+    assert_eq!(doc["versions"].as_object().unwrap().len(), 3);
+    println!(
+        "  {:<40} {}",
+        "packument GET, first after a publish, warm instance",
+        show(&patched)
+    );
+    assert_eq!(
+        patched,
+        BTreeMap::from([("DynamoDB.GetItem".into(), 2)]),
+        "the first read after a publish on a warm instance: the record and the new version"
+    );
 }
 
 /// Instances share each package's snapshot: one that is current serves a new instance with two

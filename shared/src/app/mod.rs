@@ -297,7 +297,10 @@ fn assemble(
         max_unpacked_bytes: config.limits.max_unpacked_bytes,
         ..TarballLimits::default()
     };
-    let packuments = PackumentCache::new(config.limits.packument_cache_bytes);
+    let packuments = PackumentCache::new(
+        config.limits.packument_cache_bytes,
+        config.limits.render_bytes_in_flight,
+    );
     let body_budget = Arc::new(tokio::sync::Semaphore::new(
         config
             .limits

@@ -8,6 +8,9 @@ const DEFAULT_MAX_BODY_BYTES: usize = 64 << 20;
 /// Default memory for rendered packuments: the documents of a busy install (a few hundred packages
 /// at tens of KB each, identity and gzip) fit, and the server stays well inside 64 MB.
 const DEFAULT_PACKUMENT_CACHE_BYTES: usize = 16 << 20;
+/// Default memory for packuments being built at once: a 3,000-version document takes a few MB
+/// while it is decoded and joined, so tens build side by side and a burst of the biggest waits.
+const DEFAULT_RENDER_BYTES_IN_FLIGHT: usize = 64 << 20;
 /// Default most bytes a published tarball may unpack to.
 const DEFAULT_MAX_UNPACKED_BYTES: u64 = 1 << 30;
 
@@ -22,6 +25,8 @@ pub struct LimitsConfig {
     pub max_unpacked_bytes: u64,
     /// `REGISTRY_PACKUMENT_CACHE_BYTES`: memory for rendered packuments (0 turns the cache off).
     pub packument_cache_bytes: usize,
+    /// `REGISTRY_RENDER_BYTES_IN_FLIGHT`: memory for packuments being built at once.
+    pub render_bytes_in_flight: usize,
     /// `REGISTRY_ALLOW_OVERWRITE`: let a publish replace an existing (not unpublished) version.
     pub allow_overwrite: bool,
 }
@@ -46,6 +51,9 @@ impl LimitsConfig {
             packument_cache_bytes: env
                 .number("REGISTRY_PACKUMENT_CACHE_BYTES")?
                 .unwrap_or(DEFAULT_PACKUMENT_CACHE_BYTES),
+            render_bytes_in_flight: env
+                .number("REGISTRY_RENDER_BYTES_IN_FLIGHT")?
+                .unwrap_or(DEFAULT_RENDER_BYTES_IN_FLIGHT),
             allow_overwrite: env.flag("REGISTRY_ALLOW_OVERWRITE")?.unwrap_or(false),
         })
     }
@@ -63,6 +71,7 @@ mod tests {
         assert_eq!(c.max_body_bytes_in_flight, 128 << 20);
         assert_eq!(c.max_unpacked_bytes, 1 << 30);
         assert_eq!(c.packument_cache_bytes, 16 << 20);
+        assert_eq!(c.render_bytes_in_flight, 64 << 20);
         assert!(!c.allow_overwrite);
         let c = LimitsConfig::from_env(&env(&[
             ("REGISTRY_MAX_BODY_BYTES", "1000"),
@@ -85,6 +94,7 @@ mod tests {
             ("REGISTRY_MAX_BODY_BYTES_IN_FLIGHT", "-1"),
             ("REGISTRY_MAX_UNPACKED_BYTES", "1G"),
             ("REGISTRY_PACKUMENT_CACHE_BYTES", "off"),
+            ("REGISTRY_RENDER_BYTES_IN_FLIGHT", "lots"),
             ("REGISTRY_ALLOW_OVERWRITE", "sometimes"),
         ] {
             let e = LimitsConfig::from_env(&env(&[(key, value)])).unwrap_err();

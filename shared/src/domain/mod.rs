@@ -15,7 +15,8 @@ pub mod trust;
 pub use manifest::Manifest;
 pub use name::{NameError, PackageName};
 pub use package::{
-    Dist, LiveVersion, PackageDocument, PackageRecord, TarballKey, VersionRecord, VersionState,
+    Dist, LiveVersion, PackageDocument, PackageRecord, TarballKey, Touched, VersionRecord,
+    VersionState,
 };
 pub use repository::RepoRef;
 pub use tag::{DistTag, TagError};

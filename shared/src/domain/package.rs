@@ -31,6 +31,63 @@ pub struct PackageRecord {
     /// The GitHub repository the package is bound to (GitHub mode), from its first publish.
     #[serde(default)]
     pub repository: Option<super::RepoRef>,
+    /// The versions the latest writes changed, so a reader holding a rendering of an older
+    /// revision applies them instead of reading every version.
+    #[serde(default)]
+    pub touched: Touched,
+}
+
+/// The versions the latest writes to a package touched (created, deprecated, unpublished), with
+/// the revision of each write. Bounded: the oldest writes drop out and `since` moves past them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Touched {
+    /// Every write from this revision on is listed (`u64::MAX`: none is, as in the records of
+    /// releases that kept no list).
+    since: u64,
+    /// (revision, version) of each version touched, oldest first.
+    versions: Vec<(u64, Version)>,
+}
+
+impl Default for Touched {
+    fn default() -> Self {
+        Touched {
+            since: u64::MAX,
+            versions: Vec::new(),
+        }
+    }
+}
+
+impl Touched {
+    /// Entries kept at most: a reader more writes behind than this reads every version.
+    const KEEP: usize = 8;
+
+    /// Lists the write making `revision`, which touched `versions` (perhaps none).
+    pub(crate) fn record<'a>(
+        &mut self,
+        revision: u64,
+        versions: impl IntoIterator<Item = &'a Version>,
+    ) {
+        self.since = self.since.min(revision);
+        self.versions
+            .extend(versions.into_iter().map(|v| (revision, v.clone())));
+        while self.versions.len() > Self::KEEP {
+            // Drop the oldest write whole: a write is listed completely or not at all.
+            let oldest = self.versions[0].0;
+            self.versions.retain(|(r, _)| *r > oldest);
+            self.since = oldest + 1;
+        }
+    }
+
+    /// The versions touched by the writes after `revision`, if every one of them is listed.
+    pub(crate) fn after(&self, revision: u64) -> Option<Vec<&Version>> {
+        (self.since <= revision.saturating_add(1)).then(|| {
+            self.versions
+                .iter()
+                .filter(|(r, _)| *r > revision)
+                .map(|(_, v)| v)
+                .collect()
+        })
+    }
 }
 
 impl PackageRecord {
@@ -45,6 +102,7 @@ impl PackageRecord {
             stars: BTreeSet::new(),
             unpublished: None,
             repository: None,
+            touched: Touched::default(),
         }
     }
 
@@ -177,5 +235,37 @@ impl PackageDocument {
     /// True when the package has nothing installable (never published or all unpublished).
     pub(crate) fn is_empty(&self) -> bool {
         self.package.unpublished.is_some() || self.live().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn touched_lists_whole_writes_and_says_when_it_cannot() {
+        let v = |n: u64| Version::new(1, 0, n);
+        let mut touched = Touched::default();
+        assert_eq!(
+            touched.after(0),
+            None,
+            "an older release's record lists nothing"
+        );
+        touched.record(5, [&v(0)]);
+        assert_eq!(touched.after(4), Some(vec![&v(0)]));
+        assert_eq!(touched.after(3), None, "revision 4 was not listed");
+        touched.record(6, []);
+        assert_eq!(
+            touched.after(5),
+            Some(vec![]),
+            "a tag change touches no version"
+        );
+        let many: Vec<Version> = (1..=8).map(v).collect();
+        touched.record(7, &many);
+        assert_eq!(touched.after(6).map(|t| t.len()), Some(8));
+        assert_eq!(touched.after(4), None, "revision 5's entry was dropped");
+        touched.record(8, [&v(9)]);
+        assert_eq!(touched.after(7), Some(vec![&v(9)]));
+        assert_eq!(touched.after(6), None, "revision 7 was dropped whole");
     }
 }

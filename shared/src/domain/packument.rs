@@ -149,12 +149,15 @@ impl Serialize for Iso<'_> {
     }
 }
 
+#[cfg(test)]
 fn dist_tags(doc: &PackageDocument) -> impl Serialize + '_ {
     LazyMap(|| doc.package.dist_tags.iter().map(|(t, v)| (t.as_str(), v)))
 }
 
 /// Writes the full packument (`Accept: application/json`) into `out`, with `readme` (the
-/// README of the version [`latest`] picks) at the top level.
+/// README of the version [`latest`] picks) at the top level: in one piece, the oracle the
+/// pieces are tested against.
+#[cfg(test)]
 pub(crate) fn write_full(
     doc: &PackageDocument,
     base_url: &str,
@@ -185,6 +188,7 @@ pub(crate) fn latest(doc: &PackageDocument) -> Option<(&Version, &LiveVersion)> 
 }
 
 /// Writes the abbreviated packument (`Accept: application/vnd.npm.install-v1+json`) into `out`.
+#[cfg(test)]
 pub(crate) fn write_abbreviated(
     doc: &PackageDocument,
     base_url: &str,
@@ -194,6 +198,7 @@ pub(crate) fn write_abbreviated(
 }
 
 /// Each live version with the manifest clients see for it.
+#[cfg(test)]
 fn version_manifests<'a>(
     live: &'a [(&'a Version, &'a DateTime<Utc>, &'a LiveVersion)],
     name: &'a PackageName,
@@ -210,12 +215,172 @@ fn version_manifests<'a>(
     })
 }
 
+/// A packument cut into pieces that are rendered on their own, so a change to one version
+/// re-renders that version's entry only (`http::incremental` keeps the pieces). Joined in order,
+/// the head, the version entries in ascending order (each after a `,` but the first), and, in the
+/// full view, the middle, the time entries (each after a `,`) and the tail, they are byte for
+/// byte what [`write_full`] and [`write_abbreviated`] write.
+pub(crate) mod pieces {
+    use super::{
+        DateTime, InstallManifest, Iso, LATEST_FIELDS, LazyMap, LiveVersion, PackageName,
+        Serialize, Utc, Version, VersionManifest,
+    };
+    use crate::domain::PackageRecord;
+
+    fn key(out: &mut Vec<u8>, key: &str) -> Result<(), serde_json::Error> {
+        serde_json::to_writer(&mut *out, key)?;
+        out.push(b':');
+        Ok(())
+    }
+
+    fn entry(
+        out: &mut Vec<u8>,
+        name: &str,
+        value: &impl Serialize,
+    ) -> Result<(), serde_json::Error> {
+        out.push(b',');
+        key(out, name)?;
+        serde_json::to_writer(out, value)
+    }
+
+    fn tags(package: &PackageRecord) -> impl Serialize + '_ {
+        LazyMap(|| package.dist_tags.iter().map(|(t, v)| (t.as_str(), v)))
+    }
+
+    /// `"<version>":{manifest}`: one entry of the full view's `versions`.
+    pub(crate) fn full_version(
+        name: &PackageName,
+        version: &Version,
+        live: &LiveVersion,
+        base_url: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), serde_json::Error> {
+        key(out, &version.to_string())?;
+        let manifest = VersionManifest {
+            base_url,
+            name,
+            version,
+            live,
+        };
+        serde_json::to_writer(out, &manifest)
+    }
+
+    /// `"<version>":{install manifest}`: one entry of the abbreviated view's `versions`.
+    pub(crate) fn abbreviated_version(
+        name: &PackageName,
+        version: &Version,
+        live: &LiveVersion,
+        base_url: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), serde_json::Error> {
+        key(out, &version.to_string())?;
+        let manifest = VersionManifest {
+            base_url,
+            name,
+            version,
+            live,
+        };
+        serde_json::to_writer(out, &InstallManifest(manifest))
+    }
+
+    /// `"<version>":"<published>"`: one entry of the full view's `time`.
+    pub(crate) fn time(
+        version: &Version,
+        published: &DateTime<Utc>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), serde_json::Error> {
+        key(out, &version.to_string())?;
+        serde_json::to_writer(out, &Iso(published))
+    }
+
+    /// The full view up to its first version entry.
+    pub(crate) fn full_head(
+        package: &PackageRecord,
+        out: &mut Vec<u8>,
+    ) -> Result<(), serde_json::Error> {
+        out.push(b'{');
+        key(out, "_id")?;
+        serde_json::to_writer(&mut *out, package.name.as_str())?;
+        entry(out, "_rev", &package.rev_string())?;
+        entry(out, "name", &package.name.as_str())?;
+        entry(out, "dist-tags", &tags(package))?;
+        out.push(b',');
+        key(out, "versions")?;
+        out.push(b'{');
+        Ok(())
+    }
+
+    /// The full view between its version entries and its time entries.
+    pub(crate) fn full_middle(
+        package: &PackageRecord,
+        out: &mut Vec<u8>,
+    ) -> Result<(), serde_json::Error> {
+        out.extend_from_slice(b"},");
+        key(out, "time")?;
+        out.push(b'{');
+        key(out, "created")?;
+        serde_json::to_writer(&mut *out, &Iso(&package.created))?;
+        entry(out, "modified", &Iso(&package.modified))
+    }
+
+    /// The full view after its time entries: the latest version's fields and README, and
+    /// `users`.
+    pub(crate) fn full_tail(
+        package: &PackageRecord,
+        latest: Option<&LiveVersion>,
+        readme: Option<&str>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), serde_json::Error> {
+        out.push(b'}');
+        if let Some(l) = latest {
+            let fields = l.manifest.fields()?;
+            for field in LATEST_FIELDS {
+                if let Some(value) = fields.get(field) {
+                    entry(out, field, &value)?;
+                }
+            }
+            entry(out, "readme", &readme.unwrap_or_default())?;
+            if let Some(f) = &l.readme_filename {
+                entry(out, "readmeFilename", f)?;
+            }
+        }
+        entry(
+            out,
+            "users",
+            &LazyMap(|| package.stars.iter().map(|u| (u, true))),
+        )?;
+        out.push(b'}');
+        Ok(())
+    }
+
+    /// The abbreviated view up to its first version entry.
+    pub(crate) fn abbreviated_head(
+        package: &PackageRecord,
+        out: &mut Vec<u8>,
+    ) -> Result<(), serde_json::Error> {
+        out.push(b'{');
+        key(out, "name")?;
+        serde_json::to_writer(&mut *out, package.name.as_str())?;
+        entry(out, "modified", &Iso(&package.modified))?;
+        entry(out, "dist-tags", &tags(package))?;
+        out.push(b',');
+        key(out, "versions")?;
+        out.push(b'{');
+        Ok(())
+    }
+
+    /// The abbreviated view after its version entries.
+    pub(crate) const ABBREVIATED_TAIL: &[u8] = b"}}";
+}
+
+#[cfg(test)]
 struct Full<'a> {
     doc: &'a PackageDocument,
     base_url: &'a str,
     readme: Option<&'a str>,
 }
 
+#[cfg(test)]
 impl Serialize for Full<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let pkg = &self.doc.package;
@@ -258,11 +423,13 @@ impl Serialize for Full<'_> {
     }
 }
 
+#[cfg(test)]
 struct Abbreviated<'a> {
     doc: &'a PackageDocument,
     base_url: &'a str,
 }
 
+#[cfg(test)]
 impl Serialize for Abbreviated<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let pkg = &self.doc.package;
@@ -378,6 +545,64 @@ mod tests {
         PackageDocument {
             package,
             versions: vec![live(&v2, "two"), gone, live(&v1, "one")],
+        }
+    }
+
+    /// The pieces joined as `http::incremental` joins them.
+    fn joined(doc: &PackageDocument, base_url: &str, readme: Option<&str>, full: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let live = doc.live();
+        if full {
+            pieces::full_head(&doc.package, &mut out).unwrap();
+        } else {
+            pieces::abbreviated_head(&doc.package, &mut out).unwrap();
+        }
+        for (i, (version, _, l)) in live.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            if full {
+                pieces::full_version(&doc.package.name, version, l, base_url, &mut out).unwrap();
+            } else {
+                pieces::abbreviated_version(&doc.package.name, version, l, base_url, &mut out)
+                    .unwrap();
+            }
+        }
+        if !full {
+            out.extend_from_slice(pieces::ABBREVIATED_TAIL);
+            return out;
+        }
+        pieces::full_middle(&doc.package, &mut out).unwrap();
+        for (version, published, _) in &live {
+            out.push(b',');
+            pieces::time(version, published, &mut out).unwrap();
+        }
+        let latest = latest(doc).map(|(_, l)| l);
+        pieces::full_tail(&doc.package, latest, readme, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn pieces_join_to_the_whole_document() {
+        let mut doc = doc();
+        for round in 0..3 {
+            let mut full = Vec::new();
+            write_full(&doc, "http://r.test", Some("read me"), &mut full).unwrap();
+            assert_eq!(
+                String::from_utf8(joined(&doc, "http://r.test", Some("read me"), true)).unwrap(),
+                String::from_utf8(full).unwrap(),
+                "round {round}"
+            );
+            let mut abbreviated = Vec::new();
+            write_abbreviated(&doc, "http://r.test", &mut abbreviated).unwrap();
+            assert_eq!(joined(&doc, "http://r.test", None, false), abbreviated);
+            // Stars, a deprecation, no latest tag: each changes other pieces.
+            doc.package.stars.insert(format!("user{round}"));
+            if let VersionState::Live(l) = &mut doc.versions[0].state {
+                l.deprecated = Some("old".into());
+                l.readme_filename = Some("README.md".into());
+            }
+            doc.package.dist_tags.clear();
         }
     }
 

@@ -7,12 +7,15 @@ use sha2::Digest;
 
 use std::sync::Arc;
 
+use super::incremental::Built;
 use super::rendered::{Rendered, View, cache_headers, if_none_match};
 use super::routes::MetadataRoute;
 use super::{ApiError, AppState, RequestContext, json_response};
 use crate::auth::Action;
 use crate::domain::packument;
-use crate::domain::{DistTag, PackageName, VersionState};
+use crate::domain::{
+    DistTag, LiveVersion, PackageDocument, PackageName, PackageRecord, VersionRecord, VersionState,
+};
 
 /// Handles a metadata route.
 pub async fn handle(
@@ -95,17 +98,21 @@ fn cached_json(
 }
 
 /// The packument, from the rendered cache when it holds the package's current revision: then a
-/// read is one small record lookup (which also authorises) and no JSON work at all.
+/// read is one small record lookup (which also authorises) and no JSON work at all. Otherwise the
+/// kept pieces are patched with the versions the writes since touched, or, without pieces (or
+/// too far behind), the document is read and built whole. One build per package and view at a
+/// time; other packages build side by side, within `REGISTRY_RENDER_BYTES_IN_FLIGHT`.
 async fn packument(
     state: &AppState,
     ctx: &RequestContext,
     name: &PackageName,
 ) -> Result<Response, ApiError> {
     let view = View::requested(&ctx.headers);
-    let kept = state.packuments.kept(name, view, &ctx.base_url);
+    let cache = &state.packuments;
+    let kept = cache.kept(name, view, &ctx.base_url);
     // Nothing kept for this view: the document will be needed, so the store may fetch it with
-    // the record, unless a rendering under way may be the one this reader needs.
-    let read = if kept.is_none() && !state.packuments.rendering() {
+    // the record, unless a build under way may be the one this reader needs.
+    let read = if kept.is_none() && !cache.building(name, view, &ctx.base_url) {
         state.metadata.package_and_document(name).await?
     } else {
         state.metadata.package(name).await?.map(|p| (p, None))
@@ -116,45 +123,130 @@ async fn packument(
     state
         .authorize(ctx, name, Some(&package), Action::Read)
         .await?;
-    if let Some(rendered) = kept.filter(|r| r.revision == package.revision) {
+    if let Some(rendered) = kept.as_ref().filter(|r| r.revision == package.revision) {
         return Ok(rendered.respond(&ctx.headers));
     }
-    // Whoever held the permit may have just rendered this very document.
-    let _permit = state.packuments.render_permit().await;
-    if let Some(rendered) = state
-        .packuments
-        .get(name, view, &ctx.base_url, package.revision)
-    {
+    let builder = cache.builder(name, view, &ctx.base_url);
+    let mut built = builder.lock().await;
+    // Whoever held the builder may have just built this very revision.
+    if let Some(rendered) = cache.get(name, view, &ctx.base_url, package.revision) {
         return Ok(rendered.respond(&ctx.headers));
     }
-    let installable = match prefetched {
-        Some(doc) => Some(doc),
-        None => state.metadata.document_from(&package).await?,
+    let patched = match built.as_mut() {
+        Some(pieces) => patch(state, name, &package, pieces).await?,
+        None => false,
     };
-    let Some(doc) = installable.filter(|doc| !doc.is_empty()) else {
+    if !patched {
+        // A document takes about three times its rendering while it is decoded and built.
+        let estimate = kept.map_or(1 << 20, |r| 3 * r.size());
+        let _permit = cache.build_permit(estimate).await;
+        *built = build(state, name, view, &ctx.base_url, &package, prefetched).await?;
+    }
+    let Some(pieces) = built.as_ref().filter(|p| !p.is_empty()) else {
         return state.not_here(name, ctx).await;
     };
-    // Rendered off the async workers (thousands of versions take tens of milliseconds), and
-    // dropped there too: the decoded document is the bulk of a rendering's memory.
+    if package.unpublished.is_some() {
+        return state.not_here(name, ctx).await;
+    }
+    let rendered = Arc::new(Rendered::join(pieces, &package)?);
+    cache.insert(
+        name,
+        &ctx.base_url,
+        rendered.clone(),
+        &builder,
+        pieces.size(),
+    );
+    Ok(rendered.respond(&ctx.headers))
+}
+
+/// Brings `pieces` up to `package`'s revision by applying the versions the writes since touched,
+/// if the record still lists them all; `false` if it cannot (the caller builds anew).
+async fn patch(
+    state: &AppState,
+    name: &PackageName,
+    package: &PackageRecord,
+    pieces: &mut Built,
+) -> Result<bool, ApiError> {
+    let Some(touched) = package
+        .touched
+        .after(pieces.revision)
+        .filter(|_| pieces.revision < package.revision)
+    else {
+        return Ok(false);
+    };
+    let mut changed = Vec::with_capacity(touched.len());
+    for version in touched {
+        let record = state.metadata.version(name, version).await?;
+        changed.push((version.clone(), record));
+    }
+    pieces
+        .apply(package, &changed)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(wanted) = pieces.latest_wanted(package) {
+        let record = match changed.iter().find(|(v, _)| *v == wanted) {
+            Some((_, record)) => record.clone(),
+            None => state.metadata.version(name, &wanted).await?,
+        };
+        // Gone since the record was read: a later read sees a newer revision and builds.
+        let Some(VersionRecord {
+            state: VersionState::Live(live),
+            ..
+        }) = record
+        else {
+            return Ok(false);
+        };
+        let readme = readme(state, name, &wanted, &live).await?;
+        pieces.set_latest(wanted, *live, readme);
+    }
+    Ok(true)
+}
+
+/// The README of `version`, if it has one.
+async fn readme(
+    state: &AppState,
+    name: &PackageName,
+    version: &semver::Version,
+    live: &LiveVersion,
+) -> Result<Option<String>, ApiError> {
+    Ok(if live.has_readme == Some(false) {
+        None
+    } else {
+        state.metadata.readme(name, version).await?
+    })
+}
+
+/// Builds `view` of the whole document at (or after) `package`'s revision; `None` when there is
+/// no such package any more.
+async fn build(
+    state: &AppState,
+    name: &PackageName,
+    view: View,
+    base_url: &str,
+    package: &PackageRecord,
+    prefetched: Option<PackageDocument>,
+) -> Result<Option<Built>, ApiError> {
+    let doc = match prefetched {
+        Some(doc) => Some(doc),
+        None => state.metadata.document_from(package).await?,
+    };
+    let Some(doc) = doc else {
+        return Ok(None);
+    };
     // Only the full view shows a README, and only the latest version's: read apart, so no
     // other view (and no other version) ever decodes one.
     let readme = match (view, packument::latest(&doc)) {
-        (View::Full, Some((version, live))) if live.has_readme != Some(false) => {
-            state.metadata.readme(name, version).await?
-        }
+        (View::Full, Some((version, live))) => readme(state, name, version, live).await?,
         _ => None,
     };
-    let base_url = ctx.base_url.clone();
-    let rendered = tokio::task::spawn_blocking(move || {
-        Rendered::render(&doc, view, &base_url, readme.as_deref())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let rendered = Arc::new(rendered);
-    state
-        .packuments
-        .insert(name, &ctx.base_url, rendered.clone());
-    Ok(rendered.respond(&ctx.headers))
+    let base_url = base_url.to_string();
+    // Built off the async workers (thousands of versions take milliseconds), and the decoded
+    // document dropped there too: it is the bulk of a build's memory.
+    let built =
+        tokio::task::spawn_blocking(move || Built::from_document(&doc, view, &base_url, readme))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Some(built))
 }
 
 async fn version_or_tag(

@@ -8,6 +8,7 @@ pub mod auth;
 mod body;
 mod dispatch;
 mod error;
+mod incremental;
 pub mod metadata;
 pub mod oidc;
 pub mod publish;

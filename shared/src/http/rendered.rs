@@ -4,7 +4,6 @@
 //! instead of loading every version and serialising JSON per request.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -13,8 +12,13 @@ use bytes::Bytes;
 use sha2::Digest;
 
 use super::ApiError;
-use crate::domain::packument::{self, ABBREVIATED_MEDIA_TYPE};
-use crate::domain::{PackageDocument, PackageName};
+use super::incremental::Built;
+use crate::domain::packument::ABBREVIATED_MEDIA_TYPE;
+use crate::domain::{PackageName, PackageRecord};
+
+/// Changes whenever this code writes packuments differently, so no ETag of an older release's
+/// bytes names a newer release's.
+const RENDER_FORMAT: &str = "packument-2";
 
 /// Which form of the packument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,7 +44,7 @@ impl View {
         }
     }
 
-    fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             View::Full => "application/json",
             View::Abbreviated => ABBREVIATED_MEDIA_TYPE,
@@ -61,47 +65,42 @@ pub struct Rendered {
 }
 
 impl Rendered {
-    /// Renders `view` of `doc` with tarball links under `base_url` (and, in the full view,
-    /// `readme`: the latest version's).
-    pub(crate) fn render(
-        doc: &PackageDocument,
-        view: View,
-        base_url: &str,
-        readme: Option<&str>,
-    ) -> Result<Rendered, ApiError> {
-        let mut identity = Vec::new();
-        match view {
-            View::Full => packument::write_full(doc, base_url, readme, &mut identity),
-            View::Abbreviated => packument::write_abbreviated(doc, base_url, &mut identity),
+    /// The document `built` joins for `package` (the record it was built or changed for).
+    pub(crate) fn join(built: &Built, package: &PackageRecord) -> Result<Rendered, ApiError> {
+        let (identity, gzip) = built
+            .join(package)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        // The bytes follow from the package's state at this revision, the view and the base URL
+        // (and this code's way of writing them): a tag of those names them without hashing
+        // megabytes.
+        let mut tag = sha2::Sha256::new();
+        for part in [
+            RENDER_FORMAT.as_bytes(),
+            built.view().content_type().as_bytes(),
+            built.base_url().as_bytes(),
+            package.name.as_str().as_bytes(),
+            package.rev_string().as_bytes(),
+        ] {
+            tag.update(part.len().to_le_bytes());
+            tag.update(part);
         }
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let mut encoder = flate2::write::GzEncoder::new(
-            Vec::with_capacity(identity.len() / 4),
-            flate2::Compression::default(),
-        );
-        encoder
-            .write_all(&identity)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let gzip = encoder
-            .finish()
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let hash = hex::encode(&sha2::Sha256::digest(&identity)[..16]);
+        let hash = hex::encode(&tag.finalize()[..16]);
         let header =
             |s: String| HeaderValue::from_str(&s).map_err(|e| ApiError::Internal(e.to_string()));
         Ok(Rendered {
-            revision: doc.package.revision,
-            view,
+            revision: package.revision,
+            view: built.view(),
             etag: header(format!("\"{hash}\""))?,
             // A strong ETag names one representation: the gzip bytes get their own.
             gzip_etag: header(format!("\"{hash}-gzip\""))?,
             last_modified: header(
-                doc.package
+                package
                     .modified
                     .format("%a, %d %b %Y %H:%M:%S GMT")
                     .to_string(),
             )?,
-            identity: Bytes::from(identity),
-            gzip: Bytes::from(gzip),
+            identity,
+            gzip,
         })
     }
 
@@ -202,38 +201,53 @@ impl Key {
     }
 }
 
-struct Entry {
-    rendered: Arc<Rendered>,
+/// The pieces a package's rendering is joined from, held by whoever builds or patches it: one
+/// build per package, view and base URL at a time.
+pub(crate) type Builder = Arc<tokio::sync::Mutex<Option<Built>>>;
+
+struct Slot {
+    rendered: Option<Arc<Rendered>>,
+    builder: Builder,
+    /// Memory held by the rendering and its pieces.
+    size: usize,
     last_used: u64,
 }
 
 #[derive(Default)]
-struct Entries {
-    map: HashMap<Key, Entry>,
+struct Slots {
+    map: HashMap<Key, Slot>,
     bytes: usize,
     clock: u64,
 }
 
-/// Rendered packuments by package, view and base URL, at most `budget` bytes, least recently
-/// used out first. A hit must be at the revision the caller just read from the store, so a
-/// write (which bumps the revision) is never hidden, whichever process made it.
+/// Rendered packuments and the pieces they are joined from, by package, view and base URL, at
+/// most `budget` bytes, least recently used out first. A hit must be at the revision the caller
+/// just read from the store, so a write (which bumps the revision) is never hidden, whichever
+/// process made it.
 pub struct PackumentCache {
     budget: usize,
-    entries: Mutex<Entries>,
-    /// One rendering at a time: a document of thousands of versions takes tens of MB while it is
-    /// decoded and rendered, and a burst of readers after a write would otherwise each render it.
-    render_slot: tokio::sync::Semaphore,
+    slots: Mutex<Slots>,
+    /// Memory for documents being built at once, in KiB: many packages build side by side, a
+    /// burst of big ones waits.
+    building: tokio::sync::Semaphore,
+    building_kib: u32,
     /// Renderings made so far.
     renders: std::sync::atomic::AtomicU64,
 }
 
 impl PackumentCache {
-    /// A cache holding at most `budget` bytes (0: nothing is kept).
-    pub fn new(budget: usize) -> PackumentCache {
+    /// A cache holding at most `budget` bytes (0: nothing is kept), building documents of at
+    /// most `in_flight` bytes at once.
+    pub fn new(budget: usize, in_flight: usize) -> PackumentCache {
+        let building_kib = u32::try_from(in_flight / 1024).unwrap_or(u32::MAX).clamp(
+            1,
+            u32::try_from(tokio::sync::Semaphore::MAX_PERMITS).unwrap_or(u32::MAX),
+        );
         PackumentCache {
             budget,
-            entries: Mutex::new(Entries::default()),
-            render_slot: tokio::sync::Semaphore::new(1),
+            slots: Mutex::new(Slots::default()),
+            building: tokio::sync::Semaphore::new(building_kib as usize),
+            building_kib,
             renders: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -243,16 +257,47 @@ impl PackumentCache {
         self.renders.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Waits for the right to render; check the cache again once it is granted, since the
-    /// request that held it may have rendered the same document.
-    pub(crate) async fn render_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        // The semaphore is never closed, so this is always `Some`.
-        self.render_slot.acquire().await.ok()
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether a rendering is under way: a reader missing the cache may get its result.
-    pub(crate) fn rendering(&self) -> bool {
-        self.render_slot.available_permits() == 0
+    /// Waits until `bytes` more of documents may be built (a larger build waits for all others).
+    pub(crate) async fn build_permit(
+        &self,
+        bytes: usize,
+    ) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let kib = u32::try_from(bytes / 1024 + 1)
+            .unwrap_or(u32::MAX)
+            .min(self.building_kib);
+        // The semaphore is never closed, so this is always `Some`.
+        self.building.acquire_many(kib).await.ok()
+    }
+
+    /// The builder of `name`'s `view`: lock it to build or patch the rendering.
+    pub(crate) fn builder(&self, name: &PackageName, view: View, base_url: &str) -> Builder {
+        let mut slots = self.slots();
+        slots.clock += 1;
+        let now = slots.clock;
+        let slot = slots
+            .map
+            .entry(Key::new(name, view, base_url))
+            .or_insert_with(|| Slot {
+                rendered: None,
+                builder: Builder::default(),
+                size: 0,
+                last_used: now,
+            });
+        slot.builder.clone()
+    }
+
+    /// Whether someone is building `name`'s `view` now: a reader may get their result.
+    pub(crate) fn building(&self, name: &PackageName, view: View, base_url: &str) -> bool {
+        self.slots()
+            .map
+            .get(&Key::new(name, view, base_url))
+            .is_some_and(|slot| slot.builder.try_lock().is_err())
     }
 
     /// The rendering of `name`'s `view` kept now, at whatever revision (the caller compares it
@@ -264,15 +309,12 @@ impl PackumentCache {
         base_url: &str,
     ) -> Option<Arc<Rendered>> {
         let key = Key::new(name, view, base_url);
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        entries.clock += 1;
-        let now = entries.clock;
-        let entry = entries.map.get_mut(&key)?;
-        entry.last_used = now;
-        Some(entry.rendered.clone())
+        let mut slots = self.slots();
+        slots.clock += 1;
+        let now = slots.clock;
+        let slot = slots.map.get_mut(&key)?;
+        slot.last_used = now;
+        slot.rendered.clone()
     }
 
     /// The rendering of `name` at exactly `revision`, if kept.
@@ -287,90 +329,110 @@ impl PackumentCache {
             .filter(|rendered| rendered.revision == revision)
     }
 
-    /// Keeps `rendered` (unless a newer revision is already kept), evicting the least recently
-    /// used entries beyond the budget.
-    pub(crate) fn insert(&self, name: &PackageName, base_url: &str, rendered: Arc<Rendered>) {
+    /// Keeps `rendered`, whose pieces (`pieces` bytes) `builder` holds, unless a newer revision is
+    /// already kept; evicts the least recently used beyond the budget.
+    pub(crate) fn insert(
+        &self,
+        name: &PackageName,
+        base_url: &str,
+        rendered: Arc<Rendered>,
+        builder: &Builder,
+        pieces: usize,
+    ) {
         self.renders
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let size = rendered.size();
-        if size > self.budget {
-            return;
-        }
+        let size = rendered.size() + pieces;
         let key = Key::new(name, rendered.view, base_url);
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        entries.clock += 1;
-        let now = entries.clock;
-        if let Some(old) = entries.map.get(&key) {
-            if old.rendered.revision > rendered.revision {
+        let mut slots = self.slots();
+        slots.clock += 1;
+        let now = slots.clock;
+        let old_size = match slots.map.get(&key) {
+            Some(old)
+                if old
+                    .rendered
+                    .as_ref()
+                    .is_some_and(|r| r.revision > rendered.revision) =>
+            {
                 return;
             }
-            let old_size = old.rendered.size();
-            entries.bytes -= old_size;
-        }
-        entries.map.insert(
-            key,
-            Entry {
-                rendered,
+            Some(old) => old.size,
+            None => 0,
+        };
+        slots.bytes -= old_size;
+        slots.map.insert(
+            key.clone(),
+            Slot {
+                rendered: Some(rendered),
+                builder: builder.clone(),
+                size,
                 last_used: now,
             },
         );
-        entries.bytes += size;
-        while entries.bytes > self.budget {
-            let Some(oldest) = entries
+        slots.bytes += size;
+        while slots.bytes > self.budget {
+            let Some(oldest) = slots
                 .map
                 .iter()
-                .min_by_key(|(_, e)| e.last_used)
+                .filter(|(_, slot)| slot.size > 0)
+                .min_by_key(|(_, slot)| slot.last_used)
                 .map(|(k, _)| k.clone())
             else {
                 break;
             };
-            if let Some(gone) = entries.map.remove(&oldest) {
-                entries.bytes -= gone.rendered.size();
+            if let Some(gone) = slots.map.remove(&oldest) {
+                slots.bytes -= gone.size;
             }
+        }
+        // Slots being built but never filled (a failed build) go too, once idle.
+        if slots.map.len() > 2 * (slots.bytes / 1024 + 64) {
+            slots
+                .map
+                .retain(|_, slot| slot.size > 0 || Arc::strong_count(&slot.builder) > 1);
         }
     }
 
     /// Bytes held now.
     pub fn bytes(&self) -> usize {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .bytes
+        self.slots().bytes
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{PackageDocument, PackageRecord};
+    use crate::domain::PackageDocument;
 
     fn rendered(name: &str, revision: u64) -> (PackageName, Arc<Rendered>) {
         let name = PackageName::parse(name).unwrap();
-        let mut package = PackageRecord::new(name.clone(), chrono::Utc::now());
+        let created = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut package = PackageRecord::new(name.clone(), created);
         package.revision = revision;
         let doc = PackageDocument {
             package,
             versions: Vec::new(),
         };
-        let r = Rendered::render(&doc, View::Full, "http://r", None).unwrap();
+        let built = Built::from_document(&doc, View::Full, "http://r", None).unwrap();
+        let r = Rendered::join(&built, &doc.package).unwrap();
         (name, Arc::new(r))
+    }
+
+    fn insert(cache: &PackumentCache, name: &PackageName, r: Arc<Rendered>) {
+        let builder = cache.builder(name, r.view, "http://r");
+        cache.insert(name, "http://r", r, &builder, 0);
     }
 
     #[test]
     fn hits_only_the_current_revision_and_keeps_the_newest() {
-        let cache = PackumentCache::new(1 << 20);
+        let cache = PackumentCache::new(1 << 20, 1 << 20);
         let (name, r2) = rendered("@s/a", 2);
-        cache.insert(&name, "http://r", r2);
+        insert(&cache, &name, r2);
         assert!(cache.get(&name, View::Full, "http://r", 2).is_some());
         assert!(cache.get(&name, View::Full, "http://r", 3).is_none());
         assert!(cache.get(&name, View::Abbreviated, "http://r", 2).is_none());
         assert!(cache.get(&name, View::Full, "http://other", 2).is_none());
         // A slower renderer of an older revision does not replace the newer one.
         let (_, r1) = rendered("@s/a", 1);
-        cache.insert(&name, "http://r", r1);
+        insert(&cache, &name, r1);
         assert_eq!(
             cache
                 .get(&name, View::Full, "http://r", 2)
@@ -385,11 +447,11 @@ mod tests {
         let (a, ra) = rendered("@s/a", 1);
         let (b, rb) = rendered("@s/b", 1);
         let (c, rc) = rendered("@s/c", 1);
-        let cache = PackumentCache::new(ra.size() + rb.size() + rc.size() / 2);
-        cache.insert(&a, "http://r", ra);
-        cache.insert(&b, "http://r", rb);
+        let cache = PackumentCache::new(ra.size() + rb.size() + rc.size() / 2, 1 << 20);
+        insert(&cache, &a, ra);
+        insert(&cache, &b, rb);
         assert!(cache.get(&a, View::Full, "http://r", 1).is_some());
-        cache.insert(&c, "http://r", rc);
+        insert(&cache, &c, rc);
         assert!(
             cache.get(&b, View::Full, "http://r", 1).is_none(),
             "b was least recently used"
@@ -397,6 +459,18 @@ mod tests {
         assert!(cache.get(&a, View::Full, "http://r", 1).is_some());
         assert!(cache.get(&c, View::Full, "http://r", 1).is_some());
         assert!(cache.bytes() <= cache.budget);
+    }
+
+    #[test]
+    fn etags_name_the_revision_view_and_base_url() {
+        let (_, a1) = rendered("@s/a", 1);
+        let (_, a1_again) = rendered("@s/a", 1);
+        let (_, a2) = rendered("@s/a", 2);
+        let (_, b1) = rendered("@s/b", 1);
+        assert_eq!(a1.etag, a1_again.etag);
+        assert_ne!(a1.etag, a2.etag);
+        assert_ne!(a1.etag, b1.etag);
+        assert_ne!(a1.etag, a1.gzip_etag);
     }
 
     #[test]

@@ -102,7 +102,14 @@ impl Draft {
         self.changes.push(change);
     }
 
-    fn into_write(self) -> PackageWrite {
+    fn into_write(mut self) -> PackageWrite {
+        let created = self.create.iter().map(|(record, _)| &record.version);
+        let changed = self.changes.iter().map(|change| match change {
+            VersionChange::Deprecate(v, _) | VersionChange::Unpublish(v, _) => v,
+        });
+        self.record
+            .touched
+            .record(self.record.revision, created.chain(changed));
         PackageWrite {
             package: self.record,
             expected_revision: self.expected_revision,

@@ -59,7 +59,7 @@ impl AwsStorage {
             }
         }
         let put = Op::PutPackage {
-            record: doc.package.clone(),
+            record: Box::new(doc.package.clone()),
             condition: Condition::Absent,
         };
         let item = self.transact_item(name, &put, None)?;

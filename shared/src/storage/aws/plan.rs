@@ -43,7 +43,7 @@ pub(super) enum Op<'a> {
     /// Puts the package record; always the transaction's last item.
     PutPackage {
         /// The record, at the revision this transaction writes.
-        record: PackageRecord,
+        record: Box<PackageRecord>,
         /// `Absent` (a new package) or `Revision` (the one before).
         condition: Condition,
     },
@@ -121,12 +121,18 @@ pub(super) fn plan(write: &PackageWrite) -> Vec<Transaction<'_>> {
         chunks.push(changes.by_ref().take(CHANGES_PER_TRANSACTION).collect());
     }
     let base = write.expected_revision.unwrap_or(0);
+    let split = chunks.len() > 1;
     chunks
         .into_iter()
         .zip(0u64..)
         .map(|(mut ops, i)| {
-            let mut record = write.package.clone();
+            let mut record = Box::new(write.package.clone());
             record.revision = base + i + 1;
+            if split {
+                // Each transaction lands a part of the write under its own revision: no list of
+                // what one revision touched would be true, so readers of these build anew.
+                record.touched = crate::domain::Touched::default();
+            }
             let condition = match (i, write.expected_revision) {
                 (0, None) => Condition::Absent,
                 (0, Some(rev)) => Condition::Revision(rev),

@@ -1,0 +1,615 @@
+//! Packuments kept as pieces, so a write re-renders what it changed instead of every version.
+//!
+//! A packument is its head, one entry per live version, and (full view) a time entry per version
+//! and a tail (`domain::packument::pieces`). Entries are grouped into chunks of about 32 KiB; each
+//! chunk keeps its bytes, their raw deflate (ended by a sync flush, so deflates of consecutive
+//! pieces concatenate into one valid stream) and their CRC-32 (CRCs combine). A publish then
+//! renders one entry, re-compresses one chunk and the small head and tail, and joins the rest as
+//! they are: the gzip of a 3,000-version document is not compressed again, only copied.
+
+use std::io;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use flate2::{Compress, Compression, FlushCompress};
+use semver::Version;
+
+use super::rendered::View;
+use crate::domain::packument::{self, pieces};
+use crate::domain::{LiveVersion, PackageDocument, PackageName, PackageRecord, VersionRecord};
+
+/// Entries are grouped into chunks of about this many bytes, compressed one by one. Deflate
+/// looks back 32 KiB, so a chunk this size loses little against one stream for the document.
+const CHUNK_BYTES: usize = 32 * 1024;
+
+/// The gzip header: no name, no time, unknown OS (RFC 1952).
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+/// An empty final block with fixed codes: ends a deflate stream after a sync flush.
+const DEFLATE_END: [u8; 2] = [0x03, 0x00];
+
+/// Bytes with their sync-flushed raw deflate and their CRC-32.
+#[derive(Clone)]
+struct Piece {
+    identity: Bytes,
+    deflate: Bytes,
+    crc: crc32fast::Hasher,
+}
+
+impl Piece {
+    fn new(identity: Bytes) -> io::Result<Piece> {
+        let deflate = deflate(&identity)?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&identity);
+        Ok(Piece {
+            identity,
+            deflate,
+            crc,
+        })
+    }
+
+    fn rendered(
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), serde_json::Error>,
+    ) -> io::Result<Piece> {
+        let mut out = Vec::new();
+        write(&mut out)?;
+        Piece::new(Bytes::from(out))
+    }
+}
+
+/// `data` as raw deflate, ended by a sync flush (byte-aligned, stream left open).
+fn deflate(data: &[u8]) -> io::Result<Bytes> {
+    let mut compress = Compress::new(Compression::default(), false);
+    let mut out = Vec::with_capacity(data.len() / 3 + 64);
+    loop {
+        let consumed = usize::try_from(compress.total_in()).unwrap_or(data.len());
+        let rest = data.get(consumed..).unwrap_or_default();
+        compress.compress_vec(rest, &mut out, FlushCompress::Sync)?;
+        let done = usize::try_from(compress.total_in()).unwrap_or(0) == data.len();
+        // Room left after the call means the flush is complete.
+        if done && out.len() < out.capacity() {
+            return Ok(Bytes::from(out));
+        }
+        out.reserve(out.capacity().max(1024));
+    }
+}
+
+/// Consecutive entries compressed together.
+struct Chunk {
+    /// Each entry's version and bytes (without the `,` before it), in order.
+    entries: Vec<(Version, Bytes)>,
+    /// The entries joined, each after a `,` unless it is the document's first.
+    piece: Piece,
+    /// Whether its first entry is the first of the run and the run puts no `,` before that.
+    first: bool,
+    /// Whether `entries` changed since `piece` was made.
+    dirty: bool,
+}
+
+impl Chunk {
+    fn new(entries: Vec<(Version, Bytes)>) -> io::Result<Chunk> {
+        Ok(Chunk {
+            entries,
+            piece: Piece::new(Bytes::new())?,
+            first: false,
+            dirty: true,
+        })
+    }
+
+    fn bytes(&self) -> usize {
+        self.entries.iter().map(|(_, e)| e.len() + 1).sum()
+    }
+
+    /// Joins the entries again; they then point into the new bytes, and the old ones are freed.
+    fn rebuild(&mut self, first: bool) -> io::Result<()> {
+        let mut joined = Vec::with_capacity(self.bytes());
+        let mut ranges = Vec::with_capacity(self.entries.len());
+        for (i, (_, entry)) in self.entries.iter().enumerate() {
+            if i > 0 || !first {
+                joined.push(b',');
+            }
+            let start = joined.len();
+            joined.extend_from_slice(entry);
+            ranges.push(start..joined.len());
+        }
+        let identity = Bytes::from(joined);
+        for ((_, entry), range) in self.entries.iter_mut().zip(ranges) {
+            *entry = identity.slice(range);
+        }
+        self.piece = Piece::new(identity)?;
+        self.first = first;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+/// The entries of one JSON object (`versions` or `time`) in ascending version order, in chunks.
+struct Run {
+    chunks: Vec<Chunk>,
+    /// Whether even the first entry follows a `,` (the time entries follow `created`).
+    always_comma: bool,
+}
+
+impl Run {
+    fn new(entries: Vec<(Version, Bytes)>, always_comma: bool) -> io::Result<Run> {
+        let mut chunks = Vec::new();
+        let mut current = Vec::new();
+        let mut bytes = 0;
+        for (version, entry) in entries {
+            bytes += entry.len() + 1;
+            current.push((version, entry));
+            if bytes >= CHUNK_BYTES {
+                chunks.push(Chunk::new(std::mem::take(&mut current))?);
+                bytes = 0;
+            }
+        }
+        if !current.is_empty() {
+            chunks.push(Chunk::new(current)?);
+        }
+        let mut run = Run {
+            chunks,
+            always_comma,
+        };
+        run.finish()?;
+        Ok(run)
+    }
+
+    fn len(&self) -> usize {
+        self.chunks.iter().map(|c| c.entries.len()).sum()
+    }
+
+    fn last(&self) -> Option<&Version> {
+        self.chunks
+            .last()
+            .and_then(|c| c.entries.last())
+            .map(|(v, _)| v)
+    }
+
+    /// The chunk that holds, or would hold, `version`.
+    fn chunk_for(&self, version: &Version) -> usize {
+        let after = self
+            .chunks
+            .partition_point(|c| c.entries.last().is_some_and(|(last, _)| last < version));
+        after.min(self.chunks.len().saturating_sub(1))
+    }
+
+    fn contains(&self, version: &Version) -> bool {
+        self.chunks
+            .get(self.chunk_for(version))
+            .is_some_and(|c| c.entries.binary_search_by(|(v, _)| v.cmp(version)).is_ok())
+    }
+
+    fn upsert(&mut self, version: Version, entry: Bytes) -> io::Result<()> {
+        if self.chunks.is_empty() {
+            self.chunks.push(Chunk::new(Vec::new())?);
+        }
+        let index = self.chunk_for(&version);
+        let chunk = &mut self.chunks[index];
+        match chunk.entries.binary_search_by(|(v, _)| v.cmp(&version)) {
+            Ok(i) => chunk.entries[i].1 = entry,
+            Err(i) => chunk.entries.insert(i, (version, entry)),
+        }
+        chunk.dirty = true;
+        Ok(())
+    }
+
+    fn remove(&mut self, version: &Version) {
+        let index = self.chunk_for(version);
+        if let Some(chunk) = self.chunks.get_mut(index)
+            && let Ok(i) = chunk.entries.binary_search_by(|(v, _)| v.cmp(version))
+        {
+            chunk.entries.remove(i);
+            chunk.dirty = true;
+        }
+    }
+
+    /// Drops empty chunks, splits grown ones, and re-makes every chunk that changed.
+    fn finish(&mut self) -> io::Result<()> {
+        self.chunks.retain(|c| !c.entries.is_empty());
+        let mut i = 0;
+        while i < self.chunks.len() {
+            if self.chunks[i].bytes() > 2 * CHUNK_BYTES && self.chunks[i].entries.len() > 1 {
+                let half = self.chunks[i].entries.len() / 2;
+                let tail = self.chunks[i].entries.split_off(half);
+                self.chunks[i].dirty = true;
+                self.chunks.insert(i + 1, Chunk::new(tail)?);
+            }
+            i += 1;
+        }
+        for (i, chunk) in self.chunks.iter_mut().enumerate() {
+            let first = i == 0 && !self.always_comma;
+            if chunk.dirty || chunk.first != first {
+                chunk.rebuild(first)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn pieces(&self) -> impl Iterator<Item = &Piece> + Clone {
+        self.chunks.iter().map(|c| &c.piece)
+    }
+
+    /// Memory held (entries point into the chunks' bytes).
+    fn size(&self) -> usize {
+        self.chunks
+            .iter()
+            .map(|c| c.piece.identity.len() + c.piece.deflate.len() + 64 * c.entries.len())
+            .sum()
+    }
+}
+
+/// One view of a package's packument at one revision, as pieces.
+pub(crate) struct Built {
+    /// The package revision the pieces show.
+    pub revision: u64,
+    view: View,
+    base_url: String,
+    versions: Run,
+    /// The full view's time entries (empty in the abbreviated view).
+    times: Run,
+    /// The full view's top-level version (`packument::latest`) and README.
+    latest: Option<(Version, LiveVersion, Option<String>)>,
+}
+
+/// A version's state as a write left it: live with its record, or gone.
+pub(crate) type Changed = (Version, Option<VersionRecord>);
+
+impl Built {
+    /// Builds `view` of `doc`, with `readme` (the latest version's) in the full view.
+    pub(crate) fn from_document(
+        doc: &PackageDocument,
+        view: View,
+        base_url: &str,
+        readme: Option<String>,
+    ) -> io::Result<Built> {
+        let name = &doc.package.name;
+        let live = doc.live();
+        let mut entries = Vec::with_capacity(live.len());
+        for (version, _, l) in &live {
+            entries.push(((*version).clone(), entry(view, name, version, l, base_url)?));
+        }
+        let versions = Run::new(entries, false)?;
+        let (times, latest) = match view {
+            View::Abbreviated => (Run::new(Vec::new(), true)?, None),
+            View::Full => {
+                let mut times = Vec::with_capacity(live.len());
+                for (version, published, _) in &live {
+                    let mut out = Vec::new();
+                    pieces::time(version, published, &mut out)?;
+                    times.push(((*version).clone(), Bytes::from(out)));
+                }
+                let latest = packument::latest(doc).map(|(v, l)| (v.clone(), l.clone(), readme));
+                (Run::new(times, true)?, latest)
+            }
+        };
+        Ok(Built {
+            revision: doc.package.revision,
+            view,
+            base_url: base_url.to_string(),
+            versions,
+            times,
+            latest,
+        })
+    }
+
+    /// The view it is of.
+    pub(crate) fn view(&self) -> View {
+        self.view
+    }
+
+    /// The base URL its tarball links are under.
+    pub(crate) fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Whether nothing is installable (every version unpublished).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.versions.len() == 0
+    }
+
+    /// Applies what the writes up to `package`'s revision did to the versions they touched.
+    pub(crate) fn apply(&mut self, package: &PackageRecord, changed: &[Changed]) -> io::Result<()> {
+        let name = &package.name;
+        for (version, record) in changed {
+            if let Some((crate::domain::VersionState::Live(live), published)) =
+                record.as_ref().map(|r| (&r.state, r.published))
+            {
+                {
+                    let e = entry(self.view, name, version, live, &self.base_url)?;
+                    self.versions.upsert(version.clone(), e)?;
+                    if self.view == View::Full {
+                        let mut out = Vec::new();
+                        pieces::time(version, &published, &mut out)?;
+                        self.times.upsert(version.clone(), Bytes::from(out))?;
+                        if let Some((v, l, _)) = &mut self.latest
+                            && v == version
+                        {
+                            *l = live.as_ref().clone();
+                        }
+                    }
+                }
+            } else {
+                {
+                    self.versions.remove(version);
+                    self.times.remove(version);
+                    if self.latest.as_ref().is_some_and(|(v, _, _)| v == version) {
+                        self.latest = None;
+                    }
+                }
+            }
+        }
+        self.versions.finish()?;
+        self.times.finish()?;
+        self.revision = package.revision;
+        Ok(())
+    }
+
+    /// The version the full view must show at its top level now, if it is not the one kept:
+    /// the caller reads its record and README and hands them to `set_latest`.
+    pub(crate) fn latest_wanted(&self, package: &PackageRecord) -> Option<Version> {
+        if self.view != View::Full {
+            return None;
+        }
+        let tagged = package
+            .dist_tags
+            .get(&crate::domain::DistTag::latest())
+            .filter(|v| self.versions.contains(v));
+        let wanted = tagged.or(self.versions.last())?;
+        match &self.latest {
+            Some((kept, _, _)) if kept == wanted => None,
+            _ => Some(wanted.clone()),
+        }
+    }
+
+    /// Sets the full view's top-level version.
+    pub(crate) fn set_latest(
+        &mut self,
+        version: Version,
+        live: LiveVersion,
+        readme: Option<String>,
+    ) {
+        self.latest = Some((version, live, readme));
+    }
+
+    /// Memory held.
+    pub(crate) fn size(&self) -> usize {
+        let readme = self
+            .latest
+            .as_ref()
+            .and_then(|(_, _, r)| r.as_ref())
+            .map_or(0, String::len);
+        self.versions.size() + self.times.size() + readme + 256
+    }
+
+    /// The document at `package` (the record this was built or last changed for): its bytes and
+    /// their gzip.
+    pub(crate) fn join(&self, package: &PackageRecord) -> io::Result<(Bytes, Bytes)> {
+        let (head, tail) = match self.view {
+            View::Abbreviated => (
+                Piece::rendered(|out| pieces::abbreviated_head(package, out))?,
+                Piece::new(Bytes::from_static(pieces::ABBREVIATED_TAIL))?,
+            ),
+            View::Full => {
+                let mut tail = Vec::new();
+                pieces::full_middle(package, &mut tail)?;
+                let middle = Piece::new(Bytes::from(tail))?;
+                let latest = self.latest.as_ref();
+                let tail = Piece::rendered(|out| {
+                    pieces::full_tail(
+                        package,
+                        latest.map(|(_, l, _)| l),
+                        latest.and_then(|(_, _, r)| r.as_deref()),
+                        out,
+                    )
+                })?;
+                let head = Piece::rendered(|out| pieces::full_head(package, out))?;
+                return Ok(join(
+                    std::iter::once(&head)
+                        .chain(self.versions.pieces())
+                        .chain(std::iter::once(&middle))
+                        .chain(self.times.pieces())
+                        .chain(std::iter::once(&tail)),
+                ));
+            }
+        };
+        Ok(join(
+            std::iter::once(&head)
+                .chain(self.versions.pieces())
+                .chain(std::iter::once(&tail)),
+        ))
+    }
+}
+
+/// One version's entry in `view`.
+fn entry(
+    view: View,
+    name: &PackageName,
+    version: &Version,
+    live: &LiveVersion,
+    base_url: &str,
+) -> io::Result<Bytes> {
+    let mut out = Vec::new();
+    match view {
+        View::Full => pieces::full_version(name, version, live, base_url, &mut out)?,
+        View::Abbreviated => pieces::abbreviated_version(name, version, live, base_url, &mut out)?,
+    }
+    Ok(Bytes::from(out))
+}
+
+/// The pieces' bytes joined, and the gzip member their deflates make.
+fn join<'a>(pieces: impl Iterator<Item = &'a Piece> + Clone) -> (Bytes, Bytes) {
+    let (identity_len, deflate_len) = pieces.clone().fold((0, 0), |(i, d), p| {
+        (i + p.identity.len(), d + p.deflate.len())
+    });
+    let mut identity = BytesMut::with_capacity(identity_len);
+    let mut gzip = BytesMut::with_capacity(deflate_len + GZIP_HEADER.len() + 10);
+    gzip.put_slice(&GZIP_HEADER);
+    let mut crc = crc32fast::Hasher::new();
+    for piece in pieces {
+        identity.put_slice(&piece.identity);
+        gzip.put_slice(&piece.deflate);
+        crc.combine(&piece.crc);
+    }
+    gzip.put_slice(&DEFLATE_END);
+    gzip.put_u32_le(crc.finalize());
+    // ISIZE is the length modulo 2^32 (RFC 1952).
+    #[allow(clippy::cast_possible_truncation)]
+    gzip.put_u32_le(identity_len as u32);
+    (identity.freeze(), gzip.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use chrono::Utc;
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::{Dist, DistTag, Manifest, TarballKey, VersionState};
+
+    fn live(name: &PackageName, version: &Version, note: &str) -> VersionRecord {
+        VersionRecord {
+            version: version.clone(),
+            published: Utc::now(),
+            state: VersionState::Live(Box::new(LiveVersion {
+                manifest: Manifest::from_map(
+                    json!({
+                        "description": format!("{note} {}", "padding ".repeat(120)),
+                        "dependencies": {"x": "^1"},
+                        "scripts": {"install": "node i"},
+                    })
+                    .as_object()
+                    .unwrap(),
+                )
+                .unwrap(),
+                dist: Dist {
+                    shasum: "ab".into(),
+                    integrity: "sha512-x".into(),
+                    file_count: 1,
+                    unpacked_size: 2,
+                    tarball_key: TarballKey::new(name, version, "00"),
+                },
+                readme_filename: None,
+                has_readme: Some(true),
+                deprecated: None,
+            })),
+        }
+    }
+
+    fn gunzip(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    /// What a full rebuild of `doc` answers.
+    fn rebuilt(doc: &PackageDocument, view: View) -> Vec<u8> {
+        let readme = packument::latest(doc).map(|(v, _)| format!("readme {v}"));
+        let built = Built::from_document(doc, view, "http://r", readme).unwrap();
+        let (identity, gzip) = built.join(&doc.package).unwrap();
+        assert_eq!(gunzip(&gzip), identity);
+        identity.to_vec()
+    }
+
+    /// A deterministic mix of publishes (in and out of order), deprecations, unpublishes and
+    /// tag moves: after each, the patched pieces answer exactly what a full rebuild does.
+    #[test]
+    fn patched_pieces_answer_what_a_rebuild_does() {
+        let name = PackageName::parse("@s/big").unwrap();
+        let mut doc = PackageDocument {
+            package: PackageRecord::new(name.clone(), Utc::now()),
+            versions: Vec::new(),
+        };
+        let mut seed = 7_u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            seed >> 33
+        };
+        let mut built: [Option<Built>; 2] = [None, None];
+        for step in 0..250_u64 {
+            let roll = next() % 10;
+            let mut changed = Vec::new();
+            let live_count = doc.live().len();
+            if roll < 6 || live_count < 3 {
+                // Mostly appends, sometimes a version below the highest.
+                let version = if roll == 0 {
+                    Version::new(0, step, 1)
+                } else {
+                    Version::new(1, step, 0)
+                };
+                let record = live(&name, &version, &format!("v{step}"));
+                doc.versions.push(record.clone());
+                changed.push((version, Some(record)));
+            } else {
+                let index = usize::try_from(next()).unwrap() % doc.versions.len();
+                let record = &mut doc.versions[index];
+                if let VersionState::Live(l) = &mut record.state {
+                    if roll < 8 {
+                        l.deprecated = Some(format!("deprecated at {step}"));
+                    } else {
+                        record.state = VersionState::Unpublished { at: Utc::now() };
+                    }
+                }
+                changed.push((record.version.clone(), Some(record.clone())));
+            }
+            if roll == 9 {
+                let live = doc.live();
+                let pick = live[usize::try_from(next()).unwrap() % live.len()]
+                    .0
+                    .clone();
+                doc.package.dist_tags.insert(DistTag::latest(), pick);
+            }
+            doc.package.revision += 1;
+            if doc.live().is_empty() {
+                continue;
+            }
+            for (slot, view) in built.iter_mut().zip([View::Full, View::Abbreviated]) {
+                let b = match slot {
+                    None => slot.insert(
+                        Built::from_document(&doc, view, "http://r", Some("x".into())).unwrap(),
+                    ),
+                    Some(b) => {
+                        b.apply(&doc.package, &changed).unwrap();
+                        b
+                    }
+                };
+                if let Some(wanted) = b.latest_wanted(&doc.package) {
+                    let record = doc.versions.iter().find(|r| r.version == wanted).unwrap();
+                    let VersionState::Live(l) = &record.state else {
+                        panic!("latest is live")
+                    };
+                    b.set_latest(
+                        wanted.clone(),
+                        (**l).clone(),
+                        Some(format!("readme {wanted}")),
+                    );
+                }
+                // The README of a kept latest version was given when it was built.
+                if let Some((v, _, r)) = &mut b.latest {
+                    *r = Some(format!("readme {v}"));
+                }
+                let (identity, gzip) = b.join(&doc.package).unwrap();
+                assert_eq!(
+                    String::from_utf8(identity.to_vec()).unwrap(),
+                    String::from_utf8(rebuilt(&doc, view)).unwrap(),
+                    "step {step}, {view:?}"
+                );
+                assert_eq!(
+                    gunzip(&gzip),
+                    identity,
+                    "step {step}: the gzip is the bytes"
+                );
+            }
+        }
+        let chunks = built[0].as_ref().unwrap().versions.chunks.len();
+        assert!(chunks > 1, "a big document is in several chunks: {chunks}");
+    }
+
+    #[test]
+    fn a_deflate_of_nothing_joins_too() {
+        let (identity, gzip) = join([Piece::new(Bytes::new()).unwrap()].iter());
+        assert!(identity.is_empty());
+        assert!(gunzip(&gzip).is_empty());
+    }
+}
