@@ -209,8 +209,11 @@ async fn aws_requests_per_operation() {
         BTreeMap::from([
             ("DynamoDB.GetItem".into(), 2),
             ("DynamoDB.TransactWriteItems".into(), 1),
+            ("S3.GetObject".into(), 1),
+            ("S3.PutObject".into(), 1),
         ]),
-        "a dist-tag PUT reads the package record and the tagged version's, never the document"
+        "a dist-tag PUT reads the package record and the tagged version's, never every \
+         version, and advances the package's snapshot"
     );
     assert_eq!(
         tags,
@@ -286,7 +289,8 @@ async fn snapshots_serve_new_instances_and_heal() {
         "the unreadable snapshot was replaced"
     );
 
-    // A write leaves the snapshot behind its record: the next instance rebuilds it.
+    // A write advances the snapshot before it answers: the next instance reads it as it is,
+    // and it is what a rebuild from the table makes.
     writer.publish("@acme/snap", "1.0.2").await;
     let (status, body, counts) = harness_on(&resources)
         .await
@@ -295,7 +299,21 @@ async fn snapshots_serve_new_instances_and_heal() {
     assert_eq!(status, 200);
     let packument: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(packument["dist-tags"]["latest"], "1.0.2");
+    assert_eq!(
+        counts,
+        BTreeMap::from([("DynamoDB.GetItem".into(), 1), ("S3.GetObject".into(), 1)]),
+        "the writer advanced the snapshot: no instance queries every version"
+    );
+    let advanced = resources.objects(ObjectKey::SNAPSHOTS).await;
+    resources
+        .put_object(&advanced[0].0, b"{\"not\": \"a document\"}")
+        .await;
+    let (_, rebuilt, counts) = harness_on(&resources)
+        .await
+        .send("GET", "/@acme%2fsnap", vec![])
+        .await;
     assert_eq!(counts, rebuilding_read());
+    assert_eq!(rebuilt, body, "the advanced snapshot is what a rebuild makes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

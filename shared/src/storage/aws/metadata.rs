@@ -104,6 +104,8 @@ impl MetadataStore for AwsStorage {
         let name = &write.package.name;
         let mut version_item = None;
         let mut stale_readme = None;
+        let transactions = plan(&write);
+        let one_transaction = transactions.len() == 1;
         if let Some((record, mode)) = &write.create {
             match &write.readme {
                 // Stored before the item that shows it, like tarballs: a README without its
@@ -121,7 +123,7 @@ impl MetadataStore for AwsStorage {
             }
             version_item = Some(encode_version(name, record)?);
         }
-        for transaction in plan(&write) {
+        for transaction in transactions {
             let items = transaction
                 .ops
                 .iter()
@@ -148,6 +150,11 @@ impl MetadataStore for AwsStorage {
         if let Some(version) = stale_readme {
             // The version was overwritten by one without a README: the old one must not show.
             self.delete_object(ObjectKey::Readme(name, version)).await?;
+        }
+        // Before answering, so that once a publish returns every instance's next read finds the
+        // new version in the snapshot (a write split over transactions leaves it to a rebuild).
+        if one_transaction {
+            self.advance_snapshot(&write).await;
         }
         Ok(())
     }

@@ -10,8 +10,8 @@ use super::AwsStorage;
 use super::codec::{Item, decode_package, decode_version, s_attr};
 use super::errors::{classify, internal};
 use super::layout::{ObjectKey, PackageSortKey, Partition, attr};
-use crate::domain::{PackageDocument, PackageName, PackageRecord};
-use crate::storage::StoreError;
+use crate::domain::{PackageDocument, PackageName, PackageRecord, VersionState};
+use crate::storage::{PackageWrite, StoreError, VersionChange};
 
 impl AwsStorage {
     /// The package's snapshot, whatever its revision; one that cannot be read (a layout of an
@@ -100,4 +100,74 @@ impl AwsStorage {
         }
         Ok(Some(doc))
     }
+
+    /// After `write` committed (as one transaction): moves the package's snapshot from the
+    /// revision the write read to the one it wrote by applying the write, so the next reader on
+    /// any instance finds it current instead of querying every version. Nothing is done (and a
+    /// later reader rebuilds) when the snapshot is not at the revision read: a racing writer or a
+    /// rebuild got there first. Failures are only logged: the write itself has landed.
+    pub(super) async fn advance_snapshot(&self, write: &PackageWrite) {
+        let Some(expected) = write.expected_revision else {
+            // A new package: its first reader's rebuild is one small page.
+            return;
+        };
+        let name = &write.package.name;
+        let mut doc = match self.snapshot(name).await {
+            Ok(Some(doc)) if doc.package.revision == expected => doc,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(package = %name, error = %e, "could not read the snapshot to advance");
+                return;
+            }
+        };
+        if !applied(&mut doc, write) {
+            return;
+        }
+        let advanced = match serde_json::to_vec(&doc) {
+            Ok(bytes) => {
+                self.put_object(
+                    ObjectKey::Snapshot(name),
+                    Bytes::from(bytes),
+                    "application/json",
+                )
+                .await
+            }
+            Err(e) => Err(internal(e)),
+        };
+        if let Err(e) = advanced {
+            tracing::warn!(package = %name, error = %e, "could not advance the snapshot");
+        }
+    }
+}
+
+/// Applies `write` to `doc` as the table applied it (see the embedded writer's `apply_package`);
+/// `false` if the document does not hold what the write changed.
+fn applied(doc: &mut PackageDocument, write: &PackageWrite) -> bool {
+    if let Some((record, _)) = &write.create {
+        match doc
+            .versions
+            .iter_mut()
+            .find(|v| v.version == record.version)
+        {
+            Some(existing) => *existing = record.clone(),
+            None => doc.versions.push(record.clone()),
+        }
+    }
+    for change in &write.changes {
+        let (VersionChange::Deprecate(version, _) | VersionChange::Unpublish(version, _)) = change;
+        let Some(record) = doc.versions.iter_mut().find(|v| v.version == *version) else {
+            return false;
+        };
+        match (change, &mut record.state) {
+            (VersionChange::Deprecate(_, message), VersionState::Live(live)) => {
+                live.deprecated.clone_from(message);
+            }
+            (VersionChange::Unpublish(_, at), VersionState::Live(_)) => {
+                record.state = VersionState::Unpublished { at: *at };
+            }
+            (_, VersionState::Unpublished { .. }) => return false,
+        }
+    }
+    doc.package = write.package.clone();
+    true
 }
