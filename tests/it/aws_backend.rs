@@ -313,7 +313,10 @@ async fn snapshots_serve_new_instances_and_heal() {
         .send("GET", "/@acme%2fsnap", vec![])
         .await;
     assert_eq!(counts, rebuilding_read());
-    assert_eq!(rebuilt, body, "the advanced snapshot is what a rebuild makes");
+    assert_eq!(
+        rebuilt, body,
+        "the advanced snapshot is what a rebuild makes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
