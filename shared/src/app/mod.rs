@@ -28,6 +28,7 @@ use crate::http::AppState;
 use crate::http::rendered::PackumentCache;
 use crate::storage::audit_file::FileAuditLog;
 use crate::storage::aws::AwsStorage;
+use crate::storage::views::PackageViews;
 use crate::storage::{
     AfterResponse, AuditLog, AuditRetention, KvStore, MemoryAuditLog, MetadataStore, TarballStore,
     embedded,
@@ -301,6 +302,9 @@ fn assemble(
         config.limits.packument_cache_bytes,
         config.limits.render_bytes_in_flight,
     );
+    // Every route reads and writes through the views: write routes read strongly through them
+    // and refresh them, read routes use them (`storage::views`).
+    let views = Arc::new(PackageViews::new(metadata, config.storage.revision_check()));
     let body_budget = Arc::new(tokio::sync::Semaphore::new(
         config
             .limits
@@ -310,7 +314,8 @@ fn assemble(
     Arc::new(AppState {
         scopes: scope_policy(&config),
         body_budget,
-        metadata,
+        metadata: views.clone(),
+        views,
         tarballs,
         config,
         auth,
