@@ -371,6 +371,14 @@ impl MetadataStore for PackageViews {
         self.inner.document_from(package).await
     }
 
+    async fn readme(
+        &self,
+        name: &PackageName,
+        version: &Version,
+    ) -> Result<Option<String>, StoreError> {
+        self.inner.readme(name, version).await
+    }
+
     async fn version(
         &self,
         name: &PackageName,

@@ -242,14 +242,14 @@ mod tests {
         d.change_version(VersionChange::Deprecate(Version::new(1, 0, 0), None));
         assert_eq!(epoch_of(d), 2, "a deprecation");
         let mut d = draft(2);
-        d.create_version(version("1.0.1"), CreateMode::CreateOnly);
+        d.create_version(version("1.0.1"), None, CreateMode::CreateOnly);
         assert_eq!(epoch_of(d), 2, "a new version that cannot replace one");
         let mut d = draft(2);
         d.change_version(VersionChange::Unpublish(Version::new(1, 0, 0), Utc::now()));
         d.change_version(VersionChange::Unpublish(Version::new(1, 0, 1), Utc::now()));
         assert_eq!(epoch_of(d), 3, "unpublishes: once per write");
         let mut d = draft(2);
-        d.create_version(version("1.0.0"), CreateMode::AllowOverwrite);
+        d.create_version(version("1.0.0"), None, CreateMode::AllowOverwrite);
         assert_eq!(epoch_of(d), 3, "a create that may overwrite");
     }
 }

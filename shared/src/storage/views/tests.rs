@@ -78,6 +78,10 @@ impl MetadataStore for Replicated {
         Ok(None)
     }
 
+    async fn readme(&self, _: &PackageName, _: &Version) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+
     async fn version(
         &self,
         name: &PackageName,
@@ -131,8 +135,8 @@ fn live(version: &str, digest: &str) -> VersionRecord {
                 unpacked_size: 1,
                 tarball_key: TarballKey::new(&name(), &version, digest),
             },
-            readme: None,
             readme_filename: None,
+            has_readme: None,
             deprecated: None,
         })),
         version,
@@ -222,6 +226,7 @@ async fn a_lagging_replica_never_moves_a_view_backwards_and_a_strong_check_catch
             package: next.clone(),
             expected_revision: Some(1),
             create: None,
+            readme: None,
             changes: Vec::new(),
         },
     )
