@@ -216,6 +216,47 @@ async fn warm_reads_make_no_aws_request() {
     );
 }
 
+/// At the default check interval (1 s) a busy instance reads a package's partition in
+/// proportion to time, not requests: one check a second, whatever it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_default_interval_reads_follow_time_not_requests() {
+    let resources = AwsResources::create("views-rate", S3Host::Different);
+    let writer = instance(&resources, &[("REGISTRY_REVISION_CHECK_MS", "0")]).await;
+    writer.publish("@acme/rate", "1.0.0").await;
+    // Its first read stores the package's snapshot, so the reader's finds it current.
+    assert_eq!(writer.get("/@acme%2frate").await.0, StatusCode::OK);
+    let reader = instance(&resources, &[]).await;
+    let started = Instant::now();
+    let (mut requests, mut total) = (0u64, Counts::new());
+    while started.elapsed() < Duration::from_secs(3) {
+        for uri in ["/@acme%2frate", "/@acme/rate/-/rate-1.0.0.tgz"] {
+            let (status, _, cost) = reader.get(uri).await;
+            assert!(status == StatusCode::OK || status == StatusCode::FOUND);
+            requests += 1;
+            for (k, v) in dynamodb(&cost) {
+                *total.entry(k).or_default() += v;
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let reads: u64 = total.values().sum();
+    println!(
+        "T = 1 s (default): {requests} reads in {elapsed:.1} s ({:.0}/s) made {reads} DynamoDB \
+         requests ({})",
+        requests as f64 / elapsed,
+        show(&total)
+    );
+    // The view's first read, one check per second begun, and the version's fact.
+    assert!(
+        reads as f64 <= elapsed.ceil() + 2.0,
+        "{reads} DynamoDB requests in {elapsed:.1} s"
+    );
+    assert!(
+        requests > 10 * reads,
+        "{requests} reads, {reads} DynamoDB requests"
+    );
+}
+
 /// A write made elsewhere (another instance, the publish function) reaches a reader within T:
 /// until its view is due the reader serves what it has without a request; the first request
 /// after that checks (eventually consistently) and serves the write. A version published

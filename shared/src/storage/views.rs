@@ -13,8 +13,8 @@
 //!
 //! `PackageViews` is also a `MetadataStore` over the store it wraps, which every write path uses:
 //! its reads stay strong, and what they and the writes return refreshes the views, so an instance
-//! reads its own writes at once. With T = 0 (the local server's default) nothing is kept and
-//! every call reads the store, as before.
+//! reads its own writes at once. With T = 0 (always, on local storage) nothing is kept and every
+//! call reads the store, as before.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
