@@ -18,6 +18,7 @@ mod audit_log;
 mod aws_backend;
 mod aws_outage;
 mod aws_resources;
+mod aws_views;
 mod bad_input;
 mod clients;
 mod concurrency;

@@ -61,6 +61,7 @@ pub(super) fn authorizer(config: &Config, kv: Arc<dyn KvStore>) -> Result<Author
                 public_read: settings.public_read,
                 fresh_for: github_cache,
                 stale_for: chrono::Duration::hours(1).max(github_cache),
+                token_cache: config.token_cache(),
             };
             let verifier = crate::auth::oidc::IdTokenVerifier::new(
                 &settings.oidc_issuer,

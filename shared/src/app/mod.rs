@@ -28,6 +28,7 @@ use crate::http::AppState;
 use crate::http::rendered::PackumentCache;
 use crate::storage::audit_file::FileAuditLog;
 use crate::storage::aws::AwsStorage;
+use crate::storage::views::PackageViews;
 use crate::storage::{
     AfterResponse, AuditLog, AuditRetention, KvStore, MemoryAuditLog, MetadataStore, TarballStore,
     embedded,
@@ -92,6 +93,7 @@ impl App {
             after_response: None,
             check_resources: true,
             stores: None,
+            kv: None,
             auth: None,
             audit: None,
         }
@@ -117,6 +119,7 @@ pub struct AppBuilder<S> {
     after_response: Option<Arc<AfterResponse>>,
     check_resources: bool,
     stores: Option<(Arc<dyn MetadataStore>, Arc<dyn TarballStore>)>,
+    kv: Option<Arc<dyn KvStore>>,
     auth: Option<Authorizer>,
     audit: Option<Arc<dyn AuditLog>>,
 }
@@ -130,6 +133,7 @@ impl<S: SdkSource> AppBuilder<S> {
             after_response: self.after_response,
             check_resources: self.check_resources,
             stores: self.stores,
+            kv: self.kv,
             auth: self.auth,
             audit: self.audit,
         }
@@ -159,6 +163,13 @@ impl<S: SdkSource> AppBuilder<S> {
         tarballs: Arc<dyn TarballStore>,
     ) -> Self {
         self.stores = Some((metadata, tarballs));
+        self
+    }
+
+    /// With `stores`: keeps GitHub mode's tokens and caches in `kv`, so the configured mode's
+    /// authoriser can be built around stores the caller already has.
+    pub fn kv(mut self, kv: Arc<dyn KvStore>) -> Self {
+        self.kv = Some(kv);
         self
     }
 
@@ -207,17 +218,20 @@ impl<S: SdkSource> AppBuilder<S> {
             after_response,
             check_resources,
             stores,
+            kv,
             auth,
             audit,
         } = self;
         let (metadata, tarballs, auth, audit) = if let Some((metadata, tarballs)) = stores {
-            let auth = match auth {
-                Some(auth) => auth,
-                None if config.auth.mode == AuthMode::Open => Authorizer::Open,
+            let auth = match (auth, kv) {
+                (Some(auth), _) => auth,
+                (None, _) if config.auth.mode == AuthMode::Open => Authorizer::Open,
+                (None, Some(kv)) => auth::authorizer(&config, kv)?,
                 // GitHub mode keeps tokens and caches in the backend's key-value store.
-                None => {
+                (None, None) => {
                     return Err(StartError::Config(
-                        "GitHub mode around given stores needs its authoriser (AppBuilder::auth)"
+                        "GitHub mode around given stores needs its authoriser (AppBuilder::auth) \
+                         or a key-value store (AppBuilder::kv)"
                             .into(),
                     ));
                 }
@@ -301,6 +315,9 @@ fn assemble(
         config.limits.packument_cache_bytes,
         config.limits.render_bytes_in_flight,
     );
+    // Every route reads and writes through the views: write routes read strongly through them
+    // and refresh them, read routes use them (`storage::views`).
+    let views = Arc::new(PackageViews::new(metadata, config.storage.revision_check()));
     let body_budget = Arc::new(tokio::sync::Semaphore::new(
         config
             .limits
@@ -310,7 +327,8 @@ fn assemble(
     Arc::new(AppState {
         scopes: scope_policy(&config),
         body_budget,
-        metadata,
+        metadata: views.clone(),
+        views,
         tarballs,
         config,
         auth,

@@ -34,6 +34,8 @@ pub struct GithubSettings {
     pub fresh_for: Duration,
     /// How long a cached answer may still serve reads while GitHub is unavailable.
     pub stale_for: Duration,
+    /// How long a registry token's record serves read routes (`REGISTRY_TOKEN_CACHE_SECONDS`).
+    pub token_cache: std::time::Duration,
 }
 
 /// The authoriser.
@@ -55,6 +57,8 @@ pub struct GithubAuth {
     cache: AnswerCache,
     /// Trusted publishing (the OIDC exchange), when configured.
     trusted: Option<oidc::TrustedPublishing>,
+    /// Registry-token records kept for read routes.
+    token_records: token_store::TokenRecords,
     /// Tokens GitHub refused lately (by their `KvKey::token_owner` id, which holds a hash), so a
     /// repeated bad token costs no GitHub call.
     refused: Mutex<HashMap<String, DateTime<Utc>>>,
@@ -74,6 +78,7 @@ impl GithubAuth {
             cache: AnswerCache::new(kv.clone(), settings.fresh_for, settings.stale_for),
             kv,
             tokens,
+            token_records: token_store::TokenRecords::new(settings.token_cache),
             settings,
             trusted: None,
             refused: Mutex::new(HashMap::new()),
@@ -184,8 +189,14 @@ impl GithubAuth {
         &self.kv
     }
 
-    /// Identifies the caller of a request.
-    async fn caller(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+    /// Forgets what this instance keeps of `login`'s registry tokens: one was just revoked.
+    pub(crate) fn forget_tokens(&self, login: &str) {
+        self.token_records.forget(login);
+    }
+
+    /// Identifies the caller of a request; one that `writes` has its registry token's record
+    /// read strongly, never from what the instance keeps.
+    async fn caller(&self, headers: &HeaderMap, writes: bool) -> Result<Caller, AuthError> {
         let Some(token) = bearer(headers) else {
             return Ok(Caller::anonymous());
         };
@@ -197,7 +208,9 @@ impl GithubAuth {
                 .tokens
                 .verify(token)
                 .map_err(|e| AuthError::Unauthenticated(format!("{e}; run npm login again")))?;
-            let record = token_store::record(&self.kv, &claims.sub, &claims.jti)
+            let state = self
+                .token_records
+                .get(&self.kv, &claims.sub, &claims.jti, writes)
                 .await
                 .map_err(|e| {
                     AuthError::Unavailable(format!(
@@ -210,21 +223,13 @@ impl GithubAuth {
                     )
                 })?;
             // A token minted with another registry token lives only as long as that one.
-            if let Some(root) = &record.parent {
-                let root_alive = token_store::exists(&self.kv, &claims.sub, root)
-                    .await
-                    .map_err(|e| {
-                        AuthError::Unavailable(format!(
-                            "the token store is unavailable ({e}); retry shortly"
-                        ))
-                    })?;
-                if !root_alive {
-                    return Err(AuthError::Unauthenticated(
-                        "the registry token it was created with was revoked; run npm login again"
-                            .into(),
-                    ));
-                }
+            if !state.root_alive {
+                return Err(AuthError::Unauthenticated(
+                    "the registry token it was created with was revoked; run npm login again"
+                        .into(),
+                ));
             }
+            let record = state.record;
             let github = self
                 .tokens
                 .unseal(&record)
@@ -354,11 +359,16 @@ impl GithubAuth {
 }
 
 impl Authorizer {
-    /// Identifies the caller of a request (open mode: everyone is anonymous).
-    pub(crate) async fn caller(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+    /// Identifies the caller of a request to a route that `writes` or not (open mode: everyone
+    /// is anonymous).
+    pub(crate) async fn caller(
+        &self,
+        headers: &HeaderMap,
+        writes: bool,
+    ) -> Result<Caller, AuthError> {
         match self {
             Authorizer::Open => Ok(Caller::anonymous()),
-            Authorizer::Github(g) => g.caller(headers).await,
+            Authorizer::Github(g) => g.caller(headers, writes).await,
         }
     }
 

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use sha2::Digest;
 
 use crate::domain::{PackageName, RepoRef};
-use crate::storage::{KvStore, StoreError};
+use crate::storage::{Consistency, KvStore, StoreError};
 
 /// A namespace of the KV store: a group of records that can be listed together.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +170,17 @@ impl Kv {
         self.0.get(&key.namespace.to_string(), &key.id).await
     }
 
+    /// The value under `key`, read as recent as `consistency` asks.
+    pub(crate) async fn get_with(
+        &self,
+        key: &KvKey,
+        consistency: Consistency,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0
+            .get_with(&key.namespace.to_string(), &key.id, consistency)
+            .await
+    }
+
     /// The JSON value under `key`; one that does not decode reads as absent.
     pub(crate) async fn get_json<T: DeserializeOwned>(
         &self,
@@ -177,6 +188,19 @@ impl Kv {
     ) -> Result<Option<T>, StoreError> {
         Ok(self
             .get(key)
+            .await?
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    }
+
+    /// The JSON value under `key`, read as recent as `consistency` asks; one that does not
+    /// decode reads as absent.
+    pub(crate) async fn get_json_with<T: DeserializeOwned>(
+        &self,
+        key: &KvKey,
+        consistency: Consistency,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self
+            .get_with(key, consistency)
             .await?
             .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
     }

@@ -35,6 +35,10 @@ pub struct AuthConfig {
     pub github_cache: Duration,
     /// `REGISTRY_OIDC_ISSUER`: the OIDC issuer whose ID tokens trusted publishing accepts.
     pub oidc_issuer: String,
+    /// `REGISTRY_TOKEN_CACHE_SECONDS`: how long an instance keeps a registry token's record
+    /// for read routes (writes always read it); `None`: the backend's default
+    /// (`Config::token_cache`).
+    pub token_cache: Option<Duration>,
 }
 
 impl AuthConfig {
@@ -73,6 +77,7 @@ impl AuthConfig {
                 .seconds("REGISTRY_GITHUB_CACHE_SECONDS")?
                 .unwrap_or(Duration::from_secs(60)),
             oidc_issuer: oidc_issuer(env.raw("REGISTRY_OIDC_ISSUER"))?,
+            token_cache: env.seconds("REGISTRY_TOKEN_CACHE_SECONDS")?,
         })
     }
 }
@@ -109,6 +114,7 @@ mod tests {
         assert!(!c.public_read);
         assert_eq!(c.github_cache, Duration::from_secs(60));
         assert_eq!(c.oidc_issuer, "https://token.actions.githubusercontent.com");
+        assert_eq!(c.token_cache, None);
         let c = AuthConfig::from_env(&env(&[
             ("REGISTRY_AUTH", "github"),
             ("REGISTRY_TOKEN_SECRET", SECRET),
@@ -118,6 +124,7 @@ mod tests {
                 "REGISTRY_OIDC_ISSUER",
                 "https://ghe.example.com/_services/token/",
             ),
+            ("REGISTRY_TOKEN_CACHE_SECONDS", "0"),
         ]))
         .unwrap();
         assert_eq!(c.mode, AuthMode::Github);
@@ -125,6 +132,7 @@ mod tests {
         assert!(c.public_read);
         assert_eq!(c.github_cache, Duration::from_secs(5));
         assert_eq!(c.oidc_issuer, "https://ghe.example.com/_services/token");
+        assert_eq!(c.token_cache, Some(Duration::ZERO));
         // Open mode never uses the secret, so a short one is not its concern.
         assert!(AuthConfig::from_env(&env(&[("REGISTRY_TOKEN_SECRET", "short")])).is_ok());
     }
@@ -141,6 +149,7 @@ mod tests {
             &[("REGISTRY_TOKEN_DAYS", "a month")],
             &[("REGISTRY_PUBLIC_READ", "maybe")],
             &[("REGISTRY_GITHUB_CACHE_SECONDS", "1m")],
+            &[("REGISTRY_TOKEN_CACHE_SECONDS", "ten")],
             &[("REGISTRY_OIDC_ISSUER", "ftp://x")],
             &[("REGISTRY_OIDC_ISSUER", "not a url")],
         ] {

@@ -77,6 +77,16 @@ impl Config {
             audit: AuditConfig::from_env(env)?,
         })
     }
+
+    /// How long an instance keeps a registry token's record for read routes
+    /// (`REGISTRY_TOKEN_CACHE_SECONDS`): 10 s by default on AWS, where every request would
+    /// otherwise read the token's partition; 0 by default on the local backend, as before.
+    pub fn token_cache(&self) -> std::time::Duration {
+        self.auth.token_cache.unwrap_or(match self.storage {
+            StorageConfig::Local { .. } => std::time::Duration::ZERO,
+            StorageConfig::Aws(_) => std::time::Duration::from_secs(10),
+        })
+    }
 }
 
 /// The log filter from `REGISTRY_LOG` (`info` by default): a default level and `target=level`
@@ -136,6 +146,11 @@ pub(crate) mod tests {
         assert!(matches!(c.storage, StorageConfig::Aws(_)));
         assert_eq!(c.server.max_connections, 3);
         assert_eq!(c.scopes.upstream, None);
+        assert_eq!(c.token_cache(), std::time::Duration::from_secs(10));
+        assert_eq!(
+            Config::read(&env(&[])).unwrap().token_cache(),
+            std::time::Duration::ZERO
+        );
         for (key, value) in [
             ("REGISTRY_LISTEN", "nope"),
             ("REGISTRY_STORAGE", "s3"),

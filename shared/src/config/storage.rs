@@ -8,6 +8,9 @@ use super::{ConfigError, Env};
 /// Default lifetime of a presigned tarball URL.
 const DEFAULT_PRESIGN: Duration = Duration::from_secs(300);
 
+/// Default revision-check interval on AWS (`docs/scaling.md`: T = 1 s).
+const DEFAULT_REVISION_CHECK: Duration = Duration::from_millis(1000);
+
 /// The storage backend and its settings (`REGISTRY_STORAGE`).
 #[derive(Debug, Clone)]
 pub enum StorageConfig {
@@ -32,6 +35,10 @@ pub struct AwsConfig {
     /// `REGISTRY_S3_PATH_STYLE`; `None` leaves it to whether an S3 endpoint override is set
     /// (emulators need path-style addressing; real S3 prefers virtual hosts).
     pub s3_path_style: Option<bool>,
+    /// `REGISTRY_REVISION_CHECK_MS`: how long an instance serves reads from its view of a
+    /// package before it reads the package record again (`storage::views`); 0 reads it on every
+    /// request.
+    pub revision_check: Duration,
 }
 
 impl StorageConfig {
@@ -51,11 +58,26 @@ impl StorageConfig {
                     .seconds("REGISTRY_PRESIGN_SECONDS")?
                     .unwrap_or(DEFAULT_PRESIGN),
                 s3_path_style: env.flag("REGISTRY_S3_PATH_STYLE")?,
+                revision_check: env
+                    .number::<u64>("REGISTRY_REVISION_CHECK_MS")?
+                    .map_or(DEFAULT_REVISION_CHECK, Duration::from_millis),
             })),
             other => Err(ConfigError::new(
                 "REGISTRY_STORAGE",
                 format!("'{other}' is not local or aws"),
             )),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// How long a package view serves reads before a check (`REGISTRY_REVISION_CHECK_MS`): 1 s
+    /// by default on AWS, where a fleet of instances shares a package's partition; always 0 on
+    /// the local backend, one process whose reads are cheap and see every write at once.
+    pub fn revision_check(&self) -> Duration {
+        match self {
+            StorageConfig::Local { .. } => Duration::ZERO,
+            StorageConfig::Aws(aws) => aws.revision_check,
         }
     }
 }
@@ -100,13 +122,28 @@ mod tests {
         assert_eq!((a.table.as_str(), a.bucket.as_str()), ("t", "b"));
         assert_eq!(a.presign, Duration::from_secs(300));
         assert_eq!(a.s3_path_style, None);
+        assert_eq!(a.revision_check, Duration::from_secs(1));
         let a = aws(&[
             ("REGISTRY_PRESIGN_SECONDS", "60"),
             ("REGISTRY_S3_PATH_STYLE", "ON"),
+            ("REGISTRY_REVISION_CHECK_MS", "250"),
         ])
         .unwrap();
         assert_eq!(a.presign, Duration::from_secs(60));
         assert_eq!(a.s3_path_style, Some(true));
+        assert_eq!(a.revision_check, Duration::from_millis(250));
+        assert_eq!(
+            StorageConfig::Aws(aws(&[("REGISTRY_REVISION_CHECK_MS", "0")]).unwrap())
+                .revision_check(),
+            Duration::ZERO
+        );
+        assert_eq!(
+            StorageConfig::from_env(&env(&[("REGISTRY_REVISION_CHECK_MS", "5000")]))
+                .unwrap()
+                .revision_check(),
+            Duration::ZERO,
+            "the local backend keeps no views"
+        );
         // As before, an empty value turns path-style addressing off.
         assert_eq!(
             aws(&[("REGISTRY_S3_PATH_STYLE", "")])
@@ -133,6 +170,12 @@ mod tests {
         assert_eq!(
             aws(&[("REGISTRY_PRESIGN_SECONDS", "5m")]).unwrap_err().key,
             "REGISTRY_PRESIGN_SECONDS"
+        );
+        assert_eq!(
+            aws(&[("REGISTRY_REVISION_CHECK_MS", "1s")])
+                .unwrap_err()
+                .key,
+            "REGISTRY_REVISION_CHECK_MS"
         );
         let e = aws(&[("REGISTRY_S3_PATH_STYLE", "maybe")]).unwrap_err();
         assert_eq!(e.key, "REGISTRY_S3_PATH_STYLE");

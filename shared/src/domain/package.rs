@@ -35,6 +35,17 @@ pub struct PackageRecord {
     /// revision applies them instead of reading every version.
     #[serde(default)]
     pub touched: Touched,
+    /// Bumped by every write that unpublishes or overwrites a version: what readers know of a
+    /// version's tarball stays true while the epoch does (records stored before it read as 0,
+    /// and 0 is not stored).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
+}
+
+// serde's `skip_serializing_if` passes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The versions the latest writes to a package touched (created, deprecated, unpublished), with
@@ -103,6 +114,7 @@ impl PackageRecord {
             unpublished: None,
             repository: None,
             touched: Touched::default(),
+            epoch: 0,
         }
     }
 

@@ -256,6 +256,7 @@ async fn revoke_token(
         AuditEntry::new(AuditAction::TokenRevoke).detail(format!("token key {key}")),
     ]);
     token_store::remove(github.kv(), login, &key).await?;
+    github.forget_tokens(login);
     tracing::info!(user = %login, token = %key, "registry token revoked");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

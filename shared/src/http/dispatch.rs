@@ -228,7 +228,7 @@ async fn admit(
     {
         return Err(crate::auth::installation_write_refused().into());
     }
-    let caller = state.auth.caller(headers).await?;
+    let caller = state.auth.caller(headers, traits.writes).await?;
     anonymous_write(state, traits, caller)
 }
 

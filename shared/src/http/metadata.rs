@@ -113,11 +113,11 @@ async fn packument(
     // Nothing kept for this view: the document will be needed, so the store may fetch it with
     // the record, unless a build under way may be the one this reader needs.
     let read = if kept.is_none() && !cache.building(name, view, &ctx.base_url) {
-        state.metadata.package_and_document(name).await?
+        state.views.package_and_document(name).await?
     } else {
-        state.metadata.package(name).await?.map(|p| (p, None))
+        state.views.package(name).await?.map(|p| (p, None))
     };
-    let Some((package, prefetched)) = read else {
+    let Some((mut package, prefetched)) = read else {
         return state.not_here(name, ctx).await;
     };
     state
@@ -140,7 +140,7 @@ async fn packument(
         // A document takes about three times its rendering while it is decoded and built.
         let estimate = kept.map_or(1 << 20, |r| 3 * r.size());
         let _permit = cache.build_permit(estimate).await;
-        *built = build(state, name, view, &ctx.base_url, &package, prefetched).await?;
+        *built = build(state, name, view, &ctx.base_url, &mut package, prefetched).await?;
     }
     let Some(pieces) = built.as_ref().filter(|p| !p.is_empty()) else {
         return state.not_here(name, ctx).await;
@@ -215,14 +215,14 @@ async fn readme(
     })
 }
 
-/// Builds `view` of the whole document at (or after) `package`'s revision; `None` when there is
-/// no such package any more.
+/// Builds `view` of the whole document at (or after) `package`'s revision, moving `package` to
+/// the document's record when it is newer; `None` when there is no such package any more.
 async fn build(
     state: &AppState,
     name: &PackageName,
     view: View,
     base_url: &str,
-    package: &PackageRecord,
+    package: &mut Arc<PackageRecord>,
     prefetched: Option<PackageDocument>,
 ) -> Result<Option<Built>, ApiError> {
     let doc = match prefetched {
@@ -232,6 +232,13 @@ async fn build(
     let Some(doc) = doc else {
         return Ok(None);
     };
+    // The document may be newer than the record read (a write since; on AWS, a view up to T
+    // old): it is joined with its own record, whose dist-tags name its versions, and the view
+    // moves up to it, so the next read finds this build current.
+    if doc.package.revision > package.revision {
+        *package = Arc::new(doc.package.clone());
+        state.views.advance(&doc.package);
+    }
     // Only the full view shows a README, and only the latest version's: read apart, so no
     // other view (and no other version) ever decodes one.
     let readme = match (view, packument::latest(&doc)) {
@@ -256,7 +263,7 @@ async fn version_or_tag(
     spec: &str,
 ) -> Result<Response, ApiError> {
     // The package record and the one version record: never every version of the package.
-    let Some(package) = state.published_package(name).await? else {
+    let Some(package) = state.viewed_package(name).await? else {
         return state.not_here(name, ctx).await;
     };
     state
@@ -302,7 +309,7 @@ async fn dist_tags(
     name: &PackageName,
 ) -> Result<Response, ApiError> {
     // The tags live in the package record: no version is read.
-    let Some(package) = state.published_package(name).await? else {
+    let Some(package) = state.viewed_package(name).await? else {
         return Err(state.missing(ctx, name).await);
     };
     state

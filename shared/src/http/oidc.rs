@@ -113,7 +113,7 @@ pub async fn visibility(
     ctx: &RequestContext,
     name: &PackageName,
 ) -> Result<Response, ApiError> {
-    let Some(package) = state.published_package(name).await? else {
+    let Some(package) = state.viewed_package(name).await? else {
         return Err(state.missing(ctx, name).await);
     };
     state

@@ -13,12 +13,16 @@ use crate::auth::{Action, AuthError, Authorizer, Caller, Identity};
 use crate::config::Config;
 use crate::domain::tarball::TarballLimits;
 use crate::domain::{PackageName, PackageRecord, RepoRef};
+use crate::storage::views::PackageViews;
 use crate::storage::{AuditLog, MetadataStore, TarballStore};
 
 /// Everything a handler needs, built once per process.
 pub struct AppState {
-    /// Package metadata.
+    /// Package metadata, read strongly (the write paths): `views` over the backend's store.
     pub metadata: Arc<dyn MetadataStore>,
+    /// This instance's views of packages and facts of versions, for read routes: at most
+    /// `REGISTRY_REVISION_CHECK_MS` old (`storage::views`).
+    pub views: Arc<PackageViews>,
     /// Tarball bytes.
     pub tarballs: Arc<dyn TarballStore>,
     /// Settings.
@@ -124,8 +128,18 @@ impl AppState {
             .then(|| format!("{upstream}{path_and_query}"))
     }
 
-    /// The package record, unless the package is absent or was unpublished as a whole: what
-    /// routes that need no version record answer from.
+    /// The package record as this instance's view has it (read routes), unless the package is
+    /// absent or was unpublished as a whole.
+    pub(crate) async fn viewed_package(
+        &self,
+        name: &PackageName,
+    ) -> Result<Option<Arc<PackageRecord>>, ApiError> {
+        let record = self.views.package(name).await?;
+        Ok(record.filter(|package| package.unpublished.is_none()))
+    }
+
+    /// The package record, read strongly, unless the package is absent or was unpublished as a
+    /// whole: what write routes that need no version record decide from.
     pub(crate) async fn published_package(
         &self,
         name: &PackageName,

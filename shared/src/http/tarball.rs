@@ -7,8 +7,9 @@ use axum::response::{IntoResponse, Response};
 use super::routes::{TarballFile, TarballRoute};
 use super::{ApiError, AppState, RequestContext, redirect};
 use crate::auth::Action;
-use crate::domain::{PackageName, VersionState};
+use crate::domain::PackageName;
 use crate::storage::TarballRead;
+use crate::storage::views::VersionFact;
 
 /// Handles a tarball route.
 pub async fn handle(
@@ -28,38 +29,41 @@ async fn download(
     file: &TarballFile,
 ) -> Result<Response, ApiError> {
     // GitHub mode: the package first. Whether it exists, which versions it has and which file
-    // names it serves are its business, told only to callers who may read it. (Open mode needs
-    // no record: the version's is enough.)
-    let package = match state.auth.github() {
-        Some(_) => {
-            let Some(package) = state.metadata.package(name).await? else {
-                return state.not_here(name, ctx).await;
-            };
-            state
-                .authorize(ctx, name, Some(&package), Action::Read)
-                .await?;
-            Some(package)
-        }
-        None => None,
+    // names it serves are its business, told only to callers who may read it. Open mode needs
+    // the record only where views are kept: its epoch says whether a kept version fact holds
+    // (without views the version's own record is enough).
+    let package = if state.auth.github().is_some() || state.views.keeps_views() {
+        let Some(package) = state.views.package(name).await? else {
+            return state.not_here(name, ctx).await;
+        };
+        state
+            .authorize(ctx, name, Some(&package), Action::Read)
+            .await?;
+        Some(package)
+    } else {
+        None
     };
     let Some(version) = file.version().cloned() else {
         return Err(ApiError::NotFound(format!(
             "'{file}' is not a tarball of {name}"
         )));
     };
-    let Some(record) = state.metadata.version(name, &version).await? else {
+    let Some(fact) = state.views.fact(name, package.as_deref(), &version).await? else {
         if package.is_none() && state.metadata.package(name).await?.is_none() {
             return state.not_here(name, ctx).await;
         }
         return Err(ApiError::version_not_found(name, &version));
     };
-    let live = match record.state {
-        VersionState::Live(live) => live,
-        VersionState::Unpublished { .. } => {
+    let (tarball_key, shasum) = match fact {
+        VersionFact::Live {
+            tarball_key,
+            shasum,
+        } => (tarball_key, shasum),
+        VersionFact::Unpublished => {
             return Err(ApiError::Gone(format!("{name}@{version} was unpublished")));
         }
     };
-    match state.tarballs.get(&live.dist.tarball_key).await? {
+    match state.tarballs.get(&tarball_key).await? {
         Some(TarballRead::Redirect(url)) => Ok(redirect(&url)),
         Some(TarballRead::Bytes { len, body }) => {
             let mut response = (StatusCode::OK, Body::from_stream(body)).into_response();
@@ -75,14 +79,14 @@ async fn download(
                 header::CACHE_CONTROL,
                 HeaderValue::from_static("private, max-age=300"),
             );
-            if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", live.dist.shasum)) {
+            if let Ok(v) = HeaderValue::from_str(&format!("\"{shasum}\"")) {
                 headers.insert(header::ETAG, v);
             }
             Ok(response)
         }
         None => Err(ApiError::Internal(format!(
             "tarball {} is referenced but missing",
-            live.dist.tarball_key.as_str()
+            tarball_key.as_str()
         ))),
     }
 }

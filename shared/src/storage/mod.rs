@@ -9,6 +9,7 @@
 pub mod audit_file;
 pub mod aws;
 pub mod embedded;
+pub mod views;
 
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -95,6 +96,17 @@ impl StorageHealth {
     }
 }
 
+/// How recent a read must be. A backend with one kind of read (the embedded one) serves both
+/// the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Reflects every write that completed before the read began.
+    Strong,
+    /// May miss writes of the last moments (DynamoDB: an eventually consistent read, half the
+    /// price); never shows an uncommitted one.
+    Eventual,
+}
+
 /// A change to one existing version record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum VersionChange {
@@ -134,6 +146,14 @@ pub struct PackageWrite {
 pub trait MetadataStore: Send + Sync {
     /// The package record alone (cheap: one item).
     async fn package(&self, name: &PackageName) -> Result<Option<PackageRecord>, StoreError>;
+    /// The package record, read as recent as `consistency` asks (`package` reads strongly).
+    async fn package_with(
+        &self,
+        name: &PackageName,
+        _consistency: Consistency,
+    ) -> Result<Option<PackageRecord>, StoreError> {
+        self.package(name).await
+    }
     /// The package record and all its version records.
     async fn document(&self, name: &PackageName) -> Result<Option<PackageDocument>, StoreError>;
     /// The package record and, if the backend can read it in the same round trip, its document
@@ -166,6 +186,15 @@ pub trait MetadataStore: Send + Sync {
         name: &PackageName,
         version: &Version,
     ) -> Result<Option<VersionRecord>, StoreError>;
+    /// One version record, read as recent as `consistency` asks (`version` reads strongly).
+    async fn version_with(
+        &self,
+        name: &PackageName,
+        version: &Version,
+        _consistency: Consistency,
+    ) -> Result<Option<VersionRecord>, StoreError> {
+        self.version(name, version).await
+    }
     /// Applies a write atomically, or nothing of it.
     async fn write(&self, write: PackageWrite) -> Result<(), StoreError>;
     /// Whether the storage can take writes now (the readiness check). A backend that cannot
@@ -218,6 +247,15 @@ pub trait TarballStore: Send + Sync {
 pub trait KvStore: Send + Sync {
     /// The value, if present and not expired.
     async fn get(&self, namespace: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The value, read as recent as `consistency` asks (`get` reads strongly).
+    async fn get_with(
+        &self,
+        namespace: &str,
+        id: &str,
+        _consistency: Consistency,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(namespace, id).await
+    }
     /// Stores (or replaces) a value.
     async fn put(
         &self,

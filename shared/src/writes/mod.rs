@@ -102,6 +102,16 @@ impl Draft {
         self.changes.push(change);
     }
 
+    /// Whether the write may change what is known of an existing version's tarball: an
+    /// unpublish, or a create that may replace a live version (overwrite mode, where even a
+    /// version absent when checked may have been published by a racing writer since).
+    fn changes_tarball_facts(&self) -> bool {
+        self.changes
+            .iter()
+            .any(|c| matches!(c, VersionChange::Unpublish(..)))
+            || matches!(self.create, Some((_, CreateMode::AllowOverwrite)))
+    }
+
     fn into_write(mut self) -> PackageWrite {
         let created = self.create.iter().map(|(record, _)| &record.version);
         let changed = self.changes.iter().map(|change| match change {
@@ -110,6 +120,9 @@ impl Draft {
         self.record
             .touched
             .record(self.record.revision, created.chain(changed));
+        if self.changes_tarball_facts() {
+            self.record.epoch += 1;
+        }
         PackageWrite {
             package: self.record,
             expected_revision: self.expected_revision,
@@ -197,5 +210,46 @@ impl<'a> PackageWriter<'a> {
                 tracing::warn!(key = key.as_str(), error = %e, "could not remove an unreferenced tarball");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::VersionState;
+
+    fn draft(epoch: u64) -> Draft {
+        let name = PackageName::parse("@acme/epoch").unwrap();
+        let mut stored = PackageRecord::new(name.clone(), Utc::now());
+        stored.revision = 4;
+        stored.epoch = epoch;
+        Draft::after(Some(&stored), &name)
+    }
+
+    fn version(v: &str) -> VersionRecord {
+        VersionRecord {
+            version: Version::parse(v).unwrap(),
+            published: Utc::now(),
+            state: VersionState::Unpublished { at: Utc::now() },
+        }
+    }
+
+    #[test]
+    fn the_epoch_moves_with_writes_that_change_what_a_version_tarball_is() {
+        let epoch_of = |draft: Draft| draft.into_write().package.epoch;
+        assert_eq!(epoch_of(draft(2)), 2, "a record change alone");
+        let mut d = draft(2);
+        d.change_version(VersionChange::Deprecate(Version::new(1, 0, 0), None));
+        assert_eq!(epoch_of(d), 2, "a deprecation");
+        let mut d = draft(2);
+        d.create_version(version("1.0.1"), None, CreateMode::CreateOnly);
+        assert_eq!(epoch_of(d), 2, "a new version that cannot replace one");
+        let mut d = draft(2);
+        d.change_version(VersionChange::Unpublish(Version::new(1, 0, 0), Utc::now()));
+        d.change_version(VersionChange::Unpublish(Version::new(1, 0, 1), Utc::now()));
+        assert_eq!(epoch_of(d), 3, "unpublishes: once per write");
+        let mut d = draft(2);
+        d.create_version(version("1.0.0"), None, CreateMode::AllowOverwrite);
+        assert_eq!(epoch_of(d), 3, "a create that may overwrite");
     }
 }

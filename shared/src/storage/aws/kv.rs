@@ -9,17 +9,26 @@ use super::AwsStorage;
 use super::codec::{decode_kv, encode_kv, s_attr};
 use super::errors::classify;
 use super::layout::{ItemKey, Partition, attr};
-use crate::storage::{KvStore, StoreError};
+use crate::storage::{Consistency, KvStore, StoreError};
 
 #[async_trait]
 impl KvStore for AwsStorage {
     async fn get(&self, namespace: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_with(namespace, id, Consistency::Strong).await
+    }
+
+    async fn get_with(
+        &self,
+        namespace: &str,
+        id: &str,
+        consistency: Consistency,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let out = self
             .ddb
             .get_item()
             .table_name(&self.settings.table)
             .set_key(Some(ItemKey::Kv { namespace, id }.attributes()))
-            .consistent_read(true)
+            .consistent_read(consistency == Consistency::Strong)
             .send()
             .await
             .map_err(|e| classify(e, self.table()))?;

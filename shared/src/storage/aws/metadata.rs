@@ -12,17 +12,25 @@ use super::layout::{ItemKey, ObjectKey, attr};
 use super::plan::{Failure, plan};
 use super::transact::TransactFailure;
 use crate::domain::{PackageDocument, PackageName, PackageRecord, VersionRecord, VersionState};
-use crate::storage::{CreateMode, MetadataStore, PackageWrite, StoreError};
+use crate::storage::{Consistency, CreateMode, MetadataStore, PackageWrite, StoreError};
 
 #[async_trait]
 impl MetadataStore for AwsStorage {
     async fn package(&self, name: &PackageName) -> Result<Option<PackageRecord>, StoreError> {
+        self.package_with(name, Consistency::Strong).await
+    }
+
+    async fn package_with(
+        &self,
+        name: &PackageName,
+        consistency: Consistency,
+    ) -> Result<Option<PackageRecord>, StoreError> {
         let out = self
             .ddb
             .get_item()
             .table_name(&self.settings.table)
             .set_key(Some(ItemKey::Package(name).attributes()))
-            .consistent_read(true)
+            .consistent_read(consistency == Consistency::Strong)
             .send()
             .await
             .map_err(|e| classify(e, self.table()))?;
@@ -63,12 +71,21 @@ impl MetadataStore for AwsStorage {
         name: &PackageName,
         version: &Version,
     ) -> Result<Option<VersionRecord>, StoreError> {
+        self.version_with(name, version, Consistency::Strong).await
+    }
+
+    async fn version_with(
+        &self,
+        name: &PackageName,
+        version: &Version,
+        consistency: Consistency,
+    ) -> Result<Option<VersionRecord>, StoreError> {
         let out = self
             .ddb
             .get_item()
             .table_name(&self.settings.table)
             .set_key(Some(ItemKey::Version(name, version).attributes()))
-            .consistent_read(true)
+            .consistent_read(consistency == Consistency::Strong)
             .send()
             .await
             .map_err(|e| classify(e, self.table()))?;
