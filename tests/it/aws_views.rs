@@ -320,6 +320,60 @@ async fn a_write_elsewhere_is_seen_within_the_check_interval() {
     );
 }
 
+/// A view older than the package's snapshot never mixes the two: a document built from a newer
+/// snapshot is served with that snapshot's own record (its dist-tags name its versions), and the
+/// view moves up to it. Here `latest` was unpublished elsewhere: the reader's view still names
+/// it, the snapshot no longer lists it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_older_than_the_snapshot_serves_the_snapshot_whole() {
+    let resources = AwsResources::create("views-mix", S3Host::Different);
+    let writer = instance(&resources, &[("REGISTRY_REVISION_CHECK_MS", "0")]).await;
+    let name = "@acme/mix";
+    writer.publish(name, "1.0.0").await;
+    writer.publish(name, "1.0.1").await;
+    let reader = instance(&resources, &[LONG_T]).await;
+    let abbreviated = |i: &Instance| {
+        let app = i.app.clone();
+        async move {
+            let request = Request::builder()
+                .uri("/@acme%2fmix")
+                .header("accept", "application/vnd.npm.install-v1+json")
+                .body(Body::empty())
+                .unwrap();
+            let response = app.oneshot(request).await.unwrap();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&bytes).unwrap()
+        }
+    };
+    assert_eq!(abbreviated(&reader).await["dist-tags"]["latest"], "1.0.1");
+
+    writer.unpublish(name, "1.0.1").await;
+    // A new instance's read stores the snapshot of the new revision (the writer's own would patch
+    // the rendering it holds and leave the snapshot as it was).
+    let third = instance(&resources, &[("REGISTRY_REVISION_CHECK_MS", "0")]).await;
+    assert_eq!(third.get("/@acme%2fmix").await.0, StatusCode::OK);
+
+    let consistent = |doc: &Value| {
+        let versions = doc["versions"].as_object().unwrap();
+        assert!(!versions.contains_key("1.0.1"), "{doc}");
+        for (tag, version) in doc["dist-tags"].as_object().unwrap() {
+            assert!(
+                versions.contains_key(version.as_str().unwrap()),
+                "dist-tag {tag} names {version}, which the document does not list: {doc}"
+            );
+        }
+        assert_eq!(doc["dist-tags"]["latest"], "1.0.0");
+    };
+    // The full view, never built here: built from the newer snapshot, with its record.
+    let (status, full, _) = reader.get("/@acme%2fmix").await;
+    assert_eq!(status, StatusCode::OK);
+    consistent(&full);
+    // The install view, built at the older revision: the view has moved up, so it is patched.
+    consistent(&abbreviated(&reader).await);
+}
+
 /// A version fact is kept for the instance's life, but only while the package's epoch stays:
 /// an unpublish made through the instance refuses the version at once, and one made elsewhere
 /// as soon as the instance's view is checked, with no fact lifetime to wait out.
