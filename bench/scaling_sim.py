@@ -22,13 +22,12 @@ What is modelled (docs/scaling.md has the reasoning and the code each cost comes
           instance; the writer stores the snapshot (a Query paced at --rebuild-pace RCU/s, or
           none with --incremental); readers never Query.
 
-  now     what the code does today (parts 1, 4 and 5 of docs/scaling.md, and the incremental
-          packuments of issue 19; parts 2 and 3 are designed, not built): the new design's
-          checks, facts and token records; after a write each metadata instance, at its first
-          request for a view after the check that saw the write, patches the rendering it holds
-          by reading the versions the write touched (strong GetItems, one set per view); an
-          instance that holds none (a cold start) GETs the snapshot, and the first such one after
-          a write finds it stale and rebuilds it (a strong Query); the writer stores nothing.
+  now     what the code does today (parts 1, 3, 4 and 5 of docs/scaling.md, and the incremental
+          packuments of issue 19; part 2 is designed, not built): the new design's checks, facts
+          and token records; the writer advances the snapshot (a GET and a PUT, no Query); after a
+          write each metadata instance, at its first request for a view after the check that saw
+          the write, patches the rendering it holds by reading the versions the write touched
+          (strong GetItems, one set per view) instead of GETting the snapshot; cold starts GET it.
 
 Arrivals are spread evenly over a function's instances, Poisson at each. The instance count is
 fixed (--instances) or follows the load ("auto": rate x service time / utilisation).
@@ -276,13 +275,13 @@ def new_design(m: Model) -> Load:
 
 
 def implemented(m: Model) -> Load:
-    """What the code does now: parts 1 (views), 4 (version facts) and 5 (authorisation inputs)
-    of docs/scaling.md, with incremental packuments. Checks and facts as in `new_design`; after a
-    write each metadata instance's next request for each view, once a check has shown it the
-    write, reads the version items the write touched (one per write here: a publish) strongly
-    and patches the rendering it holds. Cold starts GET the snapshot per view; the first one
-    after a write finds it stale and rebuilds it with a strong Query (parts 2 and 3, the writer
-    storing the snapshot, are not built)."""
+    """What the code does now: parts 1 (views), 3 (the writer advances the snapshot), 4 (version
+    facts) and 5 (authorisation inputs) of docs/scaling.md, with incremental packuments. Checks
+    and facts as in `new_design`; after a write each metadata instance's next request for each
+    view, once a check has shown it the write, reads the version items the write touched (one per
+    write here: a publish) strongly and patches the rendering it holds. Cold starts GET the
+    snapshot per view. The writer GETs the snapshot and PUTs it advanced; it never Queries (a
+    snapshot at another revision, left to a reader's rebuild, is not modelled)."""
     rng = random.Random(m.seed)
     p, t = m.packument_rate, m.tarball_rate
     n_meta, n_tar = m.pool(p), m.pool(t)
@@ -325,11 +324,8 @@ def implemented(m: Model) -> Load:
     for second in range(len(ddb.steady)):
         ddb.add(second, cold_tar * facts)
         s3.add(second, cold_meta * m.views)
-    if cold_meta > 0:
-        rebuild = query_rcu(m, strong=True)
-        for w in writes:
-            # The first cold start after the write; kept within the run, so every write pays it.
-            ddb.add(min(w + 1.0 / cold_meta, m.duration_s - 0.5), rebuild, write=True)
+    for w in writes:
+        s3.add(w, 1.0, write=True)
     token = 0.0
     if m.auth == "token":
         token = (n_meta + n_tar) / m.token_cache_s * item_rcu(1.0, not m.eventual)
@@ -430,9 +426,9 @@ def table(m: Model, rates: list[float], out=sys.stdout) -> list[tuple[float, Loa
         file=out,
     )
     print(
-        "designs: today = before issue 19; now = as built (parts 1, 4, 5: views, version facts, "
-        "authorisation inputs; incremental packuments); new = as designed (parts 2, 3 too: one "
-        "snapshot GET per revision, the writer stores the snapshot: not built yet)",
+        "designs: today = before issue 19; now = as built (parts 1, 3, 4, 5: views, the writer's "
+        "snapshot, version facts, authorisation inputs; incremental packuments); new = as designed "
+        "(part 2 too: one snapshot GET per revision; the writer's Query paced)",
         file=out,
     )
     token = m.auth == "token"
