@@ -505,7 +505,10 @@ mod tests {
         };
         let npm = "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*";
         assert_eq!(view(&[npm]), View::Abbreviated);
-        assert_eq!(view(&["application/vnd.npm.install-v1+json"]), View::Abbreviated);
+        assert_eq!(
+            view(&["application/vnd.npm.install-v1+json"]),
+            View::Abbreviated
+        );
         assert_eq!(
             view(&["text/html", "*/*;application/vnd.npm.install-v1+json"]),
             View::Abbreviated
