@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
 import statistics
@@ -10,9 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import ABBREVIATED, ACCEPT_ABBREVIATED, ACCEPT_FULL, BenchError, log, escaped, fmt_int, fmt_ms, fmt_ratio, run, http_get
+from .common import ABBREVIATED, ACCEPT_ABBREVIATED, ACCEPT_FULL, BenchError, log, escaped, fmt_int, fmt_ms, fmt_ratio, run, http_get, free_port
 from .packages import synthetic_package
-from .servers import Server, load, fetch_variants
+from .servers import Nginx, Server, load, fetch_variants
 from .results import Row
 
 
@@ -238,6 +239,7 @@ class PackumentReads:
                             f"nginx {cell['nginx'].rps:,.0f}/s, Verdaccio {cell['Verdaccio'].rps:,.0f}/s")
                         if conns == max(plan.connections):
                             goal_cells.append((label, cell))
+        self.logged_reads(sizes, busy_cells)
         top = max(plan.connections)
         need = top / 0.005
         big = sizes[self.doc_names[1]][("full", "identity")]
@@ -287,6 +289,54 @@ class PackumentReads:
                    f"{worst_p99[1]['nginx'].p99_ms:.2f} ms); mean latency at the best throughput "
                    f"measured, {top} ÷ req/s, is {floor_ms:.2f} ms in the slowest cell ({floor[0]})",
                    worst_p99[1]["ours"].p99_ms <= 5)
+
+    def logged_reads(self, sizes, busy_cells: list[float]):
+        """The top-connection cells again with a log line per request: ours at REGISTRY_LOG=info
+        beside an nginx with `access_log` on, on the same bytes."""
+        plan, R = self.plan, self.results
+        top = max(plan.connections)
+        nginx = Nginx(self.work, free_port(), label="nginx access_log", root=self.nginx.root)
+        self.servers.append(nginx)
+        nginx.launch(workers=os.cpu_count() or 2, access_log=True)
+        self.ours.restart(extra_env={"REGISTRY_LOG": "info"})
+        try:
+            for size, name in zip(plan.doc_sizes, self.doc_names):
+                for view, accept in (("full", ACCEPT_FULL), ("abbreviated", ACCEPT_ABBREVIATED)):
+                    for gz in (False, True):
+                        enc = "gzip" if gz else "identity"
+                        pair = (("ours", self.ours), ("nginx", nginx))
+                        rounds: dict[str, list[WrkResult]] = {key: [] for key, _ in pair}
+                        if plan.warmup_seconds:
+                            for _, server in pair:
+                                server.wait_idle()
+                                wrk(f"{server.base}/{escaped(name)}", accept, gz, top, plan.warmup_seconds, self.work)
+                        quiet, busy = wait_for_quiet(plan.quiet_wait_s)
+                        if not quiet:
+                            busy_cells.append(busy)
+                        for _ in range(plan.read_rounds):
+                            for key, server in pair:
+                                server.wait_idle()
+                                r = wrk(f"{server.base}/{escaped(name)}", accept, gz, top, plan.wrk_seconds, self.work)
+                                server.check_alive()
+                                server.wait_idle()
+                                self.check_bytes(server, name, view, enc, r, sizes[name])
+                                rounds[key].append(r)
+                        cell = {key: median_result(rs) for key, rs in rounds.items()}
+                        label = f"{size} versions, {view}, {enc}, {top} conn, request log on" + ("" if quiet else " †")
+                        R.rows.append(Row(
+                            label, self.cell_text(cell["ours"]), self.cell_text(cell["nginx"]), "—",
+                            fmt_ratio(cell["ours"].rps / cell["nginx"].rps), "—",
+                        ))
+                        log(f"reads {label}: ours {cell['ours'].rps:,.0f}/s, nginx {cell['nginx'].rps:,.0f}/s")
+        finally:
+            nginx.stop()
+            self.servers.remove(nginx)
+            self.ours.restart()
+        R.notes.append(
+            "Rows marked \"request log on\": our server at REGISTRY_LOG=info (a line per request to its "
+            "log file) beside nginx with `access_log` on (the default combined format, unbuffered: a "
+            "write per request), on the same bytes as the rows above."
+        )
 
     @staticmethod
     def time_sample(server: Server) -> tuple[float, float, float]:

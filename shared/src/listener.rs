@@ -38,7 +38,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::app::{App, StartError};
 use crate::config::{AuthMode, Config};
-use crate::http::{RouteGroup, router};
+use crate::http::{Dispatcher, RouteGroup};
 
 /// After answering a request whose body was left unread, the longest the server keeps reading
 /// and discarding what the client still sends (nginx's `lingering_time`).
@@ -109,7 +109,7 @@ impl ListenerSettings {
 /// The local server, bound and ready to serve every route group.
 pub struct LocalServer {
     listener: TcpListener,
-    app: Router,
+    app: Dispatcher,
     settings: ListenerSettings,
 }
 
@@ -133,7 +133,7 @@ impl LocalServer {
         let state = App::builder(config).build().await?;
         Ok(Self {
             listener,
-            app: router(state, &RouteGroup::ALL),
+            app: Dispatcher::new(state, &RouteGroup::ALL),
             settings,
         })
     }
@@ -168,12 +168,32 @@ pub async fn shutdown_signal() {
     tokio::select! { () = ctrl_c => {}, () = term => {} }
 }
 
+/// What the listener hands each request to: the application's dispatch (what `LocalServer`
+/// serves), or a whole router.
+pub trait Serve: Clone + Send + Sync + Unpin + 'static {
+    /// The response to `request`.
+    fn respond(&self, request: axum::extract::Request) -> ResponseFuture;
+}
+
+impl Serve for Dispatcher {
+    fn respond(&self, request: axum::extract::Request) -> ResponseFuture {
+        Box::pin(futures_util::FutureExt::map(self.clone().call(request), Ok))
+    }
+}
+
+impl Serve for Router {
+    fn respond(&self, request: axum::extract::Request) -> ResponseFuture {
+        let app = TowerToHyperService::new(self.clone());
+        Box::pin(hyper::service::Service::call(&app, request))
+    }
+}
+
 /// Serves `app` on `listener` with the bounds in `settings` until `shutdown` completes; then
 /// stops accepting, closes idle connections, and waits (for a short grace at most) for the others
 /// to finish their requests.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: impl Serve,
     settings: ListenerSettings,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
@@ -259,18 +279,18 @@ struct ConnShared {
     unread_body: AtomicBool,
 }
 
-struct Connection {
-    app: Router,
+struct Connection<S> {
+    app: S,
     settings: Arc<ListenerSettings>,
     signal: watch::Receiver<()>,
 }
 
 /// A response in progress, boxed: taking the socket back (`poll_without_shutdown`) needs the
 /// service's future to be `Unpin`.
-type ResponseFuture =
+pub type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<axum::response::Response, Infallible>> + Send>>;
 
-impl Connection {
+impl<S: Serve> Connection<S> {
     async fn run(mut self, stream: TcpStream) {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
@@ -282,7 +302,7 @@ impl Connection {
             shared.clone(),
             settings.body_timeout,
         ));
-        let app = TowerToHyperService::new(self.app.clone());
+        let app = self.app.clone();
         let body_shared = shared.clone();
         let body_limits = BodyLimits {
             timeout: settings.body_timeout,
@@ -290,9 +310,15 @@ impl Connection {
         };
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             body_shared.unread_body.store(false, Ordering::Relaxed);
-            let request =
-                request.map(|body| Body::new(TimedBody::new(body, body_limits, &body_shared)));
-            Box::pin(hyper::service::Service::call(&app, request)) as ResponseFuture
+            // Most requests (every read) have no body: nothing to time or to leave unread.
+            let request = request.map(|body| {
+                if body.is_end_stream() {
+                    Body::empty()
+                } else {
+                    Body::new(TimedBody::new(body, body_limits, &body_shared))
+                }
+            });
+            app.respond(request)
         });
         let mut builder = http1::Builder::new();
         match settings.header_timeout.or(settings.idle_timeout) {

@@ -3,6 +3,11 @@
 use clap::Parser;
 use registry::config::{Config, Env};
 
+/// mimalloc rather than the system allocator: a warm read makes a couple of dozen small
+/// allocations, and glibc's malloc and free were a sixth of its instructions.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Flags override the environment variables of the same setting (README, "Configuration").
 #[derive(Parser, Debug)]
 #[command(version, about = "npm-compatible registry, local server")]

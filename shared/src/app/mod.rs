@@ -318,6 +318,7 @@ fn assemble(
     // Every route reads and writes through the views: write routes read strongly through them
     // and refresh them, read routes use them (`storage::views`).
     let views = Arc::new(PackageViews::new(metadata, config.storage.revision_check()));
+    let tarballs_kept = crate::http::tarball::TarballCache::new(config.limits.tarball_cache_bytes);
     let body_budget = Arc::new(tokio::sync::Semaphore::new(
         config
             .limits
@@ -334,6 +335,7 @@ fn assemble(
         auth,
         tarball_limits,
         packuments,
+        tarballs_kept,
         audit,
     })
 }

@@ -368,7 +368,8 @@ impl Authorizer {
     ) -> Result<Caller, AuthError> {
         match self {
             Authorizer::Open => Ok(Caller::anonymous()),
-            Authorizer::Github(g) => g.caller(headers, writes).await,
+            // Boxed: open mode's requests need not carry (and copy) GitHub's large future.
+            Authorizer::Github(g) => Box::pin(g.caller(headers, writes)).await,
         }
     }
 

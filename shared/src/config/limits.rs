@@ -1,5 +1,5 @@
 //! What one request may cost: body sizes, the bodies held at once, unpacked tarball size, the
-//! memory for rendered packuments, and whether a publish may replace a version.
+//! memory for rendered packuments and served tarballs, and whether a publish may replace a version.
 
 use super::{ConfigError, Env};
 
@@ -11,6 +11,9 @@ const DEFAULT_PACKUMENT_CACHE_BYTES: usize = 16 << 20;
 /// Default memory for packuments being built at once: a 3,000-version document takes a few MB
 /// while it is decoded and joined, so tens build side by side and a burst of the biggest waits.
 const DEFAULT_RENDER_BYTES_IN_FLIGHT: usize = 64 << 20;
+/// Default memory for tarballs kept to serve again (local storage): a few thousand of the small
+/// tarballs most packages have.
+const DEFAULT_TARBALL_CACHE_BYTES: usize = 8 << 20;
 /// Default most bytes a published tarball may unpack to.
 const DEFAULT_MAX_UNPACKED_BYTES: u64 = 1 << 30;
 
@@ -27,6 +30,9 @@ pub struct LimitsConfig {
     pub packument_cache_bytes: usize,
     /// `REGISTRY_RENDER_BYTES_IN_FLIGHT`: memory for packuments being built at once.
     pub render_bytes_in_flight: usize,
+    /// `REGISTRY_TARBALL_CACHE_BYTES`: memory for tarballs kept to serve again from memory (0
+    /// turns the cache off).
+    pub tarball_cache_bytes: usize,
     /// `REGISTRY_ALLOW_OVERWRITE`: let a publish replace an existing (not unpublished) version.
     pub allow_overwrite: bool,
 }
@@ -54,6 +60,9 @@ impl LimitsConfig {
             render_bytes_in_flight: env
                 .number("REGISTRY_RENDER_BYTES_IN_FLIGHT")?
                 .unwrap_or(DEFAULT_RENDER_BYTES_IN_FLIGHT),
+            tarball_cache_bytes: env
+                .number("REGISTRY_TARBALL_CACHE_BYTES")?
+                .unwrap_or(DEFAULT_TARBALL_CACHE_BYTES),
             allow_overwrite: env.flag("REGISTRY_ALLOW_OVERWRITE")?.unwrap_or(false),
         })
     }
@@ -72,6 +81,7 @@ mod tests {
         assert_eq!(c.max_unpacked_bytes, 1 << 30);
         assert_eq!(c.packument_cache_bytes, 16 << 20);
         assert_eq!(c.render_bytes_in_flight, 64 << 20);
+        assert_eq!(c.tarball_cache_bytes, 8 << 20);
         assert!(!c.allow_overwrite);
         let c = LimitsConfig::from_env(&env(&[
             ("REGISTRY_MAX_BODY_BYTES", "1000"),
@@ -95,6 +105,7 @@ mod tests {
             ("REGISTRY_MAX_UNPACKED_BYTES", "1G"),
             ("REGISTRY_PACKUMENT_CACHE_BYTES", "off"),
             ("REGISTRY_RENDER_BYTES_IN_FLIGHT", "lots"),
+            ("REGISTRY_TARBALL_CACHE_BYTES", "8M"),
             ("REGISTRY_ALLOW_OVERWRITE", "sometimes"),
         ] {
             let e = LimitsConfig::from_env(&env(&[(key, value)])).unwrap_err();

@@ -87,10 +87,10 @@ impl PackageName {
             None
         };
         let base = &name[slash.map_or(0, |s| s + 1)..];
-        if matches!(
-            base.to_ascii_lowercase().as_str(),
-            "node_modules" | "favicon.ico"
-        ) {
+        if ["node_modules", "favicon.ico"]
+            .iter()
+            .any(|reserved| base.eq_ignore_ascii_case(reserved))
+        {
             return Err(NameError::Reserved(name.to_string()));
         }
         Ok(Self {

@@ -114,7 +114,6 @@ impl AuditNote {
 /// Whether `route` writes, and if so its package and what it does unless the handler says more.
 /// The one place a new write route is added to the audit log.
 pub(crate) fn audited(route: &Route) -> Option<(Option<PackageName>, AuditEntry)> {
-    let package = route.package().cloned();
     let entry = match route {
         Route::Publish(route) => match route {
             PublishRoute::Put { rev: None, .. } => AuditEntry::new(AuditAction::Publish),
@@ -147,7 +146,7 @@ pub(crate) fn audited(route: &Route) -> Option<(Option<PackageName>, AuditEntry)
         Route::Metadata(_) | Route::Tarball(_) => return None,
     };
     let package = match route {
-        Route::Auth(AuthRoute::OidcExchange { .. }) | Route::Publish(_) => package,
+        Route::Auth(AuthRoute::OidcExchange { .. }) | Route::Publish(_) => route.package().cloned(),
         _ => None,
     };
     Some((package, entry))

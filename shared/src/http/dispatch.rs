@@ -5,8 +5,10 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::body::Body;
+use axum::body::HttpBody as _;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 
 use super::body::{declared_length, route_limit, too_large};
@@ -15,17 +17,76 @@ use super::{ApiError, AppState, RequestContext, audit, auth, metadata, publish, 
 use crate::auth::{Caller, Identity};
 use crate::config::Config;
 
-/// Builds the router serving `groups`. The local server passes every group; each Lambda one.
+/// Builds the router serving `groups`: each Lambda function passes its own group. The local
+/// server's listener calls the same dispatch without axum's router in front (`Dispatcher`).
 pub fn router(state: Arc<AppState>, groups: &[RouteGroup]) -> Router {
-    let groups: Arc<[RouteGroup]> = groups.into();
-    Router::new()
-        .fallback(
-            move |State(state): State<Arc<AppState>>, request: Request| {
-                let groups = groups.clone();
-                async move { dispatch(state, &groups, request).await }
-            },
-        )
-        .with_state(state)
+    let dispatcher = Dispatcher::new(state, groups);
+    Router::new().fallback(move |request: Request| {
+        let dispatcher = dispatcher.clone();
+        async move {
+            let prefix = dispatcher.public_prefix.as_deref();
+            dispatch(&dispatcher.state, &dispatcher.groups, prefix, request).await
+        }
+    })
+}
+
+/// The application as one call per request: `router`'s work without the router. Every request
+/// goes to the router's fallback anyway; its matching, boxing and extraction cost a warm read a
+/// tenth of its instructions. The local server's listener holds one.
+#[derive(Clone)]
+pub struct Dispatcher {
+    state: Arc<AppState>,
+    groups: Arc<[RouteGroup]>,
+    /// The configured public URL's path, parsed once (see `path_prefix`).
+    public_prefix: Option<Arc<str>>,
+}
+
+impl Dispatcher {
+    /// Dispatches to the handlers of `groups`.
+    pub fn new(state: Arc<AppState>, groups: &[RouteGroup]) -> Self {
+        let public_prefix = state
+            .config
+            .server
+            .public_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| Arc::from(u.path().trim_end_matches('/')));
+        Self {
+            state,
+            groups: groups.into(),
+            public_prefix,
+        }
+    }
+
+    /// Answers `request` exactly as `router` does, with what axum adds to a handler's answer: a
+    /// `Content-Length` when the body's size is known, no body for `HEAD` (nor for a success to
+    /// `CONNECT`, which no route gives).
+    pub async fn call(self, request: Request) -> Response {
+        let method = request.method().clone();
+        let prefix = self.public_prefix.as_deref();
+        let mut response = dispatch(&self.state, &self.groups, prefix, request).await;
+        if method == Method::CONNECT && response.status().is_success() {
+            if response.headers().contains_key(header::CONTENT_LENGTH)
+                || response.headers().contains_key(header::TRANSFER_ENCODING)
+                || response.body().size_hint().lower() != 0
+            {
+                *response.body_mut() = Body::empty();
+            }
+            return response;
+        }
+        if !response.headers().contains_key(header::CONTENT_LENGTH)
+            && let Some(size) = response.body().size_hint().exact()
+            && !hyper_writes_length(&method, response.status(), size)
+        {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        }
+        if method == Method::HEAD {
+            *response.body_mut() = Body::empty();
+        }
+        response
+    }
 }
 
 /// Set by the Lambda adapter (never by clients) to the API Gateway stage's path, e.g. `/prod`.
@@ -36,6 +97,18 @@ fn forwarded_base_path(headers: &HeaderMap) -> &str {
         .get(BASE_PATH_HEADER)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("")
+}
+
+/// Whether hyper, sending a body of `size` bytes without a `Content-Length` in the map, writes
+/// the very line axum would have put there (`content-length: N`, after the other headers): then
+/// it need not be formatted into a header value first. Not for `HEAD` (whose body is dropped
+/// below), an empty body, or a status that has no length.
+fn hyper_writes_length(method: &Method, status: axum::http::StatusCode, size: u64) -> bool {
+    use axum::http::StatusCode;
+    size > 0
+        && *method != Method::HEAD
+        && !status.is_informational()
+        && !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED)
 }
 
 /// The base URL links point at: the configured public URL, or (on Lambda, where it is not
@@ -55,48 +128,48 @@ fn base_url(config: &Config, headers: &HeaderMap) -> String {
     format!("{proto}://{host}{}", forwarded_base_path(headers))
 }
 
-/// The path prefix routes must ignore: the public URL's path (`/npm` in `https://host/npm`), or
-/// the stage path the Lambda adapter passes on.
-fn path_prefix(config: &Config, headers: &HeaderMap) -> String {
-    match config
-        .server
-        .public_url
-        .as_deref()
-        .and_then(|u| url::Url::parse(u).ok())
-    {
-        Some(u) => u.path().trim_end_matches('/').to_string(),
-        None => forwarded_base_path(headers)
-            .trim_end_matches('/')
-            .to_string(),
+/// The path prefix routes must ignore: the public URL's path (`/npm` in `https://host/npm`),
+/// parsed once into `public_prefix`, or the stage path the Lambda adapter passes on.
+fn path_prefix<'a>(public_prefix: Option<&'a str>, headers: &'a HeaderMap) -> &'a str {
+    match public_prefix {
+        Some(prefix) => prefix,
+        None => forwarded_base_path(headers).trim_end_matches('/'),
     }
 }
 
-async fn dispatch(state: Arc<AppState>, groups: &[RouteGroup], request: Request) -> Response {
-    let started = std::time::Instant::now();
+async fn dispatch(
+    state: &AppState,
+    groups: &[RouteGroup],
+    public_prefix: Option<&str>,
+    request: Request,
+) -> Response {
+    // Only the request log reads the clock.
+    let started = tracing::enabled!(tracing::Level::INFO).then(std::time::Instant::now);
     let method = request.method().clone();
-    let raw_path = request.uri().path().to_string();
-    let prefix = path_prefix(&state.config, request.headers());
-    let path = match raw_path.strip_prefix(&prefix) {
-        Some(rest) if !prefix.is_empty() && (rest.is_empty() || rest.starts_with('/')) => {
-            rest.to_string()
-        }
-        _ => raw_path.clone(),
+    // The URI's parts are shared buffers: this copies no bytes, and keeps the path for the log
+    // once the request has gone to its handler.
+    let uri = request.uri().clone();
+    let raw_path = uri.path();
+    let prefix = path_prefix(public_prefix, request.headers());
+    let path = match raw_path.strip_prefix(prefix) {
+        Some(rest) if !prefix.is_empty() && (rest.is_empty() || rest.starts_with('/')) => rest,
+        _ => raw_path,
     };
-    let path_and_query = match request.uri().query() {
+    let path_and_query = match uri.query() {
         Some(q) => format!("{path}?{q}"),
-        None => path.clone(),
+        None => path.to_string(),
     };
     let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
         || request
             .headers()
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0");
-    let resolved = match routes::resolve(&method, &path) {
+    let resolved = match routes::resolve(&method, path) {
         Ok(route) => Resolved::Route(route),
         Err(RouteError::Rejected(rejected)) => Resolved::Rejected(rejected),
         Err(e) => Resolved::Unknown(e),
     };
-    let mut response = serve(&state, groups, resolved, path_and_query, request).await;
+    let mut response = serve(state, groups, resolved, path_and_query, request).await;
     // An error may be answered before the body was read; the connection then cannot carry
     // another request, so tell the client instead of letting it reuse a closing connection.
     if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
@@ -104,19 +177,25 @@ async fn dispatch(state: Arc<AppState>, groups: &[RouteGroup], request: Request)
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    // A token revocation's path may hold a whole token (`npm token revoke <token>`).
-    let logged_path = match raw_path.find("/-/npm/v1/tokens/token/") {
-        Some(at) => format!("{}/-/npm/v1/tokens/token/<redacted>", &raw_path[..at]),
-        None => raw_path,
-    };
-    tracing::info!(
-        method = %method,
-        path = %logged_path,
-        status = response.status().as_u16(),
-        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        "request"
-    );
+    if let Some(started) = started {
+        tracing::info!(
+            method = %method,
+            path = %logged_path(raw_path),
+            status = response.status().as_u16(),
+            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "request"
+        );
+    }
     response
+}
+
+/// The path as the request log shows it: a token revocation's path may hold a whole token
+/// (`npm token revoke <token>`).
+fn logged_path(raw_path: &str) -> std::borrow::Cow<'_, str> {
+    match raw_path.find("/-/npm/v1/tokens/token/") {
+        Some(at) => format!("{}/-/npm/v1/tokens/token/<redacted>", &raw_path[..at]).into(),
+        None => raw_path.into(),
+    }
 }
 
 /// What the path resolved to.
@@ -179,7 +258,7 @@ async fn serve(
             audit::outcome_of(&result),
             chrono::Utc::now(),
         );
-        audit::record(state, events).await;
+        Box::pin(audit::record(state, events)).await;
     }
     result.unwrap_or_else(IntoResponse::into_response)
 }
@@ -191,11 +270,13 @@ async fn handle(
     route: Route,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
+    // Writes and sign-ins are boxed: their futures are the largest, and every read's future
+    // would otherwise be as large and be copied as such.
     match route {
         Route::Metadata(route) => metadata::handle(state, ctx, route).await,
-        Route::Publish(route) => publish::handle(state, ctx, route, body).await,
+        Route::Publish(route) => Box::pin(publish::handle(state, ctx, route, body)).await,
         Route::Tarball(route) => tarball::handle(state, ctx, route).await,
-        Route::Auth(route) => auth::handle(state, ctx, route, body).await,
+        Route::Auth(route) => Box::pin(auth::handle(state, ctx, route, body)).await,
     }
 }
 

@@ -24,7 +24,7 @@ mod write_error;
 pub(crate) use body::{parse_json, read_body};
 #[cfg(feature = "lambda")]
 pub(crate) use dispatch::BASE_PATH_HEADER;
-pub use dispatch::router;
+pub use dispatch::{Dispatcher, router};
 pub use error::{ApiError, ErrorCode};
 pub(crate) use respond::json_response;
 pub use respond::redirect;

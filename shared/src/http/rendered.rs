@@ -6,8 +6,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use sha2::Digest;
 
@@ -36,7 +37,7 @@ impl View {
             .get_all(header::ACCEPT)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.contains(ABBREVIATED_MEDIA_TYPE));
+            .any(|v| occurs(v.as_bytes(), ABBREVIATED_MEDIA_TYPE.as_bytes()));
         if abbreviated {
             View::Abbreviated
         } else {
@@ -50,6 +51,18 @@ impl View {
             View::Abbreviated => ABBREVIATED_MEDIA_TYPE,
         }
     }
+}
+
+/// Whether `needle` occurs in `haystack`: `str::contains` without the set-up of its searcher,
+/// which costs more than the search itself in a header of a few dozen bytes.
+fn occurs(haystack: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    haystack
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == first && haystack.get(i + 1..i + needle.len()) == Some(rest))
 }
 
 /// One packument at one revision, ready to send.
@@ -118,12 +131,20 @@ impl Rendered {
             tag == self.etag.as_bytes() || tag == self.gzip_etag.as_bytes()
         });
         let mut response = if not_modified {
-            StatusCode::NOT_MODIFIED.into_response()
+            Response::new(Body::empty())
         } else if gzip {
-            (StatusCode::OK, self.gzip.clone()).into_response()
+            Response::new(Body::from(self.gzip.clone()))
         } else {
-            (StatusCode::OK, self.identity.clone()).into_response()
+            Response::new(Body::from(self.identity.clone()))
         };
+        *response.status_mut() = if not_modified {
+            StatusCode::NOT_MODIFIED
+        } else {
+            StatusCode::OK
+        };
+        // Room for every header at once (with the Content-Length added on the way out), rather
+        // than growing the map twice per response.
+        *response.headers_mut() = HeaderMap::with_capacity(8);
         let headers = response.headers_mut();
         if !not_modified {
             headers.insert(
@@ -471,6 +492,34 @@ mod tests {
         assert_ne!(a1.etag, a2.etag);
         assert_ne!(a1.etag, b1.etag);
         assert_ne!(a1.etag, a1.gzip_etag);
+    }
+
+    #[test]
+    fn view_negotiation() {
+        let view = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::ACCEPT, HeaderValue::from_str(v).unwrap());
+            }
+            View::requested(&h)
+        };
+        let npm = "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*";
+        assert_eq!(view(&[npm]), View::Abbreviated);
+        assert_eq!(
+            view(&["application/vnd.npm.install-v1+json"]),
+            View::Abbreviated
+        );
+        assert_eq!(
+            view(&["text/html", "*/*;application/vnd.npm.install-v1+json"]),
+            View::Abbreviated
+        );
+        assert_eq!(view(&["application/json"]), View::Full);
+        assert_eq!(view(&["application/vnd.npm.install-v1+jso"]), View::Full);
+        assert_eq!(view(&["aapplication/vnd.npm.install-v1"]), View::Full);
+        assert_eq!(view(&[]), View::Full);
+        assert!(occurs(b"abc", b""));
+        assert!(!occurs(b"", b"a"));
+        assert!(occurs(b"aab", b"ab"));
     }
 
     #[test]

@@ -446,8 +446,9 @@ pub enum ParamError {
     DeleteTag(TagError),
 }
 
-/// Splits a raw (still percent-encoded) path into decoded segments. A trailing slash is ignored.
-fn segments(raw_path: &str) -> Result<Vec<String>, RouteError> {
+/// Splits a raw (still percent-encoded) path into decoded segments, copied only where decoding
+/// changed them. A trailing slash is ignored.
+fn segments(raw_path: &str) -> Result<Vec<std::borrow::Cow<'_, str>>, RouteError> {
     let trimmed = raw_path.strip_prefix('/').unwrap_or(raw_path);
     let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
     if trimmed.is_empty() {
@@ -458,7 +459,6 @@ fn segments(raw_path: &str) -> Result<Vec<String>, RouteError> {
         .map(|s| {
             percent_decode_str(s)
                 .decode_utf8()
-                .map(std::borrow::Cow::into_owned)
                 .map_err(|_| RouteError::BadEncoding)
         })
         .collect()
@@ -466,18 +466,18 @@ fn segments(raw_path: &str) -> Result<Vec<String>, RouteError> {
 
 /// Takes a package name off the front of `segs`: `name`, `@scope/name` (escaped, one segment) or
 /// `@scope` + `name` (two segments). Returns the name and the remaining segments.
-fn take_name(segs: &[String]) -> Result<(PackageName, &[String]), RouteError> {
-    let first = segs.first().ok_or(RouteError::NotFound)?;
-    let (text, rest) = if first.starts_with('@') && !first.contains('/') {
+fn take_name<'a, 'b>(segs: &'a [&'b str]) -> Result<(PackageName, &'a [&'b str]), RouteError> {
+    let first = *segs.first().ok_or(RouteError::NotFound)?;
+    if first.starts_with('@') && !first.contains('/') {
         let second = segs
             .get(1)
-            .ok_or_else(|| RouteError::BadName(first.clone(), NameError::BadScope))?;
-        (format!("{first}/{second}"), &segs[2..])
-    } else {
-        (first.clone(), &segs[1..])
-    };
-    let name = PackageName::parse(&text).map_err(|e| RouteError::BadName(text, e))?;
-    Ok((name, rest))
+            .ok_or_else(|| RouteError::BadName(first.to_string(), NameError::BadScope))?;
+        let text = format!("{first}/{second}");
+        let name = PackageName::parse(&text).map_err(|e| RouteError::BadName(text, e))?;
+        return Ok((name, &segs[2..]));
+    }
+    let name = PackageName::parse(first).map_err(|e| RouteError::BadName(first.to_string(), e))?;
+    Ok((name, &segs[1..]))
 }
 
 /// A dist-tag write (`set`) or removal, or its rejection when the tag is not valid.
@@ -506,7 +506,7 @@ fn tag_route(name: PackageName, tag: &str, set: bool) -> Result<Route, RouteErro
 /// Resolves a method and a path (with any public-URL prefix already removed).
 pub fn resolve(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
     let segs = segments(raw_path)?;
-    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let s: Vec<&str> = segs.iter().map(AsRef::as_ref).collect();
     let m = method;
     let only = |allowed: &Method, route: Route| {
         if m == allowed {
@@ -541,7 +541,7 @@ pub fn resolve(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
             }),
         ),
         ["-", "npm", "v1", "oidc", "token", "exchange", "package", ..] => {
-            let (name, rest) = take_name(&segs[7..])?;
+            let (name, rest) = take_name(&s[7..])?;
             if !rest.is_empty() {
                 return Err(RouteError::NotFound);
             }
@@ -557,24 +557,23 @@ pub fn resolve(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
             }),
         ),
         ["-", "package", ..] => {
-            let (name, rest) = take_name(&segs[2..])?;
+            let (name, rest) = take_name(&s[2..])?;
             package_route(m, name, rest)
         }
         ["-", ..] => Err(RouteError::NotFound),
         _ => {
-            let (name, rest) = take_name(&segs)?;
+            let (name, rest) = take_name(&s)?;
             name_route(m, name, rest)
         }
     }
 }
 
 /// `/-/package/NAME/...`: dist-tags, visibility and trust configurations.
-fn package_route(m: &Method, name: PackageName, rest: &[String]) -> Result<Route, RouteError> {
+fn package_route(m: &Method, name: PackageName, rest: &[&str]) -> Result<Route, RouteError> {
     use MetadataRoute as M;
     use PublishRoute as P;
     let (meta, publish) = (Route::Metadata, Route::Publish);
-    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    match (rest.as_slice(), m) {
+    match (rest, m) {
         (["dist-tags"], &Method::GET) => Ok(meta(M::DistTags { name })),
         (["visibility"], &Method::GET) => Ok(meta(M::Visibility { name })),
         (["visibility" | "dist-tags"], _) => Err(RouteError::MethodNotAllowed),
@@ -594,12 +593,11 @@ fn package_route(m: &Method, name: PackageName, rest: &[String]) -> Result<Route
 }
 
 /// `/NAME/...`: the packument, a version or tag, tarballs, publish and unpublish.
-fn name_route(m: &Method, name: PackageName, rest: &[String]) -> Result<Route, RouteError> {
+fn name_route(m: &Method, name: PackageName, rest: &[&str]) -> Result<Route, RouteError> {
     use MetadataRoute as M;
     use PublishRoute as P;
     let (meta, publish) = (Route::Metadata, Route::Publish);
-    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    match (rest.as_slice(), m) {
+    match (rest, m) {
         ([], &Method::GET | &Method::HEAD) => Ok(meta(M::Packument { name })),
         ([], &Method::PUT) => Ok(publish(P::Put { name, rev: None })),
         ([], _) => Err(RouteError::MethodNotAllowed),

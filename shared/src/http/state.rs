@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::respond::redirect;
-use super::{ApiError, audit, rendered};
+use super::{ApiError, audit, rendered, tarball};
 use crate::auth::scopes::ScopePolicy;
 use crate::auth::{Action, AuthError, Authorizer, Caller, Identity};
 use crate::config::Config;
@@ -35,6 +35,8 @@ pub struct AppState {
     pub tarball_limits: TarballLimits,
     /// Packuments rendered per revision.
     pub packuments: rendered::PackumentCache,
+    /// Tarballs kept in memory to serve again (`http::tarball`).
+    pub tarballs_kept: tarball::TarballCache,
     /// Bytes of request bodies the process may hold at once (`REGISTRY_MAX_BODY_BYTES_IN_FLIGHT`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
     /// Where every write is recorded (`http::audit`).
@@ -81,6 +83,18 @@ impl AppState {
         if matches!(self.auth, Authorizer::Open) {
             return Ok(());
         }
+        // Boxed: GitHub's checks are a large future, which every read's future would otherwise
+        // carry (and copy) in open mode too.
+        Box::pin(self.authorize_github(ctx, name, record, action)).await
+    }
+
+    async fn authorize_github(
+        &self,
+        ctx: &RequestContext,
+        name: &PackageName,
+        record: Option<&PackageRecord>,
+        action: Action,
+    ) -> Result<(), ApiError> {
         let Some(repo) = record
             .and_then(|r| r.repository.clone())
             .or_else(|| RepoRef::new(name.scope().unwrap_or(""), name.base_name()))
@@ -109,7 +123,7 @@ impl AppState {
             )),
             Identity::Installation => ApiError::NotFound(crate::auth::not_reached(
                 name,
-                github.reach(&ctx.caller).await.as_ref(),
+                Box::pin(github.reach(&ctx.caller)).await.as_ref(),
             )),
             _ => ApiError::package_not_found(name),
         }
