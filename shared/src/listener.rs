@@ -111,6 +111,9 @@ pub struct LocalServer {
     listener: TcpListener,
     app: Router,
     settings: ListenerSettings,
+    /// With local storage, the socket `registry-server sweep` asks through (`app::control`).
+    #[cfg(unix)]
+    control: Option<crate::app::control::ControlSocket>,
 }
 
 impl LocalServer {
@@ -130,11 +133,28 @@ impl LocalServer {
             tracing::warn!(%bound, "open mode on a non-loopback address: anyone who can reach it may publish");
         }
         let settings = ListenerSettings::from_config(&config);
+        let data_dir = match &config.storage {
+            crate::config::StorageConfig::Local { data_dir, .. } => Some(data_dir.clone()),
+            crate::config::StorageConfig::Aws(_) => None,
+        };
         let state = App::builder(config).build().await?;
+        // After the build: the database is ours now, so a socket file there is a dead server's.
+        #[cfg(unix)]
+        let control = data_dir.and_then(|dir| {
+            crate::app::control::ControlSocket::bind(&dir, state.clone())
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, data_dir = %dir.display(), "no control socket: `registry-server sweep` needs this server stopped");
+                })
+                .ok()
+        });
+        #[cfg(not(unix))]
+        drop(data_dir);
         Ok(Self {
             listener,
             app: router(state, &RouteGroup::ALL),
             settings,
+            #[cfg(unix)]
+            control,
         })
     }
 
@@ -146,7 +166,16 @@ impl LocalServer {
     /// Serves until `shutdown` completes, then lets open connections finish their requests
     /// (within a short grace).
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-        serve(self.listener, self.app, self.settings, shutdown).await?;
+        #[cfg(unix)]
+        let control = self.control.map(|c| tokio::spawn(c.serve()));
+        let served = serve(self.listener, self.app, self.settings, shutdown).await;
+        #[cfg(unix)]
+        if let Some(control) = control {
+            // Dropping the socket removes its file.
+            control.abort();
+            let _ = control.await;
+        }
+        served?;
         Ok(())
     }
 }

@@ -31,7 +31,8 @@ enum Command {
     /// Serve the registry (the default).
     Serve,
     /// Delete tarballs no live version refers to (left by a publish that crashed before its
-    /// metadata was committed), then exit. With local storage, run it while the server is stopped.
+    /// metadata was committed), then exit. With local storage and a server running on the data
+    /// directory, that server sweeps (through its control socket, `DATA/control.sock`).
     Sweep {
         /// Only touch tarballs written at least this many minutes ago.
         #[arg(long, default_value_t = 60)]
@@ -106,9 +107,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(Command::Sweep { older_than_minutes }) = flags.command {
         let older_than = std::time::Duration::from_secs(older_than_minutes * 60);
-        let report = registry::app::commands::sweep(config, older_than)
+        let swept = registry::app::commands::sweep(config, older_than)
             .await
             .unwrap_or_else(|e| refuse(e));
+        let report = swept.report;
+        if swept.by_server {
+            println!("swept by the server running on this data directory");
+        }
         println!(
             "checked {} tarballs, removed {}, removed {} leftovers of interrupted uploads",
             report.checked,

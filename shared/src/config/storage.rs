@@ -7,6 +7,12 @@ use super::{ConfigError, Env};
 
 /// Default lifetime of a presigned tarball URL.
 const DEFAULT_PRESIGN: Duration = Duration::from_secs(300);
+/// Default memory for the local database's page cache. Reads served from the packument cache
+/// and the package-record cache do not touch it; what it holds is the B-tree's upper levels
+/// (a few MB at 1M versions) and the pages of recent writes and cold reads, which the OS page
+/// cache holds too. 32 MiB keeps the server within 128 MB at 1M versions beside the packument
+/// cache, where redb's own default (1 GiB) grew it to 512 MB at 200k.
+pub const DEFAULT_DB_CACHE_BYTES: usize = 32 << 20;
 
 /// The storage backend and its settings (`REGISTRY_STORAGE`).
 #[derive(Debug, Clone)]
@@ -15,6 +21,8 @@ pub enum StorageConfig {
     Local {
         /// `REGISTRY_DATA_DIR`.
         data_dir: PathBuf,
+        /// `REGISTRY_DB_CACHE_BYTES`: memory for the database's page cache.
+        db_cache_bytes: usize,
     },
     /// `aws`: DynamoDB and S3.
     Aws(AwsConfig),
@@ -43,6 +51,9 @@ impl StorageConfig {
                     env.raw("REGISTRY_DATA_DIR")
                         .unwrap_or_else(|| "./data".into()),
                 ),
+                db_cache_bytes: env
+                    .number("REGISTRY_DB_CACHE_BYTES")?
+                    .unwrap_or(DEFAULT_DB_CACHE_BYTES),
             }),
             "aws" => Ok(Self::Aws(AwsConfig {
                 table: required(env, "REGISTRY_TABLE")?,
@@ -89,8 +100,15 @@ mod tests {
     fn local_by_default_and_aws_with_its_settings() {
         let c = StorageConfig::from_env(&env(&[])).unwrap();
         assert!(
-            matches!(&c, StorageConfig::Local { data_dir } if data_dir == &PathBuf::from("./data"))
+            matches!(&c, StorageConfig::Local { data_dir, db_cache_bytes } if data_dir == &PathBuf::from("./data") && *db_cache_bytes == 32 << 20)
         );
+        assert!(matches!(
+            StorageConfig::from_env(&env(&[("REGISTRY_DB_CACHE_BYTES", "1048576")])).unwrap(),
+            StorageConfig::Local {
+                db_cache_bytes: 1_048_576,
+                ..
+            }
+        ));
         // Settings of the other backend are not read.
         assert!(matches!(
             StorageConfig::from_env(&env(&[("REGISTRY_PRESIGN_SECONDS", "x")])).unwrap(),
@@ -121,6 +139,10 @@ mod tests {
         let key = |pairs: &[(&str, &str)]| StorageConfig::from_env(&env(pairs)).unwrap_err().key;
         assert_eq!(key(&[("REGISTRY_STORAGE", "s3")]), "REGISTRY_STORAGE");
         assert_eq!(key(&[("REGISTRY_STORAGE", "")]), "REGISTRY_STORAGE");
+        assert_eq!(
+            key(&[("REGISTRY_DB_CACHE_BYTES", "32M")]),
+            "REGISTRY_DB_CACHE_BYTES"
+        );
         assert_eq!(key(&[("REGISTRY_STORAGE", "aws")]), "REGISTRY_TABLE");
         assert_eq!(
             key(&[
