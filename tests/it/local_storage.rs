@@ -177,6 +177,14 @@ impl MetadataStore for HeldWrites {
         self.inner.document(name).await
     }
 
+    async fn readme(
+        &self,
+        name: &PackageName,
+        version: &semver::Version,
+    ) -> Result<Option<String>, StoreError> {
+        self.inner.readme(name, version).await
+    }
+
     async fn version(
         &self,
         name: &PackageName,
