@@ -53,6 +53,14 @@ fn main() -> Result<(), Failure> {
         ["grow", dir, versions] => runtime.block_on(grow(Path::new(dir), versions.parse()?)),
         ["read-all", dir] => runtime.block_on(read_all(Path::new(dir))),
         ["crash", dir, seconds] => runtime.block_on(crash(Path::new(dir), seconds.parse()?)),
+        ["publish", dir, count, concurrency] => runtime.block_on(publish(
+            Path::new(dir),
+            count.parse()?,
+            concurrency.parse()?,
+        )),
+        ["tags", dir, count, concurrency] => {
+            runtime.block_on(tags(Path::new(dir), count.parse()?, concurrency.parse()?))
+        }
         ["publish-forever", dir] => runtime.block_on(publish_forever(Path::new(dir))),
         _ => {
             Err("usage: embedded_scale grow DIR VERSIONS | read-all DIR | crash DIR SECONDS".into())
@@ -174,10 +182,13 @@ async fn send(
     body: Vec<u8>,
     accept: &str,
 ) -> Result<(StatusCode, usize), Failure> {
+    // With its length declared, as clients send it: a body of unknown length is budgeted at the
+    // largest allowed, and a few of those at once answer 503.
     let request = Request::builder()
         .method(method)
         .uri(uri)
         .header("content-type", "application/json")
+        .header("content-length", body.len())
         .header("accept", accept)
         .body(Body::from(body))?;
     let response = app.clone().oneshot(request).await?;
@@ -339,6 +350,87 @@ async fn read_all(dir: &Path) -> Result<(), Failure> {
         started.elapsed().as_secs_f64(),
         bytes.load(Ordering::Relaxed) as f64 / 1e6,
         rss()
+    );
+    Ok(())
+}
+
+/// Publishes COUNT versions, each of a new package, CONCURRENCY at once: the publish rate at the
+/// directory's size, without `grow`'s long-running big packages.
+async fn publish(dir: &Path, count: usize, concurrency: usize) -> Result<(), Failure> {
+    let app = app(dir).await?;
+    let run = rand_suffix();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (app, run, next) = (app.clone(), run.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return Ok::<(), Failure>(());
+                }
+                let name = format!("@rate/r{run}-{i}");
+                let body = publish_body(&name, "1.0.0", i, 0);
+                let (status, _) = send(
+                    &app,
+                    "PUT",
+                    &format!("/{}", escaped(&name)),
+                    body,
+                    "application/json",
+                )
+                .await?;
+                if status != StatusCode::CREATED {
+                    return Err(format!("{name}: {status}").into());
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{count} publishes, {concurrency} at once: {:.0}/s, {:.2} ms each on average",
+        count as f64 / elapsed,
+        elapsed * 1e3 * concurrency as f64 / count as f64
+    );
+    Ok(())
+}
+
+/// Sets COUNT dist-tags, CONCURRENCY at once (each worker on a package `grow` made): writes that
+/// are one small database commit each, without a tarball, for the cost of a commit.
+async fn tags(dir: &Path, count: usize, concurrency: usize) -> Result<(), Failure> {
+    let app = app(dir).await?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let (app, next) = (app.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let name = escaped(&package_name(1000 + w));
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return Ok::<(), Failure>(());
+                }
+                let uri = format!("/-/package/{name}/dist-tags/t{}", i % 8);
+                let (status, _) =
+                    send(&app, "PUT", &uri, b"\"1.0.0\"".to_vec(), "application/json").await?;
+                if status != StatusCode::OK && status != StatusCode::CREATED {
+                    return Err(format!("{uri}: {status}").into());
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{count} dist-tag writes, {concurrency} at once: {:.0}/s, {:.2} ms each on average",
+        count as f64 / elapsed,
+        elapsed * 1e3 * concurrency as f64 / count as f64
     );
     Ok(())
 }
