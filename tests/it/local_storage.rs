@@ -298,9 +298,25 @@ async fn a_sweep_beside_a_live_server_keeps_the_tarball_of_a_publish_in_flight()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_after_a_kill_finds_every_acknowledged_write_without_a_full_repair() {
+    restart_after_a_kill(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_quick_repair_a_restart_after_a_kill_repairs_in_full_and_loses_nothing() {
+    restart_after_a_kill(false).await;
+}
+
+/// Kills a server under publishes, restarts it, and checks every publish it acknowledged; with
+/// `quick_repair` the restart must not repair the database in full, without it it must (so the
+/// check above can tell).
+async fn restart_after_a_kill(quick_repair: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let (data, log) = (tmp.path().join("data"), tmp.path().join("server.log"));
-    let server = Server::start_with(data.clone(), log.clone(), Vec::new());
+    let env = vec![(
+        "REGISTRY_DB_QUICK_REPAIR".to_string(),
+        quick_repair.to_string(),
+    )];
+    let server = Server::start_with(data.clone(), log.clone(), env.clone());
     let acknowledged = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
     // Publishers that keep going until the server dies under them.
     let mut publishers = Vec::new();
@@ -335,11 +351,12 @@ async fn a_restart_after_a_kill_finds_every_acknowledged_write_without_a_full_re
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
 
-    let server = Server::start_with(data, log, Vec::new());
+    let server = Server::start_with(data, log, env);
     let log = server.log();
-    assert!(
-        !log.contains("repaired it in full"),
-        "the restart repaired the database in full: {log}"
+    assert_eq!(
+        log.contains("repaired it in full"),
+        !quick_repair,
+        "quick repair {quick_repair}: {log}"
     );
     for (name, version) in &acknowledged {
         let packument: serde_json::Value = http()

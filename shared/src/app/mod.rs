@@ -264,9 +264,11 @@ async fn open_backend(
         StorageConfig::Local {
             data_dir,
             db_cache_bytes,
+            db_quick_repair,
         } => {
             let settings = embedded::Settings {
                 cache_bytes: *db_cache_bytes,
+                quick_repair: *db_quick_repair,
             };
             let (m, t) = embedded::open_configured(data_dir, settings)?;
             let m = Arc::new(m);

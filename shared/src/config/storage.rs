@@ -23,6 +23,9 @@ pub enum StorageConfig {
         data_dir: PathBuf,
         /// `REGISTRY_DB_CACHE_BYTES`: memory for the database's page cache.
         db_cache_bytes: usize,
+        /// `REGISTRY_DB_QUICK_REPAIR`: whether commits record what a restart after a crash needs
+        /// to skip the database's full repair (one more fsync per commit).
+        db_quick_repair: bool,
     },
     /// `aws`: DynamoDB and S3.
     Aws(AwsConfig),
@@ -54,6 +57,7 @@ impl StorageConfig {
                 db_cache_bytes: env
                     .number("REGISTRY_DB_CACHE_BYTES")?
                     .unwrap_or(DEFAULT_DB_CACHE_BYTES),
+                db_quick_repair: env.flag("REGISTRY_DB_QUICK_REPAIR")?.unwrap_or(true),
             }),
             "aws" => Ok(Self::Aws(AwsConfig {
                 table: required(env, "REGISTRY_TABLE")?,
@@ -100,12 +104,17 @@ mod tests {
     fn local_by_default_and_aws_with_its_settings() {
         let c = StorageConfig::from_env(&env(&[])).unwrap();
         assert!(
-            matches!(&c, StorageConfig::Local { data_dir, db_cache_bytes } if data_dir == &PathBuf::from("./data") && *db_cache_bytes == 32 << 20)
+            matches!(&c, StorageConfig::Local { data_dir, db_cache_bytes, db_quick_repair } if data_dir == &PathBuf::from("./data") && *db_cache_bytes == 32 << 20 && *db_quick_repair)
         );
         assert!(matches!(
-            StorageConfig::from_env(&env(&[("REGISTRY_DB_CACHE_BYTES", "1048576")])).unwrap(),
+            StorageConfig::from_env(&env(&[
+                ("REGISTRY_DB_CACHE_BYTES", "1048576"),
+                ("REGISTRY_DB_QUICK_REPAIR", "off")
+            ]))
+            .unwrap(),
             StorageConfig::Local {
                 db_cache_bytes: 1_048_576,
+                db_quick_repair: false,
                 ..
             }
         ));

@@ -8,10 +8,12 @@
 //! durable commit, which is every write ever acknowledged (the writer answers only after a
 //! commit is durable), and nothing of a commit that failed.
 //!
-//! Every write transaction commits with redb's quick repair (`begin_write`): each commit also
-//! records the allocator state, with a two-phase commit, so an open after a crash or a kill
-//! loads that state instead of walking every page of the file to rebuild it (a full repair took
-//! 0.7–2.5 s at 557 MB and grows with the file; see `docs/scaling.md`'s measurements).
+//! Unless turned off (`REGISTRY_DB_QUICK_REPAIR`), every write transaction commits with redb's
+//! quick repair (`begin_write`): each commit also records the allocator state, with a two-phase
+//! commit, so an open after a crash or a kill loads that state instead of walking every page of
+//! the file to rebuild it. Measured at 650 MB (200k versions): a reopen after `kill -9` took
+//! 5–9 ms with it and ~4 s without; each commit costs one more fsync and ~160 B per MB of file,
+//! which group commit hides under concurrent writes but a lone writer waits for.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,11 +29,15 @@ use crate::storage::StoreError;
 pub(super) type Opener =
     Box<dyn Fn(&Path) -> Result<Database, redb::DatabaseError> + Send + Sync + 'static>;
 
-/// Begins a write transaction whose commit records what an open after a crash needs to skip the
-/// full repair (see the module's comment). Every write transaction starts here.
-pub(super) fn begin_write(database: &Database) -> Result<WriteTransaction, redb::TransactionError> {
+/// Begins a write transaction whose commit, with `quick_repair`, records what an open after a
+/// crash needs to skip the full repair (see the module's comment). Every write transaction
+/// starts here.
+pub(super) fn begin_write(
+    database: &Database,
+    quick_repair: bool,
+) -> Result<WriteTransaction, redb::TransactionError> {
     let mut txn = database.begin_write()?;
-    txn.set_quick_repair(true);
+    txn.set_quick_repair(quick_repair);
     Ok(txn)
 }
 
@@ -70,6 +76,8 @@ pub(super) struct Db {
     generation: AtomicU64,
     /// The data directory the file lives in.
     pub(super) dir: Arc<DataDir>,
+    /// Whether commits record the allocator state (`begin_write`).
+    pub(super) quick_repair: bool,
 }
 
 /// A failure inside a database operation, kept apart from the store's own errors until it is
@@ -126,7 +134,12 @@ impl Failure {
 
 impl Db {
     /// Opens the file at `path` with `open`.
-    pub(super) fn open(path: &Path, dir: Arc<DataDir>, open: Opener) -> Result<Self, StoreError> {
+    pub(super) fn open(
+        path: &Path,
+        dir: Arc<DataDir>,
+        open: Opener,
+        quick_repair: bool,
+    ) -> Result<Self, StoreError> {
         let database = open(path).map_err(|e| dir_error(&dir, e.into()))?;
         Ok(Db {
             path: path.to_path_buf(),
@@ -135,6 +148,7 @@ impl Db {
             epoch: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             dir,
+            quick_repair,
         })
     }
 

@@ -165,7 +165,7 @@ fn opener(disk: &Arc<Disk>) -> Opener {
 
 /// Both stores on `data`, the database and the data directory's other files on `disk`.
 fn stores(data: &Path, disk: &Arc<Disk>) -> (EmbeddedMetadata, EmbeddedTarballs) {
-    let (meta, tarballs) = open_with(data, opener(disk), PURGE_EVERY).unwrap();
+    let (meta, tarballs) = open_with(data, opener(disk), true, PURGE_EVERY).unwrap();
     let files = disk.clone();
     let hooked = meta
         .db
@@ -246,7 +246,7 @@ async fn a_database_failure_is_recovered_even_when_the_disk_seemed_fine() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let disk = Disk::new();
-    let (meta, _tarballs) = open_with(&data, opener(&disk), PURGE_EVERY).unwrap();
+    let (meta, _tarballs) = open_with(&data, opener(&disk), true, PURGE_EVERY).unwrap();
     let name = PackageName::parse("@t/a").unwrap();
     meta.write(super::tests::create(&name, "1.0.0", None))
         .await
@@ -281,7 +281,7 @@ async fn a_tarball_that_fits_elsewhere_does_not_hide_that_the_database_disk_is_f
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let disk = Disk::new();
-    let (meta, tarballs) = open_with(&data, opener(&disk), PURGE_EVERY).unwrap();
+    let (meta, tarballs) = open_with(&data, opener(&disk), true, PURGE_EVERY).unwrap();
     let (db_disk, root) = (disk.clone(), data.clone());
     let hooked = meta.db.dir.no_room_for.set(Box::new(move |path, bytes| {
         path.parent() == Some(root.as_path()) && db_disk.no_room_for(bytes)

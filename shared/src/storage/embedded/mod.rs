@@ -74,12 +74,16 @@ fn internal(e: impl std::fmt::Display) -> StoreError {
 pub struct Settings {
     /// Bytes of memory for the database's page cache (`REGISTRY_DB_CACHE_BYTES`).
     pub cache_bytes: usize,
+    /// Whether commits record the allocator state, so that a restart after a crash needs no full
+    /// repair (`REGISTRY_DB_QUICK_REPAIR`; see `db`).
+    pub quick_repair: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             cache_bytes: crate::config::DEFAULT_DB_CACHE_BYTES,
+            quick_repair: true,
         }
     }
 }
@@ -166,6 +170,7 @@ impl EmbeddedMetadata {
             Arc::new(DataDir::new(dir)),
             path,
             open_file(Settings::default()),
+            true,
             PURGE_EVERY,
         )
     }
@@ -174,9 +179,10 @@ impl EmbeddedMetadata {
         dir: Arc<DataDir>,
         path: &Path,
         open: Opener,
+        quick_repair: bool,
         purge_every: Duration,
     ) -> Result<Self, StoreError> {
-        let db = Arc::new(Db::open(path, dir, open)?);
+        let db = Arc::new(Db::open(path, dir, open, quick_repair)?);
         create_tables(&db)?;
         let writer = Arc::new(Writer::start(db.clone(), purge_every)?);
         Ok(Self {
@@ -228,7 +234,7 @@ fn create_tables(db: &Db) -> Result<(), StoreError> {
         return Ok(());
     }
     let (_, created) = db.with(|database| {
-        let txn = begin_write(database)?;
+        let txn = begin_write(database, db.quick_repair)?;
         txn.open_table(PACKAGES)?;
         txn.open_table(KV)?;
         move_readmes_apart(&txn)?;
@@ -640,12 +646,18 @@ pub fn open_configured(
     data_dir: &Path,
     settings: Settings,
 ) -> Result<(EmbeddedMetadata, EmbeddedTarballs), StoreError> {
-    open_with(data_dir, open_file(settings), PURGE_EVERY)
+    open_with(
+        data_dir,
+        open_file(settings),
+        settings.quick_repair,
+        PURGE_EVERY,
+    )
 }
 
 fn open_with(
     data_dir: &Path,
     open: Opener,
+    quick_repair: bool,
     purge_every: Duration,
 ) -> Result<(EmbeddedMetadata, EmbeddedTarballs), StoreError> {
     std::fs::create_dir_all(data_dir).map_err(internal)?;
@@ -654,6 +666,7 @@ fn open_with(
         dir.clone(),
         &data_dir.join("metadata.redb"),
         open,
+        quick_repair,
         purge_every,
     )?;
     // From here until the store is dropped, redb holds the database file exclusively: another

@@ -218,6 +218,7 @@ async fn expired_entries_are_deleted_while_running_a_bounded_batch_at_a_time() {
         data,
         &dir.path().join("m.redb"),
         open_file(Settings::default()),
+        true,
         Duration::ZERO,
     )
     .unwrap();
@@ -508,7 +509,7 @@ async fn a_sweep_keeps_young_orphans_and_stops_on_a_record_it_cannot_read() {
     // A version record in a shape the sweep does not know: nothing is deleted.
     meta.db
         .with(|db| {
-            let txn = begin_write(db)?;
+            let txn = begin_write(db, true)?;
             txn.open_table(VERSIONS)?.insert(
                 ("@t/young", "1.0.0"),
                 br#"{"state":{"kind":"live"}}"#.as_slice(),

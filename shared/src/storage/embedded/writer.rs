@@ -200,7 +200,7 @@ fn commit(db: &Db, batch: Vec<Job>, counters: &Counters, may_retry: bool) {
     {
         return fail_all(batch, &e);
     }
-    let (epoch, outcome) = db.with(|database| apply_all(database, &batch));
+    let (epoch, outcome) = db.with(|database| apply_all(database, db.quick_repair, &batch));
     match outcome {
         Ok(results) => {
             counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -242,8 +242,12 @@ fn commit(db: &Db, batch: Vec<Job>, counters: &Counters, may_retry: bool) {
 
 /// Applies every write of the batch in one transaction and commits it durably; the outer error
 /// means nothing of the batch was committed.
-fn apply_all(db: &Database, batch: &[Job]) -> Result<Vec<Result<(), StoreError>>, Failure> {
-    let txn = begin_write(db)?;
+fn apply_all(
+    db: &Database,
+    quick_repair: bool,
+    batch: &[Job],
+) -> Result<Vec<Result<(), StoreError>>, Failure> {
+    let txn = begin_write(db, quick_repair)?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         match apply(&txn, &job.op) {
@@ -274,7 +278,8 @@ impl Purge {
             return;
         }
         let after = self.after.take();
-        let (epoch, outcome) = db.with(|database| purge_expired(database, after.as_ref()));
+        let (epoch, outcome) =
+            db.with(|database| purge_expired(database, db.quick_repair, after.as_ref()));
         match outcome {
             Ok((removed, stopped_after)) => {
                 if removed > 0 {
@@ -303,6 +308,7 @@ impl Purge {
 /// last key looked at if rows remain beyond it.
 fn purge_expired(
     db: &Database,
+    quick_repair: bool,
     after: Option<&(String, String)>,
 ) -> Result<(usize, Option<(String, String)>), Failure> {
     #[derive(serde::Deserialize)]
@@ -310,7 +316,7 @@ fn purge_expired(
         expires: Option<chrono::DateTime<chrono::Utc>>,
     }
     let now = chrono::Utc::now();
-    let txn = begin_write(db)?;
+    let txn = begin_write(db, quick_repair)?;
     let (expired, stopped_after) = {
         let mut table = txn.open_table(KV)?;
         let start = match after {
