@@ -7,6 +7,9 @@
 //! cargo run --release -p registry --example embedded_scale -- grow DIR VERSIONS
 //! cargo run --release -p registry --example embedded_scale -- read-all DIR
 //! cargo run --release -p registry --example embedded_scale -- crash DIR SECONDS
+//! cargo run --release -p registry --example embedded_scale -- publish DIR COUNT CONCURRENCY
+//! cargo run --release -p registry --example embedded_scale -- tags DIR COUNT CONCURRENCY
+//! cargo run --release -p registry --example embedded_scale -- sweep DIR generic|own
 //! ```
 //!
 //! `grow` adds VERSIONS versions to DIR (a fresh or a grown one: names continue where the last
@@ -16,7 +19,9 @@
 //! version. `read-all` reads every package's full and abbreviated packument and prints the
 //! process's RSS (current and peak). `crash` publishes from a child process for SECONDS, kills
 //! it (SIGKILL) and times opening the database again, then checks every publish the child saw
-//! acknowledged. `REGISTRY_DB_CACHE_BYTES` and the other settings apply as in the server.
+//! acknowledged. `publish` and `tags` time new packages' publishes and dist-tag writes (one
+//! small commit each); `sweep` times a sweep (see `sweep`). `REGISTRY_DB_CACHE_BYTES`,
+//! `REGISTRY_DB_QUICK_REPAIR` and the other settings apply as in the server.
 
 // Counts shown as rates and megabytes: far below 2^52, where f64 starts to round.
 #![allow(clippy::cast_precision_loss)]
@@ -61,10 +66,16 @@ fn main() -> Result<(), Failure> {
         ["tags", dir, count, concurrency] => {
             runtime.block_on(tags(Path::new(dir), count.parse()?, concurrency.parse()?))
         }
-        ["publish-forever", dir] => runtime.block_on(publish_forever(Path::new(dir))),
-        _ => {
-            Err("usage: embedded_scale grow DIR VERSIONS | read-all DIR | crash DIR SECONDS".into())
+        ["sweep", dir, how @ ("generic" | "own")] => {
+            runtime.block_on(sweep(Path::new(dir), *how == "generic"))
         }
+        ["publish-forever", dir] => runtime.block_on(publish_forever(Path::new(dir))),
+        _ => Err(
+            "usage: embedded_scale grow DIR VERSIONS | read-all DIR | crash DIR SECONDS \
+                 | publish DIR COUNT CONCURRENCY | tags DIR COUNT CONCURRENCY \
+                 | sweep DIR generic|own"
+                .into(),
+        ),
     }
 }
 
@@ -431,6 +442,30 @@ async fn tags(dir: &Path, count: usize, concurrency: usize) -> Result<(), Failur
         "{count} dist-tag writes, {concurrency} at once: {:.0}/s, {:.2} ms each on average",
         count as f64 / elapsed,
         elapsed * 1e3 * concurrency as f64 / count as f64
+    );
+    Ok(())
+}
+
+/// Times a sweep of every age (it deletes what no live version refers to): `own`, the embedded
+/// store's (one directory listing, one range read per package); `generic`, the walk through the
+/// storage traits that every backend without its own uses (a key list, then one version read
+/// and decode per key), which the embedded store used before.
+async fn sweep(dir: &Path, generic: bool) -> Result<(), Failure> {
+    let (metadata, tarballs) = registry::storage::embedded::open(dir)?;
+    let started = Instant::now();
+    let report = if generic {
+        let standalone = registry::storage::embedded::EmbeddedTarballs::open(dir)?;
+        registry::storage::sweep(&metadata, &standalone, Duration::ZERO).await?
+    } else {
+        registry::storage::sweep(&metadata, &tarballs, Duration::ZERO).await?
+    };
+    println!(
+        "{} sweep: checked {}, removed {}, in {:.2} s; {}",
+        if generic { "generic" } else { "own" },
+        report.checked,
+        report.removed.len(),
+        started.elapsed().as_secs_f64(),
+        rss()
     );
     Ok(())
 }
