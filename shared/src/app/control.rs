@@ -82,11 +82,6 @@ impl ControlSocket {
         })
     }
 
-    /// The socket file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Answers requests, one at a time, until dropped.
     pub async fn serve(self) {
         loop {
