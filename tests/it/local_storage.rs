@@ -83,6 +83,19 @@ async fn a_restart_removes_what_a_write_killed_mid_way_left() {
 }
 
 #[test]
+fn a_sigterm_right_after_start_up_stops_the_server_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, log) = (tmp.path().join("data"), tmp.path().join("server.log"));
+    // The signal follows the line that says the server is up at once: it must find the handler
+    // installed (without it, about half of such signals ended the process there and then).
+    for attempt in 0..10 {
+        let server = Server::start_with(data.clone(), log.clone(), Vec::new());
+        let status = server.terminate();
+        assert!(status.success(), "attempt {attempt}: {status}");
+    }
+}
+
+#[test]
 fn a_second_server_cannot_open_a_live_data_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path());

@@ -131,9 +131,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(registry::listener::ServeError::Start(e)) => refuse(e),
         Err(e) => return Err(e.into()),
     };
+    // Before the line that says it is up: a SIGTERM from then on stops it cleanly.
+    let shutdown = registry::listener::shutdown_signal();
     // Tests start the server on port 0 and read the real address from this line.
     println!("registry listening on http://{}", server.local_addr()?);
-    server.serve(registry::listener::shutdown_signal()).await?;
+    server.serve(shutdown).await?;
     Ok(())
 }
 
