@@ -111,6 +111,9 @@ pub struct LocalServer {
     listener: TcpListener,
     app: Dispatcher,
     settings: ListenerSettings,
+    /// With local storage, the socket `registry-server sweep` asks through (`app::control`).
+    #[cfg(unix)]
+    control: Option<crate::app::control::ControlSocket>,
 }
 
 impl LocalServer {
@@ -130,11 +133,28 @@ impl LocalServer {
             tracing::warn!(%bound, "open mode on a non-loopback address: anyone who can reach it may publish");
         }
         let settings = ListenerSettings::from_config(&config);
+        let data_dir = match &config.storage {
+            crate::config::StorageConfig::Local { data_dir, .. } => Some(data_dir.clone()),
+            crate::config::StorageConfig::Aws(_) => None,
+        };
         let state = App::builder(config).build().await?;
+        // After the build: the database is ours now, so a socket file there is a dead server's.
+        #[cfg(unix)]
+        let control = data_dir.and_then(|dir| {
+            crate::app::control::ControlSocket::bind(&dir, state.clone())
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, data_dir = %dir.display(), "no control socket: `registry-server sweep` needs this server stopped");
+                })
+                .ok()
+        });
+        #[cfg(not(unix))]
+        drop(data_dir);
         Ok(Self {
             listener,
             app: Dispatcher::new(state, &RouteGroup::ALL),
             settings,
+            #[cfg(unix)]
+            control,
         })
     }
 
@@ -146,26 +166,55 @@ impl LocalServer {
     /// Serves until `shutdown` completes, then lets open connections finish their requests
     /// (within a short grace).
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-        serve(self.listener, self.app, self.settings, shutdown).await?;
+        #[cfg(unix)]
+        let control = self.control.map(|c| tokio::spawn(c.serve()));
+        let served = serve(self.listener, self.app, self.settings, shutdown).await;
+        #[cfg(unix)]
+        if let Some(control) = control {
+            // Dropping the socket removes its file.
+            control.abort();
+            let _ = control.await;
+        }
+        served?;
         Ok(())
     }
 }
 
-/// Completes on SIGTERM or ctrl-c.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on SIGTERM or ctrl-c (SIGINT). The handlers are installed when this is called, not when the future is first polled: a
+/// signal that arrives in between (a supervisor's SIGTERM right after start-up) would otherwise
+/// end the process at once, without closing the database, whose next open then repairs it.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut term, mut interrupt) = signals;
+            let term = async {
+                match term.as_mut() {
+                    Some(s) => drop(s.recv().await),
+                    None => std::future::pending().await,
+                }
+            };
+            let interrupt = async {
+                match interrupt.as_mut() {
+                    Some(s) => drop(s.recv().await),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! { () = term => {}, () = interrupt => {} }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// What the listener hands each request to: the application's dispatch (what `LocalServer`

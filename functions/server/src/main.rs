@@ -36,7 +36,8 @@ enum Command {
     /// Serve the registry (the default).
     Serve,
     /// Delete tarballs no live version refers to (left by a publish that crashed before its
-    /// metadata was committed), then exit. With local storage, run it while the server is stopped.
+    /// metadata was committed), then exit. With local storage and a server running on the data
+    /// directory, that server sweeps (through its control socket, `DATA/control.sock`).
     Sweep {
         /// Only touch tarballs written at least this many minutes ago.
         #[arg(long, default_value_t = 60)]
@@ -111,9 +112,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(Command::Sweep { older_than_minutes }) = flags.command {
         let older_than = std::time::Duration::from_secs(older_than_minutes * 60);
-        let report = registry::app::commands::sweep(config, older_than)
+        let swept = registry::app::commands::sweep(config, older_than)
             .await
             .unwrap_or_else(|e| refuse(e));
+        let report = swept.report;
+        if swept.by_server {
+            println!("swept by the server running on this data directory");
+        }
         println!(
             "checked {} tarballs, removed {}, removed {} leftovers of interrupted uploads",
             report.checked,
@@ -131,9 +136,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(registry::listener::ServeError::Start(e)) => refuse(e),
         Err(e) => return Err(e.into()),
     };
+    // Before the line that says it is up: a SIGTERM from then on stops it cleanly.
+    let shutdown = registry::listener::shutdown_signal();
     // Tests start the server on port 0 and read the real address from this line.
     println!("registry listening on http://{}", server.local_addr()?);
-    server.serve(registry::listener::shutdown_signal()).await?;
+    server.serve(shutdown).await?;
     Ok(())
 }
 

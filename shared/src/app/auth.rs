@@ -16,7 +16,7 @@ fn token_secret(config: &Config) -> Result<Vec<u8>, StartError> {
     if let Some(secret) = &config.auth.token_secret {
         return Ok(secret.expose().as_bytes().to_vec());
     }
-    let StorageConfig::Local { data_dir } = &config.storage else {
+    let StorageConfig::Local { data_dir, .. } = &config.storage else {
         return Err(StartError::Config(
             "REGISTRY_TOKEN_SECRET is required with REGISTRY_AUTH=github on AWS".into(),
         ));

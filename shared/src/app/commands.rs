@@ -6,18 +6,40 @@ use std::time::Duration;
 use super::{App, StartError};
 use crate::config::Config;
 
-/// Runs the storage sweep for `config`'s backend (see `storage::sweep`).
-pub async fn sweep(
-    config: Config,
-    older_than: Duration,
-) -> Result<crate::storage::SweepReport, StartError> {
+/// What `registry-server sweep` did.
+#[derive(Debug)]
+pub struct Swept {
+    /// What the sweep found.
+    pub report: crate::storage::SweepReport,
+    /// Whether the server running on the data directory swept (through its control socket),
+    /// rather than this process.
+    pub by_server: bool,
+}
+
+/// Runs the storage sweep for `config`'s backend (see `storage::sweep`). With local storage and
+/// a server running on the data directory, that server sweeps (`control`); otherwise this
+/// process opens the stores and sweeps.
+pub async fn sweep(config: Config, older_than: Duration) -> Result<Swept, StartError> {
+    #[cfg(unix)]
+    if let crate::config::StorageConfig::Local { data_dir, .. } = &config.storage
+        && let Some(report) = super::control::sweep(data_dir, older_than).await?
+    {
+        return Ok(Swept {
+            report,
+            by_server: true,
+        });
+    }
     let stores = App::builder(config).open_stores().await?;
-    Ok(crate::storage::sweep(
+    let report = crate::storage::sweep(
         stores.metadata.as_ref(),
         stores.tarballs.as_ref(),
         older_than,
     )
-    .await?)
+    .await?;
+    Ok(Swept {
+        report,
+        by_server: false,
+    })
 }
 
 /// What `registry-server audit` prints: the events of `package` (or all) since `since` (an RFC

@@ -16,6 +16,8 @@
 mod auth;
 mod aws;
 pub mod commands;
+#[cfg(unix)]
+pub mod control;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,6 +49,9 @@ pub enum StartError {
     /// A command-line argument is not valid.
     #[error("{0}")]
     Usage(String),
+    /// The running server could not be asked, or answered with an error.
+    #[error("{0}")]
+    Control(String),
 }
 
 /// Where the AWS SDK's configuration comes from (used only with the AWS backend). A type, not a
@@ -201,7 +206,9 @@ impl<S: SdkSource> AppBuilder<S> {
     pub(crate) async fn open_audit_log(self) -> Result<Arc<dyn AuditLog>, StartError> {
         let retention = AuditRetention::days(self.config.audit.retention_days);
         Ok(match &self.config.storage {
-            StorageConfig::Local { data_dir } => Arc::new(FileAuditLog::new(data_dir, retention)),
+            StorageConfig::Local { data_dir, .. } => {
+                Arc::new(FileAuditLog::new(data_dir, retention))
+            }
             StorageConfig::Aws(aws) => {
                 let settings = aws::aws_settings(aws);
                 let s = AwsStorage::new(&self.sdk.load().await, settings);
@@ -268,8 +275,16 @@ async fn open_backend(
 ) -> Result<Stores, StartError> {
     let retention = AuditRetention::days(config.audit.retention_days);
     Ok(match &config.storage {
-        StorageConfig::Local { data_dir } => {
-            let (m, t) = embedded::open(data_dir)?;
+        StorageConfig::Local {
+            data_dir,
+            db_cache_bytes,
+            db_quick_repair,
+        } => {
+            let settings = embedded::Settings {
+                cache_bytes: *db_cache_bytes,
+                quick_repair: *db_quick_repair,
+            };
+            let (m, t) = embedded::open_configured(data_dir, settings)?;
             let m = Arc::new(m);
             Stores {
                 metadata: m.clone(),

@@ -16,7 +16,7 @@ pub use env::Env;
 pub use limits::LimitsConfig;
 pub use scopes::ScopesConfig;
 pub use server::ServerConfig;
-pub use storage::{AwsConfig, StorageConfig};
+pub use storage::{AwsConfig, DEFAULT_DB_CACHE_BYTES, StorageConfig};
 
 /// A setting that could not be understood.
 #[derive(Debug, thiserror::Error)]

@@ -239,6 +239,15 @@ pub trait TarballStore: Send + Sync {
     ) -> Result<usize, StoreError> {
         Ok(0)
     }
+    /// Runs the whole sweep (see `sweep`) by itself, when the store can read what the versions
+    /// refer to without the metadata store's trait (the embedded store opened with its database
+    /// reads that directly, and protects uploads in flight); `None` leaves it to `sweep`.
+    async fn sweep_by_itself(
+        &self,
+        _older_than: std::time::Duration,
+    ) -> Result<Option<SweepReport>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// Small records with an optional expiry, grouped in namespaces: GitHub answers cached by token
@@ -404,7 +413,7 @@ impl AfterResponse {
 }
 
 /// What a sweep found.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SweepReport {
     /// Keys looked at.
     pub checked: usize,
@@ -423,6 +432,9 @@ pub async fn sweep(
     tarballs: &dyn TarballStore,
     older_than: std::time::Duration,
 ) -> Result<SweepReport, StoreError> {
+    if let Some(report) = tarballs.sweep_by_itself(older_than).await? {
+        return Ok(report);
+    }
     let mut report = SweepReport {
         incomplete: tarballs.remove_incomplete(older_than).await?,
         ..SweepReport::default()

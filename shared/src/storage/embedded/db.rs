@@ -7,12 +7,19 @@
 //! and the operation runs again on the fresh handle. Reopening recovers the file to its last
 //! durable commit, which is every write ever acknowledged (the writer answers only after a
 //! commit is durable), and nothing of a commit that failed.
+//!
+//! Unless turned off (`REGISTRY_DB_QUICK_REPAIR`), every write transaction commits with redb's
+//! quick repair (`begin_write`): each commit also records the allocator state, with a two-phase
+//! commit, so an open after a crash or a kill loads that state instead of walking every page of
+//! the file to rebuild it. Measured at 650 MB (200k versions): a reopen after `kill -9` took
+//! 5–9 ms with it and ~4 s without; each commit costs one more fsync and ~160 B per MB of file,
+//! which group commit hides under concurrent writes but a lone writer waits for.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use redb::Database;
+use redb::{Database, WriteTransaction};
 
 use super::dir::{DataDir, is_no_space};
 use super::internal;
@@ -21,6 +28,39 @@ use crate::storage::StoreError;
 /// Opens the database file (tests open it through a backend that can fail like a full disk).
 pub(super) type Opener =
     Box<dyn Fn(&Path) -> Result<Database, redb::DatabaseError> + Send + Sync + 'static>;
+
+/// Begins a write transaction whose commit, with `quick_repair`, records what an open after a
+/// crash needs to skip the full repair (see the module's comment). Every write transaction
+/// starts here.
+pub(super) fn begin_write(
+    database: &Database,
+    quick_repair: bool,
+) -> Result<WriteTransaction, redb::TransactionError> {
+    let mut txn = database.begin_write()?;
+    txn.set_quick_repair(quick_repair);
+    Ok(txn)
+}
+
+/// Opens (or creates) the file at `path` with a page cache of `cache_bytes`, and logs how long
+/// the open took when redb had to repair the file in full (a file a crash left without a
+/// recorded allocator state: one written before quick repair, or one a crash cut mid-commit).
+pub(super) fn open_file(path: &Path, cache_bytes: usize) -> Result<Database, redb::DatabaseError> {
+    let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = repaired.clone();
+    let started = std::time::Instant::now();
+    let database = Database::builder()
+        .set_cache_size(cache_bytes)
+        .set_repair_callback(move |_| flag.store(true, Ordering::Relaxed))
+        .create(path)?;
+    if repaired.load(Ordering::Relaxed) {
+        tracing::warn!(
+            path = %path.display(),
+            millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "the database was not shut down cleanly: repaired it in full"
+        );
+    }
+    Ok(database)
+}
 
 /// The database file and its current handle.
 pub(super) struct Db {
@@ -36,6 +76,8 @@ pub(super) struct Db {
     generation: AtomicU64,
     /// The data directory the file lives in.
     pub(super) dir: Arc<DataDir>,
+    /// Whether commits record the allocator state (`begin_write`).
+    pub(super) quick_repair: bool,
 }
 
 /// A failure inside a database operation, kept apart from the store's own errors until it is
@@ -92,7 +134,12 @@ impl Failure {
 
 impl Db {
     /// Opens the file at `path` with `open`.
-    pub(super) fn open(path: &Path, dir: Arc<DataDir>, open: Opener) -> Result<Self, StoreError> {
+    pub(super) fn open(
+        path: &Path,
+        dir: Arc<DataDir>,
+        open: Opener,
+        quick_repair: bool,
+    ) -> Result<Self, StoreError> {
         let database = open(path).map_err(|e| dir_error(&dir, e.into()))?;
         Ok(Db {
             path: path.to_path_buf(),
@@ -101,6 +148,7 @@ impl Db {
             epoch: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             dir,
+            quick_repair,
         })
     }
 

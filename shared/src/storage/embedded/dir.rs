@@ -2,10 +2,11 @@
 //! is written there (temporary file, fsync, rename), so that the tarballs, the space probe and the
 //! database all see a full disk the same way and report it by the same name.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 
@@ -41,7 +42,12 @@ pub(super) type NoRoomFor = Box<dyn Fn(&Path, usize) -> bool + Send + Sync>;
 pub(super) struct DataDir {
     root: PathBuf,
     tmp: PathBuf,
+    /// The name prefix of this process's temporary files: `remove_leftovers` leaves them alone,
+    /// so a sweep in the running server never takes a write in flight for a leftover.
+    pub(super) tmp_prefix: String,
     health: Mutex<Health>,
+    /// Tarballs stored whose version is not committed yet (see `Uploads`).
+    uploads: Mutex<Uploads>,
     /// Tests put a disk model here.
     #[cfg(test)]
     pub(super) no_room_for: std::sync::OnceLock<NoRoomFor>,
@@ -56,6 +62,72 @@ struct Health {
     failed: Option<(DateTime<Utc>, String)>,
 }
 
+/// How long an upload protects its tarball from the sweep if its publish never says how it
+/// ended (its request was cut off between the two writes): far longer than a publish takes
+/// between storing its tarball and committing its version, retries and GitHub's answers
+/// included.
+pub(super) const UPLOAD_PROTECTED_FOR: Duration = Duration::from_secs(3600);
+
+/// Uploads remembered at most. A publish forgets its upload when its version is committed or
+/// it deletes the tarball; only publishes cut off in between leave theirs, until
+/// `UPLOAD_PROTECTED_FOR` has passed. Past this many, the oldest is forgotten first.
+const UPLOADS_KEPT: usize = 16_384;
+
+/// Tarballs this process has stored (or is storing) for publishes that have not committed
+/// their version yet, by key: how many such uploads, and when the last began. The sweep never
+/// deletes one of them, whatever its age: with the server running, this (and not an age
+/// cutoff) is what keeps a publish in flight from losing its tarball to the sweep.
+#[derive(Default)]
+pub(super) struct Uploads {
+    by_key: HashMap<String, (u32, Instant)>,
+}
+
+impl Uploads {
+    /// Whether the tarball under `key` belongs to a publish in flight.
+    pub(super) fn protects(&self, key: &str) -> bool {
+        self.by_key
+            .get(key)
+            .is_some_and(|(_, began)| began.elapsed() < UPLOAD_PROTECTED_FOR)
+    }
+
+    fn begin(&mut self, key: &str) {
+        if self.by_key.len() >= UPLOADS_KEPT && !self.by_key.contains_key(key) {
+            self.by_key
+                .retain(|_, (_, began)| began.elapsed() < UPLOAD_PROTECTED_FOR);
+            if self.by_key.len() >= UPLOADS_KEPT
+                && let Some(oldest) = self
+                    .by_key
+                    .iter()
+                    .min_by_key(|(_, (_, began))| *began)
+                    .map(|(k, _)| k.clone())
+            {
+                self.by_key.remove(&oldest);
+            }
+        }
+        let entry = self
+            .by_key
+            .entry(key.to_string())
+            .or_insert((0, Instant::now()));
+        entry.0 += 1;
+        entry.1 = Instant::now();
+    }
+
+    fn end(&mut self, key: &str) {
+        if let Some((count, _)) = self.by_key.get_mut(key) {
+            *count -= 1;
+            if *count == 0 {
+                self.by_key.remove(key);
+            }
+        }
+    }
+
+    /// How many uploads are remembered.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.by_key.len()
+    }
+}
+
 /// Whether an I/O error means the disk (or the owner's quota) has no space left.
 pub(super) fn is_no_space(e: &std::io::Error) -> bool {
     use std::io::ErrorKind;
@@ -68,7 +140,9 @@ impl DataDir {
         DataDir {
             root: root.to_path_buf(),
             tmp: root.join("tmp"),
+            tmp_prefix: format!(".tmp-{:016x}-", rand::random::<u64>()),
             health: Mutex::default(),
+            uploads: Mutex::default(),
             #[cfg(test)]
             no_room_for: std::sync::OnceLock::new(),
         }
@@ -79,10 +153,29 @@ impl DataDir {
         &self.tmp
     }
 
-    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+    fn health(&self) -> MutexGuard<'_, Health> {
         self.health
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The uploads of publishes in flight. The sweep holds this while it decides on and deletes
+    /// a tarball, so that an upload cannot begin between its check and its deletion.
+    pub(super) fn uploads(&self) -> MutexGuard<'_, Uploads> {
+        self.uploads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A publish is about to store the tarball under `key`.
+    pub(super) fn upload_begins(&self, key: &str) {
+        self.uploads().begin(key);
+    }
+
+    /// The publish that stored `key` has committed its version (which now protects the
+    /// tarball), failed to store it, or deleted it.
+    pub(super) fn upload_ends(&self, key: &str) {
+        self.uploads().end(key);
     }
 
     /// The error a write that found no space answers with; the state turns (or stays) full.
@@ -173,7 +266,10 @@ impl DataDir {
             .parent()
             .ok_or_else(|| internal("a data file's path has no parent"))?;
         std::fs::create_dir_all(parent).map_err(|e| self.io_error(e))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(|e| self.io_error(e))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&self.tmp_prefix)
+            .tempfile_in(&self.tmp)
+            .map_err(|e| self.io_error(e))?;
         // On any error below, dropping `tmp` deletes the partial file.
         self.write_all(tmp.as_file_mut(), path, bytes)?;
         tmp.as_file().sync_all().map_err(|e| self.io_error(e))?;
@@ -212,8 +308,8 @@ impl DataDir {
 
     /// Deletes the temporary files last modified more than `older_than` ago (all of them with
     /// `Duration::ZERO`, and then a probe file too) and says how many: what writes interrupted
-    /// by a crash or a kill left. Only for a caller that knows no write of another process is
-    /// in flight (see `open`).
+    /// by a crash or a kill left. This process's own files are writes in flight and stay. Only
+    /// for a caller that knows no write of another process is in flight (see `open`).
     pub(super) fn remove_leftovers(&self, older_than: Duration) -> Result<usize, StoreError> {
         if older_than.is_zero() {
             let _ = std::fs::remove_file(self.root.join(PROBE_FILE));
@@ -229,6 +325,13 @@ impl DataDir {
         let mut removed = 0;
         for entry in entries {
             let entry = entry.map_err(internal)?;
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&self.tmp_prefix)
+            {
+                continue;
+            }
             let meta = entry.metadata().map_err(internal)?;
             if meta.is_file() && meta.modified().map_err(internal)? <= cutoff {
                 match std::fs::remove_file(entry.path()) {

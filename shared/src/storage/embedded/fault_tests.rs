@@ -165,7 +165,7 @@ fn opener(disk: &Arc<Disk>) -> Opener {
 
 /// Both stores on `data`, the database and the data directory's other files on `disk`.
 fn stores(data: &Path, disk: &Arc<Disk>) -> (EmbeddedMetadata, EmbeddedTarballs) {
-    let (meta, tarballs) = open_with(data, opener(disk), PURGE_EVERY).unwrap();
+    let (meta, tarballs) = open_with(data, opener(disk), true, PURGE_EVERY).unwrap();
     let files = disk.clone();
     let hooked = meta
         .db
@@ -246,7 +246,7 @@ async fn a_database_failure_is_recovered_even_when_the_disk_seemed_fine() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let disk = Disk::new();
-    let (meta, _tarballs) = open_with(&data, opener(&disk), PURGE_EVERY).unwrap();
+    let (meta, _tarballs) = open_with(&data, opener(&disk), true, PURGE_EVERY).unwrap();
     let name = PackageName::parse("@t/a").unwrap();
     meta.write(super::tests::create(&name, "1.0.0", None))
         .await
@@ -281,7 +281,7 @@ async fn a_tarball_that_fits_elsewhere_does_not_hide_that_the_database_disk_is_f
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let disk = Disk::new();
-    let (meta, tarballs) = open_with(&data, opener(&disk), PURGE_EVERY).unwrap();
+    let (meta, tarballs) = open_with(&data, opener(&disk), true, PURGE_EVERY).unwrap();
     let (db_disk, root) = (disk.clone(), data.clone());
     let hooked = meta.db.dir.no_room_for.set(Box::new(move |path, bytes| {
         path.parent() == Some(root.as_path()) && db_disk.no_room_for(bytes)
@@ -463,12 +463,20 @@ async fn the_server_answers_507_on_a_full_disk_serves_reads_and_writes_again_onc
     assert_eq!((status, &ready["storage"]), (StatusCode::OK, &json!("ok")));
 
     disk.fill();
-    // A write that reaches the database (no tarball): its commit fails for lack of space.
+    // A write that reaches the database (no tarball): its commit fails for lack of space. It is
+    // a large one (a 1 MB deprecation message): commits record their allocator state (quick
+    // repair), so pages freed by earlier commits are reused at once, and a small write may fit
+    // in the blocks the file already has, as it would on a real full disk.
+    let deprecation = json!({
+        "_id": "@t/a",
+        "name": "@t/a",
+        "versions": { "1.0.0": { "deprecated": "x".repeat(1 << 20) } },
+    });
     let (status, error) = send(
         &app,
         "PUT",
-        "/-/package/@t%2fa/dist-tags/beta",
-        b"\"1.0.0\"".to_vec(),
+        "/@t%2fa",
+        serde_json::to_vec(&deprecation).unwrap(),
     )
     .await;
     assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{error}");
@@ -485,6 +493,7 @@ async fn the_server_answers_507_on_a_full_disk_serves_reads_and_writes_again_onc
     let (status, doc) = send(&app, "GET", "/@t%2fa", vec![]).await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     assert_eq!(doc["dist-tags"], json!({"latest": "1.0.0"}));
+    assert_eq!(doc["versions"]["1.0.0"]["deprecated"], Value::Null);
     assert_eq!(
         send(&app, "GET", "/@t/a/1.0.0", vec![]).await.0,
         StatusCode::OK

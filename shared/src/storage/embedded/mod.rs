@@ -13,17 +13,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use semver::Version;
 
-use super::{MetadataStore, PackageWrite, StorageHealth, StoreError, TarballRead, TarballStore};
+use super::{
+    MetadataStore, PackageWrite, StorageHealth, StoreError, SweepReport, TarballRead, TarballStore,
+};
 use crate::domain::{PackageDocument, PackageName, PackageRecord, TarballKey, VersionRecord};
-use db::{Db, Opener};
+use db::{Db, Opener, begin_write};
 use dir::DataDir;
 use writer::{Op, Writer};
 
 mod db;
 mod dir;
+mod sweep;
 mod writer;
 
 /// Package name → package record (JSON).
@@ -66,9 +69,28 @@ fn internal(e: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(e.to_string())
 }
 
+/// How the embedded stores are opened.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Bytes of memory for the database's page cache (`REGISTRY_DB_CACHE_BYTES`).
+    pub cache_bytes: usize,
+    /// Whether commits record the allocator state, so that a restart after a crash needs no full
+    /// repair (`REGISTRY_DB_QUICK_REPAIR`; see `db`).
+    pub quick_repair: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            cache_bytes: crate::config::DEFAULT_DB_CACHE_BYTES,
+            quick_repair: true,
+        }
+    }
+}
+
 /// Opens the file as every store but the fault tests' does.
-fn open_file() -> Opener {
-    Box::new(|path: &Path| Database::create(path))
+fn open_file(settings: Settings) -> Opener {
+    Box::new(move |path: &Path| db::open_file(path, settings.cache_bytes))
 }
 
 /// Metadata in a redb database file.
@@ -90,27 +112,50 @@ pub struct EmbeddedMetadata {
 /// older generation is never used.
 #[derive(Default)]
 struct RecordCache {
-    entries: std::sync::RwLock<HashMap<String, (u64, PackageRecord)>>,
+    entries: std::sync::RwLock<CachedRecords>,
 }
 
-/// Entries kept at most; past it the cache starts over (records are small: ~1 KB each).
-const RECORD_CACHE_ENTRIES: usize = 10_000;
+/// The cached records (each with its generation and the bytes of JSON it was decoded from) and
+/// those bytes in all.
+#[derive(Default)]
+struct CachedRecords {
+    records: HashMap<String, (u64, PackageRecord, usize)>,
+    bytes: usize,
+}
+
+/// JSON bytes of the records kept at most; past it the cache starts over. Bounded by bytes, not
+/// by entries, because a record grows with its dist-tags and stars: ~14,000 typical records
+/// (~300 B each), as many as the 10,000-entry bound kept before, and ~6 MB of memory whatever
+/// the records hold.
+const RECORD_CACHE_BYTES: usize = 4 << 20;
+
+/// A record larger than this is not cached (it would take a large share of the cache alone).
+const RECORD_CACHE_LARGEST: usize = RECORD_CACHE_BYTES / 16;
 
 impl RecordCache {
     fn get(&self, name: &str, generation: u64) -> Option<PackageRecord> {
         let entries = self.entries.read().ok()?;
-        match entries.get(name) {
-            Some((g, record)) if *g == generation => Some(record.clone()),
+        match entries.records.get(name) {
+            Some((g, record, _)) if *g == generation => Some(record.clone()),
             _ => None,
         }
     }
 
-    fn put(&self, name: &str, generation: u64, record: &PackageRecord) {
+    /// Keeps `record`, decoded from `bytes` bytes of JSON.
+    fn put(&self, name: &str, generation: u64, record: &PackageRecord, bytes: usize) {
+        if bytes > RECORD_CACHE_LARGEST {
+            return;
+        }
         if let Ok(mut entries) = self.entries.write() {
-            if entries.len() >= RECORD_CACHE_ENTRIES {
-                entries.clear();
+            let replaced = entries.records.get(name).map_or(0, |(_, _, b)| *b);
+            if entries.bytes - replaced + bytes > RECORD_CACHE_BYTES {
+                *entries = CachedRecords::default();
             }
-            entries.insert(name.to_string(), (generation, record.clone()));
+            let replaced = entries
+                .records
+                .insert(name.to_string(), (generation, record.clone(), bytes))
+                .map_or(0, |(_, _, b)| b);
+            entries.bytes = entries.bytes - replaced + bytes;
         }
     }
 }
@@ -121,16 +166,23 @@ impl EmbeddedMetadata {
     #[cfg(test)]
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
-        Self::open_in(Arc::new(DataDir::new(dir)), path, open_file(), PURGE_EVERY)
+        Self::open_in(
+            Arc::new(DataDir::new(dir)),
+            path,
+            open_file(Settings::default()),
+            true,
+            PURGE_EVERY,
+        )
     }
 
     fn open_in(
         dir: Arc<DataDir>,
         path: &Path,
         open: Opener,
+        quick_repair: bool,
         purge_every: Duration,
     ) -> Result<Self, StoreError> {
-        let db = Arc::new(Db::open(path, dir, open)?);
+        let db = Arc::new(Db::open(path, dir, open, quick_repair)?);
         create_tables(&db)?;
         let writer = Arc::new(Writer::start(db.clone(), purge_every)?);
         Ok(Self {
@@ -182,7 +234,7 @@ fn create_tables(db: &Db) -> Result<(), StoreError> {
         return Ok(());
     }
     let (_, created) = db.with(|database| {
-        let txn = database.begin_write()?;
+        let txn = begin_write(database, db.quick_repair)?;
         txn.open_table(PACKAGES)?;
         txn.open_table(KV)?;
         move_readmes_apart(&txn)?;
@@ -254,16 +306,18 @@ impl MetadataStore for EmbeddedMetadata {
         // Read in place, not on the blocking pool: every packument read starts here, the record
         // is small and its pages stay in redb's cache, and a hand-off to another thread per
         // request cost more (context switches) than the read itself.
-        let record: Option<PackageRecord> = self.db.read(|database| {
+        let record: Option<(PackageRecord, usize)> = self.db.read(|database| {
             let txn = database.begin_read()?;
             let table = txn.open_table(PACKAGES)?;
             let record = table.get(name.as_str())?;
-            Ok(record.map(|v| decode(v.value())).transpose()?)
+            Ok(record
+                .map(|v| Ok::<_, StoreError>((decode(v.value())?, v.value().len())))
+                .transpose()?)
         })?;
-        if let Some(record) = &record {
-            self.records.put(name.as_str(), generation, record);
+        if let Some((record, bytes)) = &record {
+            self.records.put(name.as_str(), generation, record, *bytes);
         }
-        Ok(record)
+        Ok(record.map(|(record, _)| record))
     }
 
     async fn document(&self, name: &PackageName) -> Result<Option<PackageDocument>, StoreError> {
@@ -325,7 +379,19 @@ impl MetadataStore for EmbeddedMetadata {
     }
 
     async fn write(&self, write: PackageWrite) -> Result<(), StoreError> {
-        self.writer.write(Op::Package(Box::new(write))).await
+        let uploaded = write
+            .create
+            .as_ref()
+            .and_then(|(record, _)| match &record.state {
+                crate::domain::VersionState::Live(live) => Some(live.dist.tarball_key.clone()),
+                crate::domain::VersionState::Unpublished { .. } => None,
+            });
+        self.writer.write(Op::Package(Box::new(write))).await?;
+        // Committed: the version protects its tarball from the sweep from now on.
+        if let Some(key) = uploaded {
+            self.db.dir.upload_ends(key.as_str());
+        }
+        Ok(())
     }
 
     async fn health(&self) -> StorageHealth {
@@ -444,19 +510,27 @@ impl super::KvStore for EmbeddedMetadata {
 pub struct EmbeddedTarballs {
     root: PathBuf,
     dir: Arc<DataDir>,
+    /// The database beside them, when opened together (`open`): the sweep reads it directly.
+    /// Not owned: the metadata store's drop closes the file, as it did before.
+    db: Option<std::sync::Weak<Db>>,
 }
 
 impl EmbeddedTarballs {
-    /// Uses `dir` for tarballs (created if missing).
+    /// Uses `dir` for tarballs (created if missing), without the database: its sweep goes
+    /// through the metadata store it is given.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        Self::in_dir(Arc::new(DataDir::new(dir)), dir)
+        Self::in_dir(Arc::new(DataDir::new(dir)), dir, None)
     }
 
-    fn in_dir(dir: Arc<DataDir>, data_dir: &Path) -> Result<Self, StoreError> {
+    fn in_dir(
+        dir: Arc<DataDir>,
+        data_dir: &Path,
+        db: Option<std::sync::Weak<Db>>,
+    ) -> Result<Self, StoreError> {
         let root = data_dir.join("tarballs");
         std::fs::create_dir_all(&root).map_err(internal)?;
         std::fs::create_dir_all(dir.tmp()).map_err(internal)?;
-        Ok(Self { root, dir })
+        Ok(Self { root, dir, db })
     }
 
     fn path(&self, key: &TarballKey) -> PathBuf {
@@ -468,10 +542,19 @@ impl EmbeddedTarballs {
 #[async_trait]
 impl TarballStore for EmbeddedTarballs {
     async fn put(&self, key: &TarballKey, bytes: Bytes) -> Result<(), StoreError> {
-        let (path, dir) = (self.path(key), self.dir.clone());
-        tokio::task::spawn_blocking(move || dir.write_file(&path, &bytes))
-            .await
-            .map_err(internal)?
+        let (path, dir, key) = (self.path(key), self.dir.clone(), key.clone());
+        tokio::task::spawn_blocking(move || {
+            // Remembered before the file exists, so that the sweep never sees it unprotected;
+            // forgotten when its version is committed (`EmbeddedMetadata::write`).
+            dir.upload_begins(key.as_str());
+            let written = dir.write_file(&path, &bytes);
+            if written.is_err() {
+                dir.upload_ends(key.as_str());
+            }
+            written
+        })
+        .await
+        .map_err(internal)?
     }
 
     async fn get(&self, key: &TarballKey) -> Result<Option<TarballRead>, StoreError> {
@@ -490,6 +573,9 @@ impl TarballStore for EmbeddedTarballs {
     }
 
     async fn delete(&self, key: &TarballKey) -> Result<(), StoreError> {
+        // A publish deleting its own upload has given up on it; any other delete (an
+        // overwritten or unpublished version's bytes) finds nothing remembered.
+        self.dir.upload_ends(key.as_str());
         match tokio::fs::remove_file(self.path(key)).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -534,17 +620,44 @@ impl TarballStore for EmbeddedTarballs {
             .await
             .map_err(internal)?
     }
+
+    async fn sweep_by_itself(
+        &self,
+        older_than: Duration,
+    ) -> Result<Option<SweepReport>, StoreError> {
+        let Some(db) = self.db.as_ref().and_then(std::sync::Weak::upgrade) else {
+            return Ok(None);
+        };
+        let (dir, root) = (self.dir.clone(), self.root.clone());
+        tokio::task::spawn_blocking(move || sweep::sweep(&db, &dir, &root, older_than).map(Some))
+            .await
+            .map_err(internal)?
+    }
 }
 
-/// Opens both embedded stores under one data directory, and removes what writes interrupted by
-/// a crash or a kill left in its `tmp`.
+/// Opens both embedded stores under one data directory with the default settings, and removes
+/// what writes interrupted by a crash or a kill left in its `tmp`.
 pub fn open(data_dir: &Path) -> Result<(EmbeddedMetadata, EmbeddedTarballs), StoreError> {
-    open_with(data_dir, open_file(), PURGE_EVERY)
+    open_configured(data_dir, Settings::default())
+}
+
+/// `open` with `settings`.
+pub fn open_configured(
+    data_dir: &Path,
+    settings: Settings,
+) -> Result<(EmbeddedMetadata, EmbeddedTarballs), StoreError> {
+    open_with(
+        data_dir,
+        open_file(settings),
+        settings.quick_repair,
+        PURGE_EVERY,
+    )
 }
 
 fn open_with(
     data_dir: &Path,
     open: Opener,
+    quick_repair: bool,
     purge_every: Duration,
 ) -> Result<(EmbeddedMetadata, EmbeddedTarballs), StoreError> {
     std::fs::create_dir_all(data_dir).map_err(internal)?;
@@ -553,6 +666,7 @@ fn open_with(
         dir.clone(),
         &data_dir.join("metadata.redb"),
         open,
+        quick_repair,
         purge_every,
     )?;
     // From here until the store is dropped, redb holds the database file exclusively: another
@@ -561,7 +675,7 @@ fn open_with(
     if let Err(e) = dir.remove_leftovers(Duration::ZERO) {
         tracing::warn!(error = %e, "could not remove the files of interrupted writes");
     }
-    let tarballs = EmbeddedTarballs::in_dir(dir, data_dir)?;
+    let tarballs = EmbeddedTarballs::in_dir(dir, data_dir, Some(Arc::downgrade(&metadata.db)))?;
     Ok((metadata, tarballs))
 }
 

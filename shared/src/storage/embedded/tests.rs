@@ -11,6 +11,7 @@ use semver::Version;
 use super::*;
 use crate::domain::{Dist, LiveVersion, VersionState};
 use crate::storage::{CreateMode, KvStore, VersionChange};
+use redb::Database;
 
 fn record(name: &PackageName, version: &str) -> VersionRecord {
     let version = Version::parse(version).unwrap();
@@ -216,7 +217,8 @@ async fn expired_entries_are_deleted_while_running_a_bounded_batch_at_a_time() {
     let meta = EmbeddedMetadata::open_in(
         data,
         &dir.path().join("m.redb"),
-        open_file(),
+        open_file(Settings::default()),
+        true,
         Duration::ZERO,
     )
     .unwrap();
@@ -390,4 +392,181 @@ async fn a_file_of_the_older_layout_gets_its_readmes_moved_apart_once() {
         })
         .unwrap();
     assert_eq!(layout, Some(LAYOUT));
+}
+
+#[test]
+fn the_sweep_reads_a_version_records_tarball_key_and_state_alone() {
+    let name = PackageName::parse("@t/keys").unwrap();
+    let live = record(&name, "1.0.0");
+    let VersionState::Live(l) = &live.state else {
+        unreachable!()
+    };
+    let bytes = encode(&live).unwrap();
+    assert_eq!(
+        sweep::referenced_key(&bytes).unwrap().as_deref(),
+        Some(l.dist.tarball_key.as_str())
+    );
+    let mut gone = live.clone();
+    gone.state = VersionState::Unpublished { at: Utc::now() };
+    assert_eq!(
+        sweep::referenced_key(&encode(&gone).unwrap()).unwrap(),
+        None
+    );
+    // A record it cannot read stops the sweep rather than count as referring to nothing.
+    assert!(sweep::referenced_key(br#"{"state":{"state":"live"}}"#).is_err());
+    assert!(sweep::referenced_key(br#"{"version":"1.0.0"}"#).is_err());
+}
+
+/// A version of `name` whose tarball is `digest`'s, as a publish writes it.
+fn create_with_tarball(
+    name: &PackageName,
+    version: &str,
+    digest: &str,
+    expected: Option<u64>,
+) -> (PackageWrite, TarballKey) {
+    let mut write = create(name, version, expected);
+    let key = TarballKey::new(name, &Version::parse(version).unwrap(), digest);
+    if let Some((record, _)) = &mut write.create
+        && let VersionState::Live(live) = &mut record.state
+    {
+        live.dist.tarball_key = key.clone();
+    }
+    (write, key)
+}
+
+#[tokio::test]
+async fn a_sweep_beside_publishes_keeps_their_tarballs_and_removes_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (meta, tarballs) = open(&data).unwrap();
+    let name = PackageName::parse("@t/swept").unwrap();
+    let file = |key: &TarballKey| data.join("tarballs").join(key.as_str());
+
+    // Published and committed.
+    let (write, committed) = create_with_tarball(&name, "1.0.0", &"a1".repeat(32), None);
+    tarballs
+        .put(&committed, Bytes::from_static(b"one"))
+        .await
+        .unwrap();
+    meta.write(write).await.unwrap();
+    // Stored, its version not committed yet: a publish in flight.
+    let (in_flight_write, in_flight) =
+        create_with_tarball(&name, "1.0.1", &"b2".repeat(32), Some(1));
+    tarballs
+        .put(&in_flight, Bytes::from_static(b"two"))
+        .await
+        .unwrap();
+    // Left by a publish that crashed (another process's, before this one opened the store).
+    let orphan = TarballKey::new(&name, &Version::new(1, 0, 2), &"c3".repeat(32));
+    std::fs::write(file(&orphan), b"three").unwrap();
+    // Stored and given up on: the publish deleted it (a lost race).
+    let (_, lost) = create_with_tarball(&name, "1.0.3", &"d4".repeat(32), Some(1));
+    tarballs
+        .put(&lost, Bytes::from_static(b"four"))
+        .await
+        .unwrap();
+    tarballs.delete(&lost).await.unwrap();
+
+    let report = crate::storage::sweep(&meta, &tarballs, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(report.checked, 3);
+    assert_eq!(report.removed, vec![orphan.clone()]);
+    assert!(file(&committed).exists());
+    assert!(
+        file(&in_flight).exists(),
+        "a publish in flight lost its tarball to the sweep"
+    );
+    assert!(!file(&orphan).exists());
+    assert_eq!(meta.db.dir.uploads().len(), 1, "only the upload in flight");
+
+    // Its version committed, the upload is forgotten and the version protects the tarball.
+    meta.write(in_flight_write).await.unwrap();
+    assert_eq!(meta.db.dir.uploads().len(), 0);
+    let report = crate::storage::sweep(&meta, &tarballs, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!((report.checked, report.removed.len()), (2, 0));
+    assert!(file(&in_flight).exists());
+}
+
+#[tokio::test]
+async fn a_sweep_keeps_young_orphans_and_stops_on_a_record_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (meta, tarballs) = open(&data).unwrap();
+    let name = PackageName::parse("@t/young").unwrap();
+    let orphan = TarballKey::new(&name, &Version::new(1, 0, 0), &"e5".repeat(32));
+    let path = data.join("tarballs").join(orphan.as_str());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, b"young").unwrap();
+    let report = crate::storage::sweep(&meta, &tarballs, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!((report.checked, report.removed.len()), (1, 0));
+    assert!(path.exists());
+
+    // A version record in a shape the sweep does not know: nothing is deleted.
+    meta.db
+        .with(|db| {
+            let txn = begin_write(db, true)?;
+            txn.open_table(VERSIONS)?.insert(
+                ("@t/young", "1.0.0"),
+                br#"{"state":{"kind":"live"}}"#.as_slice(),
+            )?;
+            txn.commit()?;
+            Ok(())
+        })
+        .1
+        .unwrap();
+    assert!(
+        crate::storage::sweep(&meta, &tarballs, Duration::ZERO)
+            .await
+            .is_err()
+    );
+    assert!(path.exists());
+}
+
+#[test]
+fn this_processs_temporary_files_are_never_leftovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::new(dir.path());
+    std::fs::create_dir_all(data.tmp()).unwrap();
+    let target = dir.path().join("file");
+    // A write of this process in flight: its temporary file, as `write_file` names it.
+    let ours = tempfile::Builder::new()
+        .prefix(&data.tmp_prefix)
+        .tempfile_in(data.tmp())
+        .unwrap();
+    let theirs = data.tmp().join(".tmpOtherProcess");
+    std::fs::write(&theirs, b"left by a kill").unwrap();
+    assert_eq!(data.remove_leftovers(Duration::ZERO).unwrap(), 1);
+    assert!(ours.path().exists());
+    assert!(!theirs.exists());
+    data.write_file(&target, b"done").unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), b"done");
+}
+
+#[test]
+fn the_record_cache_is_bounded_by_the_bytes_of_its_records() {
+    let cache = RecordCache::default();
+    let name = PackageName::parse("@t/record").unwrap();
+    let record = PackageRecord::new(name, Utc::now());
+    let each = RECORD_CACHE_LARGEST;
+    let fit = RECORD_CACHE_BYTES / each;
+    for i in 0..fit {
+        cache.put(&format!("@t/p{i}"), 0, &record, each);
+    }
+    assert!(cache.get("@t/p0", 0).is_some());
+    // Replacing an entry counts its new size only.
+    cache.put("@t/p1", 0, &record, each);
+    assert!(cache.get("@t/p0", 0).is_some());
+    // Past the budget, the cache starts over.
+    cache.put("@t/last", 0, &record, 1);
+    assert!(cache.get("@t/p0", 0).is_none());
+    assert!(cache.get("@t/last", 0).is_some());
+    // Too large to cache at all.
+    cache.put("@t/huge", 0, &record, RECORD_CACHE_LARGEST + 1);
+    assert!(cache.get("@t/huge", 0).is_none());
+    assert!(cache.get("@t/last", 0).is_some());
 }

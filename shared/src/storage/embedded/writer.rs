@@ -26,13 +26,18 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
-use super::db::{Db, Failure};
+use super::db::{Db, Failure, begin_write};
 use super::{KV, PACKAGES, READMES, VERSIONS, decode, encode, internal};
 use crate::domain::{PackageRecord, VersionRecord, VersionState};
 use crate::storage::{CreateMode, PackageWrite, StoreError, VersionChange};
 
 /// At most this many writes share a commit, so one commit's latency stays bounded.
 const MAX_BATCH: usize = 128;
+
+/// At most this many writes wait for the writer; more wait for room before they queue. Each
+/// waiting request holds its write anyway, but a request cut off after queueing leaves its
+/// write behind: this keeps a stalled disk and clients that give up from piling them up.
+const MAX_QUEUED: usize = 1_024;
 
 /// One write to the database.
 pub(super) enum Op {
@@ -57,6 +62,8 @@ pub(super) enum Op {
 struct Job {
     op: Op,
     reply: oneshot::Sender<Result<(), StoreError>>,
+    /// Its place in the queue, given back when the job is answered (dropped).
+    _room: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Why a write was not applied.
@@ -73,6 +80,8 @@ pub(super) const PURGE_SCAN: usize = 1_000;
 /// The handle writers send to; the thread stops when the last handle is dropped.
 pub(super) struct Writer {
     queue: Option<mpsc::Sender<Job>>,
+    /// Places in the queue (`MAX_QUEUED`).
+    room: Arc<tokio::sync::Semaphore>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// Read by the tests of group commit only.
     #[cfg(test)]
@@ -92,6 +101,7 @@ impl Writer {
             .map_err(internal)?;
         Ok(Self {
             queue: Some(queue),
+            room: Arc::new(tokio::sync::Semaphore::new(MAX_QUEUED)),
             thread: Some(thread),
             #[cfg(test)]
             counters,
@@ -107,10 +117,20 @@ impl Writer {
     /// Applies `op` in the next commit and answers once that commit is durable.
     pub(super) async fn write(&self, op: Op) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
+        let room = self
+            .room
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| internal("the storage writer has stopped"))?;
         self.queue
             .as_ref()
             .ok_or_else(|| internal("the storage writer has stopped"))?
-            .send(Job { op, reply })
+            .send(Job {
+                op,
+                reply,
+                _room: room,
+            })
             .map_err(|_| internal("the storage writer has stopped"))?;
         answer
             .await
@@ -180,7 +200,7 @@ fn commit(db: &Db, batch: Vec<Job>, counters: &Counters, may_retry: bool) {
     {
         return fail_all(batch, &e);
     }
-    let (epoch, outcome) = db.with(|database| apply_all(database, &batch));
+    let (epoch, outcome) = db.with(|database| apply_all(database, db.quick_repair, &batch));
     match outcome {
         Ok(results) => {
             counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -222,8 +242,12 @@ fn commit(db: &Db, batch: Vec<Job>, counters: &Counters, may_retry: bool) {
 
 /// Applies every write of the batch in one transaction and commits it durably; the outer error
 /// means nothing of the batch was committed.
-fn apply_all(db: &Database, batch: &[Job]) -> Result<Vec<Result<(), StoreError>>, Failure> {
-    let txn = db.begin_write()?;
+fn apply_all(
+    db: &Database,
+    quick_repair: bool,
+    batch: &[Job],
+) -> Result<Vec<Result<(), StoreError>>, Failure> {
+    let txn = begin_write(db, quick_repair)?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         match apply(&txn, &job.op) {
@@ -254,7 +278,8 @@ impl Purge {
             return;
         }
         let after = self.after.take();
-        let (epoch, outcome) = db.with(|database| purge_expired(database, after.as_ref()));
+        let (epoch, outcome) =
+            db.with(|database| purge_expired(database, db.quick_repair, after.as_ref()));
         match outcome {
             Ok((removed, stopped_after)) => {
                 if removed > 0 {
@@ -283,6 +308,7 @@ impl Purge {
 /// last key looked at if rows remain beyond it.
 fn purge_expired(
     db: &Database,
+    quick_repair: bool,
     after: Option<&(String, String)>,
 ) -> Result<(usize, Option<(String, String)>), Failure> {
     #[derive(serde::Deserialize)]
@@ -290,7 +316,7 @@ fn purge_expired(
         expires: Option<chrono::DateTime<chrono::Utc>>,
     }
     let now = chrono::Utc::now();
-    let txn = db.begin_write()?;
+    let txn = begin_write(db, quick_repair)?;
     let (expired, stopped_after) = {
         let mut table = txn.open_table(KV)?;
         let start = match after {
