@@ -35,7 +35,7 @@ def main() -> int:
     scale = ap.add_argument_group("the scale phase (a long run of its own: bench/run --scale)")
     scale.add_argument("--scale", action="store_true",
                        help="grow one data directory of our server step by step and measure it at each step "
-                       "(default 10k,100k,1M versions; smoke: 300,600), the first step also on Verdaccio")
+                       "(default 10k,100k,1M versions; smoke: 200,400), the first step also on Verdaccio")
     scale.add_argument("--steps", help="versions after each step, comma-separated (10k,100k,1M)")
     scale.add_argument("--publishers", type=int, default=0, help="publishers at once while growing (default 16)")
     scale.add_argument("--no-verdaccio", dest="verdaccio", action="store_false",

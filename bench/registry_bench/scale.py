@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .common import ACCEPT_ABBREVIATED, ACCEPT_FULL, REPO, T0, BenchError, Client, escaped, free_port, http_get, log
-from .packument import QUIET_BUSY
+from .packument import QUIET_BUSY, wait_for_quiet
 from .scale_corpus import BIG, SMALL, Plan, Pkg, Shape, big_name, disk_usage, publish_body, publish_jobs, put, version_of
 from .servers import Ours, Server, Verdaccio
 
@@ -57,13 +57,16 @@ class ScalePlan:
     crash_restarts: int = 3
     crash_publishers: int = 4
     verdaccio_max: int = 10_000  # Verdaccio is measured at the first step only, if it is no bigger
+    # Before growing and before measuring, wait up to this long for the machine to be quiet (as
+    # the read cells of the harness do); a step that started busy is marked.
+    quiet_wait_s: float = 60.0
 
 
 FULL_PLAN = ScalePlan(smoke=False, steps=[10_000, 100_000, 1_000_000], shape=Shape())
 SMOKE_PLAN = ScalePlan(
     smoke=True,
-    steps=[300, 600],
-    shape=Shape(big_packages=3, biggest=60, big_sizes=(40, 80), readme_versions=3, readme_share=0.02),
+    steps=[200, 400],
+    shape=Shape(big_packages=3, biggest=40, big_sizes=(30, 60), readme_versions=3, readme_share=0.02),
     publishers=4,
     small_sample=8,
     big_restarts=1,
@@ -74,6 +77,7 @@ SMOKE_PLAN = ScalePlan(
     readall_connections=8,
     crash_restarts=1,
     crash_publishers=2,
+    quiet_wait_s=0.0,
 )
 
 
@@ -372,6 +376,7 @@ class Column:
     title: str
     cells: dict[str, tuple[str, bool | None]] = field(default_factory=dict)
     rate: float = 0.0
+    busy: list[str] = field(default_factory=list)  # phases that began on a busy machine
 
     def put(self, key: str, text: str, met: bool | None = None):
         self.cells[key] = (text, met)
@@ -408,7 +413,13 @@ class ScaleBench:
 
     # -- measurements of one server at one step
 
+    def wait_for_quiet(self, col: Column, what: str):
+        quiet, busy = wait_for_quiet(self.sp.quiet_wait_s)
+        if not quiet:
+            col.busy.append(f"{what} started with {busy:.0%} of the machine busy")
+
     def grow(self, server: Server, plan: Plan, target: int, col: Column):
+        self.wait_for_quiet(col, "growing")
         jobs = plan.grow(target)
         n = sum(len(j) for j in jobs)
         log(f"{server.label}: publishing {n:,} versions in {len(jobs):,} jobs to reach {target:,}")
@@ -437,25 +448,49 @@ class ScaleBench:
         return r
 
     def measure(self, server: Server, plan: Plan, col: Column, step: int):
-        sp = self.sp
+        """Every figure but the publish rate, for `server` as `plan` has grown it."""
         rng = random.Random(f"{server.label}-{step}")
-        is_ours = isinstance(server, Ours)
-        big = big_name(0)
+        self.wait_for_quiet(col, "measuring")
         c = Client(server.base)
-
-        # The driver's own cost per request.
-        floor = []
+        floor = []  # the driver's own cost per request
         for _ in range(50):
             t = time.perf_counter()
             c.request("GET", "/-/ping")
             floor.append((time.perf_counter() - t) * 1000)
+        c.close()
         col.put("floor", p50_p99(floor))
+        self.publish_then_read(server, plan, col)
+        clean = self.cold_reads(server, plan, col, rng)
+        clean.append(restart(server, self.probe))
+        self.parallel_cold_reads(server, plan, col, rng)
+        clean.append(restart(server, self.probe))
+        self.read_everything(server, plan, col, rng)
+        crashes = [self.crash_restart(server, plan, f"{step}-{k}") for k in range(self.sp.crash_restarts)]
+        col.put("crash", f"{statistics.median(x[1] for x in crashes):,.0f} / {max(x[1] for x in crashes):,.0f}"
+                f" (ping {statistics.median(x[0] for x in crashes):,.0f})",
+                statistics.median(x[1] for x in crashes) <= 200)
+        col.put("clean", f"{statistics.median(x[1] for x in clean):,.0f} (ping {statistics.median(x[0] for x in clean):,.0f})")
+        log(f"{server.label}: crash restarts {[round(x[1]) for x in crashes]} ms; clean {[round(x[1]) for x in clean]} ms")
+        if isinstance(server, Ours):
+            self.sweep(server, col)
+            data = server.data
+        else:
+            data = server.work / "verdaccio-storage"
+        col.put("versions", f"{plan.total:,} ({len(plan.names()):,})")
+        disk, apparent, files = disk_usage(data)
+        col.put("disk", f"{disk / plan.total:,.0f} ({disk / 1e9:.2f} GB, {files:,} files)")
+        log(f"{server.label}: {disk / 1e6:,.0f} MB on disk ({apparent / 1e6:,.0f} MB apparent) in {files:,} files "
+            f"for {plan.total:,} versions")
 
-        # Publish-then-read of the biggest package, warm first.
+    def publish_then_read(self, server: Server, plan: Plan, col: Column):
+        """Publishes the biggest package's next version and reads it, abbreviated then full, each
+        the first read of its view since the publish; warm beforehand."""
+        big = big_name(0)
+        c = Client(server.base)
         for view in (ABBR, FULL):
             timed_read(c, big, view, server)
         pub, first_abbr, first_full = [], [], []
-        for _ in range(sp.publish_then_read):
+        for _ in range(self.sp.publish_then_read):
             job = plan.extend(big, BIG, 1)
             body = publish_body(big, BIG, job.start, server.base, plan.shape.readme_bytes)
             t = time.perf_counter()
@@ -470,37 +505,35 @@ class ScaleBench:
             first_full.append(f)
             if version_of(job.start) not in versions_in(body_a, h_a):
                 raise BenchError(f"{server.label}: the read after publishing {big}@{version_of(job.start)} lacks it")
-        warm_full = []
-        for _ in range(max(sp.warm_reads, 3)):
-            warm_full.append(timed_read(c, big, FULL, server)[0])
+        warm_full = [timed_read(c, big, FULL, server)[0] for _ in range(max(self.sp.warm_reads, 3))]
         c.close()
         col.put("ptr_publish", p50_max(pub))
         col.put("ptr_abbr", p50_max(first_abbr), pct(first_abbr, 0.5) <= 5)
         col.put("ptr_full", p50_max(first_full) + f" (warm {ms(pct(warm_full, 0.5))})",
                 pct(first_full, 0.5) <= 2 * pct(warm_full, 0.5))
-        big_versions = plan.packages[big].published
-        log(f"{server.label}: publish-then-read of {big} ({big_versions:,} versions): "
+        log(f"{server.label}: publish-then-read of {big} ({plan.packages[big].published:,} versions): "
             f"abbreviated {p50_max(first_abbr)} ms, full {p50_max(first_full)} ms")
 
-        # Cold and warm reads: small packages, then the biggest (one restart per cold read).
-        clean = []
-        clean.append(restart(server, self.probe))
+    def cold_reads(self, server: Server, plan: Plan, col: Column, rng: random.Random) -> list[tuple[float, float]]:
+        """Small packages cold then warm after a restart; the biggest cold (one restart per read)
+        then warm; the other big packages cold. Returns the restarts' timings."""
+        sp = self.sp
+        big = big_name(0)
+        big_versions = plan.packages[big].published
+        clean = [restart(server, self.probe)]
         smalls = [n for n in plan.names(SMALL) if n != self.probe]
         sample = rng.sample(smalls, min(2 * sp.small_sample, len(smalls)))
         half = len(sample) // 2
         c = Client(server.base)
-        reads: dict[str, list[float]] = {k: [] for k in ("abbr_cold", "full_cold", "abbr_warm", "full_warm")}
         for view, names in ((ABBR, sample[:half]), (FULL, sample[half:])):
             key = "abbr" if view == ABBR else "full"
-            for n in names:
-                reads[f"{key}_cold"].append(timed_read(c, n, view, server)[0])
-            for n in names:
-                reads[f"{key}_warm"].append(timed_read(c, n, view, server)[0])
+            cold = [timed_read(c, n, view, server)[0] for n in names]
+            warm = [timed_read(c, n, view, server)[0] for n in names]
+            col.put(f"small_{key}_cold", p50_p99(cold) + f" ({len(cold)})")
+            col.put(f"small_{key}_warm", p50_p99(warm))
         c.close()
-        for k, v in reads.items():
-            col.put(f"small_{k}", p50_p99(v) + f" ({len(v)})" if k.endswith("cold") else p50_p99(v))
-        big_cold: dict[str, list[float]] = {ABBR: [], FULL: []}
-        big_warm: dict[str, list[float]] = {ABBR: [], FULL: []}
+        cold: dict[str, list[float]] = {ABBR: [], FULL: []}
+        warm: dict[str, list[float]] = {ABBR: [], FULL: []}
         heap: dict[str, list[float]] = {ABBR: [], FULL: []}
         doc_bytes: dict[str, int] = {}
         for view in (ABBR, FULL):
@@ -511,7 +544,7 @@ class ScaleBench:
                 c = Client(server.base)
                 t, body, headers = timed_read(c, big, view, server)
                 hwm1 = server.status_kb("VmHWM")
-                big_cold[view].append(t)
+                cold[view].append(t)
                 if view not in doc_bytes:
                     doc = decoded(body, headers)
                     got = len(json.loads(doc).get("versions", {}))
@@ -520,18 +553,18 @@ class ScaleBench:
                     doc_bytes[view] = len(doc)
                 if hwm0 is not None and hwm1 is not None:
                     heap[view].append((hwm1 - hwm0) * 1024 / doc_bytes[view])
-                for _ in range(sp.warm_reads):
-                    big_warm[view].append(timed_read(c, big, view, server)[0])
+                warm[view] += [timed_read(c, big, view, server)[0] for _ in range(sp.warm_reads)]
                 c.close()
-        col.put("big_abbr_cold", p50_max(big_cold[ABBR]) + f" ({len(big_cold[ABBR])})", pct(big_cold[ABBR], 0.5) <= 10)
-        col.put("big_full_cold", p50_max(big_cold[FULL]) + f" ({len(big_cold[FULL])})", pct(big_cold[FULL], 0.5) <= 20)
+        col.put("big_abbr_cold", p50_max(cold[ABBR]) + f" ({len(cold[ABBR])})", pct(cold[ABBR], 0.5) <= 10)
+        col.put("big_full_cold", p50_max(cold[FULL]) + f" ({len(cold[FULL])})", pct(cold[FULL], 0.5) <= 20)
         for view, key in ((ABBR, "abbr"), (FULL, "full")):
             if heap[view]:
                 col.put(f"big_{key}_heap", f"{statistics.median(heap[view]):.2f}× of {doc_bytes[view] / 1e6:.2f} MB",
                         statistics.median(heap[view]) <= 2)
-            col.put(f"big_{key}_warm", p50_p99(big_warm[view]))
-        log(f"{server.label}: {big} cold abbreviated {p50_max(big_cold[ABBR])} ms, full {p50_max(big_cold[FULL])} ms")
-        # Other big packages, each read once, cold (none read since the last restart).
+            col.put(f"big_{key}_warm", p50_p99(warm[view]))
+        log(f"{server.label}: {big} ({big_versions:,} versions) cold abbreviated {p50_max(cold[ABBR])} ms, "
+            f"full {p50_max(cold[FULL])} ms")
+        # The other big packages, each once (none read since the last restart), views alternating.
         others = [n for n in plan.names(BIG) if n != big]
         if others:
             c = Client(server.base)
@@ -544,26 +577,30 @@ class ScaleBench:
             what = f" ({len(others)}: {sizes[0]:,}–{sizes[-1]:,} versions)"
             col.put("bigs_abbr_cold", p50_p99(times[ABBR]) + what)
             col.put("bigs_full_cold", p50_p99(times[FULL]) + what)
+        return clean
 
-        # 64-way cold reads over distinct packages.
-        clean.append(restart(server, self.probe))
-        pool = [n for n in plan.names() if n not in (big, self.probe)]
+    def parallel_cold_reads(self, server: Server, plan: Plan, col: Column, rng: random.Random):
+        """Many connections reading distinct packages, each once, just after a restart."""
+        sp = self.sp
+        pool = [n for n in plan.names() if n not in (big_name(0), self.probe)]
         n_cold = min(sp.cold_packages, len(pool) - sp.cold_connections)
         chosen = rng.sample(pool, n_cold + sp.cold_connections)
         r = wrk_paths(server.base, [(ABBR, n) for n in chosen[:n_cold]], [(ABBR, n) for n in chosen[n_cold:]],
                       sp.cold_connections, self.work)
-        self.check_paths(server, r, "64-way cold reads")
+        self.check_paths(server, r, "parallel cold reads")
         shape = "" if (n_cold, sp.cold_connections) == (1000, 64) else f" [{sp.cold_connections}-way, {n_cold} packages]"
         col.put("cold64", f"{r.rate:,.0f} ({ms(r.p99_ms)}){shape}", r.rate >= 10_000)
-        log(f"{server.label}: {sp.cold_connections}-way cold reads of {n_cold} packages: {r.rate:,.0f}/s, p99 {ms(r.p99_ms)} ms")
+        log(f"{server.label}: {sp.cold_connections}-way cold reads of {n_cold} packages: {r.rate:,.0f}/s, "
+            f"p99 {ms(r.p99_ms)} ms")
 
-        # Every package once, abbreviated and full, then RSS.
-        clean.append(restart(server, self.probe))
+    def read_everything(self, server: Server, plan: Plan, col: Column, rng: random.Random):
+        """Every package once per view, shuffled, just after a restart; then the server's RSS."""
         names = [n for n in plan.names() if n != self.probe]
         entries = [(v, n) for n in names for v in (ABBR, FULL)]
         rng.shuffle(entries)
-        extras = entries[: sp.readall_connections]
-        r = wrk_paths(server.base, entries, extras, sp.readall_connections, self.work)
+        # The extras, read while the last counted reads finish, are not counted (warm reads).
+        extras = entries[: self.sp.readall_connections]
+        r = wrk_paths(server.base, entries, extras, self.sp.readall_connections, self.work)
         self.check_paths(server, r, "reading every package")
         rss, hwm = server.status_kb("VmRSS"), server.status_kb("VmHWM")
         col.put("readall", f"{r.rate:,.0f} ({ms(r.p99_ms)})")
@@ -573,27 +610,6 @@ class ScaleBench:
             col.put("hwm", f"{hwm / 1024:.1f}")
         log(f"{server.label}: read {len(entries):,} documents at {r.rate:,.0f}/s; RSS {(rss or 0) / 1024:.1f} MiB, "
             f"peak {(hwm or 0) / 1024:.1f} MiB")
-
-        # Crash restarts: kill -9 while publishes are in flight; every acknowledged one must survive.
-        crashes = []
-        for k in range(sp.crash_restarts):
-            crashes.append(self.crash_restart(server, plan, f"{step}-{k}"))
-        col.put("crash", f"{statistics.median(x[1] for x in crashes):,.0f} / {max(x[1] for x in crashes):,.0f}"
-                f" (ping {statistics.median(x[0] for x in crashes):,.0f})",
-                statistics.median(x[1] for x in crashes) <= 200)
-        col.put("clean", f"{statistics.median(x[1] for x in clean):,.0f} (ping {statistics.median(x[0] for x in clean):,.0f})")
-        log(f"{server.label}: crash restarts {[round(x[1]) for x in crashes]} ms; clean {[round(x[1]) for x in clean]} ms")
-
-        if is_ours:
-            self.sweep(server, col)
-            data = server.data
-        else:
-            data = server.work / "verdaccio-storage"
-        col.put("versions", f"{plan.total:,} ({len(plan.names()):,})")
-        disk, apparent, files = disk_usage(data)
-        col.put("disk", f"{disk / plan.total:,.0f} ({disk / 1e9:.2f} GB, {files:,} files)")
-        log(f"{server.label}: {disk / 1e6:,.0f} MB on disk ({apparent / 1e6:,.0f} MB apparent) in {files:,} files "
-            f"for {plan.total:,} versions")
 
     def check_paths(self, server: Server, r: PathsResult, what: str):
         if r.bad or r.errors:
@@ -737,8 +753,8 @@ def render_doc(bench: ScaleBench, table: str, facts, started: datetime.datetime,
         f"Generated by `bench/run --scale --doc` on {started:%Y-%m-%d %H:%M} UTC ({minutes:.0f} minutes); rerun it "
         "to regenerate this file (do not edit by hand).",
         "",
-        f"One data directory of our server (release build, local storage, open auth, `REGISTRY_LOG=warn`, no "
-        f"upstream) grown to {', '.join(short(s) for s in sp.steps)} versions; after each step the server is "
+        f"One data directory of our server (the binary below: `bench/run --scale` builds a release one; local "
+        f"storage, open auth, `REGISTRY_LOG=warn`, no upstream) grown to {', '.join(short(s) for s in sp.steps)} versions; after each step the server is "
         "measured as it is (nothing is compacted or restarted between growing and measuring). The targets are "
         "issue 19's, for 1M versions; ✓ and ✗ say whether a figure meets its target at that step.",
         "",
@@ -834,6 +850,11 @@ def run_scale(args) -> int:
     minutes = (time.monotonic() - T0) / 60
     facts.append(("load average at the end", ", ".join(Path("/proc/loadavg").read_text().split()[:3])))
     bench.notes = notes_for(sp) + bench.notes
+    for col in bench.columns:
+        if col.busy:
+            col.title += " †"
+            bench.notes.append(f"† {col.title[:-2]}: {'; '.join(col.busy)} (after waiting up to "
+                               f"{sp.quiet_wait_s:.0f} s for other processes to use under {QUIET_BUSY:.0%} of it).")
     table = render_table(bench.columns)
     print()
     print(table)

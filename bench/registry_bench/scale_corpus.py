@@ -6,6 +6,7 @@ processes that send them straight to the HTTP API in npm's publish document, man
 from __future__ import annotations
 
 import array
+import gzip
 import hashlib
 import json
 import multiprocessing
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .common import BenchError, Client, escaped
-from .packages import make_tarball, publish_doc, synthetic_manifest
+from .packages import publish_doc, synthetic_manifest
 
 SMALL, BIG, README = "small", "big", "readme"
 
@@ -184,20 +185,50 @@ def readme_text(name: str, version: str, size: int) -> str:
     return f"# {name} {version}\n\n{base}"
 
 
+def _tar_header(path: str, size: int) -> bytes:
+    """A USTAR header as `tarfile` writes one for `make_tarball` (mode 644, npm's mtime)."""
+    h = bytearray(512)
+    name = f"package/{path}".encode()
+    h[0:len(name)] = name
+    h[100:108] = b"0000644\0"
+    h[108:116] = b"0000000\0"
+    h[116:124] = b"0000000\0"
+    h[124:136] = b"%011o\0" % size
+    h[136:148] = b"%011o\0" % 499162500
+    h[148:156] = b" " * 8
+    h[156:157] = b"0"
+    h[257:265] = b"ustar\x0000"
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+def fast_tarball(files: dict[str, bytes]) -> bytes:
+    """`make_tarball`'s bytes without `tarfile` (and without its padding to 10 KiB), at gzip level
+    6: the driver builds every tarball while the clock runs, on the cores the server uses, and
+    level 9 spends ~30 ms on a 100 KB README for 0.5% fewer bytes."""
+    parts = []
+    for path, data in sorted(files.items()):
+        parts.append(_tar_header(path, len(data)))
+        parts.append(data)
+        parts.append(b"\0" * (-len(data) % 512))
+    parts.append(b"\0" * 1024)
+    return gzip.compress(b"".join(parts), compresslevel=6, mtime=0)
+
+
 def publish_body(name: str, kind: str, i: int, base_url: str, readme_bytes: int) -> bytes:
     """npm's publish document for version `i` of `name`."""
     version = version_of(i)
     manifest = synthetic_manifest(name, version, i)
     readme = readme_text(name, version, readme_bytes) if kind == README else f"# {name}\n\nScale fixture.\n"
     files = {
-        "package.json": json.dumps(manifest, indent=2).encode(),
+        "package.json": json.dumps(manifest).encode(),  # (indent would take json's slow pure-Python path)
         "lib/index.js": f"// {name}@{version}\n'use strict';\nmodule.exports = (x) => x;\n".encode(),
         "README.md": readme.encode(),
     }
     if kind == README:
         # npm sends the README's text in the version's manifest; the registry stores it per version.
         manifest = dict(manifest, readme=readme, readmeFilename="README.md")
-    return publish_doc(manifest, make_tarball(files), base_url)
+    return publish_doc(manifest, fast_tarball(files), base_url)
 
 
 def put(client: Client, name: str, body: bytes) -> tuple[int, bytes]:
