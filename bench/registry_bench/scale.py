@@ -418,7 +418,19 @@ class ScaleBench:
         if not quiet:
             col.busy.append(f"{what} started with {busy:.0%} of the machine busy")
 
+    def check_disk(self, server: Server, plan: Plan, target: int):
+        """Refuses a step the disk cannot hold (the machine is shared): its new versions at the
+        bytes per version measured so far (10 KB before any), and 2 GB to spare."""
+        data = server.data if isinstance(server, Ours) else server.work / "verdaccio-storage"
+        per = disk_usage(data)[0] / plan.total if plan.total else 10_000
+        need = (target - plan.total) * max(per, 5_000) + 2e9
+        free = shutil.disk_usage(self.work).free
+        if free < need:
+            raise BenchError(f"growing to {target:,} versions needs about {need / 1e9:.1f} GB free under "
+                             f"{self.work}; {free / 1e9:.1f} GB are")
+
     def grow(self, server: Server, plan: Plan, target: int, col: Column):
+        self.check_disk(server, plan, target)
         self.wait_for_quiet(col, "growing")
         jobs = plan.grow(target)
         n = sum(len(j) for j in jobs)
@@ -575,8 +587,9 @@ class ScaleBench:
             c.close()
             sizes = sorted(plan.packages[n].published for n in others)
             what = f" ({len(others)}: {sizes[0]:,}–{sizes[-1]:,} versions)"
-            col.put("bigs_abbr_cold", p50_p99(times[ABBR]) + what)
-            col.put("bigs_full_cold", p50_p99(times[FULL]) + what)
+            for view, key in ((ABBR, "bigs_abbr_cold"), (FULL, "bigs_full_cold")):
+                if times[view]:
+                    col.put(key, p50_p99(times[view]) + what)
         return clean
 
     def parallel_cold_reads(self, server: Server, plan: Plan, col: Column, rng: random.Random):
