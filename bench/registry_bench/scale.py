@@ -726,8 +726,14 @@ class ScaleBench:
         binary = self.args.server_bin
         ours = Ours(self.work, free_port(), binary)
         ours.launch()
-        self.commands.append("ours: REGISTRY_UPSTREAM= REGISTRY_LOG=warn "
-                             + " ".join(ours.argv).replace(str(self.work) + "/", "$WORK/"))
+        # Settings in the driver's environment reach the server (Ours.launch sets only these two).
+        inherited = sorted(f"{k}={v}" for k, v in os.environ.items()
+                           if k.startswith("REGISTRY_") and k not in ("REGISTRY_UPSTREAM", "REGISTRY_LOG", "REGISTRY_SERVER_BIN"))
+        self.notes.append("Our server's settings: its defaults" + (
+            ", except " + ", ".join(f"`{x}`" for x in inherited) if inherited else "") + " (and `REGISTRY_LOG=warn`, "
+            "`REGISTRY_UPSTREAM=` empty); any `REGISTRY_*` variable in the environment of `bench/run` reaches it.")
+        self.commands.append("ours: " + " ".join(inherited + ["REGISTRY_UPSTREAM=", "REGISTRY_LOG=warn"] + ours.argv)
+                             .replace(str(self.work) + "/", "$WORK/"))
         plan = Plan(sp.shape)
         verdaccio_col = None
         try:
