@@ -16,7 +16,9 @@ ends it with a non-zero exit.
 # `python3 -m registry_bench` runs `__main__` (flags, output). One module per part: `common`
 # (constants, log, plans, helpers, the HTTP client), `packages`, `servers` (and the AWS
 # emulators), `corpus`, `results`; one per phase: `packument` (reads), `install`, `publish`;
-# `harness` (the run), `report` (docs/benchmarks.md). The narrower drivers beside this package
+# `harness` (the run), `report` (docs/benchmarks.md); the scale phase, a run of its own
+# (`--scale`), is `scale` (its measurements, table and docs/scale.md) and `scale_corpus` (the
+# growth plan and the publisher processes). The narrower drivers beside this package
 # (`bench/*.py`) use the names below.
 
 from .common import CONCURRENCY, BenchError, Client, escaped, free_port, http_get, log

@@ -20,7 +20,9 @@ def main() -> int:
     ap.add_argument("--server-bin", required=True, help="the registry-server binary to measure")
     ap.add_argument("--smoke", action="store_true", help="tiny corpus, ~1 s per cell, 1 run each; never writes the doc")
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
-    ap.add_argument("--doc", metavar="PATH", help="write the report here (a smoke or partial run writes one only so)")
+    ap.add_argument("--doc", metavar="PATH", nargs="?", const="",
+                    help="write the report here, or without PATH to its usual file (docs/benchmarks.md; with "
+                    "--scale, docs/scale.md); a smoke, partial or scale run writes one only so")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, data)")
     ap.add_argument("--release", action="store_true", help="(bench/run) smoke with the release build")
     ap.add_argument("--phases", default="reads,installs,publishes",
@@ -30,7 +32,19 @@ def main() -> int:
                     help="also time installs from our server on the AWS backend, on the emulators tests/run uses "
                     "(default in the full run)")
     ap.add_argument("--no-aws", dest="aws", action="store_false", help="skip the AWS backend")
+    scale = ap.add_argument_group("the scale phase (a long run of its own: bench/run --scale)")
+    scale.add_argument("--scale", action="store_true",
+                       help="grow one data directory of our server step by step and measure it at each step "
+                       "(default 10k,100k,1M versions; smoke: 200,400), the first step also on Verdaccio")
+    scale.add_argument("--steps", help="versions after each step, comma-separated (10k,100k,1M)")
+    scale.add_argument("--publishers", type=int, default=0, help="publishers at once while growing (default 16)")
+    scale.add_argument("--no-verdaccio", dest="verdaccio", action="store_false",
+                       help="skip the first step on Verdaccio")
     args = ap.parse_args()
+    if args.scale:
+        from .scale import run_scale
+
+        return run_scale(args)
     plan = SMOKE if args.smoke else FULL
     started = datetime.datetime.now(datetime.timezone.utc)
     bench = Bench(args, plan)
@@ -55,7 +69,7 @@ def main() -> int:
     if bench.results.aws_rows:
         print()
         print(aws_table(bench.results))
-    doc = Path(args.doc) if args.doc else None
+    doc = (Path(args.doc) if args.doc else REPO / "docs" / "benchmarks.md") if args.doc is not None else None
     if doc is None and not plan.smoke and not partial:
         doc = REPO / "docs" / "benchmarks.md"
     if doc is not None and not args.no_doc:
