@@ -70,10 +70,13 @@ fn main() -> Result<(), Failure> {
             runtime.block_on(sweep(Path::new(dir), *how == "generic"))
         }
         ["publish-forever", dir] => runtime.block_on(publish_forever(Path::new(dir))),
+        ["cold", dir, name, rounds] => {
+            runtime.block_on(cold(Path::new(dir), name, rounds.parse()?))
+        }
         _ => Err(
             "usage: embedded_scale grow DIR VERSIONS | read-all DIR | crash DIR SECONDS \
                  | publish DIR COUNT CONCURRENCY | tags DIR COUNT CONCURRENCY \
-                 | sweep DIR generic|own"
+                 | sweep DIR generic|own | cold DIR NAME ROUNDS"
                 .into(),
         ),
     }
@@ -362,6 +365,69 @@ async fn read_all(dir: &Path) -> Result<(), Failure> {
         bytes.load(Ordering::Relaxed) as f64 / 1e6,
         rss()
     );
+    Ok(())
+}
+
+/// Reads NAME's abbreviated and full packument (gzip, as npm asks) ROUNDS times each, every
+/// time through a new application over the same stores (an empty packument cache, as after a
+/// start): the cold read's cost, from the renders the store keeps once the first has built
+/// them. `REGISTRY_KEPT_RENDERS=off` builds every time instead.
+async fn cold(dir: &Path, name: &str, rounds: usize) -> Result<(), Failure> {
+    let (meta, tarballs) = registry::storage::embedded::open_configured(
+        dir,
+        registry::storage::embedded::Settings::default(),
+    )?;
+    let (meta, tarballs) = (Arc::new(meta), Arc::new(tarballs));
+    let keep = std::env::var("REGISTRY_KEPT_RENDERS").map_or(true, |v| v != "off");
+    let uri = format!("/{}", escaped(name));
+    println!("after opening: {}", rss());
+    for accept in ["application/vnd.npm.install-v1+json", "application/json"] {
+        let mut times = Vec::with_capacity(rounds);
+        let mut served = 0;
+        for _ in 0..rounds {
+            let config = registry::config::Config::from_lookup(|key| match key {
+                "REGISTRY_DATA_DIR" => Some(dir.display().to_string()),
+                "REGISTRY_UPSTREAM" => Some(String::new()),
+                "REGISTRY_PUBLIC_URL" => Some("http://registry.test".into()),
+                _ => None,
+            })?;
+            let mut builder = registry::app::App::builder(config).stores(
+                meta.clone(),
+                tarballs.clone() as Arc<dyn registry::storage::TarballStore>,
+            );
+            if keep {
+                builder = builder.renders(meta.clone());
+            }
+            let app =
+                registry::http::router(builder.build().await?, &registry::http::RouteGroup::ALL);
+            let request = Request::builder()
+                .uri(&uri)
+                .header("accept", accept)
+                .header("accept-encoding", "gzip")
+                .body(Body::empty())?;
+            let started = Instant::now();
+            let response = app.oneshot(request).await?;
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
+            times.push(started.elapsed());
+            if status != StatusCode::OK {
+                return Err(format!("{uri}: {status}").into());
+            }
+            served = bytes.len();
+            // The first build's render is kept by a task of its own: let it land.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let first = times[0];
+        times.sort();
+        println!(
+            "{accept}: {served} B gzip; first {:.2} ms; p50 {:.2} ms, min {:.2} ms, max {:.2} ms; {}",
+            first.as_secs_f64() * 1e3,
+            times[rounds / 2].as_secs_f64() * 1e3,
+            times[0].as_secs_f64() * 1e3,
+            times[rounds - 1].as_secs_f64() * 1e3,
+            rss()
+        );
+    }
     Ok(())
 }
 

@@ -32,8 +32,8 @@ use crate::storage::audit_file::FileAuditLog;
 use crate::storage::aws::AwsStorage;
 use crate::storage::views::PackageViews;
 use crate::storage::{
-    AfterResponse, AuditLog, AuditRetention, KvStore, MemoryAuditLog, MetadataStore, TarballStore,
-    embedded,
+    AfterResponse, AuditLog, AuditRetention, KvStore, MemoryAuditLog, MetadataStore, RenderStore,
+    TarballStore, embedded,
 };
 
 /// Why the application could not start.
@@ -98,6 +98,7 @@ impl App {
             after_response: None,
             check_resources: true,
             stores: None,
+            renders: None,
             kv: None,
             auth: None,
             audit: None,
@@ -115,6 +116,8 @@ pub struct Stores {
     pub kv: Arc<dyn KvStore>,
     /// The audit log.
     pub audit: Arc<dyn AuditLog>,
+    /// Rendered packuments kept between runs, where the backend keeps them.
+    pub renders: Option<Arc<dyn RenderStore>>,
 }
 
 /// How the application is put together; see `App::builder`.
@@ -124,6 +127,7 @@ pub struct AppBuilder<S> {
     after_response: Option<Arc<AfterResponse>>,
     check_resources: bool,
     stores: Option<(Arc<dyn MetadataStore>, Arc<dyn TarballStore>)>,
+    renders: Option<Arc<dyn RenderStore>>,
     kv: Option<Arc<dyn KvStore>>,
     auth: Option<Authorizer>,
     audit: Option<Arc<dyn AuditLog>>,
@@ -138,6 +142,7 @@ impl<S: SdkSource> AppBuilder<S> {
             after_response: self.after_response,
             check_resources: self.check_resources,
             stores: self.stores,
+            renders: self.renders,
             kv: self.kv,
             auth: self.auth,
             audit: self.audit,
@@ -175,6 +180,13 @@ impl<S: SdkSource> AppBuilder<S> {
     /// authoriser can be built around stores the caller already has.
     pub fn kv(mut self, kv: Arc<dyn KvStore>) -> Self {
         self.kv = Some(kv);
+        self
+    }
+
+    /// With `stores`: keeps rendered packuments between runs in `renders` (the configured
+    /// backend's own, where it keeps them, otherwise).
+    pub fn renders(mut self, renders: Arc<dyn RenderStore>) -> Self {
+        self.renders = Some(renders);
         self
     }
 
@@ -225,11 +237,13 @@ impl<S: SdkSource> AppBuilder<S> {
             after_response,
             check_resources,
             stores,
+            renders,
             kv,
             auth,
             audit,
         } = self;
-        let (metadata, tarballs, auth, audit) = if let Some((metadata, tarballs)) = stores {
+        let (metadata, tarballs, auth, audit, renders) = if let Some((metadata, tarballs)) = stores
+        {
             let auth = match (auth, kv) {
                 (Some(auth), _) => auth,
                 (None, _) if config.auth.mode == AuthMode::Open => Authorizer::Open,
@@ -248,7 +262,7 @@ impl<S: SdkSource> AppBuilder<S> {
                     config.audit.retention_days,
                 )))
             });
-            (metadata, tarballs, auth, audit)
+            (metadata, tarballs, auth, audit, renders)
         } else {
             let stores = open_backend(&config, sdk, after_response, check_resources).await?;
             let auth = match auth {
@@ -260,9 +274,10 @@ impl<S: SdkSource> AppBuilder<S> {
                 stores.tarballs,
                 auth,
                 audit.unwrap_or(stores.audit),
+                stores.renders,
             )
         };
-        Ok(assemble(config, metadata, tarballs, auth, audit))
+        Ok(assemble(config, metadata, tarballs, auth, audit, renders))
     }
 }
 
@@ -289,8 +304,9 @@ async fn open_backend(
             Stores {
                 metadata: m.clone(),
                 tarballs: Arc::new(t),
-                kv: m,
+                kv: m.clone(),
                 audit: Arc::new(FileAuditLog::new(data_dir, retention)),
+                renders: Some(m),
             }
         }
         StorageConfig::Aws(aws) => {
@@ -308,6 +324,7 @@ async fn open_backend(
                 tarballs: s.clone(),
                 kv: s.clone(),
                 audit: Arc::new(s.audit_log(retention)),
+                renders: None,
             }
         }
     })
@@ -321,6 +338,7 @@ fn assemble(
     tarballs: Arc<dyn TarballStore>,
     auth: Authorizer,
     audit: Arc<dyn AuditLog>,
+    renders: Option<Arc<dyn RenderStore>>,
 ) -> Arc<AppState> {
     let tarball_limits = TarballLimits {
         max_unpacked_bytes: config.limits.max_unpacked_bytes,
@@ -352,6 +370,7 @@ fn assemble(
         packuments,
         tarballs_kept,
         audit,
+        renders,
     })
 }
 

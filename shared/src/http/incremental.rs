@@ -240,6 +240,9 @@ impl Run {
 pub(crate) struct Built {
     /// The package revision the pieces show.
     pub revision: u64,
+    /// When the package was created (ms since the epoch): with the revision, names the package
+    /// state shown even across a delete and re-create, which starts revisions over.
+    created: i64,
     view: View,
     base_url: String,
     versions: Run,
@@ -282,8 +285,144 @@ impl Built {
         };
         Ok(Built {
             revision: doc.package.revision,
+            created: doc.package.created.timestamp_millis(),
             view,
             base_url: base_url.to_string(),
+            versions,
+            times,
+            latest,
+        })
+    }
+
+    /// Whether these pieces show `package` as it is, or as an earlier write of it left it (the
+    /// same package, not one deleted and created again since).
+    pub(crate) fn shows_up_to(&self, package: &PackageRecord) -> bool {
+        self.created == package.created.timestamp_millis() && self.revision <= package.revision
+    }
+
+    /// The pieces as bytes to keep between runs (`storage::RenderStore`); `from_kept` reads
+    /// them back without rendering or compressing anything.
+    pub(crate) fn to_kept(&self) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.size() + 1024);
+        out.extend_from_slice(KEPT_FORMAT);
+        out.put_u64_le(self.revision);
+        out.put_i64_le(self.created);
+        out.put_u8(match self.view {
+            View::Full => 0,
+            View::Abbreviated => 1,
+        });
+        put_bytes(&mut out, self.base_url.as_bytes())?;
+        for run in [&self.versions, &self.times] {
+            out.put_u8(u8::from(run.always_comma));
+            put_len(&mut out, run.chunks.len())?;
+            for chunk in &run.chunks {
+                out.put_u8(u8::from(chunk.first));
+                put_bytes(&mut out, &chunk.piece.identity)?;
+                put_bytes(&mut out, &chunk.piece.deflate)?;
+                out.put_u32_le(chunk.piece.crc.clone().finalize());
+                put_len(&mut out, chunk.entries.len())?;
+                let base = chunk.piece.identity.as_ptr() as usize;
+                for (version, entry) in &chunk.entries {
+                    put_bytes(&mut out, version.to_string().as_bytes())?;
+                    // Entries are slices of the chunk's bytes (`Chunk::rebuild`).
+                    let start = (entry.as_ptr() as usize).wrapping_sub(base);
+                    if start.saturating_add(entry.len()) > chunk.piece.identity.len() {
+                        return Err(io::Error::other("an entry outside its chunk"));
+                    }
+                    put_len(&mut out, start)?;
+                    put_len(&mut out, entry.len())?;
+                }
+            }
+        }
+        match &self.latest {
+            None => out.put_u8(0),
+            Some((version, live, readme)) => {
+                out.put_u8(1);
+                put_bytes(&mut out, version.to_string().as_bytes())?;
+                put_bytes(&mut out, &serde_json::to_vec(live)?)?;
+                match readme {
+                    None => out.put_u8(0),
+                    Some(readme) => {
+                        out.put_u8(1);
+                        put_bytes(&mut out, readme.as_bytes())?;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Pieces kept by `to_kept`; `None` if `kept` is not such bytes (another format, or
+    /// damaged): the reader then builds anew.
+    pub(crate) fn from_kept(kept: Bytes) -> Option<Built> {
+        let mut r = Reader(kept);
+        if r.take(KEPT_FORMAT.len())?.as_ref() != KEPT_FORMAT {
+            return None;
+        }
+        let revision = r.u64()?;
+        let created = r.i64()?;
+        let view = match r.u8()? {
+            0 => View::Full,
+            1 => View::Abbreviated,
+            _ => return None,
+        };
+        let base_url = r.string()?;
+        let mut runs = Vec::with_capacity(2);
+        for _ in 0..2 {
+            let always_comma = r.u8()? == 1;
+            let count = r.len()?;
+            let mut chunks = Vec::with_capacity(count.min(1 << 16));
+            for _ in 0..count {
+                let first = r.u8()? == 1;
+                let identity = r.bytes()?;
+                let deflate = r.bytes()?;
+                let crc = r.u32()?;
+                let entry_count = r.len()?;
+                let mut entries = Vec::with_capacity(entry_count.min(1 << 16));
+                for _ in 0..entry_count {
+                    let version = Version::parse(&r.string()?).ok()?;
+                    let (start, len) = (r.len()?, r.len()?);
+                    if start.checked_add(len)? > identity.len() {
+                        return None;
+                    }
+                    entries.push((version, identity.slice(start..start + len)));
+                }
+                let length = u64::try_from(identity.len()).ok()?;
+                chunks.push(Chunk {
+                    entries,
+                    piece: Piece {
+                        crc: crc32fast::Hasher::new_with_initial_len(crc, length),
+                        identity,
+                        deflate,
+                    },
+                    first,
+                    dirty: false,
+                });
+            }
+            runs.push(Run {
+                chunks,
+                always_comma,
+            });
+        }
+        let latest = if r.u8()? == 0 {
+            None
+        } else {
+            let version = Version::parse(&r.string()?).ok()?;
+            let live: LiveVersion = serde_json::from_slice(&r.bytes()?).ok()?;
+            let readme = if r.u8()? == 0 {
+                None
+            } else {
+                Some(r.string()?)
+            };
+            Some((version, live, readme))
+        };
+        let times = runs.pop()?;
+        let versions = runs.pop()?;
+        Some(Built {
+            revision,
+            created,
+            view,
+            base_url,
             versions,
             times,
             latest,
@@ -298,6 +437,11 @@ impl Built {
     /// The base URL its tarball links are under.
     pub(crate) fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// How many versions it lists.
+    pub(crate) fn version_count(&self) -> usize {
+        self.versions.len()
     }
 
     /// Whether nothing is installable (every version unpublished).
@@ -434,6 +578,66 @@ fn entry(
     Ok(Bytes::from(out))
 }
 
+/// The first bytes of kept pieces: their format, so a later release never misreads older ones.
+const KEPT_FORMAT: &[u8; 8] = b"pieces01";
+
+/// Appends a length (`u32`; kept pieces are far smaller than 4 GiB).
+fn put_len(out: &mut Vec<u8>, len: usize) -> io::Result<()> {
+    let len = u32::try_from(len).map_err(io::Error::other)?;
+    out.put_u32_le(len);
+    Ok(())
+}
+
+/// Appends `bytes` after their length.
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> io::Result<()> {
+    put_len(out, bytes.len())?;
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
+/// Reads kept pieces; every read is `None` past the end, and byte strings are slices of the
+/// kept bytes, not copies.
+struct Reader(Bytes);
+
+impl Reader {
+    fn take(&mut self, n: usize) -> Option<Bytes> {
+        (n <= self.0.len()).then(|| self.0.split_to(n))
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.as_ref().try_into().ok()
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.array::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.array()?))
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.array()?))
+    }
+
+    fn len(&mut self) -> Option<usize> {
+        usize::try_from(self.u32()?).ok()
+    }
+
+    fn bytes(&mut self) -> Option<Bytes> {
+        let n = self.len()?;
+        self.take(n)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        String::from_utf8(self.bytes()?.to_vec()).ok()
+    }
+}
+
 /// The pieces' bytes joined, and the gzip member their deflates make.
 fn join<'a>(pieces: impl Iterator<Item = &'a Piece> + Clone) -> (Bytes, Bytes) {
     let (identity_len, deflate_len) = pieces.clone().fold((0, 0), |(i, d), p| {
@@ -512,6 +716,48 @@ mod tests {
         identity.to_vec()
     }
 
+    /// Kept bytes that were cut short or are of another format read as nothing (the reader
+    /// builds anew), never as other pieces and never as a panic.
+    #[test]
+    fn damaged_kept_pieces_read_as_none() {
+        let name = PackageName::parse("@s/kept").unwrap();
+        let mut doc = PackageDocument {
+            package: PackageRecord::new(name.clone(), Utc::now()),
+            versions: Vec::new(),
+        };
+        for minor in 0..40 {
+            doc.versions
+                .push(live(&name, &Version::new(1, minor, 0), "kept"));
+        }
+        doc.package.revision = 40;
+        for view in [View::Full, View::Abbreviated] {
+            let built = Built::from_document(&doc, view, "http://r", Some("r".into())).unwrap();
+            let kept = built.to_kept().unwrap();
+            let whole = Built::from_kept(Bytes::from(kept.clone())).unwrap();
+            assert_eq!(whole.version_count(), 40);
+            assert_eq!(
+                whole.join(&doc.package).unwrap(),
+                built.join(&doc.package).unwrap()
+            );
+            for cut in (0..kept.len()).step_by(97) {
+                assert!(
+                    Built::from_kept(Bytes::copy_from_slice(&kept[..cut])).is_none(),
+                    "{view:?} cut at {cut}"
+                );
+            }
+            let mut other_format = kept.clone();
+            other_format[7] = b'9';
+            assert!(Built::from_kept(Bytes::from(other_format)).is_none());
+            // Another package state: created again, or newer than the record read.
+            let mut recreated = doc.package.clone();
+            recreated.created += chrono::Duration::seconds(1);
+            assert!(!whole.shows_up_to(&recreated));
+            let mut older = doc.package.clone();
+            older.revision = 39;
+            assert!(!whole.shows_up_to(&older));
+        }
+    }
+
     /// A deterministic mix of publishes (in and out of order), deprecations, unpublishes and
     /// tag moves: after each, the patched pieces answer exactly what a full rebuild does.
     #[test]
@@ -588,6 +834,19 @@ mod tests {
                 // The README of a kept latest version was given when it was built.
                 if let Some((v, _, r)) = &mut b.latest {
                     *r = Some(format!("readme {v}"));
+                }
+                // Every few steps the pieces go through the store's bytes and on from there,
+                // as after a restart.
+                if step % 5 == 0 {
+                    let kept = Bytes::from(b.to_kept().unwrap());
+                    let read_back = Built::from_kept(kept).expect("kept pieces read back");
+                    assert_eq!(
+                        read_back.join(&doc.package).unwrap(),
+                        b.join(&doc.package).unwrap(),
+                        "step {step}, {view:?}: read back as kept"
+                    );
+                    assert!(read_back.shows_up_to(&doc.package));
+                    *b = read_back;
                 }
                 let (identity, gzip) = b.join(&doc.package).unwrap();
                 assert_eq!(

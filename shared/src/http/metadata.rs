@@ -16,6 +16,7 @@ use crate::domain::packument;
 use crate::domain::{
     DistTag, LiveVersion, PackageDocument, PackageName, PackageRecord, VersionRecord, VersionState,
 };
+use crate::storage::RenderStore;
 
 /// Handles a metadata route.
 pub async fn handle(
@@ -111,8 +112,11 @@ async fn packument(
     let cache = &state.packuments;
     let kept = cache.kept(name, view, &ctx.base_url);
     // Nothing kept for this view: the document will be needed, so the store may fetch it with
-    // the record, unless a build under way may be the one this reader needs.
-    let read = if kept.is_none() && !cache.building(name, view, &ctx.base_url) {
+    // the record, unless the store keeps renders (tried first) or a build under way may be the
+    // one this reader needs.
+    let prefetch =
+        kept.is_none() && state.renders.is_none() && !cache.building(name, view, &ctx.base_url);
+    let read = if prefetch {
         state.views.package_and_document(name).await?
     } else {
         state.views.package(name).await?.map(|p| (p, None))
@@ -132,11 +136,22 @@ async fn packument(
     if let Some(rendered) = cache.get(name, view, &ctx.base_url, package.revision) {
         return Ok(rendered.respond(&ctx.headers));
     }
-    let patched = match built.as_mut() {
+    let mut from_store = false;
+    if built.is_none()
+        && let Some(renders) = &state.renders
+    {
+        *built = kept_render(renders.as_ref(), name, view, &ctx.base_url).await;
+        from_store = built.is_some();
+    }
+    let revision_before = built.as_ref().map(|p| p.revision);
+    let current = match built.as_mut() {
+        Some(pieces) if !pieces.shows_up_to(&package) => false,
+        Some(pieces) if pieces.revision == package.revision => true,
         Some(pieces) => patch(state, name, &package, pieces).await?,
         None => false,
     };
-    if !patched {
+    if !current {
+        from_store = false;
         // A document takes about three times its rendering while it is decoded and built.
         let estimate = kept.map_or(1 << 20, |r| 3 * r.size());
         let _permit = cache.build_permit(estimate).await;
@@ -148,6 +163,15 @@ async fn packument(
     if package.unpublished.is_some() {
         return state.not_here(name, ctx).await;
     }
+    // Built anew, or brought up to date from what the store kept: kept again for the next
+    // start, if it was worth keeping (a small package builds in well under a millisecond).
+    let keep = !current || (from_store && revision_before != Some(pieces.revision));
+    if keep
+        && pieces.version_count() >= KEEP_RENDER_VERSIONS
+        && let Some(renders) = &state.renders
+    {
+        keep_render(renders.clone(), name, view, &ctx.base_url, pieces);
+    }
     let rendered = Arc::new(Rendered::join(pieces, &package)?);
     cache.insert(
         name,
@@ -157,6 +181,61 @@ async fn packument(
         pieces.size(),
     );
     Ok(rendered.respond(&ctx.headers))
+}
+
+/// Packages with at least this many versions have their renders kept by the store between
+/// runs: below it, building from the records takes about as long as reading what was kept.
+const KEEP_RENDER_VERSIONS: usize = 100;
+
+/// Where the store keeps `view` under `base_url`.
+fn render_key(view: View, base_url: &str) -> String {
+    let view = match view {
+        View::Full => "full",
+        View::Abbreviated => "abbreviated",
+    };
+    format!("{view} {base_url}")
+}
+
+/// The pieces the store kept for `view` under `base_url`, if it kept any it can read back. A
+/// failure to read them is logged and costs a build, not the request.
+async fn kept_render(
+    renders: &dyn RenderStore,
+    name: &PackageName,
+    view: View,
+    base_url: &str,
+) -> Option<Built> {
+    match renders.kept_render(name, &render_key(view, base_url)).await {
+        Ok(kept) => kept
+            .and_then(Built::from_kept)
+            .filter(|b| b.view() == view && b.base_url() == base_url),
+        Err(e) => {
+            tracing::warn!(package = %name, error = %e, "kept render unreadable; building");
+            None
+        }
+    }
+}
+
+/// Has the store keep `pieces`, after the response (a failure is logged: it is a cache).
+fn keep_render(
+    renders: Arc<dyn RenderStore>,
+    name: &PackageName,
+    view: View,
+    base_url: &str,
+    pieces: &Built,
+) {
+    let kept = match pieces.to_kept() {
+        Ok(kept) => kept,
+        Err(e) => {
+            tracing::warn!(package = %name, error = %e, "render not kept");
+            return;
+        }
+    };
+    let (name, key) = (name.clone(), render_key(view, base_url));
+    tokio::spawn(async move {
+        if let Err(e) = renders.keep_render(&name, &key, kept).await {
+            tracing::warn!(package = %name, error = %e, "render not kept");
+        }
+    });
 }
 
 /// Brings `pieces` up to `package`'s revision by applying the versions the writes since touched,
@@ -324,4 +403,194 @@ async fn dist_tags(
         StatusCode::OK,
         &serde_json::Value::Object(tags),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::storage::{MetadataStore, PackageWrite, StoreError, TarballStore, embedded};
+
+    /// The embedded store, counting the whole-document reads a build makes.
+    struct Counting {
+        inner: Arc<embedded::EmbeddedMetadata>,
+        documents: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl MetadataStore for Counting {
+        async fn package(&self, name: &PackageName) -> Result<Option<PackageRecord>, StoreError> {
+            self.inner.package(name).await
+        }
+
+        async fn document(
+            &self,
+            name: &PackageName,
+        ) -> Result<Option<PackageDocument>, StoreError> {
+            self.documents.fetch_add(1, Ordering::SeqCst);
+            self.inner.document(name).await
+        }
+
+        async fn readme(
+            &self,
+            name: &PackageName,
+            version: &semver::Version,
+        ) -> Result<Option<String>, StoreError> {
+            self.inner.readme(name, version).await
+        }
+
+        async fn version(
+            &self,
+            name: &PackageName,
+            version: &semver::Version,
+        ) -> Result<Option<VersionRecord>, StoreError> {
+            self.inner.version(name, version).await
+        }
+
+        async fn write(&self, write: PackageWrite) -> Result<(), StoreError> {
+            self.inner.write(write).await
+        }
+    }
+
+    /// An application over `meta` and `tarballs` with its own (empty) packument cache, as a
+    /// server started again over the same data directory.
+    /// Without `renders`, it builds every packument from the records.
+    async fn started(
+        meta: &Arc<Counting>,
+        renders: Option<&Arc<embedded::EmbeddedMetadata>>,
+        tarballs: &Arc<embedded::EmbeddedTarballs>,
+    ) -> axum::Router {
+        let config = crate::config::Config::from_lookup(|k| match k {
+            "REGISTRY_DATA_DIR" => Some("/nonexistent".into()),
+            "REGISTRY_UPSTREAM" => Some(String::new()),
+            "REGISTRY_PUBLIC_URL" => Some("http://registry.test".into()),
+            _ => None,
+        })
+        .unwrap();
+        let mut builder = crate::app::App::builder(config)
+            .stores(meta.clone(), tarballs.clone() as Arc<dyn TarballStore>);
+        if let Some(renders) = renders {
+            builder = builder.renders(renders.clone());
+        }
+        let state = builder.build().await.unwrap();
+        crate::http::router(state, &crate::http::RouteGroup::ALL)
+    }
+
+    async fn publish(app: &axum::Router, version: &str) {
+        let tarball = crate::testing::package_tgz("@t/big", version);
+        let doc = crate::testing::publish_doc("@t/big", version, &tarball);
+        let request = Request::builder()
+            .method("PUT")
+            .uri("/@t%2fbig")
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&doc).unwrap()))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "{version}");
+    }
+
+    /// Both views, each as identity and as gzip.
+    async fn read(app: &axum::Router) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for accept in ["application/json", "application/vnd.npm.install-v1+json"] {
+            for encoding in ["identity", "gzip"] {
+                let request = Request::builder()
+                    .uri("/@t%2fbig")
+                    .header("accept", accept)
+                    .header("accept-encoding", encoding)
+                    .body(Body::empty())
+                    .unwrap();
+                let response = app.clone().oneshot(request).await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
+                out.push((format!("{accept} {encoding}"), bytes.to_vec()));
+            }
+        }
+        out
+    }
+
+    /// Waits until the store keeps both views of `@t/big` at `revision` (they are kept after
+    /// the response, by a task of their own).
+    async fn kept_at(renders: &embedded::EmbeddedMetadata, revision: u64) {
+        let name = PackageName::parse("@t/big").unwrap();
+        for _ in 0..500 {
+            let mut both = true;
+            for view in [View::Full, View::Abbreviated] {
+                let kept = kept_render(renders, &name, view, "http://registry.test").await;
+                both &= kept.is_some_and(|b| b.revision == revision);
+            }
+            if both {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the renders at revision {revision} were not kept");
+    }
+
+    /// A big package's first reads after a start come from the renders the store kept: no
+    /// document is read, even after a publish since (the kept pieces are patched with what it
+    /// touched), and the bytes are exactly what a build answers. Too many writes since, and the
+    /// reader builds anew and keeps that.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_big_packages_first_read_after_a_start_uses_its_kept_render() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (m, t) = embedded::open_configured(tmp.path(), embedded::Settings::default()).unwrap();
+        let (renders, tarballs) = (Arc::new(m), Arc::new(t));
+        let meta = Arc::new(Counting {
+            inner: renders.clone(),
+            documents: AtomicUsize::new(0),
+        });
+        let count = KEEP_RENDER_VERSIONS;
+        let first = started(&meta, Some(&renders), &tarballs).await;
+        for minor in 0..count {
+            publish(&first, &format!("1.{minor}.0")).await;
+        }
+        let built = read(&first).await;
+        let revision = u64::try_from(count).unwrap();
+        kept_at(&renders, revision).await;
+        let documents = meta.documents.load(Ordering::SeqCst);
+
+        // Started again: served from what was kept, without reading the document.
+        let second = started(&meta, Some(&renders), &tarballs).await;
+        assert_eq!(read(&second).await, built);
+        assert_eq!(meta.documents.load(Ordering::SeqCst), documents);
+
+        // A publish, then a start: the kept pieces are brought up to date and kept again.
+        publish(&second, "2.0.0").await;
+        let expected = read(&second).await;
+        let documents = meta.documents.load(Ordering::SeqCst);
+        let third = started(&meta, Some(&renders), &tarballs).await;
+        assert_eq!(read(&third).await, expected);
+        assert_eq!(meta.documents.load(Ordering::SeqCst), documents);
+        kept_at(&renders, revision + 1).await;
+        assert!(
+            String::from_utf8_lossy(&expected[0].1).contains("\"2.0.0\":{"),
+            "the publish shows"
+        );
+
+        // More writes than a record lists: the kept pieces cannot be patched; built anew.
+        for patch in 1..=10 {
+            publish(&third, &format!("2.0.{patch}")).await;
+        }
+        let documents = meta.documents.load(Ordering::SeqCst);
+        let fourth = started(&meta, Some(&renders), &tarballs).await;
+        let served = read(&fourth).await;
+        assert_eq!(
+            meta.documents.load(Ordering::SeqCst),
+            documents + 2,
+            "one build per view"
+        );
+        let from_records = started(&meta, None, &tarballs).await;
+        assert_eq!(read(&from_records).await, served);
+        assert!(String::from_utf8_lossy(&served[0].1).contains("\"2.0.10\":{"));
+        kept_at(&renders, revision + 11).await;
+    }
 }

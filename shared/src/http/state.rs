@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::domain::tarball::TarballLimits;
 use crate::domain::{PackageName, PackageRecord, RepoRef};
 use crate::storage::views::PackageViews;
-use crate::storage::{AuditLog, MetadataStore, TarballStore};
+use crate::storage::{AuditLog, MetadataStore, RenderStore, TarballStore};
 
 /// Everything a handler needs, built once per process.
 pub struct AppState {
@@ -41,6 +41,8 @@ pub struct AppState {
     pub body_budget: Arc<tokio::sync::Semaphore>,
     /// Where every write is recorded (`http::audit`).
     pub audit: Arc<dyn AuditLog>,
+    /// Rendered packuments kept between runs, where the backend keeps them (embedded).
+    pub renders: Option<Arc<dyn RenderStore>>,
 }
 
 /// What a handler sees of a request.

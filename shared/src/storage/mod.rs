@@ -250,6 +250,24 @@ pub trait TarballStore: Send + Sync {
     }
 }
 
+/// Rendered packuments kept between runs (the embedded backend), so the first read of a big
+/// package after a start copies its pieces instead of decoding and rendering every version. A
+/// cache, not a record: what is kept names the package revision it shows, and the reader
+/// checks that before it serves any of it.
+#[async_trait]
+pub trait RenderStore: Send + Sync {
+    /// What is kept for `name` under `key` (the view and base URL), if anything.
+    async fn kept_render(&self, name: &PackageName, key: &str)
+    -> Result<Option<Bytes>, StoreError>;
+    /// Keeps `render` for `name` under `key`, replacing what was there.
+    async fn keep_render(
+        &self,
+        name: &PackageName,
+        key: &str,
+        render: Vec<u8>,
+    ) -> Result<(), StoreError>;
+}
+
 /// Small records with an optional expiry, grouped in namespaces: GitHub answers cached by token
 /// hash, registry-token records. Expired entries read as absent (DynamoDB's TTL deletes lazily).
 #[async_trait]

@@ -17,7 +17,8 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use semver::Version;
 
 use super::{
-    MetadataStore, PackageWrite, StorageHealth, StoreError, SweepReport, TarballRead, TarballStore,
+    MetadataStore, PackageWrite, RenderStore, StorageHealth, StoreError, SweepReport, TarballRead,
+    TarballStore,
 };
 use crate::domain::{PackageDocument, PackageName, PackageRecord, TarballKey, VersionRecord};
 use db::{Db, Opener, begin_write};
@@ -37,6 +38,10 @@ const VERSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("ver
 /// (package name, version) → README text: apart from the version records, so reading a package's
 /// versions never decodes READMEs (only the full packument shows one, the latest version's).
 const READMES: TableDefinition<(&str, &str), &str> = TableDefinition::new("readmes");
+/// (package name, view and base URL) → a packument's rendered pieces (`http::incremental`): a
+/// cache for big packages' first reads after a start, checked against the package's revision
+/// by the reader. Created by the first write to it, so an older file opens without a write.
+const RENDERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("renders");
 /// Facts about the file itself: `layout` → the layout version of the tables.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The layout this code writes: 2 = READMEs in their own table (1, implicit: inside the version
@@ -292,6 +297,45 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError>
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(internal)
+}
+
+#[async_trait]
+impl RenderStore for EmbeddedMetadata {
+    async fn kept_render(
+        &self,
+        name: &PackageName,
+        key: &str,
+    ) -> Result<Option<Bytes>, StoreError> {
+        let (name, key) = (name.to_string(), key.to_string());
+        self.blocking(move |db| {
+            db.read(|database| {
+                let txn = database.begin_read()?;
+                let table = match txn.open_table(RENDERS) {
+                    Ok(table) => table,
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                };
+                let render = table.get((name.as_str(), key.as_str()))?;
+                Ok(render.map(|v| Bytes::copy_from_slice(v.value())))
+            })
+        })
+        .await
+    }
+
+    async fn keep_render(
+        &self,
+        name: &PackageName,
+        key: &str,
+        render: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .write(Op::KeepRender {
+                name: name.to_string(),
+                key: key.to_string(),
+                render,
+            })
+            .await
+    }
 }
 
 #[async_trait]
