@@ -22,6 +22,15 @@ impl Manifest {
         serde_json::value::to_raw_value(map).map(Manifest)
     }
 
+    /// The manifest whose JSON text is `raw`, which must be an object.
+    pub(crate) fn from_raw(raw: Box<RawValue>) -> Result<Self, &'static str> {
+        if raw.get().trim_start().starts_with('{') {
+            Ok(Manifest(raw))
+        } else {
+            Err("a manifest is a JSON object")
+        }
+    }
+
     /// Its JSON text.
     pub fn json(&self) -> &str {
         self.0.get()

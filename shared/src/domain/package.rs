@@ -137,7 +137,7 @@ pub struct VersionRecord {
 }
 
 /// Whether a version can be installed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum VersionState {
     /// Installable.
@@ -147,6 +147,56 @@ pub enum VersionState {
         /// When it was unpublished.
         at: DateTime<Utc>,
     },
+}
+
+/// The fields of either state, as stored (`{"state": "live", "manifest": …}`): read in one pass.
+/// serde's derived reader for an internally tagged enum first buffers the whole record in a
+/// tree of its own and then reads that again (and the manifest a third time, since it cannot
+/// be kept as raw JSON from such a buffer): most of a version record's decoding time.
+#[derive(Deserialize)]
+struct StoredState {
+    state: StateTag,
+    manifest: Option<Box<serde_json::value::RawValue>>,
+    dist: Option<Dist>,
+    #[serde(default)]
+    readme_filename: Option<String>,
+    #[serde(default)]
+    has_readme: Option<bool>,
+    #[serde(default)]
+    deprecated: Option<String>,
+    at: Option<DateTime<Utc>>,
+}
+
+/// The stored names of the states.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StateTag {
+    Live,
+    Unpublished,
+}
+
+impl<'de> Deserialize<'de> for VersionState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let stored = StoredState::deserialize(deserializer)?;
+        Ok(match stored.state {
+            StateTag::Live => {
+                let manifest = stored
+                    .manifest
+                    .ok_or_else(|| D::Error::missing_field("manifest"))?;
+                VersionState::Live(Box::new(LiveVersion {
+                    manifest: super::Manifest::from_raw(manifest).map_err(D::Error::custom)?,
+                    dist: stored.dist.ok_or_else(|| D::Error::missing_field("dist"))?,
+                    readme_filename: stored.readme_filename,
+                    has_readme: stored.has_readme,
+                    deprecated: stored.deprecated,
+                }))
+            }
+            StateTag::Unpublished => VersionState::Unpublished {
+                at: stored.at.ok_or_else(|| D::Error::missing_field("at"))?,
+            },
+        })
+    }
 }
 
 /// An installable version's manifest and tarball facts.
@@ -253,6 +303,67 @@ impl PackageDocument {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Version states read back as the derived writer stores them, from text and from a JSON
+    /// tree alike; a record missing what its state needs, or with a manifest that is not an
+    /// object, is refused.
+    #[test]
+    fn version_states_read_back_as_stored() {
+        let name = PackageName::parse("@t/a").unwrap();
+        let version = Version::new(1, 2, 3);
+        let live = VersionState::Live(Box::new(LiveVersion {
+            manifest: crate::domain::Manifest::from_map(
+                serde_json::json!({"name": "@t/a", "scripts": {"t": "x"}})
+                    .as_object()
+                    .unwrap(),
+            )
+            .unwrap(),
+            dist: Dist {
+                shasum: "ab".into(),
+                integrity: "sha512-x".into(),
+                file_count: 1,
+                unpacked_size: 2,
+                tarball_key: TarballKey::new(&name, &version, "00"),
+            },
+            readme_filename: Some("README.md".into()),
+            has_readme: Some(true),
+            deprecated: Some("old".into()),
+        }));
+        let gone = VersionState::Unpublished { at: Utc::now() };
+        for state in [live, gone] {
+            let record = VersionRecord {
+                version: version.clone(),
+                published: Utc::now(),
+                state,
+            };
+            let text = serde_json::to_string(&record).unwrap();
+            assert!(text.contains(r#""state":{"state":"#), "{text}");
+            assert_eq!(
+                serde_json::from_str::<VersionRecord>(&text).unwrap(),
+                record
+            );
+            let tree: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                serde_json::from_value::<VersionRecord>(tree).unwrap(),
+                record
+            );
+        }
+        // Unknown fields (a README inside a record of an older release) are skipped.
+        let older = r#"{"state":"live","readme":"x","manifest":{"a":1},"dist":{"shasum":"a","integrity":"b","file_count":1,"unpacked_size":1,"tarball_key":"k"}}"#;
+        let Ok(VersionState::Live(l)) = serde_json::from_str::<VersionState>(older) else {
+            panic!("an older live record reads");
+        };
+        assert_eq!(l.manifest.json(), r#"{"a":1}"#);
+        for bad in [
+            r#"{"state":"live","dist":{"shasum":"a","integrity":"b","file_count":1,"unpacked_size":1,"tarball_key":"k"}}"#,
+            r#"{"state":"live","manifest":[1],"dist":{"shasum":"a","integrity":"b","file_count":1,"unpacked_size":1,"tarball_key":"k"}}"#,
+            r#"{"state":"live","manifest":{}}"#,
+            r#"{"state":"unpublished"}"#,
+            r#"{"state":"gone","at":"2026-01-01T00:00:00Z"}"#,
+        ] {
+            assert!(serde_json::from_str::<VersionState>(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn touched_lists_whole_writes_and_says_when_it_cannot() {

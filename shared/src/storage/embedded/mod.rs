@@ -306,20 +306,18 @@ impl RenderStore for EmbeddedMetadata {
         name: &PackageName,
         key: &str,
     ) -> Result<Option<Bytes>, StoreError> {
-        let (name, key) = (name.to_string(), key.to_string());
-        self.blocking(move |db| {
-            db.read(|database| {
-                let txn = database.begin_read()?;
-                let table = match txn.open_table(RENDERS) {
-                    Ok(table) => table,
-                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                    Err(e) => return Err(e.into()),
-                };
-                let render = table.get((name.as_str(), key.as_str()))?;
-                Ok(render.map(|v| Bytes::copy_from_slice(v.value())))
-            })
+        // Read in place, as `package` reads: most lookups are misses (small packages keep no
+        // render) in pages redb has cached, cheaper than a hand-off to the blocking pool.
+        self.db.read(|database| {
+            let txn = database.begin_read()?;
+            let table = match txn.open_table(RENDERS) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let render = table.get((name.as_str(), key))?;
+            Ok(render.map(|v| Bytes::copy_from_slice(v.value())))
         })
-        .await
     }
 
     async fn keep_render(
