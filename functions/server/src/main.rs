@@ -105,10 +105,25 @@ enum Command {
 static RETURN_FREED_MEMORY_PROMPTLY: extern "C" fn() = return_freed_memory_promptly;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let blocking_threads = Env::process()
+        .number::<usize>("REGISTRY_BLOCKING_THREADS")
+        .unwrap_or_else(|e| refuse(e))
+        .filter(|&n| n > 0)
+        .unwrap_or_else(default_blocking_threads);
     tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(blocking_threads)
         .enable_all()
         .build()?
         .block_on(run())
+}
+
+/// Threads for blocking work (database reads, builds of big documents, file I/O): four per core.
+/// Tokio's default of 512 lets a burst of reads start dozens, each keeping memory of its own in
+/// the allocator: reading every package of a 100k-version directory with 16 connections left
+/// 43 threads and 137 MiB of RSS, against 12 threads and 97 MiB with this, at the same rate
+/// (the work is CPU-bound on the cores anyway; writes go through the store's own writer thread).
+fn default_blocking_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get) * 4
 }
 
 /// The server (or one of its commands), once the allocator is set up.
