@@ -53,11 +53,38 @@ impl Piece {
         write(&mut out)?;
         Piece::new(Bytes::from(out))
     }
+
+    /// A chunk's piece before its first rebuild: never joined (a dirty chunk is rebuilt first).
+    fn unmade() -> Piece {
+        Piece {
+            identity: Bytes::new(),
+            deflate: Bytes::new(),
+            crc: crc32fast::Hasher::new(),
+        }
+    }
+}
+
+thread_local! {
+    /// Each thread's deflater, reset for every piece: making one allocates and zeroes about
+    /// 300 KiB of tables, which was a fifth of a small package's cold read.
+    static DEFLATER: std::cell::RefCell<Compress> =
+        std::cell::RefCell::new(Compress::new(Compression::default(), false));
 }
 
 /// `data` as raw deflate, ended by a sync flush (byte-aligned, stream left open).
 fn deflate(data: &[u8]) -> io::Result<Bytes> {
-    let mut compress = Compress::new(Compression::default(), false);
+    DEFLATER.with(|deflater| match deflater.try_borrow_mut() {
+        Ok(mut compress) => {
+            compress.reset();
+            deflate_with(&mut compress, data)
+        }
+        // Only if a deflate ever ran inside another on this thread.
+        Err(_) => deflate_with(&mut Compress::new(Compression::default(), false), data),
+    })
+}
+
+/// `data` as raw deflate with `compress`, fresh or just reset.
+fn deflate_with(compress: &mut Compress, data: &[u8]) -> io::Result<Bytes> {
     let mut out = Vec::with_capacity(data.len() / 3 + 64);
     loop {
         let consumed = usize::try_from(compress.total_in()).unwrap_or(data.len());
@@ -85,13 +112,13 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn new(entries: Vec<(Version, Bytes)>) -> io::Result<Chunk> {
-        Ok(Chunk {
+    fn new(entries: Vec<(Version, Bytes)>) -> Chunk {
+        Chunk {
             entries,
-            piece: Piece::new(Bytes::new())?,
+            piece: Piece::unmade(),
             first: false,
             dirty: true,
-        })
+        }
     }
 
     fn bytes(&self) -> usize {
@@ -137,12 +164,12 @@ impl Run {
             bytes += entry.len() + 1;
             current.push((version, entry));
             if bytes >= CHUNK_BYTES {
-                chunks.push(Chunk::new(std::mem::take(&mut current))?);
+                chunks.push(Chunk::new(std::mem::take(&mut current)));
                 bytes = 0;
             }
         }
         if !current.is_empty() {
-            chunks.push(Chunk::new(current)?);
+            chunks.push(Chunk::new(current));
         }
         let mut run = Run {
             chunks,
@@ -177,9 +204,9 @@ impl Run {
             .is_some_and(|c| c.entries.binary_search_by(|(v, _)| v.cmp(version)).is_ok())
     }
 
-    fn upsert(&mut self, version: Version, entry: Bytes) -> io::Result<()> {
+    fn upsert(&mut self, version: Version, entry: Bytes) {
         if self.chunks.is_empty() {
-            self.chunks.push(Chunk::new(Vec::new())?);
+            self.chunks.push(Chunk::new(Vec::new()));
         }
         let index = self.chunk_for(&version);
         let chunk = &mut self.chunks[index];
@@ -188,7 +215,6 @@ impl Run {
             Err(i) => chunk.entries.insert(i, (version, entry)),
         }
         chunk.dirty = true;
-        Ok(())
     }
 
     fn remove(&mut self, version: &Version) {
@@ -210,7 +236,7 @@ impl Run {
                 let half = self.chunks[i].entries.len() / 2;
                 let tail = self.chunks[i].entries.split_off(half);
                 self.chunks[i].dirty = true;
-                self.chunks.insert(i + 1, Chunk::new(tail)?);
+                self.chunks.insert(i + 1, Chunk::new(tail));
             }
             i += 1;
         }
@@ -458,11 +484,11 @@ impl Built {
             {
                 {
                     let e = entry(self.view, name, version, live, &self.base_url)?;
-                    self.versions.upsert(version.clone(), e)?;
+                    self.versions.upsert(version.clone(), e);
                     if self.view == View::Full {
                         let mut out = Vec::new();
                         pieces::time(version, &published, &mut out)?;
-                        self.times.upsert(version.clone(), Bytes::from(out))?;
+                        self.times.upsert(version.clone(), Bytes::from(out));
                         if let Some((v, l, _)) = &mut self.latest
                             && v == version
                         {
@@ -529,7 +555,7 @@ impl Built {
         let (head, tail) = match self.view {
             View::Abbreviated => (
                 Piece::rendered(|out| pieces::abbreviated_head(package, out))?,
-                Piece::new(Bytes::from_static(pieces::ABBREVIATED_TAIL))?,
+                abbreviated_tail()?,
             ),
             View::Full => {
                 let mut tail = Vec::new();
@@ -560,6 +586,16 @@ impl Built {
                 .chain(std::iter::once(&tail)),
         ))
     }
+}
+
+/// The abbreviated view's tail, the same for every package: compressed once per process.
+fn abbreviated_tail() -> io::Result<Piece> {
+    static TAIL: std::sync::OnceLock<Piece> = std::sync::OnceLock::new();
+    if let Some(tail) = TAIL.get() {
+        return Ok(tail.clone());
+    }
+    let tail = Piece::new(Bytes::from_static(pieces::ABBREVIATED_TAIL))?;
+    Ok(TAIL.get_or_init(|| tail).clone())
 }
 
 /// One version's entry in `view`.

@@ -42,6 +42,11 @@ const READMES: TableDefinition<(&str, &str), &str> = TableDefinition::new("readm
 /// cache for big packages' first reads after a start, checked against the package's revision
 /// by the reader. Created by the first write to it, so an older file opens without a write.
 const RENDERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("renders");
+/// (package name, view and base URL) → the byte length of its entry in `RENDERS`, written with
+/// it. Readers look here first: a miss in `RENDERS` itself lands on a leaf page holding some
+/// other package's render (megabytes), and misses are most lookups (small packages keep none).
+/// Renders written before this table existed read as misses (it is a cache).
+const KEPT_RENDERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("kept_renders");
 /// Facts about the file itself: `layout` → the layout version of the tables.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The layout this code writes: 2 = READMEs in their own table (1, implicit: inside the version
@@ -306,18 +311,35 @@ impl RenderStore for EmbeddedMetadata {
         name: &PackageName,
         key: &str,
     ) -> Result<Option<Bytes>, StoreError> {
-        // Read in place, as `package` reads: most lookups are misses (small packages keep no
-        // render) in pages redb has cached, cheaper than a hand-off to the blocking pool.
-        self.db.read(|database| {
+        // The marker is read in place, as `package` reads: most lookups are misses (small
+        // packages keep no render), in small pages redb has cached, cheaper than a hand-off to
+        // the blocking pool. A hit reads megabytes, off the async workers.
+        let kept = self.db.read(|database| {
             let txn = database.begin_read()?;
-            let table = match txn.open_table(RENDERS) {
+            let table = match txn.open_table(KEPT_RENDERS) {
                 Ok(table) => table,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
                 Err(e) => return Err(e.into()),
             };
-            let render = table.get((name.as_str(), key))?;
-            Ok(render.map(|v| Bytes::copy_from_slice(v.value())))
+            Ok(table.get((name.as_str(), key))?.is_some())
+        })?;
+        if !kept {
+            return Ok(None);
+        }
+        let (name, key) = (name.to_string(), key.to_string());
+        self.blocking(move |db| {
+            db.read(|database| {
+                let txn = database.begin_read()?;
+                let table = match txn.open_table(RENDERS) {
+                    Ok(table) => table,
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                };
+                let render = table.get((name.as_str(), key.as_str()))?;
+                Ok(render.map(|v| Bytes::copy_from_slice(v.value())))
+            })
         })
+        .await
     }
 
     async fn keep_render(
