@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use flate2::{Compress, Compression, FlushCompress};
 use semver::Version;
 
-use super::rendered::View;
+use super::rendered::{Payload, View};
 use crate::domain::packument::{self, pieces};
 use crate::domain::{LiveVersion, PackageDocument, PackageName, PackageRecord, VersionRecord};
 
@@ -551,7 +551,7 @@ impl Built {
 
     /// The document at `package` (the record this was built or last changed for): its bytes and
     /// their gzip.
-    pub(crate) fn join(&self, package: &PackageRecord) -> io::Result<(Bytes, Bytes)> {
+    pub(crate) fn join(&self, package: &PackageRecord) -> io::Result<(Payload, Payload)> {
         let (head, tail) = match self.view {
             View::Abbreviated => (
                 Piece::rendered(|out| pieces::abbreviated_head(package, out))?,
@@ -674,26 +674,43 @@ impl Reader {
     }
 }
 
-/// The pieces' bytes joined, and the gzip member their deflates make.
-fn join<'a>(pieces: impl Iterator<Item = &'a Piece> + Clone) -> (Bytes, Bytes) {
+/// Documents up to this size are copied into one buffer each (identity and gzip), which is the
+/// cheapest to send; bigger ones are sent as their pieces, so a document of megabytes is held
+/// once (by its pieces), not twice.
+const JOIN_UP_TO: usize = 256 * 1024;
+
+/// The pieces' bytes in order, and the gzip member their deflates make.
+fn join<'a>(pieces: impl Iterator<Item = &'a Piece> + Clone) -> (Payload, Payload) {
     let (identity_len, deflate_len) = pieces.clone().fold((0, 0), |(i, d), p| {
         (i + p.identity.len(), d + p.deflate.len())
     });
-    let mut identity = BytesMut::with_capacity(identity_len);
-    let mut gzip = BytesMut::with_capacity(deflate_len + GZIP_HEADER.len() + 10);
-    gzip.put_slice(&GZIP_HEADER);
     let mut crc = crc32fast::Hasher::new();
+    for piece in pieces.clone() {
+        crc.combine(&piece.crc);
+    }
+    let mut trailer = BytesMut::with_capacity(DEFLATE_END.len() + 8);
+    trailer.put_slice(&DEFLATE_END);
+    trailer.put_u32_le(crc.finalize());
+    // ISIZE is the length modulo 2^32 (RFC 1952).
+    #[allow(clippy::cast_possible_truncation)]
+    trailer.put_u32_le(identity_len as u32);
+    if identity_len > JOIN_UP_TO {
+        let identity = pieces.clone().map(|p| p.identity.clone()).collect();
+        let gzip = std::iter::once(Bytes::from_static(&GZIP_HEADER))
+            .chain(pieces.map(|p| p.deflate.clone()))
+            .chain(std::iter::once(trailer.freeze()))
+            .collect();
+        return (Payload::chain(identity), Payload::chain(gzip));
+    }
+    let mut identity = BytesMut::with_capacity(identity_len);
+    let mut gzip = BytesMut::with_capacity(GZIP_HEADER.len() + deflate_len + trailer.len());
+    gzip.put_slice(&GZIP_HEADER);
     for piece in pieces {
         identity.put_slice(&piece.identity);
         gzip.put_slice(&piece.deflate);
-        crc.combine(&piece.crc);
     }
-    gzip.put_slice(&DEFLATE_END);
-    gzip.put_u32_le(crc.finalize());
-    // ISIZE is the length modulo 2^32 (RFC 1952).
-    #[allow(clippy::cast_possible_truncation)]
-    gzip.put_u32_le(identity_len as u32);
-    (identity.freeze(), gzip.freeze())
+    gzip.put_slice(&trailer);
+    (Payload::One(identity.freeze()), Payload::One(gzip.freeze()))
 }
 
 #[cfg(test)]
@@ -748,7 +765,8 @@ mod tests {
         let readme = packument::latest(doc).map(|(v, _)| format!("readme {v}"));
         let built = Built::from_document(doc, view, "http://r", readme).unwrap();
         let (identity, gzip) = built.join(&doc.package).unwrap();
-        assert_eq!(gunzip(&gzip), identity);
+        let identity = identity.to_bytes();
+        assert_eq!(gunzip(&gzip.to_bytes()), identity);
         identity.to_vec()
     }
 
@@ -885,6 +903,7 @@ mod tests {
                     *b = read_back;
                 }
                 let (identity, gzip) = b.join(&doc.package).unwrap();
+                let (identity, gzip) = (identity.to_bytes(), gzip.to_bytes());
                 assert_eq!(
                     String::from_utf8(identity.to_vec()).unwrap(),
                     String::from_utf8(rebuilt(&doc, view)).unwrap(),
@@ -905,6 +924,36 @@ mod tests {
     fn a_deflate_of_nothing_joins_too() {
         let (identity, gzip) = join([Piece::new(Bytes::new()).unwrap()].iter());
         assert!(identity.is_empty());
-        assert!(gunzip(&gzip).is_empty());
+        assert!(gunzip(&gzip.to_bytes()).is_empty());
+    }
+
+    /// A document bigger than `JOIN_UP_TO` is sent as its pieces, not copied into one buffer:
+    /// the same bytes, and a gzip member that decodes to them.
+    #[test]
+    fn a_big_document_is_sent_as_its_pieces() {
+        let name = PackageName::parse("@s/big").unwrap();
+        let mut doc = PackageDocument {
+            package: PackageRecord::new(name.clone(), Utc::now()),
+            versions: Vec::new(),
+        };
+        for minor in 0..1500 {
+            doc.versions
+                .push(live(&name, &Version::new(1, minor, 0), "big"));
+        }
+        doc.package.revision = 1500;
+        for view in [View::Full, View::Abbreviated] {
+            let built = Built::from_document(&doc, view, "http://r", None).unwrap();
+            let (identity, gzip) = built.join(&doc.package).unwrap();
+            assert!(identity.len() > JOIN_UP_TO, "{view:?}: {}", identity.len());
+            let (Payload::Chain(parts, _), Payload::Chain(..)) = (&identity, &gzip) else {
+                panic!("{view:?}: a big document was copied into one buffer");
+            };
+            assert!(parts.len() > 2);
+            let bytes = identity.to_bytes();
+            assert_eq!(bytes.len(), identity.len());
+            assert_eq!(gunzip(&gzip.to_bytes()), bytes);
+            let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(value["versions"].as_object().unwrap().len(), 1500);
+        }
     }
 }

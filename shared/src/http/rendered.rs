@@ -65,13 +65,102 @@ fn occurs(haystack: &[u8], needle: &[u8]) -> bool {
         .any(|(i, &b)| b == first && haystack.get(i + 1..i + needle.len()) == Some(rest))
 }
 
+/// Bytes to send: one buffer, or a big document's pieces in order (`incremental::join`), sent
+/// one after another rather than copied into one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Payload {
+    /// One buffer.
+    One(Bytes),
+    /// Buffers in order, and their total length.
+    Chain(Arc<[Bytes]>, usize),
+}
+
+impl Payload {
+    /// `parts` in order.
+    pub(crate) fn chain(parts: Vec<Bytes>) -> Payload {
+        let len = parts.iter().map(Bytes::len).sum();
+        Payload::Chain(parts.into(), len)
+    }
+
+    /// The number of bytes.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Payload::One(bytes) => bytes.len(),
+            Payload::Chain(_, len) => *len,
+        }
+    }
+
+    /// Whether there are no bytes.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes in one buffer (a copy, for a chain).
+    #[cfg(test)]
+    pub(crate) fn to_bytes(&self) -> Bytes {
+        match self {
+            Payload::One(bytes) => bytes.clone(),
+            Payload::Chain(parts, _) => parts.concat().into(),
+        }
+    }
+
+    /// A response body of these bytes, with their exact length (so `Content-Length` is sent).
+    fn body(&self) -> Body {
+        match self {
+            Payload::One(bytes) => Body::from(bytes.clone()),
+            Payload::Chain(parts, len) => Body::new(ChainBody {
+                parts: parts.clone(),
+                next: 0,
+                remaining: *len as u64,
+            }),
+        }
+    }
+}
+
+/// A body sending a chain's parts one per frame.
+struct ChainBody {
+    parts: Arc<[Bytes]>,
+    next: usize,
+    remaining: u64,
+}
+
+impl hyper::body::Body for ChainBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        // Empty parts are skipped: an empty data frame is not the end of a body.
+        while let Some(part) = self.parts.get(self.next).cloned() {
+            self.next += 1;
+            if !part.is_empty() {
+                self.remaining -= part.len() as u64;
+                return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(part))));
+            }
+        }
+        std::task::Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.remaining)
+    }
+}
+
 /// One packument at one revision, ready to send.
 pub struct Rendered {
     /// The package revision it was rendered from.
     pub revision: u64,
     view: View,
-    identity: Bytes,
-    gzip: Bytes,
+    identity: Payload,
+    gzip: Payload,
     etag: HeaderValue,
     gzip_etag: HeaderValue,
     last_modified: HeaderValue,
@@ -117,9 +206,14 @@ impl Rendered {
         })
     }
 
-    /// Memory it holds.
+    /// Memory it holds beyond the pieces it was joined from: all of its bytes when they were
+    /// copied into one buffer, none when they are the pieces' own.
     pub(crate) fn size(&self) -> usize {
-        self.identity.len() + self.gzip.len() + 256
+        let own = |payload: &Payload| match payload {
+            Payload::One(bytes) => bytes.len(),
+            Payload::Chain(parts, _) => 16 * parts.len(),
+        };
+        own(&self.identity) + own(&self.gzip) + 256
     }
 
     /// The answer to a GET: 304 if the client's `If-None-Match` names this document, else the
@@ -133,9 +227,9 @@ impl Rendered {
         let mut response = if not_modified {
             Response::new(Body::empty())
         } else if gzip {
-            Response::new(Body::from(self.gzip.clone()))
+            Response::new(self.gzip.body())
         } else {
-            Response::new(Body::from(self.identity.clone()))
+            Response::new(self.identity.body())
         };
         *response.status_mut() = if not_modified {
             StatusCode::NOT_MODIFIED

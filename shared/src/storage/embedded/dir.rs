@@ -153,6 +153,20 @@ impl DataDir {
         &self.tmp
     }
 
+    /// Where the render `name` keeps under `key` lives (`renders`): named by a hash of both, as
+    /// package names and base URLs hold characters no file name may.
+    pub(super) fn render_path(&self, name: &crate::domain::PackageName, key: &str) -> PathBuf {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        for part in [name.as_str(), key] {
+            hash.update(part.len().to_le_bytes());
+            hash.update(part);
+        }
+        self.root
+            .join("renders")
+            .join(hex::encode(&hash.finalize()[..16]))
+    }
+
     fn health(&self) -> MutexGuard<'_, Health> {
         self.health
             .lock()

@@ -27,6 +27,7 @@ use writer::{Op, Writer};
 
 mod db;
 mod dir;
+mod renders;
 mod sweep;
 mod writer;
 
@@ -38,15 +39,8 @@ const VERSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("ver
 /// (package name, version) → README text: apart from the version records, so reading a package's
 /// versions never decodes READMEs (only the full packument shows one, the latest version's).
 const READMES: TableDefinition<(&str, &str), &str> = TableDefinition::new("readmes");
-/// (package name, view and base URL) → a packument's rendered pieces (`http::incremental`): a
-/// cache for big packages' first reads after a start, checked against the package's revision
-/// by the reader. Created by the first write to it, so an older file opens without a write.
-const RENDERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("renders");
-/// (package name, view and base URL) → the byte length of its entry in `RENDERS`, written with
-/// it. Readers look here first: a miss in `RENDERS` itself lands on a leaf page holding some
-/// other package's render (megabytes), and misses are most lookups (small packages keep none).
-/// Renders written before this table existed read as misses (it is a cache).
-const KEPT_RENDERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("kept_renders");
+// Files of layout 2 written before renders moved to files (`renders`) may hold a `renders`
+// table: never read, and harmless.
 /// Facts about the file itself: `layout` → the layout version of the tables.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The layout this code writes: 2 = READMEs in their own table (1, implicit: inside the version
@@ -311,35 +305,18 @@ impl RenderStore for EmbeddedMetadata {
         name: &PackageName,
         key: &str,
     ) -> Result<Option<Bytes>, StoreError> {
-        // The marker is read in place, as `package` reads: most lookups are misses (small
-        // packages keep no render), in small pages redb has cached, cheaper than a hand-off to
-        // the blocking pool. A hit reads megabytes, off the async workers.
-        let kept = self.db.read(|database| {
-            let txn = database.begin_read()?;
-            let table = match txn.open_table(KEPT_RENDERS) {
-                Ok(table) => table,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
-                Err(e) => return Err(e.into()),
-            };
-            Ok(table.get((name.as_str(), key))?.is_some())
-        })?;
-        if !kept {
-            return Ok(None);
-        }
-        let (name, key) = (name.to_string(), key.to_string());
-        self.blocking(move |db| {
-            db.read(|database| {
-                let txn = database.begin_read()?;
-                let table = match txn.open_table(RENDERS) {
-                    Ok(table) => table,
-                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                    Err(e) => return Err(e.into()),
-                };
-                let render = table.get((name.as_str(), key.as_str()))?;
-                Ok(render.map(|v| Bytes::copy_from_slice(v.value())))
-            })
-        })
-        .await
+        // Opened in place: most lookups are misses (small packages keep no render), one failed
+        // open, cheaper than a hand-off to the blocking pool. A hit reads megabytes, off the
+        // async workers.
+        let path = self.db.dir.render_path(name, key);
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(internal(e)),
+        };
+        tokio::task::spawn_blocking(move || renders::read(file, &path))
+            .await
+            .map_err(internal)?
     }
 
     async fn keep_render(
@@ -348,13 +325,11 @@ impl RenderStore for EmbeddedMetadata {
         key: &str,
         render: Vec<u8>,
     ) -> Result<(), StoreError> {
-        self.writer
-            .write(Op::KeepRender {
-                name: name.to_string(),
-                key: key.to_string(),
-                render,
-            })
+        let path = self.db.dir.render_path(name, key);
+        let dir = self.db.dir.clone();
+        tokio::task::spawn_blocking(move || renders::write(&dir, &path, render))
             .await
+            .map_err(internal)?
     }
 }
 

@@ -10,7 +10,7 @@ use semver::Version;
 
 use super::*;
 use crate::domain::{Dist, LiveVersion, VersionState};
-use crate::storage::{CreateMode, KvStore, VersionChange};
+use crate::storage::{CreateMode, KvStore, RenderStore, VersionChange};
 use redb::Database;
 
 fn record(name: &PackageName, version: &str) -> VersionRecord {
@@ -569,4 +569,49 @@ fn the_record_cache_is_bounded_by_the_bytes_of_its_records() {
     cache.put("@t/huge", 0, &record, RECORD_CACHE_LARGEST + 1);
     assert!(cache.get("@t/huge", 0).is_none());
     assert!(cache.get("@t/last", 0).is_some());
+}
+
+/// Kept renders read back as written, per package and key; a file cut short or changed reads as
+/// absent (the package is then built from its records), and so does one never written.
+#[tokio::test]
+async fn kept_renders_read_back_whole_or_not_at_all() {
+    let (_dir, meta) = fresh_store();
+    let (a, b) = (
+        PackageName::parse("@s/a").unwrap(),
+        PackageName::parse("@s/b").unwrap(),
+    );
+    assert!(meta.kept_render(&a, "full x").await.unwrap().is_none());
+    let render: Vec<u8> = (0..100_000u32).flat_map(u32::to_le_bytes).collect();
+    meta.keep_render(&a, "full x", render.clone())
+        .await
+        .unwrap();
+    meta.keep_render(&a, "abbreviated x", vec![1, 2, 3])
+        .await
+        .unwrap();
+    let kept = meta.kept_render(&a, "full x").await.unwrap().unwrap();
+    assert_eq!(kept.as_ref(), render.as_slice());
+    let other = meta
+        .kept_render(&a, "abbreviated x")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(other.as_ref(), [1, 2, 3]);
+    assert!(meta.kept_render(&b, "full x").await.unwrap().is_none());
+
+    let path = meta.db.dir.render_path(&a, "full x");
+    let whole = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &whole[..whole.len() / 2]).unwrap();
+    assert!(meta.kept_render(&a, "full x").await.unwrap().is_none());
+    let mut changed = whole.clone();
+    changed[1000] ^= 1;
+    std::fs::write(&path, &changed).unwrap();
+    assert!(meta.kept_render(&a, "full x").await.unwrap().is_none());
+    std::fs::write(&path, [0u8; 3]).unwrap();
+    assert!(meta.kept_render(&a, "full x").await.unwrap().is_none());
+    // Kept again, it replaces the damaged file.
+    meta.keep_render(&a, "full x", render.clone())
+        .await
+        .unwrap();
+    let kept = meta.kept_render(&a, "full x").await.unwrap().unwrap();
+    assert_eq!(kept.as_ref(), render.as_slice());
 }

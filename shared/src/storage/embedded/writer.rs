@@ -27,7 +27,7 @@ use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::db::{Db, Failure, begin_write};
-use super::{KEPT_RENDERS, KV, PACKAGES, READMES, RENDERS, VERSIONS, decode, encode, internal};
+use super::{KV, PACKAGES, READMES, VERSIONS, decode, encode, internal};
 use crate::domain::{PackageRecord, VersionRecord, VersionState};
 use crate::storage::{CreateMode, PackageWrite, StoreError, VersionChange};
 
@@ -57,12 +57,6 @@ pub(super) enum Op {
     },
     /// Remove a key-value entry.
     KvDelete { namespace: String, id: String },
-    /// Keep a packument's rendered pieces (`RenderStore::keep_render`).
-    KeepRender {
-        name: String,
-        key: String,
-        render: Vec<u8>,
-    },
 }
 
 struct Job {
@@ -405,16 +399,6 @@ fn apply(txn: &WriteTransaction, op: &Op) -> Result<(), ApplyError> {
             let mut table = txn.open_table(KV).map_err(broken)?;
             table
                 .remove((namespace.as_str(), id.as_str()))
-                .map_err(broken)?;
-            Ok(())
-        }
-        Op::KeepRender { name, key, render } => {
-            let mut table = txn.open_table(RENDERS).map_err(broken)?;
-            table
-                .insert((name.as_str(), key.as_str()), render.as_slice())
-                .map_err(broken)?;
-            let mut kept = txn.open_table(KEPT_RENDERS).map_err(broken)?;
-            kept.insert((name.as_str(), key.as_str()), render.len() as u64)
                 .map_err(broken)?;
             Ok(())
         }
