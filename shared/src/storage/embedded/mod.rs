@@ -290,6 +290,46 @@ fn move_readmes_apart(txn: &redb::WriteTransaction) -> Result<(), db::Failure> {
     Ok(())
 }
 
+/// Packages with at most this many versions have their document read on the async worker.
+const IN_PLACE_VERSIONS: usize = 16;
+
+/// What `read_document` found (returned once, never stored: its size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum DocumentRead {
+    /// The document, or `None` when there is no such package.
+    Read(Option<PackageDocument>),
+    /// More versions than the limit: left unread.
+    TooMany,
+}
+
+/// A package's record and every version record, in one transaction, unless it has more than
+/// `limit` versions.
+fn read_document(
+    database: &redb::Database,
+    name: &PackageName,
+    limit: Option<usize>,
+) -> Result<DocumentRead, db::Failure> {
+    let txn = database.begin_read()?;
+    let packages = txn.open_table(PACKAGES)?;
+    let Some(package) = packages.get(name.as_str())? else {
+        return Ok(DocumentRead::Read(None));
+    };
+    let package: PackageRecord = decode(package.value())?;
+    let versions_table = txn.open_table(VERSIONS)?;
+    let mut versions = Vec::new();
+    for row in versions_table.range((name.as_str(), "")..(name.as_str(), VERSION_RANGE_END))? {
+        if limit.is_some_and(|limit| versions.len() >= limit) {
+            return Ok(DocumentRead::TooMany);
+        }
+        let (_, value) = row?;
+        versions.push(decode::<VersionRecord>(value.value())?);
+    }
+    Ok(DocumentRead::Read(Some(PackageDocument {
+        package,
+        versions,
+    })))
+}
+
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(internal)
 }
@@ -360,25 +400,23 @@ impl MetadataStore for EmbeddedMetadata {
     }
 
     async fn document(&self, name: &PackageName) -> Result<Option<PackageDocument>, StoreError> {
-        let name = name.to_string();
+        // Most packages have a few versions: read in place, like the record, since a hand-off to
+        // the blocking pool and back cost more than the read (a fifth of a small package's cold
+        // read went to waking and parking threads). A bigger one is left after a few rows and
+        // read off the async workers.
+        let read = self
+            .db
+            .read(|database| read_document(database, name, Some(IN_PLACE_VERSIONS)))?;
+        if let DocumentRead::Read(document) = read {
+            return Ok(document);
+        }
+        let name = name.clone();
         self.blocking(move |db| {
-            db.read(|database| {
-                let txn = database.begin_read()?;
-                let packages = txn.open_table(PACKAGES)?;
-                let Some(package) = packages.get(name.as_str())? else {
-                    return Ok(None);
-                };
-                let package: PackageRecord = decode(package.value())?;
-                let versions_table = txn.open_table(VERSIONS)?;
-                let mut versions = Vec::new();
-                for row in
-                    versions_table.range((name.as_str(), "")..(name.as_str(), VERSION_RANGE_END))?
-                {
-                    let (_, value) = row?;
-                    versions.push(decode::<VersionRecord>(value.value())?);
-                }
-                Ok(Some(PackageDocument { package, versions }))
-            })
+            db.read(|database| read_document(database, &name, None))
+                .and_then(|read| match read {
+                    DocumentRead::Read(document) => Ok(document),
+                    DocumentRead::TooMany => Err(internal("a read without a limit stopped")),
+                })
         })
         .await
     }

@@ -615,3 +615,31 @@ async fn kept_renders_read_back_whole_or_not_at_all() {
     let kept = meta.kept_render(&a, "full x").await.unwrap().unwrap();
     assert_eq!(kept.as_ref(), render.as_slice());
 }
+
+#[tokio::test]
+async fn documents_read_whole_on_either_side_of_the_in_place_limit() {
+    let (_dir, meta) = fresh_store();
+    let mut names = Vec::new();
+    for count in [
+        1,
+        super::IN_PLACE_VERSIONS,
+        super::IN_PLACE_VERSIONS + 1,
+        40,
+    ] {
+        let name = PackageName::parse(&format!("@t/p{count}")).unwrap();
+        for i in 0..count {
+            let revision = (i > 0).then_some(i as u64);
+            meta.write(create(&name, &format!("1.0.{i}"), revision))
+                .await
+                .unwrap();
+        }
+        names.push((name, count));
+    }
+    for (name, count) in names {
+        let doc = meta.document(&name).await.unwrap().unwrap();
+        assert_eq!(doc.versions.len(), count, "{name}");
+        assert_eq!(doc.package.revision, count as u64, "{name}");
+    }
+    let missing = PackageName::parse("@t/none").unwrap();
+    assert!(meta.document(&missing).await.unwrap().is_none());
+}
