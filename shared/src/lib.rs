@@ -1,5 +1,6 @@
-//! The npm-compatible registry's library: the domain, storage traits and backends, authorisation,
-//! and the HTTP layer whose four route groups the Lambda functions and the local server mount.
+//! The npm-compatible registry's library: the domain, search, storage traits and backends,
+//! authorisation, and the HTTP layer whose four route groups the Lambda functions and the local
+//! server mount.
 
 pub mod app;
 pub mod auth;
@@ -9,6 +10,7 @@ pub mod http;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod listener;
+pub mod search;
 pub mod secret;
 pub mod storage;
 #[cfg(any(test, feature = "test-util"))]

@@ -1,0 +1,431 @@
+//! The in-memory search index: an inverted index from words to packages, with the field each
+//! word was found in, and the ranking npm users expect (exact name first, then name prefix and
+//! name words, then keywords, description and README; deprecated packages last).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::query::SearchQuery;
+use super::{SearchEntry, tokenize};
+use crate::domain::PackageName;
+
+/// Where a word was found, as bits of a posting's mask.
+const NAME: u8 = 1;
+const KEYWORD: u8 = 2;
+const DESCRIPTION: u8 = 4;
+const README: u8 = 8;
+
+/// A query's last word also matches the words it begins (`wid` finds `widget`), up to this many
+/// of them: enough for a person typing, bounded for a one-letter query.
+const PREFIX_EXPANSIONS: usize = 64;
+
+/// Points for the whole text being the package's name (or its name without the scope), and for
+/// the name beginning with it: above anything words can score.
+const EXACT: u32 = 10_000;
+const NAME_PREFIX: u32 = 5_000;
+
+/// Points per query word, by the best field it was found in.
+fn weight(mask: u8) -> u32 {
+    if mask & NAME != 0 {
+        100
+    } else if mask & KEYWORD != 0 {
+        30
+    } else if mask & DESCRIPTION != 0 {
+        10
+    } else if mask & README != 0 {
+        3
+    } else {
+        0
+    }
+}
+
+/// A package found by a query, in rank order.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// The package.
+    pub entry: Arc<SearchEntry>,
+    /// Its points (`searchScore`).
+    pub points: u32,
+    /// Its points as a share of the best hit's, 0 to 1 (`score.final`).
+    pub score: f64,
+}
+
+/// One word's packages: (package id, fields mask), ascending by id.
+type Postings = Vec<(u32, u8)>;
+
+/// Every indexed package, findable by its words.
+#[derive(Default)]
+pub struct SearchIndex {
+    /// Package id → entry. Ids only grow, so postings appended in id order stay sorted.
+    entries: HashMap<u32, Arc<SearchEntry>>,
+    /// Lowercase name → package id.
+    ids: HashMap<String, u32>,
+    /// Word → packages; sorted, so a prefix is a range.
+    words: BTreeMap<Box<str>, Postings>,
+    next_id: u32,
+}
+
+impl SearchIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Packages indexed.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entry of `name`, if it is indexed.
+    pub fn get(&self, name: &PackageName) -> Option<Arc<SearchEntry>> {
+        let id = self.ids.get(&name.as_str().to_lowercase())?;
+        self.entries.get(id).cloned()
+    }
+
+    /// Indexes `entry`, in place of the package's previous one.
+    pub fn put(&mut self, entry: SearchEntry) {
+        self.remove(&entry.name);
+        let id = self.next_id;
+        self.next_id += 1;
+        for (word, mask) in words_of(&entry) {
+            self.words.entry(word.into()).or_default().push((id, mask));
+        }
+        self.ids.insert(entry.name.as_str().to_lowercase(), id);
+        self.entries.insert(id, Arc::new(entry));
+    }
+
+    /// Drops `name` from the index (unpublished or deleted).
+    pub fn remove(&mut self, name: &PackageName) {
+        let Some(id) = self.ids.remove(&name.as_str().to_lowercase()) else {
+            return;
+        };
+        let Some(entry) = self.entries.remove(&id) else {
+            return;
+        };
+        for (word, _) in words_of(&entry) {
+            if let Some(postings) = self.words.get_mut(word.as_str()) {
+                if let Ok(i) = postings.binary_search_by_key(&id, |(p, _)| *p) {
+                    postings.remove(i);
+                }
+                if postings.is_empty() {
+                    self.words.remove(word.as_str());
+                }
+            }
+        }
+    }
+
+    /// Every package matching `query`, best first (the caller filters by access, then pages).
+    pub fn query(&self, query: &SearchQuery) -> Vec<Hit> {
+        let mut scored: Vec<(u32, u32)> = if query.has_terms() {
+            self.matching_words(&query.terms)
+        } else {
+            self.entries.keys().map(|id| (*id, 0)).collect()
+        };
+        let mut hits: Vec<(Arc<SearchEntry>, u32)> = Vec::with_capacity(scored.len());
+        for (id, points) in scored.drain(..) {
+            let Some(entry) = self.entries.get(&id) else {
+                continue;
+            };
+            if !passes(entry, query) {
+                continue;
+            }
+            hits.push((entry.clone(), points + name_points(entry, query)));
+        }
+        // Deprecated packages after all others; then points; then the latest change first.
+        hits.sort_by(|(a, ap), (b, bp)| {
+            a.deprecated
+                .cmp(&b.deprecated)
+                .then(bp.cmp(ap))
+                .then(b.modified.cmp(&a.modified))
+                .then(a.name.as_str().cmp(b.name.as_str()))
+        });
+        let best = hits.iter().map(|(_, p)| *p).max().unwrap_or(0).max(1);
+        hits.into_iter()
+            .map(|(entry, points)| Hit {
+                entry,
+                points,
+                score: f64::from(points) / f64::from(best),
+            })
+            .collect()
+    }
+
+    /// Packages with every word of `terms` (the last also as a prefix), with their points.
+    fn matching_words(&self, terms: &[String]) -> Vec<(u32, u32)> {
+        let mut result: Option<Vec<(u32, u32)>> = None;
+        for (i, term) in terms.iter().enumerate() {
+            let postings = if i + 1 == terms.len() {
+                self.with_prefix(term)
+            } else {
+                self.words.get(term.as_str()).cloned().unwrap_or_default()
+            };
+            let scored = postings.into_iter().map(|(id, mask)| (id, weight(mask)));
+            result = Some(match result {
+                None => scored.collect(),
+                Some(so_far) => intersect(&so_far, scored),
+            });
+            if result.as_ref().is_some_and(Vec::is_empty) {
+                break;
+            }
+        }
+        result.unwrap_or_default()
+    }
+
+    /// The postings of `term` and of up to `PREFIX_EXPANSIONS` words it begins, merged (a
+    /// word's own mask wins over its longer words': `pad` matched whole is a name match even if
+    /// `padding` is only in the README).
+    fn with_prefix(&self, term: &str) -> Postings {
+        let mut merged: Postings = Vec::new();
+        for (word, postings) in self
+            .words
+            .range::<str, _>((std::ops::Bound::Included(term), std::ops::Bound::Unbounded))
+            .take_while(|(w, _)| w.starts_with(term))
+            .take(PREFIX_EXPANSIONS)
+        {
+            let whole = &**word == term;
+            merged.extend(postings.iter().map(|(id, mask)| {
+                // A prefix match counts a field tier lower than the whole word.
+                (*id, if whole { *mask } else { *mask << 1 })
+            }));
+        }
+        merged.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(weight(b.1).cmp(&weight(a.1))));
+        merged.dedup_by_key(|(id, _)| *id);
+        merged
+    }
+}
+
+/// `so_far` ∩ `next` by id (both ascending), adding the points.
+fn intersect(so_far: &[(u32, u32)], next: impl Iterator<Item = (u32, u32)>) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    let mut left = so_far.iter().peekable();
+    for (id, points) in next {
+        while left.next_if(|(l, _)| *l < id).is_some() {}
+        if let Some((_, before)) = left.next_if(|(l, _)| *l == id) {
+            out.push((id, before + points));
+        }
+    }
+    out
+}
+
+/// Points for the free text naming the package, or beginning its name.
+fn name_points(entry: &SearchEntry, query: &SearchQuery) -> u32 {
+    if query.text.is_empty() {
+        return 0;
+    }
+    let name = entry.name.as_str().to_lowercase();
+    let base = entry.name.base_name().to_lowercase();
+    let text = query.text.as_str();
+    if query.boost_exact && (name == text || base == text) {
+        EXACT
+    } else if name.starts_with(text) || base.starts_with(text) {
+        NAME_PREFIX
+    } else {
+        0
+    }
+}
+
+/// Whether `entry` passes the query's qualifiers.
+fn passes(entry: &SearchEntry, query: &SearchQuery) -> bool {
+    let keywords: Vec<String> = entry.keywords.iter().map(|k| k.to_lowercase()).collect();
+    let has = |k: &String| keywords.contains(k);
+    let person = |p: &super::Person, name: &str| p.username.eq_ignore_ascii_case(name);
+    (query.keywords_any.is_empty() || query.keywords_any.iter().any(has))
+        && query.keywords_all.iter().all(has)
+        && !query.keywords_none.iter().any(has)
+        && query.author.as_deref().is_none_or(|a| {
+            entry.author.as_ref().is_some_and(|p| person(p, a))
+                || entry.publisher.as_ref().is_some_and(|p| person(p, a))
+        })
+        && query
+            .maintainer
+            .as_deref()
+            .is_none_or(|m| entry.maintainers.iter().any(|p| person(p, m)))
+        && query.scope.as_deref().is_none_or(|s| {
+            entry
+                .name
+                .scope()
+                .is_some_and(|own| own.eq_ignore_ascii_case(s))
+        })
+        && query.deprecated.is_none_or(|d| entry.deprecated == d)
+        && query.unstable.is_none_or(|u| entry.unstable() == u)
+}
+
+/// Each distinct word of `entry` with the fields it is in.
+fn words_of(entry: &SearchEntry) -> BTreeMap<String, u8> {
+    let mut words: BTreeMap<String, u8> = BTreeMap::new();
+    let mut add = |word: String, field: u8| *words.entry(word).or_default() |= field;
+    for w in tokenize::name_words(entry.name.as_str()) {
+        add(w, NAME);
+    }
+    for k in &entry.keywords {
+        for w in tokenize::words(k) {
+            add(w, KEYWORD);
+        }
+    }
+    for w in tokenize::words(&entry.description) {
+        add(w, DESCRIPTION);
+    }
+    for w in &entry.readme_terms {
+        add(w.clone(), README);
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::search::entry::test_entry;
+
+    fn index(entries: Vec<SearchEntry>) -> SearchIndex {
+        let mut index = SearchIndex::new();
+        for e in entries {
+            index.put(e);
+        }
+        index
+    }
+
+    fn names(index: &SearchIndex, text: &str) -> Vec<String> {
+        let query = SearchQuery::parse(text, None, None).unwrap();
+        index
+            .query(&query)
+            .into_iter()
+            .map(|h| h.entry.name.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn exact_name_then_prefix_then_name_words_then_keywords_description_readme() {
+        let index = index(vec![
+            test_entry(
+                "@a/in-readme",
+                "1.0.0",
+                json!({}),
+                Some("all about widget things"),
+            ),
+            test_entry(
+                "@a/in-description",
+                "1.0.0",
+                json!({"description": "a widget maker"}),
+                None,
+            ),
+            test_entry(
+                "@a/in-keywords",
+                "1.0.0",
+                json!({"keywords": ["widget"]}),
+                None,
+            ),
+            test_entry("@a/big-widget", "1.0.0", json!({}), None),
+            test_entry("@a/widgetry", "1.0.0", json!({}), None),
+            test_entry("@a/widget", "1.0.0", json!({}), None),
+            test_entry("@a/unrelated", "1.0.0", json!({}), None),
+        ]);
+        assert_eq!(
+            names(&index, "widget"),
+            [
+                "@a/widget",
+                "@a/widgetry",
+                "@a/big-widget",
+                "@a/in-keywords",
+                "@a/in-description",
+                "@a/in-readme"
+            ]
+        );
+        assert_eq!(names(&index, "@a/widget")[0], "@a/widget");
+        assert_eq!(names(&index, "nothing-like-it"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_word_must_match_and_the_last_may_be_begun() {
+        let index = index(vec![
+            test_entry(
+                "@a/left-pad",
+                "1.0.0",
+                json!({"description": "pads strings"}),
+                None,
+            ),
+            test_entry("@a/right-pad", "1.0.0", json!({}), None),
+        ]);
+        assert_eq!(names(&index, "left pad"), ["@a/left-pad"]);
+        assert_eq!(names(&index, "pad lef"), ["@a/left-pad"]);
+        let mut both = names(&index, "pad");
+        both.sort();
+        assert_eq!(both, ["@a/left-pad", "@a/right-pad"]);
+    }
+
+    #[test]
+    fn deprecated_packages_come_last_and_qualifiers_filter() {
+        let index = index(vec![
+            test_entry(
+                "@a/tool",
+                "1.0.0",
+                json!({"deprecated": "use @a/tool2"}),
+                None,
+            ),
+            test_entry(
+                "@a/tool2",
+                "0.1.0",
+                json!({"keywords": ["cli"], "author": "Ann"}),
+                None,
+            ),
+            test_entry(
+                "@b/tool3",
+                "2.0.0",
+                json!({"keywords": ["cli", "old"]}),
+                None,
+            ),
+        ]);
+        // The exact name, deprecated, comes after the others (which tie: the newer first).
+        assert_eq!(names(&index, "tool"), ["@b/tool3", "@a/tool2", "@a/tool"]);
+        assert_eq!(names(&index, "tool not:deprecated").len(), 2);
+        assert_eq!(names(&index, "is:deprecated"), ["@a/tool"]);
+        assert_eq!(names(&index, "keywords:cli,-old"), ["@a/tool2"]);
+        assert_eq!(names(&index, "keywords:cli+old"), ["@b/tool3"]);
+        assert_eq!(names(&index, "author:ann"), ["@a/tool2"]);
+        assert_eq!(names(&index, "scope:b"), ["@b/tool3"]);
+        assert_eq!(names(&index, "is:unstable"), ["@a/tool2"]);
+    }
+
+    #[test]
+    fn a_new_entry_replaces_the_old_and_removal_forgets_every_word() {
+        let mut index = index(vec![test_entry(
+            "@a/x",
+            "1.0.0",
+            json!({"description": "alpha"}),
+            None,
+        )]);
+        index.put(test_entry(
+            "@a/x",
+            "1.1.0",
+            json!({"description": "beta"}),
+            None,
+        ));
+        assert_eq!(index.len(), 1);
+        assert!(names(&index, "alpha").is_empty());
+        assert_eq!(names(&index, "beta"), ["@a/x"]);
+        index.remove(&PackageName::parse("@a/x").unwrap());
+        assert!(index.is_empty());
+        assert!(
+            index.words.is_empty(),
+            "{:?}",
+            index.words.keys().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn scores_are_shares_of_the_best() {
+        let index = index(vec![
+            test_entry("@a/widget", "1.0.0", json!({}), None),
+            test_entry("@a/other", "1.0.0", json!({"description": "widget"}), None),
+        ]);
+        let hits = index.query(&SearchQuery::parse("widget", None, None).unwrap());
+        assert!((hits[0].score - 1.0).abs() < f64::EPSILON);
+        assert!(hits[1].score > 0.0 && hits[1].score < 1.0);
+        assert!(hits[0].points > hits[1].points);
+    }
+}
