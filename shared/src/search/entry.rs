@@ -6,7 +6,7 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::tokenize;
+use super::tokenize::{self, cut};
 use crate::domain::{LiveVersion, PackageName, PackageRecord};
 
 /// Descriptions are cut to this many bytes: a search result shows a line, not an essay.
@@ -132,15 +132,6 @@ impl SearchEntry {
     pub fn unstable(&self) -> bool {
         self.version.major == 0 || !self.version.pre.is_empty()
     }
-}
-
-/// `s` cut to at most `max` bytes, at a character boundary.
-fn cut(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// Keywords as an array of strings, or one string of words separated by commas or spaces

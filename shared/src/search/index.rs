@@ -158,12 +158,16 @@ impl SearchIndex {
     fn matching_words(&self, terms: &[String]) -> Vec<(u32, u32)> {
         let mut result: Option<Vec<(u32, u32)>> = None;
         for (i, term) in terms.iter().enumerate() {
-            let postings = if i + 1 == terms.len() {
-                self.with_prefix(term)
+            // Borrowed, not copied: a common word's postings list most packages.
+            let postings: std::borrow::Cow<'_, [(u32, u8)]> = if i + 1 == terms.len() {
+                self.with_prefix(term).into()
             } else {
-                self.words.get(term.as_str()).cloned().unwrap_or_default()
+                self.words
+                    .get(term.as_str())
+                    .map_or(&[][..], Vec::as_slice)
+                    .into()
             };
-            let scored = postings.into_iter().map(|(id, mask)| (id, weight(mask)));
+            let scored = postings.iter().map(|&(id, mask)| (id, weight(mask)));
             result = Some(match result {
                 None => scored.collect(),
                 Some(so_far) => intersect(&so_far, scored),
@@ -230,8 +234,13 @@ fn name_points(entry: &SearchEntry, query: &SearchQuery) -> u32 {
 
 /// Whether `entry` passes the query's qualifiers.
 fn passes(entry: &SearchEntry, query: &SearchQuery) -> bool {
-    let keywords: Vec<String> = entry.keywords.iter().map(|k| k.to_lowercase()).collect();
-    let has = |k: &String| keywords.contains(k);
+    // Compared lowercased in place: most queries name no keyword, and none should allocate here.
+    let has = |k: &String| {
+        entry
+            .keywords
+            .iter()
+            .any(|e| e.chars().flat_map(char::to_lowercase).eq(k.chars()))
+    };
     let person = |p: &super::Person, name: &str| p.username.eq_ignore_ascii_case(name);
     (query.keywords_any.is_empty() || query.keywords_any.iter().any(has))
         && query.keywords_all.iter().all(has)

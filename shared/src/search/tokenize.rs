@@ -30,15 +30,20 @@ pub(crate) fn name_words(name: &str) -> Vec<String> {
     out
 }
 
-/// The distinct words of a README's opening that are worth indexing, earliest first.
-pub(crate) fn readme_terms(readme: &str) -> Vec<String> {
-    let mut end = readme.len().min(README_BYTES);
-    while !readme.is_char_boundary(end) {
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub(crate) fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
         end -= 1;
     }
+    &s[..end]
+}
+
+/// The distinct words of a README's opening that are worth indexing, earliest first.
+pub(crate) fn readme_terms(readme: &str) -> Vec<String> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for word in words(&readme[..end]) {
+    for word in words(cut(readme, README_BYTES)) {
         if out.len() == README_TERMS {
             break;
         }
