@@ -223,7 +223,7 @@ async fn error_bodies() {
             .header("content-type", "text/plain")
             .send()
             .await,
-        reg.get("/-/v1/search?text=x").send().await,
+        reg.get("/-/v1/search?text=x&size=ten").send().await,
         reg.tokens().await,
     ];
     let mut seen = Vec::new();

@@ -32,6 +32,7 @@ mod lambda_runtime;
 mod listener;
 mod local_storage;
 mod npm_cli;
+mod search;
 mod settings;
 mod stack_deploy;
 mod token_capability;

@@ -350,7 +350,12 @@ fn assemble(
     );
     // Every route reads and writes through the views: write routes read strongly through them
     // and refresh them, read routes use them (`storage::views`).
-    let views = Arc::new(PackageViews::new(metadata, config.storage.revision_check()));
+    let search = Arc::new(crate::search::Searcher::new(
+        config.storage.search_refresh(),
+    ));
+    let views = Arc::new(
+        PackageViews::new(metadata, config.storage.revision_check()).indexing(search.clone()),
+    );
     let tarballs_kept = crate::http::tarball::TarballCache::new(config.limits.tarball_cache_bytes);
     let body_budget = Arc::new(tokio::sync::Semaphore::new(
         config
@@ -363,6 +368,7 @@ fn assemble(
         body_budget,
         metadata: views.clone(),
         views,
+        search,
         tarballs,
         config,
         auth,

@@ -335,6 +335,11 @@ impl GithubAuth {
 }
 
 impl GithubAuth {
+    /// Whether packages of public repositories may be read without a token.
+    pub fn public_read(&self) -> bool {
+        self.settings.public_read
+    }
+
     /// What an installation caller's token reaches (`GET /installation/repositories`, cached
     /// as reads are); `None` for other callers, or when GitHub cannot say: the answer it feeds
     /// is a refusal, which must not turn into an outage.

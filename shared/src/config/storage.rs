@@ -20,6 +20,10 @@ pub const DEFAULT_DB_CACHE_BYTES: usize = 16 << 20;
 /// Default revision-check interval on AWS (`docs/scaling.md`: T = 1 s).
 const DEFAULT_REVISION_CHECK: Duration = Duration::from_millis(1000);
 
+/// Default interval between reads of the search change log on AWS: a publish is found by every
+/// instance's search within about a second, for one small Query per instance per second at most.
+const DEFAULT_SEARCH_REFRESH: Duration = Duration::from_millis(1000);
+
 /// The storage backend and its settings (`REGISTRY_STORAGE`).
 #[derive(Debug, Clone)]
 pub enum StorageConfig {
@@ -53,6 +57,10 @@ pub struct AwsConfig {
     /// package before it reads the package record again (`storage::views`); 0 reads it on every
     /// request.
     pub revision_check: Duration,
+    /// `REGISTRY_SEARCH_REFRESH_MS`: how often an instance reads the search change log for
+    /// other instances' writes (a publish shows in every instance's search within about this);
+    /// 0 reads it before every search.
+    pub search_refresh: Duration,
 }
 
 impl StorageConfig {
@@ -79,6 +87,9 @@ impl StorageConfig {
                 revision_check: env
                     .number::<u64>("REGISTRY_REVISION_CHECK_MS")?
                     .map_or(DEFAULT_REVISION_CHECK, Duration::from_millis),
+                search_refresh: env
+                    .number::<u64>("REGISTRY_SEARCH_REFRESH_MS")?
+                    .map_or(DEFAULT_SEARCH_REFRESH, Duration::from_millis),
             })),
             other => Err(ConfigError::new(
                 "REGISTRY_STORAGE",
@@ -96,6 +107,15 @@ impl StorageConfig {
         match self {
             StorageConfig::Local { .. } => Duration::ZERO,
             StorageConfig::Aws(aws) => aws.revision_check,
+        }
+    }
+
+    /// How often the search index reads the store's change log: never for the local backend,
+    /// whose one process applies its own writes as they commit.
+    pub fn search_refresh(&self) -> Option<Duration> {
+        match self {
+            StorageConfig::Local { .. } => None,
+            StorageConfig::Aws(aws) => Some(aws.search_refresh),
         }
     }
 }
@@ -162,6 +182,9 @@ mod tests {
         assert_eq!(a.presign, Duration::from_secs(60));
         assert_eq!(a.s3_path_style, Some(true));
         assert_eq!(a.revision_check, Duration::from_millis(250));
+        assert_eq!(a.search_refresh, Duration::from_secs(1));
+        let a = aws(&[("REGISTRY_SEARCH_REFRESH_MS", "0")]).unwrap();
+        assert_eq!(a.search_refresh, Duration::ZERO);
         assert_eq!(
             StorageConfig::Aws(aws(&[("REGISTRY_REVISION_CHECK_MS", "0")]).unwrap())
                 .revision_check(),

@@ -30,9 +30,7 @@ pub async fn handle(
         MetadataRoute::AdvisoriesBulk | MetadataRoute::AuditsQuick => {
             Ok(json_response(StatusCode::OK, &json!({})))
         }
-        MetadataRoute::Search => Err(ApiError::NotImplemented(
-            "search is not supported by this registry yet".into(),
-        )),
+        MetadataRoute::Search => super::search::search(state, ctx).await,
         MetadataRoute::Packument { name } => packument(state, ctx, &name).await,
         MetadataRoute::VersionOrTag { name, spec } => {
             version_or_tag(state, ctx, &name, &spec).await

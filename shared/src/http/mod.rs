@@ -16,6 +16,7 @@ pub mod rendered;
 mod respond;
 pub mod route_table;
 pub mod routes;
+mod search;
 mod state;
 pub mod tarball;
 pub mod trust;

@@ -23,6 +23,9 @@ pub struct AppState {
     /// This instance's views of packages and facts of versions, for read routes: at most
     /// `REGISTRY_REVISION_CHECK_MS` old (`storage::views`).
     pub views: Arc<PackageViews>,
+    /// The search index over the metadata store, kept current by the writes made through
+    /// `metadata`.
+    pub search: Arc<crate::search::Searcher>,
     /// Tarball bytes.
     pub tarballs: Arc<dyn TarballStore>,
     /// Settings.

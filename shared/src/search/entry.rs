@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::tokenize::{self, cut};
-use crate::domain::{LiveVersion, PackageName, PackageRecord};
+use crate::domain::{LiveVersion, PackageName, PackageRecord, RepoRef};
 
 /// Descriptions are cut to this many bytes: a search result shows a line, not an essay.
 const DESCRIPTION_BYTES: usize = 512;
@@ -47,6 +47,13 @@ pub struct Links {
 pub struct SearchEntry {
     /// The package.
     pub name: PackageName,
+    /// The package revision this entry was made at: a change of an older revision arriving
+    /// later (another process's log) never replaces it.
+    #[serde(default)]
+    pub revision: u64,
+    /// The repository the package is bound to, if any (access to it decides who finds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<RepoRef>,
     /// The version shown: the `latest` tag's.
     pub version: Version,
     /// Its description (cut), or empty.
@@ -105,6 +112,8 @@ impl SearchEntry {
             .or_else(|| author.clone());
         SearchEntry {
             name: package.name.clone(),
+            revision: package.revision,
+            repository: package.repository.clone(),
             version: version.clone(),
             description,
             keywords: field("keywords").map(keywords).unwrap_or_default(),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::query::SearchQuery;
 use super::{SearchEntry, tokenize};
 use crate::domain::PackageName;
+use crate::storage::SearchChange;
 
 /// Where a word was found, as bits of a posting's mask.
 const NAME: u8 = 1;
@@ -60,10 +61,21 @@ pub struct SearchIndex {
     entries: HashMap<u32, Arc<SearchEntry>>,
     /// Lowercase name → package id.
     ids: HashMap<String, u32>,
-    /// Word → packages; sorted, so a prefix is a range.
+    /// Word → packages; sorted, so a prefix is a range. Postings of replaced or removed
+    /// packages stay until the next compaction (queries skip ids without an entry), so an
+    /// entry need not keep its README words to be taken out.
     words: BTreeMap<Box<str>, Postings>,
+    /// Packages replaced or removed since the last compaction.
+    dead: usize,
+    /// Lowercase name → the revision that removed the package: an older change of it arriving
+    /// later (another process's log, read again) must not bring it back.
+    removed: HashMap<String, u64>,
     next_id: u32,
 }
+
+/// Compaction runs once this many dead packages are in the postings, and more than a quarter of
+/// the live ones: a publish costs O(its words), and the index stays within ~1.25× its size.
+const COMPACT_AFTER: usize = 1024;
 
 impl SearchIndex {
     /// An empty index.
@@ -87,36 +99,126 @@ impl SearchIndex {
         self.entries.get(id).cloned()
     }
 
-    /// Indexes `entry`, in place of the package's previous one.
-    pub fn put(&mut self, entry: SearchEntry) {
-        self.remove(&entry.name);
+    /// Every indexed entry, the most recently changed first (the web page's package list).
+    pub fn newest_first(&self) -> Vec<Arc<SearchEntry>> {
+        let mut all: Vec<Arc<SearchEntry>> = self.entries.values().cloned().collect();
+        all.sort_by(|a, b| {
+            b.date
+                .cmp(&a.date)
+                .then_with(|| a.name.as_str().cmp(b.name.as_str()))
+        });
+        all
+    }
+
+    /// Applies a change from the store: a put or a removal, unless the index already holds a
+    /// newer revision of the package.
+    pub fn apply(&mut self, change: &SearchChange) {
+        match change {
+            SearchChange::Keep => {}
+            SearchChange::Put(entry) => self.put(SearchEntry::clone(entry)),
+            SearchChange::Remove { name, revision } => self.remove_at(name, *revision),
+        }
+    }
+
+    /// Indexes `entry`, in place of the package's previous one (unless that one is newer).
+    pub fn put(&mut self, mut entry: SearchEntry) {
+        let key = entry.name.as_str().to_lowercase();
+        if self.newer_than(&key, entry.revision) {
+            return;
+        }
+        self.removed.remove(&key);
+        self.drop_entry(&key);
         let id = self.next_id;
         self.next_id += 1;
         for (word, mask) in words_of(&entry) {
             self.words.entry(word.into()).or_default().push((id, mask));
         }
-        self.ids.insert(entry.name.as_str().to_lowercase(), id);
+        // Indexed now; the postings are all that is needed of them.
+        entry.readme_terms = Vec::new();
+        self.ids.insert(key, id);
         self.entries.insert(id, Arc::new(entry));
+        self.compact_if_due();
     }
 
-    /// Drops `name` from the index (unpublished or deleted).
+    /// Drops `name` from the index (unpublished or deleted), whatever its revision.
     pub fn remove(&mut self, name: &PackageName) {
-        let Some(id) = self.ids.remove(&name.as_str().to_lowercase()) else {
+        self.remove_at(name, 0);
+    }
+
+    /// Drops `name` as of package revision `revision`, unless the index holds a newer one.
+    fn remove_at(&mut self, name: &PackageName, revision: u64) {
+        let key = name.as_str().to_lowercase();
+        if revision > 0 && self.newer_than(&key, revision) {
             return;
-        };
-        let Some(entry) = self.entries.remove(&id) else {
-            return;
-        };
-        for (word, _) in words_of(&entry) {
-            if let Some(postings) = self.words.get_mut(word.as_str()) {
-                if let Ok(i) = postings.binary_search_by_key(&id, |(p, _)| *p) {
-                    postings.remove(i);
-                }
-                if postings.is_empty() {
-                    self.words.remove(word.as_str());
-                }
-            }
         }
+        self.drop_entry(&key);
+        if revision > 0 {
+            self.removed.insert(key, revision);
+        }
+        self.compact_if_due();
+    }
+
+    /// Whether the index holds `key` (or its removal) at a revision after `revision`.
+    fn newer_than(&self, key: &str, revision: u64) -> bool {
+        let held = self
+            .ids
+            .get(key)
+            .and_then(|id| self.entries.get(id))
+            .map(|e| e.revision)
+            .or_else(|| self.removed.get(key).copied());
+        held.is_some_and(|held| held > revision)
+    }
+
+    fn drop_entry(&mut self, key: &str) {
+        if let Some(id) = self.ids.remove(key) {
+            self.entries.remove(&id);
+            self.dead += 1;
+        }
+    }
+
+    fn compact_if_due(&mut self) {
+        if self.dead >= COMPACT_AFTER && self.dead > self.entries.len() / 4 {
+            self.compact();
+        }
+    }
+
+    /// Takes the postings of replaced and removed packages out.
+    fn compact(&mut self) {
+        let entries = &self.entries;
+        self.words.retain(|_, postings| {
+            postings.retain(|(id, _)| entries.contains_key(id));
+            postings.shrink_to_fit();
+            !postings.is_empty()
+        });
+        self.dead = 0;
+    }
+
+    /// An estimate of the heap the index holds, in bytes: what its tables and entries allocate
+    /// (allocator overhead aside), for the log and the benchmark.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        // A B-tree holds ~2/3-full nodes of 11 keys and values; count each slot half again.
+        let words: usize = self
+            .words
+            .iter()
+            .map(|(w, p)| {
+                (size_of::<Box<str>>() + size_of::<Postings>()) * 3 / 2
+                    + w.len()
+                    + p.capacity() * size_of::<(u32, u8)>()
+            })
+            .sum();
+        // Hash tables: a slot per entry at 7/8 load, plus a control byte.
+        let ids: usize = self
+            .ids
+            .keys()
+            .map(|k| (size_of::<(String, u32)>() + 1) * 8 / 7 + k.capacity())
+            .sum();
+        let entries: usize = self
+            .entries
+            .values()
+            .map(|e| (size_of::<(u32, Arc<SearchEntry>)>() + 1) * 8 / 7 + entry_heap_bytes(e))
+            .sum();
+        words + ids + entries
     }
 
     /// Every package matching `query`, best first (the caller filters by access, then pages).
@@ -241,7 +343,18 @@ fn passes(entry: &SearchEntry, query: &SearchQuery) -> bool {
             .iter()
             .any(|e| e.chars().flat_map(char::to_lowercase).eq(k.chars()))
     };
-    let person = |p: &super::Person, name: &str| p.username.eq_ignore_ascii_case(name);
+    // A person is named by their whole name, one word of it, or their address's local part
+    // (`author:ann` finds "Ann Example <ann@example.com>").
+    let person = |p: &super::Person, name: &str| {
+        p.username.eq_ignore_ascii_case(name)
+            || p.username
+                .split_whitespace()
+                .any(|w| w.eq_ignore_ascii_case(name))
+            || p.email
+                .as_deref()
+                .and_then(|e| e.split('@').next())
+                .is_some_and(|local| local.eq_ignore_ascii_case(name))
+    };
     (query.keywords_any.is_empty() || query.keywords_any.iter().any(has))
         && query.keywords_all.iter().all(has)
         && !query.keywords_none.iter().any(has)
@@ -261,6 +374,28 @@ fn passes(entry: &SearchEntry, query: &SearchQuery) -> bool {
         })
         && query.deprecated.is_none_or(|d| entry.deprecated == d)
         && query.unstable.is_none_or(|u| entry.unstable() == u)
+}
+
+/// What one entry allocates: its own block and its strings.
+fn entry_heap_bytes(e: &SearchEntry) -> usize {
+    let person =
+        |p: &super::Person| p.username.capacity() + p.email.as_ref().map_or(0, String::capacity);
+    let option = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
+    std::mem::size_of::<SearchEntry>()
+        + 16
+        + e.name.as_str().len()
+        + e.description.capacity()
+        + e.keywords.iter().map(|k| k.capacity() + 24).sum::<usize>()
+        + e.author.as_ref().map_or(0, person)
+        + e.publisher.as_ref().map_or(0, person)
+        + e.maintainers
+            .iter()
+            .map(|p| person(p) + std::mem::size_of::<super::Person>())
+            .sum::<usize>()
+        + option(&e.links.homepage)
+        + option(&e.links.repository)
+        + option(&e.links.bugs)
+        + option(&e.license)
 }
 
 /// Each distinct word of `entry` with the fields it is in.
@@ -419,11 +554,58 @@ mod tests {
         assert_eq!(names(&index, "beta"), ["@a/x"]);
         index.remove(&PackageName::parse("@a/x").unwrap());
         assert!(index.is_empty());
+        assert!(names(&index, "beta").is_empty());
+        index.compact();
         assert!(
             index.words.is_empty(),
             "{:?}",
             index.words.keys().collect::<Vec<_>>()
         );
+    }
+
+    fn at(revision: u64, description: &str) -> SearchEntry {
+        let mut e = test_entry("@a/x", "1.0.0", json!({ "description": description }), None);
+        e.revision = revision;
+        e
+    }
+
+    #[test]
+    fn an_older_revision_arriving_late_never_replaces_a_newer_one() {
+        let name = PackageName::parse("@a/x").unwrap();
+        let mut index = index(vec![at(3, "three")]);
+        index.apply(&SearchChange::Put(Box::new(at(2, "two"))));
+        assert_eq!(names(&index, "three"), ["@a/x"]);
+        index.apply(&SearchChange::Remove {
+            name: name.clone(),
+            revision: 4,
+        });
+        index.apply(&SearchChange::Put(Box::new(at(3, "three"))));
+        assert!(index.is_empty(), "a removal at 4 outlives the entry of 3");
+        index.apply(&SearchChange::Put(Box::new(at(5, "five"))));
+        assert_eq!(names(&index, "five"), ["@a/x"]);
+    }
+
+    #[test]
+    fn replaced_entries_are_compacted_away_and_keep_no_readme_words() {
+        let mut index = SearchIndex::new();
+        for revision in 1..=3_000u64 {
+            let mut e = test_entry(
+                &format!("@a/p{}", revision % 100),
+                "1.0.0",
+                json!({ "description": format!("word{revision}") }),
+                Some("a readme about gadgets"),
+            );
+            e.revision = revision;
+            index.put(e);
+        }
+        assert_eq!(index.len(), 100);
+        assert!(index.dead <= 1024, "{} dead", index.dead);
+        let postings: usize = index.words.values().map(Vec::len).sum();
+        // A few words each (name, description, README): live entries and at most 1,024 dead.
+        assert!(postings <= 8 * (100 + 1024), "{postings} postings");
+        assert!(index.entries.values().all(|e| e.readme_terms.is_empty()));
+        assert_eq!(names(&index, "gadgets").len(), 100);
+        assert!(index.heap_bytes() > 0);
     }
 
     #[test]

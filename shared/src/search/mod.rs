@@ -9,9 +9,11 @@ mod entry;
 mod index;
 mod query;
 mod response;
+mod searcher;
 mod tokenize;
 
 pub use entry::{Links, Person, SearchEntry};
 pub use index::{Hit, SearchIndex};
 pub use query::{MAX_FROM, MAX_SIZE, SearchQuery};
 pub use response::search_response;
+pub use searcher::Searcher;

@@ -139,6 +139,36 @@ pub struct PackageWrite {
     pub readme: Option<String>,
     /// Changes to existing versions.
     pub changes: Vec<VersionChange>,
+    /// What this write makes of the package's search entry, stored with it (so an index built
+    /// from the store is never behind a package, nor ahead of one).
+    pub search: SearchChange,
+}
+
+/// A package's search entry after a write.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum SearchChange {
+    /// Leave the stored entry as it is (writes made without the write path: tests, imports).
+    Keep,
+    /// The package's entry is now this one.
+    Put(Box<crate::search::SearchEntry>),
+    /// The package has no entry (unpublished, or no live `latest`).
+    Remove {
+        /// The package.
+        name: PackageName,
+        /// The package revision that removed it (older changes arriving later lose to it).
+        revision: u64,
+    },
+}
+
+/// What the store holds for building a search index: every entry, and where the log of later
+/// changes (`MetadataStore::search_changes`) should be read from.
+#[derive(Debug, Default)]
+pub struct SearchLoad {
+    /// Every package's entry.
+    pub entries: Vec<crate::search::SearchEntry>,
+    /// Where the change log stood when the entries were read (`None`: the store keeps none).
+    pub watermark: Option<String>,
 }
 
 /// Package metadata: a small record per package and one record per version.
@@ -197,6 +227,19 @@ pub trait MetadataStore: Send + Sync {
     }
     /// Applies a write atomically, or nothing of it.
     async fn write(&self, write: PackageWrite) -> Result<(), StoreError>;
+    /// Every package's search entry. A store that keeps none answers none.
+    async fn search_entries(&self) -> Result<SearchLoad, StoreError> {
+        Ok(SearchLoad::default())
+    }
+    /// Search changes committed since `watermark` (by any process; a change may come again, and
+    /// the index keeps the newest revision), and the new watermark. A store whose one process
+    /// applies its own writes to its index (the embedded one) answers none.
+    async fn search_changes(
+        &self,
+        watermark: Option<&str>,
+    ) -> Result<(Vec<SearchChange>, Option<String>), StoreError> {
+        Ok((Vec::new(), watermark.map(str::to_string)))
+    }
     /// Whether the storage can take writes now (the readiness check). A backend that cannot
     /// tell answers ok.
     async fn health(&self) -> StorageHealth {

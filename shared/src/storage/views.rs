@@ -106,6 +106,8 @@ pub struct PackageViews {
     interval: Duration,
     views: Mutex<LruCache<PackageName, Arc<Slot>>>,
     facts: Mutex<LruCache<(PackageName, Version), (u64, VersionFact)>>,
+    /// The search index kept current with the writes made here, if any.
+    search: Option<Arc<crate::search::Searcher>>,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -121,7 +123,15 @@ impl PackageViews {
             interval,
             views: Mutex::new(LruCache::new(MAX_VIEWS)),
             facts: Mutex::new(LruCache::new(MAX_FACTS)),
+            search: None,
         }
+    }
+
+    /// Keeps `searcher` current with every write made through these views.
+    #[must_use]
+    pub fn indexing(mut self, searcher: Arc<crate::search::Searcher>) -> Self {
+        self.search = Some(searcher);
+        self
     }
 
     /// Whether views are kept (T > 0).
@@ -398,12 +408,27 @@ impl MetadataStore for PackageViews {
 
     async fn write(&self, write: PackageWrite) -> Result<(), StoreError> {
         let committed = self.keeps_views().then(|| write.package.clone());
+        let search = self.search.as_ref().map(|s| (s, write.search.clone()));
         let at = Instant::now();
         self.inner.write(write).await?;
         if let Some(record) = committed {
             self.observe(&record, at);
         }
+        if let Some((searcher, change)) = search {
+            searcher.committed(&change);
+        }
         Ok(())
+    }
+
+    async fn search_entries(&self) -> Result<crate::storage::SearchLoad, StoreError> {
+        self.inner.search_entries().await
+    }
+
+    async fn search_changes(
+        &self,
+        watermark: Option<&str>,
+    ) -> Result<(Vec<crate::storage::SearchChange>, Option<String>), StoreError> {
+        self.inner.search_changes(watermark).await
     }
 
     async fn health(&self) -> StorageHealth {

@@ -12,9 +12,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use semver::Version;
 
-use crate::domain::{PackageName, PackageRecord, TarballKey, VersionRecord};
+use crate::domain::{DistTag, PackageName, PackageRecord, TarballKey, VersionRecord, VersionState};
+use crate::search::SearchEntry;
 use crate::storage::{
-    CreateMode, MetadataStore, PackageWrite, StoreError, TarballStore, VersionChange,
+    CreateMode, MetadataStore, PackageWrite, SearchChange, StoreError, TarballStore, VersionChange,
 };
 
 /// How many times a write is tried before a lasting conflict is reported. Writes are conditional
@@ -129,8 +130,69 @@ impl Draft {
             create: self.create,
             readme: self.readme,
             changes: self.changes,
+            search: SearchChange::Keep,
         }
     }
+}
+
+/// What `write` makes of the package's search entry: the `latest` version as it is after the
+/// write, read from the store unless the write creates it. The read is safe inside the attempt:
+/// versions change only with the package's revision, on which the write is conditioned.
+async fn search_change(
+    metadata: &dyn MetadataStore,
+    write: &PackageWrite,
+) -> Result<SearchChange, StoreError> {
+    let record = &write.package;
+    let remove = SearchChange::Remove {
+        name: record.name.clone(),
+        revision: record.revision,
+    };
+    if record.unpublished.is_some() {
+        return Ok(remove);
+    }
+    let Some(latest) = record.dist_tags.get(&DistTag::latest()) else {
+        return Ok(remove);
+    };
+    let created = write
+        .create
+        .as_ref()
+        .map(|(version, _)| version)
+        .filter(|version| version.version == *latest);
+    let stored;
+    let version = match created {
+        Some(version) => version,
+        None => match metadata.version(&record.name, latest).await? {
+            Some(version) => {
+                stored = version;
+                &stored
+            }
+            None => return Ok(remove),
+        },
+    };
+    let VersionState::Live(live) = &version.state else {
+        return Ok(remove);
+    };
+    let mut live = std::borrow::Cow::Borrowed(&**live);
+    for change in &write.changes {
+        match change {
+            VersionChange::Unpublish(v, _) if v == latest => return Ok(remove),
+            VersionChange::Deprecate(v, message) if v == latest => {
+                live.to_mut().deprecated.clone_from(message);
+            }
+            _ => {}
+        }
+    }
+    let readme = match created {
+        Some(_) => write.readme.clone(),
+        None => metadata.readme(&record.name, latest).await?,
+    };
+    Ok(SearchChange::Put(Box::new(SearchEntry::of(
+        record,
+        latest,
+        version.published,
+        &live,
+        readme.as_deref(),
+    ))))
 }
 
 /// What one attempt decided, and what the write answers once it is done.
@@ -182,12 +244,20 @@ impl<'a> PackageWriter<'a> {
         for n in 0..ATTEMPTS {
             let outcome = match attempt().await {
                 Ok(Decision::Keep(answer)) => return Ok(answer),
-                Ok(Decision::Write(draft, answer)) => self
-                    .metadata
-                    .write(draft.into_write())
-                    .await
-                    .map(|()| answer)
-                    .map_err(WriteError::Store),
+                Ok(Decision::Write(draft, answer)) => {
+                    let mut write = draft.into_write();
+                    match search_change(self.metadata, &write).await {
+                        Ok(change) => {
+                            write.search = change;
+                            self.metadata
+                                .write(write)
+                                .await
+                                .map(|()| answer)
+                                .map_err(WriteError::Store)
+                        }
+                        Err(e) => Err(WriteError::Store(e)),
+                    }
+                }
                 Err(e) => Err(e),
             };
             match outcome {
@@ -216,7 +286,6 @@ impl<'a> PackageWriter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::VersionState;
 
     fn draft(epoch: u64) -> Draft {
         let name = PackageName::parse("@acme/epoch").unwrap();

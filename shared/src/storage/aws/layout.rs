@@ -11,6 +11,11 @@
 //! - `pk = "~audit/day/<YYYY-MM-DD>"` and `"~audit/package/<name>"`, `sk` = the event's order
 //!   key: the audit log (`event` JSON, `ttl`).
 //!
+//! - `pk = "~search/entry/<NN>"` (NN = 00..15, by a hash of the name), `sk = <package>`: the
+//!   package's search entry (`entry` JSON), written with the package record.
+//! - `pk = "~search/log"`, `sk = "<RFC 3339 µs>#<package>#<revision>"`: each write's search change
+//!   (`change` JSON, `ttl` a week on), for other instances' indexes to follow.
+//!
 //! No package name starts with `~`, so the partitions never meet.
 //!
 //! Bucket: `tarballs/<name>/<version>-<sha512 prefix>.tgz`, `readmes/<name>/<version>.md` (every
@@ -49,6 +54,10 @@ pub mod attr {
     pub(crate) const VALUE: &str = "value";
     /// An audit event, JSON.
     pub(crate) const EVENT: &str = "event";
+    /// A package's search entry, JSON.
+    pub(crate) const ENTRY: &str = "entry";
+    /// A search change of the log, JSON.
+    pub(crate) const CHANGE: &str = "change";
     /// Expiry in Unix seconds: DynamoDB's TTL attribute (the table's `TimeToLiveSpecification`).
     pub const TTL: &str = "ttl";
 }
@@ -71,6 +80,25 @@ const RESERVED_PK_PREFIX: &str = "~";
 pub(crate) const AUDIT_DAY_PREFIX: &str = "~audit/day/";
 /// Prefix of the audit log's package partitions.
 const AUDIT_PACKAGE_PREFIX: &str = "~audit/package/";
+/// Prefix of the search entries' partitions.
+const SEARCH_ENTRY_PREFIX: &str = "~search/entry/";
+/// The search change log's partition.
+const SEARCH_LOG_PK: &str = "~search/log";
+/// Partitions the search entries are spread over: each is read by its own paginated `Query`
+/// when an instance loads its index, side by side.
+pub(crate) const SEARCH_SHARDS: u8 = 16;
+
+/// The search-entry partition of `name`: a stable hash of it (FNV-1a), so every instance and
+/// release puts a package in the same one.
+pub(crate) fn search_shard(name: &PackageName) -> u8 {
+    let hash = name
+        .as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    u8::try_from(hash % u64::from(SEARCH_SHARDS)).unwrap_or(0)
+}
 
 /// A partition of the table: the value of `pk`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +111,10 @@ pub enum Partition<'a> {
     AuditDay(NaiveDate),
     /// A package's audit events.
     AuditPackage(&'a PackageName),
+    /// One of the `SEARCH_SHARDS` partitions of search entries.
+    SearchEntries(u8),
+    /// The search change log.
+    SearchLog,
 }
 
 impl Partition<'_> {
@@ -93,6 +125,8 @@ impl Partition<'_> {
             Partition::Kv(namespace) => format!("{RESERVED_PK_PREFIX}{namespace}"),
             Partition::AuditDay(day) => format!("{AUDIT_DAY_PREFIX}{}", day.format("%Y-%m-%d")),
             Partition::AuditPackage(name) => format!("{AUDIT_PACKAGE_PREFIX}{name}"),
+            Partition::SearchEntries(shard) => format!("{SEARCH_ENTRY_PREFIX}{shard:02}"),
+            Partition::SearchLog => SEARCH_LOG_PK.to_string(),
         }
     }
 }
@@ -118,6 +152,10 @@ pub(crate) enum ItemKey<'a> {
         /// The event's order key.
         order: &'a str,
     },
+    /// A package's search entry.
+    SearchEntry(&'a PackageName),
+    /// One change of the search log, by its order key.
+    SearchLog(&'a str),
 }
 
 impl ItemKey<'_> {
@@ -127,6 +165,8 @@ impl ItemKey<'_> {
             ItemKey::Package(name) | ItemKey::Version(name, _) => Partition::Package(name).pk(),
             ItemKey::Kv { namespace, .. } => Partition::Kv(namespace).pk(),
             ItemKey::Audit { partition, .. } => partition.pk(),
+            ItemKey::SearchEntry(name) => Partition::SearchEntries(search_shard(name)).pk(),
+            ItemKey::SearchLog(_) => Partition::SearchLog.pk(),
         }
     }
 
@@ -137,6 +177,8 @@ impl ItemKey<'_> {
             ItemKey::Version(_, version) => format!("{VERSION_SK_PREFIX}{version}"),
             ItemKey::Kv { id, .. } => (*id).to_string(),
             ItemKey::Audit { order, .. } => (*order).to_string(),
+            ItemKey::SearchEntry(name) => name.to_string(),
+            ItemKey::SearchLog(order) => (*order).to_string(),
         }
     }
 
@@ -264,6 +306,12 @@ mod tests {
                 },
                 "~audit/package/@acme/a",
                 "o",
+            ),
+            (ItemKey::SearchEntry(&pkg), "~search/entry/13", "@acme/a"),
+            (
+                ItemKey::SearchLog("t#@acme/a#2"),
+                "~search/log",
+                "t#@acme/a#2",
             ),
         ];
         for (key, pk, sk) in cases {

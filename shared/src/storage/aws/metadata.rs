@@ -92,6 +92,17 @@ impl MetadataStore for AwsStorage {
         out.item.as_ref().map(decode_version).transpose()
     }
 
+    async fn search_entries(&self) -> Result<crate::storage::SearchLoad, StoreError> {
+        self.load_search().await
+    }
+
+    async fn search_changes(
+        &self,
+        watermark: Option<&str>,
+    ) -> Result<(Vec<crate::storage::SearchChange>, Option<String>), StoreError> {
+        self.search_log(watermark).await
+    }
+
     async fn readme(
         &self,
         name: &PackageName,
@@ -140,12 +151,17 @@ impl MetadataStore for AwsStorage {
             }
             version_item = Some(encode_version(name, record)?);
         }
-        for transaction in transactions {
-            let items = transaction
+        let count = transactions.len();
+        for (i, transaction) in transactions.into_iter().enumerate() {
+            let mut items: Vec<_> = transaction
                 .ops
                 .iter()
                 .map(|op| self.transact_item(name, op, version_item.as_ref()))
                 .collect::<Result<_, _>>()?;
+            if i + 1 == count {
+                // After the package record: the plan's cancellation reasons index its own ops.
+                items.extend(self.search_items(&write.search)?);
+            }
             let reasons = match self.transact(items).await {
                 Ok(()) => continue,
                 Err(TransactFailure::Store(e)) => return Err(e),

@@ -30,6 +30,7 @@ mod objects;
 mod plan;
 mod resources;
 mod sdk;
+mod search;
 mod snapshots;
 mod tarballs;
 mod transact;

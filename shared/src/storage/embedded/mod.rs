@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use semver::Version;
 
 use super::{
@@ -43,9 +43,12 @@ const READMES: TableDefinition<(&str, &str), &str> = TableDefinition::new("readm
 // table: never read, and harmless.
 /// Facts about the file itself: `layout` → the layout version of the tables.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// The layout this code writes: 2 = READMEs in their own table (1, implicit: inside the version
-/// records).
-const LAYOUT: u64 = 2;
+/// The layout this code writes: 3 = a search entry per package; 2 = READMEs in their own table
+/// (1, implicit: inside the version records).
+const LAYOUT: u64 = 3;
+
+/// Package name → its search entry (JSON), written with the package by the one write path.
+const SEARCH: TableDefinition<&str, &[u8]> = TableDefinition::new("search");
 
 /// (namespace, id) → JSON `{value, expires}` for the key-value store.
 const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
@@ -224,6 +227,7 @@ fn create_tables(db: &Db) -> Result<(), StoreError> {
             VERSIONS.name(),
             KV.name(),
             READMES.name(),
+            SEARCH.name(),
             META.name(),
         ]
         .iter()
@@ -242,6 +246,7 @@ fn create_tables(db: &Db) -> Result<(), StoreError> {
         txn.open_table(PACKAGES)?;
         txn.open_table(KV)?;
         move_readmes_apart(&txn)?;
+        index_for_search(&txn)?;
         txn.open_table(META)?.insert("layout", LAYOUT)?;
         txn.commit()?;
         Ok(())
@@ -286,6 +291,56 @@ fn move_readmes_apart(txn: &redb::WriteTransaction) -> Result<(), db::Failure> {
     }
     if count > 0 {
         tracing::info!(versions = count, "moved READMEs out of version records");
+    }
+    Ok(())
+}
+
+/// Layout 2 → 3: makes every package's search entry, as the write path would have. Runs once,
+/// when a file of an older release is first opened (and on a new file, which has nothing).
+fn index_for_search(txn: &redb::WriteTransaction) -> Result<(), db::Failure> {
+    let packages = txn.open_table(PACKAGES)?;
+    let versions = txn.open_table(VERSIONS)?;
+    let readmes = txn.open_table(READMES)?;
+    let mut search = txn.open_table(SEARCH)?;
+    if !search.is_empty()? {
+        return Ok(());
+    }
+    let mut made = 0usize;
+    for row in packages.iter()? {
+        let (_, value) = row?;
+        let package: PackageRecord = decode(value.value())?;
+        if package.unpublished.is_some() {
+            continue;
+        }
+        let Some(latest) = package.dist_tags.get(&crate::domain::DistTag::latest()) else {
+            continue;
+        };
+        let key = (package.name.as_str(), latest.to_string());
+        let Some(record) = versions.get((key.0, key.1.as_str()))? else {
+            continue;
+        };
+        let record: VersionRecord = decode(record.value())?;
+        let crate::domain::VersionState::Live(live) = &record.state else {
+            continue;
+        };
+        let readme = readmes
+            .get((key.0, key.1.as_str()))?
+            .map(|r| r.value().to_string());
+        let entry = crate::search::SearchEntry::of(
+            &package,
+            latest,
+            record.published,
+            live,
+            readme.as_deref(),
+        );
+        search.insert(package.name.as_str(), encode(&entry)?.as_slice())?;
+        made += 1;
+    }
+    if made > 0 {
+        tracing::info!(
+            packages = made,
+            "made the search entries of stored packages"
+        );
     }
     Ok(())
 }
@@ -453,6 +508,28 @@ impl MetadataStore for EmbeddedMetadata {
             })
         })
         .await
+    }
+
+    async fn search_entries(&self) -> Result<super::SearchLoad, StoreError> {
+        let entries = self
+            .blocking(|db| {
+                db.read(|database| {
+                    let txn = database.begin_read()?;
+                    let table = txn.open_table(SEARCH)?;
+                    let mut entries =
+                        Vec::with_capacity(usize::try_from(table.len()?).unwrap_or(0));
+                    for row in table.iter()? {
+                        let (_, value) = row?;
+                        entries.push(decode::<crate::search::SearchEntry>(value.value())?);
+                    }
+                    Ok(entries)
+                })
+            })
+            .await?;
+        Ok(super::SearchLoad {
+            entries,
+            watermark: None,
+        })
     }
 
     async fn write(&self, write: PackageWrite) -> Result<(), StoreError> {

@@ -44,6 +44,7 @@ pub(super) fn create(name: &PackageName, version: &str, expected: Option<u64>) -
         create: Some((record(name, version), CreateMode::CreateOnly)),
         readme: Some(format!("readme of {version}")),
         changes: Vec::new(),
+        search: crate::storage::SearchChange::Keep,
     }
 }
 
@@ -348,6 +349,9 @@ async fn a_file_of_the_older_layout_gets_its_readmes_moved_apart_once() {
     {
         let mut package = PackageRecord::new(name.clone(), Utc::now());
         package.revision = 1;
+        package
+            .dist_tags
+            .insert(crate::domain::DistTag::latest(), Version::new(1, 0, 0));
         let mut old = serde_json::to_value(record(&name, "1.0.0")).unwrap();
         old["state"]["readme"] = serde_json::json!("# the old README");
         let mut bare = serde_json::to_value(record(&name, "1.0.1")).unwrap();
@@ -392,6 +396,12 @@ async fn a_file_of_the_older_layout_gets_its_readmes_moved_apart_once() {
         })
         .unwrap();
     assert_eq!(layout, Some(LAYOUT));
+    // Layout 3: the search entry of each package, made from its latest version and README.
+    let entries = meta.search_entries().await.unwrap().entries;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].name, name);
+    assert_eq!(entries[0].version, Version::new(1, 0, 0));
+    assert!(entries[0].readme_terms.contains(&"readme".to_string()), "{:?}", entries[0]);
 }
 
 #[test]

@@ -27,7 +27,7 @@ use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::db::{Db, Failure, begin_write};
-use super::{KV, PACKAGES, READMES, VERSIONS, decode, encode, internal};
+use super::{KV, PACKAGES, READMES, SEARCH, VERSIONS, decode, encode, internal};
 use crate::domain::{PackageRecord, VersionRecord, VersionState};
 use crate::storage::{CreateMode, PackageWrite, StoreError, VersionChange};
 
@@ -503,6 +503,22 @@ fn apply_package(txn: &WriteTransaction, write: &PackageWrite) -> Result<(), App
         if let VersionChange::Unpublish(version, _) = change {
             readmes
                 .remove((name, version.to_string().as_str()))
+                .map_err(broken)?;
+        }
+    }
+    match &write.search {
+        crate::storage::SearchChange::Keep => {}
+        crate::storage::SearchChange::Put(entry) => {
+            let entry = encode(entry.as_ref()).map_err(broken)?;
+            txn.open_table(SEARCH)
+                .map_err(broken)?
+                .insert(name, entry.as_slice())
+                .map_err(broken)?;
+        }
+        crate::storage::SearchChange::Remove { .. } => {
+            txn.open_table(SEARCH)
+                .map_err(broken)?
+                .remove(name)
                 .map_err(broken)?;
         }
     }

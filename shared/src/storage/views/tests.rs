@@ -228,6 +228,7 @@ async fn a_lagging_replica_never_moves_a_view_backwards_and_a_strong_check_catch
             create: None,
             readme: None,
             changes: Vec::new(),
+            search: crate::storage::SearchChange::Keep,
         },
     )
     .await

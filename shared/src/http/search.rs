@@ -1,0 +1,154 @@
+//! `GET /-/v1/search` (metadata group): the index's ranked hits, cut to what the caller may
+//! read before they are counted or paged, so a search never shows (or counts) a package the
+//! caller could not read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
+use super::{ApiError, AppState, RequestContext, json_response};
+use crate::auth::{Action, AuthError, Authorizer, Identity};
+use crate::domain::RepoRef;
+use crate::search::{Hit, SearchQuery, search_response};
+
+/// GitHub checks of distinct repositories run at most this many at a time.
+const CHECKS_AT_ONCE: usize = 8;
+
+/// Answers a search.
+pub(crate) async fn search(state: &AppState, ctx: &RequestContext) -> Result<Response, ApiError> {
+    let query = parse(&ctx.path_and_query)?;
+    if let Some(github) = state.auth.github()
+        && matches!(ctx.caller.identity, Identity::Anonymous)
+        && !github.public_read()
+    {
+        return Err(ApiError::Unauthorized(
+            "authentication required to search this registry: put a GitHub token in .npmrc (//registry/:_authToken=...) or run npm login".into(),
+        ));
+    }
+    let hits = state
+        .search
+        .with_index(state.metadata.as_ref(), |index| index.query(&query))
+        .await?;
+    let readable = readable(state, ctx, hits).await?;
+    let total = readable.len();
+    let page: Vec<Hit> = readable
+        .into_iter()
+        .skip(query.from)
+        .take(query.size)
+        .collect();
+    let body = search_response(&page, total, &ctx.base_url, chrono::Utc::now());
+    let mut response = json_response(StatusCode::OK, &body);
+    // Per caller and changing with every publish: never kept by a cache on the way.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// The text, size and from of the query string, form-decoded as npm sends them.
+fn parse(path_and_query: &str) -> Result<SearchQuery, ApiError> {
+    let query = path_and_query
+        .split_once('?')
+        .map_or("", |(_, query)| query);
+    let mut text = String::new();
+    let (mut size, mut from) = (None, None);
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "text" => text = value.into_owned(),
+            "size" => size = Some(value.into_owned()),
+            "from" => from = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    SearchQuery::parse(&text, size.as_deref(), from.as_deref()).map_err(ApiError::BadRequest)
+}
+
+/// The hits the caller may read, in rank order. In GitHub mode each distinct repository among
+/// them is decided once (through the authoriser's cache, as reads are); a repository GitHub
+/// cannot be asked about fails the search rather than shrink it.
+async fn readable(
+    state: &AppState,
+    ctx: &RequestContext,
+    hits: Vec<Hit>,
+) -> Result<Vec<Hit>, ApiError> {
+    if matches!(state.auth, Authorizer::Open) || hits.is_empty() {
+        return Ok(hits);
+    }
+    let repo_of = |hit: &Hit| {
+        hit.entry.repository.clone().or_else(|| {
+            RepoRef::new(
+                hit.entry.name.scope().unwrap_or(""),
+                hit.entry.name.base_name(),
+            )
+        })
+    };
+    // One package per distinct repository stands for it in the check.
+    let mut distinct: HashMap<String, (RepoRef, Arc<crate::search::SearchEntry>)> = HashMap::new();
+    for hit in &hits {
+        if let Some(repo) = repo_of(hit) {
+            distinct
+                .entry(repo.to_string().to_ascii_lowercase())
+                .or_insert_with(|| (repo, hit.entry.clone()));
+        }
+    }
+    let mut allowed: HashMap<String, bool> = HashMap::with_capacity(distinct.len());
+    let mut pending = distinct.into_iter();
+    let mut running = FuturesUnordered::new();
+    loop {
+        while running.len() < CHECKS_AT_ONCE {
+            let Some((key, (repo, entry))) = pending.next() else {
+                break;
+            };
+            running.push(async move {
+                let decision = state
+                    .auth
+                    .check(&ctx.caller, &entry.name, &repo, Action::Read)
+                    .await;
+                (key, decision)
+            });
+        }
+        let Some((key, decision)) = running.next().await else {
+            break;
+        };
+        let readable = match decision {
+            Ok(_) => true,
+            Err(AuthError::Unavailable(message)) => return Err(ApiError::Unavailable(message)),
+            Err(AuthError::Hidden | AuthError::Forbidden(_) | AuthError::Unauthenticated(_)) => {
+                false
+            }
+        };
+        allowed.insert(key, readable);
+    }
+    Ok(hits
+        .into_iter()
+        .filter(|hit| {
+            repo_of(hit).is_some_and(|repo| {
+                allowed
+                    .get(&repo.to_string().to_ascii_lowercase())
+                    .copied()
+                    .unwrap_or(false)
+            })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_string_is_form_decoded() {
+        let q = parse("/-/v1/search?text=keywords:a%2Cb+widget&size=5&from=10").unwrap();
+        assert_eq!(q.terms, ["widget"]);
+        assert_eq!(q.keywords_any, ["a", "b"]);
+        assert_eq!((q.size, q.from), (5, 10));
+        let q = parse("/-/v1/search?text=%40acme%2Fwidget").unwrap();
+        assert_eq!(q.text, "@acme/widget");
+        assert!(parse("/-/v1/search?text=x&size=ten").is_err());
+        assert_eq!(parse("/-/v1/search").unwrap().size, 20);
+    }
+}
