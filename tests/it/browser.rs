@@ -1,17 +1,20 @@
 //! The WebDriver client (tests/support/webdriver.rs) drives a real headless Chromium: each
 //! test serves a tiny page from an in-test server on loopback and checks what the browser did
 //! with it (navigation, forms, scripts on and off, dark mode, the clipboard, screenshots, a
-//! Content-Security-Policy, cookies, the console).
+//! Content-Security-Policy, cookies, the console), and a sign-in through the fake GitHub's
+//! OAuth web flow the way a web app does it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::Query;
-use axum::http::header;
-use axum::response::{Html, IntoResponse};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use e2e::fake_github::{Consent, FakeGithub, form_encode};
 use e2e::webdriver::{Browser, ColorScheme, ENTER, Options};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// A page in the minimal HTML every page here shares.
 fn page(title: &str, head: &str, body: &str) -> Html<String> {
@@ -356,6 +359,17 @@ async fn copy_button_writes_the_browsers_clipboard() {
     let site = site().await;
     let b = Browser::start().await;
     b.goto(&format!("{site}/copy")).await.unwrap();
+    // Reading needs `clipboard-read` (clipboard_text grants it); writing after a click does not.
+    b.set_permission("clipboard-read", false).await.unwrap();
+    let denied = b
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             navigator.clipboard.readText().then(() => done('read'), (e) => done(e.name));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(denied, json!("NotAllowedError"));
     b.find("#copy").await.unwrap().click().await.unwrap();
     b.wait_for_text("#copy", "Copied").await.unwrap();
     assert_eq!(
@@ -370,23 +384,6 @@ async fn copy_button_writes_the_browsers_clipboard() {
         b.clipboard_text().await.unwrap(),
         "npm install @acme/widgets"
     );
-}
-
-#[tokio::test]
-async fn clipboard_reads_need_the_permission() {
-    let site = site().await;
-    let b = Browser::start().await;
-    b.goto(&format!("{site}/copy")).await.unwrap();
-    b.set_permission("clipboard-read", false).await.unwrap();
-    let denied = b
-        .execute_async(
-            "const done = arguments[arguments.length - 1];
-             navigator.clipboard.readText().then(() => done('read'), (e) => done(e.name));",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(denied, json!("NotAllowedError"));
 }
 
 /// The width and height in a PNG's IHDR chunk.
@@ -471,4 +468,175 @@ async fn cookies_and_console_are_readable() {
     assert!(has("SEVERE", "javascript", "notDefinedAnywhere"), "{log:?}");
     // Drained.
     assert!(b.console_log().await.unwrap().is_empty());
+}
+
+/// A web app that signs people in with GitHub, as the registry's pages will: `/login` sets a
+/// state cookie and redirects to GitHub; `/callback` checks the state, exchanges the code and
+/// asks `GET /user` who signed in.
+struct SignInApp {
+    github: String,
+    url: String,
+}
+
+const APP_CLIENT_ID: &str = "Ov23liTestClient";
+const APP_CLIENT_SECRET: &str = "test-client-secret";
+
+async fn sign_in_app(github: &FakeGithub) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    github.add_oauth_app(APP_CLIENT_ID, APP_CLIENT_SECRET, &format!("{url}/callback"));
+    let app = Arc::new(SignInApp {
+        github: github.web_url().to_string(),
+        url: url.clone(),
+    });
+    let router = Router::new()
+        .route("/login", get(app_login))
+        .route("/callback", get(app_callback))
+        .with_state(app);
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    url
+}
+
+async fn app_login(State(app): State<Arc<SignInApp>>) -> Response {
+    let state = hex::encode(rand::random::<[u8; 16]>());
+    let location = format!(
+        "{}/login/oauth/authorize?{}",
+        app.github,
+        form_encode(&[
+            ("client_id", APP_CLIENT_ID),
+            ("redirect_uri", &format!("{}/callback", app.url)),
+            ("scope", "repo"),
+            ("state", &state),
+        ])
+    );
+    (
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, location),
+            (
+                header::SET_COOKIE,
+                format!("oauth_state={state}; Path=/; HttpOnly; SameSite=Lax"),
+            ),
+        ],
+    )
+        .into_response()
+}
+
+async fn app_callback(
+    State(app): State<Arc<SignInApp>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Html<String> {
+    let cookie_state = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split("; ").find_map(|kv| kv.strip_prefix("oauth_state=")))
+        .unwrap_or_default()
+        .to_string();
+    let said = |text: &str| {
+        page(
+            "Signed in?",
+            "",
+            &format!("<h1 id=who>{}</h1>", escape(text)),
+        )
+    };
+    if q.get("state") != Some(&cookie_state) {
+        return said("Not signed in: bad state");
+    }
+    if let Some(error) = q.get("error") {
+        return said(&format!("Not signed in: {error}"));
+    }
+    let http = e2e::http();
+    let answer: Value = http
+        .post(format!("{}/login/oauth/access_token", app.github))
+        .header("accept", "application/json")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_encode(&[
+            ("client_id", APP_CLIENT_ID),
+            ("client_secret", APP_CLIENT_SECRET),
+            (
+                "code",
+                q.get("code").map(String::as_str).unwrap_or_default(),
+            ),
+            ("redirect_uri", &format!("{}/callback", app.url)),
+        ]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Errors come with HTTP 200: look for `error` first.
+    if let Some(error) = answer["error"].as_str() {
+        return said(&format!("Not signed in: {error}"));
+    }
+    let token = answer["access_token"].as_str().unwrap();
+    let user: Value = http
+        .get(format!("{}/user", app.github))
+        .bearer_auth(token)
+        .header("accept", "application/vnd.github+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    said(&format!(
+        "Signed in as {} with {}",
+        user["login"].as_str().unwrap(),
+        answer["scope"].as_str().unwrap()
+    ))
+}
+
+#[tokio::test]
+async fn signs_in_through_the_fake_githubs_oauth_flow() {
+    let github = FakeGithub::start().await;
+    github.add_user("alice", "alice-pat");
+    let app = sign_in_app(&github).await;
+    let b = Browser::start().await;
+
+    // alice is signed in to GitHub in "the browser" and approves: back at the app, signed in.
+    github.oauth_sign_in("alice");
+    b.goto(&format!("{app}/login")).await.unwrap();
+    b.wait_for_text("#who", "Signed in as alice with repo")
+        .await
+        .unwrap();
+    assert!(
+        b.current_url()
+            .await
+            .unwrap()
+            .starts_with(&format!("{app}/callback?code="))
+    );
+    assert_eq!(github.oauth_authorize_hits(), 1);
+    assert_eq!(github.oauth_exchanges(), 1);
+    let issued = github.oauth_tokens();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(
+        (issued[0].login.as_str(), issued[0].scopes.as_slice()),
+        ("alice", &["repo".to_string()][..])
+    );
+    // The browser kept the app's HttpOnly state cookie, and never saw a GitHub cookie.
+    assert!(b.cookie("oauth_state").await.unwrap().unwrap().http_only);
+
+    // Reloading the callback replays a used code: GitHub refuses it.
+    b.refresh().await.unwrap();
+    b.wait_for_text("#who", "Not signed in: bad_verification_code")
+        .await
+        .unwrap();
+
+    // The user cancels on GitHub's page.
+    github.set_oauth_consent(Consent::Deny);
+    b.goto(&format!("{app}/login")).await.unwrap();
+    b.wait_for_text("#who", "Not signed in: access_denied")
+        .await
+        .unwrap();
+    assert_eq!(github.oauth_exchanges(), 2);
+
+    // Signed out of GitHub: the browser ends on GitHub's sign-in page.
+    github.oauth_sign_out();
+    b.goto(&format!("{app}/login")).await.unwrap();
+    b.wait_for_url(|u| u.starts_with(&format!("{}/login?", github.web_url())))
+        .await
+        .unwrap();
+    assert_eq!(b.title().await.unwrap(), "Sign in to GitHub · GitHub");
 }
