@@ -43,3 +43,23 @@ export YARN1_JS="$clients_dir/node_modules/yarn/bin/yarn.js"
 export YARN4_JS="$clients_dir/node_modules/@yarnpkg/cli-dist/bin/yarn.js"
 export BUN_BIN="$clients_dir/node_modules/.bin/bun"
 export NPM10_BIN="$clients_dir/node_modules/npm/bin/npm-cli.js"
+
+# Headless Chromium and its WebDriver server for the browser tests (tests/support/webdriver.rs),
+# from Debian's packages (a tool's download of its own browser cannot reach the network here).
+# Installed by package name, not pinned to a version: Debian's security archive keeps only the
+# newest build of chromium, so a pinned `chromium=<version>` stops resolving as soon as the next
+# security update supersedes it. chromium-driver depends on exactly the same chromium version,
+# so the two always match. fonts-liberation gives pages the metric-compatible sans, serif and
+# mono fonts (chromium only recommends it, and --no-install-recommends skips the rest).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 \
+  || [ "$(dpkg-query -W -f='${Status}' fonts-liberation 2>/dev/null || true)" != "install ok installed" ]; then
+  echo "tests/tools.sh: installing Debian's chromium, chromium-driver and fonts-liberation" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    chromium chromium-driver fonts-liberation >/dev/null
+fi
+# /usr/bin/chromium is Debian's launcher script (it adds /etc/chromium.d's flags); on a machine
+# with /dev/shm mounted twice its shm check prints a harmless "[: unexpected operator" to stderr.
+CHROMIUM_BIN="$(command -v chromium)"
+CHROMEDRIVER_BIN="$(command -v chromedriver)"
+export CHROMIUM_BIN CHROMEDRIVER_BIN

@@ -1,7 +1,11 @@
 //! The fake GitHub API behaves like api.github.com: authentication, the endpoints the registry
-//! uses, rate limits, conditional requests and the failure modes.
+//! uses, rate limits, conditional requests and the failure modes; and like github.com's OAuth
+//! web application flow (authorize, code exchange).
 
-use e2e::fake_github::{FakeGithub, Mode, Permission};
+use e2e::fake_github::{
+    Consent, FakeGithub, Mode, OAUTH_CODE_LIFETIME, OAUTH_TOKENS_PER_GRANT, Permission,
+    form_decode, form_encode,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -992,4 +996,682 @@ async fn dropping_the_fake_stops_it() {
         }
     }
     assert!(refused, "connections are refused once the fake is dropped");
+}
+
+// --- The OAuth web application flow. ---
+
+const CLIENT_ID: &str = "Iv1.8a61f9b3a7aba766";
+const CLIENT_SECRET: &str = "1b3c5e7a9d1f3b5c7e9a1d3f5b7c9e1a3d5f7b9c";
+/// Where nothing listens: the fake only redirects there (the test client follows no redirect).
+const CALLBACK: &str = "http://127.0.0.1:9/-/web/callback";
+
+/// The small cast plus one OAuth app, with alice signed in to github.com.
+async fn oauth_world() -> FakeGithub {
+    let gh = world().await;
+    gh.add_oauth_app(CLIENT_ID, CLIENT_SECRET, CALLBACK);
+    gh.oauth_sign_in("alice");
+    gh
+}
+
+/// `GET /login/oauth/authorize` with `params`.
+async fn authorize(gh: &FakeGithub, params: &[(&str, &str)]) -> Reply {
+    let resp = e2e::http()
+        .get(format!(
+            "{}/login/oauth/authorize?{}",
+            gh.web_url(),
+            form_encode(params)
+        ))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    Reply {
+        status: resp.status(),
+        headers: resp.headers().clone(),
+        text: resp.text().await.unwrap(),
+    }
+}
+
+/// A redirect's target: the URL before `?` and its query parameters.
+fn redirected(r: &Reply) -> (String, Vec<(String, String)>) {
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.text);
+    let location = r.header("location");
+    let (base, query) = location.split_once('?').unwrap_or((location, ""));
+    (base.to_string(), form_decode(query))
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A code for alice, for `CALLBACK`, with `scope`.
+async fn code(gh: &FakeGithub, scope: &str) -> String {
+    let r = authorize(
+        gh,
+        &[
+            ("client_id", CLIENT_ID),
+            ("redirect_uri", CALLBACK),
+            ("scope", scope),
+            ("state", "s"),
+        ],
+    )
+    .await;
+    let (_, params) = redirected(&r);
+    param(&params, "code").expect("a code").to_string()
+}
+
+/// `POST /login/oauth/access_token` with a form body and `accept` (none if empty).
+async fn exchange(gh: &FakeGithub, accept: &str, params: &[(&str, &str)]) -> Reply {
+    let mut req = e2e::http()
+        .post(format!("{}/login/oauth/access_token", gh.web_url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_encode(params));
+    if !accept.is_empty() {
+        req = req.header("accept", accept);
+    }
+    let resp = req.send().await.unwrap();
+    Reply {
+        status: resp.status(),
+        headers: resp.headers().clone(),
+        text: resp.text().await.unwrap(),
+    }
+}
+
+/// The JSON answer to exchanging `code` with the right credentials.
+async fn exchange_json(gh: &FakeGithub, code: &str) -> Value {
+    let r = exchange(
+        gh,
+        "application/json",
+        &[
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            ("code", code),
+            ("redirect_uri", CALLBACK),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    r.json()
+}
+
+fn bad_code() -> Value {
+    json!({
+        "error": "bad_verification_code",
+        "error_description": "The code passed is incorrect or expired.",
+        "error_uri": "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/#bad-verification-code",
+    })
+}
+
+#[tokio::test]
+async fn oauth_authorize_redirects_back_with_a_code_and_the_state() {
+    let gh = oauth_world().await;
+    assert_eq!(gh.web_url(), gh.url);
+    // A state with characters that need encoding comes back exactly.
+    let state = "a b&c=d/é+%";
+    let r = authorize(
+        &gh,
+        &[
+            ("client_id", CLIENT_ID),
+            ("redirect_uri", CALLBACK),
+            ("scope", "repo read:org"),
+            ("state", state),
+            ("login", "alice"),
+            ("allow_signup", "false"),
+        ],
+    )
+    .await;
+    assert_eq!(r.header("server"), "GitHub.com");
+    assert!(r.text.contains("redirected"), "{}", r.text);
+    let (base, params) = redirected(&r);
+    assert_eq!(base, CALLBACK);
+    let code = param(&params, "code").unwrap();
+    assert_eq!(code.len(), 20);
+    assert!(code.chars().all(|c| c.is_ascii_hexdigit()), "{code}");
+    assert_eq!(param(&params, "state"), Some(state));
+    assert_eq!(params.len(), 2, "{params:?}");
+
+    // What the app sent is recorded, and counted.
+    assert_eq!(gh.oauth_authorize_hits(), 1);
+    let request = &gh.oauth_authorize_requests()[0];
+    assert_eq!(request.get("client_id"), Some(CLIENT_ID));
+    assert_eq!(request.get("redirect_uri"), Some(CALLBACK));
+    assert_eq!(request.get("scope"), Some("repo read:org"));
+    assert_eq!(request.get("state"), Some(state));
+    assert_eq!(request.get("login"), Some("alice"));
+    assert_eq!(request.get("allow_signup"), Some("false"));
+    assert_eq!(gh.oauth_exchanges(), 0);
+    assert_eq!(gh.calls_to("/login/oauth/authorize"), 1);
+
+    // Without a redirect_uri, back to the registered callback; without a state, none.
+    let r = authorize(&gh, &[("client_id", CLIENT_ID)]).await;
+    let (base, params) = redirected(&r);
+    assert_eq!(base, CALLBACK);
+    assert_eq!(param(&params, "state"), None);
+    assert!(param(&params, "code").is_some());
+}
+
+#[tokio::test]
+async fn oauth_code_exchange_gives_the_users_token_in_form_encoding_by_default() {
+    let gh = oauth_world().await;
+    let code = code(&gh, "repo read:org").await;
+    let r = exchange(
+        &gh,
+        "",
+        &[
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            ("code", &code),
+            ("redirect_uri", CALLBACK),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.header("content-type")
+            .starts_with("application/x-www-form-urlencoded"),
+        "{:?}",
+        r.headers
+    );
+    let answer = form_decode(&r.text);
+    let names: Vec<&str> = answer.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["access_token", "scope", "token_type"], "{}", r.text);
+    // Scopes come back comma-separated (and so encoded: `repo%2Cread%3Aorg`).
+    assert!(r.text.contains("scope=repo%2Cread%3Aorg"), "{}", r.text);
+    assert_eq!(param(&answer, "token_type"), Some("bearer"));
+    let token = param(&answer, "access_token").unwrap().to_string();
+    assert!(token.starts_with("gho_") && token.len() == 40, "{token}");
+
+    // The API takes it as alice's OAuth token with those scopes.
+    let user = get(&gh, "/user", Some(&token)).await;
+    assert_eq!(user.status, StatusCode::OK);
+    assert_eq!(user.json()["login"], "alice");
+    assert_eq!(user.header("x-oauth-scopes"), "repo, read:org");
+    let repo = get(&gh, "/repos/acme/widgets", Some(&token)).await;
+    assert_eq!(repo.status, StatusCode::OK);
+    assert_eq!(repo.json()["permissions"]["admin"], true);
+
+    assert_eq!(gh.oauth_exchanges(), 1);
+    let issued = gh.oauth_tokens();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(issued[0].token, token);
+    assert_eq!(issued[0].login, "alice");
+    assert_eq!(issued[0].client_id, CLIENT_ID);
+    assert_eq!(issued[0].scopes, ["repo", "read:org"]);
+}
+
+#[tokio::test]
+async fn oauth_code_exchange_answers_json_or_xml_as_accepted_and_takes_json_or_query() {
+    let gh = oauth_world().await;
+
+    // A JSON body, a JSON answer.
+    let code1 = code(&gh, "repo").await;
+    let resp = e2e::http()
+        .post(format!("{}/login/oauth/access_token", gh.web_url()))
+        .header("accept", "application/json")
+        .json(&json!({
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "code": code1,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["scope"], "repo");
+    assert_eq!(body["token_type"], "bearer");
+    assert!(body["access_token"].as_str().unwrap().starts_with("gho_"));
+    assert_eq!(body.as_object().unwrap().len(), 3);
+
+    // Parameters in the query string, an XML answer.
+    let code2 = code(&gh, "").await;
+    let resp = e2e::http()
+        .post(format!(
+            "{}/login/oauth/access_token?{}",
+            gh.web_url(),
+            form_encode(&[
+                ("client_id", CLIENT_ID),
+                ("client_secret", CLIENT_SECRET),
+                ("code", &code2),
+            ])
+        ))
+        .header("accept", "application/xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/xml")
+    );
+    let xml = resp.text().await.unwrap();
+    assert!(xml.starts_with("<OAuth><access_token>gho_"), "{xml}");
+    assert!(
+        xml.ends_with("</access_token><scope></scope><token_type>bearer</token_type></OAuth>"),
+        "{xml}"
+    );
+
+    // Errors follow Accept too.
+    let r = exchange(
+        &gh,
+        "application/json",
+        &[
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            ("code", "nope"),
+        ],
+    )
+    .await;
+    assert_eq!(r.json(), bad_code());
+    let r = exchange(
+        &gh,
+        "",
+        &[
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            ("code", "nope"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let form = form_decode(&r.text);
+    assert_eq!(param(&form, "error"), Some("bad_verification_code"));
+    assert_eq!(
+        param(&form, "error_description"),
+        Some("The code passed is incorrect or expired.")
+    );
+    assert!(param(&form, "error_uri").is_some());
+}
+
+#[tokio::test]
+async fn oauth_codes_are_single_use_and_expire_after_ten_minutes() {
+    let gh = oauth_world().await;
+    let code1 = code(&gh, "repo").await;
+    assert!(
+        exchange_json(&gh, &code1).await["access_token"]
+            .as_str()
+            .is_some()
+    );
+    assert_eq!(exchange_json(&gh, &code1).await, bad_code());
+
+    // Just short of ten minutes: good; at ten: expired.
+    let code2 = code(&gh, "repo").await;
+    let code3 = code(&gh, "repo").await;
+    gh.advance_oauth_clock(
+        OAUTH_CODE_LIFETIME
+            .checked_sub(std::time::Duration::from_secs(5))
+            .unwrap(),
+    );
+    assert!(exchange_json(&gh, &code2).await["access_token"].is_string());
+    gh.advance_oauth_clock(std::time::Duration::from_secs(5));
+    assert_eq!(exchange_json(&gh, &code3).await, bad_code());
+    assert_eq!(gh.oauth_exchanges(), 4);
+    assert_eq!(gh.oauth_tokens().len(), 2);
+}
+
+#[tokio::test]
+async fn oauth_exchange_errors_come_with_http_200() {
+    let gh = oauth_world().await;
+    gh.add_oauth_app("other-app", "other-secret", "http://127.0.0.1:9/other");
+    let code = code(&gh, "repo").await;
+    let credentials = json!({
+        "error": "incorrect_client_credentials",
+        "error_description": "The client_id and/or client_secret passed are incorrect.",
+        "error_uri": "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/#incorrect-client-credentials",
+    });
+    for (client_id, secret) in [
+        (CLIENT_ID, "wrong"),
+        (CLIENT_ID, ""),
+        ("unknown", CLIENT_SECRET),
+        ("", ""),
+    ] {
+        let mut params = vec![("client_id", client_id), ("code", code.as_str())];
+        if !secret.is_empty() {
+            params.push(("client_secret", secret));
+        }
+        let r = exchange(&gh, "application/json", &params).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.json(), credentials, "{client_id} {secret}");
+    }
+    // Another app's credentials with this app's code: a bad code for that app.
+    let r = exchange(
+        &gh,
+        "application/json",
+        &[
+            ("client_id", "other-app"),
+            ("client_secret", "other-secret"),
+            ("code", &code),
+        ],
+    )
+    .await;
+    assert_eq!(r.json(), bad_code());
+    // A redirect_uri other than the one the code was issued for.
+    let r = exchange(
+        &gh,
+        "application/json",
+        &[
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            ("code", &code),
+            ("redirect_uri", "http://127.0.0.1:9/-/web/callback/other"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.json(),
+        json!({
+            "error": "redirect_uri_mismatch",
+            "error_description": "The redirect_uri MUST match the registered callback URL for this application.",
+            "error_uri": "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/#redirect-uri-mismatch2",
+        })
+    );
+    assert!(gh.oauth_tokens().is_empty());
+    // GET is not how tokens are asked for.
+    let r = get_with(&gh, "/login/oauth/access_token", &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn oauth_redirect_uris_follow_githubs_rules() {
+    let gh = oauth_world().await;
+    // The examples of "Redirect URLs" in "Authorizing OAuth apps".
+    gh.add_oauth_app("docs-app", "secret", "http://example.com/path");
+    let good = [
+        "http://example.com/path",
+        "http://example.com/path/subdir/other",
+        "http://oauth.example.com/path",
+        "http://oauth.example.com/path/subdir/other",
+    ];
+    let bad = [
+        "http://example.com/bar",
+        "http://example.com/",
+        "http://example.com:8080/path",
+        "http://oauth.example.com:8080/path",
+        "http://example.org",
+        // Not below the path, only beside it; another scheme; not a URL.
+        "http://example.com/pathology",
+        "https://example.com/path",
+        "example.com/path",
+    ];
+    // The loopback exception: any port for a callback on 127.0.0.1.
+    gh.add_oauth_app("loopback-app", "secret", "http://127.0.0.1/path");
+    let loopback_good = [
+        "http://127.0.0.1:1234/path",
+        "http://127.0.0.1/path/x",
+        "http://127.0.0.1:80/path",
+    ];
+    let loopback_bad = ["http://127.0.0.1:1234/other", "http://localhost:1234/path"];
+    let cases = good
+        .iter()
+        .map(|u| ("docs-app", *u, true))
+        .chain(bad.iter().map(|u| ("docs-app", *u, false)))
+        .chain(loopback_good.iter().map(|u| ("loopback-app", *u, true)))
+        .chain(loopback_bad.iter().map(|u| ("loopback-app", *u, false)));
+    for (app, redirect_uri, ok) in cases {
+        let r = authorize(
+            &gh,
+            &[
+                ("client_id", app),
+                ("redirect_uri", redirect_uri),
+                ("state", "xyz"),
+            ],
+        )
+        .await;
+        let (base, params) = redirected(&r);
+        if ok {
+            assert_eq!(base, redirect_uri);
+            assert!(param(&params, "code").is_some(), "{redirect_uri}");
+        } else {
+            let callback = if app == "docs-app" {
+                "http://example.com/path"
+            } else {
+                "http://127.0.0.1/path"
+            };
+            assert_eq!(base, callback, "{redirect_uri}");
+            assert_eq!(
+                params,
+                [
+                    ("error".to_string(), "redirect_uri_mismatch".to_string()),
+                    (
+                        "error_description".to_string(),
+                        "The redirect_uri MUST match the registered callback URL for this application.".to_string()
+                    ),
+                    (
+                        "error_uri".to_string(),
+                        "/apps/building-integrations/setting-up-and-registering-oauth-apps/troubleshooting-authorization-request-errors/#redirect-uri-mismatch".to_string()
+                    ),
+                    ("state".to_string(), "xyz".to_string()),
+                ],
+                "{redirect_uri}"
+            );
+        }
+    }
+    // A redirect URI with a query keeps it.
+    let r = authorize(
+        &gh,
+        &[
+            ("client_id", "docs-app"),
+            ("redirect_uri", "http://example.com/path/cb?next=%2Fhome"),
+            ("state", "s"),
+        ],
+    )
+    .await;
+    let location = r.header("location");
+    assert!(
+        location.starts_with("http://example.com/path/cb?next=%2Fhome&code="),
+        "{location}"
+    );
+}
+
+#[tokio::test]
+async fn oauth_unknown_client_gets_githubs_404_page() {
+    let gh = oauth_world().await;
+    for params in [
+        vec![("client_id", "unknown"), ("redirect_uri", CALLBACK)],
+        vec![("redirect_uri", CALLBACK)],
+    ] {
+        let r = authorize(&gh, &params).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert!(r.header("content-type").starts_with("text/html"));
+        assert!(r.headers.get("location").is_none());
+    }
+    assert_eq!(gh.oauth_authorize_hits(), 2);
+}
+
+#[tokio::test]
+async fn oauth_denial_and_suspension_redirect_with_errors() {
+    let gh = oauth_world().await;
+    gh.set_oauth_consent(Consent::Deny);
+    let r = authorize(
+        &gh,
+        &[
+            ("client_id", CLIENT_ID),
+            ("redirect_uri", CALLBACK),
+            ("scope", "repo"),
+            ("state", "xyz"),
+        ],
+    )
+    .await;
+    let (base, params) = redirected(&r);
+    assert_eq!(base, CALLBACK);
+    assert_eq!(param(&params, "error"), Some("access_denied"));
+    assert_eq!(
+        param(&params, "error_description"),
+        Some("The user has denied your application access.")
+    );
+    assert!(
+        param(&params, "error_uri")
+            .unwrap()
+            .ends_with("#access-denied")
+    );
+    assert_eq!(param(&params, "state"), Some("xyz"));
+    assert_eq!(param(&params, "code"), None);
+
+    gh.set_oauth_consent(Consent::Approve);
+    gh.suspend_oauth_app(CLIENT_ID);
+    let r = authorize(
+        &gh,
+        &[
+            ("client_id", CLIENT_ID),
+            ("redirect_uri", CALLBACK),
+            ("state", "xyz"),
+        ],
+    )
+    .await;
+    let (base, params) = redirected(&r);
+    assert_eq!(base, CALLBACK);
+    assert_eq!(param(&params, "error"), Some("application_suspended"));
+    assert_eq!(
+        param(&params, "error_description"),
+        Some("Your application has been suspended. Contact support@github.com.")
+    );
+    assert_eq!(param(&params, "state"), Some("xyz"));
+}
+
+#[tokio::test]
+async fn oauth_signed_out_browser_is_sent_to_the_sign_in_page() {
+    let gh = oauth_world().await;
+    gh.oauth_sign_out();
+    let r = authorize(
+        &gh,
+        &[
+            ("client_id", CLIENT_ID),
+            ("redirect_uri", CALLBACK),
+            ("state", "xyz"),
+        ],
+    )
+    .await;
+    let (base, params) = redirected(&r);
+    assert_eq!(base, format!("{}/login", gh.web_url()));
+    assert_eq!(param(&params, "client_id"), Some(CLIENT_ID));
+    let return_to = param(&params, "return_to").unwrap();
+    assert!(
+        return_to.starts_with("/login/oauth/authorize?"),
+        "{return_to}"
+    );
+    let page = get_with(&gh, "/login", &[]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains("Sign in to GitHub"));
+
+    // Signing in as someone new adds them.
+    gh.oauth_sign_in("Erin");
+    let code = code(&gh, "").await;
+    let token = exchange_json(&gh, &code).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        get(&gh, "/user", Some(&token)).await.json()["login"],
+        "Erin"
+    );
+}
+
+#[tokio::test]
+async fn oauth_scopes_are_granted_normalised_and_remembered() {
+    let gh = oauth_world().await;
+    let scope_of = |v: Value| v["scope"].as_str().unwrap().to_string();
+
+    // Implied scopes are dropped; commas separate as well as spaces.
+    let c = code(&gh, "user,gist user:email repo public_repo").await;
+    assert_eq!(scope_of(exchange_json(&gh, &c).await), "user,gist,repo");
+
+    // The user grants less than asked: no private repository for this token.
+    gh.oauth_sign_in("carol");
+    gh.set_oauth_consent(Consent::ApproveOnly(vec!["read:org".into()]));
+    let c = code(&gh, "repo read:org").await;
+    let answer = exchange_json(&gh, &c).await;
+    assert_eq!(scope_of(answer.clone()), "read:org");
+    let token = answer["access_token"].as_str().unwrap();
+    let r = get(&gh, "/repos/acme/widgets", Some(token)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.header("x-oauth-scopes"), "read:org");
+
+    // Without `scope`: what the user authorized the app before (here `read:org`).
+    gh.set_oauth_consent(Consent::Approve);
+    let r = authorize(&gh, &[("client_id", CLIENT_ID)]).await;
+    let (_, params) = redirected(&r);
+    let c = param(&params, "code").unwrap().to_string();
+    assert_eq!(scope_of(exchange_json(&gh, &c).await), "read:org");
+    // And nothing for a user who never authorized it.
+    gh.oauth_sign_in("dave");
+    let r = authorize(&gh, &[("client_id", CLIENT_ID)]).await;
+    let (_, params) = redirected(&r);
+    let c = param(&params, "code").unwrap().to_string();
+    let answer = exchange_json(&gh, &c).await;
+    assert_eq!(scope_of(answer.clone()), "");
+    let token = answer["access_token"].as_str().unwrap();
+    assert_eq!(
+        get(&gh, "/user", Some(token))
+            .await
+            .header("x-oauth-scopes"),
+        ""
+    );
+}
+
+#[tokio::test]
+async fn oauth_eleventh_token_for_one_grant_revokes_the_oldest() {
+    let gh = oauth_world().await;
+    let mut tokens = Vec::new();
+    for _ in 0..=OAUTH_TOKENS_PER_GRANT {
+        let c = code(&gh, "repo").await;
+        tokens.push(
+            exchange_json(&gh, &c).await["access_token"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(
+        get(&gh, "/user", Some(&tokens[0])).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    for token in &tokens[1..] {
+        assert_eq!(get(&gh, "/user", Some(token)).await.status, StatusCode::OK);
+    }
+    // Other scopes are another grant: untouched.
+    let c = code(&gh, "read:org").await;
+    let other = exchange_json(&gh, &c).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(get(&gh, "/user", Some(&other)).await.status, StatusCode::OK);
+    assert_eq!(
+        get(&gh, "/user", Some(&tokens[1])).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn oauth_endpoints_share_the_unreachable_and_server_error_modes() {
+    let gh = oauth_world().await;
+    gh.set_mode(Mode::ServerError);
+    let r = authorize(&gh, &[("client_id", CLIENT_ID)]).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    // The API's rate limits are the API's: the web flow answers.
+    gh.set_mode(Mode::RateLimited);
+    let r = authorize(&gh, &[("client_id", CLIENT_ID)]).await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert!(r.headers.get("x-ratelimit-limit").is_none());
+    gh.set_mode(Mode::Unreachable);
+    let err = e2e::http()
+        .post(format!("{}/login/oauth/access_token", gh.web_url()))
+        .body("client_id=x")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(is_reset(&err), "{err:?}");
+    assert_eq!(gh.oauth_exchanges(), 0);
+    assert_eq!(gh.calls_to("/login/oauth/"), 3);
 }

@@ -20,6 +20,7 @@ mod aws_outage;
 mod aws_resources;
 mod aws_views;
 mod bad_input;
+mod browser;
 mod clients;
 mod concurrency;
 mod fake_github;

@@ -29,6 +29,30 @@
 //! Endpoints: `GET /user`, `GET /users/{username}`, `GET /repos/{owner}/{repo}`,
 //! `GET /repos/{owner}/{repo}/collaborators/{username}/permission`,
 //! `GET /installation/repositories` and `GET /rate_limit`; anything else is GitHub's 404.
+//!
+//! On the same listener, github.com's OAuth web application flow ([`FakeGithub::web_url`]), as
+//! "Authorizing OAuth apps" and its troubleshooting pages document it, for the OAuth apps a test
+//! registers ([`FakeGithub::add_oauth_app`]: client id, secret, callback URL):
+//! - `GET /login/oauth/authorize?client_id&redirect_uri&scope&state&login&allow_signup`: an
+//!   unknown `client_id` gets GitHub's HTML 404 page; a `redirect_uri` outside the callback
+//!   (host or a sub-domain of it, same port, the callback's path or below; any port for a
+//!   loopback callback) is redirected to the callback with `error=redirect_uri_mismatch`
+//!   (`error_description`, `error_uri`, `state`); a suspended app with
+//!   `error=application_suspended`. Otherwise the user signed in to github.com in "the
+//!   browser" ([`FakeGithub::oauth_sign_in`], no credentials typed; nobody signed in redirects
+//!   to GitHub's sign-in page) answers as [`Consent`] says: 302 to the redirect URI with
+//!   `?code=…&state=…` (the state echoed exactly), or with `error=access_denied`. Codes are
+//!   single-use and expire after ten minutes ([`FakeGithub::advance_oauth_clock`]).
+//! - `POST /login/oauth/access_token` (`client_id`, `client_secret`, `code`, `redirect_uri`, in
+//!   the query, a form body or a JSON body): a new `gho_` token of the user with the granted
+//!   scopes, which the API above then answers as any scoped token of theirs (`X-OAuth-Scopes`,
+//!   private repositories only with `repo`); form-encoded by default, JSON with
+//!   `Accept: application/json`, XML with `Accept: application/xml`; errors
+//!   (`incorrect_client_credentials`, `bad_verification_code`, `redirect_uri_mismatch`) with
+//!   HTTP 200 and `error`, `error_description`, `error_uri`, as GitHub answers them. The eleventh
+//!   live token for one user, app and scopes revokes the oldest.
+//! - Counters: [`FakeGithub::oauth_authorize_requests`], [`FakeGithub::oauth_exchanges`],
+//!   [`FakeGithub::oauth_tokens`].
 
 use std::collections::HashMap;
 use std::io;
@@ -39,6 +63,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -297,6 +322,8 @@ struct World {
     /// Every token received in an `Authorization` header.
     tokens_seen: Vec<String>,
     next_request_id: u64,
+    /// The web OAuth flow's apps, signed-in user, codes and counters.
+    oauth: OAuth,
 }
 
 /// A running fake GitHub API, on its own thread; it stops when dropped.
@@ -507,6 +534,7 @@ impl FakeGithub {
                 calls: Vec::new(),
                 tokens_seen: Vec::new(),
                 next_request_id: 0,
+                oauth: OAuth::default(),
             }),
         });
         let app = Router::new()
@@ -907,10 +935,23 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
     let (response, delay) = {
         let mut w = shared.world();
-        answer(&shared.url, &mut w, &connection, &method, &uri, &headers)
+        if is_web_path(uri.path()) {
+            web_answer(
+                &shared.url,
+                &mut w,
+                &connection,
+                &method,
+                &uri,
+                &headers,
+                &body,
+            )
+        } else {
+            answer(&shared.url, &mut w, &connection, &method, &uri, &headers)
+        }
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -1317,4 +1358,767 @@ fn repo_json(base: &str, w: &World, repo: &Repo) -> Value {
         "updated_at": "2025-01-02T03:04:05Z",
         "pushed_at": "2025-01-02T03:04:05Z",
     })
+}
+
+// --- The web OAuth flow (github.com/login/oauth/...). ---
+
+/// How long an authorization code is good for ("The temporary code will expire after 10
+/// minutes").
+pub const OAUTH_CODE_LIFETIME: Duration = Duration::from_secs(600);
+/// How many tokens GitHub keeps per user, app and scopes: issuing an eleventh revokes the
+/// oldest.
+pub const OAUTH_TOKENS_PER_GRANT: usize = 10;
+const DOCS_AUTHORIZE_ERRORS: &str = "/apps/building-integrations/setting-up-and-registering-oauth-apps/troubleshooting-authorization-request-errors/";
+const DOCS_TOKEN_ERRORS: &str = "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/";
+
+/// What the signed-in user does on GitHub's authorization page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Consent {
+    /// Authorizes what the app asks for (GitHub also skips its page for an app the user has
+    /// authorized before).
+    Approve,
+    /// Authorizes only those of the requested scopes that are in this list ("users can edit
+    /// their scopes, effectively granting your application less access than you originally
+    /// requested").
+    ApproveOnly(Vec<String>),
+    /// Clicks Cancel: GitHub redirects back with `error=access_denied`.
+    Deny,
+}
+
+/// One `GET /login/oauth/authorize`, its query parameters as received (decoded), in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizeRequest {
+    /// `(name, value)` pairs.
+    pub params: Vec<(String, String)>,
+}
+
+impl AuthorizeRequest {
+    /// The first value of parameter `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A token the fake issued through the web flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedOAuthToken {
+    /// The app it was issued to.
+    pub client_id: String,
+    /// Its user's login, lower case.
+    pub login: String,
+    /// The `gho_` token.
+    pub token: String,
+    /// Its (normalised) scopes.
+    pub scopes: Vec<String>,
+}
+
+struct OAuthApp {
+    client_secret: String,
+    callback: String,
+    suspended: bool,
+}
+
+struct OAuthCode {
+    client_id: String,
+    /// The redirect URI the browser was sent to (the `redirect_uri` given, else the callback).
+    redirect_uri: String,
+    login: String,
+    scopes: Vec<String>,
+    /// On the OAuth clock (real time plus [`OAuth::clock_offset`]).
+    issued: std::time::Instant,
+}
+
+struct OAuth {
+    apps: HashMap<String, OAuthApp>,
+    /// The lower-case login signed in to github.com in the browser, if any.
+    signed_in: Option<String>,
+    consent: Consent,
+    codes: HashMap<String, OAuthCode>,
+    /// (lower-case login, client id) → every scope the user has authorized the app.
+    authorized: HashMap<(String, String), Vec<String>>,
+    issued: Vec<IssuedOAuthToken>,
+    authorize_requests: Vec<AuthorizeRequest>,
+    exchanges: usize,
+    clock_offset: Duration,
+}
+
+impl Default for OAuth {
+    fn default() -> OAuth {
+        OAuth {
+            apps: HashMap::new(),
+            signed_in: None,
+            consent: Consent::Approve,
+            codes: HashMap::new(),
+            authorized: HashMap::new(),
+            issued: Vec::new(),
+            authorize_requests: Vec::new(),
+            exchanges: 0,
+            clock_offset: Duration::ZERO,
+        }
+    }
+}
+
+impl OAuth {
+    fn now(&self) -> std::time::Instant {
+        std::time::Instant::now() + self.clock_offset
+    }
+}
+
+impl FakeGithub {
+    /// GitHub's web base URL (as `https://github.com`): the same listener as the API, which
+    /// serves the OAuth web flow at `/login/oauth/authorize` and `/login/oauth/access_token`.
+    pub fn web_url(&self) -> &str {
+        &self.url
+    }
+
+    /// Registers an OAuth app with its client id, client secret and "Authorization callback
+    /// URL" (replacing one with the same client id).
+    pub fn add_oauth_app(&self, client_id: &str, client_secret: &str, callback_url: &str) {
+        assert!(
+            parse_url(callback_url).is_some(),
+            "fake GitHub: callback URL {callback_url:?} is not an absolute URL"
+        );
+        self.shared.world().oauth.apps.insert(
+            client_id.to_string(),
+            OAuthApp {
+                client_secret: client_secret.to_string(),
+                callback: callback_url.to_string(),
+                suspended: false,
+            },
+        );
+    }
+
+    /// Suspends an OAuth app: authorizing it redirects to its callback with
+    /// `error=application_suspended`.
+    pub fn suspend_oauth_app(&self, client_id: &str) {
+        self.shared
+            .world()
+            .oauth
+            .apps
+            .get_mut(client_id)
+            .expect("fake GitHub: suspend_oauth_app on an unknown app")
+            .suspended = true;
+    }
+
+    /// Signs `login` in to github.com in the browser (adding the user if new): from now on
+    /// `GET /login/oauth/authorize` acts as them, whichever browser or client follows it.
+    pub fn oauth_sign_in(&self, login: &str) {
+        let mut w = self.shared.world();
+        let key = login.to_ascii_lowercase();
+        w.users.entry(key.clone()).or_insert_with(|| User {
+            login: login.to_string(),
+            id: stable_id("account", login),
+        });
+        w.oauth.signed_in = Some(key);
+    }
+
+    /// Signs the browser out of github.com: authorizing then redirects to GitHub's sign-in
+    /// page (`/login?client_id=…&return_to=…`), which goes nowhere.
+    pub fn oauth_sign_out(&self) {
+        self.shared.world().oauth.signed_in = None;
+    }
+
+    /// What the signed-in user answers on the authorization page from now on (initially
+    /// [`Consent::Approve`]).
+    pub fn set_oauth_consent(&self, consent: Consent) {
+        self.shared.world().oauth.consent = consent;
+    }
+
+    /// Moves the clock of authorization codes forward (codes expire after
+    /// [`OAUTH_CODE_LIFETIME`]); nothing else in the fake sees it.
+    pub fn advance_oauth_clock(&self, by: Duration) {
+        self.shared.world().oauth.clock_offset += by;
+    }
+
+    /// Every `GET /login/oauth/authorize` received, in order.
+    pub fn oauth_authorize_requests(&self) -> Vec<AuthorizeRequest> {
+        self.shared.world().oauth.authorize_requests.clone()
+    }
+
+    /// How many `GET /login/oauth/authorize` were received.
+    pub fn oauth_authorize_hits(&self) -> usize {
+        self.shared.world().oauth.authorize_requests.len()
+    }
+
+    /// How many `POST /login/oauth/access_token` were received, whatever their answer.
+    pub fn oauth_exchanges(&self) -> usize {
+        self.shared.world().oauth.exchanges
+    }
+
+    /// Every token issued by a code exchange, in order (revoked ones included).
+    pub fn oauth_tokens(&self) -> Vec<IssuedOAuthToken> {
+        self.shared.world().oauth.issued.clone()
+    }
+}
+
+/// `application/x-www-form-urlencoded` of `pairs` (spaces as `+`, everything but
+/// `A-Za-z0-9*-._` percent-encoded), as browsers encode forms and GitHub its answers.
+pub fn form_encode(pairs: &[(&str, &str)]) -> String {
+    let encode = |s: &str| {
+        let mut out = String::new();
+        for b in s.bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
+                    out.push(char::from(b));
+                }
+                b' ' => out.push('+'),
+                _ => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+        out
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The pairs of an `application/x-www-form-urlencoded` string (or a URL's query).
+pub fn form_decode(s: &str) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    let hex = |b: u8| char::from(b).to_digit(16);
+                    match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                        (Some(hi), Some(lo)) => {
+                            out.push(u8::try_from(hi * 16 + lo).unwrap());
+                            i += 2;
+                        }
+                        _ => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    s.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// The parts of an absolute URL that GitHub's redirect rules look at.
+#[derive(Debug)]
+struct ParsedUrl {
+    scheme: String,
+    /// Lower case; an IPv6 literal without its brackets.
+    host: String,
+    /// The explicit port, else the scheme's default.
+    port: Option<u16>,
+    /// `/` when empty.
+    path: String,
+}
+
+fn parse_url(url: &str) -> Option<ParsedUrl> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        match after {
+            "" => (host, None),
+            _ => (host, Some(after.strip_prefix(':')?)),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().ok()?),
+        None => match scheme.as_str() {
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        },
+    };
+    let path = tail.split(['?', '#']).next().unwrap_or("");
+    Some(ParsedUrl {
+        scheme,
+        host: host.to_ascii_lowercase(),
+        port,
+        path: if path.is_empty() { "/" } else { path }.to_string(),
+    })
+}
+
+fn is_loopback(host: &str) -> bool {
+    matches!(host, "127.0.0.1" | "::1" | "localhost")
+}
+
+/// GitHub's rules for a `redirect_uri` against the app's callback URL ("Redirect URLs"): the
+/// host (a sub-domain of it too) and port must match, the path must be the callback's or
+/// below it; a loopback callback (`http://127.0.0.1/path`) takes any port. The scheme must
+/// match too (GitHub's examples keep it; the fake does not guess further).
+fn redirect_allowed(redirect_uri: &str, callback: &str) -> bool {
+    let (Some(r), Some(c)) = (parse_url(redirect_uri), parse_url(callback)) else {
+        return false;
+    };
+    let host_ok = r.host == c.host
+        || (c.host.parse::<std::net::IpAddr>().is_err()
+            && r.host.ends_with(&format!(".{}", c.host)));
+    let port_ok = r.port == c.port || (is_loopback(&c.host) && r.host == c.host);
+    let dot_segments = r.path.split('/').any(|seg| seg == "." || seg == "..");
+    let path_ok = r.path == c.path
+        || (c.path.ends_with('/') && r.path.starts_with(&c.path))
+        || r.path.starts_with(&format!("{}/", c.path));
+    r.scheme == c.scheme && host_ok && port_ok && path_ok && !dot_segments
+}
+
+/// `url` with `params` added to its query.
+fn with_params(url: &str, params: &[(&str, &str)]) -> String {
+    let url = url.split('#').next().unwrap_or(url);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{}", form_encode(params))
+}
+
+/// Scopes from a `scope` parameter (space-delimited as documented; commas are accepted too),
+/// normalised as GitHub saves them: duplicates and scopes implied by another requested one
+/// dropped (`user,gist,user:email` → `user`, `gist`).
+fn normalize_scopes(scopes: &[String]) -> Vec<String> {
+    /// (parent, implied) pairs from "Available scopes".
+    const IMPLIED: &[(&str, &str)] = &[
+        ("repo", "repo:status"),
+        ("repo", "repo_deployment"),
+        ("repo", "public_repo"),
+        ("repo", "repo:invite"),
+        ("repo", "security_events"),
+        ("admin:repo_hook", "write:repo_hook"),
+        ("admin:repo_hook", "read:repo_hook"),
+        ("write:repo_hook", "read:repo_hook"),
+        ("admin:org", "write:org"),
+        ("admin:org", "read:org"),
+        ("admin:org", "manage_runners:org"),
+        ("write:org", "read:org"),
+        ("admin:public_key", "write:public_key"),
+        ("admin:public_key", "read:public_key"),
+        ("write:public_key", "read:public_key"),
+        ("user", "read:user"),
+        ("user", "user:email"),
+        ("user", "user:follow"),
+        ("project", "read:project"),
+        ("admin:gpg_key", "write:gpg_key"),
+        ("admin:gpg_key", "read:gpg_key"),
+        ("write:gpg_key", "read:gpg_key"),
+        ("write:packages", "read:packages"),
+    ];
+    let mut out: Vec<String> = Vec::new();
+    for s in scopes {
+        if !s.is_empty() && !out.contains(s) {
+            out.push(s.clone());
+        }
+    }
+    let requested = out.clone();
+    out.retain(|s| {
+        !IMPLIED
+            .iter()
+            .any(|(parent, implied)| implied == s && requested.iter().any(|r| r == parent))
+    });
+    out
+}
+
+fn split_scopes(scope: &str) -> Vec<String> {
+    scope
+        .split([' ', ','])
+        .filter(|s| !s.is_empty())
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn is_web_path(path: &str) -> bool {
+    path == "/login" || path.starts_with("/login/")
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn html_page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title></head><body>{body}</body></html>",
+        html_escape(title)
+    );
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
+        .into_response()
+}
+
+/// A 302 as github.com sends it (Rails' body).
+fn web_redirect(location: &str) -> Response {
+    let mut r = html_page(
+        StatusCode::FOUND,
+        "Redirecting",
+        &format!(
+            "You are being <a href=\"{}\">redirected</a>.",
+            html_escape(location)
+        ),
+    );
+    r.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_str(location).unwrap());
+    r
+}
+
+fn web_not_found() -> Response {
+    html_page(
+        StatusCode::NOT_FOUND,
+        "Page not found · GitHub",
+        "<h1>404</h1><p>This is not the web page you are looking for.</p>",
+    )
+}
+
+/// github.com's answer to the OAuth web flow's requests (and `/login`). The API's modes do
+/// not apply except [`Mode::Unreachable`] (the connection is reset) and [`Mode::ServerError`]
+/// (a 502 page); the delay applies; no rate-limit headers (these are not API calls).
+fn web_answer(
+    base: &str,
+    w: &mut World,
+    connection: &Connection,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (Response, Duration) {
+    w.calls.push(uri.path().to_string());
+    let delay = w.delay;
+    match w.mode {
+        Mode::Unreachable => {
+            connection.0.store(true, Ordering::SeqCst);
+            return (
+                StatusCode::SERVICE_UNAVAILABLE.into_response(),
+                Duration::ZERO,
+            );
+        }
+        Mode::ServerError => {
+            let page = html_page(
+                StatusCode::BAD_GATEWAY,
+                "Unicorn! · GitHub",
+                "<p>We're having a really bad day.</p>",
+            );
+            return (page, delay);
+        }
+        _ => {}
+    }
+    let get = method == Method::GET || method == Method::HEAD;
+    let mut response = match uri.path() {
+        "/login/oauth/authorize" if get => authorize(base, w, uri),
+        "/login/oauth/access_token" if method == Method::POST => {
+            access_token(w, uri, headers, body)
+        }
+        "/login" if get => html_page(
+            StatusCode::OK,
+            "Sign in to GitHub · GitHub",
+            "<h1>Sign in to GitHub</h1><form><label>Username or email address <input name=\"login\"></label>\
+             <label>Password <input name=\"password\" type=\"password\"></label></form>",
+        ),
+        _ => web_not_found(),
+    };
+    response
+        .headers_mut()
+        .insert("server", HeaderValue::from_static("GitHub.com"));
+    (response, delay)
+}
+
+/// `GET /login/oauth/authorize`.
+fn authorize(base: &str, w: &mut World, uri: &Uri) -> Response {
+    let params = form_decode(uri.query().unwrap_or(""));
+    let request = AuthorizeRequest { params };
+    w.oauth.authorize_requests.push(request.clone());
+    let Some(app) = request.get("client_id").and_then(|id| w.oauth.apps.get(id)) else {
+        return web_not_found();
+    };
+    let client_id = request.get("client_id").unwrap_or_default().to_string();
+    let state = request.get("state");
+    let error = |to: &str, error: &str, description: &str, anchor: &str| {
+        let error_uri = format!("{DOCS_AUTHORIZE_ERRORS}#{anchor}");
+        let mut params = vec![
+            ("error", error),
+            ("error_description", description),
+            ("error_uri", error_uri.as_str()),
+        ];
+        if let Some(state) = state {
+            params.push(("state", state));
+        }
+        web_redirect(&with_params(to, &params))
+    };
+    if app.suspended {
+        return error(
+            &app.callback,
+            "application_suspended",
+            "Your application has been suspended. Contact support@github.com.",
+            "application-suspended",
+        );
+    }
+    let redirect_uri = match request.get("redirect_uri").filter(|r| !r.is_empty()) {
+        Some(r) if redirect_allowed(r, &app.callback) => r.to_string(),
+        Some(_) => {
+            return error(
+                &app.callback,
+                "redirect_uri_mismatch",
+                "The redirect_uri MUST match the registered callback URL for this application.",
+                "redirect-uri-mismatch",
+            );
+        }
+        None => app.callback.clone(),
+    };
+    let Some(login) = w.oauth.signed_in.clone() else {
+        let return_to = uri
+            .path_and_query()
+            .map_or(uri.path(), axum::http::uri::PathAndQuery::as_str);
+        return web_redirect(&format!(
+            "{base}/login?{}",
+            form_encode(&[("client_id", &client_id), ("return_to", return_to)])
+        ));
+    };
+    let requested = request.get("scope").map(split_scopes);
+    let granted = match (&w.oauth.consent, requested) {
+        (Consent::Deny, _) => {
+            return error(
+                &redirect_uri,
+                "access_denied",
+                "The user has denied your application access.",
+                "access-denied",
+            );
+        }
+        // No `scope`: what the user has authorized the app so far (nothing, the first time).
+        (_, None) => w
+            .oauth
+            .authorized
+            .get(&(login.clone(), client_id.clone()))
+            .cloned()
+            .unwrap_or_default(),
+        (Consent::Approve, Some(requested)) => requested,
+        (Consent::ApproveOnly(allowed), Some(requested)) => requested
+            .into_iter()
+            .filter(|s| allowed.contains(s))
+            .collect(),
+    };
+    let scopes = normalize_scopes(&granted);
+    let authorized = w
+        .oauth
+        .authorized
+        .entry((login.clone(), client_id.clone()))
+        .or_default();
+    for s in &scopes {
+        if !authorized.contains(s) {
+            authorized.push(s.clone());
+        }
+    }
+    let code = hex::encode(rand::random::<[u8; 10]>());
+    let issued = w.oauth.now();
+    w.oauth.codes.insert(
+        code.clone(),
+        OAuthCode {
+            client_id,
+            redirect_uri: redirect_uri.clone(),
+            login,
+            scopes,
+            issued,
+        },
+    );
+    let mut params = vec![("code", code.as_str())];
+    if let Some(state) = state {
+        params.push(("state", state));
+    }
+    web_redirect(&with_params(&redirect_uri, &params))
+}
+
+/// `POST /login/oauth/access_token`: parameters from the query, then the body (form-encoded,
+/// or JSON with `Content-Type: application/json`); errors are HTTP 200 with `error`.
+fn access_token(w: &mut World, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
+    w.oauth.exchanges += 1;
+    let mut params = form_decode(uri.query().unwrap_or(""));
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.starts_with("application/json") {
+        if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) {
+            for (k, v) in map {
+                let v = match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                params.push((k, v));
+            }
+        }
+    } else {
+        params.extend(form_decode(&String::from_utf8_lossy(body)));
+    }
+    // The body's value wins over the query's.
+    let param = |name: &str| {
+        params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let format = if accept.contains("application/json") {
+        "json"
+    } else if accept.contains("application/xml") {
+        "xml"
+    } else {
+        "form"
+    };
+    let error = |error: &str, description: &str, anchor: &str| {
+        oauth_answer(
+            format,
+            &[
+                ("error", error),
+                ("error_description", description),
+                ("error_uri", &format!("{DOCS_TOKEN_ERRORS}#{anchor}")),
+            ],
+        )
+    };
+
+    let client_id = param("client_id").unwrap_or_default();
+    let credentials_ok = w.oauth.apps.get(&client_id).is_some_and(|app| {
+        param("client_secret").is_some_and(|secret| secret == app.client_secret)
+    });
+    if !credentials_ok {
+        return error(
+            "incorrect_client_credentials",
+            "The client_id and/or client_secret passed are incorrect.",
+            "incorrect-client-credentials",
+        );
+    }
+    let now = w.oauth.now();
+    w.oauth
+        .codes
+        .retain(|_, c| now.duration_since(c.issued) < OAUTH_CODE_LIFETIME);
+    let code = param("code").unwrap_or_default();
+    let Some(issued) = w
+        .oauth
+        .codes
+        .get(&code)
+        .filter(|c| c.client_id == client_id)
+    else {
+        return error(
+            "bad_verification_code",
+            "The code passed is incorrect or expired.",
+            "bad-verification-code",
+        );
+    };
+    // RFC 6749 §4.1.3: identical to the redirect URI the code was issued for.
+    if let Some(redirect_uri) = param("redirect_uri").filter(|r| !r.is_empty())
+        && redirect_uri != issued.redirect_uri
+    {
+        return error(
+            "redirect_uri_mismatch",
+            "The redirect_uri MUST match the registered callback URL for this application.",
+            "redirect-uri-mismatch2",
+        );
+    }
+    let issued = w.oauth.codes.remove(&code).expect("the code just found");
+    let token = generate_token("gho_");
+    w.tokens.insert(
+        token.clone(),
+        TokenEntry {
+            login: Some(issued.login.clone()),
+            spec: TokenSpec::Scoped(issued.scopes.clone()),
+        },
+    );
+    w.oauth.issued.push(IssuedOAuthToken {
+        client_id: client_id.clone(),
+        login: issued.login.clone(),
+        token: token.clone(),
+        scopes: issued.scopes.clone(),
+    });
+    // More than ten live tokens for this user, app and scopes: the oldest is revoked.
+    let mut sorted = issued.scopes.clone();
+    sorted.sort();
+    let same_grant: Vec<String> = w
+        .oauth
+        .issued
+        .iter()
+        .filter(|t| {
+            let mut s = t.scopes.clone();
+            s.sort();
+            t.client_id == client_id && t.login == issued.login && s == sorted
+        })
+        .map(|t| t.token.clone())
+        .filter(|t| w.tokens.contains_key(t))
+        .collect();
+    if same_grant.len() > OAUTH_TOKENS_PER_GRANT {
+        for old in &same_grant[..same_grant.len() - OAUTH_TOKENS_PER_GRANT] {
+            w.tokens.remove(old);
+        }
+    }
+    let scope = issued.scopes.join(",");
+    oauth_answer(
+        format,
+        &[
+            ("access_token", &token),
+            ("scope", &scope),
+            ("token_type", "bearer"),
+        ],
+    )
+}
+
+/// An answer of the token endpoint, always HTTP 200, in the format `Accept` asked for.
+fn oauth_answer(format: &str, fields: &[(&str, &str)]) -> Response {
+    let (content_type, body) = match format {
+        "json" => {
+            let map: serde_json::Map<String, Value> = fields
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), json!(v)))
+                .collect();
+            (
+                "application/json; charset=utf-8",
+                Value::Object(map).to_string(),
+            )
+        }
+        "xml" => {
+            let mut inner = String::new();
+            for (k, v) in fields {
+                inner.push_str(&format!("<{k}>{}</{k}>", html_escape(v)));
+            }
+            (
+                "application/xml; charset=utf-8",
+                format!("<OAuth>{inner}</OAuth>"),
+            )
+        }
+        _ => (
+            "application/x-www-form-urlencoded; charset=utf-8",
+            form_encode(fields),
+        ),
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }

@@ -24,6 +24,7 @@ pub mod oidc_issuer;
 pub mod s3_gate;
 pub mod stack;
 pub mod test_registry;
+pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
