@@ -425,10 +425,9 @@ async fn content_security_policy_is_enforced() {
     );
     let errors = b.console_errors().await.unwrap();
     assert!(
-        errors
-            .iter()
-            .any(|e| e.message.contains("Content Security Policy")
-                && e.message.contains("inline script")),
+        errors.iter().any(|e| e.source == "security"
+            && e.message.contains("Content Security Policy")
+            && e.message.contains("inline script")),
         "{errors:?}"
     );
 }
