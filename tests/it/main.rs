@@ -39,3 +39,4 @@ mod stack_deploy;
 mod token_capability;
 mod trust_configuration;
 mod trusted_publishing;
+mod web_login;

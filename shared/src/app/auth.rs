@@ -62,6 +62,7 @@ pub(super) fn authorizer(config: &Config, kv: Arc<dyn KvStore>) -> Result<Author
                 fresh_for: github_cache,
                 stale_for: chrono::Duration::hours(1).max(github_cache),
                 token_cache: config.token_cache(),
+                web_session: settings.web_session,
             };
             let verifier = crate::auth::oidc::IdTokenVerifier::new(
                 &settings.oidc_issuer,
@@ -69,10 +70,12 @@ pub(super) fn authorizer(config: &Config, kv: Arc<dyn KvStore>) -> Result<Author
                     &settings.oidc_issuer,
                 ))),
             );
-            Authorizer::Github(Box::new(
-                GithubAuth::new(Arc::new(api), kv, tokens, github)
-                    .with_trusted_publishing(verifier),
-            ))
+            let mut auth = GithubAuth::new(Arc::new(api), kv, tokens, github)
+                .with_trusted_publishing(verifier);
+            if let Some(oauth) = &settings.oauth {
+                auth = auth.with_oauth(crate::auth::github::oauth::OauthApp::new(oauth));
+            }
+            Authorizer::Github(Box::new(auth))
         }
     })
 }

@@ -36,6 +36,8 @@ pub struct GithubSettings {
     pub stale_for: Duration,
     /// How long a registry token's record serves read routes (`REGISTRY_TOKEN_CACHE_SECONDS`).
     pub token_cache: std::time::Duration,
+    /// How long a web sign-in lasts (`REGISTRY_WEB_SESSION_HOURS`).
+    pub web_session: std::time::Duration,
 }
 
 /// The authoriser.
@@ -59,6 +61,8 @@ pub struct GithubAuth {
     trusted: Option<oidc::TrustedPublishing>,
     /// Registry-token records kept for read routes.
     token_records: token_store::TokenRecords,
+    /// The OAuth app people sign in with on the web pages, when configured.
+    oauth: Option<super::github::oauth::OauthApp>,
     /// Tokens GitHub refused lately (by their `KvKey::token_owner` id, which holds a hash), so a
     /// repeated bad token costs no GitHub call.
     refused: Mutex<HashMap<String, DateTime<Utc>>>,
@@ -81,8 +85,25 @@ impl GithubAuth {
             token_records: token_store::TokenRecords::new(settings.token_cache),
             settings,
             trusted: None,
+            oauth: None,
             refused: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Turns on sign-in with GitHub through `app` (web pages, `npm login --auth-type=web`).
+    pub(crate) fn with_oauth(mut self, app: super::github::oauth::OauthApp) -> Self {
+        self.oauth = Some(app);
+        self
+    }
+
+    /// How long a web sign-in lasts.
+    pub fn web_session(&self) -> std::time::Duration {
+        self.settings.web_session
+    }
+
+    /// The OAuth app, if sign-in with GitHub is configured.
+    pub fn oauth(&self) -> Option<&super::github::oauth::OauthApp> {
+        self.oauth.as_ref()
     }
 
     /// Turns on trusted publishing: ID tokens verified by `verifier` may be exchanged.

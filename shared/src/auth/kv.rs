@@ -30,6 +30,12 @@ pub enum Namespace {
     MintedTokens,
     /// ID tokens already exchanged, keyed by the SHA-256 of issuer and `jti`.
     ExchangedIdTokens,
+    /// Web sign-ins under way (between the redirect to GitHub and its callback), keyed by the
+    /// SHA-256 of their `state`.
+    WebSignIns,
+    /// `npm login --auth-type=web` logins under way, keyed by the SHA-256 of their done URL's
+    /// secret.
+    WebLogins,
 }
 
 impl Namespace {
@@ -54,6 +60,8 @@ impl fmt::Display for Namespace {
             Namespace::Trust(name) => write!(f, "trust/{}", name.as_str()),
             Namespace::MintedTokens => f.write_str("trusted-publishing/tokens"),
             Namespace::ExchangedIdTokens => f.write_str("trusted-publishing/jti"),
+            Namespace::WebSignIns => f.write_str("web/sign-ins"),
+            Namespace::WebLogins => f.write_str("web/logins"),
         }
     }
 }
@@ -66,7 +74,7 @@ pub struct KvKey {
 }
 
 /// SHA-256, hex: what keys hold in place of a secret.
-fn sha256_hex(text: &str) -> String {
+pub(crate) fn sha256_hex(text: &str) -> String {
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
@@ -142,6 +150,17 @@ impl KvKey {
             Namespace::ExchangedIdTokens,
             sha256_hex(&format!("{issuer}\n{jti}")),
         )
+    }
+
+    /// A web sign-in under way, by its `state` (kept hashed).
+    pub(crate) fn web_sign_in(state: &str) -> Self {
+        Self::new(Namespace::WebSignIns, sha256_hex(state))
+    }
+
+    /// An npm web login under way, by the SHA-256 of its done URL's secret (the login URL
+    /// carries this hash, the done URL the secret).
+    pub(crate) fn web_login(secret_hash: &str) -> Self {
+        Self::new(Namespace::WebLogins, secret_hash.to_ascii_lowercase())
     }
 
     /// The namespace.
@@ -312,6 +331,8 @@ mod tests {
                 "trusted-publishing/jti",
                 "d3c6eb6fa8e40d44c6abd04bc6ee329fdf79eea049a5c9eea7a313dde49ed547".into(),
             ),
+            (KvKey::web_sign_in(token), "web/sign-ins", hashed.into()),
+            (KvKey::web_login(hashed), "web/logins", hashed.into()),
         ];
         for (key, namespace, id) in cases {
             assert_eq!(

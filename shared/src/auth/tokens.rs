@@ -153,10 +153,29 @@ impl TokenKeys {
         scope: TokenScope,
         lineage: Option<&Lineage>,
     ) -> Result<(String, TokenRecord), TokenError> {
+        self.issue_until(
+            login,
+            github_token,
+            scope,
+            lineage,
+            lineage.map(|l| l.expires),
+        )
+    }
+
+    /// `issue`, expiring no later than `until` (a web session's token lives as long as the
+    /// session).
+    pub fn issue_until(
+        &self,
+        login: &str,
+        github_token: &str,
+        scope: TokenScope,
+        lineage: Option<&Lineage>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<(String, TokenRecord), TokenError> {
         let now = Utc::now();
         let jti = hex::encode(rand::random::<[u8; 16]>());
-        let expires = match lineage {
-            Some(l) => (now + self.lifetime).min(l.expires),
+        let expires = match until {
+            Some(until) => (now + self.lifetime).min(until),
             None => now + self.lifetime,
         };
         let claims = Claims {

@@ -39,6 +39,25 @@ pub struct AuthConfig {
     /// for read routes (writes always read it); `None`: the backend's default
     /// (`Config::token_cache`).
     pub token_cache: Option<Duration>,
+    /// The GitHub OAuth app people sign in to the web pages (and `npm login --auth-type=web`)
+    /// with, when `REGISTRY_GITHUB_OAUTH_CLIENT_ID` and `_SECRET` are set.
+    pub oauth: Option<OauthConfig>,
+    /// `REGISTRY_WEB_SESSION_HOURS`: how long a web sign-in lasts (its cookie and the read-only
+    /// registry token behind it).
+    pub web_session: Duration,
+}
+
+/// A GitHub OAuth app's settings.
+#[derive(Debug, Clone)]
+pub struct OauthConfig {
+    /// `REGISTRY_GITHUB_OAUTH_CLIENT_ID`.
+    pub client_id: String,
+    /// `REGISTRY_GITHUB_OAUTH_CLIENT_SECRET` (never logged).
+    pub client_secret: Secret,
+    /// `GITHUB_URL`: GitHub's web host, where people authorise the app (by default derived from
+    /// `GITHUB_API_URL`: `https://api.github.com` → `https://github.com`, a GitHub Enterprise
+    /// Server's `https://HOST/api/v3` → `https://HOST`).
+    pub github_url: String,
 }
 
 impl AuthConfig {
@@ -78,8 +97,67 @@ impl AuthConfig {
                 .unwrap_or(Duration::from_secs(60)),
             oidc_issuer: oidc_issuer(env.raw("REGISTRY_OIDC_ISSUER"))?,
             token_cache: env.seconds("REGISTRY_TOKEN_CACHE_SECONDS")?,
+            oauth: oauth(env)?,
+            web_session: Duration::from_secs(
+                env.number::<u64>("REGISTRY_WEB_SESSION_HOURS")?
+                    .unwrap_or(12)
+                    .saturating_mul(3600),
+            ),
         })
     }
+}
+
+/// The OAuth app, if both its id and its secret are set (one without the other is refused).
+fn oauth(env: &Env) -> Result<Option<OauthConfig>, ConfigError> {
+    let id = env.text("REGISTRY_GITHUB_OAUTH_CLIENT_ID");
+    let secret = env.text("REGISTRY_GITHUB_OAUTH_CLIENT_SECRET");
+    let (client_id, client_secret) = match (id, secret) {
+        (None, None) => return Ok(None),
+        (Some(id), Some(secret)) => (id, Secret::new(secret)),
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "REGISTRY_GITHUB_OAUTH_CLIENT_SECRET",
+                "required with REGISTRY_GITHUB_OAUTH_CLIENT_ID",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "REGISTRY_GITHUB_OAUTH_CLIENT_ID",
+                "required with REGISTRY_GITHUB_OAUTH_CLIENT_SECRET",
+            ));
+        }
+    };
+    let api = env
+        .raw("GITHUB_API_URL")
+        .unwrap_or_else(|| "https://api.github.com".into());
+    let github_url = match env.text("GITHUB_URL") {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => web_host_of(&api),
+    };
+    match url::Url::parse(&github_url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+        _ => {
+            return Err(ConfigError::new(
+                "GITHUB_URL",
+                format!("'{github_url}' is not an http(s) URL"),
+            ));
+        }
+    }
+    Ok(Some(OauthConfig {
+        client_id,
+        client_secret,
+        github_url,
+    }))
+}
+
+/// GitHub's web host for an API URL: `api.github.com` → `github.com`, `HOST/api/v3` → `HOST`;
+/// anything else is taken to serve both (a test's fake GitHub).
+fn web_host_of(api: &str) -> String {
+    let api = api.trim_end_matches('/');
+    if let Some(rest) = api.strip_suffix("/api/v3") {
+        return rest.to_string();
+    }
+    api.replacen("://api.github.com", "://github.com", 1)
 }
 
 /// `REGISTRY_OIDC_ISSUER`: an http(s) URL without a trailing slash (GitHub Actions' by default).
@@ -101,6 +179,43 @@ fn oidc_issuer(value: Option<String>) -> Result<String, ConfigError> {
 mod tests {
     use super::*;
     use crate::config::tests::env;
+
+    #[test]
+    fn the_oauth_app_needs_both_halves_and_finds_githubs_web_host() {
+        let c = AuthConfig::from_env(&env(&[
+            ("REGISTRY_GITHUB_OAUTH_CLIENT_ID", "Iv1.abc"),
+            ("REGISTRY_GITHUB_OAUTH_CLIENT_SECRET", "s3cret"),
+            ("REGISTRY_WEB_SESSION_HOURS", "2"),
+        ]))
+        .unwrap();
+        let oauth = c.oauth.unwrap();
+        assert_eq!(oauth.client_id, "Iv1.abc");
+        assert_eq!(oauth.client_secret.expose(), "s3cret");
+        assert_eq!(oauth.github_url, "https://github.com");
+        assert_eq!(c.web_session, Duration::from_secs(7200));
+        assert_eq!(
+            web_host_of("https://ghe.example.com/api/v3/"),
+            "https://ghe.example.com"
+        );
+        assert_eq!(
+            web_host_of("http://127.0.0.1:9000"),
+            "http://127.0.0.1:9000"
+        );
+        let e =
+            AuthConfig::from_env(&env(&[("REGISTRY_GITHUB_OAUTH_CLIENT_ID", "x")])).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("REGISTRY_GITHUB_OAUTH_CLIENT_SECRET"),
+            "{e}"
+        );
+        let c = AuthConfig::from_env(&env(&[
+            ("REGISTRY_GITHUB_OAUTH_CLIENT_ID", "x"),
+            ("REGISTRY_GITHUB_OAUTH_CLIENT_SECRET", "y"),
+            ("GITHUB_URL", "https://ghe.example.com/"),
+        ]))
+        .unwrap();
+        assert_eq!(c.oauth.unwrap().github_url, "https://ghe.example.com");
+    }
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
@@ -133,6 +248,8 @@ mod tests {
         assert_eq!(c.github_cache, Duration::from_secs(5));
         assert_eq!(c.oidc_issuer, "https://ghe.example.com/_services/token");
         assert_eq!(c.token_cache, Some(Duration::ZERO));
+        assert!(c.oauth.is_none());
+        assert_eq!(c.web_session, Duration::from_secs(12 * 3600));
         // Open mode never uses the secret, so a short one is not its concern.
         assert!(AuthConfig::from_env(&env(&[("REGISTRY_TOKEN_SECRET", "short")])).is_ok());
     }

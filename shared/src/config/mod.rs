@@ -11,7 +11,7 @@ mod server;
 mod storage;
 
 pub use audit::AuditConfig;
-pub use auth::{AuthConfig, AuthMode};
+pub use auth::{AuthConfig, AuthMode, OauthConfig};
 pub use env::Env;
 pub use limits::LimitsConfig;
 pub use scopes::ScopesConfig;

@@ -136,12 +136,20 @@ pub(crate) fn audited(route: &Route) -> Option<(Option<PackageName>, AuditEntry)
             PublishRoute::DeleteTarball { .. } | PublishRoute::TrustList { .. } => return None,
         },
         Route::Auth(route) => match route {
-            AuthRoute::LegacyLogin { .. } => AuditEntry::new(AuditAction::Login),
+            AuthRoute::LegacyLogin { .. } | AuthRoute::WebCallback => {
+                AuditEntry::new(AuditAction::Login)
+            }
             AuthRoute::TokenCreate => AuditEntry::new(AuditAction::TokenCreate),
             // Never the path's key: `npm token revoke` may put a whole token there.
             AuthRoute::TokenDelete { .. } => AuditEntry::new(AuditAction::TokenRevoke),
             AuthRoute::OidcExchange { .. } => AuditEntry::new(AuditAction::TokenExchange),
-            AuthRoute::Whoami | AuthRoute::WebLogin | AuthRoute::TokensList => return None,
+            // Sign-out revokes the session's own read-only token, recorded as a revocation.
+            AuthRoute::WebSignOut => AuditEntry::new(AuditAction::TokenRevoke),
+            AuthRoute::Whoami
+            | AuthRoute::WebLogin
+            | AuthRoute::TokensList
+            | AuthRoute::WebLoginDone
+            | AuthRoute::WebSignIn => return None,
         },
         Route::Metadata(_) | Route::Tarball(_) => return None,
     };

@@ -28,10 +28,12 @@ pub async fn handle(
 ) -> Result<Response, ApiError> {
     match route {
         AuthRoute::Whoami => whoami(state, ctx),
-        // A 4xx makes npm fall back to the legacy login below.
-        AuthRoute::WebLogin => Err(ApiError::NotFound(
-            "web login is not available; npm falls back to the legacy login".into(),
-        )),
+        // Without an OAuth app, a 404 makes npm fall back to the legacy login below.
+        AuthRoute::WebLogin => super::web_auth::start_npm_login(state, ctx).await,
+        AuthRoute::WebLoginDone => super::web_auth::npm_login_done(state, ctx).await,
+        AuthRoute::WebSignIn => super::web_auth::sign_in(state, ctx).await,
+        AuthRoute::WebCallback => super::web_auth::callback(state, ctx).await,
+        AuthRoute::WebSignOut => super::web_auth::sign_out(state, ctx).await,
         AuthRoute::LegacyLogin { user } => {
             let body = read_body(state, body, ctx).await?;
             login(state, ctx, &user, body.bytes()).await

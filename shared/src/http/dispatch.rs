@@ -288,7 +288,13 @@ async fn admit(
     method: &axum::http::Method,
     headers: &HeaderMap,
 ) -> Result<Caller, ApiError> {
-    if let Some(refusal) = cross_site_write(method, headers) {
+    // A web page's form posts (sign-out) come from the registry's own pages: same-origin.
+    let own_page = traits.web
+        && headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|site| site == "same-origin");
+    if !own_page && let Some(refusal) = cross_site_write(method, headers) {
         return Err(refusal);
     }
     if let Some(limit) = traits.body.map(|limit| route_limit(state, limit))
@@ -301,6 +307,11 @@ async fn admit(
     if traits.signs_in {
         return Ok(Caller::anonymous());
     }
+    // A web page's caller is the browser's session, whatever else it sends; a session that no
+    // longer holds (expired, signed out) is nobody, so the page offers to sign in again.
+    if traits.web {
+        return Ok(web_caller(state, headers).await);
+    }
     // An installation token never writes: refused by its prefix, before GitHub is asked who it
     // is (one that GitHub has to name is refused in `anonymous_write`).
     if traits.writes
@@ -311,6 +322,25 @@ async fn admit(
     }
     let caller = state.auth.caller(headers, traits.writes).await?;
     anonymous_write(state, traits, caller)
+}
+
+/// The caller of a web page: the session cookie's registry token, or anonymous.
+async fn web_caller(state: &AppState, headers: &HeaderMap) -> Caller {
+    let Some(session) =
+        super::web_auth::cookie(headers, super::web_auth::SESSION_COOKIE).filter(|s| !s.is_empty())
+    else {
+        return Caller::anonymous();
+    };
+    let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {session}")) else {
+        return Caller::anonymous();
+    };
+    let mut as_bearer = HeaderMap::new();
+    as_bearer.insert(header::AUTHORIZATION, bearer);
+    state
+        .auth
+        .caller(&as_bearer, false)
+        .await
+        .unwrap_or_else(|_| Caller::anonymous())
 }
 
 /// Browsers may send a cross-origin write without asking first (no CORS preflight) only as a

@@ -37,6 +37,11 @@ pub async fn handle(
         }
         MetadataRoute::DistTags { name } => dist_tags(state, ctx, &name).await,
         MetadataRoute::Visibility { name } => super::oidc::visibility(state, ctx, &name).await,
+        MetadataRoute::Root
+        | MetadataRoute::WebList
+        | MetadataRoute::WebSearch
+        | MetadataRoute::WebPackage { .. }
+        | MetadataRoute::WebStatic { .. } => super::web::handle(state, ctx, route),
     }
 }
 

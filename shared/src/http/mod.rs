@@ -20,6 +20,8 @@ mod search;
 mod state;
 pub mod tarball;
 pub mod trust;
+mod web;
+mod web_auth;
 mod write_error;
 
 pub(crate) use body::{parse_json, read_body};

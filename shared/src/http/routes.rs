@@ -84,6 +84,24 @@ pub enum MetadataRoute {
         /// The package.
         name: PackageName,
     },
+    /// `GET /`: a browser is sent to the web pages; anything else hears 404.
+    Root,
+    /// `GET /-/web`: the package list (`?page=N`).
+    WebList,
+    /// `GET /-/web/search`: search results (`?q=TEXT&page=N`).
+    WebSearch,
+    /// `GET /-/web/package/NAME` and `/-/web/package/NAME/v/VERSION`: a package's page.
+    WebPackage {
+        /// The package.
+        name: PackageName,
+        /// The version shown (`latest` when absent).
+        version: Option<Version>,
+    },
+    /// `GET /-/web/static/FILE`: the pages' stylesheet and script.
+    WebStatic {
+        /// The file name.
+        file: String,
+    },
 }
 
 /// The publish group's routes.
@@ -183,6 +201,14 @@ pub enum AuthRoute {
         /// The package the token is asked for.
         name: PackageName,
     },
+    /// `GET /-/v1/login/done?session=SECRET`: npm polls a web login until it has its token.
+    WebLoginDone,
+    /// `GET /-/web/login`: off to GitHub to sign in (`?session=` for an npm web login).
+    WebSignIn,
+    /// `GET /-/web/callback`: back from GitHub with a code.
+    WebCallback,
+    /// `POST /-/web/logout`: ends the browser's session.
+    WebSignOut,
 }
 
 /// How large a route's request body may be.
@@ -206,6 +232,8 @@ pub struct RouteTraits {
     pub body: Option<RouteLimit>,
     /// Whether it signs in: its bearer, if any, is not (yet) a credential of this registry.
     pub signs_in: bool,
+    /// Whether it is a web page's: the caller is the browser's session cookie, not a bearer.
+    pub web: bool,
 }
 
 impl Route {
@@ -245,7 +273,12 @@ impl Route {
                 | MetadataRoute::Ready
                 | MetadataRoute::Search
                 | MetadataRoute::AdvisoriesBulk
-                | MetadataRoute::AuditsQuick,
+                | MetadataRoute::AuditsQuick
+                | MetadataRoute::Root
+                | MetadataRoute::WebList
+                | MetadataRoute::WebSearch
+                | MetadataRoute::WebPackage { .. }
+                | MetadataRoute::WebStatic { .. },
             )
             | Route::Auth(
                 AuthRoute::Whoami
@@ -253,7 +286,11 @@ impl Route {
                 | AuthRoute::LegacyLogin { .. }
                 | AuthRoute::TokensList
                 | AuthRoute::TokenCreate
-                | AuthRoute::TokenDelete { .. },
+                | AuthRoute::TokenDelete { .. }
+                | AuthRoute::WebLoginDone
+                | AuthRoute::WebSignIn
+                | AuthRoute::WebCallback
+                | AuthRoute::WebSignOut,
             ) => None,
         }
     }
@@ -284,13 +321,25 @@ impl Route {
                 AuthRoute::LegacyLogin { .. }
                     | AuthRoute::WebLogin
                     | AuthRoute::OidcExchange { .. }
+                    | AuthRoute::WebLoginDone
+                    | AuthRoute::WebSignIn
+                    | AuthRoute::WebCallback
             )
+        );
+        let web = matches!(
+            self,
+            Route::Metadata(
+                MetadataRoute::WebList
+                    | MetadataRoute::WebSearch
+                    | MetadataRoute::WebPackage { .. }
+            ) | Route::Auth(AuthRoute::WebSignOut)
         );
         RouteTraits {
             group: self.group(),
             writes,
             body,
             signs_in,
+            web,
         }
     }
 }
@@ -491,6 +540,7 @@ fn tag_route(name: PackageName, tag: &str, set: bool) -> Result<Route, RouteErro
                 writes: true,
                 body: set.then_some(RouteLimit::Small),
                 signs_in: false,
+                web: false,
             },
             package: name,
             value: tag.to_string(),
@@ -520,7 +570,29 @@ pub fn resolve(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
     let meta = Route::Metadata;
     let auth = Route::Auth;
     match s.as_slice() {
+        [] if m == Method::GET => Ok(meta(M::Root)),
         [] => Err(RouteError::NotFound),
+        ["-", "web"] => only(&Method::GET, meta(M::WebList)),
+        ["-", "web", "search"] => only(&Method::GET, meta(M::WebSearch)),
+        ["-", "web", "static", file] => only(
+            &Method::GET,
+            meta(M::WebStatic {
+                file: (*file).to_string(),
+            }),
+        ),
+        ["-", "web", "package", ..] => {
+            let (name, rest) = take_name(&s[3..])?;
+            let version = match rest {
+                [] => None,
+                ["v", version] => Some(Version::parse(version).map_err(|_| RouteError::NotFound)?),
+                _ => return Err(RouteError::NotFound),
+            };
+            only(&Method::GET, meta(M::WebPackage { name, version }))
+        }
+        ["-", "web", "login"] => only(&Method::GET, auth(A::WebSignIn)),
+        ["-", "web", "callback"] => only(&Method::GET, auth(A::WebCallback)),
+        ["-", "web", "logout"] => only(&Method::POST, auth(A::WebSignOut)),
+        ["-", "v1", "login", "done"] => only(&Method::GET, auth(A::WebLoginDone)),
         ["-", "ping"] => only(&Method::GET, meta(M::Ping)),
         ["-", "ready"] => only(&Method::GET, meta(M::Ready)),
         ["-", "whoami"] => only(&Method::GET, auth(A::Whoami)),

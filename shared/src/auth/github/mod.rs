@@ -3,6 +3,7 @@
 
 mod answers;
 mod client;
+pub mod oauth;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

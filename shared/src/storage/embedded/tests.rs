@@ -401,7 +401,11 @@ async fn a_file_of_the_older_layout_gets_its_readmes_moved_apart_once() {
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].name, name);
     assert_eq!(entries[0].version, Version::new(1, 0, 0));
-    assert!(entries[0].readme_terms.contains(&"readme".to_string()), "{:?}", entries[0]);
+    assert!(
+        entries[0].readme_terms.contains(&"readme".to_string()),
+        "{:?}",
+        entries[0]
+    );
 }
 
 #[test]
