@@ -135,9 +135,10 @@ fn every_request_reaches_the_function_that_answers_it() {
             chosen.2, chosen.0, chosen.1
         );
     }
-    // Paths no client sends reach no function (API Gateway answers 404 itself).
+    // Paths no client sends reach no function (API Gateway answers 404 itself). `GET /` does:
+    // a browser is sent to the web pages.
     for (method, path) in [
-        ("GET", "/"),
+        ("POST", "/"),
         ("POST", "/plain"),
         ("PATCH", "/@s/n"),
         ("GET", "/a/b/c/d/e/f"),
