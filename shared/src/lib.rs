@@ -15,4 +15,5 @@ pub mod secret;
 pub mod storage;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+pub mod web;
 pub mod writes;
