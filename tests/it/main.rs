@@ -40,3 +40,4 @@ mod token_capability;
 mod trust_configuration;
 mod trusted_publishing;
 mod web_login;
+mod web_pages;

@@ -158,7 +158,22 @@ struct Driver {
 }
 
 impl Driver {
+    /// Starts chromedriver, again if it could not bind: with `--port=0` it takes a free port on
+    /// one address family and then the same number on the other, which another process may hold
+    /// ("IPv4 port not available").
     fn start(log: &Path) -> Result<Driver> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_once(log) {
+                Err(Error::Driver(message))
+                    if attempt < 5 && message.contains("port not available") => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once(log: &Path) -> Result<Driver> {
         let log_file = std::fs::File::create(log)
             .map_err(|e| Error::Driver(format!("create {}: {e}", log.display())))?;
         let mut cmd = Command::new(chromedriver_bin());
@@ -454,6 +469,28 @@ impl Browser {
                 return Err(Error::Timeout(
                     WAIT,
                     format!("{css:?} to read {text:?} (last: {last:?})"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Polls the element matching `css` for up to [`WAIT`] until its text contains `text`.
+    pub async fn wait_for_text_containing(&self, css: &str, text: &str) -> Result<Element<'_>> {
+        let deadline = Instant::now() + WAIT;
+        let mut last = None;
+        loop {
+            if let Some(e) = self.try_find(css).await? {
+                let now = e.text().await?;
+                if now.contains(text) {
+                    return Ok(e);
+                }
+                last = Some(now);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout(
+                    WAIT,
+                    format!("{css:?} to contain {text:?} (last: {last:?})"),
                 ));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

@@ -41,7 +41,7 @@ pub async fn handle(
         | MetadataRoute::WebList
         | MetadataRoute::WebSearch
         | MetadataRoute::WebPackage { .. }
-        | MetadataRoute::WebStatic { .. } => super::web::handle(state, ctx, route),
+        | MetadataRoute::WebStatic { .. } => Box::pin(super::web::handle(state, ctx, route)).await,
     }
 }
 

@@ -3,7 +3,6 @@
 //! caller could not read.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -12,8 +11,8 @@ use futures_util::stream::FuturesUnordered;
 
 use super::{ApiError, AppState, RequestContext, json_response};
 use crate::auth::{Action, AuthError, Authorizer, Identity};
-use crate::domain::RepoRef;
-use crate::search::{Hit, SearchQuery, search_response};
+use crate::domain::{PackageName, RepoRef};
+use crate::search::{Hit, SearchEntry, SearchQuery, search_response};
 
 /// GitHub checks of distinct repositories run at most this many at a time.
 const CHECKS_AT_ONCE: usize = 8;
@@ -33,7 +32,7 @@ pub(crate) async fn search(state: &AppState, ctx: &RequestContext) -> Result<Res
         .search
         .with_index(state.metadata.as_ref(), |index| index.query(&query))
         .await?;
-    let readable = readable(state, ctx, hits).await?;
+    let readable = readable(state, ctx, hits, |hit| hit.entry.as_ref()).await?;
     let total = readable.len();
     let page: Vec<Hit> = readable
         .into_iter()
@@ -67,32 +66,32 @@ fn parse(path_and_query: &str) -> Result<SearchQuery, ApiError> {
     SearchQuery::parse(&text, size.as_deref(), from.as_deref()).map_err(ApiError::BadRequest)
 }
 
-/// The hits the caller may read, in rank order. In GitHub mode each distinct repository among
-/// them is decided once (through the authoriser's cache, as reads are); a repository GitHub
-/// cannot be asked about fails the search rather than shrink it.
-async fn readable(
+/// The items the caller may read, in their order (`entry` finds each one's package). In GitHub
+/// mode each distinct repository among them is decided once (through the authoriser's cache, as
+/// reads are); a repository GitHub cannot be asked about fails the whole answer rather than
+/// shrink it.
+pub(crate) async fn readable<T>(
     state: &AppState,
     ctx: &RequestContext,
-    hits: Vec<Hit>,
-) -> Result<Vec<Hit>, ApiError> {
-    if matches!(state.auth, Authorizer::Open) || hits.is_empty() {
-        return Ok(hits);
+    items: Vec<T>,
+    entry: impl Fn(&T) -> &SearchEntry,
+) -> Result<Vec<T>, ApiError> {
+    if matches!(state.auth, Authorizer::Open) || items.is_empty() {
+        return Ok(items);
     }
-    let repo_of = |hit: &Hit| {
-        hit.entry.repository.clone().or_else(|| {
-            RepoRef::new(
-                hit.entry.name.scope().unwrap_or(""),
-                hit.entry.name.base_name(),
-            )
-        })
+    let repo_of = |e: &SearchEntry| {
+        e.repository
+            .clone()
+            .or_else(|| RepoRef::new(e.name.scope().unwrap_or(""), e.name.base_name()))
     };
     // One package per distinct repository stands for it in the check.
-    let mut distinct: HashMap<String, (RepoRef, Arc<crate::search::SearchEntry>)> = HashMap::new();
-    for hit in &hits {
-        if let Some(repo) = repo_of(hit) {
+    let mut distinct: HashMap<String, (RepoRef, PackageName)> = HashMap::new();
+    for item in &items {
+        let e = entry(item);
+        if let Some(repo) = repo_of(e) {
             distinct
                 .entry(repo.to_string().to_ascii_lowercase())
-                .or_insert_with(|| (repo, hit.entry.clone()));
+                .or_insert_with(|| (repo, e.name.clone()));
         }
     }
     let mut allowed: HashMap<String, bool> = HashMap::with_capacity(distinct.len());
@@ -100,13 +99,13 @@ async fn readable(
     let mut running = FuturesUnordered::new();
     loop {
         while running.len() < CHECKS_AT_ONCE {
-            let Some((key, (repo, entry))) = pending.next() else {
+            let Some((key, (repo, name))) = pending.next() else {
                 break;
             };
             running.push(async move {
                 let decision = state
                     .auth
-                    .check(&ctx.caller, &entry.name, &repo, Action::Read)
+                    .check(&ctx.caller, &name, &repo, Action::Read)
                     .await;
                 (key, decision)
             });
@@ -123,10 +122,10 @@ async fn readable(
         };
         allowed.insert(key, readable);
     }
-    Ok(hits
+    Ok(items
         .into_iter()
-        .filter(|hit| {
-            repo_of(hit).is_some_and(|repo| {
+        .filter(|item| {
+            repo_of(entry(item)).is_some_and(|repo| {
                 allowed
                     .get(&repo.to_string().to_ascii_lowercase())
                     .copied()

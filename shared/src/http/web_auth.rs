@@ -115,9 +115,10 @@ fn signing_in(state: &AppState) -> Option<&GithubAuth> {
 }
 
 /// The page that says sign-in is not set up.
-fn not_configured(state: &AppState) -> Response {
+fn not_configured(state: &AppState, ctx: &RequestContext) -> Response {
     super::web::message(
         state,
+        ctx,
         None,
         StatusCode::NOT_FOUND,
         "Sign-in is not available",
@@ -128,7 +129,7 @@ fn not_configured(state: &AppState) -> Response {
 /// `GET /-/web/login`: off to GitHub.
 pub(crate) async fn sign_in(state: &AppState, ctx: &RequestContext) -> Result<Response, ApiError> {
     let Some(github) = signing_in(state) else {
-        return Ok(not_configured(state));
+        return Ok(not_configured(state, ctx));
     };
     let oauth = github
         .oauth()
@@ -142,6 +143,7 @@ pub(crate) async fn sign_in(state: &AppState, ctx: &RequestContext) -> Result<Re
         if !pending {
             return Ok(super::web::message(
                 state,
+                ctx,
                 None,
                 StatusCode::NOT_FOUND,
                 "This login link has expired",
@@ -178,7 +180,7 @@ pub(crate) async fn sign_in(state: &AppState, ctx: &RequestContext) -> Result<Re
 /// `GET /-/web/callback`: back from GitHub.
 pub(crate) async fn callback(state: &AppState, ctx: &RequestContext) -> Result<Response, ApiError> {
     let Some(github) = signing_in(state) else {
-        return Ok(not_configured(state));
+        return Ok(not_configured(state, ctx));
     };
     let oauth = github
         .oauth()
@@ -187,6 +189,7 @@ pub(crate) async fn callback(state: &AppState, ctx: &RequestContext) -> Result<R
         ctx.audit.unchanged();
         Ok(super::web::message(
             state,
+            ctx,
             None,
             StatusCode::BAD_REQUEST,
             heading,
@@ -288,8 +291,14 @@ pub(crate) async fn callback(state: &AppState, ctx: &RequestContext) -> Result<R
         set_cookie(ctx, STATE_COOKIE, "", &format!("{path}/-/web/callback"), 0),
     ];
     if let Some(text) = done {
-        let mut page =
-            super::web::message(state, Some(&user.login), StatusCode::OK, "Signed in", text);
+        let mut page = super::web::message(
+            state,
+            ctx,
+            Some(&user.login),
+            StatusCode::OK,
+            "Signed in",
+            text,
+        );
         for c in &cookies {
             if let Ok(value) = HeaderValue::from_str(c) {
                 page.headers_mut().append(header::SET_COOKIE, value);

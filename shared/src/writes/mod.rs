@@ -57,6 +57,29 @@ pub struct Draft {
     create: Option<(VersionRecord, CreateMode)>,
     readme: Option<String>,
     changes: Vec<VersionChange>,
+    /// What the package's search entry was made from before this change (`None`: a new package).
+    searched: Option<SearchFacts>,
+}
+
+/// The parts of a package record its search entry depends on, besides its `latest` version.
+#[derive(Debug, Clone, PartialEq)]
+struct SearchFacts {
+    latest: Option<Version>,
+    repository: Option<String>,
+    unpublished: bool,
+}
+
+impl SearchFacts {
+    fn of(record: &PackageRecord) -> Self {
+        SearchFacts {
+            latest: record.dist_tags.get(&DistTag::latest()).cloned(),
+            repository: record
+                .repository
+                .as_ref()
+                .map(|r| r.to_string().to_ascii_lowercase()),
+            unpublished: record.unpublished.is_some(),
+        }
+    }
 }
 
 impl Draft {
@@ -79,7 +102,30 @@ impl Draft {
             create: None,
             readme: None,
             changes: Vec::new(),
+            searched: current.map(SearchFacts::of),
         }
+    }
+
+    /// Whether this change can change what search shows of the package: a new package, a new
+    /// or changed `latest` version, a move of the `latest` tag, a new repository binding, an
+    /// unpublish. A tag other than `latest`, a star or a change to an older version cannot, and
+    /// costs no read of the latest version.
+    fn changes_search_entry(&self) -> bool {
+        let Some(before) = &self.searched else {
+            return true;
+        };
+        let after = SearchFacts::of(&self.record);
+        let Some(latest) = &after.latest else {
+            return *before != after;
+        };
+        let touches_latest = self
+            .create
+            .iter()
+            .any(|(record, _)| record.version == *latest)
+            || self.changes.iter().any(|change| match change {
+                VersionChange::Deprecate(v, _) | VersionChange::Unpublish(v, _) => v == latest,
+            });
+        *before != after || touches_latest
     }
 
     /// The time this change is made (the record's new `modified`).
@@ -245,8 +291,14 @@ impl<'a> PackageWriter<'a> {
             let outcome = match attempt().await {
                 Ok(Decision::Keep(answer)) => return Ok(answer),
                 Ok(Decision::Write(draft, answer)) => {
+                    let searched = draft.changes_search_entry();
                     let mut write = draft.into_write();
-                    match search_change(self.metadata, &write).await {
+                    let change = if searched {
+                        search_change(self.metadata, &write).await
+                    } else {
+                        Ok(SearchChange::Keep)
+                    };
+                    match change {
                         Ok(change) => {
                             write.search = change;
                             self.metadata
@@ -301,6 +353,48 @@ mod tests {
             published: Utc::now(),
             state: VersionState::Unpublished { at: Utc::now() },
         }
+    }
+
+    #[test]
+    fn only_writes_that_change_what_search_shows_remake_the_entry() {
+        let name = PackageName::parse("@acme/searched").unwrap();
+        let mut stored = PackageRecord::new(name.clone(), Utc::now());
+        stored.revision = 2;
+        stored
+            .dist_tags
+            .insert(DistTag::latest(), Version::new(1, 0, 0));
+        assert!(
+            Draft::after(None, &name).changes_search_entry(),
+            "a new package"
+        );
+        let mut d = Draft::after(Some(&stored), &name);
+        d.record
+            .dist_tags
+            .insert(DistTag::parse("beta").unwrap(), Version::new(0, 9, 0));
+        assert!(!d.changes_search_entry(), "another tag");
+        let mut d = Draft::after(Some(&stored), &name);
+        d.change_version(VersionChange::Deprecate(Version::new(0, 9, 0), None));
+        assert!(!d.changes_search_entry(), "an older version");
+        let mut d = Draft::after(Some(&stored), &name);
+        d.change_version(VersionChange::Deprecate(
+            Version::new(1, 0, 0),
+            Some("x".into()),
+        ));
+        assert!(d.changes_search_entry(), "the latest version deprecated");
+        let mut d = Draft::after(Some(&stored), &name);
+        d.record
+            .dist_tags
+            .insert(DistTag::latest(), Version::new(0, 9, 0));
+        assert!(d.changes_search_entry(), "latest moved");
+        let mut d = Draft::after(Some(&stored), &name);
+        d.record.repository = crate::domain::RepoRef::new("acme", "widgets");
+        assert!(d.changes_search_entry(), "bound to a repository");
+        let mut d = Draft::after(Some(&stored), &name);
+        d.record.unpublished = Some(Utc::now());
+        assert!(d.changes_search_entry(), "unpublished");
+        let mut d = Draft::after(Some(&stored), &name);
+        d.create_version(version("1.0.0"), None, CreateMode::AllowOverwrite);
+        assert!(d.changes_search_entry(), "the latest version overwritten");
     }
 
     #[test]

@@ -731,11 +731,15 @@ fn dependencies_section(h: &mut Html, layout: &Layout, view: &PackageView, room:
         if deps.is_empty() {
             continue;
         }
-        h.raw("<h3>")
-            .raw(heading)
-            .raw(" (")
-            .raw(&deps.len().to_string())
-            .raw(")</h3>\n<ul class=\"deps\">\n");
+        // Only plain dependencies: the section's heading says it all.
+        if deps.len() != total || heading != "Dependencies" {
+            h.raw("<h3>")
+                .raw(heading)
+                .raw(" (")
+                .raw(&deps.len().to_string())
+                .raw(")</h3>\n");
+        }
+        h.raw("<ul class=\"deps\">\n");
         for dep in deps {
             if h.len() - start > room {
                 hidden += 1;
