@@ -51,12 +51,15 @@ export NPM10_BIN="$clients_dir/node_modules/npm/bin/npm-cli.js"
 # security update supersedes it. chromium-driver depends on exactly the same chromium version,
 # so the two always match. fonts-liberation gives pages the metric-compatible sans, serif and
 # mono fonts (chromium only recommends it, and --no-install-recommends skips the rest).
+# xdg-utils and curl: the test of `npm login` under a terminal lets npm open the login URL with
+# xdg-open, whose $BROWSER is a curl script (xdg-utils also comes with chromium).
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 \
+  || ! command -v xdg-open >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 \
   || [ "$(dpkg-query -W -f='${Status}' fonts-liberation 2>/dev/null || true)" != "install ok installed" ]; then
-  echo "tests/tools.sh: installing Debian's chromium, chromium-driver and fonts-liberation" >&2
+  echo "tests/tools.sh: installing Debian's chromium, chromium-driver, fonts-liberation, xdg-utils and curl" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    chromium chromium-driver fonts-liberation >/dev/null
+    chromium chromium-driver fonts-liberation xdg-utils curl >/dev/null
 fi
 # /usr/bin/chromium is Debian's launcher script (it adds /etc/chromium.d's flags); on a machine
 # with /dev/shm mounted twice its shm check prints a harmless "[: unexpected operator" to stderr.

@@ -354,3 +354,74 @@ async fn npm_login_in_the_browser_gives_npm_a_publish_token() {
     );
     npm.ok(&dir, &["publish"]);
 }
+
+/// Under a terminal npm offers to open the login URL itself: with `BROWSER` set to a script that
+/// follows it (cookies kept, as a browser keeps them), `npm login` completes on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn npm_login_opens_the_browser_under_a_terminal() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let world = World::start().await;
+    let server = server(&world, root);
+    let home = root.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let npmrc = home.join(".npmrc");
+    std::fs::write(&npmrc, format!("registry={}/\n", server.url)).unwrap();
+    let follow = root.join("follow-login.sh");
+    std::fs::write(
+        &follow,
+        format!(
+            "#!/bin/sh\nexec curl -s -L -c '{jar}' -b '{jar}' -o /dev/null \"$1\"\n",
+            jar = root.join("cookies").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&follow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // util-linux's `script` gives npm a terminal on both stdin and stdout.
+    let mut npm = Command::new("script")
+        .args([
+            "-qfec",
+            &format!("{} login --auth-type=web", npm_bin()),
+            "/dev/null",
+        ])
+        .current_dir(root)
+        .env("HOME", &home)
+        .env("npm_config_cache", root.join("npm-cache"))
+        .env("npm_config_userconfig", &npmrc)
+        // npm 11.19 opens the login URL with xdg-open whatever its `browser` setting says;
+        // xdg-open runs $BROWSER (xdg-utils comes with Debian's chromium).
+        .env("BROWSER", &follow)
+        .env_remove("npm_config_registry")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // "Press ENTER to open in the browser...": the terminal keeps the keystroke until asked.
+    npm.stdin.take().unwrap().write_all(b"\n").unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(npm.wait_with_output());
+    });
+    let out = done_rx
+        .recv_timeout(std::time::Duration::from_secs(90))
+        .expect("npm login finished within 90 s")
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        printed.contains(&format!("Logged in on {}/.", server.url)),
+        "{printed}"
+    );
+    let written = std::fs::read_to_string(&npmrc).unwrap();
+    let host = server.url.trim_start_matches("http:");
+    assert!(
+        written.contains(&format!("{host}/:_authToken=")),
+        "{written}"
+    );
+    assert_eq!(world.github.oauth_exchanges(), 1);
+}
