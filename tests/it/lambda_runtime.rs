@@ -199,6 +199,42 @@ async fn functions_on_the_aws_backend_answer_invocations() {
     let r = response(runtime.invoke(metadata_event()).await);
     let metadata_unchanged_first = metadata.started.elapsed();
     assert_eq!(r["statusCode"], 200, "{r}");
+    // Search and the web pages are the metadata function's too.
+    let r = response(
+        runtime
+            .invoke(apigw_v2_event(
+                "GET",
+                "/-/v1/search",
+                "text=fn",
+                host.clone(),
+                None,
+                "$default",
+            ))
+            .await,
+    );
+    assert_eq!(r["statusCode"], 200, "{r}");
+    let found: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+    assert_eq!(found["total"], 1, "{found}");
+    assert_eq!(found["objects"][0]["package"]["name"], "@acme/fn");
+    let r = response(
+        runtime
+            .invoke(apigw_v2_event(
+                "GET",
+                "/-/web/package/@acme/fn",
+                "",
+                host.clone(),
+                None,
+                "$default",
+            ))
+            .await,
+    );
+    assert_eq!(r["statusCode"], 200, "{r}");
+    assert!(
+        r["headers"]["content-type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("text/html")),
+        "{r}"
+    );
     println!(
         "AWS backend, {}: process start to first answered invocation (SDK clients built, one \
          round of storage requests): publish {publish_first:?}, tarball {tarball_first:?}, \
