@@ -14,6 +14,8 @@ pub struct Searcher {
     index: RwLock<SearchIndex>,
     /// Set once the index holds the store's entries.
     loaded: AtomicBool,
+    /// Set while the first load runs.
+    loading: AtomicBool,
     /// Changes committed while the first load ran, applied again once it is in (the load may have
     /// read the store before them).
     during_load: Mutex<Vec<SearchChange>>,
@@ -36,6 +38,7 @@ impl Searcher {
         Searcher {
             index: RwLock::new(SearchIndex::new()),
             loaded: AtomicBool::new(false),
+            loading: AtomicBool::new(false),
             during_load: Mutex::new(Vec::new()),
             progress: tokio::sync::Mutex::new(Progress {
                 watermark: None,
@@ -45,7 +48,9 @@ impl Searcher {
         }
     }
 
-    /// Applies a write this process has just committed.
+    /// Applies a write this process has just committed. Before the first load nothing is kept:
+    /// the load will read the write from the store (a process that never searches, such as the
+    /// publish function, keeps nothing); during it the change is kept to be applied after.
     pub fn committed(&self, change: &SearchChange) {
         if matches!(change, SearchChange::Keep) {
             return;
@@ -54,7 +59,10 @@ impl Searcher {
             let mut during = lock(&self.during_load);
             // Checked again under the lock the load takes to finish.
             if !self.loaded.load(Ordering::Acquire) {
-                during.push(change.clone());
+                if self.loading.load(Ordering::Acquire) {
+                    during.push(change.clone());
+                }
+                return;
             }
         }
         write(&self.index).apply(change);
@@ -82,7 +90,15 @@ impl Searcher {
             return Ok(());
         }
         let started = Instant::now();
-        let load = store.search_entries().await?;
+        self.loading.store(true, Ordering::Release);
+        let load = match store.search_entries().await {
+            Ok(load) => load,
+            Err(e) => {
+                self.loading.store(false, Ordering::Release);
+                lock(&self.during_load).clear();
+                return Err(e);
+            }
+        };
         let mut index = SearchIndex::new();
         for entry in load.entries {
             index.put(entry);
@@ -94,6 +110,7 @@ impl Searcher {
             }
             *write(&self.index) = index;
             self.loaded.store(true, Ordering::Release);
+            self.loading.store(false, Ordering::Release);
         }
         progress.watermark = load.watermark;
         progress.refreshed = Some(Instant::now());
@@ -151,4 +168,24 @@ fn read(m: &RwLock<SearchIndex>) -> std::sync::RwLockReadGuard<'_, SearchIndex> 
 
 fn write(m: &RwLock<SearchIndex>) -> std::sync::RwLockWriteGuard<'_, SearchIndex> {
     m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::entry::test_entry;
+
+    #[test]
+    fn writes_before_the_first_load_are_left_to_it() {
+        let searcher = Searcher::new(None);
+        for i in 0..1_000 {
+            let entry = test_entry(&format!("@a/p{i}"), "1.0.0", serde_json::json!({}), None);
+            searcher.committed(&SearchChange::Put(Box::new(entry)));
+        }
+        assert!(
+            lock(&searcher.during_load).is_empty(),
+            "nothing kept by a process that never searches"
+        );
+        assert!(searcher.is_empty());
+    }
 }
