@@ -12,7 +12,7 @@ use futures_util::stream::FuturesUnordered;
 use super::{ApiError, AppState, RequestContext, json_response};
 use crate::auth::{Action, AuthError, Authorizer, Identity};
 use crate::domain::{PackageName, RepoRef};
-use crate::search::{Hit, SearchEntry, SearchQuery, search_response};
+use crate::search::{Hit, Indexed, SearchQuery, search_response};
 
 /// GitHub checks of distinct repositories run at most this many at a time.
 const CHECKS_AT_ONCE: usize = 8;
@@ -74,14 +74,15 @@ pub(crate) async fn readable<T>(
     state: &AppState,
     ctx: &RequestContext,
     items: Vec<T>,
-    entry: impl Fn(&T) -> &SearchEntry,
+    entry: impl Fn(&T) -> &Indexed,
 ) -> Result<Vec<T>, ApiError> {
     if matches!(state.auth, Authorizer::Open) || items.is_empty() {
         return Ok(items);
     }
-    let repo_of = |e: &SearchEntry| {
+    let repo_of = |e: &Indexed| {
         e.repository
-            .clone()
+            .as_deref()
+            .cloned()
             .or_else(|| RepoRef::new(e.name.scope().unwrap_or(""), e.name.base_name()))
     };
     // One package per distinct repository stands for it in the check.

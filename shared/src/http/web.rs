@@ -12,7 +12,7 @@ use super::routes::MetadataRoute;
 use super::{ApiError, AppState, RequestContext};
 use crate::auth::Identity;
 use crate::domain::PackageName;
-use crate::search::{SearchEntry, SearchQuery};
+use crate::search::{Indexed, SearchQuery};
 use crate::web::{self, Layout, ListItem, ListView, PackageView, SearchView};
 
 /// Packages per page of the list and of search results.
@@ -114,14 +114,23 @@ fn page_number(ctx: &RequestContext) -> usize {
         .unwrap_or(1)
 }
 
-fn item(entry: &SearchEntry) -> ListItem {
+fn item(entry: &Indexed) -> ListItem {
+    let package = entry.package("");
+    let text = |key: &str| package[key].as_str().unwrap_or_default().to_string();
     ListItem {
         name: entry.name.to_string(),
-        version: entry.version.to_string(),
-        description: Some(entry.description.clone()).filter(|d| !d.is_empty()),
+        version: text("version"),
+        description: Some(text("description")).filter(|d| !d.is_empty()),
         published: Some(entry.date),
         deprecated: entry.deprecated,
-        keywords: entry.keywords.clone(),
+        keywords: package["keywords"]
+            .as_array()
+            .map(|k| {
+                k.iter()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -143,8 +152,7 @@ async fn list(state: &AppState, ctx: &RequestContext) -> Response {
         Err(e) => return error(state, ctx, &ApiError::from(e)),
     };
     let readable =
-        match super::search::readable(state, ctx, entries, |e: &Arc<SearchEntry>| e.as_ref()).await
-        {
+        match super::search::readable(state, ctx, entries, |e: &Arc<Indexed>| e.as_ref()).await {
             Ok(readable) => readable,
             Err(e) => return error(state, ctx, &e),
         };

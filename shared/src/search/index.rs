@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::indexed::Indexed;
 use super::query::SearchQuery;
 use super::{SearchEntry, tokenize};
 use crate::domain::PackageName;
@@ -44,21 +45,38 @@ fn weight(mask: u8) -> u32 {
 #[derive(Debug, Clone)]
 pub struct Hit {
     /// The package.
-    pub entry: Arc<SearchEntry>,
+    pub entry: Arc<Indexed>,
     /// Its points (`searchScore`).
     pub points: u32,
     /// Its points as a share of the best hit's, 0 to 1 (`score.final`).
     pub score: f64,
 }
 
-/// One word's packages: (package id, fields mask), ascending by id.
-type Postings = Vec<(u32, u8)>;
+/// One word's packages, ascending by id: each a [`posting`] (package id and fields mask in one
+/// `u32`, half the memory of a pair: most of the index is these).
+type Postings = Vec<u32>;
+
+/// Bits of a posting that hold the fields mask.
+const MASK_BITS: u32 = 4;
+/// Ids stay below this (compaction renumbers them densely long before).
+const MAX_ID: u32 = 1 << (32 - MASK_BITS);
+
+/// A posting: `id` in the high bits, the fields `mask` in the low ones.
+fn posting(id: u32, mask: u8) -> u32 {
+    (id << MASK_BITS) | u32::from(mask)
+}
+
+/// A posting's id and fields mask.
+fn unpack(p: u32) -> (u32, u8) {
+    (p >> MASK_BITS, (p & ((1 << MASK_BITS) - 1)) as u8)
+}
 
 /// Every indexed package, findable by its words.
 #[derive(Default)]
 pub struct SearchIndex {
-    /// Package id → entry. Ids only grow, so postings appended in id order stay sorted.
-    entries: HashMap<u32, Arc<SearchEntry>>,
+    /// Package id → what is kept of it. Ids only grow (until compaction renumbers them in
+    /// order), so postings appended in id order stay sorted.
+    entries: HashMap<u32, Arc<Indexed>>,
     /// Lowercase name → package id.
     ids: HashMap<String, u32>,
     /// Word → packages; sorted, so a prefix is a range. Postings of replaced or removed
@@ -94,14 +112,14 @@ impl SearchIndex {
     }
 
     /// The entry of `name`, if it is indexed.
-    pub fn get(&self, name: &PackageName) -> Option<Arc<SearchEntry>> {
+    pub fn get(&self, name: &PackageName) -> Option<Arc<Indexed>> {
         let id = self.ids.get(&name.as_str().to_lowercase())?;
         self.entries.get(id).cloned()
     }
 
     /// Every indexed entry, the most recently changed first (the web page's package list).
-    pub fn newest_first(&self) -> Vec<Arc<SearchEntry>> {
-        let mut all: Vec<Arc<SearchEntry>> = self.entries.values().cloned().collect();
+    pub fn newest_first(&self) -> Vec<Arc<Indexed>> {
+        let mut all: Vec<Arc<Indexed>> = self.entries.values().cloned().collect();
         all.sort_by(|a, b| {
             b.date
                 .cmp(&a.date)
@@ -121,7 +139,7 @@ impl SearchIndex {
     }
 
     /// Indexes `entry`, in place of the package's previous one (unless that one is newer).
-    pub fn put(&mut self, mut entry: SearchEntry) {
+    pub fn put(&mut self, entry: SearchEntry) {
         let key = entry.name.as_str().to_lowercase();
         if self.newer_than(&key, entry.revision) {
             return;
@@ -131,12 +149,17 @@ impl SearchIndex {
         let id = self.next_id;
         self.next_id += 1;
         for (word, mask) in words_of(&entry) {
-            self.words.entry(word.into()).or_default().push((id, mask));
+            self.words
+                .entry(word.into())
+                .or_default()
+                .push(posting(id, mask));
         }
-        // Indexed now; the postings are all that is needed of them.
-        entry.readme_terms = Vec::new();
+        // Its words are in the postings now; the rest is kept compact.
         self.ids.insert(key, id);
-        self.entries.insert(id, Arc::new(entry));
+        self.entries.insert(id, Arc::new(Indexed::of(&entry)));
+        if self.next_id >= MAX_ID / 2 {
+            self.compact();
+        }
         self.compact_if_due();
     }
 
@@ -182,15 +205,45 @@ impl SearchIndex {
         }
     }
 
-    /// Takes the postings of replaced and removed packages out.
+    /// Takes the postings of replaced and removed packages out, and numbers the packages anew
+    /// from 0 in their old order (so postings stay sorted and ids stay small).
     fn compact(&mut self) {
-        let entries = &self.entries;
+        let mut old: Vec<u32> = self.entries.keys().copied().collect();
+        old.sort_unstable();
+        let renumbered: HashMap<u32, u32> = old.iter().zip(0u32..).map(|(o, n)| (*o, n)).collect();
         self.words.retain(|_, postings| {
-            postings.retain(|(id, _)| entries.contains_key(id));
+            postings.retain_mut(|p| {
+                let (id, mask) = unpack(*p);
+                match renumbered.get(&id) {
+                    Some(new) => {
+                        *p = posting(*new, mask);
+                        true
+                    }
+                    None => false,
+                }
+            });
             postings.shrink_to_fit();
             !postings.is_empty()
         });
+        self.entries = std::mem::take(&mut self.entries)
+            .into_iter()
+            .map(|(id, e)| (renumbered[&id], e))
+            .collect();
+        for id in self.ids.values_mut() {
+            *id = renumbered[id];
+        }
+        self.next_id = u32::try_from(old.len()).unwrap_or(u32::MAX);
         self.dead = 0;
+    }
+
+    /// Gives back what the postings lists hold beyond their length (after a bulk load, which
+    /// grows them by doubling).
+    pub fn shrink(&mut self) {
+        for postings in self.words.values_mut() {
+            postings.shrink_to_fit();
+        }
+        self.entries.shrink_to_fit();
+        self.ids.shrink_to_fit();
     }
 
     /// An estimate of the heap the index holds, in bytes: what its tables and entries allocate
@@ -204,7 +257,7 @@ impl SearchIndex {
             .map(|(w, p)| {
                 (size_of::<Box<str>>() + size_of::<Postings>()) * 3 / 2
                     + w.len()
-                    + p.capacity() * size_of::<(u32, u8)>()
+                    + p.capacity() * size_of::<u32>()
             })
             .sum();
         // Hash tables: a slot per entry at 7/8 load, plus a control byte.
@@ -216,7 +269,7 @@ impl SearchIndex {
         let entries: usize = self
             .entries
             .values()
-            .map(|e| (size_of::<(u32, Arc<SearchEntry>)>() + 1) * 8 / 7 + entry_heap_bytes(e))
+            .map(|e| (size_of::<(u32, Arc<Indexed>)>() + 1) * 8 / 7 + 16 + e.heap_bytes())
             .sum();
         words + ids + entries
     }
@@ -228,7 +281,7 @@ impl SearchIndex {
         } else {
             self.entries.keys().map(|id| (*id, 0)).collect()
         };
-        let mut hits: Vec<(Arc<SearchEntry>, u32)> = Vec::with_capacity(scored.len());
+        let mut hits: Vec<(Arc<Indexed>, u32)> = Vec::with_capacity(scored.len());
         for (id, points) in scored.drain(..) {
             let Some(entry) = self.entries.get(&id) else {
                 continue;
@@ -261,7 +314,7 @@ impl SearchIndex {
         let mut result: Option<Vec<(u32, u32)>> = None;
         for (i, term) in terms.iter().enumerate() {
             // Borrowed, not copied: a common word's postings list most packages.
-            let postings: std::borrow::Cow<'_, [(u32, u8)]> = if i + 1 == terms.len() {
+            let postings: std::borrow::Cow<'_, [u32]> = if i + 1 == terms.len() {
                 self.with_prefix(term).into()
             } else {
                 self.words
@@ -269,7 +322,10 @@ impl SearchIndex {
                     .map_or(&[][..], Vec::as_slice)
                     .into()
             };
-            let scored = postings.iter().map(|&(id, mask)| (id, weight(mask)));
+            let scored = postings.iter().map(|&p| {
+                let (id, mask) = unpack(p);
+                (id, weight(mask))
+            });
             result = Some(match result {
                 None => scored.collect(),
                 Some(so_far) => intersect(&so_far, scored),
@@ -293,13 +349,18 @@ impl SearchIndex {
             .take(PREFIX_EXPANSIONS)
         {
             let whole = &**word == term;
-            merged.extend(postings.iter().map(|(id, mask)| {
-                // A prefix match counts a field tier lower than the whole word.
-                (*id, if whole { *mask } else { *mask << 1 })
+            merged.extend(postings.iter().map(|&p| {
+                let (id, mask) = unpack(p);
+                // A prefix match counts a field tier lower than the whole word (README's tier,
+                // shifted out of the mask, scores nothing but still matches).
+                posting(id, if whole { mask } else { (mask << 1) & 0xf })
             }));
         }
-        merged.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(weight(b.1).cmp(&weight(a.1))));
-        merged.dedup_by_key(|(id, _)| *id);
+        merged.sort_unstable_by(|a, b| {
+            let ((a_id, a_mask), (b_id, b_mask)) = (unpack(*a), unpack(*b));
+            a_id.cmp(&b_id).then(weight(b_mask).cmp(&weight(a_mask)))
+        });
+        merged.dedup_by_key(|p| unpack(*p).0);
         merged
     }
 }
@@ -318,7 +379,7 @@ fn intersect(so_far: &[(u32, u32)], next: impl Iterator<Item = (u32, u32)>) -> V
 }
 
 /// Points for the free text naming the package, or beginning its name.
-fn name_points(entry: &SearchEntry, query: &SearchQuery) -> u32 {
+fn name_points(entry: &Indexed, query: &SearchQuery) -> u32 {
     if query.text.is_empty() {
         return 0;
     }
@@ -334,38 +395,17 @@ fn name_points(entry: &SearchEntry, query: &SearchQuery) -> u32 {
     }
 }
 
-/// Whether `entry` passes the query's qualifiers.
-fn passes(entry: &SearchEntry, query: &SearchQuery) -> bool {
-    // Compared lowercased in place: most queries name no keyword, and none should allocate here.
-    let has = |k: &String| {
-        entry
-            .keywords
-            .iter()
-            .any(|e| e.chars().flat_map(char::to_lowercase).eq(k.chars()))
-    };
-    // A person is named by their whole name, one word of it, or their address's local part
-    // (`author:ann` finds "Ann Example <ann@example.com>").
-    let person = |p: &super::Person, name: &str| {
-        p.username.eq_ignore_ascii_case(name)
-            || p.username
-                .split_whitespace()
-                .any(|w| w.eq_ignore_ascii_case(name))
-            || p.email
-                .as_deref()
-                .and_then(|e| e.split('@').next())
-                .is_some_and(|local| local.eq_ignore_ascii_case(name))
-    };
+/// Whether `entry` passes the query's qualifiers (all lowercase, as the entry's lists are).
+fn passes(entry: &Indexed, query: &SearchQuery) -> bool {
+    let has = |k: &String| entry.has_keyword(k);
     (query.keywords_any.is_empty() || query.keywords_any.iter().any(has))
         && query.keywords_all.iter().all(has)
         && !query.keywords_none.iter().any(has)
-        && query.author.as_deref().is_none_or(|a| {
-            entry.author.as_ref().is_some_and(|p| person(p, a))
-                || entry.publisher.as_ref().is_some_and(|p| person(p, a))
-        })
+        && query.author.as_deref().is_none_or(|a| entry.authored_by(a))
         && query
             .maintainer
             .as_deref()
-            .is_none_or(|m| entry.maintainers.iter().any(|p| person(p, m)))
+            .is_none_or(|m| entry.maintained_by(m))
         && query.scope.as_deref().is_none_or(|s| {
             entry
                 .name
@@ -373,29 +413,7 @@ fn passes(entry: &SearchEntry, query: &SearchQuery) -> bool {
                 .is_some_and(|own| own.eq_ignore_ascii_case(s))
         })
         && query.deprecated.is_none_or(|d| entry.deprecated == d)
-        && query.unstable.is_none_or(|u| entry.unstable() == u)
-}
-
-/// What one entry allocates: its own block and its strings.
-fn entry_heap_bytes(e: &SearchEntry) -> usize {
-    let person =
-        |p: &super::Person| p.username.capacity() + p.email.as_ref().map_or(0, String::capacity);
-    let option = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
-    std::mem::size_of::<SearchEntry>()
-        + 16
-        + e.name.as_str().len()
-        + e.description.capacity()
-        + e.keywords.iter().map(|k| k.capacity() + 24).sum::<usize>()
-        + e.author.as_ref().map_or(0, person)
-        + e.publisher.as_ref().map_or(0, person)
-        + e.maintainers
-            .iter()
-            .map(|p| person(p) + std::mem::size_of::<super::Person>())
-            .sum::<usize>()
-        + option(&e.links.homepage)
-        + option(&e.links.repository)
-        + option(&e.links.bugs)
-        + option(&e.license)
+        && query.unstable.is_none_or(|u| entry.unstable == u)
 }
 
 /// Each distinct word of `entry` with the fields it is in.
@@ -603,7 +621,6 @@ mod tests {
         let postings: usize = index.words.values().map(Vec::len).sum();
         // A few words each (name, description, README): live entries and at most 1,024 dead.
         assert!(postings <= 8 * (100 + 1024), "{postings} postings");
-        assert!(index.entries.values().all(|e| e.readme_terms.is_empty()));
         assert_eq!(names(&index, "gadgets").len(), 100);
         assert!(index.heap_bytes() > 0);
     }
@@ -618,5 +635,46 @@ mod tests {
         assert!((hits[0].score - 1.0).abs() < f64::EPSILON);
         assert!(hits[1].score > 0.0 && hits[1].score < 1.0);
         assert!(hits[0].points > hits[1].points);
+    }
+}
+
+#[cfg(test)]
+mod scale {
+    use super::*;
+    use crate::search::entry::test_entry;
+
+    /// 50,000 packages with the README words the entry keeps at most (64), drawn from a large
+    /// vocabulary: the index's own accounting stays within the 64 MB.
+    #[test]
+    fn fifty_thousand_packages_fit_in_sixty_four_megabytes() {
+        let mut index = SearchIndex::new();
+        for i in 0..50_000u32 {
+            let mut e = test_entry(
+                &format!("@scope{}/package-name-{i}", i % 20),
+                "1.2.3",
+                serde_json::json!({
+                    "description": format!("A library for parsing and formatting things number {i}"),
+                    "keywords": ["parse", "format", format!("k{}", i % 500)],
+                    "author": "Some Author <author@example.com>",
+                    "maintainers": [{"name": "maintainer", "email": "m@example.com"}],
+                    "homepage": format!("https://github.com/scope/package-name-{i}#readme"),
+                    "repository": format!("git+https://github.com/scope/package-name-{i}.git"),
+                    "license": "MIT",
+                }),
+                None,
+            );
+            e.readme_terms = (0..64)
+                .map(|t| format!("w{}", (i * 7 + t * 131) % 200_000))
+                .collect();
+            e.revision = 1;
+            index.put(e);
+        }
+        index.shrink();
+        let heap = index.heap_bytes();
+        eprintln!(
+            "50,000 packages: {} MiB by the index's accounting",
+            heap >> 20
+        );
+        assert!(heap < 64 << 20, "{heap} bytes");
     }
 }

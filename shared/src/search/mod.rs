@@ -7,6 +7,7 @@
 
 mod entry;
 mod index;
+mod indexed;
 mod query;
 mod response;
 mod searcher;
@@ -14,6 +15,7 @@ mod tokenize;
 
 pub use entry::{Links, Person, SearchEntry};
 pub use index::{Hit, SearchIndex};
+pub use indexed::Indexed;
 pub use query::{MAX_FROM, MAX_SIZE, SearchQuery};
 pub use response::search_response;
 pub use searcher::Searcher;

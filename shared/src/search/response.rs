@@ -3,7 +3,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use super::{Hit, SearchEntry};
+use super::{Hit, Indexed};
 
 /// The answer for one page of hits out of `total` readable matches. `base_url` makes each
 /// package's `links.npm` (its page on this registry).
@@ -12,7 +12,7 @@ pub fn search_response(page: &[Hit], total: usize, base_url: &str, now: DateTime
         .iter()
         .map(|hit| {
             json!({
-                "package": package(&hit.entry, base_url),
+                "package": hit.entry.package(base_url),
                 "score": {
                     "final": hit.score,
                     "detail": {"quality": hit.score, "popularity": hit.score, "maintenance": hit.score},
@@ -29,50 +29,13 @@ pub fn search_response(page: &[Hit], total: usize, base_url: &str, now: DateTime
     })
 }
 
-/// `package` of one result. `maintainers` is always an array of `{username}` objects and `date`
-/// always an ISO date: npm's formatter reads both without a guard.
-fn package(entry: &SearchEntry, base_url: &str) -> Value {
-    let mut links = json!({
-        "npm": format!("{}/-/web/package/{}", base_url.trim_end_matches('/'), entry.name),
-    });
-    for (key, value) in [
-        ("homepage", &entry.links.homepage),
-        ("repository", &entry.links.repository),
-        ("bugs", &entry.links.bugs),
-    ] {
-        if let Some(value) = value {
-            links[key] = json!(value);
-        }
-    }
-    let mut package = json!({
-        "name": entry.name.as_str(),
-        "scope": entry.name.scope().unwrap_or("unscoped"),
-        "version": entry.version.to_string(),
-        "description": entry.description,
-        "keywords": entry.keywords,
-        "date": entry.date.to_rfc3339_opts(SecondsFormat::Millis, true),
-        "links": links,
-        "maintainers": entry.maintainers,
-    });
-    if let Some(publisher) = &entry.publisher {
-        package["publisher"] = json!(publisher);
-    }
-    if let Some(author) = &entry.author {
-        package["author"] = json!({"name": author.username, "email": author.email});
-    }
-    if let Some(license) = &entry.license {
-        package["license"] = json!(license);
-    }
-    package
-}
-
 /// `flags`, as the public registry sends them: only those that are set.
-fn flags(entry: &SearchEntry) -> Value {
+fn flags(entry: &Indexed) -> Value {
     let mut flags = json!({});
     if entry.deprecated {
         flags["deprecated"] = json!(true);
     }
-    if entry.unstable() {
+    if entry.unstable {
         flags["unstable"] = json!(true);
     }
     flags

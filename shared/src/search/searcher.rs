@@ -103,6 +103,7 @@ impl Searcher {
         for entry in load.entries {
             index.put(entry);
         }
+        index.shrink();
         {
             let mut during = lock(&self.during_load);
             for change in during.drain(..) {
