@@ -12,7 +12,7 @@ use futures_util::stream::FuturesUnordered;
 use super::{ApiError, AppState, RequestContext, json_response};
 use crate::auth::{Action, AuthError, Authorizer, Identity};
 use crate::domain::{PackageName, RepoRef};
-use crate::search::{Hit, Indexed, SearchQuery, search_response};
+use crate::search::{Hit, Indexed, SearchQuery, rank, search_response};
 
 /// GitHub checks of distinct repositories run at most this many at a time.
 const CHECKS_AT_ONCE: usize = 8;
@@ -32,8 +32,9 @@ pub(crate) async fn search(state: &AppState, ctx: &RequestContext) -> Result<Res
         .search
         .with_index(state.metadata.as_ref(), |index| index.query(&query))
         .await?;
-    let readable = readable(state, ctx, hits, |hit| hit.entry.as_ref()).await?;
+    let mut readable = readable(state, ctx, hits, |hit| hit.entry.as_ref()).await?;
     let total = readable.len();
+    rank(&mut readable, query.from + query.size);
     let page: Vec<Hit> = readable
         .into_iter()
         .skip(query.from)

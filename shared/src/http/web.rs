@@ -196,11 +196,12 @@ async fn search(state: &AppState, ctx: &RequestContext) -> Response {
         Ok(hits) => hits,
         Err(e) => return error(state, ctx, &ApiError::from(e)),
     };
-    let readable = match super::search::readable(state, ctx, hits, |h| h.entry.as_ref()).await {
+    let mut readable = match super::search::readable(state, ctx, hits, |h| h.entry.as_ref()).await {
         Ok(readable) => readable,
         Err(e) => return error(state, ctx, &e),
     };
     let total = readable.len();
+    crate::search::rank(&mut readable, query.from + query.size);
     let items: Vec<ListItem> = readable
         .iter()
         .skip(query.from)

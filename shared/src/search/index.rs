@@ -274,39 +274,60 @@ impl SearchIndex {
         words + ids + entries
     }
 
-    /// Every package matching `query`, best first (the caller filters by access, then pages).
+    /// Every package matching `query`, not yet in order: the caller keeps those the caller may
+    /// read, then [`rank`]s only as many as the page needs (a broad word matches tens of
+    /// thousands, and sorting them all would cost more than finding them).
     pub fn query(&self, query: &SearchQuery) -> Vec<Hit> {
-        let mut scored: Vec<(u32, u32)> = if query.has_terms() {
+        let scored: Vec<(u32, u32)> = if query.has_terms() {
             self.matching_words(&query.terms)
+        } else if let Some(candidates) = self.with_keywords(query) {
+            candidates
         } else {
             self.entries.keys().map(|id| (*id, 0)).collect()
         };
-        let mut hits: Vec<(Arc<Indexed>, u32)> = Vec::with_capacity(scored.len());
-        for (id, points) in scored.drain(..) {
+        let mut hits = Vec::with_capacity(scored.len());
+        for (id, points) in scored {
             let Some(entry) = self.entries.get(&id) else {
                 continue;
             };
             if !passes(entry, query) {
                 continue;
             }
-            hits.push((entry.clone(), points + name_points(entry, query)));
+            hits.push(Hit {
+                points: points + name_points(entry, query),
+                entry: entry.clone(),
+                score: 0.0,
+            });
         }
-        // Deprecated packages after all others; then points; then the latest change first.
-        hits.sort_by(|(a, ap), (b, bp)| {
-            a.deprecated
-                .cmp(&b.deprecated)
-                .then(bp.cmp(ap))
-                .then(b.modified.cmp(&a.modified))
-                .then(a.name.as_str().cmp(b.name.as_str()))
-        });
-        let best = hits.iter().map(|(_, p)| *p).max().unwrap_or(0).max(1);
-        hits.into_iter()
-            .map(|(entry, points)| Hit {
-                entry,
-                points,
-                score: f64::from(points) / f64::from(best),
-            })
-            .collect()
+        hits
+    }
+
+    /// For a query of qualifiers alone, the packages with a word of its required (or one of
+    /// its alternative) keywords in their keywords, from the postings instead of every package;
+    /// `None` when the query names no keyword with an indexed word.
+    fn with_keywords(&self, query: &SearchQuery) -> Option<Vec<(u32, u32)>> {
+        let list = if query.keywords_all.is_empty() {
+            &query.keywords_any
+        } else {
+            &query.keywords_all[..1]
+        };
+        let mut ids = Vec::new();
+        for keyword in list {
+            // A keyword with no indexed word (punctuation alone) is checked against every package.
+            let word = tokenize::words(keyword).next()?;
+            if let Some(postings) = self.words.get(word.as_str()) {
+                ids.extend(postings.iter().filter_map(|&p| {
+                    let (id, mask) = unpack(p);
+                    (mask & KEYWORD != 0).then_some((id, 0))
+                }));
+            }
+        }
+        if list.is_empty() {
+            return None;
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Some(ids)
     }
 
     /// Packages with every word of `terms` (the last also as a prefix), with their points.
@@ -378,17 +399,49 @@ fn intersect(so_far: &[(u32, u32)], next: impl Iterator<Item = (u32, u32)>) -> V
     out
 }
 
+/// Puts the best `top` of `hits` first, in rank order: deprecated packages after all others,
+/// then by points, then the latest change first (the rest follow in no order). Scores every
+/// hit as a share of the best one's points.
+pub fn rank(hits: &mut [Hit], top: usize) {
+    let best = hits.iter().map(|h| h.points).max().unwrap_or(0).max(1);
+    for hit in hits.iter_mut() {
+        hit.score = f64::from(hit.points) / f64::from(best);
+    }
+    let order = |a: &Hit, b: &Hit| {
+        a.entry
+            .deprecated
+            .cmp(&b.entry.deprecated)
+            .then(b.points.cmp(&a.points))
+            .then(b.entry.modified.cmp(&a.entry.modified))
+            .then(a.entry.name.as_str().cmp(b.entry.name.as_str()))
+    };
+    let top = top.min(hits.len());
+    if top == 0 {
+        return;
+    }
+    if top < hits.len() {
+        hits.select_nth_unstable_by(top - 1, order);
+    }
+    hits[..top].sort_unstable_by(order);
+}
+
+/// Whether `text` (lowercase) begins `name`, ignoring ASCII case (names are ASCII), without
+/// lowercasing the name into a new string for every candidate.
+fn begins(name: &str, text: &str) -> bool {
+    name.len() >= text.len() && name.as_bytes()[..text.len()].eq_ignore_ascii_case(text.as_bytes())
+}
+
 /// Points for the free text naming the package, or beginning its name.
 fn name_points(entry: &Indexed, query: &SearchQuery) -> u32 {
     if query.text.is_empty() {
         return 0;
     }
-    let name = entry.name.as_str().to_lowercase();
-    let base = entry.name.base_name().to_lowercase();
+    let name = entry.name.as_str();
+    let base = entry.name.base_name();
     let text = query.text.as_str();
-    if query.boost_exact && (name == text || base == text) {
+    if query.boost_exact && (name.eq_ignore_ascii_case(text) || base.eq_ignore_ascii_case(text)) {
         EXACT
-    } else if name.starts_with(text) || base.starts_with(text) {
+    } else if begins(name, text) || begins(base, text) {
         NAME_PREFIX
     } else {
         0
@@ -454,11 +507,9 @@ mod tests {
 
     fn names(index: &SearchIndex, text: &str) -> Vec<String> {
         let query = SearchQuery::parse(text, None, None).unwrap();
-        index
-            .query(&query)
-            .into_iter()
-            .map(|h| h.entry.name.to_string())
-            .collect()
+        let mut hits = index.query(&query);
+        rank(&mut hits, usize::MAX);
+        hits.into_iter().map(|h| h.entry.name.to_string()).collect()
     }
 
     #[test]
@@ -631,7 +682,8 @@ mod tests {
             test_entry("@a/widget", "1.0.0", json!({}), None),
             test_entry("@a/other", "1.0.0", json!({"description": "widget"}), None),
         ]);
-        let hits = index.query(&SearchQuery::parse("widget", None, None).unwrap());
+        let mut hits = index.query(&SearchQuery::parse("widget", None, None).unwrap());
+        rank(&mut hits, usize::MAX);
         assert!((hits[0].score - 1.0).abs() < f64::EPSILON);
         assert!(hits[1].score > 0.0 && hits[1].score < 1.0);
         assert!(hits[0].points > hits[1].points);

@@ -14,7 +14,7 @@ mod searcher;
 mod tokenize;
 
 pub use entry::{Links, Person, SearchEntry};
-pub use index::{Hit, SearchIndex};
+pub use index::{Hit, SearchIndex, rank};
 pub use indexed::Indexed;
 pub use query::{MAX_FROM, MAX_SIZE, SearchQuery};
 pub use response::search_response;
