@@ -177,11 +177,13 @@ class LoadFigures:
     load_ms: int | None
     rss_before_kb: int | None
     rss_after_kb: int | None
+    hwm_after_kb: int | None  # the process's peak so far, just after the load
 
     def __str__(self) -> str:
         kb = lambda x: f"{x / 1024:.1f}" if x is not None else "?"  # noqa: E731
         return (f"{self.first_ms:,.0f} ms; log: packages={self.log_packages} heap_mib={self.heap_mib} "
-                f"ms={self.load_ms}; RSS {kb(self.rss_before_kb)} -> {kb(self.rss_after_kb)} MiB")
+                f"ms={self.load_ms}; RSS {kb(self.rss_before_kb)} -> {kb(self.rss_after_kb)} MiB "
+                f"(peak {kb(self.hwm_after_kb)})")
 
 
 @dataclass
@@ -237,10 +239,10 @@ class SearchBench:
         if status != 200:
             raise BenchError(f"{server.label}: the first search answered {status}")
         line = self.log_line(server, nth)
-        rss1 = server.status_kb("VmRSS")
+        rss1, hwm1 = server.status_kb("VmRSS"), server.status_kb("VmHWM")
         if line.get("packages") is not None and line["packages"] < self.plan.packages:
             raise BenchError(f"{server.label}: the index loaded {line['packages']} packages of {self.plan.packages}")
-        return LoadFigures(t, status, line.get("packages"), line.get("heap_mib"), line.get("ms"), rss0, rss1)
+        return LoadFigures(t, status, line.get("packages"), line.get("heap_mib"), line.get("ms"), rss0, rss1, hwm1)
 
     def sanity(self, server: Server, classes: list[QueryClass]):
         """Every query of every class once: `total` as the corpus says, the page's length, and
@@ -480,11 +482,13 @@ class SearchBench:
         heap_met = heap is not None and heap <= 64
         rows.append(("index heap (`heap_mib` of the log line after the restart), MiB", "≤ 64 MB",
                      (f"{heap}" + mark(heap_met)) if heap is not None else "? ✗", vtext("— (no index)")))
-        rows.append(("RSS after the restart, before the first search → after it loaded the index, MiB", "—",
+        rows.append(("RSS after the restart, before the first search → after it loaded the index (peak), MiB", "—",
                      f"{mib(b.rss_before_kb)} → {mib(b.rss_after_kb)} "
-                     f"(+{((b.rss_after_kb or 0) - (b.rss_before_kb or 0)) / 1024:,.1f})", vtext("—")))
-        rows.append(("RSS of the process that published: before its first search → after, MiB", "—",
-                     f"{mib(a.rss_before_kb)} → {mib(a.rss_after_kb)} (heap_mib {a.heap_mib})", vtext("—")))
+                     f"(+{((b.rss_after_kb or 0) - (b.rss_before_kb or 0)) / 1024:,.1f}; peak {mib(b.hwm_after_kb)})",
+                     vtext("—")))
+        rows.append(("RSS of the process that published: before its first search → after (peak), MiB", "—",
+                     f"{mib(a.rss_before_kb)} → {mib(a.rss_after_kb)} (peak {mib(a.hwm_after_kb)}; "
+                     f"heap_mib {a.heap_mib})", vtext("—")))
         worst: dict[int, tuple[float, str]] = {}
         for qc in self.classes:
             totals = sorted(q.total for q in qc.queries if q.total is not None)
