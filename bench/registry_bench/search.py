@@ -126,6 +126,7 @@ class Cell:
     requests: int
     errors: int
     others: float  # the largest share of the machine other processes used during a round
+    cpu_ms: float  # the server's CPU time per search (user + system)
 
 
 def wrk_search(server: Server, paths: list[str], connections: int, seconds: int, work: Path) -> tuple[dict, float]:
@@ -159,6 +160,7 @@ def wrk_search(server: Server, paths: list[str], connections: int, seconds: int,
         "p50": float(f[7]) / 1000,
         "p99": float(f[8]) / 1000,
         "max": float(f[9]) / 1000,
+        "cpu_ms": 1000 * server_cpu / max(int(f[1]), 1),
     }, others
 
 
@@ -300,12 +302,14 @@ class SearchBench:
                     requests=sum(f["requests"] for f in figs),
                     errors=sum(f["errors"] for f in figs),
                     others=max(o for _, o in rs),
+                    cpu_ms=statistics.median(f["cpu_ms"] for f in figs),
                 )
                 if cell.errors:
                     raise BenchError(f"{server.label}: {cell.errors} failed searches ({qc.label}, {conns} connections)")
                 self.cells[(qc.key, conns)] = cell
                 log(f"{server.label}: {qc.label}, {conns} connection(s): p50 {ms(cell.p50_ms)} ms, p99 "
-                    f"{ms(cell.p99_ms)} ms, {cell.rps:,.0f}/s (others used {cell.others:.0%} of the machine)")
+                    f"{ms(cell.p99_ms)} ms, {cell.rps:,.0f}/s, server CPU {cell.cpu_ms:.2f} ms per search "
+                    f"(others used {cell.others:.0%} of the machine)")
 
     def visible(self, server: Server, trials: int, tag: str) -> tuple[list[float], list[float], list[int]]:
         """Publishes a new package and searches for its name every poll_s until it is found:
@@ -505,8 +509,8 @@ class SearchBench:
                 text = f"{ms(cell.p50_ms)} / {ms(cell.p99_ms)}{mark(met)}{dagger}"
                 if conns > 1:
                     text += f" ({cell.rps:,.0f}/s)"
-                elif found:
-                    text += f" ({found[2:]})"
+                else:
+                    text += f" (CPU {cell.cpu_ms:.2f}{found})"
                 if conns == 1:
                     if not has_v:
                         vt = "(not run)"
@@ -519,7 +523,8 @@ class SearchBench:
                 else:
                     vt = vtext("—")
                 label = (f"{qc.label} (`{qc.queries[0].text}` …), {conns} connection{'s' if conns > 1 else ''}: "
-                         f"p50 / p99 ms")
+                         + ("p50 / p99 ms (server CPU ms per search; matches)" if conns == 1 else
+                            "p50 / p99 ms (searches/s)"))
                 rows.append((label, "p99 ≤ 20 ms", text, vt))
         seen, puts, polls = F["visible"]
         vis_met = pct(seen, 0.99) <= 2000
@@ -573,8 +578,10 @@ class SearchBench:
             f"Warm latency: wrk (1 thread at 1 connection, 2 threads at 16), {plan.rounds} round"
             f"{'s' if plan.rounds > 1 else ''} of {plan.wrk_seconds} s per class and connection count, the median "
             "of each figure over the rounds; closed loop, so the 16-connection figures include queueing on this "
-            f"machine's {os.cpu_count()} cores, shared with wrk. † marks a cell during which other processes used "
-            f"more than {QUIET_BUSY:.0%} of the machine.",
+            f"machine's {os.cpu_count()} cores, shared with wrk (16 searches in flight wait for one another: p50 is "
+            "about 16 × the CPU per search ÷ the cores left to the server). † marks a cell during which other "
+            f"processes used more than {QUIET_BUSY:.0%} of the machine; the server's CPU time per search (from "
+            "/proc, over the same rounds) is the figure that least depends on them.",
             f"First search and index memory: our server logs `search index loaded packages=N heap_mib=M ms=T` "
             f"when a process loads its index (on its first search; `REGISTRY_LOG={LOG_FILTER}`). It is measured "
             "twice: in the process that published the corpus, and after a restart on the same data directory. "
