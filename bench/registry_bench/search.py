@@ -241,7 +241,8 @@ class SearchBench:
         if status != 200:
             raise BenchError(f"{server.label}: the first search answered {status}")
         line = self.log_line(server, nth)
-        rss1, hwm1 = server.status_kb("VmRSS"), server.status_kb("VmHWM")
+        # This process's own peak (Ours.status_kb would fold in the peak of the one a restart replaced).
+        rss1, hwm1 = server.status_kb("VmRSS"), Server.status_kb(server, "VmHWM")
         if line.get("packages") is not None and line["packages"] < self.plan.packages:
             raise BenchError(f"{server.label}: the index loaded {line['packages']} packages of {self.plan.packages}")
         return LoadFigures(t, status, line.get("packages"), line.get("heap_mib"), line.get("ms"), rss0, rss1, hwm1)
@@ -537,7 +538,7 @@ class SearchBench:
                            f"{ms(pct(vv[1], 0.5))})" if vv else "—")))
         rows.append(("answers checked against the corpus (every `total`, the page, the first name result)", "—",
                      f"{self.checked} right", vtext("— (see notes)")))
-        rows.append(("RSS at the end (peak), MiB", "—", f"{mib(F['rss_end'])} ({mib(F['hwm_end'])})",
+        rows.append(("RSS at the end (peak of either process), MiB", "—", f"{mib(F['rss_end'])} ({mib(F['hwm_end'])})",
                      vtext(f"{mib(V.get('rss_end'))} ({mib(V.get('hwm_end'))})" if has_v else "")))
         for conns in plan.connections:
             p99, label = worst[conns]
