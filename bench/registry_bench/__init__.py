@@ -18,7 +18,9 @@ ends it with a non-zero exit.
 # emulators), `corpus`, `results`; one per phase: `packument` (reads), `install`, `publish`;
 # `harness` (the run), `report` (docs/benchmarks.md); the scale phase, a run of its own
 # (`--scale`), is `scale` (its measurements, table and docs/scale.md) and `scale_corpus` (the
-# growth plan and the publisher processes). The narrower drivers beside this package
+# growth plan and the publisher processes); the search phase (`--search`) is `search` (its
+# measurements, table and docs/search.md) and `search_corpus` (the packages, the queries and
+# what each must find, the publishers). The narrower drivers beside this package
 # (`bench/*.py`) use the names below.
 
 from .common import CONCURRENCY, BenchError, Client, escaped, free_port, http_get, log

@@ -22,7 +22,8 @@ def main() -> int:
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     ap.add_argument("--doc", metavar="PATH", nargs="?", const="",
                     help="write the report here, or without PATH to its usual file (docs/benchmarks.md; with "
-                    "--scale, docs/scale.md); a smoke, partial or scale run writes one only so")
+                    "--scale, docs/scale.md; with --search, docs/search.md); a smoke, partial, scale or search "
+                    "run writes one only so")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, data)")
     ap.add_argument("--release", action="store_true", help="(bench/run) smoke with the release build")
     ap.add_argument("--phases", default="reads,installs,publishes",
@@ -37,10 +38,22 @@ def main() -> int:
                        help="grow one data directory of our server step by step and measure it at each step "
                        "(default 10k,100k,1M versions; smoke: 200,400), the first step also on Verdaccio")
     scale.add_argument("--steps", help="versions after each step, comma-separated (10k,100k,1M)")
-    scale.add_argument("--publishers", type=int, default=0, help="publishers at once while growing (default 16)")
+    scale.add_argument("--publishers", type=int, default=0, help="publishers at once while growing or loading (default 16)")
     scale.add_argument("--no-verdaccio", dest="verdaccio", action="store_false",
-                       help="skip the first step on Verdaccio")
+                       help="skip Verdaccio (the scale phase's first step, the search phase's peer)")
+    search = ap.add_argument_group("the search phase (a run of its own: bench/run --search)")
+    search.add_argument("--search", action="store_true",
+                        help="publish a synthetic corpus (50,000 packages; smoke: 500) to our server and to "
+                        "Verdaccio and time searches by query class, the index's first load and memory, and "
+                        "publish-to-found (--publishers and --no-verdaccio apply)")
+    search.add_argument("--packages", type=int, default=0, help="packages in the search corpus (default 50000)")
     args = ap.parse_args()
+    if args.search and args.scale:
+        ap.error("--search and --scale are runs of their own: one at a time")
+    if args.search:
+        from .search import run_search
+
+        return run_search(args)
     if args.scale:
         from .scale import run_scale
 

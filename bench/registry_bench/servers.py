@@ -175,7 +175,9 @@ class Verdaccio(Server):
         storage.mkdir(parents=True, exist_ok=True)
         config = self.work / "verdaccio.yaml"
         # No uplinks (nothing proxied), anyone may read and publish, web UI off, warnings only:
-        # the same footing as our server in open mode with REGISTRY_LOG=warn.
+        # the same footing as our server in open mode with REGISTRY_LOG=warn. `userRateLimit`
+        # (default 1,000 requests per 15 minutes on search and the user and token routes) raised,
+        # or the search phase gets 429s; no other phase uses those routes.
         config.write_text(
             f"""storage: {storage}
 auth:
@@ -195,6 +197,7 @@ packages:
 web:
   enable: false
 max_body_size: 500mb
+userRateLimit: {{ windowMs: 1000, max: 1000000 }}
 log: {{ type: stdout, format: pretty, level: warn }}
 """
         )
