@@ -377,11 +377,16 @@ impl SearchIndex {
                 posting(id, if whole { mask } else { (mask << 1) & 0xf })
             }));
         }
-        merged.sort_unstable_by(|a, b| {
-            let ((a_id, a_mask), (b_id, b_mask)) = (unpack(*a), unpack(*b));
-            a_id.cmp(&b_id).then(weight(b_mask).cmp(&weight(a_mask)))
+        // Plain integers sort fastest; a package found by several words keeps every field any of
+        // them was found in (its best field decides its points).
+        merged.sort_unstable();
+        merged.dedup_by(|next, kept| {
+            let same = unpack(*next).0 == unpack(*kept).0;
+            if same {
+                *kept |= *next & ((1 << MASK_BITS) - 1);
+            }
+            same
         });
-        merged.dedup_by_key(|p| unpack(*p).0);
         merged
     }
 }
@@ -412,8 +417,8 @@ pub fn rank(hits: &mut [Hit], top: usize) {
             .deprecated
             .cmp(&b.entry.deprecated)
             .then(b.points.cmp(&a.points))
-            .then(b.entry.modified.cmp(&a.entry.modified))
-            .then(a.entry.name.as_str().cmp(b.entry.name.as_str()))
+            .then_with(|| b.entry.modified.cmp(&a.entry.modified))
+            .then_with(|| a.entry.name.as_str().cmp(b.entry.name.as_str()))
     };
     let top = top.min(hits.len());
     if top == 0 {
