@@ -38,6 +38,12 @@ fn valid_part(s: &str) -> bool {
 }
 
 impl RepoRef {
+    /// The repository a package belongs to when no record binds it (stored before GitHub mode):
+    /// `scope/name`.
+    pub fn unbound(name: &super::PackageName) -> Option<Self> {
+        Self::new(name.scope().unwrap_or(""), name.base_name())
+    }
+
     /// Builds a reference from validated parts.
     pub fn new(owner: &str, name: &str) -> Option<Self> {
         let name = name.strip_suffix(".git").unwrap_or(name);

@@ -135,9 +135,30 @@ async fn issue(
     scope: TokenScope,
     lineage: Option<&Lineage>,
 ) -> Result<String, ApiError> {
+    issue_until(
+        github,
+        login,
+        github_token,
+        scope,
+        lineage,
+        lineage.map(|l| l.expires),
+    )
+    .await
+}
+
+/// A registry token for `login`, its record saved, expiring no later than `until` (a web
+/// session's lasts as long as the session).
+pub(super) async fn issue_until(
+    github: &GithubAuth,
+    login: &str,
+    github_token: &str,
+    scope: TokenScope,
+    lineage: Option<&Lineage>,
+    until: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<String, ApiError> {
     let (jwt, record) = github
         .tokens
-        .issue(login, github_token, scope, lineage)
+        .issue_until(login, github_token, scope, lineage, until)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     token_store::save(github.kv(), &record).await?;
     Ok(jwt)

@@ -32,8 +32,6 @@ pub enum ApiError {
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
-    NotImplemented(String),
-    #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
@@ -89,8 +87,6 @@ pub enum ErrorCode {
     Gone,
     /// 413, the request body is over the limit.
     BodyTooLarge,
-    /// 501.
-    NotImplemented,
     /// 503, a dependency (GitHub, the OIDC issuer) is unavailable.
     Unavailable,
     /// 503, storage is temporarily unavailable.
@@ -131,7 +127,6 @@ impl ErrorCode {
             ErrorCode::EntryExists => "entry_exists",
             ErrorCode::Gone => "gone",
             ErrorCode::BodyTooLarge => "body_too_large",
-            ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::StorageNotSetUp => "storage_not_set_up",
@@ -165,7 +160,6 @@ impl ErrorCode {
             | ErrorCode::EntryExists => StatusCode::CONFLICT,
             ErrorCode::Gone => StatusCode::GONE,
             ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ErrorCode::Unavailable
             | ErrorCode::StorageUnavailable
             | ErrorCode::StorageNotSetUp
@@ -193,7 +187,6 @@ impl ApiError {
             ApiError::Conflict(_) => ErrorCode::Conflict,
             ApiError::Gone(_) => ErrorCode::Gone,
             ApiError::PayloadTooLarge(_) => ErrorCode::BodyTooLarge,
-            ApiError::NotImplemented(_) => ErrorCode::NotImplemented,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
             ApiError::Coded(code, _) => *code,

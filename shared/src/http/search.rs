@@ -20,10 +20,7 @@ const CHECKS_AT_ONCE: usize = 8;
 /// Answers a search.
 pub(crate) async fn search(state: &AppState, ctx: &RequestContext) -> Result<Response, ApiError> {
     let query = parse(&ctx.path_and_query)?;
-    if let Some(github) = state.auth.github()
-        && matches!(ctx.caller.identity, Identity::Anonymous)
-        && !github.public_read()
-    {
+    if !may_browse(state, ctx) {
         return Err(ApiError::Unauthorized(
             "authentication required to search this registry: put a GitHub token in .npmrc (//registry/:_authToken=...) or run npm login".into(),
         ));
@@ -47,6 +44,14 @@ pub(crate) async fn search(state: &AppState, ctx: &RequestContext) -> Result<Res
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// Whether this caller may see any package at all: in GitHub mode without public read, only
+/// someone signed in (the search API and the web pages alike).
+pub(crate) fn may_browse(state: &AppState, ctx: &RequestContext) -> bool {
+    state.auth.github().is_none_or(|github| {
+        github.public_read() || !matches!(ctx.caller.identity, Identity::Anonymous)
+    })
 }
 
 /// The text, size and from of the query string, form-decoded as npm sends them.
@@ -84,7 +89,7 @@ pub(crate) async fn readable<T>(
         e.repository
             .as_deref()
             .cloned()
-            .or_else(|| RepoRef::new(e.name.scope().unwrap_or(""), e.name.base_name()))
+            .or_else(|| RepoRef::unbound(&e.name))
     };
     // One package per distinct repository stands for it in the check.
     let mut distinct: HashMap<String, (RepoRef, PackageName)> = HashMap::new();

@@ -102,7 +102,7 @@ impl AppState {
     ) -> Result<(), ApiError> {
         let Some(repo) = record
             .and_then(|r| r.repository.clone())
-            .or_else(|| RepoRef::new(name.scope().unwrap_or(""), name.base_name()))
+            .or_else(|| RepoRef::unbound(name))
         else {
             return Err(self.missing(ctx, name).await);
         };

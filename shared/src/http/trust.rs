@@ -32,10 +32,7 @@ fn github(state: &AppState) -> Result<&GithubAuth, ApiError> {
 /// The repository a stored package belongs to: its binding, or (stored before GitHub mode)
 /// `scope/name`, as `AppState::authorize` decides with.
 fn bound_or_default(name: &PackageName, record: &PackageRecord) -> Option<RepoRef> {
-    record
-        .repository
-        .clone()
-        .or_else(|| RepoRef::new(name.scope().unwrap_or(""), name.base_name()))
+    record.repository.clone().or_else(|| RepoRef::unbound(name))
 }
 
 /// `GET /-/package/NAME/trust`: the package's configurations, as npm prints them.

@@ -54,8 +54,9 @@ fn root(ctx: &RequestContext) -> Result<Response, ApiError> {
     Ok(response)
 }
 
-/// The path part of the base URL: the registry's prefix on its host.
-fn base_path(base_url: &str) -> String {
+/// The path part of the base URL: the registry's prefix on its host (cookie paths, redirects
+/// and the pages' links).
+pub(crate) fn base_path(base_url: &str) -> String {
     url::Url::parse(base_url)
         .map(|u| u.path().trim_end_matches('/').to_string())
         .unwrap_or_default()
@@ -80,15 +81,6 @@ fn sign_in_available(state: &AppState) -> bool {
         .auth
         .github()
         .is_some_and(|github| github.oauth().is_some())
-}
-
-/// Whether this caller may see any package at all: in GitHub mode without public read, only
-/// someone signed in.
-fn may_browse(state: &AppState, ctx: &RequestContext) -> bool {
-    match state.auth.github() {
-        None => true,
-        Some(github) => github.public_read() || !matches!(ctx.caller.identity, Identity::Anonymous),
-    }
 }
 
 /// The page asking an anonymous visitor to sign in first.
@@ -136,7 +128,7 @@ fn item(entry: &Indexed) -> ListItem {
 
 /// `GET /-/web`: every package the caller may read, the latest published first.
 async fn list(state: &AppState, ctx: &RequestContext) -> Response {
-    if !may_browse(state, ctx) {
+    if !super::search::may_browse(state, ctx) {
         return sign_in_first(state, ctx);
     }
     let page = page_number(ctx);
@@ -178,7 +170,7 @@ async fn list(state: &AppState, ctx: &RequestContext) -> Response {
 /// `GET /-/web/search?q=`: the API's search, for a person.
 async fn search(state: &AppState, ctx: &RequestContext) -> Response {
     let text = super::web_auth::query_param(&ctx.path_and_query, "q").unwrap_or_default();
-    if !may_browse(state, ctx) {
+    if !super::search::may_browse(state, ctx) {
         return sign_in_first(state, ctx);
     }
     let page = page_number(ctx);

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{ApiError, AppState, RequestContext, json_response};
+use crate::auth::github::oauth::OauthApp;
 use crate::auth::kv::KvKey;
 use crate::auth::tokens::TokenScope;
 use crate::auth::{CredentialKind, GithubAuth, token_store};
@@ -73,13 +74,6 @@ pub(crate) fn query_param(path_and_query: &str, name: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
-/// The path part of the base URL (the public URL's prefix), for cookie paths and redirects.
-fn base_path(base_url: &str) -> String {
-    url::Url::parse(base_url)
-        .map(|u| u.path().trim_end_matches('/').to_string())
-        .unwrap_or_default()
-}
-
 /// A `Set-Cookie` value: HttpOnly and SameSite=Lax always, Secure when served over https.
 fn set_cookie(ctx: &RequestContext, name: &str, value: &str, path: &str, max_age: i64) -> String {
     let secure = if ctx.base_url.starts_with("https://") {
@@ -106,12 +100,10 @@ fn redirect(location: &str, cookies: &[String]) -> Response {
     response
 }
 
-/// GitHub mode with an OAuth app, if configured.
-fn signing_in(state: &AppState) -> Option<&GithubAuth> {
-    state
-        .auth
-        .github()
-        .filter(|github| github.oauth().is_some())
+/// GitHub mode and its OAuth app, if one is configured.
+fn signing_in(state: &AppState) -> Option<(&GithubAuth, &OauthApp)> {
+    let github = state.auth.github()?;
+    Some((github, github.oauth()?))
 }
 
 /// The page that says sign-in is not set up.
@@ -128,12 +120,9 @@ fn not_configured(state: &AppState, ctx: &RequestContext) -> Response {
 
 /// `GET /-/web/login`: off to GitHub.
 pub(crate) async fn sign_in(state: &AppState, ctx: &RequestContext) -> Result<Response, ApiError> {
-    let Some(github) = signing_in(state) else {
+    let Some((github, oauth)) = signing_in(state) else {
         return Ok(not_configured(state, ctx));
     };
-    let oauth = github
-        .oauth()
-        .ok_or_else(|| ApiError::Internal("no OAuth app".into()))?;
     // An npm web login names its record by the hash of its done secret.
     let login = query_param(&ctx.path_and_query, "session");
     if let Some(hash) = &login {
@@ -168,7 +157,7 @@ pub(crate) async fn sign_in(state: &AppState, ctx: &RequestContext) -> Result<Re
         ctx,
         STATE_COOKIE,
         &state_secret,
-        &format!("{}/-/web/callback", base_path(&ctx.base_url)),
+        &format!("{}/-/web/callback", super::web::base_path(&ctx.base_url)),
         PENDING.num_seconds(),
     );
     Ok(redirect(
@@ -179,12 +168,9 @@ pub(crate) async fn sign_in(state: &AppState, ctx: &RequestContext) -> Result<Re
 
 /// `GET /-/web/callback`: back from GitHub.
 pub(crate) async fn callback(state: &AppState, ctx: &RequestContext) -> Result<Response, ApiError> {
-    let Some(github) = signing_in(state) else {
+    let Some((github, oauth)) = signing_in(state) else {
         return Ok(not_configured(state, ctx));
     };
-    let oauth = github
-        .oauth()
-        .ok_or_else(|| ApiError::Internal("no OAuth app".into()))?;
     let refused = |heading: &str, text: &str| {
         ctx.audit.unchanged();
         Ok(super::web::message(
@@ -241,11 +227,12 @@ pub(crate) async fn callback(state: &AppState, ctx: &RequestContext) -> Result<R
     );
     let mut done = None;
     if let Some(hash) = &record.login {
-        let jwt = issue(
+        let jwt = super::auth::issue_until(
             github,
             &user.login,
             token.expose(),
             TokenScope::Publish,
+            None,
             None,
         )
         .await?;
@@ -262,11 +249,12 @@ pub(crate) async fn callback(state: &AppState, ctx: &RequestContext) -> Result<R
         );
     }
     let lifetime = Duration::from_std(github.web_session()).unwrap_or(Duration::hours(12));
-    let session = issue(
+    let session = super::auth::issue_until(
         github,
         &user.login,
         token.expose(),
         TokenScope::ReadOnly,
+        None,
         Some(Utc::now() + lifetime),
     )
     .await?;
@@ -279,7 +267,7 @@ pub(crate) async fn callback(state: &AppState, ctx: &RequestContext) -> Result<R
             .detail(format!("web sign-in, session token key {}", claims.jti)),
     ]);
     tracing::info!(user = %user.login, "signed in on the web");
-    let path = base_path(&ctx.base_url);
+    let path = super::web::base_path(&ctx.base_url);
     let cookies = [
         set_cookie(
             ctx,
@@ -312,7 +300,7 @@ pub(crate) async fn callback(state: &AppState, ctx: &RequestContext) -> Result<R
 
 /// `POST /-/web/logout`: revokes the session's token and forgets the cookie.
 pub(crate) async fn sign_out(state: &AppState, ctx: &RequestContext) -> Result<Response, ApiError> {
-    let path = base_path(&ctx.base_url);
+    let path = super::web::base_path(&ctx.base_url);
     if let (Some(github), Some(session)) =
         (state.auth.github(), cookie(&ctx.headers, SESSION_COOKIE))
         && let Ok(claims) = github.tokens.verify(session)
@@ -343,7 +331,7 @@ pub(crate) async fn start_npm_login(
     state: &AppState,
     ctx: &RequestContext,
 ) -> Result<Response, ApiError> {
-    let Some(github) = state.auth.github().filter(|g| g.oauth().is_some()) else {
+    let Some((github, _)) = signing_in(state) else {
         return Err(ApiError::NotFound(
             "web login is not available; npm falls back to the legacy login".into(),
         ));
@@ -377,7 +365,7 @@ pub(crate) async fn npm_login_done(
         ApiError::NotFound("this login has expired or was already used; run npm login again".into())
     };
     let (Some(github), Some(done_secret)) = (
-        state.auth.github().filter(|g| g.oauth().is_some()),
+        signing_in(state).map(|(github, _)| github),
         query_param(&ctx.path_and_query, "session"),
     ) else {
         return Err(gone());
@@ -400,23 +388,6 @@ pub(crate) async fn npm_login_done(
     }
 }
 
-/// A registry token for `login`, its record saved (as `npm login` issues one), expiring no later
-/// than `until`.
-async fn issue(
-    github: &GithubAuth,
-    login: &str,
-    github_token: &str,
-    scope: TokenScope,
-    until: Option<chrono::DateTime<Utc>>,
-) -> Result<String, ApiError> {
-    let (jwt, record) = github
-        .tokens
-        .issue_until(login, github_token, scope, None, until)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    token_store::save(github.kv(), &record).await?;
-    Ok(jwt)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,7 +405,10 @@ mod tests {
             query_param("/-/web/callback?code=abc&state=x%2By", "state").as_deref(),
             Some("x+y")
         );
-        assert_eq!(base_path("https://reg.example/npm/"), "/npm");
-        assert_eq!(base_path("http://127.0.0.1:4873"), "");
+        assert_eq!(
+            crate::http::web::base_path("https://reg.example/npm/"),
+            "/npm"
+        );
+        assert_eq!(crate::http::web::base_path("http://127.0.0.1:4873"), "");
     }
 }

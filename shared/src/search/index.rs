@@ -111,12 +111,6 @@ impl SearchIndex {
         self.entries.is_empty()
     }
 
-    /// The entry of `name`, if it is indexed.
-    pub fn get(&self, name: &PackageName) -> Option<Arc<Indexed>> {
-        let id = self.ids.get(&name.as_str().to_lowercase())?;
-        self.entries.get(id).cloned()
-    }
-
     /// Every indexed entry, the most recently changed first (the web page's package list).
     pub fn newest_first(&self) -> Vec<Arc<Indexed>> {
         let mut all: Vec<Arc<Indexed>> = self.entries.values().cloned().collect();
