@@ -295,3 +295,87 @@ async fn functions_answer_503_naming_a_missing_table_or_bucket() {
     let r = response(runtime.invoke(publish_event(&host, "1.0.0")).await);
     assert_503_naming(&r, &format!("S3 bucket '{bucket}'"));
 }
+
+/// The pull-through cache in the Lambda functions on the AWS backend: the metadata function
+/// fetches and keeps an upstream packument (tarball URLs pointing at the API); the tarball
+/// function sends the client upstream for a tarball larger than it may fetch while the client
+/// waits, fetches, checks and keeps it after responding, and serves it from S3 from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_proxy_the_upstream_and_keep_large_tarballs_after_responding() {
+    let resources = e2e::AwsResources::create("fn-upstream", e2e::S3Host::Same);
+    let up = e2e::fake_upstream::FakeUpstream::start().await;
+    let integrity = up.add("big-pkg", "1.0.0", &[]);
+    let host = json!({ "host": "abc123.execute-api.eu-west-1.amazonaws.com", "x-forwarded-proto": "https" });
+    let mut env = resources.env.clone();
+    env.push(("REGISTRY_UPSTREAM".into(), up.url.clone()));
+    // Every tarball is "too large to fetch while the client waits".
+    env.push(("REGISTRY_UPSTREAM_INLINE_MAX_BYTES".into(), "1".into()));
+
+    let mut runtime = FakeRuntime::start().await;
+    let _metadata = FunctionProcess::start("metadata", &runtime, &env);
+    let r = response(
+        runtime
+            .invoke(apigw_v2_event(
+                "GET",
+                "/big-pkg",
+                "",
+                host.clone(),
+                None,
+                "$default",
+            ))
+            .await,
+    );
+    assert_eq!(r["statusCode"], 200, "{r}");
+    assert_eq!(r["headers"]["x-upstream-cache"], "MISS");
+    let body = if r["isBase64Encoded"] == true {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(r["body"].as_str().unwrap())
+            .unwrap()
+    } else {
+        r["body"].as_str().unwrap().as_bytes().to_vec()
+    };
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        doc["versions"]["1.0.0"]["dist"]["tarball"],
+        "https://abc123.execute-api.eu-west-1.amazonaws.com/big-pkg/-/big-pkg-1.0.0.tgz"
+    );
+
+    let mut runtime = FakeRuntime::start().await;
+    let _tarball = FunctionProcess::start("tarball", &runtime, &env);
+    let event = || {
+        apigw_v2_event(
+            "GET",
+            "/big-pkg/-/big-pkg-1.0.0.tgz",
+            "",
+            host.clone(),
+            None,
+            "$default",
+        )
+    };
+    let r = response(runtime.invoke(event()).await);
+    assert_eq!(r["statusCode"], 302, "{r}");
+    assert_eq!(
+        r["headers"]["location"],
+        format!("{}/big-pkg/-/big-pkg-1.0.0.tgz", up.url),
+        "this one request goes upstream"
+    );
+    // Kept after the response, before the function asks for its next invocation.
+    runtime.idle().await;
+    let fetched = up.count("/big-pkg/-/big-pkg-1.0.0.tgz");
+    assert_eq!(fetched, 1);
+    let r = response(runtime.invoke(event()).await);
+    assert_eq!(r["statusCode"], 302, "{r}");
+    let location = r["headers"]["location"].as_str().unwrap();
+    assert!(
+        location.contains("upstream/tarballs/"),
+        "from S3: {location}"
+    );
+    let bytes = reqwest::get(location).await.unwrap().bytes().await.unwrap();
+    assert_eq!(e2e::integrity(&bytes), integrity);
+    assert_eq!(
+        up.count("/big-pkg/-/big-pkg-1.0.0.tgz"),
+        fetched,
+        "not fetched again"
+    );
+}

@@ -82,6 +82,8 @@ pub(crate) async fn serve(
                 Err(ProxyError::NoSuchVersion) => {
                     return Err(ApiError::version_not_found(name, version));
                 }
+                // Too large to fetch while the client waits: it is being kept meanwhile.
+                Err(ProxyError::FetchElsewhere(url)) => Ok(redirect(&url)),
                 Err(e) => Err(e),
             }
         }

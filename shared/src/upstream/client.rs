@@ -32,8 +32,57 @@ pub enum Fetched {
     /// `404` (or `410`): the upstream does not have it.
     NotFound,
     /// The declared length is over what may be fetched while the client waits
-    /// (`inline_max`); nothing was read.
-    TooLargeToWait(u64),
+    /// (`inline_max`): the body is left to read later.
+    TooLargeToWait(u64, PendingBody),
+}
+
+/// A body not read yet (`Fetched::TooLargeToWait`).
+pub struct PendingBody {
+    body: hyper::body::Incoming,
+    gzipped: bool,
+    max_bytes: u64,
+}
+
+impl std::fmt::Debug for PendingBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingBody")
+    }
+}
+
+impl PendingBody {
+    /// Reads the body, within `timeout`.
+    pub async fn read(self, timeout: Duration) -> Result<Bytes, FetchError> {
+        tokio::time::timeout(timeout, read_body(self.body, self.gzipped, self.max_bytes))
+            .await
+            .unwrap_or(Err(FetchError::Timeout(timeout)))
+    }
+}
+
+/// A response body, bounded, gzip undone.
+async fn read_body(
+    body: hyper::body::Incoming,
+    gzipped: bool,
+    max_bytes: u64,
+) -> Result<Bytes, FetchError> {
+    let limit = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+    let body = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                FetchError::TooLarge(max_bytes)
+            } else {
+                FetchError::Transport(e.to_string())
+            }
+        })?
+        .to_bytes();
+    if gzipped {
+        gunzip(&body, max_bytes)
+    } else {
+        Ok(body)
+    }
 }
 
 /// Why an upstream could not answer. Every one of these counts towards marking it down.
@@ -181,14 +230,6 @@ impl UpstreamClient {
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
-            if let Some(len) = declared {
-                if len > get.max_bytes {
-                    return Err(FetchError::TooLarge(get.max_bytes));
-                }
-                if get.inline_max.is_some_and(|max| len > max) {
-                    return Ok(Fetched::TooLargeToWait(len));
-                }
-            }
             let etag = response
                 .headers()
                 .get(header::ETAG)
@@ -198,25 +239,20 @@ impl UpstreamClient {
                 .headers()
                 .get(header::CONTENT_ENCODING)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-            let limit = usize::try_from(get.max_bytes).unwrap_or(usize::MAX);
-            let body = Limited::new(response.into_body(), limit)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some()
-                    {
-                        FetchError::TooLarge(get.max_bytes)
-                    } else {
-                        FetchError::Transport(e.to_string())
-                    }
-                })?
-                .to_bytes();
-            let bytes = if gzipped {
-                gunzip(&body, get.max_bytes)?
-            } else {
-                body
-            };
+            if let Some(len) = declared {
+                if len > get.max_bytes {
+                    return Err(FetchError::TooLarge(get.max_bytes));
+                }
+                if get.inline_max.is_some_and(|max| len > max) {
+                    let pending = PendingBody {
+                        body: response.into_body(),
+                        gzipped,
+                        max_bytes: get.max_bytes,
+                    };
+                    return Ok(Fetched::TooLargeToWait(len, pending));
+                }
+            }
+            let bytes = read_body(response.into_body(), gzipped, get.max_bytes).await?;
             return Ok(Fetched::Body { etag, bytes });
         }
         Err(FetchError::Transport(format!(

@@ -38,6 +38,9 @@ use origin::{OriginDecision, OriginSetting};
 pub const ORIGIN_NAMESPACE: &str = "upstream-origin";
 /// Prefix of the key-value namespaces of kept versions: one namespace per package, by version.
 const KEPT_NAMESPACE_PREFIX: &str = "upstream-kept/";
+/// How long reading a tarball after the response may take (the tarball function's timeout is
+/// 90 s, API Gateway's 29 s having passed by then at most).
+const LATER_FETCH_TIMEOUT: Duration = Duration::from_secs(55);
 /// The largest upstream document accepted (the public registry's biggest are tens of MB).
 const MAX_DOCUMENT_BYTES: u64 = 256 << 20;
 
@@ -700,7 +703,7 @@ impl Inner {
                 )
             }
             Fetched::NotFound => (None, None, Freshness::Miss, now),
-            Fetched::TooLargeToWait(_) => {
+            Fetched::TooLargeToWait(..) => {
                 return Err(registry.unavailable("document too large"));
             }
         };
@@ -838,13 +841,20 @@ impl Inner {
                 registry.health.succeeded();
                 bytes
             }
-            Ok(Fetched::TooLargeToWait(len)) => {
+            Ok(Fetched::TooLargeToWait(len, pending)) => {
                 registry.health.succeeded();
                 tracing::info!(package = %name, %version, bytes = len, "tarball too large to fetch while the client waits: fetching it after the response");
                 let (inner, n, v) = (self.clone(), name.clone(), version.clone());
                 let elsewhere = dist.tarball.clone();
                 let later = Box::pin(async move {
-                    if let Err(e) = inner.fetch_whole(&n, &v, &dist).await {
+                    let kept = match pending.read(LATER_FETCH_TIMEOUT).await {
+                        Ok(bytes) => inner.keep(&n, &v, &dist, bytes).await,
+                        Err(e) => Err(ProxyError::Unavailable {
+                            url: dist.tarball.clone(),
+                            reason: e.to_string(),
+                        }),
+                    };
+                    if let Err(e) = kept {
                         tracing::warn!(package = %n, version = %v, error = %e, "could not keep a large upstream tarball");
                     }
                 });
@@ -868,33 +878,6 @@ impl Inner {
             }
         };
         self.keep(name, version, &dist, bytes).await
-    }
-
-    /// The deferred fetch of a tarball too large to fetch while the client waited.
-    async fn fetch_whole(
-        &self,
-        name: &PackageName,
-        version: &Version,
-        dist: &UpstreamDist,
-    ) -> Result<KeptVersion, ProxyError> {
-        let registry = self.registry(name).ok_or(ProxyError::NotFound)?;
-        match self
-            .client
-            .get(Get {
-                url: &dist.tarball,
-                accept: "application/octet-stream, */*",
-                auth: registry.auth(),
-                if_none_match: None,
-                max_bytes: self.max_tarball_bytes,
-                inline_max: None,
-                via: None,
-            })
-            .await
-        {
-            Ok(Fetched::Body { bytes, .. }) => self.keep(name, version, dist, bytes).await,
-            Ok(_) => Err(ProxyError::NoSuchVersion),
-            Err(e) => Err(registry.unavailable(e)),
-        }
     }
 
     /// Checks `bytes` against the declared integrity and keeps them.
