@@ -624,3 +624,77 @@ async fn npm_audit_is_forwarded_without_internal_names() {
         run.all()
     );
 }
+
+#[tokio::test]
+async fn kept_answers_survive_a_restart_with_the_upstream_gone_local() {
+    kept_answers_survive_a_restart(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn kept_answers_survive_a_restart_with_the_upstream_gone_aws() {
+    kept_answers_survive_a_restart(Backend::aws("upstream-restart", S3Host::Different)).await;
+}
+
+/// What the cache kept is in storage, not only in memory: a restarted registry (a new port,
+/// so every tarball URL changes) installs the package with the upstream gone.
+async fn kept_answers_survive_a_restart(backend: Backend) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut up = FakeUpstream::start().await;
+    up.add("durable-dep", "1.0.0", &[]);
+    up.add("durable", "1.0.0", &[("durable-dep", "^1.0.0")]);
+    let mut env = backend.env();
+    env.push(("REGISTRY_UPSTREAM".into(), up.url.clone()));
+    let server =
+        e2e::Server::start_with(tmp.path().join("data"), tmp.path().join("server.log"), env);
+    let app = project(tmp.path(), "app", json!({"durable": "^1.0.0"}));
+    Npm::new(&tmp.path().join("npm-1"), &server.url).ok(&app, &["install"]);
+
+    up.stop();
+    let server = server.restart();
+    std::fs::remove_dir_all(app.join("node_modules")).unwrap();
+    std::fs::remove_file(app.join("package-lock.json")).unwrap();
+    Npm::new(&tmp.path().join("npm-2"), &server.url).ok(&app, &["install"]);
+    assert!(app.join("node_modules/durable-dep/package.json").exists());
+    let lock = locked(&app);
+    assert!(
+        lock.values()
+            .all(|(resolved, _)| resolved.starts_with(&server.url)),
+        "tarball URLs follow the registry's new address: {lock:?}"
+    );
+    let (status, _, headers) =
+        send(Method::GET, format!("{}/durable", server.url), None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-upstream-cache"], "STALE");
+}
+
+/// A real registry as the upstream: a second `registry-server` holding published packages
+/// (its own ETags, install view and tarball URLs), installed through the first one.
+#[tokio::test]
+async fn another_registry_server_as_the_upstream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = TestRegistry::builder().process().start().await;
+    let publisher = Npm::new(&tmp.path().join("publisher"), &upstream.url);
+    for (name, deps) in [
+        ("real-dep", json!({})),
+        (
+            "real-app-lib",
+            json!({"dependencies": {"real-dep": "^1.0.0"}}),
+        ),
+    ] {
+        let dir = tmp.path().join(name);
+        write_package(&dir, name, "1.0.0", deps);
+        publisher.ok(&dir, &["publish"]);
+    }
+    let reg = TestRegistry::builder()
+        .env("REGISTRY_UPSTREAM", &upstream.url)
+        .env("REGISTRY_UPSTREAM_MAX_AGE_SECS", "0")
+        .start()
+        .await;
+    let app = project(tmp.path(), "app", json!({"real-app-lib": "^1.0.0"}));
+    Npm::new(&tmp.path().join("npm"), &reg.url).ok(&app, &["install"]);
+    assert!(app.join("node_modules/real-dep/package.json").exists());
+    // Revalidated against the real server's ETag: 304, the kept document served.
+    let (status, _, headers) = send(Method::GET, reg.url("/real-app-lib"), None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-upstream-cache"], "REVALIDATED");
+}
