@@ -30,6 +30,7 @@ mod infra_template;
 mod installation_tokens;
 mod lambda_events;
 mod lambda_runtime;
+mod legacy_api;
 mod listener;
 mod local_storage;
 mod npm_cli;

@@ -17,7 +17,7 @@ use super::kv::{Kv, KvKey};
 use super::token_store;
 use super::tokens::{self, TokenKeys};
 use super::{
-    Action, AuthError, Caller, Identity, RegistryTokenUse, Secret, TokenOwner, bearer, decide,
+    Action, AuthError, Caller, Identity, RegistryTokenUse, Secret, TokenOwner, credential, decide,
     is_installation_refusal, oidc, scopes,
 };
 use crate::domain::{PackageName, RepoRef};
@@ -218,9 +218,10 @@ impl GithubAuth {
     /// Identifies the caller of a request; one that `writes` has its registry token's record
     /// read strongly, never from what the instance keeps.
     async fn caller(&self, headers: &HeaderMap, writes: bool) -> Result<Caller, AuthError> {
-        let Some(token) = bearer(headers) else {
+        let Some(token) = credential(headers) else {
             return Ok(Caller::anonymous());
         };
+        let token = token.as_ref();
         if oidc::TrustedPublishing::is_minted_token(token) {
             return self.workflow_caller(token).await;
         }

@@ -185,7 +185,55 @@ pub(crate) enum TokenOwner {
 /// Whether `headers` carry a token whose prefix marks it as an installation token: a write
 /// with one is refused before GitHub is asked anything.
 pub(crate) fn bears_installation_token(headers: &HeaderMap) -> bool {
-    bearer(headers).is_some_and(|t| TokenKind::of(t) == TokenKind::Installation)
+    credential(headers).is_some_and(|t| TokenKind::of(&t) == TokenKind::Installation)
+}
+
+/// The token a request authenticates with, in any form a client sends one: a bearer token (npm's
+/// `_authToken`), the password of `Authorization: Basic` (`login:token`: npm 1.x with
+/// `always-auth`, and `_auth`), or the `AuthSession` cookie of a `POST /_session` login (npm 1.x).
+pub fn credential(headers: &HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
+    if let Some(token) = bearer(headers) {
+        return Some(token.into());
+    }
+    if let Some(token) = basic_password(headers) {
+        return Some(token.into());
+    }
+    session_cookie(headers).map(Into::into)
+}
+
+/// The password of `Authorization: Basic base64(login:password)`.
+fn basic_password(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_, password) = text.split_once(':')?;
+    Some(password.to_string()).filter(|p| !p.is_empty())
+}
+
+/// The name of the session cookie npm 1.x keeps after `POST /_session` (CouchDB's).
+pub const SESSION_COOKIE: &str = "AuthSession";
+
+/// The `AuthSession` cookie's value.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|v| !v.is_empty())
 }
 
 /// The bearer token of a request, if any (`Authorization: Bearer …`, as npm sends `_authToken`).
@@ -296,5 +344,11 @@ mod tests {
         assert_eq!(bearer(&h), Some("xyz"));
         h.insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
         assert_eq!(bearer(&h), None);
+        assert_eq!(credential(&h).as_deref(), Some("pass"), "Basic user:pass");
+        let mut h = HeaderMap::new();
+        h.insert("cookie", "a=b; AuthSession=tok123; c=d".parse().unwrap());
+        assert_eq!(credential(&h).as_deref(), Some("tok123"));
+        h.insert("authorization", "Bearer abc".parse().unwrap());
+        assert_eq!(credential(&h).as_deref(), Some("abc"), "the header wins");
     }
 }

@@ -24,7 +24,10 @@ pub mod tokens;
 pub mod trust;
 
 pub use authorizer::{Authorizer, GithubAuth, GithubSettings};
-pub use caller::{Caller, CredentialKind, Identity, RegistryTokenUse, Secret, WorkflowRun, bearer};
+pub use caller::{
+    Caller, CredentialKind, Identity, RegistryTokenUse, SESSION_COOKIE, Secret, WorkflowRun,
+    bearer, credential,
+};
 pub(crate) use caller::{TokenOwner, bears_installation_token};
 pub use decide::{Action, AuthError};
 pub(crate) use decide::{decide, installation_write_refused, is_installation_refusal, not_reached};

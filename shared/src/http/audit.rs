@@ -139,7 +139,7 @@ pub(crate) fn audited(route: &Route) -> Option<(Option<PackageName>, AuditEntry)
             | PublishRoute::OriginGet { .. } => return None,
         },
         Route::Auth(route) => match route {
-            AuthRoute::LegacyLogin { .. } | AuthRoute::WebCallback => {
+            AuthRoute::LegacyLogin { .. } | AuthRoute::Session | AuthRoute::WebCallback => {
                 AuditEntry::new(AuditAction::Login)
             }
             AuthRoute::TokenCreate => AuditEntry::new(AuditAction::TokenCreate),

@@ -38,6 +38,10 @@ pub async fn handle(
             let body = read_body(state, body, ctx).await?;
             login(state, ctx, &user, body.bytes()).await
         }
+        AuthRoute::Session => {
+            let body = read_body(state, body, ctx).await?;
+            session(state, ctx, body.bytes()).await
+        }
         AuthRoute::TokensList => list_tokens(github(state)?, ctx).await,
         AuthRoute::TokenCreate => {
             let body = read_body(state, body, ctx).await?;
@@ -86,18 +90,82 @@ async fn login(
     user: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
+    let doc: Value = parse_json(body)?;
+    let (login, token) = sign_in(state, ctx, user, doc["password"].as_str()).await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({ "ok": true, "id": format!("org.couchdb.user:{login}"), "token": token }),
+    ))
+}
+
+/// `POST /_session`: CouchDB's cookie login, as npm 1.x signs in (`{name, password}`, JSON or
+/// form-encoded). The `AuthSession` cookie holds a registry token (open mode: any value), which
+/// the registry then accepts as it accepts a bearer token.
+async fn session(
+    state: &AppState,
+    ctx: &RequestContext,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let (name, password) = if let Ok(doc) = serde_json::from_slice::<Value>(body) {
+        (
+            doc["name"].as_str().unwrap_or_default().to_string(),
+            doc["password"].as_str().map(str::to_string),
+        )
+    } else {
+        let mut name = String::new();
+        let mut password = None;
+        for (k, v) in url::form_urlencoded::parse(body) {
+            match &*k {
+                "name" => name = v.into_owned(),
+                "password" => password = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        (name, password)
+    };
+    if name.is_empty() {
+        return Err(ApiError::BadRequest(
+            "a session needs a name and a password".into(),
+        ));
+    }
+    let (login, token) = sign_in(state, ctx, &name, password.as_deref()).await?;
+    let mut response = json_response(
+        StatusCode::OK,
+        &json!({ "ok": true, "name": login, "roles": [] }),
+    );
+    let days = state.config.auth.token_days;
+    let cookie = format!(
+        "{}={token}; Version=1; Path=/; Max-Age={}; HttpOnly; SameSite=Strict",
+        crate::auth::SESSION_COOKIE,
+        days.saturating_mul(86_400)
+    );
+    if let Ok(value) = axum::http::HeaderValue::from_str(&cookie) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
+/// Checks `user`'s password (GitHub mode: a GitHub token of that user) and issues a registry
+/// token: the login as GitHub spells it, and the token.
+async fn sign_in(
+    state: &AppState,
+    ctx: &RequestContext,
+    user: &str,
+    password: Option<&str>,
+) -> Result<(String, String), ApiError> {
     let Some(github) = state.auth.github() else {
         // Open mode: the token is checked by nobody and stored nowhere; nothing to record.
         ctx.audit.unchanged();
         let token: [u8; 24] = rand::random();
-        return Ok(json_response(
-            StatusCode::CREATED,
-            &json!({ "ok": true, "id": format!("org.couchdb.user:{user}"), "token": hex::encode(token) }),
-        ));
+        return Ok((user.to_string(), hex::encode(token)));
     };
-    let doc: Value = parse_json(body)?;
-    let password = doc["password"].as_str().filter(|p| !p.is_empty()).ok_or_else(|| {
-        ApiError::BadRequest("login needs a password: give a GitHub token (classic or fine-grained) as the password".into())
+    let password = password.filter(|p| !p.is_empty()).ok_or_else(|| {
+        ApiError::BadRequest(
+            "login needs a password: give a GitHub token (classic or fine-grained) as the password"
+                .into(),
+        )
     })?;
     let account = github.user(password).await?;
     if !account.login.eq_ignore_ascii_case(user) {
@@ -122,10 +190,7 @@ async fn login(
         AuditEntry::new(AuditAction::Login).detail(format!("token key {}", claims.jti)),
     ]);
     tracing::info!(user = %account.login, "registry token issued");
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({ "ok": true, "id": format!("org.couchdb.user:{}", account.login), "token": jwt }),
-    ))
+    Ok((account.login, jwt))
 }
 
 async fn issue(

@@ -109,9 +109,16 @@ async fn publish_version(
     } else {
         tracing::info!(package = %name, %version, "published");
     }
+    // CouchDB's answer names the document's new revision, which a client of that era sends
+    // back with its next write (`/-rev/REV`).
+    let rev = state
+        .metadata
+        .package(&name)
+        .await?
+        .map_or_else(|| version.to_string(), |p| p.rev_string());
     Ok(json_response(
         StatusCode::CREATED,
-        &json!({ "ok": true, "id": name.as_str(), "rev": version.to_string() }),
+        &json!({ "ok": true, "id": name.as_str(), "rev": rev }),
     ))
 }
 

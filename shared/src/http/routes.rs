@@ -197,6 +197,8 @@ pub enum AuthRoute {
         /// The user name from the path.
         user: String,
     },
+    /// `POST /_session` (`{name, password}`): npm 1.x's cookie login, CouchDB's session API.
+    Session,
     /// `GET /-/npm/v1/tokens`: `npm token list`.
     TokensList,
     /// `POST /-/npm/v1/tokens`: `npm token create`.
@@ -298,6 +300,7 @@ impl Route {
                 AuthRoute::Whoami
                 | AuthRoute::WebLogin
                 | AuthRoute::LegacyLogin { .. }
+                | AuthRoute::Session
                 | AuthRoute::TokensList
                 | AuthRoute::TokenCreate
                 | AuthRoute::TokenDelete { .. }
@@ -329,15 +332,16 @@ impl Route {
                 | PublishRoute::TrustCreate { .. }
                 | PublishRoute::OriginSet { .. },
             )
-            | Route::Auth(AuthRoute::LegacyLogin { .. } | AuthRoute::TokenCreate) => {
-                Some(RouteLimit::Small)
-            }
+            | Route::Auth(
+                AuthRoute::LegacyLogin { .. } | AuthRoute::Session | AuthRoute::TokenCreate,
+            ) => Some(RouteLimit::Small),
             _ => None,
         };
         let signs_in = matches!(
             self,
             Route::Auth(
                 AuthRoute::LegacyLogin { .. }
+                    | AuthRoute::Session
                     | AuthRoute::WebLogin
                     | AuthRoute::OidcExchange { .. }
                     | AuthRoute::WebLoginDone
@@ -613,6 +617,7 @@ pub fn resolve(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
         ["-", "web", "logout"] => only(&Method::POST, auth(A::WebSignOut)),
         ["-", "v1", "login", "done"] => only(&Method::GET, auth(A::WebLoginDone)),
         ["-", "ping"] => only(&Method::GET, meta(M::Ping)),
+        ["_session"] => only(&Method::POST, auth(A::Session)),
         ["-", "ready"] => only(&Method::GET, meta(M::Ready)),
         ["-", "whoami"] => only(&Method::GET, auth(A::Whoami)),
         ["-", "v1", "search"] => only(&Method::GET, meta(M::Search)),
@@ -723,6 +728,11 @@ fn name_route(m: &Method, name: PackageName, rest: &[&str]) -> Result<Route, Rou
                 name,
                 spec: spec.to_string(),
             }))
+        }
+        // `client.tag` of npm-registry-client (npm 1.x): `PUT /NAME/TAG` with the version as a
+        // JSON string, as `PUT /-/package/NAME/dist-tags/TAG`.
+        ([spec], &Method::PUT) if !spec.starts_with('-') && parse_version(spec).is_err() => {
+            tag_route(name, spec, true)
         }
         ([spec], _) if !spec.starts_with('-') => Err(RouteError::MethodNotAllowed),
         _ => Err(RouteError::NotFound),
