@@ -44,6 +44,24 @@ export YARN4_JS="$clients_dir/node_modules/@yarnpkg/cli-dist/bin/yarn.js"
 export BUN_BIN="$clients_dir/node_modules/.bin/bun"
 export NPM10_BIN="$clients_dir/node_modules/npm/bin/npm-cli.js"
 
+# npm-registry-client, npm 1.x's registry library (the CouchDB-era API, issue 22), in the two
+# pinned versions the legacy-client tests drive through tests/support/legacy_client.cjs: 0.2.x
+# (npm 1.3's step-by-step publish) and 0.4.x (one-PUT publish). Each in its own prefix, as the two
+# would otherwise be one `node_modules/npm-registry-client`. Both run on today's Node unchanged.
+LEGACY_CLIENT_02_VERSION=0.2.31
+LEGACY_CLIENT_04_VERSION=0.4.12
+for legacy_version in "$LEGACY_CLIENT_02_VERSION" "$LEGACY_CLIENT_04_VERSION"; do
+  legacy_dir="$TOOLS_DIR/npm-registry-client-$legacy_version"
+  if [ "$(node -p "require('$legacy_dir/node_modules/npm-registry-client/package.json').version" 2>/dev/null || true)" != "$legacy_version" ]; then
+    echo "tests/tools.sh: installing npm-registry-client@$legacy_version into $legacy_dir" >&2
+    mkdir -p "$legacy_dir"
+    "$NPM_BIN" install --prefix "$legacy_dir" --no-audit --no-fund --loglevel=error \
+      --save-exact "npm-registry-client@$legacy_version" >/dev/null
+  fi
+done
+export LEGACY_CLIENT_02_DIR="$TOOLS_DIR/npm-registry-client-$LEGACY_CLIENT_02_VERSION/node_modules/npm-registry-client"
+export LEGACY_CLIENT_04_DIR="$TOOLS_DIR/npm-registry-client-$LEGACY_CLIENT_04_VERSION/node_modules/npm-registry-client"
+
 # Headless Chromium and its WebDriver server for the browser tests (tests/support/webdriver.rs),
 # from Debian's packages (a tool's download of its own browser cannot reach the network here).
 # Installed by package name, not pinned to a version: Debian's security archive keeps only the

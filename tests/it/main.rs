@@ -23,6 +23,7 @@ mod bad_input;
 mod browser;
 mod clients;
 mod concurrency;
+mod couchdb_era;
 mod fake_github;
 mod github_auth;
 mod hardening;

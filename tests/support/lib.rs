@@ -21,6 +21,7 @@ pub mod fake_upstream;
 pub mod faults;
 pub mod github_world;
 pub mod lambda_runtime;
+pub mod legacy_client;
 pub mod oidc_issuer;
 pub mod s3_gate;
 pub mod stack;
