@@ -698,3 +698,24 @@ async fn another_registry_server_as_the_upstream() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["x-upstream-cache"], "REVALIDATED");
 }
+
+/// A name the upstream does not have is remembered as missing for the max age: installs look up
+/// optional peers that exist nowhere, and each lookup must not cost an upstream request. It does
+/// not make the name upstream: publishing it here still works.
+#[tokio::test]
+async fn a_name_missing_upstream_is_asked_once_per_max_age() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = FakeUpstream::start().await;
+    let reg = registry(Backend::local(), &up, &[]).await;
+    for _ in 0..3 {
+        let (status, _, _) = send(Method::GET, reg.url("/nowhere-peer"), None, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    assert_eq!(up.count("/nowhere-peer"), 1);
+    let dir = tmp.path().join("nowhere-peer");
+    write_package(&dir, "nowhere-peer", "1.0.0", json!({}));
+    Npm::new(&tmp.path().join("npm"), &reg.url).ok(&dir, &["publish"]);
+    let (status, doc, _) = send(Method::GET, reg.url("/nowhere-peer"), None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["dist-tags"]["latest"], "1.0.0");
+}

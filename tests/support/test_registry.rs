@@ -594,6 +594,7 @@ async fn serve_in_process(
     let state = registry::app::App::builder(config)
         .stores(storage.clone(), storage.clone())
         .upstream(storage.clone(), storage.clone())
+        .kv(storage.clone())
         .audit(Arc::new(storage.audit_log(retention)))
         .build()
         .await;

@@ -72,11 +72,13 @@ enum Command {
     /// Serve the registry (the default).
     Serve,
     /// Delete tarballs no live version refers to (left by a publish that crashed before its
-    /// metadata was committed), then exit. With local storage and a server running on the data
-    /// directory, that server sweeps (through its control socket, `DATA/control.sock`).
+    /// metadata was committed, or uploaded by npm 1.x for a release that never came), then
+    /// exit. With local storage and a server running on the data directory, that server sweeps
+    /// (through its control socket, `DATA/control.sock`).
     Sweep {
-        /// Only touch tarballs written at least this many minutes ago.
-        #[arg(long, default_value_t = 60)]
+        /// Only touch tarballs written at least this many minutes ago (a day by default: an
+        /// npm 1.x upload waits that long for its release).
+        #[arg(long, default_value_t = 1440)]
         older_than_minutes: u64,
     },
     /// Print the audit log: every write (publish, unpublish, deprecate, dist-tag, rebind, token

@@ -255,10 +255,11 @@ impl<S: SdkSource> AppBuilder<S> {
             audit,
             upstream,
         } = self;
-        let (metadata, tarballs, auth, audit, renders, kept) =
+        let (metadata, tarballs, auth, audit, renders, kept, records) =
             if let Some((metadata, tarballs)) = stores {
                 // Given stores keep what the cache fetches only where told (`upstream`).
                 let kept = upstream;
+                let records = kv.clone();
                 let auth = match (auth, kv) {
                     (Some(auth), _) => auth,
                     (None, _) if config.auth.mode == AuthMode::Open => Authorizer::Open,
@@ -277,7 +278,7 @@ impl<S: SdkSource> AppBuilder<S> {
                         config.audit.retention_days,
                     )))
                 });
-                (metadata, tarballs, auth, audit, renders, kept)
+                (metadata, tarballs, auth, audit, renders, kept, records)
             } else {
                 let stores =
                     open_backend(&config, sdk, after_response.clone(), check_resources).await?;
@@ -291,17 +292,29 @@ impl<S: SdkSource> AppBuilder<S> {
                     auth,
                     audit.unwrap_or(stores.audit),
                     stores.renders,
-                    Some((stores.upstream, stores.kv)),
+                    Some((stores.upstream, stores.kv.clone())),
+                    Some(stores.kv),
                 )
             };
         let proxy = match kept {
             Some((store, kv)) => proxy(&config, store, kv, after_response)?,
             None => None,
         };
+        let records = Records {
+            upstream: proxy,
+            kv: records,
+        };
         Ok(assemble(
-            config, metadata, tarballs, auth, audit, renders, proxy,
+            config, metadata, tarballs, auth, audit, renders, records,
         ))
     }
+}
+
+/// What the state keeps beside packages: the pull-through cache, and the key-value store for
+/// records with an expiry (npm 1.x's uploads).
+struct Records {
+    upstream: Option<crate::upstream::Proxy>,
+    kv: Option<Arc<dyn KvStore>>,
 }
 
 /// Opens `config`'s backend, the AWS SDK configured from `sdk`.
@@ -389,8 +402,9 @@ fn assemble(
     auth: Authorizer,
     audit: Arc<dyn AuditLog>,
     renders: Option<Arc<dyn RenderStore>>,
-    upstream: Option<crate::upstream::Proxy>,
+    records: Records,
 ) -> Arc<AppState> {
+    let Records { upstream, kv } = records;
     let tarball_limits = TarballLimits {
         max_unpacked_bytes: config.limits.max_unpacked_bytes,
         ..TarballLimits::default()
@@ -429,6 +443,7 @@ fn assemble(
         audit,
         renders,
         upstream,
+        kv,
     })
 }
 

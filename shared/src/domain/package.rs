@@ -40,6 +40,11 @@ pub struct PackageRecord {
     /// and 0 is not stored).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub epoch: u64,
+    /// Created with no versions by npm 1.x's first publish step (an empty document): it reads
+    /// as a package with `versions: {}` rather than as missing (a name that only has a trusted
+    /// publisher configured stays missing until its first version).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub created_empty: bool,
 }
 
 // serde's `skip_serializing_if` passes a reference.
@@ -115,6 +120,7 @@ impl PackageRecord {
             repository: None,
             touched: Touched::default(),
             epoch: 0,
+            created_empty: false,
         }
     }
 

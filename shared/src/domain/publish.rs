@@ -159,6 +159,16 @@ pub struct MetadataUpdate {
     pub rev: Option<String>,
 }
 
+impl MetadataUpdate {
+    /// Whether this is npm 1.3's first step of a publish: a document with no versions, no
+    /// dist-tags and no revision, which creates the package (CouchDB: the document) if new.
+    pub fn is_empty_document(&self) -> bool {
+        self.versions.as_ref().is_some_and(BTreeMap::is_empty)
+            && self.dist_tags.as_ref().is_some_and(Map::is_empty)
+            && self.rev.is_none()
+    }
+}
+
 /// A publish whose small fields passed every check that needs no tarball. The tarball is still
 /// the attachment's base64 text, a slice of the request body: it is decoded, hashed and unpacked
 /// (`verify`) only once the caller is authorised.
@@ -438,6 +448,13 @@ impl PendingPublish {
     /// The manifest's `repository` field, which decides who may publish a new package.
     pub fn declared_repository(&self) -> Option<&Value> {
         self.manifest.get("repository")
+    }
+
+    /// The same publish pointing no tag at its version (a release made without `-tag`: the
+    /// package's first version still becomes `latest`).
+    pub fn untagged(mut self) -> Self {
+        self.tags.clear();
+        self
     }
 
     /// Decodes the tarball, checks its length and digests against what the client declared, and

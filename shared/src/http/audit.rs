@@ -134,6 +134,11 @@ pub(crate) fn audited(route: &Route) -> Option<(Option<PackageName>, AuditEntry)
             // Removing an unpublished version's tarball changes nothing (it went with the
             // version); listing reads.
             PublishRoute::OriginSet { .. } => AuditEntry::new(AuditAction::OriginSet),
+            PublishRoute::Release { version, .. } => {
+                AuditEntry::new(AuditAction::Publish).version(version)
+            }
+            // An upload is invisible until a release claims it.
+            PublishRoute::UploadTarball { .. } => return None,
             PublishRoute::DeleteTarball { .. }
             | PublishRoute::TrustList { .. }
             | PublishRoute::OriginGet { .. } => return None,

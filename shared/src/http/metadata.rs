@@ -169,7 +169,12 @@ async fn packument(
         let _permit = cache.build_permit(estimate).await;
         *built = build(state, name, view, &ctx.base_url, &mut package, prefetched).await?;
     }
-    let Some(pieces) = built.as_ref().filter(|p| !p.is_empty()) else {
+    // Nothing installable reads as missing, except a package that never had a version (npm
+    // 1.x creates it empty before its first release): it shows `versions: {}` and its `_rev`.
+    let Some(pieces) = built
+        .as_ref()
+        .filter(|p| !p.is_empty() || package.created_empty)
+    else {
         return state.not_here(name, ctx, Wanted::Packument).await;
     };
     if package.unpublished.is_some() {

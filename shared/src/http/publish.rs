@@ -36,6 +36,9 @@ pub async fn handle(
             let (bytes, _in_flight) = body.into_parts();
             match publish::parse_put(&name, bytes)? {
                 PutDocument::Publish(pending) => publish_version(state, ctx, &name, pending).await,
+                PutDocument::Update(update) if rev.is_none() && update.is_empty_document() => {
+                    create_empty_package(state, ctx, &name).await
+                }
                 PutDocument::Update(update) => {
                     update_metadata(state, ctx, &name, rev.as_ref(), &update).await
                 }
@@ -52,6 +55,12 @@ pub async fn handle(
         }
         PublishRoute::DeleteTag { name, tag } => delete_dist_tag(state, ctx, &name, tag).await,
         PublishRoute::TrustList { name } => super::trust::list(state, ctx, &name).await,
+        PublishRoute::UploadTarball { name, file } => {
+            Box::pin(upload_tarball(state, ctx, &name, &file, body)).await
+        }
+        PublishRoute::Release { name, version, tag } => {
+            Box::pin(release(state, ctx, &name, version, tag, body)).await
+        }
         PublishRoute::OriginGet { name } => super::upstream::origin(state, ctx, &name, None).await,
         PublishRoute::OriginSet { name } => {
             super::upstream::origin(state, ctx, &name, Some(body)).await
@@ -120,6 +129,241 @@ async fn publish_version(
         StatusCode::CREATED,
         &json!({ "ok": true, "id": name.as_str(), "rev": rev }),
     ))
+}
+
+/// npm 1.3's first step of a publish (`PUT /NAME` with an empty document): creates the package
+/// with no versions (201 with its `rev`), or answers 409 as CouchDB did for an existing one, so
+/// the client goes on to upload and release. Authorised as a first publish of the name.
+async fn create_empty_package(
+    state: &AppState,
+    ctx: &RequestContext,
+    name: &PackageName,
+) -> Result<Response, ApiError> {
+    state
+        .scopes
+        .stores(name)
+        .map_err(|e| ApiError::Forbidden(e.to_string()))?;
+    super::upstream::check_publish_origin(state, name).await?;
+    state
+        .writer()
+        .update(|| async {
+            let current = state.metadata.package(name).await?;
+            state
+                .authorize(ctx, name, current.as_ref(), Action::Publish)
+                .await?;
+            if current.as_ref().is_some_and(|p| p.unpublished.is_none()) {
+                return Err(Refusal::Refused(ApiError::Conflict(
+                    "Document update conflict.".into(),
+                )));
+            }
+            let mut draft = Draft::after(current.as_ref(), name);
+            draft.record.unpublished = None;
+            draft.record.created_empty = true;
+            Ok(Decision::Write(draft, ()))
+        })
+        .await?;
+    let rev = state
+        .metadata
+        .package(name)
+        .await?
+        .map(|p| p.rev_string())
+        .unwrap_or_default();
+    tracing::info!(package = %name, "created an empty package (npm 1.x)");
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({ "ok": true, "id": name.as_str(), "rev": rev }),
+    ))
+}
+
+/// Where npm 1.x's uploads wait for their release: one namespace per package, by version.
+fn upload_namespace(name: &PackageName) -> String {
+    format!("pending-upload/{name}")
+}
+
+/// How long an upload waits for its release (then the record expires and `sweep`, whose
+/// default age is a day, removes the bytes).
+const UPLOAD_LIFETIME_HOURS: i64 = 24;
+
+/// An upload waiting for its release.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Upload {
+    key: String,
+    shasum: String,
+    integrity: String,
+    length: u64,
+}
+
+/// `PUT /NAME/-/FILE.tgz/-rev/REV`: npm 1.x's upload of a version's tarball before its
+/// release. Stored content-addressed under the key the version will have, never visible as a
+/// version on its own. Authorised (push on the package) before a byte is read.
+async fn upload_tarball(
+    state: &AppState,
+    ctx: &RequestContext,
+    name: &PackageName,
+    file: &TarballFile,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let kv = state.kv.as_ref().ok_or_else(|| {
+        ApiError::NotFound("uploads are not kept by this registry's configuration".into())
+    })?;
+    let stored = authorized_record(state, ctx, name, Action::Publish).await?;
+    let version = file
+        .version()
+        .cloned()
+        .or_else(|| {
+            // npm 1.x names a scoped package's file after its whole name.
+            file.as_str()
+                .strip_prefix(name.as_str())
+                .and_then(|rest| rest.strip_prefix('-'))
+                .and_then(|rest| rest.strip_suffix(".tgz"))
+                .and_then(|v| publish::parse_version(v).ok())
+        })
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "'{file}' is not a tarball file name of {name} (NAME-VERSION.tgz)"
+            ))
+        })?;
+    let body = read_body(state, body, ctx).await?;
+    let bytes = bytes::Bytes::copy_from_slice(body.bytes());
+    drop(body);
+    if bytes.is_empty() {
+        return Err(ApiError::BadRequest("the uploaded tarball is empty".into()));
+    }
+    let digests = crate::domain::integrity::Digests::of(&bytes);
+    let key = crate::domain::TarballKey::new(name, &version, &digests.sha512_hex);
+    let length = bytes.len() as u64;
+    state.tarballs.put(&key, bytes).await?;
+    let upload = Upload {
+        key: key.as_str().to_string(),
+        shasum: digests.sha1_hex,
+        integrity: digests.integrity,
+        length,
+    };
+    let value = serde_json::to_vec(&upload).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let expires = chrono::Utc::now() + chrono::Duration::hours(UPLOAD_LIFETIME_HOURS);
+    kv.put(
+        &upload_namespace(name),
+        &version.to_string(),
+        &value,
+        Some(expires),
+    )
+    .await?;
+    ctx.audit.unchanged();
+    tracing::info!(package = %name, %version, bytes = length, "tarball uploaded for a release (npm 1.x)");
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({ "ok": true, "id": name.as_str(), "rev": stored.rev_string() }),
+    ))
+}
+
+/// `PUT /NAME/VERSION[/-tag/TAG]`: npm 1.x creates the version from its manifest (`dist`
+/// included) and the tarball it uploaded before: the manifest must name this package and
+/// version and its `dist.shasum` (and `dist.integrity`, when given) the uploaded bytes. Then
+/// it is a publish like any other, under every rule of one.
+async fn release(
+    state: &AppState,
+    ctx: &RequestContext,
+    name: &PackageName,
+    version: Version,
+    tag: Option<DistTag>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let kv = state.kv.as_ref().ok_or_else(|| {
+        ApiError::NotFound("uploads are not kept by this registry's configuration".into())
+    })?;
+    authorized_record(state, ctx, name, Action::Publish).await?;
+    let body = read_body(state, body, ctx).await?;
+    let mut manifest: serde_json::Map<String, serde_json::Value> =
+        super::body::parse_json(body.bytes())?;
+    drop(body);
+    if manifest.get("name").and_then(|v| v.as_str()) != Some(name.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "the manifest's name must be {name}, as in the URL"
+        )));
+    }
+    if manifest.get("version").and_then(|v| v.as_str()) != Some(&version.to_string()) {
+        return Err(ApiError::BadRequest(format!(
+            "the manifest's version must be {version}, as in the URL"
+        )));
+    }
+    if state.metadata.version(name, &version).await?.is_some() {
+        return Err(ApiError::coded(
+            super::error::ErrorCode::VersionExists,
+            format!("cannot publish over the previously published version {version} of {name}"),
+        ));
+    }
+    let file = name.tarball_file_name(&version);
+    let upload: Upload = kv
+        .get(&upload_namespace(name), &version.to_string())
+        .await?
+        .and_then(|v| serde_json::from_slice(&v).ok())
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "no tarball was uploaded for {name}@{version}: PUT /{name}/-/{file}/-rev/REV first"
+            ))
+        })?;
+    let dist = manifest
+        .get("dist")
+        .and_then(|d| d.as_object())
+        .cloned()
+        .unwrap_or_default();
+    if dist.get("shasum").and_then(|v| v.as_str()) != Some(upload.shasum.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "dist.shasum of {name}@{version} does not match the uploaded tarball ({})",
+            upload.shasum
+        )));
+    }
+    if let Some(integrity) = dist.get("integrity").and_then(|v| v.as_str())
+        && integrity != upload.integrity
+    {
+        return Err(ApiError::BadRequest(format!(
+            "dist.integrity of {name}@{version} does not match the uploaded tarball"
+        )));
+    }
+    let key = crate::domain::TarballKey::parse(&upload.key)
+        .map(|(key, _, _)| key)
+        .ok_or_else(|| ApiError::Internal(format!("bad upload key {}", upload.key)))?;
+    let bytes = state.tarballs.read(&key).await?.ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "the tarball uploaded for {name}@{version} is no longer stored; upload it again"
+        ))
+    })?;
+    manifest.insert(
+        "dist".into(),
+        json!({ "shasum": upload.shasum, "integrity": upload.integrity }),
+    );
+    let doc = {
+        use base64::Engine;
+        json!({
+            "_id": name.as_str(),
+            "name": name.as_str(),
+            "dist-tags": { tag.as_ref().map_or("latest", DistTag::as_str): version.to_string() },
+            "versions": { version.to_string(): manifest },
+            "_attachments": { file: {
+                "content_type": "application/octet-stream",
+                "data": base64::engine::general_purpose::STANDARD.encode(&bytes),
+                "length": bytes.len(),
+            }},
+        })
+    };
+    drop(bytes);
+    let doc = serde_json::to_vec(&doc).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let PutDocument::Publish(pending) = publish::parse_put(name, bytes::Bytes::from(doc))? else {
+        return Err(ApiError::Internal("a release document is a publish".into()));
+    };
+    let pending = if tag.is_some() {
+        pending
+    } else {
+        pending.untagged()
+    };
+    let answer = publish_version(state, ctx, name, pending).await?;
+    if let Err(e) = kv
+        .delete(&upload_namespace(name), &version.to_string())
+        .await
+    {
+        tracing::warn!(package = %name, %version, error = %e, "could not forget a released upload");
+    }
+    Ok(answer)
 }
 
 /// Decodes, hashes and unpacks the tarball: CPU work, kept off the async workers.

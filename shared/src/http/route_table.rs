@@ -96,8 +96,13 @@ pub const ROUTE_TABLE: &[RouteSpec] = &[
     spec("PUT", "/{scope}/{package}", P),
     spec("PUT", "/{package}/-rev/{rev}", P),
     spec("PUT", "/{scope}/{package}/-rev/{rev}", P),
-    // npm 1.x: PUT /NAME/TAG (the unscoped form is /{scope}/{package} above).
+    // npm 1.x: PUT /NAME/TAG and PUT /NAME/VERSION (the unscoped forms are /{scope}/{package}
+    // above), a release with its tag, and the upload before it.
     spec("PUT", "/{scope}/{package}/{tag}", P),
+    spec("PUT", "/{package}/{version}/-tag/{tag}", P),
+    spec("PUT", "/{scope}/{package}/{version}/-tag/{tag}", P),
+    spec("PUT", "/{package}/-/{file}/-rev/{rev}", P),
+    spec("PUT", "/{scope}/{package}/-/{file}/-rev/{rev}", P),
     spec("DELETE", "/{package}/-rev/{rev}", P),
     spec("DELETE", "/{scope}/{package}/-rev/{rev}", P),
     spec("DELETE", "/{package}/-/{file}/-rev/{rev}", P),
@@ -231,6 +236,11 @@ pub const CLIENT_REQUESTS: &[(&str, &str)] = &[
     ("POST", "/-/package/@s%2fn/dist-tags/trust"),
     ("POST", "/_session"),
     ("PUT", "/left-pad/stable"),
+    ("PUT", "/left-pad/1.0.0"),
+    ("PUT", "/left-pad/1.0.0/-tag/latest"),
+    ("PUT", "/@s/n/1.0.0/-tag/latest"),
+    ("PUT", "/left-pad/-/left-pad-1.0.0.tgz/-rev/2-abc"),
+    ("PUT", "/@s/n/-/n-1.0.0.tgz/-rev/2-abc"),
     ("PUT", "/@s/n/stable"),
     ("GET", "/-/package/left-pad/origin"),
     ("GET", "/-/package/@s%2fn/origin"),

@@ -161,6 +161,24 @@ pub enum PublishRoute {
         /// The configuration.
         id: TrustId,
     },
+    /// `PUT /NAME/-/FILE.tgz/-rev/REV` (`application/octet-stream`): npm 1.x uploads a
+    /// version's tarball before it creates the version (`Release`).
+    UploadTarball {
+        /// The package.
+        name: PackageName,
+        /// The tarball's file name.
+        file: TarballFile,
+    },
+    /// `PUT /NAME/VERSION` and `PUT /NAME/VERSION/-tag/TAG`: npm 1.x creates a version from
+    /// its manifest and the tarball uploaded before.
+    Release {
+        /// The package.
+        name: PackageName,
+        /// The version.
+        version: Version,
+        /// The tag to point at it, if any.
+        tag: Option<DistTag>,
+    },
     /// `GET /-/package/NAME/origin`: the name's origin and why (admins).
     OriginGet {
         /// The package name.
@@ -280,7 +298,9 @@ impl Route {
                 | PublishRoute::TrustCreate { name }
                 | PublishRoute::TrustRevoke { name, .. }
                 | PublishRoute::OriginGet { name }
-                | PublishRoute::OriginSet { name },
+                | PublishRoute::OriginSet { name }
+                | PublishRoute::UploadTarball { name, .. }
+                | PublishRoute::Release { name, .. },
             )
             | Route::Tarball(TarballRoute::Download { name, .. })
             | Route::Auth(AuthRoute::OidcExchange { name }) => Some(name),
@@ -325,7 +345,11 @@ impl Route {
             Route::Metadata(_) | Route::Tarball(_) => false,
         };
         let body = match self {
-            Route::Publish(PublishRoute::Put { .. }) => Some(RouteLimit::Publish),
+            Route::Publish(
+                PublishRoute::Put { .. }
+                | PublishRoute::UploadTarball { .. }
+                | PublishRoute::Release { .. },
+            ) => Some(RouteLimit::Publish),
             Route::Metadata(MetadataRoute::AdvisoriesBulk) => Some(RouteLimit::Audit),
             Route::Publish(
                 PublishRoute::SetTag { .. }
@@ -722,7 +746,24 @@ fn name_route(m: &Method, name: PackageName, rest: &[&str]) -> Result<Route, Rou
                 rev: Revision::parse(rev),
             }))
         }
+        (["-", file, "-rev", _], &Method::PUT) => {
+            let file = TarballFile::parse(&name, file);
+            Ok(publish(P::UploadTarball { name, file }))
+        }
         (["-", _, "-rev", _], _) => Err(RouteError::MethodNotAllowed),
+        ([version], &Method::PUT) if parse_version(version).is_ok() => Ok(publish(P::Release {
+            name,
+            version: parse_version(version).map_err(|_| RouteError::NotFound)?,
+            tag: None,
+        })),
+        ([version, "-tag", tag], &Method::PUT) if parse_version(version).is_ok() => {
+            let tag = DistTag::parse(tag).map_err(|_| RouteError::NotFound)?;
+            Ok(publish(P::Release {
+                name,
+                version: parse_version(version).map_err(|_| RouteError::NotFound)?,
+                tag: Some(tag),
+            }))
+        }
         ([spec], &Method::GET | &Method::HEAD) if !spec.starts_with('-') => {
             Ok(meta(M::VersionOrTag {
                 name,

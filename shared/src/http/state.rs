@@ -48,6 +48,9 @@ pub struct AppState {
     pub renders: Option<Arc<dyn RenderStore>>,
     /// The pull-through cache (`upstream`), when names not stored here are proxied.
     pub upstream: Option<crate::upstream::Proxy>,
+    /// Small records with an expiry (npm 1.x's uploads waiting for their release), where the
+    /// state was built with the backend's key-value store.
+    pub kv: Option<Arc<dyn crate::storage::KvStore>>,
 }
 
 /// What a handler sees of a request.

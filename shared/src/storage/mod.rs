@@ -270,6 +270,23 @@ pub trait TarballStore: Send + Sync {
     async fn put(&self, key: &TarballKey, bytes: Bytes) -> Result<(), StoreError>;
     /// Reads the bytes, or says where to get them; `None` if absent.
     async fn get(&self, key: &TarballKey) -> Result<Option<TarballRead>, StoreError>;
+    /// The bytes themselves (not a URL to them), for the registry's own use: a release made
+    /// from an upload before it (npm 1.x). `None` if absent.
+    async fn read(&self, key: &TarballKey) -> Result<Option<Bytes>, StoreError> {
+        use futures_util::StreamExt;
+        match self.get(key).await? {
+            None | Some(TarballRead::Redirect(_)) => Ok(None),
+            Some(TarballRead::Bytes { mut body, .. }) => {
+                let mut bytes = Vec::new();
+                while let Some(chunk) = body.next().await {
+                    bytes.extend_from_slice(
+                        &chunk.map_err(|e| StoreError::Internal(e.to_string()))?,
+                    );
+                }
+                Ok(Some(Bytes::from(bytes)))
+            }
+        }
+    }
     /// Deletes the bytes; deleting an absent key succeeds.
     async fn delete(&self, key: &TarballKey) -> Result<(), StoreError>;
     /// Every stored key last written more than `older_than` ago (for the sweep).

@@ -709,9 +709,9 @@ impl Inner {
         };
         registry.health.succeeded();
         let kept = self.kept_versions(name).await?;
-        if raw.is_none() && kept.is_empty() {
-            return Err(ProxyError::NotFound);
-        }
+        // A name the upstream does not have is remembered as such for the max age too (an
+        // empty document, which renders as nothing): installs look up optional peers that
+        // exist nowhere, and each would otherwise ask the upstream again.
         Ok(CachedDocument {
             raw,
             etag,
@@ -792,9 +792,13 @@ impl Inner {
     async fn ingested(&self, name: &PackageName) -> Result<bool, StoreError> {
         let held = {
             let memory = self.lock_memory();
-            [true, false]
-                .iter()
-                .any(|view| memory.entries.peek(&(name.clone(), *view)).is_some())
+            // A remembered "not found" is no ingestion.
+            [true, false].iter().any(|view| {
+                memory
+                    .entries
+                    .peek(&(name.clone(), *view))
+                    .is_some_and(|doc| doc.raw.is_some() || !doc.kept.is_empty())
+            })
         };
         if held {
             return Ok(true);

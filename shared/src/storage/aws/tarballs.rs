@@ -46,6 +46,10 @@ impl TarballStore for AwsStorage {
         )))
     }
 
+    async fn read(&self, key: &TarballKey) -> Result<Option<Bytes>, StoreError> {
+        self.get_object(ObjectKey::Tarball(key)).await
+    }
+
     async fn list(&self, older_than: Duration) -> Result<Vec<TarballKey>, StoreError> {
         let cutoff = aws_smithy_types::DateTime::from(std::time::SystemTime::now() - older_than);
         let mut keys = Vec::new();
