@@ -64,6 +64,7 @@ PROBE = "/bench-proxy-probe-no-such-package"
 class Install:
     seconds: float
     upstream: int  # requests nginx logged during the install
+    upstream_tarballs: int  # of which for tarballs
     cpu_s: float | None  # the registry's CPU time during the install (not nginx's)
 
 
@@ -134,13 +135,20 @@ class ProxyBench:
 
     # -- helpers
 
-    def upstream_requests(self) -> int:
+    def upstream_requests(self) -> tuple[int, int]:
+        """The requests nginx has logged so far, and how many of them were for tarballs."""
+        n = tgz = 0
         try:
             with open(self.nginx.prefix / "access.log", "rb") as f:
-                # (not the harness's readiness check, which nginx may log after it answered)
-                return sum(1 for line in f if b'"GET /-/ping ' not in line)
+                for line in f:
+                    # (not the harness's readiness check, which nginx may log after it answered)
+                    if b'"GET /-/ping ' in line:
+                        continue
+                    n += 1
+                    tgz += b'.tgz HTTP/' in line
         except FileNotFoundError:
-            return 0
+            pass
+        return n, tgz
 
     def quiet(self, what: str):
         if not self.plan.quiet_wait_s:
@@ -163,7 +171,8 @@ class ProxyBench:
         p = subprocess.run(cmd, cwd=project, env=self.env, capture_output=True, text=True)
         elapsed = time.monotonic() - t
         cpu = server.cpu_seconds() - cpu0 if server else None
-        upstream = self.upstream_requests() - n0
+        n1 = self.upstream_requests()
+        upstream, tarballs = n1[0] - n0[0], n1[1] - n0[1]
         what = f"npm install ({tag})"
         if p.returncode != 0:
             raise BenchError(f"{what} from {label} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
@@ -186,9 +195,9 @@ class ProxyBench:
         self.checked += 1
         shutil.rmtree(project)
         shutil.rmtree(cache)
-        log(f"npm install ({tag}) from {label}: {elapsed:.2f} s, {upstream} requests upstream"
+        log(f"npm install ({tag}) from {label}: {elapsed:.2f} s, {upstream} requests upstream ({tarballs} tarballs)"
             + (f", server CPU {cpu:.2f} s" if cpu is not None else "") + " (tree and lockfile checked)")
-        return Install(elapsed, upstream, cpu)
+        return Install(elapsed, upstream, tarballs, cpu)
 
     # -- the set-ups
 
@@ -409,6 +418,11 @@ class ProxyBench:
                 notes.append(f"{label}: {len(late)} of {len(insts)} warm installs ended more than "
                              f"{plan.max_age_s} s after their cold install began, so some packuments may have "
                              "been revalidated upstream during them (see its warm `requests upstream`).")
+            warm_up = [x.warm for x in insts if x.warm.upstream]
+            if warm_up:
+                notes.append(f"{label}: {len(warm_up)} of {len(insts)} warm installs still sent requests upstream: "
+                             + "; ".join(f"{x.upstream - x.upstream_tarballs} for packuments and "
+                                         f"{x.upstream_tarballs} for tarballs" for x in warm_up) + ".")
             spans = [x.span_s for x in insts]
             if spans:
                 notes.append(f"{label}: cold start to warm end took {med(spans):.1f} s (median; max "
