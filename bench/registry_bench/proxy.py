@@ -20,6 +20,7 @@ writes docs/proxy.md only with --doc."""
 
 from __future__ import annotations
 
+import collections
 import datetime
 import json
 import os
@@ -420,9 +421,10 @@ class ProxyBench:
                              "been revalidated upstream during them (see its warm `requests upstream`).")
             warm_up = [x.warm for x in insts if x.warm.upstream]
             if warm_up:
+                kinds = collections.Counter((x.upstream - x.upstream_tarballs, x.upstream_tarballs) for x in warm_up)
                 notes.append(f"{label}: {len(warm_up)} of {len(insts)} warm installs still sent requests upstream: "
-                             + "; ".join(f"{x.upstream - x.upstream_tarballs} for packuments and "
-                                         f"{x.upstream_tarballs} for tarballs" for x in warm_up) + ".")
+                             + "; ".join(f"{n}× {pk} for packuments and {tgz} for tarballs"
+                                         for (pk, tgz), n in kinds.most_common()) + ".")
             spans = [x.span_s for x in insts]
             if spans:
                 notes.append(f"{label}: cold start to warm end took {med(spans):.1f} s (median; max "
