@@ -15,5 +15,6 @@ pub mod secret;
 pub mod storage;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+pub mod upstream;
 pub mod web;
 pub mod writes;

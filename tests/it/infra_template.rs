@@ -201,6 +201,8 @@ fn each_function_role_holds_only_its_own_permissions() {
                 "dynamodb:DeleteItem",
                 "s3:GetObject",
                 "s3:PutObject",
+                // The pull-through cache: a missing upstream object is a 404, not a 403.
+                "s3:ListBucket",
                 "logs:CreateLogStream",
                 "logs:PutLogEvents",
             ][..],
@@ -209,9 +211,13 @@ fn each_function_role_holds_only_its_own_permissions() {
             "TarballRole",
             &[
                 "dynamodb:GetItem",
+                // The pull-through cache: an upstream package's kept versions.
+                "dynamodb:Query",
                 "dynamodb:PutItem",
                 "dynamodb:DeleteItem",
                 "s3:GetObject",
+                "s3:PutObject",
+                "s3:ListBucket",
                 "logs:CreateLogStream",
                 "logs:PutLogEvents",
             ][..],
@@ -228,6 +234,7 @@ fn each_function_role_holds_only_its_own_permissions() {
                 "s3:PutObject",
                 "s3:DeleteObject",
                 "s3:GetObject",
+                "s3:ListBucket",
                 "logs:CreateLogStream",
                 "logs:PutLogEvents",
             ][..],

@@ -39,5 +39,6 @@ mod stack_deploy;
 mod token_capability;
 mod trust_configuration;
 mod trusted_publishing;
+mod upstream_cache;
 mod web_login;
 mod web_pages;

@@ -16,9 +16,10 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn unknown_names_go_upstream_and_foreign_scopes_are_refused() {
-    // The upstream is never contacted: the client does not follow redirects.
+    // Redirect mode: the upstream is never contacted (the client does not follow redirects).
     let reg = TestRegistry::builder()
         .env("REGISTRY_UPSTREAM", "http://upstream.invalid/")
+        .env("REGISTRY_UPSTREAM_MODE", "redirect")
         .env("REGISTRY_ALLOWED_OWNERS", "acme")
         .start()
         .await;
@@ -52,6 +53,26 @@ async fn unknown_names_go_upstream_and_foreign_scopes_are_refused() {
     );
 
     reg.publish(pkg("@acme/thing")).await.assert_status(201);
+}
+
+/// Proxy mode (the default) with an upstream that cannot be reached: a clear 502 naming it,
+/// never a redirect; a served scope is still ours to deny.
+#[tokio::test]
+async fn an_unreachable_upstream_is_a_clear_502_in_proxy_mode() {
+    let reg = TestRegistry::builder()
+        .env("REGISTRY_UPSTREAM", "http://127.0.0.1:9/")
+        .env("REGISTRY_ALLOWED_OWNERS", "acme")
+        .start()
+        .await;
+    let r = reg.get("/left-pad").send().await.assert_status(502);
+    assert_eq!(r.body["code"], "upstream_unavailable");
+    assert!(
+        r.error().unwrap().contains("http://127.0.0.1:9"),
+        "{}",
+        r.body
+    );
+    reg.get("/@acme%2fmissing").send().await.assert_status(404);
+    reg.publish(pkg("@other/thing")).await.assert_status(403);
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@
 pub mod api;
 pub mod clients;
 pub mod fake_github;
+pub mod fake_upstream;
 pub mod faults;
 pub mod github_world;
 pub mod lambda_runtime;

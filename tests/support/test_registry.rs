@@ -593,6 +593,7 @@ async fn serve_in_process(
     let storage = Arc::new(storage);
     let state = registry::app::App::builder(config)
         .stores(storage.clone(), storage.clone())
+        .upstream(storage.clone(), storage.clone())
         .audit(Arc::new(storage.audit_log(retention)))
         .build()
         .await;

@@ -97,6 +97,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read or set a name's origin (the pull-through cache's package origin controls):
+    /// `internal` names are only ever served from here, `upstream` names are never published
+    /// here. Works while the server runs, on either backend.
+    Origin {
+        #[command(subcommand)]
+        action: OriginAction,
+    },
+}
+
+/// `registry-server origin` actions.
+#[derive(clap::Subcommand, Debug)]
+enum OriginAction {
+    /// Print the name's origin and why, as JSON.
+    Get {
+        /// The package name.
+        name: String,
+    },
+    /// Set the name's origin (also before the name exists), then print it as `get` does.
+    Set {
+        /// The package name.
+        name: String,
+        /// `internal` or `upstream`.
+        origin: String,
+    },
 }
 
 /// Registers `return_freed_memory_promptly` with the dynamic loader's constructors.
@@ -171,6 +195,17 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .await
         .unwrap_or_else(|e| refuse(e));
         print!("{listing}");
+        return Ok(());
+    }
+    if let Some(Command::Origin { action }) = &flags.command {
+        let (name, set) = match action {
+            OriginAction::Get { name } => (name, None),
+            OriginAction::Set { name, origin } => (name, Some(origin.as_str())),
+        };
+        let answer = registry::app::commands::origin(config, name, set)
+            .await
+            .unwrap_or_else(|e| refuse(e));
+        println!("{answer}");
         return Ok(());
     }
     if let Some(Command::Sweep { older_than_minutes }) = flags.command {

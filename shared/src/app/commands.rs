@@ -42,6 +42,23 @@ pub async fn sweep(config: Config, older_than: Duration) -> Result<Swept, StartE
     })
 }
 
+/// `registry-server origin get|set NAME [internal|upstream]`: the name's origin and why, as
+/// JSON, after setting it if asked. With local storage and a server running on the data
+/// directory, that server answers (`control`); otherwise this process opens the stores.
+pub async fn origin(config: Config, name: &str, set: Option<&str>) -> Result<String, StartError> {
+    #[cfg(unix)]
+    if let crate::config::StorageConfig::Local { data_dir, .. } = &config.storage
+        && let Some(answer) = super::control::origin(data_dir, name, set).await?
+    {
+        return Ok(answer.to_string());
+    }
+    let state = App::builder(config).build().await?;
+    crate::http::upstream::origin_command(&state, name, set)
+        .await
+        .map(|answer| answer.to_string())
+        .map_err(StartError::Usage)
+}
+
 /// What `registry-server audit` prints: the events of `package` (or all) since `since` (an RFC
 /// 3339 time or a duration back from now, `24h`, `7d`), at most the newest `limit`, as a table
 /// or (`json`) one JSON object per line.

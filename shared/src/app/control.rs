@@ -41,12 +41,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 enum Request {
     /// Sweep tarballs (and leftovers) older than so many seconds.
     Sweep { older_than_seconds: u64 },
+    /// Read (and set) a name's origin (`registry-server origin`).
+    Origin { name: String, set: Option<String> },
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Response {
     Report(SweepReport),
+    Origin(serde_json::Value),
     Error(String),
 }
 
@@ -119,6 +122,14 @@ impl ControlSocket {
 
     async fn run(&self, request: Request) -> Response {
         match request {
+            Request::Origin { name, set } => {
+                match crate::http::upstream::origin_command(&self.state, &name, set.as_deref())
+                    .await
+                {
+                    Ok(answer) => Response::Origin(answer),
+                    Err(e) => Response::Error(e),
+                }
+            }
             Request::Sweep { older_than_seconds } => {
                 let started = Instant::now();
                 let swept = crate::storage::sweep(
@@ -169,6 +180,47 @@ pub async fn sweep(
     data_dir: &Path,
     older_than: Duration,
 ) -> Result<Option<SweepReport>, StartError> {
+    match ask(
+        data_dir,
+        &Request::Sweep {
+            older_than_seconds: older_than.as_secs(),
+        },
+    )
+    .await?
+    {
+        Some(Response::Report(report)) => Ok(Some(report)),
+        Some(_) => Err(StartError::Control("unexpected answer to a sweep".into())),
+        None => Ok(None),
+    }
+}
+
+/// Asks the server running on `data_dir` for a name's origin (setting it first if `set`);
+/// `None` when no server answers there.
+pub async fn origin(
+    data_dir: &Path,
+    name: &str,
+    set: Option<&str>,
+) -> Result<Option<serde_json::Value>, StartError> {
+    match ask(
+        data_dir,
+        &Request::Origin {
+            name: name.to_string(),
+            set: set.map(str::to_string),
+        },
+    )
+    .await?
+    {
+        Some(Response::Origin(answer)) => Ok(Some(answer)),
+        Some(_) => Err(StartError::Control(
+            "unexpected answer to an origin request".into(),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Sends one request to the server on `data_dir` and reads its answer (an error answer is
+/// returned as an error); `None` when no server answers there.
+async fn ask(data_dir: &Path, request: &Request) -> Result<Option<Response>, StartError> {
     let path = data_dir.join(SOCKET);
     let failed = |e: &dyn std::fmt::Display| {
         StartError::Control(format!(
@@ -188,10 +240,7 @@ pub async fn sweep(
         }
         Err(e) => return Err(failed(&e)),
     };
-    let mut request = serde_json::to_vec(&Request::Sweep {
-        older_than_seconds: older_than.as_secs(),
-    })
-    .map_err(|e| failed(&e))?;
+    let mut request = serde_json::to_vec(request).map_err(|e| failed(&e))?;
     request.push(b'\n');
     stream.write_all(&request).await.map_err(|e| failed(&e))?;
     let mut line = String::new();
@@ -200,7 +249,7 @@ pub async fn sweep(
         .await
         .map_err(|e| failed(&e))?;
     match serde_json::from_str(&line).map_err(|e| failed(&e))? {
-        Response::Report(report) => Ok(Some(report)),
         Response::Error(e) => Err(failed(&e)),
+        answer => Ok(Some(answer)),
     }
 }

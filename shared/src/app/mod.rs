@@ -33,7 +33,7 @@ use crate::storage::aws::AwsStorage;
 use crate::storage::views::PackageViews;
 use crate::storage::{
     AfterResponse, AuditLog, AuditRetention, KvStore, MemoryAuditLog, MetadataStore, RenderStore,
-    TarballStore, embedded,
+    TarballStore, UpstreamStore, embedded,
 };
 
 /// Why the application could not start.
@@ -102,6 +102,7 @@ impl App {
             kv: None,
             auth: None,
             audit: None,
+            upstream: None,
         }
     }
 }
@@ -118,6 +119,8 @@ pub struct Stores {
     pub audit: Arc<dyn AuditLog>,
     /// Rendered packuments kept between runs, where the backend keeps them.
     pub renders: Option<Arc<dyn RenderStore>>,
+    /// What the pull-through cache keeps.
+    pub upstream: Arc<dyn UpstreamStore>,
 }
 
 /// How the application is put together; see `App::builder`.
@@ -131,6 +134,7 @@ pub struct AppBuilder<S> {
     kv: Option<Arc<dyn KvStore>>,
     auth: Option<Authorizer>,
     audit: Option<Arc<dyn AuditLog>>,
+    upstream: Option<(Arc<dyn UpstreamStore>, Arc<dyn KvStore>)>,
 }
 
 impl<S: SdkSource> AppBuilder<S> {
@@ -146,6 +150,7 @@ impl<S: SdkSource> AppBuilder<S> {
             kv: self.kv,
             auth: self.auth,
             audit: self.audit,
+            upstream: self.upstream,
         }
     }
 
@@ -187,6 +192,13 @@ impl<S: SdkSource> AppBuilder<S> {
     /// backend's own, where it keeps them, otherwise).
     pub fn renders(mut self, renders: Arc<dyn RenderStore>) -> Self {
         self.renders = Some(renders);
+        self
+    }
+
+    /// With `stores`: keeps what the pull-through cache fetches in `store` and `kv` (without
+    /// them, names not stored here are redirected upstream).
+    pub fn upstream(mut self, store: Arc<dyn UpstreamStore>, kv: Arc<dyn KvStore>) -> Self {
+        self.upstream = Some((store, kv));
         self
     }
 
@@ -241,43 +253,54 @@ impl<S: SdkSource> AppBuilder<S> {
             kv,
             auth,
             audit,
+            upstream,
         } = self;
-        let (metadata, tarballs, auth, audit, renders) = if let Some((metadata, tarballs)) = stores
-        {
-            let auth = match (auth, kv) {
-                (Some(auth), _) => auth,
-                (None, _) if config.auth.mode == AuthMode::Open => Authorizer::Open,
-                (None, Some(kv)) => auth::authorizer(&config, kv)?,
-                // GitHub mode keeps tokens and caches in the backend's key-value store.
-                (None, None) => {
-                    return Err(StartError::Config(
+        let (metadata, tarballs, auth, audit, renders, kept) =
+            if let Some((metadata, tarballs)) = stores {
+                // Given stores keep what the cache fetches only where told (`upstream`).
+                let kept = upstream;
+                let auth = match (auth, kv) {
+                    (Some(auth), _) => auth,
+                    (None, _) if config.auth.mode == AuthMode::Open => Authorizer::Open,
+                    (None, Some(kv)) => auth::authorizer(&config, kv)?,
+                    // GitHub mode keeps tokens and caches in the backend's key-value store.
+                    (None, None) => {
+                        return Err(StartError::Config(
                         "GitHub mode around given stores needs its authoriser (AppBuilder::auth) \
                          or a key-value store (AppBuilder::kv)"
                             .into(),
                     ));
-                }
+                    }
+                };
+                let audit = audit.unwrap_or_else(|| {
+                    Arc::new(MemoryAuditLog::new(AuditRetention::days(
+                        config.audit.retention_days,
+                    )))
+                });
+                (metadata, tarballs, auth, audit, renders, kept)
+            } else {
+                let stores =
+                    open_backend(&config, sdk, after_response.clone(), check_resources).await?;
+                let auth = match auth {
+                    Some(auth) => auth,
+                    None => auth::authorizer(&config, stores.kv.clone())?,
+                };
+                (
+                    stores.metadata,
+                    stores.tarballs,
+                    auth,
+                    audit.unwrap_or(stores.audit),
+                    stores.renders,
+                    Some((stores.upstream, stores.kv)),
+                )
             };
-            let audit = audit.unwrap_or_else(|| {
-                Arc::new(MemoryAuditLog::new(AuditRetention::days(
-                    config.audit.retention_days,
-                )))
-            });
-            (metadata, tarballs, auth, audit, renders)
-        } else {
-            let stores = open_backend(&config, sdk, after_response, check_resources).await?;
-            let auth = match auth {
-                Some(auth) => auth,
-                None => auth::authorizer(&config, stores.kv.clone())?,
-            };
-            (
-                stores.metadata,
-                stores.tarballs,
-                auth,
-                audit.unwrap_or(stores.audit),
-                stores.renders,
-            )
+        let proxy = match kept {
+            Some((store, kv)) => proxy(&config, store, kv, after_response)?,
+            None => None,
         };
-        Ok(assemble(config, metadata, tarballs, auth, audit, renders))
+        Ok(assemble(
+            config, metadata, tarballs, auth, audit, renders, proxy,
+        ))
     }
 }
 
@@ -303,6 +326,7 @@ async fn open_backend(
             let m = Arc::new(m);
             Stores {
                 metadata: m.clone(),
+                upstream: Arc::new(t.upstream_store()),
                 tarballs: Arc::new(t),
                 kv: m.clone(),
                 audit: Arc::new(FileAuditLog::new(data_dir, retention)),
@@ -321,6 +345,7 @@ async fn open_backend(
             let s = Arc::new(s);
             Stores {
                 metadata: s.clone(),
+                upstream: s.clone(),
                 tarballs: s.clone(),
                 kv: s.clone(),
                 audit: Arc::new(s.audit_log(retention)),
@@ -328,6 +353,31 @@ async fn open_backend(
             }
         }
     })
+}
+
+/// The pull-through cache, when names not stored here are proxied (`REGISTRY_UPSTREAM_MODE`)
+/// and some upstream is configured.
+fn proxy(
+    config: &Config,
+    store: Arc<dyn UpstreamStore>,
+    kv: Arc<dyn KvStore>,
+    after_response: Option<Arc<AfterResponse>>,
+) -> Result<Option<crate::upstream::Proxy>, StartError> {
+    let upstream = &config.upstream;
+    if upstream.mode != crate::config::UpstreamMode::Proxy
+        || (config.scopes.upstream.is_none() && upstream.scoped.is_empty())
+    {
+        return Ok(None);
+    }
+    crate::upstream::Proxy::new(
+        upstream,
+        config.scopes.upstream.as_deref(),
+        store,
+        kv,
+        after_response,
+    )
+    .map(Some)
+    .map_err(StartError::Config)
 }
 
 /// The application state around stores, authoriser and audit log: limits and caches sized by
@@ -339,6 +389,7 @@ fn assemble(
     auth: Authorizer,
     audit: Arc<dyn AuditLog>,
     renders: Option<Arc<dyn RenderStore>>,
+    upstream: Option<crate::upstream::Proxy>,
 ) -> Arc<AppState> {
     let tarball_limits = TarballLimits {
         max_unpacked_bytes: config.limits.max_unpacked_bytes,
@@ -377,13 +428,21 @@ fn assemble(
         tarballs_kept,
         audit,
         renders,
+        upstream,
     })
 }
 
 /// The one owner allow-list, for the HTTP layer and the authoriser alike.
 pub(crate) fn scope_policy(config: &Config) -> ScopePolicy {
+    let upstream_scopes: Vec<String> = config
+        .upstream
+        .scoped
+        .iter()
+        .map(|(scope, _)| scope.clone())
+        .collect();
     ScopePolicy::new(
         &config.scopes.allowed_owners,
         config.auth.mode == AuthMode::Github,
     )
+    .with_upstream_scopes(&upstream_scopes)
 }

@@ -12,6 +12,9 @@ pub struct ScopePolicy {
     /// Whether only scoped names are stored (GitHub mode: a scope names the GitHub owner whose
     /// repositories decide who may publish; an unscoped name has no owner to ask).
     scoped_only: bool,
+    /// Scopes with an upstream registry of their own (`REGISTRY_UPSTREAM_SCOPES`), lowercase:
+    /// never stored here, whatever the allow-list says.
+    upstream_scopes: Vec<String>,
 }
 
 /// Why a name is not stored here.
@@ -22,6 +25,9 @@ pub(crate) enum NotServed {
         "{0} is unscoped: this registry only stores scoped packages whose scope is a GitHub owner; publish it to the public registry"
     )]
     Unscoped(String),
+    /// A scope another registry serves (`REGISTRY_UPSTREAM_SCOPES`).
+    #[error("scope @{0} comes from its own upstream registry: it is not published here")]
+    UpstreamScope(String),
     /// A scope outside the allow-list.
     #[error("scope @{scope} is not served by this registry (allowed owners: {owners})")]
     ForeignScope {
@@ -39,12 +45,23 @@ impl ScopePolicy {
         Self {
             owners: owners.iter().map(|o| o.to_ascii_lowercase()).collect(),
             scoped_only,
+            upstream_scopes: Vec::new(),
         }
+    }
+
+    /// The same, with `scopes` served by upstream registries of their own.
+    pub(crate) fn with_upstream_scopes(mut self, scopes: &[String]) -> Self {
+        self.upstream_scopes = scopes.iter().map(|s| s.to_ascii_lowercase()).collect();
+        self
     }
 
     /// Whether packages of `scope` are stored here.
     pub(crate) fn serves_scope(&self, scope: &str) -> bool {
-        self.owners.is_empty() || self.owners.iter().any(|o| o.eq_ignore_ascii_case(scope))
+        !self
+            .upstream_scopes
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(scope))
+            && (self.owners.is_empty() || self.owners.iter().any(|o| o.eq_ignore_ascii_case(scope)))
     }
 
     /// Whether `name` may be stored here; the refusal says why not.
@@ -53,6 +70,14 @@ impl ScopePolicy {
             None if self.scoped_only => Err(NotServed::Unscoped(name.to_string())),
             None => Ok(()),
             Some(scope) if self.serves_scope(scope) => Ok(()),
+            Some(scope)
+                if self
+                    .upstream_scopes
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(scope)) =>
+            {
+                Err(NotServed::UpstreamScope(scope.to_string()))
+            }
             Some(scope) => Err(NotServed::ForeignScope {
                 scope: scope.to_string(),
                 owners: self.owners.join(", "),
@@ -104,5 +129,13 @@ mod tests {
         assert_eq!(open.stores(&name("@any/x")), Ok(()));
         assert!(open.is_upstream(&name("left-pad")));
         assert!(!open.is_upstream(&name("@any/x")));
+
+        // A scope with an upstream of its own is never stored here.
+        let open = open.with_upstream_scopes(&["Partner".into()]);
+        assert!(open.is_upstream(&name("@partner/x")));
+        assert_eq!(
+            open.stores(&name("@partner/x")),
+            Err(NotServed::UpstreamScope("partner".into()))
+        );
     }
 }

@@ -9,6 +9,7 @@ mod limits;
 mod scopes;
 mod server;
 mod storage;
+mod upstream;
 
 pub use audit::AuditConfig;
 pub use auth::{AuthConfig, AuthMode, OauthConfig};
@@ -17,6 +18,7 @@ pub use limits::LimitsConfig;
 pub use scopes::ScopesConfig;
 pub use server::ServerConfig;
 pub use storage::{AwsConfig, DEFAULT_DB_CACHE_BYTES, StorageConfig};
+pub use upstream::{UpstreamConfig, UpstreamMode, UpstreamRegistry};
 
 /// A setting that could not be understood.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The audit log.
     pub audit: AuditConfig,
+    /// The pull-through cache of the upstream registries.
+    pub upstream: UpstreamConfig,
 }
 
 impl Config {
@@ -75,6 +79,7 @@ impl Config {
             scopes: ScopesConfig::from_env(env)?,
             limits: LimitsConfig::from_env(env)?,
             audit: AuditConfig::from_env(env)?,
+            upstream: UpstreamConfig::from_env(env)?,
         })
     }
 

@@ -61,6 +61,8 @@ pub enum AuditAction {
     TrustRevoke,
     /// A workflow's ID token was exchanged for a publish token (trusted publishing).
     TokenExchange,
+    /// An admin set a name's origin (internal or upstream: the pull-through cache).
+    OriginSet,
 }
 
 impl AuditAction {
@@ -82,6 +84,7 @@ impl AuditAction {
             AuditAction::TrustCreate => "trust-create",
             AuditAction::TrustRevoke => "trust-revoke",
             AuditAction::TokenExchange => "token-exchange",
+            AuditAction::OriginSet => "origin-set",
         }
     }
 }
@@ -429,6 +432,7 @@ mod tests {
             AuditAction::TrustCreate,
             AuditAction::TrustRevoke,
             AuditAction::TokenExchange,
+            AuditAction::OriginSet,
         ] {
             assert_eq!(serde_json::to_value(action).unwrap(), action.as_str());
         }

@@ -26,7 +26,7 @@ const LATEST_FIELDS: &[&str] = &[
 
 /// Per-version fields an installer needs besides its name and version (the abbreviated document
 /// keeps only these).
-const ABBREVIATED_FIELDS: &[&str] = &[
+pub(crate) const ABBREVIATED_FIELDS: &[&str] = &[
     "dependencies",
     "optionalDependencies",
     "devDependencies",

@@ -133,7 +133,10 @@ pub(crate) fn audited(route: &Route) -> Option<(Option<PackageName>, AuditEntry)
             }
             // Removing an unpublished version's tarball changes nothing (it went with the
             // version); listing reads.
-            PublishRoute::DeleteTarball { .. } | PublishRoute::TrustList { .. } => return None,
+            PublishRoute::OriginSet { .. } => AuditEntry::new(AuditAction::OriginSet),
+            PublishRoute::DeleteTarball { .. }
+            | PublishRoute::TrustList { .. }
+            | PublishRoute::OriginGet { .. } => return None,
         },
         Route::Auth(route) => match route {
             AuthRoute::LegacyLogin { .. } | AuthRoute::WebCallback => {

@@ -11,11 +11,15 @@ use super::{ApiError, AppState, RequestContext};
 /// Largest body of the small routes: a login (user name and a token), a token request, a version.
 pub(crate) const SMALL_BODY_BYTES: usize = 8 * 1024;
 
+/// The largest bulk advisory request read (gzipped: tens of thousands of packages).
+const AUDIT_BODY_BYTES: usize = 4 << 20;
+
 /// The byte limit of `limit` under `state`'s settings.
 pub(crate) fn route_limit(state: &AppState, limit: RouteLimit) -> usize {
     match limit {
         RouteLimit::Publish => state.config.limits.max_body_bytes,
         RouteLimit::Small => SMALL_BODY_BYTES.min(state.config.limits.max_body_bytes),
+        RouteLimit::Audit => AUDIT_BODY_BYTES,
     }
 }
 

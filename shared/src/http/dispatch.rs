@@ -273,7 +273,7 @@ async fn handle(
     // Writes and sign-ins are boxed: their futures are the largest, and every read's future
     // would otherwise be as large and be copied as such.
     match route {
-        Route::Metadata(route) => metadata::handle(state, ctx, route).await,
+        Route::Metadata(route) => metadata::handle(state, ctx, route, body).await,
         Route::Publish(route) => Box::pin(publish::handle(state, ctx, route, body)).await,
         Route::Tarball(route) => tarball::handle(state, ctx, route).await,
         Route::Auth(route) => Box::pin(auth::handle(state, ctx, route, body)).await,

@@ -97,6 +97,14 @@ pub enum ErrorCode {
     StorageFull,
     /// 503 from `/-/ready`: the storage has failed.
     StorageFailed,
+    /// 403, the name's origin is upstream: it is not published here.
+    OriginUpstream,
+    /// 502, the upstream registry could not answer and nothing is kept for this request.
+    UpstreamUnavailable,
+    /// 502, the upstream's tarball does not match the integrity its document declares.
+    UpstreamIntegrity,
+    /// 508, the request already passed through this registry (`Via`).
+    UpstreamLoop,
     /// 500.
     Internal,
 }
@@ -132,6 +140,10 @@ impl ErrorCode {
             ErrorCode::StorageNotSetUp => "storage_not_set_up",
             ErrorCode::StorageFull => "storage_full",
             ErrorCode::StorageFailed => "storage_failed",
+            ErrorCode::OriginUpstream => "origin_upstream",
+            ErrorCode::UpstreamUnavailable => "upstream_unavailable",
+            ErrorCode::UpstreamIntegrity => "upstream_integrity",
+            ErrorCode::UpstreamLoop => "upstream_loop",
             ErrorCode::Internal => "internal",
         }
     }
@@ -147,7 +159,13 @@ impl ErrorCode {
             ErrorCode::Unauthorized | ErrorCode::InvalidIdToken | ErrorCode::IdTokenReplayed => {
                 StatusCode::UNAUTHORIZED
             }
-            ErrorCode::Forbidden | ErrorCode::TrustMismatch => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden | ErrorCode::TrustMismatch | ErrorCode::OriginUpstream => {
+                StatusCode::FORBIDDEN
+            }
+            ErrorCode::UpstreamUnavailable | ErrorCode::UpstreamIntegrity => {
+                StatusCode::BAD_GATEWAY
+            }
+            ErrorCode::UpstreamLoop => StatusCode::LOOP_DETECTED,
             ErrorCode::NotFound
             | ErrorCode::PackageNotFound
             | ErrorCode::VersionNotFound

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::incremental::Built;
 use super::rendered::{Rendered, View, cache_headers, if_none_match};
 use super::routes::MetadataRoute;
+use super::upstream::Wanted;
 use super::{ApiError, AppState, RequestContext, json_response};
 use crate::auth::Action;
 use crate::domain::packument;
@@ -23,13 +24,21 @@ pub async fn handle(
     state: &AppState,
     ctx: &RequestContext,
     route: MetadataRoute,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     match route {
         MetadataRoute::Ping => Ok(json_response(StatusCode::OK, &json!({}))),
         MetadataRoute::Ready => Ok(ready(state).await),
-        MetadataRoute::AdvisoriesBulk | MetadataRoute::AuditsQuick => {
-            Ok(json_response(StatusCode::OK, &json!({})))
+        MetadataRoute::AdvisoriesBulk => {
+            Box::pin(super::upstream::advisories(state, ctx, body)).await
         }
+        // npm asks this only when the bulk request failed; forwarding it would send the whole
+        // tree, internal names included, so with an upstream it fails as the bulk one did.
+        MetadataRoute::AuditsQuick if state.upstream.is_some() => Err(ApiError::coded(
+            super::error::ErrorCode::UpstreamUnavailable,
+            "cannot audit now: the upstream registry did not answer the bulk advisory request; retry later",
+        )),
+        MetadataRoute::AuditsQuick => Ok(json_response(StatusCode::OK, &json!({}))),
         MetadataRoute::Search => super::search::search(state, ctx).await,
         MetadataRoute::Packument { name } => packument(state, ctx, &name).await,
         MetadataRoute::VersionOrTag { name, spec } => {
@@ -125,7 +134,7 @@ async fn packument(
         state.views.package(name).await?.map(|p| (p, None))
     };
     let Some((mut package, prefetched)) = read else {
-        return state.not_here(name, ctx).await;
+        return state.not_here(name, ctx, Wanted::Packument).await;
     };
     state
         .authorize(ctx, name, Some(&package), Action::Read)
@@ -161,10 +170,10 @@ async fn packument(
         *built = build(state, name, view, &ctx.base_url, &mut package, prefetched).await?;
     }
     let Some(pieces) = built.as_ref().filter(|p| !p.is_empty()) else {
-        return state.not_here(name, ctx).await;
+        return state.not_here(name, ctx, Wanted::Packument).await;
     };
     if package.unpublished.is_some() {
-        return state.not_here(name, ctx).await;
+        return state.not_here(name, ctx, Wanted::Packument).await;
     }
     // Built anew, or brought up to date from what the store kept: kept again for the next
     // start, if it was worth keeping (a small package builds in well under a millisecond).
@@ -364,7 +373,7 @@ async fn version_or_tag(
 ) -> Result<Response, ApiError> {
     // The package record and the one version record: never every version of the package.
     let Some(package) = state.viewed_package(name).await? else {
-        return state.not_here(name, ctx).await;
+        return state.not_here(name, ctx, Wanted::VersionOrTag(spec)).await;
     };
     state
         .authorize(ctx, name, Some(&package), Action::Read)

@@ -20,6 +20,7 @@ mod search;
 mod state;
 pub mod tarball;
 pub mod trust;
+pub mod upstream;
 mod web;
 mod web_auth;
 mod write_error;

@@ -52,6 +52,10 @@ pub async fn handle(
         }
         PublishRoute::DeleteTag { name, tag } => delete_dist_tag(state, ctx, &name, tag).await,
         PublishRoute::TrustList { name } => super::trust::list(state, ctx, &name).await,
+        PublishRoute::OriginGet { name } => super::upstream::origin(state, ctx, &name, None).await,
+        PublishRoute::OriginSet { name } => {
+            super::upstream::origin(state, ctx, &name, Some(body)).await
+        }
         PublishRoute::TrustCreate { name } => {
             let body = read_body(state, body, ctx).await?;
             super::trust::create(state, ctx, &name, body.bytes()).await
@@ -80,6 +84,7 @@ async fn publish_version(
         .scopes
         .stores(&name)
         .map_err(|e| ApiError::Forbidden(e.to_string()))?;
+    super::upstream::check_publish_origin(state, &name).await?;
     ctx.audit.set(vec![
         AuditEntry::new(AuditAction::Publish).version(&pending.version),
     ]);

@@ -60,6 +60,10 @@ pub const ROUTE_TABLE: &[RouteSpec] = &[
     spec("POST", "/-/package/{scope}/{package}/trust", P),
     spec("DELETE", "/-/package/{package}/trust/{id}", P),
     spec("DELETE", "/-/package/{scope}/{package}/trust/{id}", P),
+    spec("GET", "/-/package/{package}/origin", P),
+    spec("GET", "/-/package/{scope}/{package}/origin", P),
+    spec("PUT", "/-/package/{package}/origin", P),
+    spec("PUT", "/-/package/{scope}/{package}/origin", P),
     spec("GET", "/", M),
     spec("GET", "/-/web", M),
     spec("GET", "/-/web/search", M),
@@ -222,6 +226,11 @@ pub const CLIENT_REQUESTS: &[(&str, &str)] = &[
         "/-/package/@s/n/trust/0f1e2d3c-aaaa-bbbb-cccc-111122223333",
     ),
     ("POST", "/-/package/@s%2fn/dist-tags/trust"),
+    ("GET", "/-/package/left-pad/origin"),
+    ("GET", "/-/package/@s%2fn/origin"),
+    ("GET", "/-/package/@s/n/origin"),
+    ("PUT", "/-/package/left-pad/origin"),
+    ("PUT", "/-/package/@s/n/origin"),
 ];
 
 #[cfg(test)]

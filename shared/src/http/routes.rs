@@ -161,6 +161,16 @@ pub enum PublishRoute {
         /// The configuration.
         id: TrustId,
     },
+    /// `GET /-/package/NAME/origin`: the name's origin and why (admins).
+    OriginGet {
+        /// The package name.
+        name: PackageName,
+    },
+    /// `PUT /-/package/NAME/origin` with `{"origin": "internal" | "upstream"}` (admins).
+    OriginSet {
+        /// The package name.
+        name: PackageName,
+    },
 }
 
 /// The tarball group's routes.
@@ -218,6 +228,8 @@ pub enum RouteLimit {
     Publish,
     /// Login, token and dist-tag bodies: a few KiB.
     Small,
+    /// npm's bulk advisory request: every installed name and version, gzipped.
+    Audit,
 }
 
 /// What dispatch needs to know of a request before its handler runs (also of one whose
@@ -264,7 +276,9 @@ impl Route {
                 | PublishRoute::DeleteTag { name, .. }
                 | PublishRoute::TrustList { name }
                 | PublishRoute::TrustCreate { name }
-                | PublishRoute::TrustRevoke { name, .. },
+                | PublishRoute::TrustRevoke { name, .. }
+                | PublishRoute::OriginGet { name }
+                | PublishRoute::OriginSet { name },
             )
             | Route::Tarball(TarballRoute::Download { name, .. })
             | Route::Auth(AuthRoute::OidcExchange { name }) => Some(name),
@@ -309,7 +323,12 @@ impl Route {
         };
         let body = match self {
             Route::Publish(PublishRoute::Put { .. }) => Some(RouteLimit::Publish),
-            Route::Publish(PublishRoute::SetTag { .. } | PublishRoute::TrustCreate { .. })
+            Route::Metadata(MetadataRoute::AdvisoriesBulk) => Some(RouteLimit::Audit),
+            Route::Publish(
+                PublishRoute::SetTag { .. }
+                | PublishRoute::TrustCreate { .. }
+                | PublishRoute::OriginSet { .. },
+            )
             | Route::Auth(AuthRoute::LegacyLogin { .. } | AuthRoute::TokenCreate) => {
                 Some(RouteLimit::Small)
             }
@@ -660,6 +679,9 @@ fn package_route(m: &Method, name: PackageName, rest: &[&str]) -> Result<Route, 
             id: TrustId::parse(id),
         })),
         (["trust", _], _) => Err(RouteError::MethodNotAllowed),
+        (["origin"], &Method::GET) => Ok(publish(P::OriginGet { name })),
+        (["origin"], &Method::PUT) => Ok(publish(P::OriginSet { name })),
+        (["origin"], _) => Err(RouteError::MethodNotAllowed),
         _ => Err(RouteError::NotFound),
     }
 }

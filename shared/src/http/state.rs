@@ -46,6 +46,8 @@ pub struct AppState {
     pub audit: Arc<dyn AuditLog>,
     /// Rendered packuments kept between runs, where the backend keeps them (embedded).
     pub renders: Option<Arc<dyn RenderStore>>,
+    /// The pull-through cache (`upstream`), when names not stored here are proxied.
+    pub upstream: Option<crate::upstream::Proxy>,
 }
 
 /// What a handler sees of a request.
@@ -167,12 +169,20 @@ impl AppState {
         Ok(record.filter(|package| package.unpublished.is_none()))
     }
 
-    /// The answer for an unknown package: a redirect to the upstream registry, or `missing`.
+    /// The answer for a package not stored here: served through the pull-through cache, or a
+    /// redirect to the upstream registry, or `missing`.
     pub(crate) async fn not_here(
         &self,
         name: &PackageName,
         ctx: &RequestContext,
+        wanted: super::upstream::Wanted<'_>,
     ) -> Result<Response, ApiError> {
+        if let Some(proxy) = &self.upstream
+            && self.scopes.is_upstream(name)
+            && proxy.serves(name)
+        {
+            return Box::pin(super::upstream::serve(self, proxy, ctx, name, wanted)).await;
+        }
         match self.upstream_location(name, &ctx.path_and_query) {
             Some(location) => Ok(redirect(&location)),
             None => Err(self.missing(ctx, name).await),

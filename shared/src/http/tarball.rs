@@ -41,7 +41,9 @@ async fn download(
     // (without views the version's own record is enough).
     let package = if state.auth.github().is_some() || state.views.keeps_views() {
         let Some(package) = state.views.package(name).await? else {
-            return state.not_here(name, ctx).await;
+            return state
+                .not_here(name, ctx, super::upstream::Wanted::Tarball(file))
+                .await;
         };
         state
             .authorize(ctx, name, Some(&package), Action::Read)
@@ -72,7 +74,9 @@ async fn download(
     }
     let Some(fact) = state.views.fact(name, package.as_deref(), &version).await? else {
         if package.is_none() && state.metadata.package(name).await?.is_none() {
-            return state.not_here(name, ctx).await;
+            return state
+                .not_here(name, ctx, super::upstream::Wanted::Tarball(file))
+                .await;
         }
         return Err(ApiError::version_not_found(name, &version));
     };
@@ -113,7 +117,11 @@ async fn download(
 }
 
 /// A tarball's `200`.
-fn tarball_response(body: Body, length: HeaderValue, etag: Option<HeaderValue>) -> Response {
+pub(crate) fn tarball_response(
+    body: Body,
+    length: HeaderValue,
+    etag: Option<HeaderValue>,
+) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::OK;
     let mut headers = HeaderMap::with_capacity(4);

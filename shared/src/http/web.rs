@@ -283,6 +283,7 @@ async fn full_packument(
         state,
         &read,
         MetadataRoute::Packument { name: name.clone() },
+        axum::body::Body::empty(),
     ))
     .await
     .ok()?;

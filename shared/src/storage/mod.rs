@@ -293,6 +293,27 @@ pub trait TarballStore: Send + Sync {
     }
 }
 
+/// What the pull-through cache keeps of upstream registries (`upstream`), apart from published
+/// packages so that a name's origin is always known and the sweep never sees it: packuments as
+/// the upstream sent them, and the tarballs of versions installed through the cache (keyed as
+/// published tarballs are: the key embeds the content digest).
+#[async_trait]
+pub trait UpstreamStore: Send + Sync {
+    /// The kept upstream document of `name` in `view` (`full` or `abbreviated`), if any.
+    async fn document(&self, name: &PackageName, view: &str) -> Result<Option<Bytes>, StoreError>;
+    /// Keeps `bytes` as the upstream document of `name` in `view`, replacing what was there.
+    async fn keep_document(
+        &self,
+        name: &PackageName,
+        view: &str,
+        bytes: Bytes,
+    ) -> Result<(), StoreError>;
+    /// A kept upstream tarball's bytes, or where to get them; `None` if absent.
+    async fn tarball(&self, key: &TarballKey) -> Result<Option<TarballRead>, StoreError>;
+    /// Stores an upstream tarball (already checked against its integrity) durably.
+    async fn keep_tarball(&self, key: &TarballKey, bytes: Bytes) -> Result<(), StoreError>;
+}
+
 /// Rendered packuments kept between runs (the embedded backend), so the first read of a big
 /// package after a start copies its pieces instead of decoding and rendering every version. A
 /// cache, not a record: what is kept names the package revision it shows, and the reader

@@ -230,6 +230,10 @@ const TARBALLS_PREFIX: &str = "tarballs/";
 const READMES_PREFIX: &str = "readmes/";
 /// Prefix of the packages' document snapshots.
 const SNAPSHOTS_PREFIX: &str = "snapshots/";
+/// Where the pull-through cache keeps upstream documents (apart from published packages).
+const UPSTREAM_DOCUMENTS_PREFIX: &str = "upstream/documents/";
+/// Where the pull-through cache keeps upstream tarballs (never listed by the sweep).
+const UPSTREAM_TARBALLS_PREFIX: &str = "upstream/tarballs/";
 
 /// The key of one object in the bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,6 +244,10 @@ pub enum ObjectKey<'a> {
     Readme(&'a PackageName, &'a Version),
     /// A package's document snapshot.
     Snapshot(&'a PackageName),
+    /// An upstream registry's document of a package, in one view (`upstream`).
+    UpstreamDocument(&'a PackageName, &'a str),
+    /// A tarball fetched from an upstream registry.
+    UpstreamTarball(&'a TarballKey),
 }
 
 impl ObjectKey<'_> {
@@ -261,6 +269,12 @@ impl std::fmt::Display for ObjectKey<'_> {
             ObjectKey::Tarball(key) => write!(f, "{TARBALLS_PREFIX}{}", key.as_str()),
             ObjectKey::Readme(name, version) => write!(f, "{READMES_PREFIX}{name}/{version}.md"),
             ObjectKey::Snapshot(name) => write!(f, "{SNAPSHOTS_PREFIX}{name}.json"),
+            ObjectKey::UpstreamDocument(name, view) => {
+                write!(f, "{UPSTREAM_DOCUMENTS_PREFIX}{name}/{view}.json")
+            }
+            ObjectKey::UpstreamTarball(key) => {
+                write!(f, "{UPSTREAM_TARBALLS_PREFIX}{}", key.as_str())
+            }
         }
     }
 }

@@ -34,6 +34,7 @@ mod search;
 mod snapshots;
 mod tarballs;
 mod transact;
+mod upstream;
 
 pub use audit::AwsAuditLog;
 use metering::CountRequests;

@@ -12,6 +12,22 @@ use super::layout::ObjectKey;
 use crate::domain::TarballKey;
 use crate::storage::{StoreError, TarballRead, TarballStore};
 
+impl AwsStorage {
+    /// A presigned GET of the object at `key`, valid for the configured time.
+    pub(super) async fn presigned_get(&self, key: ObjectKey<'_>) -> Result<String, StoreError> {
+        let config = PresigningConfig::expires_in(self.settings.presign).map_err(internal)?;
+        let presigned = self
+            .s3
+            .get_object()
+            .bucket(&self.settings.bucket)
+            .key(key.to_string())
+            .presigned(config)
+            .await
+            .map_err(|e| classify(e, self.bucket()))?;
+        Ok(presigned.uri().to_string())
+    }
+}
+
 #[async_trait]
 impl TarballStore for AwsStorage {
     async fn put(&self, key: &TarballKey, bytes: Bytes) -> Result<(), StoreError> {
@@ -25,16 +41,9 @@ impl TarballStore for AwsStorage {
         // missing bucket is not seen here: the client's GET of the URL gets S3's `NoSuchBucket`
         // (404). The server's start-up check and every other path (publish, packument
         // snapshots) name it; a HEAD per download to name it here too would double the cost.
-        let config = PresigningConfig::expires_in(self.settings.presign).map_err(internal)?;
-        let presigned = self
-            .s3
-            .get_object()
-            .bucket(&self.settings.bucket)
-            .key(ObjectKey::Tarball(key).to_string())
-            .presigned(config)
-            .await
-            .map_err(|e| classify(e, self.bucket()))?;
-        Ok(Some(TarballRead::Redirect(presigned.uri().to_string())))
+        Ok(Some(TarballRead::Redirect(
+            self.presigned_get(ObjectKey::Tarball(key)).await?,
+        )))
     }
 
     async fn list(&self, older_than: Duration) -> Result<Vec<TarballKey>, StoreError> {

@@ -789,6 +789,88 @@ impl TarballStore for EmbeddedTarballs {
     }
 }
 
+/// The pull-through cache's files, under `upstream/` in the data directory (`UpstreamStore`):
+/// apart from `tarballs/`, so the sweep never sees them.
+#[derive(Clone)]
+pub struct EmbeddedUpstream {
+    root: PathBuf,
+    dir: Arc<DataDir>,
+}
+
+impl EmbeddedTarballs {
+    /// The pull-through cache's store in the same data directory.
+    pub fn upstream_store(&self) -> EmbeddedUpstream {
+        let root = self
+            .root
+            .parent()
+            .map_or_else(|| self.root.join("upstream"), |d| d.join("upstream"));
+        EmbeddedUpstream {
+            root,
+            dir: self.dir.clone(),
+        }
+    }
+}
+
+impl EmbeddedUpstream {
+    fn document_path(&self, name: &PackageName, view: &str) -> PathBuf {
+        // Names are validated (no `..`, no leading `/`); views are the cache's own words.
+        self.root
+            .join("documents")
+            .join(name.as_str())
+            .join(format!("{view}.json"))
+    }
+
+    fn tarball_path(&self, key: &TarballKey) -> PathBuf {
+        self.root.join("tarballs").join(key.as_str())
+    }
+
+    async fn write(&self, path: PathBuf, bytes: Bytes) -> Result<(), StoreError> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || dir.write_file(&path, &bytes))
+            .await
+            .map_err(internal)?
+    }
+}
+
+#[async_trait]
+impl crate::storage::UpstreamStore for EmbeddedUpstream {
+    async fn document(&self, name: &PackageName, view: &str) -> Result<Option<Bytes>, StoreError> {
+        match tokio::fs::read(self.document_path(name, view)).await {
+            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    async fn keep_document(
+        &self,
+        name: &PackageName,
+        view: &str,
+        bytes: Bytes,
+    ) -> Result<(), StoreError> {
+        self.write(self.document_path(name, view), bytes).await
+    }
+
+    async fn tarball(&self, key: &TarballKey) -> Result<Option<TarballRead>, StoreError> {
+        match tokio::fs::File::open(self.tarball_path(key)).await {
+            Ok(file) => {
+                let len = file.metadata().await.map_err(internal)?.len();
+                let body = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
+                Ok(Some(TarballRead::Bytes {
+                    len,
+                    body: Box::pin(body),
+                }))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    async fn keep_tarball(&self, key: &TarballKey, bytes: Bytes) -> Result<(), StoreError> {
+        self.write(self.tarball_path(key), bytes).await
+    }
+}
+
 /// Opens both embedded stores under one data directory with the default settings, and removes
 /// what writes interrupted by a crash or a kill left in its `tmp`.
 pub fn open(data_dir: &Path) -> Result<(EmbeddedMetadata, EmbeddedTarballs), StoreError> {

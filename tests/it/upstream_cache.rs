@@ -1,0 +1,626 @@
+//! The pull-through cache of an upstream registry (`REGISTRY_UPSTREAM`, proxy mode), against a
+//! fake of the public registry on loopback (`e2e::fake_upstream`), with the real npm (and pnpm
+//! and yarn 4) on both backends: a generated tree of a few hundred packages installed cold,
+//! warm and with the upstream gone; versions kept after the upstream drops them; deprecations
+//! merged; tampered tarballs refused; the dependency-confusion defence (origins); one upstream
+//! fetch for a burst; per-scope upstreams with their own token; the `Via` loop guard; and npm
+//! audit forwarded without internal names.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use e2e::api::send;
+use e2e::clients::{Client, Kind};
+use e2e::fake_upstream::FakeUpstream;
+use e2e::test_registry::TestRegistry;
+use e2e::{Backend, Npm, S3Host, escaped, http, write_package};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Packages in the generated tree.
+const TREE: usize = 240;
+
+/// Publishes a tree of `TREE` packages to the fake: `tree-N` depends on up to three packages
+/// with higher numbers, some with two versions; the first ten are the project's dependencies.
+/// Answers each `name@version`'s integrity.
+fn publish_tree(up: &FakeUpstream) -> BTreeMap<String, String> {
+    let mut integrity = BTreeMap::new();
+    for i in (0..TREE).rev() {
+        let name = format!("tree-{i}");
+        let deps: Vec<(String, String)> = [i * 2 + 1, i * 3 + 2, i + 7]
+            .into_iter()
+            .filter(|d| *d < TREE)
+            .map(|d| (format!("tree-{d}"), "^1.0.0".to_string()))
+            .collect();
+        let deps: Vec<(&str, &str)> = deps.iter().map(|(n, r)| (n.as_str(), r.as_str())).collect();
+        integrity.insert(format!("{name}@1.0.0"), up.add(&name, "1.0.0", &deps));
+        if i % 5 == 0 {
+            integrity.insert(format!("{name}@1.1.0"), up.add(&name, "1.1.0", &deps));
+        }
+    }
+    integrity
+}
+
+fn project(root: &Path, dir: &str, deps: Value) -> PathBuf {
+    let dir = root.join(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("package.json"),
+        serde_json::to_vec_pretty(&json!({"name": "app", "version": "1.0.0", "private": true,
+                                          "dependencies": deps}))
+        .unwrap(),
+    )
+    .unwrap();
+    dir
+}
+
+/// `name@version` → (resolved, integrity) of every package a package-lock.json installs.
+fn locked(project: &Path) -> BTreeMap<String, (String, String)> {
+    let lock: Value =
+        serde_json::from_slice(&std::fs::read(project.join("package-lock.json")).unwrap()).unwrap();
+    lock["packages"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(path, _)| !path.is_empty())
+        .map(|(path, p)| {
+            let name = path.rsplit("node_modules/").next().unwrap();
+            (
+                format!("{name}@{}", p["version"].as_str().unwrap()),
+                (
+                    p["resolved"].as_str().unwrap_or_default().to_string(),
+                    p["integrity"].as_str().unwrap_or_default().to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn tarball_requests(up: &FakeUpstream) -> usize {
+    up.requests()
+        .iter()
+        .filter(|s| s.path.contains("/-/"))
+        .count()
+}
+
+async fn registry(backend: Backend, up: &FakeUpstream, env: &[(&str, &str)]) -> TestRegistry {
+    let mut builder = TestRegistry::builder()
+        .backend(backend)
+        .env("REGISTRY_UPSTREAM", &up.url);
+    for (k, v) in env {
+        builder = builder.env(k, v);
+    }
+    builder.start().await
+}
+
+#[tokio::test]
+async fn a_tree_installs_through_the_cache_cold_warm_and_offline_local() {
+    a_tree_installs_through_the_cache(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn a_tree_installs_through_the_cache_cold_warm_and_offline_aws() {
+    a_tree_installs_through_the_cache(Backend::aws("upstream-tree", S3Host::Same)).await;
+}
+
+/// Cold, then warm with empty client caches, then with the upstream gone: the same tree, every
+/// tarball fetched from the upstream once and checked against the integrity it declared.
+async fn a_tree_installs_through_the_cache(backend: Backend) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut up = FakeUpstream::start().await;
+    let published = publish_tree(&up);
+    // Every read revalidates, so the offline install below must be served stale.
+    let reg = registry(backend, &up, &[("REGISTRY_UPSTREAM_MAX_AGE_SECS", "0")]).await;
+    let deps: serde_json::Map<String, Value> = (0..10)
+        .map(|i| (format!("tree-{i}"), json!("^1.0.0")))
+        .collect();
+    let app = project(tmp.path(), "app", Value::Object(deps));
+
+    let npm = Npm::new(&tmp.path().join("npm-cold"), &reg.url);
+    npm.ok(&app, &["install"]);
+    let cold = locked(&app);
+    assert!(cold.len() >= 100, "a tree of a few hundred: {}", cold.len());
+    for (id, (resolved, integrity)) in &cold {
+        assert!(
+            resolved.starts_with(&reg.url),
+            "{id} resolved here: {resolved}"
+        );
+        assert_eq!(
+            Some(integrity),
+            published.get(id),
+            "{id}: the upstream's integrity"
+        );
+    }
+    let fetched = tarball_requests(&up);
+    assert_eq!(
+        fetched,
+        cold.len(),
+        "each tarball fetched from the upstream once"
+    );
+
+    // Warm: a fresh client, nothing cached on its side; no tarball fetched upstream again.
+    std::fs::remove_dir_all(app.join("node_modules")).unwrap();
+    let npm = Npm::new(&tmp.path().join("npm-warm"), &reg.url);
+    npm.ok(&app, &["ci"]);
+    assert_eq!(
+        tarball_requests(&up),
+        fetched,
+        "warm: tarballs from storage"
+    );
+    assert_eq!(locked(&app), cold);
+
+    // pnpm and yarn 4 install the same tree through the cache.
+    for kind in [Kind::Pnpm, Kind::Yarn4NodeModules] {
+        let client = Client::new(kind, &tmp.path().join("clients"), &reg.url);
+        let dir = project(tmp.path(), kind.label(), json!({}));
+        client.configure(&dir);
+        client.add(&dir, "tree-0@1.1.0");
+        assert!(
+            dir.join("node_modules/tree-0/package.json").exists(),
+            "{kind:?}"
+        );
+    }
+
+    // The upstream gone: the lockfile installs, identical, from what the cache kept.
+    up.stop();
+    let (status, _, headers) = send(Method::GET, reg.url("/tree-0"), None, None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "kept packument served while the upstream is down"
+    );
+    assert_eq!(headers["x-upstream-cache"], "STALE");
+    assert!(headers.contains_key("age"));
+    std::fs::remove_dir_all(app.join("node_modules")).unwrap();
+    let npm = Npm::new(&tmp.path().join("npm-offline"), &reg.url);
+    npm.ok(&app, &["ci"]);
+    assert_eq!(locked(&app), cold, "identical tree and integrity");
+    // And a fresh resolution (packuments, not only tarballs) still works.
+    std::fs::remove_file(app.join("package-lock.json")).unwrap();
+    std::fs::remove_dir_all(app.join("node_modules")).unwrap();
+    let npm = Npm::new(&tmp.path().join("npm-offline-2"), &reg.url);
+    npm.ok(&app, &["install"]);
+    assert_eq!(locked(&app), cold);
+}
+
+#[tokio::test]
+async fn versions_gone_upstream_stay_installable_local() {
+    versions_gone_upstream_stay_installable(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn versions_gone_upstream_stay_installable_aws() {
+    versions_gone_upstream_stay_installable(Backend::aws("upstream-keep", S3Host::Same)).await;
+}
+
+/// A version installed once stays installable after the upstream unpublishes it (and after
+/// the upstream drops the whole package); the upstream's later versions and deprecations show.
+async fn versions_gone_upstream_stay_installable(backend: Backend) {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = FakeUpstream::start().await;
+    up.add("keep-me", "1.0.0", &[]);
+    up.add("keep-me", "1.1.0", &[]);
+    let reg = registry(backend, &up, &[("REGISTRY_UPSTREAM_MAX_AGE_SECS", "0")]).await;
+    let app = project(tmp.path(), "app", json!({"keep-me": "1.0.0"}));
+    Npm::new(&tmp.path().join("npm-1"), &reg.url).ok(&app, &["install"]);
+
+    up.remove_version("keep-me", "1.0.0");
+    up.deprecate("keep-me", "1.1.0", "use keep-me 2");
+    up.add("keep-me", "2.0.0", &[]);
+    for accept in ["application/json", "application/vnd.npm.install-v1+json"] {
+        let doc: Value = http()
+            .get(reg.url("/keep-me"))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let versions: Vec<&String> = doc["versions"].as_object().unwrap().keys().collect();
+        assert_eq!(versions.len(), 3, "{accept}: {versions:?}");
+        assert_eq!(
+            doc["versions"]["1.1.0"]["deprecated"], "use keep-me 2",
+            "{accept}"
+        );
+        assert_eq!(doc["dist-tags"]["latest"], "2.0.0");
+        assert!(
+            doc["versions"]["1.0.0"]["dist"]["tarball"]
+                .as_str()
+                .unwrap()
+                .starts_with(&reg.url)
+        );
+    }
+    std::fs::remove_dir_all(app.join("node_modules")).unwrap();
+    std::fs::remove_file(app.join("package-lock.json")).unwrap();
+    Npm::new(&tmp.path().join("npm-2"), &reg.url).ok(&app, &["install"]);
+    let installed: Value = serde_json::from_slice(
+        &std::fs::read(app.join("node_modules/keep-me/package.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(installed["version"], "1.0.0");
+
+    // The whole package gone upstream: what was kept is the package here.
+    up.remove_package("keep-me");
+    let (status, doc, _) = send(Method::GET, reg.url("/keep-me"), None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        doc["versions"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["1.0.0"]
+    );
+    assert_eq!(doc["dist-tags"]["latest"], "1.0.0");
+}
+
+#[tokio::test]
+async fn a_tampered_upstream_tarball_is_refused_and_never_kept_local() {
+    a_tampered_upstream_tarball_is_refused(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn a_tampered_upstream_tarball_is_refused_and_never_kept_aws() {
+    a_tampered_upstream_tarball_is_refused(Backend::aws("upstream-tamper", S3Host::Same)).await;
+}
+
+async fn a_tampered_upstream_tarball_is_refused(backend: Backend) {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = FakeUpstream::start().await;
+    let integrity = up.add("tampered", "1.0.0", &[]);
+    up.tamper("tampered", "1.0.0", true);
+    let reg = registry(backend, &up, &[]).await;
+    let app = project(tmp.path(), "app", json!({"tampered": "1.0.0"}));
+    let run =
+        Npm::new(&tmp.path().join("npm-1"), &reg.url).run(&app, &["install", "--fetch-retries=0"]);
+    assert!(!run.ok, "refused");
+    assert!(
+        run.all().contains("does not match the integrity"),
+        "npm prints why: {}",
+        run.all()
+    );
+    let (status, body, _) = send(
+        Method::GET,
+        reg.url("/tampered/-/tampered-1.0.0.tgz"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(body["code"], "upstream_integrity");
+    // Nothing was kept: once the upstream serves the right bytes, they are what is served.
+    up.tamper("tampered", "1.0.0", false);
+    Npm::new(&tmp.path().join("npm-2"), &reg.url).ok(&app, &["install"]);
+    assert_eq!(locked(&app)["tampered@1.0.0"].1, integrity);
+}
+
+/// Dependency confusion: a name published here, a served scope, or one an admin made internal
+/// is never fetched from the upstream, whatever the upstream publishes under it; a name
+/// installed from the upstream cannot be published here until an admin makes it internal.
+#[tokio::test]
+async fn an_upstream_package_never_shadows_an_internal_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = FakeUpstream::start().await;
+    let reg = TestRegistry::builder()
+        .process()
+        .env("REGISTRY_UPSTREAM", &up.url)
+        .env("REGISTRY_ALLOWED_OWNERS", "acme")
+        .start()
+        .await;
+    let npm = Npm::new(&tmp.path().join("npm"), &reg.url);
+
+    // Published here first; the attacker then publishes a higher version upstream.
+    let dir = tmp.path().join("corp-utils");
+    write_package(&dir, "corp-utils", "1.0.0", json!({}));
+    npm.ok(&dir, &["publish"]);
+    up.add("corp-utils", "99.0.0", &[]);
+    // A served scope, and a name an admin made internal before it exists.
+    up.add("@acme/lib", "9.9.9", &[]);
+    up.add("corp-secret", "1.0.0", &[]);
+    let (status, body, _) = send(
+        Method::PUT,
+        reg.url("/-/package/corp-secret/origin"),
+        None,
+        Some(&json!({"origin": "internal"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["origin"], "internal");
+    assert_eq!(body["because"], "setting");
+
+    // (npm's publish asked the upstream about corp-utils while the name was still undecided.)
+    let asked_before = up.requests().len();
+    let app = project(tmp.path(), "app", json!({"corp-utils": "*"}));
+    npm.ok(&app, &["install"]);
+    let installed: Value = serde_json::from_slice(
+        &std::fs::read(app.join("node_modules/corp-utils/package.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        installed["version"], "1.0.0",
+        "ours, never the upstream's 99.0.0"
+    );
+    let (_, doc, _) = send(Method::GET, reg.url("/corp-utils"), None, None).await;
+    assert_eq!(doc["versions"].as_object().unwrap().len(), 1);
+    for name in ["@acme/lib", "corp-secret"] {
+        let (status, _, _) = send(
+            Method::GET,
+            reg.url(&format!("/{}", escaped(name))),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{name}");
+    }
+    let asked: Vec<String> = up
+        .requests()
+        .into_iter()
+        .skip(asked_before)
+        .map(|s| s.path)
+        .collect();
+    for name in ["corp-utils", "@acme", "corp-secret"] {
+        assert!(
+            !asked.iter().any(|p| p.contains(name)),
+            "{name} never asked upstream: {asked:?}"
+        );
+    }
+
+    // Installed from the upstream: publishing it here is refused, until an admin says so.
+    up.add("lodashy", "1.0.0", &[]);
+    let (status, _, _) = send(Method::GET, reg.url("/lodashy"), None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let dir = tmp.path().join("lodashy");
+    write_package(&dir, "lodashy", "2.0.0", json!({}));
+    let refused = npm.run(&dir, &["publish"]);
+    assert!(!refused.ok);
+    assert!(
+        refused.all().contains("is an upstream package here"),
+        "{}",
+        refused.all()
+    );
+    // The operator's command, through the running server's control socket.
+    let out = std::process::Command::new(e2e::sibling_binary("registry-server"))
+        .arg("--data")
+        .arg(reg.data_dir())
+        .args(["origin", "get", "lodashy"])
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(answer["origin"], "upstream");
+    assert_eq!(answer["because"], "ingested");
+    let out = std::process::Command::new(e2e::sibling_binary("registry-server"))
+        .arg("--data")
+        .arg(reg.data_dir())
+        .args(["origin", "set", "lodashy", "internal"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    npm.ok(&dir, &["publish"]);
+    let (_, doc, _) = send(Method::GET, reg.url("/lodashy"), None, None).await;
+    assert_eq!(
+        doc["versions"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["2.0.0"],
+        "ours alone from now on"
+    );
+    // A served scope cannot be made upstream.
+    let (status, _, _) = send(
+        Method::PUT,
+        reg.url(&format!("/-/package/{}/origin", escaped("@acme/lib"))),
+        None,
+        Some(&json!({"origin": "upstream"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// A hundred clients asking for the same cold package at once: one upstream request for its
+/// packument and one for its tarball.
+#[tokio::test]
+async fn a_burst_for_a_cold_package_fetches_it_once() {
+    let up = FakeUpstream::start().await;
+    up.add("burst", "1.0.0", &[]);
+    let reg = registry(Backend::local(), &up, &[]).await;
+    let release = up.hold();
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        let base = reg.url.clone();
+        clients.push(tokio::spawn(async move {
+            let doc: Value = http()
+                .get(format!("{base}/burst"))
+                .header("accept", "application/vnd.npm.install-v1+json")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let url = doc["versions"]["1.0.0"]["dist"]["tarball"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let tarball = http().get(url).send().await.unwrap();
+            assert_eq!(tarball.status(), StatusCode::OK);
+            tarball.bytes().await.unwrap().len()
+        }));
+    }
+    // The first request reached the upstream and is held there; the rest are on their way.
+    for _ in 0..500 {
+        if !up.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Give the other 99 time to arrive while the first is held: without single flight each
+    // would ask the upstream itself (this wait only widens the window the test looks at).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    release.send(true).unwrap();
+    let mut sizes = Vec::new();
+    for c in clients {
+        sizes.push(c.await.unwrap());
+    }
+    assert!(sizes.iter().all(|s| *s == sizes[0] && *s > 0));
+    assert_eq!(up.count("/burst"), 1, "{:?}", up.requests());
+    assert_eq!(up.count("/burst/-/burst-1.0.0.tgz"), 1);
+}
+
+/// `@partner` from its own registry with its own token (sent there and only there); the rest
+/// from the default upstream.
+#[tokio::test]
+async fn per_scope_upstreams_with_their_own_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = FakeUpstream::start().await;
+    let partner = FakeUpstream::start().await;
+    partner.require_token("partner-s3cret");
+    partner.add("@partner/widget", "1.0.0", &[("left-dep", "^1.0.0")]);
+    up.add("left-dep", "1.0.0", &[]);
+    let scopes = format!("@partner={}", partner.url);
+    let reg = registry(
+        Backend::local(),
+        &up,
+        &[
+            ("REGISTRY_UPSTREAM_SCOPES", &scopes),
+            ("REGISTRY_UPSTREAM_TOKENS", "@partner=partner-s3cret"),
+        ],
+    )
+    .await;
+    let app = project(tmp.path(), "app", json!({"@partner/widget": "^1.0.0"}));
+    Npm::new(&tmp.path().join("npm"), &reg.url).ok(&app, &["install"]);
+    assert!(app.join("node_modules/left-dep/package.json").exists());
+    let to_partner = partner.requests();
+    assert!(
+        to_partner.len() >= 2,
+        "packument and tarball: {to_partner:?}"
+    );
+    assert!(
+        to_partner
+            .iter()
+            .all(|s| s.authorization.as_deref() == Some("Bearer partner-s3cret"))
+    );
+    let to_default = up.requests();
+    assert!(to_default.iter().all(|s| !s.path.contains("partner")));
+    assert!(
+        to_default.iter().all(|s| s.authorization.is_none()),
+        "no token leaks: {to_default:?}"
+    );
+    assert!(
+        to_default
+            .iter()
+            .all(|s| s.via.as_deref().is_some_and(|v| v.contains("npm-registry"))),
+        "every request says it came through this registry"
+    );
+}
+
+/// Two registries proxying each other: the request comes back with the first one's name in
+/// `Via` and is refused there, so the chain ends at once instead of looping.
+#[tokio::test]
+async fn a_loop_between_registries_ends_at_once() {
+    let port = e2e::free_port();
+    let a_url = format!("http://127.0.0.1:{port}");
+    let b = TestRegistry::builder()
+        .env("REGISTRY_UPSTREAM", &a_url)
+        .env("REGISTRY_INSTANCE_NAME", "registry-b")
+        .start()
+        .await;
+    let a = TestRegistry::builder()
+        .env("REGISTRY_LISTEN", &format!("127.0.0.1:{port}"))
+        .env("REGISTRY_UPSTREAM", &b.url)
+        .env("REGISTRY_INSTANCE_NAME", "registry-a")
+        .start()
+        .await;
+    // A asks B, B asks A, A refuses (508); B and then A answer 502.
+    let (status, body, _) = send(Method::GET, a.url("/loopy"), None, None).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(body["code"], "upstream_unavailable");
+    // B, asked as A asks it, reports the refusal A gave it.
+    let r = http()
+        .get(b.url("/loopy-2"))
+        .header("via", "1.1 registry-a")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("HTTP 508"),
+        "{body}"
+    );
+    // Asked directly with itself in `Via`, a registry refuses.
+    let (status, body) = {
+        let r = http()
+            .get(a.url("/loopy"))
+            .header("via", "1.1 registry-a")
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, StatusCode::LOOP_DETECTED);
+    assert_eq!(body["code"], "upstream_loop");
+}
+
+/// `npm audit`: the upstream's advisories printed, and no internal name in what it was sent;
+/// with the upstream down, npm says the audit endpoint failed.
+#[tokio::test]
+async fn npm_audit_is_forwarded_without_internal_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = FakeUpstream::start().await;
+    up.add("vuln-pkg", "1.0.0", &[]);
+    up.add_advisory(
+        "vuln-pkg",
+        json!({"id": 1_098_765, "url": "https://github.com/advisories/GHSA-xxxx-yyyy-zzzz",
+               "title": "Prototype pollution in vuln-pkg", "severity": "high",
+               "vulnerable_versions": "<2.0.0", "cwe": ["CWE-1321"],
+               "cvss": {"score": 7.5, "vectorString": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:H/A:N"}}),
+    );
+    let reg = TestRegistry::builder()
+        .env("REGISTRY_UPSTREAM", &up.url)
+        .env("REGISTRY_ALLOWED_OWNERS", "acme")
+        .start()
+        .await;
+    let npm = Npm::new(&tmp.path().join("npm"), &reg.url);
+    for name in ["corp-internal", "@acme/private"] {
+        let dir = tmp.path().join(name.replace('/', "_"));
+        write_package(&dir, name, "1.0.0", json!({}));
+        npm.ok(&dir, &["publish", "--access", "public"]);
+    }
+    let app = project(
+        tmp.path(),
+        "app",
+        json!({"vuln-pkg": "1.0.0", "corp-internal": "1.0.0", "@acme/private": "1.0.0"}),
+    );
+    npm.ok(&app, &["install"]);
+    let run = npm.run(&app, &["audit"]);
+    assert!(!run.ok, "vulnerabilities found: {}", run.all());
+    assert!(
+        run.stdout.contains("Prototype pollution in vuln-pkg"),
+        "{}",
+        run.all()
+    );
+    assert!(run.stdout.contains("high"), "{}", run.all());
+    let bodies = up.audit_bodies();
+    let sent = bodies.last().expect("the audit reached the upstream");
+    assert_eq!(
+        sent.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["vuln-pkg"],
+        "internal names never leave: {bodies:?}"
+    );
+
+    up.set_down(true);
+    let run = npm.run(&app, &["audit"]);
+    assert!(!run.ok);
+    assert!(
+        run.all().contains("audit endpoint returned an error"),
+        "{}",
+        run.all()
+    );
+}
