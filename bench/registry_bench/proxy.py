@@ -66,6 +66,7 @@ class Install:
     seconds: float
     upstream: int  # requests nginx logged during the install
     upstream_tarballs: int  # of which for tarballs
+    upstream_packuments: list[str]  # the others: "path status", as nginx logged them
     cpu_s: float | None  # the registry's CPU time during the install (not nginx's)
 
 
@@ -136,20 +137,19 @@ class ProxyBench:
 
     # -- helpers
 
-    def upstream_requests(self) -> tuple[int, int]:
-        """The requests nginx has logged so far, and how many of them were for tarballs."""
-        n = tgz = 0
+    def upstream_requests(self) -> list[tuple[str, int]]:
+        """The requests nginx has logged so far: (path, status)."""
+        out = []
         try:
             with open(self.nginx.prefix / "access.log", "rb") as f:
                 for line in f:
+                    m = re.search(rb'"[A-Z]+ (\S+) HTTP/[\d.]+" (\d+) ', line)
                     # (not the harness's readiness check, which nginx may log after it answered)
-                    if b'"GET /-/ping ' in line:
-                        continue
-                    n += 1
-                    tgz += b'.tgz HTTP/' in line
+                    if m and m.group(1) != b"/-/ping":
+                        out.append((m.group(1).decode(errors="replace"), int(m.group(2))))
         except FileNotFoundError:
             pass
-        return n, tgz
+        return out
 
     def quiet(self, what: str):
         if not self.plan.quiet_wait_s:
@@ -172,8 +172,10 @@ class ProxyBench:
         p = subprocess.run(cmd, cwd=project, env=self.env, capture_output=True, text=True)
         elapsed = time.monotonic() - t
         cpu = server.cpu_seconds() - cpu0 if server else None
-        n1 = self.upstream_requests()
-        upstream, tarballs = n1[0] - n0[0], n1[1] - n0[1]
+        during = self.upstream_requests()[len(n0):]
+        upstream = len(during)
+        tarballs = sum(1 for path, _ in during if path.endswith(".tgz"))
+        packuments = [f"{path} {status}" for path, status in during if not path.endswith(".tgz")]
         what = f"npm install ({tag})"
         if p.returncode != 0:
             raise BenchError(f"{what} from {label} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
@@ -198,7 +200,7 @@ class ProxyBench:
         shutil.rmtree(cache)
         log(f"npm install ({tag}) from {label}: {elapsed:.2f} s, {upstream} requests upstream ({tarballs} tarballs)"
             + (f", server CPU {cpu:.2f} s" if cpu is not None else "") + " (tree and lockfile checked)")
-        return Install(elapsed, upstream, tarballs, cpu)
+        return Install(elapsed, upstream, tarballs, packuments, cpu)
 
     # -- the set-ups
 
@@ -424,11 +426,19 @@ class ProxyBench:
                 kinds = collections.Counter((x.upstream - x.upstream_tarballs, x.upstream_tarballs) for x in warm_up)
                 notes.append(f"{label}: {len(warm_up)} of {len(insts)} warm installs still sent requests upstream: "
                              + "; ".join(f"{n}× {pk} for packuments and {tgz} for tarballs"
-                                         for (pk, tgz), n in kinds.most_common()) + ".")
+                                         for (pk, tgz), n in kinds.most_common()) + "; the packument requests: "
+                             + ", ".join(f"`{k}` {n}×" for k, n in sorted(collections.Counter(
+                                 r for x in warm_up for r in x.upstream_packuments).items())) + ".")
             spans = [x.span_s for x in insts]
             if spans:
                 notes.append(f"{label}: cold start to warm end took {med(spans):.1f} s (median; max "
                              f"{max(spans):.1f} s).")
+        missing = sorted({r.split()[0] for x in self.direct for r in x.upstream_packuments if r.endswith(" 404")})
+        if missing:
+            notes.append("npm also asks for names the corpus does not have (optional peer dependencies it does not "
+                         f"install: {', '.join(f'`{m[1:]}`' for m in missing)}); the upstream answers them 404, on "
+                         "every install, from every set-up; a proxy that does not keep a 404 asks the upstream "
+                         "again on a warm install.")
         if any(x.mode == "redirect" for x in self.instances["ours"]):
             notes.append("Our server answered the names it does not store with a 302 to nginx (the redirect "
                          "mode): this build has no pull-through proxy, so its rows time npm following "
