@@ -151,10 +151,11 @@ class ProxyBench:
             pass
         return out
 
-    def quiet(self, what: str):
+    def quiet(self, what: str, limit_s: float | None = None):
+        wait = self.plan.quiet_wait_s if limit_s is None else min(self.plan.quiet_wait_s, limit_s)
         if not self.plan.quiet_wait_s:
             return
-        quiet, busy = wait_for_quiet(self.plan.quiet_wait_s)
+        quiet, busy = wait_for_quiet(max(wait, 0.0))
         if not quiet:
             self.busy.append(f"{what} ({busy:.0%})")
             log(f"the machine is still {busy:.0%} busy with other processes; measuring {what} anyway")
@@ -201,6 +202,11 @@ class ProxyBench:
         log(f"npm install ({tag}) from {label}: {elapsed:.2f} s, {upstream} requests upstream ({tarballs} tarballs)"
             + (f", server CPU {cpu:.2f} s" if cpu is not None else "") + " (tree and lockfile checked)")
         return Install(elapsed, upstream, tarballs, packuments, cpu)
+
+    def warm_wait(self, cold_start: float, cold: Install) -> float:
+        """How long the warm install may wait for a quiet machine and still end within the max age
+        of what the cold one fetched (taking twice the cold install's time as its bound)."""
+        return self.plan.max_age_s - (time.monotonic() - cold_start) - 2 * cold.seconds
 
     # -- the set-ups
 
@@ -254,6 +260,7 @@ class ProxyBench:
             cold = self.install("ours, cold", f"ours-cold-{i}", ours.base, resolved, ours)
             ours.check_alive()
             time.sleep(0.5)  # let anything the server does after answering settle
+            self.quiet(f"ours, warm #{i + 1}", self.warm_wait(t, cold))
             warm = self.install("ours, warm", f"ours-warm-{i}", ours.base, resolved, ours)
             span = time.monotonic() - t
             ours.check_alive()
@@ -279,6 +286,7 @@ class ProxyBench:
             cold = self.install("Verdaccio, cold", f"verdaccio-cold-{i}", v.base, v.base, v)
             v.check_alive()
             time.sleep(0.5)
+            self.quiet(f"Verdaccio, warm #{i + 1}", self.warm_wait(t, cold))
             warm = self.install("Verdaccio, warm", f"verdaccio-warm-{i}", v.base, v.base, v)
             span = time.monotonic() - t
             v.check_alive()
@@ -384,8 +392,13 @@ class ProxyBench:
             f"{n} round{'s' if n > 1 else ''}; each runs direct, ours (cold, then warm) and Verdaccio (cold, then "
             "warm), the order rotated by one set-up each round. Each proxy's cold install is the first request "
             "of a process started for it on a new, empty data directory (Verdaccio: new storage); its warm "
-            "install follows half a second after the cold one ends, from the same process, with a new npm "
-            "cache. Each cell is the median of its runs (min–max beside it).",
+            "install follows the cold one, from the same process, with a new npm cache. Each cell is the median "
+            "of its runs (min–max beside it)."
+            + (f" Before each direct and cold install the harness waits up to {plan.quiet_wait_s:.0f} s for other "
+               f"processes to use less than {QUIET_BUSY:.0%} of the machine, and before each warm install as long "
+               f"as it can while that install should still end within {plan.max_age_s} s of its cold install's "
+               "start (the max age), up to the same limit; it measures anyway when that time is out (listed "
+               "below)." if plan.quiet_wait_s else ""),
             "Upstream: nginx (`worker_processes` = cores, access log on, the configuration below) serving, as "
             "static files, the packuments our server renders for the corpus with nginx's URL in `dist.tarball` "
             "(the install phase's nginx: full and abbreviated, identity and gzip, chosen by `Accept` and "
