@@ -20,7 +20,9 @@ ends it with a non-zero exit.
 # (`--scale`), is `scale` (its measurements, table and docs/scale.md) and `scale_corpus` (the
 # growth plan and the publisher processes); the search phase (`--search`) is `search` (its
 # measurements, table and docs/search.md) and `search_corpus` (the packages, the queries and
-# what each must find, the publishers). The narrower drivers beside this package
+# what each must find, the publishers); the proxy phase (`--proxy`) is `proxy` (installs through
+# our server and Verdaccio as pull-through caches of nginx, its table and docs/proxy.md). The
+# narrower drivers beside this package
 # (`bench/*.py`) use the names below.
 
 from .common import CONCURRENCY, BenchError, Client, escaped, free_port, http_get, log

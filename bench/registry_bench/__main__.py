@@ -22,13 +22,14 @@ def main() -> int:
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     ap.add_argument("--doc", metavar="PATH", nargs="?", const="",
                     help="write the report here, or without PATH to its usual file (docs/benchmarks.md; with "
-                    "--scale, docs/scale.md; with --search, docs/search.md); a smoke, partial, scale or search "
-                    "run writes one only so")
+                    "--scale, docs/scale.md; with --search, docs/search.md; with --proxy, docs/proxy.md); a "
+                    "smoke, partial, scale, search or proxy run writes one only so")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, data)")
     ap.add_argument("--release", action="store_true", help="(bench/run) smoke with the release build")
     ap.add_argument("--phases", default="reads,installs,publishes",
                     help="comma-separated subset of reads,installs,publishes (default all; a partial run never writes the doc)")
-    ap.add_argument("--install-runs", type=int, default=0, help="runs per server and mode (default 9; smoke 1)")
+    ap.add_argument("--install-runs", type=int, default=0,
+                    help="runs per server and mode (default 9; smoke 1); with --proxy, rounds (default 7; smoke 2)")
     ap.add_argument("--aws", dest="aws", action="store_true", default=None,
                     help="also time installs from our server on the AWS backend, on the emulators tests/run uses "
                     "(default in the full run)")
@@ -40,16 +41,26 @@ def main() -> int:
     scale.add_argument("--steps", help="versions after each step, comma-separated (10k,100k,1M)")
     scale.add_argument("--publishers", type=int, default=0, help="publishers at once while growing or loading (default 16)")
     scale.add_argument("--no-verdaccio", dest="verdaccio", action="store_false",
-                       help="skip Verdaccio (the scale phase's first step, the search phase's peer)")
+                       help="skip Verdaccio (the scale phase's first step, the search and proxy phases' peer)")
     search = ap.add_argument_group("the search phase (a run of its own: bench/run --search)")
     search.add_argument("--search", action="store_true",
                         help="publish a synthetic corpus (50,000 packages; smoke: 500) to our server and to "
                         "Verdaccio and time searches by query class, the index's first load and memory, and "
                         "publish-to-found (--publishers and --no-verdaccio apply)")
     search.add_argument("--packages", type=int, default=0, help="packages in the search corpus (default 50000)")
+    proxy = ap.add_argument_group("the proxy phase (a run of its own: bench/run --proxy)")
+    proxy.add_argument("--proxy", action="store_true",
+                       help="npm install of the install corpus from nginx (direct), from our server proxying that "
+                       "nginx (REGISTRY_UPSTREAM) cold and warm, and from Verdaccio with nginx as its uplink cold "
+                       "and warm; fresh npm cache every time, every lockfile compared (--install-runs and "
+                       "--no-verdaccio apply)")
     args = ap.parse_args()
-    if args.search and args.scale:
-        ap.error("--search and --scale are runs of their own: one at a time")
+    if sum((args.search, args.scale, args.proxy)) > 1:
+        ap.error("--search, --scale and --proxy are runs of their own: one at a time")
+    if args.proxy:
+        from .proxy import run_proxy
+
+        return run_proxy(args)
     if args.search:
         from .search import run_search
 

@@ -13,7 +13,7 @@ import urllib.parse
 from pathlib import Path
 
 from .common import REPO, BenchError, log, free_port, fmt_ratio, run
-from .servers import Server, Ours, load, fetch_variants, Emulators
+from .servers import Server, Ours, Nginx, load, fetch_variants, Emulators
 from .corpus import Corpus, npm_env
 from .results import Row
 
@@ -124,6 +124,34 @@ def lockfile_for(npm: str, env, corpus: Corpus, server: Server, work: Path, opti
     return text
 
 
+def serve_from_nginx(work: Path, server_bin: str, nginx: Nginx, corpus: Corpus) -> int | None:
+    """Writes the corpus into nginx's root as our server renders it with nginx's URL in
+    dist.tarball (the four representations of each packument, and the tarballs): a second
+    instance of ours with that public URL is loaded with the corpus, read, and stopped. Returns
+    that instance's peak RSS (kB). Also the upstream registry of the proxy phase."""
+    mirror = Ours(work, free_port(), server_bin, public_url=nginx.base, label="ours-for-nginx")
+    mirror.launch()
+    try:
+        refusals = load(mirror, corpus.packages)
+        if refusals:
+            raise BenchError(f"ours (for nginx) refused {len(refusals)} packages: {refusals[:5]}")
+        tar = {(p.name, p.version): p.tarball for p in corpus.packages}
+        for name in corpus.names:
+            variants = fetch_variants(mirror.base, name)
+            nginx.add_packument(name, variants)
+            full = json.loads(variants[("full", "identity")])
+            for version, m in full["versions"].items():
+                url = urllib.parse.urlsplit(m["dist"]["tarball"])
+                if f"{url.scheme}://{url.netloc}" != nginx.base:
+                    raise BenchError(f"{name}@{version}: dist.tarball {m['dist']['tarball']} is not on nginx")
+                nginx.add_tarball(url.path, tar[(name, version)])
+        hwm = mirror.status_kb("VmHWM")
+    finally:
+        mirror.stop()
+    nginx.fix_permissions()
+    return hwm
+
+
 class Installs:
     """Phase 2 of `harness.Bench`: loads the install corpus and times installs from it."""
 
@@ -135,30 +163,8 @@ class Installs:
                 self.results.failures.extend(f"{server.label} refused {r}" for r in refusals)
                 raise BenchError(f"{server.label} refused {len(refusals)} packages:\n  " + "\n  ".join(refusals[:20]))
             log(f"install corpus ({len(corpus.packages)} versions) published to {server.label} in {time.monotonic() - t:.1f} s")
-        # nginx: our server's bytes as it renders them with nginx's URL in dist.tarball. A second
-        # instance of ours with that public URL is loaded the same way, read, and stopped.
-        mirror = Ours(self.work, free_port(), self.args.server_bin, public_url=self.nginx.base, label="ours-for-nginx")
-        self.servers.append(mirror)
-        mirror.launch()
-        try:
-            refusals = load(mirror, corpus.packages)
-            if refusals:
-                raise BenchError(f"ours (for nginx) refused {len(refusals)} packages: {refusals[:5]}")
-            tar = {(p.name, p.version): p.tarball for p in corpus.packages}
-            for name in corpus.names:
-                variants = fetch_variants(mirror.base, name)
-                self.nginx.add_packument(name, variants)
-                full = json.loads(variants[("full", "identity")])
-                for version, m in full["versions"].items():
-                    url = urllib.parse.urlsplit(m["dist"]["tarball"])
-                    if f"{url.scheme}://{url.netloc}" != self.nginx.base:
-                        raise BenchError(f"{name}@{version}: dist.tarball {m['dist']['tarball']} is not on nginx")
-                    self.nginx.add_tarball(url.path, tar[(name, version)])
-            self.memory["ours-for-nginx"] = mirror.status_kb("VmHWM")
-        finally:
-            mirror.stop()
-            self.servers.remove(mirror)
-        self.nginx.fix_permissions()
+        # nginx: our server's bytes as it renders them with nginx's URL in dist.tarball.
+        self.memory["ours-for-nginx"] = serve_from_nginx(self.work, self.args.server_bin, self.nginx, corpus)
 
     def installs(self, corpus: Corpus):
         R = self.results

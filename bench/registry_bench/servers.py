@@ -170,30 +170,37 @@ class Ours(Server):
 class Verdaccio(Server):
     label = "Verdaccio"
 
-    def launch(self, binary: str):
+    def launch(self, binary: str, uplink: str | None = None, maxage: str = "2m"):
         storage = self.work / "verdaccio-storage"
         storage.mkdir(parents=True, exist_ok=True)
         config = self.work / "verdaccio.yaml"
         # No uplinks (nothing proxied), anyone may read and publish, web UI off, warnings only:
         # the same footing as our server in open mode with REGISTRY_LOG=warn. `userRateLimit`
         # (default 1,000 requests per 15 minutes on search and the user and token routes) raised,
-        # or the search phase gets 429s; no other phase uses those routes.
+        # or the search phase gets 429s; no other phase uses those routes. With `uplink` (the
+        # proxy phase), one uplink at that URL (`maxage` between revalidations, tarballs cached)
+        # that every name, scoped or not, is proxied to.
+        if uplink is None:
+            uplinks, proxy = "uplinks: {}", ""
+        else:
+            uplinks = f"uplinks:\n  upstream:\n    url: {uplink}/\n    maxage: {maxage}\n    cache: true"
+            proxy = "\n    proxy: upstream"
         config.write_text(
             f"""storage: {storage}
 auth:
   htpasswd:
     file: {self.work / "verdaccio-htpasswd"}
     max_users: -1
-uplinks: {{}}
+{uplinks}
 packages:
   '@*/*':
     access: $all
     publish: $all
-    unpublish: $all
+    unpublish: $all{proxy}
   '**':
     access: $all
     publish: $all
-    unpublish: $all
+    unpublish: $all{proxy}
 web:
   enable: false
 max_body_size: 500mb
