@@ -86,9 +86,12 @@ impl ScopePolicy {
     }
 
     /// Whether a read of `name`, not found here, belongs to the upstream registry: unscoped
-    /// names, and scopes not served here.
+    /// names, and scopes not named by the allow-list (with no list, every scope may be
+    /// published here, but a name nobody published here yet still comes from upstream: only a
+    /// listed scope is never looked up there).
     pub(crate) fn is_upstream(&self, name: &PackageName) -> bool {
-        name.scope().is_none_or(|scope| !self.serves_scope(scope))
+        name.scope()
+            .is_none_or(|scope| self.owners.is_empty() || !self.serves_scope(scope))
     }
 }
 
@@ -128,7 +131,10 @@ mod tests {
         assert_eq!(open.stores(&name("left-pad")), Ok(()));
         assert_eq!(open.stores(&name("@any/x")), Ok(()));
         assert!(open.is_upstream(&name("left-pad")));
-        assert!(!open.is_upstream(&name("@any/x")));
+        assert!(
+            open.is_upstream(&name("@any/x")),
+            "with no allow-list, an unpublished scoped name comes from upstream too"
+        );
 
         // A scope with an upstream of its own is never stored here.
         let open = open.with_upstream_scopes(&["Partner".into()]);
