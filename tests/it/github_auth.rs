@@ -448,18 +448,15 @@ async fn authorization_matrix(backend: Backend) {
             // A fresh package per cell, so allowed writes do not change what later cells see;
             // its name differs from its repository's, so a leaked repository name shows.
             let name = format!("@acme/m{cell}");
-            assert_eq!(
-                publish(
-                    &server,
-                    Some(alice),
-                    &name,
-                    "1.0.0",
-                    Some("github:acme/widgets")
-                )
-                .await
-                .0,
-                201
-            );
+            let first = publish(
+                &server,
+                Some(alice),
+                &name,
+                "1.0.0",
+                Some("github:acme/widgets"),
+            )
+            .await;
+            assert_eq!(first.0, 201, "{}", first.1);
             assert_eq!(
                 publish(&server, Some(alice), &name, "1.0.1", None).await.0,
                 201
