@@ -55,8 +55,6 @@ FULL_PLAN = ProxyPlan(smoke=False, rounds=7)
 SMOKE_PLAN = ProxyPlan(smoke=True, rounds=2, quiet_wait_s=0.0)
 
 SETUPS = ("direct", "ours", "Verdaccio")
-# The one scope our server stores (REGISTRY_ALLOWED_OWNERS): every name of the corpus is upstream.
-LOCAL_SCOPE = "bench-local"
 # A name nobody has: how our server answers it says whether it proxies or redirects.
 PROBE = "/bench-proxy-probe-no-such-package"
 
@@ -230,9 +228,6 @@ class ProxyBench:
         d.mkdir()
         ours = Ours(d, free_port(), self.args.server_bin)
         env = {
-            # Every scope is stored here unless an allow-list says otherwise, and a stored scope's
-            # unknown names are never looked up upstream: one scope the corpus does not use.
-            "REGISTRY_ALLOWED_OWNERS": LOCAL_SCOPE,
             "REGISTRY_UPSTREAM": self.nginx.base,
             "REGISTRY_UPSTREAM_MODE": "proxy",
             "REGISTRY_UPSTREAM_MAX_AGE_SECS": str(self.plan.max_age_s),
@@ -301,8 +296,6 @@ class ProxyBench:
         plan = self.plan
         self.corpus = smoke_corpus() if plan.smoke else real_corpus(self.bench_home, self.npm)
         log(f"install corpus: {self.corpus.description}")
-        if any(n.startswith(f"@{LOCAL_SCOPE}/") for n in self.corpus.names):
-            raise BenchError(f"the corpus uses @{LOCAL_SCOPE}, the scope our server is told to store")
         self.start_upstream()
         setups = [("direct", self.run_direct), ("ours", self.run_ours)]
         if self.args.verdaccio:
@@ -407,10 +400,8 @@ class ProxyBench:
             "(packuments and tarballs; for direct, npm's own requests).",
             f"Ours: `registry-server` (local storage, open auth, `REGISTRY_LOG=warn`) with `REGISTRY_UPSTREAM` "
             f"at nginx, `REGISTRY_UPSTREAM_MODE=proxy` and `REGISTRY_UPSTREAM_MAX_AGE_SECS={plan.max_age_s}` "
-            f"(the default), and `REGISTRY_ALLOWED_OWNERS={LOCAL_SCOPE}`: in open mode every scope is stored "
-            "here unless that allow-list names some, and names of a stored scope are never looked up upstream, "
-            "so it names one scope the corpus does not use (the corpus's scoped packages, `@jest/…` and the "
-            "like, then go upstream as its unscoped ones do); before each cold install the harness asks it for a name nobody has and records its "
+            "(the default), no `REGISTRY_ALLOWED_OWNERS` (so the corpus's scoped names, `@jest/…` and the like, "
+            "come from the upstream as its unscoped ones do); before each cold install the harness asks it for a name nobody has and records its "
             "answer: 404 is a proxy, a 302 to nginx is the redirect mode (npm then fetches from nginx, and the "
             "lockfile's `resolved` points at nginx). Verdaccio: one uplink at nginx with "
             f"`maxage: {plan.max_age_s}s` (its default, 2m) and `cache: true`, `proxy:` it for `@*/*` and `**`, "
