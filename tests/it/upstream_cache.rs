@@ -472,6 +472,22 @@ async fn a_burst_for_a_cold_package_fetches_it_once() {
     assert!(sizes.iter().all(|s| *s == sizes[0] && *s > 0));
     assert_eq!(up.count("/burst"), 1, "{:?}", up.requests());
     assert_eq!(up.count("/burst/-/burst-1.0.0.tgz"), 1);
+
+    // Served from memory from now on (HIT), gzipped for a client that accepts it.
+    let r = http()
+        .get(reg.url("/burst"))
+        .header("accept", "application/vnd.npm.install-v1+json")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-upstream-cache"], "HIT");
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    let packed = r.bytes().await.unwrap();
+    let mut json = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&packed[..]), &mut json).unwrap();
+    let doc: Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(doc["name"], "burst");
 }
 
 /// `@partner` from its own registry with its own token (sent there and only there); the rest

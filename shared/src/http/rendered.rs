@@ -280,7 +280,7 @@ pub fn if_none_match(headers: &HeaderMap, matches: impl Fn(&[u8]) -> bool) -> bo
 }
 
 /// Whether `Accept-Encoding` allows gzip (`gzip` or `*`, with a non-zero quality).
-fn accepts_gzip(headers: &HeaderMap) -> bool {
+pub(crate) fn accepts_gzip(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()

@@ -125,15 +125,27 @@ fn document_response(
     view: View,
     doc: crate::upstream::ServedDocument,
 ) -> Response {
-    let etag = HeaderValue::from_str(&doc.etag).ok();
-    let mut response = if if_none_match(&ctx.headers, |tag| tag == doc.etag.as_bytes()) {
+    // A strong ETag names one representation: the gzip bytes get their own, as for packuments
+    // published here.
+    let gzip = super::rendered::accepts_gzip(&ctx.headers);
+    let tag = if gzip {
+        format!("{}-gzip\"", doc.etag.trim_end_matches('"'))
+    } else {
+        doc.etag.clone()
+    };
+    let etag = HeaderValue::from_str(&tag).ok();
+    let mut response = if if_none_match(&ctx.headers, |t| t == tag.as_bytes()) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let mut r = Response::new(Body::from(doc.body));
+        let mut r = Response::new(Body::from(if gzip { doc.gzip } else { doc.body }));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(view.content_type()),
         );
+        if gzip {
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
         r
     };
     let headers = response.headers_mut();

@@ -116,6 +116,8 @@ impl Freshness {
 pub struct ServedDocument {
     /// The JSON.
     pub body: Bytes,
+    /// The JSON gzipped.
+    pub gzip: Bytes,
     /// Its ETag (quoted).
     pub etag: String,
     /// Seconds since the upstream last answered for it.
@@ -171,6 +173,8 @@ struct Rendered {
     base_url: String,
     body: Bytes,
     etag: String,
+    /// The body gzipped, for clients that accept it (npm does).
+    gzip: Bytes,
 }
 
 impl CachedDocument {
@@ -317,6 +321,15 @@ impl Proxy {
         base_url: &str,
         via: Option<&str>,
     ) -> Result<ServedDocument, ProxyError> {
+        // Whether memory held it within its max age before this request (else this request
+        // waited for a fetch, and says so).
+        let held_fresh = self
+            .inner
+            .lock_memory()
+            .get(&(name.clone(), abbreviated))
+            .is_some_and(|d| {
+                d.checked.elapsed() < self.inner.max_age && d.freshness != Freshness::Stale
+            });
         let doc = self
             .inner
             .clone()
@@ -340,10 +353,22 @@ impl Proxy {
                     use sha2::Digest;
                     format!("\"{}\"", hex::encode(&sha2::Sha256::digest(&body)[..16]))
                 };
+                let gzip = {
+                    use std::io::Write;
+                    let mut gz = flate2::write::GzEncoder::new(
+                        Vec::with_capacity(body.len() / 4),
+                        flate2::Compression::fast(),
+                    );
+                    gz.write_all(&body)
+                        .and_then(|()| gz.finish())
+                        .map(Bytes::from)
+                        .map_err(|e| StoreError::Internal(e.to_string()))?
+                };
                 let r = Rendered {
                     base_url: base_url.to_string(),
                     body,
                     etag,
+                    gzip,
                 };
                 *doc.rendered
                     .lock()
@@ -353,13 +378,14 @@ impl Proxy {
         };
         let freshness = if doc.freshness == Freshness::Stale {
             Freshness::Stale
-        } else if doc.checked.elapsed() < Duration::from_millis(50) {
-            doc.freshness
-        } else {
+        } else if held_fresh {
             Freshness::Hit
+        } else {
+            doc.freshness
         };
         Ok(ServedDocument {
             body: rendered.body,
+            gzip: rendered.gzip,
             etag: rendered.etag,
             age: u64::try_from((Utc::now() - doc.fetched_at).num_seconds().max(0)).unwrap_or(0),
             freshness,
