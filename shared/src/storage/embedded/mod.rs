@@ -712,18 +712,7 @@ impl TarballStore for EmbeddedTarballs {
     }
 
     async fn get(&self, key: &TarballKey) -> Result<Option<TarballRead>, StoreError> {
-        match tokio::fs::File::open(self.path(key)).await {
-            Ok(file) => {
-                let len = file.metadata().await.map_err(internal)?.len();
-                let body = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
-                Ok(Some(TarballRead::Bytes {
-                    len,
-                    body: Box::pin(body),
-                }))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(internal(e)),
-        }
+        read_tarball_file(&self.path(key)).await
     }
 
     async fn delete(&self, key: &TarballKey) -> Result<(), StoreError> {
@@ -786,6 +775,22 @@ impl TarballStore for EmbeddedTarballs {
         tokio::task::spawn_blocking(move || sweep::sweep(&db, &dir, &root, older_than).map(Some))
             .await
             .map_err(internal)?
+    }
+}
+
+/// A tarball file streamed from disk; `None` if there is none.
+async fn read_tarball_file(path: &Path) -> Result<Option<TarballRead>, StoreError> {
+    match tokio::fs::File::open(path).await {
+        Ok(file) => {
+            let len = file.metadata().await.map_err(internal)?.len();
+            let body = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
+            Ok(Some(TarballRead::Bytes {
+                len,
+                body: Box::pin(body),
+            }))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(internal(e)),
     }
 }
 
@@ -852,18 +857,7 @@ impl crate::storage::UpstreamStore for EmbeddedUpstream {
     }
 
     async fn tarball(&self, key: &TarballKey) -> Result<Option<TarballRead>, StoreError> {
-        match tokio::fs::File::open(self.tarball_path(key)).await {
-            Ok(file) => {
-                let len = file.metadata().await.map_err(internal)?.len();
-                let body = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
-                Ok(Some(TarballRead::Bytes {
-                    len,
-                    body: Box::pin(body),
-                }))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(internal(e)),
-        }
+        read_tarball_file(&self.tarball_path(key)).await
     }
 
     async fn keep_tarball(&self, key: &TarballKey, bytes: Bytes) -> Result<(), StoreError> {
