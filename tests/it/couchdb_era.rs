@@ -1010,3 +1010,180 @@ async fn github_cookie(backend: Backend) {
     alice.unpublish(name, None).assert_ok();
     assert!(!exists(&as_alice, name).await, "{name} still exists");
 }
+
+/// `client.stars(username)`: CouchDB's `starredByUser` view, `{ rows: [{ key, value }] }` with
+/// the user as the key and each starred package as a value.
+#[tokio::test]
+async fn stars_lists_starred_packages_local() {
+    stars_lists_starred_packages(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn stars_lists_starred_packages_aws() {
+    stars_lists_starred_packages(Backend::aws("legacystars", S3Host::Same)).await;
+}
+
+async fn stars_lists_starred_packages(backend: Backend) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let reg = open_registry(backend).await;
+    let v04 = LegacyClient::new(Version::V04, root, &reg.url).basic("alice", "s3cret");
+    let v02 = v02_client(root, &reg.url, "alice", "s3cret", Cookie::No);
+    for name in ["legacy-star-a", "legacy-star-b", "legacy-star-c"] {
+        seed(&reg, name, "1.0.0", None).await;
+    }
+    v04.star("legacy-star-a", true).assert_ok();
+    v02.star("legacy-star-b", true).assert_ok();
+    LegacyClient::new(Version::V04, root, &reg.url)
+        .basic("bob", "pw")
+        .star("legacy-star-c", true)
+        .assert_ok();
+    for client in [&v04, &v02] {
+        let stars = client.stars("alice").assert_ok();
+        assert_eq!(
+            stars.requests(),
+            ["GET /-/_view/starredByUser?key=%22alice%22"],
+            "{}",
+            stars.explain()
+        );
+        let mut values: Vec<&str> = stars.data["rows"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no rows: {}", stars.explain()))
+            .iter()
+            .map(|row| {
+                assert_eq!(row["key"], "alice", "{row}");
+                row["value"].as_str().unwrap_or_default()
+            })
+            .collect();
+        values.sort_unstable();
+        assert_eq!(
+            values,
+            ["legacy-star-a", "legacy-star-b"],
+            "{}",
+            stars.explain()
+        );
+    }
+    let none = v04.stars("carol").assert_ok();
+    assert_eq!(none.data["rows"], json!([]), "{}", none.explain());
+    // An unstar leaves the view; an unpublished package is not listed.
+    v04.star("legacy-star-a", false).assert_ok();
+    let after = v02.stars("alice").assert_ok();
+    assert_eq!(
+        after.data["rows"],
+        json!([{ "id": "legacy-star-b", "key": "alice", "value": "legacy-star-b" }]),
+        "{}",
+        after.explain()
+    );
+    let doc = document(&reg, "legacy-star-b").await;
+    let rev = doc["_rev"].as_str().unwrap();
+    reg.delete(&format!("/legacy-star-b/-rev/{rev}"))
+        .send()
+        .await
+        .assert_status(200);
+    let gone = v04.stars("alice").assert_ok();
+    assert_eq!(gone.data["rows"], json!([]), "{}", gone.explain());
+}
+
+/// 0.2.x publishes a scoped package (GitHub mode stores no other) step by step. The client
+/// escapes the name twice on its writes (`PUT /%2540acme%252Fwidgets`,
+/// `PUT /%2540acme%252Fwidgets/1.0.0/-tag/latest`) and once on its read (`GET /%40acme/widgets`).
+#[tokio::test]
+async fn github_v02_publishes_a_scoped_package_basic_local() {
+    github_v02_publishes_a_scoped_package(Backend::local(), Cookie::No).await;
+}
+
+#[tokio::test]
+async fn github_v02_publishes_a_scoped_package_cookie_aws() {
+    github_v02_publishes_a_scoped_package(Backend::aws("legacyghpub", S3Host::Same), Cookie::Yes)
+        .await;
+}
+
+async fn github_v02_publishes_a_scoped_package(backend: Backend, cookie: Cookie) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let world = World::start().await;
+    let reg = github_registry(&world, backend, &[("REGISTRY_PUBLIC_READ", "true")]).await;
+    let as_alice = reg.as_user(&world.alice.token);
+    let alice = v02_client(root, &reg.url, "alice", &world.alice.token, cookie);
+    // With the cookie the client's reads are anonymous: a public repository's package.
+    let (name, repo) = match cookie {
+        Cookie::Yes => ("@acme/public-lib", "github:acme/public-lib"),
+        Cookie::No => ("@acme/widgets", "github:acme/widgets"),
+    };
+    for version in ["1.0.0", "1.0.1"] {
+        let (file, bytes) = tarball(root, name, version, "x");
+        let mut m = manifest(name, version);
+        m["repository"] = json!(repo);
+        let published = alice.publish(&m, &file).assert_ok();
+        let doc = assert_published(&reg, &as_alice, name, version, &bytes).await;
+        assert_eq!(
+            doc["dist-tags"]["latest"],
+            version,
+            "{}",
+            published.explain()
+        );
+    }
+    // bob (push) publishes too; carol (pull) may not.
+    let (file, bytes) = tarball(root, name, "1.0.2", "x");
+    let mut m = manifest(name, "1.0.2");
+    m["repository"] = json!(repo);
+    v02_client(root, &reg.url, "carol", &world.carol.token, cookie)
+        .publish(&m, &file)
+        .assert_failed();
+    assert!(document(&as_alice, name).await["versions"]["1.0.2"].is_null());
+    if cookie == Cookie::No {
+        v02_client(root, &reg.url, "bob", &world.bob.token, cookie)
+            .publish(&m, &file)
+            .assert_ok();
+        assert_published(&reg, &as_alice, name, "1.0.2", &bytes).await;
+    }
+}
+
+/// adduser with the GitHub login and a GitHub token: accepted with the right token, refused with
+/// a wrong one (0.4.x sends the password; 0.2.x sends only `password_sha` and `salt`, and proves
+/// the password on the request that follows a 409, with Basic or its session).
+#[tokio::test]
+async fn github_adduser_checks_the_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let world = World::start().await;
+    let reg = github_registry(&world, Backend::local(), &[]).await;
+    let token = &world.alice.token;
+
+    let v04 = LegacyClient::new(Version::V04, root, &reg.url).basic("alice", token);
+    let added = v04.adduser().assert_ok();
+    assert_eq!(added.status, Some(201), "{}", added.explain());
+    LegacyClient::new(Version::V04, root, &reg.url)
+        .basic("alice", "ghp_wrong")
+        .adduser()
+        .assert_failed();
+    for cookie in [Cookie::No, Cookie::Yes] {
+        v02_client(root, &reg.url, "alice", token, cookie)
+            .adduser()
+            .assert_ok();
+        v02_client(root, &reg.url, "alice", "ghp_wrong", cookie)
+            .adduser()
+            .assert_failed();
+    }
+
+    // The answer's registry token (0.4.x's adduser ignores it) is a password too.
+    let registry_token = added.data["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {}", added.explain()))
+        .to_string();
+    seed(
+        &reg.as_user(token),
+        "@acme/widgets",
+        "1.0.0",
+        Some("github:acme/widgets"),
+    )
+    .await;
+    LegacyClient::new(Version::V04, root, &reg.url)
+        .basic("alice", &registry_token)
+        .tag("@acme/widgets", "1.0.0", "stable")
+        .assert_ok();
+    assert_eq!(
+        reg.as_user(token).dist_tags("@acme/widgets").await.body["stable"],
+        "1.0.0"
+    );
+}

@@ -345,6 +345,10 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(60))
+        // Below the server's keep-alive idle timeout (60 s by default), so a pooled connection is
+        // never reused at the instant the server closes it (a test that ran node for a minute
+        // between two requests failed with "error sending request" on exactly that race).
+        .pool_idle_timeout(Duration::from_secs(20))
         .build()
         .unwrap()
 }

@@ -219,7 +219,7 @@ impl Request {
             .inner
             .send()
             .await
-            .unwrap_or_else(|e| panic!("{}: no answer: {e}", self.described));
+            .unwrap_or_else(|e| panic!("{}: no answer: {e:?}", self.described));
         let (status, headers) = (response.status(), response.headers().clone());
         let bytes = response
             .bytes()

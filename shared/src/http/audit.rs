@@ -144,9 +144,10 @@ pub(crate) fn audited(route: &Route) -> Option<(Option<PackageName>, AuditEntry)
             | PublishRoute::OriginGet { .. } => return None,
         },
         Route::Auth(route) => match route {
-            AuthRoute::LegacyLogin { .. } | AuthRoute::Session | AuthRoute::WebCallback => {
-                AuditEntry::new(AuditAction::Login)
-            }
+            AuthRoute::LegacyLogin { .. }
+            | AuthRoute::LegacyUserUpdate { .. }
+            | AuthRoute::Session
+            | AuthRoute::WebCallback => AuditEntry::new(AuditAction::Login),
             AuthRoute::TokenCreate => AuditEntry::new(AuditAction::TokenCreate),
             // Never the path's key: `npm token revoke` may put a whole token there.
             AuthRoute::TokenDelete { .. } => AuditEntry::new(AuditAction::TokenRevoke),
@@ -157,6 +158,7 @@ pub(crate) fn audited(route: &Route) -> Option<(Option<PackageName>, AuditEntry)
             | AuthRoute::WebLogin
             | AuthRoute::TokensList
             | AuthRoute::WebLoginDone
+            | AuthRoute::LegacyUser { .. }
             | AuthRoute::WebSignIn => return None,
         },
         Route::Metadata(_) | Route::Tarball(_) => return None,

@@ -42,6 +42,12 @@ pub async fn handle(
             let body = read_body(state, body, ctx).await?;
             session(state, ctx, body.bytes()).await
         }
+        AuthRoute::LegacyUser { user } => Ok(user_document(&user)),
+        AuthRoute::LegacyUserUpdate { user } => {
+            // The body is the merged user document; what matters is who sent it.
+            drop(read_body(state, body, ctx).await?);
+            user_update(state, ctx, &user)
+        }
         AuthRoute::TokensList => list_tokens(github(state)?, ctx).await,
         AuthRoute::TokenCreate => {
             let body = read_body(state, body, ctx).await?;
@@ -91,10 +97,59 @@ async fn login(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let doc: Value = parse_json(body)?;
+    // npm 1.3 sends no password, only `password_sha` and `salt`: nothing to check a GitHub
+    // token against. CouchDB's answer for an existing user (409) makes it read the user
+    // document and send the update with its credentials (Basic or its session), checked then.
+    if state.auth.github().is_some()
+        && doc.get("password").is_none()
+        && doc.get("password_sha").is_some()
+    {
+        ctx.audit.unchanged();
+        return Err(ApiError::Conflict(format!(
+            "user {user} exists: send the update (/-rev/) with your credentials to sign in"
+        )));
+    }
     let (login, token) = sign_in(state, ctx, user, doc["password"].as_str()).await?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!({ "ok": true, "id": format!("org.couchdb.user:{login}"), "token": token }),
+    ))
+}
+
+/// The user document npm 1.3 reads between its 409 and its update: the same for every name, so
+/// it tells nobody who has signed in here (users are GitHub's; nothing is stored for them).
+fn user_document(user: &str) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "_id": format!("org.couchdb.user:{user}"),
+            "_rev": "1-0",
+            "name": user,
+            "type": "user",
+            "roles": [],
+        }),
+    )
+}
+
+/// `PUT /-/user/org.couchdb.user:NAME/-rev/REV`: npm 1.3's sign-in to an existing user, which
+/// holds when the request's own credentials (checked like any request's) are that user's.
+fn user_update(state: &AppState, ctx: &RequestContext, user: &str) -> Result<Response, ApiError> {
+    if state.auth.github().is_some() {
+        let login = signed_in(ctx)?;
+        if !login.eq_ignore_ascii_case(user) {
+            return Err(ApiError::Forbidden(format!(
+                "these credentials are {login}'s, not {user}'s"
+            )));
+        }
+        ctx.audit.set(vec![
+            AuditEntry::new(AuditAction::Login).detail("npm 1.x user update"),
+        ]);
+    } else {
+        ctx.audit.unchanged();
+    }
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({ "ok": true, "id": format!("org.couchdb.user:{user}"), "rev": "2-0" }),
     ))
 }
 

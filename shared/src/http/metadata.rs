@@ -40,6 +40,7 @@ pub async fn handle(
         )),
         MetadataRoute::AuditsQuick => Ok(json_response(StatusCode::OK, &json!({}))),
         MetadataRoute::Search => super::search::search(state, ctx).await,
+        MetadataRoute::StarredByUser => super::stars::starred_by_user(state, ctx).await,
         MetadataRoute::Packument { name } => packument(state, ctx, &name).await,
         MetadataRoute::VersionOrTag { name, spec } => {
             version_or_tag(state, ctx, &name, &spec).await

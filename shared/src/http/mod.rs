@@ -17,6 +17,7 @@ mod respond;
 pub mod route_table;
 pub mod routes;
 mod search;
+mod stars;
 mod state;
 pub mod tarball;
 pub mod trust;

@@ -339,7 +339,8 @@ async fn release(
             "name": name.as_str(),
             "dist-tags": { tag.as_ref().map_or("latest", DistTag::as_str): version.to_string() },
             "versions": { version.to_string(): manifest },
-            "_attachments": { file: {
+            // npm names the attachment after the whole name (`@scope/name-1.0.0.tgz`).
+            "_attachments": { format!("{name}-{version}.tgz"): {
                 "content_type": "application/octet-stream",
                 "data": base64::engine::general_purpose::STANDARD.encode(&bytes),
                 "length": bytes.len(),
@@ -573,6 +574,13 @@ async fn update_metadata(
     // revision compared or the document diffed: those answers would tell an outsider about it.
     authorized_record(state, ctx, name, Action::Read).await?;
     let writer = state.writer();
+    // The stars before and after the attempt that committed, for the index by user.
+    let starred: std::sync::Mutex<
+        Option<(
+            std::collections::BTreeSet<String>,
+            std::collections::BTreeSet<String>,
+        )>,
+    > = std::sync::Mutex::new(None);
     let removed = writer
         .update(|| async {
             let stored = load(state, ctx, name).await?;
@@ -613,12 +621,19 @@ async fn update_metadata(
                 draft.record.unpublished = Some(now);
             }
             if let Some(stars) = changes.stars {
+                if let Ok(mut starred) = starred.lock() {
+                    *starred = Some((stored.package.stars.clone(), stars.clone()));
+                }
                 draft.record.stars = stars;
             }
             Ok(Decision::Write(draft, keys_of(&stored, &changes.unpublish)))
         })
         .await?;
     writer.remove_tarballs(&removed).await;
+    let starred = starred.into_inner().ok().flatten();
+    if let Some((before, after)) = starred {
+        super::stars::record_change(state, name, &before, &after).await;
+    }
     Ok(ok())
 }
 

@@ -58,6 +58,9 @@ pub enum MetadataRoute {
     Ready,
     /// `GET /-/v1/search`.
     Search,
+    /// `GET /-/_view/starredByUser?key="USER"`: CouchDB's view of the packages a user starred
+    /// (`npm stars` of npm 1.x).
+    StarredByUser,
     /// `POST /-/npm/v1/security/advisories/bulk`.
     AdvisoriesBulk,
     /// `POST /-/npm/v1/security/audits/quick`.
@@ -217,6 +220,17 @@ pub enum AuthRoute {
     },
     /// `POST /_session` (`{name, password}`): npm 1.x's cookie login, CouchDB's session API.
     Session,
+    /// `GET /-/user/org.couchdb.user:NAME`: the user document npm 1.3 reads after a 409.
+    LegacyUser {
+        /// The user name from the path.
+        user: String,
+    },
+    /// `PUT /-/user/org.couchdb.user:NAME/-rev/REV`: npm 1.3's update of an existing user,
+    /// sent with the credentials (Basic or its session) that prove the password.
+    LegacyUserUpdate {
+        /// The user name from the path.
+        user: String,
+    },
     /// `GET /-/npm/v1/tokens`: `npm token list`.
     TokensList,
     /// `POST /-/npm/v1/tokens`: `npm token create`.
@@ -308,6 +322,7 @@ impl Route {
                 MetadataRoute::Ping
                 | MetadataRoute::Ready
                 | MetadataRoute::Search
+                | MetadataRoute::StarredByUser
                 | MetadataRoute::AdvisoriesBulk
                 | MetadataRoute::AuditsQuick
                 | MetadataRoute::Root
@@ -320,6 +335,8 @@ impl Route {
                 AuthRoute::Whoami
                 | AuthRoute::WebLogin
                 | AuthRoute::LegacyLogin { .. }
+                | AuthRoute::LegacyUser { .. }
+                | AuthRoute::LegacyUserUpdate { .. }
                 | AuthRoute::Session
                 | AuthRoute::TokensList
                 | AuthRoute::TokenCreate
@@ -357,7 +374,10 @@ impl Route {
                 | PublishRoute::OriginSet { .. },
             )
             | Route::Auth(
-                AuthRoute::LegacyLogin { .. } | AuthRoute::Session | AuthRoute::TokenCreate,
+                AuthRoute::LegacyLogin { .. }
+                | AuthRoute::LegacyUserUpdate { .. }
+                | AuthRoute::Session
+                | AuthRoute::TokenCreate,
             ) => Some(RouteLimit::Small),
             _ => None,
         };
@@ -553,11 +573,30 @@ fn segments(raw_path: &str) -> Result<Vec<std::borrow::Cow<'_, str>>, RouteError
     trimmed
         .split('/')
         .map(|s| {
-            percent_decode_str(s)
+            let once = percent_decode_str(s)
                 .decode_utf8()
-                .map_err(|_| RouteError::BadEncoding)
+                .map_err(|_| RouteError::BadEncoding)?;
+            // npm 1.3 (npm-registry-client 0.2) escapes a scoped name twice on its publish
+            // writes (`/%2540acme%252Fwidgets`). No name, version, tag or file name holds a `%`,
+            // so a segment that still reads `%40…%2F…` after one decoding is decoded again.
+            if is_escaped_scoped_name(&once) {
+                let twice = percent_decode_str(&once)
+                    .decode_utf8()
+                    .map_err(|_| RouteError::BadEncoding)?
+                    .into_owned();
+                return Ok(std::borrow::Cow::Owned(twice));
+            }
+            Ok(once)
         })
         .collect()
+}
+
+/// Whether a once-decoded segment is a scoped name escaped once more (`%40scope%2Fname…`).
+fn is_escaped_scoped_name(segment: &str) -> bool {
+    let bytes = segment.as_bytes();
+    bytes.len() > 3
+        && bytes[..3].eq_ignore_ascii_case(b"%40")
+        && segment.to_ascii_lowercase().contains("%2f")
 }
 
 /// Takes a package name off the front of `segs`: `name`, `@scope/name` (escaped, one segment) or
@@ -670,9 +709,18 @@ pub fn resolve(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
         ["-", "npm", "v1", "security", "audits", "quick"] => {
             only(&Method::POST, meta(M::AuditsQuick))
         }
-        ["-", "user", user] if user.starts_with("org.couchdb.user:") => only(
+        ["-", "_view", "starredByUser"] => only(&Method::GET, meta(M::StarredByUser)),
+        ["-", "user", user] if user.starts_with("org.couchdb.user:") => {
+            let user = user["org.couchdb.user:".len()..].to_string();
+            match *m {
+                Method::PUT => Ok(auth(A::LegacyLogin { user })),
+                Method::GET => Ok(auth(A::LegacyUser { user })),
+                _ => Err(RouteError::MethodNotAllowed),
+            }
+        }
+        ["-", "user", user, "-rev", _] if user.starts_with("org.couchdb.user:") => only(
             &Method::PUT,
-            auth(A::LegacyLogin {
+            auth(A::LegacyUserUpdate {
                 user: user["org.couchdb.user:".len()..].to_string(),
             }),
         ),
@@ -794,6 +842,63 @@ mod tests {
 
     fn tag(t: &str) -> DistTag {
         DistTag::parse(t).unwrap()
+    }
+
+    #[test]
+    fn npm_1_3s_twice_escaped_scoped_names() {
+        assert_eq!(
+            resolve(&Method::PUT, "/%2540acme%252Fwidgets"),
+            Ok(Route::Publish(PublishRoute::Put {
+                name: name("@acme/widgets"),
+                rev: None
+            }))
+        );
+        assert_eq!(
+            resolve(&Method::PUT, "/%2540acme%252fwidgets/1.0.0/-tag/latest"),
+            Ok(Route::Publish(PublishRoute::Release {
+                name: name("@acme/widgets"),
+                version: Version::parse("1.0.0").unwrap(),
+                tag: Some(tag("latest")),
+            }))
+        );
+        assert_eq!(
+            resolve(
+                &Method::PUT,
+                "/%2540acme%252Fwidgets/-/%2540acme%252Fwidgets-1.0.0.tgz/-rev/3-abc"
+            ),
+            Ok(Route::Publish(PublishRoute::UploadTarball {
+                name: name("@acme/widgets"),
+                file: file("@acme/widgets", "@acme/widgets-1.0.0.tgz"),
+            }))
+        );
+        // Escaped twice without a slash is no scoped name.
+        assert!(resolve(&Method::GET, "/%2540acme").is_err());
+    }
+
+    #[test]
+    fn couchdb_user_documents_and_views() {
+        let user = |r: &str| r.to_string();
+        assert_eq!(
+            resolve(&Method::GET, "/-/user/org.couchdb.user:bob"),
+            Ok(Route::Auth(AuthRoute::LegacyUser { user: user("bob") }))
+        );
+        assert_eq!(
+            resolve(&Method::PUT, "/-/user/org.couchdb.user:bob/-rev/1-0"),
+            Ok(Route::Auth(AuthRoute::LegacyUserUpdate {
+                user: user("bob")
+            }))
+        );
+        assert_eq!(
+            resolve(&Method::DELETE, "/-/user/org.couchdb.user:bob"),
+            Err(RouteError::MethodNotAllowed)
+        );
+        assert_eq!(
+            resolve(&Method::GET, "/-/_view/starredByUser"),
+            Ok(Route::Metadata(MetadataRoute::StarredByUser))
+        );
+        // The update proves a password: its credentials are checked, not skipped.
+        let update = resolve(&Method::PUT, "/-/user/org.couchdb.user:bob/-rev/1-0").unwrap();
+        assert!(!update.traits().signs_in);
     }
 
     #[test]
