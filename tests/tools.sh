@@ -62,6 +62,13 @@ done
 export LEGACY_CLIENT_02_DIR="$TOOLS_DIR/npm-registry-client-$LEGACY_CLIENT_02_VERSION/node_modules/npm-registry-client"
 export LEGACY_CLIENT_04_DIR="$TOOLS_DIR/npm-registry-client-$LEGACY_CLIENT_04_VERSION/node_modules/npm-registry-client"
 
+# The manifest-confusion corpus (tests/it/manifest_confusion.rs): every package of the pinned
+# tree in tests/corpus/package-lock.json, fetched once with the pinned npm (`npm pack`, checked
+# against the lock's integrity) into a cache outside the clone.
+CONFUSION_CORPUS_DIR="$TOOLS_DIR/corpus-v1"
+node "$(dirname "${BASH_SOURCE[0]}")/corpus/fetch.cjs" "$NPM_BIN" "$CONFUSION_CORPUS_DIR"
+export CONFUSION_CORPUS_DIR
+
 # Headless Chromium and its WebDriver server for the browser tests (tests/support/webdriver.rs),
 # from Debian's packages (a tool's download of its own browser cannot reach the network here).
 # Installed by package name, not pinned to a version: Debian's security archive keeps only the

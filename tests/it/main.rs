@@ -34,6 +34,7 @@ mod lambda_runtime;
 mod legacy_api;
 mod listener;
 mod local_storage;
+mod manifest_confusion;
 mod npm_cli;
 mod search;
 mod settings;

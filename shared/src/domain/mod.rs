@@ -1,6 +1,7 @@
 //! The registry's domain: names, versions, tags, packuments and publish validation. No I/O here.
 
 pub mod audit;
+pub mod confusion;
 pub mod integrity;
 pub mod manifest;
 mod name;

@@ -48,6 +48,8 @@ pub enum PublishError {
     Integrity { declared: String, actual: String },
     #[error("{0}")]
     Tarball(#[from] TarballError),
+    #[error("{0}")]
+    ManifestConfusion(#[from] super::confusion::ManifestMismatch),
     #[error(
         "package.json in the tarball has {field} '{found}' but the publish is for '{expected}'"
     )]
@@ -476,6 +478,7 @@ impl PendingPublish {
         let digests = check_digests(&manifest, &tarball)?;
         let summary = tarball::inspect(&tarball, limits)?;
         check_tarball_manifest(&summary.manifest, name, &version)?;
+        check_manifest_confusion(&manifest, &summary, &tarball, limits)?;
         let fields = VersionFields::take(manifest, top_readme)?;
         let dist = Dist {
             shasum: digests.sha1_hex,
@@ -589,6 +592,31 @@ fn check_digests(manifest: &Map<String, Value>, tarball: &[u8]) -> Result<Digest
         });
     }
     Ok(digests)
+}
+
+/// Everything else that decides what installing the version does must agree too.
+fn check_manifest_confusion(
+    declared: &Map<String, Value>,
+    summary: &tarball::TarballSummary,
+    tarball: &[u8],
+    limits: TarballLimits,
+) -> Result<(), PublishError> {
+    let bin_dir = summary
+        .manifest
+        .get("bin")
+        .is_none()
+        .then(|| summary.manifest.get("directories")?.get("bin")?.as_str())
+        .flatten();
+    let bin_dir_paths = bin_dir.map(|dir| tarball::paths_under(tarball, dir, limits));
+    super::confusion::compare(
+        declared,
+        &super::confusion::TarballFacts {
+            manifest: &summary.manifest,
+            has_gyp_file: summary.has_gyp_file,
+            bin_dir_paths: bin_dir_paths.as_deref(),
+        },
+    )?;
+    Ok(())
 }
 
 /// The package.json inside the tarball must name the package and version being published.

@@ -52,6 +52,9 @@ pub struct TarballSummary {
     pub file_count: u64,
     /// Their total size (`dist.unpackedSize`).
     pub unpacked_size: u64,
+    /// Whether the package directory holds a `*.gyp` file at its top (npm then sets
+    /// `scripts.install` to `node-gyp rebuild` when the package has no install script).
+    pub has_gyp_file: bool,
 }
 
 /// Gunzips and walks the tarball, checking every entry's path and reading `package/package.json`.
@@ -78,6 +81,7 @@ pub fn inspect(bytes: &[u8], limits: TarballLimits) -> Result<TarballSummary, Ta
     };
     let mut manifest = None;
     let mut fallback_manifest = None;
+    let mut has_gyp_file = false;
     let mut file_count = 0u64;
     let mut unpacked_size = 0u64;
     let mut entries_seen = 0u64;
@@ -114,6 +118,11 @@ pub fn inspect(bytes: &[u8], limits: TarballLimits) -> Result<TarballSummary, Ta
         if unpacked_size > limits.max_unpacked_bytes {
             return Err(TarballError::TooLarge(limits.max_unpacked_bytes));
         }
+        // npm looks with the glob `*.gyp`: case-sensitive, and not matching dotfiles.
+        has_gyp_file |= components.len() == 2
+            && std::path::Path::new(&components[1])
+                .extension()
+                .is_some_and(|e| e == "gyp");
         let is_manifest = components.len() == 2 && components[1] == "package.json";
         if is_manifest && (manifest.is_none() || fallback_manifest.is_none()) {
             if entry.size() > limits.max_manifest_bytes {
@@ -146,7 +155,52 @@ pub fn inspect(bytes: &[u8], limits: TarballLimits) -> Result<TarballSummary, Ta
         manifest,
         file_count,
         unpacked_size,
+        has_gyp_file,
     })
+}
+
+/// The paths below `dir` of the package directory (files, and the directories that hold them),
+/// relative to `dir`: what npm's `directories.bin` expands to. A second walk of a tarball that
+/// `inspect` has already checked, made only for a package that names a bin directory.
+pub fn paths_under(bytes: &[u8], dir: &str, limits: TarballLimits) -> Vec<String> {
+    let dir: Vec<&str> = dir
+        .split(['/', '\\'])
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    let gz = flate2::read::GzDecoder::new(bytes);
+    let mut archive = tar::Archive::new(BoundedReader {
+        inner: gz,
+        remaining: limits.max_unpacked_bytes.saturating_add(1 << 20),
+        limit: limits.max_unpacked_bytes,
+    });
+    let mut found = std::collections::BTreeSet::new();
+    let Ok(entries) = archive.entries() else {
+        return Vec::new();
+    };
+    for entry in entries.take(usize::try_from(limits.max_entries).unwrap_or(usize::MAX)) {
+        let Ok(entry) = entry else { break };
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let Ok(path) = entry.path() else { continue };
+        let parts: Vec<String> = path
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(p) => Some(p.to_string_lossy().into_owned()),
+                _ => None,
+            })
+            .collect();
+        // parts[0] is the package directory, whatever its name.
+        let Some(rest) = parts.get(1..) else { continue };
+        if rest.len() <= dir.len() || rest.iter().zip(&dir).any(|(a, b)| a != b) {
+            continue;
+        }
+        let below = &rest[dir.len()..];
+        for depth in 1..=below.len() {
+            found.insert(below[..depth].join("/"));
+        }
+    }
+    found.into_iter().collect()
 }
 
 /// A reader that fails with `FileTooLarge` once more than `remaining` bytes have come through.

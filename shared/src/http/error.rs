@@ -53,6 +53,8 @@ pub enum ErrorCode {
     InvalidDocument,
     /// 400, a publish refused by a rule of its contents (tarball, versions, tags).
     InvalidPublish,
+    /// 400, the version's manifest says other than the tarball's package.json (manifest confusion).
+    ManifestMismatch,
     /// 401, no or an unusable credential.
     Unauthorized,
     /// 401, an ID token that failed verification.
@@ -118,6 +120,7 @@ impl ErrorCode {
             ErrorCode::InvalidPathEncoding => "invalid_path_encoding",
             ErrorCode::InvalidDocument => "invalid_document",
             ErrorCode::InvalidPublish => "invalid_publish",
+            ErrorCode::ManifestMismatch => "manifest_mismatch",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::InvalidIdToken => "invalid_id_token",
             ErrorCode::IdTokenReplayed => "id_token_replayed",
@@ -155,7 +158,8 @@ impl ErrorCode {
             | ErrorCode::InvalidPackageName
             | ErrorCode::InvalidPathEncoding
             | ErrorCode::InvalidDocument
-            | ErrorCode::InvalidPublish => StatusCode::BAD_REQUEST,
+            | ErrorCode::InvalidPublish
+            | ErrorCode::ManifestMismatch => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized | ErrorCode::InvalidIdToken | ErrorCode::IdTokenReplayed => {
                 StatusCode::UNAUTHORIZED
             }
@@ -269,7 +273,11 @@ impl From<DocumentError> for ApiError {
 
 impl From<PublishError> for ApiError {
     fn from(e: PublishError) -> Self {
-        ApiError::coded(ErrorCode::InvalidPublish, e.to_string())
+        let code = match e {
+            PublishError::ManifestConfusion(_) => ErrorCode::ManifestMismatch,
+            _ => ErrorCode::InvalidPublish,
+        };
+        ApiError::coded(code, e.to_string())
     }
 }
 
