@@ -12,6 +12,7 @@ pub mod lambda;
 pub mod listener;
 pub mod search;
 pub mod secret;
+pub mod signing;
 pub mod storage;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

@@ -120,7 +120,13 @@ fn preview(text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packuments_local() {
-    packuments(TestRegistry::start().await).await;
+    // The AWS backend signs nothing yet; both render the same documents with signing off
+    // (signatures: tests/it/signatures.rs).
+    let reg = TestRegistry::builder()
+        .env("REGISTRY_SIGNING", "false")
+        .start()
+        .await;
+    packuments(reg).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

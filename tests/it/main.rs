@@ -38,6 +38,7 @@ mod manifest_confusion;
 mod npm_cli;
 mod search;
 mod settings;
+mod signatures;
 mod stack_deploy;
 mod token_capability;
 mod trust_configuration;

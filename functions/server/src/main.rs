@@ -106,6 +106,21 @@ enum Command {
         #[command(subcommand)]
         action: OriginAction,
     },
+    /// The registry's signing keys (`dist.signatures`, `GET /-/npm/v1/keys`).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+/// `registry-server keys` actions.
+#[derive(clap::Subcommand, Debug)]
+enum KeysAction {
+    /// Make a new signing key in the data directory (the old one is kept under
+    /// `signing/retired/`). The server signs with it after its next start, which also gives
+    /// the old key an expiry in `/-/npm/v1/keys`: its signatures keep verifying for versions
+    /// published before then.
+    Rotate,
 }
 
 /// `registry-server origin` actions.
@@ -208,6 +223,18 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .await
             .unwrap_or_else(|e| refuse(e));
         println!("{answer}");
+        return Ok(());
+    }
+    if let Some(Command::Keys {
+        action: KeysAction::Rotate,
+    }) = &flags.command
+    {
+        let registry::config::StorageConfig::Local { data_dir, .. } = &config.storage else {
+            refuse("keys rotate: only local storage keeps a signing key in its data directory");
+        };
+        let keyid = registry::signing::local::LocalSigner::rotate(data_dir)
+            .unwrap_or_else(|e| refuse(format!("keys rotate: {e}")));
+        println!("new signing key {keyid}; restart the server to sign with it");
         return Ok(());
     }
     if let Some(Command::Sweep { older_than_minutes }) = flags.command {

@@ -300,9 +300,11 @@ impl<S: SdkSource> AppBuilder<S> {
             Some((store, kv)) => proxy(&config, store, kv, after_response)?,
             None => None,
         };
+        let signing = signing(&config, records.as_ref()).await?;
         let records = Records {
             upstream: proxy,
             kv: records,
+            signing,
         };
         Ok(assemble(
             config, metadata, tarballs, auth, audit, renders, records,
@@ -315,6 +317,29 @@ impl<S: SdkSource> AppBuilder<S> {
 struct Records {
     upstream: Option<crate::upstream::Proxy>,
     kv: Option<Arc<dyn KvStore>>,
+    signing: Option<Arc<crate::signing::Signing>>,
+}
+
+/// The signing key of a local server (`REGISTRY_SIGNING`, on by default): the data directory's,
+/// listed before the first request.
+async fn signing(
+    config: &Config,
+    kv: Option<&Arc<dyn KvStore>>,
+) -> Result<Option<Arc<crate::signing::Signing>>, StartError> {
+    let (StorageConfig::Local { data_dir, .. }, Some(kv)) = (&config.storage, kv) else {
+        return Ok(None);
+    };
+    if config.signing == Some(false) {
+        return Ok(None);
+    }
+    let signer = crate::signing::local::LocalSigner::open_or_create(data_dir)
+        .map_err(|e| StartError::Config(format!("the signing key: {e}")))?;
+    let signing = crate::signing::Signing::new(Arc::new(signer), kv.clone());
+    signing
+        .list_key()
+        .await
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    Ok(Some(Arc::new(signing)))
 }
 
 /// Opens `config`'s backend, the AWS SDK configured from `sdk`.
@@ -404,7 +429,11 @@ fn assemble(
     renders: Option<Arc<dyn RenderStore>>,
     records: Records,
 ) -> Arc<AppState> {
-    let Records { upstream, kv } = records;
+    let Records {
+        upstream,
+        kv,
+        signing,
+    } = records;
     let tarball_limits = TarballLimits {
         max_unpacked_bytes: config.limits.max_unpacked_bytes,
         ..TarballLimits::default()
@@ -444,6 +473,7 @@ fn assemble(
         renders,
         upstream,
         kv,
+        signing,
     })
 }
 

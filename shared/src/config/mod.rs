@@ -57,6 +57,9 @@ pub struct Config {
     pub audit: AuditConfig,
     /// The pull-through cache of the upstream registries.
     pub upstream: UpstreamConfig,
+    /// `REGISTRY_SIGNING`: whether versions get registry signatures (`dist.signatures`); on by
+    /// default with local storage (a key in the data directory), off on AWS.
+    pub signing: Option<bool>,
 }
 
 impl Config {
@@ -80,6 +83,7 @@ impl Config {
             limits: LimitsConfig::from_env(env)?,
             audit: AuditConfig::from_env(env)?,
             upstream: UpstreamConfig::from_env(env)?,
+            signing: env.flag("REGISTRY_SIGNING")?,
         })
     }
 

@@ -9,6 +9,7 @@ pub mod package;
 pub mod packument;
 pub mod publish;
 pub mod repository;
+pub mod signing;
 mod tag;
 pub mod tarball;
 pub mod trust;

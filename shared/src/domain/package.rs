@@ -239,6 +239,10 @@ pub struct Dist {
     pub unpacked_size: u64,
     /// Where the tarball store keeps the bytes.
     pub tarball_key: TarballKey,
+    /// The registry's signatures (`dist.signatures`); none for versions published before
+    /// signing was on, until `registry-server keys backfill` signs them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<super::signing::DistSignature>,
 }
 
 /// A tarball's key in the tarball store: `<name>/<version>-<sha512 prefix>.tgz`.
@@ -330,6 +334,7 @@ mod tests {
                 file_count: 1,
                 unpacked_size: 2,
                 tarball_key: TarballKey::new(&name, &version, "00"),
+                signatures: Vec::new(),
             },
             readme_filename: Some("README.md".into()),
             has_readme: Some(true),

@@ -121,6 +121,9 @@ impl Serialize for DistJson<'_> {
         )?;
         out.serialize_entry("fileCount", &dist.file_count)?;
         out.serialize_entry("unpackedSize", &dist.unpacked_size)?;
+        if !dist.signatures.is_empty() {
+            out.serialize_entry("signatures", &dist.signatures)?;
+        }
         out.end()
     }
 }
@@ -531,6 +534,7 @@ mod tests {
                     file_count: 1,
                     unpacked_size: 2,
                     tarball_key: TarballKey::new(&name, v, "00"),
+                    signatures: Vec::new(),
                 },
                 readme_filename: None,
                 has_readme: None,
@@ -657,6 +661,7 @@ mod tests {
                 file_count: 1,
                 unpacked_size: 2,
                 tarball_key: TarballKey::new(&name, &version, "00"),
+                signatures: Vec::new(),
             },
             readme_filename: None,
             has_readme: None,

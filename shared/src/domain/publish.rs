@@ -486,6 +486,7 @@ impl PendingPublish {
             file_count: summary.file_count,
             unpacked_size: summary.unpacked_size,
             tarball_key: TarballKey::new(name, &version, &digests.sha512_hex),
+            signatures: Vec::new(),
         };
         Ok(ValidPublish {
             version,

@@ -757,6 +757,7 @@ mod tests {
                     file_count: 1,
                     unpacked_size: 2,
                     tarball_key: TarballKey::new(name, version, "00"),
+                    signatures: Vec::new(),
                 },
                 readme_filename: None,
                 has_readme: Some(true),

@@ -41,6 +41,7 @@ pub async fn handle(
         MetadataRoute::AuditsQuick => Ok(json_response(StatusCode::OK, &json!({}))),
         MetadataRoute::Search => super::search::search(state, ctx).await,
         MetadataRoute::StarredByUser => super::stars::starred_by_user(state, ctx).await,
+        MetadataRoute::SigningKeys => signing_keys(state).await,
         MetadataRoute::Packument { name } => packument(state, ctx, &name).await,
         MetadataRoute::VersionOrTag { name, spec } => {
             version_or_tag(state, ctx, &name, &spec).await
@@ -53,6 +54,21 @@ pub async fn handle(
         | MetadataRoute::WebPackage { .. }
         | MetadataRoute::WebStatic { .. } => Box::pin(super::web::handle(state, ctx, route)).await,
     }
+}
+
+/// `GET /-/npm/v1/keys`: every key that ever signed a version here (an expired one still
+/// verifies the versions published before its expiry), as npm's registry lists its own. Public
+/// to everyone: keys tell nothing about packages.
+async fn signing_keys(state: &AppState) -> Result<Response, ApiError> {
+    let keys = match state.kv.as_ref() {
+        Some(kv) => crate::signing::keys(kv.as_ref()).await?,
+        None => Vec::new(),
+    };
+    let listed: Vec<serde_json::Value> = keys
+        .iter()
+        .map(crate::domain::signing::PublicKey::listed)
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "keys": listed })))
 }
 
 /// `GET /-/ready`: 200 while storage takes writes; else 503 saying what is wrong, since when

@@ -102,7 +102,19 @@ async fn publish_version(
     let declared = declared_repository(state, &name, pending.declared_repository())?;
     let checked = bound_repository(state, &name).await?;
     let decided = bind_repository(state, ctx, &name, checked.as_ref(), declared.as_ref()).await?;
-    let valid = verify(state, &name, pending).await?;
+    let mut valid = verify(state, &name, pending).await?;
+    // Signed before it is stored: a version is visible only with its signature.
+    if let Some(signing) = &state.signing {
+        let signature = signing
+            .sign_version(
+                name.as_str(),
+                &valid.version.to_string(),
+                &valid.live.dist.integrity,
+            )
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        valid.live.dist.signatures = vec![signature];
+    }
     let version = valid.version.clone();
     let binding = Binding { checked, decided };
     let published = state

@@ -84,6 +84,7 @@ pub const ROUTE_TABLE: &[RouteSpec] = &[
     spec("GET", "/-/user/{user}", A),
     spec("PUT", "/-/user/{user}/-rev/{rev}", A),
     spec("GET", "/-/_view/starredByUser", M),
+    spec("GET", "/-/npm/v1/keys", M),
     spec("GET", "/-/npm/v1/tokens", A),
     spec("POST", "/-/npm/v1/tokens", A),
     spec("DELETE", "/-/npm/v1/tokens/token/{key}", A),
@@ -181,6 +182,7 @@ pub const CLIENT_REQUESTS: &[(&str, &str)] = &[
     ("GET", "/-/user/org.couchdb.user:bob"),
     ("PUT", "/-/user/org.couchdb.user:bob/-rev/1-0"),
     ("GET", "/-/_view/starredByUser"),
+    ("GET", "/-/npm/v1/keys"),
     ("PUT", "/%2540acme%252Fwidgets"),
     ("PUT", "/%2540acme%252Fwidgets/1.0.0/-tag/latest"),
     (

@@ -58,6 +58,8 @@ pub enum MetadataRoute {
     Ready,
     /// `GET /-/v1/search`.
     Search,
+    /// `GET /-/npm/v1/keys`: the public keys of the registry's signatures.
+    SigningKeys,
     /// `GET /-/_view/starredByUser?key="USER"`: CouchDB's view of the packages a user starred
     /// (`npm stars` of npm 1.x).
     StarredByUser,
@@ -323,6 +325,7 @@ impl Route {
                 | MetadataRoute::Ready
                 | MetadataRoute::Search
                 | MetadataRoute::StarredByUser
+                | MetadataRoute::SigningKeys
                 | MetadataRoute::AdvisoriesBulk
                 | MetadataRoute::AuditsQuick
                 | MetadataRoute::Root
@@ -710,6 +713,7 @@ pub fn resolve(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
             only(&Method::POST, meta(M::AuditsQuick))
         }
         ["-", "_view", "starredByUser"] => only(&Method::GET, meta(M::StarredByUser)),
+        ["-", "npm", "v1", "keys"] => only(&Method::GET, meta(M::SigningKeys)),
         ["-", "user", user] if user.starts_with("org.couchdb.user:") => {
             let user = user["org.couchdb.user:".len()..].to_string();
             match *m {

@@ -51,6 +51,8 @@ pub struct AppState {
     /// Small records with an expiry (npm 1.x's uploads waiting for their release), where the
     /// state was built with the backend's key-value store.
     pub kv: Option<Arc<dyn crate::storage::KvStore>>,
+    /// The registry's signing key, when versions are signed (`dist.signatures`).
+    pub signing: Option<Arc<crate::signing::Signing>>,
 }
 
 /// What a handler sees of a request.

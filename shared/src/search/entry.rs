@@ -225,6 +225,7 @@ pub(crate) fn test_entry(
             file_count: 1,
             unpacked_size: 2,
             tarball_key: TarballKey::new(&name, &version, "00"),
+            signatures: Vec::new(),
         },
         readme_filename: None,
         has_readme: Some(readme.is_some()),

@@ -24,6 +24,7 @@ fn record(name: &PackageName, version: &str) -> VersionRecord {
                 file_count: 1,
                 unpacked_size: 1,
                 tarball_key: TarballKey::new(name, &version, &"ab".repeat(32)),
+                signatures: Vec::new(),
             },
             readme_filename: None,
             has_readme: None,

@@ -134,6 +134,7 @@ fn live(version: &str, digest: &str) -> VersionRecord {
                 file_count: 1,
                 unpacked_size: 1,
                 tarball_key: TarballKey::new(&name(), &version, digest),
+                signatures: Vec::new(),
             },
             readme_filename: None,
             has_readme: None,

@@ -1,0 +1,151 @@
+//! Registry signatures (issue 23, part 2), verified by npm's own code: pacote's registry check
+//! with the keys fetched from `GET /-/npm/v1/keys` as `npm audit signatures` fetches them when
+//! Sigstore's TUF repository is out of reach (tests/support/verify_signatures.cjs).
+
+use std::path::Path;
+use std::process::Command;
+
+use e2e::{Backend, Npm, Server, write_package};
+use serde_json::{Value, json};
+
+/// Runs the verification script for `specs` against `registry`, keys handled as `mode` says.
+fn verify(root: &Path, registry: &str, mode: &str, specs: &[&str]) -> Value {
+    let npm_bin = e2e::npm_bin();
+    // NPM_BIN is <prefix>/node_modules/.bin/npm; npm's own package is beside it.
+    let npm_dir = Path::new(&npm_bin)
+        .parent()
+        .and_then(Path::parent)
+        .map(|modules| modules.join("npm"))
+        .expect("NPM_BIN names npm's bin in a prefix");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/verify_signatures.cjs");
+    let out = Command::new("node")
+        .arg(script)
+        .arg(&npm_dir)
+        .arg(format!("{registry}/"))
+        .arg(root.join(format!("verify-cache-{mode}")))
+        .arg(mode)
+        .args(specs)
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "verify_signatures.cjs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn failed_codes(outcome: &Value) -> Vec<String> {
+    outcome["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+async fn get(url: &str) -> Value {
+    e2e::http()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Every version npm publishes is signed; pacote verifies the signatures with the listed key,
+/// and refuses them with another key, with the key expired before the publish, or with no key.
+/// After `registry-server keys rotate` and a restart, new versions are signed by the new key,
+/// the old key is listed with an expiry, and the versions it signed still verify.
+#[tokio::test]
+async fn versions_are_signed_as_npm_verifies_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let server = Server::start_on(root, &Backend::local());
+    let npm = Npm::new(root, &server.url);
+    let scoped = write_package(&root.join("scoped"), "@acme/signed", "1.0.0", json!({}));
+    npm.ok(&scoped, &["publish"]);
+    let plain = write_package(&root.join("plain"), "signed-plain", "1.0.0", json!({}));
+    npm.ok(&plain, &["publish"]);
+
+    let keys = get(&format!("{}/-/npm/v1/keys", server.url)).await;
+    let listed = keys["keys"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{keys}");
+    let first = &listed[0];
+    assert_eq!(first["keytype"], "ecdsa-sha2-nistp256");
+    assert_eq!(first["scheme"], "ecdsa-sha2-nistp256");
+    assert_eq!(first["expires"], Value::Null);
+    let keyid = first["keyid"].as_str().unwrap().to_string();
+    assert!(keyid.starts_with("SHA256:"), "{keyid}");
+    for path in ["@acme%2fsigned", "signed-plain"] {
+        let doc = get(&format!("{}/{path}", server.url)).await;
+        let signatures = &doc["versions"]["1.0.0"]["dist"]["signatures"];
+        assert_eq!(signatures[0]["keyid"], keyid.as_str(), "{doc}");
+    }
+
+    let specs = ["@acme/signed@1.0.0", "signed-plain@1.0.0"];
+    let ok = verify(root, &server.url, "as-served", &specs);
+    assert_eq!(ok["verified"], json!(specs), "{ok}");
+    for (mode, code) in [
+        ("wrong-key", "EINTEGRITYSIGNATURE"),
+        ("expired", "EEXPIREDSIGNATUREKEY"),
+        ("no-keys", "EMISSINGSIGNATUREKEY"),
+    ] {
+        let refused = verify(root, &server.url, mode, &specs);
+        assert_eq!(failed_codes(&refused), [code, code], "{mode}: {refused}");
+    }
+
+    // Rotation: a new key for the data directory, then a restart.
+    let data_dir = root.join("data");
+    let rotated = Command::new(e2e::sibling_binary("registry-server"))
+        .args(["keys", "rotate"])
+        .env("REGISTRY_DATA_DIR", &data_dir)
+        .output()
+        .unwrap();
+    assert!(rotated.status.success(), "{rotated:?}");
+    let server = server.restart();
+    let npm = Npm::new(&root.join("after"), &server.url);
+    write_package(&scoped, "@acme/signed", "1.1.0", json!({}));
+    npm.ok(&scoped, &["publish"]);
+    let keys = get(&format!("{}/-/npm/v1/keys", server.url)).await;
+    let listed = keys["keys"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{keys}");
+    assert_eq!(listed[0]["keyid"], keyid.as_str(), "{keys}");
+    assert!(listed[0]["expires"].is_string(), "old key expired: {keys}");
+    assert_eq!(listed[1]["expires"], Value::Null, "{keys}");
+    let doc = get(&format!("{}/@acme%2fsigned", server.url)).await;
+    assert_eq!(
+        doc["versions"]["1.1.0"]["dist"]["signatures"][0]["keyid"], listed[1]["keyid"],
+        "{doc}"
+    );
+    let all = [
+        "@acme/signed@1.0.0",
+        "@acme/signed@1.1.0",
+        "signed-plain@1.0.0",
+    ];
+    let ok = verify(root, &server.url, "as-served", &all);
+    assert_eq!(ok["verified"], json!(all), "{ok}");
+}
+
+/// `REGISTRY_SIGNING=false`: versions carry no signatures and no key is listed.
+#[tokio::test]
+async fn signing_can_be_turned_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut env = Backend::local().env();
+    env.push(("REGISTRY_SIGNING".into(), "false".into()));
+    let server = Server::start_with(root.join("data"), root.join("server.log"), env);
+    let npm = Npm::new(root, &server.url);
+    let plain = write_package(&root.join("plain"), "unsigned-plain", "1.0.0", json!({}));
+    npm.ok(&plain, &["publish"]);
+    let keys = get(&format!("{}/-/npm/v1/keys", server.url)).await;
+    assert_eq!(keys, json!({ "keys": [] }));
+    let doc = get(&format!("{}/unsigned-plain", server.url)).await;
+    assert!(
+        doc["versions"]["1.0.0"]["dist"]["signatures"].is_null(),
+        "{doc}"
+    );
+}
