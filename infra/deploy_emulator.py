@@ -220,6 +220,43 @@ def create_stack(cfn_client, stack_name, cfn, timeout):
         delay = min(delay * 2, 2)
 
 
+def check_signing_key(kms, resources, ids):
+    """The stack's signing key (the one AWS::KMS::Key), checked to be what the template asks for:
+    a P-256 key that signs. None when the template has no key."""
+    keys = [k for k, r in resources.items() if r.get("Type") == "AWS::KMS::Key"]
+    if not keys:
+        return None
+    if len(keys) != 1:
+        raise Failure(f"more than one KMS key: {keys}")
+    props = resources[keys[0]].get("Properties", {})
+    if props.get("KeySpec") != "ECC_NIST_P256" or props.get("KeyUsage") != "SIGN_VERIFY":
+        raise Failure(f"the template's signing key is {props.get('KeySpec')} for {props.get('KeyUsage')}")
+    key_id = ids[keys[0]]
+    account = key_id.split(":")[4] if key_id.startswith("arn:") else "123456789012"
+    policy = json.dumps(resolve_sub(props.get("KeyPolicy", {}), account))
+    # moto's CloudFormation makes every AWS::KMS::Key a symmetric key (KeySpec and KeyUsage are
+    # accepted and ignored) and stores its policy in a form its KMS cannot read: the key the
+    # template asks for is made with KMS's own API instead, with the template's properties.
+    made = kms.create_key(KeySpec=props["KeySpec"], KeyUsage=props["KeyUsage"],
+                          Description=str(resolve_sub(props.get("Description", "signing key"), account)),
+                          Policy=policy)["KeyMetadata"]
+    note(f"signing key: made {made['KeyId']} ({made.get('KeySpec') or made.get('CustomerMasterKeySpec')}, "
+         f"{made['KeyUsage']}) as the template asks; moto's CloudFormation ignores KeySpec")
+    return made["Arn"]
+
+
+def resolve_sub(value, account):
+    """`value` with each `Fn::Sub` of the partition and account pseudo-parameters resolved."""
+    if isinstance(value, dict):
+        if set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
+            return (value["Fn::Sub"].replace("${AWS::Partition}", "aws")
+                    .replace("${AWS::AccountId}", account))
+        return {k: resolve_sub(v, account) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_sub(v, account) for v in value]
+    return value
+
+
 def physical_ids(cfn_client, stack_name):
     out = {}
     paginator = cfn_client.get_paginator("list_stack_resources")
@@ -392,6 +429,7 @@ def main(argv=None):
         apply_table_extras(ddb, table, table_props)
         check_table(ddb, table, table_props)
         apply_bucket_extras(client("s3"), bucket, resources[bucket_id].get("Properties", {}))
+        signing_key = check_signing_key(client("kms"), resources, ids)
     except Failure as err:
         note(f"ERROR: {err}")
         return 1
@@ -399,7 +437,8 @@ def main(argv=None):
         e = err.response.get("Error", {})
         note(f"ERROR: {err.operation_name}: {e.get('Code')}: {e.get('Message')}")
         return 1
-    print(json.dumps({"stack": args.stack_name, "table": table, "bucket": bucket}))
+    print(json.dumps({"stack": args.stack_name, "table": table, "bucket": bucket,
+                      "signing_key": signing_key}))
     return 0
 
 

@@ -11,7 +11,7 @@ use registry::http::RouteGroup;
 use registry::http::route_table::{CLIENT_REQUESTS, ROUTE_TABLE, api_gateway_match};
 use registry::http::routes::resolve;
 use registry::storage::aws::layout::attr;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const BEGIN: &str = "  # BEGIN GENERATED ROUTES";
 const END: &str = "  # END GENERATED ROUTES";
@@ -235,6 +235,9 @@ fn each_function_role_holds_only_its_own_permissions() {
                 "s3:DeleteObject",
                 "s3:GetObject",
                 "s3:ListBucket",
+                // Registry signatures: only with the stack's signing key (checked below).
+                "kms:Sign",
+                "kms:GetPublicKey",
                 "logs:CreateLogStream",
                 "logs:PutLogEvents",
             ][..],
@@ -310,12 +313,13 @@ fn each_function_role_holds_only_its_own_permissions() {
                     "Table",
                     "Bucket",
                     "log-group:/aws/lambda/${AWS::StackName}-",
+                    "SigningKey",
                 ]
                 .iter()
                 .any(|n| resources_text.contains(n));
                 assert!(
                     names_own,
-                    "{role}: a statement names something other than the table, the bucket or its log group: {resources_text}"
+                    "{role}: a statement names something other than the table, the bucket, the signing key or its log group: {resources_text}"
                 );
                 if stmt_actions.iter().any(|a| a.starts_with("logs:")) {
                     let own = role.trim_end_matches("Role").to_ascii_lowercase();
@@ -404,5 +408,53 @@ fn functions_deploy_what_build_functions_builds_with_the_lambda_profile() {
     assert!(
         manifest.contains("[profile.lambda]"),
         "the lambda profile is gone"
+    );
+}
+
+/// The signing key is a P-256 signing key kept with the data, and only the publish function's
+/// role may use it, on that key alone; no other role holds any KMS action.
+#[test]
+fn only_the_publish_role_signs_and_only_with_the_signing_key() {
+    let t = template_json();
+    let resources = t["Resources"].as_object().unwrap();
+    let key = &resources["SigningKey"];
+    assert_eq!(key["Type"], "AWS::KMS::Key");
+    assert_eq!(key["Properties"]["KeySpec"], "ECC_NIST_P256");
+    assert_eq!(key["Properties"]["KeyUsage"], "SIGN_VERIFY");
+    assert_eq!(key["DeletionPolicy"], "Retain");
+    // The key policy names only the account (administration, use delegated to IAM).
+    for statement in key["Properties"]["KeyPolicy"]["Statement"]
+        .as_array()
+        .unwrap()
+    {
+        let principal = statement["Principal"]["AWS"].to_string();
+        assert!(
+            principal.contains(":root"),
+            "key policy principal {principal}"
+        );
+    }
+    for (name, resource) in resources {
+        if resource["Type"] != "AWS::IAM::Role" {
+            continue;
+        }
+        for policy in resource["Properties"]["Policies"].as_array().unwrap() {
+            for statement in policy["PolicyDocument"]["Statement"].as_array().unwrap() {
+                let text = statement["Action"].to_string();
+                if !text.contains("kms:") {
+                    continue;
+                }
+                assert_eq!(name, "PublishRole", "{name} holds {text}");
+                assert_eq!(
+                    statement["Resource"],
+                    json!({ "Fn::GetAtt": ["SigningKey", "Arn"] }),
+                    "{name}: KMS actions on the signing key only"
+                );
+            }
+        }
+    }
+    let env = &resources["PublishFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(
+        env["REGISTRY_SIGNING_KMS_KEY"],
+        json!({ "Fn::GetAtt": ["SigningKey", "Arn"] })
     );
 }

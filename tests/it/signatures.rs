@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use e2e::{Backend, Npm, Server, write_package};
+use e2e::fake_upstream::FakeUpstream;
+use e2e::{Backend, Npm, S3Host, Server, TestRegistry, write_package};
 use serde_json::{Value, json};
 
 /// Runs the verification script for `specs` against `registry`, keys handled as `mode` says.
@@ -148,4 +149,103 @@ async fn signing_can_be_turned_off() {
         doc["versions"]["1.0.0"]["dist"]["signatures"].is_null(),
         "{doc}"
     );
+}
+
+/// A P-256 signing key in the emulator's KMS (moto's, which signs ECC keys faithfully: its
+/// signatures verify against its `GetPublicKey`). Returns the key id and its public DER.
+async fn kms_key() -> (String, Vec<u8>) {
+    use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+    let endpoint = std::env::var("TEST_DYNAMODB_ENDPOINT")
+        .expect("TEST_DYNAMODB_ENDPOINT is not set: run the tests with tests/run");
+    let config = aws_sdk_kms::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .endpoint_url(endpoint)
+        .http_client(registry::storage::aws::AwsStorage::http_client())
+        .build();
+    let kms = aws_sdk_kms::Client::from_conf(config);
+    let key = kms
+        .create_key()
+        .key_spec(KeySpec::EccNistP256)
+        .key_usage(KeyUsageType::SignVerify)
+        .send()
+        .await
+        .expect("create a KMS key");
+    let id = key.key_metadata().unwrap().key_id().to_string();
+    let public = kms.get_public_key().key_id(&id).send().await.unwrap();
+    (id, public.public_key().unwrap().as_ref().to_vec())
+}
+
+/// On the AWS backend the KMS key signs (one `Sign` per publish): `/-/npm/v1/keys` lists its
+/// public key, and pacote verifies the versions with it.
+#[tokio::test]
+async fn versions_are_signed_with_kms_on_aws() {
+    use base64::Engine;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (key_id, public_der) = kms_key().await;
+    let backend = Backend::aws("kmssign", S3Host::Same);
+    let mut env = backend.env();
+    let endpoint = std::env::var("TEST_DYNAMODB_ENDPOINT").unwrap();
+    env.push(("AWS_ENDPOINT_URL_KMS".into(), endpoint));
+    env.push(("REGISTRY_SIGNING_KMS_KEY".into(), key_id));
+    let server = Server::start_with(root.join("data"), root.join("server.log"), env);
+    let npm = Npm::new(root, &server.url);
+    let scoped = write_package(&root.join("scoped"), "@acme/kms-signed", "1.0.0", json!({}));
+    npm.ok(&scoped, &["publish"]);
+
+    let keys = get(&format!("{}/-/npm/v1/keys", server.url)).await;
+    let listed = keys["keys"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{keys}");
+    assert_eq!(
+        listed[0]["key"],
+        base64::engine::general_purpose::STANDARD.encode(&public_der),
+        "the KMS key is listed: {keys}"
+    );
+    let doc = get(&format!("{}/@acme%2fkms-signed", server.url)).await;
+    assert_eq!(
+        doc["versions"]["1.0.0"]["dist"]["signatures"][0]["keyid"], listed[0]["keyid"],
+        "{doc}"
+    );
+    let ok = verify(root, &server.url, "as-served", &["@acme/kms-signed@1.0.0"]);
+    assert_eq!(ok["verified"], json!(["@acme/kms-signed@1.0.0"]), "{ok}");
+    let refused = verify(root, &server.url, "wrong-key", &["@acme/kms-signed@1.0.0"]);
+    assert_eq!(failed_codes(&refused), ["EINTEGRITYSIGNATURE"], "{refused}");
+}
+
+/// Proxied versions keep their upstream's signatures (the signed `name@version:integrity` is the
+/// same here), and `/-/npm/v1/keys` lists the upstream's key beside ours: pacote verifies a
+/// proxied version and a version published here from the one key list.
+#[tokio::test]
+async fn proxied_versions_verify_with_the_upstreams_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let up = FakeUpstream::start().await;
+    let upstream_key = up.sign_versions();
+    up.add("upstream-signed", "1.0.0", &[]);
+    let reg = TestRegistry::builder()
+        .env("REGISTRY_UPSTREAM", &up.url)
+        .start()
+        .await;
+    let npm = Npm::new(root, &reg.url);
+    let ours = write_package(&root.join("ours"), "@acme/ours", "1.0.0", json!({}));
+    npm.ok(&ours, &["publish"]);
+
+    let keys = get(&format!("{}/-/npm/v1/keys", reg.url)).await;
+    let ids: Vec<&str> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["keyid"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "ours and the upstream's: {keys}");
+    assert!(
+        ids.contains(&upstream_key["keyid"].as_str().unwrap()),
+        "{keys}"
+    );
+    let specs = ["upstream-signed@1.0.0", "@acme/ours@1.0.0"];
+    let ok = verify(root, &reg.url, "as-served", &specs);
+    assert_eq!(ok["verified"], json!(specs), "{ok}");
 }

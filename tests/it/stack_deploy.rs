@@ -196,6 +196,21 @@ async fn npm_flow_on_the_deployed_stack() {
         .json()
         .await
         .unwrap();
+    // Signed with the key the stack created (as the publish function's environment names it),
+    // which /-/npm/v1/keys lists.
+    let keys: Value = client
+        .get(format!("{}/-/npm/v1/keys", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys["keys"].as_array().map(Vec::len), Some(1), "{keys}");
+    assert_eq!(
+        packument["versions"]["1.1.0"]["dist"]["signatures"][0]["keyid"], keys["keys"][0]["keyid"],
+        "signed with the stack's key: {packument}"
+    );
     let integrity = packument["versions"]["1.1.0"]["dist"]["integrity"]
         .as_str()
         .unwrap()

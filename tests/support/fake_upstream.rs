@@ -59,6 +59,8 @@ struct World {
     token: Option<String>,
     advisories: Map<String, Value>,
     audit_bodies: Vec<Value>,
+    /// The key the fake signs versions with (`dist.signatures`), once a test asks for one.
+    signing: Option<(ring::signature::EcdsaKeyPair, Value)>,
     hold: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
@@ -116,6 +118,21 @@ impl FakeUpstream {
         self.shared.world.lock().unwrap()
     }
 
+    /// From now on signs every version added as the public registry does (`dist.signatures`
+    /// over `name@version:integrity`, ECDSA P-256) with a key generated here, and lists it at
+    /// `GET /-/npm/v1/keys`. Answers the key's listing.
+    pub fn sign_versions(&self) -> Value {
+        use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let spki = registry::domain::signing::p256_spki(pair.public_key().as_ref()).unwrap();
+        let listed = registry::domain::signing::PublicKey::p256(&spki, chrono::Utc::now()).listed();
+        self.world().signing = Some((pair, listed.clone()));
+        listed
+    }
+
     /// Publishes `name@version` with `dependencies` (name → range); it becomes `latest`.
     /// Answers the tarball's `dist.integrity`.
     pub fn add(&self, name: &str, version: &str, dependencies: &[(&str, &str)]) -> String {
@@ -146,6 +163,16 @@ impl FakeUpstream {
             "tarball": format!("{}/{name}/-/{base}-{version}.tgz", self.url),
         });
         let mut world = self.world();
+        if let Some((pair, listed)) = &world.signing {
+            let message = registry::domain::signing::message(name, version, &integrity);
+            let sig = pair
+                .sign(&ring::rand::SystemRandom::new(), message.as_bytes())
+                .unwrap();
+            manifest["dist"]["signatures"] = json!([registry::domain::signing::dist_signature(
+                listed["keyid"].as_str().unwrap(),
+                sig.as_ref()
+            )]);
+        }
         let package = world.packages.entry(name.to_string()).or_default();
         package.versions.insert(
             semver::Version::parse(version).unwrap(),
@@ -321,6 +348,14 @@ async fn handle(
     }
     if method != Method::GET {
         return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    }
+    if path == "/-/npm/v1/keys" {
+        return match &world.signing {
+            Some((_, listed)) => {
+                (StatusCode::OK, axum::Json(json!({ "keys": [listed] }))).into_response()
+            }
+            None => error(StatusCode::NOT_FOUND, "no keys"),
+        };
     }
     let decoded = path
         .replace("%2f", "/")

@@ -81,6 +81,11 @@ pub fn deploy_template(label: &str, template: &Path) -> Result<AwsResources, Str
     env.push(("REGISTRY_STORAGE".to_string(), "aws".to_string()));
     env.push(("REGISTRY_TABLE".to_string(), table.clone()));
     env.push(("REGISTRY_BUCKET".to_string(), bucket.clone()));
+    // The stack's signing key signs, as the publish function's environment says.
+    if let Some(key) = answer["signing_key"].as_str() {
+        env.push(("REGISTRY_SIGNING_KMS_KEY".to_string(), key.to_string()));
+        env.push(("AWS_ENDPOINT_URL_KMS".to_string(), endpoint.clone()));
+    }
     Ok(AwsResources {
         table,
         bucket,

@@ -121,6 +121,8 @@ pub struct Stores {
     pub renders: Option<Arc<dyn RenderStore>>,
     /// What the pull-through cache keeps.
     pub upstream: Arc<dyn UpstreamStore>,
+    /// The backend's signing key, where it has one (AWS: KMS); the local one is opened apart.
+    pub signer: Option<Arc<dyn crate::signing::Signer>>,
 }
 
 /// How the application is put together; see `App::builder`.
@@ -255,6 +257,7 @@ impl<S: SdkSource> AppBuilder<S> {
             audit,
             upstream,
         } = self;
+        let mut backend_signer = None;
         let (metadata, tarballs, auth, audit, renders, kept, records) =
             if let Some((metadata, tarballs)) = stores {
                 // Given stores keep what the cache fetches only where told (`upstream`).
@@ -286,6 +289,7 @@ impl<S: SdkSource> AppBuilder<S> {
                     Some(auth) => auth,
                     None => auth::authorizer(&config, stores.kv.clone())?,
                 };
+                backend_signer = stores.signer;
                 (
                     stores.metadata,
                     stores.tarballs,
@@ -300,7 +304,7 @@ impl<S: SdkSource> AppBuilder<S> {
             Some((store, kv)) => proxy(&config, store, kv, after_response)?,
             None => None,
         };
-        let signing = signing(&config, records.as_ref()).await?;
+        let signing = signing(&config, records.as_ref(), backend_signer).await?;
         let records = Records {
             upstream: proxy,
             kv: records,
@@ -320,13 +324,24 @@ struct Records {
     signing: Option<Arc<crate::signing::Signing>>,
 }
 
-/// The signing key of a local server (`REGISTRY_SIGNING`, on by default): the data directory's,
-/// listed before the first request.
+/// How versions are signed: on AWS with the backend's KMS key (listed at its first signature:
+/// only the publish function may read it), on a local server (`REGISTRY_SIGNING`, on by default)
+/// with the data directory's key, listed before the first request.
 async fn signing(
     config: &Config,
     kv: Option<&Arc<dyn KvStore>>,
+    backend_signer: Option<Arc<dyn crate::signing::Signer>>,
 ) -> Result<Option<Arc<crate::signing::Signing>>, StartError> {
-    let (StorageConfig::Local { data_dir, .. }, Some(kv)) = (&config.storage, kv) else {
+    let Some(kv) = kv else {
+        return Ok(None);
+    };
+    if let Some(signer) = backend_signer {
+        return Ok(Some(Arc::new(crate::signing::Signing::new(
+            signer,
+            kv.clone(),
+        ))));
+    }
+    let StorageConfig::Local { data_dir, .. } = &config.storage else {
         return Ok(None);
     };
     if config.signing == Some(false) {
@@ -369,11 +384,22 @@ async fn open_backend(
                 kv: m.clone(),
                 audit: Arc::new(FileAuditLog::new(data_dir, retention)),
                 renders: Some(m),
+                signer: None,
             }
         }
         StorageConfig::Aws(aws) => {
             let settings = aws::aws_settings(aws);
-            let mut s = AwsStorage::new(&sdk.load().await, settings);
+            let sdk_config = sdk.load().await;
+            let signer = match (&config.signing_kms_key, config.signing) {
+                (Some(key), None | Some(true)) => {
+                    let endpoint = crate::config::Env::process().text("AWS_ENDPOINT_URL_KMS");
+                    let signer =
+                        crate::signing::kms::KmsSigner::new(&sdk_config, key, endpoint.as_deref());
+                    Some(Arc::new(signer) as Arc<dyn crate::signing::Signer>)
+                }
+                _ => None,
+            };
+            let mut s = AwsStorage::new(&sdk_config, settings);
             if let Some(queue) = after_response {
                 s = s.with_snapshot_writes_after_response(queue);
             }
@@ -388,6 +414,7 @@ async fn open_backend(
                 kv: s.clone(),
                 audit: Arc::new(s.audit_log(retention)),
                 renders: None,
+                signer,
             }
         }
     })

@@ -60,6 +60,9 @@ pub struct Config {
     /// `REGISTRY_SIGNING`: whether versions get registry signatures (`dist.signatures`); on by
     /// default with local storage (a key in the data directory), off on AWS.
     pub signing: Option<bool>,
+    /// `REGISTRY_SIGNING_KMS_KEY`: the KMS key (id, ARN or alias) that signs on AWS; without
+    /// it the AWS backend signs nothing.
+    pub signing_kms_key: Option<String>,
 }
 
 impl Config {
@@ -84,6 +87,7 @@ impl Config {
             audit: AuditConfig::from_env(env)?,
             upstream: UpstreamConfig::from_env(env)?,
             signing: env.flag("REGISTRY_SIGNING")?,
+            signing_kms_key: env.text("REGISTRY_SIGNING_KMS_KEY"),
         })
     }
 

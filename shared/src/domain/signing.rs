@@ -110,6 +110,14 @@ pub fn p256_spki(point: &[u8]) -> Option<Vec<u8>> {
     Some(der)
 }
 
+/// The uncompressed point of a P-256 key given as its DER SubjectPublicKeyInfo, or `None` for
+/// any other key.
+pub fn p256_point(spki_der: &[u8]) -> Option<&[u8]> {
+    spki_der
+        .strip_prefix(&P256_SPKI_PREFIX[..])
+        .filter(|point| point.len() == 65)
+}
+
 /// The signature as `dist.signatures[]` carries it.
 pub fn dist_signature(keyid: &str, der_signature: &[u8]) -> DistSignature {
     DistSignature {

@@ -57,17 +57,26 @@ pub async fn handle(
 }
 
 /// `GET /-/npm/v1/keys`: every key that ever signed a version here (an expired one still
-/// verifies the versions published before its expiry), as npm's registry lists its own. Public
-/// to everyone: keys tell nothing about packages.
+/// verifies the versions published before its expiry), as npm's registry lists its own, and the
+/// upstreams' keys, which signed the proxied versions. Public to everyone: keys tell nothing
+/// about packages.
 async fn signing_keys(state: &AppState) -> Result<Response, ApiError> {
     let keys = match state.kv.as_ref() {
         Some(kv) => crate::signing::keys(kv.as_ref()).await?,
         None => Vec::new(),
     };
-    let listed: Vec<serde_json::Value> = keys
+    let mut listed: Vec<serde_json::Value> = keys
         .iter()
         .map(crate::domain::signing::PublicKey::listed)
         .collect();
+    // Proxied versions carry their upstream's signatures: its keys verify them.
+    if let Some(proxy) = &state.upstream {
+        for key in proxy.signing_keys().await {
+            if !listed.iter().any(|k| k["keyid"] == key["keyid"]) {
+                listed.push(key);
+            }
+        }
+    }
     Ok(json_response(StatusCode::OK, &json!({ "keys": listed })))
 }
 

@@ -92,8 +92,8 @@ fn write_new_key(path: &Path) -> io::Result<Vec<u8>> {
 
 #[async_trait]
 impl Signer for LocalSigner {
-    fn public_key(&self) -> PublicKey {
-        self.public.clone()
+    async fn public_key(&self) -> Result<PublicKey, SigningError> {
+        Ok(self.public.clone())
     }
 
     async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SigningError> {

@@ -5,6 +5,7 @@
 //! given an `expires` when a newer one starts signing, and npm accepts its signatures on versions
 //! published before that time (pacote compares the key's expiry with `time[version]`).
 
+pub mod kms;
 pub mod local;
 
 use std::sync::Arc;
@@ -34,7 +35,7 @@ pub enum SigningError {
 #[async_trait]
 pub trait Signer: Send + Sync {
     /// The key's public half, as listed.
-    fn public_key(&self) -> PublicKey;
+    async fn public_key(&self) -> Result<PublicKey, SigningError>;
     /// The DER ECDSA signature of `message` (SHA-256).
     async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SigningError>;
 }
@@ -56,11 +57,6 @@ impl Signing {
         }
     }
 
-    /// The key that signs.
-    pub fn public_key(&self) -> PublicKey {
-        self.signer.public_key()
-    }
-
     /// `dist.signatures[]` for a version of `name` whose integrity is `integrity`.
     pub async fn sign_version(
         &self,
@@ -69,7 +65,7 @@ impl Signing {
         integrity: &str,
     ) -> Result<DistSignature, SigningError> {
         self.list_key().await?;
-        let key = self.signer.public_key();
+        let key = self.signer.public_key().await?;
         let der = self
             .signer
             .sign(message(name, version, integrity).as_bytes())
@@ -82,7 +78,7 @@ impl Signing {
     pub async fn list_key(&self) -> Result<(), SigningError> {
         self.listed
             .get_or_try_init(|| async {
-                let mut key = self.signer.public_key();
+                let mut key = self.signer.public_key().await?;
                 let listed = keys(self.kv.as_ref()).await?;
                 let now = Utc::now();
                 let mine = listed.iter().find(|k| k.keyid == key.keyid);

@@ -256,6 +256,8 @@ struct Inner {
     memory: Mutex<Memory>,
     documents: Flights<(PackageName, bool), DocumentResult>,
     tarballs: Flights<(PackageName, Version), Result<KeptVersion, ProxyError>>,
+    /// The upstreams' signing keys, with when they were fetched.
+    keys: tokio::sync::Mutex<Option<(std::time::Instant, Vec<Value>)>>,
 }
 
 impl Proxy {
@@ -299,6 +301,7 @@ impl Proxy {
                 }),
                 documents: Flights::default(),
                 tarballs: Flights::default(),
+                keys: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -477,6 +480,71 @@ impl Proxy {
             .await?;
         self.inner.lock_memory().forget(name);
         Ok(())
+    }
+
+    /// The signing keys of every upstream (`GET /-/npm/v1/keys` of each), kept for an hour and
+    /// kept past that while the upstreams cannot answer. Proxied versions keep their upstream's
+    /// `dist.signatures` (the signed `name@version:integrity` is the same here), so the keys
+    /// that verify them are listed beside this registry's own.
+    pub async fn signing_keys(&self) -> Vec<Value> {
+        const KEEP: Duration = Duration::from_secs(3600);
+        let mut kept = self.inner.keys.lock().await;
+        if let Some((at, keys)) = kept.as_ref()
+            && at.elapsed() < KEEP
+        {
+            return keys.clone();
+        }
+        let registries = self
+            .inner
+            .default
+            .iter()
+            .chain(self.inner.scoped.iter().map(|(_, r)| r));
+        let mut keys: Vec<Value> = Vec::new();
+        let mut failed = false;
+        for registry in registries {
+            let url = format!("{}/-/npm/v1/keys", registry.url);
+            let auth = registry.token.as_ref().map(|t| (registry.url.as_str(), t));
+            let fetched = self
+                .inner
+                .client
+                .get(client::Get {
+                    url: &url,
+                    accept: "application/json",
+                    auth,
+                    if_none_match: None,
+                    max_bytes: 1 << 20,
+                    inline_max: None,
+                    via: None,
+                })
+                .await;
+            match fetched {
+                Ok(client::Fetched::Body { bytes, .. }) => {
+                    let listed = serde_json::from_slice::<Value>(&bytes)
+                        .ok()
+                        .and_then(|v| v.get("keys").and_then(Value::as_array).cloned())
+                        .unwrap_or_default();
+                    for key in listed {
+                        let new = key
+                            .get("keyid")
+                            .is_some_and(|id| !keys.iter().any(|k| k.get("keyid") == Some(id)));
+                        if new {
+                            keys.push(key);
+                        }
+                    }
+                }
+                // An upstream without signatures has no keys to list.
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(upstream = %registry.url, error = %e, "upstream signing keys not fetched");
+                    failed = true;
+                }
+            }
+        }
+        if failed && let Some((_, old)) = kept.as_ref() {
+            return old.clone();
+        }
+        *kept = Some((std::time::Instant::now(), keys.clone()));
+        keys
     }
 
     /// Forwards npm's bulk advisory request (already stripped of internal names) to the default
