@@ -25,7 +25,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
+use base64::alphabet;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use chrono::{DateTime, Utc};
 use ring::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
@@ -43,10 +45,10 @@ use super::RepoRef;
 /// The DSSE payload type of an in-toto statement, the only one npm signs.
 pub const INTOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 
-/// SLSA provenance v0.2, which npm wrote until npm 9.x.
+/// SLSA provenance v0.2, which npm's first provenance statements (early 2023) have.
 pub const SLSA_PROVENANCE_V0_2: &str = "https://slsa.dev/provenance/v0.2";
 
-/// SLSA provenance v1, which npm writes since.
+/// SLSA provenance v1, which npm has written since (mid-2023).
 pub const SLSA_PROVENANCE_V1: &str = "https://slsa.dev/provenance/v1";
 
 /// The OIDC issuer of GitHub Actions' ID tokens.
@@ -412,9 +414,8 @@ impl TrustedRoot {
             let unusable = |what: &str| TrustedRootError::Unusable(format!("CA {i} {what}"));
             let mut chain = Vec::new();
             for cert in &ca.cert_chain.certificates {
-                let der = BASE64
-                    .decode(&cert.raw_bytes)
-                    .map_err(|_| unusable("certificate (base64)"))?;
+                let der = decode_base64(&cert.raw_bytes)
+                    .ok_or_else(|| unusable("certificate (base64)"))?;
                 chain.push(CertificateDer::from(der));
             }
             let root_cert = chain.pop().ok_or_else(|| unusable("chain (empty)"))?;
@@ -430,12 +431,10 @@ impl TrustedRoot {
         let mut logs = Vec::new();
         for (i, log) in root.tlogs.iter().enumerate() {
             let unusable = |what: &str| TrustedRootError::Unusable(format!("log {i} {what}"));
-            let spki = BASE64
-                .decode(&log.public_key.raw_bytes)
-                .map_err(|_| unusable("key (base64)"))?;
-            let log_id = BASE64
-                .decode(&log.log_id.key_id)
-                .map_err(|_| unusable("log id (base64)"))?;
+            let spki =
+                decode_base64(&log.public_key.raw_bytes).ok_or_else(|| unusable("key (base64)"))?;
+            let log_id =
+                decode_base64(&log.log_id.key_id).ok_or_else(|| unusable("log id (base64)"))?;
             // A key type this module has no verifier for cannot sign anything it accepts.
             let Some(key) = log_key(&spki) else { continue };
             logs.push(TransparencyLog {
@@ -585,10 +584,20 @@ struct SubjectJson {
     digest: BTreeMap<String, String>,
 }
 
+/// Padding optional, either alphabet: what protobuf's JSON mapping accepts for bytes.
+const LENIENT: GeneralPurposeConfig =
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    GeneralPurpose::new(&alphabet::STANDARD, LENIENT)
+        .decode(text)
+        .or_else(|_| GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT).decode(text))
+        .ok()
+}
+
 fn base64_field(value: &str, field: &str) -> Result<Vec<u8>, ProvenanceError> {
-    BASE64
-        .decode(value)
-        .map_err(|_| ProvenanceError::MalformedBundle(format!("{field} is not base64")))
+    decode_base64(value)
+        .ok_or_else(|| ProvenanceError::MalformedBundle(format!("{field} is not base64")))
 }
 
 /// Verifies an npm provenance bundle (the `.sigstore` attachment's JSON text) for the package
@@ -722,7 +731,7 @@ fn verify_inclusion_proof(
         else {
             return false;
         };
-        let Ok(sig) = BASE64.decode(sig) else {
+        let Some(sig) = decode_base64(sig) else {
             return false;
         };
         sig.len() > 4
@@ -739,11 +748,10 @@ fn verify_inclusion_proof(
         .and_then(|s| s.parse().ok())
         .ok_or("the checkpoint has no tree size")?;
     let root = root
-        .and_then(|r| BASE64.decode(r).ok())
+        .and_then(decode_base64)
         .ok_or("the checkpoint has no root hash")?;
-    let proof_root = BASE64
-        .decode(&proof.root_hash)
-        .map_err(|_| "the proof's root hash is not base64")?;
+    let proof_root =
+        decode_base64(&proof.root_hash).ok_or("the proof's root hash is not base64")?;
     if size != proof.tree_size || root != proof_root {
         return Err("the proof is not for the signed checkpoint".into());
     }
@@ -764,9 +772,7 @@ fn verify_inclusion_proof(
         .finalize()
         .into();
     for (i, sibling) in proof.hashes.iter().enumerate() {
-        let sibling = BASE64
-            .decode(sibling)
-            .map_err(|_| "a proof hash is not base64")?;
+        let sibling = decode_base64(sibling).ok_or("a proof hash is not base64")?;
         let node = Sha256::new().chain_update([1u8]);
         let node = if i >= inner || (index >> i) & 1 == 1 {
             node.chain_update(&sibling).chain_update(hash)
@@ -902,10 +908,10 @@ fn verify_entry_body(
     let [recorded] = signatures.as_array().map(Vec::as_slice).unwrap_or_default() else {
         return Err("it does not record exactly one signature".into());
     };
-    let decode = |v: &serde_json::Value| v.as_str().and_then(|s| BASE64.decode(s).ok());
+    let decode = |v: &serde_json::Value| v.as_str().and_then(decode_base64);
     let mut recorded_sig = decode(&recorded[sig_field]);
     if double_encoded {
-        recorded_sig = recorded_sig.and_then(|s| BASE64.decode(s).ok());
+        recorded_sig = recorded_sig.and_then(|s| decode_base64(std::str::from_utf8(&s).ok()?));
     }
     if recorded_sig.as_deref() != Some(signature) {
         return Err("it records another signature".into());
@@ -931,7 +937,7 @@ fn pem_certificate(pem: &[u8]) -> Option<Vec<u8>> {
     let (_, rest) = text.split_once("-----BEGIN CERTIFICATE-----")?;
     let (body, _) = rest.split_once("-----END CERTIFICATE-----")?;
     let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    BASE64.decode(b64).ok()
+    decode_base64(&b64)
 }
 
 /// The statement's type, predicate type and subject; returns the predicate type.
@@ -1417,6 +1423,20 @@ mod tests {
             check(real, &bundle),
             Err(ProvenanceError::NoTransparencyLogEntry)
         );
+    }
+
+    #[test]
+    fn protobuf_json_variants_of_a_bundle_verify() {
+        // protobuf's JSON mapping lets int64 be numbers and bytes be unpadded or URL-safe base64.
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let real = &SIGSTORE_2_3_1;
+        let mut bundle = json_of(real.bundle);
+        let entry = &mut bundle["verificationMaterial"]["tlogEntries"][0];
+        entry["logIndex"] = json!(94_408_136);
+        entry["integratedTime"] = json!(1_715_879_523);
+        let sig = unb64(&bundle["dsseEnvelope"]["signatures"][0]["sig"]);
+        bundle["dsseEnvelope"]["signatures"][0]["sig"] = json!(URL_SAFE_NO_PAD.encode(sig));
+        assert!(check(real, &bundle).is_ok());
     }
 
     /// A CA and code-signing certificate made here, valid around `at`, for `key`.
