@@ -7,6 +7,7 @@ pub mod manifest;
 mod name;
 pub mod package;
 pub mod packument;
+pub mod provenance;
 pub mod publish;
 pub mod repository;
 pub mod signing;
