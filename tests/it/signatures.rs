@@ -249,3 +249,88 @@ async fn proxied_versions_verify_with_the_upstreams_key() {
     let ok = verify(root, &reg.url, "as-served", &specs);
     assert_eq!(ok["verified"], json!(specs), "{ok}");
 }
+
+/// Runs `registry-server keys backfill` with `env`; its output.
+fn run_backfill(env: &[(String, String)]) -> String {
+    let out = Command::new(e2e::sibling_binary("registry-server"))
+        .args(["keys", "backfill"])
+        .env("REGISTRY_UPSTREAM", "")
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "keys backfill failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// Versions published before signing was on are signed by `registry-server keys backfill`
+/// (through the running server's control socket), once; pacote then verifies them too.
+#[tokio::test]
+async fn backfill_signs_what_was_published_unsigned_local() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data_dir = root.join("data");
+    let unsigned = vec![("REGISTRY_SIGNING".to_string(), "false".to_string())];
+    let server = Server::start_with(data_dir.clone(), root.join("server.log"), unsigned);
+    let npm = Npm::new(root, &server.url);
+    let pkg = write_package(&root.join("pkg"), "@acme/late", "1.0.0", json!({}));
+    npm.ok(&pkg, &["publish"]);
+    drop(server);
+
+    let server = Server::start_with(data_dir.clone(), root.join("server.log"), Vec::new());
+    let npm = Npm::new(&root.join("second"), &server.url);
+    write_package(&pkg, "@acme/late", "1.1.0", json!({}));
+    npm.ok(&pkg, &["publish"]);
+    let doc = get(&format!("{}/@acme%2flate", server.url)).await;
+    assert!(
+        doc["versions"]["1.0.0"]["dist"]["signatures"].is_null(),
+        "{doc}"
+    );
+    let missing = verify(root, &server.url, "as-served", &["@acme/late@1.0.0"]);
+    assert_eq!(failed_codes(&missing), ["ENOSIGNATURES"], "{missing}");
+
+    let dir_env = vec![(
+        "REGISTRY_DATA_DIR".to_string(),
+        data_dir.to_string_lossy().into_owned(),
+    )];
+    let out = run_backfill(&dir_env);
+    assert!(out.contains("signed by the server running"), "{out}");
+    assert!(out.contains("checked 2 live versions, signed 1"), "{out}");
+    assert!(out.contains("signed @acme/late@1.0.0"), "{out}");
+    let specs = ["@acme/late@1.0.0", "@acme/late@1.1.0"];
+    let ok = verify(root, &server.url, "as-served", &specs);
+    assert_eq!(ok["verified"], json!(specs), "{ok}");
+    let again = run_backfill(&dir_env);
+    assert!(again.contains("signed 0"), "{again}");
+}
+
+/// On AWS the backfill runs where the KMS key may sign (here: the command itself, on the
+/// emulator), and the server then serves the signatures.
+#[tokio::test]
+async fn backfill_signs_what_was_published_unsigned_aws() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (key_id, _) = kms_key().await;
+    let backend = Backend::aws("kmsbackfill", S3Host::Same);
+    let server = Server::start_with(root.join("data"), root.join("server.log"), backend.env());
+    let npm = Npm::new(root, &server.url);
+    let pkg = write_package(&root.join("pkg"), "@acme/late-aws", "1.0.0", json!({}));
+    npm.ok(&pkg, &["publish"]);
+    drop(server);
+
+    let mut signing_env = backend.env();
+    signing_env.push((
+        "AWS_ENDPOINT_URL_KMS".into(),
+        std::env::var("TEST_DYNAMODB_ENDPOINT").unwrap(),
+    ));
+    signing_env.push(("REGISTRY_SIGNING_KMS_KEY".into(), key_id));
+    let out = run_backfill(&signing_env);
+    assert!(out.contains("checked 1 live versions, signed 1"), "{out}");
+    let server = Server::start_with(root.join("data"), root.join("server.log"), signing_env);
+    let ok = verify(root, &server.url, "as-served", &["@acme/late-aws@1.0.0"]);
+    assert_eq!(ok["verified"], json!(["@acme/late-aws@1.0.0"]), "{ok}");
+}

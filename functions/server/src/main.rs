@@ -121,6 +121,11 @@ enum KeysAction {
     /// the old key an expiry in `/-/npm/v1/keys`: its signatures keep verifying for versions
     /// published before then.
     Rotate,
+    /// Sign every live version that no listed key vouches for (published before signing was
+    /// on, or signed by a key that had expired by then) with the key that signs now. With
+    /// local storage and a server running on the data directory, that server signs (through
+    /// its control socket); on AWS, run it where `REGISTRY_SIGNING_KMS_KEY` may sign.
+    Backfill,
 }
 
 /// `registry-server origin` actions.
@@ -223,6 +228,26 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .await
             .unwrap_or_else(|e| refuse(e));
         println!("{answer}");
+        return Ok(());
+    }
+    if let Some(Command::Keys {
+        action: KeysAction::Backfill,
+    }) = &flags.command
+    {
+        let (report, by_server) = registry::app::commands::keys_backfill(config)
+            .await
+            .unwrap_or_else(|e| refuse(e));
+        if by_server {
+            println!("signed by the server running on this data directory");
+        }
+        println!(
+            "checked {} live versions, signed {}",
+            report.checked,
+            report.signed.len()
+        );
+        for version in report.signed {
+            println!("signed {version}");
+        }
         return Ok(());
     }
     if let Some(Command::Keys {

@@ -59,6 +59,24 @@ pub async fn origin(config: Config, name: &str, set: Option<&str>) -> Result<Str
         .map_err(StartError::Usage)
 }
 
+/// `registry-server keys backfill`: signs the versions that need it (see `signing::backfill`);
+/// the report, and whether the server running on the data directory did it.
+pub async fn keys_backfill(
+    config: Config,
+) -> Result<(crate::signing::backfill::Backfilled, bool), StartError> {
+    #[cfg(unix)]
+    if let crate::config::StorageConfig::Local { data_dir, .. } = &config.storage
+        && let Some(report) = super::control::signing_backfill(data_dir).await?
+    {
+        return Ok((report, true));
+    }
+    let state = App::builder(config).build().await?;
+    crate::signing::backfill::backfill(&state)
+        .await
+        .map(|report| (report, false))
+        .map_err(|e| StartError::Usage(e.to_string()))
+}
+
 /// What `registry-server audit` prints: the events of `package` (or all) since `since` (an RFC
 /// 3339 time or a duration back from now, `24h`, `7d`), at most the newest `limit`, as a table
 /// or (`json`) one JSON object per line.

@@ -43,6 +43,8 @@ enum Request {
     Sweep { older_than_seconds: u64 },
     /// Read (and set) a name's origin (`registry-server origin`).
     Origin { name: String, set: Option<String> },
+    /// Sign the versions that need it (`registry-server keys backfill`).
+    SigningBackfill,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -50,6 +52,7 @@ enum Request {
 enum Response {
     Report(SweepReport),
     Origin(serde_json::Value),
+    Backfilled(crate::signing::backfill::Backfilled),
     Error(String),
 }
 
@@ -122,6 +125,19 @@ impl ControlSocket {
 
     async fn run(&self, request: Request) -> Response {
         match request {
+            Request::SigningBackfill => {
+                match crate::signing::backfill::backfill(&self.state).await {
+                    Ok(report) => {
+                        tracing::info!(
+                            checked = report.checked,
+                            signed = report.signed.len(),
+                            "signing backfill, as asked through the control socket"
+                        );
+                        Response::Backfilled(report)
+                    }
+                    Err(e) => Response::Error(e.to_string()),
+                }
+            }
             Request::Origin { name, set } => {
                 match crate::http::upstream::origin_command(&self.state, &name, set.as_deref())
                     .await
@@ -213,6 +229,20 @@ pub async fn origin(
         Some(Response::Origin(answer)) => Ok(Some(answer)),
         Some(_) => Err(StartError::Control(
             "unexpected answer to an origin request".into(),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Asks the server running on `data_dir` to sign the versions that need it; `None` when no
+/// server answers there.
+pub async fn signing_backfill(
+    data_dir: &Path,
+) -> Result<Option<crate::signing::backfill::Backfilled>, StartError> {
+    match ask(data_dir, &Request::SigningBackfill).await? {
+        Some(Response::Backfilled(report)) => Ok(Some(report)),
+        Some(_) => Err(StartError::Control(
+            "unexpected answer to a signing backfill".into(),
         )),
         None => Ok(None),
     }

@@ -5,6 +5,7 @@
 //! given an `expires` when a newer one starts signing, and npm accepts its signatures on versions
 //! published before that time (pacote compares the key's expiry with `time[version]`).
 
+pub mod backfill;
 pub mod kms;
 pub mod local;
 

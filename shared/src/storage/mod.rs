@@ -114,6 +114,19 @@ pub enum VersionChange {
     Deprecate(Version, Option<String>),
     /// Turn a live version into a tombstone.
     Unpublish(Version, DateTime<Utc>),
+    /// Replace a live version's registry signatures (`registry-server keys backfill`).
+    Sign(Version, Vec<crate::domain::signing::DistSignature>),
+}
+
+impl VersionChange {
+    /// The version changed.
+    pub fn version(&self) -> &Version {
+        match self {
+            VersionChange::Deprecate(v, _)
+            | VersionChange::Unpublish(v, _)
+            | VersionChange::Sign(v, _) => v,
+        }
+    }
 }
 
 /// How a new version record may meet an existing one.

@@ -124,6 +124,8 @@ impl Draft {
             .any(|(record, _)| record.version == *latest)
             || self.changes.iter().any(|change| match change {
                 VersionChange::Deprecate(v, _) | VersionChange::Unpublish(v, _) => v == latest,
+                // Signatures are not searched.
+                VersionChange::Sign(..) => false,
             });
         *before != after || touches_latest
     }
@@ -161,9 +163,7 @@ impl Draft {
 
     fn into_write(mut self) -> PackageWrite {
         let created = self.create.iter().map(|(record, _)| &record.version);
-        let changed = self.changes.iter().map(|change| match change {
-            VersionChange::Deprecate(v, _) | VersionChange::Unpublish(v, _) => v,
-        });
+        let changed = self.changes.iter().map(VersionChange::version);
         self.record
             .touched
             .record(self.record.revision, created.chain(changed));

@@ -119,9 +119,13 @@ pub(super) fn decode_version(item: &Item) -> Result<VersionRecord, StoreError> {
         Some(state::LIVE) => {
             let doc = s_attr(item, attr::DOC).ok_or_else(|| internal("live version has no doc"))?;
             let stored: StoredLive = serde_json::from_str(doc).map_err(internal)?;
+            let mut dist = stored.dist;
+            if let Some(signatures) = s_attr(item, attr::SIGNATURES) {
+                dist.signatures = serde_json::from_str(signatures).map_err(internal)?;
+            }
             VersionState::Live(Box::new(LiveVersion {
                 manifest: stored.manifest,
-                dist: stored.dist,
+                dist,
                 readme_filename: stored.readme_filename,
                 has_readme: stored.has_readme,
                 deprecated: s_attr(item, attr::DEPRECATED).map(str::to_string),

@@ -48,6 +48,8 @@ pub mod attr {
     pub(crate) const UNPUBLISHED_AT: &str = "unpublished_at";
     /// A live version's deprecation message.
     pub(crate) const DEPRECATED: &str = "deprecated";
+    /// A live version's registry signatures, when signed after it was published (JSON text).
+    pub(crate) const SIGNATURES: &str = "signatures";
     /// A live version's README, inline in items written by older releases.
     pub const README: &str = "readme";
     /// A key-value record's bytes.

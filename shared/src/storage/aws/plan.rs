@@ -158,8 +158,7 @@ impl<'a> Transaction<'a> {
         }
         let first_failed = reasons.iter().position(|r| *r == Cancel::ConditionFailed);
         if let Some(Op::UpdateVersion { change, .. }) = first_failed.and_then(|i| self.ops.get(i)) {
-            let (VersionChange::Deprecate(v, _) | VersionChange::Unpublish(v, _)) = change;
-            return Failure::NoSuchVersion(v);
+            return Failure::NoSuchVersion(change.version());
         }
         // Without cancellation reasons (some emulators), a retry re-reads and decides.
         Failure::RevisionConflict

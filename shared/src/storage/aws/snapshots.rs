@@ -154,7 +154,7 @@ fn applied(doc: &mut PackageDocument, write: &PackageWrite) -> bool {
         }
     }
     for change in &write.changes {
-        let (VersionChange::Deprecate(version, _) | VersionChange::Unpublish(version, _)) = change;
+        let version = change.version();
         let Some(record) = doc.versions.iter_mut().find(|v| v.version == *version) else {
             return false;
         };
@@ -164,6 +164,9 @@ fn applied(doc: &mut PackageDocument, write: &PackageWrite) -> bool {
             }
             (VersionChange::Unpublish(_, at), VersionState::Live(_)) => {
                 record.state = VersionState::Unpublished { at: *at };
+            }
+            (VersionChange::Sign(_, signatures), VersionState::Live(live)) => {
+                live.dist.signatures.clone_from(signatures);
             }
             (_, VersionState::Unpublished { .. }) => return false,
         }

@@ -108,6 +108,13 @@ fn update(change: &VersionChange) -> Expression {
         .name("#state", attr::STATE)
         .value(":unpublished", AttributeValue::S(state::UNPUBLISHED.into()))
         .value(":at", AttributeValue::S(iso(at))),
+        // Beside the version's doc, which decoding reads them over (the doc is not rewritten).
+        VersionChange::Sign(_, signatures) => {
+            Expression::new(format!("SET {} = :signatures", attr::SIGNATURES)).value(
+                ":signatures",
+                AttributeValue::S(serde_json::to_string(signatures).unwrap_or_default()),
+            )
+        }
     }
 }
 
@@ -144,8 +151,7 @@ impl AwsStorage {
                 change,
                 condition: c,
             } => {
-                let (VersionChange::Deprecate(version, _) | VersionChange::Unpublish(version, _)) =
-                    change;
+                let version = change.version();
                 let (text, expression) = condition(*c).merge(update(change));
                 let update = Update::builder()
                     .table_name(&self.settings.table)

@@ -452,9 +452,7 @@ fn apply_package(txn: &WriteTransaction, write: &PackageWrite) -> Result<(), App
         updates.insert(key, record.clone());
     }
     for change in &write.changes {
-        let version = match change {
-            VersionChange::Deprecate(v, _) | VersionChange::Unpublish(v, _) => v,
-        };
+        let version = change.version();
         let key = version.to_string();
         let mut record = match updates.remove(&key) {
             Some(pending) => pending,
@@ -467,6 +465,9 @@ fn apply_package(txn: &WriteTransaction, write: &PackageWrite) -> Result<(), App
             }
             (VersionChange::Unpublish(_, at), VersionState::Live(_)) => {
                 record.state = VersionState::Unpublished { at: *at };
+            }
+            (VersionChange::Sign(_, signatures), VersionState::Live(live)) => {
+                live.dist.signatures.clone_from(signatures);
             }
             (_, VersionState::Unpublished { .. }) => {
                 return Err(refused(StoreError::NoSuchVersion(version.clone())));
