@@ -347,6 +347,7 @@ async fn three_thousand_versions_and_a_one_megabyte_readme() {
                 unpacked_size: 10,
                 tarball_key: TarballKey::new(&name, &version, &"0".repeat(128)),
                 signatures: Vec::new(),
+                provenance: None,
             },
             readme_filename: None,
             has_readme: None,

@@ -36,6 +36,7 @@ mod listener;
 mod local_storage;
 mod manifest_confusion;
 mod npm_cli;
+mod provenance;
 mod search;
 mod settings;
 mod signatures;

@@ -12,6 +12,8 @@ pub struct Digests {
     pub integrity: String,
     /// Lowercase hex sha512, used in storage keys.
     pub sha512_hex: String,
+    /// The raw sha512 (a provenance statement's subject digest).
+    pub sha512: [u8; 64],
 }
 
 impl Digests {
@@ -26,6 +28,7 @@ impl Digests {
                 base64::engine::general_purpose::STANDARD.encode(sha512)
             ),
             sha512_hex: hex::encode(sha512),
+            sha512: sha512.into(),
         }
     }
 

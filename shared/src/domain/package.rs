@@ -243,6 +243,37 @@ pub struct Dist {
     /// signing was on, until `registry-server keys backfill` signs them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signatures: Vec<super::signing::DistSignature>,
+    /// What the version's verified provenance says (`dist.attestations`); the bundle itself is
+    /// kept apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<ProvenanceFacts>,
+}
+
+/// What a version's verified provenance bundle says, kept on its record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvenanceFacts {
+    /// The statement's predicate type (SLSA provenance v0.2 or v1).
+    pub predicate_type: String,
+    /// The source repository the certificate names (`owner/repo` on GitHub, else its URI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The workflow file that built it (`.github/workflows/publish.yml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+}
+
+impl ProvenanceFacts {
+    /// The facts of a verified bundle.
+    pub fn of(provenance: &super::provenance::Provenance) -> Self {
+        Self {
+            predicate_type: provenance.predicate_type.clone(),
+            repository: provenance
+                .github_repository()
+                .map(|r| r.to_string())
+                .or_else(|| provenance.source_repository_uri.clone()),
+            workflow: provenance.workflow_file(),
+        }
+    }
 }
 
 /// A tarball's key in the tarball store: `<name>/<version>-<sha512 prefix>.tgz`.
@@ -335,6 +366,7 @@ mod tests {
                 unpacked_size: 2,
                 tarball_key: TarballKey::new(&name, &version, "00"),
                 signatures: Vec::new(),
+                provenance: None,
             },
             readme_filename: Some("README.md".into()),
             has_readme: Some(true),

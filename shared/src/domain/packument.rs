@@ -101,6 +101,16 @@ impl<'a> VersionManifest<'a> {
     }
 }
 
+/// Where a version's attestations are served: `/-/npm/v1/attestations/NAME@VERSION`, the scoped
+/// name's slash escaped, as npm's registry writes it.
+pub fn attestations_url(base_url: &str, name: &PackageName, version: &Version) -> String {
+    format!(
+        "{}/-/npm/v1/attestations/{}@{version}",
+        base_url.trim_end_matches('/'),
+        name.as_str().replacen('/', "%2f", 1)
+    )
+}
+
 /// A version's `dist` object.
 struct DistJson<'a> {
     base_url: &'a str,
@@ -123,6 +133,15 @@ impl Serialize for DistJson<'_> {
         out.serialize_entry("unpackedSize", &dist.unpacked_size)?;
         if !dist.signatures.is_empty() {
             out.serialize_entry("signatures", &dist.signatures)?;
+        }
+        if let Some(provenance) = &dist.provenance {
+            out.serialize_entry(
+                "attestations",
+                &serde_json::json!({
+                    "url": attestations_url(self.base_url, self.name, self.version),
+                    "provenance": { "predicateType": provenance.predicate_type },
+                }),
+            )?;
         }
         out.end()
     }
@@ -535,6 +554,7 @@ mod tests {
                     unpacked_size: 2,
                     tarball_key: TarballKey::new(&name, v, "00"),
                     signatures: Vec::new(),
+                    provenance: None,
                 },
                 readme_filename: None,
                 has_readme: None,
@@ -662,6 +682,7 @@ mod tests {
                 unpacked_size: 2,
                 tarball_key: TarballKey::new(&name, &version, "00"),
                 signatures: Vec::new(),
+                provenance: None,
             },
             readme_filename: None,
             has_readme: None,

@@ -600,6 +600,16 @@ fn base64_field(value: &str, field: &str) -> Result<Vec<u8>, ProvenanceError> {
         .ok_or_else(|| ProvenanceError::MalformedBundle(format!("{field} is not base64")))
 }
 
+/// Sigstore's public-good trusted root as this release pins it (`shared/sigstore/`, its source
+/// in `tests/fixtures/provenance/README.md`): what every published bundle is verified against.
+pub fn public_good() -> &'static TrustedRoot {
+    static ROOT: std::sync::LazyLock<TrustedRoot> = std::sync::LazyLock::new(|| {
+        TrustedRoot::from_json(include_bytes!("../../sigstore/trusted_root.json"))
+            .unwrap_or_else(|e| panic!("the pinned Sigstore trusted root does not load: {e}"))
+    });
+    &ROOT
+}
+
 /// Verifies an npm provenance bundle (the `.sigstore` attachment's JSON text) for the package
 /// `name@version` whose tarball has the given sha512, against `root`; see the module's comment for
 /// what is checked. Returns what the signing certificate and statement say about the build.

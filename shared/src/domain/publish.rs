@@ -50,6 +50,8 @@ pub enum PublishError {
     Tarball(#[from] TarballError),
     #[error("{0}")]
     ManifestConfusion(#[from] super::confusion::ManifestMismatch),
+    #[error("provenance refused: {0}")]
+    Provenance(#[from] super::provenance::ProvenanceError),
     #[error(
         "package.json in the tarball has {field} '{found}' but the publish is for '{expected}'"
     )]
@@ -184,6 +186,8 @@ pub struct PendingPublish {
     /// The attachment's `data` as JSON text (a string literal, quotes included).
     data: Bytes,
     declared_length: Option<Value>,
+    /// The provenance bundle's JSON text (`npm publish --provenance`), not yet verified.
+    provenance: Option<String>,
 }
 
 /// Parses a `PUT /NAME` body. Cheap whatever the body's size: a publish's tarball is not decoded
@@ -272,7 +276,8 @@ fn pending_publish(
     body: &Bytes,
 ) -> Result<PendingPublish, PublishError> {
     let (version_key, version, manifest) = the_one_version(name, raw.versions.unwrap_or_default())?;
-    let attachment = the_one_attachment(name, &version, raw.attachments.unwrap_or_default())?;
+    let (attachment, provenance) =
+        the_attachments(name, &version, raw.attachments.unwrap_or_default())?;
     let data = attachment_data(&attachment)?;
     let tags = publish_tags(raw.dist_tags.unwrap_or_default(), &version_key)?;
     let top_readme = raw
@@ -285,6 +290,7 @@ fn pending_publish(
         top_readme,
         data: share(body, data.get()),
         declared_length: attachment.length,
+        provenance,
     })
 }
 
@@ -328,13 +334,29 @@ fn the_one_version(
     Ok((version_key, version, manifest))
 }
 
-/// The document's one attachment, named for the full package name and version as libnpmpublish
-/// names it.
-fn the_one_attachment<'a>(
+/// The document's tarball attachment, named for the full package name and version as
+/// libnpmpublish names it, and the provenance bundle `npm publish --provenance` adds beside it
+/// (`<name>-<version>.sigstore`, whose `data` is the bundle's JSON text), if any.
+fn the_attachments<'a>(
     name: &PackageName,
     version: &Version,
-    attachments: BTreeMap<String, &'a RawValue>,
-) -> Result<RawAttachment<'a>, PublishError> {
+    mut attachments: BTreeMap<String, &'a RawValue>,
+) -> Result<(RawAttachment<'a>, Option<String>), PublishError> {
+    let provenance = match attachments.remove(&format!("{name}-{version}.sigstore")) {
+        Some(raw) => {
+            let attachment: RawAttachment<'_> = serde_json::from_str(raw.get())
+                .map_err(|_| PublishError::FieldType("_attachments[provenance]", "an object"))?;
+            let text = attachment
+                .data
+                .and_then(|d| serde_json::from_str::<String>(d.get()).ok())
+                .ok_or(PublishError::FieldType(
+                    "_attachments[provenance].data",
+                    "the bundle's JSON text",
+                ))?;
+            Some(text)
+        }
+        None => None,
+    };
     if attachments.len() != 1 {
         return Err(PublishError::AttachmentCount(attachments.len()));
     }
@@ -349,8 +371,9 @@ fn the_one_attachment<'a>(
             expected: expected_name,
         });
     }
-    serde_json::from_str(attachment.get())
-        .map_err(|_| PublishError::FieldType("_attachments[file]", "an object"))
+    let attachment = serde_json::from_str(attachment.get())
+        .map_err(|_| PublishError::FieldType("_attachments[file]", "an object"))?;
+    Ok((attachment, provenance))
 }
 
 /// The attachment's `data`, still a JSON string literal (decoded only for an authorised caller).
@@ -406,6 +429,17 @@ pub struct ValidPublish {
     pub live: LiveVersion,
     /// Its README, stored apart from the record.
     pub readme: Option<String>,
+    /// Its verified provenance bundle, stored apart from the record.
+    pub provenance: Option<VerifiedProvenance>,
+}
+
+/// A provenance bundle that verified, and what it says.
+#[derive(Debug, Clone)]
+pub struct VerifiedProvenance {
+    /// The bundle's JSON text, as published.
+    pub bundle: String,
+    /// What the certificate and statement say about the build.
+    pub provenance: super::provenance::Provenance,
 }
 
 /// Parses a semver version as npm publishes them (no build metadata).
@@ -473,12 +507,29 @@ impl PendingPublish {
             top_readme,
             data,
             declared_length,
+            provenance,
         } = self;
         let tarball = decode_tarball(data, declared_length.as_ref())?;
         let digests = check_digests(&manifest, &tarball)?;
         let summary = tarball::inspect(&tarball, limits)?;
         check_tarball_manifest(&summary.manifest, name, &version)?;
         check_manifest_confusion(&manifest, &summary, &tarball, limits)?;
+        let provenance = match provenance {
+            Some(bundle) => {
+                let verified = super::provenance::verify(
+                    bundle.as_bytes(),
+                    name.as_str(),
+                    &version.to_string(),
+                    &digests.sha512,
+                    super::provenance::public_good(),
+                )?;
+                Some(VerifiedProvenance {
+                    bundle,
+                    provenance: verified,
+                })
+            }
+            None => None,
+        };
         let fields = VersionFields::take(manifest, top_readme)?;
         let dist = Dist {
             shasum: digests.sha1_hex,
@@ -487,6 +538,9 @@ impl PendingPublish {
             unpacked_size: summary.unpacked_size,
             tarball_key: TarballKey::new(name, &version, &digests.sha512_hex),
             signatures: Vec::new(),
+            provenance: provenance
+                .as_ref()
+                .map(|p| super::package::ProvenanceFacts::of(&p.provenance)),
         };
         Ok(ValidPublish {
             version,
@@ -500,6 +554,7 @@ impl PendingPublish {
                 deprecated: fields.deprecated,
             },
             readme: fields.readme,
+            provenance,
         })
     }
 }

@@ -55,6 +55,8 @@ pub enum ErrorCode {
     InvalidPublish,
     /// 400, the version's manifest says other than the tarball's package.json (manifest confusion).
     ManifestMismatch,
+    /// 400, the provenance bundle failed a check (signature, certificate, subject, repository).
+    ProvenanceRefused,
     /// 401, no or an unusable credential.
     Unauthorized,
     /// 401, an ID token that failed verification.
@@ -121,6 +123,7 @@ impl ErrorCode {
             ErrorCode::InvalidDocument => "invalid_document",
             ErrorCode::InvalidPublish => "invalid_publish",
             ErrorCode::ManifestMismatch => "manifest_mismatch",
+            ErrorCode::ProvenanceRefused => "provenance_refused",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::InvalidIdToken => "invalid_id_token",
             ErrorCode::IdTokenReplayed => "id_token_replayed",
@@ -159,7 +162,8 @@ impl ErrorCode {
             | ErrorCode::InvalidPathEncoding
             | ErrorCode::InvalidDocument
             | ErrorCode::InvalidPublish
-            | ErrorCode::ManifestMismatch => StatusCode::BAD_REQUEST,
+            | ErrorCode::ManifestMismatch
+            | ErrorCode::ProvenanceRefused => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized | ErrorCode::InvalidIdToken | ErrorCode::IdTokenReplayed => {
                 StatusCode::UNAUTHORIZED
             }
@@ -275,6 +279,7 @@ impl From<PublishError> for ApiError {
     fn from(e: PublishError) -> Self {
         let code = match e {
             PublishError::ManifestConfusion(_) => ErrorCode::ManifestMismatch,
+            PublishError::Provenance(_) => ErrorCode::ProvenanceRefused,
             _ => ErrorCode::InvalidPublish,
         };
         ApiError::coded(code, e.to_string())

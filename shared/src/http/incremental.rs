@@ -758,6 +758,7 @@ mod tests {
                     unpacked_size: 2,
                     tarball_key: TarballKey::new(name, version, "00"),
                     signatures: Vec::new(),
+                    provenance: None,
                 },
                 readme_filename: None,
                 has_readme: Some(true),

@@ -42,6 +42,9 @@ pub async fn handle(
         MetadataRoute::Search => super::search::search(state, ctx).await,
         MetadataRoute::StarredByUser => super::stars::starred_by_user(state, ctx).await,
         MetadataRoute::SigningKeys => signing_keys(state).await,
+        MetadataRoute::Attestations { name, version } => {
+            attestations(state, ctx, &name, &version).await
+        }
         MetadataRoute::Packument { name } => packument(state, ctx, &name).await,
         MetadataRoute::VersionOrTag { name, spec } => {
             version_or_tag(state, ctx, &name, &spec).await
@@ -78,6 +81,53 @@ async fn signing_keys(state: &AppState) -> Result<Response, ApiError> {
         }
     }
     Ok(json_response(StatusCode::OK, &json!({ "keys": listed })))
+}
+
+/// `GET /-/npm/v1/attestations/NAME@VERSION`: `{attestations: [{predicateType, bundle}]}` as
+/// npm's client reads it, for a version published here with provenance; to a caller who may not
+/// read the package, the same answer as a missing one.
+async fn attestations(
+    state: &AppState,
+    ctx: &RequestContext,
+    name: &crate::domain::PackageName,
+    version: &semver::Version,
+) -> Result<Response, ApiError> {
+    let record = state.metadata.package(name).await?;
+    state
+        .authorize(ctx, name, record.as_ref(), crate::auth::Action::Read)
+        .await?;
+    if record.is_none() {
+        return Err(state.missing(ctx, name).await);
+    }
+    let facts = match state.metadata.version(name, version).await? {
+        Some(crate::domain::VersionRecord {
+            state: crate::domain::VersionState::Live(live),
+            ..
+        }) => live.dist.provenance.clone(),
+        _ => None,
+    };
+    let bundle = match (facts.as_ref(), state.kv.as_ref()) {
+        (Some(_), Some(kv)) => {
+            kv.get(
+                &super::publish::attestation_namespace(name),
+                &version.to_string(),
+            )
+            .await?
+        }
+        _ => None,
+    };
+    let (Some(facts), Some(bundle)) = (facts, bundle) else {
+        return Err(ApiError::coded(
+            super::error::ErrorCode::NotFound,
+            format!("{name}@{version} has no attestations"),
+        ));
+    };
+    let bundle: serde_json::Value = serde_json::from_slice(&bundle)
+        .map_err(|e| ApiError::Internal(format!("a kept provenance bundle: {e}")))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "attestations": [{ "predicateType": facts.predicate_type, "bundle": bundle }] }),
+    ))
 }
 
 /// `GET /-/ready`: 200 while storage takes writes; else 503 saying what is wrong, since when

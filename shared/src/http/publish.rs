@@ -115,6 +115,10 @@ async fn publish_version(
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
         valid.live.dist.signatures = vec![signature];
     }
+    if let Some(provenance) = &valid.provenance {
+        check_provenance_source(&name, &provenance.provenance, decided.as_ref())?;
+        keep_provenance(state, &name, &valid.version, &provenance.bundle).await?;
+    }
     let version = valid.version.clone();
     let binding = Binding { checked, decided };
     let published = state
@@ -392,6 +396,61 @@ async fn verify(
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??,
     )
+}
+
+/// In GitHub mode a provenance bundle must say the package was built from the repository it is
+/// bound to (compared as GitHub compares names: without regard to case).
+fn check_provenance_source(
+    name: &PackageName,
+    provenance: &crate::domain::provenance::Provenance,
+    bound: Option<&RepoRef>,
+) -> Result<(), ApiError> {
+    let Some(bound) = bound else {
+        return Ok(());
+    };
+    match provenance.github_repository() {
+        Some(built) if built == *bound => Ok(()),
+        built => Err(ApiError::coded(
+            super::error::ErrorCode::ProvenanceRefused,
+            format!(
+                "provenance refused: {name} is bound to {bound}, but its provenance says it was built from {}",
+                built.map_or_else(
+                    || provenance
+                        .source_repository_uri
+                        .clone()
+                        .unwrap_or_else(|| "no GitHub repository".into()),
+                    |r| r.to_string()
+                )
+            ),
+        )),
+    }
+}
+
+/// The key-value namespace of a package's provenance bundles, one per version.
+pub(crate) fn attestation_namespace(name: &PackageName) -> String {
+    format!("attestations/{name}")
+}
+
+/// Keeps the verified bundle before the version is written, so a version that shows
+/// `dist.attestations` always has its bundle (a bundle whose publish then fails is replaced by
+/// the next publish of that version, or never read).
+async fn keep_provenance(
+    state: &AppState,
+    name: &PackageName,
+    version: &semver::Version,
+    bundle: &str,
+) -> Result<(), ApiError> {
+    let kv = state.kv.as_ref().ok_or_else(|| {
+        ApiError::BadRequest("this registry's configuration keeps no provenance".into())
+    })?;
+    kv.put(
+        &attestation_namespace(name),
+        &version.to_string(),
+        bundle.as_bytes(),
+        None,
+    )
+    .await?;
+    Ok(())
 }
 
 /// The audit entries of a publish: the publish, and a rebinding when it made one.
@@ -868,4 +927,56 @@ async fn delete_dist_tag(
         Ok(())
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::provenance::Provenance;
+
+    fn built_from(uri: Option<&str>) -> Provenance {
+        Provenance {
+            bundle_media_type: "application/vnd.dev.sigstore.bundle.v0.3+json".into(),
+            predicate_type: crate::domain::provenance::SLSA_PROVENANCE_V1.into(),
+            issuer: crate::domain::provenance::GITHUB_ACTIONS_ISSUER.into(),
+            subject_alternative_name: None,
+            source_repository_uri: uri.map(str::to_string),
+            source_repository_identifier: None,
+            source_repository_owner_uri: None,
+            source_repository_owner_identifier: None,
+            source_repository_ref: None,
+            source_repository_digest: None,
+            build_config_uri: None,
+            build_signer_uri: None,
+            build_trigger: None,
+            run_invocation_uri: None,
+            runner_environment: None,
+            integrated_time: chrono::Utc::now(),
+            log_index: 1,
+        }
+    }
+
+    #[test]
+    fn provenance_must_come_from_the_bound_repository() {
+        let name = PackageName::parse("@acme/widgets").unwrap();
+        let bound = RepoRef::from_manifest(&serde_json::json!("github:acme/widgets")).unwrap();
+        let ok = built_from(Some("https://github.com/Acme/Widgets"));
+        check_provenance_source(&name, &ok, Some(&bound)).unwrap();
+        // Open mode binds nothing: any source is the publisher's business.
+        check_provenance_source(&name, &built_from(Some("https://github.com/evil/x")), None)
+            .unwrap();
+        for other in [
+            Some("https://github.com/evil/widgets"),
+            Some("https://gitlab.com/acme/widgets"),
+            None,
+        ] {
+            let err = check_provenance_source(&name, &built_from(other), Some(&bound))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("provenance refused: @acme/widgets is bound to acme/widgets"),
+                "{err}"
+            );
+        }
+    }
 }

@@ -85,6 +85,8 @@ pub const ROUTE_TABLE: &[RouteSpec] = &[
     spec("PUT", "/-/user/{user}/-rev/{rev}", A),
     spec("GET", "/-/_view/starredByUser", M),
     spec("GET", "/-/npm/v1/keys", M),
+    spec("GET", "/-/npm/v1/attestations/{spec}", M),
+    spec("GET", "/-/npm/v1/attestations/{scope}/{spec}", M),
     spec("GET", "/-/npm/v1/tokens", A),
     spec("POST", "/-/npm/v1/tokens", A),
     spec("DELETE", "/-/npm/v1/tokens/token/{key}", A),
@@ -183,6 +185,9 @@ pub const CLIENT_REQUESTS: &[(&str, &str)] = &[
     ("PUT", "/-/user/org.couchdb.user:bob/-rev/1-0"),
     ("GET", "/-/_view/starredByUser"),
     ("GET", "/-/npm/v1/keys"),
+    ("GET", "/-/npm/v1/attestations/plain@1.0.0"),
+    ("GET", "/-/npm/v1/attestations/@s%2fn@1.0.0"),
+    ("GET", "/-/npm/v1/attestations/@s/n@1.0.0"),
     ("PUT", "/%2540acme%252Fwidgets"),
     ("PUT", "/%2540acme%252Fwidgets/1.0.0/-tag/latest"),
     (

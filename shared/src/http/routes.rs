@@ -60,6 +60,13 @@ pub enum MetadataRoute {
     Search,
     /// `GET /-/npm/v1/keys`: the public keys of the registry's signatures.
     SigningKeys,
+    /// `GET /-/npm/v1/attestations/NAME@VERSION`: a version's provenance bundle.
+    Attestations {
+        /// The package.
+        name: PackageName,
+        /// The version.
+        version: Version,
+    },
     /// `GET /-/_view/starredByUser?key="USER"`: CouchDB's view of the packages a user starred
     /// (`npm stars` of npm 1.x).
     StarredByUser,
@@ -300,6 +307,7 @@ impl Route {
         match self {
             Route::Metadata(
                 MetadataRoute::Packument { name }
+                | MetadataRoute::Attestations { name, .. }
                 | MetadataRoute::VersionOrTag { name, .. }
                 | MetadataRoute::DistTags { name }
                 | MetadataRoute::Visibility { name },
@@ -714,6 +722,19 @@ pub fn resolve(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
         }
         ["-", "_view", "starredByUser"] => only(&Method::GET, meta(M::StarredByUser)),
         ["-", "npm", "v1", "keys"] => only(&Method::GET, meta(M::SigningKeys)),
+        ["-", "npm", "v1", "attestations", rest @ ..] if !rest.is_empty() && rest.len() <= 2 => {
+            // `NAME@VERSION`, a scoped name's slash escaped or not.
+            let spec = rest.join("/");
+            let (name, version) = spec
+                .get(1..)
+                .and_then(|tail| tail.rsplit_once('@'))
+                .map(|(name, version)| (format!("{}{name}", &spec[..1]), version))
+                .ok_or(RouteError::NotFound)?;
+            let name =
+                PackageName::parse(&name).map_err(|e| RouteError::BadName(name.clone(), e))?;
+            let version = Version::parse(version).map_err(|_| RouteError::NotFound)?;
+            only(&Method::GET, meta(M::Attestations { name, version }))
+        }
         ["-", "user", user] if user.starts_with("org.couchdb.user:") => {
             let user = user["org.couchdb.user:".len()..].to_string();
             match *m {

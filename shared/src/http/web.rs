@@ -252,10 +252,27 @@ async fn package(
         Some(v) => state.metadata.readme(name, v).await.ok().flatten(),
         None => None,
     };
-    let Some(view) = PackageView::from_packument(&document, shown.as_deref(), readme.as_deref())
+    let Some(mut view) =
+        PackageView::from_packument(&document, shown.as_deref(), readme.as_deref())
     else {
         return missing();
     };
+    // Where each version was built, from its verified provenance (kept on its record).
+    if let Ok(Some(doc)) = state.metadata.document(name).await {
+        for row in &mut view.versions {
+            let facts = doc.versions.iter().find_map(|v| match &v.state {
+                crate::domain::VersionState::Live(live) if v.version.to_string() == row.version => {
+                    live.dist.provenance.as_ref()
+                }
+                _ => None,
+            });
+            row.built_by = facts.and_then(|f| {
+                f.repository
+                    .clone()
+                    .map(|repository| (repository, f.workflow.clone()))
+            });
+        }
+    }
     let title = format!("{}@{}", view.name, view.version);
     html_response(
         StatusCode::OK,

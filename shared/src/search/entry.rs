@@ -226,6 +226,7 @@ pub(crate) fn test_entry(
             unpacked_size: 2,
             tarball_key: TarballKey::new(&name, &version, "00"),
             signatures: Vec::new(),
+            provenance: None,
         },
         readme_filename: None,
         has_readme: Some(readme.is_some()),

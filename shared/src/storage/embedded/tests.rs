@@ -25,6 +25,7 @@ fn record(name: &PackageName, version: &str) -> VersionRecord {
                 unpacked_size: 1,
                 tarball_key: TarballKey::new(name, &version, &"ab".repeat(32)),
                 signatures: Vec::new(),
+                provenance: None,
             },
             readme_filename: None,
             has_readme: None,

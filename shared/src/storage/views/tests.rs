@@ -135,6 +135,7 @@ fn live(version: &str, digest: &str) -> VersionRecord {
                 unpacked_size: 1,
                 tarball_key: TarballKey::new(&name(), &version, digest),
                 signatures: Vec::new(),
+                provenance: None,
             },
             readme_filename: None,
             has_readme: None,

@@ -63,6 +63,10 @@ pub struct VersionRow {
     pub tags: Vec<String>,
     /// Whether it is deprecated.
     pub deprecated: bool,
+    /// Whether it carries a registry signature (`dist.signatures`).
+    pub signed: bool,
+    /// Where its verified provenance says it was built: repository, and workflow file if named.
+    pub built_by: Option<(String, Option<String>)>,
 }
 
 /// One dependency: a package name and the range asked for.
@@ -215,6 +219,12 @@ fn rows(
                 published: times.and_then(|t| date(t.get(version)?)),
                 tags: row_tags,
                 deprecated: deprecation(manifest).is_some(),
+                signed: manifest
+                    .get("dist")
+                    .and_then(|d| d.get("signatures"))
+                    .and_then(Value::as_array)
+                    .is_some_and(|s| !s.is_empty()),
+                built_by: None,
             }
         })
         .collect();
@@ -652,6 +662,17 @@ fn versions(h: &mut Html, layout: &Layout, view: &PackageView, room: usize) {
         if row.deprecated {
             one.raw(" <span class=\"badge-deprecated\">deprecated</span>");
         }
+        if row.signed {
+            one.raw(" <span class=\"badge-signed\" title=\"The registry signed this version (dist.signatures); npm audit signatures checks it\">signed</span>");
+        }
+        if let Some((repository, workflow)) = &row.built_by {
+            one.raw(" <span class=\"badge-provenance\">built by ")
+                .text(&clip(repository, 100));
+            if let Some(workflow) = workflow {
+                one.raw(" workflow ").text(&clip(workflow, 100));
+            }
+            one.raw("</span>");
+        }
         one.raw("</td><td>");
         tag_badges(&mut one, &row.tags);
         one.raw("</td><td>");
@@ -899,6 +920,33 @@ mod tests {
         let view = PackageView::from_packument(&p, None, None).unwrap();
         assert_eq!(view.version, "1.1.0");
         assert_eq!(view.latest, None);
+    }
+
+    #[test]
+    fn signed_and_built_by_badges() {
+        let mut doc = packument();
+        doc["versions"]["1.1.0"]["dist"]["signatures"] =
+            serde_json::json!([{ "keyid": "SHA256:k", "sig": "MEUC" }]);
+        let mut view = PackageView::from_packument(&doc, None, None).unwrap();
+        for row in &mut view.versions {
+            if row.version == "1.1.0" {
+                row.built_by = Some((
+                    "acme/<widget>".into(),
+                    Some(".github/workflows/publish.yml".into()),
+                ));
+            }
+        }
+        let html = package_page(&layout(), &view);
+        assert_page(&html);
+        assert!(html.contains("<span class=\"badge-signed\""), "{html}");
+        assert!(html.contains(
+            "<span class=\"badge-provenance\">built by acme/&lt;widget&gt; workflow .github/workflows/publish.yml</span>"
+        ));
+        assert_eq!(
+            html.matches("badge-signed\"").count(),
+            1,
+            "only the signed version"
+        );
     }
 
     #[test]
