@@ -1084,8 +1084,7 @@ mod tests {
         version: &'static str,
     }
 
-    const TRUSTED_ROOT: &[u8] =
-        include_bytes!("../../../tests/fixtures/provenance/trusted_root.json");
+    const TRUSTED_ROOT: &[u8] = include_bytes!("../../sigstore/trusted_root.json");
 
     /// Bundle v0.1, SLSA v0.2, January 2023: a certificate with only the legacy (raw string)
     /// GitHub extensions.

@@ -73,9 +73,10 @@ async fn signing_keys(state: &AppState) -> Result<Response, ApiError> {
         .map(crate::domain::signing::PublicKey::listed)
         .collect();
     // Proxied versions carry their upstream's signatures: its keys verify them.
+    // A key id is listed once, however many upstreams list it.
     if let Some(proxy) = &state.upstream {
         for key in proxy.signing_keys().await {
-            if !listed.iter().any(|k| k["keyid"] == key["keyid"]) {
+            if key.get("keyid").is_some() && !listed.iter().any(|k| k["keyid"] == key["keyid"]) {
                 listed.push(key);
             }
         }
@@ -92,13 +93,7 @@ async fn attestations(
     name: &crate::domain::PackageName,
     version: &semver::Version,
 ) -> Result<Response, ApiError> {
-    let record = state.metadata.package(name).await?;
-    state
-        .authorize(ctx, name, record.as_ref(), crate::auth::Action::Read)
-        .await?;
-    if record.is_none() {
-        return Err(state.missing(ctx, name).await);
-    }
+    super::publish::authorized_record(state, ctx, name, crate::auth::Action::Read).await?;
     let facts = match state.metadata.version(name, version).await? {
         Some(crate::domain::VersionRecord {
             state: crate::domain::VersionState::Live(live),

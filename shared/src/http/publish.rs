@@ -621,7 +621,7 @@ async fn load(
 
 /// The package record, once the caller is known to be allowed `action` on it. A caller who may
 /// not read the package gets exactly what a missing name gets, before anything else is looked at.
-async fn authorized_record(
+pub(super) async fn authorized_record(
     state: &AppState,
     ctx: &RequestContext,
     name: &PackageName,

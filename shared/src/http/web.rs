@@ -257,8 +257,17 @@ async fn package(
     else {
         return missing();
     };
-    // Where each version was built, from its verified provenance (kept on its record).
-    if let Ok(Some(doc)) = state.metadata.document(name).await {
+    // Where each version was built, from its verified provenance (kept on its record): the
+    // records are read only for a package that has some.
+    let has_provenance = document
+        .get("versions")
+        .and_then(serde_json::Value::as_object)
+        .is_some_and(|versions| {
+            versions
+                .values()
+                .any(|v| v.get("dist").and_then(|d| d.get("attestations")).is_some())
+        });
+    if has_provenance && let Ok(Some(doc)) = state.metadata.document(name).await {
         for row in &mut view.versions {
             let facts = doc.versions.iter().find_map(|v| match &v.state {
                 crate::domain::VersionState::Live(live) if v.version.to_string() == row.version => {

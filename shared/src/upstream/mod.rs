@@ -519,18 +519,13 @@ impl Proxy {
                 .await;
             match fetched {
                 Ok(client::Fetched::Body { bytes, .. }) => {
-                    let listed = serde_json::from_slice::<Value>(&bytes)
-                        .ok()
-                        .and_then(|v| v.get("keys").and_then(Value::as_array).cloned())
-                        .unwrap_or_default();
-                    for key in listed {
-                        let new = key
-                            .get("keyid")
-                            .is_some_and(|id| !keys.iter().any(|k| k.get("keyid") == Some(id)));
-                        if new {
-                            keys.push(key);
-                        }
-                    }
+                    // As listed; the keys route lists a key id once.
+                    keys.extend(
+                        serde_json::from_slice::<Value>(&bytes)
+                            .ok()
+                            .and_then(|v| v.get("keys").and_then(Value::as_array).cloned())
+                            .unwrap_or_default(),
+                    );
                 }
                 // An upstream without signatures has no keys to list.
                 Ok(_) => {}
