@@ -66,18 +66,113 @@ runpy.run_module("localstack.runtime.main", run_name="__main__", alter_sys=True)
 # meanwhile (and resurrecting items it had itself put). DynamoDB never does that, and our racing-
 # publish tests caught it (a 201 version missing, a distinct version answering 409). This runs
 # moto's server with its requests serialised: each one is atomic, as DynamoDB's operations are.
+# The queue is first come, first served: Python's plain Lock lets a thread that just released it
+# take it again, and under a busy test (a tree installed through the AWS backend) one waiting
+# request was starved past the SDK's 25 s operation timeout. Requests that waited or ran over 2 s
+# are logged (moto.log), so a slow emulator is told apart from a slow registry.
 _EMULATORS_MOTO_MAIN='
-import sys, threading
+import collections, sys, threading, time
 from moto.moto_server import werkzeug_app
 
-_lock = threading.Lock()
+class _FifoLock:
+    def __init__(self):
+        self._mutex = threading.Lock()
+        self._waiters = collections.deque()
+        self._held = False
+
+    def acquire(self):
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return
+            turn = threading.Event()
+            self._waiters.append(turn)
+        turn.wait()  # the releasing thread handed the lock over
+
+    def release(self):
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().set()
+            else:
+                self._held = False
+
+_lock = _FifoLock()
 _dispatch = werkzeug_app.DomainDispatcherApplication.__call__
 
 def _one_at_a_time(self, environ, start_response):
-    with _lock:
+    queued = time.monotonic()
+    _lock.acquire()
+    started = time.monotonic()
+    try:
         return _dispatch(self, environ, start_response)
+    finally:
+        _lock.release()
+        done = time.monotonic()
+        if done - queued > 2:
+            target = environ.get("HTTP_X_AMZ_TARGET", "") or environ.get("PATH_INFO", "")
+            print(f"moto: slow request {target}: waited {started - queued:.1f}s, ran {done - started:.1f}s",
+                  file=sys.stderr, flush=True)
 
 werkzeug_app.DomainDispatcherApplication.__call__ = _one_at_a_time
+
+# moto backs a TransactWriteItems up by deep-copying the whole table once per item in it, to put
+# the copy back if the transaction is cancelled: seconds per publish once the table of a test
+# holds a few thousand items (2.8-5.4 s per transaction at 2,500 items, past the SDK attempt
+# timeout on a busy machine). This keeps a copy of only the items the transaction names and puts
+# those back instead: the same outcome, since requests run one at a time.
+import copy
+from moto.dynamodb import models as _ddb
+from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.table import Table
+
+class _CopyAllButTables:
+    def __getattr__(self, name):
+        return getattr(copy, name)
+
+    @staticmethod
+    def deepcopy(value, memo=None):
+        return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+_ddb.copy = _CopyAllButTables()
+_transact = _ddb.DynamoDBBackend.transact_write_items
+
+def _item_keys(backend, transact_items):
+    for entry in transact_items:
+        for op in entry.values():
+            table = backend.tables.get(op.get("TableName")) if isinstance(op, dict) else None
+            key = op.get("Key") or op.get("Item") if table is not None else None
+            if not key or table.hash_key_attr not in key:
+                continue
+            hash_value = DynamoType(key[table.hash_key_attr])
+            range_attr = table.range_key_attr
+            if range_attr is not None and range_attr not in key:
+                continue
+            range_value = DynamoType(key[range_attr]) if range_attr is not None else None
+            yield table, hash_value, range_value
+
+def _transact_keeping_touched_items(self, transact_items):
+    kept = {}
+    for table, hash_value, range_value in _item_keys(self, transact_items):
+        slot = (id(table), hash_value, range_value)
+        if slot not in kept:
+            item = table.get_item(hash_value, range_value) if range_value is not None or not table.has_range_key else None
+            kept[slot] = (table, hash_value, range_value, copy.deepcopy(item))
+    try:
+        return _transact(self, transact_items)
+    except Exception:
+        for table, hash_value, range_value, item in kept.values():
+            if range_value is None:
+                if item is None:
+                    table.items.pop(hash_value, None)
+                else:
+                    table.items[hash_value] = item
+            elif item is None:
+                table.items[hash_value].pop(range_value, None)
+            else:
+                table.items[hash_value][range_value] = item
+        raise
+
+_ddb.DynamoDBBackend.transact_write_items = _transact_keeping_touched_items
 from moto.server import main
 main(sys.argv[1:])
 '

@@ -75,9 +75,12 @@ where
 {
     match &e {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-            StoreError::Unavailable(
-                aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
-            )
+            // The service is named: a timeout reads the same from either.
+            StoreError::Unavailable(format!(
+                "{}: {}",
+                resource.service(),
+                aws_smithy_types::error::display::DisplayErrorContext(&e)
+            ))
         }
         SdkError::ServiceError(s) if s.err().code().is_some_and(|c| resource.is_missing(c)) => {
             // Logged at every occurrence: the process itself looks healthy, and its log is where
@@ -88,7 +91,7 @@ where
         SdkError::ServiceError(s) => {
             let code = s.err().code().unwrap_or("");
             if is_transient(code) {
-                StoreError::Unavailable(code.to_string())
+                StoreError::Unavailable(format!("{}: {code}", resource.service()))
             } else {
                 StoreError::Internal(
                     aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
