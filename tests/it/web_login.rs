@@ -17,10 +17,15 @@ const CLIENT_ID: &str = "Iv1.registrytest";
 /// A registry in GitHub mode with an OAuth app registered at the fake GitHub, alice signed in
 /// to github.com in "the browser".
 fn server(world: &World, root: &Path) -> Server {
+    server_on(world, root, &Backend::local())
+}
+
+/// `server` on `backend`.
+fn server_on(world: &World, root: &Path, backend: &Backend) -> Server {
     let secret = hex::encode(rand::random::<[u8; 20]>());
     let server = world.server(
         root,
-        &Backend::local(),
+        backend,
         &[
             ("REGISTRY_GITHUB_OAUTH_CLIENT_ID", CLIENT_ID),
             ("REGISTRY_GITHUB_OAUTH_CLIENT_SECRET", &secret),
@@ -278,6 +283,23 @@ async fn npm_login_in_the_browser_gives_npm_a_publish_token() {
         StatusCode::NOT_FOUND,
         "once"
     );
+    // Tokens are stored hashed: the one npm collected was never written anywhere (the pending
+    // login kept its claims, signed when the done URL was polled), not even in freed pages.
+    let mut files = vec![root.to_path_buf()];
+    let mut scanned = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            scanned += bytes.len();
+            assert!(
+                !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+                "the token is stored in {}",
+                path.display()
+            );
+        }
+    }
+    assert!(scanned > 0, "the data directory was scanned");
 
     // The real npm: reads "Login at:", polls while we follow the URL, writes the token.
     let home = root.join("home");
@@ -353,6 +375,71 @@ async fn npm_login_in_the_browser_gives_npm_a_publish_token() {
         json!({"repository": "github:acme/widgets"}),
     );
     npm.ok(&dir, &["publish"]);
+}
+
+/// Whether `text` holds a JWT: three dot-separated base64url parts, the first a JSON object's.
+fn holds_a_jwt(text: &str) -> bool {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        .any(|word| {
+            let parts: Vec<&str> = word.split('.').collect();
+            word.starts_with("eyJ") && parts.len() == 3 && parts.iter().all(|p| p.len() >= 8)
+        })
+}
+
+/// Tokens are stored hashed: a finished web login keeps the new token's claims, not the token,
+/// until npm polls; the token is signed then and handed over once. (On AWS, where the table can
+/// be read item by item: the local store's pages are not all on disk.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_web_login_stores_no_token_aws() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = World::start().await;
+    let backend = Backend::aws("weblogin", e2e::S3Host::Same);
+    let server = server_on(&world, tmp.path(), &backend);
+    let Backend::Aws(resources) = &backend else {
+        unreachable!()
+    };
+    let (status, urls, _) = send(
+        Method::POST,
+        format!("{}/-/v1/login", server.url),
+        None,
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{urls}");
+    let (status, _, page) = follow_sign_in(urls["loginUrl"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    // Before the poll: nothing in the table is a token (a JWT is three dot-separated base64url
+    // parts; records keep only a 12-character preview of theirs).
+    let items = resources.table_items().await;
+    assert!(items.len() > 2, "{items:?}");
+    for item in &items {
+        assert!(!holds_a_jwt(item), "a token is stored: {item}");
+    }
+    let done = http()
+        .get(urls["doneUrl"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    let token = done.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(holds_a_jwt(&token), "{token}");
+    let (status, body, _) = send(
+        Method::GET,
+        format!("{}/-/whoami", server.url),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["username"].as_str()),
+        (StatusCode::OK, Some("alice"))
+    );
+    for item in resources.table_items().await {
+        assert!(!item.contains(&token), "the token is stored: {item}");
+    }
 }
 
 /// Under a terminal npm offers to open the login URL itself: with `BROWSER` set to a script that

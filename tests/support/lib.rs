@@ -579,9 +579,7 @@ impl AwsResources {
         objects
     }
 
-    /// Deletes the table behind the registry's back (an operator's mistake, or a stack torn
-    /// down under a running server).
-    pub async fn delete_table(&self) {
+    fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
         use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
         let config = aws_sdk_dynamodb::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -591,6 +589,41 @@ impl AwsResources {
             .http_client(registry::storage::aws::AwsStorage::http_client())
             .build();
         aws_sdk_dynamodb::Client::from_conf(config)
+    }
+
+    /// Every item in the table, each as text, binary attributes as UTF-8 (for looking for what
+    /// must not be stored).
+    pub async fn table_items(&self) -> Vec<String> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let mut items = Vec::new();
+        let mut pages = self
+            .dynamodb()
+            .scan()
+            .table_name(&self.table)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.expect("scan table");
+            items.extend(page.items().iter().map(|item| {
+                let mut text = String::new();
+                for (name, value) in item {
+                    let value = match value {
+                        AttributeValue::B(blob) => String::from_utf8_lossy(blob.as_ref()).into(),
+                        AttributeValue::S(s) => s.clone(),
+                        other => format!("{other:?}"),
+                    };
+                    text.push_str(&format!("{name}: {value}\n"));
+                }
+                text
+            }));
+        }
+        items
+    }
+
+    /// Deletes the table behind the registry's back (an operator's mistake, or a stack torn
+    /// down under a running server).
+    pub async fn delete_table(&self) {
+        self.dynamodb()
             .delete_table()
             .table_name(&self.table)
             .send()

@@ -186,8 +186,7 @@ impl TokenKeys {
             jti: jti.clone(),
             scope,
         };
-        let jwt = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|_| TokenError::Invalid)?;
+        let jwt = self.sign(&claims)?;
         let record = TokenRecord {
             jti: jti.clone(),
             login: login.into(),
@@ -199,6 +198,14 @@ impl TokenKeys {
             parent: lineage.map(|l| l.root.clone()),
         };
         Ok((jwt, record))
+    }
+
+    /// The token carrying `claims`. Signing is deterministic (HMAC), so the same claims give the
+    /// same token: a web login keeps the claims of the token it issued and signs them again when
+    /// npm collects it, and the token itself is never stored.
+    pub fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|_| TokenError::Invalid)
     }
 
     /// Checks signature (HS256 only: `alg: none` and every other algorithm are refused), issuer
@@ -296,6 +303,10 @@ mod tests {
         assert_eq!(claims.jti, record.jti);
         assert_eq!(k.unseal(&record).unwrap(), "ghp_example");
         assert!(!record.sealed.contains("ghp_example"));
+        // The claims sign into the same token (what a web login relies on), and nothing of the
+        // token but its preview is in the record.
+        assert_eq!(k.sign(&claims).unwrap(), jwt);
+        assert!(!serde_json::to_string(&record).unwrap().contains(&jwt[12..]));
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //! - `POST /-/v1/login` starts an npm web login: two URLs, a login URL the person opens and a
 //!   done URL npm polls. The done URL carries a secret `D`; the login URL carries only its
 //!   SHA-256, so a login URL seen in a terminal cannot be used to collect the token. A sign-in
-//!   through that login URL leaves a publish token (what `npm login` gives) on the record, which
-//!   the first poll after it takes away.
+//!   through that login URL issues a publish token (what `npm login` gives) and leaves its
+//!   claims on the record; the first poll after it signs them into the token and removes the
+//!   record. The token itself is never stored (tokens are kept hashed: its record holds only a
+//!   preview).
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +24,7 @@ use serde_json::json;
 use super::{ApiError, AppState, RequestContext, json_response};
 use crate::auth::github::oauth::OauthApp;
 use crate::auth::kv::KvKey;
-use crate::auth::tokens::TokenScope;
+use crate::auth::tokens::{Claims, TokenScope};
 use crate::auth::{CredentialKind, GithubAuth, token_store};
 use crate::domain::audit::{AuditAction, AuditActor};
 use crate::storage::Consistency;
@@ -43,10 +45,12 @@ struct SignIn {
     next: Option<String>,
 }
 
-/// An npm web login: pending until a sign-in leaves its token here.
+/// An npm web login: pending until a sign-in leaves the claims of the token it issued here.
 #[derive(Serialize, Deserialize)]
 struct WebLogin {
-    token: Option<String>,
+    /// The issued token's claims (not the token: it is signed again when npm collects it).
+    #[serde(default)]
+    issued: Option<Claims>,
 }
 
 /// A random secret, hex.
@@ -236,11 +240,17 @@ pub(crate) async fn callback(state: &AppState, ctx: &RequestContext) -> Result<R
             None,
         )
         .await?;
+        let issued = github
+            .tokens
+            .verify(&jwt)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         github
             .kv()
             .put_json(
                 &KvKey::web_login(hash),
-                &WebLogin { token: Some(jwt) },
+                &WebLogin {
+                    issued: Some(issued),
+                },
                 Some(Utc::now() + PENDING),
             )
             .await?;
@@ -342,7 +352,7 @@ pub(crate) async fn start_npm_login(
         .kv()
         .put_json(
             &KvKey::web_login(&hash),
-            &WebLogin { token: None },
+            &WebLogin { issued: None },
             Some(Utc::now() + PENDING),
         )
         .await?;
@@ -374,15 +384,21 @@ pub(crate) async fn npm_login_done(
     let record: Option<WebLogin> = github.kv().get_json_with(&key, Consistency::Strong).await?;
     match record {
         None => Err(gone()),
-        Some(WebLogin { token: None }) => {
+        Some(WebLogin { issued: None }) => {
             let mut response = json_response(StatusCode::ACCEPTED, &json!({}));
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             Ok(response)
         }
-        Some(WebLogin { token: Some(token) }) => {
+        Some(WebLogin {
+            issued: Some(claims),
+        }) => {
             github.kv().delete(&key).await?;
+            let token = github
+                .tokens
+                .sign(&claims)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
             Ok(json_response(StatusCode::OK, &json!({ "token": token })))
         }
     }
