@@ -296,6 +296,87 @@ async fn a_tampered_upstream_tarball_is_refused(backend: Backend) {
     assert_eq!(locked(&app)["tampered@1.0.0"].1, integrity);
 }
 
+#[tokio::test]
+async fn a_large_upstream_tarball_streams_to_storage_local() {
+    a_large_upstream_tarball_streams_to_storage(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn a_large_upstream_tarball_streams_to_storage_aws() {
+    a_large_upstream_tarball_streams_to_storage(Backend::aws("upstream-large", S3Host::Same)).await;
+}
+
+/// A tarball larger than what is held in memory (a megabyte locally, an 8 MiB part on AWS) goes
+/// to storage as it arrives: on AWS as a multipart upload (its ETag says how many parts),
+/// completed only once every byte matched; a tampered one, wrong only in its last byte, leaves
+/// no object, no upload in progress and no file behind.
+async fn a_large_upstream_tarball_streams_to_storage(backend: Backend) {
+    let up = FakeUpstream::start().await;
+    let integrity = up.add_large("big-blob", "1.0.0", 20 << 20);
+    up.add_large("big-bad", "1.0.0", 20 << 20);
+    up.tamper("big-bad", "1.0.0", true);
+    let reg = registry(backend, &up, &[]).await;
+    // Following the AWS backend's redirect to S3, as clients do.
+    let client = reqwest::Client::new();
+    let got = client
+        .get(reg.url("/big-blob/-/big-blob-1.0.0.tgz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    let bytes = got.bytes().await.unwrap();
+    assert!(bytes.len() > 20 << 20, "{}", bytes.len());
+    assert_eq!(registry::testing::integrity(&bytes), integrity);
+    // Served from storage from now on: the upstream is asked once.
+    let again = client
+        .get(reg.url("/big-blob/-/big-blob-1.0.0.tgz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.bytes().await.unwrap(), bytes);
+    assert_eq!(up.count("/big-blob/-/big-blob-1.0.0.tgz"), 1);
+
+    let (status, body, _) = send(
+        Method::GET,
+        reg.url("/big-bad/-/big-bad-1.0.0.tgz"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(body["code"], "upstream_integrity");
+
+    match reg.backend() {
+        Backend::Aws(resources) => {
+            let kept = resources.object_etags("upstream/tarballs/").await;
+            assert_eq!(kept.len(), 1, "only the good one: {kept:?}");
+            assert!(kept[0].0.contains("big-blob"), "{kept:?}");
+            assert!(kept[0].1.ends_with("-3"), "three parts of 8 MiB: {kept:?}");
+            assert_eq!(resources.incomplete_uploads().await, Vec::<String>::new());
+        }
+        Backend::Local => {
+            let files = |dir: &str| -> Vec<String> {
+                let mut found = Vec::new();
+                let mut dirs = vec![reg.data_dir().join(dir)];
+                while let Some(d) = dirs.pop() {
+                    for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                        if entry.path().is_dir() {
+                            dirs.push(entry.path());
+                        } else {
+                            found.push(entry.path().display().to_string());
+                        }
+                    }
+                }
+                found
+            };
+            let kept = files("upstream/tarballs");
+            assert_eq!(kept.len(), 1, "only the good one: {kept:?}");
+            assert!(kept[0].contains("big-blob"), "{kept:?}");
+            assert_eq!(files("tmp"), Vec::<String>::new(), "no partial file left");
+        }
+    }
+}
+
 /// Dependency confusion: a name published here, a served scope, or one an admin made internal
 /// is never fetched from the upstream, whatever the upstream publishes under it; a name
 /// installed from the upstream cannot be published here until an admin makes it internal.

@@ -7,7 +7,8 @@
 //!
 //! Failure modes and what a test needs to see: [`FakeUpstream::set_down`] answers `503` to
 //! everything, [`FakeUpstream::stop`] closes the listener (connection refused),
-//! [`FakeUpstream::tamper`] serves other bytes for one tarball than its packument declares,
+//! [`FakeUpstream::tamper`] serves one tarball with its last byte changed (its packument's
+//! integrity no longer matches),
 //! [`FakeUpstream::require_token`] answers `401` without `Authorization: Bearer TOKEN`,
 //! [`FakeUpstream::hold`] holds every answer until released. Every request is recorded
 //! ([`FakeUpstream::requests`]), audit bodies decoded ([`FakeUpstream::audit_bodies`]).
@@ -136,6 +137,24 @@ impl FakeUpstream {
     /// Publishes `name@version` with `dependencies` (name → range); it becomes `latest`.
     /// Answers the tarball's `dist.integrity`.
     pub fn add(&self, name: &str, version: &str, dependencies: &[(&str, &str)]) -> String {
+        self.add_with(name, version, dependencies, &[])
+    }
+
+    /// `add`, the tarball carrying `payload.bin` of `bytes` random bytes (which gzip cannot
+    /// shrink: the tarball is about that large).
+    pub fn add_large(&self, name: &str, version: &str, bytes: usize) -> String {
+        let mut payload = vec![0u8; bytes];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut payload).unwrap();
+        self.add_with(name, version, &[], &[("package/payload.bin", &payload)])
+    }
+
+    fn add_with(
+        &self,
+        name: &str,
+        version: &str,
+        dependencies: &[(&str, &str)],
+        extra: &[(&str, &[u8])],
+    ) -> String {
         let deps: Map<String, Value> = dependencies
             .iter()
             .map(|(n, r)| (n.to_string(), json!(r)))
@@ -145,13 +164,13 @@ impl FakeUpstream {
             "main": "index.js", "dependencies": deps, "license": "MIT",
         });
         let index = format!("module.exports = {};\n", json!(format!("{name}@{version}")));
-        let tarball = registry::testing::tgz(&[
-            (
-                "package/package.json",
-                serde_json::to_vec_pretty(&package_json).unwrap().as_slice(),
-            ),
+        let manifest_bytes = serde_json::to_vec_pretty(&package_json).unwrap();
+        let mut files: Vec<(&str, &[u8])> = vec![
+            ("package/package.json", manifest_bytes.as_slice()),
             ("package/index.js", index.as_bytes()),
-        ]);
+        ];
+        files.extend_from_slice(extra);
+        let tarball = registry::testing::tgz(&files);
         let integrity = registry::testing::integrity(&tarball);
         let shasum = hex::encode(sha1::Sha1::digest(&tarball));
         let base = name.rsplit('/').next().unwrap();
@@ -451,7 +470,10 @@ fn tarball(world: &World, name: &str, file: &str) -> Response {
         .tampered
         .contains(&(name.to_string(), version.to_string()))
     {
-        bytes = registry::testing::tgz(&[("package/package.json", br#"{"name":"evil"}"#)]);
+        // The same length, one byte changed: a large one is refused only at its end.
+        if let Some(last) = bytes.last_mut() {
+            *last ^= 0xff;
+        }
     }
     Response::builder()
         .status(StatusCode::OK)

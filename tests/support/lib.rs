@@ -554,6 +554,45 @@ impl AwsResources {
             .expect("put object");
     }
 
+    /// Every key in the bucket under `prefix`, with its `ETag` (a multipart upload's ends in
+    /// `-PARTS`).
+    pub async fn object_etags(&self, prefix: &str) -> Vec<(String, String)> {
+        let listed = self
+            .s3()
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .expect("list objects");
+        listed
+            .contents()
+            .iter()
+            .map(|o| {
+                (
+                    o.key().unwrap_or_default().to_string(),
+                    o.e_tag().unwrap_or_default().trim_matches('"').to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// The keys of multipart uploads begun and neither completed nor aborted.
+    pub async fn incomplete_uploads(&self) -> Vec<String> {
+        let listed = self
+            .s3()
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .expect("list multipart uploads");
+        listed
+            .uploads()
+            .iter()
+            .map(|u| u.key().unwrap_or_default().to_string())
+            .collect()
+    }
+
     /// Every key in the bucket under `prefix`, with its bytes.
     pub async fn objects(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
         let s3 = self.s3();

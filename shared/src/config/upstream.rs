@@ -50,7 +50,8 @@ pub struct UpstreamConfig {
     /// `REGISTRY_UPSTREAM_CACHE_BYTES` (default 64 MiB): upstream packuments kept in memory.
     pub cache_bytes: usize,
     /// `REGISTRY_UPSTREAM_MAX_TARBALL_BYTES` (default 256 MiB): the largest upstream tarball
-    /// fetched (held in memory while it is checked).
+    /// fetched. Written to storage as it arrives (one part in memory) when its sha512 is
+    /// declared; gathered in memory when only a sha1 is (packages from before 2017).
     pub max_tarball_bytes: u64,
     /// `REGISTRY_UPSTREAM_INLINE_MAX_BYTES` (default: none, the local server): a tarball
     /// larger than this is not fetched while the client waits: the client is sent upstream for

@@ -16,11 +16,44 @@ pub struct Digests {
     pub sha512: [u8; 64],
 }
 
+/// Digests computed over bytes that arrive in pieces (a tarball streamed to storage).
+#[derive(Clone, Default)]
+pub struct DigestsBuilder {
+    sha1: sha1::Sha1,
+    sha512: sha2::Sha512,
+}
+
+impl DigestsBuilder {
+    /// Hashes the next piece.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.sha1.update(bytes);
+        self.sha512.update(bytes);
+    }
+
+    /// The digests of every piece so far.
+    pub fn finish(self) -> Digests {
+        Digests::from_hashes(&self.sha1.finalize().into(), &self.sha512.finalize().into())
+    }
+}
+
 impl Digests {
     /// Hashes the bytes.
     pub fn of(bytes: &[u8]) -> Self {
-        let sha1 = sha1::Sha1::digest(bytes);
-        let sha512 = sha2::Sha512::digest(bytes);
+        let mut builder = DigestsBuilder::default();
+        builder.update(bytes);
+        builder.finish()
+    }
+
+    /// The lowercase hex sha512 an SRI string declares, if it has a sha512 entry (the first).
+    pub fn declared_sha512_hex(sri: &str) -> Option<String> {
+        sri.split_whitespace()
+            .filter_map(|entry| entry.split('?').next()?.strip_prefix("sha512-"))
+            .find_map(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+            .filter(|raw| raw.len() == 64)
+            .map(hex::encode)
+    }
+
+    fn from_hashes(sha1: &[u8; 20], sha512: &[u8; 64]) -> Self {
         Self {
             sha1_hex: hex::encode(sha1),
             integrity: format!(
@@ -28,7 +61,7 @@ impl Digests {
                 base64::engine::general_purpose::STANDARD.encode(sha512)
             ),
             sha512_hex: hex::encode(sha512),
-            sha512: sha512.into(),
+            sha512: *sha512,
         }
     }
 
@@ -76,5 +109,22 @@ mod tests {
         assert!(d.matches_sri("sha1-qvTGHdzF6KLavt4PO0gs2a6pQ00="));
         assert!(!d.matches_sri("sha512-AAAA"));
         assert!(!d.matches_sri("md5-xyz"));
+        // In pieces, the same digests; the declared sha512 is the one the key is made from.
+        let mut pieces = DigestsBuilder::default();
+        pieces.update(b"hel");
+        pieces.update(b"lo");
+        assert_eq!(pieces.finish(), d);
+        assert_eq!(
+            Digests::declared_sha512_hex(&format!(
+                "sha1-qvTGHdzF6KLavt4PO0gs2a6pQ00= {}",
+                d.integrity
+            )),
+            Some(d.sha512_hex.clone())
+        );
+        assert_eq!(
+            Digests::declared_sha512_hex("sha1-qvTGHdzF6KLavt4PO0gs2a6pQ00="),
+            None
+        );
+        assert_eq!(Digests::declared_sha512_hex("sha512-AAAA"), None);
     }
 }

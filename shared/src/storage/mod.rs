@@ -342,6 +342,24 @@ pub trait UpstreamStore: Send + Sync {
     async fn tarball(&self, key: &TarballKey) -> Result<Option<TarballRead>, StoreError>;
     /// Stores an upstream tarball (already checked against its integrity) durably.
     async fn keep_tarball(&self, key: &TarballKey, bytes: Bytes) -> Result<(), StoreError>;
+    /// Starts keeping an upstream tarball whose bytes arrive in pieces, under `key` (made from
+    /// the digest the upstream declares): at most one piece's worth is held in memory, and
+    /// nothing is visible under `key` until the caller has checked every byte and commits.
+    async fn tarball_sink(&self, key: &TarballKey)
+    -> Result<Box<dyn TarballSink + '_>, StoreError>;
+}
+
+/// An upstream tarball being written as it arrives ([`UpstreamStore::tarball_sink`]).
+#[async_trait]
+pub trait TarballSink: Send {
+    /// Writes the next piece.
+    async fn write(&mut self, piece: Bytes) -> Result<(), StoreError>;
+    /// Makes the bytes written so far the tarball under the sink's key, durably.
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+    /// Drops what was written; nothing is left under the key. Best effort: what a failure
+    /// here leaves is never visible and is cleaned up later (the data directory's `tmp` at
+    /// start, the bucket's rule for incomplete uploads).
+    async fn abandon(self: Box<Self>);
 }
 
 /// Rendered packuments kept between runs (the embedded backend), so the first read of a big

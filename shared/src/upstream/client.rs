@@ -34,13 +34,18 @@ pub enum Fetched {
     /// The declared length is over what may be fetched while the client waits
     /// (`inline_max`): the body is left to read later.
     TooLargeToWait(u64, PendingBody),
+    /// `200`, the body left to read in pieces (asked for with `Get::streamed`).
+    Streamed(PendingBody),
 }
 
-/// A body not read yet (`Fetched::TooLargeToWait`).
+/// A body not read yet (`Fetched::TooLargeToWait`, `Fetched::Streamed`).
 pub struct PendingBody {
-    body: hyper::body::Incoming,
+    /// `None` once read to its end.
+    body: Option<hyper::body::Incoming>,
     gzipped: bool,
     max_bytes: u64,
+    /// Bytes handed out so far.
+    read: u64,
 }
 
 impl std::fmt::Debug for PendingBody {
@@ -50,11 +55,45 @@ impl std::fmt::Debug for PendingBody {
 }
 
 impl PendingBody {
-    /// Reads the body, within `timeout`.
-    pub async fn read(self, timeout: Duration) -> Result<Bytes, FetchError> {
-        tokio::time::timeout(timeout, read_body(self.body, self.gzipped, self.max_bytes))
-            .await
-            .unwrap_or(Err(FetchError::Timeout(timeout)))
+    fn new(body: hyper::body::Incoming, gzipped: bool, max_bytes: u64) -> Self {
+        Self {
+            body: Some(body),
+            gzipped,
+            max_bytes,
+            read: 0,
+        }
+    }
+
+    /// The next piece of the body, `None` at its end; `TooLarge` once the pieces add up to more
+    /// than allowed. A gzip-encoded body (tarballs seldom are) comes whole, decoded, in one
+    /// piece.
+    pub async fn next_piece(&mut self) -> Result<Option<Bytes>, FetchError> {
+        let Some(body) = self.body.as_mut() else {
+            return Ok(None);
+        };
+        if self.gzipped {
+            let body = self.body.take().expect("checked above");
+            return read_body(body, true, self.max_bytes).await.map(Some);
+        }
+        loop {
+            match body.frame().await {
+                None => {
+                    self.body = None;
+                    return Ok(None);
+                }
+                Some(Err(e)) => return Err(FetchError::Transport(e.to_string())),
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers
+                    };
+                    self.read += data.len() as u64;
+                    if self.read > self.max_bytes {
+                        return Err(FetchError::TooLarge(self.max_bytes));
+                    }
+                    return Ok(Some(data));
+                }
+            }
+        }
     }
 }
 
@@ -117,6 +156,8 @@ pub struct Get<'a> {
     pub max_bytes: u64,
     /// Answer `TooLargeToWait` instead of reading a body declared longer than this.
     pub inline_max: Option<u64>,
+    /// Answer `Streamed` instead of reading the body: the caller reads it in pieces.
+    pub streamed: bool,
     /// The `Via` of the request that caused this one, continued with this registry's hop.
     pub via: Option<&'a str>,
 }
@@ -168,6 +209,11 @@ impl UpstreamClient {
                 HeaderValue::from_str(&format!("{v}, {ours}")).ok()
             })
             .unwrap_or_else(|| self.via.clone())
+    }
+
+    /// How long one request may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// A GET, following a few redirects, within the timeout.
@@ -244,13 +290,13 @@ impl UpstreamClient {
                     return Err(FetchError::TooLarge(get.max_bytes));
                 }
                 if get.inline_max.is_some_and(|max| len > max) {
-                    let pending = PendingBody {
-                        body: response.into_body(),
-                        gzipped,
-                        max_bytes: get.max_bytes,
-                    };
+                    let pending = PendingBody::new(response.into_body(), gzipped, get.max_bytes);
                     return Ok(Fetched::TooLargeToWait(len, pending));
                 }
+            }
+            if get.streamed {
+                let pending = PendingBody::new(response.into_body(), gzipped, get.max_bytes);
+                return Ok(Fetched::Streamed(pending));
             }
             let bytes = read_body(response.into_body(), gzipped, get.max_bytes).await?;
             return Ok(Fetched::Body { etag, bytes });

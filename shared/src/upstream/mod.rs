@@ -24,7 +24,7 @@ use semver::Version;
 use serde_json::{Map, Value};
 
 use crate::config::{UpstreamConfig, UpstreamRegistry};
-use crate::domain::integrity::Digests;
+use crate::domain::integrity::{Digests, DigestsBuilder};
 use crate::domain::{PackageName, TarballKey};
 use crate::secret::Secret;
 use crate::storage::{AfterResponse, KvStore, StoreError, TarballRead, UpstreamStore};
@@ -514,6 +514,7 @@ impl Proxy {
                     if_none_match: None,
                     max_bytes: 1 << 20,
                     inline_max: None,
+                    streamed: false,
                     via: None,
                 })
                 .await;
@@ -696,6 +697,7 @@ impl Inner {
                     if_none_match: previous.as_ref().and_then(|d| d.etag.as_deref()),
                     max_bytes: MAX_DOCUMENT_BYTES,
                     inline_max: None,
+                    streamed: false,
                     via,
                 })
                 .await;
@@ -792,7 +794,7 @@ impl Inner {
                 )
             }
             Fetched::NotFound => (None, None, Freshness::Miss, now),
-            Fetched::TooLargeToWait(..) => {
+            Fetched::TooLargeToWait(..) | Fetched::Streamed(_) => {
                 return Err(registry.unavailable("document too large"));
             }
         };
@@ -917,6 +919,9 @@ impl Inner {
         if registry.health.is_down() {
             return Err(registry.unavailable("marked down after repeated failures"));
         }
+        // With a sha512 declared, the key is known before the bytes: they go to storage as they
+        // arrive (a part at a time in memory) and become visible once every byte matched.
+        let streamed = Digests::declared_sha512_hex(&dist.integrity).is_some();
         let fetched = self
             .client
             .get(Get {
@@ -926,13 +931,19 @@ impl Inner {
                 if_none_match: None,
                 max_bytes: self.max_tarball_bytes,
                 inline_max: self.inline_max,
+                streamed,
                 via: via.as_deref(),
             })
             .await;
-        let bytes = match fetched {
+        match fetched {
             Ok(Fetched::Body { bytes, .. }) => {
                 registry.health.succeeded();
-                bytes
+                self.keep(name, version, &dist, bytes).await
+            }
+            Ok(Fetched::Streamed(body)) => {
+                registry.health.succeeded();
+                let timeout = self.client.timeout();
+                self.keep_pieces(name, version, &dist, body, timeout).await
             }
             Ok(Fetched::TooLargeToWait(len, pending)) => {
                 registry.health.succeeded();
@@ -940,13 +951,9 @@ impl Inner {
                 let (inner, n, v) = (self.clone(), name.clone(), version.clone());
                 let elsewhere = dist.tarball.clone();
                 let later = Box::pin(async move {
-                    let kept = match pending.read(LATER_FETCH_TIMEOUT).await {
-                        Ok(bytes) => inner.keep(&n, &v, &dist, bytes).await,
-                        Err(e) => Err(ProxyError::Unavailable {
-                            url: dist.tarball.clone(),
-                            reason: e.to_string(),
-                        }),
-                    };
+                    let kept = inner
+                        .keep_pieces(&n, &v, &dist, pending, LATER_FETCH_TIMEOUT)
+                        .await;
                     if let Err(e) = kept {
                         tracing::warn!(package = %n, version = %v, error = %e, "could not keep a large upstream tarball");
                     }
@@ -957,20 +964,91 @@ impl Inner {
                         tokio::spawn(later);
                     }
                 }
-                return Err(ProxyError::FetchElsewhere(elsewhere));
+                Err(ProxyError::FetchElsewhere(elsewhere))
             }
-            Ok(Fetched::NotFound) => return Err(ProxyError::NoSuchVersion),
+            Ok(Fetched::NotFound) => Err(ProxyError::NoSuchVersion),
             Ok(Fetched::NotModified) => {
-                return Err(registry.unavailable("304 to an unconditional request"));
+                Err(registry.unavailable("304 to an unconditional request"))
             }
             Err(e) => {
                 if !matches!(e, FetchError::TooLarge(_)) && registry.health.failed() {
                     tracing::warn!(upstream = %registry.url, error = %e, "upstream marked down");
                 }
-                return Err(registry.unavailable(e));
+                Err(registry.unavailable(e))
             }
+        }
+    }
+
+    /// Reads a tarball's body within `timeout`, checks it against the declared integrity and
+    /// keeps it. With a sha512 declared the pieces go straight to storage under the key that
+    /// digest names, committed only if every byte matched (abandoned otherwise: nothing is
+    /// kept); with only a sha1 (packages from before 2017, small) the body is gathered first.
+    async fn keep_pieces(
+        &self,
+        name: &PackageName,
+        version: &Version,
+        dist: &UpstreamDist,
+        mut body: client::PendingBody,
+        timeout: Duration,
+    ) -> Result<KeptVersion, ProxyError> {
+        let failed = |e: FetchError| ProxyError::Unavailable {
+            url: dist.tarball.clone(),
+            reason: e.to_string(),
         };
-        self.keep(name, version, &dist, bytes).await
+        let Some(sha512_hex) = Digests::declared_sha512_hex(&dist.integrity) else {
+            let gathered = tokio::time::timeout(timeout, async {
+                let mut all = bytes::BytesMut::new();
+                while let Some(piece) = body.next_piece().await? {
+                    all.extend_from_slice(&piece);
+                }
+                Ok(all.freeze())
+            })
+            .await
+            .unwrap_or(Err(FetchError::Timeout(timeout)));
+            return self
+                .keep(name, version, dist, gathered.map_err(failed)?)
+                .await;
+        };
+        let key = TarballKey::new(name, version, &sha512_hex);
+        let mut sink = self.store.tarball_sink(&key).await?;
+        let mut digests = DigestsBuilder::default();
+        let written = tokio::time::timeout(timeout, async {
+            while let Some(piece) = body.next_piece().await.map_err(failed)? {
+                digests.update(&piece);
+                sink.write(piece).await?;
+            }
+            Ok::<(), ProxyError>(())
+        })
+        .await
+        .unwrap_or_else(|_| Err(failed(FetchError::Timeout(timeout))));
+        if let Err(e) = written {
+            sink.abandon().await;
+            return Err(e);
+        }
+        let digests = digests.finish();
+        if let Err(e) = Self::check(name, version, dist, &digests) {
+            sink.abandon().await;
+            return Err(e);
+        }
+        sink.commit().await?;
+        self.record_kept(name, version, dist, key, digests).await
+    }
+
+    /// Refuses bytes whose digests disagree with the declared integrity.
+    fn check(
+        name: &PackageName,
+        version: &Version,
+        dist: &UpstreamDist,
+        digests: &Digests,
+    ) -> Result<(), ProxyError> {
+        if digests.matches_sri(&dist.integrity) {
+            return Ok(());
+        }
+        tracing::warn!(package = %name, %version, url = %dist.tarball, "upstream tarball does not match its integrity: refused");
+        Err(ProxyError::Integrity {
+            url: dist.tarball.clone(),
+            declared: dist.integrity.clone(),
+        })
     }
 
     /// Checks `bytes` against the declared integrity and keeps them.
@@ -982,15 +1060,21 @@ impl Inner {
         bytes: Bytes,
     ) -> Result<KeptVersion, ProxyError> {
         let digests = Digests::of(&bytes);
-        if !digests.matches_sri(&dist.integrity) {
-            tracing::warn!(package = %name, %version, url = %dist.tarball, "upstream tarball does not match its integrity: refused");
-            return Err(ProxyError::Integrity {
-                url: dist.tarball.clone(),
-                declared: dist.integrity.clone(),
-            });
-        }
+        Self::check(name, version, dist, &digests)?;
         let key = TarballKey::new(name, version, &digests.sha512_hex);
         self.store.keep_tarball(&key, bytes).await?;
+        self.record_kept(name, version, dist, key, digests).await
+    }
+
+    /// Records a kept tarball, which makes it servable (its bytes are stored by now).
+    async fn record_kept(
+        &self,
+        name: &PackageName,
+        version: &Version,
+        dist: &UpstreamDist,
+        key: TarballKey,
+        digests: Digests,
+    ) -> Result<KeptVersion, ProxyError> {
         let kept = KeptVersion {
             version: version.clone(),
             tarball_key: key.as_str().to_string(),

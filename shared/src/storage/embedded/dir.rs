@@ -276,16 +276,41 @@ impl DataDir {
     /// Writes `bytes` durably to `path`: to a temporary file, fsynced, renamed into place, the
     /// directory entry fsynced. On failure the temporary file is removed.
     pub(super) fn write_file(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut tmp = self.temp_file()?;
+        // On any error below, dropping `tmp` deletes the partial file.
+        self.write_all(tmp.as_file_mut(), path, bytes)?;
+        self.persist(tmp, path)
+    }
+
+    /// A new file in `tmp`, deleted when dropped unless persisted (a crash leaves it to the
+    /// clean-up at the next start).
+    pub(super) fn temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
+        tempfile::Builder::new()
+            .prefix(&self.tmp_prefix)
+            .tempfile_in(&self.tmp)
+            .map_err(|e| self.io_error(e))
+    }
+
+    /// Appends `bytes` to `tmp`, a file on its way to `to` (written in pieces).
+    pub(super) fn append(
+        &self,
+        tmp: &mut tempfile::NamedTempFile,
+        to: &Path,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        self.write_all(tmp.as_file_mut(), to, bytes)
+    }
+
+    /// Makes `tmp` the file at `path`, durably: its bytes, then its name.
+    pub(super) fn persist(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        path: &Path,
+    ) -> Result<(), StoreError> {
         let parent = path
             .parent()
             .ok_or_else(|| internal("a data file's path has no parent"))?;
         std::fs::create_dir_all(parent).map_err(|e| self.io_error(e))?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&self.tmp_prefix)
-            .tempfile_in(&self.tmp)
-            .map_err(|e| self.io_error(e))?;
-        // On any error below, dropping `tmp` deletes the partial file.
-        self.write_all(tmp.as_file_mut(), path, bytes)?;
         tmp.as_file().sync_all().map_err(|e| self.io_error(e))?;
         tmp.persist(path).map_err(|e| self.io_error(e.error))?;
         // The rename is durable only once the directory entry is.

@@ -863,6 +863,83 @@ impl crate::storage::UpstreamStore for EmbeddedUpstream {
     async fn keep_tarball(&self, key: &TarballKey, bytes: Bytes) -> Result<(), StoreError> {
         self.write(self.tarball_path(key), bytes).await
     }
+
+    async fn tarball_sink(
+        &self,
+        key: &TarballKey,
+    ) -> Result<Box<dyn crate::storage::TarballSink + '_>, StoreError> {
+        let dir = self.dir.clone();
+        let file = tokio::task::spawn_blocking(move || dir.temp_file())
+            .await
+            .map_err(internal)??;
+        Ok(Box::new(FileSink {
+            dir: self.dir.clone(),
+            path: self.tarball_path(key),
+            file: Some(file),
+            buffer: bytes::BytesMut::new(),
+        }))
+    }
+}
+
+/// The most of an upstream tarball held in memory before it is written out.
+const FILE_SINK_BUFFER: usize = 1 << 20;
+
+/// An upstream tarball on its way to a file: pieces gathered to a megabyte, written off the
+/// async workers to a temporary file, renamed into place at commit.
+struct FileSink {
+    dir: Arc<DataDir>,
+    path: PathBuf,
+    /// Taken while a write runs on the blocking pool.
+    file: Option<tempfile::NamedTempFile>,
+    buffer: bytes::BytesMut,
+}
+
+impl FileSink {
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        let (dir, path) = (self.dir.clone(), self.path.clone());
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| internal("a tarball file failed earlier"))?;
+        let bytes = std::mem::take(&mut self.buffer).freeze();
+        let file = tokio::task::spawn_blocking(move || {
+            dir.append(&mut file, &path, &bytes).map(|()| file)
+        })
+        .await
+        .map_err(internal)??;
+        self.file = Some(file);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl crate::storage::TarballSink for FileSink {
+    async fn write(&mut self, piece: Bytes) -> Result<(), StoreError> {
+        self.buffer.extend_from_slice(&piece);
+        if self.buffer.len() >= FILE_SINK_BUFFER {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        self.flush().await?;
+        let (dir, path) = (self.dir.clone(), self.path.clone());
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| internal("a tarball file failed earlier"))?;
+        tokio::task::spawn_blocking(move || dir.persist(file, &path))
+            .await
+            .map_err(internal)?
+    }
+
+    async fn abandon(self: Box<Self>) {
+        // Dropping the temporary file deletes it.
+        if let Some(file) = self.file {
+            let _ = tokio::task::spawn_blocking(move || drop(file)).await;
+        }
+    }
 }
 
 /// Opens both embedded stores under one data directory with the default settings, and removes
