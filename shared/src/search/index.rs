@@ -50,6 +50,10 @@ pub struct Hit {
     pub points: u32,
     /// Its points as a share of the best hit's, 0 to 1 (`score.final`).
     pub score: f64,
+    /// The entry's deprecation and last change, copied beside the points: ranking compares
+    /// these for every hit, and reading them through the entry would miss the cache each time.
+    deprecated: bool,
+    modified: i64,
 }
 
 /// One word's packages, ascending by id: each a [`posting`] (package id and fields mask in one
@@ -75,8 +79,8 @@ fn unpack(p: u32) -> (u32, u8) {
 #[derive(Default)]
 pub struct SearchIndex {
     /// Package id → what is kept of it. Ids only grow (until compaction renumbers them in
-    /// order), so postings appended in id order stay sorted.
-    entries: HashMap<u32, Arc<Indexed>>,
+    /// order), so postings appended in id order stay sorted, and the slots stay dense.
+    entries: Slots,
     /// Lowercase name → package id.
     ids: HashMap<String, u32>,
     /// Word → packages; sorted, so a prefix is a range. Postings of replaced or removed
@@ -89,6 +93,71 @@ pub struct SearchIndex {
     /// later (another process's log, read again) must not bring it back.
     removed: HashMap<String, u64>,
     next_id: u32,
+}
+
+/// The entries by id: a slot per id given out since the last compaction, empty once its package
+/// was replaced or removed. A lookup is an index, not a hash (a broad word looks up tens of
+/// thousands).
+#[derive(Default)]
+struct Slots {
+    slots: Vec<Option<Arc<Indexed>>>,
+    live: usize,
+}
+
+impl Slots {
+    fn len(&self) -> usize {
+        self.live
+    }
+
+    fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    fn get(&self, id: u32) -> Option<&Arc<Indexed>> {
+        self.slots.get(id as usize)?.as_ref()
+    }
+
+    fn insert(&mut self, id: u32, entry: Arc<Indexed>) {
+        let at = id as usize;
+        if self.slots.len() <= at {
+            self.slots.resize(at + 1, None);
+        }
+        if self.slots[at].replace(entry).is_none() {
+            self.live += 1;
+        }
+    }
+
+    fn remove(&mut self, id: u32) {
+        if let Some(slot) = self.slots.get_mut(id as usize)
+            && slot.take().is_some()
+        {
+            self.live -= 1;
+        }
+    }
+
+    /// The live entries with their ids, ascending.
+    fn iter(&self) -> impl Iterator<Item = (u32, &Arc<Indexed>)> {
+        (0u32..)
+            .zip(&self.slots)
+            .filter_map(|(id, slot)| Some((id, slot.as_ref()?)))
+    }
+
+    /// The live entries numbered anew from 0 in their order (what compaction does to ids).
+    fn renumbered(&mut self) -> Slots {
+        let slots: Vec<Option<Arc<Indexed>>> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .flatten()
+            .map(Some)
+            .collect();
+        Slots {
+            live: slots.len(),
+            slots,
+        }
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.slots.shrink_to_fit();
+    }
 }
 
 /// Compaction runs once this many dead packages are in the postings, and more than a quarter of
@@ -113,7 +182,7 @@ impl SearchIndex {
 
     /// Every indexed entry, the most recently changed first (the web page's package list).
     pub fn newest_first(&self) -> Vec<Arc<Indexed>> {
-        let mut all: Vec<Arc<Indexed>> = self.entries.values().cloned().collect();
+        let mut all: Vec<Arc<Indexed>> = self.entries.iter().map(|(_, e)| e.clone()).collect();
         all.sort_by(|a, b| {
             b.date
                 .cmp(&a.date)
@@ -180,7 +249,7 @@ impl SearchIndex {
         let held = self
             .ids
             .get(key)
-            .and_then(|id| self.entries.get(id))
+            .and_then(|id| self.entries.get(*id))
             .map(|e| e.revision)
             .or_else(|| self.removed.get(key).copied());
         held.is_some_and(|held| held > revision)
@@ -188,7 +257,7 @@ impl SearchIndex {
 
     fn drop_entry(&mut self, key: &str) {
         if let Some(id) = self.ids.remove(key) {
-            self.entries.remove(&id);
+            self.entries.remove(id);
             self.dead += 1;
         }
     }
@@ -202,8 +271,7 @@ impl SearchIndex {
     /// Takes the postings of replaced and removed packages out, and numbers the packages anew
     /// from 0 in their old order (so postings stay sorted and ids stay small).
     fn compact(&mut self) {
-        let mut old: Vec<u32> = self.entries.keys().copied().collect();
-        old.sort_unstable();
+        let old: Vec<u32> = self.entries.iter().map(|(id, _)| id).collect();
         let renumbered: HashMap<u32, u32> = old.iter().zip(0u32..).map(|(o, n)| (*o, n)).collect();
         self.words.retain(|_, postings| {
             postings.retain_mut(|p| {
@@ -219,10 +287,7 @@ impl SearchIndex {
             postings.shrink_to_fit();
             !postings.is_empty()
         });
-        self.entries = std::mem::take(&mut self.entries)
-            .into_iter()
-            .map(|(id, e)| (renumbered[&id], e))
-            .collect();
+        self.entries = self.entries.renumbered();
         for id in self.ids.values_mut() {
             *id = renumbered[id];
         }
@@ -260,11 +325,12 @@ impl SearchIndex {
             .keys()
             .map(|k| (size_of::<(String, u32)>() + 1) * 8 / 7 + k.capacity())
             .sum();
-        let entries: usize = self
-            .entries
-            .values()
-            .map(|e| (size_of::<(u32, Arc<Indexed>)>() + 1) * 8 / 7 + 16 + e.heap_bytes())
-            .sum();
+        let entries: usize = self.entries.slots.capacity() * size_of::<Option<Arc<Indexed>>>()
+            + self
+                .entries
+                .iter()
+                .map(|(_, e)| 16 + e.heap_bytes())
+                .sum::<usize>();
         words + ids + entries
     }
 
@@ -277,11 +343,11 @@ impl SearchIndex {
         } else if let Some(candidates) = self.with_keywords(query) {
             candidates
         } else {
-            self.entries.keys().map(|id| (*id, 0)).collect()
+            self.entries.iter().map(|(id, _)| (id, 0)).collect()
         };
         let mut hits = Vec::with_capacity(scored.len());
         for (id, points) in scored {
-            let Some(entry) = self.entries.get(&id) else {
+            let Some(entry) = self.entries.get(id) else {
                 continue;
             };
             if !passes(entry, query) {
@@ -289,6 +355,8 @@ impl SearchIndex {
             }
             hits.push(Hit {
                 points: points + name_points(entry, query),
+                deprecated: entry.deprecated,
+                modified: entry.modified.timestamp_micros(),
                 entry: entry.clone(),
                 score: 0.0,
             });
@@ -407,11 +475,10 @@ pub fn rank(hits: &mut [Hit], top: usize) {
         hit.score = f64::from(hit.points) / f64::from(best);
     }
     let order = |a: &Hit, b: &Hit| {
-        a.entry
-            .deprecated
-            .cmp(&b.entry.deprecated)
+        a.deprecated
+            .cmp(&b.deprecated)
             .then(b.points.cmp(&a.points))
-            .then_with(|| b.entry.modified.cmp(&a.entry.modified))
+            .then(b.modified.cmp(&a.modified))
             .then_with(|| a.entry.name.as_str().cmp(b.entry.name.as_str()))
     };
     let top = top.min(hits.len());
