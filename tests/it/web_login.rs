@@ -80,6 +80,44 @@ async fn follow_sign_in(start: &str) -> (StatusCode, header::HeaderMap, String) 
     (status, headers, back.text().await.unwrap())
 }
 
+/// `POST /-/v1/login` as npm sends it: the login URL and the done URL.
+async fn start_npm_login(server: &Server) -> (String, String) {
+    let (status, urls, _) = send(
+        Method::POST,
+        format!("{}/-/v1/login", server.url),
+        None,
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{urls}");
+    (
+        urls["loginUrl"].as_str().unwrap().to_string(),
+        urls["doneUrl"].as_str().unwrap().to_string(),
+    )
+}
+
+/// The token a finished web login hands over at its done URL.
+async fn collect_token(done_url: &str) -> String {
+    let done = http().get(done_url).send().await.unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    done.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `GET /-/whoami` with `token`: the status and the username answered.
+async fn whoami(server: &Server, token: &str) -> (StatusCode, Option<String>) {
+    let (status, body, _) = send(
+        Method::GET,
+        format!("{}/-/whoami", server.url),
+        Some(token),
+        None,
+    )
+    .await;
+    (status, body["username"].as_str().map(str::to_string))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_sign_in_sets_a_revocable_session_cookie() {
     let tmp = tempfile::tempdir().unwrap();
@@ -132,16 +170,9 @@ async fn web_sign_in_sets_a_revocable_session_cookie() {
     }
     let token = session.trim_start_matches("registry_session=").to_string();
     // The session is alice's read-only registry token: it reads as her, never writes.
-    let (status, body, _) = send(
-        Method::GET,
-        format!("{}/-/whoami", server.url),
-        Some(&token),
-        None,
-    )
-    .await;
     assert_eq!(
-        (status, body["username"].as_str()),
-        (StatusCode::OK, Some("alice"))
+        whoami(&server, &token).await,
+        (StatusCode::OK, Some("alice".to_string()))
     );
     let (status, body, _) = send(
         Method::PUT,
@@ -178,15 +209,8 @@ async fn web_sign_in_sets_a_revocable_session_cookie() {
     let (cleared, cleared_header) = set_cookie(out.headers(), "registry_session").unwrap();
     assert_eq!(cleared, "registry_session=");
     assert!(cleared_header.contains("Max-Age=0"));
-    let (status, _, _) = send(
-        Method::GET,
-        format!("{}/-/whoami", server.url),
-        Some(&token),
-        None,
-    )
-    .await;
     assert_eq!(
-        status,
+        whoami(&server, &token).await.0,
         StatusCode::UNAUTHORIZED,
         "the signed-out session's token is revoked"
     );
@@ -236,18 +260,7 @@ async fn npm_login_in_the_browser_gives_npm_a_publish_token() {
     let server = server(&world, root);
 
     // The done URL: 202 with Retry-After and a JSON body until the sign-in, then the token once.
-    let (status, urls, _) = send(
-        Method::POST,
-        format!("{}/-/v1/login", server.url),
-        None,
-        Some(&json!({})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{urls}");
-    let (login_url, done_url) = (
-        urls["loginUrl"].as_str().unwrap().to_string(),
-        urls["doneUrl"].as_str().unwrap().to_string(),
-    );
+    let (login_url, done_url) = start_npm_login(&server).await;
     assert!(login_url.starts_with(&format!("{}/-/web/login?session=", server.url)));
     let secret = done_url.rsplit('=').next().unwrap();
     assert!(
@@ -261,22 +274,10 @@ async fn npm_login_in_the_browser_gives_npm_a_publish_token() {
     let (status, _, page) = follow_sign_in(&login_url).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("return to your terminal"), "{page}");
-    let done = http().get(&done_url).send().await.unwrap();
-    assert_eq!(done.status(), StatusCode::OK);
-    let token = done.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (status, body, _) = send(
-        Method::GET,
-        format!("{}/-/whoami", server.url),
-        Some(&token),
-        None,
-    )
-    .await;
+    let token = collect_token(&done_url).await;
     assert_eq!(
-        (status, body["username"].as_str()),
-        (StatusCode::OK, Some("alice"))
+        whoami(&server, &token).await,
+        (StatusCode::OK, Some("alice".to_string()))
     );
     assert_eq!(
         http().get(&done_url).send().await.unwrap().status(),
@@ -398,15 +399,8 @@ async fn a_finished_web_login_stores_no_token_aws() {
     let Backend::Aws(resources) = &backend else {
         unreachable!()
     };
-    let (status, urls, _) = send(
-        Method::POST,
-        format!("{}/-/v1/login", server.url),
-        None,
-        Some(&json!({})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{urls}");
-    let (status, _, page) = follow_sign_in(urls["loginUrl"].as_str().unwrap()).await;
+    let (login_url, done_url) = start_npm_login(&server).await;
+    let (status, _, page) = follow_sign_in(&login_url).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     // Before the poll: nothing in the table is a token (a JWT is three dot-separated base64url
     // parts; records keep only a 12-character preview of theirs).
@@ -415,27 +409,11 @@ async fn a_finished_web_login_stores_no_token_aws() {
     for item in &items {
         assert!(!holds_a_jwt(item), "a token is stored: {item}");
     }
-    let done = http()
-        .get(urls["doneUrl"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(done.status(), StatusCode::OK);
-    let token = done.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = collect_token(&done_url).await;
     assert!(holds_a_jwt(&token), "{token}");
-    let (status, body, _) = send(
-        Method::GET,
-        format!("{}/-/whoami", server.url),
-        Some(&token),
-        None,
-    )
-    .await;
     assert_eq!(
-        (status, body["username"].as_str()),
-        (StatusCode::OK, Some("alice"))
+        whoami(&server, &token).await,
+        (StatusCode::OK, Some("alice".to_string()))
     );
     for item in resources.table_items().await {
         assert!(!item.contains(&token), "the token is stored: {item}");

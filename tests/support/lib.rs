@@ -557,16 +557,8 @@ impl AwsResources {
     /// Every key in the bucket under `prefix`, with its `ETag` (a multipart upload's ends in
     /// `-PARTS`).
     pub async fn object_etags(&self, prefix: &str) -> Vec<(String, String)> {
-        let listed = self
-            .s3()
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .send()
+        self.listed(prefix)
             .await
-            .expect("list objects");
-        listed
-            .contents()
             .iter()
             .map(|o| {
                 (
@@ -575,6 +567,19 @@ impl AwsResources {
                 )
             })
             .collect()
+    }
+
+    /// The objects under `prefix`, as `ListObjectsV2` describes them (one page: tests keep few).
+    async fn listed(&self, prefix: &str) -> Vec<aws_sdk_s3::types::Object> {
+        self.s3()
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .expect("list objects")
+            .contents
+            .unwrap_or_default()
     }
 
     /// The keys of multipart uploads begun and neither completed nor aborted.
@@ -596,15 +601,8 @@ impl AwsResources {
     /// Every key in the bucket under `prefix`, with its bytes.
     pub async fn objects(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
         let s3 = self.s3();
-        let listed = s3
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .send()
-            .await
-            .expect("list objects");
         let mut objects = Vec::new();
-        for key in listed.contents().iter().filter_map(|o| o.key()) {
+        for key in self.listed(prefix).await.iter().filter_map(|o| o.key()) {
             let got = s3
                 .get_object()
                 .bucket(&self.bucket)

@@ -271,14 +271,26 @@ impl SearchIndex {
     /// Takes the postings of replaced and removed packages out, and numbers the packages anew
     /// from 0 in their old order (so postings stay sorted and ids stay small).
     fn compact(&mut self) {
-        let old: Vec<u32> = self.entries.iter().map(|(id, _)| id).collect();
-        let renumbered: HashMap<u32, u32> = old.iter().zip(0u32..).map(|(o, n)| (*o, n)).collect();
+        // Old id → new id, by slot: live slots numbered in order, dead ones none.
+        let mut live = 0u32;
+        let renumbered: Vec<Option<u32>> = self
+            .entries
+            .slots
+            .iter()
+            .map(|slot| {
+                slot.as_ref().map(|_| {
+                    live += 1;
+                    live - 1
+                })
+            })
+            .collect();
+        let new_id = |old: u32| renumbered.get(old as usize).copied().flatten();
         self.words.retain(|_, postings| {
             postings.retain_mut(|p| {
                 let (id, mask) = unpack(*p);
-                match renumbered.get(&id) {
+                match new_id(id) {
                     Some(new) => {
-                        *p = posting(*new, mask);
+                        *p = posting(new, mask);
                         true
                     }
                     None => false,
@@ -289,9 +301,10 @@ impl SearchIndex {
         });
         self.entries = self.entries.renumbered();
         for id in self.ids.values_mut() {
-            *id = renumbered[id];
+            // Every named package has a live entry.
+            *id = new_id(*id).unwrap_or(u32::MAX);
         }
-        self.next_id = u32::try_from(old.len()).unwrap_or(u32::MAX);
+        self.next_id = live;
         self.dead = 0;
     }
 

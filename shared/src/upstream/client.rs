@@ -64,6 +64,16 @@ impl PendingBody {
         }
     }
 
+    /// The whole body (gzip undone), within `timeout`.
+    pub async fn read(mut self, timeout: Duration) -> Result<Bytes, FetchError> {
+        let Some(body) = self.body.take() else {
+            return Ok(Bytes::new());
+        };
+        tokio::time::timeout(timeout, read_body(body, self.gzipped, self.max_bytes))
+            .await
+            .unwrap_or(Err(FetchError::Timeout(timeout)))
+    }
+
     /// The next piece of the body, `None` at its end; `TooLarge` once the pieces add up to more
     /// than allowed. A gzip-encoded body (tarballs seldom are) comes whole, decoded, in one
     /// piece.

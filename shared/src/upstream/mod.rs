@@ -996,18 +996,8 @@ impl Inner {
             reason: e.to_string(),
         };
         let Some(sha512_hex) = Digests::declared_sha512_hex(&dist.integrity) else {
-            let gathered = tokio::time::timeout(timeout, async {
-                let mut all = bytes::BytesMut::new();
-                while let Some(piece) = body.next_piece().await? {
-                    all.extend_from_slice(&piece);
-                }
-                Ok(all.freeze())
-            })
-            .await
-            .unwrap_or(Err(FetchError::Timeout(timeout)));
-            return self
-                .keep(name, version, dist, gathered.map_err(failed)?)
-                .await;
+            let bytes = body.read(timeout).await.map_err(failed)?;
+            return self.keep(name, version, dist, bytes).await;
         };
         let key = TarballKey::new(name, version, &sha512_hex);
         let mut sink = self.store.tarball_sink(&key).await?;
