@@ -2,8 +2,6 @@
 //! read before they are counted or paged, so a search never shows (or counts) a package the
 //! caller could not read.
 
-use std::collections::HashMap;
-
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use futures_util::StreamExt;
@@ -11,11 +9,15 @@ use futures_util::stream::FuturesUnordered;
 
 use super::{ApiError, AppState, RequestContext, json_response};
 use crate::auth::{Action, AuthError, Authorizer, Identity};
-use crate::domain::{PackageName, RepoRef};
-use crate::search::{Hit, Indexed, SearchQuery, rank, search_response};
+use crate::domain::PackageName;
+use crate::search::{Access, AccessUnit, Order, Page, SearchQuery, search_response};
 
-/// GitHub checks of distinct repositories run at most this many at a time.
+/// GitHub checks of distinct access units run at most this many at a time.
 const CHECKS_AT_ONCE: usize = 8;
+
+/// Rounds of deciding access before what is still undecided is hidden: a round only repeats
+/// when the index changed under it and brought units not decided yet.
+const ROUNDS: usize = 4;
 
 /// Answers a search.
 pub(crate) async fn search(state: &AppState, ctx: &RequestContext) -> Result<Response, ApiError> {
@@ -25,25 +27,116 @@ pub(crate) async fn search(state: &AppState, ctx: &RequestContext) -> Result<Res
             "authentication required to search this registry: put a GitHub token in .npmrc (//registry/:_authToken=...) or run npm login".into(),
         ));
     }
-    let hits = state
-        .search
-        .with_index(state.metadata.as_ref(), |index| index.query(&query))
-        .await?;
-    let mut readable = readable(state, ctx, hits, |hit| hit.entry.as_ref()).await?;
-    let total = readable.len();
-    rank(&mut readable, query.from + query.size);
-    let page: Vec<Hit> = readable
-        .into_iter()
-        .skip(query.from)
-        .take(query.size)
-        .collect();
-    let body = search_response(&page, total, &ctx.base_url, chrono::Utc::now());
+    let page = find(state, ctx, &query, Order::Relevance).await?;
+    let body = search_response(&page.hits, page.total, &ctx.base_url, chrono::Utc::now());
     let mut response = json_response(StatusCode::OK, &body);
     // Per caller and changing with every publish: never kept by a cache on the way.
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// The page of `query`'s matches the caller may read, in `order`, with their count. The
+/// index finds the matches (light values, no entry touched); the caller's access is decided
+/// once per distinct access unit among them (repository and scope, through the authoriser's
+/// cache, as reads are) without holding the index; then the index pages the readable ones,
+/// making the matches again if it changed meanwhile. A unit GitHub cannot be asked about fails
+/// the whole answer rather than shrink it.
+pub(crate) async fn find(
+    state: &AppState,
+    ctx: &RequestContext,
+    query: &SearchQuery,
+    order: Order,
+) -> Result<Page, ApiError> {
+    // A trusted-publishing token reads its own package only: nothing else is matched.
+    let only = match ctx.caller.publish_grant() {
+        Some(grant) => match PackageName::parse(&grant.package) {
+            Ok(name) => Some(name),
+            Err(_) => {
+                return Ok(Page {
+                    hits: Vec::new(),
+                    total: 0,
+                });
+            }
+        },
+        None => None,
+    };
+    let mut access = if matches!(state.auth, Authorizer::Open) {
+        Access::everything()
+    } else {
+        Access::per_unit()
+    };
+    let mut held = None;
+    for round in 1..=ROUNDS {
+        if round == ROUNDS {
+            access.hide_undecided();
+        }
+        let step = state
+            .search
+            .with_index(state.metadata.as_ref(), |index| {
+                let matches = held
+                    .take()
+                    .unwrap_or_else(|| index.matches(query, only.as_ref()));
+                index.page(query, order, matches, &access)
+            })
+            .await?;
+        match step {
+            Ok(page) => return Ok(page),
+            Err(undecided) => {
+                let undecided = *undecided;
+                decide(state, ctx, undecided.units, &mut access).await?;
+                held = Some(undecided.matches);
+            }
+        }
+    }
+    // The last round hides what is undecided, so it always pages.
+    Err(ApiError::Unavailable(
+        "the search index kept changing; retry shortly".into(),
+    ))
+}
+
+/// Decides the caller's access to each of `units` (at most [`CHECKS_AT_ONCE`] at a time).
+async fn decide(
+    state: &AppState,
+    ctx: &RequestContext,
+    units: Vec<(u32, AccessUnit)>,
+    access: &mut Access,
+) -> Result<(), ApiError> {
+    let mut pending = units.into_iter();
+    let mut running = FuturesUnordered::new();
+    loop {
+        while running.len() < CHECKS_AT_ONCE {
+            let Some((
+                unit,
+                AccessUnit {
+                    repository,
+                    package,
+                },
+            )) = pending.next()
+            else {
+                break;
+            };
+            running.push(async move {
+                let decision = state
+                    .auth
+                    .check(&ctx.caller, &package, &repository, Action::Read)
+                    .await;
+                (unit, decision)
+            });
+        }
+        let Some((unit, decision)) = running.next().await else {
+            return Ok(());
+        };
+        let readable = match decision {
+            Ok(_) => true,
+            Err(AuthError::Unavailable(message)) => return Err(ApiError::Unavailable(message)),
+            Err(AuthError::Hidden | AuthError::Forbidden(_) | AuthError::Unauthenticated(_)) => {
+                false
+            }
+        };
+        access.decide(unit, readable);
+    }
 }
 
 /// Whether this caller may see any package at all: in GitHub mode without public read, only
@@ -70,76 +163,6 @@ fn parse(path_and_query: &str) -> Result<SearchQuery, ApiError> {
         }
     }
     SearchQuery::parse(&text, size.as_deref(), from.as_deref()).map_err(ApiError::BadRequest)
-}
-
-/// The items the caller may read, in their order (`entry` finds each one's package). In GitHub
-/// mode each distinct repository among them is decided once (through the authoriser's cache, as
-/// reads are); a repository GitHub cannot be asked about fails the whole answer rather than
-/// shrink it.
-pub(crate) async fn readable<T>(
-    state: &AppState,
-    ctx: &RequestContext,
-    items: Vec<T>,
-    entry: impl Fn(&T) -> &Indexed,
-) -> Result<Vec<T>, ApiError> {
-    if matches!(state.auth, Authorizer::Open) || items.is_empty() {
-        return Ok(items);
-    }
-    let repo_of = |e: &Indexed| {
-        e.repository
-            .as_deref()
-            .cloned()
-            .or_else(|| RepoRef::unbound(&e.name))
-    };
-    // One package per distinct repository stands for it in the check.
-    let mut distinct: HashMap<String, (RepoRef, PackageName)> = HashMap::new();
-    for item in &items {
-        let e = entry(item);
-        if let Some(repo) = repo_of(e) {
-            distinct
-                .entry(repo.to_string().to_ascii_lowercase())
-                .or_insert_with(|| (repo, e.name.clone()));
-        }
-    }
-    let mut allowed: HashMap<String, bool> = HashMap::with_capacity(distinct.len());
-    let mut pending = distinct.into_iter();
-    let mut running = FuturesUnordered::new();
-    loop {
-        while running.len() < CHECKS_AT_ONCE {
-            let Some((key, (repo, name))) = pending.next() else {
-                break;
-            };
-            running.push(async move {
-                let decision = state
-                    .auth
-                    .check(&ctx.caller, &name, &repo, Action::Read)
-                    .await;
-                (key, decision)
-            });
-        }
-        let Some((key, decision)) = running.next().await else {
-            break;
-        };
-        let readable = match decision {
-            Ok(_) => true,
-            Err(AuthError::Unavailable(message)) => return Err(ApiError::Unavailable(message)),
-            Err(AuthError::Hidden | AuthError::Forbidden(_) | AuthError::Unauthenticated(_)) => {
-                false
-            }
-        };
-        allowed.insert(key, readable);
-    }
-    Ok(items
-        .into_iter()
-        .filter(|item| {
-            repo_of(entry(item)).is_some_and(|repo| {
-                allowed
-                    .get(&repo.to_string().to_ascii_lowercase())
-                    .copied()
-                    .unwrap_or(false)
-            })
-        })
-        .collect())
 }
 
 #[cfg(test)]

@@ -2,8 +2,6 @@
 //! API, with the same access rules; the caller is the browser's session (`web_auth`). The HTML
 //! itself is `crate::web`'s; this module gathers what a page shows and answers with it.
 
-use std::sync::Arc;
-
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -12,7 +10,7 @@ use super::routes::MetadataRoute;
 use super::{ApiError, AppState, RequestContext};
 use crate::auth::Identity;
 use crate::domain::PackageName;
-use crate::search::{Indexed, SearchQuery};
+use crate::search::{Indexed, Order, SearchQuery};
 use crate::web::{self, Layout, ListItem, ListView, PackageView, SearchView};
 
 /// Packages per page of the list and of search results.
@@ -132,29 +130,17 @@ async fn list(state: &AppState, ctx: &RequestContext) -> Response {
         return sign_in_first(state, ctx);
     }
     let page = page_number(ctx);
-    let entries = match state
-        .search
-        .with_index(
-            state.metadata.as_ref(),
-            crate::search::SearchIndex::newest_first,
-        )
-        .await
-    {
-        Ok(entries) => entries,
-        Err(e) => return error(state, ctx, &ApiError::from(e)),
+    let (size, from) = (PER_PAGE.to_string(), ((page - 1) * PER_PAGE).to_string());
+    let everything = match SearchQuery::parse("", Some(&size), Some(&from)) {
+        Ok(query) => query,
+        Err(message) => return error(state, ctx, &ApiError::BadRequest(message)),
     };
-    let readable =
-        match super::search::readable(state, ctx, entries, |e: &Arc<Indexed>| e.as_ref()).await {
-            Ok(readable) => readable,
-            Err(e) => return error(state, ctx, &e),
-        };
-    let total = readable.len();
-    let items: Vec<ListItem> = readable
-        .iter()
-        .skip((page - 1) * PER_PAGE)
-        .take(PER_PAGE)
-        .map(|e| item(e))
-        .collect();
+    let found = match super::search::find(state, ctx, &everything, Order::Newest).await {
+        Ok(found) => found,
+        Err(e) => return error(state, ctx, &e),
+    };
+    let total = found.total;
+    let items: Vec<ListItem> = found.hits.iter().map(|h| item(&h.entry)).collect();
     let view = ListView {
         has_next: page * PER_PAGE < total,
         items,
@@ -180,26 +166,12 @@ async fn search(state: &AppState, ctx: &RequestContext) -> Response {
         Ok(query) => query,
         Err(message) => return error(state, ctx, &ApiError::BadRequest(message)),
     };
-    let hits = match state
-        .search
-        .with_index(state.metadata.as_ref(), |index| index.query(&query))
-        .await
-    {
-        Ok(hits) => hits,
-        Err(e) => return error(state, ctx, &ApiError::from(e)),
-    };
-    let mut readable = match super::search::readable(state, ctx, hits, |h| h.entry.as_ref()).await {
-        Ok(readable) => readable,
+    let found = match super::search::find(state, ctx, &query, Order::Relevance).await {
+        Ok(found) => found,
         Err(e) => return error(state, ctx, &e),
     };
-    let total = readable.len();
-    crate::search::rank(&mut readable, query.from + query.size);
-    let items: Vec<ListItem> = readable
-        .iter()
-        .skip(query.from)
-        .take(query.size)
-        .map(|h| item(&h.entry))
-        .collect();
+    let total = found.total;
+    let items: Vec<ListItem> = found.hits.iter().map(|h| item(&h.entry)).collect();
     let view = SearchView {
         query: text.clone(),
         has_next: query.from + query.size < total,

@@ -2,13 +2,15 @@
 //! word was found in, and the ranking npm users expect (exact name first, then name prefix and
 //! name words, then keywords, description and README; deprecated packages last).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use super::indexed::Indexed;
+use super::matches::{Access, AccessUnit, Hit, Match, Matches, NO_UNIT, Order, Page, Undecided};
 use super::query::SearchQuery;
 use super::{SearchEntry, tokenize};
-use crate::domain::PackageName;
+use crate::domain::{PackageName, RepoRef};
 use crate::storage::SearchChange;
 
 /// Where a word was found, as bits of a posting's mask.
@@ -41,21 +43,6 @@ fn weight(mask: u8) -> u32 {
     }
 }
 
-/// A package found by a query, in rank order.
-#[derive(Debug, Clone)]
-pub struct Hit {
-    /// The package.
-    pub entry: Arc<Indexed>,
-    /// Its points (`searchScore`).
-    pub points: u32,
-    /// Its points as a share of the best hit's, 0 to 1 (`score.final`).
-    pub score: f64,
-    /// The entry's deprecation and last change, copied beside the points: ranking compares
-    /// these for every hit, and reading them through the entry would miss the cache each time.
-    deprecated: bool,
-    modified: i64,
-}
-
 /// One word's packages, ascending by id: each a [`posting`] (package id and fields mask in one
 /// `u32`, half the memory of a pair: most of the index is these).
 type Postings = Vec<u32>;
@@ -75,32 +62,61 @@ fn unpack(p: u32) -> (u32, u8) {
     (p >> MASK_BITS, (p & ((1 << MASK_BITS) - 1)) as u8)
 }
 
+/// Every change to any index takes the next of these: matches made in one state of one index
+/// are recognised as stale in any other (a reload replaces the whole index).
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
 /// Every indexed package, findable by its words.
 #[derive(Default)]
 pub struct SearchIndex {
     /// Package id → what is kept of it. Ids only grow (until compaction renumbers them in
     /// order), so postings appended in id order stay sorted, and the slots stay dense.
     entries: Slots,
-    /// Lowercase name → package id.
-    ids: HashMap<String, u32>,
+    /// Lowercase name → package id; sorted, so the names a text begins are a range.
+    ids: BTreeMap<Box<str>, u32>,
+    /// Lowercase base names of scoped packages, with their ids (`widget` begins `@a/widget`).
+    bases: BTreeSet<(Box<str>, u32)>,
     /// Word → packages; sorted, so a prefix is a range. Postings of replaced or removed
     /// packages stay until the next compaction (queries skip ids without an entry), so an
     /// entry need not keep its README words to be taken out.
     words: BTreeMap<Box<str>, Postings>,
+    /// Access units by key (lowercase `owner/repo`, a newline, lowercase scope) → unit id. Ids
+    /// are never reused, so a caller's decisions stay valid while the index changes.
+    unit_ids: HashMap<Box<str>, u32>,
     /// Packages replaced or removed since the last compaction.
     dead: usize,
     /// Lowercase name → the revision that removed the package: an older change of it arriving
     /// later (another process's log, read again) must not bring it back.
     removed: HashMap<String, u64>,
     next_id: u32,
+    /// This state's number (from [`GENERATIONS`]).
+    generation: u64,
 }
+
+/// What ranking and access need of a package, kept apart from its entry in a dense vector:
+/// matches come in ascending id order, so reading these streams through memory.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    modified: i64,
+    unit: u32,
+    deprecated: bool,
+    live: bool,
+}
+
+const DEAD: Meta = Meta {
+    modified: 0,
+    unit: NO_UNIT,
+    deprecated: false,
+    live: false,
+};
 
 /// The entries by id: a slot per id given out since the last compaction, empty once its package
 /// was replaced or removed. A lookup is an index, not a hash (a broad word looks up tens of
 /// thousands).
 #[derive(Default)]
 struct Slots {
-    slots: Vec<Option<Arc<Indexed>>>,
+    entries: Vec<Option<Arc<Indexed>>>,
+    meta: Vec<Meta>,
     live: usize,
 }
 
@@ -114,23 +130,35 @@ impl Slots {
     }
 
     fn get(&self, id: u32) -> Option<&Arc<Indexed>> {
-        self.slots.get(id as usize)?.as_ref()
+        self.entries.get(id as usize)?.as_ref()
     }
 
-    fn insert(&mut self, id: u32, entry: Arc<Indexed>) {
+    fn meta(&self, id: u32) -> Option<&Meta> {
+        self.meta.get(id as usize).filter(|m| m.live)
+    }
+
+    fn insert(&mut self, id: u32, entry: Arc<Indexed>, unit: u32) {
         let at = id as usize;
-        if self.slots.len() <= at {
-            self.slots.resize(at + 1, None);
+        if self.entries.len() <= at {
+            self.entries.resize(at + 1, None);
+            self.meta.resize(at + 1, DEAD);
         }
-        if self.slots[at].replace(entry).is_none() {
+        self.meta[at] = Meta {
+            modified: entry.modified.timestamp_micros(),
+            unit,
+            deprecated: entry.deprecated,
+            live: true,
+        };
+        if self.entries[at].replace(entry).is_none() {
             self.live += 1;
         }
     }
 
     fn remove(&mut self, id: u32) {
-        if let Some(slot) = self.slots.get_mut(id as usize)
+        if let Some(slot) = self.entries.get_mut(id as usize)
             && slot.take().is_some()
         {
+            self.meta[id as usize] = DEAD;
             self.live -= 1;
         }
     }
@@ -138,31 +166,45 @@ impl Slots {
     /// The live entries with their ids, ascending.
     fn iter(&self) -> impl Iterator<Item = (u32, &Arc<Indexed>)> {
         (0u32..)
-            .zip(&self.slots)
+            .zip(&self.entries)
             .filter_map(|(id, slot)| Some((id, slot.as_ref()?)))
     }
 
     /// The live entries numbered anew from 0 in their order (what compaction does to ids).
     fn renumbered(&mut self) -> Slots {
-        let slots: Vec<Option<Arc<Indexed>>> = std::mem::take(&mut self.slots)
-            .into_iter()
-            .flatten()
-            .map(Some)
-            .collect();
+        let (entries, meta): (Vec<Option<Arc<Indexed>>>, Vec<Meta>) =
+            std::mem::take(&mut self.entries)
+                .into_iter()
+                .zip(std::mem::take(&mut self.meta))
+                .filter_map(|(slot, meta)| Some((Some(slot?), meta)))
+                .unzip();
         Slots {
-            live: slots.len(),
-            slots,
+            live: entries.len(),
+            entries,
+            meta,
         }
     }
 
     fn shrink_to_fit(&mut self) {
-        self.slots.shrink_to_fit();
+        self.entries.shrink_to_fit();
+        self.meta.shrink_to_fit();
     }
 }
 
 /// Compaction runs once this many dead packages are in the postings, and more than a quarter of
 /// the live ones: a publish costs O(its words), and the index stays within ~1.25× its size.
 const COMPACT_AFTER: usize = 1024;
+
+/// The repository access to `name` is decided by: the one it is bound to, or (stored before
+/// GitHub mode) its name's own.
+fn access_repository(name: &PackageName, bound: Option<&RepoRef>) -> Option<RepoRef> {
+    bound.cloned().or_else(|| RepoRef::unbound(name))
+}
+
+/// The base name of a lowercase package name, if it is scoped.
+fn scoped_base(key: &str) -> Option<&str> {
+    key.strip_prefix('@')?.split_once('/').map(|(_, base)| base)
+}
 
 impl SearchIndex {
     /// An empty index.
@@ -178,17 +220,6 @@ impl SearchIndex {
     /// Whether nothing is indexed.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-
-    /// Every indexed entry, the most recently changed first (the web page's package list).
-    pub fn newest_first(&self) -> Vec<Arc<Indexed>> {
-        let mut all: Vec<Arc<Indexed>> = self.entries.iter().map(|(_, e)| e.clone()).collect();
-        all.sort_by(|a, b| {
-            b.date
-                .cmp(&a.date)
-                .then_with(|| a.name.as_str().cmp(b.name.as_str()))
-        });
-        all
     }
 
     /// Applies a change from the store: a put or a removal, unless the index already holds a
@@ -207,6 +238,7 @@ impl SearchIndex {
         if self.newer_than(&key, entry.revision) {
             return;
         }
+        self.changed();
         self.removed.remove(&key);
         self.drop_entry(&key);
         let id = self.next_id;
@@ -217,13 +249,38 @@ impl SearchIndex {
                 .or_default()
                 .push(posting(id, mask));
         }
+        let unit = self.unit_of(&entry);
+        if let Some(base) = scoped_base(&key) {
+            self.bases.insert((base.into(), id));
+        }
         // Its words are in the postings now; the rest is kept compact.
-        self.ids.insert(key, id);
-        self.entries.insert(id, Arc::new(Indexed::of(&entry)));
+        self.ids.insert(key.into(), id);
+        self.entries.insert(id, Arc::new(Indexed::of(&entry)), unit);
         if self.next_id >= MAX_ID / 2 {
             self.compact();
         }
         self.compact_if_due();
+    }
+
+    /// The access unit of `entry`'s package: a number per distinct repository and scope, the
+    /// same for every package of them, made when the first is indexed.
+    fn unit_of(&mut self, entry: &SearchEntry) -> u32 {
+        let Some(repository) = access_repository(&entry.name, entry.repository.as_ref()) else {
+            return NO_UNIT;
+        };
+        let key = format!(
+            "{}\n{}",
+            repository.to_string().to_ascii_lowercase(),
+            entry.name.scope().unwrap_or_default().to_ascii_lowercase()
+        );
+        if let Some(unit) = self.unit_ids.get(key.as_str()) {
+            return *unit;
+        }
+        let unit = u32::try_from(self.unit_ids.len()).unwrap_or(NO_UNIT);
+        if unit != NO_UNIT {
+            self.unit_ids.insert(key.into(), unit);
+        }
+        unit
     }
 
     /// Drops `name` from the index (unpublished or deleted), whatever its revision.
@@ -237,11 +294,17 @@ impl SearchIndex {
         if revision > 0 && self.newer_than(&key, revision) {
             return;
         }
+        self.changed();
         self.drop_entry(&key);
         if revision > 0 {
             self.removed.insert(key, revision);
         }
         self.compact_if_due();
+    }
+
+    /// Moves the index to a new state: matches made before are stale.
+    fn changed(&mut self) {
+        self.generation = GENERATIONS.fetch_add(1, AtomicOrdering::Relaxed);
     }
 
     /// Whether the index holds `key` (or its removal) at a revision after `revision`.
@@ -257,6 +320,9 @@ impl SearchIndex {
 
     fn drop_entry(&mut self, key: &str) {
         if let Some(id) = self.ids.remove(key) {
+            if let Some(base) = scoped_base(key) {
+                self.bases.remove(&(base.into(), id));
+            }
             self.entries.remove(id);
             self.dead += 1;
         }
@@ -271,11 +337,12 @@ impl SearchIndex {
     /// Takes the postings of replaced and removed packages out, and numbers the packages anew
     /// from 0 in their old order (so postings stay sorted and ids stay small).
     fn compact(&mut self) {
+        self.changed();
         // Old id → new id, by slot: live slots numbered in order, dead ones none.
         let mut live = 0u32;
         let renumbered: Vec<Option<u32>> = self
             .entries
-            .slots
+            .entries
             .iter()
             .map(|slot| {
                 slot.as_ref().map(|_| {
@@ -304,6 +371,10 @@ impl SearchIndex {
             // Every named package has a live entry.
             *id = new_id(*id).unwrap_or(u32::MAX);
         }
+        self.bases = std::mem::take(&mut self.bases)
+            .into_iter()
+            .filter_map(|(base, id)| Some((base, new_id(id)?)))
+            .collect();
         self.next_id = live;
         self.dead = 0;
     }
@@ -315,7 +386,7 @@ impl SearchIndex {
             postings.shrink_to_fit();
         }
         self.entries.shrink_to_fit();
-        self.ids.shrink_to_fit();
+        self.unit_ids.shrink_to_fit();
     }
 
     /// An estimate of the heap the index holds, in bytes: what its tables and entries allocate
@@ -332,25 +403,45 @@ impl SearchIndex {
                     + p.capacity() * size_of::<u32>()
             })
             .sum();
-        // Hash tables: a slot per entry at 7/8 load, plus a control byte.
-        let ids: usize = self
+        let names: usize = self
             .ids
             .keys()
-            .map(|k| (size_of::<(String, u32)>() + 1) * 8 / 7 + k.capacity())
-            .sum();
-        let entries: usize = self.entries.slots.capacity() * size_of::<Option<Arc<Indexed>>>()
+            .map(|k| (size_of::<(Box<str>, u32)>()) * 3 / 2 + k.len())
+            .sum::<usize>()
+            + self
+                .bases
+                .iter()
+                .map(|(b, _)| size_of::<(Box<str>, u32)>() * 3 / 2 + b.len())
+                .sum::<usize>();
+        // Hash tables: a slot per entry at 7/8 load, plus a control byte.
+        let units: usize = self
+            .unit_ids
+            .keys()
+            .map(|k| (size_of::<(Box<str>, u32)>() + 1) * 8 / 7 + k.len())
+            .sum::<usize>();
+        let entries: usize = self.entries.entries.capacity() * size_of::<Option<Arc<Indexed>>>()
+            + self.entries.meta.capacity() * size_of::<Meta>()
             + self
                 .entries
                 .iter()
                 .map(|(_, e)| 16 + e.heap_bytes())
                 .sum::<usize>();
-        words + ids + entries
+        words + names + units + entries
     }
 
-    /// Every package matching `query`, not yet in order: the caller keeps those the caller may
-    /// read, then [`rank`]s only as many as the page needs (a broad word matches tens of
-    /// thousands, and sorting them all would cost more than finding them).
-    pub fn query(&self, query: &SearchQuery) -> Vec<Hit> {
+    /// Every package matching `query` (or, with `only`, that package if it matches), not yet
+    /// in order and not yet cut to what the caller may read: light values, so that a broad
+    /// word's tens of thousands of matches touch no entry (only queries with qualifiers read
+    /// the entries, to filter).
+    pub fn matches(&self, query: &SearchQuery, only: Option<&PackageName>) -> Matches {
+        let only_id = only.map(|name| {
+            self.ids
+                .get(name.as_str().to_lowercase().as_str())
+                .copied()
+                // The token's package exactly (names compare exactly where tokens are checked).
+                .filter(|id| self.entries.get(*id).is_some_and(|e| e.name == *name))
+                .unwrap_or(u32::MAX)
+        });
         let scored: Vec<(u32, u32)> = if query.has_terms() {
             self.matching_words(&query.terms)
         } else if let Some(candidates) = self.with_keywords(query) {
@@ -358,23 +449,160 @@ impl SearchIndex {
         } else {
             self.entries.iter().map(|(id, _)| (id, 0)).collect()
         };
-        let mut hits = Vec::with_capacity(scored.len());
+        let name_points = if query.text.is_empty() {
+            Vec::new()
+        } else {
+            self.name_points(&query.text, query.boost_exact)
+        };
+        let filters = query.has_qualifiers();
+        let mut bonus = name_points.iter().peekable();
+        let mut list = Vec::with_capacity(scored.len());
         for (id, points) in scored {
-            let Some(entry) = self.entries.get(id) else {
-                continue;
-            };
-            if !passes(entry, query) {
+            if only_id.is_some_and(|only| only != id) {
                 continue;
             }
-            hits.push(Hit {
-                points: points + name_points(entry, query),
-                deprecated: entry.deprecated,
-                modified: entry.modified.timestamp_micros(),
-                entry: entry.clone(),
-                score: 0.0,
+            let Some(meta) = self.entries.meta(id) else {
+                continue;
+            };
+            if filters && !self.entries.get(id).is_some_and(|e| passes(e, query)) {
+                continue;
+            }
+            while bonus.next_if(|(b, _)| *b < id).is_some() {}
+            let extra = bonus.next_if(|(b, _)| *b == id).map_or(0, |(_, p)| *p);
+            list.push(Match {
+                id,
+                points: points + extra,
+                unit: meta.unit,
+                deprecated: meta.deprecated,
+                modified: meta.modified,
             });
         }
-        hits
+        Matches {
+            generation: self.generation,
+            list,
+            only: only.cloned(),
+        }
+    }
+
+    /// The page of `matches` the caller may read (as `access` decides), in `order`, and how
+    /// many they are; or the units among them whose access is not yet decided. Matches made in
+    /// another state of the index are made again first.
+    pub fn page(
+        &self,
+        query: &SearchQuery,
+        order: Order,
+        matches: Matches,
+        access: &Access,
+    ) -> Result<Page, Box<Undecided>> {
+        let matches = if matches.generation == self.generation {
+            matches
+        } else {
+            self.matches(query, matches.only.as_ref())
+        };
+        // Each undecided unit once, with one of its packages standing in for it in the check.
+        let mut undecided: HashMap<u32, AccessUnit> = HashMap::new();
+        for m in &matches.list {
+            if access.may_read(m.unit).is_none()
+                && !undecided.contains_key(&m.unit)
+                && let Some(entry) = self.entries.get(m.id)
+                && let Some(repository) =
+                    access_repository(&entry.name, entry.repository.as_deref())
+            {
+                let package = entry.name.clone();
+                undecided.insert(
+                    m.unit,
+                    AccessUnit {
+                        repository,
+                        package,
+                    },
+                );
+            }
+        }
+        if !undecided.is_empty() {
+            let units = undecided.into_iter().collect();
+            return Err(Box::new(Undecided { units, matches }));
+        }
+        let mut readable = matches.list;
+        readable.retain(|m| access.may_read(m.unit) == Some(true));
+        let total = readable.len();
+        let best = readable.iter().map(|m| m.points).max().unwrap_or(0).max(1);
+        let top = (query.from + query.size).min(total);
+        self.rank(&mut readable, top, order);
+        let hits = readable
+            .get(query.from.min(top)..top)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| {
+                Some(Hit {
+                    entry: self.entries.get(m.id)?.clone(),
+                    points: m.points,
+                    score: f64::from(m.points) / f64::from(best),
+                })
+            })
+            .collect();
+        Ok(Page { hits, total })
+    }
+
+    /// The page of `query` when everything may be read (the tests' shortcut).
+    #[cfg(test)]
+    pub(crate) fn answer(&self, query: &SearchQuery) -> Page {
+        let matches = self.matches(query, None);
+        match self.page(query, Order::Relevance, matches, &Access::everything()) {
+            Ok(page) => page,
+            Err(_) => unreachable!("everything is decided"),
+        }
+    }
+
+    /// Puts the best `top` of `matches` first, in `order` (the rest follow in no order).
+    fn rank(&self, matches: &mut [Match], top: usize, order: Order) {
+        let name = |m: &Match| self.entries.get(m.id).map_or("", |e| e.name.as_str());
+        let date = |m: &Match| self.entries.get(m.id).map(|e| e.date);
+        let compare = |a: &Match, b: &Match| match order {
+            Order::Relevance => a
+                .deprecated
+                .cmp(&b.deprecated)
+                .then(b.points.cmp(&a.points))
+                .then(b.modified.cmp(&a.modified))
+                .then_with(|| name(a).cmp(name(b))),
+            Order::Newest => date(b).cmp(&date(a)).then_with(|| name(a).cmp(name(b))),
+        };
+        if top == 0 {
+            return;
+        }
+        if top < matches.len() {
+            matches.select_nth_unstable_by(top - 1, compare);
+        }
+        matches[..top].sort_unstable_by(compare);
+    }
+
+    /// The packages whose name (or name without its scope) `text` begins, ascending by id,
+    /// with the points that earns: [`EXACT`] for the whole name (when `exact` counts),
+    /// [`NAME_PREFIX`] otherwise. Ranges of the sorted names, not a test of every match.
+    fn name_points(&self, text: &str, exact: bool) -> Vec<(u32, u32)> {
+        let points = |name: &str| {
+            if exact && name == text {
+                EXACT
+            } else {
+                NAME_PREFIX
+            }
+        };
+        let mut found: Vec<(u32, u32)> = self
+            .ids
+            .range::<str, _>((std::ops::Bound::Included(text), std::ops::Bound::Unbounded))
+            .take_while(|(name, _)| name.starts_with(text))
+            .map(|(name, id)| (*id, points(name)))
+            .collect();
+        let from: (Box<str>, u32) = (text.into(), 0);
+        found.extend(
+            self.bases
+                .range(from..)
+                .take_while(|(base, _)| base.starts_with(text))
+                .map(|(base, id)| (*id, points(base))),
+        );
+        // A package found both ways keeps the better.
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        found.dedup_by_key(|(id, _)| *id);
+        found
     }
 
     /// For a query of qualifiers alone, the packages with a word of its required (or one of
@@ -404,7 +632,6 @@ impl SearchIndex {
         ids.dedup();
         Some(ids)
     }
-
     /// Packages with every word of `terms` (the last also as a prefix), with their points.
     fn matching_words(&self, terms: &[String]) -> Vec<(u32, u32)> {
         let mut result: Option<Vec<(u32, u32)>> = None;
@@ -479,54 +706,6 @@ fn intersect(so_far: &[(u32, u32)], next: impl Iterator<Item = (u32, u32)>) -> V
     out
 }
 
-/// Puts the best `top` of `hits` first, in rank order: deprecated packages after all others,
-/// then by points, then the latest change first (the rest follow in no order). Scores every
-/// hit as a share of the best one's points.
-pub fn rank(hits: &mut [Hit], top: usize) {
-    let best = hits.iter().map(|h| h.points).max().unwrap_or(0).max(1);
-    for hit in hits.iter_mut() {
-        hit.score = f64::from(hit.points) / f64::from(best);
-    }
-    let order = |a: &Hit, b: &Hit| {
-        a.deprecated
-            .cmp(&b.deprecated)
-            .then(b.points.cmp(&a.points))
-            .then(b.modified.cmp(&a.modified))
-            .then_with(|| a.entry.name.as_str().cmp(b.entry.name.as_str()))
-    };
-    let top = top.min(hits.len());
-    if top == 0 {
-        return;
-    }
-    if top < hits.len() {
-        hits.select_nth_unstable_by(top - 1, order);
-    }
-    hits[..top].sort_unstable_by(order);
-}
-
-/// Whether `text` (lowercase) begins `name`, ignoring ASCII case (names are ASCII), without
-/// lowercasing the name into a new string for every candidate.
-fn begins(name: &str, text: &str) -> bool {
-    name.len() >= text.len() && name.as_bytes()[..text.len()].eq_ignore_ascii_case(text.as_bytes())
-}
-
-/// Points for the free text naming the package, or beginning its name.
-fn name_points(entry: &Indexed, query: &SearchQuery) -> u32 {
-    if query.text.is_empty() {
-        return 0;
-    }
-    let name = entry.name.as_str();
-    let base = entry.name.base_name();
-    let text = query.text.as_str();
-    if query.boost_exact && (name.eq_ignore_ascii_case(text) || base.eq_ignore_ascii_case(text)) {
-        EXACT
-    } else if begins(name, text) || begins(base, text) {
-        NAME_PREFIX
-    } else {
-        0
-    }
-}
-
 /// Whether `entry` passes the query's qualifiers (all lowercase, as the entry's lists are).
 fn passes(entry: &Indexed, query: &SearchQuery) -> bool {
     let has = |k: &String| entry.has_keyword(k);
@@ -585,10 +764,13 @@ mod tests {
     }
 
     fn names(index: &SearchIndex, text: &str) -> Vec<String> {
-        let query = SearchQuery::parse(text, None, None).unwrap();
-        let mut hits = index.query(&query);
-        rank(&mut hits, usize::MAX);
-        hits.into_iter().map(|h| h.entry.name.to_string()).collect()
+        let query = SearchQuery::parse(text, Some("250"), None).unwrap();
+        index
+            .answer(&query)
+            .hits
+            .into_iter()
+            .map(|h| h.entry.name.to_string())
+            .collect()
     }
 
     #[test]
@@ -755,14 +937,130 @@ mod tests {
         assert!(index.heap_bytes() > 0);
     }
 
+    fn bound(name: &str, repository: &str) -> SearchEntry {
+        let mut e = test_entry(name, "1.0.0", json!({"description": "a gadget"}), None);
+        let (owner, repo) = repository.split_once('/').unwrap();
+        e.repository = RepoRef::new(owner, repo);
+        e
+    }
+
+    #[test]
+    fn access_is_asked_once_per_unit_and_pages_only_what_may_be_read() {
+        let mut index = index(vec![
+            bound("@a/one", "a/tools"),
+            bound("@a/two", "a/tools"),
+            bound("@a/secret", "a/private"),
+            bound("@b/other", "a/tools"),
+        ]);
+        let query = SearchQuery::parse("gadget", None, None).unwrap();
+        let mut access = Access::per_unit();
+        let matches = index.matches(&query, None);
+        let Err(undecided) = index.page(&query, Order::Relevance, matches, &access) else {
+            panic!("nothing is decided yet");
+        };
+        // Repository and scope: @a and @b of a/tools are two units; a/private a third.
+        let mut units: Vec<String> = undecided
+            .units
+            .iter()
+            .map(|(_, u)| format!("{} {}", u.repository, u.package.scope().unwrap_or("")))
+            .collect();
+        units.sort();
+        assert_eq!(units, ["a/private a", "a/tools a", "a/tools b"]);
+        for (unit, u) in &undecided.units {
+            access.decide(*unit, u.repository.to_string() == "a/tools");
+        }
+        let page = index
+            .page(&query, Order::Relevance, undecided.matches, &access)
+            .unwrap();
+        let mut shown: Vec<String> = page.hits.iter().map(|h| h.entry.name.to_string()).collect();
+        shown.sort();
+        assert_eq!(shown, ["@a/one", "@a/two", "@b/other"]);
+        assert_eq!(page.total, 3);
+
+        // The index changes between the steps: the matches are made again, and a unit that
+        // came with the change is asked about rather than shown.
+        let stale = index.matches(&query, None);
+        index.put(bound("@c/new", "c/new"));
+        let Err(undecided) = index.page(&query, Order::Relevance, stale, &access) else {
+            panic!("@c/new's unit is not decided");
+        };
+        assert_eq!(undecided.units.len(), 1);
+        access.hide_undecided();
+        let page = index
+            .page(&query, Order::Relevance, undecided.matches, &access)
+            .unwrap();
+        assert_eq!(page.total, 3, "undecided units are hidden at the end");
+    }
+
+    #[test]
+    fn a_token_limited_to_one_package_matches_nothing_else() {
+        let index = index(vec![bound("@a/one", "a/tools"), bound("@a/two", "a/tools")]);
+        let query = SearchQuery::parse("gadget", None, None).unwrap();
+        let only = PackageName::parse("@a/two").unwrap();
+        let matches = index.matches(&query, Some(&only));
+        let page = index
+            .page(&query, Order::Relevance, matches, &Access::everything())
+            .unwrap();
+        assert_eq!(page.total, 1);
+        assert_eq!(page.hits[0].entry.name, only);
+        let missing = PackageName::parse("@a/three").unwrap();
+        assert_eq!(index.matches(&query, Some(&missing)).list.len(), 0);
+    }
+
+    #[test]
+    fn names_begun_by_the_text_rank_first_found_by_range() {
+        let index = index(vec![
+            test_entry("@a/widget", "1.0.0", json!({"description": "x"}), None),
+            test_entry("widgetry", "1.0.0", json!({"description": "x"}), None),
+            test_entry(
+                "@a/gadget",
+                "1.0.0",
+                json!({"description": "widget x"}),
+                None,
+            ),
+        ]);
+        assert_eq!(
+            names(&index, "widget"),
+            ["@a/widget", "widgetry", "@a/gadget"]
+        );
+        // Without the exact boost, both names begun by the text score the prefix's points.
+        let page =
+            index.answer(&SearchQuery::parse("widget boost-exact:false", None, None).unwrap());
+        assert!(page.hits[..2].iter().all(|h| h.points > NAME_PREFIX));
+        assert!(page.hits[..2].iter().all(|h| h.points < EXACT));
+        assert!(page.hits[2].points < NAME_PREFIX);
+    }
+
+    #[test]
+    fn the_newest_order_lists_every_package_by_publish_date() {
+        let mut old = test_entry("@a/old", "1.0.0", json!({}), None);
+        old.date = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
+            .unwrap()
+            .into();
+        let mut new = test_entry("@a/new", "1.0.0", json!({}), None);
+        new.date = chrono::DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
+            .unwrap()
+            .into();
+        let index = index(vec![old, new]);
+        let query = SearchQuery::parse("", Some("1"), Some("1")).unwrap();
+        let matches = index.matches(&query, None);
+        let page = index
+            .page(&query, Order::Newest, matches, &Access::everything())
+            .unwrap();
+        assert_eq!(page.total, 2);
+        assert_eq!(page.hits.len(), 1);
+        assert_eq!(page.hits[0].entry.name.as_str(), "@a/old");
+    }
+
     #[test]
     fn scores_are_shares_of_the_best() {
         let index = index(vec![
             test_entry("@a/widget", "1.0.0", json!({}), None),
             test_entry("@a/other", "1.0.0", json!({"description": "widget"}), None),
         ]);
-        let mut hits = index.query(&SearchQuery::parse("widget", None, None).unwrap());
-        rank(&mut hits, usize::MAX);
+        let hits = index
+            .answer(&SearchQuery::parse("widget", None, None).unwrap())
+            .hits;
         assert!((hits[0].score - 1.0).abs() < f64::EPSILON);
         assert!(hits[1].score > 0.0 && hits[1].score < 1.0);
         assert!(hits[0].points > hits[1].points);

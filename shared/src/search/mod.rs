@@ -8,14 +8,16 @@
 mod entry;
 mod index;
 mod indexed;
+mod matches;
 mod query;
 mod response;
 mod searcher;
 mod tokenize;
 
 pub use entry::{Links, Person, SearchEntry};
-pub use index::{Hit, SearchIndex, rank};
+pub use index::SearchIndex;
 pub use indexed::Indexed;
+pub use matches::{Access, AccessUnit, Hit, Matches, Order, Page, Undecided};
 pub use query::{MAX_FROM, MAX_SIZE, SearchQuery};
 pub use response::search_response;
 pub use searcher::Searcher;

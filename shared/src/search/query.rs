@@ -133,6 +133,19 @@ impl SearchQuery {
     pub fn has_terms(&self) -> bool {
         !self.terms.is_empty()
     }
+
+    /// Whether the query has qualifiers that narrow what it finds (checked against each
+    /// candidate's entry).
+    pub fn has_qualifiers(&self) -> bool {
+        !self.keywords_any.is_empty()
+            || !self.keywords_all.is_empty()
+            || !self.keywords_none.is_empty()
+            || self.author.is_some()
+            || self.maintainer.is_some()
+            || self.scope.is_some()
+            || self.deprecated.is_some()
+            || self.unstable.is_some()
+    }
 }
 
 #[cfg(test)]

@@ -64,8 +64,9 @@ mod tests {
             None,
         ));
         index.put(test_entry("plain", "1.0.0", json!({}), None));
-        let mut hits = index.query(&SearchQuery::parse("widget", None, None).unwrap());
-        crate::search::rank(&mut hits, 20);
+        let hits = index
+            .answer(&SearchQuery::parse("widget", None, None).unwrap())
+            .hits;
         let now = Utc::now();
         let body = search_response(&hits, 1, "http://r.example/", now);
         assert_eq!(body["total"], 1);
@@ -91,8 +92,9 @@ mod tests {
         assert_eq!(body["objects"][0]["score"]["final"], 1.0);
 
         // A package without people still has an array of maintainers.
-        let mut hits = index.query(&SearchQuery::parse("plain", None, None).unwrap());
-        crate::search::rank(&mut hits, 20);
+        let hits = index
+            .answer(&SearchQuery::parse("plain", None, None).unwrap())
+            .hits;
         let body = search_response(&hits, 1, "http://r.example", now);
         let package = &body["objects"][0]["package"];
         assert_eq!(package["maintainers"], json!([]));
