@@ -142,6 +142,8 @@ struct Cached {
 pub struct KeyCache {
     fetcher: Box<dyn KeyFetcher>,
     cached: Mutex<Cached>,
+    /// Held while the set is fetched (across the fetch's awaits).
+    fetching: tokio::sync::Mutex<()>,
 }
 
 impl KeyCache {
@@ -154,6 +156,7 @@ impl KeyCache {
                 attempted: None,
                 fetched: None,
             }),
+            fetching: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -164,35 +167,38 @@ impl KeyCache {
 
     /// `key`, as of `now` (tests move the clock).
     pub(crate) async fn key_at(&self, kid: &str, now: Instant) -> Result<DecodingKey, OidcError> {
-        let (known, may_fetch, stale) = {
-            let cached = self
-                .cached
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(key) = self.fresh(kid, now) {
+            return Ok(key);
+        }
+        // One fetch at a time: a caller that needs the set while another fetches it waits for
+        // that fetch and uses its result, rather than hear "unknown key" for a valid token, and
+        // the once-a-minute limit is checked and set by the one caller holding the gate.
+        let _gate = self.fetching.lock().await;
+        let may_fetch = {
+            let mut cached = self.cached();
+            if let Some(key) = fresh_in(&cached, kid, now) {
+                return Ok(key);
+            }
             let may_fetch = cached
                 .attempted
                 .is_none_or(|at| now.saturating_duration_since(at) >= REFETCH_INTERVAL);
-            let stale = cached
-                .fetched
-                .is_none_or(|at| now.saturating_duration_since(at) >= MAX_AGE);
-            (cached.keys.get(kid).cloned(), may_fetch, stale)
+            if may_fetch {
+                cached.attempted = Some(now);
+            }
+            may_fetch
         };
-        match (known, may_fetch) {
-            (Some(key), _) if !stale => return Ok(key),
-            (Some(key), false) => return Ok(key),
-            (None, false) => return Err(OidcError::UnknownKey(kid.to_string())),
-            _ => {}
+        if !may_fetch {
+            // Fetched under a minute ago: an old set still verifies a key it holds.
+            return self
+                .cached()
+                .keys
+                .get(kid)
+                .cloned()
+                .ok_or_else(|| OidcError::UnknownKey(kid.to_string()));
         }
-        self.cached
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .attempted = Some(now);
         match self.fetcher.fetch().await {
             Ok(keys) => {
-                let mut cached = self
-                    .cached
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut cached = self.cached();
                 cached.keys = keys;
                 cached.fetched = Some(now);
                 cached
@@ -201,20 +207,33 @@ impl KeyCache {
                     .cloned()
                     .ok_or_else(|| OidcError::UnknownKey(kid.to_string()))
             }
-            Err(e) => {
+            Err(e) => match self.cached().keys.get(kid) {
                 // An old key set still verifies while the issuer cannot be reached.
-                let cached = self
-                    .cached
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                match cached.keys.get(kid) {
-                    Some(key) => {
-                        tracing::warn!(error = %e, "OIDC issuer unreachable; using its cached keys");
-                        Ok(key.clone())
-                    }
-                    None => Err(e),
+                Some(key) => {
+                    tracing::warn!(error = %e, "OIDC issuer unreachable; using its cached keys");
+                    Ok(key.clone())
                 }
-            }
+                None => Err(e),
+            },
         }
     }
+
+    /// The key `kid` if the cache holds it and the set is not too old to use.
+    fn fresh(&self, kid: &str, now: Instant) -> Option<DecodingKey> {
+        fresh_in(&self.cached(), kid, now)
+    }
+
+    fn cached(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The key `kid` of `cached` if it holds it and the set is under [`MAX_AGE`] old.
+fn fresh_in(cached: &Cached, kid: &str, now: Instant) -> Option<DecodingKey> {
+    let young = cached
+        .fetched
+        .is_some_and(|at| now.saturating_duration_since(at) < MAX_AGE);
+    young.then(|| cached.keys.get(kid).cloned()).flatten()
 }

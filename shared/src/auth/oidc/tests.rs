@@ -295,6 +295,48 @@ async fn an_unknown_kid_refetches_the_keys_at_most_once_a_minute() {
     assert_eq!(fetches(), 3);
 }
 
+/// A fetcher whose fetch waits until the test lets it finish.
+struct HeldFetcher {
+    inner: FakeFetcher,
+    release: tokio::sync::watch::Receiver<bool>,
+}
+
+#[async_trait]
+impl KeyFetcher for HeldFetcher {
+    async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, OidcError> {
+        let mut release = self.release.clone();
+        release.wait_for(|go| *go).await.unwrap();
+        self.inner.fetch().await
+    }
+}
+
+#[tokio::test]
+async fn callers_during_a_fetch_wait_for_it_and_fetch_once() {
+    let inner = FakeFetcher::default();
+    inner.publish(&generate("k1"));
+    let (go, release) = tokio::sync::watch::channel(false);
+    let cache = KeyCache::new(Box::new(HeldFetcher {
+        inner: inner.clone(),
+        release,
+    }));
+    let now = Instant::now();
+    let first = cache.key_at("k1", now);
+    let second = cache.key_at("k1", now);
+    tokio::pin!(first, second);
+    assert!(futures_util::poll!(&mut first).is_pending(), "fetching");
+    // Asked while the first caller's fetch is under way: it waits for that fetch instead of
+    // hearing that a valid key is unknown.
+    assert!(futures_util::poll!(&mut second).is_pending(), "waits");
+    go.send(true).unwrap();
+    assert!(first.await.is_ok());
+    assert!(second.await.is_ok());
+    assert_eq!(
+        inner.fetches.load(Ordering::SeqCst),
+        1,
+        "one fetch for both"
+    );
+}
+
 fn configuration(id: &str, workflow: &str) -> TrustConfiguration {
     TrustConfiguration {
         id: id.into(),
