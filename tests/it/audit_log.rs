@@ -188,6 +188,29 @@ async fn audit_log_contract_aws() {
     let resources = e2e::AwsResources::create("audit", S3Host::Same);
     let storage = resources.storage();
     contract(|retention| Box::new(storage.audit_log(retention))).await;
+    // An event is written once: another with a stored event's key (its time and id) replaces
+    // nothing, with or without a package.
+    let log = storage.audit_log(AuditRetention::default());
+    for package in [Some("@acme/once"), None] {
+        let original = event(Utc::now(), package, "alice");
+        log.append(&original).await.unwrap();
+        let mut forged = original.clone();
+        forged.actor = AuditActor::Installation;
+        let _ = log.append(&forged).await;
+        let since = query(package, Some(original.time - Duration::seconds(1)), None);
+        let stored: Vec<AuditEvent> = log
+            .query(&since)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.id == original.id)
+            .collect();
+        assert_eq!(
+            stored,
+            vec![original],
+            "{package:?}: the first write stands"
+        );
+    }
     // The packages' own partitions (what a packument rebuild queries) hold no audit item, and
     // events carry the TTL attribute only when a retention is set.
     let ddb = e2e::stack::dynamodb(&resources);

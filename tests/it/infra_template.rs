@@ -291,6 +291,10 @@ fn each_function_role_holds_only_its_own_permissions() {
         );
         for policy in r["Properties"]["Policies"].as_array().unwrap() {
             for statement in policy["PolicyDocument"]["Statement"].as_array().unwrap() {
+                if statement["Effect"] == "Deny" {
+                    // Denials only narrow: checked on their own below.
+                    continue;
+                }
                 assert_eq!(statement["Effect"], "Allow");
                 let stmt_actions: Vec<&str> = match &statement["Action"] {
                     Value::String(a) => vec![a.as_str()],
@@ -333,6 +337,49 @@ fn each_function_role_holds_only_its_own_permissions() {
             }
         }
     }
+    // The one role that may update and put anywhere in the table may not change or remove an
+    // audit event (the log is append-only; the other roles' writes are confined to keys that
+    // exclude it).
+    let publish_denials: Vec<&Value> = resources["PublishRole"]["Properties"]["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["PolicyDocument"]["Statement"].as_array().unwrap())
+        .filter(|s| s["Effect"] == "Deny")
+        .collect();
+    assert!(
+        publish_denials.iter().any(|s| {
+            s["Action"] == json!(["dynamodb:UpdateItem", "dynamodb:DeleteItem"])
+                && s["Condition"]["ForAnyValue:StringLike"]["dynamodb:LeadingKeys"]
+                    == json!(["~audit/*"])
+        }),
+        "PublishRole: updates and deletes of ~audit/* are denied: {publish_denials:?}"
+    );
+    for (role, keys) in [
+        ("MetadataRole", "dynamodb:LeadingKeys"),
+        ("TarballRole", "dynamodb:LeadingKeys"),
+        ("AuthRole", "dynamodb:LeadingKeys"),
+    ] {
+        for policy in resources[role]["Properties"]["Policies"]
+            .as_array()
+            .unwrap()
+        {
+            for statement in policy["PolicyDocument"]["Statement"].as_array().unwrap() {
+                let text = statement.to_string();
+                let deletes =
+                    text.contains("dynamodb:DeleteItem") || text.contains("dynamodb:UpdateItem");
+                assert!(
+                    !(deletes && text.contains(keys) && text.contains("~audit")),
+                    "{role}: may change or remove audit events: {text}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        t["Globals"]["Function"]["Environment"]["Variables"]["REGISTRY_AUDIT_RETENTION_DAYS"],
+        json!({"Ref": "AuditRetentionDays"}),
+        "the audit retention is a parameter of the deployment"
+    );
     // The deployment's other promises.
     let bucket = &resources["Bucket"]["Properties"];
     let block = &bucket["PublicAccessBlockConfiguration"];

@@ -12,6 +12,9 @@ use super::layout::{AUDIT_DAY_PREFIX, ItemKey, Partition, attr};
 use crate::domain::audit::{AuditEvent, AuditQuery, order_time};
 use crate::storage::{AuditLog, AuditRetention, StoreError};
 
+/// The condition of every audit write: the item is new.
+const APPEND_ONLY: &str = "attribute_not_exists(pk)";
+
 /// The audit log in the metadata table: each event is an item in its day's partition
 /// (`Partition::AuditDay`) and, if it names a package, a copy in `Partition::AuditPackage`; both
 /// with the event's order key as sort key (time, then a random id: events never overwrite one
@@ -44,10 +47,13 @@ impl AwsAuditLog {
         encode_audit(key, json, self.retention.expires(event.time))
     }
 
+    /// A put of a new event: never over an existing item (an event is written once; with the
+    /// role's denial of updates and deletes of `~audit/*`, the log is append-only).
     fn put(&self, item: Item) -> Result<Put, StoreError> {
         Put::builder()
             .table_name(&self.storage.settings.table)
             .set_item(Some(item))
+            .condition_expression(APPEND_ONLY)
             .build()
             .map_err(internal)
     }
@@ -148,14 +154,27 @@ impl AuditLog for AwsAuditLog {
         let s = &self.storage;
         let day = self.item(Partition::AuditDay(event.time.date_naive()), event, &json);
         let Some(package) = &event.package else {
-            s.ddb
+            let put = s
+                .ddb
                 .put_item()
                 .set_table_name(Some(s.settings.table.clone()))
                 .set_item(Some(day))
+                .condition_expression(APPEND_ONLY)
                 .send()
-                .await
-                .map_err(|e| classify(e, s.table()))?;
-            return Ok(());
+                .await;
+            return match put {
+                Ok(_) => Ok(()),
+                // The key holds a random id: an item there is this event, written by an
+                // attempt whose answer was lost and retried by the SDK.
+                Err(e)
+                    if e.as_service_error().is_some_and(
+                        aws_sdk_dynamodb::operation::put_item::PutItemError::is_conditional_check_failed_exception,
+                    ) =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(classify(e, s.table())),
+            };
         };
         // Both copies or neither; the token makes an SDK retry of a landed attempt succeed.
         let items = vec![
