@@ -1,8 +1,8 @@
 //! The pull-through cache of an upstream registry (`REGISTRY_UPSTREAM`, proxy mode), against a
 //! fake of the public registry on loopback (`e2e::fake_upstream`), with the real npm (and pnpm
 //! and yarn 4) on both backends: a generated tree of a few hundred packages installed cold,
-//! warm and with the upstream gone; versions kept after the upstream drops them; deprecations
-//! merged; tampered tarballs refused; the dependency-confusion defence (origins); one upstream
+//! warm and with the upstream gone; versions kept after the upstream drops or changes them;
+//! deprecations merged; tampered tarballs refused; the dependency-confusion defence (origins); one upstream
 //! fetch for a burst; per-scope upstreams with their own token; the `Via` loop guard; and npm
 //! audit forwarded without internal names.
 
@@ -254,6 +254,93 @@ async fn versions_gone_upstream_stay_installable(backend: Backend) {
         ["1.0.0"]
     );
     assert_eq!(doc["dist-tags"]["latest"], "1.0.0");
+}
+
+/// The upstream's document of `name`, asked of it directly (full view).
+async fn upstream_doc(up: &FakeUpstream, name: &str) -> Value {
+    http()
+        .get(format!("{}/{name}", up.url))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_version_changed_upstream_stays_installable_as_kept_local() {
+    a_version_changed_upstream_stays_installable(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn a_version_changed_upstream_stays_installable_as_kept_aws() {
+    a_version_changed_upstream_stays_installable(Backend::aws("upstream-changed", S3Host::Same))
+        .await;
+}
+
+/// A version installed through the cache, then republished upstream with other bytes and a
+/// dependency more: what is served of it is what was kept (its manifest, the kept bytes'
+/// integrity, shasum and signature, not the upstream's new ones, which describe bytes never
+/// served here), so a fresh `npm install` gets the kept bytes without EINTEGRITY, and not the
+/// new dependency. The upstream's deprecation of the version still shows.
+async fn a_version_changed_upstream_stays_installable(backend: Backend) {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = FakeUpstream::start().await;
+    up.sign_versions();
+    let kept = up.add("changed", "1.0.0", &[]);
+    up.add("changed-dep", "1.0.0", &[]);
+    let reg = registry(backend, &up, &[("REGISTRY_UPSTREAM_MAX_AGE_SECS", "0")]).await;
+    let app = project(tmp.path(), "app", json!({"changed": "1.0.0"}));
+    Npm::new(&tmp.path().join("npm-1"), &reg.url).ok(&app, &["install"]);
+    assert_eq!(locked(&app)["changed@1.0.0"].1, kept);
+    let kept_signatures =
+        upstream_doc(&up, "changed").await["versions"]["1.0.0"]["dist"]["signatures"].clone();
+    assert!(kept_signatures.is_array(), "{kept_signatures}");
+
+    let replaced = up.replace("changed", "1.0.0", &[("changed-dep", "^1.0.0")]);
+    assert_ne!(replaced, kept);
+    up.deprecate("changed", "1.0.0", "changed upstream");
+    for accept in ["application/json", "application/vnd.npm.install-v1+json"] {
+        let doc: Value = http()
+            .get(reg.url("/changed"))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let v = &doc["versions"]["1.0.0"];
+        assert_eq!(v["dist"]["integrity"], kept.as_str(), "{accept}: {v}");
+        assert_eq!(
+            v["dist"]["signatures"], kept_signatures,
+            "{accept}: the signature of the kept bytes: {v}"
+        );
+        assert!(
+            v["dependencies"].get("changed-dep").is_none(),
+            "{accept}: the kept manifest's dependencies: {v}"
+        );
+        assert_eq!(v["deprecated"], "changed upstream", "{accept}: {v}");
+        assert!(v["dist"]["tarball"].as_str().unwrap().starts_with(&reg.url));
+    }
+    let (status, version, _) = send(Method::GET, reg.url("/changed/1.0.0"), None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(version["dist"]["integrity"], kept.as_str(), "{version}");
+
+    // A fresh install, no lockfile and no client cache: the kept bytes, as their integrity says.
+    std::fs::remove_dir_all(app.join("node_modules")).unwrap();
+    std::fs::remove_file(app.join("package-lock.json")).unwrap();
+    Npm::new(&tmp.path().join("npm-2"), &reg.url).ok(&app, &["install"]);
+    assert_eq!(locked(&app)["changed@1.0.0"].1, kept);
+    assert!(!app.join("node_modules/changed/replaced.txt").exists());
+    assert!(!app.join("node_modules/changed-dep").exists());
+    assert_eq!(
+        up.count("/changed/-/changed-1.0.0.tgz"),
+        1,
+        "never fetched again"
+    );
 }
 
 #[tokio::test]

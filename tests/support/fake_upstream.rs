@@ -8,7 +8,8 @@
 //! Failure modes and what a test needs to see: [`FakeUpstream::set_down`] answers `503` to
 //! everything, [`FakeUpstream::stop`] closes the listener (connection refused),
 //! [`FakeUpstream::tamper`] serves one tarball with its last byte changed (its packument's
-//! integrity no longer matches),
+//! integrity no longer matches), [`FakeUpstream::replace`] republishes a version with other bytes
+//! (packument and tarball agree, on the new bytes),
 //! [`FakeUpstream::require_token`] answers `401` without `Authorization: Bearer TOKEN`,
 //! [`FakeUpstream::hold`] holds every answer until released. Every request is recorded
 //! ([`FakeUpstream::requests`]), audit bodies decoded ([`FakeUpstream::audit_bodies`]).
@@ -202,6 +203,28 @@ impl FakeUpstream {
             },
         );
         package.latest = Some(version.to_string());
+        integrity
+    }
+
+    /// Republishes `name@version` with other bytes (a file more) and `dependencies`, as a
+    /// registry that lets a version change would: its packument and tarball agree on the new
+    /// bytes. `latest` stays where it was. Answers the new integrity.
+    pub fn replace(&self, name: &str, version: &str, dependencies: &[(&str, &str)]) -> String {
+        let latest = self
+            .world()
+            .packages
+            .get(name)
+            .and_then(|p| p.latest.clone());
+        let integrity = self.add_with(
+            name,
+            version,
+            dependencies,
+            &[(
+                "package/replaced.txt",
+                &b"bytes the first fetch never saw\n"[..],
+            )],
+        );
+        self.world().packages.get_mut(name).unwrap().latest = latest;
         integrity
     }
 
