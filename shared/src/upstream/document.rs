@@ -1,14 +1,14 @@
 //! Upstream packuments as this registry serves them (pure: no I/O): the upstream's document
-//! with every `dist.tarball` pointing here, plus the versions kept here that the upstream no
-//! longer lists or now lists with other bytes (retention), and what a tarball fetch needs to
-//! know of one version.
+//! with every `dist.tarball` and `dist.attestations.url` pointing here, plus the versions kept
+//! here that the upstream no longer lists or now lists with other bytes (retention), and what a
+//! tarball fetch needs to know of one version.
 
 use semver::Version;
 use serde_json::{Map, Value};
 
 use crate::domain::PackageName;
 use crate::domain::integrity::sri_agrees;
-use crate::domain::packument::{ABBREVIATED_FIELDS, tarball_url};
+use crate::domain::packument::{ABBREVIATED_FIELDS, attestations_url, tarball_url};
 
 /// A version installed through the cache: kept installable here whatever the upstream does
 /// later (stored under `upstream::KEPT_NAMESPACE`).
@@ -142,6 +142,38 @@ fn kept_manifest(name: &PackageName, kept: &KeptVersion, abbreviated: bool) -> V
     manifest
 }
 
+/// Whether an upstream's attestations of a version (`{attestations: [{predicateType, bundle}]}`)
+/// are about the bytes whose SRI is `integrity`: each bundle's statement names their sha512 as
+/// its first subject's digest, which is what npm checks before it verifies a bundle. Attestations
+/// of other bytes (a version changed upstream) are never kept nor served for these.
+pub fn attestations_attest(body: &[u8], integrity: &str) -> bool {
+    use base64::Engine;
+    let Some(sha512_hex) = crate::domain::integrity::Digests::declared_sha512_hex(integrity) else {
+        return false;
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    let Some(listed) = body.get("attestations").and_then(Value::as_array) else {
+        return false;
+    };
+    !listed.is_empty()
+        && listed.iter().all(|attestation| {
+            attestation
+                .pointer("/bundle/dsseEnvelope/payload")
+                .and_then(Value::as_str)
+                .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok())
+                .and_then(|raw| serde_json::from_slice::<Value>(&raw).ok())
+                .and_then(|statement| {
+                    statement
+                        .pointer("/subject/0/digest/sha512")
+                        .and_then(Value::as_str)
+                        .map(|digest| digest.eq_ignore_ascii_case(&sha512_hex))
+                })
+                .unwrap_or(false)
+        })
+}
+
 /// A hex sha1 as SRI.
 fn sha1_sri(hex_digest: &str) -> Option<String> {
     use base64::Engine;
@@ -154,7 +186,7 @@ fn sha1_sri(hex_digest: &str) -> Option<String> {
 
 /// The document this registry serves for an upstream name: the upstream's (`None` when the
 /// upstream no longer has the package), with the kept versions it lacks added back, and every
-/// tarball URL pointing at `base_url`. `None` when there is nothing to serve.
+/// tarball and attestations URL pointing at `base_url`. `None` when there is nothing to serve.
 /// An install view asked of a whole upstream document (kept while the upstream is down) is cut
 /// down to it.
 ///
@@ -229,6 +261,15 @@ pub fn render(
                     "tarball".into(),
                     Value::String(tarball_url(base_url, name, &version)),
                 );
+                // npm fetches them from the registry it installs from: served here too.
+                if let Some(attestations) =
+                    dist.get_mut("attestations").and_then(Value::as_object_mut)
+                {
+                    attestations.insert(
+                        "url".into(),
+                        Value::String(attestations_url(base_url, name, &version)),
+                    );
+                }
             }
         }
     }
@@ -423,7 +464,7 @@ mod tests {
             );
             assert_eq!(
                 v["dist"]["attestations"],
-                json!({"url": "https://up.example/-/npm/v1/attestations/left-pad@1.1.0",
+                json!({"url": "http://r.test/-/npm/v1/attestations/left-pad@1.1.0",
                        "provenance": {"predicateType": "https://slsa.dev/provenance/v0.2"}})
             );
             assert_eq!(
@@ -465,6 +506,54 @@ mod tests {
         assert_eq!(dist["integrity"], "sha512-KEPT");
         assert!(dist.get("signatures").is_none(), "{dist}");
         assert!(dist.get("npm-signature").is_none(), "{dist}");
+    }
+
+    #[test]
+    fn attestations_urls_point_here() {
+        let mut up = upstream();
+        up["versions"]["1.1.0"]["dist"]["attestations"] = json!({"url": "https://up.example/-/npm/v1/attestations/left-pad@1.1.0",
+                   "provenance": {"predicateType": "https://slsa.dev/provenance/v1"}});
+        let out = render(&name("left-pad"), Some(&up), &[], true, "http://r.test/").unwrap();
+        let doc: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            doc["versions"]["1.1.0"]["dist"]["attestations"]["url"],
+            "http://r.test/-/npm/v1/attestations/left-pad@1.1.0"
+        );
+    }
+
+    #[test]
+    fn attestations_must_name_the_bytes_served() {
+        use base64::Engine;
+        let bytes = b"a tarball";
+        let digests = crate::domain::integrity::Digests::of(bytes);
+        let body = |sha512: &str| {
+            let statement =
+                json!({"subject": [{"name": "pkg:npm/x@1.0.0", "digest": {"sha512": sha512}}]});
+            let payload = base64::engine::general_purpose::STANDARD
+                .encode(serde_json::to_vec(&statement).unwrap());
+            serde_json::to_vec(&json!({"attestations": [
+                {"predicateType": "p", "bundle": {"dsseEnvelope": {"payload": payload}}}
+            ]}))
+            .unwrap()
+        };
+        assert!(attestations_attest(
+            &body(&digests.sha512_hex),
+            &digests.integrity
+        ));
+        let other = crate::domain::integrity::Digests::of(b"other bytes");
+        assert!(!attestations_attest(
+            &body(&other.sha512_hex),
+            &digests.integrity
+        ));
+        assert!(!attestations_attest(
+            b"{\"attestations\": []}",
+            &digests.integrity
+        ));
+        assert!(!attestations_attest(b"not json", &digests.integrity));
+        assert!(!attestations_attest(
+            &body(&digests.sha512_hex),
+            "sha1-AAAA"
+        ));
     }
 
     #[test]
