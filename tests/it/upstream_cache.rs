@@ -1,8 +1,8 @@
 //! The pull-through cache of an upstream registry (`REGISTRY_UPSTREAM`, proxy mode), against a
 //! fake of the public registry on loopback (`e2e::fake_upstream`), with the real npm (and pnpm
 //! and yarn 4) on both backends: a generated tree of a few hundred packages installed cold,
-//! warm and with the upstream gone; versions kept after the upstream drops them; deprecations
-//! merged; tampered tarballs refused; the dependency-confusion defence (origins); one upstream
+//! warm and with the upstream gone; versions kept after the upstream drops or changes them;
+//! deprecations merged; proxied provenance attestations served and kept; tampered tarballs refused; the dependency-confusion defence (origins); one upstream
 //! fetch for a burst; per-scope upstreams with their own token; the `Via` loop guard; and npm
 //! audit forwarded without internal names.
 
@@ -254,6 +254,252 @@ async fn versions_gone_upstream_stay_installable(backend: Backend) {
         ["1.0.0"]
     );
     assert_eq!(doc["dist-tags"]["latest"], "1.0.0");
+}
+
+/// The upstream's document of `name`, asked of it directly (full view).
+async fn upstream_doc(up: &FakeUpstream, name: &str) -> Value {
+    http()
+        .get(format!("{}/{name}", up.url))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_version_changed_upstream_stays_installable_as_kept_local() {
+    a_version_changed_upstream_stays_installable(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn a_version_changed_upstream_stays_installable_as_kept_aws() {
+    a_version_changed_upstream_stays_installable(Backend::aws("upstream-changed", S3Host::Same))
+        .await;
+}
+
+/// A version installed through the cache, then republished upstream with other bytes and a
+/// dependency more: what is served of it is what was kept (its manifest, the kept bytes'
+/// integrity, shasum and signature, not the upstream's new ones, which describe bytes never
+/// served here), so a fresh `npm install` gets the kept bytes without EINTEGRITY, and not the
+/// new dependency. The upstream's deprecation of the version still shows.
+async fn a_version_changed_upstream_stays_installable(backend: Backend) {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = FakeUpstream::start().await;
+    up.sign_versions();
+    let kept = up.add("changed", "1.0.0", &[]);
+    up.add("changed-dep", "1.0.0", &[]);
+    let reg = registry(backend, &up, &[("REGISTRY_UPSTREAM_MAX_AGE_SECS", "0")]).await;
+    let app = project(tmp.path(), "app", json!({"changed": "1.0.0"}));
+    Npm::new(&tmp.path().join("npm-1"), &reg.url).ok(&app, &["install"]);
+    assert_eq!(locked(&app)["changed@1.0.0"].1, kept);
+    let kept_signatures =
+        upstream_doc(&up, "changed").await["versions"]["1.0.0"]["dist"]["signatures"].clone();
+    assert!(kept_signatures.is_array(), "{kept_signatures}");
+
+    let replaced = up.replace("changed", "1.0.0", &[("changed-dep", "^1.0.0")]);
+    assert_ne!(replaced, kept);
+    up.deprecate("changed", "1.0.0", "changed upstream");
+    for accept in ["application/json", "application/vnd.npm.install-v1+json"] {
+        let doc: Value = http()
+            .get(reg.url("/changed"))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let v = &doc["versions"]["1.0.0"];
+        assert_eq!(v["dist"]["integrity"], kept.as_str(), "{accept}: {v}");
+        assert_eq!(
+            v["dist"]["signatures"], kept_signatures,
+            "{accept}: the signature of the kept bytes: {v}"
+        );
+        assert!(
+            v["dependencies"].get("changed-dep").is_none(),
+            "{accept}: the kept manifest's dependencies: {v}"
+        );
+        assert_eq!(v["deprecated"], "changed upstream", "{accept}: {v}");
+        assert!(v["dist"]["tarball"].as_str().unwrap().starts_with(&reg.url));
+    }
+    let (status, version, _) = send(Method::GET, reg.url("/changed/1.0.0"), None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(version["dist"]["integrity"], kept.as_str(), "{version}");
+
+    // A fresh install, no lockfile and no client cache: the kept bytes, as their integrity says.
+    std::fs::remove_dir_all(app.join("node_modules")).unwrap();
+    std::fs::remove_file(app.join("package-lock.json")).unwrap();
+    Npm::new(&tmp.path().join("npm-2"), &reg.url).ok(&app, &["install"]);
+    assert_eq!(locked(&app)["changed@1.0.0"].1, kept);
+    assert!(!app.join("node_modules/changed/replaced.txt").exists());
+    assert!(!app.join("node_modules/changed-dep").exists());
+    assert_eq!(
+        up.count("/changed/-/changed-1.0.0.tgz"),
+        1,
+        "never fetched again"
+    );
+}
+
+#[tokio::test]
+async fn attestations_of_proxied_versions_are_served_and_kept_local() {
+    attestations_of_proxied_versions_are_served_and_kept(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn attestations_of_proxied_versions_are_served_and_kept_aws() {
+    attestations_of_proxied_versions_are_served_and_kept(Backend::aws(
+        "upstream-attest",
+        S3Host::Same,
+    ))
+    .await;
+}
+
+/// GET `url` until it answers 200 or `deadline` passes; the last answer.
+async fn get_until_ok(url: &str, deadline: Duration) -> (StatusCode, Value) {
+    let start = std::time::Instant::now();
+    loop {
+        let (status, body, _) = send(Method::GET, url.to_string(), None, None).await;
+        if status == StatusCode::OK || start.elapsed() > deadline {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// npm fetches a version's attestations from the registry it installs from (pacote puts the path
+/// of `dist.attestations.url` on that registry; `npm audit signatures` fails on an error there).
+/// Real packages with provenance (tests/fixtures/provenance) from the upstream: their
+/// `dist.attestations.url` points here and answers the upstream's attestations, fetched once and
+/// kept; a version installed through the cache has them kept with its tarball; both are served
+/// with the upstream gone.
+async fn attestations_of_proxied_versions_are_served_and_kept(backend: Backend) {
+    let fixture = |file: &str| {
+        std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/provenance")
+                .join(file),
+        )
+        .unwrap()
+    };
+    let bundle = |file: &str| serde_json::from_slice::<Value>(&fixture(file)).unwrap();
+    let mut up = FakeUpstream::start().await;
+    let asked = up
+        .add_published(
+            fixture("sigstore-2.3.1.tgz"),
+            Some((
+                "https://slsa.dev/provenance/v1",
+                bundle("sigstore-2.3.1.sigstore"),
+            )),
+        )
+        .unwrap();
+    let installed = up
+        .add_published(
+            fixture("sigstore-1.3.0.tgz"),
+            Some((
+                "https://slsa.dev/provenance/v0.2",
+                bundle("sigstore-1.3.0.sigstore"),
+            )),
+        )
+        .unwrap();
+    let scoped = up
+        .add_published(
+            fixture("playwright-cli-0.1.1.tgz"),
+            Some((
+                "https://slsa.dev/provenance/v1",
+                bundle("playwright-cli-0.1.1.sigstore"),
+            )),
+        )
+        .unwrap();
+    let reg = registry(backend, &up, &[]).await;
+    let url = |spec: &str| reg.url(&format!("/-/npm/v1/attestations/{spec}"));
+    for accept in ["application/json", "application/vnd.npm.install-v1+json"] {
+        for (path, version, spec, predicate_type) in [
+            (
+                "/sigstore",
+                "2.3.1",
+                "sigstore@2.3.1",
+                "https://slsa.dev/provenance/v1",
+            ),
+            (
+                "/sigstore",
+                "1.3.0",
+                "sigstore@1.3.0",
+                "https://slsa.dev/provenance/v0.2",
+            ),
+            (
+                "/@playwright%2fcli",
+                "0.1.1",
+                "@playwright%2fcli@0.1.1",
+                "https://slsa.dev/provenance/v1",
+            ),
+        ] {
+            let doc: Value = http()
+                .get(reg.url(path))
+                .header("accept", accept)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let attestations = &doc["versions"][version]["dist"]["attestations"];
+            assert_eq!(attestations["url"], url(spec), "{accept}: {attestations}");
+            assert_eq!(
+                attestations["provenance"]["predicateType"], predicate_type,
+                "{accept}"
+            );
+        }
+    }
+    for (spec, body) in [
+        ("sigstore@2.3.1", &asked),
+        ("@playwright%2fcli@0.1.1", &scoped),
+    ] {
+        let (status, served, _) = send(Method::GET, url(spec), None, None).await;
+        assert_eq!(status, StatusCode::OK, "{spec}: {served}");
+        assert_eq!(&served, body, "{spec}: the upstream's attestations");
+    }
+    // Installed through the cache: its attestations are kept with the tarball (after the
+    // response), without anyone asking for them here.
+    // Following the AWS backend's redirect to S3, as clients do.
+    let tarball = reqwest::Client::new()
+        .get(reg.url("/sigstore/-/sigstore-1.3.0.tgz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tarball.status(), StatusCode::OK);
+    for _ in 0..100 {
+        if up.count("/-/npm/v1/attestations/sigstore@1.3.0") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(up.count("/-/npm/v1/attestations/sigstore@1.3.0"), 1);
+
+    up.stop();
+    for (spec, body) in [
+        ("sigstore@2.3.1", &asked),
+        ("@playwright%2fcli@0.1.1", &scoped),
+        ("sigstore@1.3.0", &installed),
+    ] {
+        let (status, served) = get_until_ok(&url(spec), Duration::from_secs(10)).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{spec}, the upstream gone: {served}"
+        );
+        assert_eq!(&served, body, "{spec}: the kept copy");
+    }
+    assert_eq!(
+        up.count("/-/npm/v1/attestations/sigstore@2.3.1"),
+        1,
+        "asked of the upstream once"
+    );
+    // A version without provenance has none, here as upstream.
+    let (status, _, _) = send(Method::GET, url("sigstore@9.9.9"), None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

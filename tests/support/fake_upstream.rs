@@ -3,12 +3,15 @@
 //! them), served as the public registry documents them: the full packument
 //! (`application/json`, with `time`) or the install view (`application/vnd.npm.install-v1+json`),
 //! an `ETag` and `304` to `If-None-Match`, tarballs at `/NAME/-/BASE-VERSION.tgz`, and npm's bulk
-//! advisory endpoint (gzip body in, `{name: [advisory]}` out).
+//! advisory endpoint (gzip body in, `{name: [advisory]}` out). A real package added with its
+//! provenance bundle ([`FakeUpstream::add_published`]) has `dist.attestations` and its
+//! attestations at `/-/npm/v1/attestations/NAME@VERSION`, as the public registry serves them.
 //!
 //! Failure modes and what a test needs to see: [`FakeUpstream::set_down`] answers `503` to
 //! everything, [`FakeUpstream::stop`] closes the listener (connection refused),
 //! [`FakeUpstream::tamper`] serves one tarball with its last byte changed (its packument's
-//! integrity no longer matches),
+//! integrity no longer matches), [`FakeUpstream::replace`] republishes a version with other bytes
+//! (packument and tarball agree, on the new bytes),
 //! [`FakeUpstream::require_token`] answers `401` without `Authorization: Bearer TOKEN`,
 //! [`FakeUpstream::hold`] holds every answer until released. Every request is recorded
 //! ([`FakeUpstream::requests`]), audit bodies decoded ([`FakeUpstream::audit_bodies`]).
@@ -59,6 +62,8 @@ struct World {
     tampered: HashSet<(String, String)>,
     token: Option<String>,
     advisories: Map<String, Value>,
+    /// `GET /-/npm/v1/attestations/NAME@VERSION` answers, by `NAME@VERSION`.
+    attestations: HashMap<String, Value>,
     audit_bodies: Vec<Value>,
     /// The key the fake signs versions with (`dist.signatures`), once a test asks for one.
     signing: Option<(ring::signature::EcdsaKeyPair, Value)>,
@@ -203,6 +208,77 @@ impl FakeUpstream {
         );
         package.latest = Some(version.to_string());
         integrity
+    }
+
+    /// Republishes `name@version` with other bytes (a file more) and `dependencies`, as a
+    /// registry that lets a version change would: its packument and tarball agree on the new
+    /// bytes. `latest` stays where it was. Answers the new integrity.
+    pub fn replace(&self, name: &str, version: &str, dependencies: &[(&str, &str)]) -> String {
+        let latest = self
+            .world()
+            .packages
+            .get(name)
+            .and_then(|p| p.latest.clone());
+        let integrity = self.add_with(
+            name,
+            version,
+            dependencies,
+            &[(
+                "package/replaced.txt",
+                &b"bytes the first fetch never saw\n"[..],
+            )],
+        );
+        self.world().packages.get_mut(name).unwrap().latest = latest;
+        integrity
+    }
+
+    /// Publishes a real package: `tarball` as `npm pack` made it, its manifest the tarball's
+    /// `package.json`; with `provenance` (its predicate type and Sigstore bundle), the version's
+    /// `dist.attestations` and its attestations served as the public registry serves them.
+    /// Answers the attestations body (`{attestations: [{predicateType, bundle}]}`), if any.
+    pub fn add_published(
+        &self,
+        tarball: Vec<u8>,
+        provenance: Option<(&str, Value)>,
+    ) -> Option<Value> {
+        let mut manifest = registry::domain::tarball::inspect(
+            &tarball,
+            registry::domain::tarball::TarballLimits::default(),
+        )
+        .unwrap()
+        .manifest;
+        let name = manifest["name"].as_str().unwrap().to_string();
+        let version = manifest["version"].as_str().unwrap().to_string();
+        let spec = format!("{name}@{version}");
+        let base = name.rsplit('/').next().unwrap();
+        manifest["_id"] = json!(spec);
+        manifest["dist"] = json!({
+            "integrity": registry::testing::integrity(&tarball),
+            "shasum": hex::encode(sha1::Sha1::digest(&tarball)),
+            "tarball": format!("{}/{name}/-/{base}-{version}.tgz", self.url),
+        });
+        let body = provenance.map(|(predicate_type, bundle)| {
+            manifest["dist"]["attestations"] = json!({
+                "url": format!("{}/-/npm/v1/attestations/{}@{version}", self.url, name.replacen('/', "%2f", 1)),
+                "provenance": {"predicateType": predicate_type},
+            });
+            json!({"attestations": [{"predicateType": predicate_type, "bundle": bundle}]})
+        });
+        let mut world = self.world();
+        if let Some(body) = &body {
+            world.attestations.insert(spec, body.clone());
+        }
+        let package = world.packages.entry(name).or_default();
+        package.versions.insert(
+            semver::Version::parse(&version).unwrap(),
+            Version {
+                manifest,
+                tarball,
+                time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            },
+        );
+        package.latest = Some(version);
+        body
     }
 
     /// Removes the whole package (the upstream answers 404 for it).
@@ -381,6 +457,12 @@ async fn handle(
         .replace("%2F", "/")
         .replace("%40", "@");
     let decoded = decoded.trim_start_matches('/');
+    if let Some(spec) = decoded.strip_prefix("-/npm/v1/attestations/") {
+        return match world.attestations.get(spec) {
+            Some(body) => (StatusCode::OK, axum::Json(body.clone())).into_response(),
+            None => error(StatusCode::NOT_FOUND, "Not found"),
+        };
+    }
     if let Some((name, file)) = decoded.split_once("/-/") {
         return tarball(&world, name, file);
     }

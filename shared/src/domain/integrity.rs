@@ -68,32 +68,39 @@ impl Digests {
     /// Whether an SRI string (possibly several space-separated hashes) agrees with these bytes:
     /// every sha512 or sha1 entry must match and at least one must be present.
     pub(crate) fn matches_sri(&self, sri: &str) -> bool {
-        let sha1_sri = hex::decode(&self.sha1_hex)
-            .map(|raw| {
-                format!(
-                    "sha1-{}",
-                    base64::engine::general_purpose::STANDARD.encode(raw)
-                )
-            })
-            .unwrap_or_default();
-        let mut checked = 0;
-        for entry in sri.split_whitespace() {
-            // SRI allows `?options` after the digest.
-            let entry = entry.split('?').next().unwrap_or(entry);
-            if entry.starts_with("sha512-") {
-                if entry != self.integrity {
-                    return false;
-                }
-                checked += 1;
-            } else if entry.starts_with("sha1-") {
-                if entry != sha1_sri {
-                    return false;
-                }
-                checked += 1;
-            }
-        }
-        checked > 0
+        sri_agrees(sri, &self.integrity, &self.sha1_hex)
     }
+}
+
+/// Whether an SRI string (possibly several space-separated hashes) agrees with the bytes whose
+/// sha512 SRI is `integrity` and whose hex sha1 is `sha1_hex` (what is recorded of bytes kept
+/// earlier): every sha512 or sha1 entry must match and at least one must be present.
+pub(crate) fn sri_agrees(sri: &str, integrity: &str, sha1_hex: &str) -> bool {
+    let sha1_sri = hex::decode(sha1_hex)
+        .map(|raw| {
+            format!(
+                "sha1-{}",
+                base64::engine::general_purpose::STANDARD.encode(raw)
+            )
+        })
+        .unwrap_or_default();
+    let mut checked = 0;
+    for entry in sri.split_whitespace() {
+        // SRI allows `?options` after the digest.
+        let entry = entry.split('?').next().unwrap_or(entry);
+        if entry.starts_with("sha512-") {
+            if entry != integrity {
+                return false;
+            }
+            checked += 1;
+        } else if entry.starts_with("sha1-") {
+            if entry != sha1_sri {
+                return false;
+            }
+            checked += 1;
+        }
+    }
+    checked > 0
 }
 
 #[cfg(test)]

@@ -86,14 +86,23 @@ async fn signing_keys(state: &AppState) -> Result<Response, ApiError> {
 
 /// `GET /-/npm/v1/attestations/NAME@VERSION`: `{attestations: [{predicateType, bundle}]}` as
 /// npm's client reads it, for a version published here with provenance; to a caller who may not
-/// read the package, the same answer as a missing one.
+/// read the package, the same answer as a missing one. npm asks the registry it installed from,
+/// whatever host `dist.attestations.url` names: for a name not stored here, the upstream's
+/// attestations through the pull-through cache (or a redirect to the upstream).
 async fn attestations(
     state: &AppState,
     ctx: &RequestContext,
     name: &crate::domain::PackageName,
     version: &semver::Version,
 ) -> Result<Response, ApiError> {
-    super::publish::authorized_record(state, ctx, name, crate::auth::Action::Read).await?;
+    let Some(record) = state.published_package(name).await? else {
+        return state
+            .not_here(name, ctx, Wanted::Attestations(version))
+            .await;
+    };
+    state
+        .authorize(ctx, name, Some(&record), crate::auth::Action::Read)
+        .await?;
     let facts = match state.metadata.version(name, version).await? {
         Some(crate::domain::VersionRecord {
             state: crate::domain::VersionState::Live(live),

@@ -25,6 +25,8 @@ pub(crate) enum Wanted<'a> {
     VersionOrTag(&'a str),
     /// A tarball.
     Tarball(&'a TarballFile),
+    /// A version's attestations (`/-/npm/v1/attestations/NAME@VERSION`).
+    Attestations(&'a semver::Version),
 }
 
 /// The seconds since the upstream last answered for a served document.
@@ -87,6 +89,13 @@ pub(crate) async fn serve(
                 Err(e) => Err(e),
             }
         }
+        Wanted::Attestations(version) => match proxy.attestations(name, version, via(ctx)).await {
+            Ok((body, freshness)) => Ok(attestations_response(body, freshness)),
+            Err(ProxyError::NoSuchVersion) => {
+                return Err(ApiError::version_not_found(name, version));
+            }
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(response) => Ok(response),
@@ -105,6 +114,10 @@ impl From<ProxyError> for ApiError {
         match e {
             ProxyError::NotFound => ApiError::NotFound("not found".into()),
             ProxyError::NoSuchVersion => ApiError::coded(ErrorCode::VersionNotFound, e.to_string()),
+            ProxyError::NoAttestations => ApiError::coded(ErrorCode::NotFound, e.to_string()),
+            ProxyError::AttestationsMismatch { .. } => {
+                ApiError::coded(ErrorCode::UpstreamIntegrity, e.to_string())
+            }
             ProxyError::Unavailable { .. } => {
                 ApiError::coded(ErrorCode::UpstreamUnavailable, e.to_string())
             }
@@ -161,6 +174,20 @@ fn document_response(
     if doc.freshness == Freshness::Stale {
         tracing::info!(age = doc.age, "served a stale upstream document");
     }
+    response
+}
+
+/// A proxied version's attestations, as the upstream answered them, saying whether they were
+/// kept (`HIT`) or fetched for this request (`MISS`).
+fn attestations_response(body: bytes::Bytes, freshness: Freshness) -> Response {
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    cache_headers(headers);
+    headers.insert(CACHE_STATUS, HeaderValue::from_static(freshness.as_str()));
     response
 }
 

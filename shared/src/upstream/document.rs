@@ -1,12 +1,14 @@
 //! Upstream packuments as this registry serves them (pure: no I/O): the upstream's document
-//! with every `dist.tarball` pointing here, plus the versions kept here that the upstream no
-//! longer lists (retention), and what a tarball fetch needs to know of one version.
+//! with every `dist.tarball` and `dist.attestations.url` pointing here, plus the versions kept
+//! here that the upstream no longer lists or now lists with other bytes (retention), and what a
+//! tarball fetch needs to know of one version.
 
 use semver::Version;
 use serde_json::{Map, Value};
 
 use crate::domain::PackageName;
-use crate::domain::packument::{ABBREVIATED_FIELDS, tarball_url};
+use crate::domain::integrity::sri_agrees;
+use crate::domain::packument::{ABBREVIATED_FIELDS, attestations_url, tarball_url};
 
 /// A version installed through the cache: kept installable here whatever the upstream does
 /// later (stored under `upstream::KEPT_NAMESPACE`).
@@ -74,12 +76,8 @@ pub fn parse(name: &PackageName, bytes: &[u8]) -> Result<Map<String, Value>, Doc
 /// and a digest.
 pub fn dist_of(doc: &Map<String, Value>, version: &Version) -> Option<UpstreamDist> {
     let manifest = doc.get("versions")?.get(version.to_string())?;
-    let dist = manifest.get("dist")?;
-    let tarball = dist.get("tarball")?.as_str()?.to_string();
-    let integrity = match dist.get("integrity").and_then(Value::as_str) {
-        Some(sri) => sri.to_string(),
-        None => sha1_sri(dist.get("shasum")?.as_str()?)?,
-    };
+    let tarball = manifest.get("dist")?.get("tarball")?.as_str()?.to_string();
+    let integrity = declared_sri(manifest)?;
     Some(UpstreamDist {
         tarball,
         integrity,
@@ -90,6 +88,90 @@ pub fn dist_of(doc: &Map<String, Value>, version: &Version) -> Option<UpstreamDi
             .and_then(Value::as_str)
             .map(str::to_string),
     })
+}
+
+/// The digest a version manifest declares of its tarball: `dist.integrity`, else the sha1
+/// `dist.shasum` as SRI.
+fn declared_sri(manifest: &Value) -> Option<String> {
+    let dist = manifest.get("dist")?;
+    match dist.get("integrity").and_then(Value::as_str) {
+        Some(sri) => Some(sri.to_string()),
+        None => sha1_sri(dist.get("shasum")?.as_str()?),
+    }
+}
+
+/// Whether an upstream manifest describes the bytes kept of its version: only then is it served
+/// for them (its signatures and attestations are about those bytes).
+fn describes(manifest: &Value, kept: &KeptVersion) -> bool {
+    declared_sri(manifest).is_some_and(|sri| sri_agrees(&sri, &kept.integrity, &kept.shasum))
+}
+
+/// A kept version's manifest as served: the one kept with its bytes, with their integrity and
+/// shasum. What the upstream said of other bytes than those (a sha1-only `dist` whose sha512 was
+/// computed here cannot be told apart) is dropped: `signatures` and `attestations` are
+/// statements about `dist.integrity`.
+fn kept_manifest(name: &PackageName, kept: &KeptVersion, abbreviated: bool) -> Value {
+    let mut manifest = if abbreviated {
+        abbreviate(&kept.manifest)
+    } else {
+        kept.manifest.clone()
+    };
+    let signed_these_bytes = kept
+        .manifest
+        .get("dist")
+        .and_then(|d| d.get("integrity"))
+        .and_then(Value::as_str)
+        == Some(kept.integrity.as_str());
+    if let Some(m) = manifest.as_object_mut() {
+        m.insert("name".into(), Value::String(name.to_string()));
+        m.insert("version".into(), Value::String(kept.version.to_string()));
+        let dist = m.entry("dist").or_insert_with(|| Value::Object(Map::new()));
+        if !dist.is_object() {
+            *dist = Value::Object(Map::new());
+        }
+        if let Some(dist) = dist.as_object_mut() {
+            dist.insert("integrity".into(), Value::String(kept.integrity.clone()));
+            dist.insert("shasum".into(), Value::String(kept.shasum.clone()));
+            if !signed_these_bytes {
+                for statement in ["signatures", "attestations", "npm-signature"] {
+                    dist.remove(statement);
+                }
+            }
+        }
+    }
+    manifest
+}
+
+/// Whether an upstream's attestations of a version (`{attestations: [{predicateType, bundle}]}`)
+/// are about the bytes whose SRI is `integrity`: each bundle's statement names their sha512 as
+/// its first subject's digest, which is what npm checks before it verifies a bundle. Attestations
+/// of other bytes (a version changed upstream) are never kept nor served for these.
+pub fn attestations_attest(body: &[u8], integrity: &str) -> bool {
+    use base64::Engine;
+    let Some(sha512_hex) = crate::domain::integrity::Digests::declared_sha512_hex(integrity) else {
+        return false;
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    let Some(listed) = body.get("attestations").and_then(Value::as_array) else {
+        return false;
+    };
+    !listed.is_empty()
+        && listed.iter().all(|attestation| {
+            attestation
+                .pointer("/bundle/dsseEnvelope/payload")
+                .and_then(Value::as_str)
+                .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok())
+                .and_then(|raw| serde_json::from_slice::<Value>(&raw).ok())
+                .and_then(|statement| {
+                    statement
+                        .pointer("/subject/0/digest/sha512")
+                        .and_then(Value::as_str)
+                        .map(|digest| digest.eq_ignore_ascii_case(&sha512_hex))
+                })
+                .unwrap_or(false)
+        })
 }
 
 /// A hex sha1 as SRI.
@@ -104,8 +186,16 @@ fn sha1_sri(hex_digest: &str) -> Option<String> {
 
 /// The document this registry serves for an upstream name: the upstream's (`None` when the
 /// upstream no longer has the package), with the kept versions it lacks added back, and every
-/// tarball URL pointing at `base_url`. `None` when there is nothing to serve. An install view
-/// asked of a whole upstream document (kept while the upstream is down) is cut down to it.
+/// tarball and attestations URL pointing at `base_url`. `None` when there is nothing to serve.
+/// An install view asked of a whole upstream document (kept while the upstream is down) is cut
+/// down to it.
+///
+/// A kept version the upstream still lists is served as the upstream lists it only while that
+/// describes the kept bytes (the same digest: then its signatures, attestations and deprecation
+/// are current). Changed upstream since it was kept, it is served as kept: the tarball served
+/// is the kept one, and its manifest (dependencies, scripts, `bin`) must be the one that came
+/// with those bytes, not the upstream's new one; only the upstream's deprecation of the version
+/// is taken (a deprecation is about the version, whatever its bytes).
 pub fn render(
     name: &PackageName,
     upstream: Option<&Map<String, Value>>,
@@ -141,25 +231,26 @@ pub fn render(
         let versions = versions.as_object_mut()?;
         for k in kept {
             let key = k.version.to_string();
-            if versions.contains_key(&key) {
-                continue;
-            }
-            let mut manifest = if abbreviated {
-                abbreviate(&k.manifest)
-            } else {
-                k.manifest.clone()
+            let deprecation = match versions.get(&key) {
+                // The upstream's own describes the kept bytes: it is served.
+                Some(listed) if describes(listed, k) => continue,
+                // Changed upstream: the kept manifest, deprecated as the upstream says now.
+                Some(listed) => Some(listed.get("deprecated").cloned()),
+                None => None,
             };
-            if let Some(m) = manifest.as_object_mut() {
-                m.insert("name".into(), Value::String(name.to_string()));
-                m.insert("version".into(), Value::String(key.clone()));
-                let dist = m.entry("dist").or_insert_with(|| Value::Object(Map::new()));
-                if let Some(dist) = dist.as_object_mut() {
-                    dist.insert("integrity".into(), Value::String(k.integrity.clone()));
-                    dist.insert("shasum".into(), Value::String(k.shasum.clone()));
+            let mut manifest = kept_manifest(name, k, abbreviated);
+            match deprecation {
+                Some(deprecated) => {
+                    if let Some(m) = manifest.as_object_mut() {
+                        match deprecated {
+                            Some(message) => m.insert("deprecated".into(), message),
+                            None => m.remove("deprecated"),
+                        };
+                    }
                 }
+                None => added.push(k),
             }
             versions.insert(key, manifest);
-            added.push(k);
         }
         for (version, manifest) in versions.iter_mut() {
             let Ok(version) = Version::parse(version) else {
@@ -170,6 +261,15 @@ pub fn render(
                     "tarball".into(),
                     Value::String(tarball_url(base_url, name, &version)),
                 );
+                // npm fetches them from the registry it installs from: served here too.
+                if let Some(attestations) =
+                    dist.get_mut("attestations").and_then(Value::as_object_mut)
+                {
+                    attestations.insert(
+                        "url".into(),
+                        Value::String(attestations_url(base_url, name, &version)),
+                    );
+                }
             }
         }
     }
@@ -293,12 +393,21 @@ mod tests {
         );
     }
 
+    /// `kept(v)` of the very bytes the upstream lists for it.
+    fn kept_as_listed(v: &str) -> KeptVersion {
+        KeptVersion {
+            integrity: "sha512-AAAA".into(),
+            shasum: "00".into(),
+            ..kept(v)
+        }
+    }
+
     #[test]
     fn kept_versions_the_upstream_dropped_are_served() {
         let out = render(
             &name("left-pad"),
             Some(&upstream()),
-            &[kept("1.0.0"), kept("1.1.0")],
+            &[kept("1.0.0"), kept_as_listed("1.1.0")],
             true,
             "http://r.test",
         )
@@ -317,6 +426,134 @@ mod tests {
             "upstream's own wins"
         );
         assert_eq!(doc["dist-tags"]["latest"], "1.1.0");
+    }
+
+    /// The upstream republished 1.1.0 with other bytes and a dependency more after this
+    /// registry kept it: the kept manifest is served, with the kept bytes' digests and the
+    /// signatures and attestations made for them; the upstream's deprecation still shows.
+    #[test]
+    fn a_version_changed_upstream_is_served_as_kept() {
+        let mut up = upstream();
+        up["versions"]["1.1.0"]["dependencies"] = json!({"added-upstream": "^1.0.0"});
+        up["versions"]["1.1.0"]["dist"]["signatures"] = json!([{"keyid": "k", "sig": "NEW"}]);
+        up["versions"]["1.1.0"]["dist"]["attestations"] = json!({"url": "https://up.example/-/npm/v1/attestations/left-pad@1.1.0",
+                   "provenance": {"predicateType": "https://slsa.dev/provenance/v1"}});
+        let mut changed = kept("1.1.0");
+        changed.manifest = json!({"name": "left-pad", "version": "1.1.0", "dependencies": {},
+            "dist": {"integrity": "sha512-KEPT", "shasum": "11",
+                     "tarball": "https://up.example/left-pad/-/left-pad-1.1.0.tgz",
+                     "signatures": [{"keyid": "k", "sig": "OLD"}],
+                     "attestations": {"url": "https://up.example/-/npm/v1/attestations/left-pad@1.1.0",
+                                      "provenance": {"predicateType": "https://slsa.dev/provenance/v0.2"}}}});
+        for abbreviated in [false, true] {
+            let out = render(
+                &name("left-pad"),
+                Some(&up),
+                std::slice::from_ref(&changed),
+                abbreviated,
+                "http://r.test",
+            )
+            .unwrap();
+            let doc: Value = serde_json::from_slice(&out).unwrap();
+            let v = &doc["versions"]["1.1.0"];
+            assert_eq!(v["dist"]["integrity"], "sha512-KEPT", "{v}");
+            assert_eq!(v["dist"]["shasum"], "11");
+            assert_eq!(
+                v["dist"]["signatures"],
+                json!([{"keyid": "k", "sig": "OLD"}])
+            );
+            assert_eq!(
+                v["dist"]["attestations"],
+                json!({"url": "http://r.test/-/npm/v1/attestations/left-pad@1.1.0",
+                       "provenance": {"predicateType": "https://slsa.dev/provenance/v0.2"}})
+            );
+            assert_eq!(
+                v["dist"]["tarball"],
+                "http://r.test/left-pad/-/left-pad-1.1.0.tgz"
+            );
+            assert_eq!(v["dependencies"], json!({}), "the kept manifest's");
+            assert_eq!(v["deprecated"], "use String.prototype.padStart");
+            assert_eq!(doc["dist-tags"]["latest"], "1.1.0");
+        }
+        // No longer deprecated upstream: no longer deprecated here.
+        up["versions"]["1.1.0"]
+            .as_object_mut()
+            .unwrap()
+            .remove("deprecated");
+        changed.manifest["deprecated"] = json!("old news");
+        let out = render(
+            &name("left-pad"),
+            Some(&up),
+            &[changed],
+            false,
+            "http://r.test",
+        )
+        .unwrap();
+        let doc: Value = serde_json::from_slice(&out).unwrap();
+        assert!(doc["versions"]["1.1.0"].get("deprecated").is_none());
+    }
+
+    /// A kept manifest that declared only a sha1 (the sha512 served was computed here) keeps no
+    /// statement the upstream made about its `dist.integrity`.
+    #[test]
+    fn statements_about_other_digests_are_dropped_from_a_kept_manifest() {
+        let mut old = kept("1.0.0");
+        old.manifest["dist"] = json!({"shasum": "11", "signatures": [{"keyid": "k", "sig": "S"}],
+                                      "npm-signature": "-----BEGIN PGP SIGNATURE-----"});
+        let out = render(&name("left-pad"), None, &[old], false, "http://r.test").unwrap();
+        let doc: Value = serde_json::from_slice(&out).unwrap();
+        let dist = &doc["versions"]["1.0.0"]["dist"];
+        assert_eq!(dist["integrity"], "sha512-KEPT");
+        assert!(dist.get("signatures").is_none(), "{dist}");
+        assert!(dist.get("npm-signature").is_none(), "{dist}");
+    }
+
+    #[test]
+    fn attestations_urls_point_here() {
+        let mut up = upstream();
+        up["versions"]["1.1.0"]["dist"]["attestations"] = json!({"url": "https://up.example/-/npm/v1/attestations/left-pad@1.1.0",
+                   "provenance": {"predicateType": "https://slsa.dev/provenance/v1"}});
+        let out = render(&name("left-pad"), Some(&up), &[], true, "http://r.test/").unwrap();
+        let doc: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            doc["versions"]["1.1.0"]["dist"]["attestations"]["url"],
+            "http://r.test/-/npm/v1/attestations/left-pad@1.1.0"
+        );
+    }
+
+    #[test]
+    fn attestations_must_name_the_bytes_served() {
+        use base64::Engine;
+        let bytes = b"a tarball";
+        let digests = crate::domain::integrity::Digests::of(bytes);
+        let body = |sha512: &str| {
+            let statement =
+                json!({"subject": [{"name": "pkg:npm/x@1.0.0", "digest": {"sha512": sha512}}]});
+            let payload = base64::engine::general_purpose::STANDARD
+                .encode(serde_json::to_vec(&statement).unwrap());
+            serde_json::to_vec(&json!({"attestations": [
+                {"predicateType": "p", "bundle": {"dsseEnvelope": {"payload": payload}}}
+            ]}))
+            .unwrap()
+        };
+        assert!(attestations_attest(
+            &body(&digests.sha512_hex),
+            &digests.integrity
+        ));
+        let other = crate::domain::integrity::Digests::of(b"other bytes");
+        assert!(!attestations_attest(
+            &body(&other.sha512_hex),
+            &digests.integrity
+        ));
+        assert!(!attestations_attest(
+            b"{\"attestations\": []}",
+            &digests.integrity
+        ));
+        assert!(!attestations_attest(b"not json", &digests.integrity));
+        assert!(!attestations_attest(
+            &body(&digests.sha512_hex),
+            "sha1-AAAA"
+        ));
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //! against the upstream's `dist.integrity` before they are stored or served, then served from
 //! storage; kept answers served while an upstream is down (stale-if-error); one fetch per
 //! burst (single flight); versions once installed kept installable whatever the upstream does
-//! later; and each name's origin (`origin`).
+//! later; their provenance attestations, fetched once and kept; and each name's origin
+//! (`origin`).
 //!
-//! What is kept lives apart from published packages (`storage::UpstreamStore` for documents
-//! and tarballs, the key-value store for kept versions and origin settings), so a name's origin
-//! is always known and the sweep never touches it.
+//! What is kept lives apart from published packages (`storage::UpstreamStore` for documents,
+//! attestations and tarballs, the key-value store for kept versions and origin settings), so a
+//! name's origin is always known and the sweep never touches it.
 
 pub mod client;
 pub mod document;
@@ -43,10 +44,18 @@ const KEPT_NAMESPACE_PREFIX: &str = "upstream-kept/";
 const LATER_FETCH_TIMEOUT: Duration = Duration::from_secs(55);
 /// The largest upstream document accepted (the public registry's biggest are tens of MB).
 const MAX_DOCUMENT_BYTES: u64 = 256 << 20;
+/// The largest attestations answer accepted (a provenance and a publish bundle: tens of KB).
+const MAX_ATTESTATIONS_BYTES: u64 = 4 << 20;
 
 /// The kept-versions namespace of a package.
 fn kept_namespace(name: &PackageName) -> String {
     format!("{KEPT_NAMESPACE_PREFIX}{name}")
+}
+
+/// Where a version's attestations are kept, beside the package's kept documents
+/// (`UpstreamStore::document`; on AWS `upstream/documents/NAME/attestations-VERSION.json`).
+fn attestations_view(version: &Version) -> String {
+    format!("attestations-{version}")
 }
 
 /// Why the cache could not answer.
@@ -77,6 +86,20 @@ pub enum ProxyError {
         url: String,
         /// The declared SRI.
         declared: String,
+    },
+    /// The version has no attestations (none listed, or the upstream has none).
+    #[error("no attestations")]
+    NoAttestations,
+    /// The upstream's attestations are about other bytes than those served here (the version
+    /// changed upstream after its tarball was kept): neither kept nor served.
+    #[error(
+        "the attestations at {url} are not about the tarball served here ({integrity}): the version changed upstream after this registry kept it"
+    )]
+    AttestationsMismatch {
+        /// Where the upstream serves them.
+        url: String,
+        /// The SRI of the bytes served here.
+        integrity: String,
     },
     /// Too large to fetch while the client waits: fetch it from here for this one request (it
     /// is being fetched and kept meanwhile).
@@ -429,6 +452,43 @@ impl Proxy {
             ))
             .into()),
         }
+    }
+
+    /// The attestations of `name@version` (`GET /-/npm/v1/attestations/NAME@VERSION`, as the
+    /// upstream answered it), which npm fetches from the registry it installed from: kept (at
+    /// the latest when its tarball was kept; attestations of a version do not change, so what is
+    /// kept is served as it is, also while the upstream is down), else fetched from the name's
+    /// upstream, checked to be about the bytes served here, and kept.
+    pub async fn attestations(
+        &self,
+        name: &PackageName,
+        version: &Version,
+        via: Option<&str>,
+    ) -> Result<(Bytes, Freshness), ProxyError> {
+        if self.inner.made_internal(name).await? {
+            return Err(ProxyError::NotFound);
+        }
+        if let Some(kept) = self
+            .inner
+            .store
+            .document(name, &attestations_view(version))
+            .await?
+        {
+            return Ok((kept, Freshness::Hit));
+        }
+        // What is served of the version: as kept, else as the upstream lists it.
+        let (manifest, integrity) =
+            if let Some(kept) = self.inner.kept_version(name, version).await? {
+                (kept.manifest, kept.integrity)
+            } else {
+                let dist = self.inner.clone().dist(name, version, via).await?;
+                (dist.manifest, dist.integrity)
+            };
+        let body = self
+            .inner
+            .fetch_attestations(name, version, &manifest, &integrity, via)
+            .await?;
+        Ok((body, Freshness::Miss))
     }
 
     /// The origin of `name` as the cache knows it (an admin's setting, an ingestion); the
@@ -935,7 +995,7 @@ impl Inner {
                 via: via.as_deref(),
             })
             .await;
-        match fetched {
+        let kept = match fetched {
             Ok(Fetched::Body { bytes, .. }) => {
                 registry.health.succeeded();
                 self.keep(name, version, &dist, bytes).await
@@ -949,13 +1009,17 @@ impl Inner {
                 registry.health.succeeded();
                 tracing::info!(package = %name, %version, bytes = len, "tarball too large to fetch while the client waits: fetching it after the response");
                 let (inner, n, v) = (self.clone(), name.clone(), version.clone());
+                let via = via.clone();
                 let elsewhere = dist.tarball.clone();
                 let later = Box::pin(async move {
                     let kept = inner
                         .keep_pieces(&n, &v, &dist, pending, LATER_FETCH_TIMEOUT)
                         .await;
-                    if let Err(e) = kept {
-                        tracing::warn!(package = %n, version = %v, error = %e, "could not keep a large upstream tarball");
+                    match kept {
+                        Ok(kept) => inner.keep_attestations(&n, &kept, via.as_deref()).await,
+                        Err(e) => {
+                            tracing::warn!(package = %n, version = %v, error = %e, "could not keep a large upstream tarball");
+                        }
                     }
                 });
                 match &self.after_response {
@@ -976,7 +1040,116 @@ impl Inner {
                 }
                 Err(registry.unavailable(e))
             }
+        };
+        if let Ok(kept) = &kept
+            && has_attestations(&kept.manifest)
+        {
+            // Kept with the bytes they are about, after the response: the version stays
+            // verifiable here whatever the upstream does later.
+            let (inner, n, k) = (self.clone(), name.clone(), kept.clone());
+            let later = Box::pin(async move {
+                inner.keep_attestations(&n, &k, via.as_deref()).await;
+            });
+            match &self.after_response {
+                Some(queue) => queue.defer(later),
+                None => {
+                    tokio::spawn(later);
+                }
+            }
         }
+        kept
+    }
+
+    /// Keeps the attestations of a version just kept, if it has any and they are not kept yet
+    /// (best effort: a failure is logged, and a later request for them tries again).
+    async fn keep_attestations(&self, name: &PackageName, kept: &KeptVersion, via: Option<&str>) {
+        if !has_attestations(&kept.manifest) {
+            return;
+        }
+        match self
+            .store
+            .document(name, &attestations_view(&kept.version))
+            .await
+        {
+            Ok(Some(_)) => return,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(package = %name, version = %kept.version, error = %e, "upstream attestations not kept");
+                return;
+            }
+        }
+        if let Err(e) = self
+            .fetch_attestations(name, &kept.version, &kept.manifest, &kept.integrity, via)
+            .await
+        {
+            tracing::warn!(package = %name, version = %kept.version, error = %e, "upstream attestations not kept");
+        }
+    }
+
+    /// Fetches a version's attestations from its upstream, where its manifest's
+    /// `dist.attestations.url` says (its path on the upstream's origin, as npm reads it from a
+    /// registry), checks they are about the bytes of SRI `integrity`, and keeps them.
+    async fn fetch_attestations(
+        &self,
+        name: &PackageName,
+        version: &Version,
+        manifest: &Value,
+        integrity: &str,
+        via: Option<&str>,
+    ) -> Result<Bytes, ProxyError> {
+        let Some(listed) = manifest
+            .pointer("/dist/attestations/url")
+            .and_then(Value::as_str)
+        else {
+            return Err(ProxyError::NoAttestations);
+        };
+        let registry = self.registry(name).ok_or(ProxyError::NotFound)?;
+        if registry.health.is_down() {
+            return Err(registry.unavailable("marked down after repeated failures"));
+        }
+        let url = on_origin(&registry.url, listed)
+            .ok_or_else(|| registry.unavailable(format!("unusable attestations URL {listed}")))?;
+        let fetched = self
+            .client
+            .get(Get {
+                url: &url,
+                accept: "application/json",
+                auth: registry.auth(),
+                if_none_match: None,
+                max_bytes: MAX_ATTESTATIONS_BYTES,
+                inline_max: None,
+                streamed: false,
+                via,
+            })
+            .await;
+        let bytes = match fetched {
+            Ok(Fetched::Body { bytes, .. }) => {
+                registry.health.succeeded();
+                bytes
+            }
+            Ok(Fetched::NotFound) => {
+                registry.health.succeeded();
+                return Err(ProxyError::NoAttestations);
+            }
+            Ok(_) => return Err(registry.unavailable("an unexpected answer to a plain GET")),
+            Err(e) => {
+                if !matches!(e, FetchError::TooLarge(_)) && registry.health.failed() {
+                    tracing::warn!(upstream = %registry.url, error = %e, "upstream marked down");
+                }
+                return Err(registry.unavailable(e));
+            }
+        };
+        if !document::attestations_attest(&bytes, integrity) {
+            tracing::warn!(package = %name, %version, %url, "upstream attestations are not about the bytes served here: not kept");
+            return Err(ProxyError::AttestationsMismatch {
+                url,
+                integrity: integrity.to_string(),
+            });
+        }
+        self.store
+            .keep_document(name, &attestations_view(version), bytes.clone())
+            .await?;
+        Ok(bytes)
     }
 
     /// Reads a tarball's body within `timeout`, checks it against the declared integrity and
@@ -1125,7 +1298,54 @@ impl Inner {
     }
 }
 
+/// Whether a version manifest lists attestations (`dist.attestations`).
+fn has_attestations(manifest: &Value) -> bool {
+    manifest.pointer("/dist/attestations/url").is_some()
+}
+
+/// `listed`'s path and query on `registry`'s origin: where npm itself would fetch a URL a
+/// registry's document names (pacote reads attestations from the registry it installs from).
+fn on_origin(registry: &str, listed: &str) -> Option<String> {
+    let listed = url::Url::parse(listed).ok()?;
+    let mut url = url::Url::parse(registry).ok()?;
+    url.set_path(listed.path());
+    url.set_query(listed.query());
+    url.set_fragment(None);
+    Some(url.to_string())
+}
+
 /// A package name as the path segment registries expect (`@scope%2fname`).
 fn escape(name: &PackageName) -> String {
     name.as_str().replacen('/', "%2f", 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attestations_are_fetched_from_the_upstreams_origin() {
+        assert_eq!(
+            on_origin(
+                "https://registry.npmjs.org",
+                "https://registry.npmjs.org/-/npm/v1/attestations/@sigstore%2fcore@1.0.0"
+            )
+            .as_deref(),
+            Some("https://registry.npmjs.org/-/npm/v1/attestations/@sigstore%2fcore@1.0.0")
+        );
+        // A document naming another host: its path on the upstream, as pacote does.
+        assert_eq!(
+            on_origin(
+                "http://127.0.0.1:4873/",
+                "https://elsewhere.example/-/npm/v1/attestations/x@1.0.0?a=b"
+            )
+            .as_deref(),
+            Some("http://127.0.0.1:4873/-/npm/v1/attestations/x@1.0.0?a=b")
+        );
+        assert_eq!(on_origin("http://127.0.0.1:4873", "not a url"), None);
+        assert_eq!(
+            attestations_view(&Version::parse("1.0.0-rc.1").unwrap()),
+            "attestations-1.0.0-rc.1"
+        );
+    }
 }
