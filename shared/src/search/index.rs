@@ -636,6 +636,12 @@ impl SearchIndex {
     fn matching_words(&self, terms: &[String]) -> Vec<(u32, u32)> {
         let mut result: Option<Vec<(u32, u32)>> = None;
         for (i, term) in terms.iter().enumerate() {
+            if i + 1 == terms.len()
+                && let Some(so_far) = &result
+            {
+                result = Some(self.intersect_prefix(term, so_far));
+                break;
+            }
             // Borrowed, not copied: a common word's postings list most packages.
             let postings: std::borrow::Cow<'_, [u32]> = if i + 1 == terms.len() {
                 self.with_prefix(term).into()
@@ -660,18 +666,42 @@ impl SearchIndex {
         result.unwrap_or_default()
     }
 
+    /// The words `term` begins (itself first if it is a word), at most `PREFIX_EXPANSIONS`,
+    /// with their postings.
+    fn expansions<'a>(&'a self, term: &'a str) -> impl Iterator<Item = (&'a str, &'a [u32])> {
+        self.words
+            .range::<str, _>((std::ops::Bound::Included(term), std::ops::Bound::Unbounded))
+            .take_while(move |(w, _)| w.starts_with(term))
+            .take(PREFIX_EXPANSIONS)
+            .map(|(w, p)| (&**w, p.as_slice()))
+    }
+
+    /// `so_far` ∩ the packages of `term` and the words it begins, adding their points (as
+    /// [`Self::with_prefix`] scores them). When the words before it left few candidates, each
+    /// is looked up in each expansion's postings (a binary search) instead of merging and
+    /// sorting every expansion's postings: a short last word (`@acme/wid`, `ka`) expands to
+    /// words that together list much of the index.
+    fn intersect_prefix(&self, term: &str, so_far: &[(u32, u32)]) -> Vec<(u32, u32)> {
+        let expansions: Vec<(&str, &[u32])> = self.expansions(term).collect();
+        let listed: usize = expansions.iter().map(|(_, p)| p.len()).sum();
+        let per_lookup = (usize::BITS - listed.max(1).leading_zeros()) as usize;
+        if so_far.len() * expansions.len() * per_lookup >= listed {
+            let scored = self.with_prefix(term).into_iter().map(|p| {
+                let (id, mask) = unpack(p);
+                (id, weight(mask))
+            });
+            return intersect(so_far, scored);
+        }
+        probe_prefix(term, so_far, &expansions)
+    }
+
     /// The postings of `term` and of up to `PREFIX_EXPANSIONS` words it begins, merged (a
     /// word's own mask wins over its longer words': `pad` matched whole is a name match even if
     /// `padding` is only in the README).
     fn with_prefix(&self, term: &str) -> Postings {
         let mut merged: Postings = Vec::new();
-        for (word, postings) in self
-            .words
-            .range::<str, _>((std::ops::Bound::Included(term), std::ops::Bound::Unbounded))
-            .take_while(|(w, _)| w.starts_with(term))
-            .take(PREFIX_EXPANSIONS)
-        {
-            let whole = &**word == term;
+        for (word, postings) in self.expansions(term) {
+            let whole = word == term;
             merged.extend(postings.iter().map(|&p| {
                 let (id, mask) = unpack(p);
                 // A prefix match counts a field tier lower than the whole word (README's tier,
@@ -691,6 +721,37 @@ impl SearchIndex {
         });
         merged
     }
+}
+
+/// `so_far` ∩ the packages of `expansions` (the words `term` begins, with their postings),
+/// each candidate looked up by binary search, adding the points of its best field.
+fn probe_prefix(
+    term: &str,
+    so_far: &[(u32, u32)],
+    expansions: &[(&str, &[u32])],
+) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for &(id, points) in so_far {
+        let mut found = None;
+        for (word, postings) in expansions {
+            let at = postings.partition_point(|p| unpack(*p).0 < id);
+            if let Some(&p) = postings.get(at)
+                && unpack(p).0 == id
+            {
+                let mask = unpack(p).1;
+                let mask = if *word == term {
+                    mask
+                } else {
+                    (mask << 1) & 0xf
+                };
+                found = Some(found.unwrap_or(0) | mask);
+            }
+        }
+        if let Some(mask) = found {
+            out.push((id, points + weight(mask)));
+        }
+    }
+    out
 }
 
 /// `so_far` ∩ `next` by id (both ascending), adding the points.
@@ -1050,6 +1111,51 @@ mod tests {
         assert_eq!(page.total, 2);
         assert_eq!(page.hits.len(), 1);
         assert_eq!(page.hits[0].entry.name.as_str(), "@a/old");
+    }
+
+    #[test]
+    fn a_prefix_probed_scores_as_a_prefix_merged() {
+        let mut index = SearchIndex::new();
+        for i in 0..3_000u32 {
+            index.put(test_entry(
+                &format!("@s{}/pkg-{i}", i % 7),
+                "1.0.0",
+                json!({
+                    "description": format!("word{} pad{} padding", i % 13, i % 5),
+                    "keywords": [format!("pa{}", i % 3)],
+                }),
+                Some(&format!("readme pad{} text", i % 11)),
+            ));
+        }
+        for (first, last) in [
+            ("s3", "pa"),
+            ("word4", "pad"),
+            ("padding", "pad1"),
+            ("s1", "p"),
+        ] {
+            let Some(postings) = index.words.get(first) else {
+                panic!("{first} is a word");
+            };
+            let so_far: Vec<(u32, u32)> = postings
+                .iter()
+                .map(|&p| (unpack(p).0, weight(unpack(p).1)))
+                .collect();
+            let merged = intersect(
+                &so_far,
+                index.with_prefix(last).into_iter().map(|p| {
+                    let (id, mask) = unpack(p);
+                    (id, weight(mask))
+                }),
+            );
+            let expansions: Vec<(&str, &[u32])> = index.expansions(last).collect();
+            assert_eq!(
+                probe_prefix(last, &so_far, &expansions),
+                merged,
+                "{first} {last}"
+            );
+            assert_eq!(index.intersect_prefix(last, &so_far), merged);
+            assert!(!merged.is_empty());
+        }
     }
 
     #[test]
