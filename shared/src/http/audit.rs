@@ -7,7 +7,10 @@
 //! What is recorded:
 //! - every write that was done, whoever made it (open mode: an anonymous actor);
 //! - every write refused (or failed) for an identified caller (a GitHub user, an installation,
-//!   a workflow), with the status and message they got: who tried what is worth knowing;
+//!   a workflow), with the status and message they got: who tried what is worth knowing. That
+//!   includes an installation token's writes, which `dispatch` refuses before any handler (and
+//!   before reading the body): one told by its `ghs_` prefix is identified afterwards for the
+//!   record, as a read with it would be;
 //! - not refusals of anonymous callers, nor of requests refused before the caller was known
 //!   (bad or missing credentials, cross-site writes, an oversized declared body): anyone could
 //!   fill the log with those; the request log line still shows them.
