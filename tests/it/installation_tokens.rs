@@ -257,6 +257,99 @@ async fn npm_with_an_installation_token(backend: Backend) {
         "a write with an installation token asks GitHub nothing: {:?}",
         world.github.paths()
     );
+    // Each refused write is in the audit log, the installation as the caller with the kind of
+    // credential (never the token) and the refusal it got; the publish's body was not read
+    // for it (no version).
+    let installation_events = |events: Vec<Value>| -> Vec<(String, String, String, u64, String)> {
+        events
+            .iter()
+            .filter(|e| e["actor"]["kind"] == "installation")
+            .map(|e| {
+                let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+                assert_eq!(e["credential"], "github-installation-token", "{e}");
+                assert!(
+                    s(&e["outcome"]["message"]).contains("npm trust github"),
+                    "{e}"
+                );
+                (
+                    s(&e["action"]),
+                    s(&e["package"]),
+                    s(&e["version"]),
+                    e["outcome"]["status"].as_u64().unwrap_or(0),
+                    s(&e["outcome"]["result"]),
+                )
+            })
+            .collect()
+    };
+    let refused = |action: &str, package: &str| {
+        (
+            action.to_string(),
+            package.to_string(),
+            String::new(),
+            403,
+            "refused".to_string(),
+        )
+    };
+    assert_eq!(
+        installation_events(audit(&world, &backend, &server)),
+        [
+            refused("publish", "@acme/widgets"),
+            refused("token-create", "")
+        ]
+    );
+    // Recorded whichever way the token is told from a user's: a `ghs_` token seen for the first
+    // time here (identified with GitHub for the record, refused all the same), and a token
+    // without the prefix that GitHub names an installation. A `ghs_` token GitHub does not know
+    // is refused as well, and not recorded: its caller is nobody known.
+    let fresh = generate_token("ghs_");
+    let unprefixed = hex::encode(rand::random::<[u8; 20]>());
+    let unknown = generate_token("ghs_");
+    for token in [&fresh, &unprefixed] {
+        world.github.add_installation_token(
+            token,
+            FineGrained::selected("acme", &["widgets"], Access::Write),
+        );
+    }
+    for token in [&fresh, &unprefixed, &unknown] {
+        let (s, b, _) = send(
+            Method::PUT,
+            format!(
+                "{}/-/package/{}/dist-tags/beta",
+                server.url,
+                escaped("@acme/widgets")
+            ),
+            Some(token),
+            Some(&json!("1.0.0")),
+        )
+        .await;
+        assert_eq!(s, 403, "{b}");
+        assert!(
+            b["error"].as_str().unwrap().contains("npm trust github"),
+            "{b}"
+        );
+    }
+    assert_eq!(
+        installation_events(audit(&world, &backend, &server)),
+        [
+            refused("publish", "@acme/widgets"),
+            refused("token-create", ""),
+            refused("dist-tag-set", "@acme/widgets"),
+            refused("dist-tag-set", "@acme/widgets"),
+        ]
+    );
+    let tags = send(
+        Method::GET,
+        format!(
+            "{}/-/package/{}/dist-tags",
+            server.url,
+            escaped("@acme/widgets")
+        ),
+        Some(&world.alice.token),
+        None,
+    )
+    .await;
+    assert_eq!(tags.1, json!({ "latest": "1.0.0" }));
+
     let stored = packument(&server, &world.alice.token, "@acme/widgets")
         .await
         .unwrap();
@@ -266,7 +359,45 @@ async fn npm_with_an_installation_token(backend: Backend) {
         tarballs_before
     );
 
-    assert_no_secrets(&server, &[&installation, &github_token, &world.alice.token]);
+    let listing = serde_json::to_string(&audit(&world, &backend, &server)).unwrap();
+    for secret in [&installation, &github_token, &fresh, &unprefixed, &unknown] {
+        assert!(
+            !listing.contains(secret.as_str()),
+            "a token in the audit log"
+        );
+    }
+    assert_no_secrets(
+        &server,
+        &[
+            &installation,
+            &github_token,
+            &fresh,
+            &unprefixed,
+            &unknown,
+            &world.alice.token,
+        ],
+    );
+}
+
+/// Every event of the server's audit log (`registry-server audit --json` on its backend).
+fn audit(world: &World, backend: &Backend, server: &e2e::Server) -> Vec<Value> {
+    let out = std::process::Command::new(e2e::sibling_binary("registry-server"))
+        .arg("--data")
+        .arg(&server.data_dir)
+        .args(["audit", "--json"])
+        .envs(world.env(backend, &[]))
+        .output()
+        .expect("run registry-server audit");
+    assert!(
+        out.status.success(),
+        "registry-server audit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -564,3 +564,228 @@ async fn github_mode_trust_routes_and_installation_tokens_through_the_functions(
         "{r}"
     );
 }
+
+/// Trusted publishing end to end through the functions as API Gateway delivers requests, on the
+/// AWS backend (DynamoDB keeps the configuration, the minted token's grant, the used `jti` and
+/// the audit log): `npm trust github` (publish function), npm's exchange of the workflow's ID
+/// token (auth function), `npm publish` with the minted token (publish function), npm's
+/// visibility question with it (metadata function), a replayed ID token refused, and the audit
+/// log naming the admin and the workflow run.
+#[tokio::test]
+async fn trusted_publishing_through_the_functions_on_dynamodb() {
+    use e2e::github_world::World;
+    use e2e::oidc_issuer::{OidcIssuer, RunSpec};
+    use registry::domain::audit::AuditQuery;
+    use registry::storage::AuditLog;
+
+    let dir = tempfile::tempdir().unwrap();
+    let resources = e2e::AwsResources::create("lambdatp", e2e::S3Host::Same);
+    let storage = Arc::new(resources.storage());
+    let world = World::start().await;
+    let acme_id = world.github.account_id("acme").to_string();
+    let issuer = OidcIssuer::start(RunSpec::new("acme/widgets", &acme_id)).await;
+    let data = dir.path().to_string_lossy().into_owned();
+    let mut env = resources.env.clone();
+    env.extend(world.github_env());
+    env.push(("REGISTRY_OIDC_ISSUER".into(), issuer.url.clone()));
+    env.push(("REGISTRY_DATA_DIR".into(), data));
+    env.push(("REGISTRY_UPSTREAM".into(), String::new()));
+    let config = Config::from_lookup(|k| {
+        env.iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    })
+    .unwrap();
+    let retention = registry::storage::AuditRetention::days(config.audit.retention_days);
+    let audit = Arc::new(storage.audit_log(retention));
+    let state = registry::app::App::builder(config)
+        .stores(storage.clone(), storage.clone())
+        .kv(storage.clone())
+        .audit(audit.clone())
+        .build()
+        .await
+        .unwrap();
+    let auth = router(state.clone(), &[RouteGroup::Auth]);
+    let metadata = router(state.clone(), &[RouteGroup::Metadata]);
+    let publish = router(state, &[RouteGroup::Publish]);
+    let host = "abc123.execute-api.eu-west-1.amazonaws.com";
+    let npm = "npm/11.19.1 node/v22.12.0 linux x64 workspaces/false ci/github-actions";
+    let as_bearer = |token: &str| {
+        json!({ "host": host, "x-forwarded-proto": "https", "content-type": "application/json",
+                "authorization": format!("Bearer {token}"), "user-agent": npm })
+    };
+
+    // `npm trust github @acme/widgets --file publish.yml --repo acme/widgets --env npm
+    // --allow-publish`, by the repository's admin, before the name has a version.
+    let body = serde_json::to_vec(&json!([{ "type": "github",
+        "claims": { "repository": "acme/widgets", "workflow_ref": { "file": "publish.yml" },
+                    "environment": "npm" },
+        "permissions": ["createPackage"] }]))
+    .unwrap();
+    let r = invoke(
+        &publish,
+        event(
+            "POST",
+            "/-/package/@acme%2fwidgets/trust",
+            "",
+            as_bearer(&world.alice.token),
+            Some(&body),
+            "$default",
+        ),
+    )
+    .await;
+    assert_eq!(r["statusCode"], 201, "{r}");
+
+    // The workflow's exchange: its ID token for this registry's host, on the auth function.
+    issuer.set_run(RunSpec {
+        environment: Some("npm".into()),
+        ..RunSpec::new("acme/widgets", &acme_id)
+    });
+    let id_token = issuer.id_token(&format!("npm:{host}"));
+    let exchange = event(
+        "POST",
+        "/-/npm/v1/oidc/token/exchange/package/@acme%2fwidgets",
+        "",
+        as_bearer(&id_token),
+        None,
+        "$default",
+    );
+    let r = invoke(&auth, exchange.clone()).await;
+    assert_eq!(r["statusCode"], 201, "{r}");
+    let token = body_of(&r)["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("tpub_"), "{token}");
+
+    // `npm publish` with the minted token, on the publish function.
+    let doc = serde_json::to_vec(&e2e::api::doc(
+        "@acme/widgets",
+        "1.0.0",
+        Some("github:acme/widgets"),
+    ))
+    .unwrap();
+    let mut put = as_bearer(&token);
+    put["npm-command"] = json!("publish");
+    let r = invoke(
+        &publish,
+        event("PUT", "/@acme%2fwidgets", "", put, Some(&doc), "$default"),
+    )
+    .await;
+    assert_eq!(r["statusCode"], 201, "{r}");
+
+    // npm's visibility question, with the minted token, on the metadata function.
+    let r = invoke(
+        &metadata,
+        event(
+            "GET",
+            "/-/package/@acme%2fwidgets/visibility",
+            "",
+            as_bearer(&token),
+            None,
+            "$default",
+        ),
+    )
+    .await;
+    assert_eq!(r["statusCode"], 200, "{r}");
+    assert_eq!(body_of(&r), json!({ "public": false }));
+    let r = invoke(
+        &metadata,
+        event(
+            "GET",
+            "/@acme%2fwidgets",
+            "",
+            as_bearer(&world.alice.token),
+            None,
+            "$default",
+        ),
+    )
+    .await;
+    assert_eq!(r["statusCode"], 200, "{r}");
+    assert_eq!(body_of(&r)["dist-tags"]["latest"], "1.0.0");
+
+    // The same ID token again: refused (its `jti` is kept in DynamoDB until it expires).
+    let r = invoke(&auth, exchange).await;
+    assert_eq!(r["statusCode"], 401, "{r}");
+    assert!(
+        body_of(&r)["message"]
+            .as_str()
+            .unwrap()
+            .contains("already exchanged"),
+        "{r}"
+    );
+
+    // The audit log (DynamoDB's items) names the admin and the workflow run, never a token.
+    let events = audit
+        .query(&AuditQuery {
+            package: Some(registry::domain::PackageName::parse("@acme/widgets").unwrap()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let events: Vec<Value> = events
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    let listing = serde_json::to_string_pretty(&events).unwrap();
+    for secret in [&token, &id_token, &world.alice.token] {
+        assert!(
+            !listing.contains(secret.as_str()),
+            "a token in the audit log"
+        );
+    }
+    let summary: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["outcome"]["result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("trust-create", "ok"),
+            ("token-exchange", "ok"),
+            ("publish", "ok"),
+            ("token-exchange", "refused"),
+        ],
+        "{listing}"
+    );
+    assert_eq!(events[0]["actor"]["login"], "alice", "{listing}");
+    assert_eq!(events[0]["credential"], "github-token", "{listing}");
+    for e in &events[1..] {
+        assert_eq!(e["actor"]["kind"], "workflow", "{listing}");
+        assert_eq!(e["actor"]["repository"], "acme/widgets", "{listing}");
+        assert_eq!(e["actor"]["environment"], "npm", "{listing}");
+        assert!(
+            e["actor"]["workflow_ref"]
+                .as_str()
+                .unwrap()
+                .starts_with("acme/widgets/.github/workflows/publish.yml@"),
+            "{listing}"
+        );
+        assert_eq!(e["credential"], "trusted-publishing", "{listing}");
+    }
+    assert_eq!(events[2]["version"], "1.0.0", "{listing}");
+    assert!(
+        events[3]["outcome"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already exchanged"),
+        "{listing}"
+    );
+    // Kept in the table itself, out of the package's partition.
+    let items = resources.table_items().await;
+    assert!(
+        items
+            .iter()
+            .any(|i| i.contains("~audit/package/@acme/widgets") && i.contains("token-exchange")),
+        "{items:?}"
+    );
+    assert!(
+        !items
+            .iter()
+            .any(|i| i.contains(&token) || i.contains(&id_token)),
+        "no token is stored as is"
+    );
+}

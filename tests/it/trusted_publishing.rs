@@ -294,6 +294,13 @@ async fn trusted_publishing(backend: Backend) {
         ),
         (
             RunSpec {
+                event_name: "workflow_run".into(),
+                ..configured()
+            },
+            "workflow runs triggered by workflow_run may not publish",
+        ),
+        (
+            RunSpec {
                 owner_id: "999".into(),
                 ..configured()
             },
@@ -427,6 +434,98 @@ async fn trusted_publishing(backend: Backend) {
         .clone();
     assert_eq!(tags, json!({ "latest": "1.0.0" }));
 
+    // npm asks the visibility with the minted token (lib/utils/oidc.js, then libnpmpublish's
+    // provenance check): its own package's is answered, another's is the missing answer.
+    let visibility_of = |package: &str| format!("{url}/-/package/{}/visibility", escaped(package));
+    let (status, body, _) = send(
+        Method::GET,
+        visibility_of("@acme/widgets"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!((status, body), (StatusCode::OK, json!({ "public": false })));
+    let other_visibility = send(
+        Method::GET,
+        visibility_of("@acme/other"),
+        Some(&token),
+        None,
+    )
+    .await;
+    let missing_visibility = send(
+        Method::GET,
+        visibility_of("@acme/nothing"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(
+        other_visibility.0,
+        StatusCode::NOT_FOUND,
+        "{}",
+        other_visibility.1
+    );
+    assert_eq!(
+        other_visibility.1.to_string().replace("other", "nothing"),
+        missing_visibility.1.to_string()
+    );
+
+    // A package bound to a public repository: `{"public": true}`, to the workflow's minted
+    // token (what npm enables provenance on) and to anyone who may read it.
+    registry.npm_as(
+        &alice,
+        &[
+            "trust",
+            "github",
+            "@acme/public-lib",
+            "--file",
+            "publish.yml",
+            "--repo",
+            "acme/public-lib",
+            "--allow-publish",
+            "--yes",
+        ],
+    );
+    let public_run = RunSpec {
+        visibility: "public".into(),
+        ..RunSpec::new("acme/public-lib", &acme_id)
+    };
+    let (status, minted) = registry
+        .exchange("@acme/public-lib", &registry.id_token(public_run))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{minted}");
+    let public_token = minted["token"].as_str().unwrap().to_string();
+    let (status, body, _) = send(
+        Method::PUT,
+        format!("{url}/{}", escaped("@acme/public-lib")),
+        Some(&public_token),
+        Some(&doc(
+            "@acme/public-lib",
+            "1.0.0",
+            Some("github:acme/public-lib"),
+        )),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for bearer in [&public_token, &registry.world.dave.token] {
+        let (status, body, _) = send(
+            Method::GET,
+            visibility_of("@acme/public-lib"),
+            Some(bearer),
+            None,
+        )
+        .await;
+        assert_eq!((status, body), (StatusCode::OK, json!({ "public": true })));
+    }
+    let (status, body, _) = send(
+        Method::GET,
+        visibility_of("@acme/widgets"),
+        Some(&public_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
     // Revoking the configuration kills the tokens minted from it at once, and the exchange.
     let ids = registry.configuration_ids(&alice, "@acme/widgets").await;
     assert_eq!(ids.len(), 1);
@@ -490,6 +589,7 @@ async fn trusted_publishing(backend: Backend) {
     let issued = registry.issuer.issued();
     let mut secrets: Vec<&str> = issued.iter().map(String::as_str).collect();
     secrets.push(&token);
+    secrets.push(&public_token);
     assert_no_secrets(registry.server(), &secrets);
 
     // The audit log names who did each of those writes: the admins who configured trust, and
@@ -560,6 +660,54 @@ async fn trusted_publishing(backend: Backend) {
     assert!(
         refused.iter().all(|e| e["actor"]["kind"] == "workflow"),
         "{listing}"
+    );
+    for event in ["pull_request_target", "workflow_run"] {
+        assert!(
+            refused.iter().any(|e| e["actor"]["event_name"] == event
+                && e["outcome"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("triggered by {event} may not publish"))),
+            "{event}: {listing}"
+        );
+    }
+    // The publish with a token whose configuration was revoked: refused, and recorded with the
+    // run that tried.
+    let revoked = find("publish", "refused");
+    assert_eq!(revoked.len(), 1, "{listing}");
+    assert_eq!(revoked[0]["outcome"]["status"], 401, "{listing}");
+    assert!(
+        revoked[0]["outcome"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("was revoked"),
+        "{listing}"
+    );
+    assert_eq!(revoked[0]["actor"]["kind"], "workflow", "{listing}");
+    assert_eq!(revoked[0]["actor"]["repository"], "acme/widgets");
+    assert_eq!(revoked[0]["credential"], "trusted-publishing");
+    // The token minted for @acme/widgets publishing @acme/other: in that package's log, with
+    // the widgets run as the caller.
+    let other: Vec<Value> = registry
+        .audit(&["--package", "@acme/other", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let crossed: Vec<&Value> = other
+        .iter()
+        .filter(|e| e["action"] == "publish" && e["outcome"]["result"] == "refused")
+        .collect();
+    assert_eq!(crossed.len(), 1, "{other:?}");
+    assert_eq!(crossed[0]["outcome"]["status"], 403);
+    assert_eq!(crossed[0]["actor"]["kind"], "workflow");
+    assert_eq!(crossed[0]["actor"]["repository"], "acme/widgets");
+    assert_eq!(crossed[0]["credential"], "trusted-publishing");
+    // And the other package's own publish, by its workflow.
+    assert!(
+        other.iter().any(|e| e["action"] == "publish"
+            && e["outcome"]["result"] == "ok"
+            && e["actor"]["repository"] == "acme/other"),
+        "{other:?}"
     );
 }
 

@@ -7,7 +7,10 @@
 //! What is recorded:
 //! - every write that was done, whoever made it (open mode: an anonymous actor);
 //! - every write refused (or failed) for an identified caller (a GitHub user, an installation,
-//!   a workflow), with the status and message they got: who tried what is worth knowing;
+//!   a workflow), with the status and message they got: who tried what is worth knowing. That
+//!   includes an installation token's writes, which `dispatch` refuses before any handler (and
+//!   before reading the body): one told by its `ghs_` prefix is identified afterwards for the
+//!   record, as a read with it would be;
 //! - not refusals of anonymous callers, nor of requests refused before the caller was known
 //!   (bad or missing credentials, cross-site writes, an oversized declared body): anyone could
 //!   fill the log with those; the request log line still shows them.
@@ -75,6 +78,7 @@ struct NoteState {
     entries: Vec<AuditEntry>,
     unchanged: bool,
     actor: Option<(AuditActor, CredentialKind)>,
+    refusal: Option<String>,
 }
 
 /// What a handler learned about its write; filled through `&RequestContext`, read by `dispatch`.
@@ -108,6 +112,12 @@ impl AuditNote {
     /// credential from the body (`npm login`, the trusted-publishing exchange).
     pub(crate) fn set_actor(&self, actor: AuditActor, credential: CredentialKind) {
         self.state().actor = Some((actor, credential));
+    }
+
+    /// The message of a refusal the handler answered itself (a response, not an `ApiError`,
+    /// such as the exchange's `{"message"}` body npm reads), for the refused event.
+    pub(crate) fn refused_with(&self, message: impl Into<String>) {
+        self.state().refusal = Some(message.into());
     }
 }
 
@@ -194,10 +204,15 @@ pub(crate) fn outcome_of(result: &Result<axum::response::Response, ApiError>) ->
             }
         }
         Ok(_) => AuditOutcome::Ok,
-        Err(e) => AuditOutcome::Refused {
-            status: e.status().as_u16(),
-            message: e.to_string(),
-        },
+        Err(e) => refused_outcome(e),
+    }
+}
+
+/// The outcome of a request refused with `error`: its status and message.
+pub(crate) fn refused_outcome(error: &ApiError) -> AuditOutcome {
+    AuditOutcome::Refused {
+        status: error.status().as_u16(),
+        message: error.to_string(),
     }
 }
 
@@ -221,6 +236,16 @@ pub fn events(
     if !outcome.is_ok() && !actor.is_identified() {
         return Vec::new();
     }
+    // A refusal answered as a response carries no message here; the handler noted it.
+    let outcome = match (outcome, &state.refusal) {
+        (AuditOutcome::Refused { status, message }, Some(noted)) if message.is_empty() => {
+            AuditOutcome::Refused {
+                status,
+                message: noted.clone(),
+            }
+        }
+        (outcome, _) => outcome,
+    };
     let entries = if state.entries.is_empty() {
         vec![default]
     } else {
@@ -443,6 +468,41 @@ mod tests {
             events(None, default, &note, &user("alice"), refused(), at()).len(),
             1
         );
+    }
+
+    #[test]
+    fn a_refusal_answered_as_a_response_keeps_the_message_the_handler_noted() {
+        let note = AuditNote::default();
+        note.refused_with("workflow runs triggered by workflow_run may not publish");
+        let answered = AuditOutcome::Refused {
+            status: 403,
+            message: String::new(),
+        };
+        let got = events(
+            None,
+            AuditEntry::new(AuditAction::TokenExchange),
+            &note,
+            &user("alice"),
+            answered,
+            at(),
+        );
+        assert_eq!(
+            got[0].outcome,
+            AuditOutcome::Refused {
+                status: 403,
+                message: "workflow runs triggered by workflow_run may not publish".into(),
+            }
+        );
+        // An `ApiError`'s own message stands.
+        let got = events(
+            None,
+            AuditEntry::new(AuditAction::TokenExchange),
+            &note,
+            &user("alice"),
+            refused(),
+            at(),
+        );
+        assert_eq!(got[0].outcome, refused());
     }
 
     #[test]

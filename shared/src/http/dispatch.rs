@@ -1,6 +1,6 @@
 //! From a request to a handler: the router, the public-URL prefix and base URL, the refusals that
-//! need only the request line and headers (cross-site writes, oversized bodies, anonymous writes)
-//! and the audit record of every write.
+//! need only the request line and headers (cross-site writes, oversized bodies, anonymous writes,
+//! installation tokens' writes) and the audit record of every write.
 
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ use super::routes::{self, Route, RouteError, RouteGroup, RouteTraits};
 use super::{ApiError, AppState, RequestContext, audit, auth, metadata, publish, tarball};
 use crate::auth::{Caller, Identity};
 use crate::config::Config;
+use crate::domain::PackageName;
 
 /// Builds the router serving `groups`: each Lambda function passes its own group. The local
 /// server's listener calls the same dispatch without axum's router in front (`Dispatcher`).
@@ -226,9 +227,10 @@ async fn serve(
         return ApiError::NotFound("not found".into()).into_response();
     }
     let (parts, body) = request.into_parts();
+    let audited = audited_write(&resolved);
     let caller = match admit(state, traits, &parts.method, &parts.headers).await {
         Ok(caller) => caller,
-        Err(e) => return e.into_response(),
+        Err(refusal) => return refused(state, audited, &parts.headers, refusal).await,
     };
     let ctx = RequestContext {
         body_limit: traits.body.map_or(0, |limit| route_limit(state, limit)),
@@ -238,16 +240,10 @@ async fn serve(
         caller,
         audit: audit::AuditNote::default(),
     };
-    let (audited, result) = match resolved {
-        Resolved::Route(route) => (
-            audit::audited(&route),
-            handle(state, &ctx, route, body).await,
-        ),
-        Resolved::Rejected(rejected) => (
-            Some(audit::audited_rejection(&rejected)),
-            Err(ApiError::from(RouteError::Rejected(rejected))),
-        ),
-        Resolved::Unknown(e) => (None, Err(ApiError::from(e))),
+    let result = match resolved {
+        Resolved::Route(route) => handle(state, &ctx, route, body).await,
+        Resolved::Rejected(rejected) => Err(ApiError::from(RouteError::Rejected(rejected))),
+        Resolved::Unknown(e) => Err(ApiError::from(e)),
     };
     if let Some((package, default)) = audited {
         let events = audit::events(
@@ -261,6 +257,84 @@ async fn serve(
         Box::pin(audit::record(state, events)).await;
     }
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Whether the request is a write the audit log keeps, and if so its package and what it does
+/// unless the handler says more (a refused path parameter: the write it asked for).
+fn audited_write(resolved: &Resolved) -> Option<(Option<PackageName>, audit::AuditEntry)> {
+    match resolved {
+        Resolved::Route(route) => audit::audited(route),
+        Resolved::Rejected(rejected) => Some(audit::audited_rejection(rejected)),
+        Resolved::Unknown(_) => None,
+    }
+}
+
+/// Answers a request `admit` refused. A write refused because its token is an installation's
+/// is recorded as any refused write of an identified caller is (the caller, the route's
+/// package and action; nothing from the body, which is never read): the answer is the same
+/// whether or not it is recorded.
+async fn refused(
+    state: &AppState,
+    audited: Option<(Option<PackageName>, audit::AuditEntry)>,
+    headers: &HeaderMap,
+    refusal: Refusal,
+) -> Response {
+    let Refusal {
+        error,
+        installation,
+    } = refusal;
+    if let (Some((package, default)), Some(installation)) = (audited, installation) {
+        let caller = match installation {
+            InstallationWrite::Identified(caller) => Some(*caller),
+            // Refused by its prefix before anything was asked; identified now for the record
+            // alone, as a read with it would be (a cached answer, else GitHub's `GET /user`).
+            // A token GitHub does not know, or no answer, is nobody known: not recorded.
+            InstallationWrite::ByPrefix => state.auth.caller(headers, false).await.ok(),
+        };
+        if let Some(caller) = caller {
+            let events = audit::events(
+                package.as_ref(),
+                default,
+                &audit::AuditNote::default(),
+                &caller,
+                audit::refused_outcome(&error),
+                chrono::Utc::now(),
+            );
+            Box::pin(audit::record(state, events)).await;
+        }
+    }
+    error.into_response()
+}
+
+/// Why `admit` refused a request.
+struct Refusal {
+    error: ApiError,
+    /// Set when the refused request is a write with an installation token, which the audit
+    /// log keeps for identified callers.
+    installation: Option<InstallationWrite>,
+}
+
+/// How a write with an installation token was told from others.
+enum InstallationWrite {
+    /// By the token's `ghs_` prefix alone: the caller is not identified yet.
+    ByPrefix,
+    /// By GitHub's answer for the token: the caller.
+    Identified(Box<Caller>),
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Refusal {
+            error,
+            installation: None,
+        }
+    }
+}
+
+impl From<crate::auth::AuthError> for Refusal {
+    fn from(error: crate::auth::AuthError) -> Self {
+        ApiError::from(error).into()
+    }
 }
 
 /// Each group's handler gets its own routes.
@@ -287,7 +361,7 @@ async fn admit(
     traits: RouteTraits,
     method: &axum::http::Method,
     headers: &HeaderMap,
-) -> Result<Caller, ApiError> {
+) -> Result<Caller, Refusal> {
     // A web page's form posts (sign-out) come from the registry's own pages: same-origin.
     let own_page = traits.web
         && headers
@@ -295,12 +369,12 @@ async fn admit(
             .and_then(|v| v.to_str().ok())
             .is_none_or(|site| site == "same-origin");
     if !own_page && let Some(refusal) = cross_site_write(method, headers) {
-        return Err(refusal);
+        return Err(refusal.into());
     }
     if let Some(limit) = traits.body.map(|limit| route_limit(state, limit))
         && declared_length(headers).is_some_and(|len| len > limit as u64)
     {
-        return Err(too_large(limit));
+        return Err(too_large(limit).into());
     }
     // Logging in must work whatever stale token .npmrc still holds; the exchange's bearer is
     // an OIDC ID token, not a credential of this registry.
@@ -318,7 +392,10 @@ async fn admit(
         && state.auth.github().is_some()
         && crate::auth::bears_installation_token(headers)
     {
-        return Err(crate::auth::installation_write_refused().into());
+        return Err(Refusal {
+            error: crate::auth::installation_write_refused().into(),
+            installation: Some(InstallationWrite::ByPrefix),
+        });
     }
     let caller = state.auth.caller(headers, traits.writes).await?;
     anonymous_write(state, traits, caller)
@@ -388,15 +465,19 @@ fn anonymous_write(
     state: &AppState,
     traits: RouteTraits,
     caller: Caller,
-) -> Result<Caller, ApiError> {
+) -> Result<Caller, Refusal> {
     if !traits.writes || state.auth.github().is_none() {
         return Ok(caller);
     }
     match caller.identity {
         Identity::Anonymous => Err(ApiError::Unauthorized(
             "authentication required: put a GitHub token in .npmrc (//registry/:_authToken=...) or run npm login".into(),
-        )),
-        Identity::Installation => Err(crate::auth::installation_write_refused().into()),
+        )
+        .into()),
+        Identity::Installation => Err(Refusal {
+            error: crate::auth::installation_write_refused().into(),
+            installation: Some(InstallationWrite::Identified(Box::new(caller))),
+        }),
         _ => Ok(caller),
     }
 }

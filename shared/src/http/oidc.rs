@@ -48,7 +48,10 @@ fn refusal(error: ApiError) -> Response {
 pub async fn exchange(state: &AppState, ctx: &RequestContext, name: &PackageName) -> Response {
     match try_exchange(state, ctx, name).await {
         Ok(response) => response,
-        Err(e) => refusal(e),
+        Err(e) => {
+            ctx.audit.refused_with(e.to_string());
+            refusal(e)
+        }
     }
 }
 
