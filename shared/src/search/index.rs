@@ -443,7 +443,21 @@ impl SearchIndex {
                 .unwrap_or(u32::MAX)
         });
         let scored: Vec<(u32, u32)> = if query.has_terms() {
-            self.matching_words(&query.terms)
+            let found = self.matching_words(&query.terms);
+            // Free words with `keywords:` (or `scope:`): narrowed by those postings first, so
+            // that only packages that may pass have their entries read to check exactly.
+            let found = match self.with_keywords(query) {
+                Some(candidates) if !found.is_empty() => {
+                    intersect(&found, candidates.into_iter().map(|(id, _)| (id, 0)))
+                }
+                _ => found,
+            };
+            match self.in_scope(query) {
+                Some(scoped) if !found.is_empty() => {
+                    intersect(&found, scoped.iter().map(|&p| (unpack(p).0, 0)))
+                }
+                _ => found,
+            }
         } else if let Some(candidates) = self.with_keywords(query) {
             candidates
         } else {
@@ -603,6 +617,19 @@ impl SearchIndex {
         found.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         found.dedup_by_key(|(id, _)| *id);
         found
+    }
+
+    /// For a query with `scope:`, the postings of the scope's word (every package of the scope
+    /// has it among its name words; others may too, and are checked exactly later); `None` when
+    /// the query names no scope or its scope is not one word.
+    fn in_scope(&self, query: &SearchQuery) -> Option<&[u32]> {
+        let scope = query.scope.as_deref()?;
+        let mut words = tokenize::words(scope);
+        let word = words.next()?;
+        if words.next().is_some() {
+            return None;
+        }
+        Some(self.words.get(word.as_str()).map_or(&[][..], Vec::as_slice))
     }
 
     /// For a query of qualifiers alone, the packages with a word of its required (or one of
@@ -924,6 +951,12 @@ mod tests {
         assert_eq!(names(&index, "author:ann"), ["@a/tool2"]);
         assert_eq!(names(&index, "scope:b"), ["@b/tool3"]);
         assert_eq!(names(&index, "is:unstable"), ["@a/tool2"]);
+        // Free words with qualifiers: narrowed by the qualifiers' postings, then checked.
+        assert_eq!(names(&index, "tool keywords:cli,-old"), ["@a/tool2"]);
+        assert_eq!(names(&index, "tool keywords:old"), ["@b/tool3"]);
+        assert_eq!(names(&index, "tool scope:b"), ["@b/tool3"]);
+        assert_eq!(names(&index, "tool scope:@a keywords:cli"), ["@a/tool2"]);
+        assert!(names(&index, "tool scope:c").is_empty());
     }
 
     #[test]
