@@ -871,3 +871,54 @@ async fn put_new_on_dynamodb() {
     }
     assert_eq!(wins, 1);
 }
+
+/// The README's workflow is the one these tests run: the job's permission to ask for an ID
+/// token, setup-node's `registry-url` (the `.npmrc` `publish_from_ci` writes), the npm the tests
+/// pin, and a plain `npm publish` with no token given to it.
+#[test]
+fn the_readme_workflow_is_the_one_tested() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme
+        .split("## Publishing from GitHub Actions (trusted publishing)")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("the README has the trusted-publishing section");
+    let workflow = section
+        .split("```yaml")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("the section shows a workflow");
+    let tools = std::fs::read_to_string(root.join("tests/tools.sh")).unwrap();
+    let pinned = tools
+        .lines()
+        .find_map(|l| l.strip_prefix("NPM_VERSION="))
+        .expect("tests/tools.sh pins npm");
+    let runs: Vec<&str> = workflow
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- run: "))
+        .map(|r| r.split('#').next().unwrap_or_default().trim())
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            format!("npm install -g npm@{pinned}").as_str(),
+            "npm publish"
+        ],
+        "the workflow's steps"
+    );
+    assert!(workflow.contains("id-token: write"), "{workflow}");
+    assert!(workflow.contains("uses: actions/setup-node@"), "{workflow}");
+    assert!(workflow.contains("registry-url: https://"), "{workflow}");
+    // No token reaches npm publish: no env block, no secret.
+    assert!(!workflow.contains("NODE_AUTH_TOKEN:"), "{workflow}");
+    assert!(!workflow.contains("secrets."), "{workflow}");
+    // The trust command the README shows uses the flags `npm trust github` takes in the tests.
+    let trust = section
+        .lines()
+        .find(|l| l.trim_start().starts_with("npm trust github"))
+        .expect("the README shows npm trust github");
+    for flag in ["--repo", "--file", "--env"] {
+        assert!(trust.contains(flag), "{trust}");
+    }
+}
