@@ -96,6 +96,31 @@ fn deflate(data: &[u8]) -> io::Result<Bytes> {
     })
 }
 
+/// `data` as raw deflate that continues a stream whose last bytes were `before` (at most
+/// deflate's 32 KiB window of them): back-references may reach into `before`, so what follows a
+/// chunk compresses as well as if the chunk were compressed again with it, at the cost of only
+/// the new bytes (and of hashing the window).
+fn deflate_after(before: &[u8], data: &[u8]) -> io::Result<Bytes> {
+    let before = &before[before.len().saturating_sub(WINDOW)..];
+    if before.is_empty() {
+        return deflate(data);
+    }
+    DEFLATER.with(|deflater| {
+        let primed = |compress: &mut Compress| {
+            compress.reset();
+            compress.set_dictionary(before).map_err(io::Error::other)?;
+            deflate_with(compress, data)
+        };
+        match deflater.try_borrow_mut() {
+            Ok(mut compress) => primed(&mut compress),
+            Err(_) => primed(&mut Compress::new(Compression::default(), false)),
+        }
+    })
+}
+
+/// Deflate's window: the furthest back a match may reach.
+const WINDOW: usize = 32 * 1024;
+
 /// `data` as raw deflate with `compress`, fresh or just reset.
 fn deflate_with(compress: &mut Compress, data: &[u8]) -> io::Result<Bytes> {
     let mut out = Vec::with_capacity(data.len() / 3 + 64);
@@ -120,8 +145,11 @@ struct Chunk {
     piece: Piece,
     /// Whether its first entry is the first of the run and the run puts no `,` before that.
     first: bool,
-    /// Whether `entries` changed since `piece` was made.
+    /// Whether `entries` changed since `piece` was made, other than by entries added at the end.
     dirty: bool,
+    /// How many of `entries` (the first ones) `piece` holds; those after were added at the end
+    /// since, and are compressed on their own, continuing the piece (`extend`).
+    covered: usize,
 }
 
 impl Chunk {
@@ -131,6 +159,7 @@ impl Chunk {
             piece: Piece::unmade(),
             first: false,
             dirty: true,
+            covered: 0,
         }
     }
 
@@ -157,6 +186,50 @@ impl Chunk {
         self.piece = Piece::new(identity)?;
         self.first = first;
         self.dirty = false;
+        self.covered = self.entries.len();
+        Ok(())
+    }
+
+    /// Adds the entries added at the end since the piece was made to it: their bytes appended,
+    /// compressed on their own as the continuation of the piece's deflate (`deflate_after`),
+    /// their CRC-32 folded in. What a publish of a new highest version costs a big document:
+    /// one entry compressed, not the whole chunk.
+    fn extend(&mut self) -> io::Result<()> {
+        let old = self.piece.identity.clone();
+        let added: usize = self.entries[self.covered..]
+            .iter()
+            .map(|(_, e)| e.len() + 1)
+            .sum();
+        let mut joined = Vec::with_capacity(old.len() + added);
+        joined.extend_from_slice(&old);
+        let mut ranges = Vec::with_capacity(self.entries.len() - self.covered);
+        for (i, (_, entry)) in self.entries.iter().enumerate().skip(self.covered) {
+            if i > 0 || !self.first {
+                joined.push(b',');
+            }
+            let start = joined.len();
+            joined.extend_from_slice(entry);
+            ranges.push(start..joined.len());
+        }
+        let tail = &joined[old.len()..];
+        let tail_deflate = deflate_after(&old, tail)?;
+        let mut deflate = BytesMut::with_capacity(self.piece.deflate.len() + tail_deflate.len());
+        deflate.put_slice(&self.piece.deflate);
+        deflate.put_slice(&tail_deflate);
+        self.piece.crc.update(tail);
+        let identity = Bytes::from(joined);
+        // Entries already held keep their place in the bytes; the new ones follow.
+        let base = old.as_ptr() as usize;
+        for (_, entry) in &mut self.entries[..self.covered] {
+            let start = (entry.as_ptr() as usize).wrapping_sub(base);
+            *entry = identity.slice(start..start + entry.len());
+        }
+        for ((_, entry), range) in self.entries[self.covered..].iter_mut().zip(ranges) {
+            *entry = identity.slice(range);
+        }
+        self.piece.identity = identity;
+        self.piece.deflate = deflate.freeze();
+        self.covered = self.entries.len();
         Ok(())
     }
 }
@@ -218,16 +291,29 @@ impl Run {
     }
 
     fn upsert(&mut self, version: Version, entry: Bytes) {
-        if self.chunks.is_empty() {
+        // A new highest version after a full last chunk starts a chunk of its own.
+        let full = self.chunks.last().is_none_or(|c| {
+            c.bytes() >= CHUNK_BYTES && c.entries.last().is_none_or(|(last, _)| *last < version)
+        });
+        if full {
             self.chunks.push(Chunk::new(Vec::new()));
         }
         let index = self.chunk_for(&version);
         let chunk = &mut self.chunks[index];
         match chunk.entries.binary_search_by(|(v, _)| v.cmp(&version)) {
-            Ok(i) => chunk.entries[i].1 = entry,
-            Err(i) => chunk.entries.insert(i, (version, entry)),
+            Ok(i) => {
+                chunk.entries[i].1 = entry;
+                chunk.dirty = true;
+            }
+            // Added after every entry the piece holds: the piece is extended, not made again.
+            Err(i) if i == chunk.entries.len() && i == chunk.covered => {
+                chunk.entries.push((version, entry));
+            }
+            Err(i) => {
+                chunk.entries.insert(i, (version, entry));
+                chunk.dirty = true;
+            }
         }
-        chunk.dirty = true;
     }
 
     fn remove(&mut self, version: &Version) {
@@ -257,6 +343,8 @@ impl Run {
             let first = i == 0 && !self.always_comma;
             if chunk.dirty || chunk.first != first {
                 chunk.rebuild(first)?;
+            } else if chunk.covered < chunk.entries.len() {
+                chunk.extend()?;
             }
         }
         Ok(())
@@ -428,6 +516,7 @@ impl Built {
                 }
                 let length = u64::try_from(identity.len()).ok()?;
                 chunks.push(Chunk {
+                    covered: entries.len(),
                     entries,
                     piece: Piece {
                         crc: crc32fast::Hasher::new_with_initial_len(crc, length),
@@ -933,6 +1022,59 @@ mod tests {
         }
         let chunks = built[0].as_ref().unwrap().versions.chunks.len();
         assert!(chunks > 1, "a big document is in several chunks: {chunks}");
+    }
+
+    /// A publish of a new highest version compresses the new entries only: the last chunk's
+    /// deflate is the old one with the new entries' continuation after it, and a new chunk is
+    /// started once the last is full.
+    #[test]
+    fn a_new_highest_version_extends_the_last_chunk() {
+        let name = PackageName::parse("@s/grow").unwrap();
+        let mut doc = PackageDocument {
+            package: PackageRecord::new(name.clone(), Utc::now()),
+            versions: Vec::new(),
+        };
+        for minor in 0..100 {
+            doc.versions
+                .push(live(&name, &Version::new(1, minor, 0), "grow"));
+        }
+        doc.package.revision = 100;
+        for view in [View::Full, View::Abbreviated] {
+            let mut b = Built::from_document(&doc, view, "http://r", None).unwrap();
+            let mut grown = doc.clone();
+            let mut extended = 0;
+            for minor in 100..160 {
+                let before = b.versions.chunks.last().unwrap().piece.deflate.clone();
+                let chunks = b.versions.chunks.len();
+                let version = Version::new(1, minor, 0);
+                let record = live(&name, &version, "grow");
+                grown.versions.push(record.clone());
+                grown.package.revision += 1;
+                b.apply(&grown.package, &[(version, Some(record))]).unwrap();
+                let last = &b.versions.chunks.last().unwrap().piece.deflate;
+                if b.versions.chunks.len() == chunks {
+                    assert!(last.starts_with(&before), "{view:?} {minor}: extended");
+                    assert!(last.len() > before.len());
+                    extended += 1;
+                }
+                if let Some(wanted) = b.latest_wanted(&grown.package) {
+                    let VersionState::Live(l) = &grown.versions.last().unwrap().state else {
+                        panic!("live")
+                    };
+                    b.set_latest(wanted, (**l).clone(), None);
+                }
+                let (identity, gzip) = b.join(&grown.package).unwrap();
+                assert_eq!(gunzip(&gzip.to_bytes()), identity.to_bytes().to_vec());
+            }
+            assert!(extended > 40, "{view:?}: {extended} of 60 extended");
+            assert!(
+                b.versions
+                    .chunks
+                    .iter()
+                    .all(|c| c.bytes() < 2 * CHUNK_BYTES),
+                "chunks stay about their size"
+            );
+        }
     }
 
     #[test]
