@@ -911,12 +911,26 @@ async fn a_loop_between_registries_ends_at_once() {
     assert_eq!(body["code"], "upstream_loop");
 }
 
-/// `npm audit`: the upstream's advisories printed, and no internal name in what it was sent;
-/// with the upstream down, npm says the audit endpoint failed.
 #[tokio::test]
-async fn npm_audit_is_forwarded_without_internal_names() {
+async fn npm_audit_is_forwarded_without_internal_names_local() {
+    npm_audit_is_forwarded_without_internal_names(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn npm_audit_is_forwarded_without_internal_names_aws() {
+    npm_audit_is_forwarded_without_internal_names(Backend::aws("upstream-audit", S3Host::Same))
+        .await;
+}
+
+/// `npm audit`: the upstream's advisories printed, and no internal name in what it was sent,
+/// nor a name of a scope with an upstream of its own (a partner's names are not the public
+/// registry's business; they are not sent to the partner either); with the upstream down, npm
+/// says the audit endpoint failed.
+async fn npm_audit_is_forwarded_without_internal_names(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let up = FakeUpstream::start().await;
+    let partner = FakeUpstream::start().await;
+    partner.add("@partner/widget", "1.0.0", &[]);
     up.add("vuln-pkg", "1.0.0", &[]);
     up.add_advisory(
         "vuln-pkg",
@@ -925,9 +939,20 @@ async fn npm_audit_is_forwarded_without_internal_names() {
                "vulnerable_versions": "<2.0.0", "cwe": ["CWE-1321"],
                "cvss": {"score": 7.5, "vectorString": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:H/A:N"}}),
     );
+    // The partner has an advisory for its package too: it must not be asked for it.
+    partner.add_advisory(
+        "@partner/widget",
+        json!({"id": 1_098_766, "url": "https://github.com/advisories/GHSA-aaaa-bbbb-cccc",
+               "title": "Partner advisory", "severity": "low", "vulnerable_versions": "<2.0.0"}),
+    );
     let reg = TestRegistry::builder()
+        .backend(backend)
         .env("REGISTRY_UPSTREAM", &up.url)
         .env("REGISTRY_ALLOWED_OWNERS", "acme")
+        .env(
+            "REGISTRY_UPSTREAM_SCOPES",
+            &format!("@partner={}", partner.url),
+        )
         .start()
         .await;
     let npm = Npm::new(&tmp.path().join("npm"), &reg.url);
@@ -939,7 +964,8 @@ async fn npm_audit_is_forwarded_without_internal_names() {
     let app = project(
         tmp.path(),
         "app",
-        json!({"vuln-pkg": "1.0.0", "corp-internal": "1.0.0", "@acme/private": "1.0.0"}),
+        json!({"vuln-pkg": "1.0.0", "corp-internal": "1.0.0", "@acme/private": "1.0.0",
+               "@partner/widget": "1.0.0"}),
     );
     npm.ok(&app, &["install"]);
     let run = npm.run(&app, &["audit"]);
@@ -955,8 +981,14 @@ async fn npm_audit_is_forwarded_without_internal_names() {
     assert_eq!(
         sent.as_object().unwrap().keys().collect::<Vec<_>>(),
         ["vuln-pkg"],
-        "internal names never leave: {bodies:?}"
+        "internal names and the partner's never reach the default upstream: {bodies:?}"
     );
+    assert!(
+        partner.audit_bodies().is_empty(),
+        "nor the partner's upstream: {:?}",
+        partner.audit_bodies()
+    );
+    assert!(!run.stdout.contains("Partner advisory"), "{}", run.all());
 
     up.set_down(true);
     let run = npm.run(&app, &["audit"]);
