@@ -94,6 +94,15 @@ async fn registry(backend: Backend, up: &FakeUpstream, env: &[(&str, &str)]) -> 
     builder.start().await
 }
 
+/// A `registry-server` process on `backend` with `env` (for the operator's commands beside it).
+async fn registry_process(backend: Backend, env: &[(&str, &str)]) -> TestRegistry {
+    let mut builder = TestRegistry::builder().process().backend(backend);
+    for (k, v) in env {
+        builder = builder.env(k, v);
+    }
+    builder.start().await
+}
+
 #[tokio::test]
 async fn a_tree_installs_through_the_cache_cold_warm_and_offline_local() {
     a_tree_installs_through_the_cache(Backend::local()).await;
@@ -623,19 +632,54 @@ async fn a_large_upstream_tarball_streams_to_storage(backend: Backend) {
     }
 }
 
+/// `registry-server origin ARGS` as an operator runs it beside `reg`, with the settings the
+/// server runs with (`env`): with local storage it goes through the running server's control
+/// socket, on AWS it reads and writes the table itself. Its JSON answer.
+fn origin_cli(reg: &TestRegistry, env: &[(&str, &str)], args: &[&str]) -> Value {
+    let out = std::process::Command::new(e2e::sibling_binary("registry-server"))
+        .arg("--data")
+        .arg(reg.data_dir())
+        .arg("origin")
+        .args(args)
+        .envs(reg.backend().env())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "origin {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn an_upstream_package_never_shadows_an_internal_one_local() {
+    an_upstream_package_never_shadows_an_internal_one(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn an_upstream_package_never_shadows_an_internal_one_aws() {
+    an_upstream_package_never_shadows_an_internal_one(Backend::aws(
+        "upstream-origin",
+        S3Host::Same,
+    ))
+    .await;
+}
+
 /// Dependency confusion: a name published here, a served scope, or one an admin made internal
 /// is never fetched from the upstream, whatever the upstream publishes under it; a name
-/// installed from the upstream cannot be published here until an admin makes it internal.
-#[tokio::test]
-async fn an_upstream_package_never_shadows_an_internal_one() {
+/// installed from the upstream cannot be published here until an admin makes it internal
+/// (with the CLI, which the running server then follows).
+async fn an_upstream_package_never_shadows_an_internal_one(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let up = FakeUpstream::start().await;
-    let reg = TestRegistry::builder()
-        .process()
-        .env("REGISTRY_UPSTREAM", &up.url)
-        .env("REGISTRY_ALLOWED_OWNERS", "acme")
-        .start()
-        .await;
+    let settings = [
+        ("REGISTRY_UPSTREAM", up.url.as_str()),
+        ("REGISTRY_ALLOWED_OWNERS", "acme"),
+    ];
+    let reg = registry_process(backend, &settings).await;
     let npm = Npm::new(&tmp.path().join("npm"), &reg.url);
 
     // Published here first; the attacker then publishes a higher version upstream.
@@ -707,28 +751,24 @@ async fn an_upstream_package_never_shadows_an_internal_one() {
         "{}",
         refused.all()
     );
-    // The operator's command, through the running server's control socket.
-    let out = std::process::Command::new(e2e::sibling_binary("registry-server"))
-        .arg("--data")
-        .arg(reg.data_dir())
-        .args(["origin", "get", "lodashy"])
-        .output()
-        .unwrap();
-    let answer: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(answer["origin"], "upstream");
-    assert_eq!(answer["because"], "ingested");
-    let out = std::process::Command::new(e2e::sibling_binary("registry-server"))
-        .arg("--data")
-        .arg(reg.data_dir())
-        .args(["origin", "set", "lodashy", "internal"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The operator's command (locally through the running server, on AWS on the table).
+    let answer = origin_cli(&reg, &settings, &["get", "lodashy"]);
+    assert_eq!(answer["origin"], "upstream", "{answer}");
+    assert_eq!(answer["because"], "ingested", "{answer}");
+    let answer = origin_cli(&reg, &settings, &["set", "lodashy", "internal"]);
+    assert_eq!(answer["origin"], "internal", "{answer}");
+    assert_eq!(answer["because"], "setting", "{answer}");
+    // The running server reads what the command set.
+    let (status, body, _) = send(
+        Method::GET,
+        reg.url("/-/package/lodashy/origin"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["origin"], "internal", "{body}");
+    assert_eq!(body["because"], "setting", "{body}");
     npm.ok(&dir, &["publish"]);
     let (_, doc, _) = send(Method::GET, reg.url("/lodashy"), None, None).await;
     assert_eq!(
@@ -751,13 +791,23 @@ async fn an_upstream_package_never_shadows_an_internal_one() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
-/// A hundred clients asking for the same cold package at once: one upstream request for its
-/// packument and one for its tarball.
 #[tokio::test]
-async fn a_burst_for_a_cold_package_fetches_it_once() {
+async fn a_burst_for_a_cold_package_fetches_it_once_local() {
+    a_burst_for_a_cold_package_fetches_it_once(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn a_burst_for_a_cold_package_fetches_it_once_aws() {
+    a_burst_for_a_cold_package_fetches_it_once(Backend::aws("upstream-burst", S3Host::Same)).await;
+}
+
+/// A hundred clients asking for the same cold package at once: one upstream request for its
+/// packument and one for its tarball (on AWS the tarball is fetched from S3, where the
+/// registry's redirect sends the clients).
+async fn a_burst_for_a_cold_package_fetches_it_once(backend: Backend) {
     let up = FakeUpstream::start().await;
     up.add("burst", "1.0.0", &[]);
-    let reg = registry(Backend::local(), &up, &[]).await;
+    let reg = registry(backend, &up, &[]).await;
     let release = up.hold();
     let mut clients = Vec::new();
     for _ in 0..100 {
@@ -776,7 +826,8 @@ async fn a_burst_for_a_cold_package_fetches_it_once() {
                 .as_str()
                 .unwrap()
                 .to_string();
-            let tarball = http().get(url).send().await.unwrap();
+            // Following the AWS backend's redirect to S3, as clients do.
+            let tarball = reqwest::Client::new().get(url).send().await.unwrap();
             assert_eq!(tarball.status(), StatusCode::OK);
             tarball.bytes().await.unwrap().len()
         }));
@@ -817,10 +868,19 @@ async fn a_burst_for_a_cold_package_fetches_it_once() {
     assert_eq!(doc["name"], "burst");
 }
 
+#[tokio::test]
+async fn per_scope_upstreams_with_their_own_token_local() {
+    per_scope_upstreams_with_their_own_token(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn per_scope_upstreams_with_their_own_token_aws() {
+    per_scope_upstreams_with_their_own_token(Backend::aws("upstream-scopes", S3Host::Same)).await;
+}
+
 /// `@partner` from its own registry with its own token (sent there and only there); the rest
 /// from the default upstream.
-#[tokio::test]
-async fn per_scope_upstreams_with_their_own_token() {
+async fn per_scope_upstreams_with_their_own_token(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let up = FakeUpstream::start().await;
     let partner = FakeUpstream::start().await;
@@ -829,7 +889,7 @@ async fn per_scope_upstreams_with_their_own_token() {
     up.add("left-dep", "1.0.0", &[]);
     let scopes = format!("@partner={}", partner.url);
     let reg = registry(
-        Backend::local(),
+        backend,
         &up,
         &[
             ("REGISTRY_UPSTREAM_SCOPES", &scopes),
@@ -864,18 +924,33 @@ async fn per_scope_upstreams_with_their_own_token() {
     );
 }
 
+#[tokio::test]
+async fn a_loop_between_registries_ends_at_once_local() {
+    a_loop_between_registries_ends_at_once(Backend::local(), Backend::local()).await;
+}
+
+#[tokio::test]
+async fn a_loop_between_registries_ends_at_once_aws() {
+    a_loop_between_registries_ends_at_once(
+        Backend::aws("upstream-loop-a", S3Host::Same),
+        Backend::aws("upstream-loop-b", S3Host::Same),
+    )
+    .await;
+}
+
 /// Two registries proxying each other: the request comes back with the first one's name in
 /// `Via` and is refused there, so the chain ends at once instead of looping.
-#[tokio::test]
-async fn a_loop_between_registries_ends_at_once() {
+async fn a_loop_between_registries_ends_at_once(backend_a: Backend, backend_b: Backend) {
     let port = e2e::free_port();
     let a_url = format!("http://127.0.0.1:{port}");
     let b = TestRegistry::builder()
+        .backend(backend_b)
         .env("REGISTRY_UPSTREAM", &a_url)
         .env("REGISTRY_INSTANCE_NAME", "registry-b")
         .start()
         .await;
     let a = TestRegistry::builder()
+        .backend(backend_a)
         .env("REGISTRY_LISTEN", &format!("127.0.0.1:{port}"))
         .env("REGISTRY_UPSTREAM", &b.url)
         .env("REGISTRY_INSTANCE_NAME", "registry-a")
@@ -1042,10 +1117,20 @@ async fn kept_answers_survive_a_restart(backend: Backend) {
     assert_eq!(headers["x-upstream-cache"], "STALE");
 }
 
-/// A real registry as the upstream: a second `registry-server` holding published packages
-/// (its own ETags, install view and tarball URLs), installed through the first one.
 #[tokio::test]
-async fn another_registry_server_as_the_upstream() {
+async fn another_registry_server_as_the_upstream_local() {
+    another_registry_server_as_the_upstream(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn another_registry_server_as_the_upstream_aws() {
+    another_registry_server_as_the_upstream(Backend::aws("upstream-real", S3Host::Same)).await;
+}
+
+/// A real registry as the upstream: a second `registry-server` holding published packages
+/// (its own ETags, install view and tarball URLs), installed through the first one (on
+/// `backend`; the upstream stores locally).
+async fn another_registry_server_as_the_upstream(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let upstream = TestRegistry::builder().process().start().await;
     let publisher = Npm::new(&tmp.path().join("publisher"), &upstream.url);
@@ -1061,6 +1146,7 @@ async fn another_registry_server_as_the_upstream() {
         publisher.ok(&dir, &["publish"]);
     }
     let reg = TestRegistry::builder()
+        .backend(backend)
         .env("REGISTRY_UPSTREAM", &upstream.url)
         .env("REGISTRY_UPSTREAM_MAX_AGE_SECS", "0")
         .start()
@@ -1074,14 +1160,27 @@ async fn another_registry_server_as_the_upstream() {
     assert_eq!(headers["x-upstream-cache"], "REVALIDATED");
 }
 
+#[tokio::test]
+async fn a_name_missing_upstream_is_asked_once_per_max_age_local() {
+    a_name_missing_upstream_is_asked_once_per_max_age(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn a_name_missing_upstream_is_asked_once_per_max_age_aws() {
+    a_name_missing_upstream_is_asked_once_per_max_age(Backend::aws(
+        "upstream-missing",
+        S3Host::Same,
+    ))
+    .await;
+}
+
 /// A name the upstream does not have is remembered as missing for the max age: installs look up
 /// optional peers that exist nowhere, and each lookup must not cost an upstream request. It does
 /// not make the name upstream: publishing it here still works.
-#[tokio::test]
-async fn a_name_missing_upstream_is_asked_once_per_max_age() {
+async fn a_name_missing_upstream_is_asked_once_per_max_age(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let up = FakeUpstream::start().await;
-    let reg = registry(Backend::local(), &up, &[]).await;
+    let reg = registry(backend, &up, &[]).await;
     for _ in 0..3 {
         let (status, _, _) = send(Method::GET, reg.url("/nowhere-peer"), None, None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
