@@ -3,8 +3,9 @@
 //! and yarn 4) on both backends: a generated tree of a few hundred packages installed cold,
 //! warm and with the upstream gone; versions kept after the upstream drops or changes them;
 //! deprecations merged; proxied provenance attestations served and kept; tampered tarballs refused; the dependency-confusion defence (origins); one upstream
-//! fetch for a burst; per-scope upstreams with their own token; the `Via` loop guard; and npm
-//! audit forwarded without internal names.
+//! fetch for a burst; per-scope upstreams with their own token; the `Via` loop guard; npm
+//! audit forwarded without internal names; and an upstream answering 5xx or too slowly marked
+//! down while what is kept is served.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -1192,4 +1193,98 @@ async fn a_name_missing_upstream_is_asked_once_per_max_age(backend: Backend) {
     let (status, doc, _) = send(Method::GET, reg.url("/nowhere-peer"), None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(doc["dist-tags"]["latest"], "1.0.0");
+}
+
+#[tokio::test]
+async fn a_failing_or_slow_upstream_is_marked_down_and_what_is_kept_served_local() {
+    a_failing_or_slow_upstream_is_marked_down(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn a_failing_or_slow_upstream_is_marked_down_and_what_is_kept_served_aws() {
+    a_failing_or_slow_upstream_is_marked_down(Backend::aws("upstream-down", S3Host::Same)).await;
+}
+
+/// The upstream answering 5xx, then too slowly: the kept packument is served `STALE` with its
+/// `Age`; after `REGISTRY_UPSTREAM_MAX_FAILS` failures in a row the upstream is not asked for
+/// `REGISTRY_UPSTREAM_FAIL_TIMEOUT_SECS` (the fake's count stops) and answers come without
+/// waiting; then one request probes it, which a held upstream answers only at
+/// `REGISTRY_UPSTREAM_TIMEOUT_MS` (the kept packument then), and that failure marks it down
+/// again at once; once it answers again, documents are revalidated.
+async fn a_failing_or_slow_upstream_is_marked_down(backend: Backend) {
+    const TIMEOUT: Duration = Duration::from_millis(1000);
+    const FAIL_TIMEOUT: Duration = Duration::from_secs(1);
+    let up = FakeUpstream::start().await;
+    up.add("flaky", "1.0.0", &[]);
+    let reg = registry(
+        backend,
+        &up,
+        &[
+            // Every read asks the upstream while it is not marked down.
+            ("REGISTRY_UPSTREAM_MAX_AGE_SECS", "0"),
+            ("REGISTRY_UPSTREAM_MAX_FAILS", "2"),
+            ("REGISTRY_UPSTREAM_FAIL_TIMEOUT_SECS", "1"),
+            ("REGISTRY_UPSTREAM_TIMEOUT_MS", "1000"),
+        ],
+    )
+    .await;
+    // The packument's cache status and age, and how long the answer took.
+    let get = || async {
+        let start = std::time::Instant::now();
+        let (status, doc, headers) = send(Method::GET, reg.url("/flaky"), None, None).await;
+        let took = start.elapsed();
+        assert_eq!(status, StatusCode::OK, "{doc}");
+        assert_eq!(doc["versions"]["1.0.0"]["version"], "1.0.0", "{doc}");
+        let age: u64 = headers["age"].to_str().unwrap().parse().unwrap();
+        let cache = headers["x-upstream-cache"].to_str().unwrap().to_string();
+        (cache, age, took)
+    };
+    let asked = || up.count("/flaky");
+
+    let (cache, _, _) = get().await;
+    assert_eq!(cache, "MISS");
+    assert_eq!(asked(), 1);
+
+    // 5xx: what is kept, stale, with its age; two failures in a row mark the upstream down.
+    up.set_down(true);
+    let (cache, age, _) = get().await;
+    assert_eq!((cache.as_str(), asked()), ("STALE", 2));
+    assert!(age < 60, "{age}");
+    let (cache, _, _) = get().await;
+    let marked_down = std::time::Instant::now();
+    assert_eq!((cache.as_str(), asked()), ("STALE", 3));
+    for _ in 0..5 {
+        let (cache, _, _) = get().await;
+        assert_eq!(cache, "STALE");
+    }
+    assert_eq!(asked(), 3, "marked down: not asked for the fail timeout");
+
+    // The fail timeout over, the upstream is slow: one request probes it and waits for the
+    // request timeout, then gets what is kept, as old as it is.
+    tokio::time::sleep_until((marked_down + FAIL_TIMEOUT + Duration::from_millis(200)).into())
+        .await;
+    let release = up.hold();
+    up.set_down(false);
+    let (cache, age, took) = get().await;
+    let marked_down = std::time::Instant::now();
+    assert_eq!((cache.as_str(), asked()), ("STALE", 4));
+    assert!(age >= 1, "the age of what was kept: {age}");
+    assert!(
+        took >= TIMEOUT && took < TIMEOUT + Duration::from_secs(5),
+        "answered at the upstream timeout: {took:?}"
+    );
+    // The probe failed: marked down again at once, so nobody waits for the upstream.
+    for _ in 0..3 {
+        let (cache, _, took) = get().await;
+        assert_eq!(cache, "STALE");
+        assert!(took < TIMEOUT, "not waiting for the upstream: {took:?}");
+    }
+    assert_eq!(asked(), 4, "one failed probe marks it down again");
+
+    // Answering again after the fail timeout: revalidated (the kept document's ETag matches).
+    release.send(true).unwrap();
+    tokio::time::sleep_until((marked_down + FAIL_TIMEOUT + Duration::from_millis(200)).into())
+        .await;
+    let (cache, age, _) = get().await;
+    assert_eq!((cache.as_str(), age, asked()), ("REVALIDATED", 0, 5));
 }
