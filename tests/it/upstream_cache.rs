@@ -4,8 +4,8 @@
 //! warm and with the upstream gone; versions kept after the upstream drops or changes them;
 //! deprecations merged; proxied provenance attestations served and kept; tampered tarballs refused; the dependency-confusion defence (origins); one upstream
 //! fetch for a burst; per-scope upstreams with their own token; the `Via` loop guard; npm
-//! audit forwarded without internal names; and an upstream answering 5xx or too slowly marked
-//! down while what is kept is served.
+//! audit forwarded without internal names; an upstream answering 5xx or too slowly marked down
+//! while what is kept is served; and origins set by admins only in GitHub mode.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -1287,4 +1287,65 @@ async fn a_failing_or_slow_upstream_is_marked_down(backend: Backend) {
         .await;
     let (cache, age, _) = get().await;
     assert_eq!((cache.as_str(), age, asked()), ("REVALIDATED", 0, 5));
+}
+
+/// GitHub mode: a name's origin is read and set by the logins in `REGISTRY_ADMINS` only; anyone
+/// else signed in gets 403 (anonymous callers 401) and changes nothing.
+#[tokio::test]
+async fn only_admins_read_and_set_a_names_origin_in_github_mode() {
+    let world = e2e::github_world::World::start().await;
+    let up = FakeUpstream::start().await;
+    up.add("claimed", "1.0.0", &[]);
+    let reg = TestRegistry::builder()
+        .github(&world)
+        .env("REGISTRY_UPSTREAM", &up.url)
+        .env("REGISTRY_ALLOWED_OWNERS", "acme")
+        .env("REGISTRY_ADMINS", "carol, Alice")
+        .start()
+        .await;
+    let path = "/-/package/claimed/origin";
+    let internal = json!({"origin": "internal"});
+    // Bob may publish to acme/widgets, but is no admin of this registry.
+    for (caller, refused) in [(reg.as_user(&world.bob.token), 403), (reg.anonymous(), 401)] {
+        let reply = caller.get(path).send().await.assert_status(refused);
+        if refused == 403 {
+            assert!(
+                reply.error().unwrap().contains("REGISTRY_ADMINS"),
+                "{:?}",
+                reply.body
+            );
+        }
+        caller
+            .put(path)
+            .json(&internal)
+            .send()
+            .await
+            .assert_status(refused);
+    }
+    // Nothing changed: still undecided, and served from the upstream.
+    let alice = reg.as_user(&world.alice.token);
+    let reply = alice.get(path).send().await.assert_status(200);
+    assert_eq!(reply.body["because"], "undecided", "{:?}", reply.body);
+    alice.get_packument("claimed").await.assert_status(200);
+    assert_eq!(up.count("/claimed"), 1);
+
+    // An admin (listed in another case) makes it internal: no longer fetched from the upstream.
+    let reply = alice
+        .put(path)
+        .json(&internal)
+        .send()
+        .await
+        .assert_status(200);
+    assert_eq!(reply.body["origin"], "internal", "{:?}", reply.body);
+    assert_eq!(reply.body["because"], "setting", "{:?}", reply.body);
+    assert_eq!(reply.body["set_by"], "alice", "{:?}", reply.body);
+    let reply = reg
+        .as_user(&world.carol.token)
+        .get(path)
+        .send()
+        .await
+        .assert_status(200);
+    assert_eq!(reply.body["origin"], "internal", "{:?}", reply.body);
+    alice.get_packument("claimed").await.assert_status(404);
+    assert_eq!(up.count("/claimed"), 1);
 }
