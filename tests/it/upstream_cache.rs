@@ -3,8 +3,9 @@
 //! and yarn 4) on both backends: a generated tree of a few hundred packages installed cold,
 //! warm and with the upstream gone; versions kept after the upstream drops or changes them;
 //! deprecations merged; proxied provenance attestations served and kept; tampered tarballs refused; the dependency-confusion defence (origins); one upstream
-//! fetch for a burst; per-scope upstreams with their own token; the `Via` loop guard; and npm
-//! audit forwarded without internal names.
+//! fetch for a burst; per-scope upstreams with their own token; the `Via` loop guard; npm
+//! audit forwarded without internal names; an upstream answering 5xx or too slowly marked down
+//! while what is kept is served; and origins set by admins only in GitHub mode.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -88,6 +89,15 @@ async fn registry(backend: Backend, up: &FakeUpstream, env: &[(&str, &str)]) -> 
     let mut builder = TestRegistry::builder()
         .backend(backend)
         .env("REGISTRY_UPSTREAM", &up.url);
+    for (k, v) in env {
+        builder = builder.env(k, v);
+    }
+    builder.start().await
+}
+
+/// A `registry-server` process on `backend` with `env` (for the operator's commands beside it).
+async fn registry_process(backend: Backend, env: &[(&str, &str)]) -> TestRegistry {
+    let mut builder = TestRegistry::builder().process().backend(backend);
     for (k, v) in env {
         builder = builder.env(k, v);
     }
@@ -623,19 +633,54 @@ async fn a_large_upstream_tarball_streams_to_storage(backend: Backend) {
     }
 }
 
+/// `registry-server origin ARGS` as an operator runs it beside `reg`, with the settings the
+/// server runs with (`env`): with local storage it goes through the running server's control
+/// socket, on AWS it reads and writes the table itself. Its JSON answer.
+fn origin_cli(reg: &TestRegistry, env: &[(&str, &str)], args: &[&str]) -> Value {
+    let out = std::process::Command::new(e2e::sibling_binary("registry-server"))
+        .arg("--data")
+        .arg(reg.data_dir())
+        .arg("origin")
+        .args(args)
+        .envs(reg.backend().env())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "origin {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn an_upstream_package_never_shadows_an_internal_one_local() {
+    an_upstream_package_never_shadows_an_internal_one(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn an_upstream_package_never_shadows_an_internal_one_aws() {
+    an_upstream_package_never_shadows_an_internal_one(Backend::aws(
+        "upstream-origin",
+        S3Host::Same,
+    ))
+    .await;
+}
+
 /// Dependency confusion: a name published here, a served scope, or one an admin made internal
 /// is never fetched from the upstream, whatever the upstream publishes under it; a name
-/// installed from the upstream cannot be published here until an admin makes it internal.
-#[tokio::test]
-async fn an_upstream_package_never_shadows_an_internal_one() {
+/// installed from the upstream cannot be published here until an admin makes it internal
+/// (with the CLI, which the running server then follows).
+async fn an_upstream_package_never_shadows_an_internal_one(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let up = FakeUpstream::start().await;
-    let reg = TestRegistry::builder()
-        .process()
-        .env("REGISTRY_UPSTREAM", &up.url)
-        .env("REGISTRY_ALLOWED_OWNERS", "acme")
-        .start()
-        .await;
+    let settings = [
+        ("REGISTRY_UPSTREAM", up.url.as_str()),
+        ("REGISTRY_ALLOWED_OWNERS", "acme"),
+    ];
+    let reg = registry_process(backend, &settings).await;
     let npm = Npm::new(&tmp.path().join("npm"), &reg.url);
 
     // Published here first; the attacker then publishes a higher version upstream.
@@ -707,28 +752,24 @@ async fn an_upstream_package_never_shadows_an_internal_one() {
         "{}",
         refused.all()
     );
-    // The operator's command, through the running server's control socket.
-    let out = std::process::Command::new(e2e::sibling_binary("registry-server"))
-        .arg("--data")
-        .arg(reg.data_dir())
-        .args(["origin", "get", "lodashy"])
-        .output()
-        .unwrap();
-    let answer: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(answer["origin"], "upstream");
-    assert_eq!(answer["because"], "ingested");
-    let out = std::process::Command::new(e2e::sibling_binary("registry-server"))
-        .arg("--data")
-        .arg(reg.data_dir())
-        .args(["origin", "set", "lodashy", "internal"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The operator's command (locally through the running server, on AWS on the table).
+    let answer = origin_cli(&reg, &settings, &["get", "lodashy"]);
+    assert_eq!(answer["origin"], "upstream", "{answer}");
+    assert_eq!(answer["because"], "ingested", "{answer}");
+    let answer = origin_cli(&reg, &settings, &["set", "lodashy", "internal"]);
+    assert_eq!(answer["origin"], "internal", "{answer}");
+    assert_eq!(answer["because"], "setting", "{answer}");
+    // The running server reads what the command set.
+    let (status, body, _) = send(
+        Method::GET,
+        reg.url("/-/package/lodashy/origin"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["origin"], "internal", "{body}");
+    assert_eq!(body["because"], "setting", "{body}");
     npm.ok(&dir, &["publish"]);
     let (_, doc, _) = send(Method::GET, reg.url("/lodashy"), None, None).await;
     assert_eq!(
@@ -751,13 +792,23 @@ async fn an_upstream_package_never_shadows_an_internal_one() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
-/// A hundred clients asking for the same cold package at once: one upstream request for its
-/// packument and one for its tarball.
 #[tokio::test]
-async fn a_burst_for_a_cold_package_fetches_it_once() {
+async fn a_burst_for_a_cold_package_fetches_it_once_local() {
+    a_burst_for_a_cold_package_fetches_it_once(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn a_burst_for_a_cold_package_fetches_it_once_aws() {
+    a_burst_for_a_cold_package_fetches_it_once(Backend::aws("upstream-burst", S3Host::Same)).await;
+}
+
+/// A hundred clients asking for the same cold package at once: one upstream request for its
+/// packument and one for its tarball (on AWS the tarball is fetched from S3, where the
+/// registry's redirect sends the clients).
+async fn a_burst_for_a_cold_package_fetches_it_once(backend: Backend) {
     let up = FakeUpstream::start().await;
     up.add("burst", "1.0.0", &[]);
-    let reg = registry(Backend::local(), &up, &[]).await;
+    let reg = registry(backend, &up, &[]).await;
     let release = up.hold();
     let mut clients = Vec::new();
     for _ in 0..100 {
@@ -776,7 +827,8 @@ async fn a_burst_for_a_cold_package_fetches_it_once() {
                 .as_str()
                 .unwrap()
                 .to_string();
-            let tarball = http().get(url).send().await.unwrap();
+            // Following the AWS backend's redirect to S3, as clients do.
+            let tarball = reqwest::Client::new().get(url).send().await.unwrap();
             assert_eq!(tarball.status(), StatusCode::OK);
             tarball.bytes().await.unwrap().len()
         }));
@@ -817,10 +869,19 @@ async fn a_burst_for_a_cold_package_fetches_it_once() {
     assert_eq!(doc["name"], "burst");
 }
 
+#[tokio::test]
+async fn per_scope_upstreams_with_their_own_token_local() {
+    per_scope_upstreams_with_their_own_token(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn per_scope_upstreams_with_their_own_token_aws() {
+    per_scope_upstreams_with_their_own_token(Backend::aws("upstream-scopes", S3Host::Same)).await;
+}
+
 /// `@partner` from its own registry with its own token (sent there and only there); the rest
 /// from the default upstream.
-#[tokio::test]
-async fn per_scope_upstreams_with_their_own_token() {
+async fn per_scope_upstreams_with_their_own_token(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let up = FakeUpstream::start().await;
     let partner = FakeUpstream::start().await;
@@ -829,7 +890,7 @@ async fn per_scope_upstreams_with_their_own_token() {
     up.add("left-dep", "1.0.0", &[]);
     let scopes = format!("@partner={}", partner.url);
     let reg = registry(
-        Backend::local(),
+        backend,
         &up,
         &[
             ("REGISTRY_UPSTREAM_SCOPES", &scopes),
@@ -864,18 +925,33 @@ async fn per_scope_upstreams_with_their_own_token() {
     );
 }
 
+#[tokio::test]
+async fn a_loop_between_registries_ends_at_once_local() {
+    a_loop_between_registries_ends_at_once(Backend::local(), Backend::local()).await;
+}
+
+#[tokio::test]
+async fn a_loop_between_registries_ends_at_once_aws() {
+    a_loop_between_registries_ends_at_once(
+        Backend::aws("upstream-loop-a", S3Host::Same),
+        Backend::aws("upstream-loop-b", S3Host::Same),
+    )
+    .await;
+}
+
 /// Two registries proxying each other: the request comes back with the first one's name in
 /// `Via` and is refused there, so the chain ends at once instead of looping.
-#[tokio::test]
-async fn a_loop_between_registries_ends_at_once() {
+async fn a_loop_between_registries_ends_at_once(backend_a: Backend, backend_b: Backend) {
     let port = e2e::free_port();
     let a_url = format!("http://127.0.0.1:{port}");
     let b = TestRegistry::builder()
+        .backend(backend_b)
         .env("REGISTRY_UPSTREAM", &a_url)
         .env("REGISTRY_INSTANCE_NAME", "registry-b")
         .start()
         .await;
     let a = TestRegistry::builder()
+        .backend(backend_a)
         .env("REGISTRY_LISTEN", &format!("127.0.0.1:{port}"))
         .env("REGISTRY_UPSTREAM", &b.url)
         .env("REGISTRY_INSTANCE_NAME", "registry-a")
@@ -911,12 +987,26 @@ async fn a_loop_between_registries_ends_at_once() {
     assert_eq!(body["code"], "upstream_loop");
 }
 
-/// `npm audit`: the upstream's advisories printed, and no internal name in what it was sent;
-/// with the upstream down, npm says the audit endpoint failed.
 #[tokio::test]
-async fn npm_audit_is_forwarded_without_internal_names() {
+async fn npm_audit_is_forwarded_without_internal_names_local() {
+    npm_audit_is_forwarded_without_internal_names(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn npm_audit_is_forwarded_without_internal_names_aws() {
+    npm_audit_is_forwarded_without_internal_names(Backend::aws("upstream-audit", S3Host::Same))
+        .await;
+}
+
+/// `npm audit`: the upstream's advisories printed, and no internal name in what it was sent,
+/// nor a name of a scope with an upstream of its own (a partner's names are not the public
+/// registry's business; they are not sent to the partner either); with the upstream down, npm
+/// says the audit endpoint failed.
+async fn npm_audit_is_forwarded_without_internal_names(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let up = FakeUpstream::start().await;
+    let partner = FakeUpstream::start().await;
+    partner.add("@partner/widget", "1.0.0", &[]);
     up.add("vuln-pkg", "1.0.0", &[]);
     up.add_advisory(
         "vuln-pkg",
@@ -925,9 +1015,20 @@ async fn npm_audit_is_forwarded_without_internal_names() {
                "vulnerable_versions": "<2.0.0", "cwe": ["CWE-1321"],
                "cvss": {"score": 7.5, "vectorString": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:H/A:N"}}),
     );
+    // The partner has an advisory for its package too: it must not be asked for it.
+    partner.add_advisory(
+        "@partner/widget",
+        json!({"id": 1_098_766, "url": "https://github.com/advisories/GHSA-aaaa-bbbb-cccc",
+               "title": "Partner advisory", "severity": "low", "vulnerable_versions": "<2.0.0"}),
+    );
     let reg = TestRegistry::builder()
+        .backend(backend)
         .env("REGISTRY_UPSTREAM", &up.url)
         .env("REGISTRY_ALLOWED_OWNERS", "acme")
+        .env(
+            "REGISTRY_UPSTREAM_SCOPES",
+            &format!("@partner={}", partner.url),
+        )
         .start()
         .await;
     let npm = Npm::new(&tmp.path().join("npm"), &reg.url);
@@ -939,7 +1040,8 @@ async fn npm_audit_is_forwarded_without_internal_names() {
     let app = project(
         tmp.path(),
         "app",
-        json!({"vuln-pkg": "1.0.0", "corp-internal": "1.0.0", "@acme/private": "1.0.0"}),
+        json!({"vuln-pkg": "1.0.0", "corp-internal": "1.0.0", "@acme/private": "1.0.0",
+               "@partner/widget": "1.0.0"}),
     );
     npm.ok(&app, &["install"]);
     let run = npm.run(&app, &["audit"]);
@@ -955,8 +1057,14 @@ async fn npm_audit_is_forwarded_without_internal_names() {
     assert_eq!(
         sent.as_object().unwrap().keys().collect::<Vec<_>>(),
         ["vuln-pkg"],
-        "internal names never leave: {bodies:?}"
+        "internal names and the partner's never reach the default upstream: {bodies:?}"
     );
+    assert!(
+        partner.audit_bodies().is_empty(),
+        "nor the partner's upstream: {:?}",
+        partner.audit_bodies()
+    );
+    assert!(!run.stdout.contains("Partner advisory"), "{}", run.all());
 
     up.set_down(true);
     let run = npm.run(&app, &["audit"]);
@@ -1010,10 +1118,20 @@ async fn kept_answers_survive_a_restart(backend: Backend) {
     assert_eq!(headers["x-upstream-cache"], "STALE");
 }
 
-/// A real registry as the upstream: a second `registry-server` holding published packages
-/// (its own ETags, install view and tarball URLs), installed through the first one.
 #[tokio::test]
-async fn another_registry_server_as_the_upstream() {
+async fn another_registry_server_as_the_upstream_local() {
+    another_registry_server_as_the_upstream(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn another_registry_server_as_the_upstream_aws() {
+    another_registry_server_as_the_upstream(Backend::aws("upstream-real", S3Host::Same)).await;
+}
+
+/// A real registry as the upstream: a second `registry-server` holding published packages
+/// (its own ETags, install view and tarball URLs), installed through the first one (on
+/// `backend`; the upstream stores locally).
+async fn another_registry_server_as_the_upstream(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let upstream = TestRegistry::builder().process().start().await;
     let publisher = Npm::new(&tmp.path().join("publisher"), &upstream.url);
@@ -1029,6 +1147,7 @@ async fn another_registry_server_as_the_upstream() {
         publisher.ok(&dir, &["publish"]);
     }
     let reg = TestRegistry::builder()
+        .backend(backend)
         .env("REGISTRY_UPSTREAM", &upstream.url)
         .env("REGISTRY_UPSTREAM_MAX_AGE_SECS", "0")
         .start()
@@ -1042,14 +1161,27 @@ async fn another_registry_server_as_the_upstream() {
     assert_eq!(headers["x-upstream-cache"], "REVALIDATED");
 }
 
+#[tokio::test]
+async fn a_name_missing_upstream_is_asked_once_per_max_age_local() {
+    a_name_missing_upstream_is_asked_once_per_max_age(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn a_name_missing_upstream_is_asked_once_per_max_age_aws() {
+    a_name_missing_upstream_is_asked_once_per_max_age(Backend::aws(
+        "upstream-missing",
+        S3Host::Same,
+    ))
+    .await;
+}
+
 /// A name the upstream does not have is remembered as missing for the max age: installs look up
 /// optional peers that exist nowhere, and each lookup must not cost an upstream request. It does
 /// not make the name upstream: publishing it here still works.
-#[tokio::test]
-async fn a_name_missing_upstream_is_asked_once_per_max_age() {
+async fn a_name_missing_upstream_is_asked_once_per_max_age(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let up = FakeUpstream::start().await;
-    let reg = registry(Backend::local(), &up, &[]).await;
+    let reg = registry(backend, &up, &[]).await;
     for _ in 0..3 {
         let (status, _, _) = send(Method::GET, reg.url("/nowhere-peer"), None, None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
@@ -1061,4 +1193,159 @@ async fn a_name_missing_upstream_is_asked_once_per_max_age() {
     let (status, doc, _) = send(Method::GET, reg.url("/nowhere-peer"), None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(doc["dist-tags"]["latest"], "1.0.0");
+}
+
+#[tokio::test]
+async fn a_failing_or_slow_upstream_is_marked_down_and_what_is_kept_served_local() {
+    a_failing_or_slow_upstream_is_marked_down(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn a_failing_or_slow_upstream_is_marked_down_and_what_is_kept_served_aws() {
+    a_failing_or_slow_upstream_is_marked_down(Backend::aws("upstream-down", S3Host::Same)).await;
+}
+
+/// The upstream answering 5xx, then too slowly: the kept packument is served `STALE` with its
+/// `Age`; after `REGISTRY_UPSTREAM_MAX_FAILS` failures in a row the upstream is not asked for
+/// `REGISTRY_UPSTREAM_FAIL_TIMEOUT_SECS` (the fake's count stops) and answers come without
+/// waiting; then one request probes it, which a held upstream answers only at
+/// `REGISTRY_UPSTREAM_TIMEOUT_MS` (the kept packument then), and that failure marks it down
+/// again at once; once it answers again, documents are revalidated.
+async fn a_failing_or_slow_upstream_is_marked_down(backend: Backend) {
+    const TIMEOUT: Duration = Duration::from_millis(1000);
+    const FAIL_TIMEOUT: Duration = Duration::from_secs(1);
+    let up = FakeUpstream::start().await;
+    up.add("flaky", "1.0.0", &[]);
+    let reg = registry(
+        backend,
+        &up,
+        &[
+            // Every read asks the upstream while it is not marked down.
+            ("REGISTRY_UPSTREAM_MAX_AGE_SECS", "0"),
+            ("REGISTRY_UPSTREAM_MAX_FAILS", "2"),
+            ("REGISTRY_UPSTREAM_FAIL_TIMEOUT_SECS", "1"),
+            ("REGISTRY_UPSTREAM_TIMEOUT_MS", "1000"),
+        ],
+    )
+    .await;
+    // The packument's cache status and age, and how long the answer took.
+    let get = || async {
+        let start = std::time::Instant::now();
+        let (status, doc, headers) = send(Method::GET, reg.url("/flaky"), None, None).await;
+        let took = start.elapsed();
+        assert_eq!(status, StatusCode::OK, "{doc}");
+        assert_eq!(doc["versions"]["1.0.0"]["version"], "1.0.0", "{doc}");
+        let age: u64 = headers["age"].to_str().unwrap().parse().unwrap();
+        let cache = headers["x-upstream-cache"].to_str().unwrap().to_string();
+        (cache, age, took)
+    };
+    let asked = || up.count("/flaky");
+
+    let (cache, _, _) = get().await;
+    assert_eq!(cache, "MISS");
+    assert_eq!(asked(), 1);
+
+    // 5xx: what is kept, stale, with its age; two failures in a row mark the upstream down.
+    up.set_down(true);
+    let (cache, age, _) = get().await;
+    assert_eq!((cache.as_str(), asked()), ("STALE", 2));
+    assert!(age < 60, "{age}");
+    let (cache, _, _) = get().await;
+    let marked_down = std::time::Instant::now();
+    assert_eq!((cache.as_str(), asked()), ("STALE", 3));
+    for _ in 0..5 {
+        let (cache, _, _) = get().await;
+        assert_eq!(cache, "STALE");
+    }
+    assert_eq!(asked(), 3, "marked down: not asked for the fail timeout");
+
+    // The fail timeout over, the upstream is slow: one request probes it and waits for the
+    // request timeout, then gets what is kept, as old as it is.
+    tokio::time::sleep_until((marked_down + FAIL_TIMEOUT + Duration::from_millis(200)).into())
+        .await;
+    let release = up.hold();
+    up.set_down(false);
+    let (cache, age, took) = get().await;
+    let marked_down = std::time::Instant::now();
+    assert_eq!((cache.as_str(), asked()), ("STALE", 4));
+    assert!(age >= 1, "the age of what was kept: {age}");
+    assert!(
+        took >= TIMEOUT && took < TIMEOUT + Duration::from_secs(5),
+        "answered at the upstream timeout: {took:?}"
+    );
+    // The probe failed: marked down again at once, so nobody waits for the upstream.
+    for _ in 0..3 {
+        let (cache, _, took) = get().await;
+        assert_eq!(cache, "STALE");
+        assert!(took < TIMEOUT, "not waiting for the upstream: {took:?}");
+    }
+    assert_eq!(asked(), 4, "one failed probe marks it down again");
+
+    // Answering again after the fail timeout: revalidated (the kept document's ETag matches).
+    release.send(true).unwrap();
+    tokio::time::sleep_until((marked_down + FAIL_TIMEOUT + Duration::from_millis(200)).into())
+        .await;
+    let (cache, age, _) = get().await;
+    assert_eq!((cache.as_str(), age, asked()), ("REVALIDATED", 0, 5));
+}
+
+/// GitHub mode: a name's origin is read and set by the logins in `REGISTRY_ADMINS` only; anyone
+/// else signed in gets 403 (anonymous callers 401) and changes nothing.
+#[tokio::test]
+async fn only_admins_read_and_set_a_names_origin_in_github_mode() {
+    let world = e2e::github_world::World::start().await;
+    let up = FakeUpstream::start().await;
+    up.add("claimed", "1.0.0", &[]);
+    let reg = TestRegistry::builder()
+        .github(&world)
+        .env("REGISTRY_UPSTREAM", &up.url)
+        .env("REGISTRY_ALLOWED_OWNERS", "acme")
+        .env("REGISTRY_ADMINS", "carol, Alice")
+        .start()
+        .await;
+    let path = "/-/package/claimed/origin";
+    let internal = json!({"origin": "internal"});
+    // Bob may publish to acme/widgets, but is no admin of this registry.
+    for (caller, refused) in [(reg.as_user(&world.bob.token), 403), (reg.anonymous(), 401)] {
+        let reply = caller.get(path).send().await.assert_status(refused);
+        if refused == 403 {
+            assert!(
+                reply.error().unwrap().contains("REGISTRY_ADMINS"),
+                "{:?}",
+                reply.body
+            );
+        }
+        caller
+            .put(path)
+            .json(&internal)
+            .send()
+            .await
+            .assert_status(refused);
+    }
+    // Nothing changed: still undecided, and served from the upstream.
+    let alice = reg.as_user(&world.alice.token);
+    let reply = alice.get(path).send().await.assert_status(200);
+    assert_eq!(reply.body["because"], "undecided", "{:?}", reply.body);
+    alice.get_packument("claimed").await.assert_status(200);
+    assert_eq!(up.count("/claimed"), 1);
+
+    // An admin (listed in another case) makes it internal: no longer fetched from the upstream.
+    let reply = alice
+        .put(path)
+        .json(&internal)
+        .send()
+        .await
+        .assert_status(200);
+    assert_eq!(reply.body["origin"], "internal", "{:?}", reply.body);
+    assert_eq!(reply.body["because"], "setting", "{:?}", reply.body);
+    assert_eq!(reply.body["set_by"], "alice", "{:?}", reply.body);
+    let reply = reg
+        .as_user(&world.carol.token)
+        .get(path)
+        .send()
+        .await
+        .assert_status(200);
+    assert_eq!(reply.body["origin"], "internal", "{:?}", reply.body);
+    alice.get_packument("claimed").await.assert_status(404);
+    assert_eq!(up.count("/claimed"), 1);
 }

@@ -246,8 +246,10 @@ pub(crate) async fn check_publish_origin(
 /// The most bytes an audit request's body may inflate to.
 const MAX_AUDIT_BYTES: u64 = 32 << 20;
 
-/// `POST /-/npm/v1/security/advisories/bulk`: the names of internal packages removed, the rest
-/// forwarded to the default upstream and its answer relayed. With nothing left to ask, `{}`.
+/// `POST /-/npm/v1/security/advisories/bulk`: the names of internal packages and of scopes with
+/// an upstream of their own removed (the default upstream must not learn a partner's names;
+/// they are not forwarded to their own upstream either), the rest forwarded to the default
+/// upstream and its answer relayed. With nothing left to ask, `{}`.
 pub(crate) async fn advisories(
     state: &AppState,
     ctx: &RequestContext,
@@ -282,8 +284,9 @@ pub(crate) async fn advisories(
             let Ok(parsed) = PackageName::parse(&name) else {
                 return Ok(None);
             };
-            let internal = is_internal(state, proxy, &parsed).await?;
-            Ok::<_, ApiError>((!internal).then_some((name, versions)))
+            let forwarded =
+                proxy.from_default(&parsed) && !is_internal(state, proxy, &parsed).await?;
+            Ok::<_, ApiError>(forwarded.then_some((name, versions)))
         })
         .buffer_unordered(16)
         .collect::<Vec<_>>()

@@ -1,6 +1,8 @@
 //! Whether an upstream is up: after `max_fails` failures in a row it is marked down for
 //! `fail_timeout` (Verdaccio's `max_fails` and `fail_timeout`), so requests meanwhile are
-//! answered from what is kept at once instead of each waiting for a timeout.
+//! answered from what is kept at once instead of each waiting for a timeout. Then one request
+//! probes it: if that fails too, it is marked down again at once (the failures in a row are
+//! counted until an answer comes, as Verdaccio counts them).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -52,11 +54,14 @@ impl Health {
 
     /// Records a failure; says whether it marked the upstream down.
     pub fn failed(&self) -> bool {
+        self.failed_at(Instant::now())
+    }
+
+    fn failed_at(&self, now: Instant) -> bool {
         let mut state = self.lock();
-        state.fails += 1;
+        state.fails = state.fails.saturating_add(1);
         if state.fails >= self.max_fails {
-            state.fails = 0;
-            state.down_until = Some(Instant::now() + self.fail_timeout);
+            state.down_until = Some(now + self.fail_timeout);
             return true;
         }
         false
@@ -80,5 +85,22 @@ mod tests {
         );
         h.succeeded();
         assert!(!h.failed(), "the count starts again");
+    }
+
+    #[test]
+    fn a_failed_probe_after_the_timeout_marks_it_down_again_at_once() {
+        let h = Health::new(3, Duration::from_millis(50));
+        let start = Instant::now();
+        for _ in 0..2 {
+            assert!(!h.failed_at(start));
+        }
+        assert!(h.failed_at(start), "the third failure in a row");
+        let later = start + Duration::from_millis(60);
+        assert!(!h.is_down_at(later), "one request probes it");
+        assert!(h.failed_at(later), "the probe failed: down again");
+        assert!(h.is_down_at(later + Duration::from_millis(40)));
+        h.succeeded();
+        assert!(!h.is_down_at(later));
+        assert!(!h.failed_at(later), "an answer ends the failures in a row");
     }
 }

@@ -334,6 +334,17 @@ impl Proxy {
         self.inner.registry(name).is_some()
     }
 
+    /// Whether `name` is fetched from the default upstream: not from the upstream of its scope
+    /// (`REGISTRY_UPSTREAM_SCOPES`), whose names are never sent to the default one, not even
+    /// in an audit.
+    pub fn from_default(&self, name: &PackageName) -> bool {
+        self.inner.default.as_ref().is_some_and(|default| {
+            self.inner
+                .registry(name)
+                .is_some_and(|registry| std::ptr::eq(registry, default))
+        })
+    }
+
     /// Whether a request already passed through this registry (`Via`).
     pub fn is_loop(&self, headers: &axum::http::HeaderMap) -> bool {
         self.inner.client.is_loop(headers)
