@@ -1213,7 +1213,9 @@ async fn a_failing_or_slow_upstream_is_marked_down_and_what_is_kept_served_aws()
 /// again at once; once it answers again, documents are revalidated.
 async fn a_failing_or_slow_upstream_is_marked_down(backend: Backend) {
     const TIMEOUT: Duration = Duration::from_millis(1000);
-    const FAIL_TIMEOUT: Duration = Duration::from_secs(1);
+    // Long enough that the requests made while it is marked down all come before it ends, on a
+    // loaded machine too (the fake's count, not a clock, shows nobody waited on the upstream).
+    const FAIL_TIMEOUT: Duration = Duration::from_secs(4);
     let up = FakeUpstream::start().await;
     up.add("flaky", "1.0.0", &[]);
     let reg = registry(
@@ -1223,7 +1225,7 @@ async fn a_failing_or_slow_upstream_is_marked_down(backend: Backend) {
             // Every read asks the upstream while it is not marked down.
             ("REGISTRY_UPSTREAM_MAX_AGE_SECS", "0"),
             ("REGISTRY_UPSTREAM_MAX_FAILS", "2"),
-            ("REGISTRY_UPSTREAM_FAIL_TIMEOUT_SECS", "1"),
+            ("REGISTRY_UPSTREAM_FAIL_TIMEOUT_SECS", "4"),
             ("REGISTRY_UPSTREAM_TIMEOUT_MS", "1000"),
         ],
     )
@@ -1270,14 +1272,14 @@ async fn a_failing_or_slow_upstream_is_marked_down(backend: Backend) {
     assert_eq!((cache.as_str(), asked()), ("STALE", 4));
     assert!(age >= 1, "the age of what was kept: {age}");
     assert!(
-        took >= TIMEOUT && took < TIMEOUT + Duration::from_secs(5),
+        took >= TIMEOUT,
         "answered at the upstream timeout: {took:?}"
     );
-    // The probe failed: marked down again at once, so nobody waits for the upstream.
+    // The probe failed: marked down again at once, so nobody waits for the upstream (it is not
+    // asked at all).
     for _ in 0..3 {
-        let (cache, _, took) = get().await;
+        let (cache, _, _) = get().await;
         assert_eq!(cache, "STALE");
-        assert!(took < TIMEOUT, "not waiting for the upstream: {took:?}");
     }
     assert_eq!(asked(), 4, "one failed probe marks it down again");
 
