@@ -264,6 +264,8 @@ async fn upload_tarball(
         Some(expires),
     )
     .await?;
+    // Waiting for its release now, kept by the sweep's age cutoff (a day by default) alone.
+    state.tarballs.stored_for_later(&key).await;
     ctx.audit.unchanged();
     tracing::info!(package = %name, %version, bytes = length, "tarball uploaded for a release (npm 1.x)");
     Ok(json_response(
