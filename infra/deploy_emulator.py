@@ -220,9 +220,12 @@ def create_stack(cfn_client, stack_name, cfn, timeout):
         delay = min(delay * 2, 2)
 
 
-def check_signing_key(kms, resources, ids):
+def check_signing_key(kms, cfn, ids):
     """The stack's signing key (the one AWS::KMS::Key), checked to be what the template asks for:
-    a P-256 key that signs. None when the template has no key."""
+    a P-256 key that signs, with the template's key policy (the roles it names resolved to the
+    stack's, its conditional statements to what the parameters' defaults make of them). None when
+    the template has no key."""
+    resources = cfn["Resources"]
     keys = [k for k, r in resources.items() if r.get("Type") == "AWS::KMS::Key"]
     if not keys:
         return None
@@ -233,7 +236,9 @@ def check_signing_key(kms, resources, ids):
         raise Failure(f"the template's signing key is {props.get('KeySpec')} for {props.get('KeyUsage')}")
     key_id = ids[keys[0]]
     account = key_id.split(":")[4] if key_id.startswith("arn:") else "123456789012"
-    policy = json.dumps(resolve_sub(props.get("KeyPolicy", {}), account))
+    conditions = evaluate_conditions(cfn)
+    policy = resolve_sub(props.get("KeyPolicy", {}), account)
+    policy = json.dumps(resolve_policy(policy, account, resources, ids, conditions))
     # moto's CloudFormation makes every AWS::KMS::Key a symmetric key (KeySpec and KeyUsage are
     # accepted and ignored) and stores its policy in a form its KMS cannot read: the key the
     # template asks for is made with KMS's own API instead, with the template's properties.
@@ -243,6 +248,45 @@ def check_signing_key(kms, resources, ids):
     note(f"signing key: made {made['KeyId']} ({made.get('KeySpec') or made.get('CustomerMasterKeySpec')}, "
          f"{made['KeyUsage']}) as the template asks; moto's CloudFormation ignores KeySpec")
     return made["Arn"]
+
+
+def evaluate_conditions(cfn):
+    """The template's conditions, with every parameter at its default (as the stack was made):
+    the forms it uses (Fn::Not, Fn::Equals of a Ref and a string)."""
+    defaults = {name: str(spec.get("Default", "")) for name, spec in cfn.get("Parameters", {}).items()}
+
+    def value(v):
+        if isinstance(v, dict):
+            if set(v) == {"Ref"}:
+                return defaults[v["Ref"]]
+            if set(v) == {"Fn::Equals"}:
+                a, b = v["Fn::Equals"]
+                return value(a) == value(b)
+            if set(v) == {"Fn::Not"}:
+                return not value(v["Fn::Not"][0])
+            raise Failure(f"condition form not handled here: {v}")
+        return v
+
+    return {name: value(c) for name, c in cfn.get("Conditions", {}).items()}
+
+
+def resolve_policy(value, account, resources, ids, conditions):
+    """`value` (a key policy) with Fn::If decided by `conditions` (a false branch of
+    AWS::NoValue drops the list item) and Fn::GetAtt of a role's Arn made the stack role's ARN."""
+    if isinstance(value, dict):
+        if set(value) == {"Fn::If"}:
+            name, yes, no = value["Fn::If"]
+            return resolve_policy(yes if conditions[name] else no, account, resources, ids, conditions)
+        if set(value) == {"Fn::GetAtt"}:
+            target, attribute = value["Fn::GetAtt"]
+            if resources.get(target, {}).get("Type") == "AWS::IAM::Role" and attribute == "Arn":
+                return f"arn:aws:iam::{account}:role/{ids[target]}"
+            raise Failure(f"key policy refers to {target}.{attribute}, not handled here")
+        return {k: resolve_policy(v, account, resources, ids, conditions) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [resolve_policy(v, account, resources, ids, conditions) for v in value]
+        return [v for v in items if v != {"Ref": "AWS::NoValue"}]
+    return value
 
 
 def resolve_sub(value, account):
@@ -429,7 +473,7 @@ def main(argv=None):
         apply_table_extras(ddb, table, table_props)
         check_table(ddb, table, table_props)
         apply_bucket_extras(client("s3"), bucket, resources[bucket_id].get("Properties", {}))
-        signing_key = check_signing_key(client("kms"), resources, ids)
+        signing_key = check_signing_key(client("kms"), cfn, ids)
     except Failure as err:
         note(f"ERROR: {err}")
         return 1

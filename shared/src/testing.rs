@@ -3,6 +3,8 @@
 //! change in what npm sends is made once. They panic on failure: they build test input, they
 //! never read it.
 
+pub mod sigstore;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

@@ -732,6 +732,127 @@ async fn upload_then_release(backend: Backend) {
     assert_published(&reg, &reg, name, "0.1.4", &bytes4).await;
 }
 
+/// Runs `registry-server sweep` on `reg`'s storage (through the running server's control socket
+/// on the local backend), with `--older-than-minutes` when given (a day by default); its output.
+fn sweep(reg: &TestRegistry, older_than_minutes: Option<u64>) -> String {
+    let mut command = std::process::Command::new(e2e::sibling_binary("registry-server"));
+    command
+        .envs(reg.backend().env())
+        .arg("--data")
+        .arg(reg.data_dir())
+        .arg("sweep");
+    if let Some(minutes) = older_than_minutes {
+        command.args(["--older-than-minutes", &minutes.to_string()]);
+    }
+    let out = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// An uploaded tarball is not a version: its download answers 404 until it is released. The
+/// sweep's default age (a day) keeps an upload waiting for its release; an age of 0 removes it,
+/// and a release of it then answers that the upload is no longer stored; uploaded again, it
+/// releases.
+#[tokio::test]
+async fn an_unreleased_upload_is_not_served_and_the_sweep_removes_it_local() {
+    an_unreleased_upload_is_not_served_and_the_sweep_removes_it(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn an_unreleased_upload_is_not_served_and_the_sweep_removes_it_aws() {
+    an_unreleased_upload_is_not_served_and_the_sweep_removes_it(Backend::aws(
+        "legacysweep",
+        S3Host::Same,
+    ))
+    .await;
+}
+
+async fn an_unreleased_upload_is_not_served_and_the_sweep_removes_it(backend: Backend) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let reg = open_registry(backend).await;
+    let alice = LegacyClient::new(Version::V04, root, &reg.url).basic("alice", "s3cret");
+    let name = "legacy-swept";
+    seed(&reg, name, "0.1.0", None).await;
+    let upload = |version: &'static str, marker: &'static str| {
+        let (alice, reg) = (alice.clone(), &reg);
+        async move {
+            let rev = document(reg, name).await["_rev"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let (file, bytes) = tarball(root, name, version, marker);
+            let uploaded = alice
+                .upload(&format!("{name}/-/{name}-{version}.tgz/-rev/{rev}"), &file)
+                .assert_ok();
+            assert_eq!(uploaded.status, Some(201), "{}", uploaded.explain());
+            bytes
+        }
+    };
+    let release = |version: &str, bytes: &[u8]| {
+        let mut m = manifest(name, version);
+        m["_id"] = json!(format!("{name}@{version}"));
+        m["dist"] = json!({
+            "shasum": sha1_hex(bytes),
+            "tarball": format!("{}/{name}/-/{name}-{version}.tgz", reg.url),
+        });
+        alice.request("PUT", &format!("{name}/{version}"), Some(&m))
+    };
+
+    let kept = upload("0.2.0", "kept").await;
+    let swept = upload("0.3.0", "swept").await;
+    // Neither upload is a version, nor downloadable.
+    for version in ["0.2.0", "0.3.0"] {
+        reg.get(&format!("/{name}/-/{name}-{version}.tgz"))
+            .send()
+            .await
+            .assert_status(404);
+        reg.get(&format!("/{name}/{version}"))
+            .send()
+            .await
+            .assert_status(404);
+    }
+    assert_eq!(version_keys(&document(&reg, name).await), ["0.1.0"]);
+    assert_eq!(reg.tarball_count().await, 3, "0.1.0 and the two uploads");
+
+    // The default age keeps both uploads: 0.2.0 releases from its bytes.
+    // (The AWS backend lists only what is older than the age; the embedded one checks all.)
+    let out = sweep(&reg, None);
+    assert!(out.contains(" tarballs, removed 0,"), "{out}");
+    assert_eq!(reg.tarball_count().await, 3);
+    let released = release("0.2.0", &kept).assert_ok();
+    assert_eq!(released.status, Some(201), "{}", released.explain());
+    assert_published(&reg, &reg, name, "0.2.0", &kept).await;
+
+    // An age of 0 removes the upload no release claimed, and nothing else.
+    let out = sweep(&reg, Some(0));
+    assert!(out.contains("checked 3 tarballs, removed 1,"), "{out}");
+    assert_eq!(reg.tarball_count().await, 2);
+    let refused = release("0.3.0", &swept).assert_failed();
+    assert_eq!(refused.status, Some(400), "{}", refused.explain());
+    assert!(
+        refused
+            .explain()
+            .contains("is no longer stored; upload it again"),
+        "{}",
+        refused.explain()
+    );
+    let doc = document(&reg, name).await;
+    assert_eq!(version_keys(&doc), ["0.1.0", "0.2.0"], "{doc}");
+    assert_published(&reg, &reg, name, "0.2.0", &kept).await;
+
+    // Uploaded again, it releases.
+    let again = upload("0.3.0", "swept").await;
+    assert_eq!(again, swept, "the same bytes");
+    release("0.3.0", &swept).assert_ok();
+    assert_published(&reg, &reg, name, "0.3.0", &swept).await;
+}
+
 /// The publish answer's `rev` is the document's `_rev` (today it is the version number).
 #[tokio::test]
 async fn publish_answers_the_documents_rev_local() {
@@ -1137,6 +1258,84 @@ async fn github_v02_publishes_a_scoped_package(backend: Backend, cookie: Cookie)
             .assert_ok();
         assert_published(&reg, &as_alice, name, "1.0.2", &bytes).await;
     }
+}
+
+/// GitHub mode: a user with pull access only (carol) may neither upload a tarball nor release
+/// one; both are refused (403) and change nothing: no upload is kept (a release then finds none),
+/// alice's upload is not claimed by carol's release, and no version appears. alice's own upload
+/// and release of the same version then publish it.
+#[tokio::test]
+async fn github_pull_only_user_cannot_upload_or_release_local() {
+    github_pull_only_user_cannot_upload_or_release(Backend::local()).await;
+}
+
+#[tokio::test]
+async fn github_pull_only_user_cannot_upload_or_release_aws() {
+    github_pull_only_user_cannot_upload_or_release(Backend::aws("legacyghpull", S3Host::Same))
+        .await;
+}
+
+async fn github_pull_only_user_cannot_upload_or_release(backend: Backend) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let world = World::start().await;
+    let reg = github_registry(&world, backend, &[]).await;
+    let as_alice = reg.as_user(&world.alice.token);
+    let name = "@acme/widgets";
+    let first = seed(&as_alice, name, "1.0.0", Some("github:acme/widgets")).await;
+    let alice = LegacyClient::new(Version::V04, root, &reg.url).basic("alice", &world.alice.token);
+    let carol = LegacyClient::new(Version::V04, root, &reg.url).basic("carol", &world.carol.token);
+    let rev = document(&as_alice, name).await["_rev"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The name escaped as 0.2.x's publish escapes it (the client escapes it again).
+    let encoded = "%40acme%2Fwidgets";
+    let upload_path = format!("{encoded}/-/widgets-1.0.1.tgz/-rev/{rev}");
+    let (file, bytes) = tarball(root, name, "1.0.1", "x");
+    let mut release = manifest(name, "1.0.1");
+    release["repository"] = json!("github:acme/widgets");
+    release["_id"] = json!(format!("{name}@1.0.1"));
+    release["dist"] = json!({ "shasum": sha1_hex(&bytes) });
+    let release_path = format!("{encoded}/1.0.1/-tag/latest");
+    let unchanged = |doc: &Value| {
+        assert_eq!(version_keys(doc), ["1.0.0"], "{doc}");
+        assert_eq!(doc["dist-tags"], json!({ "latest": "1.0.0" }), "{doc}");
+    };
+
+    // carol's upload: refused, nothing kept.
+    let refused = carol.upload(&upload_path, &file).assert_failed();
+    assert_eq!(refused.status, Some(403), "{}", refused.explain());
+    assert_eq!(reg.tarball_count().await, 1, "only 1.0.0's tarball");
+    // So there is nothing for a release to claim, even alice's.
+    let nothing = alice
+        .request("PUT", &release_path, Some(&release))
+        .assert_failed();
+    assert_eq!(nothing.status, Some(400), "{}", nothing.explain());
+    assert!(
+        nothing.explain().contains("no tarball was uploaded"),
+        "{}",
+        nothing.explain()
+    );
+    unchanged(&document(&as_alice, name).await);
+
+    // alice uploads; carol's release of it is refused and claims nothing.
+    let uploaded = alice.upload(&upload_path, &file).assert_ok();
+    assert_eq!(uploaded.status, Some(201), "{}", uploaded.explain());
+    let refused = carol
+        .request("PUT", &release_path, Some(&release))
+        .assert_failed();
+    assert_eq!(refused.status, Some(403), "{}", refused.explain());
+    unchanged(&document(&as_alice, name).await);
+    assert_eq!(tarball_of(&reg, &as_alice, name, "1.0.1").await, None);
+
+    // alice's release of her upload publishes it.
+    alice
+        .request("PUT", &release_path, Some(&release))
+        .assert_ok();
+    let doc = assert_published(&reg, &as_alice, name, "1.0.1", &bytes).await;
+    assert_eq!(doc["dist-tags"]["latest"], "1.0.1", "{doc}");
+    assert_published(&reg, &as_alice, name, "1.0.0", &first).await;
 }
 
 /// adduser with the GitHub login and a GitHub token: accepted with the right token, refused with

@@ -237,9 +237,8 @@ fn each_function_role_holds_only_its_own_permissions() {
                 "s3:DeleteObject",
                 "s3:GetObject",
                 "s3:ListBucket",
-                // Registry signatures: only with the stack's signing key (checked below).
-                "kms:Sign",
-                "kms:GetPublicKey",
+                // No KMS action: the signing key's own policy grants this role its use (checked
+                // by only_the_publish_role_signs_and_only_with_the_signing_key).
                 "logs:CreateLogStream",
                 "logs:PutLogEvents",
             ][..],
@@ -460,8 +459,11 @@ fn functions_deploy_what_build_functions_builds_with_the_lambda_profile() {
     );
 }
 
-/// The signing key is a P-256 signing key kept with the data, and only the publish function's
-/// role may use it, on that key alone; no other role holds any KMS action.
+/// The signing key is a P-256 signing key kept with the data, and its key policy is least
+/// privilege: the account (and through IAM, its principals) may administer the key but not sign,
+/// verify, read its public key or grant any of that; only the publish function's role, named in
+/// the key policy itself, may sign and read the public key; an operator role may too for the
+/// backfill, only when SigningOperatorArn is set. No role's own policy holds a KMS action.
 #[test]
 fn only_the_publish_role_signs_and_only_with_the_signing_key() {
     let t = template_json();
@@ -471,17 +473,106 @@ fn only_the_publish_role_signs_and_only_with_the_signing_key() {
     assert_eq!(key["Properties"]["KeySpec"], "ECC_NIST_P256");
     assert_eq!(key["Properties"]["KeyUsage"], "SIGN_VERIFY");
     assert_eq!(key["DeletionPolicy"], "Retain");
-    // The key policy names only the account (administration, use delegated to IAM).
-    for statement in key["Properties"]["KeyPolicy"]["Statement"]
+    let statements = key["Properties"]["KeyPolicy"]["Statement"]
         .as_array()
-        .unwrap()
-    {
-        let principal = statement["Principal"]["AWS"].to_string();
-        assert!(
-            principal.contains(":root"),
-            "key policy principal {principal}"
-        );
+        .unwrap();
+    let actions_of = |statement: &Value| -> Vec<String> {
+        match &statement["Action"] {
+            Value::String(a) => vec![a.clone()],
+            Value::Array(a) => a.iter().map(|v| v.as_str().unwrap().to_string()).collect(),
+            other => panic!("Action {other}"),
+        }
+    };
+    // Whether an action pattern of a policy (`kms:Get*`, `kms:*`, `*`) covers `action`.
+    let covers = |pattern: &str, action: &str| {
+        let pattern = pattern.to_ascii_lowercase();
+        let action = action.to_ascii_lowercase();
+        match pattern.strip_suffix('*') {
+            Some(prefix) => action.starts_with(prefix),
+            None => pattern == action,
+        }
+    };
+    // The use of the key, and what would hand its use on (a grant) or widen it.
+    let using = [
+        "kms:Sign",
+        "kms:Verify",
+        "kms:GetPublicKey",
+        "kms:CreateGrant",
+        "kms:ReEncryptFrom",
+        "kms:ReEncryptTo",
+    ];
+    let (mut root, mut publish, mut operator) = (0, 0, 0);
+    for statement in statements {
+        if let Some(conditional) = statement.get("Fn::If") {
+            // The backfill operator's statement: only when SigningOperatorArn is set, and then
+            // only for that principal, to sign and read the public key.
+            assert_eq!(conditional[0], "SigningOperator", "{statement}");
+            assert_eq!(
+                conditional[2],
+                json!({ "Ref": "AWS::NoValue" }),
+                "{statement}"
+            );
+            let granted = &conditional[1];
+            assert_eq!(granted["Effect"], "Allow");
+            assert_eq!(
+                granted["Principal"]["AWS"],
+                json!({ "Ref": "SigningOperatorArn" })
+            );
+            assert_eq!(actions_of(granted), ["kms:Sign", "kms:GetPublicKey"]);
+            operator += 1;
+            continue;
+        }
+        assert_eq!(statement["Effect"], "Allow", "{statement}");
+        let principal = &statement["Principal"]["AWS"];
+        let actions = actions_of(statement);
+        if principal.to_string().contains(":root") {
+            // The account administers the key and may delegate that to IAM, but neither the
+            // account nor any IAM principal through it may use the key.
+            assert_eq!(
+                principal,
+                &json!({ "Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root" })
+            );
+            for action in &actions {
+                for use_ in using {
+                    assert!(
+                        !covers(action, use_),
+                        "the account's {action} allows {use_}: any IAM principal given KMS rights could use the key"
+                    );
+                }
+            }
+            for needed in [
+                "kms:PutKeyPolicy",
+                "kms:DescribeKey",
+                "kms:ScheduleKeyDeletion",
+            ] {
+                assert!(
+                    actions.iter().any(|a| covers(a, needed)),
+                    "the account cannot {needed}: {actions:?}"
+                );
+            }
+            root += 1;
+        } else {
+            // Only the publish function's role signs (and reads the public key), by the role
+            // itself rather than the account.
+            assert_eq!(
+                principal,
+                &json!({ "Fn::GetAtt": ["PublishRole", "Arn"] }),
+                "{statement}"
+            );
+            assert_eq!(actions, ["kms:Sign", "kms:GetPublicKey"]);
+            publish += 1;
+        }
     }
+    assert_eq!((root, publish, operator), (1, 1, 1), "{statements:?}");
+    assert_eq!(
+        t["Parameters"]["SigningOperatorArn"]["Default"], "",
+        "nobody but the publish function signs by default"
+    );
+    assert_eq!(
+        t["Conditions"]["SigningOperator"],
+        json!({ "Fn::Not": [{ "Fn::Equals": [{ "Ref": "SigningOperatorArn" }, ""] }] })
+    );
+    // No role's own policy grants any KMS action: use comes from the key policy alone.
     for (name, resource) in resources {
         if resource["Type"] != "AWS::IAM::Role" {
             continue;
@@ -489,15 +580,7 @@ fn only_the_publish_role_signs_and_only_with_the_signing_key() {
         for policy in resource["Properties"]["Policies"].as_array().unwrap() {
             for statement in policy["PolicyDocument"]["Statement"].as_array().unwrap() {
                 let text = statement["Action"].to_string();
-                if !text.contains("kms:") {
-                    continue;
-                }
-                assert_eq!(name, "PublishRole", "{name} holds {text}");
-                assert_eq!(
-                    statement["Resource"],
-                    json!({ "Fn::GetAtt": ["SigningKey", "Arn"] }),
-                    "{name}: KMS actions on the signing key only"
-                );
+                assert!(!text.contains("kms:"), "{name} holds {text}");
             }
         }
     }

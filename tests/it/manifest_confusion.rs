@@ -108,6 +108,217 @@ async fn the_corpus_republishes_without_a_false_positive() {
     }
 }
 
+/// The name a corpus package is republished under from its directory: `@corpus/<name>`, and
+/// for a scoped name DefinitelyTyped's spelling (`@babel/core` → `@corpus/babel__core`), since
+/// the bare names collide (`@jest/expect` and `expect` share a version).
+fn corpus_name(name: &str) -> String {
+    match name.strip_prefix('@').and_then(|n| n.split_once('/')) {
+        Some((scope, bare)) => format!("@corpus/{scope}__{bare}"),
+        None => format!("@corpus/{name}"),
+    }
+}
+
+/// Unpacks a package tarball into `dir`, without its top directory (`package/`, or the
+/// package's own name in some older tarballs): regular files and directories only.
+fn unpack(bytes: &[u8], dir: &Path) {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().into_owned();
+        let inner: PathBuf = path
+            .components()
+            .skip(1)
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .collect();
+        if inner.as_os_str().is_empty() {
+            continue;
+        }
+        let target = dir.join(&inner);
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => std::fs::create_dir_all(&target).unwrap(),
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+                let mut file = std::fs::File::create(&target).unwrap();
+                std::io::copy(&mut entry, &mut file).unwrap();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Every real package of the corpus, unpacked into a directory, renamed under the test scope
+/// `@corpus` (its dependencies left as they are), and published from that directory with the real
+/// `npm publish`: npm then reads the package.json from disk and normalises it as it does for
+/// every directory publish (its `pkgJson` fixes, `bin` path cleanup, the `node-gyp rebuild`
+/// install script of a `binding.gyp`, `readme`, `gitHead` and the underscore fields), packs the
+/// directory anew, and the registry compares that document with the package.json in the new
+/// tarball: it refuses none (zero false positives) and serves each version with the install
+/// fields its package.json has. `--ignore-scripts`, so that no `prepare`, `prepublishOnly` or
+/// `prepack` script runs (they need the packages' development dependencies, which are not here).
+/// A `publishConfig.registry` would send npm elsewhere: one is removed (the corpus has none).
+///
+/// Bounded for CI: all 330 take about 4.5 minutes here (one npm process each, four at a time, on
+/// two cores), so by default a deterministic sample of at least 100 is published: every package
+/// whose manifest npm's directory normalisation rewrites something of (a `bin`, `directories`,
+/// `man`, a top-level `.gyp` file, an install hook, a script calling `node_modules/.bin/`) and
+/// every fourth of the others, in file-name order. `CONFUSION_CORPUS_ALL=1` publishes them all.
+#[tokio::test]
+async fn the_corpus_republishes_from_directories_without_a_false_positive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let server = Server::start_on(root, &Backend::local());
+    let npm = Npm::new(root, &server.url);
+    let tarballs = corpus_tarballs();
+    assert!(
+        tarballs.len() >= 300,
+        "corpus has {} packages",
+        tarballs.len()
+    );
+
+    let all = std::env::var("CONFUSION_CORPUS_ALL").is_ok_and(|v| v == "1");
+    let mut others = 0;
+    let sample: Vec<(Vec<u8>, Value)> = tarballs
+        .iter()
+        .filter_map(|file| {
+            let bytes = std::fs::read(file).unwrap();
+            let summary = registry::domain::tarball::inspect(
+                &bytes,
+                registry::domain::tarball::TarballLimits::default(),
+            )
+            .unwrap();
+            let rewritten = normalised_from_a_directory(&summary.manifest, summary.has_gyp_file);
+            if !rewritten {
+                others += 1;
+            }
+            (all || rewritten || others % 4 == 1).then_some((bytes, summary.manifest))
+        })
+        .collect();
+    assert!(sample.len() >= 100, "a sample of {} packages", sample.len());
+
+    // (directory, the original package.json) of each package, renamed in its directory.
+    let packages: Vec<(PathBuf, Value)> = sample
+        .into_iter()
+        .enumerate()
+        .map(|(i, (bytes, original))| {
+            let dir = root.join("packages").join(i.to_string());
+            unpack(&bytes, &dir);
+            let manifest_path = dir.join("package.json");
+            let mut manifest: Value =
+                serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+            manifest["name"] = json!(corpus_name(original["name"].as_str().unwrap()));
+            if let Some(config) = manifest
+                .get_mut("publishConfig")
+                .and_then(Value::as_object_mut)
+            {
+                config.remove("registry");
+            }
+            std::fs::write(
+                &manifest_path,
+                serde_json::to_vec_pretty(&manifest).unwrap(),
+            )
+            .unwrap();
+            (dir, original)
+        })
+        .collect();
+
+    let started = std::time::Instant::now();
+    let queue = Mutex::new(packages.iter());
+    let refused = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..PUBLISHERS {
+            s.spawn(|| {
+                loop {
+                    let Some((dir, original)) = queue.lock().unwrap().next() else {
+                        break;
+                    };
+                    // `--tag`: prereleases and versions below another's latest need one.
+                    let run = npm.run(
+                        dir,
+                        &[
+                            "publish",
+                            "--tag",
+                            "corpus",
+                            "--ignore-scripts",
+                            "--loglevel=error",
+                        ],
+                    );
+                    if !run.ok {
+                        refused.lock().unwrap().push(format!(
+                            "{}@{}: {}",
+                            original["name"],
+                            original["version"],
+                            run.all().trim()
+                        ));
+                    }
+                }
+            });
+        }
+    });
+    eprintln!(
+        "published {} of {} corpus packages from directories in {:.1?}",
+        packages.len(),
+        tarballs.len(),
+        started.elapsed()
+    );
+    let refused = refused.into_inner().unwrap();
+    assert!(
+        refused.is_empty(),
+        "{} of {} real packages refused:\n{}",
+        refused.len(),
+        packages.len(),
+        refused.join("\n")
+    );
+
+    let client = e2e::http();
+    // Versions whose served `bin` is not the tarball's package.json's: npm rewrote it (a string
+    // named after the package, `./` dropped) and the registry saw through that.
+    let mut rewritten_bins = Vec::new();
+    for (_, original) in &packages {
+        let name = corpus_name(original["name"].as_str().unwrap());
+        let version = original["version"].as_str().unwrap();
+        let url = format!("{}/{}/{version}", server.url, name.replacen('/', "%2f", 1));
+        let served: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(served["name"], name.as_str(), "{served}");
+        assert_eq!(served["version"], version, "{name}: {served}");
+        for field in [
+            "dependencies",
+            "optionalDependencies",
+            "peerDependencies",
+            "os",
+            "cpu",
+            "engines",
+            "license",
+        ] {
+            assert_eq!(served[field], original[field], "{name}@{version} {field}");
+        }
+        if served["bin"] != original["bin"] {
+            rewritten_bins.push(format!("{name}: {} → {}", original["bin"], served["bin"]));
+        }
+    }
+    assert!(
+        rewritten_bins.len() >= 5,
+        "npm's directory publish rewrote too few bins to prove anything: {rewritten_bins:?}"
+    );
+}
+
+/// Whether `npm publish` from a directory rewrites something of this package.json (or adds to
+/// it: `scripts.install` for a `.gyp` file without an install hook).
+fn normalised_from_a_directory(manifest: &Value, has_gyp_file: bool) -> bool {
+    let scripts = manifest["scripts"].as_object();
+    has_gyp_file
+        || ["bin", "directories", "man"]
+            .iter()
+            .any(|field| manifest.get(*field).is_some())
+        || scripts.is_some_and(|scripts| {
+            ["preinstall", "install", "postinstall", "prepare"]
+                .iter()
+                .any(|hook| scripts.contains_key(*hook))
+                || scripts
+                    .values()
+                    .any(|v| v.as_str().is_some_and(|v| v.contains("node_modules/.bin/")))
+        })
+}
+
 /// `package/package.json` of a tarball.
 fn tarball_manifest(bytes: &[u8]) -> Value {
     let summary = registry::domain::tarball::inspect(

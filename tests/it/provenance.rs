@@ -2,11 +2,17 @@
 //! `<name>-<version>.sigstore` bundle as JSON text) with real bundles and tarballs of public
 //! packages (tests/fixtures/provenance/, from public test suites; never fetched at test time),
 //! verified offline against the pinned Sigstore root, served as npm's client reads them; and
-//! tampered or mismatched bundles refused with the reason, storing nothing.
+//! tampered or mismatched bundles refused with the reason, storing nothing. In GitHub mode, with
+//! bundles of a Sigstore instance made at test time (`registry::testing::sigstore`, its trusted
+//! root given to the server with `REGISTRY_SIGSTORE_TRUSTED_ROOT`), a bundle must say the package
+//! was built from the repository it is bound to.
 
 use std::path::Path;
 
-use e2e::{Backend, S3Host, TestRegistry, pkg};
+use e2e::fake_github::Permission;
+use e2e::github_world::World;
+use e2e::{Backend, S3Host, TestRegistry, pkg, tgz};
+use registry::testing::sigstore::TestSigstore;
 use serde_json::{Value, json};
 
 /// The real packages: fixture file stem, name, version, predicate type.
@@ -224,4 +230,142 @@ async fn tampered_and_mismatched_bundles_are_refused(backend: Backend) {
 
 fn text_of(bundle: &Value) -> String {
     bundle.to_string()
+}
+
+/// `@acme/x` at `version`, its package.json naming `github:acme/x`, with npm's provenance bundle
+/// of a GitHub Actions build from `built_from` (`owner/repo`) made by `sigstore`; and that bundle.
+fn acme_x(sigstore: &TestSigstore, version: &str, built_from: &str) -> (e2e::Pkg, String) {
+    let manifest = json!({
+        "name": "@acme/x",
+        "version": version,
+        "repository": "github:acme/x",
+    });
+    let tarball = tgz(&[
+        ("package/package.json", manifest.to_string().as_bytes()),
+        ("package/index.js", b"module.exports = 1;\n"),
+    ]);
+    let bundle = sigstore.npm_bundle("@acme/x", version, &tarball, built_from, "publish.yml");
+    (
+        provenance_publish("@acme/x", version, tarball, &bundle),
+        bundle,
+    )
+}
+
+/// GitHub mode: `@acme/x`, bound to acme/x, accepts a bundle built from acme/x (compared as GitHub
+/// compares names, without regard to case) and refuses, with `400 provenance_refused` and
+/// nothing stored, one built from another repository, acme/other, which the publisher also
+/// administers: the first publish (which would bind the name) and a later version alike.
+#[tokio::test]
+async fn github_mode_provenance_must_come_from_the_bound_repository() {
+    let world = World::start().await;
+    world.github.add_repo("acme", "x", true);
+    world.github.grant("acme", "x", "alice", Permission::Admin);
+    let tmp = tempfile::tempdir().unwrap();
+    let sigstore = TestSigstore::new();
+    let trusted_root = tmp.path().join("trusted_root.json");
+    std::fs::write(&trusted_root, sigstore.trusted_root_json()).unwrap();
+    let reg = TestRegistry::builder()
+        .github(&world)
+        .env(
+            "REGISTRY_SIGSTORE_TRUSTED_ROOT",
+            trusted_root.to_str().unwrap(),
+        )
+        .process()
+        .start()
+        .await;
+    let alice = reg.as_user(&world.alice.token);
+    let attestation = |version: &str| format!("/-/npm/v1/attestations/@acme%2fx@{version}");
+    let refused_from_elsewhere = |reply: e2e::Reply| {
+        assert_eq!(reply.code(), Some("provenance_refused"), "{}", reply.body);
+        let message = reply.error().unwrap_or_default().to_string();
+        assert!(
+            message.starts_with("provenance refused: @acme/x is bound to acme/x")
+                && message.contains("built from acme/other"),
+            "{message}"
+        );
+    };
+
+    // The first publish, built elsewhere: refused, and the name is not even created.
+    refused_from_elsewhere(
+        alice
+            .publish(acme_x(&sigstore, "1.0.0", "acme/other").0)
+            .await
+            .assert_status(400),
+    );
+    alice.get_packument("@acme/x").await.assert_status(404);
+    alice
+        .get(&attestation("1.0.0"))
+        .send()
+        .await
+        .assert_status(404);
+    assert_eq!(reg.tarball_count().await, 0, "nothing stored");
+
+    // Built from the bound repository: published, its bundle served.
+    let (accepted, bundle) = acme_x(&sigstore, "1.0.0", "acme/x");
+    alice.publish(accepted).await.assert_status(201);
+    let doc = alice.get_packument("@acme/x").await.assert_status(200).body;
+    assert_eq!(
+        doc["versions"]["1.0.0"]["dist"]["attestations"]["provenance"]["predicateType"],
+        "https://slsa.dev/provenance/v1",
+        "{doc}"
+    );
+    let served = alice
+        .get(&attestation("1.0.0"))
+        .send()
+        .await
+        .assert_status(200)
+        .body;
+    assert_eq!(
+        served["attestations"][0]["bundle"],
+        serde_json::from_str::<Value>(&bundle).unwrap()
+    );
+
+    // A later version built elsewhere: refused, nothing of it stored.
+    refused_from_elsewhere(
+        alice
+            .publish(acme_x(&sigstore, "1.0.1", "acme/other").0)
+            .await
+            .assert_status(400),
+    );
+    let doc = alice.get_packument("@acme/x").await.assert_status(200).body;
+    assert!(doc["versions"]["1.0.1"].is_null(), "{doc}");
+    alice
+        .get(&attestation("1.0.1"))
+        .send()
+        .await
+        .assert_status(404);
+    assert_eq!(reg.tarball_count().await, 1, "nothing more stored");
+
+    // GitHub's names are not case-sensitive.
+    alice
+        .publish(acme_x(&sigstore, "1.0.2", "Acme/X").0)
+        .await
+        .assert_status(201);
+}
+
+/// Without `REGISTRY_SIGSTORE_TRUSTED_ROOT` (the default) provenance is verified against the
+/// pinned public-good root only: a bundle of a Sigstore instance made at test time is refused.
+#[tokio::test]
+async fn only_the_pinned_sigstore_root_is_trusted_by_default() {
+    let reg = TestRegistry::start().await;
+    let sigstore = TestSigstore::new();
+    let refused = reg
+        .publish(acme_x(&sigstore, "1.0.0", "acme/x").0)
+        .await
+        .assert_status(400);
+    assert_eq!(
+        refused.code(),
+        Some("provenance_refused"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused
+            .error()
+            .unwrap_or_default()
+            .contains("which the trusted root does not trust"),
+        "{}",
+        refused.body
+    );
+    reg.get_packument("@acme/x").await.assert_status(404);
 }

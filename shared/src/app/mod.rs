@@ -305,10 +305,12 @@ impl<S: SdkSource> AppBuilder<S> {
             None => None,
         };
         let signing = signing(&config, records.as_ref(), backend_signer).await?;
+        let sigstore_root = sigstore_root(&config)?;
         let records = Records {
             upstream: proxy,
             kv: records,
             signing,
+            sigstore_root,
         };
         Ok(assemble(
             config, metadata, tarballs, auth, audit, renders, records,
@@ -322,6 +324,32 @@ struct Records {
     upstream: Option<crate::upstream::Proxy>,
     kv: Option<Arc<dyn KvStore>>,
     signing: Option<Arc<crate::signing::Signing>>,
+    sigstore_root: Option<Arc<crate::domain::provenance::TrustedRoot>>,
+}
+
+/// The Sigstore trusted root named by `REGISTRY_SIGSTORE_TRUSTED_ROOT`, read once at start; a
+/// file that cannot be read or used stops the start (a registry that silently fell back to
+/// another root would accept or refuse other bundles than its operator meant). None: the pinned
+/// public-good root.
+fn sigstore_root(
+    config: &Config,
+) -> Result<Option<Arc<crate::domain::provenance::TrustedRoot>>, StartError> {
+    let Some(path) = &config.sigstore_trusted_root else {
+        return Ok(None);
+    };
+    let refuse = |e: &dyn std::fmt::Display| {
+        StartError::Config(format!(
+            "REGISTRY_SIGSTORE_TRUSTED_ROOT: {}: {e}",
+            path.display()
+        ))
+    };
+    let json = std::fs::read(path).map_err(|e| refuse(&e))?;
+    let root = crate::domain::provenance::TrustedRoot::from_json(&json).map_err(|e| refuse(&e))?;
+    tracing::warn!(
+        path = %path.display(),
+        "provenance is verified against this Sigstore trusted root, not the public-good one pinned in the release"
+    );
+    Ok(Some(Arc::new(root)))
 }
 
 /// How versions are signed: on AWS with the backend's KMS key (listed at its first signature:
@@ -460,6 +488,7 @@ fn assemble(
         upstream,
         kv,
         signing,
+        sigstore_root,
     } = records;
     let tarball_limits = TarballLimits {
         max_unpacked_bytes: config.limits.max_unpacked_bytes,
@@ -501,6 +530,7 @@ fn assemble(
         upstream,
         kv,
         signing,
+        sigstore_root,
     })
 }
 
@@ -517,4 +547,48 @@ pub(crate) fn scope_policy(config: &Config) -> ScopePolicy {
         config.auth.mode == AuthMode::Github,
     )
     .with_upstream_scopes(&upstream_scopes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_with_root(path: Option<&std::path::Path>) -> Config {
+        Config::from_lookup(|k| match k {
+            "REGISTRY_SIGSTORE_TRUSTED_ROOT" => path.map(|p| p.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .expect("a configuration")
+    }
+
+    /// `REGISTRY_SIGSTORE_TRUSTED_ROOT` unset keeps the pinned root; a file is read and used; a
+    /// file that cannot be read or used stops the start, naming the setting.
+    #[test]
+    fn the_sigstore_trusted_root_is_the_pinned_one_unless_a_usable_file_is_named() {
+        assert!(sigstore_root(&config_with_root(None)).unwrap().is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("trusted_root.json");
+        std::fs::write(
+            &good,
+            crate::testing::sigstore::TestSigstore::new().trusted_root_json(),
+        )
+        .unwrap();
+        assert!(
+            sigstore_root(&config_with_root(Some(&good)))
+                .unwrap()
+                .is_some()
+        );
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, b"{\"certificateAuthorities\": 3}").unwrap();
+        for path in [bad, dir.path().join("missing.json")] {
+            let err = sigstore_root(&config_with_root(Some(&path)))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("REGISTRY_SIGSTORE_TRUSTED_ROOT")
+                    && err.contains(&*path.to_string_lossy()),
+                "{err}"
+            );
+        }
+    }
 }

@@ -63,6 +63,11 @@ pub struct Config {
     /// `REGISTRY_SIGNING_KMS_KEY`: the KMS key (id, ARN or alias) that signs on AWS; without
     /// it the AWS backend signs nothing.
     pub signing_kms_key: Option<String>,
+    /// `REGISTRY_SIGSTORE_TRUSTED_ROOT`: a Sigstore `trusted_root.json` file that provenance
+    /// bundles are verified against instead of the public-good root pinned in the release: for a
+    /// private Sigstore deployment, and for tests (whose bundles come from a CA and log made at
+    /// test time). Unset (the default, and what the template deploys) means the pinned root.
+    pub sigstore_trusted_root: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -88,6 +93,9 @@ impl Config {
             upstream: UpstreamConfig::from_env(env)?,
             signing: env.flag("REGISTRY_SIGNING")?,
             signing_kms_key: env.text("REGISTRY_SIGNING_KMS_KEY"),
+            sigstore_trusted_root: env
+                .text("REGISTRY_SIGSTORE_TRUSTED_ROOT")
+                .map(std::path::PathBuf::from),
         })
     }
 

@@ -1067,10 +1067,9 @@ fn certificate_identity(
 
 #[cfg(test)]
 mod tests {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose,
-        IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SigningKey,
-    };
+    use rcgen::{KeyPair, PublicKeyData};
+
+    use crate::testing::sigstore::{TestCa, TestSigstore, sign_entry as resign_entry, utf8};
     use serde_json::{Value, json};
     use sha2::Sha512;
 
@@ -1448,45 +1447,6 @@ mod tests {
         assert!(check(real, &bundle).is_ok());
     }
 
-    /// A CA and code-signing certificate made here, valid around `at`, for `key`.
-    fn foreign_certificate(
-        at: i64,
-        key: &KeyPair,
-        eku: bool,
-        extensions: Vec<CustomExtension>,
-    ) -> (Vec<u8>, Vec<u8>) {
-        // rcgen takes the `time` crate's dates; the epoch plus seconds avoids depending on it.
-        let time = |t: i64| {
-            rcgen::date_time_ymd(1970, 1, 1)
-                + Duration::from_secs(u64::try_from(t).expect("after 1970"))
-        };
-        let ca_key = KeyPair::generate().expect("a key");
-        let mut ca = CertificateParams::new(Vec::new()).expect("parameters");
-        ca.distinguished_name.push(DnType::CommonName, "not fulcio");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        ca.not_before = time(at - 86_400);
-        ca.not_after = time(at + 86_400);
-        let ca_der = ca.self_signed(&ca_key).expect("a CA").der().to_vec();
-        let issuer = Issuer::new(ca, ca_key);
-
-        let mut leaf = CertificateParams::new(Vec::new()).expect("parameters");
-        leaf.subject_alt_names = vec![SanType::URI(
-            "https://github.com/o/r/.github/workflows/publish.yml@refs/tags/v1"
-                .try_into()
-                .expect("IA5"),
-        )];
-        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        if eku {
-            leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
-        }
-        leaf.custom_extensions = extensions;
-        leaf.not_before = time(at - 60);
-        leaf.not_after = time(at + 540);
-        let leaf_der = leaf.signed_by(key, &issuer).expect("a leaf").der().to_vec();
-        (ca_der, leaf_der)
-    }
-
     #[test]
     fn a_certificate_from_another_ca_is_refused() {
         for real in ALL {
@@ -1496,7 +1456,7 @@ mod tests {
                 .and_then(|t| t.parse().ok())
                 .expect("integratedTime");
             let key = KeyPair::generate().expect("a key");
-            let (_, leaf) = foreign_certificate(at, &key, true, Vec::new());
+            let leaf = TestCa::new(at).leaf(at, &key, true, Vec::new());
             let material = &mut bundle["verificationMaterial"];
             if material.get("certificate").is_some() {
                 material["certificate"]["rawBytes"] = json!(b64(&leaf));
@@ -1520,27 +1480,6 @@ mod tests {
             }
         }
         TrustedRoot::from_json(&bytes_of(&root)).expect("the altered root reads")
-    }
-
-    /// Signs the bundle's first log entry anew with `key` (its inclusion proof, signed by the real
-    /// log, dropped), as Rekor would: canonical JSON of body, time, hex log id and index.
-    fn resign_entry(bundle: &mut Value, key: &KeyPair) {
-        let entry = &mut bundle["verificationMaterial"]["tlogEntries"][0];
-        entry
-            .as_object_mut()
-            .expect("an entry")
-            .remove("inclusionProof");
-        let number =
-            |v: &Value| -> i64 { v.as_str().and_then(|t| t.parse().ok()).expect("an int64") };
-        // serde_json keeps insertion order here, which is the sorted order RFC 8785 asks for.
-        let signed = json!({
-            "body": entry["canonicalizedBody"],
-            "integratedTime": number(&entry["integratedTime"]),
-            "logID": hex::encode(unb64(&entry["logId"]["keyId"])),
-            "logIndex": number(&entry["logIndex"]),
-        });
-        let set = key.sign(&bytes_of(&signed)).expect("a signature");
-        entry["inclusionPromise"]["signedEntryTimestamp"] = json!(b64(&set));
     }
 
     #[test]
@@ -1696,83 +1635,18 @@ mod tests {
         ));
     }
 
-    /// A whole bundle made here: a CA and a log in a test trusted root, a certificate with the
-    /// given Fulcio extensions, a DSSE envelope of `statement`, and the log's entry of it.
+    /// A whole bundle made here (`testing::sigstore`): a CA and a log in a test trusted root, a
+    /// certificate with the given Fulcio extensions, a DSSE envelope of `statement`, and the
+    /// log's entry of it.
     fn synthetic(
         statement: &Value,
         eku: bool,
         extensions: &[(u64, &[u8])],
     ) -> (TrustedRoot, Vec<u8>) {
-        const AT: i64 = 1_750_000_000;
-        let leaf_key = KeyPair::generate().expect("a key");
-        let extensions = extensions
-            .iter()
-            .map(|(arc, value)| {
-                CustomExtension::from_oid_content(
-                    &[1, 3, 6, 1, 4, 1, 57264, 1, *arc],
-                    value.to_vec(),
-                )
-            })
-            .collect();
-        let (ca, leaf) = foreign_certificate(AT, &leaf_key, eku, extensions);
-        let payload = bytes_of(statement);
-        let signature = leaf_key
-            .sign(&pae(INTOTO_PAYLOAD_TYPE, &payload))
-            .expect("a signature");
-        let pem = format!(
-            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-            b64(&leaf)
-        );
-        let body = json!({
-            "apiVersion": "0.0.1",
-            "kind": "dsse",
-            "spec": {
-                "envelopeHash": {"algorithm": "sha256", "value": "00"},
-                "payloadHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&payload))},
-                "signatures": [{"signature": b64(&signature), "verifier": b64(pem.as_bytes())}],
-            },
-        });
-        let log_key = KeyPair::generate().expect("a key");
-        let log_id = Sha256::digest(log_key.subject_public_key_info());
-        let mut bundle = json!({
-            "mediaType": BUNDLE_MEDIA_TYPES[3],
-            "verificationMaterial": {
-                "certificate": {"rawBytes": b64(&leaf)},
-                "tlogEntries": [{
-                    "logIndex": "42",
-                    "logId": {"keyId": b64(&log_id)},
-                    "kindVersion": {"kind": "dsse", "version": "0.0.1"},
-                    "integratedTime": AT.to_string(),
-                    "canonicalizedBody": b64(&bytes_of(&body)),
-                }],
-            },
-            "dsseEnvelope": {
-                "payload": b64(&payload),
-                "payloadType": INTOTO_PAYLOAD_TYPE,
-                "signatures": [{"sig": b64(&signature), "keyid": ""}],
-            },
-        });
-        resign_entry(&mut bundle, &log_key);
-        let root = json!({
-            "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
-            "tlogs": [{
-                "baseUrl": "https://rekor.test",
-                "hashAlgorithm": "SHA2_256",
-                "publicKey": {
-                    "rawBytes": b64(&log_key.subject_public_key_info()),
-                    "keyDetails": "PKIX_ECDSA_P256_SHA_256",
-                    "validFor": {"start": "2025-01-01T00:00:00Z"},
-                },
-                "logId": {"keyId": b64(&log_id)},
-            }],
-            "certificateAuthorities": [{
-                "subject": {"organization": "test", "commonName": "not fulcio"},
-                "certChain": {"certificates": [{"rawBytes": b64(&ca)}]},
-                "validFor": {"start": "2025-01-01T00:00:00Z"},
-            }],
-        });
-        let root = TrustedRoot::from_json(&bytes_of(&root)).expect("the test root reads");
-        (root, bytes_of(&bundle))
+        let sigstore = TestSigstore::new();
+        let root =
+            TrustedRoot::from_json(&sigstore.trusted_root_json()).expect("the test root reads");
+        (root, sigstore.bundle(statement, eku, extensions))
     }
 
     fn statement(predicate_type: &str) -> Value {
@@ -1782,14 +1656,6 @@ mod tests {
             "predicateType": predicate_type,
             "predicate": {},
         })
-    }
-
-    /// A DER UTF8String, as Fulcio encodes its extensions from 1.3.6.1.4.1.57264.1.8 on.
-    fn utf8(value: &str) -> Vec<u8> {
-        Utf8StringRef::new(value)
-            .expect("UTF-8")
-            .to_der()
-            .expect("DER")
     }
 
     #[test]

@@ -494,11 +494,22 @@ impl PendingPublish {
     }
 
     /// Decodes the tarball, checks its length and digests against what the client declared, and
-    /// inspects it (bounded by `limits`): what may only be done for an authorised caller.
+    /// inspects it (bounded by `limits`): what may only be done for an authorised caller. A
+    /// provenance bundle is verified against Sigstore's public-good root pinned in the release.
     pub fn verify(
         self,
         name: &PackageName,
         limits: TarballLimits,
+    ) -> Result<ValidPublish, PublishError> {
+        self.verify_with_root(name, limits, super::provenance::public_good())
+    }
+
+    /// `verify`, with a provenance bundle verified against `sigstore_root`.
+    pub fn verify_with_root(
+        self,
+        name: &PackageName,
+        limits: TarballLimits,
+        sigstore_root: &super::provenance::TrustedRoot,
     ) -> Result<ValidPublish, PublishError> {
         let PendingPublish {
             version,
@@ -521,7 +532,7 @@ impl PendingPublish {
                     name.as_str(),
                     &version.to_string(),
                     &digests.sha512,
-                    super::provenance::public_good(),
+                    sigstore_root,
                 )?;
                 Some(VerifiedProvenance {
                     bundle,

@@ -264,6 +264,8 @@ async fn upload_tarball(
         Some(expires),
     )
     .await?;
+    // Waiting for its release now, kept by the sweep's age cutoff (a day by default) alone.
+    state.tarballs.stored_for_later(&key).await;
     ctx.audit.unchanged();
     tracing::info!(package = %name, %version, bytes = length, "tarball uploaded for a release (npm 1.x)");
     Ok(json_response(
@@ -391,11 +393,13 @@ async fn verify(
 ) -> Result<ValidPublish, ApiError> {
     let limits = state.tarball_limits;
     let name = name.clone();
-    Ok(
-        tokio::task::spawn_blocking(move || pending.verify(&name, limits))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??,
-    )
+    let root = state.sigstore_root.clone();
+    Ok(tokio::task::spawn_blocking(move || match root {
+        Some(root) => pending.verify_with_root(&name, limits, &root),
+        None => pending.verify(&name, limits),
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??)
 }
 
 /// In GitHub mode a provenance bundle must say the package was built from the repository it is

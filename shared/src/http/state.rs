@@ -53,6 +53,9 @@ pub struct AppState {
     pub kv: Option<Arc<dyn crate::storage::KvStore>>,
     /// The registry's signing key, when versions are signed (`dist.signatures`).
     pub signing: Option<Arc<crate::signing::Signing>>,
+    /// The Sigstore trusted root provenance is verified against when it is not the pinned
+    /// public-good one (`REGISTRY_SIGSTORE_TRUSTED_ROOT`).
+    pub sigstore_root: Option<Arc<crate::domain::provenance::TrustedRoot>>,
 }
 
 /// What a handler sees of a request.

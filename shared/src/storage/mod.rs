@@ -300,6 +300,11 @@ pub trait TarballStore: Send + Sync {
             }
         }
     }
+    /// The bytes just stored under `key` wait for a later request to claim them (npm 1.x's
+    /// upload, which its release refers to): no publish is in flight for them any more, so the
+    /// sweep's age cutoff alone decides whether they stay. A store that protects no upload in
+    /// flight (see `sweep_by_itself`) has nothing to do.
+    async fn stored_for_later(&self, _key: &TarballKey) {}
     /// Deletes the bytes; deleting an absent key succeeds.
     async fn delete(&self, key: &TarballKey) -> Result<(), StoreError>;
     /// Every stored key last written more than `older_than` ago (for the sweep).

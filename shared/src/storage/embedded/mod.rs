@@ -715,6 +715,12 @@ impl TarballStore for EmbeddedTarballs {
         read_tarball_file(&self.path(key)).await
     }
 
+    async fn stored_for_later(&self, key: &TarballKey) {
+        // The upload's own request is over: its release, a later request, stores the same
+        // bytes again (protected then like any publish's) before it commits.
+        self.dir.upload_ends(key.as_str());
+    }
+
     async fn delete(&self, key: &TarballKey) -> Result<(), StoreError> {
         // A publish deleting its own upload has given up on it; any other delete (an
         // overwritten or unpublished version's bytes) finds nothing remembered.
