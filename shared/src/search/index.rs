@@ -18,6 +18,9 @@ const NAME: u8 = 1;
 const KEYWORD: u8 = 2;
 const DESCRIPTION: u8 = 4;
 const README: u8 = 8;
+/// With [`KEYWORD`]: the word is one of the package's keywords whole (`react`, not the `react`
+/// of `react-dom`), so `keywords:react` is decided by the postings without reading entries.
+const WHOLE_KEYWORD: u8 = 16;
 
 /// A query's last word also matches the words it begins (`wid` finds `widget`), up to this many
 /// of them: enough for a person typing, bounded for a one-letter query.
@@ -48,7 +51,7 @@ fn weight(mask: u8) -> u32 {
 type Postings = Vec<u32>;
 
 /// Bits of a posting that hold the fields mask.
-const MASK_BITS: u32 = 4;
+const MASK_BITS: u32 = 5;
 /// Ids stay below this (compaction renumbers them densely long before).
 const MAX_ID: u32 = 1 << (32 - MASK_BITS);
 
@@ -442,13 +445,16 @@ impl SearchIndex {
                 .filter(|id| self.entries.get(*id).is_some_and(|e| e.name == *name))
                 .unwrap_or(u32::MAX)
         });
+        let keyworded = self.with_keywords(query);
+        // Whether the keyword postings decided the `keywords:` test exactly (whole keywords).
+        let keywords_decided = keyworded.as_ref().is_some_and(|k| k.exact);
         let scored: Vec<(u32, u32)> = if query.has_terms() {
             let found = self.matching_words(&query.terms);
             // Free words with `keywords:` (or `scope:`): narrowed by those postings first, so
             // that only packages that may pass have their entries read to check exactly.
-            let found = match self.with_keywords(query) {
+            let found = match keyworded {
                 Some(candidates) if !found.is_empty() => {
-                    intersect(&found, candidates.into_iter().map(|(id, _)| (id, 0)))
+                    intersect(&found, candidates.ids.into_iter().map(|(id, _)| (id, 0)))
                 }
                 _ => found,
             };
@@ -458,8 +464,8 @@ impl SearchIndex {
                 }
                 _ => found,
             }
-        } else if let Some(candidates) = self.with_keywords(query) {
-            candidates
+        } else if let Some(candidates) = keyworded {
+            candidates.ids
         } else {
             self.entries.iter().map(|(id, _)| (id, 0)).collect()
         };
@@ -468,7 +474,13 @@ impl SearchIndex {
         } else {
             self.name_points(&query.text, query.boost_exact)
         };
-        let filters = query.has_qualifiers();
+        // Entries are read only for qualifiers the postings did not decide: `keywords:x` alone
+        // over tens of thousands of packages with keyword `x` reads none.
+        let filters = if keywords_decided {
+            query.has_qualifiers_beyond_keywords() || query.keywords_all.len() > 1
+        } else {
+            query.has_qualifiers()
+        };
         let mut bonus = name_points.iter().peekable();
         let mut list = Vec::with_capacity(scored.len());
         for (id, points) in scored {
@@ -632,32 +644,46 @@ impl SearchIndex {
         Some(self.words.get(word.as_str()).map_or(&[][..], Vec::as_slice))
     }
 
-    /// For a query of qualifiers alone, the packages with a word of its required (or one of
-    /// its alternative) keywords in their keywords, from the postings instead of every package;
-    /// `None` when the query names no keyword with an indexed word.
-    fn with_keywords(&self, query: &SearchQuery) -> Option<Vec<(u32, u32)>> {
+    /// The packages with a word of the query's first required (or of each alternative)
+    /// keyword in their keywords, from the postings instead of every package; `None` when the
+    /// query names no keyword with an indexed word. When every keyword looked up is one word
+    /// (`react`, not `react-dom` or `c++`), only packages with it as a whole keyword are
+    /// taken, and they are exactly those that pass that test (`exact`).
+    fn with_keywords(&self, query: &SearchQuery) -> Option<Keyworded> {
         let list = if query.keywords_all.is_empty() {
             &query.keywords_any
         } else {
             &query.keywords_all[..1]
         };
-        let mut ids = Vec::new();
-        for keyword in list {
-            // A keyword with no indexed word (punctuation alone) is checked against every package.
-            let word = tokenize::words(keyword).next()?;
-            if let Some(postings) = self.words.get(word.as_str()) {
-                ids.extend(postings.iter().filter_map(|&p| {
-                    let (id, mask) = unpack(p);
-                    (mask & KEYWORD != 0).then_some((id, 0))
-                }));
-            }
-        }
         if list.is_empty() {
             return None;
         }
+        let mut looked_up = Vec::with_capacity(list.len());
+        for keyword in list {
+            let mut words = tokenize::words(keyword);
+            // A keyword with no indexed word (punctuation alone) is checked against every package.
+            let word = words.next()?;
+            let whole = words.next().is_none() && word == *keyword;
+            looked_up.push((word, whole));
+        }
+        let exact = looked_up.iter().all(|(_, whole)| *whole);
+        let wanted = if exact {
+            KEYWORD | WHOLE_KEYWORD
+        } else {
+            KEYWORD
+        };
+        let mut ids = Vec::new();
+        for (word, _) in &looked_up {
+            if let Some(postings) = self.words.get(word.as_str()) {
+                ids.extend(postings.iter().filter_map(|&p| {
+                    let (id, mask) = unpack(p);
+                    (mask & wanted == wanted).then_some((id, 0))
+                }));
+            }
+        }
         ids.sort_unstable();
         ids.dedup();
-        Some(ids)
+        Some(Keyworded { ids, exact })
     }
     /// Packages with every word of `terms` (the last also as a prefix), with their points.
     fn matching_words(&self, terms: &[String]) -> Vec<(u32, u32)> {
@@ -794,6 +820,14 @@ fn intersect(so_far: &[(u32, u32)], next: impl Iterator<Item = (u32, u32)>) -> V
     out
 }
 
+/// The packages a `keywords:` qualifier narrows a query to ([`SearchIndex::with_keywords`]).
+struct Keyworded {
+    /// Their ids, ascending, with no points.
+    ids: Vec<(u32, u32)>,
+    /// Whether they are exactly the packages that pass the keyword test looked up.
+    exact: bool,
+}
+
 /// Whether `entry` passes the query's qualifiers (all lowercase, as the entry's lists are).
 fn passes(entry: &Indexed, query: &SearchQuery) -> bool {
     let has = |k: &String| entry.has_keyword(k);
@@ -823,8 +857,18 @@ fn words_of(entry: &SearchEntry) -> BTreeMap<String, u8> {
         add(w, NAME);
     }
     for k in &entry.keywords {
-        for w in tokenize::words(k) {
-            add(w, KEYWORD);
+        let words: Vec<String> = tokenize::words(k).collect();
+        // The entry's keyword lists compare lowercase keywords whole (`Indexed::has_keyword`).
+        let whole = words.len() == 1 && words[0] == k.to_lowercase();
+        for w in words {
+            add(
+                w,
+                if whole {
+                    KEYWORD | WHOLE_KEYWORD
+                } else {
+                    KEYWORD
+                },
+            );
         }
     }
     for w in tokenize::words(&entry.description) {
@@ -918,6 +962,42 @@ mod tests {
         let mut both = names(&index, "pad");
         both.sort();
         assert_eq!(both, ["@a/left-pad", "@a/right-pad"]);
+    }
+
+    /// `keywords:x` of one word is answered from the postings' whole-keyword bit, without
+    /// reading entries: it must find exactly what the entries' keyword lists say (a keyword
+    /// whole, any case; not a word inside another keyword), alone and with other qualifiers.
+    #[test]
+    fn whole_keywords_decide_keyword_qualifiers() {
+        let index = index(vec![
+            test_entry("@a/upper", "1.0.0", json!({"keywords": ["React"]}), None),
+            test_entry("@a/dom", "1.0.0", json!({"keywords": ["react-dom"]}), None),
+            test_entry("@a/ui", "1.0.0", json!({"keywords": ["react", "ui"]}), None),
+            test_entry("@b/cpp", "1.0.0", json!({"keywords": ["c++", "c"]}), None),
+            test_entry("@b/said", "1.0.0", json!({"description": "react"}), None),
+        ]);
+        let sorted = |text: &str| {
+            let mut found = names(&index, text);
+            found.sort();
+            found
+        };
+        assert_eq!(sorted("keywords:react"), ["@a/ui", "@a/upper"]);
+        assert_eq!(sorted("keywords:REACT"), ["@a/ui", "@a/upper"]);
+        assert_eq!(sorted("keywords:react-dom"), ["@a/dom"]);
+        assert_eq!(
+            sorted("keywords:react,react-dom"),
+            ["@a/dom", "@a/ui", "@a/upper"]
+        );
+        assert_eq!(sorted("keywords:react,ui"), ["@a/ui", "@a/upper"]);
+        assert_eq!(sorted("keywords:react+ui"), ["@a/ui"]);
+        assert_eq!(sorted("keywords:ui+react"), ["@a/ui"]);
+        assert_eq!(sorted("keywords:react,-ui"), ["@a/upper"]);
+        assert_eq!(sorted("keywords:c++"), ["@b/cpp"]);
+        assert_eq!(sorted("keywords:c"), ["@b/cpp"]);
+        assert_eq!(sorted("keywords:react scope:b"), Vec::<String>::new());
+        assert_eq!(sorted("upper keywords:react"), ["@a/upper"]);
+        assert_eq!(sorted("a keywords:react"), ["@a/ui", "@a/upper"]);
+        assert_eq!(sorted("keywords:dom"), Vec::<String>::new());
     }
 
     #[test]

@@ -139,7 +139,12 @@ impl SearchQuery {
     pub fn has_qualifiers(&self) -> bool {
         !self.keywords_any.is_empty()
             || !self.keywords_all.is_empty()
-            || !self.keywords_none.is_empty()
+            || self.has_qualifiers_beyond_keywords()
+    }
+
+    /// Whether it has a qualifier other than wanted keywords (`keywords:a,b`, `keywords:a+b`).
+    pub fn has_qualifiers_beyond_keywords(&self) -> bool {
+        !self.keywords_none.is_empty()
             || self.author.is_some()
             || self.maintainer.is_some()
             || self.scope.is_some()
