@@ -5,25 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use e2e::{Backend, Npm, S3Host, Server, TestRegistry, pkg, tgz, write_package};
+use e2e::{Backend, Npm, S3Host, Server, TestRegistry, corpus_tarballs, pkg, tgz, write_package};
 use serde_json::{Value, json};
 
 /// npm publishes this many corpus packages at a time (each a node process).
 const PUBLISHERS: usize = 4;
-
-/// The corpus `tests/tools.sh` fetched: every package of `tests/corpus/package-lock.json` (the
-/// tree of eslint and jest, 330 versions), as the public registry serves them.
-fn corpus_tarballs() -> Vec<PathBuf> {
-    let dir = std::env::var("CONFUSION_CORPUS_DIR")
-        .expect("CONFUSION_CORPUS_DIR is not set: run the tests with tests/run");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(Path::new(&dir).join("tarballs"))
-        .unwrap_or_else(|e| panic!("{dir}/tarballs: {e}"))
-        .map(|entry| entry.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tgz"))
-        .collect();
-    files.sort();
-    files
-}
 
 /// Every real package of the corpus, published as it is with `npm publish <tarball>`: the
 /// registry sees the real package.json in each tarball and the document npm builds from it, and

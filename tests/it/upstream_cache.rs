@@ -1,13 +1,14 @@
 //! The pull-through cache of an upstream registry (`REGISTRY_UPSTREAM`, proxy mode), against a
 //! fake of the public registry on loopback (`e2e::fake_upstream`), with the real npm (and pnpm
-//! and yarn 4) on both backends: a generated tree of a few hundred packages installed cold,
-//! warm and with the upstream gone; versions kept after the upstream drops or changes them;
-//! deprecations merged; proxied provenance attestations served and kept; tampered tarballs refused; the dependency-confusion defence (origins); one upstream
+//! and yarn 4) on both backends: a real tree (eslint and jest, 330 packages as the public
+//! registry serves them) installed cold, warm and with the upstream gone; versions kept after
+//! the upstream drops or changes them; deprecations merged; proxied provenance attestations
+//! served and kept; tampered tarballs refused; the dependency-confusion defence (origins); one upstream
 //! fetch for a burst; per-scope upstreams with their own token; the `Via` loop guard; npm
 //! audit forwarded without internal names; an upstream answering 5xx or too slowly marked down
 //! while what is kept is served; and origins set by admins only in GitHub mode.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,32 +16,102 @@ use e2e::api::send;
 use e2e::clients::{Client, Kind};
 use e2e::fake_upstream::FakeUpstream;
 use e2e::test_registry::TestRegistry;
-use e2e::{Backend, Npm, S3Host, escaped, http, write_package};
+use e2e::{
+    Backend, Npm, S3Host, corpus_dependencies, corpus_tarballs, escaped, http, write_package,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-/// Packages in the generated tree.
-const TREE: usize = 240;
-
-/// Publishes a tree of `TREE` packages to the fake: `tree-N` depends on up to three packages
-/// with higher numbers, some with two versions; the first ten are the project's dependencies.
-/// Answers each `name@version`'s integrity.
-fn publish_tree(up: &FakeUpstream) -> BTreeMap<String, String> {
+/// Publishes every package of the real corpus (`e2e::corpus_tarballs`: the tree of eslint and
+/// jest, 330 versions as the public registry serves them) to the fake, each package's versions
+/// in ascending order so that `latest` is its highest. Answers each `name@version`'s integrity.
+fn publish_corpus(up: &FakeUpstream) -> BTreeMap<String, String> {
+    let mut tarballs: Vec<(String, semver::Version, Vec<u8>)> = corpus_tarballs()
+        .iter()
+        .map(|file| {
+            let bytes = std::fs::read(file).unwrap();
+            let manifest = registry::domain::tarball::inspect(
+                &bytes,
+                registry::domain::tarball::TarballLimits::default(),
+            )
+            .unwrap()
+            .manifest;
+            let name = manifest["name"].as_str().unwrap().to_string();
+            let version = semver::Version::parse(manifest["version"].as_str().unwrap()).unwrap();
+            (name, version, bytes)
+        })
+        .collect();
+    tarballs.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     let mut integrity = BTreeMap::new();
-    for i in (0..TREE).rev() {
-        let name = format!("tree-{i}");
-        let deps: Vec<(String, String)> = [i * 2 + 1, i * 3 + 2, i + 7]
-            .into_iter()
-            .filter(|d| *d < TREE)
-            .map(|d| (format!("tree-{d}"), "^1.0.0".to_string()))
-            .collect();
-        let deps: Vec<(&str, &str)> = deps.iter().map(|(n, r)| (n.as_str(), r.as_str())).collect();
-        integrity.insert(format!("{name}@1.0.0"), up.add(&name, "1.0.0", &deps));
-        if i % 5 == 0 {
-            integrity.insert(format!("{name}@1.1.0"), up.add(&name, "1.1.0", &deps));
-        }
+    for (name, version, bytes) in tarballs {
+        integrity.insert(format!("{name}@{version}"), e2e::integrity(&bytes));
+        up.add_published(bytes, None);
     }
     integrity
+}
+
+/// `name@version` of every package installed in `project`'s node_modules, whatever the layout:
+/// npm's and yarn's nested trees, pnpm's `.pnpm` directories (its links are skipped).
+fn installed(project: &Path) -> BTreeSet<String> {
+    fn dirs(path: &Path) -> Vec<(String, PathBuf)> {
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return Vec::new();
+        };
+        entries
+            .map(Result::unwrap)
+            .filter(|e| e.file_type().unwrap().is_dir())
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .collect()
+    }
+    fn walk(node_modules: &Path, found: &mut BTreeSet<String>) {
+        for (name, path) in dirs(node_modules) {
+            if name == ".pnpm" {
+                for (_, store) in dirs(&path) {
+                    walk(&store.join("node_modules"), found);
+                }
+            } else if name.starts_with('@') {
+                for (_, package) in dirs(&path) {
+                    read(&package, found);
+                }
+            } else if !name.starts_with('.') {
+                read(&path, found);
+            }
+        }
+    }
+    fn read(package: &Path, found: &mut BTreeSet<String>) {
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(package.join("package.json")).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", package.display()));
+        found.insert(format!(
+            "{}@{}",
+            manifest["name"].as_str().unwrap(),
+            manifest["version"].as_str().unwrap()
+        ));
+        walk(&package.join("node_modules"), found);
+    }
+    let mut found = BTreeSet::new();
+    walk(&project.join("node_modules"), &mut found);
+    found
+}
+
+/// `name@version` → integrity of every package in a pnpm-lock.yaml (`packages:` entries, each
+/// with `resolution: {integrity: …}`).
+fn pnpm_locked(project: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(project.join("pnpm-lock.yaml")).unwrap();
+    let mut locked = BTreeMap::new();
+    let (mut in_packages, mut key) = (false, None::<String>);
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if !line.starts_with(' ') {
+            in_packages = line == "packages:";
+        } else if !in_packages {
+        } else if let Some(entry) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ')) {
+            key = Some(entry.trim_end_matches(':').trim_matches('\'').to_string());
+        } else if let Some(rest) = line.trim_start().strip_prefix("resolution: {integrity: ") {
+            let integrity = rest.split([',', '}']).next().unwrap().trim();
+            locked.insert(key.clone().unwrap(), integrity.to_string());
+        }
+    }
+    locked
 }
 
 fn project(root: &Path, dir: &str, deps: Value) -> PathBuf {
@@ -105,33 +176,68 @@ async fn registry_process(backend: Backend, env: &[(&str, &str)]) -> TestRegistr
 }
 
 #[tokio::test]
-async fn a_tree_installs_through_the_cache_cold_warm_and_offline_local() {
-    a_tree_installs_through_the_cache(Backend::local()).await;
+async fn a_real_tree_installs_through_the_cache_cold_warm_and_offline_local() {
+    a_real_tree_installs_through_the_cache(Backend::local()).await;
 }
 
 #[tokio::test]
-async fn a_tree_installs_through_the_cache_cold_warm_and_offline_aws() {
-    a_tree_installs_through_the_cache(Backend::aws("upstream-tree", S3Host::Same)).await;
+async fn a_real_tree_installs_through_the_cache_cold_warm_and_offline_aws() {
+    a_real_tree_installs_through_the_cache(Backend::aws("upstream-tree", S3Host::Same)).await;
 }
 
-/// Cold, then warm with empty client caches, then with the upstream gone: the same tree, every
-/// tarball fetched from the upstream once and checked against the integrity it declared.
-async fn a_tree_installs_through_the_cache(backend: Backend) {
+/// The tree of eslint and jest (330 real packages) installed through the cache by npm, pnpm and
+/// yarn 4: cold (each resolving it from the upstream's packuments), warm with empty client
+/// caches, and with the upstream gone: the same tree, the upstream's integrity in the lockfiles,
+/// every tarball fetched from the upstream once.
+async fn a_real_tree_installs_through_the_cache(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let mut up = FakeUpstream::start().await;
-    let published = publish_tree(&up);
-    // Every read revalidates, so the offline install below must be served stale.
+    let mut published = publish_corpus(&up);
+    assert!(published.len() >= 300, "corpus: {}", published.len());
+    // yarn 4 adds `node-gyp@latest` to packages that build with it (fsevents here), which the
+    // public registry has and npm's lockfile of the corpus does not list: a generated stand-in.
+    published.insert("node-gyp@10.0.0".into(), up.add("node-gyp", "10.0.0", &[]));
+    // Every read revalidates, so the installs with the upstream gone must be served stale.
     let reg = registry(backend, &up, &[("REGISTRY_UPSTREAM_MAX_AGE_SECS", "0")]).await;
-    let deps: serde_json::Map<String, Value> = (0..10)
-        .map(|i| (format!("tree-{i}"), json!("^1.0.0")))
+    let clients: Vec<(Client, PathBuf)> = [Kind::Npm11, Kind::Pnpm, Kind::Yarn4NodeModules]
+        .into_iter()
+        .map(|kind| {
+            let client = Client::new(kind, &tmp.path().join("clients"), &reg.url);
+            let dir = project(tmp.path(), kind.label(), corpus_dependencies());
+            client.configure(&dir);
+            (client, dir)
+        })
         .collect();
-    let app = project(tmp.path(), "app", Value::Object(deps));
 
-    let npm = Npm::new(&tmp.path().join("npm-cold"), &reg.url);
-    npm.ok(&app, &["install"]);
-    let cold = locked(&app);
-    assert!(cold.len() >= 100, "a tree of a few hundred: {}", cold.len());
-    for (id, (resolved, integrity)) in &cold {
+    // Cold: each client resolves the whole tree through the cache (no lockfile yet).
+    let mut trees = Vec::new();
+    for (client, dir) in &clients {
+        let args: &[&str] = match client.kind {
+            Kind::Pnpm => &["install", "--no-frozen-lockfile"],
+            // CI=true makes yarn 4's install immutable by default.
+            Kind::Yarn4NodeModules => &["install", "--no-immutable"],
+            _ => &["install"],
+        };
+        client.ok(dir, args);
+        let tree = installed(dir);
+        assert!(
+            tree.len() >= 250,
+            "{:?}: a tree of a few hundred: {}",
+            client.kind,
+            tree.len()
+        );
+        for id in &tree {
+            assert!(
+                published.contains_key(id),
+                "{:?}: {id} is not a version of the corpus",
+                client.kind
+            );
+        }
+        trees.push(tree);
+    }
+    let npm_locked = locked(&clients[0].1);
+    assert!(npm_locked.len() >= 250);
+    for (id, (resolved, integrity)) in &npm_locked {
         assert!(
             resolved.starts_with(&reg.url),
             "{id} resolved here: {resolved}"
@@ -142,39 +248,60 @@ async fn a_tree_installs_through_the_cache(backend: Backend) {
             "{id}: the upstream's integrity"
         );
     }
-    let fetched = tarball_requests(&up);
-    assert_eq!(
-        fetched,
-        cold.len(),
-        "each tarball fetched from the upstream once"
-    );
-
-    // Warm: a fresh client, nothing cached on its side; no tarball fetched upstream again.
-    std::fs::remove_dir_all(app.join("node_modules")).unwrap();
-    let npm = Npm::new(&tmp.path().join("npm-warm"), &reg.url);
-    npm.ok(&app, &["ci"]);
-    assert_eq!(
-        tarball_requests(&up),
-        fetched,
-        "warm: tarballs from storage"
-    );
-    assert_eq!(locked(&app), cold);
-
-    // pnpm and yarn 4 install the same tree through the cache.
-    for kind in [Kind::Pnpm, Kind::Yarn4NodeModules] {
-        let client = Client::new(kind, &tmp.path().join("clients"), &reg.url);
-        let dir = project(tmp.path(), kind.label(), json!({}));
-        client.configure(&dir);
-        client.add(&dir, "tree-0@1.1.0");
-        assert!(
-            dir.join("node_modules/tree-0/package.json").exists(),
-            "{kind:?}"
+    let pnpm_locked = pnpm_locked(&clients[1].1);
+    assert!(pnpm_locked.len() >= 250, "pnpm-lock.yaml: {pnpm_locked:?}");
+    for (id, integrity) in &pnpm_locked {
+        assert_eq!(
+            Some(integrity),
+            published.get(id),
+            "pnpm: {id}: the upstream's integrity"
         );
     }
+    let fetched: Vec<String> = up
+        .requests()
+        .into_iter()
+        .filter(|s| s.path.contains("/-/"))
+        .map(|s| s.path)
+        .collect();
+    let distinct: BTreeSet<&String> = fetched.iter().collect();
+    assert_eq!(
+        fetched.len(),
+        distinct.len(),
+        "each tarball fetched from the upstream once"
+    );
+    // yarn also fetches what it then leaves out on this platform (fsevents, and node-gyp for it).
+    let union: BTreeSet<&String> = trees.iter().flatten().collect();
+    assert!(
+        (union.len()..=published.len()).contains(&distinct.len()),
+        "a fetch per version installed: {} fetched, {} installed",
+        distinct.len(),
+        union.len()
+    );
+    let lockfiles: Vec<Vec<u8>> = clients
+        .iter()
+        .map(|(client, dir)| std::fs::read(dir.join(client.kind.lockfile())).unwrap())
+        .collect();
 
-    // The upstream gone: the lockfile installs, identical, from what the cache kept.
+    // Warm: empty client caches, the lockfiles; no tarball fetched upstream again.
+    for ((client, dir), tree) in clients.iter().zip(&trees) {
+        client.forget_installs(dir);
+        client.install_frozen(dir);
+        assert_eq!(
+            &installed(dir),
+            tree,
+            "{:?}, warm: the same tree",
+            client.kind
+        );
+    }
+    assert_eq!(
+        tarball_requests(&up),
+        fetched.len(),
+        "warm: tarballs from storage"
+    );
+
+    // The upstream gone: every lockfile installs, identical, from what the cache kept.
     up.stop();
-    let (status, _, headers) = send(Method::GET, reg.url("/tree-0"), None, None).await;
+    let (status, _, headers) = send(Method::GET, reg.url("/eslint"), None, None).await;
     assert_eq!(
         status,
         StatusCode::OK,
@@ -182,16 +309,33 @@ async fn a_tree_installs_through_the_cache(backend: Backend) {
     );
     assert_eq!(headers["x-upstream-cache"], "STALE");
     assert!(headers.contains_key("age"));
-    std::fs::remove_dir_all(app.join("node_modules")).unwrap();
-    let npm = Npm::new(&tmp.path().join("npm-offline"), &reg.url);
-    npm.ok(&app, &["ci"]);
-    assert_eq!(locked(&app), cold, "identical tree and integrity");
-    // And a fresh resolution (packuments, not only tarballs) still works.
-    std::fs::remove_file(app.join("package-lock.json")).unwrap();
-    std::fs::remove_dir_all(app.join("node_modules")).unwrap();
-    let npm = Npm::new(&tmp.path().join("npm-offline-2"), &reg.url);
-    npm.ok(&app, &["install"]);
-    assert_eq!(locked(&app), cold);
+    for (((client, dir), tree), lockfile) in clients.iter().zip(&trees).zip(&lockfiles) {
+        client.forget_installs(dir);
+        client.install_frozen(dir);
+        assert_eq!(
+            &installed(dir),
+            tree,
+            "{:?}, upstream gone: the same tree",
+            client.kind
+        );
+        assert_eq!(
+            &std::fs::read(dir.join(client.kind.lockfile())).unwrap(),
+            lockfile,
+            "{:?}, upstream gone: the same lockfile",
+            client.kind
+        );
+    }
+    assert_eq!(
+        locked(&clients[0].1),
+        npm_locked,
+        "identical tree and integrity"
+    );
+    // And npm resolves the tree afresh (packuments, not only tarballs) from what was kept.
+    let (npm, dir) = &clients[0];
+    npm.forget_installs(dir);
+    std::fs::remove_file(dir.join("package-lock.json")).unwrap();
+    npm.ok(dir, &["install"]);
+    assert_eq!(locked(dir), npm_locked);
 }
 
 #[tokio::test]

@@ -199,6 +199,28 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The real corpus `tests/tools.sh` fetched (`CONFUSION_CORPUS_DIR`): every package of
+/// `tests/corpus/package-lock.json` (the tree of eslint and jest, 330 versions) as the public
+/// registry serves it, one `.tgz` per version, in file-name order.
+pub fn corpus_tarballs() -> Vec<PathBuf> {
+    let dir = std::env::var("CONFUSION_CORPUS_DIR")
+        .expect("CONFUSION_CORPUS_DIR is not set: run the tests with tests/run");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(Path::new(&dir).join("tarballs"))
+        .unwrap_or_else(|e| panic!("{dir}/tarballs: {e}"))
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tgz"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The corpus project's `dependencies` (`tests/corpus/package.json`).
+pub fn corpus_dependencies() -> serde_json::Value {
+    let manifest: serde_json::Value = serde_json::from_str(include_str!("../corpus/package.json"))
+        .expect("tests/corpus/package.json");
+    manifest["dependencies"].clone()
+}
+
 /// The npm binary to run: `NPM_BIN` (set by tests/run to the pinned install), else `npm`.
 pub fn npm_bin() -> String {
     std::env::var("NPM_BIN").unwrap_or_else(|_| "npm".to_string())
