@@ -94,6 +94,15 @@ impl Touched {
         }
     }
 
+    /// The revision of the latest listed write that touched `version`, if one is listed.
+    pub(crate) fn last_touch(&self, version: &Version) -> Option<u64> {
+        self.versions
+            .iter()
+            .rev()
+            .find(|(_, v)| v == version)
+            .map(|(r, _)| *r)
+    }
+
     /// The versions touched by the writes after `revision`, if every one of them is listed.
     pub(crate) fn after(&self, revision: u64) -> Option<Vec<&Version>> {
         (self.since <= revision.saturating_add(1)).then(|| {

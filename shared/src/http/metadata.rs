@@ -239,7 +239,7 @@ async fn packument(
     let current = match built.as_mut() {
         Some(pieces) if !pieces.shows_up_to(&package) => false,
         Some(pieces) if pieces.revision == package.revision => true,
-        Some(pieces) => patch(state, name, &package, pieces).await?,
+        Some(pieces) => patch(state, &package, pieces).await?,
         None => false,
     };
     if !current {
@@ -247,7 +247,7 @@ async fn packument(
         // A document takes about three times its rendering while it is decoded and built.
         let estimate = kept.map_or(1 << 20, |r| 3 * r.size());
         let _permit = cache.build_permit(estimate).await;
-        *built = build(state, name, view, &ctx.base_url, &mut package, prefetched).await?;
+        *built = build(state, view, &ctx.base_url, &mut package, prefetched).await?;
     }
     // Nothing installable reads as missing, except a package that never had a version (npm
     // 1.x creates it empty before its first release): it shows `versions: {}` and its `_rev`.
@@ -339,11 +339,55 @@ fn keep_render(
     });
 }
 
+/// Brings the renderings this instance keeps of `package` up to its revision, right after a
+/// write made here: the first read after a publish (or a deprecation, or a tag moved) is then
+/// answered as any warm read is, and the write pays the patch instead. Only renderings already
+/// kept are patched (nothing is built for a package nobody reads); one that cannot be patched
+/// is dropped, and the next read builds it.
+pub(crate) async fn refresh_after_write(state: &AppState, base_url: &str, package: &PackageRecord) {
+    let cache = &state.packuments;
+    for view in [View::Abbreviated, View::Full] {
+        if cache
+            .kept(&package.name, view, base_url)
+            .is_none_or(|kept| kept.revision >= package.revision)
+        {
+            continue;
+        }
+        let builder = cache.builder(&package.name, view, base_url);
+        let mut built = builder.lock().await;
+        let Some(pieces) = built.as_mut().filter(|p| p.shows_up_to(package)) else {
+            continue;
+        };
+        let current = pieces.revision == package.revision
+            || matches!(patch(state, package, pieces).await, Ok(true));
+        if !current {
+            *built = None;
+            continue;
+        }
+        if (pieces.is_empty() && !package.created_empty) || package.unpublished.is_some() {
+            continue;
+        }
+        match Rendered::join(pieces, package) {
+            Ok(rendered) => {
+                cache.insert(
+                    &package.name,
+                    base_url,
+                    Arc::new(rendered),
+                    &builder,
+                    pieces.size(),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(package = %package.name, error = %e, "rendering not refreshed");
+            }
+        }
+    }
+}
+
 /// Brings `pieces` up to `package`'s revision by applying the versions the writes since touched,
 /// if the record still lists them all; `false` if it cannot (the caller builds anew).
 async fn patch(
     state: &AppState,
-    name: &PackageName,
     package: &PackageRecord,
     pieces: &mut Built,
 ) -> Result<bool, ApiError> {
@@ -356,7 +400,7 @@ async fn patch(
     };
     let mut changed = Vec::with_capacity(touched.len());
     for version in touched {
-        let record = state.metadata.version(name, version).await?;
+        let record = state.views.version_as_of(package, version).await?;
         changed.push((version.clone(), record));
     }
     pieces
@@ -365,7 +409,7 @@ async fn patch(
     if let Some(wanted) = pieces.latest_wanted(package) {
         let record = match changed.iter().find(|(v, _)| *v == wanted) {
             Some((_, record)) => record.clone(),
-            None => state.metadata.version(name, &wanted).await?,
+            None => state.views.version_as_of(package, &wanted).await?,
         };
         // Gone since the record was read: a later read sees a newer revision and builds.
         let Some(VersionRecord {
@@ -375,23 +419,23 @@ async fn patch(
         else {
             return Ok(false);
         };
-        let readme = readme(state, name, &wanted, &live).await?;
+        let readme = readme(state, package, &wanted, &live).await?;
         pieces.set_latest(wanted, *live, readme);
     }
     Ok(true)
 }
 
-/// The README of `version`, if it has one.
+/// The README of `version` as `package` shows it, if it has one.
 async fn readme(
     state: &AppState,
-    name: &PackageName,
+    package: &PackageRecord,
     version: &semver::Version,
     live: &LiveVersion,
 ) -> Result<Option<String>, ApiError> {
     Ok(if live.has_readme == Some(false) {
         None
     } else {
-        state.metadata.readme(name, version).await?
+        state.views.readme_as_of(package, version).await?
     })
 }
 
@@ -399,7 +443,6 @@ async fn readme(
 /// the document's record when it is newer; `None` when there is no such package any more.
 async fn build(
     state: &AppState,
-    name: &PackageName,
     view: View,
     base_url: &str,
     package: &mut Arc<PackageRecord>,
@@ -422,7 +465,7 @@ async fn build(
     // Only the full view shows a README, and only the latest version's: read apart, so no
     // other view (and no other version) ever decodes one.
     let readme = match (view, packument::latest(&doc)) {
-        (View::Full, Some((version, live))) => readme(state, name, version, live).await?,
+        (View::Full, Some((version, live))) => readme(state, &doc.package, version, live).await?,
         _ => None,
     };
     // A small package builds in well under 100 µs: in place, cheaper than the hand-off.
@@ -532,10 +575,12 @@ mod tests {
     use super::*;
     use crate::storage::{MetadataStore, PackageWrite, StoreError, TarballStore, embedded};
 
-    /// The embedded store, counting the whole-document reads a build makes.
+    /// The embedded store, counting the whole-document reads a build makes and the version
+    /// records read one by one.
     struct Counting {
         inner: Arc<embedded::EmbeddedMetadata>,
         documents: AtomicUsize,
+        versions: AtomicUsize,
     }
 
     #[async_trait]
@@ -565,6 +610,7 @@ mod tests {
             name: &PackageName,
             version: &semver::Version,
         ) -> Result<Option<VersionRecord>, StoreError> {
+            self.versions.fetch_add(1, Ordering::SeqCst);
             self.inner.version(name, version).await
         }
 
@@ -581,6 +627,15 @@ mod tests {
         renders: Option<&Arc<embedded::EmbeddedMetadata>>,
         tarballs: &Arc<embedded::EmbeddedTarballs>,
     ) -> axum::Router {
+        started_with_state(meta, renders, tarballs).await.0
+    }
+
+    /// `started`, and the application's state.
+    async fn started_with_state(
+        meta: &Arc<Counting>,
+        renders: Option<&Arc<embedded::EmbeddedMetadata>>,
+        tarballs: &Arc<embedded::EmbeddedTarballs>,
+    ) -> (axum::Router, Arc<AppState>) {
         let config = crate::config::Config::from_lookup(|k| match k {
             "REGISTRY_DATA_DIR" => Some("/nonexistent".into()),
             "REGISTRY_UPSTREAM" => Some(String::new()),
@@ -594,7 +649,10 @@ mod tests {
             builder = builder.renders(renders.clone());
         }
         let state = builder.build().await.unwrap();
-        crate::http::router(state, &crate::http::RouteGroup::ALL)
+        (
+            crate::http::router(state.clone(), &crate::http::RouteGroup::ALL),
+            state,
+        )
     }
 
     async fn publish(app: &axum::Router, version: &str) {
@@ -662,6 +720,7 @@ mod tests {
         let meta = Arc::new(Counting {
             inner: renders.clone(),
             documents: AtomicUsize::new(0),
+            versions: AtomicUsize::new(0),
         });
         let count = KEEP_RENDER_VERSIONS;
         let first = started(&meta, Some(&renders), &tarballs).await;
@@ -707,5 +766,88 @@ mod tests {
         assert_eq!(read(&from_records).await, served);
         assert!(String::from_utf8_lossy(&served[0].1).contains("\"2.0.10\":{"));
         kept_at(&renders, revision + 11).await;
+    }
+
+    /// A write made here brings the renderings kept of its package up to date (both views,
+    /// from the version the write created, which is not read back): the read after a publish
+    /// or a tag change renders nothing and reads no record beyond the package's, as any warm
+    /// read, and answers what a build from the records answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_here_brings_the_kept_renderings_up_to_date() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (m, t) = embedded::open_configured(tmp.path(), embedded::Settings::default()).unwrap();
+        let (store, tarballs) = (Arc::new(m), Arc::new(t));
+        let meta = Arc::new(Counting {
+            inner: store.clone(),
+            documents: AtomicUsize::new(0),
+            versions: AtomicUsize::new(0),
+        });
+        let (app, state) = started_with_state(&meta, None, &tarballs).await;
+        for minor in 0..5 {
+            publish(&app, &format!("1.{minor}.0")).await;
+        }
+        read(&app).await;
+        let renders = state.packuments.renders();
+        let versions = meta.versions.load(Ordering::SeqCst);
+
+        publish(&app, "1.5.0").await;
+        // One read is the publish's own check that the version is new.
+        assert_eq!(
+            meta.versions.load(Ordering::SeqCst),
+            versions + 1,
+            "the patches took the new version from the write, not from the store"
+        );
+        assert_eq!(
+            state.packuments.renders(),
+            renders + 2,
+            "the publish patched both views"
+        );
+        let (renders, documents, versions) = (
+            state.packuments.renders(),
+            meta.documents.load(Ordering::SeqCst),
+            meta.versions.load(Ordering::SeqCst),
+        );
+        let served = read(&app).await;
+        assert_eq!(state.packuments.renders(), renders, "nothing rendered");
+        assert_eq!(meta.documents.load(Ordering::SeqCst), documents);
+        assert_eq!(meta.versions.load(Ordering::SeqCst), versions);
+        assert!(String::from_utf8_lossy(&served[0].1).contains("\"1.5.0\":{"));
+        // The same document (a patched gzip stream differs from a fresh one, not its content).
+        let from_records = started(&meta, None, &tarballs).await;
+        assert_eq!(decoded(read(&from_records).await), decoded(served));
+
+        // A tag moved: the same.
+        let request = Request::builder()
+            .method("PUT")
+            .uri("/-/package/@t%2fbig/dist-tags/beta")
+            .header("content-type", "application/json")
+            .body(Body::from("\"1.2.0\""))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        let renders = state.packuments.renders();
+        let served = read(&app).await;
+        assert_eq!(state.packuments.renders(), renders, "nothing rendered");
+        assert!(String::from_utf8_lossy(&served[0].1).contains("\"beta\":\"1.2.0\""));
+        let from_records = started(&meta, None, &tarballs).await;
+        assert_eq!(decoded(read(&from_records).await), decoded(served));
+    }
+
+    /// `read`'s answers with the gzip ones decompressed.
+    fn decoded(answers: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+        use std::io::Read;
+        answers
+            .into_iter()
+            .map(|(what, bytes)| {
+                if !what.ends_with("gzip") {
+                    return (what, bytes);
+                }
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(bytes.as_slice())
+                    .read_to_end(&mut out)
+                    .unwrap();
+                (what, out)
+            })
+            .collect()
     }
 }

@@ -136,11 +136,11 @@ async fn publish_version(
     }
     // CouchDB's answer names the document's new revision, which a client of that era sends
     // back with its next write (`/-rev/REV`).
-    let rev = state
-        .metadata
-        .package(&name)
-        .await?
-        .map_or_else(|| version.to_string(), |p| p.rev_string());
+    let package = state.metadata.package(&name).await?;
+    if let Some(package) = &package {
+        super::metadata::refresh_after_write(state, &ctx.base_url, package).await;
+    }
+    let rev = package.map_or_else(|| version.to_string(), |p| p.rev_string());
     Ok(json_response(
         StatusCode::CREATED,
         &json!({ "ok": true, "id": name.as_str(), "rev": rev }),
@@ -705,11 +705,23 @@ async fn update_metadata(
         })
         .await?;
     writer.remove_tarballs(&removed).await;
+    refresh_renderings(state, ctx, name).await;
     let starred = starred.into_inner().ok().flatten();
     if let Some((before, after)) = starred {
         super::stars::record_change(state, name, &before, &after).await;
     }
     Ok(ok())
+}
+
+/// Brings the renderings kept of `name` up to the write just made (`metadata::refresh_after_write`).
+async fn refresh_renderings(state: &AppState, ctx: &RequestContext, name: &PackageName) {
+    match state.metadata.package(name).await {
+        Ok(Some(package)) => {
+            super::metadata::refresh_after_write(state, &ctx.base_url, &package).await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(package = %name, error = %e, "renderings not refreshed"),
+    }
 }
 
 /// What a metadata update needs the caller to be allowed: removing versions is an admin's,
@@ -888,6 +900,7 @@ async fn change_package_record(
             Ok(Decision::Write(draft, ()))
         })
         .await?;
+    refresh_renderings(state, ctx, name).await;
     Ok(ok())
 }
 

@@ -38,6 +38,35 @@ const MAX_VIEWS: NonZeroUsize = NonZeroUsize::new(4096).expect("not zero");
 /// Version facts kept per instance (~200 bytes each), least recently used out first.
 const MAX_FACTS: NonZeroUsize = NonZeroUsize::new(16_384).expect("not zero");
 
+/// Versions this instance wrote that are kept for the readers patching their renderings up to
+/// those writes (`PackageViews::version_as_of`): the latest few hundred writes.
+const MAX_WRITTEN: NonZeroUsize = NonZeroUsize::new(256).expect("not zero");
+
+/// READMEs up to this size are kept with a written version; a bigger one is read back.
+const WRITTEN_README_BYTES: usize = 64 * 1024;
+
+/// A version this instance just created, as the write stored it.
+struct Written {
+    /// The package revision the write made: the version's touch in the package's
+    /// `touched` list while no later write touches it.
+    revision: u64,
+    /// When the package was created (ms): a package deleted and created again starts its
+    /// revisions over.
+    created: i64,
+    record: VersionRecord,
+    readme: WrittenReadme,
+}
+
+/// A written version's README, as kept with it.
+enum WrittenReadme {
+    /// It has none.
+    None,
+    /// Its text.
+    Kept(String),
+    /// Too big to keep here: read from the store.
+    Unkept,
+}
+
 /// What the tarball route needs to know of a version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VersionFact {
@@ -106,6 +135,8 @@ pub struct PackageViews {
     interval: Duration,
     views: Mutex<LruCache<PackageName, Arc<Slot>>>,
     facts: Mutex<LruCache<(PackageName, Version), (u64, VersionFact)>>,
+    /// The versions the latest writes made here created.
+    written: Mutex<LruCache<(PackageName, Version), Arc<Written>>>,
     /// The search index kept current with the writes made here, if any.
     search: Option<Arc<crate::search::Searcher>>,
 }
@@ -123,6 +154,7 @@ impl PackageViews {
             interval,
             views: Mutex::new(LruCache::new(MAX_VIEWS)),
             facts: Mutex::new(LruCache::new(MAX_FACTS)),
+            written: Mutex::new(LruCache::new(MAX_WRITTEN)),
             search: None,
         }
     }
@@ -186,6 +218,49 @@ impl PackageViews {
                 .map(|(package, document)| (Arc::new(package), document)));
         }
         Ok(self.package(name).await?.map(|package| (package, None)))
+    }
+
+    /// `version`'s record as `package` (read at or after the write that created it) shows it:
+    /// what this instance wrote, when no write since touched the version; else the store's. The
+    /// first read after a publish patches its rendering with the new version without reading
+    /// it back.
+    pub async fn version_as_of(
+        &self,
+        package: &PackageRecord,
+        version: &Version,
+    ) -> Result<Option<VersionRecord>, StoreError> {
+        if let Some(written) = self.written_current(package, version) {
+            return Ok(Some(written.record.clone()));
+        }
+        self.inner.version(&package.name, version).await
+    }
+
+    /// `version`'s README as `package` shows it, as `version_as_of` reads its record.
+    pub async fn readme_as_of(
+        &self,
+        package: &PackageRecord,
+        version: &Version,
+    ) -> Result<Option<String>, StoreError> {
+        if let Some(written) = self.written_current(package, version) {
+            match &written.readme {
+                WrittenReadme::None => return Ok(None),
+                WrittenReadme::Kept(readme) => return Ok(Some(readme.clone())),
+                WrittenReadme::Unkept => {}
+            }
+        }
+        self.inner.readme(&package.name, version).await
+    }
+
+    /// What this instance wrote of `version`, if `package` lists that write as the latest to
+    /// touch it (a later deprecation or unpublish, here or on another instance, is listed
+    /// after it; a write no longer listed is not trusted).
+    fn written_current(&self, package: &PackageRecord, version: &Version) -> Option<Arc<Written>> {
+        let written = locked(&self.written)
+            .get(&(package.name.clone(), version.clone()))
+            .cloned()?;
+        (written.created == package.created.timestamp_millis()
+            && package.touched.last_touch(version) == Some(written.revision))
+        .then_some(written)
     }
 
     /// Reads the record again for a view that is due, and keeps what it learns.
@@ -409,8 +484,29 @@ impl MetadataStore for PackageViews {
     async fn write(&self, write: PackageWrite) -> Result<(), StoreError> {
         let committed = self.keeps_views().then(|| write.package.clone());
         let search = self.search.as_ref().map(|s| (s, write.search.clone()));
+        let created = write.create.as_ref().map(|(record, _)| {
+            let readme = match &write.readme {
+                None => WrittenReadme::None,
+                Some(readme) if readme.len() <= WRITTEN_README_BYTES => {
+                    WrittenReadme::Kept(readme.clone())
+                }
+                Some(_) => WrittenReadme::Unkept,
+            };
+            (
+                (write.package.name.clone(), record.version.clone()),
+                Arc::new(Written {
+                    revision: write.package.revision,
+                    created: write.package.created.timestamp_millis(),
+                    record: record.clone(),
+                    readme,
+                }),
+            )
+        });
         let at = Instant::now();
         self.inner.write(write).await?;
+        if let Some((key, written)) = created {
+            locked(&self.written).put(key, written);
+        }
         if let Some(record) = committed {
             self.observe(&record, at);
         }

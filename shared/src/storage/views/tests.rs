@@ -381,3 +381,69 @@ async fn facts_are_kept_while_the_epoch_stays() {
         "after an unpublish a replica may hold a version's older state: facts are read strongly"
     );
 }
+
+/// A version this instance wrote (and its README) is taken from the write while the package's
+/// record lists that write as the latest to touch the version; once a later write touches it
+/// (here or on another instance), or for a package deleted and created again, the store is
+/// read.
+#[tokio::test]
+async fn a_written_version_is_used_until_another_write_touches_it() {
+    let store = Arc::new(Replicated::default());
+    let views = views(&store, Duration::ZERO);
+    let version = Version::parse("1.0.0").unwrap();
+    let created = Utc::now();
+    let mut record = PackageRecord::new(name(), created);
+    record.revision = 1;
+    record.touched.record(1, [&version]);
+    let written = live("1.0.0", "aa");
+    views
+        .write(PackageWrite {
+            package: record.clone(),
+            expected_revision: None,
+            create: Some((written.clone(), super::super::CreateMode::CreateOnly)),
+            readme: Some("# written".into()),
+            changes: Vec::new(),
+            search: super::super::SearchChange::Keep,
+        })
+        .await
+        .unwrap();
+    // What the store holds since: another instance's deprecation.
+    let mut deprecated = written.clone();
+    if let VersionState::Live(live) = &mut deprecated.state {
+        live.deprecated = Some("use 2".into());
+    }
+    store.commit_version(&name(), deprecated.clone());
+    store.reads();
+
+    assert_eq!(
+        views.version_as_of(&record, &version).await.unwrap(),
+        Some(written)
+    );
+    assert_eq!(
+        views
+            .readme_as_of(&record, &version)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("# written")
+    );
+    assert!(store.reads().is_empty(), "nothing read back");
+
+    let mut later = record.clone();
+    later.revision = 2;
+    later.touched.record(2, [&version]);
+    assert_eq!(
+        views.version_as_of(&later, &version).await.unwrap(),
+        Some(deprecated.clone())
+    );
+    assert_eq!(store.reads(), [("version", Consistency::Strong)]);
+
+    let mut again = PackageRecord::new(name(), created + chrono::Duration::seconds(1));
+    again.revision = 1;
+    again.touched.record(1, [&version]);
+    assert_eq!(
+        views.version_as_of(&again, &version).await.unwrap(),
+        Some(deprecated)
+    );
+    assert_eq!(store.reads(), [("version", Consistency::Strong)]);
+}
