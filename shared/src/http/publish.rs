@@ -713,14 +713,11 @@ async fn update_metadata(
     Ok(ok())
 }
 
-/// Brings the renderings kept of `name` up to the write just made (`metadata::refresh_after_write`).
+/// Brings the renderings kept of `name` up to the write just made (`metadata::refresh_after_write`),
+/// with the record that write committed (nothing is read).
 async fn refresh_renderings(state: &AppState, ctx: &RequestContext, name: &PackageName) {
-    match state.metadata.package(name).await {
-        Ok(Some(package)) => {
-            super::metadata::refresh_after_write(state, &ctx.base_url, &package).await;
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(package = %name, error = %e, "renderings not refreshed"),
+    if let Some(package) = state.views.committed(name) {
+        super::metadata::refresh_after_write(state, &ctx.base_url, &package).await;
     }
 }
 

@@ -137,6 +137,8 @@ pub struct PackageViews {
     facts: Mutex<LruCache<(PackageName, Version), (u64, VersionFact)>>,
     /// The versions the latest writes made here created.
     written: Mutex<LruCache<(PackageName, Version), Arc<Written>>>,
+    /// The package records the latest writes made here committed.
+    committed: Mutex<LruCache<PackageName, Arc<PackageRecord>>>,
     /// The search index kept current with the writes made here, if any.
     search: Option<Arc<crate::search::Searcher>>,
 }
@@ -155,6 +157,7 @@ impl PackageViews {
             views: Mutex::new(LruCache::new(MAX_VIEWS)),
             facts: Mutex::new(LruCache::new(MAX_FACTS)),
             written: Mutex::new(LruCache::new(MAX_WRITTEN)),
+            committed: Mutex::new(LruCache::new(MAX_WRITTEN)),
             search: None,
         }
     }
@@ -249,6 +252,12 @@ impl PackageViews {
             }
         }
         self.inner.readme(&package.name, version).await
+    }
+
+    /// The package record this instance's latest write to `name` committed, if it is among
+    /// the latest writes made here (another instance may have written since).
+    pub fn committed(&self, name: &PackageName) -> Option<Arc<PackageRecord>> {
+        locked(&self.committed).get(name).cloned()
     }
 
     /// What this instance wrote of `version`, if `package` lists that write as the latest to
@@ -482,7 +491,7 @@ impl MetadataStore for PackageViews {
     }
 
     async fn write(&self, write: PackageWrite) -> Result<(), StoreError> {
-        let committed = self.keeps_views().then(|| write.package.clone());
+        let committed = write.package.clone();
         let search = self.search.as_ref().map(|s| (s, write.search.clone()));
         let created = write.create.as_ref().map(|(record, _)| {
             let readme = match &write.readme {
@@ -507,9 +516,8 @@ impl MetadataStore for PackageViews {
         if let Some((key, written)) = created {
             locked(&self.written).put(key, written);
         }
-        if let Some(record) = committed {
-            self.observe(&record, at);
-        }
+        self.observe(&committed, at);
+        locked(&self.committed).put(committed.name.clone(), Arc::new(committed));
         if let Some((searcher, change)) = search {
             searcher.committed(&change);
         }
