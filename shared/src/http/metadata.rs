@@ -382,6 +382,90 @@ pub(crate) async fn refresh_after_write(state: &AppState, base_url: &str, packag
             }
         }
     }
+    keep_small_after_write(state, base_url, package).await;
+}
+
+/// Has the store keep a small package's abbreviated rendering as of the write just made, so
+/// that its first read after a start, or after the cache let it go, is one lookup rather than
+/// a build (about half of a cold read's work; installs read this view). The rendering the store
+/// kept before is patched when it can be; otherwise the document is read, only if it has fewer
+/// than `KEEP_RENDER_VERSIONS` versions. A bigger package is marked so, and keeps its renderings
+/// at its reads (its writes patch them in memory).
+async fn keep_small_after_write(state: &AppState, base_url: &str, package: &PackageRecord) {
+    let Some(renders) = &state.renders else {
+        return;
+    };
+    if package.unpublished.is_some() {
+        return;
+    }
+    let view = View::Abbreviated;
+    let key = render_key(view, base_url);
+    let kept = match renders.kept_small_render(&package.name, &key).await {
+        Ok(kept) => kept,
+        Err(e) => {
+            tracing::warn!(package = %package.name, error = %e, "kept render unreadable");
+            None
+        }
+    };
+    // Marked too big: its renderings are kept at its reads.
+    if kept.as_ref().is_some_and(bytes::Bytes::is_empty) {
+        return;
+    }
+    let kept = kept
+        .and_then(Built::from_kept)
+        .filter(|b| b.view() == view && b.base_url() == base_url && b.shows_up_to(package));
+    let patched = match kept {
+        // A big package's, kept at a read: its next read patches it.
+        Some(pieces)
+            if pieces.version_count() >= KEEP_RENDER_VERSIONS
+                || pieces.revision == package.revision =>
+        {
+            return;
+        }
+        Some(mut pieces) => {
+            matches!(patch(state, package, &mut pieces).await, Ok(true)).then_some(pieces)
+        }
+        None => None,
+    };
+    let pieces = match patched {
+        Some(pieces) => Some(pieces),
+        None => match renders
+            .document_up_to(&package.name, KEEP_RENDER_VERSIONS - 1)
+            .await
+        {
+            Ok(Some(document)) => {
+                let mut record = Arc::new(package.clone());
+                match build(state, view, base_url, &mut record, Some(document)).await {
+                    Ok(pieces) => pieces,
+                    Err(e) => {
+                        tracing::warn!(package = %package.name, error = %e, "render not kept");
+                        return;
+                    }
+                }
+            }
+            // Too many versions (or deleted since): marked, so later writes read nothing.
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(package = %package.name, error = %e, "render not kept");
+                return;
+            }
+        },
+    };
+    let bytes = match pieces {
+        Some(pieces) if pieces.version_count() >= KEEP_RENDER_VERSIONS => return,
+        Some(pieces) if pieces.is_empty() => return,
+        Some(pieces) => match pieces.to_kept() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(package = %package.name, error = %e, "render not kept");
+                return;
+            }
+        },
+        None => Vec::new(),
+    };
+    if let Err(e) = renders.keep_render(&package.name, &key, bytes).await {
+        tracing::warn!(package = %package.name, error = %e, "render not kept");
+    }
 }
 
 /// Brings `pieces` up to `package`'s revision by applying the versions the writes since touched,
@@ -766,6 +850,105 @@ mod tests {
         assert_eq!(read(&from_records).await, served);
         assert!(String::from_utf8_lossy(&served[0].1).contains("\"2.0.10\":{"));
         kept_at(&renders, revision + 11).await;
+    }
+
+    /// A small package's abbreviated rendering is kept by the store at each write (built at the
+    /// first, patched at the next): its first read after a start reads no document and answers
+    /// what a build from the records answers. Once it has `KEEP_RENDER_VERSIONS` versions, its
+    /// writes keep nothing (it is marked when one finds it too big to read), and its reads keep
+    /// its renderings as any big package's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_packages_abbreviated_rendering_is_kept_at_each_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (m, t) = embedded::open_configured(tmp.path(), embedded::Settings::default()).unwrap();
+        let (renders, tarballs) = (Arc::new(m), Arc::new(t));
+        let meta = Arc::new(Counting {
+            inner: renders.clone(),
+            documents: AtomicUsize::new(0),
+            versions: AtomicUsize::new(0),
+        });
+        let name = PackageName::parse("@t/big").unwrap();
+        let key = render_key(View::Abbreviated, "http://registry.test");
+        // The writer takes writes in order: once this one is committed, so is every keep before.
+        let flushed = || async {
+            crate::storage::KvStore::put(renders.as_ref(), "test", "flush", b"", None)
+                .await
+                .unwrap();
+        };
+        let abbreviated = |answers: Vec<(String, Vec<u8>)>| {
+            decoded(answers)
+                .into_iter()
+                .filter(|(what, _)| what.contains("install-v1"))
+                .collect::<Vec<_>>()
+        };
+
+        let app = started(&meta, Some(&renders), &tarballs).await;
+        for minor in 0..3 {
+            publish(&app, &format!("1.{minor}.0")).await;
+        }
+        flushed().await;
+        let kept = kept_render(
+            renders.as_ref(),
+            &name,
+            View::Abbreviated,
+            "http://registry.test",
+        )
+        .await
+        .expect("kept at the publish");
+        assert_eq!(kept.revision, 3);
+        assert!(
+            kept_render(renders.as_ref(), &name, View::Full, "http://registry.test")
+                .await
+                .is_none(),
+            "only the view installs read"
+        );
+
+        for round in 0..2 {
+            let documents = meta.documents.load(Ordering::SeqCst);
+            let again = started(&meta, Some(&renders), &tarballs).await;
+            let served = abbreviated(read(&again).await);
+            // The full view is built (one document read); the abbreviated one is not.
+            assert_eq!(meta.documents.load(Ordering::SeqCst), documents + 1);
+            let from_records = started(&meta, None, &tarballs).await;
+            assert_eq!(abbreviated(read(&from_records).await), served);
+            assert!(
+                String::from_utf8_lossy(&served[0].1)
+                    .contains(&format!("\"1.{}.0\":{{", round + 2))
+            );
+            // A publish from a server that never read the package patches what the store kept.
+            let writer = started(&meta, Some(&renders), &tarballs).await;
+            publish(&writer, &format!("1.{}.0", round + 3)).await;
+            flushed().await;
+        }
+
+        // The write that makes it big keeps nothing; once what was kept cannot be patched any
+        // more, a write finds the package too big to read and marks it.
+        for minor in 5..KEEP_RENDER_VERSIONS {
+            publish(&app, &format!("1.{minor}.0")).await;
+        }
+        flushed().await;
+        let kept = kept_render(
+            renders.as_ref(),
+            &name,
+            View::Abbreviated,
+            "http://registry.test",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            kept.revision,
+            u64::try_from(KEEP_RENDER_VERSIONS).unwrap() - 1
+        );
+        for patch in 0..9 {
+            publish(&app, &format!("2.0.{patch}")).await;
+        }
+        flushed().await;
+        let marker = renders
+            .kept_small_render(&name, &key)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(marker.is_empty(), "marked too big to keep at its writes");
     }
 
     /// A write made here brings the renderings kept of its package up to date (both views,

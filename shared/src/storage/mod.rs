@@ -376,13 +376,30 @@ pub trait RenderStore: Send + Sync {
     /// What is kept for `name` under `key` (the view and base URL), if anything.
     async fn kept_render(&self, name: &PackageName, key: &str)
     -> Result<Option<Bytes>, StoreError>;
-    /// Keeps `render` for `name` under `key`, replacing what was there.
+    /// What is kept for `name` under `key` if it is small enough to be kept apart from the big
+    /// ones (which this never reads); empty bytes mark a package whose render is too big for
+    /// that, or that a write found too big to render.
+    async fn kept_small_render(
+        &self,
+        name: &PackageName,
+        key: &str,
+    ) -> Result<Option<Bytes>, StoreError>;
+    /// Keeps `render` for `name` under `key`, replacing what was there. It may return before
+    /// the render is stored: it is a cache, and what it keeps names its own revision.
     async fn keep_render(
         &self,
         name: &PackageName,
         key: &str,
         render: Vec<u8>,
     ) -> Result<(), StoreError>;
+    /// The package's document if it has at most `versions` versions; `None` if it has more, or
+    /// does not exist. A write renders a small package from it for the next start, without
+    /// ever reading a big one whole.
+    async fn document_up_to(
+        &self,
+        name: &PackageName,
+        versions: usize,
+    ) -> Result<Option<PackageDocument>, StoreError>;
 }
 
 /// Small records with an optional expiry, grouped in namespaces: GitHub answers cached by token

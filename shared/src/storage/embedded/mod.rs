@@ -47,6 +47,16 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// (1, implicit: inside the version records).
 const LAYOUT: u64 = 3;
 
+/// (package name, render key) → a small rendered packument (`RenderStore`, `renders` for why
+/// bigger ones are files). A cache: made when first written to, and a file without it reads as
+/// keeping nothing.
+const SMALL_RENDERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("small_renders");
+
+/// Renders up to this size are kept in `SMALL_RENDERS`, bigger ones as files: a database value
+/// is read whole into the page cache and copied out (cheap at this size, and one lookup in
+/// place instead of opening, reading and closing a file off the async workers).
+const SMALL_RENDER_BYTES: usize = 128 * 1024;
+
 /// Package name → its search entry (JSON), written with the package by the one write path.
 const SEARCH: TableDefinition<&str, &[u8]> = TableDefinition::new("search");
 
@@ -395,12 +405,36 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 #[async_trait]
 impl RenderStore for EmbeddedMetadata {
+    async fn kept_small_render(
+        &self,
+        name: &PackageName,
+        key: &str,
+    ) -> Result<Option<Bytes>, StoreError> {
+        // Read in place: one lookup in pages the database caches.
+        self.db.read(|database| {
+            let txn = database.begin_read()?;
+            let table = match txn.open_table(SMALL_RENDERS) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(table
+                .get((name.as_str(), key))?
+                .map(|v| Bytes::copy_from_slice(v.value())))
+        })
+    }
+
     async fn kept_render(
         &self,
         name: &PackageName,
         key: &str,
     ) -> Result<Option<Bytes>, StoreError> {
-        // Opened in place: most lookups are misses (small packages keep no render), one failed
+        if let Some(small) = self.kept_small_render(name, key).await?
+            && !small.is_empty()
+        {
+            return Ok(Some(small));
+        }
+        // Opened in place: most lookups are misses (most packages keep no file), one failed
         // open, cheaper than a hand-off to the blocking pool. A hit reads megabytes, off the
         // async workers.
         let path = self.db.dir.render_path(name, key);
@@ -421,10 +455,48 @@ impl RenderStore for EmbeddedMetadata {
         render: Vec<u8>,
     ) -> Result<(), StoreError> {
         let path = self.db.dir.render_path(name, key);
+        let (name, key) = (name.to_string(), key.to_string());
+        if render.len() <= SMALL_RENDER_BYTES {
+            // Queued, not waited for: a write keeps these on its way out, and a cache need not
+            // cost it a commit. A failure is only logged.
+            let op = Op::KeepRender { name, key, render };
+            let Some(answer) = self.writer.submit(op) else {
+                return Ok(());
+            };
+            tokio::spawn(async move {
+                if let Ok(Err(e)) = answer.await {
+                    tracing::warn!(error = %e, "render not kept");
+                }
+            });
+            return Ok(());
+        }
         let dir = self.db.dir.clone();
         tokio::task::spawn_blocking(move || renders::write(&dir, &path, render))
             .await
-            .map_err(internal)?
+            .map_err(internal)??;
+        // A small render kept before the package grew would be found first: marked too big.
+        let _ = self.writer.submit(Op::KeepRender {
+            name,
+            key,
+            render: Vec::new(),
+        });
+        Ok(())
+    }
+
+    async fn document_up_to(
+        &self,
+        name: &PackageName,
+        versions: usize,
+    ) -> Result<Option<PackageDocument>, StoreError> {
+        let name = name.clone();
+        self.blocking(move |db| {
+            db.read(|database| read_document(database, &name, Some(versions)))
+                .map(|read| match read {
+                    DocumentRead::Read(document) => document,
+                    DocumentRead::TooMany => None,
+                })
+        })
+        .await
     }
 }
 

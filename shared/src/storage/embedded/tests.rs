@@ -604,6 +604,7 @@ async fn kept_renders_read_back_whole_or_not_at_all() {
     meta.keep_render(&a, "abbreviated x", vec![1, 2, 3])
         .await
         .unwrap();
+    flushed(&meta).await;
     let kept = meta.kept_render(&a, "full x").await.unwrap().unwrap();
     assert_eq!(kept.as_ref(), render.as_slice());
     let other = meta
@@ -630,6 +631,64 @@ async fn kept_renders_read_back_whole_or_not_at_all() {
         .unwrap();
     let kept = meta.kept_render(&a, "full x").await.unwrap().unwrap();
     assert_eq!(kept.as_ref(), render.as_slice());
+}
+
+/// Waits until every write queued before it (`Writer::submit`) is committed: the writer takes
+/// them in order.
+async fn flushed(meta: &EmbeddedMetadata) {
+    meta.put("test", "flush", b"", None).await.unwrap();
+}
+
+/// A small render is kept in the database (queued with the writes, in order), a big one as a
+/// file; a package whose render grew past the limit is marked in the database, so that the
+/// small render it kept before is not found first, and a write's lookup of small renders never
+/// opens the file.
+#[tokio::test]
+async fn small_renders_live_in_the_database_and_big_ones_in_files() {
+    let (_dir, meta) = fresh_store();
+    let a = PackageName::parse("@s/a").unwrap();
+    assert!(meta.kept_small_render(&a, "k").await.unwrap().is_none());
+    meta.keep_render(&a, "k", vec![1; 100]).await.unwrap();
+    meta.keep_render(&a, "k", vec![2; 100]).await.unwrap();
+    flushed(&meta).await;
+    let path = meta.db.dir.render_path(&a, "k");
+    assert!(!path.exists(), "small: no file");
+    let small = meta.kept_small_render(&a, "k").await.unwrap().unwrap();
+    assert_eq!(small.as_ref(), [2; 100], "the later of two keeps");
+    assert_eq!(meta.kept_render(&a, "k").await.unwrap().unwrap(), small);
+
+    let big = vec![3; SMALL_RENDER_BYTES + 1];
+    meta.keep_render(&a, "k", big.clone()).await.unwrap();
+    flushed(&meta).await;
+    assert!(path.exists(), "big: a file");
+    let marker = meta.kept_small_render(&a, "k").await.unwrap().unwrap();
+    assert!(marker.is_empty(), "marked too big");
+    assert_eq!(meta.kept_render(&a, "k").await.unwrap().unwrap(), big);
+
+    // Smaller again (versions unpublished): kept in the database, found before the file.
+    meta.keep_render(&a, "k", vec![4; 10]).await.unwrap();
+    flushed(&meta).await;
+    assert_eq!(
+        meta.kept_render(&a, "k").await.unwrap().unwrap(),
+        vec![4; 10]
+    );
+}
+
+/// `document_up_to` reads a package of at most so many versions, and nothing of a bigger one.
+#[tokio::test]
+async fn documents_up_to_a_size() {
+    let (_dir, meta) = fresh_store();
+    let name = PackageName::parse("@s/three").unwrap();
+    for i in 0..3u64 {
+        meta.write(create(&name, &format!("1.0.{i}"), (i > 0).then_some(i)))
+            .await
+            .unwrap();
+    }
+    let document = meta.document_up_to(&name, 3).await.unwrap().unwrap();
+    assert_eq!(document.versions.len(), 3);
+    assert!(meta.document_up_to(&name, 2).await.unwrap().is_none());
+    let missing = PackageName::parse("@s/missing").unwrap();
+    assert!(meta.document_up_to(&missing, 3).await.unwrap().is_none());
 }
 
 #[tokio::test]

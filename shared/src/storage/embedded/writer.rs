@@ -27,7 +27,7 @@ use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::db::{Db, Failure, begin_write};
-use super::{KV, PACKAGES, READMES, SEARCH, VERSIONS, decode, encode, internal};
+use super::{KV, PACKAGES, READMES, SEARCH, SMALL_RENDERS, VERSIONS, decode, encode, internal};
 use crate::domain::{PackageRecord, VersionRecord, VersionState};
 use crate::storage::{CreateMode, PackageWrite, StoreError, VersionChange};
 
@@ -57,6 +57,12 @@ pub(super) enum Op {
     },
     /// Remove a key-value entry.
     KvDelete { namespace: String, id: String },
+    /// Keep a small rendered packument (`RenderStore`), replacing what was kept under its key.
+    KeepRender {
+        name: String,
+        key: String,
+        render: Vec<u8>,
+    },
 }
 
 struct Job {
@@ -112,6 +118,24 @@ impl Writer {
     #[cfg(test)]
     pub(super) fn commits(&self) -> u64 {
         self.counters.commits.load(Ordering::Relaxed)
+    }
+
+    /// Queues `op` for the next commit without waiting for room or for the commit: the answer
+    /// comes through the receiver. For caches, whose writes may be dropped (`None`: the queue
+    /// is full, or the writer has stopped) and must not hold up the request that makes them.
+    /// Queued in order: a write queued after this one commits with it or after it.
+    pub(super) fn submit(&self, op: Op) -> Option<oneshot::Receiver<Result<(), StoreError>>> {
+        let room = self.room.clone().try_acquire_owned().ok()?;
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .as_ref()?
+            .send(Job {
+                op,
+                reply,
+                _room: room,
+            })
+            .ok()?;
+        Some(answer)
     }
 
     /// Applies `op` in the next commit and answers once that commit is durable.
@@ -399,6 +423,13 @@ fn apply(txn: &WriteTransaction, op: &Op) -> Result<(), ApplyError> {
             let mut table = txn.open_table(KV).map_err(broken)?;
             table
                 .remove((namespace.as_str(), id.as_str()))
+                .map_err(broken)?;
+            Ok(())
+        }
+        Op::KeepRender { name, key, render } => {
+            let mut table = txn.open_table(SMALL_RENDERS).map_err(broken)?;
+            table
+                .insert((name.as_str(), key.as_str()), render.as_slice())
                 .map_err(broken)?;
             Ok(())
         }
