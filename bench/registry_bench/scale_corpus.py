@@ -133,14 +133,27 @@ class Plan:
             self.next_readme += 1
             jobs.append(Job(p.name, README, 0, k))
             readme_left -= k
-        while small_left > 0:
+        jobs += self.smalls(small_left)
+        self.planned = target
+        return jobs
+
+    def smalls(self, n: int) -> list[Job]:
+        """New small packages of 1 to `small_versions` versions, `n` versions in all."""
+        jobs: list[Job] = []
+        while n > 0:
             h = int(hashlib.sha1(str(self.next_small).encode()).hexdigest()[:8], 16)
-            k = min(1 + h % s.small_versions, small_left)
+            k = min(1 + h % self.shape.small_versions, n)
             p = self.add(Pkg(f"@scale/small-{self.next_small}", SMALL, k, planned=k))
             self.next_small += 1
             jobs.append(Job(p.name, SMALL, 0, k))
-            small_left -= k
-        self.planned = target
+            n -= k
+        return jobs
+
+    def probe(self, n: int) -> list[Job]:
+        """`n` versions of new small packages, outside the growth mix: the same publishes at
+        every step, so their rate compares sizes and nothing else."""
+        jobs = self.smalls(n)
+        self.planned += n
         return jobs
 
     def extend(self, name: str, kind: str, count: int) -> Job:
