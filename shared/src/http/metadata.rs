@@ -306,14 +306,17 @@ async fn kept_render(
     base_url: &str,
 ) -> Option<Built> {
     match renders.kept_render(name, &render_key(view, base_url)).await {
-        Ok(kept) => kept
-            .and_then(Built::from_kept)
-            .filter(|b| b.view() == view && b.base_url() == base_url),
+        Ok(kept) => kept.and_then(|bytes| kept_pieces(bytes, view, base_url)),
         Err(e) => {
             tracing::warn!(package = %name, error = %e, "kept render unreadable; building");
             None
         }
     }
+}
+
+/// Kept bytes read back as pieces, if they are pieces of `view` under `base_url`.
+fn kept_pieces(bytes: bytes::Bytes, view: View, base_url: &str) -> Option<Built> {
+    Built::from_kept(bytes).filter(|b| b.view() == view && b.base_url() == base_url)
 }
 
 /// Has the store keep `pieces`, after the response (a failure is logged: it is a cache).
@@ -412,8 +415,8 @@ async fn keep_small_after_write(state: &AppState, base_url: &str, package: &Pack
         return;
     }
     let kept = kept
-        .and_then(Built::from_kept)
-        .filter(|b| b.view() == view && b.base_url() == base_url && b.shows_up_to(package));
+        .and_then(|bytes| kept_pieces(bytes, view, base_url))
+        .filter(|b| b.shows_up_to(package));
     let patched = match kept {
         // A big package's, kept at a read: its next read patches it.
         Some(pieces)
@@ -703,6 +706,25 @@ mod tests {
         }
     }
 
+    /// Embedded stores in a new directory (kept while the guard lives), and the metadata store
+    /// counting its reads.
+    fn stores() -> (
+        tempfile::TempDir,
+        Arc<embedded::EmbeddedMetadata>,
+        Arc<embedded::EmbeddedTarballs>,
+        Arc<Counting>,
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let (m, t) = embedded::open_configured(tmp.path(), embedded::Settings::default()).unwrap();
+        let (store, tarballs) = (Arc::new(m), Arc::new(t));
+        let meta = Arc::new(Counting {
+            inner: store.clone(),
+            documents: AtomicUsize::new(0),
+            versions: AtomicUsize::new(0),
+        });
+        (tmp, store, tarballs, meta)
+    }
+
     /// An application over `meta` and `tarballs` with its own (empty) packument cache, as a
     /// server started again over the same data directory.
     /// Without `renders`, it builds every packument from the records.
@@ -798,14 +820,7 @@ mod tests {
     /// reader builds anew and keeps that.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_big_packages_first_read_after_a_start_uses_its_kept_render() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (m, t) = embedded::open_configured(tmp.path(), embedded::Settings::default()).unwrap();
-        let (renders, tarballs) = (Arc::new(m), Arc::new(t));
-        let meta = Arc::new(Counting {
-            inner: renders.clone(),
-            documents: AtomicUsize::new(0),
-            versions: AtomicUsize::new(0),
-        });
+        let (_tmp, renders, tarballs, meta) = stores();
         let count = KEEP_RENDER_VERSIONS;
         let first = started(&meta, Some(&renders), &tarballs).await;
         for minor in 0..count {
@@ -859,14 +874,7 @@ mod tests {
     /// its renderings as any big package's.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_small_packages_abbreviated_rendering_is_kept_at_each_write() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (m, t) = embedded::open_configured(tmp.path(), embedded::Settings::default()).unwrap();
-        let (renders, tarballs) = (Arc::new(m), Arc::new(t));
-        let meta = Arc::new(Counting {
-            inner: renders.clone(),
-            documents: AtomicUsize::new(0),
-            versions: AtomicUsize::new(0),
-        });
+        let (_tmp, renders, tarballs, meta) = stores();
         let name = PackageName::parse("@t/big").unwrap();
         let key = render_key(View::Abbreviated, "http://registry.test");
         // The writer takes writes in order: once this one is committed, so is every keep before.
@@ -957,14 +965,7 @@ mod tests {
     /// read, and answers what a build from the records answers.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_here_brings_the_kept_renderings_up_to_date() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (m, t) = embedded::open_configured(tmp.path(), embedded::Settings::default()).unwrap();
-        let (store, tarballs) = (Arc::new(m), Arc::new(t));
-        let meta = Arc::new(Counting {
-            inner: store.clone(),
-            documents: AtomicUsize::new(0),
-            versions: AtomicUsize::new(0),
-        });
+        let (_tmp, _, tarballs, meta) = stores();
         let (app, state) = started_with_state(&meta, None, &tarballs).await;
         for minor in 0..5 {
             publish(&app, &format!("1.{minor}.0")).await;
