@@ -19,3 +19,4 @@ pub mod testing;
 pub mod upstream;
 pub mod web;
 pub mod writes;
+pub mod zero_copy;
