@@ -507,6 +507,13 @@ class ScaleBench:
         """The probe: the same number of versions of new small packages at every step, from the
         same publishers, so that its rate tells one size from another (the growth's own rate also
         follows its mix, which differs by step: the first fills the biggest package)."""
+        # An unmeasured warm-up first, a third of the probe's size: the first step's probe
+        # otherwise runs on a server started seconds before, and later steps' on one that has
+        # been publishing for minutes.
+        warm_up = publish_jobs(plan, server.base, plan.probe(max(self.sp.probe_versions // 3, 1)), self.sp.publishers)
+        if warm_up.failed:
+            raise BenchError(f"{server.label} refused {warm_up.failed} of the probe's warm-up publishes, "
+                             f"e.g. {warm_up.failures[:3]}")
         self.wait_for_quiet(col, "the publish probe")
         jobs = plan.probe(self.sp.probe_versions)
         cpu0 = server.cpu_seconds()
@@ -911,7 +918,9 @@ def notes_for(sp: ScalePlan) -> list[str]:
         f"(1 to {s.small_versions} versions each, as the growth's small ones), from {sp.publishers} publishers "
         "as above, counted the same way: the same publishes at every step, so its rate compares the sizes, "
         "which the growth's own rate does not (its mix differs by step: the first fills the biggest package, "
-        "3,000 versions in order on one publisher). The flatness target is judged on the probe.",
+        "3,000 versions in order on one publisher). Before it, unmeasured, a warm-up of a third as many "
+        "versions of other new small packages, so that no step's probe is the first publishing a fresh "
+        "process does. The flatness target is judged on the probe.",
         "The rates are the machine's as much as the server's: the driver builds every tarball and document "
         "while the clock runs, on the same cores. The server's own CPU per version is the figure to compare "
         "between steps; † marks a step during which other processes used more than "
