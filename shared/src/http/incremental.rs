@@ -823,20 +823,11 @@ fn join<'a>(pieces: impl Iterator<Item = &'a Piece> + Clone) -> (Payload, Payloa
     trailer.put_u32_le(identity_len as u32);
     if identity_len > JOIN_UP_TO {
         let identity = pieces.clone().map(|p| p.identity.clone()).collect();
-        let gzip: Vec<Bytes> = std::iter::once(Bytes::from_static(&GZIP_HEADER))
+        let gzip = std::iter::once(Bytes::from_static(&GZIP_HEADER))
             .chain(pieces.map(|p| p.deflate.clone()))
             .chain(std::iter::once(trailer.freeze()))
             .collect();
-        // The gzip bytes, what clients ask for, are also copied into a file the local listener
-        // sends with `sendfile` (`zero_copy`), where that is on: a seventh to a fifth of the identity
-        // bytes more memory, counted in the cache's budget (`Rendered::size`). Sent as pieces
-        // they went at 0.77x nginx's rate (3,000 versions, abbreviated, 64 connections).
-        let parts: Vec<&[u8]> = gzip.iter().map(|p| &p[..]).collect();
-        let gzip = match crate::zero_copy::file_backed(&parts) {
-            Some(one) => Payload::One(one),
-            None => Payload::chain(gzip),
-        };
-        return (Payload::chain(identity), gzip);
+        return (Payload::chain(identity), Payload::chain(gzip));
     }
     // The identity bytes of a document of tens of kilobytes go to a file the local listener sends
     // with `sendfile` (`zero_copy`), where that is on.
@@ -858,7 +849,7 @@ fn join<'a>(pieces: impl Iterator<Item = &'a Piece> + Clone) -> (Payload, Payloa
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::Read;
 
     use chrono::Utc;
@@ -867,7 +858,8 @@ mod tests {
     use super::*;
     use crate::domain::{Dist, DistTag, Manifest, TarballKey, VersionState};
 
-    fn live(name: &PackageName, version: &Version, note: &str) -> VersionRecord {
+    /// A live version whose manifest is about 1 KB, `note` in its description.
+    pub(crate) fn live(name: &PackageName, version: &Version, note: &str) -> VersionRecord {
         VersionRecord {
             version: version.clone(),
             published: Utc::now(),
@@ -1144,11 +1136,9 @@ mod tests {
     }
 
     /// A document bigger than `JOIN_UP_TO` is sent as its pieces, not copied into one buffer:
-    /// the same bytes, and a gzip member that decodes to them. Its gzip bytes, where the local
-    /// listener sends file-backed buffers, are one such buffer.
+    /// the same bytes, and a gzip member that decodes to them.
     #[test]
     fn a_big_document_is_sent_as_its_pieces() {
-        crate::zero_copy::enable();
         let name = PackageName::parse("@s/big").unwrap();
         let mut doc = PackageDocument {
             package: PackageRecord::new(name.clone(), Utc::now()),
@@ -1163,18 +1153,9 @@ mod tests {
             let built = Built::from_document(&doc, view, "http://r", None).unwrap();
             let (identity, gzip) = built.join(&doc.package).unwrap();
             assert!(identity.len() > JOIN_UP_TO, "{view:?}: {}", identity.len());
-            let Payload::Chain(parts, _) = &identity else {
+            let (Payload::Chain(parts, _), Payload::Chain(..)) = (&identity, &gzip) else {
                 panic!("{view:?}: a big document was copied into one buffer");
             };
-            // (Gzip bytes under `zero_copy::MIN_BYTES` stay pieces: this test's versions
-            // compress well.)
-            #[cfg(target_os = "linux")]
-            if gzip.len() >= crate::zero_copy::MIN_BYTES {
-                let Payload::One(one) = &gzip else {
-                    panic!("{view:?}: the gzip bytes were not copied into a file");
-                };
-                assert!(crate::zero_copy::region_of(one).is_some());
-            }
             assert!(parts.len() > 2);
             let bytes = identity.to_bytes();
             assert_eq!(bytes.len(), identity.len());
