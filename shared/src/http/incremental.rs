@@ -79,17 +79,8 @@ thread_local! {
         std::cell::RefCell::new(Compress::new(Compression::fast(), false));
 }
 
-/// Pieces up to this size (a small package's head, a tail) go as one stored block: coded with
-/// fixed Huffman tables they came out 4–30% smaller (a head of 107 bytes: 103 against 112
-/// stored), and each deflate starts by clearing the deflater's 128 KiB hash table, the largest
-/// part of compressing a few hundred bytes.
-const STORED_UP_TO: usize = 256;
-
 /// `data` as raw deflate, ended by a sync flush (byte-aligned, stream left open).
 fn deflate(data: &[u8]) -> io::Result<Bytes> {
-    if let Some(stored) = stored_block(data) {
-        return Ok(stored);
-    }
     let (deflater, level) = if data.len() <= FAST_UP_TO {
         (&FAST_DEFLATER, Compression::fast())
     } else {
@@ -103,22 +94,6 @@ fn deflate(data: &[u8]) -> io::Result<Bytes> {
         // Only if a deflate ever ran inside another on this thread.
         Err(_) => deflate_with(&mut Compress::new(level, false), data),
     })
-}
-
-/// `data` as one non-final stored deflate block (RFC 1951, 3.2.4), if at most `STORED_UP_TO`
-/// bytes: a header byte whose three bits say "stored, not last" (padded to the byte), the
-/// length, its complement, then the bytes. It starts and ends on a byte, as a sync flush does.
-fn stored_block(data: &[u8]) -> Option<Bytes> {
-    if data.len() > STORED_UP_TO {
-        return None;
-    }
-    let len = u16::try_from(data.len()).ok()?;
-    let mut out = BytesMut::with_capacity(5 + data.len());
-    out.put_u8(0);
-    out.put_u16_le(len);
-    out.put_u16_le(!len);
-    out.put_slice(data);
-    Some(out.freeze())
 }
 
 /// `data` as raw deflate that continues a stream whose last bytes were `before` (at most
@@ -1109,23 +1084,6 @@ pub(crate) mod tests {
                 "chunks stay about their size"
             );
         }
-    }
-
-    #[test]
-    fn small_pieces_are_stored_and_join_with_compressed_ones() {
-        let head = Piece::new(Bytes::from_static(b"{\"name\":\"@s/x\",\"versions\":{")).unwrap();
-        assert_eq!(head.deflate[0], 0, "a stored block, not last");
-        assert_eq!(head.deflate.len(), 5 + head.identity.len());
-        let body = Bytes::from("\"1.0.0\":{\"a\":1},".repeat(40));
-        let middle = Piece::new(body).unwrap();
-        assert!(
-            middle.deflate.len() < middle.identity.len() / 2,
-            "compressed"
-        );
-        let tail = Piece::new(Bytes::from_static(b"}}")).unwrap();
-        let (identity, gzip) = join([head, middle, tail].iter());
-        assert_eq!(gunzip(&gzip.to_bytes()), identity.to_bytes());
-        assert!(identity.to_bytes().ends_with(b"}}"));
     }
 
     #[test]
