@@ -529,18 +529,13 @@ impl AsyncWrite for Monitored {
     ) -> Poll<io::Result<usize>> {
         // A file-backed body (`zero_copy`) goes with `sendfile`, after what is queued before it.
         #[cfg(target_os = "linux")]
-        let file_backed = bufs.iter().enumerate().find_map(|(i, buf)| {
+        if let Some((i, file, offset)) = bufs.iter().enumerate().find_map(|(i, buf)| {
             crate::zero_copy::region_of(buf).map(|(file, offset)| (i, file, offset))
-        });
-        #[cfg(not(target_os = "linux"))]
-        let file_backed: Option<(usize, ())> = None;
-        let poll = match file_backed {
-            #[cfg(target_os = "linux")]
-            Some((i, file, offset)) => {
-                poll_send_file(&self.stream, cx, &bufs[..i], &file, offset, bufs[i].len())
-            }
-            _ => Pin::new(&mut self.stream).poll_write_vectored(cx, bufs),
-        };
+        }) {
+            let poll = poll_send_file(&self.stream, cx, &bufs[..i], &file, offset, bufs[i].len());
+            return self.bound_write(cx, poll);
+        }
+        let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
         self.bound_write(cx, poll)
     }
 
@@ -559,9 +554,9 @@ impl AsyncWrite for Monitored {
     }
 }
 
-#[cfg(target_os = "linux")]
 /// Writes `head` and then `len` bytes of `file` from `offset` with `sendfile`, as far as the
 /// socket takes them now; the count written, as `poll_write_vectored` answers.
+#[cfg(target_os = "linux")]
 fn poll_send_file(
     stream: &TcpStream,
     cx: &mut Context<'_>,

@@ -53,11 +53,6 @@ pub fn region_of(bytes: &[u8]) -> Option<(std::sync::Arc<std::os::fd::OwnedFd>, 
     imp::region_of(bytes)
 }
 
-/// File-backed buffers alive now.
-pub fn live() -> usize {
-    imp::live()
-}
-
 /// Counts `n` bytes sent from a file-backed buffer.
 pub(crate) fn record_sent(n: usize) {
     SENT.fetch_add(n as u64, Ordering::Relaxed);
@@ -189,10 +184,6 @@ mod imp {
         (offset + bytes.len() <= *len).then(|| (fd.clone(), offset as u64))
     }
 
-    pub(super) fn live() -> usize {
-        LIVE.load(Ordering::Relaxed)
-    }
-
     #[cfg(test)]
     pub(super) fn registered(addr: usize) -> bool {
         regions_read().contains_key(&addr)
@@ -205,10 +196,6 @@ mod imp {
 
     pub(super) fn file_backed(_: usize, _: &[&[u8]]) -> Option<Bytes> {
         None
-    }
-
-    pub(super) fn live() -> usize {
-        0
     }
 }
 

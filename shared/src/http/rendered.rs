@@ -221,27 +221,24 @@ impl Rendered {
     /// The gzip body: a big document's from one file-backed buffer once it has been read
     /// `GZIP_FILE_AFTER_READS` times, else its pieces.
     fn gzip_body(&self) -> Body {
-        let Payload::Chain(parts, len) = &self.gzip else {
+        let Payload::Chain(parts, _) = &self.gzip else {
             return self.gzip.body();
         };
-        if *len < crate::zero_copy::MIN_BYTES {
-            return self.gzip.body();
-        }
-        if let Some(copied) = self.gzip_file.get() {
-            return copied
-                .as_ref()
-                .map_or_else(|| self.gzip.body(), |one| Body::from(one.clone()));
-        }
-        let reads = self
-            .gzip_reads
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if reads < GZIP_FILE_AFTER_READS {
-            return self.gzip.body();
-        }
-        let copied = self.gzip_file.get_or_init(|| {
-            let parts: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
-            crate::zero_copy::file_backed(&parts)
-        });
+        let copied = match self.gzip_file.get() {
+            Some(copied) => copied,
+            None if self
+                .gzip_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                < GZIP_FILE_AFTER_READS =>
+            {
+                return self.gzip.body();
+            }
+            // Holds `None` where the bytes are too few for a file (`zero_copy::MIN_BYTES`).
+            None => self.gzip_file.get_or_init(|| {
+                let parts: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+                crate::zero_copy::file_backed(&parts)
+            }),
+        };
         copied
             .as_ref()
             .map_or_else(|| self.gzip.body(), |one| Body::from(one.clone()))
