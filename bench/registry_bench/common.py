@@ -199,3 +199,45 @@ def http_get(base: str, path: str, headers=None) -> tuple[int, dict, bytes]:
         return c.request("GET", path, headers=headers)
     finally:
         c.close()
+
+
+# A phase during which every task waited on the disk for more than this share of its time is
+# marked: its figures are the disk's as much as the server's.
+IO_STALLED = 0.10
+
+
+def io_stalled_us() -> int | None:
+    """Microseconds since boot during which every non-idle task waited on I/O (Linux pressure
+    stall information, /proc/pressure/io `full`); None where the kernel does not report it."""
+    try:
+        for line in Path("/proc/pressure/io").read_text().splitlines():
+            if line.startswith("full "):
+                return int(line.rsplit("total=", 1)[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def io_pressure_now() -> float | None:
+    """The share of the last 10 s during which some task waited on I/O (PSI `some avg10`)."""
+    try:
+        for line in Path("/proc/pressure/io").read_text().splitlines():
+            if line.startswith("some "):
+                return float(line.split("avg10=", 1)[1].split()[0]) / 100
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class IoWatch:
+    """The share of wall time, from its creation to `share()`, that I/O stalled every task."""
+
+    def __init__(self):
+        self.t0 = time.monotonic()
+        self.us0 = io_stalled_us()
+
+    def share(self) -> float | None:
+        us1 = io_stalled_us()
+        if self.us0 is None or us1 is None:
+            return None
+        return (us1 - self.us0) / 1e6 / max(time.monotonic() - self.t0, 1e-9)

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .common import BenchError, log, Plan, free_port, fmt_ratio
+from .common import IO_STALLED, BenchError, IoWatch, log, Plan, free_port, fmt_ratio
 from .servers import Server, Ours, Verdaccio, Nginx
 from .corpus import smoke_corpus, real_corpus
 from .results import Row, Results
@@ -92,8 +92,16 @@ class Bench(PackumentReads, Installs, Publishes):
         # Our server's peak so far after each phase: says which phase sets the whole run's peak.
         peaks: list[tuple[str, int | None]] = []
 
+        # The share of each phase that every task spent waiting on the disk: CPU-based quiet
+        # checks count I/O wait as idle, and installs and publishes wait on fsync.
+        stalls: list[tuple[str, float]] = []
+
         def step(label: str, fn, *a):
+            io = IoWatch()
             fn(*a)
+            share = io.share()
+            if share is not None:
+                stalls.append((label, share))
             peaks.append((label, self.ours.status_kb("VmHWM")))
             log(f"ours: peak RSS so far {(peaks[-1][1] or 0) / 1024:.1f} MiB (after {label})")
 
@@ -129,6 +137,14 @@ class Bench(PackumentReads, Installs, Publishes):
                               f"{vhwm / 1024:.1f}" if vhwm else "?", "—",
                               fmt_ratio(hwm / vhwm) if vhwm else "—"))
             R.goal("peak RSS of our server over the whole run", "≤ 64 MB", f"{hwm / 1024:.1f} MiB", hwm / 1024 <= 64)
+            if stalls:
+                marked = [label for label, share in stalls if share > IO_STALLED]
+                R.notes.append(
+                    "The disk: the share of each phase's wall time during which every task that had work was "
+                    "waiting on I/O (Linux pressure stall information, `/proc/pressure/io`, `full`): "
+                    + "; ".join(f"{label} {share:.0%}" for label, share in stalls) + ". "
+                    + (f"Over {IO_STALLED:.0%} ({', '.join(marked)}): that phase's times are the disk's as much "
+                       "as the servers'." if marked else f"No phase over {IO_STALLED:.0%}."))
             if peaks:
                 R.notes.append("Our server's peak RSS so far after each phase: " + "; ".join(
                     f"{label} {(kb or 0) / 1024:.1f} MiB" for label, kb in peaks) + ".")

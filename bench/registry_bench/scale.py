@@ -26,7 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import ACCEPT_ABBREVIATED, ACCEPT_FULL, REPO, T0, BenchError, Client, escaped, free_port, http_get, log
+from .common import (ACCEPT_ABBREVIATED, ACCEPT_FULL, IO_STALLED, REPO, T0, BenchError, Client, IoWatch, escaped,
+                     free_port, http_get, io_pressure_now, log)
 from .packument import QUIET_BUSY, wait_for_quiet
 from .scale_corpus import BIG, SMALL, Plan, Pkg, Shape, big_name, disk_usage, publish_body, publish_jobs, put, version_of
 from .servers import Ours, Server, Verdaccio
@@ -372,6 +373,7 @@ ROWS = [
     RowDef("publish_flat", "the probe's rate ÷ the first step's", "0.90–1.10×"),
     RowDef("probe_cpu", "server CPU per version of the probe, ms"),
     RowDef("others", "CPU used by other processes during growth (share of the machine)"),
+    RowDef("io", "time every task waited on the disk (Linux I/O pressure, `full`): growing / probe / reads"),
     RowDef("floor", "the driver's floor: GET /-/ping, p50 / p99 ms"),
     RowDef("small_abbr_cold", "small package, abbreviated, cold: p50 / p99 ms"),
     RowDef("small_full_cold", "small package, full, cold: p50 / p99 ms"),
@@ -411,6 +413,7 @@ class Column:
     rate: float = 0.0
     probe_rate: float = 0.0
     busy: list[str] = field(default_factory=list)  # phases that began on a busy machine
+    io: dict[str, float] = field(default_factory=dict)  # phase -> share of it stalled on I/O
     grow_s: float = 0.0
 
     def put(self, key: str, text: str, met: bool | None = None):
@@ -457,9 +460,23 @@ class ScaleBench:
     # -- measurements of one server at one step
 
     def wait_for_quiet(self, col: Column, what: str):
+        t0 = time.monotonic()
         quiet, busy = wait_for_quiet(self.sp.quiet_wait_s)
         if not quiet:
             col.busy.append(f"{what} started with {busy:.0%} of the machine busy")
+        # The disk too: what the last phase wrote may still be flushing (CPU time counts I/O
+        # wait as idle, so the check above does not see it).
+        while (p := io_pressure_now()) is not None and p >= IO_STALLED:
+            if time.monotonic() - t0 >= self.sp.quiet_wait_s:
+                col.busy.append(f"{what} started with tasks waiting on the disk {p:.0%} of the last 10 s")
+                break
+            time.sleep(0.5)
+
+    def put_io(self, col: Column, phase: str, watch: IoWatch):
+        share = watch.share()
+        if share is not None:
+            col.io[phase] = share
+            log(f"{phase}: I/O stalled every task {share:.0%} of the time")
 
     def check_disk(self, server: Server, plan: Plan, target: int):
         """Refuses a step the disk cannot hold (the machine is shared): its new versions at the
@@ -475,6 +492,7 @@ class ScaleBench:
     def grow(self, server: Server, plan: Plan, target: int, col: Column):
         self.check_disk(server, plan, target)
         self.wait_for_quiet(col, "growing")
+        io = IoWatch()
         jobs = plan.grow(target)
         n = sum(len(j) for j in jobs)
         log(f"{server.label}: publishing {n:,} versions in {len(jobs):,} jobs to reach {target:,}")
@@ -482,6 +500,7 @@ class ScaleBench:
         busy0, total0 = cpu_ticks()
         r = publish_jobs(plan, server.base, jobs, self.sp.publishers)
         busy1, total1 = cpu_ticks()
+        self.put_io(col, "growing", io)
         server_cpu = server.cpu_seconds() - cpu0
         server.check_alive()
         if r.failed:
@@ -515,10 +534,12 @@ class ScaleBench:
             raise BenchError(f"{server.label} refused {warm_up.failed} of the probe's warm-up publishes, "
                              f"e.g. {warm_up.failures[:3]}")
         self.wait_for_quiet(col, "the publish probe")
+        io = IoWatch()
         jobs = plan.probe(self.sp.probe_versions)
         cpu0 = server.cpu_seconds()
         r = publish_jobs(plan, server.base, jobs, self.sp.publishers)
         server_cpu = server.cpu_seconds() - cpu0
+        self.put_io(col, "the probe", io)
         server.check_alive()
         if r.failed:
             raise BenchError(f"{server.label} refused {r.failed} of the probe's publishes, e.g. {r.failures[:3]}")
@@ -532,6 +553,7 @@ class ScaleBench:
         """Every figure but the publish rate, for `server` as `plan` has grown it."""
         rng = random.Random(f"{server.label}-{step}")
         self.wait_for_quiet(col, "measuring")
+        io = IoWatch()
         c = Client(server.base)
         floor = []  # the driver's own cost per request
         for _ in range(50):
@@ -552,6 +574,11 @@ class ScaleBench:
                 statistics.median(x[1] for x in crashes) <= 200)
         col.put("clean", f"{statistics.median(x[1] for x in clean):,.0f} (ping {statistics.median(x[0] for x in clean):,.0f})")
         log(f"{server.label}: crash restarts {[round(x[1]) for x in crashes]} ms; clean {[round(x[1]) for x in clean]} ms")
+        self.put_io(col, "reading", io)
+        if col.io:
+            col.put("io", " / ".join(f"{col.io[k]:.0%}" if k in col.io else "—"
+                                     for k in ("growing", "the probe", "reading"))
+                    + (" ‡" if max(col.io.values()) > IO_STALLED else ""))
         if isinstance(server, Ours):
             self.sweep(server, col)
             data = server.data
@@ -955,6 +982,14 @@ def notes_for(sp: ScalePlan) -> list[str]:
         "cold reads make.",
         "Sweep: `registry-server sweep --older-than-minutes 0` (every tarball checked), tried first with the "
         "server running; disk: every file under the data directory, its blocks on disk, after the sweep.",
+        "The disk: the share of each phase's wall time during which every task that had work was waiting on "
+        "I/O (Linux pressure stall information, `/proc/pressure/io`, `full`), while growing, during the "
+        "probe, and over the reads and restarts (the sweep excluded). CPU shares count I/O wait as idle, so "
+        "this is how a step bound by the disk shows; ‡ marks a step where a phase exceeded "
+        f"{IO_STALLED:.0%}: its publish rates and cold reads are the disk's as much as the server's (a "
+        "fresh machine's disk, or one whose page cache holds the data directory, gives other figures). "
+        "Before each phase the driver also waits until tasks waited on I/O under "
+        f"{IO_STALLED:.0%} of the last 10 s (writes of the last phase still flushing).",
     ]
 
 
@@ -992,7 +1027,8 @@ def run_scale(args) -> int:
         if col.busy:
             col.title += " †"
             bench.notes.append(f"† {col.title[:-2]}: {'; '.join(col.busy)} (after waiting up to "
-                               f"{sp.quiet_wait_s:.0f} s for other processes to use under {QUIET_BUSY:.0%} of it).")
+                               f"{sp.quiet_wait_s:.0f} s for the machine to be quiet: other processes under {QUIET_BUSY:.0%} of its "
+                               f"CPU, and tasks waiting on I/O under {IO_STALLED:.0%} of the last 10 s).")
     table = render_table(bench.columns)
     print()
     print(table)
