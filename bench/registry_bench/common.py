@@ -206,27 +206,29 @@ def http_get(base: str, path: str, headers=None) -> tuple[int, dict, bytes]:
 IO_STALLED = 0.10
 
 
-def io_stalled_us() -> int | None:
-    """Microseconds since boot during which every non-idle task waited on I/O (Linux pressure
-    stall information, /proc/pressure/io `full`); None where the kernel does not report it."""
+def io_pressure(line: str) -> dict[str, str] | None:
+    """The fields of one line (`some` or `full`) of Linux's I/O pressure stall information
+    (/proc/pressure/io), e.g. `avg10` and `total`; None where the kernel does not report it."""
     try:
-        for line in Path("/proc/pressure/io").read_text().splitlines():
-            if line.startswith("full "):
-                return int(line.rsplit("total=", 1)[1])
-    except (OSError, ValueError, IndexError):
+        for row in Path("/proc/pressure/io").read_text().splitlines():
+            kind, *fields = row.split()
+            if kind == line:
+                return dict(f.split("=", 1) for f in fields)
+    except (OSError, ValueError):
         return None
     return None
+
+
+def io_stalled_us() -> int | None:
+    """Microseconds since boot during which every non-idle task waited on I/O (PSI `full`)."""
+    full = io_pressure("full")
+    return int(full["total"]) if full and "total" in full else None
 
 
 def io_pressure_now() -> float | None:
     """The share of the last 10 s during which some task waited on I/O (PSI `some avg10`)."""
-    try:
-        for line in Path("/proc/pressure/io").read_text().splitlines():
-            if line.startswith("some "):
-                return float(line.split("avg10=", 1)[1].split()[0]) / 100
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    some = io_pressure("some")
+    return float(some["avg10"]) / 100 if some and "avg10" in some else None
 
 
 class IoWatch:
