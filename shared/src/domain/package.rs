@@ -103,6 +103,18 @@ impl Touched {
             .map(|(r, _)| *r)
     }
 
+    /// The versions the write making `revision` touched, if that write is listed (`None`: it
+    /// is not, and what it touched is unknown).
+    pub(crate) fn at(&self, revision: u64) -> Option<Vec<&Version>> {
+        (self.since <= revision).then(|| {
+            self.versions
+                .iter()
+                .filter(|(r, _)| *r == revision)
+                .map(|(_, v)| v)
+                .collect()
+        })
+    }
+
     /// The versions touched by the writes after `revision`, if every one of them is listed.
     pub(crate) fn after(&self, revision: u64) -> Option<Vec<&Version>> {
         (self.since <= revision.saturating_add(1)).then(|| {

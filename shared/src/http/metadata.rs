@@ -17,7 +17,7 @@ use crate::domain::packument;
 use crate::domain::{
     DistTag, LiveVersion, PackageDocument, PackageName, PackageRecord, VersionRecord, VersionState,
 };
-use crate::storage::RenderStore;
+use crate::storage::{KeptSmall, RenderStore};
 
 /// Handles a metadata route.
 pub async fn handle(
@@ -334,9 +334,10 @@ fn keep_render(
             return;
         }
     };
-    let (name, key) = (name.clone(), render_key(view, base_url));
+    let (name, key, revision) = (name.clone(), render_key(view, base_url), pieces.revision);
     tokio::spawn(async move {
-        if let Err(e) = renders.keep_render(&name, &key, kept).await {
+        // A read lets no log go: what the writes keep (`keep_after_write`) decides that.
+        if let Err(e) = renders.keep_render(&name, &key, revision, kept, None).await {
             tracing::warn!(package = %name, error = %e, "render not kept");
         }
     });
@@ -385,16 +386,20 @@ pub(crate) async fn refresh_after_write(state: &AppState, base_url: &str, packag
             }
         }
     }
-    keep_small_after_write(state, base_url, package).await;
+    keep_after_write(state, base_url, package).await;
 }
 
-/// Has the store keep a small package's abbreviated rendering as of the write just made, so
-/// that its first read after a start, or after the cache let it go, is one lookup rather than
-/// a build (about half of a cold read's work; installs read this view). The rendering the store
-/// kept before is patched when it can be; otherwise the document is read, only if it has fewer
-/// than `KEEP_RENDER_VERSIONS` versions. A bigger package is marked so, and keeps its renderings
-/// at its reads (its writes patch them in memory).
-async fn keep_small_after_write(state: &AppState, base_url: &str, package: &PackageRecord) {
+/// Has the store keep the abbreviated rendering (the view installs read) as of the write just
+/// made, so that a package's first read after a start, or after the cache let it go, is one
+/// lookup plus a patch rather than a build from every version.
+///
+/// - A small package's kept rendering is patched and kept again at every write (or built from
+///   the document, only if it has fewer than `KEEP_RENDER_VERSIONS` versions).
+/// - A big one's is not rewritten at every write (megabytes): the store logs what each write
+///   touched, and its rendering is brought up to date (`rebase`) once it is more than
+///   `rebase_after` writes behind. A read then patches it with at most that many versions,
+///   however many writes the package has had and whether or not anyone ever read it.
+async fn keep_after_write(state: &AppState, base_url: &str, package: &PackageRecord) {
     let Some(renders) = &state.renders else {
         return;
     };
@@ -407,22 +412,28 @@ async fn keep_small_after_write(state: &AppState, base_url: &str, package: &Pack
         Ok(kept) => kept,
         Err(e) => {
             tracing::warn!(package = %package.name, error = %e, "kept render unreadable");
-            None
+            return;
         }
     };
-    // Marked too big: its renderings are kept at its reads.
-    if kept.as_ref().is_some_and(bytes::Bytes::is_empty) {
-        return;
-    }
-    let kept = kept
-        .and_then(|bytes| kept_pieces(bytes, view, base_url))
-        .filter(|b| b.shows_up_to(package));
+    let kept = match kept {
+        KeptSmall::Big { base } => {
+            if rebase_due(base, package.revision) {
+                rebase(state, renders.as_ref(), base_url, package).await;
+            }
+            return;
+        }
+        KeptSmall::Render(bytes) => {
+            kept_pieces(bytes, view, base_url).filter(|b| b.shows_up_to(package))
+        }
+        KeptSmall::Nothing => None,
+    };
     let patched = match kept {
-        // A big package's, kept at a read: its next read patches it.
-        Some(pieces)
-            if pieces.version_count() >= KEEP_RENDER_VERSIONS
-                || pieces.revision == package.revision =>
-        {
+        Some(pieces) if pieces.revision == package.revision => return,
+        // A big package's, kept at a read: brought up to date as a big one is.
+        Some(pieces) if pieces.version_count() >= KEEP_RENDER_VERSIONS => {
+            if rebase_due(Some(pieces.revision), package.revision) {
+                rebase(state, renders.as_ref(), base_url, package).await;
+            }
             return;
         }
         Some(mut pieces) => {
@@ -446,7 +457,8 @@ async fn keep_small_after_write(state: &AppState, base_url: &str, package: &Pack
                     }
                 }
             }
-            // Too many versions (or deleted since): marked, so later writes read nothing.
+            // Too many versions (or deleted since): marked big with no rendering kept, so
+            // the next write builds one (`rebase`).
             Ok(None) => None,
             Err(e) => {
                 tracing::warn!(package = %package.name, error = %e, "render not kept");
@@ -454,42 +466,159 @@ async fn keep_small_after_write(state: &AppState, base_url: &str, package: &Pack
             }
         },
     };
-    let bytes = match pieces {
-        Some(pieces) if pieces.version_count() >= KEEP_RENDER_VERSIONS => return,
+    // A package that has just grown big keeps what it grew from: its first big rendering.
+    let (revision, bytes) = match pieces {
         Some(pieces) if pieces.is_empty() => return,
         Some(pieces) => match pieces.to_kept() {
-            Ok(bytes) => bytes,
+            Ok(bytes) => (pieces.revision, bytes),
             Err(e) => {
                 tracing::warn!(package = %package.name, error = %e, "render not kept");
                 return;
             }
         },
-        None => Vec::new(),
+        None => (0, Vec::new()),
     };
-    if let Err(e) = renders.keep_render(&package.name, &key, bytes).await {
+    // Only this view of a small package is kept: nothing else needs the log.
+    if let Err(e) = renders
+        .keep_render(&package.name, &key, revision, bytes, Some(revision))
+        .await
+    {
         tracing::warn!(package = %package.name, error = %e, "render not kept");
     }
 }
 
+/// Writes a big package's kept rendering may fall behind before a write brings it up to date:
+/// an eighth of its revisions (about its versions), so that over its life a package's
+/// renderings cost about eight times its final rendering in writes, and a read patches at
+/// most an eighth of its versions; at least `REBASE_AFTER_AT_LEAST`.
+fn rebase_after(base: u64) -> u64 {
+    (base / 8).max(REBASE_AFTER_AT_LEAST)
+}
+
+/// How far back the store's log is kept once a big package's rendering is kept at `revision`:
+/// as far again as that rendering may fall behind, so that the package's other renderings (the
+/// full view, kept at its reads) patch from it while they are about as recent.
+fn log_kept_after(revision: u64) -> Option<u64> {
+    revision.checked_sub(rebase_after(revision))
+}
+
+/// The fewest writes a kept big rendering falls behind before it is brought up to date.
+const REBASE_AFTER_AT_LEAST: u64 = 32;
+
+/// Whether a big package's rendering kept at `base` (unknown: none is known to be kept) is to
+/// be brought up to `revision`.
+fn rebase_due(base: Option<u64>, revision: u64) -> bool {
+    base.is_none_or(|base| revision.saturating_sub(base) > rebase_after(base))
+}
+
+/// Brings a big package's kept abbreviated rendering up to `package`: the one kept, patched
+/// with what the store logged since; else (none kept, or the log does not reach back to it)
+/// built from the document. Not cached in memory (nobody may read it soon), and skipped while
+/// someone builds this rendering (they keep what they build).
+async fn rebase(
+    state: &AppState,
+    renders: &dyn RenderStore,
+    base_url: &str,
+    package: &PackageRecord,
+) {
+    let view = View::Abbreviated;
+    let cache = &state.packuments;
+    let builder = cache.builder(&package.name, view, base_url);
+    let Ok(built) = builder.try_lock() else {
+        return;
+    };
+    // Held in memory at this revision already (a read built it, this write patched it).
+    if let Some(pieces) = built.as_ref().filter(|p| p.revision == package.revision) {
+        if let Ok(bytes) = pieces.to_kept() {
+            let key = render_key(view, base_url);
+            let through = log_kept_after(pieces.revision);
+            let _ = renders
+                .keep_render(&package.name, &key, pieces.revision, bytes, through)
+                .await;
+        }
+        return;
+    }
+    let mut pieces = kept_render(renders, &package.name, view, base_url)
+        .await
+        .filter(|p| p.shows_up_to(package));
+    let current = match pieces.as_mut() {
+        Some(p) if p.revision == package.revision => true,
+        Some(p) => matches!(patch(state, package, p).await, Ok(true)),
+        None => false,
+    };
+    if !current {
+        let _permit = cache.build_permit(1 << 20).await;
+        let mut record = Arc::new(package.clone());
+        pieces = match build(state, view, base_url, &mut record, None).await {
+            Ok(built) => built,
+            Err(e) => {
+                tracing::warn!(package = %package.name, error = %e, "render not kept");
+                return;
+            }
+        };
+    }
+    let Some(pieces) = pieces.filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let bytes = match pieces.to_kept() {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::warn!(package = %package.name, error = %e, "render not kept");
+            return;
+        }
+    };
+    let key = render_key(view, base_url);
+    let through = log_kept_after(pieces.revision);
+    if let Err(e) = renders
+        .keep_render(&package.name, &key, pieces.revision, bytes, through)
+        .await
+    {
+        tracing::warn!(package = %package.name, error = %e, "render not kept");
+    }
+}
+
+/// The versions the writes to `package` after `revision` touched: from its record, which lists
+/// the latest writes, and before those from the store's log; `None` if together they do not
+/// list every one (the caller builds anew).
+async fn touched_since(
+    state: &AppState,
+    package: &PackageRecord,
+    revision: u64,
+) -> Result<Option<Vec<semver::Version>>, ApiError> {
+    if let Some(touched) = package.touched.after(revision) {
+        return Ok(Some(touched.into_iter().cloned().collect()));
+    }
+    let Some(renders) = &state.renders else {
+        return Ok(None);
+    };
+    let logged = renders
+        .touched_after(&package.name, package.created.timestamp_millis(), revision)
+        .await?;
+    let Some(recent) = package.touched.after(logged.through) else {
+        return Ok(None);
+    };
+    let mut versions: std::collections::BTreeSet<semver::Version> =
+        logged.versions.into_iter().collect();
+    versions.extend(recent.into_iter().cloned());
+    Ok(Some(versions.into_iter().collect()))
+}
+
 /// Brings `pieces` up to `package`'s revision by applying the versions the writes since touched,
-/// if the record still lists them all; `false` if it cannot (the caller builds anew).
+/// if the record (or the store's log) still lists them all; `false` if it cannot (the caller
+/// builds anew).
 async fn patch(
     state: &AppState,
     package: &PackageRecord,
     pieces: &mut Built,
 ) -> Result<bool, ApiError> {
-    let Some(touched) = package
-        .touched
-        .after(pieces.revision)
-        .filter(|_| pieces.revision < package.revision)
-    else {
+    if pieces.revision >= package.revision {
+        return Ok(false);
+    }
+    let Some(touched) = touched_since(state, package, pieces.revision).await? else {
         return Ok(false);
     };
-    let mut changed = Vec::with_capacity(touched.len());
-    for version in touched {
-        let record = state.views.version_as_of(package, version).await?;
-        changed.push((version.clone(), record));
-    }
+    let records = state.views.versions_as_of(package, &touched).await?;
+    let changed: Vec<_> = touched.into_iter().zip(records).collect();
     pieces
         .apply(package, &changed)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -849,13 +978,44 @@ mod tests {
             "the publish shows"
         );
 
-        // More writes than a record lists: the kept pieces cannot be patched; built anew.
+        // More writes than a record lists: the kept pieces are patched with what the store's
+        // log lists, still without reading the document.
         for patch in 1..=10 {
             publish(&third, &format!("2.0.{patch}")).await;
         }
         let documents = meta.documents.load(Ordering::SeqCst);
         let fourth = started(&meta, Some(&renders), &tarballs).await;
         let served = read(&fourth).await;
+        assert_eq!(meta.documents.load(Ordering::SeqCst), documents);
+        let from_records = started(&meta, None, &tarballs).await;
+        assert_eq!(decoded(read(&from_records).await), decoded(served.clone()));
+        assert!(String::from_utf8_lossy(&served[0].1).contains("\"2.0.10\":{"));
+        kept_at(&renders, revision + 11).await;
+
+        // Kept renders older than what the log still lists (the older ones put back, and the
+        // log let go as a write's keep lets it go): built anew from the records, and kept.
+        let name = PackageName::parse("@t/big").unwrap();
+        let mut old = Vec::new();
+        for view in [View::Full, View::Abbreviated] {
+            let kept = kept_render(renders.as_ref(), &name, view, "http://registry.test").await;
+            old.push((view, kept.unwrap().to_kept().unwrap()));
+        }
+        for patch in 11..=20 {
+            publish(&fourth, &format!("2.0.{patch}")).await;
+        }
+        read(&started(&meta, Some(&renders), &tarballs).await).await;
+        kept_at(&renders, revision + 21).await;
+        for (view, bytes) in old {
+            let key = render_key(view, "http://registry.test");
+            renders
+                .keep_render(&name, &key, revision + 11, bytes, Some(revision + 21))
+                .await
+                .unwrap();
+        }
+        kept_at(&renders, revision + 11).await;
+        let documents = meta.documents.load(Ordering::SeqCst);
+        let fifth = started(&meta, Some(&renders), &tarballs).await;
+        let served = read(&fifth).await;
         assert_eq!(
             meta.documents.load(Ordering::SeqCst),
             documents + 2,
@@ -863,15 +1023,15 @@ mod tests {
         );
         let from_records = started(&meta, None, &tarballs).await;
         assert_eq!(read(&from_records).await, served);
-        assert!(String::from_utf8_lossy(&served[0].1).contains("\"2.0.10\":{"));
-        kept_at(&renders, revision + 11).await;
+        kept_at(&renders, revision + 21).await;
     }
 
     /// A small package's abbreviated rendering is kept by the store at each write (built at the
     /// first, patched at the next): its first read after a start reads no document and answers
-    /// what a build from the records answers. Once it has `KEEP_RENDER_VERSIONS` versions, its
-    /// writes keep nothing (it is marked when one finds it too big to read), and its reads keep
-    /// its renderings as any big package's.
+    /// what a build from the records answers. The write that gives it `KEEP_RENDER_VERSIONS`
+    /// versions keeps its first big rendering; later writes only log what they touch until
+    /// it is `rebase_after` writes behind, and then bring it up to date. A package never read
+    /// is read after a start without reading its document.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_small_packages_abbreviated_rendering_is_kept_at_each_write() {
         let (_tmp, renders, tarballs, meta) = stores();
@@ -929,34 +1089,72 @@ mod tests {
             flushed().await;
         }
 
-        // The write that makes it big keeps nothing; once what was kept cannot be patched any
-        // more, a write finds the package too big to read and marks it.
+        // The write that makes it big keeps what it grew from.
         for minor in 5..KEEP_RENDER_VERSIONS {
             publish(&app, &format!("1.{minor}.0")).await;
         }
         flushed().await;
-        let kept = kept_render(
-            renders.as_ref(),
-            &name,
-            View::Abbreviated,
-            "http://registry.test",
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            kept.revision,
-            u64::try_from(KEEP_RENDER_VERSIONS).unwrap() - 1
-        );
-        for patch in 0..9 {
+        let kept_revision = || async {
+            kept_render(
+                renders.as_ref(),
+                &name,
+                View::Abbreviated,
+                "http://registry.test",
+            )
+            .await
+            .map(|kept| kept.revision)
+        };
+        let big = u64::try_from(KEEP_RENDER_VERSIONS).unwrap();
+        assert_eq!(kept_revision().await, Some(big));
+
+        // Later writes leave it as it is, and a start reads it patched from the log (more
+        // writes than the record lists), and keeps that.
+        for patch in 0..10 {
             publish(&app, &format!("2.0.{patch}")).await;
         }
         flushed().await;
-        let marker = renders
-            .kept_small_render(&name, &key)
+        assert_eq!(
+            kept_revision().await,
+            Some(big),
+            "not rewritten at each write"
+        );
+        let documents = meta.documents.load(Ordering::SeqCst);
+        let again = started(&meta, Some(&renders), &tarballs).await;
+        let served = abbreviated(read(&again).await);
+        assert_eq!(
+            meta.documents.load(Ordering::SeqCst),
+            documents + 1,
+            "the full view only"
+        );
+        let from_records = started(&meta, None, &tarballs).await;
+        assert_eq!(abbreviated(read(&from_records).await), served);
+        flushed().await;
+        assert_eq!(kept_revision().await, Some(big + 10));
+
+        // Once it is more than `rebase_after` writes behind, a write brings it up to date.
+        let behind = rebase_after(big + 10);
+        for patch in 0..behind {
+            publish(&app, &format!("2.1.{patch}")).await;
+        }
+        flushed().await;
+        assert_eq!(kept_revision().await, Some(big + 10));
+        publish(&app, "3.0.0").await;
+        flushed().await;
+        assert_eq!(kept_revision().await, Some(big + 10 + behind + 1));
+
+        // Marked big by an older release (no revision known): the next write keeps a rendering.
+        renders
+            .keep_render(&name, &key, 0, Vec::new(), None)
             .await
-            .unwrap()
             .unwrap();
-        assert!(marker.is_empty(), "marked too big to keep at its writes");
+        flushed().await;
+        assert_eq!(
+            renders.kept_small_render(&name, &key).await.unwrap(),
+            KeptSmall::Big { base: None }
+        );
+        publish(&app, "3.0.1").await;
+        flushed().await;
+        assert_eq!(kept_revision().await, Some(big + 10 + behind + 2));
     }
 
     /// A write made here brings the renderings kept of its package up to date (both views,

@@ -238,6 +238,19 @@ pub trait MetadataStore: Send + Sync {
     ) -> Result<Option<VersionRecord>, StoreError> {
         self.version(name, version).await
     }
+    /// Several version records of one package, in the order asked (a store that can reads
+    /// them together: a patch of a render many writes behind reads hundreds).
+    async fn versions(
+        &self,
+        name: &PackageName,
+        versions: &[Version],
+    ) -> Result<Vec<Option<VersionRecord>>, StoreError> {
+        let mut records = Vec::with_capacity(versions.len());
+        for version in versions {
+            records.push(self.version(name, version).await?);
+        }
+        Ok(records)
+    }
     /// Applies a write atomically, or nothing of it.
     async fn write(&self, write: PackageWrite) -> Result<(), StoreError>;
     /// Every package's search entry. A store that keeps none answers none.
@@ -377,21 +390,35 @@ pub trait RenderStore: Send + Sync {
     async fn kept_render(&self, name: &PackageName, key: &str)
     -> Result<Option<Bytes>, StoreError>;
     /// What is kept for `name` under `key` if it is small enough to be kept apart from the big
-    /// ones (which this never reads); empty bytes mark a package whose render is too big for
-    /// that, or that a write found too big to render.
+    /// ones (which this never reads), or the mark of a big one.
     async fn kept_small_render(
         &self,
         name: &PackageName,
         key: &str,
-    ) -> Result<Option<Bytes>, StoreError>;
-    /// Keeps `render` for `name` under `key`, replacing what was there. It may return before
-    /// the render is stored: it is a cache, and what it keeps names its own revision.
+    ) -> Result<KeptSmall, StoreError>;
+    /// Keeps `render`, which shows `name` at `revision`, under `key`, replacing what was there;
+    /// with `log_through`, the store's log of the writes up to that revision is let go
+    /// (`touched_after`: renders kept of an older revision can then no longer be patched from
+    /// it). It may return before the render is stored: it is a cache, and what it keeps names
+    /// its own revision.
     async fn keep_render(
         &self,
         name: &PackageName,
         key: &str,
+        revision: u64,
         render: Vec<u8>,
+        log_through: Option<u64>,
     ) -> Result<(), StoreError>;
+    /// The versions touched by the writes to `name` (the package created at `created`, ms since
+    /// the epoch) after `revision`, as far as the store's log lists every one of them: a kept
+    /// render any number of writes behind is then patched with those versions instead of
+    /// being built from every version (the package record lists only the latest writes).
+    async fn touched_after(
+        &self,
+        name: &PackageName,
+        created: i64,
+        revision: u64,
+    ) -> Result<TouchedSince, StoreError>;
     /// The package's document if it has at most `versions` versions; `None` if it has more, or
     /// does not exist. A write renders a small package from it for the next start, without
     /// ever reading a big one whole.
@@ -400,6 +427,32 @@ pub trait RenderStore: Send + Sync {
         name: &PackageName,
         versions: usize,
     ) -> Result<Option<PackageDocument>, StoreError>;
+}
+
+/// What the store keeps of a package's render apart from the big ones
+/// (`RenderStore::kept_small_render`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeptSmall {
+    /// Nothing is kept.
+    Nothing,
+    /// A small render.
+    Render(Bytes),
+    /// The package's render is big, kept as the big ones are; `base` is the revision the last
+    /// one kept shows, if the store knows it (marks written before it was recorded do not).
+    Big {
+        /// The revision of the big render last kept.
+        base: Option<u64>,
+    },
+}
+
+/// The versions the writes after a revision touched, as the store's log lists them
+/// (`RenderStore::touched_after`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TouchedSince {
+    /// The last revision listed: every write up to it, after the one asked about, is.
+    pub through: u64,
+    /// The versions those writes touched (a version touched twice is listed once).
+    pub versions: Vec<Version>,
 }
 
 /// Small records with an optional expiry, grouped in namespaces: GitHub answers cached by token

@@ -238,6 +238,39 @@ impl PackageViews {
         self.inner.version(&package.name, version).await
     }
 
+    /// The records of `versions` as `package` shows them (`version_as_of`), in that order;
+    /// those this instance did not write are read together.
+    pub async fn versions_as_of(
+        &self,
+        package: &PackageRecord,
+        versions: &[Version],
+    ) -> Result<Vec<Option<VersionRecord>>, StoreError> {
+        let mut records: Vec<Option<Option<VersionRecord>>> = versions
+            .iter()
+            .map(|v| {
+                self.written_current(package, v)
+                    .map(|w| Some(w.record.clone()))
+            })
+            .collect();
+        let unread: Vec<Version> = versions
+            .iter()
+            .zip(&records)
+            .filter(|(_, r)| r.is_none())
+            .map(|(v, _)| v.clone())
+            .collect();
+        if !unread.is_empty() {
+            let mut read = self
+                .inner
+                .versions(&package.name, &unread)
+                .await?
+                .into_iter();
+            for slot in records.iter_mut().filter(|r| r.is_none()) {
+                *slot = Some(read.next().flatten());
+            }
+        }
+        Ok(records.into_iter().map(Option::flatten).collect())
+    }
+
     /// `version`'s README as `package` shows it, as `version_as_of` reads its record.
     pub async fn readme_as_of(
         &self,
@@ -488,6 +521,14 @@ impl MetadataStore for PackageViews {
         consistency: Consistency,
     ) -> Result<Option<VersionRecord>, StoreError> {
         self.inner.version_with(name, version, consistency).await
+    }
+
+    async fn versions(
+        &self,
+        name: &PackageName,
+        versions: &[Version],
+    ) -> Result<Vec<Option<VersionRecord>>, StoreError> {
+        self.inner.versions(name, versions).await
     }
 
     async fn write(&self, write: PackageWrite) -> Result<(), StoreError> {

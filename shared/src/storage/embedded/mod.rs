@@ -17,8 +17,8 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefiniti
 use semver::Version;
 
 use super::{
-    MetadataStore, PackageWrite, RenderStore, StorageHealth, StoreError, SweepReport, TarballRead,
-    TarballStore,
+    KeptSmall, MetadataStore, PackageWrite, RenderStore, StorageHealth, StoreError, SweepReport,
+    TarballRead, TarballStore, TouchedSince,
 };
 use crate::domain::{PackageDocument, PackageName, PackageRecord, TarballKey, VersionRecord};
 use db::{Db, Opener, begin_write};
@@ -29,6 +29,7 @@ mod db;
 mod dir;
 mod renders;
 mod sweep;
+mod touch_log;
 mod writer;
 
 /// Package name → package record (JSON).
@@ -403,24 +404,49 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(internal)
 }
 
+/// The first bytes of the mark of a big render in `SMALL_RENDERS`, then the revision of the
+/// one last kept (an empty value is the mark as written before the revision was recorded).
+/// Kept renders begin with their format (`pieces…`), never with this.
+const BIG_MARK: &[u8; 4] = b"big\0";
+
+/// The mark of a big render kept at `revision`.
+fn big_mark(revision: u64) -> Vec<u8> {
+    let mut mark = BIG_MARK.to_vec();
+    mark.extend_from_slice(&revision.to_le_bytes());
+    mark
+}
+
+/// A `SMALL_RENDERS` value read back.
+fn kept_small(value: &[u8]) -> KeptSmall {
+    if value.is_empty() {
+        return KeptSmall::Big { base: None };
+    }
+    match value.strip_prefix(BIG_MARK.as_slice()) {
+        Some(revision) => KeptSmall::Big {
+            base: revision.try_into().ok().map(u64::from_le_bytes),
+        },
+        None => KeptSmall::Render(Bytes::copy_from_slice(value)),
+    }
+}
+
 #[async_trait]
 impl RenderStore for EmbeddedMetadata {
     async fn kept_small_render(
         &self,
         name: &PackageName,
         key: &str,
-    ) -> Result<Option<Bytes>, StoreError> {
+    ) -> Result<KeptSmall, StoreError> {
         // Read in place: one lookup in pages the database caches.
         self.db.read(|database| {
             let txn = database.begin_read()?;
             let table = match txn.open_table(SMALL_RENDERS) {
                 Ok(table) => table,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(KeptSmall::Nothing),
                 Err(e) => return Err(e.into()),
             };
             Ok(table
                 .get((name.as_str(), key))?
-                .map(|v| Bytes::copy_from_slice(v.value())))
+                .map_or(KeptSmall::Nothing, |v| kept_small(v.value())))
         })
     }
 
@@ -429,9 +455,7 @@ impl RenderStore for EmbeddedMetadata {
         name: &PackageName,
         key: &str,
     ) -> Result<Option<Bytes>, StoreError> {
-        if let Some(small) = self.kept_small_render(name, key).await?
-            && !small.is_empty()
-        {
+        if let KeptSmall::Render(small) = self.kept_small_render(name, key).await? {
             return Ok(Some(small));
         }
         // Opened in place: most lookups are misses (most packages keep no file), one failed
@@ -452,14 +476,21 @@ impl RenderStore for EmbeddedMetadata {
         &self,
         name: &PackageName,
         key: &str,
+        revision: u64,
         render: Vec<u8>,
+        log_through: Option<u64>,
     ) -> Result<(), StoreError> {
         let path = self.db.dir.render_path(name, key);
         let (name, key) = (name.to_string(), key.to_string());
         if render.len() <= SMALL_RENDER_BYTES {
             // Queued, not waited for: a write keeps these on its way out, and a cache need not
             // cost it a commit. A failure is only logged.
-            let op = Op::KeepRender { name, key, render };
+            let op = Op::KeepRender {
+                name,
+                key,
+                render,
+                log_through,
+            };
             let Some(answer) = self.writer.submit(op) else {
                 return Ok(());
             };
@@ -474,13 +505,38 @@ impl RenderStore for EmbeddedMetadata {
         tokio::task::spawn_blocking(move || renders::write(&dir, &path, render))
             .await
             .map_err(internal)??;
-        // A small render kept before the package grew would be found first: marked too big.
+        // A small render kept before the package grew would be found first: marked big, with
+        // the revision the file shows, so writes know how far behind it is without reading it.
         let _ = self.writer.submit(Op::KeepRender {
             name,
             key,
-            render: Vec::new(),
+            render: big_mark(revision),
+            log_through,
         });
         Ok(())
+    }
+
+    async fn touched_after(
+        &self,
+        name: &PackageName,
+        created: i64,
+        revision: u64,
+    ) -> Result<TouchedSince, StoreError> {
+        let name = name.clone();
+        self.blocking(move |db| {
+            db.read(|database| {
+                let txn = database.begin_read()?;
+                match txn.open_table(touch_log::TOUCH_LOG) {
+                    Ok(log) => touch_log::after(&log, name.as_str(), created, revision),
+                    Err(redb::TableError::TableDoesNotExist(_)) => Ok(TouchedSince {
+                        through: revision,
+                        versions: Vec::new(),
+                    }),
+                    Err(e) => Err(e.into()),
+                }
+            })
+        })
+        .await
     }
 
     async fn document_up_to(
@@ -560,6 +616,28 @@ impl MetadataStore for EmbeddedMetadata {
                 let table = txn.open_table(VERSIONS)?;
                 let record = table.get((name.as_str(), version.as_str()))?;
                 Ok(record.map(|v| decode(v.value())).transpose()?)
+            })
+        })
+        .await
+    }
+
+    async fn versions(
+        &self,
+        name: &PackageName,
+        versions: &[Version],
+    ) -> Result<Vec<Option<VersionRecord>>, StoreError> {
+        let name = name.to_string();
+        let keys: Vec<String> = versions.iter().map(Version::to_string).collect();
+        self.blocking(move |db| {
+            db.read(|database| {
+                let txn = database.begin_read()?;
+                let table = txn.open_table(VERSIONS)?;
+                let mut records = Vec::with_capacity(keys.len());
+                for key in &keys {
+                    let record = table.get((name.as_str(), key.as_str()))?;
+                    records.push(record.map(|v| decode(v.value())).transpose()?);
+                }
+                Ok(records)
             })
         })
         .await

@@ -598,10 +598,10 @@ async fn kept_renders_read_back_whole_or_not_at_all() {
     );
     assert!(meta.kept_render(&a, "full x").await.unwrap().is_none());
     let render: Vec<u8> = (0..100_000u32).flat_map(u32::to_le_bytes).collect();
-    meta.keep_render(&a, "full x", render.clone())
+    meta.keep_render(&a, "full x", 1, render.clone(), None)
         .await
         .unwrap();
-    meta.keep_render(&a, "abbreviated x", vec![1, 2, 3])
+    meta.keep_render(&a, "abbreviated x", 1, vec![1, 2, 3], None)
         .await
         .unwrap();
     flushed(&meta).await;
@@ -626,7 +626,7 @@ async fn kept_renders_read_back_whole_or_not_at_all() {
     std::fs::write(&path, [0u8; 3]).unwrap();
     assert!(meta.kept_render(&a, "full x").await.unwrap().is_none());
     // Kept again, it replaces the damaged file.
-    meta.keep_render(&a, "full x", render.clone())
+    meta.keep_render(&a, "full x", 1, render.clone(), None)
         .await
         .unwrap();
     let kept = meta.kept_render(&a, "full x").await.unwrap().unwrap();
@@ -647,31 +647,120 @@ async fn flushed(meta: &EmbeddedMetadata) {
 async fn small_renders_live_in_the_database_and_big_ones_in_files() {
     let (_dir, meta) = fresh_store();
     let a = PackageName::parse("@s/a").unwrap();
-    assert!(meta.kept_small_render(&a, "k").await.unwrap().is_none());
-    meta.keep_render(&a, "k", vec![1; 100]).await.unwrap();
-    meta.keep_render(&a, "k", vec![2; 100]).await.unwrap();
+    assert_eq!(
+        meta.kept_small_render(&a, "k").await.unwrap(),
+        KeptSmall::Nothing
+    );
+    meta.keep_render(&a, "k", 1, vec![1; 100], None)
+        .await
+        .unwrap();
+    meta.keep_render(&a, "k", 2, vec![2; 100], None)
+        .await
+        .unwrap();
     flushed(&meta).await;
     let path = meta.db.dir.render_path(&a, "k");
     assert!(!path.exists(), "small: no file");
-    let small = meta.kept_small_render(&a, "k").await.unwrap().unwrap();
+    let KeptSmall::Render(small) = meta.kept_small_render(&a, "k").await.unwrap() else {
+        panic!("a small render is kept in the database");
+    };
     assert_eq!(small.as_ref(), [2; 100], "the later of two keeps");
     assert_eq!(meta.kept_render(&a, "k").await.unwrap().unwrap(), small);
 
     let big = vec![3; SMALL_RENDER_BYTES + 1];
-    meta.keep_render(&a, "k", big.clone()).await.unwrap();
+    meta.keep_render(&a, "k", 7, big.clone(), None)
+        .await
+        .unwrap();
     flushed(&meta).await;
     assert!(path.exists(), "big: a file");
-    let marker = meta.kept_small_render(&a, "k").await.unwrap().unwrap();
-    assert!(marker.is_empty(), "marked too big");
+    assert_eq!(
+        meta.kept_small_render(&a, "k").await.unwrap(),
+        KeptSmall::Big { base: Some(7) },
+        "marked big, with the revision the file shows"
+    );
     assert_eq!(meta.kept_render(&a, "k").await.unwrap().unwrap(), big);
+    // The mark as releases before the revision was recorded wrote it.
+    meta.keep_render(&a, "k", 0, Vec::new(), None)
+        .await
+        .unwrap();
+    flushed(&meta).await;
+    assert_eq!(
+        meta.kept_small_render(&a, "k").await.unwrap(),
+        KeptSmall::Big { base: None }
+    );
 
     // Smaller again (versions unpublished): kept in the database, found before the file.
-    meta.keep_render(&a, "k", vec![4; 10]).await.unwrap();
+    meta.keep_render(&a, "k", 8, vec![4; 10], None)
+        .await
+        .unwrap();
     flushed(&meta).await;
     assert_eq!(
         meta.kept_render(&a, "k").await.unwrap().unwrap(),
         vec![4; 10]
     );
+}
+
+/// Each write that lists what it touched is logged in its own transaction; `touched_after`
+/// answers the versions touched after a revision up to the first write not logged (or logged
+/// for the package as it was before it was created again), and keeping a render lets go of the
+/// rows up to the revision it is asked to.
+#[tokio::test]
+async fn the_touch_log_lists_every_write_until_a_render_is_kept() {
+    let (_dir, meta) = fresh_store();
+    let a = PackageName::parse("@s/a").unwrap();
+    let created = Utc::now();
+    let mut package = PackageRecord::new(a.clone(), created);
+    let write = |package: &mut PackageRecord, version: &str, listed: bool| {
+        package.revision += 1;
+        let expected = (package.revision > 1).then(|| package.revision - 1);
+        let mut write = create(&a, version, expected);
+        if listed {
+            let v = Version::parse(version).unwrap();
+            package.touched.record(package.revision, [&v]);
+        }
+        write.package = package.clone();
+        write
+    };
+    for minor in 0..4 {
+        meta.write(write(&mut package, &format!("1.{minor}.0"), true))
+            .await
+            .unwrap();
+    }
+    let millis = created.timestamp_millis();
+    let since = meta.touched_after(&a, millis, 1).await.unwrap();
+    assert_eq!(since.through, 4);
+    let listed: Vec<String> = since.versions.iter().map(Version::to_string).collect();
+    assert_eq!(listed, ["1.1.0", "1.2.0", "1.3.0"]);
+    assert_eq!(meta.touched_after(&a, millis, 4).await.unwrap().through, 4);
+    assert_eq!(
+        meta.touched_after(&a, millis + 1, 1).await.unwrap().through,
+        1,
+        "another package of that name"
+    );
+
+    // A write whose record does not list what it touched ends what the log can tell.
+    let mut unlisted = write(&mut package, "1.4.0", false);
+    unlisted.package.touched = crate::domain::Touched::default();
+    meta.write(unlisted).await.unwrap();
+    package.touched = crate::domain::Touched::default();
+    meta.write(write(&mut package, "1.5.0", true))
+        .await
+        .unwrap();
+    assert_eq!(meta.touched_after(&a, millis, 1).await.unwrap().through, 4);
+    assert_eq!(meta.touched_after(&a, millis, 5).await.unwrap().through, 6);
+
+    // A render kept without letting the log go leaves it; one that lets it go up to 3 does.
+    meta.keep_render(&a, "k", 3, vec![1; 10], None)
+        .await
+        .unwrap();
+    flushed(&meta).await;
+    assert_eq!(meta.touched_after(&a, millis, 1).await.unwrap().through, 4);
+    meta.keep_render(&a, "k", 3, vec![1; 10], Some(3))
+        .await
+        .unwrap();
+    flushed(&meta).await;
+    assert_eq!(meta.touched_after(&a, millis, 1).await.unwrap().through, 1);
+    let since = meta.touched_after(&a, millis, 3).await.unwrap();
+    assert_eq!((since.through, since.versions.len()), (4, 1));
 }
 
 /// `document_up_to` reads a package of at most so many versions, and nothing of a bigger one.

@@ -27,6 +27,7 @@ use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::db::{Db, Failure, begin_write};
+use super::touch_log::{self, TOUCH_LOG};
 use super::{KV, PACKAGES, READMES, SEARCH, SMALL_RENDERS, VERSIONS, decode, encode, internal};
 use crate::domain::{PackageRecord, VersionRecord, VersionState};
 use crate::storage::{CreateMode, PackageWrite, StoreError, VersionChange};
@@ -57,11 +58,13 @@ pub(super) enum Op {
     },
     /// Remove a key-value entry.
     KvDelete { namespace: String, id: String },
-    /// Keep a small rendered packument (`RenderStore`), replacing what was kept under its key.
+    /// Keep a small rendered packument (`RenderStore`), or the mark of a big one, replacing
+    /// what was kept under its key; the touch log up to `log_through` is let go.
     KeepRender {
         name: String,
         key: String,
         render: Vec<u8>,
+        log_through: Option<u64>,
     },
 }
 
@@ -426,11 +429,20 @@ fn apply(txn: &WriteTransaction, op: &Op) -> Result<(), ApplyError> {
                 .map_err(broken)?;
             Ok(())
         }
-        Op::KeepRender { name, key, render } => {
+        Op::KeepRender {
+            name,
+            key,
+            render,
+            log_through,
+        } => {
             let mut table = txn.open_table(SMALL_RENDERS).map_err(broken)?;
             table
                 .insert((name.as_str(), key.as_str()), render.as_slice())
                 .map_err(broken)?;
+            if let Some(through) = log_through {
+                let mut log = txn.open_table(TOUCH_LOG).map_err(broken)?;
+                touch_log::trim(&mut log, name, *through).map_err(broken)?;
+            }
             Ok(())
         }
     }
@@ -555,5 +567,7 @@ fn apply_package(txn: &WriteTransaction, write: &PackageWrite) -> Result<(), App
         }
     }
     packages.insert(name, package.as_slice()).map_err(broken)?;
+    let mut log = txn.open_table(TOUCH_LOG).map_err(broken)?;
+    touch_log::record(&mut log, &write.package).map_err(broken)?;
     Ok(())
 }
