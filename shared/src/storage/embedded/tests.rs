@@ -763,6 +763,29 @@ async fn the_touch_log_lists_every_write_until_a_render_is_kept() {
     assert_eq!((since.through, since.versions.len()), (4, 1));
 }
 
+/// `versions` reads several records of one package together, in the order asked, a missing
+/// one as `None`.
+#[tokio::test]
+async fn versions_read_together_in_the_order_asked() {
+    let (_dir, meta) = fresh_store();
+    let a = PackageName::parse("@s/a").unwrap();
+    meta.write(create(&a, "1.0.0", None)).await.unwrap();
+    meta.write(create(&a, "2.0.0", Some(1))).await.unwrap();
+    let asked: Vec<Version> = ["2.0.0", "3.0.0", "1.0.0"]
+        .iter()
+        .map(|v| Version::parse(v).unwrap())
+        .collect();
+    let read = meta.versions(&a, &asked).await.unwrap();
+    let got: Vec<Option<String>> = read
+        .iter()
+        .map(|r| r.as_ref().map(|r| r.version.to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        [Some("2.0.0".to_string()), None, Some("1.0.0".to_string())]
+    );
+}
+
 /// `document_up_to` reads a package of at most so many versions, and nothing of a bigger one.
 #[tokio::test]
 async fn documents_up_to_a_size() {
