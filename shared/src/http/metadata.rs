@@ -396,8 +396,8 @@ pub(crate) async fn refresh_after_write(state: &AppState, base_url: &str, packag
 /// - A small package's kept rendering is patched and kept again at every write (or built from
 ///   the document, only if it has fewer than `KEEP_RENDER_VERSIONS` versions).
 /// - A big one's is not rewritten at every write (megabytes): the store logs what each write
-///   touched, and its rendering is brought up to date (`rebase`) once it is more than
-///   `rebase_after` writes behind. A read then patches it with at most that many versions,
+///   touched, and its rendering is brought up to date once it is more than
+///   `rebase_after` writes behind (`rebase_if_due`). A read then patches it with at most that many versions,
 ///   however many writes the package has had and whether or not anyone ever read it.
 async fn keep_after_write(state: &AppState, base_url: &str, package: &PackageRecord) {
     let Some(renders) = &state.renders else {
@@ -417,9 +417,7 @@ async fn keep_after_write(state: &AppState, base_url: &str, package: &PackageRec
     };
     let kept = match kept {
         KeptSmall::Big { base } => {
-            if rebase_due(base, package.revision) {
-                rebase(state, renders.as_ref(), base_url, package).await;
-            }
+            rebase_if_due(state, renders.as_ref(), base_url, package, base).await;
             return;
         }
         KeptSmall::Render(bytes) => {
@@ -431,9 +429,8 @@ async fn keep_after_write(state: &AppState, base_url: &str, package: &PackageRec
         Some(pieces) if pieces.revision == package.revision => return,
         // A big package's, kept at a read: brought up to date as a big one is.
         Some(pieces) if pieces.version_count() >= KEEP_RENDER_VERSIONS => {
-            if rebase_due(Some(pieces.revision), package.revision) {
-                rebase(state, renders.as_ref(), base_url, package).await;
-            }
+            let base = Some(pieces.revision);
+            rebase_if_due(state, renders.as_ref(), base_url, package, base).await;
             return;
         }
         Some(mut pieces) => {
@@ -458,7 +455,7 @@ async fn keep_after_write(state: &AppState, base_url: &str, package: &PackageRec
                 }
             }
             // Too many versions (or deleted since): marked big with no rendering kept, so
-            // the next write builds one (`rebase`).
+            // the next write builds one (`rebase_if_due`).
             Ok(None) => None,
             Err(e) => {
                 tracing::warn!(package = %package.name, error = %e, "render not kept");
@@ -505,22 +502,21 @@ fn log_kept_after(revision: u64) -> Option<u64> {
 /// The fewest writes a kept big rendering falls behind before it is brought up to date.
 const REBASE_AFTER_AT_LEAST: u64 = 32;
 
-/// Whether a big package's rendering kept at `base` (unknown: none is known to be kept) is to
-/// be brought up to `revision`.
-fn rebase_due(base: Option<u64>, revision: u64) -> bool {
-    base.is_none_or(|base| revision.saturating_sub(base) > rebase_after(base))
-}
-
-/// Brings a big package's kept abbreviated rendering up to `package`: the one kept, patched
-/// with what the store logged since; else (none kept, or the log does not reach back to it)
-/// built from the document. Not cached in memory (nobody may read it soon), and skipped while
-/// someone builds this rendering (they keep what they build).
-async fn rebase(
+/// Brings a big package's kept abbreviated rendering, kept at `base` (unknown: none is known
+/// to be kept), up to `package` if it is more than `rebase_after` writes behind: the one kept,
+/// patched with what the store logged since; else (none kept, or the log does not reach back
+/// to it) built from the document. Not cached in memory (nobody may read it soon), and skipped
+/// while someone builds this rendering (they keep what they build).
+async fn rebase_if_due(
     state: &AppState,
     renders: &dyn RenderStore,
     base_url: &str,
     package: &PackageRecord,
+    base: Option<u64>,
 ) {
+    if base.is_some_and(|base| package.revision.saturating_sub(base) <= rebase_after(base)) {
+        return;
+    }
     let view = View::Abbreviated;
     let cache = &state.packuments;
     let builder = cache.builder(&package.name, view, base_url);
@@ -529,13 +525,7 @@ async fn rebase(
     };
     // Held in memory at this revision already (a read built it, this write patched it).
     if let Some(pieces) = built.as_ref().filter(|p| p.revision == package.revision) {
-        if let Ok(bytes) = pieces.to_kept() {
-            let key = render_key(view, base_url);
-            let through = log_kept_after(pieces.revision);
-            let _ = renders
-                .keep_render(&package.name, &key, pieces.revision, bytes, through)
-                .await;
-        }
+        keep_rebased(renders, &package.name, base_url, pieces).await;
         return;
     }
     let mut pieces = kept_render(renders, &package.name, view, base_url)
@@ -557,23 +547,30 @@ async fn rebase(
             }
         };
     }
-    let Some(pieces) = pieces.filter(|p| !p.is_empty()) else {
-        return;
-    };
-    let bytes = match pieces.to_kept() {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            tracing::warn!(package = %package.name, error = %e, "render not kept");
-            return;
-        }
-    };
-    let key = render_key(view, base_url);
+    if let Some(pieces) = pieces.filter(|p| !p.is_empty()) {
+        keep_rebased(renders, &package.name, base_url, &pieces).await;
+    }
+}
+
+/// Has the store keep a big package's abbreviated `pieces`, brought up to date by a write, and
+/// let the log go up to `log_kept_after` their revision (a failure is logged: it is a cache).
+async fn keep_rebased(
+    renders: &dyn RenderStore,
+    name: &PackageName,
+    base_url: &str,
+    pieces: &Built,
+) {
+    let key = render_key(View::Abbreviated, base_url);
     let through = log_kept_after(pieces.revision);
-    if let Err(e) = renders
-        .keep_render(&package.name, &key, pieces.revision, bytes, through)
-        .await
-    {
-        tracing::warn!(package = %package.name, error = %e, "render not kept");
+    let kept = match pieces.to_kept() {
+        Ok(bytes) => renders
+            .keep_render(name, &key, pieces.revision, bytes, through)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = kept {
+        tracing::warn!(package = %name, error = %e, "render not kept");
     }
 }
 

@@ -447,12 +447,22 @@ pub enum KeptSmall {
 
 /// The versions the writes after a revision touched, as the store's log lists them
 /// (`RenderStore::touched_after`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TouchedSince {
     /// The last revision listed: every write up to it, after the one asked about, is.
     pub through: u64,
     /// The versions those writes touched (a version touched twice is listed once).
     pub versions: Vec<Version>,
+}
+
+impl TouchedSince {
+    /// Nothing listed after `revision`.
+    pub fn nothing_after(revision: u64) -> Self {
+        TouchedSince {
+            through: revision,
+            versions: Vec::new(),
+        }
+    }
 }
 
 /// Small records with an optional expiry, grouped in namespaces: GitHub answers cached by token

@@ -528,10 +528,9 @@ impl RenderStore for EmbeddedMetadata {
                 let txn = database.begin_read()?;
                 match txn.open_table(touch_log::TOUCH_LOG) {
                     Ok(log) => touch_log::after(&log, name.as_str(), created, revision),
-                    Err(redb::TableError::TableDoesNotExist(_)) => Ok(TouchedSince {
-                        through: revision,
-                        versions: Vec::new(),
-                    }),
+                    Err(redb::TableError::TableDoesNotExist(_)) => {
+                        Ok(TouchedSince::nothing_after(revision))
+                    }
                     Err(e) => Err(e.into()),
                 }
             })

@@ -60,10 +60,7 @@ pub(super) fn after(
     let mut through = revision;
     let mut versions = BTreeSet::new();
     let Some(first) = revision.checked_add(1) else {
-        return Ok(TouchedSince {
-            through: revision,
-            versions: Vec::new(),
-        });
+        return Ok(TouchedSince::nothing_after(revision));
     };
     for row in log.range((name, first)..=(name, u64::MAX))? {
         let (key, value) = row?;
