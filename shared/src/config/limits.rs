@@ -28,7 +28,8 @@ pub struct LimitsConfig {
     pub max_unpacked_bytes: u64,
     /// `REGISTRY_PACKUMENT_CACHE_BYTES`: memory for rendered packuments (0 turns the cache off).
     pub packument_cache_bytes: usize,
-    /// `REGISTRY_RENDER_BYTES_IN_FLIGHT`: memory for packuments being built at once.
+    /// `REGISTRY_RENDER_BYTES_IN_FLIGHT`: memory for packuments being built, or read back from
+    /// what the store kept, at once.
     pub render_bytes_in_flight: usize,
     /// `REGISTRY_TARBALL_CACHE_BYTES`: memory for tarballs kept to serve again from memory (0
     /// turns the cache off).
