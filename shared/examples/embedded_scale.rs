@@ -282,7 +282,7 @@ async fn grow(dir: &Path, versions: usize) -> Result<(), Failure> {
     );
     std::fs::write(offset_file(dir), (first + packages.len()).to_string())?;
     drop(app);
-    disk_usage(dir)?;
+    disk_usage(dir).await?;
     Ok(())
 }
 
@@ -302,13 +302,19 @@ fn allocated(path: &Path) -> std::io::Result<(u64, u64)> {
     Ok((bytes, files))
 }
 
-/// Prints what the data directory takes on disk, per version.
-fn disk_usage(dir: &Path) -> Result<(), Failure> {
+/// Prints what the data directory takes on disk, per version (one tarball each: small ones are
+/// rows of the database, the others files).
+async fn disk_usage(dir: &Path) -> Result<(), Failure> {
+    use registry::storage::TarballStore;
     let (db, _) = allocated(&dir.join("metadata.redb"))?;
     let (tarballs, files) = allocated(&dir.join("tarballs"))?;
-    let per = |b: u64| b as f64 / files.max(1) as f64;
+    let versions = {
+        let (_metadata, store) = registry::storage::embedded::open(dir)?;
+        store.list(Duration::ZERO).await?.len()
+    };
+    let per = |b: u64| b as f64 / versions.max(1) as f64;
     println!(
-        "on disk: database {:.1} MB ({:.0} B/version), tarballs {:.1} MB in {files} files ({:.0} B/version), {:.0} B/version in all",
+        "on disk: database {:.1} MB ({:.0} B/version), tarball files {:.1} MB in {files} files ({:.0} B/version), {:.0} B/version in all ({versions} tarballs)",
         db as f64 / 1e6,
         per(db),
         tarballs as f64 / 1e6,
@@ -513,9 +519,11 @@ async fn tags(dir: &Path, count: usize, concurrency: usize) -> Result<(), Failur
 }
 
 /// Times a sweep of every age (it deletes what no live version refers to): `own`, the embedded
-/// store's (one directory listing, one range read per package); `generic`, the walk through the
-/// storage traits that every backend without its own uses (a key list, then one version read
-/// and decode per key), which the embedded store used before.
+/// store's (one directory listing and one listing of the small tarballs' keys, one range read
+/// per package); `generic`, the walk through the storage traits that every backend without its
+/// own uses (a key list, then one version read and decode per key), which the embedded store
+/// used before. The generic walk goes through the tarball store alone, which sees files only:
+/// small tarballs, rows of the database, are not part of it.
 async fn sweep(dir: &Path, generic: bool) -> Result<(), Failure> {
     let (metadata, tarballs) = registry::storage::embedded::open(dir)?;
     let started = Instant::now();

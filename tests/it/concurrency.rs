@@ -135,9 +135,11 @@ async fn same_version_has_exactly_one_winner(backend: Backend) {
         "the stored tarball is the winner's"
     );
     if let Backend::Local = backend {
-        // The losers' uploads were removed: only the winner's file is left for this version.
-        let dir = server.data_dir.join("tarballs/@race/same");
-        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
-        assert_eq!(files.len(), 1, "losers' tarballs must not linger");
+        // The losers' uploads were removed: only the winner's tarball is left.
+        assert_eq!(
+            backend.tarball_count(&server.data_dir).await,
+            1,
+            "losers' tarballs must not linger"
+        );
     }
 }

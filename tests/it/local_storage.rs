@@ -5,14 +5,14 @@
 //! server, which keeps the tarball of a publish in flight.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use e2e::{Server, escaped, http, package_tgz, publish_doc, sibling_binary, tgz};
 use registry::domain::{PackageDocument, PackageName, PackageRecord, VersionRecord};
-use registry::storage::{MetadataStore, PackageWrite, StoreError};
+use registry::storage::{MetadataStore, PackageWrite, StoreError, TarballStore};
 
 /// The files in the data directory's `tmp`.
 fn leftovers(data: &Path) -> Vec<String> {
@@ -143,6 +143,9 @@ async fn sweep_beside_a_live_server_goes_through_it() {
         "tarballs/@acme/online/1.0.1-{}.tgz",
         "ab".repeat(16)
     ));
+    // A file, as an older release stored every tarball (this one keeps small ones in its
+    // database): the sweep visits both.
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
     std::fs::write(&orphan, b"left by a crash").unwrap();
     let data = server.data_dir.clone();
     let stdout = tokio::task::spawn_blocking(move || sweep_command(&data))
@@ -213,21 +216,19 @@ impl MetadataStore for HeldWrites {
     }
 }
 
-/// The tarball files of `name`'s `version` under `data`.
-fn tarball_files(data: &Path, name: &str, version: &str) -> Vec<PathBuf> {
-    std::fs::read_dir(data.join("tarballs").join(name))
-        .map(|entries| {
-            entries
-                .map(|e| e.unwrap().path())
-                .filter(|p| {
-                    p.file_name()
-                        .unwrap()
-                        .to_string_lossy()
-                        .starts_with(&format!("{version}-"))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// The keys of the tarballs stored for `name`'s `version`, files or rows of the database.
+async fn stored_tarballs(
+    tarballs: &registry::storage::embedded::EmbeddedTarballs,
+    name: &str,
+    version: &str,
+) -> Vec<registry::domain::TarballKey> {
+    tarballs
+        .list(std::time::Duration::ZERO)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|key| key.as_str().starts_with(&format!("{name}/{version}-")))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,6 +236,7 @@ async fn a_sweep_beside_a_live_server_keeps_the_tarball_of_a_publish_in_flight()
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let (metadata, tarballs) = registry::storage::embedded::open(&data).unwrap();
+    let tarballs = Arc::new(tarballs);
     let held = Arc::new(HeldWrites {
         inner: metadata,
         reached: tokio::sync::Semaphore::new(0),
@@ -248,7 +250,7 @@ async fn a_sweep_beside_a_live_server_keeps_the_tarball_of_a_publish_in_flight()
     .unwrap();
     let settings = registry::listener::ListenerSettings::from_config(&config);
     let state = registry::app::App::builder(config)
-        .stores(held.clone(), Arc::new(tarballs))
+        .stores(held.clone(), tarballs.clone())
         .build()
         .await
         .unwrap();
@@ -271,10 +273,12 @@ async fn a_sweep_beside_a_live_server_keeps_the_tarball_of_a_publish_in_flight()
     let publish = tokio::spawn(async move { http().put(publish_url).json(&body).send().await });
     // The publish has stored its tarball and waits to commit its version.
     held.reached.acquire().await.unwrap().forget();
-    let in_flight = tarball_files(&data, name, "1.0.0");
+    let in_flight = stored_tarballs(&tarballs, name, "1.0.0").await;
     assert_eq!(in_flight.len(), 1, "{in_flight:?}");
-    // And a tarball nothing will refer to, so that the sweep has something to remove.
+    // And a tarball nothing will refer to, so that the sweep has something to remove (a file,
+    // as an older release left them).
     let orphan = data.join(format!("tarballs/{name}/1.0.1-{}.tgz", "cd".repeat(16)));
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
     std::fs::write(&orphan, b"left by a crash").unwrap();
 
     let sweep_data = data.clone();
@@ -288,7 +292,7 @@ async fn a_sweep_beside_a_live_server_keeps_the_tarball_of_a_publish_in_flight()
     assert!(stdout.contains("checked 2 tarballs, removed 1"), "{stdout}");
     assert!(!orphan.exists(), "the sweep did not run");
     assert!(
-        in_flight[0].exists(),
+        tarballs.get(&in_flight[0]).await.unwrap().is_some(),
         "the sweep removed the tarball of a publish in flight"
     );
 

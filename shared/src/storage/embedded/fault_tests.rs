@@ -277,7 +277,8 @@ async fn a_database_failure_is_recovered_even_when_the_disk_seemed_fine() {
 #[tokio::test]
 async fn a_tarball_that_fits_elsewhere_does_not_hide_that_the_database_disk_is_full() {
     // The tarballs' directory has room (another filesystem, say); the database's disk has none,
-    // so the probe beside the database fails too.
+    // so the probe beside the database fails too. The tarballs are files: bigger than those the
+    // database keeps (`SMALL_TARBALL_BYTES`).
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let disk = Disk::new();
@@ -296,7 +297,7 @@ async fn a_tarball_that_fits_elsewhere_does_not_hide_that_the_database_disk_is_f
         // A publish: its tarball is stored, its metadata cannot be.
         let key = TarballKey::new(&name, &Version::new(1, 0, n), &"ab".repeat(32));
         tarballs
-            .put(&key, Bytes::from_static(b"tgz"))
+            .put(&key, Bytes::from(vec![7u8; SMALL_TARBALL_BYTES + 1]))
             .await
             .unwrap();
         let e = meta
@@ -398,6 +399,51 @@ async fn a_tarball_write_on_a_full_disk_answers_no_space_and_leaves_no_temporary
         .await
         .unwrap();
     assert!(tarballs.get(&key).await.unwrap().is_some());
+    assert_eq!(meta.health().await.state, StorageState::Ok);
+}
+
+#[tokio::test]
+async fn a_small_tarball_on_a_full_disk_answers_no_space_and_stores_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let disk = Disk::new();
+    let (meta, tarballs) = stores(&data, &disk);
+    let name = PackageName::parse("@t/a").unwrap();
+    let key = TarballKey::new(&name, &Version::new(1, 0, 0), &"ab".repeat(32));
+    let small = Bytes::from(vec![1u8; 900]);
+
+    // The tarball shares its commit with a write too big for what is left: the commit fails.
+    disk.fill();
+    let hold = meta.db.with(|d| Ok(d.begin_write()?)).1.unwrap();
+    let mut put = {
+        let (tarballs, key, small) = (tarballs.clone(), key.clone(), small.clone());
+        Box::pin(async move { tarballs.put(&key, small).await })
+    };
+    let mut big = {
+        let meta = meta.clone();
+        Box::pin(async move { KvStore::put(&meta, "ns", "big", &vec![7u8; 1 << 20], None).await })
+    };
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(put.as_mut().poll(&mut cx).is_pending());
+    assert!(big.as_mut().poll(&mut cx).is_pending());
+    drop(hold);
+    let e = put.await.unwrap_err();
+    assert!(no_space_in(&e, &data), "{e:?}");
+    assert!(no_space_in(&big.await.unwrap_err(), &data));
+    // Nothing of it is stored, nor remembered as an upload in flight.
+    assert!(tarballs.get(&key).await.unwrap().is_none());
+    assert!(!data.join("tarballs").join(key.as_str()).exists());
+    assert_eq!(meta.db.dir.uploads().len(), 0);
+    assert_eq!(meta.health().await.state, StorageState::Full);
+    // Known full: the next is refused by the probe, without a failed commit.
+    let reopens = meta.db.reopens();
+    let e = tarballs.put(&key, small.clone()).await.unwrap_err();
+    assert!(no_space_in(&e, &data), "{e:?}");
+    assert_eq!(meta.db.reopens(), reopens);
+
+    disk.free();
+    tarballs.put(&key, small.clone()).await.unwrap();
+    assert_eq!(tarballs.read(&key).await.unwrap(), Some(small));
     assert_eq!(meta.health().await.state, StorageState::Ok);
 }
 

@@ -1,5 +1,6 @@
-//! The embedded backend: metadata in redb (one transactional file), tarballs as files written to a
-//! temporary file, fsynced and renamed into place. Writes to the database are group-committed by
+//! The embedded backend: metadata in redb (one transactional file), small tarballs in the same
+//! file (`SMALL_TARBALL_BYTES`), bigger ones as files written to a temporary file, fsynced and
+//! renamed into place. Writes to the database are group-committed by
 //! one writer thread (`writer`): concurrent publishes share an fsync instead of queueing for one each.
 //!
 //! redb was chosen over SQLite because it is pure Rust (no C build on a 2-core machine), has
@@ -60,6 +61,22 @@ const SMALL_RENDER_BYTES: usize = 128 * 1024;
 
 /// Package name → its search entry (JSON), written with the package by the one write path.
 const SEARCH: TableDefinition<&str, &[u8]> = TableDefinition::new("search");
+
+/// Tarball key → the tarball's bytes, for tarballs up to `SMALL_TARBALL_BYTES` (bigger ones are
+/// files under `tarballs/`). Made when first written to: a file without it holds none.
+const TARBALLS: TableDefinition<&str, &[u8]> = TableDefinition::new("tarballs");
+/// Tarball key → when the tarball in `TARBALLS` was stored (ms since the epoch), for the sweep's
+/// age cutoff: apart from the bytes, so that the sweep reads keys and times, not every tarball.
+const TARBALL_TIMES: TableDefinition<&str, u64> = TableDefinition::new("tarball_times");
+
+/// Tarballs up to this size are stored in `TARBALLS`, bigger ones as files. A file takes at
+/// least a 4 KiB block and an inode whatever its size; a redb value shares a 4 KiB leaf page
+/// with its neighbours, but only while two or more fit (key included): a bigger one takes a
+/// page of its own, rounded up to a power of two past 4 KiB, no better than a file and up to
+/// twice as big. Measured with redb 4 (20,000 values, keys of ~170 B, longer than most real
+/// ones, with their times): 900 B values take ~2.2 KB each, 1,500 B ~2.8 KB, 1,900 B to 3,500 B ~4.4 KB (a file's
+/// block and inode), 4,000 B ~8.5 KB.
+const SMALL_TARBALL_BYTES: usize = 1536;
 
 /// (namespace, id) → JSON `{value, expires}` for the key-value store.
 const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
@@ -808,19 +825,40 @@ impl super::KvStore for EmbeddedMetadata {
     }
 }
 
-/// Tarballs as files under a directory.
+/// Tarballs: small ones in the database (`TARBALLS`), the others as files under a directory.
 #[derive(Clone)]
 pub struct EmbeddedTarballs {
     root: PathBuf,
     dir: Arc<DataDir>,
-    /// The database beside them, when opened together (`open`): the sweep reads it directly.
-    /// Not owned: the metadata store's drop closes the file, as it did before.
-    db: Option<std::sync::Weak<Db>>,
+    /// The database beside them, when opened together (`open`). Without it (`open` of this
+    /// type alone) every tarball is a file.
+    database: Option<Beside>,
+}
+
+/// The database and its writer, as the tarball store reaches them. Not owned: the metadata
+/// store's drop closes the file, as it did before small tarballs moved into it.
+#[derive(Clone)]
+struct Beside {
+    db: std::sync::Weak<Db>,
+    writer: std::sync::Weak<Writer>,
+}
+
+impl Beside {
+    /// Both, unless the metadata store has been dropped.
+    fn upgrade(&self) -> Option<(Arc<Db>, Arc<Writer>)> {
+        Some((self.db.upgrade()?, self.writer.upgrade()?))
+    }
+}
+
+/// Milliseconds since the epoch, now.
+fn now_ms() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
 }
 
 impl EmbeddedTarballs {
-    /// Uses `dir` for tarballs (created if missing), without the database: its sweep goes
-    /// through the metadata store it is given.
+    /// Uses `dir` for tarballs (created if missing), without the database: every tarball is a
+    /// file (small ones stored by a server are not seen), and its sweep goes through the
+    /// metadata store it is given.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         Self::in_dir(Arc::new(DataDir::new(dir)), dir, None)
     }
@@ -828,27 +866,93 @@ impl EmbeddedTarballs {
     fn in_dir(
         dir: Arc<DataDir>,
         data_dir: &Path,
-        db: Option<std::sync::Weak<Db>>,
+        database: Option<Beside>,
     ) -> Result<Self, StoreError> {
         let root = data_dir.join("tarballs");
         std::fs::create_dir_all(&root).map_err(internal)?;
         std::fs::create_dir_all(dir.tmp()).map_err(internal)?;
-        Ok(Self { root, dir, db })
+        Ok(Self {
+            root,
+            dir,
+            database,
+        })
     }
 
     fn path(&self, key: &TarballKey) -> PathBuf {
         // Keys are built from validated names and versions: no `..`, no absolute paths.
         self.root.join(key.as_str())
     }
+
+    /// The database and its writer, if this store has them and they are still open.
+    fn database(&self) -> Option<(Arc<Db>, Arc<Writer>)> {
+        self.database.as_ref().and_then(Beside::upgrade)
+    }
+
+    /// The small tarball stored under `key` in the database, if any (read off the async
+    /// workers: its pages may not be cached).
+    async fn small(&self, db: Arc<Db>, key: &TarballKey) -> Result<Option<Bytes>, StoreError> {
+        let key = key.as_str().to_string();
+        tokio::task::spawn_blocking(move || {
+            db.read(|database| {
+                let txn = database.begin_read()?;
+                let table = match txn.open_table(TARBALLS) {
+                    Ok(table) => table,
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                };
+                Ok(table
+                    .get(key.as_str())?
+                    .map(|v| Bytes::copy_from_slice(v.value())))
+            })
+        })
+        .await
+        .map_err(internal)?
+    }
+}
+
+impl EmbeddedTarballs {
+    /// Whether a small tarball is stored under `key` in the database (its time is looked up,
+    /// not its bytes).
+    async fn is_small(&self, db: Arc<Db>, key: &TarballKey) -> Result<bool, StoreError> {
+        let key = key.as_str().to_string();
+        tokio::task::spawn_blocking(move || {
+            db.read(|database| {
+                let txn = database.begin_read()?;
+                match txn.open_table(TARBALL_TIMES) {
+                    Ok(times) => Ok(times.get(key.as_str())?.is_some()),
+                    Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
+                    Err(e) => Err(e.into()),
+                }
+            })
+        })
+        .await
+        .map_err(internal)?
+    }
 }
 
 #[async_trait]
 impl TarballStore for EmbeddedTarballs {
     async fn put(&self, key: &TarballKey, bytes: Bytes) -> Result<(), StoreError> {
+        // Remembered before the tarball is stored, so that the sweep never sees it unprotected;
+        // forgotten when its version is committed (`EmbeddedMetadata::write`).
+        if bytes.len() <= SMALL_TARBALL_BYTES
+            && let Some((_, writer)) = self.database()
+        {
+            self.dir.upload_begins(key.as_str());
+            // Committed with the writes queued beside it (one fsync), durable before this returns.
+            let op = Op::PutTarball {
+                key: key.as_str().to_string(),
+                bytes,
+                stored_ms: now_ms(),
+            };
+            let written = writer.write(op).await;
+            if written.is_err() {
+                self.dir.upload_ends(key.as_str());
+            }
+            return written;
+        }
         let (path, dir, key) = (self.path(key), self.dir.clone(), key.clone());
         tokio::task::spawn_blocking(move || {
-            // Remembered before the file exists, so that the sweep never sees it unprotected;
-            // forgotten when its version is committed (`EmbeddedMetadata::write`).
             dir.upload_begins(key.as_str());
             let written = dir.write_file(&path, &bytes);
             if written.is_err() {
@@ -861,6 +965,16 @@ impl TarballStore for EmbeddedTarballs {
     }
 
     async fn get(&self, key: &TarballKey) -> Result<Option<TarballRead>, StoreError> {
+        // The database first; then a file: a bigger tarball, or one an older release stored.
+        if let Some((db, _)) = self.database()
+            && let Some(bytes) = self.small(db, key).await?
+        {
+            let len = bytes.len() as u64;
+            return Ok(Some(TarballRead::Bytes {
+                len,
+                body: Box::pin(futures_util::stream::once(async move { Ok(bytes) })),
+            }));
+        }
         read_tarball_file(&self.path(key)).await
     }
 
@@ -875,16 +989,30 @@ impl TarballStore for EmbeddedTarballs {
         // overwritten or unpublished version's bytes) finds nothing remembered.
         self.dir.upload_ends(key.as_str());
         match tokio::fs::remove_file(self.path(key)).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(internal(e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(internal(e)),
         }
+        // Looked up first: a tarball that is a file costs no commit (and a delete on a full
+        // disk still frees its space).
+        if let Some((db, writer)) = self.database()
+            && self.is_small(db, key).await?
+        {
+            writer
+                .write(Op::DeleteTarball {
+                    key: key.as_str().to_string(),
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     async fn list(&self, older_than: Duration) -> Result<Vec<TarballKey>, StoreError> {
         let root = self.root.clone();
+        let db = self.database().map(|(db, _)| db);
         tokio::task::spawn_blocking(move || {
-            let cutoff = std::time::SystemTime::now() - older_than;
+            let now = std::time::SystemTime::now();
+            let cutoff = now.checked_sub(older_than).unwrap_or(std::time::UNIX_EPOCH);
             let mut keys = Vec::new();
             let mut dirs = vec![root.clone()];
             while let Some(dir) = dirs.pop() {
@@ -906,6 +1034,11 @@ impl TarballStore for EmbeddedTarballs {
                     }
                 }
             }
+            if let Some(db) = db {
+                let cutoff_ms = now_ms()
+                    .saturating_sub(u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX));
+                keys.extend(db.read(|database| sweep::stored_before(database, cutoff_ms))?);
+            }
             Ok(keys)
         })
         .await
@@ -923,13 +1056,16 @@ impl TarballStore for EmbeddedTarballs {
         &self,
         older_than: Duration,
     ) -> Result<Option<SweepReport>, StoreError> {
-        let Some(db) = self.db.as_ref().and_then(std::sync::Weak::upgrade) else {
+        let Some((db, writer)) = self.database() else {
             return Ok(None);
         };
-        let (dir, root) = (self.dir.clone(), self.root.clone());
-        tokio::task::spawn_blocking(move || sweep::sweep(&db, &dir, &root, older_than).map(Some))
-            .await
-            .map_err(internal)?
+        let (dir, root, files_db) = (self.dir.clone(), self.root.clone(), db.clone());
+        let mut report =
+            tokio::task::spawn_blocking(move || sweep::sweep(&files_db, &dir, &root, older_than))
+                .await
+                .map_err(internal)??;
+        sweep::sweep_small(&db, &writer, older_than, &mut report).await?;
+        Ok(Some(report))
     }
 }
 
@@ -1137,7 +1273,11 @@ fn open_with(
     if let Err(e) = dir.remove_leftovers(Duration::ZERO) {
         tracing::warn!(error = %e, "could not remove the files of interrupted writes");
     }
-    let tarballs = EmbeddedTarballs::in_dir(dir, data_dir, Some(Arc::downgrade(&metadata.db)))?;
+    let beside = Beside {
+        db: Arc::downgrade(&metadata.db),
+        writer: Arc::downgrade(&metadata.writer),
+    };
+    let tarballs = EmbeddedTarballs::in_dir(dir, data_dir, Some(beside))?;
     Ok((metadata, tarballs))
 }
 

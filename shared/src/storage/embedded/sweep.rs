@@ -1,10 +1,12 @@
-//! The embedded backend's sweep: tarball files no live version refers to are deleted, with the
-//! server running or stopped.
+//! The embedded backend's sweep: tarballs no live version refers to are deleted, files and the
+//! small ones in the database alike, with the server running or stopped.
 //!
 //! It visits only what it must: the tarball directory is listed once, a package directory at a
-//! time (names only; a file's age is read only if it is to be deleted), and each package's
-//! version records are read in one range read that decodes only each record's state and
-//! tarball key, never its manifest. Memory stays that of one package.
+//! time (names only; a file's age is read only if it is to be deleted); the small tarballs'
+//! keys are read from `TARBALL_TIMES` (keys and times, never the bytes), a page at a time; and
+//! each package's version records are read in one range read that decodes only each record's
+//! state and tarball key, never its manifest. Memory stays that of one package (or one page of
+//! keys).
 //!
 //! A publish stores its tarball before it commits the version that refers to it, so between the
 //! two the tarball looks unreferenced. Two things keep the sweep from deleting it:
@@ -14,17 +16,24 @@
 //!   between the check and the deletion;
 //! - files younger than the caller's age cutoff are kept, for anything else.
 //!
+//! A small tarball is removed by the writer (`Op::SweepTarballs`), which checks the upload, the
+//! version and the age again in its own transaction, holding the uploads' record: an upload
+//! that begins after that check queues its tarball behind the removal, so it is stored again.
+//!
 //! Another process cannot publish meanwhile: the database admits one process.
 
 use std::collections::HashSet;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use redb::ReadableDatabase;
+use redb::{ReadableDatabase, ReadableTable};
 
 use super::db::{Db, Failure};
 use super::dir::DataDir;
-use super::{VERSION_RANGE_END, VERSIONS, internal};
+use super::writer::{Op, Writer};
+use super::{TARBALL_TIMES, VERSION_RANGE_END, VERSIONS, internal, now_ms};
 use crate::domain::TarballKey;
 use crate::storage::{StoreError, SweepReport};
 
@@ -190,4 +199,124 @@ fn version_refers_to(
             .as_deref()
             == Some(key.as_str()))
     })
+}
+
+/// Small tarballs' keys read per read transaction: the sweep holds no snapshot long (redb keeps
+/// every page an open reader may see), and its memory stays bounded.
+pub(super) const SWEEP_PAGE: usize = 1_024;
+
+/// Sweeps the small tarballs in the database (`TARBALLS`) against the versions in `db`, adding
+/// to `report`; see the module's comment.
+pub(super) async fn sweep_small(
+    db: &Arc<Db>,
+    writer: &Writer,
+    older_than: Duration,
+    report: &mut SweepReport,
+) -> Result<(), StoreError> {
+    let cutoff_ms =
+        now_ms().saturating_sub(u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX));
+    let mut after: Option<String> = None;
+    loop {
+        let (db, from) = (db.clone(), after.take());
+        let (keys, candidates) = tokio::task::spawn_blocking(move || {
+            let keys = db.read(|database| page_of_keys(database, from.as_deref()))?;
+            Ok::<_, StoreError>((keys.clone(), unreferenced(&db, &keys)?))
+        })
+        .await
+        .map_err(internal)??;
+        let Some(last) = keys.last() else {
+            return Ok(());
+        };
+        report.checked += keys.len();
+        after = Some(last.clone());
+        if !candidates.is_empty() {
+            let removed = Arc::new(std::sync::Mutex::new(Vec::new()));
+            writer
+                .write(Op::SweepTarballs {
+                    keys: candidates,
+                    cutoff_ms,
+                    removed: removed.clone(),
+                })
+                .await?;
+            let removed = std::mem::take(
+                &mut *removed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            report.removed.extend(
+                removed
+                    .iter()
+                    .filter_map(|key| TarballKey::parse(key).map(|(key, _, _)| key)),
+            );
+        }
+        if keys.len() < SWEEP_PAGE {
+            return Ok(());
+        }
+    }
+}
+
+/// Up to `SWEEP_PAGE` small tarballs' keys, in order, after `after`.
+fn page_of_keys(database: &redb::Database, after: Option<&str>) -> Result<Vec<String>, Failure> {
+    let txn = database.begin_read()?;
+    let times = match txn.open_table(TARBALL_TIMES) {
+        Ok(times) => times,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut keys = Vec::new();
+    for row in times
+        .range::<&str>((start, Bound::Unbounded))?
+        .take(SWEEP_PAGE)
+    {
+        keys.push(row?.0.value().to_string());
+    }
+    Ok(keys)
+}
+
+/// Of `keys` (in order), those no live version refers to now: the writer decides again before
+/// it removes any. A package's keys are adjacent (they all begin with its name and a `/`), so
+/// its versions are read once per page.
+fn unreferenced(db: &Db, keys: &[String]) -> Result<Vec<String>, StoreError> {
+    let mut candidates = Vec::new();
+    let mut package: Option<(String, HashSet<String>)> = None;
+    for key in keys {
+        let Some((_, name, _)) = TarballKey::parse(key) else {
+            continue; // not ours: leave it alone
+        };
+        let live = match &package {
+            Some((current, live)) if current == name.as_str() => live,
+            _ => {
+                let live = live_keys(db, name.as_str())?;
+                &package.insert((name.to_string(), live)).1
+            }
+        };
+        if !live.contains(key) {
+            candidates.push(key.clone());
+        }
+    }
+    Ok(candidates)
+}
+
+/// The small tarballs stored at or before `cutoff_ms`, by key (`TarballStore::list`).
+pub(super) fn stored_before(
+    database: &redb::Database,
+    cutoff_ms: u64,
+) -> Result<Vec<TarballKey>, Failure> {
+    let txn = database.begin_read()?;
+    let times = match txn.open_table(TARBALL_TIMES) {
+        Ok(times) => times,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut keys = Vec::new();
+    for row in times.iter()? {
+        let (key, stored) = row?;
+        if stored.value() <= cutoff_ms
+            && let Some((key, _, _)) = TarballKey::parse(key.value())
+        {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
 }

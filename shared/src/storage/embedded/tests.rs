@@ -450,6 +450,32 @@ fn create_with_tarball(
     (write, key)
 }
 
+/// Whether `tarballs` serves anything under `key`, a row or a file.
+async fn served(tarballs: &EmbeddedTarballs, key: &TarballKey) -> bool {
+    tarballs.get(key).await.unwrap().is_some()
+}
+
+/// Whether the database holds a small tarball under `key`, with its time.
+fn row_exists(meta: &EmbeddedMetadata, key: &TarballKey) -> bool {
+    meta.db
+        .read(|db| {
+            let txn = db.begin_read()?;
+            let bytes = match txn.open_table(TARBALLS) {
+                Ok(table) => table.get(key.as_str())?.is_some(),
+                Err(redb::TableError::TableDoesNotExist(_)) => false,
+                Err(e) => return Err(e.into()),
+            };
+            let time = match txn.open_table(TARBALL_TIMES) {
+                Ok(table) => table.get(key.as_str())?.is_some(),
+                Err(redb::TableError::TableDoesNotExist(_)) => false,
+                Err(e) => return Err(e.into()),
+            };
+            assert_eq!(bytes, time, "a small tarball's bytes and time go together");
+            Ok(bytes)
+        })
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_sweep_beside_publishes_keeps_their_tarballs_and_removes_orphans() {
     let dir = tempfile::tempdir().unwrap();
@@ -472,8 +498,10 @@ async fn a_sweep_beside_publishes_keeps_their_tarballs_and_removes_orphans() {
         .put(&in_flight, Bytes::from_static(b"two"))
         .await
         .unwrap();
-    // Left by a publish that crashed (another process's, before this one opened the store).
+    // Left by a publish that crashed (another process's, of an older release that stored every
+    // tarball as a file).
     let orphan = TarballKey::new(&name, &Version::new(1, 0, 2), &"c3".repeat(32));
+    std::fs::create_dir_all(file(&orphan).parent().unwrap()).unwrap();
     std::fs::write(file(&orphan), b"three").unwrap();
     // Stored and given up on: the publish deleted it (a lost race).
     let (_, lost) = create_with_tarball(&name, "1.0.3", &"d4".repeat(32), Some(1));
@@ -482,15 +510,16 @@ async fn a_sweep_beside_publishes_keeps_their_tarballs_and_removes_orphans() {
         .await
         .unwrap();
     tarballs.delete(&lost).await.unwrap();
+    assert!(!served(&tarballs, &lost).await && !row_exists(&meta, &lost));
 
     let report = crate::storage::sweep(&meta, &tarballs, Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(report.checked, 3);
     assert_eq!(report.removed, vec![orphan.clone()]);
-    assert!(file(&committed).exists());
+    assert!(served(&tarballs, &committed).await);
     assert!(
-        file(&in_flight).exists(),
+        row_exists(&meta, &in_flight),
         "a publish in flight lost its tarball to the sweep"
     );
     assert!(!file(&orphan).exists());
@@ -503,7 +532,239 @@ async fn a_sweep_beside_publishes_keeps_their_tarballs_and_removes_orphans() {
         .await
         .unwrap();
     assert_eq!((report.checked, report.removed.len()), (2, 0));
-    assert!(file(&in_flight).exists());
+    assert!(served(&tarballs, &in_flight).await);
+}
+
+#[tokio::test]
+async fn small_tarballs_live_in_the_database_and_big_ones_in_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (meta, tarballs) = open(&data).unwrap();
+    let name = PackageName::parse("@t/sizes").unwrap();
+    let file = |key: &TarballKey| data.join("tarballs").join(key.as_str());
+    let small_key = TarballKey::new(&name, &Version::new(1, 0, 0), &"a1".repeat(32));
+    let big_key = TarballKey::new(&name, &Version::new(2, 0, 0), &"b2".repeat(32));
+    let edge_key = TarballKey::new(&name, &Version::new(3, 0, 0), &"c3".repeat(32));
+    // Not one repeated byte, so that a misplaced slice shows.
+    let pattern = |len: usize| -> Bytes { (0..=250u8).cycle().take(len).collect() };
+    let (small, big, edge) = (
+        pattern(900),
+        pattern(64 * 1024),
+        pattern(SMALL_TARBALL_BYTES + 1),
+    );
+
+    tarballs.put(&small_key, small.clone()).await.unwrap();
+    tarballs.put(&big_key, big.clone()).await.unwrap();
+    tarballs.put(&edge_key, edge.clone()).await.unwrap();
+    assert!(row_exists(&meta, &small_key));
+    assert!(!file(&small_key).exists(), "a small tarball made a file");
+    assert!(file(&big_key).exists() && !row_exists(&meta, &big_key));
+    assert!(file(&edge_key).exists() && !row_exists(&meta, &edge_key));
+    // No version refers to them yet: their uploads are remembered.
+    assert_eq!(meta.db.dir.uploads().len(), 3);
+
+    // Byte for byte, and with the right length, whichever way each is stored.
+    for (key, bytes) in [(&small_key, &small), (&big_key, &big), (&edge_key, &edge)] {
+        let Some(TarballRead::Bytes { len, .. }) = tarballs.get(key).await.unwrap() else {
+            panic!("{key:?} not served as bytes");
+        };
+        assert_eq!(len, bytes.len() as u64);
+        assert_eq!(tarballs.read(key).await.unwrap().as_ref(), Some(bytes));
+    }
+    let mut listed: Vec<String> = tarballs
+        .list(Duration::ZERO)
+        .await
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().to_string())
+        .collect();
+    listed.sort();
+    let mut expected = [&small_key, &big_key, &edge_key].map(|k| k.as_str().to_string());
+    expected.sort();
+    assert_eq!(listed, expected);
+    // Nothing is old enough for a cutoff an hour back.
+    assert!(
+        tarballs
+            .list(Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Durable: the same after reopening.
+    drop((meta, tarballs));
+    let (meta, tarballs) = open(&data).unwrap();
+    assert_eq!(tarballs.read(&small_key).await.unwrap(), Some(small));
+    assert_eq!(tarballs.read(&big_key).await.unwrap(), Some(big));
+
+    for key in [&small_key, &big_key, &edge_key] {
+        tarballs.delete(key).await.unwrap();
+        assert!(!served(&tarballs, key).await, "{key:?} still served");
+        assert!(!row_exists(&meta, key) && !file(key).exists());
+    }
+    // Deleting what is not there succeeds.
+    tarballs.delete(&small_key).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tarball_file_an_older_release_stored_is_still_served_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let name = PackageName::parse("@t/old").unwrap();
+    let key = TarballKey::new(&name, &Version::new(1, 0, 0), &"e5".repeat(32));
+    // As an older release stored every tarball, however small.
+    let path = data.join("tarballs").join(key.as_str());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, b"small, in a file").unwrap();
+
+    let (meta, tarballs) = open(&data).unwrap();
+    assert_eq!(
+        tarballs.read(&key).await.unwrap().as_deref(),
+        Some(b"small, in a file".as_slice())
+    );
+    assert_eq!(
+        tarballs.list(Duration::ZERO).await.unwrap(),
+        vec![key.clone()]
+    );
+    tarballs.delete(&key).await.unwrap();
+    assert!(!path.exists());
+    assert!(!served(&tarballs, &key).await);
+    assert!(!row_exists(&meta, &key));
+}
+
+#[tokio::test]
+async fn the_tarball_store_alone_keeps_every_tarball_as_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let name = PackageName::parse("@t/alone").unwrap();
+    let key = TarballKey::new(&name, &Version::new(1, 0, 0), &"f6".repeat(32));
+    let alone = EmbeddedTarballs::open(&data).unwrap();
+    alone.put(&key, Bytes::from_static(b"tiny")).await.unwrap();
+    assert!(data.join("tarballs").join(key.as_str()).exists());
+    drop(alone);
+    // And the stores opened together serve it.
+    let (_meta, tarballs) = open(&data).unwrap();
+    assert_eq!(
+        tarballs.read(&key).await.unwrap().as_deref(),
+        Some(b"tiny".as_slice())
+    );
+}
+
+#[tokio::test]
+async fn small_tarballs_stored_together_share_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (meta, tarballs) = open(&dir.path().join("data")).unwrap();
+    let name = PackageName::parse("@t/together").unwrap();
+    let keys: Vec<TarballKey> = (0..8)
+        .map(|n| TarballKey::new(&name, &Version::new(1, 0, n), &"ab".repeat(32)))
+        .collect();
+    // Hold the database's write lock so that every put below queues behind it.
+    let hold = meta.db.with(|d| Ok(d.begin_write()?)).1.unwrap();
+    let commits_before = meta.commits();
+    let mut puts: Vec<Pending> = keys
+        .iter()
+        .map(|key| {
+            let (tarballs, key) = (tarballs.clone(), key.clone());
+            Box::pin(async move { tarballs.put(&key, Bytes::from_static(b"tgz")).await }) as Pending
+        })
+        .collect();
+    queue_all(&mut puts);
+    drop(hold);
+    for put in puts {
+        put.await.unwrap();
+    }
+    let commits = meta.commits() - commits_before;
+    assert!((1..=2).contains(&commits), "{commits} commits for 8 puts");
+    for key in &keys {
+        assert!(row_exists(&meta, key));
+    }
+}
+
+#[tokio::test]
+async fn a_crash_between_a_small_tarball_and_its_version_leaves_a_row_the_sweep_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let name = PackageName::parse("@t/crashed").unwrap();
+    let (meta, tarballs) = open(&data).unwrap();
+    let (write, kept) = create_with_tarball(&name, "1.0.0", &"a1".repeat(32), None);
+    tarballs
+        .put(&kept, Bytes::from_static(b"kept"))
+        .await
+        .unwrap();
+    meta.write(write).await.unwrap();
+    // Stored (durably: `put` returned), then the process dies before its version commits.
+    let (_, orphan) = create_with_tarball(&name, "1.0.1", &"b2".repeat(32), Some(1));
+    tarballs
+        .put(&orphan, Bytes::from_static(b"orphan"))
+        .await
+        .unwrap();
+    drop((meta, tarballs));
+
+    let (meta, tarballs) = open(&data).unwrap();
+    assert!(row_exists(&meta, &orphan), "the stored tarball was lost");
+    assert_eq!(
+        meta.version(&name, &Version::new(1, 0, 1)).await.unwrap(),
+        None
+    );
+    // Young: an age cutoff keeps it (nothing in this process remembers its upload).
+    let report = crate::storage::sweep(&meta, &tarballs, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!((report.checked, report.removed.len()), (2, 0));
+    assert!(row_exists(&meta, &orphan));
+    let report = crate::storage::sweep(&meta, &tarballs, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!((report.checked, report.removed), (2, vec![orphan.clone()]));
+    assert!(!row_exists(&meta, &orphan) && !served(&tarballs, &orphan).await);
+    assert!(
+        served(&tarballs, &kept).await,
+        "a referenced tarball was swept"
+    );
+}
+
+#[tokio::test]
+async fn the_sweep_of_small_tarballs_goes_a_page_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (meta, tarballs) = open(&dir.path().join("data")).unwrap();
+    // More than two pages of keys, over packages of 7 that straddle the pages' ends; each
+    // package's 1.0.0 is published, its other tarballs are orphans. Stored side by side, so
+    // that they share commits.
+    let count = sweep::SWEEP_PAGE * 2 + 10;
+    let mut stores = tokio::task::JoinSet::new();
+    for n in 0..count {
+        let name = PackageName::parse(&format!("@t/p{}", n / 7)).unwrap();
+        let (write, key) =
+            create_with_tarball(&name, &format!("1.0.{}", n % 7), &"ab".repeat(32), None);
+        let (meta, tarballs) = (meta.clone(), tarballs.clone());
+        stores.spawn(async move {
+            tarballs
+                .put(&key, Bytes::from_static(b"tgz"))
+                .await
+                .unwrap();
+            if n % 7 == 0 {
+                meta.write(write).await.unwrap();
+                None
+            } else {
+                // Not claimed by a publish in flight: the age cutoff alone decides.
+                tarballs.stored_for_later(&key).await;
+                Some(key)
+            }
+        });
+    }
+    let mut orphans: Vec<TarballKey> = stores.join_all().await.into_iter().flatten().collect();
+    assert_eq!(meta.db.dir.uploads().len(), 0);
+    let mut report = crate::storage::sweep(&meta, &tarballs, Duration::ZERO)
+        .await
+        .unwrap();
+    report.removed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    orphans.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(report.checked, count);
+    assert_eq!(report.removed, orphans);
+    assert_eq!(
+        tarballs.list(Duration::ZERO).await.unwrap().len(),
+        count - orphans.len()
+    );
 }
 
 #[tokio::test]

@@ -28,7 +28,10 @@ use tokio::sync::oneshot;
 
 use super::db::{Db, Failure, begin_write};
 use super::touch_log::{self, TOUCH_LOG};
-use super::{KV, PACKAGES, READMES, SEARCH, SMALL_RENDERS, VERSIONS, decode, encode, internal};
+use super::{
+    KV, PACKAGES, READMES, SEARCH, SMALL_RENDERS, TARBALL_TIMES, TARBALLS, VERSIONS, decode,
+    encode, internal,
+};
 use crate::domain::{PackageRecord, VersionRecord, VersionState};
 use crate::storage::{CreateMode, PackageWrite, StoreError, VersionChange};
 
@@ -65,6 +68,24 @@ pub(super) enum Op {
         key: String,
         render: Vec<u8>,
         log_through: Option<u64>,
+    },
+    /// Store (or replace) a small tarball (`SMALL_TARBALL_BYTES`) and the time it was stored.
+    PutTarball {
+        key: String,
+        bytes: bytes::Bytes,
+        stored_ms: u64,
+    },
+    /// Remove a small tarball, if stored.
+    DeleteTarball { key: String },
+    /// The sweep's deletion of small tarballs: each of `keys` is removed unless an upload in
+    /// flight protects it, its version refers to it, or it was stored after `cutoff_ms`. Decided
+    /// here, in the writer's transaction and under the uploads' lock, so that no upload begins
+    /// or version commits unseen between the check and the deletion. The keys removed are put
+    /// in `removed` (valid once the write is answered Ok).
+    SweepTarballs {
+        keys: Vec<String>,
+        cutoff_ms: u64,
+        removed: Arc<std::sync::Mutex<Vec<String>>>,
     },
 }
 
@@ -227,7 +248,8 @@ fn commit(db: &Db, batch: Vec<Job>, counters: &Counters, may_retry: bool) {
     {
         return fail_all(batch, &e);
     }
-    let (epoch, outcome) = db.with(|database| apply_all(database, db.quick_repair, &batch));
+    let (epoch, outcome) =
+        db.with(|database| apply_all(database, &db.dir, db.quick_repair, &batch));
     match outcome {
         Ok(results) => {
             counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -271,13 +293,14 @@ fn commit(db: &Db, batch: Vec<Job>, counters: &Counters, may_retry: bool) {
 /// means nothing of the batch was committed.
 fn apply_all(
     db: &Database,
+    dir: &super::dir::DataDir,
     quick_repair: bool,
     batch: &[Job],
 ) -> Result<Vec<Result<(), StoreError>>, Failure> {
     let txn = begin_write(db, quick_repair)?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
-        match apply(&txn, &job.op) {
+        match apply(&txn, dir, &job.op) {
             Ok(()) => results.push(Ok(())),
             Err(ApplyError::Refused(e)) => results.push(Err(e)),
             Err(ApplyError::Broken(e)) => return Err(e), // dropping `txn` aborts it
@@ -385,7 +408,7 @@ fn purge_expired(
     Ok((expired, stopped_after))
 }
 
-fn apply(txn: &WriteTransaction, op: &Op) -> Result<(), ApplyError> {
+fn apply(txn: &WriteTransaction, dir: &super::dir::DataDir, op: &Op) -> Result<(), ApplyError> {
     match op {
         Op::Package(write) => apply_package(txn, write),
         Op::KvPut {
@@ -445,7 +468,96 @@ fn apply(txn: &WriteTransaction, op: &Op) -> Result<(), ApplyError> {
             }
             Ok(())
         }
+        Op::PutTarball {
+            key,
+            bytes,
+            stored_ms,
+        } => {
+            let mut tarballs = txn.open_table(TARBALLS).map_err(broken)?;
+            tarballs
+                .insert(key.as_str(), bytes.as_ref())
+                .map_err(broken)?;
+            let mut times = txn.open_table(TARBALL_TIMES).map_err(broken)?;
+            times.insert(key.as_str(), *stored_ms).map_err(broken)?;
+            Ok(())
+        }
+        Op::DeleteTarball { key } => {
+            txn.open_table(TARBALLS)
+                .map_err(broken)?
+                .remove(key.as_str())
+                .map_err(broken)?;
+            txn.open_table(TARBALL_TIMES)
+                .map_err(broken)?
+                .remove(key.as_str())
+                .map_err(broken)?;
+            Ok(())
+        }
+        Op::SweepTarballs {
+            keys,
+            cutoff_ms,
+            removed,
+        } => sweep_tarballs(txn, dir, keys, *cutoff_ms, removed),
     }
+}
+
+/// Applies `Op::SweepTarballs`: every check first, then the removals.
+fn sweep_tarballs(
+    txn: &WriteTransaction,
+    dir: &super::dir::DataDir,
+    keys: &[String],
+    cutoff_ms: u64,
+    removed: &std::sync::Mutex<Vec<String>>,
+) -> Result<(), ApplyError> {
+    let refused = |e: StoreError| ApplyError::Refused(e);
+    let read = |e: redb::StorageError| ApplyError::Refused(internal(e));
+    let mut doomed = Vec::new();
+    {
+        let versions = txn.open_table(VERSIONS).map_err(|e| refused(internal(e)))?;
+        let times = txn
+            .open_table(TARBALL_TIMES)
+            .map_err(|e| refused(internal(e)))?;
+        // Held while deciding: an upload that begins after this queues its tarball behind this
+        // write, so it is stored again after the removal (see `sweep`).
+        let uploads = dir.uploads();
+        for key in keys {
+            let Some((_, name, version)) = crate::domain::TarballKey::parse(key) else {
+                continue; // not ours: leave it alone
+            };
+            if uploads.protects(key) {
+                continue;
+            }
+            let old_enough = times
+                .get(key.as_str())
+                .map_err(read)?
+                .is_some_and(|stored| stored.value() <= cutoff_ms);
+            if !old_enough {
+                continue;
+            }
+            let record = versions
+                .get((name.as_str(), version.to_string().as_str()))
+                .map_err(read)?;
+            if let Some(record) = record
+                && super::sweep::referenced_key(record.value())
+                    .map_err(refused)?
+                    .as_deref()
+                    == Some(key.as_str())
+            {
+                continue;
+            }
+            doomed.push(key.clone());
+        }
+    }
+    let mut tarballs = txn.open_table(TARBALLS).map_err(broken)?;
+    let mut times = txn.open_table(TARBALL_TIMES).map_err(broken)?;
+    for key in &doomed {
+        tarballs.remove(key.as_str()).map_err(broken)?;
+        times.remove(key.as_str()).map_err(broken)?;
+    }
+    // Set, not appended: a batch that broke is applied again, one write at a time.
+    *removed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = doomed;
+    Ok(())
 }
 
 /// A storage failure after a write's first change.
