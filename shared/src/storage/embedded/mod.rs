@@ -456,10 +456,8 @@ impl RenderStore for EmbeddedMetadata {
         // Read in place: one lookup in pages the database caches.
         self.db.read(|database| {
             let txn = database.begin_read()?;
-            let table = match txn.open_table(SMALL_RENDERS) {
-                Ok(table) => table,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(KeptSmall::Nothing),
-                Err(e) => return Err(e.into()),
+            let Some(table) = open_made(&txn, SMALL_RENDERS)? else {
+                return Ok(KeptSmall::Nothing);
             };
             Ok(table
                 .get((name.as_str(), key))?
@@ -543,12 +541,9 @@ impl RenderStore for EmbeddedMetadata {
         self.blocking(move |db| {
             db.read(|database| {
                 let txn = database.begin_read()?;
-                match txn.open_table(touch_log::TOUCH_LOG) {
-                    Ok(log) => touch_log::after(&log, name.as_str(), created, revision),
-                    Err(redb::TableError::TableDoesNotExist(_)) => {
-                        Ok(TouchedSince::nothing_after(revision))
-                    }
-                    Err(e) => Err(e.into()),
+                match open_made(&txn, touch_log::TOUCH_LOG)? {
+                    Some(log) => touch_log::after(&log, name.as_str(), created, revision),
+                    None => Ok(TouchedSince::nothing_after(revision)),
                 }
             })
         })
@@ -850,6 +845,19 @@ impl Beside {
     }
 }
 
+/// `table` in a read transaction, or `None` if no write has made it yet (a file written before
+/// the table existed, or one that never stored such a row): then it reads as empty.
+fn open_made<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, redb::TableError> {
+    match txn.open_table(table) {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Milliseconds since the epoch, now.
 fn now_ms() -> u64 {
     u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
@@ -895,10 +903,8 @@ impl EmbeddedTarballs {
         tokio::task::spawn_blocking(move || {
             db.read(|database| {
                 let txn = database.begin_read()?;
-                let table = match txn.open_table(TARBALLS) {
-                    Ok(table) => table,
-                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                    Err(e) => return Err(e.into()),
+                let Some(table) = open_made(&txn, TARBALLS)? else {
+                    return Ok(None);
                 };
                 Ok(table
                     .get(key.as_str())?
@@ -908,9 +914,7 @@ impl EmbeddedTarballs {
         .await
         .map_err(internal)?
     }
-}
 
-impl EmbeddedTarballs {
     /// Whether a small tarball is stored under `key` in the database (its time is looked up,
     /// not its bytes).
     async fn is_small(&self, db: Arc<Db>, key: &TarballKey) -> Result<bool, StoreError> {
@@ -918,10 +922,9 @@ impl EmbeddedTarballs {
         tokio::task::spawn_blocking(move || {
             db.read(|database| {
                 let txn = database.begin_read()?;
-                match txn.open_table(TARBALL_TIMES) {
-                    Ok(times) => Ok(times.get(key.as_str())?.is_some()),
-                    Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
-                    Err(e) => Err(e.into()),
+                match open_made(&txn, TARBALL_TIMES)? {
+                    Some(times) => Ok(times.get(key.as_str())?.is_some()),
+                    None => Ok(false),
                 }
             })
         })

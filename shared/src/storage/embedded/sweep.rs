@@ -33,7 +33,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use super::db::{Db, Failure};
 use super::dir::DataDir;
 use super::writer::{Op, Writer};
-use super::{TARBALL_TIMES, VERSION_RANGE_END, VERSIONS, internal, now_ms};
+use super::{TARBALL_TIMES, VERSION_RANGE_END, VERSIONS, internal, now_ms, open_made};
 use crate::domain::TarballKey;
 use crate::storage::{StoreError, SweepReport};
 
@@ -258,10 +258,8 @@ pub(super) async fn sweep_small(
 /// Up to `SWEEP_PAGE` small tarballs' keys, in order, after `after`.
 fn page_of_keys(database: &redb::Database, after: Option<&str>) -> Result<Vec<String>, Failure> {
     let txn = database.begin_read()?;
-    let times = match txn.open_table(TARBALL_TIMES) {
-        Ok(times) => times,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
+    let Some(times) = open_made(&txn, TARBALL_TIMES)? else {
+        return Ok(Vec::new());
     };
     let start = after.map_or(Bound::Unbounded, Bound::Excluded);
     let mut keys = Vec::new();
@@ -304,10 +302,8 @@ pub(super) fn stored_before(
     cutoff_ms: u64,
 ) -> Result<Vec<TarballKey>, Failure> {
     let txn = database.begin_read()?;
-    let times = match txn.open_table(TARBALL_TIMES) {
-        Ok(times) => times,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
+    let Some(times) = open_made(&txn, TARBALL_TIMES)? else {
+        return Ok(Vec::new());
     };
     let mut keys = Vec::new();
     for row in times.iter()? {
