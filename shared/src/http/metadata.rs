@@ -208,8 +208,22 @@ async fn packument(
     // one this reader needs.
     let prefetch =
         kept.is_none() && state.renders.is_none() && !cache.building(name, view, &ctx.base_url);
+    // With renders kept by the store, a package not held here is read with its kept small
+    // rendering, in one lookup's time: a first read after a start.
+    let prefetch_kept =
+        kept.is_none() && !state.views.keeps_views() && !cache.building(name, view, &ctx.base_url);
+    let mut small_kept = None;
     let read = if prefetch {
         state.views.package_and_document(name).await?
+    } else if let Some(renders) = state.renders.as_ref().filter(|_| prefetch_kept) {
+        let key = render_key(view, &ctx.base_url);
+        renders
+            .package_and_small_render(name, &key, PREFETCH_RENDER_BYTES)
+            .await?
+            .map(|(package, small)| {
+                small_kept = small;
+                (Arc::new(package), None)
+            })
     } else {
         state.views.package(name).await?.map(|p| (p, None))
     };
@@ -235,8 +249,12 @@ async fn packument(
     {
         // What the store kept is read and patched within the in-flight budget, as a build is:
         // a big package's is megabytes.
-        permit = cache.build_permit(kept_estimate(&package)).await;
-        *built = kept_render(renders.as_ref(), name, view, &ctx.base_url).await;
+        if let Some(bytes) = small_kept.take() {
+            *built = kept_pieces(bytes, view, &ctx.base_url);
+        } else {
+            permit = cache.build_permit(kept_estimate(&package)).await;
+            *built = kept_render(renders.as_ref(), name, view, &ctx.base_url).await;
+        }
         from_store = built.is_some();
     }
     let revision_before = built.as_ref().map(|p| p.revision);
@@ -299,6 +317,11 @@ fn kept_estimate(package: &PackageRecord) -> usize {
         .unwrap_or(usize::MAX)
         .saturating_mul(KEPT_BYTES_PER_REVISION)
 }
+
+/// Kept renderings read with the package record at most this big (a small package's, a few
+/// dozen versions): read outside `REGISTRY_RENDER_BYTES_IN_FLIGHT`, as the record is, since
+/// what a bigger one takes is only known once its record is read.
+const PREFETCH_RENDER_BYTES: usize = 32 * 1024;
 
 /// Packages whose live versions' manifests add up to at most this many bytes are built on the
 /// async worker that read them (a few dozen versions of usual size).

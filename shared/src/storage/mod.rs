@@ -396,6 +396,16 @@ pub trait RenderStore: Send + Sync {
         name: &PackageName,
         key: &str,
     ) -> Result<KeptSmall, StoreError>;
+    /// The package record (as the metadata store this keeps renders for reads it) and, if one
+    /// of at most `largest` bytes is kept for it under `key`, that small render: a package's
+    /// first read after a start, in one transaction rather than two. `None`: the package does
+    /// not exist.
+    async fn package_and_small_render(
+        &self,
+        name: &PackageName,
+        key: &str,
+        largest: usize,
+    ) -> Result<Option<(PackageRecord, Option<Bytes>)>, StoreError>;
     /// Keeps `render`, which shows `name` at `revision`, under `key`, replacing what was there;
     /// with `log_through`, the store's log of the writes up to that revision is let go
     /// (`touched_after`: renders kept of an older revision can then no longer be patched from

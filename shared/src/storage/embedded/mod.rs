@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use read_place::ReadPlace;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
@@ -28,6 +30,7 @@ use writer::{Op, Writer};
 
 mod db;
 mod dir;
+mod read_place;
 mod renders;
 mod sweep;
 mod touch_log;
@@ -137,6 +140,8 @@ pub struct EmbeddedMetadata {
     writer: Arc<Writer>,
     /// Package records as read at a package generation (see `RecordCache`).
     records: Arc<RecordCache>,
+    /// Whether reads run on the async workers or on the blocking pool.
+    place: Arc<ReadPlace>,
 }
 
 /// Package records read since the last package write. Every packument read starts with the
@@ -224,6 +229,7 @@ impl EmbeddedMetadata {
             db,
             writer,
             records: Arc::default(),
+            place: Arc::new(ReadPlace::new()),
         })
     }
 
@@ -231,6 +237,19 @@ impl EmbeddedMetadata {
     #[cfg(test)]
     pub(crate) fn commits(&self) -> u64 {
         self.writer.commits()
+    }
+
+    /// Runs a read on the async worker that asked while reads are fast, else on the blocking
+    /// pool (`ReadPlace`).
+    async fn read_where_fast<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if self.place.in_place() {
+            return self.place.run(|| f(&self.db));
+        }
+        let place = self.place.clone();
+        self.blocking(move |db| place.run(|| f(db))).await
     }
 
     async fn blocking<T: Send + 'static>(
@@ -453,16 +472,62 @@ impl RenderStore for EmbeddedMetadata {
         name: &PackageName,
         key: &str,
     ) -> Result<KeptSmall, StoreError> {
-        // Read in place: one lookup in pages the database caches.
-        self.db.read(|database| {
-            let txn = database.begin_read()?;
-            let Some(table) = open_made(&txn, SMALL_RENDERS)? else {
-                return Ok(KeptSmall::Nothing);
-            };
-            Ok(table
-                .get((name.as_str(), key))?
-                .map_or(KeptSmall::Nothing, |v| kept_small(v.value())))
+        // In place while reads are fast: one lookup in pages the database caches.
+        let (name, key) = (name.clone(), key.to_string());
+        self.read_where_fast(move |db| {
+            db.read(|database| {
+                let txn = database.begin_read()?;
+                let Some(table) = open_made(&txn, SMALL_RENDERS)? else {
+                    return Ok(KeptSmall::Nothing);
+                };
+                Ok(table
+                    .get((name.as_str(), key.as_str()))?
+                    .map_or(KeptSmall::Nothing, |v| kept_small(v.value())))
+            })
         })
+        .await
+    }
+
+    async fn package_and_small_render(
+        &self,
+        name: &PackageName,
+        key: &str,
+        largest: usize,
+    ) -> Result<Option<(PackageRecord, Option<Bytes>)>, StoreError> {
+        let small = move |kept: KeptSmall| match kept {
+            KeptSmall::Render(bytes) if bytes.len() <= largest => Some(bytes),
+            _ => None,
+        };
+        let generation = self.db.generation();
+        if let Some(record) = self.records.get(name.as_str(), generation) {
+            let kept = self.kept_small_render(name, key).await?;
+            return Ok(Some((record, small(kept))));
+        }
+        let (name, key) = (name.clone(), key.to_string());
+        let read = move |db: &Db| {
+            db.read(|database| {
+                let txn = database.begin_read()?;
+                let packages = txn.open_table(PACKAGES)?;
+                let Some(value) = packages.get(name.as_str())? else {
+                    return Ok(None);
+                };
+                let bytes = value.value().len();
+                let record: PackageRecord = decode(value.value())?;
+                let render = match open_made(&txn, SMALL_RENDERS)? {
+                    Some(renders) => renders
+                        .get((name.as_str(), key.as_str()))?
+                        .filter(|v| v.value().len() <= largest)
+                        .and_then(|v| small(kept_small(v.value()))),
+                    None => None,
+                };
+                Ok(Some((name.clone(), record, bytes, render)))
+            })
+        };
+        let read = self.read_where_fast(read).await?;
+        Ok(read.map(|(name, record, bytes, render)| {
+            self.records.put(name.as_str(), generation, &record, bytes);
+            (record, render)
+        }))
     }
 
     async fn kept_render(
@@ -576,17 +641,22 @@ impl MetadataStore for EmbeddedMetadata {
         if let Some(record) = self.records.get(name.as_str(), generation) {
             return Ok(Some(record));
         }
-        // Read in place, not on the blocking pool: every packument read starts here, the record
-        // is small and its pages stay in redb's cache, and a hand-off to another thread per
-        // request cost more (context switches) than the read itself.
-        let record: Option<(PackageRecord, usize)> = self.db.read(|database| {
-            let txn = database.begin_read()?;
-            let table = txn.open_table(PACKAGES)?;
-            let record = table.get(name.as_str())?;
-            Ok(record
-                .map(|v| Ok::<_, StoreError>((decode(v.value())?, v.value().len())))
-                .transpose()?)
-        })?;
+        // In place while reads are fast: every packument read starts here, the record is small
+        // and its pages stay in redb's cache, and a hand-off to another thread per request
+        // cost more (context switches) than the read itself.
+        let key = name.clone();
+        let record: Option<(PackageRecord, usize)> = self
+            .read_where_fast(move |db| {
+                db.read(|database| {
+                    let txn = database.begin_read()?;
+                    let table = txn.open_table(PACKAGES)?;
+                    let record = table.get(key.as_str())?;
+                    Ok(record
+                        .map(|v| Ok::<_, StoreError>((decode(v.value())?, v.value().len())))
+                        .transpose()?)
+                })
+            })
+            .await?;
         if let Some((record, bytes)) = &record {
             self.records.put(name.as_str(), generation, record, *bytes);
         }
@@ -598,9 +668,12 @@ impl MetadataStore for EmbeddedMetadata {
         // the blocking pool and back cost more than the read (a fifth of a small package's cold
         // read went to waking and parking threads). A bigger one is left after a few rows and
         // read off the async workers.
+        let key = name.clone();
         let read = self
-            .db
-            .read(|database| read_document(database, name, Some(IN_PLACE_VERSIONS)))?;
+            .read_where_fast(move |db| {
+                db.read(|database| read_document(database, &key, Some(IN_PLACE_VERSIONS)))
+            })
+            .await?;
         if let DocumentRead::Read(document) = read {
             return Ok(document);
         }

@@ -960,6 +960,66 @@ async fn small_renders_live_in_the_database_and_big_ones_in_files() {
     );
 }
 
+/// A package's record and its kept small render are read together, the render only if it is
+/// within the size asked for (a bigger one, or the mark of a big one, is read later, as before);
+/// the same on the async worker and, once reads have gone to the disk, on the blocking pool; a
+/// record served from the record cache comes with its render too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_and_its_small_render_are_read_together() {
+    let (_dir, meta) = fresh_store();
+    let a = PackageName::parse("@s/a").unwrap();
+    assert_eq!(
+        meta.package_and_small_render(&a, "k", 64).await.unwrap(),
+        None
+    );
+    meta.write(create(&a, "1.0.0", None)).await.unwrap();
+    let revision_of = |read: Option<(PackageRecord, Option<Bytes>)>| {
+        let (record, render) = read.expect("the package exists");
+        (record.revision, render)
+    };
+    assert_eq!(
+        revision_of(meta.package_and_small_render(&a, "k", 64).await.unwrap()),
+        (1, None),
+        "nothing kept"
+    );
+    meta.keep_render(&a, "k", 1, vec![5; 64], None)
+        .await
+        .unwrap();
+    flushed(&meta).await;
+    for off_the_workers in [false, true] {
+        if off_the_workers {
+            meta.place.went_to_disk(std::time::Instant::now());
+            assert!(!meta.place.in_place());
+        }
+        // Read from the database (a fresh store has no record cached), then from the cache.
+        let fresh = EmbeddedMetadata {
+            records: Arc::default(),
+            ..meta.clone()
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                revision_of(fresh.package_and_small_render(&a, "k", 64).await.unwrap()),
+                (1, Some(Bytes::from(vec![5; 64])))
+            );
+            assert_eq!(
+                revision_of(fresh.package_and_small_render(&a, "k", 63).await.unwrap()),
+                (1, None),
+                "bigger than asked for: left for later"
+            );
+        }
+        assert_eq!(fresh.package(&a).await.unwrap().unwrap().revision, 1);
+    }
+    meta.keep_render(&a, "k", 9, Vec::new(), None)
+        .await
+        .unwrap();
+    flushed(&meta).await;
+    assert_eq!(
+        revision_of(meta.package_and_small_render(&a, "k", 64).await.unwrap()),
+        (1, None),
+        "the mark of a big render is not a render"
+    );
+}
+
 /// Each write that lists what it touched is logged in its own transaction; `touched_after`
 /// answers the versions touched after a revision up to the first write not logged (or logged
 /// for the package as it was before it was created again), and keeping a render lets go of the
