@@ -146,6 +146,9 @@ def render_doc(bench: Bench, corpus: Corpus, facts, started: datetime.datetime, 
         "`docs/cost.md`.",
         "- Latency of one tarball GET (and of a packument GET, the control) on a new and on a reused "
         "keep-alive connection, medians: `python3 bench/keepalive_latency.py <registry-server>`.",
+        "- Tarball GETs from the store (the in-memory tarball cache off), the install corpus's 370 "
+        "tarballs at 64 connections, requests/s and server CPU per request, binaries side by side: "
+        "`python3 bench/tarball_reads.py <registry-server>[,<another>]`.",
         "",
         "## Commands",
         "",

@@ -969,25 +969,6 @@ impl EmbeddedTarballs {
         self.database.as_ref().and_then(Beside::upgrade)
     }
 
-    /// The small tarball stored under `key` in the database, if any (read off the async
-    /// workers: its pages may not be cached).
-    async fn small(&self, db: Arc<Db>, key: &TarballKey) -> Result<Option<Bytes>, StoreError> {
-        let key = key.as_str().to_string();
-        tokio::task::spawn_blocking(move || {
-            db.read(|database| {
-                let txn = database.begin_read()?;
-                let Some(table) = open_made(&txn, TARBALLS)? else {
-                    return Ok(None);
-                };
-                Ok(table
-                    .get(key.as_str())?
-                    .map(|v| Bytes::copy_from_slice(v.value())))
-            })
-        })
-        .await
-        .map_err(internal)?
-    }
-
     /// Whether a small tarball is stored under `key` in the database (its time is looked up,
     /// not its bytes).
     async fn is_small(&self, db: Arc<Db>, key: &TarballKey) -> Result<bool, StoreError> {
@@ -1041,17 +1022,22 @@ impl TarballStore for EmbeddedTarballs {
     }
 
     async fn get(&self, key: &TarballKey) -> Result<Option<TarballRead>, StoreError> {
-        // The database first; then a file: a bigger tarball, or one an older release stored.
-        if let Some((db, _)) = self.database()
-            && let Some(bytes) = self.small(db, key).await?
-        {
-            let len = bytes.len() as u64;
-            return Ok(Some(TarballRead::Bytes {
-                len,
-                body: Box::pin(futures_util::stream::once(async move { Ok(bytes) })),
-            }));
-        }
-        read_tarball_file(&self.path(key)).await
+        // One hand-off to the blocking pool for the whole lookup (its pages may not be
+        // cached): the database first; then a file, a bigger tarball or one an older release
+        // stored, read whole there if it is small.
+        let db = self.database().map(|(db, _)| db);
+        let (path, key) = (self.path(key), key.as_str().to_string());
+        let found = tokio::task::spawn_blocking(move || {
+            if let Some(db) = db
+                && let Some(bytes) = small_tarball(&db, &key)?
+            {
+                return Ok(Some(FoundTarball::Bytes(bytes)));
+            }
+            open_tarball_file(&path)
+        })
+        .await
+        .map_err(internal)??;
+        Ok(found.map(FoundTarball::into_read))
     }
 
     async fn stored_for_later(&self, key: &TarballKey) {
@@ -1147,18 +1133,71 @@ impl TarballStore for EmbeddedTarballs {
 
 /// A tarball file streamed from disk; `None` if there is none.
 async fn read_tarball_file(path: &Path) -> Result<Option<TarballRead>, StoreError> {
-    match tokio::fs::File::open(path).await {
-        Ok(file) => {
-            let len = file.metadata().await.map_err(internal)?.len();
-            let body = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
-            Ok(Some(TarballRead::Bytes {
-                len,
-                body: Box::pin(body),
-            }))
+    let path = path.to_path_buf();
+    let found = tokio::task::spawn_blocking(move || open_tarball_file(&path))
+        .await
+        .map_err(internal)??;
+    Ok(found.map(FoundTarball::into_read))
+}
+
+/// Tarball files up to this size are read whole by the hand-off to the blocking pool that opens
+/// them; bigger ones are streamed, a hand-off per read of this size. Whole or streamed, a
+/// response holds at most this much of a file at a time.
+const READ_WHOLE_TARBALL_BYTES: u64 = 64 * 1024;
+
+/// A tarball as found off the async workers: its bytes, or its file to stream.
+enum FoundTarball {
+    Bytes(Bytes),
+    File(std::fs::File, u64),
+}
+
+impl FoundTarball {
+    fn into_read(self) -> TarballRead {
+        match self {
+            FoundTarball::Bytes(bytes) => TarballRead::Bytes {
+                len: bytes.len() as u64,
+                body: Box::pin(futures_util::stream::once(async move { Ok(bytes) })),
+            },
+            FoundTarball::File(file, len) => {
+                let file = tokio::fs::File::from_std(file);
+                let chunk = usize::try_from(READ_WHOLE_TARBALL_BYTES).unwrap_or(64 * 1024);
+                TarballRead::Bytes {
+                    len,
+                    body: Box::pin(tokio_util::io::ReaderStream::with_capacity(file, chunk)),
+                }
+            }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(internal(e)),
     }
+}
+
+/// Opens the tarball file at `path` (blocking); one up to `READ_WHOLE_TARBALL_BYTES` is read
+/// whole. Files are renamed into place complete and never rewritten, so its length holds.
+fn open_tarball_file(path: &Path) -> Result<Option<FoundTarball>, StoreError> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(internal(e)),
+    };
+    let len = file.metadata().map_err(internal)?.len();
+    if len > READ_WHOLE_TARBALL_BYTES {
+        return Ok(Some(FoundTarball::File(file, len)));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.read_to_end(&mut bytes).map_err(internal)?;
+    Ok(Some(FoundTarball::Bytes(Bytes::from(bytes))))
+}
+
+/// The small tarball stored under `key` in the database, if any (blocking: its pages may not be
+/// cached).
+fn small_tarball(db: &Db, key: &str) -> Result<Option<Bytes>, StoreError> {
+    db.read(|database| {
+        let txn = database.begin_read()?;
+        let Some(table) = open_made(&txn, TARBALLS)? else {
+            return Ok(None);
+        };
+        Ok(table.get(key)?.map(|v| Bytes::copy_from_slice(v.value())))
+    })
 }
 
 /// The pull-through cache's files, under `upstream/` in the data directory (`UpstreamStore`):

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use chrono::Utc;
+use futures_util::StreamExt;
 use semver::Version;
 
 use super::*;
@@ -545,30 +546,58 @@ async fn small_tarballs_live_in_the_database_and_big_ones_in_files() {
     let small_key = TarballKey::new(&name, &Version::new(1, 0, 0), &"a1".repeat(32));
     let big_key = TarballKey::new(&name, &Version::new(2, 0, 0), &"b2".repeat(32));
     let edge_key = TarballKey::new(&name, &Version::new(3, 0, 0), &"c3".repeat(32));
+    let streamed_key = TarballKey::new(&name, &Version::new(4, 0, 0), &"d4".repeat(32));
     // Not one repeated byte, so that a misplaced slice shows.
     let pattern = |len: usize| -> Bytes { (0..=250u8).cycle().take(len).collect() };
-    let (small, big, edge) = (
+    let whole = usize::try_from(READ_WHOLE_TARBALL_BYTES).unwrap();
+    let (small, big, edge, streamed) = (
         pattern(900),
-        pattern(64 * 1024),
+        pattern(whole),
         pattern(SMALL_TARBALL_BYTES + 1),
+        pattern(3 * whole + 7),
     );
 
     tarballs.put(&small_key, small.clone()).await.unwrap();
     tarballs.put(&big_key, big.clone()).await.unwrap();
     tarballs.put(&edge_key, edge.clone()).await.unwrap();
+    tarballs.put(&streamed_key, streamed.clone()).await.unwrap();
     assert!(row_exists(&meta, &small_key));
     assert!(!file(&small_key).exists(), "a small tarball made a file");
     assert!(file(&big_key).exists() && !row_exists(&meta, &big_key));
     assert!(file(&edge_key).exists() && !row_exists(&meta, &edge_key));
+    assert!(file(&streamed_key).exists() && !row_exists(&meta, &streamed_key));
     // No version refers to them yet: their uploads are remembered.
-    assert_eq!(meta.db.dir.uploads().len(), 3);
+    assert_eq!(meta.db.dir.uploads().len(), 4);
 
-    // Byte for byte, and with the right length, whichever way each is stored.
-    for (key, bytes) in [(&small_key, &small), (&big_key, &big), (&edge_key, &edge)] {
-        let Some(TarballRead::Bytes { len, .. }) = tarballs.get(key).await.unwrap() else {
+    // Byte for byte, and with the right length, whichever way each is stored; files up to
+    // READ_WHOLE_TARBALL_BYTES come in one piece (read in the hand-off that found them), bigger
+    // ones streamed.
+    for (key, bytes, pieces) in [
+        (&small_key, &small, 1..=1),
+        (&big_key, &big, 1..=1),
+        (&edge_key, &edge, 1..=1),
+        (&streamed_key, &streamed, 4..=usize::MAX),
+    ] {
+        let Some(TarballRead::Bytes { len, body }) = tarballs.get(key).await.unwrap() else {
             panic!("{key:?} not served as bytes");
         };
         assert_eq!(len, bytes.len() as u64);
+        // A file read whole was read by then: rewriting it now (which no store does) does
+        // not change what is served.
+        let read_whole = file(key).exists() && *pieces.end() == 1;
+        if read_whole {
+            std::fs::write(file(key), vec![0u8; bytes.len()]).unwrap();
+        }
+        let chunks: Vec<Bytes> = body.map(Result::unwrap).collect().await;
+        if read_whole {
+            std::fs::write(file(key), bytes).unwrap();
+        }
+        assert!(
+            pieces.contains(&chunks.len()),
+            "{key:?}: {} pieces",
+            chunks.len()
+        );
+        assert_eq!(chunks.concat(), bytes.as_ref());
         assert_eq!(tarballs.read(key).await.unwrap().as_ref(), Some(bytes));
     }
     let mut listed: Vec<String> = tarballs
@@ -579,7 +608,8 @@ async fn small_tarballs_live_in_the_database_and_big_ones_in_files() {
         .map(|k| k.as_str().to_string())
         .collect();
     listed.sort();
-    let mut expected = [&small_key, &big_key, &edge_key].map(|k| k.as_str().to_string());
+    let mut expected =
+        [&small_key, &big_key, &edge_key, &streamed_key].map(|k| k.as_str().to_string());
     expected.sort();
     assert_eq!(listed, expected);
     // Nothing is old enough for a cutoff an hour back.
@@ -597,7 +627,7 @@ async fn small_tarballs_live_in_the_database_and_big_ones_in_files() {
     assert_eq!(tarballs.read(&small_key).await.unwrap(), Some(small));
     assert_eq!(tarballs.read(&big_key).await.unwrap(), Some(big));
 
-    for key in [&small_key, &big_key, &edge_key] {
+    for key in [&small_key, &big_key, &edge_key, &streamed_key] {
         tarballs.delete(key).await.unwrap();
         assert!(!served(&tarballs, key).await, "{key:?} still served");
         assert!(!row_exists(&meta, key) && !file(key).exists());
