@@ -463,21 +463,65 @@ fn string_field<'a>(
     }
 }
 
-/// Decodes a JSON string literal of base64 into bytes. Clients send plain base64 (no escapes),
-/// decoded in place; a literal with escapes is unescaped first.
-fn decode_base64_literal(literal: &[u8]) -> Result<Vec<u8>, PublishError> {
+/// Decodes a JSON string literal of base64 into bytes. Clients send plain base64 (no escapes):
+/// while the literal is the only reference to its buffer (the request body's), the bytes are
+/// written over the text they come from, so a publish holds its body and not the tarball beside
+/// it as well. A literal with escapes is unescaped first, and one whose buffer is shared is
+/// decoded into a buffer of its own.
+fn decode_base64_literal(literal: Bytes) -> Result<Bytes, PublishError> {
     let engine = &base64::engine::general_purpose::STANDARD;
     let inner = literal
         .strip_prefix(b"\"")
         .and_then(|l| l.strip_suffix(b"\""))
         .ok_or(PublishError::BadBase64)?;
     if inner.contains(&b'\\') {
-        let text: String = serde_json::from_slice(literal).map_err(|_| PublishError::BadBase64)?;
+        let text: String = serde_json::from_slice(&literal).map_err(|_| PublishError::BadBase64)?;
         return engine
             .decode(text.as_bytes())
+            .map(Bytes::from)
             .map_err(|_| PublishError::BadBase64);
     }
-    engine.decode(inner).map_err(|_| PublishError::BadBase64)
+    match literal.try_into_mut() {
+        Ok(mut buffer) => {
+            let end = buffer.len() - 1;
+            let written = decode_over(&mut buffer, 1, end)?;
+            buffer.truncate(written);
+            Ok(buffer.freeze())
+        }
+        Err(shared) => engine
+            .decode(&shared[1..shared.len() - 1])
+            .map(Bytes::from)
+            .map_err(|_| PublishError::BadBase64),
+    }
+}
+
+/// Base64 text decoded at a time by `decode_over`: a multiple of four characters, so that
+/// every piece but the last is whole quanta.
+const BASE64_PIECE: usize = 4 * 1024;
+
+/// Decodes the base64 text `buffer[start..end]` over the front of `buffer`, a piece at a time
+/// (four characters make three bytes, so the bytes never overtake the text still to be read);
+/// returns how many bytes it wrote. Accepts exactly what decoding the whole text at once does.
+fn decode_over(buffer: &mut [u8], start: usize, end: usize) -> Result<usize, PublishError> {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let mut text = [0u8; BASE64_PIECE];
+    let mut bytes = [0u8; BASE64_PIECE / 4 * 3];
+    let (mut read, mut written) = (start, 0);
+    while read < end {
+        let len = BASE64_PIECE.min(end - read);
+        text[..len].copy_from_slice(&buffer[read..read + len]);
+        read += len;
+        // Padding ends the text: in a piece before the last, the whole would be malformed too.
+        if read < end && text[..len].contains(&b'=') {
+            return Err(PublishError::BadBase64);
+        }
+        let n = engine
+            .decode_slice(&text[..len], &mut bytes)
+            .map_err(|_| PublishError::BadBase64)?;
+        buffer[written..written + n].copy_from_slice(&bytes[..n]);
+        written += n;
+    }
+    Ok(written)
 }
 
 impl PendingPublish {
@@ -556,7 +600,7 @@ impl PendingPublish {
         Ok(ValidPublish {
             version,
             tags,
-            tarball: Bytes::from(tarball),
+            tarball,
             live: LiveVersion {
                 manifest: fields.manifest,
                 dist,
@@ -571,10 +615,10 @@ impl PendingPublish {
 }
 
 /// Decodes the attachment's base64 and checks its length against the declared one.
-fn decode_tarball(data: Bytes, declared_length: Option<&Value>) -> Result<Vec<u8>, PublishError> {
-    let tarball = decode_base64_literal(&data)?;
-    // The base64 text is as large as the tarball again: gone before the tarball is inspected.
-    drop(data);
+fn decode_tarball(data: Bytes, declared_length: Option<&Value>) -> Result<Bytes, PublishError> {
+    // Over the base64 text itself where it can be: the text is a third larger than the
+    // tarball, and a publish would otherwise hold both while it decodes.
+    let tarball = decode_base64_literal(data)?;
     let declared_length =
         declared_length
             .and_then(Value::as_u64)
@@ -905,5 +949,82 @@ mod tests {
         let mut d = doc_for("@s/p", "1.0.0", &t);
         d["_attachments"]["@s/p-1.0.0.tgz"]["length"] = json!(1);
         assert!(matches!(validate(d), Err(PublishError::Length { .. })));
+    }
+
+    /// `bytes` as a base64 JSON string literal, alone in a buffer of its own.
+    fn literal(bytes: &[u8]) -> Bytes {
+        let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+        Bytes::from(format!("\"{text}\"").into_bytes())
+    }
+
+    #[test]
+    fn a_literal_alone_in_its_buffer_is_decoded_over_its_own_text() {
+        let engine = &base64::engine::general_purpose::STANDARD;
+        // Not one repeated byte, so that a misplaced piece shows; lengths around the pieces'.
+        let piece = BASE64_PIECE / 4 * 3;
+        for len in [
+            0,
+            1,
+            2,
+            3,
+            4,
+            piece - 1,
+            piece,
+            piece + 1,
+            3 * piece + 2,
+            100_000,
+        ] {
+            let bytes: Vec<u8> = (0..=250u8).cycle().take(len).collect();
+            let text = literal(&bytes);
+            let start = text.as_ptr();
+            let decoded = decode_base64_literal(text).unwrap();
+            assert_eq!(decoded, bytes, "{len} bytes");
+            if len > 0 {
+                assert_eq!(decoded.as_ptr(), start, "{len} bytes: not decoded in place");
+            }
+        }
+        // Shared with the rest of a body (a slice of it, the body still held): decoded apart,
+        // the body untouched.
+        let body = Bytes::from(format!("{{\"data\":\"{}\"}}", engine.encode(b"shared")));
+        let data = body.slice(8..body.len() - 1);
+        assert_eq!(decode_base64_literal(data).unwrap(), &b"shared"[..]);
+        assert!(body.starts_with(b"{\"data\":\"c2hh"));
+        // Escaped (`\/`, as some JSON writers put it): unescaped first.
+        let escaped = Bytes::from_static(b"\"YS9i\\/Q==\"");
+        assert_eq!(
+            decode_base64_literal(escaped).unwrap(),
+            engine.decode("YS9i/Q==").unwrap()
+        );
+    }
+
+    #[test]
+    fn decoding_a_piece_at_a_time_refuses_what_decoding_the_whole_refuses() {
+        let engine = &base64::engine::general_purpose::STANDARD;
+        let piece = BASE64_PIECE / 4 * 3;
+        // Padding that ends exactly at a piece's end, with more text after it.
+        let first = engine.encode(vec![1u8; piece - 2]);
+        assert_eq!(first.len(), BASE64_PIECE);
+        assert!(first.ends_with('='));
+        let text = format!("{first}{}", engine.encode(b"more"));
+        assert!(engine.decode(&text).is_err());
+        let refused = |text: &str| {
+            matches!(
+                decode_base64_literal(Bytes::from(format!("\"{text}\""))),
+                Err(PublishError::BadBase64)
+            )
+        };
+        assert!(refused(&text));
+        // A character outside the alphabet in a later piece, a missing pad, whitespace.
+        let mut bad = engine.encode(vec![2u8; 2 * piece]);
+        bad.replace_range(BASE64_PIECE + 5..BASE64_PIECE + 6, "*");
+        assert!(refused(&bad));
+        assert!(refused("YQ"));
+        assert!(refused("YWJj ZGVm"));
+        // An empty attachment decodes to no bytes, as before (the tarball's checks refuse it).
+        assert!(
+            decode_base64_literal(Bytes::from_static(b"\"\""))
+                .unwrap()
+                .is_empty()
+        );
     }
 }
