@@ -1131,7 +1131,7 @@ impl TarballStore for EmbeddedTarballs {
     }
 }
 
-/// A tarball file streamed from disk; `None` if there is none.
+/// A tarball file, read whole or streamed (`open_tarball_file`); `None` if there is none.
 async fn read_tarball_file(path: &Path) -> Result<Option<TarballRead>, StoreError> {
     let path = path.to_path_buf();
     let found = tokio::task::spawn_blocking(move || open_tarball_file(&path))
@@ -1143,7 +1143,7 @@ async fn read_tarball_file(path: &Path) -> Result<Option<TarballRead>, StoreErro
 /// Tarball files up to this size are read whole by the hand-off to the blocking pool that opens
 /// them; bigger ones are streamed, a hand-off per read of this size. Whole or streamed, a
 /// response holds at most this much of a file at a time.
-const READ_WHOLE_TARBALL_BYTES: u64 = 64 * 1024;
+const READ_WHOLE_TARBALL_BYTES: usize = 64 * 1024;
 
 /// A tarball as found off the async workers: its bytes, or its file to stream.
 enum FoundTarball {
@@ -1160,10 +1160,12 @@ impl FoundTarball {
             },
             FoundTarball::File(file, len) => {
                 let file = tokio::fs::File::from_std(file);
-                let chunk = usize::try_from(READ_WHOLE_TARBALL_BYTES).unwrap_or(64 * 1024);
                 TarballRead::Bytes {
                     len,
-                    body: Box::pin(tokio_util::io::ReaderStream::with_capacity(file, chunk)),
+                    body: Box::pin(tokio_util::io::ReaderStream::with_capacity(
+                        file,
+                        READ_WHOLE_TARBALL_BYTES,
+                    )),
                 }
             }
         }
@@ -1180,7 +1182,7 @@ fn open_tarball_file(path: &Path) -> Result<Option<FoundTarball>, StoreError> {
         Err(e) => return Err(internal(e)),
     };
     let len = file.metadata().map_err(internal)?.len();
-    if len > READ_WHOLE_TARBALL_BYTES {
+    if len > READ_WHOLE_TARBALL_BYTES as u64 {
         return Ok(Some(FoundTarball::File(file, len)));
     }
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));

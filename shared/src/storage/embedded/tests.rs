@@ -549,7 +549,7 @@ async fn small_tarballs_live_in_the_database_and_big_ones_in_files() {
     let streamed_key = TarballKey::new(&name, &Version::new(4, 0, 0), &"d4".repeat(32));
     // Not one repeated byte, so that a misplaced slice shows.
     let pattern = |len: usize| -> Bytes { (0..=250u8).cycle().take(len).collect() };
-    let whole = usize::try_from(READ_WHOLE_TARBALL_BYTES).unwrap();
+    let whole = READ_WHOLE_TARBALL_BYTES;
     let (small, big, edge, streamed) = (
         pattern(900),
         pattern(whole),
