@@ -76,10 +76,23 @@ impl Instance {
         uri: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value, Counts) {
+        self.send_accepting(method, uri, body, "application/json")
+            .await
+    }
+
+    /// `send`, asking for `accept`.
+    async fn send_accepting(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+        accept: &str,
+    ) -> (StatusCode, Value, Counts) {
         self.counts.take();
         let mut request = Request::builder()
             .method(method)
             .uri(uri)
+            .header("accept", accept)
             .header("content-type", "application/json");
         if let Some(token) = &self.token {
             request = request.header("authorization", format!("Bearer {token}"));
@@ -101,6 +114,11 @@ impl Instance {
 
     async fn get(&self, uri: &str) -> (StatusCode, Value, Counts) {
         self.send("GET", uri, None).await
+    }
+
+    /// The install (abbreviated) view of a packument.
+    async fn get_abbreviated(&self, uri: &str) -> (StatusCode, Value, Counts) {
+        self.send_accepting("GET", uri, None, ABBREVIATED).await
     }
 
     async fn publish(&self, name: &str, version: &str) {
@@ -148,6 +166,9 @@ fn show(counts: &Counts) -> String {
 fn counts(pairs: &[(&str, u64)]) -> Counts {
     pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
+
+/// What npm asks for when it installs.
+const ABBREVIATED: &str = "application/vnd.npm.install-v1+json";
 
 /// A long check interval: no test step takes that long, so "within T" is never a race.
 const LONG_T: (&str, &str) = ("REGISTRY_REVISION_CHECK_MS", "600000");
@@ -320,10 +341,94 @@ async fn a_write_elsewhere_is_seen_within_the_check_interval() {
     );
 }
 
+/// An instance reads each revision of a package once, whichever views it renders
+/// (`docs/scaling.md`, part 2): a cold instance GETs the snapshot for its first view and renders
+/// the second from the bytes it kept; after a write elsewhere, the versions the write touched
+/// are read (together) for the first view's patch and not again for the second's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_reads_each_revision_once_for_both_views() {
+    const T: Duration = Duration::from_millis(500);
+    let resources = AwsResources::create("views-once", S3Host::Different);
+    let writer = instance(&resources, &[("REGISTRY_REVISION_CHECK_MS", "0")]).await;
+    let name = "@acme/once";
+    let uri = "/@acme%2fonce";
+    writer.publish(name, "1.0.0").await;
+    writer.publish(name, "1.0.1").await;
+    let reader = instance(&resources, &[("REGISTRY_REVISION_CHECK_MS", "500")]).await;
+
+    let (status, full, cold_full) = reader.get(uri).await;
+    assert_eq!(status, StatusCode::OK, "{full}");
+    let checked = Instant::now();
+    let (status, abbreviated, cold_abbreviated) = reader.get_abbreviated(uri).await;
+    assert_eq!(status, StatusCode::OK, "{abbreviated}");
+    println!(
+        "a cold instance, full view: {}; then the abbreviated view: {}",
+        show(&cold_full),
+        show(&cold_abbreviated)
+    );
+    assert_eq!(
+        cold_full.get("S3.GetObject"),
+        Some(&1),
+        "the snapshot, once: {cold_full:?}"
+    );
+    assert!(
+        checked.elapsed() < T,
+        "the test is too slow for its T: the second view's check would read"
+    );
+    assert_eq!(
+        cold_abbreviated,
+        Counts::new(),
+        "the second view renders from the kept snapshot and the view: no request"
+    );
+    assert_eq!(abbreviated["dist-tags"]["latest"], "1.0.1");
+
+    // Two writes elsewhere: the second's snapshot is the writer's, at the latest revision.
+    writer.publish(name, "1.0.2").await;
+    let (status, _, _) = writer
+        .send(
+            "PUT",
+            "/-/package/@acme%2fonce/dist-tags/next",
+            Some(json!("1.0.2")),
+        )
+        .await;
+    assert!(status.is_success(), "{status}");
+    tokio::time::sleep_until((checked + T).into()).await;
+
+    let (status, abbreviated, patch_abbreviated) = reader.get_abbreviated(uri).await;
+    assert_eq!(status, StatusCode::OK, "{abbreviated}");
+    assert_eq!(abbreviated["dist-tags"]["next"], "1.0.2", "{abbreviated}");
+    let (status, full, patch_full) = reader.get(uri).await;
+    assert_eq!(status, StatusCode::OK, "{full}");
+    assert_eq!(full["dist-tags"]["next"], "1.0.2", "{full}");
+    println!(
+        "after a write elsewhere, abbreviated view: {}; then the full view: {}",
+        show(&patch_abbreviated),
+        show(&patch_full)
+    );
+    assert_eq!(
+        dynamodb(&patch_abbreviated),
+        counts(&[
+            ("DynamoDB.BatchGetItem", 1),
+            ("DynamoDB.GetItem (eventual)", 1)
+        ]),
+        "the check, and the touched version read for the patch"
+    );
+    assert_eq!(
+        dynamodb(&patch_full),
+        Counts::new(),
+        "the full view patches with what the first patch read: {patch_full:?}"
+    );
+    assert!(
+        !patch_full.contains_key("S3.GetObject") || patch_full.get("S3.GetObject") == Some(&1),
+        "at most the new latest version's README: {patch_full:?}"
+    );
+}
+
 /// A view older than the package's snapshot never mixes the two: a document built from a newer
 /// snapshot is served with that snapshot's own record (its dist-tags name its versions), and the
-/// view moves up to it. Here `latest` was unpublished elsewhere: the reader's view still names
-/// it, the snapshot no longer lists it.
+/// view moves up to it. Here `latest` was unpublished elsewhere: the reader's view (read for a
+/// dist-tags GET, so the reader holds no snapshot) still names it, the snapshot no longer lists
+/// it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_older_than_the_snapshot_serves_the_snapshot_whole() {
     let resources = AwsResources::create("views-mix", S3Host::Different);
@@ -347,7 +452,8 @@ async fn a_view_older_than_the_snapshot_serves_the_snapshot_whole() {
             serde_json::from_slice::<Value>(&bytes).unwrap()
         }
     };
-    assert_eq!(abbreviated(&reader).await["dist-tags"]["latest"], "1.0.1");
+    let (status, tags, _) = reader.get("/-/package/@acme%2fmix/dist-tags").await;
+    assert_eq!((status, &tags["latest"]), (StatusCode::OK, &json!("1.0.1")));
 
     writer.unpublish(name, "1.0.1").await;
     // A new instance's read stores the snapshot of the new revision (the writer's own would patch
@@ -370,7 +476,7 @@ async fn a_view_older_than_the_snapshot_serves_the_snapshot_whole() {
     let (status, full, _) = reader.get("/@acme%2fmix").await;
     assert_eq!(status, StatusCode::OK);
     consistent(&full);
-    // The install view, built at the older revision: the view has moved up, so it is patched.
+    // The install view: the view has moved up, and the snapshot read for the full view is kept.
     consistent(&abbreviated(&reader).await);
 }
 

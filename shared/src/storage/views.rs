@@ -45,6 +45,15 @@ const MAX_WRITTEN: NonZeroUsize = NonZeroUsize::new(256).expect("not zero");
 /// READMEs up to this size are kept with a written version; a bigger one is read back.
 const WRITTEN_README_BYTES: usize = 64 * 1024;
 
+/// Versions read to patch a rendering that are kept for the instance's other rendering of the
+/// same revision (`PackageViews::versions_as_of`): the two views of a package each patch, and
+/// would otherwise each read what the write touched.
+const MAX_READ: NonZeroUsize = NonZeroUsize::new(256).expect("not zero");
+
+/// A version read for a patch is kept only if its manifest is at most this big (a few KB is
+/// usual), which bounds `MAX_READ`'s memory to a few MiB.
+const READ_MANIFEST_BYTES: usize = 32 * 1024;
+
 /// A version this instance just created, as the write stored it.
 struct Written {
     /// The package revision the write made: the version's touch in the package's
@@ -65,6 +74,17 @@ enum WrittenReadme {
     Kept(String),
     /// Too big to keep here: read from the store.
     Unkept,
+}
+
+/// A version's record as a read for a patch found it, after the package record that listed
+/// the write it shows.
+struct ReadAsOf {
+    /// The latest write to touch the version in the package record read before it: the record
+    /// shows that write (or a later one, as any strong read after that record could).
+    touch: u64,
+    /// When the package was created (ms), as for `Written`.
+    created: i64,
+    record: VersionRecord,
 }
 
 /// What the tarball route needs to know of a version.
@@ -137,6 +157,8 @@ pub struct PackageViews {
     facts: Mutex<LruCache<(PackageName, Version), (u64, VersionFact)>>,
     /// The versions the latest writes made here created.
     written: Mutex<LruCache<(PackageName, Version), Arc<Written>>>,
+    /// The versions the latest patches here read, by the write they show.
+    read: Mutex<LruCache<(PackageName, Version), Arc<ReadAsOf>>>,
     /// The package records the latest writes made here committed.
     committed: Mutex<LruCache<PackageName, Arc<PackageRecord>>>,
     /// The search index kept current with the writes made here, if any.
@@ -157,6 +179,7 @@ impl PackageViews {
             views: Mutex::new(LruCache::new(MAX_VIEWS)),
             facts: Mutex::new(LruCache::new(MAX_FACTS)),
             written: Mutex::new(LruCache::new(MAX_WRITTEN)),
+            read: Mutex::new(LruCache::new(MAX_READ)),
             committed: Mutex::new(LruCache::new(MAX_WRITTEN)),
             search: None,
         }
@@ -232,14 +255,17 @@ impl PackageViews {
         package: &PackageRecord,
         version: &Version,
     ) -> Result<Option<VersionRecord>, StoreError> {
-        if let Some(written) = self.written_current(package, version) {
-            return Ok(Some(written.record.clone()));
-        }
-        self.inner.version(&package.name, version).await
+        Ok(self
+            .versions_as_of(package, std::slice::from_ref(version))
+            .await?
+            .pop()
+            .flatten())
     }
 
     /// The records of `versions` as `package` shows them (`version_as_of`), in that order;
-    /// those this instance did not write are read together.
+    /// those this instance did not write are read together. With views kept, what was read is
+    /// kept by the write it shows, so the instance's other rendering of this revision patches
+    /// without reading it again: one read per instance and write, not one per view.
     pub async fn versions_as_of(
         &self,
         package: &PackageRecord,
@@ -250,6 +276,7 @@ impl PackageViews {
             .map(|v| {
                 self.written_current(package, v)
                     .map(|w| Some(w.record.clone()))
+                    .or_else(|| self.read_current(package, v).map(Some))
             })
             .collect();
         let unread: Vec<Version> = versions
@@ -259,16 +286,52 @@ impl PackageViews {
             .map(|(v, _)| v.clone())
             .collect();
         if !unread.is_empty() {
-            let mut read = self
-                .inner
-                .versions(&package.name, &unread)
-                .await?
-                .into_iter();
+            let read = self.inner.versions(&package.name, &unread).await?;
+            if self.keeps_views() {
+                self.keep_read(package, &read);
+            }
+            let mut read = read.into_iter();
             for slot in records.iter_mut().filter(|r| r.is_none()) {
                 *slot = Some(read.next().flatten());
             }
         }
         Ok(records.into_iter().map(Option::flatten).collect())
+    }
+
+    /// What a patch read of `version`, if `package` lists the same latest write to it.
+    fn read_current(&self, package: &PackageRecord, version: &Version) -> Option<VersionRecord> {
+        if !self.keeps_views() {
+            return None;
+        }
+        let read = locked(&self.read)
+            .get(&(package.name.clone(), version.clone()))
+            .cloned()?;
+        (read.created == package.created.timestamp_millis()
+            && package.touched.last_touch(version) == Some(read.touch))
+        .then(|| read.record.clone())
+    }
+
+    /// Keeps `records`, read strongly after `package`, by the latest write `package` lists to
+    /// each: a record not listed there, or with a big manifest, is not kept.
+    fn keep_read(&self, package: &PackageRecord, records: &[Option<VersionRecord>]) {
+        let created = package.created.timestamp_millis();
+        let mut read = locked(&self.read);
+        for record in records.iter().flatten() {
+            let small = match &record.state {
+                VersionState::Live(live) => live.manifest.json().len() <= READ_MANIFEST_BYTES,
+                VersionState::Unpublished { .. } => true,
+            };
+            if let (true, Some(touch)) = (small, package.touched.last_touch(&record.version)) {
+                read.put(
+                    (package.name.clone(), record.version.clone()),
+                    Arc::new(ReadAsOf {
+                        touch,
+                        created,
+                        record: record.clone(),
+                    }),
+                );
+            }
+        }
     }
 
     /// `version`'s README as `package` shows it, as `version_as_of` reads its record.

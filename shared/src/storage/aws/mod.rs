@@ -69,6 +69,8 @@ pub struct AwsStorage {
     endpoint_url: Option<String>,
     /// Where rebuilt snapshots are written from, when not before answering (Lambda).
     after_response: Option<Arc<AfterResponse>>,
+    /// The snapshots this instance read or stored last, so a revision is read once.
+    kept: Arc<snapshots::KeptSnapshots>,
 }
 
 impl AwsStorage {
@@ -93,6 +95,9 @@ impl AwsStorage {
             counts,
             endpoint_url: shared.endpoint_url().map(str::to_string),
             after_response: None,
+            kept: Arc::new(snapshots::KeptSnapshots::new(
+                snapshots::KEPT_SNAPSHOT_BYTES,
+            )),
         }
     }
 

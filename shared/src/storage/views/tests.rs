@@ -447,3 +447,61 @@ async fn a_written_version_is_used_until_another_write_touches_it() {
     );
     assert_eq!(store.reads(), [("version", Consistency::Strong)]);
 }
+
+/// With views kept, the versions a patch read are kept by the write the record lists for each,
+/// so the instance's other view patches to the same revision without reading them again; a
+/// record listing a later write to a version, or a package created again, reads it anew. With
+/// T = 0 nothing is kept.
+#[tokio::test]
+async fn versions_read_for_a_patch_are_read_once_per_write() {
+    let store = Arc::new(Replicated::default());
+    let created = Utc::now();
+    let (one, two) = (
+        Version::parse("1.0.0").unwrap(),
+        Version::parse("1.0.1").unwrap(),
+    );
+    let stored = live("1.0.1", "bb");
+    store.commit_version(&name(), live("1.0.0", "aa"));
+    store.commit_version(&name(), stored.clone());
+    let mut record = PackageRecord::new(name(), created);
+    record.revision = 2;
+    record.touched.record(1, [&one]);
+    record.touched.record(2, [&two]);
+    let both = [one.clone(), two.clone()];
+
+    let unkept = views(&store, Duration::ZERO);
+    for _ in 0..2 {
+        unkept.versions_as_of(&record, &both).await.unwrap();
+    }
+    assert_eq!(store.reads().len(), 4, "T = 0: every patch reads");
+
+    let views = views(&store, T);
+    let first = views.versions_as_of(&record, &both).await.unwrap();
+    assert_eq!(store.reads().len(), 2);
+    let second = views.versions_as_of(&record, &both).await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(
+        (store.reads(), second[1].clone()),
+        (Vec::new(), Some(stored.clone())),
+        "the second view's patch reads nothing"
+    );
+
+    // A deprecation of 1.0.1 at revision 3: that version is read again, 1.0.0 is not.
+    let mut deprecated = stored;
+    if let VersionState::Live(live) = &mut deprecated.state {
+        live.deprecated = Some("use 1.0.0".into());
+    }
+    store.commit_version(&name(), deprecated.clone());
+    let mut later = record.clone();
+    later.revision = 3;
+    later.touched.record(3, [&two]);
+    let read = views.versions_as_of(&later, &both).await.unwrap();
+    assert_eq!(read[1], Some(deprecated.clone()));
+    assert_eq!(store.reads(), [("version", Strong)]);
+
+    // The same name created again starts its revisions over: nothing kept applies.
+    let mut again = record.clone();
+    again.created = created + chrono::Duration::seconds(1);
+    views.versions_as_of(&again, &both).await.unwrap();
+    assert_eq!(store.reads().len(), 2);
+}
