@@ -173,17 +173,33 @@ async fn aws_requests_per_operation() {
     }
 
     assert_eq!(
+        first,
+        BTreeMap::from([
+            ("DynamoDB.GetItem".into(), first["DynamoDB.GetItem"]),
+            ("DynamoDB.TransactWriteItems".into(), 1),
+            ("S3.PutObject".into(), 2)
+        ]),
+        "a new package: its tarball, the transaction, and its first snapshot (the write itself, \
+         stored only if none exists: no read of the bucket)"
+    );
+    assert_eq!(
         writes(&second),
         BTreeMap::from([
             ("DynamoDB.TransactWriteItems".into(), 1),
-            ("S3.PutObject".into(), 1)
-        ])
+            ("S3.PutObject".into(), 2)
+        ]),
+        "the tarball, the transaction, and the snapshot advanced to the new revision"
+    );
+    assert_eq!(
+        second.get("S3.GetObject"),
+        Some(&1),
+        "the snapshot the write advances, read once: {second:?}"
     );
     assert_eq!(
         cold,
-        rebuilding_read(),
-        "the first read after a write: the record and the package's (stale) snapshot side by \
-         side, the rebuild and its new snapshot"
+        BTreeMap::from([("DynamoDB.GetItem".into(), 1), ("S3.GetObject".into(), 1)]),
+        "the first read after a write: the record and the package's snapshot, side by side, \
+         which the writer left current (no Query of every version)"
     );
     assert_eq!(
         warm,
@@ -317,6 +333,121 @@ async fn snapshots_serve_new_instances_and_heal() {
         rebuilt, body,
         "the advanced snapshot is what a rebuild makes"
     );
+}
+
+/// A package of `count` versions (1.0.0, 1.0.1, ...), as the bulk import takes it.
+fn imported(name: &PackageName, count: u64) -> PackageDocument {
+    let now = chrono::Utc::now();
+    let mut package = PackageRecord::new(name.clone(), now);
+    package.revision = 1;
+    let versions = (0..count)
+        .map(|i| {
+            let version = semver::Version::new(1, 0, i);
+            package.dist_tags.insert(DistTag::latest(), version.clone());
+            VersionRecord {
+                state: VersionState::Live(Box::new(LiveVersion {
+                    manifest: serde_json::from_value(json!({ "description": "imported" })).unwrap(),
+                    dist: Dist {
+                        shasum: "0".repeat(40),
+                        integrity: format!("sha512-{}", "A".repeat(86)),
+                        file_count: 1,
+                        unpacked_size: 10,
+                        tarball_key: TarballKey::new(name, &version, &"0".repeat(128)),
+                        signatures: Vec::new(),
+                        provenance: None,
+                    },
+                    readme_filename: None,
+                    has_readme: None,
+                    deprecated: None,
+                })),
+                version,
+                published: now,
+            }
+        })
+        .collect();
+    PackageDocument { package, versions }
+}
+
+/// Every write leaves the package's snapshot current before it answers, however it finds it,
+/// so no reader on any instance queries every version after a write (`docs/scaling.md`, part
+/// 3): a new package over a snapshot left in the bucket (the first store requires the key to be
+/// empty and fails; the writer reads what is there and replaces it), a write split over
+/// transactions (rebuilt from the table), and writers racing on one package (each store is
+/// conditional on the snapshot its writer read, and the loser reads again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_leaves_the_snapshot_current() {
+    let resources = AwsResources::create("snapcur", S3Host::Different);
+    let writer = harness_on(&resources).await;
+    // A new instance's first read, served from the snapshot.
+    let current = |uri: &'static str| {
+        let resources = &resources;
+        async move {
+            let (status, body, counts) = harness_on(resources).await.send("GET", uri, vec![]).await;
+            assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+            // (Imported versions say nothing of a README: the latest's is looked for.)
+            assert!(
+                !counts.contains_key("DynamoDB.Query") && !counts.contains_key("S3.PutObject"),
+                "{uri}: the snapshot is current, nothing is rebuilt: {counts:?}"
+            );
+            serde_json::from_slice::<Value>(&body).unwrap()
+        }
+    };
+
+    let planted = PackageName::parse("@acme/planted").unwrap();
+    resources
+        .put_object(
+            &ObjectKey::Snapshot(&planted).to_string(),
+            b"{\"not\": \"a document\"}",
+        )
+        .await;
+    writer.publish("@acme/planted", "1.0.0").await;
+    let doc = current("/@acme%2fplanted").await;
+    assert_eq!(doc["dist-tags"]["latest"], "1.0.0");
+
+    // 120 versions deprecated at once: two transactions (97 changes each at most).
+    let split = PackageName::parse("@acme/split").unwrap();
+    writer.storage.import(&imported(&split, 120)).await.unwrap();
+    let (status, body, _) = writer
+        .send("GET", "/@acme%2fsplit?write=true", vec![])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut doc: Value = serde_json::from_slice(&body).unwrap();
+    for version in doc["versions"].as_object_mut().unwrap().values_mut() {
+        version["deprecated"] = json!("use 2");
+    }
+    let (status, body, counts) = writer
+        .send("PUT", "/@acme%2fsplit", serde_json::to_vec(&doc).unwrap())
+        .await;
+    assert!(
+        status.is_success(),
+        "{status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(
+        counts.get("DynamoDB.TransactWriteItems"),
+        Some(&2),
+        "a write split over transactions: {counts:?}"
+    );
+    let doc = current("/@acme%2fsplit").await;
+    let versions = doc["versions"].as_object().unwrap();
+    assert_eq!(versions.len(), 120);
+    assert!(versions.values().all(|v| v["deprecated"] == "use 2"));
+
+    writer.publish("@acme/raced", "1.0.0").await;
+    for round in 0..4 {
+        let (a, b) = (harness_on(&resources).await, harness_on(&resources).await);
+        let (left, right) = (format!("2.0.{round}"), format!("3.0.{round}"));
+        tokio::join!(
+            a.publish("@acme/raced", &left),
+            b.publish("@acme/raced", &right)
+        );
+        let doc = current("/@acme%2fraced").await;
+        let versions = doc["versions"].as_object().unwrap();
+        assert!(
+            versions.contains_key(&left) && versions.contains_key(&right),
+            "round {round}: {doc}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

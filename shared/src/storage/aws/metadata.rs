@@ -64,7 +64,7 @@ impl MetadataStore for AwsStorage {
         let Some(package) = package? else {
             return Ok(None);
         };
-        let doc = self.current_document_keeping(&package, snapshot?).await?;
+        let doc = self.current_document(&package, snapshot?).await?;
         // `None`: the package went away between the two reads.
         Ok(doc.map(|doc| (package, Some(doc))))
     }
@@ -254,10 +254,8 @@ impl MetadataStore for AwsStorage {
             self.delete_object(ObjectKey::Readme(name, version)).await?;
         }
         // Before answering, so that once a publish returns every instance's next read finds the
-        // new version in the snapshot (a write split over transactions leaves it to a rebuild).
-        if one_transaction {
-            self.advance_snapshot(&write).await;
-        }
+        // new version in the snapshot.
+        self.advance_snapshot(&write, one_transaction).await;
         Ok(())
     }
 }

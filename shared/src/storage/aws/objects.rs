@@ -8,9 +8,26 @@ use super::errors::{Resource, classify};
 use super::layout::ObjectKey;
 use crate::storage::StoreError;
 
+/// What a conditional `PutObject` requires of the object it replaces (S3 conditional writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Replacing {
+    /// There is none (`If-None-Match: *`).
+    Absent,
+    /// The one with this ETag, unchanged since it was read (`If-Match`).
+    Etag(String),
+}
+
 impl AwsStorage {
     /// An object's bytes; `None` if there is none at `key`.
     pub(super) async fn get_object(&self, key: ObjectKey<'_>) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.get_object_tagged(key).await?.map(|(bytes, _)| bytes))
+    }
+
+    /// An object's bytes and its ETag; `None` if there is none at `key`.
+    pub(super) async fn get_object_tagged(
+        &self,
+        key: ObjectKey<'_>,
+    ) -> Result<Option<(Bytes, Option<String>)>, StoreError> {
         match self
             .s3
             .get_object()
@@ -20,12 +37,13 @@ impl AwsStorage {
             .await
         {
             Ok(out) => {
+                let etag = out.e_tag;
                 let body = out
                     .body
                     .collect()
                     .await
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                Ok(Some(body.into_bytes()))
+                Ok(Some((body.into_bytes(), etag)))
             }
             Err(e)
                 if e.as_service_error().is_some_and(
@@ -70,6 +88,43 @@ impl AwsStorage {
             send.await
                 .map_err(|e| classify(e, Resource::Bucket(&bucket)))?;
             Ok(())
+        }
+    }
+
+    /// A `PutObject` that stores `bytes` only if the object at `key` is still as `replacing`
+    /// says: `false` when it is not (S3's `412 Precondition Failed`, or `409` when another
+    /// conditional write to the key raced it), so a writer never replaces what it did not read.
+    pub(super) fn put_object_if(
+        &self,
+        key: ObjectKey<'_>,
+        bytes: Bytes,
+        content_type: &str,
+        replacing: &Replacing,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+        let put = self
+            .s3
+            .put_object()
+            .bucket(&self.settings.bucket)
+            .key(key.to_string())
+            .content_type(content_type)
+            .body(ByteStream::from(bytes));
+        let send = match replacing {
+            Replacing::Absent => put.if_none_match("*"),
+            Replacing::Etag(etag) => put.if_match(etag),
+        }
+        .send();
+        let bucket = self.settings.bucket.clone();
+        async move {
+            match send.await {
+                Ok(_) => Ok(true),
+                Err(e)
+                    if e.raw_response()
+                        .is_some_and(|r| matches!(r.status().as_u16(), 409 | 412)) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(classify(e, Resource::Bucket(&bucket))),
+            }
         }
     }
 }

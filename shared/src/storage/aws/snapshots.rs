@@ -17,6 +17,7 @@ use super::AwsStorage;
 use super::codec::{Item, decode_package, decode_version, s_attr};
 use super::errors::{classify, internal};
 use super::layout::{ObjectKey, PackageSortKey, Partition, attr};
+use super::objects::Replacing;
 use crate::domain::{PackageDocument, PackageName, PackageRecord, VersionState};
 use crate::storage::{PackageWrite, StoreError, VersionChange};
 
@@ -82,24 +83,41 @@ fn decode(bytes: &[u8]) -> Option<PackageDocument> {
     serde_json::from_slice(bytes).ok()
 }
 
-impl AwsStorage {
-    /// The package's snapshot, whatever its revision.
-    pub(super) async fn snapshot(
-        &self,
-        name: &PackageName,
-    ) -> Result<Option<PackageDocument>, StoreError> {
-        Ok(self.snapshot_read(name).await?.map(|(doc, _)| doc))
-    }
+/// A package's snapshot as read from the bucket.
+pub(super) struct StoredSnapshot {
+    /// The document; `None` if no release can read it (a layout of an older one): it counts as
+    /// missing and is rebuilt.
+    doc: Option<PackageDocument>,
+    bytes: Bytes,
+    /// What a write replacing it must find (the ETag it was read with).
+    replacing: Replacing,
+}
 
-    /// The package's snapshot, whatever its revision, with its bytes.
+/// What a write of the snapshot of a package must find in its place: what was read.
+fn replacing(stored: Option<&StoredSnapshot>) -> Replacing {
+    stored.map_or(Replacing::Absent, |s| s.replacing.clone())
+}
+
+/// Times a writer reads the snapshot again when another write replaced it between its read and
+/// its conditional `PutObject` (racing writers, or a reader's rebuild).
+const ADVANCE_ATTEMPTS: usize = 3;
+
+impl AwsStorage {
+    /// The package's snapshot, whatever its revision; `None` if there is none.
     pub(super) async fn snapshot_read(
         &self,
         name: &PackageName,
-    ) -> Result<Option<(PackageDocument, Bytes)>, StoreError> {
-        Ok(self
-            .get_object(ObjectKey::Snapshot(name))
-            .await?
-            .and_then(|bytes| decode(&bytes).map(|doc| (doc, bytes))))
+    ) -> Result<Option<StoredSnapshot>, StoreError> {
+        let Some((bytes, etag)) = self.get_object_tagged(ObjectKey::Snapshot(name)).await? else {
+            return Ok(None);
+        };
+        Ok(Some(StoredSnapshot {
+            doc: decode(&bytes),
+            bytes,
+            // Without an ETag (S3 always sends one) nothing can be replaced conditionally: a
+            // replacement then requires the key to be empty, and fails.
+            replacing: etag.map_or(Replacing::Absent, Replacing::Etag),
+        }))
     }
 
     /// The document of `package` from the snapshot this instance keeps, if that one is current
@@ -113,33 +131,27 @@ impl AwsStorage {
             return Ok(Some(doc));
         }
         let snapshot = self.snapshot_read(&package.name).await?;
-        self.current_document_keeping(package, snapshot).await
-    }
-
-    /// `current_document` of a snapshot read with its bytes, which are kept if it is current.
-    pub(super) async fn current_document_keeping(
-        &self,
-        package: &PackageRecord,
-        snapshot: Option<(PackageDocument, Bytes)>,
-    ) -> Result<Option<PackageDocument>, StoreError> {
-        let snapshot = snapshot.map(|(doc, bytes)| {
-            if doc.package.revision >= package.revision {
-                self.kept.keep(&package.name, doc.package.revision, bytes);
-            }
-            doc
-        });
         self.current_document(package, snapshot).await
     }
 
-    /// The document of `package`: its snapshot if current, else rebuilt.
+    /// The document of `package`: its snapshot if current (and then kept), else rebuilt and
+    /// stored in place of the one read, unless that one was replaced since.
     pub(super) async fn current_document(
         &self,
         package: &PackageRecord,
-        snapshot: Option<PackageDocument>,
+        snapshot: Option<StoredSnapshot>,
     ) -> Result<Option<PackageDocument>, StoreError> {
+        let replacing = replacing(snapshot.as_ref());
         match snapshot {
-            Some(doc) if doc.package.revision >= package.revision => Ok(Some(doc)),
-            _ => self.rebuild_snapshot(&package.name).await,
+            Some(StoredSnapshot {
+                doc: Some(doc),
+                bytes,
+                ..
+            }) if doc.package.revision >= package.revision => {
+                self.kept.keep(&package.name, doc.package.revision, bytes);
+                Ok(Some(doc))
+            }
+            _ => self.rebuild_snapshot(&package.name, replacing).await,
         }
     }
 
@@ -170,8 +182,8 @@ impl AwsStorage {
         }
     }
 
-    /// Rebuilds the document from the table and stores it as the package's snapshot.
-    async fn rebuild_snapshot(
+    /// The package's document built from the table (a strongly consistent `Query`).
+    async fn document_from_table(
         &self,
         name: &PackageName,
     ) -> Result<Option<PackageDocument>, StoreError> {
@@ -187,62 +199,135 @@ impl AwsStorage {
                 None => {}
             }
         }
-        let Some(package) = package else {
+        Ok(package.map(|package| PackageDocument { package, versions }))
+    }
+
+    /// Rebuilds the document from the table and stores it as the package's snapshot in place of
+    /// the one read (`replacing`): if another write replaced that one since, the newer snapshot
+    /// stays, so a snapshot never moves back to an older revision.
+    async fn rebuild_snapshot(
+        &self,
+        name: &PackageName,
+        replacing: Replacing,
+    ) -> Result<Option<PackageDocument>, StoreError> {
+        let Some(doc) = self.document_from_table(name).await? else {
             return Ok(None);
         };
-        let doc = PackageDocument { package, versions };
         let bytes = Bytes::from(serde_json::to_vec(&doc).map_err(internal)?);
         self.kept.keep(name, doc.package.revision, bytes.clone());
         let key = ObjectKey::Snapshot(name).to_string();
-        let put = self.put_object(ObjectKey::Snapshot(name), bytes, "application/json");
+        let put = self.put_object_if(
+            ObjectKey::Snapshot(name),
+            bytes,
+            "application/json",
+            &replacing,
+        );
+        let stored = async move {
+            match put.await {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    tracing::debug!(
+                        key,
+                        "a rebuilt snapshot was not stored: another write replaced the one read"
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        };
         match &self.after_response {
-            None => put.await?,
+            None => stored.await?,
             // A lost snapshot costs a later read a rebuild, nothing more.
             Some(queue) => queue.defer(Box::pin(async move {
-                if let Err(e) = put.await {
-                    tracing::warn!(key, error = %e, "could not store a rebuilt snapshot");
+                if let Err(e) = stored.await {
+                    tracing::warn!(error = %e, "could not store a rebuilt snapshot");
                 }
             })),
         }
         Ok(Some(doc))
     }
 
-    /// After `write` committed (as one transaction): moves the package's snapshot from the
-    /// revision the write read to the one it wrote by applying the write, so the next reader on
-    /// any instance finds it current instead of querying every version. Nothing is done (and a
-    /// later reader rebuilds) when the snapshot is not at the revision read: a racing writer or a
-    /// rebuild got there first. Failures are only logged: the write itself has landed.
-    pub(super) async fn advance_snapshot(&self, write: &PackageWrite) {
-        let Some(expected) = write.expected_revision else {
-            // A new package: its first reader's rebuild is one small page.
-            return;
-        };
+    /// After `write` committed: leaves the package's snapshot at the revision it wrote (or a
+    /// later one) before the write answers, so the next reader on any instance finds it current
+    /// instead of querying every version. A snapshot at the revision the write read is advanced
+    /// by applying the write (one `GetObject` and one `PutObject`); a new package's is the write
+    /// itself; any other (missing, unreadable, behind a racing write, or a write split over
+    /// transactions) is rebuilt from the table. Each store is conditional on the snapshot read,
+    /// and read again if another write replaced it. Failures are only logged: the write itself
+    /// has landed, and a reader rebuilds what is missing.
+    pub(super) async fn advance_snapshot(&self, write: &PackageWrite, one_transaction: bool) {
         let name = &write.package.name;
-        let mut doc = match self.snapshot(name).await {
-            Ok(Some(doc)) if doc.package.revision == expected => doc,
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!(package = %name, error = %e, "could not read the snapshot to advance");
+        let wrote = write.package.revision;
+        for attempt in 0..ADVANCE_ATTEMPTS {
+            // A new package has no snapshot to read (one that exists fails the store, and the
+            // next attempt reads it).
+            let stored = if attempt == 0 && write.expected_revision.is_none() {
+                None
+            } else {
+                match self.snapshot_read(name).await {
+                    Ok(stored) => stored,
+                    Err(e) => {
+                        tracing::warn!(package = %name, error = %e, "could not read the snapshot to advance");
+                        return;
+                    }
+                }
+            };
+            let at = stored
+                .as_ref()
+                .and_then(|s| s.doc.as_ref())
+                .map(|d| d.package.revision);
+            if at.is_some_and(|at| at >= wrote) {
                 return;
             }
-        };
-        if !applied(&mut doc, write) {
-            return;
-        }
-        let advanced = match serde_json::to_vec(&doc) {
-            Ok(bytes) => {
-                self.put_object(
-                    ObjectKey::Snapshot(name),
-                    Bytes::from(bytes),
-                    "application/json",
-                )
-                .await
+            let replacing = replacing(stored.as_ref());
+            let base = match (stored.and_then(|s| s.doc), write.expected_revision) {
+                (Some(doc), Some(expected)) if doc.package.revision == expected => Some(doc),
+                (None, None) => Some(PackageDocument {
+                    package: write.package.clone(),
+                    versions: Vec::new(),
+                }),
+                _ => None,
+            };
+            let advanced = base
+                .filter(|_| one_transaction)
+                .and_then(|mut doc| applied(&mut doc, write).then_some(doc));
+            let doc = match advanced {
+                Some(doc) => doc,
+                None => match self.document_from_table(name).await {
+                    Ok(Some(doc)) => doc,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(package = %name, error = %e, "could not rebuild the snapshot to advance");
+                        return;
+                    }
+                },
+            };
+            let bytes = match serde_json::to_vec(&doc) {
+                Ok(bytes) => Bytes::from(bytes),
+                Err(e) => {
+                    tracing::warn!(package = %name, error = %e, "could not encode the snapshot");
+                    return;
+                }
+            };
+            let put = self.put_object_if(
+                ObjectKey::Snapshot(name),
+                bytes.clone(),
+                "application/json",
+                &replacing,
+            );
+            match put.await {
+                Ok(true) => {
+                    self.kept.keep(name, doc.package.revision, bytes);
+                    return;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(package = %name, error = %e, "could not advance the snapshot");
+                    return;
+                }
             }
-            Err(e) => Err(internal(e)),
-        };
-        if let Err(e) = advanced {
-            tracing::warn!(package = %name, error = %e, "could not advance the snapshot");
         }
+        tracing::warn!(package = %name, "the snapshot kept changing under the write: left to a reader's rebuild");
     }
 }
 
