@@ -382,8 +382,9 @@ async fn an_instance_reads_each_revision_once_for_both_views() {
     );
     assert_eq!(abbreviated["dist-tags"]["latest"], "1.0.1");
 
-    // Two writes elsewhere: the second's snapshot is the writer's, at the latest revision.
+    // Three writes elsewhere, touching two versions (read together, in one request).
     writer.publish(name, "1.0.2").await;
+    writer.publish(name, "1.0.3").await;
     let (status, _, _) = writer
         .send(
             "PUT",
@@ -411,7 +412,7 @@ async fn an_instance_reads_each_revision_once_for_both_views() {
             ("DynamoDB.BatchGetItem", 1),
             ("DynamoDB.GetItem (eventual)", 1)
         ]),
-        "the check, and the touched version read for the patch"
+        "the check, and the two touched versions read together for the patch"
     );
     assert_eq!(
         dynamodb(&patch_full),

@@ -196,6 +196,8 @@ fn each_function_role_holds_only_its_own_permissions() {
             "MetadataRole",
             &[
                 "dynamodb:GetItem",
+                // A rendering patched with the versions the writes since touched, read together.
+                "dynamodb:BatchGetItem",
                 "dynamodb:Query",
                 "dynamodb:PutItem",
                 "dynamodb:DeleteItem",
@@ -228,6 +230,7 @@ fn each_function_role_holds_only_its_own_permissions() {
             "PublishRole",
             &[
                 "dynamodb:GetItem",
+                "dynamodb:BatchGetItem",
                 "dynamodb:Query",
                 "dynamodb:PutItem",
                 "dynamodb:UpdateItem",

@@ -109,6 +109,9 @@ impl MetadataStore for AwsStorage {
     ) -> Result<Vec<Option<VersionRecord>>, StoreError> {
         // A patch reads every version the writes since touched: together, not one round trip
         // each (a `GetItem` per version made a render ten writes behind ten round trips).
+        if let [version] = versions {
+            return Ok(vec![self.version(name, version).await?]);
+        }
         let mut found = HashMap::with_capacity(versions.len());
         for chunk in versions.chunks(BATCH_GET_KEYS) {
             let mut keys: Vec<_> = chunk
