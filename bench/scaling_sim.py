@@ -22,12 +22,14 @@ What is modelled (docs/scaling.md has the reasoning and the code each cost comes
           instance; the writer stores the snapshot (a Query paced at --rebuild-pace RCU/s, or
           none with --incremental); readers never Query.
 
-  now     what the code does today (parts 1, 3, 4 and 5 of docs/scaling.md, and the incremental
-          packuments of issue 19; part 2 is designed, not built): the new design's checks, facts
-          and token records; the writer advances the snapshot (a GET and a PUT, no Query); after a
-          write each metadata instance, at its first request for a view after the check that saw
-          the write, patches the rendering it holds by reading the versions the write touched
-          (strong GetItems, one set per view) instead of GETting the snapshot; cold starts GET it.
+  now     what the code does today (parts 1, 3, 4 and 5 of docs/scaling.md, part 2's one read
+          per revision per instance, and the incremental packuments of issue 19; the rebuild
+          lease is not built): the new design's checks, facts and token records; the writer
+          leaves the snapshot current (a GET and a conditional PUT, no Query); after a write
+          each metadata instance, at its first packument request after the check that saw the
+          write, patches the rendering it holds by reading the versions the write touched
+          (strong, once per instance: the other view patches from what it read) instead of
+          GETting the snapshot; a cold start GETs the snapshot once for both views.
 
 Arrivals are spread evenly over a function's instances, Poisson at each. The instance count is
 fixed (--instances) or follows the load ("auto": rate x service time / utilisation).
@@ -275,13 +277,14 @@ def new_design(m: Model) -> Load:
 
 
 def implemented(m: Model) -> Load:
-    """What the code does now: parts 1 (views), 3 (the writer advances the snapshot), 4 (version
-    facts) and 5 (authorisation inputs) of docs/scaling.md, with incremental packuments. Checks
-    and facts as in `new_design`; after a write each metadata instance's next request for each
-    view, once a check has shown it the write, reads the version items the write touched (one per
-    write here: a publish) strongly and patches the rendering it holds. Cold starts GET the
-    snapshot per view. The writer GETs the snapshot and PUTs it advanced; it never Queries (a
-    snapshot at another revision, left to a reader's rebuild, is not modelled)."""
+    """What the code does now: parts 1 (views), 2 (one read per revision per instance), 3 (the
+    writer leaves the snapshot current), 4 (version facts) and 5 (authorisation inputs) of
+    docs/scaling.md, with incremental packuments. Checks and facts as in `new_design`; after a
+    write each metadata instance's next packument request, once a check has shown it the write,
+    reads the version items the write touched (one per write here: a publish) strongly and
+    patches the rendering it holds; its other view patches from the versions kept. Cold starts
+    GET the snapshot once. The writer GETs the snapshot and PUTs it advanced (a Query only for
+    a snapshot it cannot advance, not modelled: after a crash between commit and store)."""
     rng = random.Random(m.seed)
     p, t = m.packument_rate, m.tarball_rate
     n_meta, n_tar = m.pool(p), m.pool(t)
@@ -312,18 +315,17 @@ def implemented(m: Model) -> Load:
                 while seen < len(writes) and c >= writes[seen] + lag:
                     seen += 1
                 if seen > pending:
-                    # Each view patches at its next request, for every write seen since.
-                    for share in shares:
-                        if share > 0:
-                            at = c + rng.expovariate(per_instance * share)
-                            ddb.add(at, touched * (seen - pending), write=True)
+                    # The first view requested patches, for every write seen since; the other
+                    # view patches from the versions it read.
+                    at = c + rng.expovariate(per_instance * sum(shares))
+                    ddb.add(at, touched * (seen - pending), write=True)
                     pending = seen
     facts = item_rcu(m.version_kb, not m.eventual) * m.hot_versions
     cold_meta = n_meta / m.instance_lifetime_s
     cold_tar = n_tar / m.instance_lifetime_s
     for second in range(len(ddb.steady)):
         ddb.add(second, cold_tar * facts)
-        s3.add(second, cold_meta * m.views)
+        s3.add(second, cold_meta)
     for w in writes:
         s3.add(w, 1.0, write=True)
     token = 0.0
@@ -426,9 +428,10 @@ def table(m: Model, rates: list[float], out=sys.stdout) -> list[tuple[float, Loa
         file=out,
     )
     print(
-        "designs: today = before issue 19; now = as built (parts 1, 3, 4, 5: views, the writer's "
-        "snapshot, version facts, authorisation inputs; incremental packuments); new = as designed "
-        "(part 2 too: one snapshot GET per revision; the writer's Query paced)",
+        "designs: today = before issue 19; now = as built (parts 1-5: views, one read per revision "
+        "per instance, the writer's snapshot, version facts, authorisation inputs; incremental "
+        "packuments); new = as designed (readers GET the new snapshot instead of patching; the "
+        "writer's Query paced)",
         file=out,
     )
     token = m.auth == "token"
