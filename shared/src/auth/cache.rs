@@ -1,6 +1,12 @@
 //! GitHub's answers, cached in memory and in the KV store (`kv::Namespace::GithubCache`) with
 //! their ETags: reads reuse a fresh answer, and a stale one while GitHub is down; writes always
 //! revalidate, which an unchanged answer answers with a 304 that costs no rate limit.
+//!
+//! On DynamoDB (`docs/scaling.md`, part 5) a memory miss reads the stored answer eventually
+//! consistently, at half the price: an entry carries the time it was fetched, so an older copy
+//! from a lagging replica is only revalidated sooner. A 304 refreshes the stored copy only once
+//! it is older than half of `fresh_for`: a write revalidates every time, and storing each 304
+//! would write the cache's partition once per write.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,6 +17,7 @@ use serde::de::DeserializeOwned;
 
 use super::github::{Fetched, GithubError};
 use super::kv::{Kv, KvKey};
+use crate::storage::Consistency;
 
 /// A cached GitHub answer: the registry's reading of it (`RepoAccess`, `TokenOwner`, …), as
 /// JSON so one cache holds every kind.
@@ -63,7 +70,11 @@ impl AnswerCache {
         {
             return Some(e);
         }
-        let entry: CacheEntry = self.kv.get_json(key).await.ok()??;
+        let entry: CacheEntry = self
+            .kv
+            .get_json_with(key, Consistency::Eventual)
+            .await
+            .ok()??;
         self.remember(key, &entry);
         Some(entry)
     }
@@ -122,8 +133,13 @@ impl AnswerCache {
                 let mut entry = cached.ok_or_else(|| {
                     GithubError::Unavailable("304 without a cached answer".into())
                 })?;
+                let young = now - entry.fetched < self.fresh_for / 2;
                 entry.fetched = now;
-                self.put(key, &entry).await;
+                if young {
+                    self.remember(key, &entry);
+                } else {
+                    self.put(key, &entry).await;
+                }
                 serde_json::from_value(entry.value)
                     .map_err(|e| GithubError::Unavailable(e.to_string()))
             }
@@ -143,5 +159,146 @@ impl AnswerCache {
                 _ => Err(e),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::storage::{KvStore, StoreError};
+
+    /// A KV store that records how each call read or wrote.
+    #[derive(Default)]
+    struct Recording {
+        values: Mutex<BTreeMap<(String, String), Vec<u8>>>,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl Recording {
+        fn calls(&self) -> Vec<String> {
+            std::mem::take(&mut *self.calls.lock().unwrap())
+        }
+    }
+
+    #[async_trait]
+    impl KvStore for Recording {
+        async fn get(&self, namespace: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.get_with(namespace, id, Consistency::Strong).await
+        }
+        async fn get_with(
+            &self,
+            namespace: &str,
+            id: &str,
+            consistency: Consistency,
+        ) -> Result<Option<Vec<u8>>, StoreError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("get {namespace} {consistency:?}"));
+            Ok(self
+                .values
+                .lock()
+                .unwrap()
+                .get(&(namespace.to_string(), id.to_string()))
+                .cloned())
+        }
+        async fn put(
+            &self,
+            namespace: &str,
+            id: &str,
+            value: &[u8],
+            _: Option<DateTime<Utc>>,
+        ) -> Result<(), StoreError> {
+            self.calls.lock().unwrap().push(format!("put {namespace}"));
+            self.values
+                .lock()
+                .unwrap()
+                .insert((namespace.to_string(), id.to_string()), value.to_vec());
+            Ok(())
+        }
+        async fn put_new(
+            &self,
+            _: &str,
+            _: &str,
+            _: &[u8],
+            _: Option<DateTime<Utc>>,
+        ) -> Result<bool, StoreError> {
+            unreachable!("the answer cache never creates only if absent")
+        }
+        async fn delete(&self, namespace: &str, id: &str) -> Result<(), StoreError> {
+            self.values
+                .lock()
+                .unwrap()
+                .remove(&(namespace.to_string(), id.to_string()));
+            Ok(())
+        }
+        async fn list(&self, _: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn stored(store: &Recording, key: &KvKey, fetched: DateTime<Utc>) {
+        let entry = CacheEntry {
+            value: serde_json::json!("admin"),
+            etag: Some("\"e1\"".into()),
+            fetched,
+        };
+        store.values.lock().unwrap().insert(
+            (key.namespace().to_string(), key.id().to_string()),
+            serde_json::to_vec(&entry).unwrap(),
+        );
+    }
+
+    async fn revalidated(cache: &AnswerCache, key: &KvKey) -> String {
+        cache
+            .cached(key, Freshness::Revalidate, |etag| async move {
+                assert_eq!(etag.as_deref(), Some("\"e1\""), "asked with the ETag");
+                Ok(Fetched::<String>::NotModified)
+            })
+            .await
+            .unwrap()
+    }
+
+    /// A memory miss reads the stored answer eventually consistently, from its shard; a 304
+    /// stores the answer again only once the stored copy is older than half of `fresh_for`
+    /// (the copy in memory is refreshed either way).
+    #[tokio::test]
+    async fn a_304_rewrites_only_an_old_answer_and_misses_read_eventually() {
+        let store = Arc::new(Recording::default());
+        let fresh_for = Duration::seconds(60);
+        let key = KvKey::token_owner("ghp_x");
+        let shard = key.namespace().to_string();
+        assert!(shard.starts_with("github-cache/"), "{shard}");
+
+        stored(&store, &key, Utc::now() - Duration::seconds(10));
+        let cache = AnswerCache::new(Kv::new(store.clone()), fresh_for, Duration::hours(1));
+        assert_eq!(revalidated(&cache, &key).await, "admin");
+        assert_eq!(
+            store.calls(),
+            [format!("get {shard} Eventual")],
+            "young: the 304 is not written back"
+        );
+
+        stored(&store, &key, Utc::now() - Duration::seconds(40));
+        let cache = AnswerCache::new(Kv::new(store.clone()), fresh_for, Duration::hours(1));
+        assert_eq!(revalidated(&cache, &key).await, "admin");
+        assert_eq!(
+            store.calls(),
+            [format!("get {shard} Eventual"), format!("put {shard}")],
+            "older than half of fresh_for: stored with its new time"
+        );
+        // And a read within fresh_for is then answered from memory.
+        let value: String = cache
+            .cached(&key, Freshness::Cached, |_| async {
+                panic!("GitHub is not asked for a fresh answer")
+            })
+            .await
+            .unwrap();
+        assert_eq!((value.as_str(), store.calls()), ("admin", Vec::new()));
     }
 }

@@ -17,8 +17,11 @@ use crate::storage::{Consistency, KvStore, StoreError};
 /// A namespace of the KV store: a group of records that can be listed together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Namespace {
-    /// GitHub answers, keyed by what was asked and the hash of the token that asked.
-    GithubCache,
+    /// GitHub answers, keyed by what was asked and the hash of the token that asked, spread
+    /// over 16 shards by the first hex digit of the id's SHA-256: each shard is a partition of
+    /// its own on DynamoDB (`docs/scaling.md`, part 5), so a fleet of per-run tokens does not
+    /// meet in one.
+    GithubCache(GithubCacheShard),
     /// One user's registry-token records, keyed by token id (the login is matched in any case).
     Tokens {
         /// The GitHub login, as given (the key lowercases it).
@@ -38,6 +41,17 @@ pub enum Namespace {
     WebLogins,
 }
 
+/// One of the 16 shards of `Namespace::GithubCache` (0 to 15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GithubCacheShard(u8);
+
+impl GithubCacheShard {
+    /// The shard of the answer under `id`: the first hex digit of its SHA-256.
+    fn of(id: &str) -> Self {
+        GithubCacheShard(sha2::Sha256::digest(id.as_bytes())[0] >> 4)
+    }
+}
+
 impl Namespace {
     /// The namespace of `login`'s registry tokens.
     pub(crate) fn tokens(login: &str) -> Self {
@@ -55,7 +69,7 @@ impl Namespace {
 impl fmt::Display for Namespace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Namespace::GithubCache => f.write_str("github-cache"),
+            Namespace::GithubCache(GithubCacheShard(shard)) => write!(f, "github-cache/{shard:x}"),
             Namespace::Tokens { login } => write!(f, "tokens/{}", login.to_ascii_lowercase()),
             Namespace::Trust(name) => write!(f, "trust/{}", name.as_str()),
             Namespace::MintedTokens => f.write_str("trusted-publishing/tokens"),
@@ -92,41 +106,34 @@ impl KvKey {
         Self { namespace, id }
     }
 
+    /// A GitHub answer under `id`, in its shard.
+    fn github_answer(id: String) -> Self {
+        Self::new(Namespace::GithubCache(GithubCacheShard::of(&id)), id)
+    }
+
     /// Whom `token` acts for (`GET /user`).
     pub(crate) fn token_owner(token: &str) -> Self {
-        Self::new(
-            Namespace::GithubCache,
-            format!("owner/{}", sha256_hex(token)),
-        )
+        Self::github_answer(format!("owner/{}", sha256_hex(token)))
     }
 
     /// What `token` (or an anonymous caller) may do in `repo` (`GET /repos/…`).
     pub(crate) fn repo_access(token: Option<&str>, repo: &RepoRef) -> Self {
         let who = token.map_or_else(|| "anonymous".to_string(), sha256_hex);
-        Self::new(
-            Namespace::GithubCache,
-            format!("repo/{who}/{}", repo_path(repo)),
-        )
+        Self::github_answer(format!("repo/{who}/{}", repo_path(repo)))
     }
 
     /// Whether installation `token` reaches `repo` (`GET /repos/…` as the installation).
     pub(crate) fn installation_repo(token: &str, repo: &RepoRef) -> Self {
-        Self::new(
-            Namespace::GithubCache,
-            format!(
-                "installation-repo/{}/{}",
-                sha256_hex(token),
-                repo_path(repo)
-            ),
-        )
+        Self::github_answer(format!(
+            "installation-repo/{}/{}",
+            sha256_hex(token),
+            repo_path(repo)
+        ))
     }
 
     /// What installation `token` reaches (`GET /installation/repositories`).
     pub(crate) fn installation_repositories(token: &str) -> Self {
-        Self::new(
-            Namespace::GithubCache,
-            format!("installation-repositories/{}", sha256_hex(token)),
-        )
+        Self::github_answer(format!("installation-repositories/{}", sha256_hex(token)))
     }
 
     /// The record of `login`'s registry token `jti`.
@@ -280,7 +287,9 @@ mod tests {
     /// The exact strings every namespace stores under: records written before must be found.
     #[test]
     fn every_key_is_spelled_as_it_is_stored() {
-        // `printf %s ghp_x | sha256sum`, and so on: computed apart from the code under test.
+        // `printf %s ghp_x | sha256sum`, and so on: computed apart from the code under test. A
+        // GitHub answer's shard is the first hex digit of `printf %s <id> | sha256sum`. (Answers
+        // cached before the shards, under `github-cache`, are not found: GitHub is asked again.)
         let token = "ghp_x";
         let hashed = "9d8b0c156f7015e96f16e5b35369fa0fdb3ae75cbb70b4588e44547e63b53fa9";
         let repo = RepoRef::new("Acme", "Widgets").unwrap();
@@ -288,27 +297,27 @@ mod tests {
         let cases = [
             (
                 KvKey::token_owner(token),
-                "github-cache",
+                "github-cache/a",
                 format!("owner/{hashed}"),
             ),
             (
                 KvKey::repo_access(Some(token), &repo),
-                "github-cache",
+                "github-cache/e",
                 format!("repo/{hashed}/acme/widgets"),
             ),
             (
                 KvKey::repo_access(None, &repo),
-                "github-cache",
+                "github-cache/1",
                 "repo/anonymous/acme/widgets".into(),
             ),
             (
                 KvKey::installation_repo(token, &repo),
-                "github-cache",
+                "github-cache/6",
                 format!("installation-repo/{hashed}/acme/widgets"),
             ),
             (
                 KvKey::installation_repositories(token),
-                "github-cache",
+                "github-cache/5",
                 format!("installation-repositories/{hashed}"),
             ),
             (
@@ -340,7 +349,10 @@ mod tests {
                 (namespace, id.as_str())
             );
         }
-        assert_eq!(Namespace::GithubCache.to_string(), "github-cache");
+        assert_eq!(
+            Namespace::GithubCache(GithubCacheShard(15)).to_string(),
+            "github-cache/f"
+        );
         assert_eq!(Namespace::tokens("BoB").to_string(), "tokens/bob");
         assert_eq!(Namespace::trust(&name).to_string(), "trust/@acme/widgets");
     }
