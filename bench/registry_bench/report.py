@@ -149,6 +149,9 @@ def render_doc(bench: Bench, corpus: Corpus, facts, started: datetime.datetime, 
         "- Tarball GETs from the store (the in-memory tarball cache off), the install corpus's 370 "
         "tarballs at 64 connections, requests/s and server CPU per request, binaries side by side: "
         "`python3 bench/tarball_reads.py <registry-server>[,<another>]`.",
+        "- 64-way cold packument reads over data directories the scale phase kept, binaries side by "
+        "side, with the page cache dropped or loaded, and the bytes each read takes from storage: "
+        "`python3 bench/cold_reads.py`.",
         "",
         "## Commands",
         "",
