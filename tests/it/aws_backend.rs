@@ -335,8 +335,9 @@ async fn snapshots_serve_new_instances_and_heal() {
     );
 }
 
-/// A package of `count` versions (1.0.0, 1.0.1, ...), as the bulk import takes it.
-fn imported(name: &PackageName, count: u64) -> PackageDocument {
+/// A package of `count` versions (1.0.0, 1.0.1, ...), each with `manifest`, as the bulk import
+/// takes it.
+fn imported(name: &PackageName, count: u64, manifest: Value) -> PackageDocument {
     let now = chrono::Utc::now();
     let mut package = PackageRecord::new(name.clone(), now);
     package.revision = 1;
@@ -346,7 +347,7 @@ fn imported(name: &PackageName, count: u64) -> PackageDocument {
             package.dist_tags.insert(DistTag::latest(), version.clone());
             VersionRecord {
                 state: VersionState::Live(Box::new(LiveVersion {
-                    manifest: serde_json::from_value(json!({ "description": "imported" })).unwrap(),
+                    manifest: serde_json::from_value(manifest.clone()).unwrap(),
                     dist: Dist {
                         shasum: "0".repeat(40),
                         integrity: format!("sha512-{}", "A".repeat(86)),
@@ -406,7 +407,11 @@ async fn every_write_leaves_the_snapshot_current() {
 
     // 120 versions deprecated at once: two transactions (97 changes each at most).
     let split = PackageName::parse("@acme/split").unwrap();
-    writer.storage.import(&imported(&split, 120)).await.unwrap();
+    writer
+        .storage
+        .import(&imported(&split, 120, json!({ "description": "imported" })))
+        .await
+        .unwrap();
     let (status, body, _) = writer
         .send("GET", "/@acme%2fsplit?write=true", vec![])
         .await;
@@ -459,39 +464,12 @@ async fn three_thousand_versions_and_a_one_megabyte_readme() {
     // Seed 3,000 versions with the backend's bulk import (one transaction per version would
     // take minutes on the emulator, whose transactions slow down as the table grows).
     let started = Instant::now();
-    let now = chrono::Utc::now();
-    let mut package = PackageRecord::new(name.clone(), now);
-    package.revision = 1;
-    let mut versions = Vec::new();
-    for i in 0..VERSIONS {
-        let version = semver::Version::new(1, 0, i);
-        package.dist_tags.insert(DistTag::latest(), version.clone());
-        let live = LiveVersion {
-            manifest: serde_json::from_value(
-                json!({ "description": "big", "dependencies": { "left-pad": "^1.0.0" } }),
-            )
-            .unwrap(),
-            dist: Dist {
-                shasum: "0".repeat(40),
-                integrity: format!("sha512-{}", "A".repeat(86)),
-                file_count: 1,
-                unpacked_size: 10,
-                tarball_key: TarballKey::new(&name, &version, &"0".repeat(128)),
-                signatures: Vec::new(),
-                provenance: None,
-            },
-            readme_filename: None,
-            has_readme: None,
-            deprecated: None,
-        };
-        versions.push(VersionRecord {
-            version,
-            published: now,
-            state: VersionState::Live(Box::new(live)),
-        });
-    }
     h.storage
-        .import(&PackageDocument { package, versions })
+        .import(&imported(
+            &name,
+            VERSIONS,
+            json!({ "description": "big", "dependencies": { "left-pad": "^1.0.0" } }),
+        ))
         .await
         .unwrap();
     println!("seeded {VERSIONS} versions in {:?}", started.elapsed());

@@ -21,8 +21,8 @@ use crate::storage::{Consistency, CreateMode, MetadataStore, PackageWrite, Store
 /// Keys one `BatchGetItem` may ask for.
 const BATCH_GET_KEYS: usize = 100;
 
-/// Times a `BatchGetItem`'s unprocessed keys are asked for again, backing off, before the read
-/// fails as unavailable.
+/// `BatchGetItem`s made for one chunk of keys, backing off between them, before the read fails
+/// as unavailable.
 const BATCH_GET_ATTEMPTS: u32 = 8;
 
 #[async_trait]
@@ -118,21 +118,7 @@ impl MetadataStore for AwsStorage {
                 .iter()
                 .map(|v| ItemKey::Version(name, v).attributes())
                 .collect();
-            let mut attempt = 0;
-            while !keys.is_empty() {
-                if attempt > 0 {
-                    // Unprocessed keys (throughput or the 16 MB answer limit): AWS advises
-                    // backing off before asking again; the SDK retries only whole failures.
-                    if attempt > BATCH_GET_ATTEMPTS {
-                        return Err(StoreError::Unavailable(format!(
-                            "DynamoDB left {} version items of {name} unread after {attempt} \
-                             attempts",
-                            keys.len()
-                        )));
-                    }
-                    tokio::time::sleep(Duration::from_millis(25 << attempt.min(5))).await;
-                }
-                attempt += 1;
+            for attempt in 0..BATCH_GET_ATTEMPTS {
                 let wanted = KeysAndAttributes::builder()
                     .set_keys(Some(keys))
                     .consistent_read(true)
@@ -159,6 +145,19 @@ impl MetadataStore for AwsStorage {
                     .and_then(|mut u| u.remove(table))
                     .map(|k| k.keys)
                     .unwrap_or_default();
+                if keys.is_empty() {
+                    break;
+                }
+                // Unprocessed keys (throughput, or the 16 MB answer limit): AWS advises backing
+                // off before asking again; the SDK retries only whole failures.
+                tokio::time::sleep(Duration::from_millis(25 << attempt.min(5))).await;
+            }
+            if !keys.is_empty() {
+                return Err(StoreError::Unavailable(format!(
+                    "DynamoDB left {} version items of {name} unread after \
+                     {BATCH_GET_ATTEMPTS} attempts",
+                    keys.len()
+                )));
             }
         }
         Ok(versions.iter().map(|v| found.remove(v)).collect())

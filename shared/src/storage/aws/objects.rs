@@ -68,6 +68,21 @@ impl AwsStorage {
         Ok(())
     }
 
+    /// The `PutObject` of `bytes` at `key`, ready to send (or to make conditional first).
+    fn put_request(
+        &self,
+        key: ObjectKey<'_>,
+        bytes: Bytes,
+        content_type: &str,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        self.s3
+            .put_object()
+            .bucket(&self.settings.bucket)
+            .key(key.to_string())
+            .content_type(content_type)
+            .body(ByteStream::from(bytes))
+    }
+
     /// A `PutObject`, owning all it needs, so it can also run after the response.
     pub(super) fn put_object(
         &self,
@@ -75,14 +90,7 @@ impl AwsStorage {
         bytes: Bytes,
         content_type: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
-        let send = self
-            .s3
-            .put_object()
-            .bucket(&self.settings.bucket)
-            .key(key.to_string())
-            .content_type(content_type)
-            .body(ByteStream::from(bytes))
-            .send();
+        let send = self.put_request(key, bytes, content_type).send();
         let bucket = self.settings.bucket.clone();
         async move {
             send.await
@@ -101,13 +109,7 @@ impl AwsStorage {
         content_type: &str,
         replacing: &Replacing,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
-        let put = self
-            .s3
-            .put_object()
-            .bucket(&self.settings.bucket)
-            .key(key.to_string())
-            .content_type(content_type)
-            .body(ByteStream::from(bytes));
+        let put = self.put_request(key, bytes, content_type);
         let send = match replacing {
             Replacing::Absent => put.if_none_match("*"),
             Replacing::Etag(etag) => put.if_match(etag),

@@ -202,6 +202,29 @@ impl AwsStorage {
         Ok(package.map(|package| PackageDocument { package, versions }))
     }
 
+    /// `doc` encoded as its package's snapshot, and the conditional `PutObject` that stores it
+    /// in place of `replacing` (`true` if stored).
+    fn store_snapshot(
+        &self,
+        doc: &PackageDocument,
+        replacing: &Replacing,
+    ) -> Result<
+        (
+            Bytes,
+            impl Future<Output = Result<bool, StoreError>> + Send + 'static,
+        ),
+        StoreError,
+    > {
+        let bytes = Bytes::from(serde_json::to_vec(doc).map_err(internal)?);
+        let put = self.put_object_if(
+            ObjectKey::Snapshot(&doc.package.name),
+            bytes.clone(),
+            "application/json",
+            replacing,
+        );
+        Ok((bytes, put))
+    }
+
     /// Rebuilds the document from the table and stores it as the package's snapshot in place of
     /// the one read (`replacing`): if another write replaced that one since, the newer snapshot
     /// stays, so a snapshot never moves back to an older revision.
@@ -213,15 +236,9 @@ impl AwsStorage {
         let Some(doc) = self.document_from_table(name).await? else {
             return Ok(None);
         };
-        let bytes = Bytes::from(serde_json::to_vec(&doc).map_err(internal)?);
-        self.kept.keep(name, doc.package.revision, bytes.clone());
+        let (bytes, put) = self.store_snapshot(&doc, &replacing)?;
+        self.kept.keep(name, doc.package.revision, bytes);
         let key = ObjectKey::Snapshot(name).to_string();
-        let put = self.put_object_if(
-            ObjectKey::Snapshot(name),
-            bytes,
-            "application/json",
-            &replacing,
-        );
         let stored = async move {
             match put.await {
                 Ok(true) => Ok(()),
@@ -302,19 +319,13 @@ impl AwsStorage {
                     }
                 },
             };
-            let bytes = match serde_json::to_vec(&doc) {
-                Ok(bytes) => Bytes::from(bytes),
+            let (bytes, put) = match self.store_snapshot(&doc, &replacing) {
+                Ok(store) => store,
                 Err(e) => {
                     tracing::warn!(package = %name, error = %e, "could not encode the snapshot");
                     return;
                 }
             };
-            let put = self.put_object_if(
-                ObjectKey::Snapshot(name),
-                bytes.clone(),
-                "application/json",
-                &replacing,
-            );
             match put.await {
                 Ok(true) => {
                     self.kept.keep(name, doc.package.revision, bytes);
