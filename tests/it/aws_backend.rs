@@ -95,14 +95,17 @@ fn show(counts: &BTreeMap<String, u64>) -> String {
     format!("{total} requests ({})", parts.join(", "))
 }
 
-/// A packument read that finds the snapshot stale: the record and the snapshot, the `Query`
-/// that rebuilds the document and the new snapshot's `PutObject`.
+/// A packument read that finds the snapshot unusable: the record and the snapshot, the rebuild
+/// lease taken (a conditional `PutItem`), the snapshot read again under it, the `Query` that
+/// rebuilds the document, the new snapshot's `PutObject` and the lease given back.
 fn rebuilding_read() -> BTreeMap<String, u64> {
     BTreeMap::from([
         ("DynamoDB.GetItem".into(), 1),
-        ("S3.GetObject".into(), 1),
+        ("S3.GetObject".into(), 2),
+        ("DynamoDB.PutItem".into(), 1),
         ("DynamoDB.Query".into(), 1),
         ("S3.PutObject".into(), 1),
+        ("DynamoDB.DeleteItem".into(), 1),
     ])
 }
 
@@ -453,6 +456,179 @@ async fn every_write_leaves_the_snapshot_current() {
             "round {round}: {doc}"
         );
     }
+}
+
+/// A snapshot behind its record (writers that died between their commit and their store) is
+/// brought up to date with the versions the record lists as touched since, with no `Query`; one
+/// that cannot be (unreadable here) is rebuilt by one instance however many find it at once:
+/// the holder of the package's rebuild lease, while the others wait for its snapshot
+/// (`docs/scaling.md`, parts 2 and 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_behind_is_caught_up_or_rebuilt_once() {
+    let resources = AwsResources::create("behind", S3Host::Different);
+    let writer = harness_on(&resources).await;
+    let key = ObjectKey::Snapshot(&PackageName::parse("@acme/behind").unwrap()).to_string();
+    writer.publish("@acme/behind", "1.0.0").await;
+    let (_, old) = resources
+        .objects(&key)
+        .await
+        .into_iter()
+        .next()
+        .expect("the first publish stored a snapshot");
+    writer.publish("@acme/behind", "1.0.1").await;
+    writer.publish("@acme/behind", "1.0.2").await;
+    let (status, _, _) = writer
+        .send(
+            "PUT",
+            "/-/package/@acme%2fbehind/dist-tags/beta",
+            b"\"1.0.1\"".to_vec(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, current, _) = writer.send("GET", "/@acme%2fbehind", vec![]).await;
+    assert_eq!(status, StatusCode::OK);
+    // As if the three writes had died before their stores.
+    resources.put_object(&key, &old).await;
+
+    let (status, body, counts) = harness_on(&resources)
+        .await
+        .send("GET", "/@acme%2fbehind", vec![])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        String::from_utf8_lossy(&current),
+        "caught up, it is what the writer serves"
+    );
+    assert_eq!(
+        counts,
+        BTreeMap::from([
+            ("DynamoDB.GetItem".into(), 1),
+            ("S3.GetObject".into(), 1),
+            ("DynamoDB.BatchGetItem".into(), 1),
+            ("S3.PutObject".into(), 1),
+        ]),
+        "the two versions touched since, read together, and the snapshot stored: no Query"
+    );
+    let (_, again, counts) = harness_on(&resources)
+        .await
+        .send("GET", "/@acme%2fbehind", vec![])
+        .await;
+    assert_eq!(again, current);
+    assert_eq!(
+        counts,
+        BTreeMap::from([("DynamoDB.GetItem".into(), 1), ("S3.GetObject".into(), 1)]),
+        "the snapshot caught up was stored"
+    );
+
+    // Imported, the record lists no touched versions: an unreadable snapshot needs a `Query`.
+    let name = PackageName::parse("@acme/rebuilt").unwrap();
+    writer
+        .storage
+        .import(&imported(&name, 120, json!({ "description": "imported" })))
+        .await
+        .unwrap();
+    let key = ObjectKey::Snapshot(&name).to_string();
+    resources
+        .put_object(&key, b"{\"not\": \"a document\"}")
+        .await;
+    let readers = [
+        harness_on(&resources).await,
+        harness_on(&resources).await,
+        harness_on(&resources).await,
+        harness_on(&resources).await,
+    ];
+    let [a, b, c, d] = &readers;
+    let uri = "/@acme%2frebuilt";
+    let (a, b, c, d) = tokio::join!(
+        a.send("GET", uri, vec![]),
+        b.send("GET", uri, vec![]),
+        c.send("GET", uri, vec![]),
+        d.send("GET", uri, vec![])
+    );
+    let all = [a, b, c, d];
+    let count = |what: &str| -> u64 {
+        all.iter()
+            .map(|(_, _, counts)| counts.get(what).copied().unwrap_or(0))
+            .sum()
+    };
+    for (status, body, _) in &all {
+        assert_eq!(*status, StatusCode::OK);
+        assert_eq!(body, &all[0].1);
+    }
+    let doc: Value = serde_json::from_slice(&all[0].1).unwrap();
+    assert_eq!(doc["versions"].as_object().unwrap().len(), 120);
+    assert_eq!(
+        (
+            count("DynamoDB.Query"),
+            count("S3.PutObject"),
+            count("DynamoDB.PutItem")
+        ),
+        (1, 1, 4),
+        "four instances, one lease holder, one rebuild: {:?}",
+        all.iter().map(|(_, _, c)| c).collect::<Vec<_>>()
+    );
+
+    // The holder gave the lease back: a rebuild needed again at once does not wait for it.
+    resources
+        .put_object(&key, b"{\"not\": \"a document\"}")
+        .await;
+    let (status, body, counts) = harness_on(&resources)
+        .await
+        .send("GET", "/@acme%2frebuilt", vec![])
+        .await;
+    assert_eq!((status, &body), (StatusCode::OK, &all[0].1));
+    let rebuild: BTreeMap<String, u64> = counts
+        .iter()
+        .filter(|(k, _)| {
+            ["PutItem", "Query", "PutObject", "DeleteItem"]
+                .iter()
+                .any(|w| k.ends_with(w))
+        })
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    assert_eq!(
+        rebuild,
+        BTreeMap::from([
+            ("DynamoDB.PutItem".into(), 1),
+            ("DynamoDB.Query".into(), 1),
+            ("S3.PutObject".into(), 1),
+            ("DynamoDB.DeleteItem".into(), 1),
+        ]),
+        "{counts:?}"
+    );
+    // The snapshot, read again under the lease, and the latest version's README looked for
+    // (imported versions say nothing of one): no wait for a lease.
+    assert_eq!(counts.get("S3.GetObject"), Some(&3), "{counts:?}");
+
+    // A holder that died (its lease left to expire) holds a rebuild up for one lease at most:
+    // the reader waits it out, takes the lease and rebuilds.
+    use registry::storage::KvStore;
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(2);
+    assert!(
+        writer
+            .storage
+            .put_new("lease/@acme/rebuilt", "snapshot", b"", Some(expires))
+            .await
+            .unwrap()
+    );
+    resources
+        .put_object(&key, b"{\"not\": \"a document\"}")
+        .await;
+    let (status, body, counts) = harness_on(&resources)
+        .await
+        .send("GET", "/@acme%2frebuilt", vec![])
+        .await;
+    assert_eq!((status, &body), (StatusCode::OK, &all[0].1));
+    assert_eq!(
+        (
+            counts.get("DynamoDB.PutItem"),
+            counts.get("DynamoDB.Query"),
+            counts.get("S3.PutObject")
+        ),
+        (Some(&2), Some(&1), Some(&1)),
+        "the lease found taken, then taken once it expired, and one rebuild: {counts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -558,6 +558,7 @@ impl AwsResources {
                 force_path_style: true,
                 dynamodb_endpoint: Some(self.env_value("AWS_ENDPOINT_URL_DYNAMODB")),
                 s3_endpoint: Some(self.env_value("AWS_ENDPOINT_URL_S3")),
+                rebuild_read_units: registry::storage::aws::DEFAULT_REBUILD_READ_UNITS,
             },
         )
     }

@@ -21,6 +21,7 @@ pub(super) fn aws_settings(config: &AwsConfig) -> AwsSettings {
         // SDK (`AwsStorage::default_sdk_config`, `environment_sdk_config`) honour them.
         dynamodb_endpoint: env.text("AWS_ENDPOINT_URL_DYNAMODB"),
         s3_endpoint: env.text("AWS_ENDPOINT_URL_S3"),
+        rebuild_read_units: config.rebuild_read_units,
     }
 }
 

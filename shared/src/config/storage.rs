@@ -61,6 +61,9 @@ pub struct AwsConfig {
     /// other instances' writes (a publish shows in every instance's search within about this);
     /// 0 reads it before every search.
     pub search_refresh: Duration,
+    /// `REGISTRY_REBUILD_READ_UNITS`: read units a second the `Query` that rebuilds a package's
+    /// snapshot from the table may spend on the package's partition (DynamoDB serves ~3,000).
+    pub rebuild_read_units: u32,
 }
 
 impl StorageConfig {
@@ -90,6 +93,9 @@ impl StorageConfig {
                 search_refresh: env
                     .number::<u64>("REGISTRY_SEARCH_REFRESH_MS")?
                     .map_or(DEFAULT_SEARCH_REFRESH, Duration::from_millis),
+                rebuild_read_units: env
+                    .number::<u32>("REGISTRY_REBUILD_READ_UNITS")?
+                    .unwrap_or(crate::storage::aws::DEFAULT_REBUILD_READ_UNITS),
             })),
             other => Err(ConfigError::new(
                 "REGISTRY_STORAGE",

@@ -8,6 +8,8 @@
 //!   of the manifest, `deprecated`, `unpublished_at`; items of older releases may hold a small
 //!   `readme` too).
 //! - `pk = "~<namespace>", sk = <id>`: key-value records (`value` bytes, `ttl`).
+//!   Among them `~lease/<package>`, `sk = "snapshot"`: the lease of the one reader rebuilding
+//!   the package's snapshot from the table (`ttl` 10 s on; removed when done).
 //! - `pk = "~audit/day/<YYYY-MM-DD>"` and `"~audit/package/<name>"`, `sk` = the event's order
 //!   key: the audit log (`event` JSON, `ttl`).
 //!

@@ -27,6 +27,7 @@ pub mod layout;
 mod metadata;
 mod metering;
 mod objects;
+mod pace;
 mod plan;
 mod resources;
 mod sdk;
@@ -39,6 +40,7 @@ mod upstream;
 pub use audit::AwsAuditLog;
 use metering::CountRequests;
 pub use metering::RequestCounts;
+pub use pace::DEFAULT_REBUILD_READ_UNITS;
 pub use resources::{ProblemKind, ResourceProblem, ResourceProblems};
 
 /// Settings of the AWS backend.
@@ -56,6 +58,8 @@ pub struct AwsSettings {
     pub dynamodb_endpoint: Option<String>,
     /// S3 endpoint, when not the SDK's (which honours `AWS_ENDPOINT_URL_S3`).
     pub s3_endpoint: Option<String>,
+    /// Read units a second a snapshot rebuild's `Query` may spend (`pace`).
+    pub rebuild_read_units: u32,
 }
 
 /// DynamoDB + S3 storage; implements both storage traits.

@@ -1,15 +1,20 @@
-//! Snapshots: the package document in S3 (`ObjectKey::Snapshot`), written by the first read
-//! after a change, so a packument read is a `GetItem` plus a `GetObject` whatever the version
-//! count. A snapshot is used only if its revision is at least the record's; a stale, missing or
-//! unreadable one is rebuilt with a `Query` of the package's partition.
+//! Snapshots: the package document in S3 (`ObjectKey::Snapshot`), kept current by every write
+//! (`advance_snapshot`), so a packument read is a `GetItem` plus a `GetObject` whatever the
+//! version count. A snapshot is used only if its revision is at least the record's. One that is
+//! behind (a writer died between its commit and its store) is brought up to date with the
+//! versions the record lists as touched since, when it lists them all; anything else (missing,
+//! unreadable, too far behind) is rebuilt with a paced `Query` of the package's partition by one
+//! instance at a time, the holder of a short lease, while the others wait for its snapshot
+//! (`docs/scaling.md`, parts 2 and 3).
 //!
 //! An instance keeps the bytes of the snapshots it read (`KeptSnapshots`), so that its second
 //! rendering of a revision (the other view) decodes them again instead of a second `GetObject`
 //! (`docs/scaling.md`, part 2): one GET per revision per instance.
 
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use bytes::Bytes;
 use lru::LruCache;
 
@@ -18,8 +23,9 @@ use super::codec::{Item, decode_package, decode_version, s_attr};
 use super::errors::{classify, internal};
 use super::layout::{ObjectKey, PackageSortKey, Partition, attr};
 use super::objects::Replacing;
+use super::pace::{Pace, read_units};
 use crate::domain::{PackageDocument, PackageName, PackageRecord, VersionState};
-use crate::storage::{PackageWrite, StoreError, VersionChange};
+use crate::storage::{KvStore, PackageWrite, StoreError, VersionChange};
 
 /// Bytes of snapshots an instance keeps, in all: a 3,000-version package's full snapshot is a
 /// few MB, and the functions have 256 MB.
@@ -98,6 +104,26 @@ fn replacing(stored: Option<&StoredSnapshot>) -> Replacing {
     stored.map_or(Replacing::Absent, |s| s.replacing.clone())
 }
 
+/// How long a reader's lease on rebuilding a package's snapshot lasts (`~lease/<name>`), and so
+/// how long other readers wait for its snapshot before they try for the lease themselves: a
+/// paced rebuild of a 3,000-version package takes ~4 s. The holder gives it back once the
+/// snapshot is stored; one that died leaves it to expire.
+const REBUILD_LEASE: Duration = Duration::from_secs(10);
+
+/// The namespace of rebuild leases: `~lease/<name>` is a partition of its own per package, so
+/// asking for a lease spends nothing of the package's partition.
+const LEASE_NAMESPACE: &str = "lease";
+
+/// The id of a package's rebuild lease within its namespace.
+const LEASE_ID: &str = "snapshot";
+
+/// The first wait of a reader waiting for another's rebuild; each next one doubles, up to
+/// `LONGEST_REBUILD_WAIT`.
+const FIRST_REBUILD_WAIT: Duration = Duration::from_millis(50);
+
+/// The longest single wait between two looks at the snapshot another reader is rebuilding.
+const LONGEST_REBUILD_WAIT: Duration = Duration::from_secs(1);
+
 /// Times a writer reads the snapshot again when another write replaced it between its read and
 /// its conditional `PutObject` (racing writers, or a reader's rebuild).
 const ADVANCE_ATTEMPTS: usize = 3;
@@ -134,7 +160,8 @@ impl AwsStorage {
         self.current_document(package, snapshot).await
     }
 
-    /// The document of `package`: its snapshot if current (and then kept), else rebuilt and
+    /// The document of `package`: its snapshot if current (and then kept); else the snapshot
+    /// brought up to date with the versions touched since, or rebuilt from the table; either is
     /// stored in place of the one read, unless that one was replaced since.
     pub(super) async fn current_document(
         &self,
@@ -151,14 +178,59 @@ impl AwsStorage {
                 self.kept.keep(&package.name, doc.package.revision, bytes);
                 Ok(Some(doc))
             }
-            _ => self.rebuild_snapshot(&package.name, replacing).await,
+            Some(StoredSnapshot { doc: Some(doc), .. })
+                if doc.package.created == package.created
+                    && package.touched.after(doc.package.revision).is_some() =>
+            {
+                let doc = self.caught_up(doc, package).await?;
+                self.store_read(&doc, &replacing, None).await?;
+                Ok(Some(doc))
+            }
+            _ => self.rebuild_snapshot(package).await,
         }
     }
 
-    /// Every item of a package, with a consistent `Query` (paginated).
+    /// `doc`, a snapshot behind `package`, brought up to it: the versions the writes since
+    /// touched (all listed in the record) are read together and put in place.
+    async fn caught_up(
+        &self,
+        mut doc: PackageDocument,
+        package: &PackageRecord,
+    ) -> Result<PackageDocument, StoreError> {
+        use crate::storage::MetadataStore as _;
+        let mut touched: Vec<semver::Version> = package
+            .touched
+            .after(doc.package.revision)
+            .unwrap_or_default()
+            .into_iter()
+            .cloned()
+            .collect();
+        touched.sort();
+        touched.dedup();
+        let read = self.versions(&package.name, &touched).await?;
+        for (version, record) in touched.iter().zip(read) {
+            let at = doc.versions.iter().position(|v| v.version == *version);
+            match (at, record) {
+                (Some(at), Some(record)) => doc.versions[at] = record,
+                (None, Some(record)) => doc.versions.push(record),
+                (Some(at), None) => {
+                    doc.versions.remove(at);
+                }
+                (None, None) => {}
+            }
+        }
+        doc.package = package.clone();
+        Ok(doc)
+    }
+
+    /// Every item of a package, with a strongly consistent `Query`, page by page, paced to
+    /// `REGISTRY_REBUILD_READ_UNITS` a second (`pace`): the package's other reads share its
+    /// partition.
     async fn query_package(&self, name: &PackageName) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         let mut start = None;
+        let mut pace = Pace::new(self.settings.rebuild_read_units);
+        let started = Instant::now();
         loop {
             let out = self
                 .ddb
@@ -170,13 +242,27 @@ impl AwsStorage {
                     AttributeValue::S(Partition::Package(name).pk()),
                 )
                 .consistent_read(true)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(|e| classify(e, self.table()))?;
-            items.extend(out.items.unwrap_or_default());
+            let page = out.items.unwrap_or_default();
+            let reported = out
+                .consumed_capacity
+                .and_then(|c| c.capacity_units)
+                .unwrap_or(0.0);
+            let units = reported.max(f64::from(read_units(&page)));
+            items.extend(page);
             match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
+                Some(k) if !k.is_empty() => {
+                    start = Some(k);
+                    let wait = pace.after_page(units, started.elapsed());
+                    if !wait.is_zero() {
+                        tracing::debug!(package = %name, wait_ms = wait.as_millis(), "pacing a rebuild");
+                        tokio::time::sleep(wait).await;
+                    }
+                }
                 _ => return Ok(items),
             }
         }
@@ -225,43 +311,158 @@ impl AwsStorage {
         Ok((bytes, put))
     }
 
-    /// Rebuilds the document from the table and stores it as the package's snapshot in place of
-    /// the one read (`replacing`): if another write replaced that one since, the newer snapshot
+    /// Stores `doc`, made by this reader, as its package's snapshot in place of `replacing`
+    /// (after the response, where the instance defers such work), then gives back `lease`, if
+    /// the reader holds one: if another write replaced that snapshot since, the newer one
     /// stays, so a snapshot never moves back to an older revision.
-    async fn rebuild_snapshot(
+    async fn store_read(
         &self,
-        name: &PackageName,
-        replacing: Replacing,
-    ) -> Result<Option<PackageDocument>, StoreError> {
-        let Some(doc) = self.document_from_table(name).await? else {
-            return Ok(None);
-        };
-        let (bytes, put) = self.store_snapshot(&doc, &replacing)?;
-        self.kept.keep(name, doc.package.revision, bytes);
-        let key = ObjectKey::Snapshot(name).to_string();
+        doc: &PackageDocument,
+        replacing: &Replacing,
+        lease: Option<String>,
+    ) -> Result<(), StoreError> {
+        let (bytes, put) = self.store_snapshot(doc, replacing)?;
+        self.kept
+            .keep(&doc.package.name, doc.package.revision, bytes);
+        let key = ObjectKey::Snapshot(&doc.package.name).to_string();
+        let this = self.clone();
         let stored = async move {
-            match put.await {
-                Ok(true) => Ok(()),
-                Ok(false) => {
-                    tracing::debug!(
-                        key,
-                        "a rebuilt snapshot was not stored: another write replaced the one read"
-                    );
-                    Ok(())
-                }
-                Err(e) => Err(e),
+            let stored = put.await;
+            if let Some(lease) = lease {
+                this.give_back(&lease).await;
             }
+            if !stored? {
+                tracing::debug!(
+                    key,
+                    "a snapshot a reader made was not stored: another write replaced the one read"
+                );
+            }
+            Ok::<_, StoreError>(())
         };
         match &self.after_response {
             None => stored.await?,
             // A lost snapshot costs a later read a rebuild, nothing more.
             Some(queue) => queue.defer(Box::pin(async move {
                 if let Err(e) = stored.await {
-                    tracing::warn!(error = %e, "could not store a rebuilt snapshot");
+                    tracing::warn!(error = %e, "could not store a snapshot a reader made");
                 }
             })),
         }
-        Ok(Some(doc))
+        Ok(())
+    }
+
+    /// Gives back a rebuild lease, so that a rebuild needed again soon (another writer died)
+    /// does not wait for it to expire; one not given back expires anyway.
+    async fn give_back(&self, lease: &str) {
+        if let Err(e) = self.delete(lease, LEASE_ID).await {
+            tracing::warn!(lease, error = %e, "could not give back a rebuild lease");
+        }
+    }
+
+    /// Takes `package`'s rebuild lease (`~lease/<name>`), or waits for the snapshot of the
+    /// reader that holds it. `Ok(Ok(lease))`: this reader rebuilds, holding `lease` if it got
+    /// one; `Ok(Err(doc))`: another reader's snapshot, current. A reader that finds the lease
+    /// taken looks at the snapshot with growing pauses, and tries for the lease again once it
+    /// could have expired (its holder may have died); if that fails too, or the lease cannot
+    /// be asked for, it rebuilds without one.
+    async fn rebuild_turn(
+        &self,
+        package: &PackageRecord,
+    ) -> Result<Result<Option<String>, PackageDocument>, StoreError> {
+        let name = &package.name;
+        let lease = format!("{LEASE_NAMESPACE}/{name}");
+        let mut wait = FIRST_REBUILD_WAIT;
+        for attempt in 0..2 {
+            let expires =
+                chrono::Utc::now() + chrono::Duration::from_std(REBUILD_LEASE).map_err(internal)?;
+            match self.put_new(&lease, LEASE_ID, b"", Some(expires)).await {
+                Ok(true) => return Ok(Ok(Some(lease))),
+                Ok(false) if attempt == 0 => {}
+                Ok(false) => {
+                    tracing::warn!(package = %name, "the rebuild lease was taken again: rebuilding without it");
+                    return Ok(Ok(None));
+                }
+                Err(e) => {
+                    tracing::warn!(package = %name, error = %e, "could not ask for the rebuild lease: rebuilding without it");
+                    return Ok(Ok(None));
+                }
+            }
+            let until = Instant::now() + REBUILD_LEASE;
+            while Instant::now() < until {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(LONGEST_REBUILD_WAIT);
+                if let Some(doc) = self.current_snapshot(package).await? {
+                    return Ok(Err(doc));
+                }
+            }
+        }
+        Ok(Ok(None))
+    }
+
+    /// The package's snapshot if it shows `package`'s revision or a later one (and then kept).
+    async fn current_snapshot(
+        &self,
+        package: &PackageRecord,
+    ) -> Result<Option<PackageDocument>, StoreError> {
+        Ok(match self.snapshot_read(&package.name).await? {
+            Some(StoredSnapshot {
+                doc: Some(doc),
+                bytes,
+                ..
+            }) if doc.package.revision >= package.revision => {
+                self.kept.keep(&package.name, doc.package.revision, bytes);
+                Some(doc)
+            }
+            _ => None,
+        })
+    }
+
+    /// Rebuilds `package`'s document from the table (a paced `Query`) and stores it as its
+    /// snapshot, in place of the one read then, unless another write replaced it since. One
+    /// reader at a time does so, the holder of the package's rebuild lease (`rebuild_turn`);
+    /// the others wait for its snapshot. So a snapshot every instance finds unusable at once
+    /// costs the partition one `Query`, not one per instance.
+    async fn rebuild_snapshot(
+        &self,
+        package: &PackageRecord,
+    ) -> Result<Option<PackageDocument>, StoreError> {
+        let lease = match self.rebuild_turn(package).await? {
+            Ok(lease) => lease,
+            Err(doc) => return Ok(Some(doc)),
+        };
+        // Read again under the lease: the last holder may have stored it (and given the lease
+        // back) since this reader looked.
+        let snapshot = match self.snapshot_read(&package.name).await {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                if let Some(lease) = &lease {
+                    self.give_back(lease).await;
+                }
+                return Err(e);
+            }
+        };
+        let replacing = replacing(snapshot.as_ref());
+        let rebuilt = match snapshot {
+            Some(StoredSnapshot {
+                doc: Some(doc),
+                bytes,
+                ..
+            }) if doc.package.revision >= package.revision => {
+                self.kept.keep(&package.name, doc.package.revision, bytes);
+                Ok(Some(doc))
+            }
+            _ => match self.document_from_table(&package.name).await {
+                Ok(Some(doc)) => {
+                    self.store_read(&doc, &replacing, lease).await?;
+                    return Ok(Some(doc));
+                }
+                other => other,
+            },
+        };
+        if let Some(lease) = &lease {
+            self.give_back(lease).await;
+        }
+        rebuilt
     }
 
     /// After `write` committed: leaves the package's snapshot at the revision it wrote (or a
