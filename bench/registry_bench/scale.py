@@ -281,6 +281,27 @@ def cpu_ticks() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+def cached_share(server: Server) -> str | None:
+    """How much of our server's database files the OS page cache holds (`fincore`), as
+    `NN% of X GB`: a machine that reclaims idle page cache (this one runs DAMON's pageout on pages
+    untouched for a minute) makes a big step's reads and writes go to the disk."""
+    if not isinstance(server, Ours) or not shutil.which("fincore"):
+        return None
+    files = [str(p) for p in server.data.rglob("*.redb")]
+    if not files:
+        return None
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "--output", "RES,SIZE", *files],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        return None
+    held = size = 0
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and all(x.isdigit() for x in parts):
+            held, size = held + int(parts[0]), size + int(parts[1])
+    return f"{held / size:.0%} of {size / 1e9:.2f} GB" if size else None
+
+
 def restart(server: Server, probe: str, crash: bool = False) -> tuple[float, float]:
     """Stops `server` (SIGTERM; SIGKILL of its process group if `crash`), starts it again with the
     same command, and returns the milliseconds from starting the process until /-/ping answered
@@ -382,6 +403,8 @@ ROWS = [
     RowDef("probe_cpu", "server CPU per version of the probe, ms"),
     RowDef("others", "CPU used by other processes during growth (share of the machine)"),
     RowDef("io", "time every task waited on the disk (Linux I/O pressure, `full`): growing / probe / reads"),
+    RowDef("cached", "the database (`*.redb`) held in the OS page cache as the probe / the 64-way cold reads "
+           "start (`fincore`)"),
     RowDef("floor", "the driver's floor: GET /-/ping, p50 / p99 ms"),
     RowDef("small_abbr_cold", "small package, abbreviated, cold: p50 / p99 ms"),
     RowDef("small_full_cold", "small package, full, cold: p50 / p99 ms"),
@@ -542,6 +565,7 @@ class ScaleBench:
             raise BenchError(f"{server.label} refused {warm_up.failed} of the probe's warm-up publishes, "
                              f"e.g. {warm_up.failures[:3]}")
         self.wait_for_quiet(col, "the publish probe")
+        self.cached_before = cached_share(server)
         io = IoWatch()
         # Several rounds, the median one counting: one round's rate varied by ±20% between runs
         # on a quiet machine (10k: 1,093, then 1,279/s), as much as the sizes it compares.
@@ -746,6 +770,9 @@ class ScaleBench:
         n_cold = min(sp.cold_packages, len(pool) - sp.cold_connections)
         per_round = n_cold + sp.cold_connections
         order = rng.sample(pool, len(pool))
+        cached = cached_share(server)
+        if cached is not None or getattr(self, "cached_before", None) is not None:
+            col.put("cached", f"{getattr(self, 'cached_before', None) or '—'} / {cached or '—'}")
         rounds = []
         for k in range(sp.cold_rounds):
             clean.append(restart(server, self.probe))
@@ -1024,6 +1051,11 @@ def notes_for(sp: ScalePlan) -> list[str]:
         "fresh machine's disk, or one whose page cache holds the data directory, gives other figures). "
         "Before each phase the driver also waits until tasks waited on I/O under "
         f"{IO_STALLED:.0%} of the last 10 s (writes of the last phase still flushing).",
+        "The page cache: how much of the database files (`*.redb`) the OS page cache held as the probe and "
+        "the 64-way cold reads started (`fincore`). A machine that reclaims idle page cache (the one these "
+        "figures come from runs DAMON's `pageout` scheme on memory untouched for about a minute, "
+        "`/sys/kernel/mm/damon/admin/kdamonds`) leaves a big step's database mostly on the disk, whatever "
+        "memory is free.",
     ]
 
 
