@@ -48,20 +48,10 @@ pub(super) fn open_file(path: &Path, cache_bytes: usize) -> Result<Database, red
     let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = repaired.clone();
     let started = std::time::Instant::now();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
-    // Reads of the file are random (a B-tree leaf here, a value there): no readahead on a miss,
-    // which would read pages after it that the next read seldom wants. Only advice: ignored if
-    // the file system declines it.
-    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Random);
     let database = Database::builder()
         .set_cache_size(cache_bytes)
         .set_repair_callback(move |_| flag.store(true, Ordering::Relaxed))
-        .create_with_backend(redb::backends::FileBackend::new(file)?)?;
+        .create(path)?;
     if repaired.load(Ordering::Relaxed) {
         tracing::warn!(
             path = %path.display(),
