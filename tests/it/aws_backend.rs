@@ -109,23 +109,27 @@ fn rebuilding_read() -> BTreeMap<String, u64> {
     ])
 }
 
-fn writes(counts: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+/// The requests among `counts` of the given kinds (operation names, either service).
+fn requests_of(counts: &BTreeMap<String, u64>, kinds: &[&str]) -> BTreeMap<String, u64> {
     counts
         .iter()
-        .filter(|(k, _)| {
-            [
-                "TransactWriteItems",
-                "PutItem",
-                "UpdateItem",
-                "BatchWriteItem",
-                "PutObject",
-                "DeleteObject",
-            ]
-            .iter()
-            .any(|w| k.ends_with(w))
-        })
+        .filter(|(k, _)| kinds.iter().any(|w| k.ends_with(&format!(".{w}"))))
         .map(|(k, v)| (k.clone(), *v))
         .collect()
+}
+
+fn writes(counts: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    requests_of(
+        counts,
+        &[
+            "TransactWriteItems",
+            "PutItem",
+            "UpdateItem",
+            "BatchWriteItem",
+            "PutObject",
+            "DeleteObject",
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -578,17 +582,8 @@ async fn a_snapshot_behind_is_caught_up_or_rebuilt_once() {
         .send("GET", "/@acme%2frebuilt", vec![])
         .await;
     assert_eq!((status, &body), (StatusCode::OK, &all[0].1));
-    let rebuild: BTreeMap<String, u64> = counts
-        .iter()
-        .filter(|(k, _)| {
-            ["PutItem", "Query", "PutObject", "DeleteItem"]
-                .iter()
-                .any(|w| k.ends_with(w))
-        })
-        .map(|(k, v)| (k.clone(), *v))
-        .collect();
     assert_eq!(
-        rebuild,
+        requests_of(&counts, &["PutItem", "Query", "PutObject", "DeleteItem"]),
         BTreeMap::from([
             ("DynamoDB.PutItem".into(), 1),
             ("DynamoDB.Query".into(), 1),

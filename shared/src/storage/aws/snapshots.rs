@@ -99,9 +99,16 @@ pub(super) struct StoredSnapshot {
     replacing: Replacing,
 }
 
-/// What a write of the snapshot of a package must find in its place: what was read.
-fn replacing(stored: Option<&StoredSnapshot>) -> Replacing {
-    stored.map_or(Replacing::Absent, |s| s.replacing.clone())
+/// What a snapshot read shows for a package's record.
+enum Found {
+    /// At the record's revision or a later one: serve it (this instance keeps its bytes).
+    Current(PackageDocument),
+    /// Behind, unreadable or missing: `replacing` is what a write of a newer one must find in
+    /// its place (what was read), `doc` the document if one was readable.
+    Stale {
+        doc: Option<PackageDocument>,
+        replacing: Replacing,
+    },
 }
 
 /// How long a reader's lease on rebuilding a package's snapshot lasts (`~lease/<name>`), and so
@@ -168,7 +175,24 @@ impl AwsStorage {
         package: &PackageRecord,
         snapshot: Option<StoredSnapshot>,
     ) -> Result<Option<PackageDocument>, StoreError> {
-        let replacing = replacing(snapshot.as_ref());
+        match self.found(package, snapshot) {
+            Found::Current(doc) => Ok(Some(doc)),
+            Found::Stale {
+                doc: Some(doc),
+                replacing,
+            } if doc.package.created == package.created
+                && package.touched.after(doc.package.revision).is_some() =>
+            {
+                let doc = self.caught_up(doc, package).await?;
+                self.store_read(&doc, &replacing, None).await?;
+                Ok(Some(doc))
+            }
+            Found::Stale { .. } => self.rebuild_snapshot(package).await,
+        }
+    }
+
+    /// What `snapshot`, as read, shows for `package`; a current one's bytes are kept.
+    fn found(&self, package: &PackageRecord, snapshot: Option<StoredSnapshot>) -> Found {
         match snapshot {
             Some(StoredSnapshot {
                 doc: Some(doc),
@@ -176,17 +200,13 @@ impl AwsStorage {
                 ..
             }) if doc.package.revision >= package.revision => {
                 self.kept.keep(&package.name, doc.package.revision, bytes);
-                Ok(Some(doc))
+                Found::Current(doc)
             }
-            Some(StoredSnapshot { doc: Some(doc), .. })
-                if doc.package.created == package.created
-                    && package.touched.after(doc.package.revision).is_some() =>
-            {
-                let doc = self.caught_up(doc, package).await?;
-                self.store_read(&doc, &replacing, None).await?;
-                Ok(Some(doc))
-            }
-            _ => self.rebuild_snapshot(package).await,
+            Some(StoredSnapshot { doc, replacing, .. }) => Found::Stale { doc, replacing },
+            None => Found::Stale {
+                doc: None,
+                replacing: Replacing::Absent,
+            },
         }
     }
 
@@ -404,16 +424,10 @@ impl AwsStorage {
         &self,
         package: &PackageRecord,
     ) -> Result<Option<PackageDocument>, StoreError> {
-        Ok(match self.snapshot_read(&package.name).await? {
-            Some(StoredSnapshot {
-                doc: Some(doc),
-                bytes,
-                ..
-            }) if doc.package.revision >= package.revision => {
-                self.kept.keep(&package.name, doc.package.revision, bytes);
-                Some(doc)
-            }
-            _ => None,
+        let snapshot = self.snapshot_read(&package.name).await?;
+        Ok(match self.found(package, snapshot) {
+            Found::Current(doc) => Some(doc),
+            Found::Stale { .. } => None,
         })
     }
 
@@ -431,38 +445,30 @@ impl AwsStorage {
             Err(doc) => return Ok(Some(doc)),
         };
         // Read again under the lease: the last holder may have stored it (and given the lease
-        // back) since this reader looked.
-        let snapshot = match self.snapshot_read(&package.name).await {
-            Ok(snapshot) => snapshot,
-            Err(e) => {
+        // back) since this reader looked. `Some(replacing)`: rebuilt, to be stored.
+        let rebuilt = async {
+            match self.found(package, self.snapshot_read(&package.name).await?) {
+                Found::Current(doc) => Ok((Some(doc), None)),
+                Found::Stale { replacing, .. } => Ok((
+                    self.document_from_table(&package.name).await?,
+                    Some(replacing),
+                )),
+            }
+        }
+        .await;
+        match rebuilt {
+            // The lease is given back once the snapshot is stored.
+            Ok((Some(doc), Some(replacing))) => {
+                self.store_read(&doc, &replacing, lease).await?;
+                Ok(Some(doc))
+            }
+            other => {
                 if let Some(lease) = &lease {
                     self.give_back(lease).await;
                 }
-                return Err(e);
+                other.map(|(doc, _)| doc)
             }
-        };
-        let replacing = replacing(snapshot.as_ref());
-        let rebuilt = match snapshot {
-            Some(StoredSnapshot {
-                doc: Some(doc),
-                bytes,
-                ..
-            }) if doc.package.revision >= package.revision => {
-                self.kept.keep(&package.name, doc.package.revision, bytes);
-                Ok(Some(doc))
-            }
-            _ => match self.document_from_table(&package.name).await {
-                Ok(Some(doc)) => {
-                    self.store_read(&doc, &replacing, lease).await?;
-                    return Ok(Some(doc));
-                }
-                other => other,
-            },
-        };
-        if let Some(lease) = &lease {
-            self.give_back(lease).await;
         }
-        rebuilt
     }
 
     /// After `write` committed: leaves the package's snapshot at the revision it wrote (or a
@@ -497,7 +503,9 @@ impl AwsStorage {
             if at.is_some_and(|at| at >= wrote) {
                 return;
             }
-            let replacing = replacing(stored.as_ref());
+            let replacing = stored
+                .as_ref()
+                .map_or(Replacing::Absent, |s| s.replacing.clone());
             let base = match (stored.and_then(|s| s.doc), write.expected_revision) {
                 (Some(doc), Some(expected)) if doc.package.revision == expected => Some(doc),
                 (None, None) => Some(PackageDocument {
