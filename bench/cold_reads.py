@@ -9,11 +9,12 @@ for a change's effect on the cold path, and on how much of each read comes from 
 Each round, for each binary in turn: optionally drop the OS page cache (`DROP=1`, root) or read
 the database file into it first (`WARM=1`); start the binary on its data directory with the
 public URL it was grown with (kept renderings are keyed by it: another URL finds none); wait
-until its start-up work (the search index's load) is done; read 1,000 small packages picked at
-random (abbreviated, gzip, each once) with wrk at 64 connections; stop it. Prints requests/s,
-p99, and the bytes the server read from storage per request (`/proc/<pid>/io` `read_bytes`,
-which counts readahead too). `STEP` is the scale step the directories were grown to (default
-100000): it names the packages.
+until its start-up work (the search index's load) is done; read `COUNT` (default 1,000) small
+packages picked at random (abbreviated, gzip, each once; `POOL=all`: from every package, as the
+scale phase picks) with wrk at 64 connections; stop it. Prints requests/s, p99, the server's CPU
+time per request, and the bytes it read from storage per request (`/proc/<pid>/io`
+`read_bytes`, which counts readahead too). `STEP` is the scale step the directories were grown
+to (default 100000): it names the packages.
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ def main() -> None:
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     drop = os.environ.get("DROP") == "1"
     warm = os.environ.get("WARM") == "1"
+    count = int(os.environ.get("COUNT", "1000"))
     plan = Plan(Shape())
     plan.grow(int(os.environ.get("STEP", "100000")))
-    pool = [name for name, pkg in plan.packages.items() if pkg.kind == SMALL]
+    pool = [name for name, pkg in plan.packages.items() if pkg.kind == SMALL or os.environ.get("POOL") == "all"]
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "cold-reads-work"
     work.mkdir(exist_ok=True)
     rng = random.Random(7)
@@ -88,16 +90,18 @@ def main() -> None:
                     break
                 previous = ticks
                 time.sleep(0.5)
-            chosen = rng.sample(pool, 1064)
+            chosen = rng.sample(pool, count + 64)
             before = read_bytes(server.proc.pid)
-            result = wrk_paths(server.base, [(ABBR, n) for n in chosen[:1000]],
-                               [(ABBR, n) for n in chosen[1000:]], 64, work)
-            kib = (read_bytes(server.proc.pid) - before) / 1024 / 1000
+            ticks = cpu_ticks(server.proc.pid)
+            result = wrk_paths(server.base, [(ABBR, n) for n in chosen[:count]],
+                               [(ABBR, n) for n in chosen[count:]], 64, work)
+            kib = (read_bytes(server.proc.pid) - before) / 1024 / count
+            cpu_us = (cpu_ticks(server.proc.pid) - ticks) * 1e6 / os.sysconf("SC_CLK_TCK") / count
             server.stop()
             rates[label].append(result.rate)
             disk[label].append(kib)
             print(f"round {r} {label}: {result.rate:,.0f}/s, p99 {result.p99_ms:.1f} ms, "
-                  f"{kib:.1f} KiB read from storage per request", flush=True)
+                  f"server CPU {cpu_us:.0f} µs and {kib:.1f} KiB read from storage per request", flush=True)
     for label, xs in rates.items():
         print(f"{label}: median {statistics.median(xs):,.0f}/s (rounds {', '.join(f'{x:,.0f}' for x in xs)}); "
               f"median {statistics.median(disk[label]):.1f} KiB from storage per request")

@@ -509,7 +509,7 @@ async fn keep_after_write(state: &AppState, base_url: &str, package: &PackageRec
     // A package that has just grown big keeps what it grew from: its first big rendering.
     let (revision, bytes) = match pieces {
         Some(pieces) if pieces.is_empty() => return,
-        Some(pieces) => match pieces.to_kept() {
+        Some(mut pieces) => match pieces.keep_head(package).and_then(|()| pieces.to_kept()) {
             Ok(bytes) => (pieces.revision, bytes),
             Err(e) => {
                 tracing::warn!(package = %package.name, error = %e, "render not kept");
