@@ -267,7 +267,19 @@ async fn a_sweep_beside_a_live_server_keeps_the_tarball_of_a_publish_in_flight()
     let controlling = tokio::spawn(control.serve());
 
     let name = "@acme/inflight";
-    let tarball = package_tgz(name, "1.0.0");
+    // Bigger than a row of the database (a small tarball is written in its version's own
+    // transaction, so there is none to protect while the publish is in flight): a file,
+    // stored before the version commits.
+    let manifest =
+        serde_json::to_vec(&serde_json::json!({ "name": name, "version": "1.0.0" })).unwrap();
+    let noise: Vec<u8> = (0..256u32)
+        .flat_map(|i| <sha2::Sha256 as sha2::Digest>::digest(i.to_le_bytes()))
+        .collect();
+    let tarball = tgz(&[
+        ("package/package.json", &manifest),
+        ("package/noise.bin", &noise),
+    ]);
+    assert!(tarball.len() > 4096, "{} bytes", tarball.len());
     let body = publish_doc(name, "1.0.0", &tarball);
     let publish_url = format!("{url}/{}", escaped(name));
     let publish = tokio::spawn(async move { http().put(publish_url).json(&body).send().await });

@@ -155,6 +155,19 @@ pub struct PackageWrite {
     /// What this write makes of the package's search entry, stored with it (so an index built
     /// from the store is never behind a package, nor ahead of one).
     pub search: SearchChange,
+    /// A tarball `TarballStore::stage` handed back, stored in this write's transaction: only
+    /// if the write is, and never the version without it.
+    pub tarball: Option<StagedTarball>,
+}
+
+/// A small tarball to be stored with the write of the version that refers to it (see
+/// `TarballStore::stage`).
+#[derive(Debug, Clone)]
+pub struct StagedTarball {
+    /// Where it is stored.
+    pub key: TarballKey,
+    /// Its bytes.
+    pub bytes: Bytes,
 }
 
 /// A package's search entry after a write.
@@ -294,6 +307,16 @@ pub enum TarballRead {
 pub trait TarballStore: Send + Sync {
     /// Stores the bytes durably under `key` before returning.
     async fn put(&self, key: &TarballKey, bytes: Bytes) -> Result<(), StoreError>;
+    /// Stores the bytes of a version about to be written, as `put` does; or, where small
+    /// tarballs live in the metadata's own database, hands them back to be stored in the
+    /// version's write (`PackageWrite::tarball`): one commit per publish instead of two.
+    async fn stage(
+        &self,
+        key: &TarballKey,
+        bytes: Bytes,
+    ) -> Result<Option<StagedTarball>, StoreError> {
+        self.put(key, bytes).await.map(|()| None)
+    }
     /// Reads the bytes, or says where to get them; `None` if absent.
     async fn get(&self, key: &TarballKey) -> Result<Option<TarballRead>, StoreError>;
     /// The bytes themselves (not a URL to them), for the registry's own use: a release made

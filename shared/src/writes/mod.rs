@@ -15,7 +15,8 @@ use semver::Version;
 use crate::domain::{DistTag, PackageName, PackageRecord, TarballKey, VersionRecord, VersionState};
 use crate::search::SearchEntry;
 use crate::storage::{
-    CreateMode, MetadataStore, PackageWrite, SearchChange, StoreError, TarballStore, VersionChange,
+    CreateMode, MetadataStore, PackageWrite, SearchChange, StagedTarball, StoreError, TarballStore,
+    VersionChange,
 };
 
 /// How many times a write is tried before a lasting conflict is reported. Writes are conditional
@@ -59,6 +60,8 @@ pub struct Draft {
     changes: Vec<VersionChange>,
     /// What the package's search entry was made from before this change (`None`: a new package).
     searched: Option<SearchFacts>,
+    /// The created version's tarball, when the store writes it with the version.
+    tarball: Option<StagedTarball>,
 }
 
 /// The parts of a package record its search entry depends on, besides its `latest` version.
@@ -103,6 +106,7 @@ impl Draft {
             readme: None,
             changes: Vec::new(),
             searched: current.map(SearchFacts::of),
+            tarball: None,
         }
     }
 
@@ -146,6 +150,11 @@ impl Draft {
         self.readme = readme;
     }
 
+    /// Stores `tarball` (the created version's, staged by the tarball store) with this write.
+    pub fn store_tarball(&mut self, tarball: Option<StagedTarball>) {
+        self.tarball = tarball;
+    }
+
     /// Changes an existing version with this write.
     pub fn change_version(&mut self, change: VersionChange) {
         self.changes.push(change);
@@ -177,6 +186,7 @@ impl Draft {
             readme: self.readme,
             changes: self.changes,
             search: SearchChange::Keep,
+            tarball: self.tarball,
         }
     }
 }

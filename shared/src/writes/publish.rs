@@ -10,7 +10,7 @@ use semver::Version;
 use super::{Decision, Draft, PackageWriter, WriteError};
 use crate::domain::publish::ValidPublish;
 use crate::domain::{DistTag, PackageName, RepoRef, TarballKey, VersionRecord, VersionState};
-use crate::storage::{CreateMode, StoreError};
+use crate::storage::{CreateMode, StagedTarball, StoreError};
 
 /// Who a publish is bound to, as authorised before the commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,10 +78,10 @@ impl PackageWriter<'_> {
     {
         let previous = self.refuse_taken(name, &valid.version).await?;
         let key = valid.live.dist.tarball_key.clone();
-        self.tarballs.put(&key, valid.tarball.clone()).await?;
+        let staged = self.tarballs.stage(&key, valid.tarball.clone()).await?;
         let last_change = Mutex::new(BindingChange::Unchanged);
         let committed = self
-            .commit(name, valid, binding, &rebind, &last_change)
+            .commit(name, valid, staged, binding, &rebind, &last_change)
             .await;
         let decided = last_change
             .into_inner()
@@ -119,6 +119,7 @@ impl PackageWriter<'_> {
         &self,
         name: &PackageName,
         valid: &ValidPublish,
+        staged: Option<StagedTarball>,
         binding: &Binding,
         rebind: &F,
         last_change: &Mutex<BindingChange>,
@@ -161,6 +162,7 @@ impl PackageWriter<'_> {
                 state: VersionState::Live(Box::new(valid.live.clone())),
             };
             draft.create_version(record, valid.readme.clone(), self.create_mode);
+            draft.store_tarball(staged.clone());
             Ok(Decision::Write(draft, change))
         })
         .await

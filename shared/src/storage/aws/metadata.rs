@@ -200,6 +200,12 @@ impl MetadataStore for AwsStorage {
     }
 
     async fn write(&self, write: PackageWrite) -> Result<(), StoreError> {
+        // Tarballs go to S3 before the write (`TarballStore::put`); this store stages none.
+        if write.tarball.is_some() {
+            return Err(StoreError::Internal(
+                "a staged tarball reached the AWS metadata store".into(),
+            ));
+        }
         let name = &write.package.name;
         let mut version_item = None;
         let mut stale_readme = None;

@@ -205,6 +205,7 @@ mod tests {
             readme: None,
             changes,
             search: crate::storage::SearchChange::Keep,
+            tarball: None,
         }
     }
 

@@ -20,8 +20,8 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefiniti
 use semver::Version;
 
 use super::{
-    KeptSmall, MetadataStore, PackageWrite, RenderStore, StorageHealth, StoreError, SweepReport,
-    TarballRead, TarballStore, TouchedSince,
+    KeptSmall, MetadataStore, PackageWrite, RenderStore, StagedTarball, StorageHealth, StoreError,
+    SweepReport, TarballRead, TarballStore, TouchedSince,
 };
 use crate::domain::{PackageDocument, PackageName, PackageRecord, TarballKey, VersionRecord};
 use db::{Db, Opener, begin_write};
@@ -932,7 +932,7 @@ fn open_made<K: redb::Key + 'static, V: redb::Value + 'static>(
 }
 
 /// Milliseconds since the epoch, now.
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
 }
 
@@ -989,6 +989,22 @@ impl EmbeddedTarballs {
 
 #[async_trait]
 impl TarballStore for EmbeddedTarballs {
+    async fn stage(
+        &self,
+        key: &TarballKey,
+        bytes: Bytes,
+    ) -> Result<Option<StagedTarball>, StoreError> {
+        // A small one goes into the database with its version, in one commit: nothing of it
+        // exists before, so the sweep has nothing to be kept from.
+        if bytes.len() <= SMALL_TARBALL_BYTES && self.database().is_some() {
+            return Ok(Some(StagedTarball {
+                key: key.clone(),
+                bytes,
+            }));
+        }
+        self.put(key, bytes).await.map(|()| None)
+    }
+
     async fn put(&self, key: &TarballKey, bytes: Bytes) -> Result<(), StoreError> {
         // Remembered before the tarball is stored, so that the sweep never sees it unprotected;
         // forgotten when its version is committed (`EmbeddedMetadata::write`).

@@ -48,6 +48,7 @@ pub(super) fn create(name: &PackageName, version: &str, expected: Option<u64>) -
         readme: Some(format!("readme of {version}")),
         changes: Vec::new(),
         search: crate::storage::SearchChange::Keep,
+        tarball: None,
     }
 }
 
@@ -708,6 +709,63 @@ async fn small_tarballs_stored_together_share_a_commit() {
     for key in &keys {
         assert!(row_exists(&meta, key));
     }
+}
+
+/// A small tarball staged for its version's write is stored by that write's commit, the one
+/// commit of the publish, and only if the write is; a big one is stored at once, as a file.
+#[tokio::test]
+async fn a_staged_tarball_is_stored_with_its_version_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (meta, tarballs) = open(&dir.path().join("data")).unwrap();
+    let name = PackageName::parse("@t/staged").unwrap();
+
+    let (mut write, key) = create_with_tarball(&name, "1.0.0", &"c3".repeat(32), None);
+    let staged = tarballs
+        .stage(&key, Bytes::from_static(b"staged"))
+        .await
+        .unwrap();
+    assert!(staged.is_some(), "a small tarball is staged");
+    assert!(
+        !served(&tarballs, &key).await,
+        "nothing stored before the write"
+    );
+    write.tarball = staged;
+    let commits_before = meta.commits();
+    meta.write(write).await.unwrap();
+    assert_eq!(
+        meta.commits() - commits_before,
+        1,
+        "one commit for the publish"
+    );
+    assert!(row_exists(&meta, &key));
+    assert_eq!(
+        tarballs.read(&key).await.unwrap().as_deref(),
+        Some(b"staged".as_slice())
+    );
+
+    // A write refused (here: it expected another revision) stores nothing of its tarball.
+    let (mut refused, lost) = create_with_tarball(&name, "1.0.1", &"d4".repeat(32), Some(7));
+    refused.tarball = tarballs
+        .stage(&lost, Bytes::from_static(b"lost"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        meta.write(refused).await,
+        Err(StoreError::RevisionConflict)
+    ));
+    assert!(!row_exists(&meta, &lost) && !served(&tarballs, &lost).await);
+
+    // A big one is not staged: stored as a file before the write, as `put` stores it.
+    let big_key = TarballKey::new(&name, &Version::new(2, 0, 0), &"e5".repeat(32));
+    let big = Bytes::from(vec![7u8; SMALL_TARBALL_BYTES + 1]);
+    assert!(
+        tarballs
+            .stage(&big_key, big.clone())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(tarballs.read(&big_key).await.unwrap(), Some(big));
 }
 
 #[tokio::test]

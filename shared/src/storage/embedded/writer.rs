@@ -678,6 +678,15 @@ fn apply_package(txn: &WriteTransaction, write: &PackageWrite) -> Result<(), App
                 .map_err(broken)?;
         }
     }
+    if let Some(tarball) = &write.tarball {
+        let key = tarball.key.as_str();
+        let mut tarballs = txn.open_table(TARBALLS).map_err(broken)?;
+        tarballs
+            .insert(key, tarball.bytes.as_ref())
+            .map_err(broken)?;
+        let mut times = txn.open_table(TARBALL_TIMES).map_err(broken)?;
+        times.insert(key, super::now_ms()).map_err(broken)?;
+    }
     packages.insert(name, package.as_slice()).map_err(broken)?;
     let mut log = txn.open_table(TOUCH_LOG).map_err(broken)?;
     touch_log::record(&mut log, &write.package).map_err(broken)?;

@@ -231,6 +231,7 @@ async fn a_lagging_replica_never_moves_a_view_backwards_and_a_strong_check_catch
             readme: None,
             changes: Vec::new(),
             search: crate::storage::SearchChange::Keep,
+            tarball: None,
         },
     )
     .await
@@ -404,6 +405,7 @@ async fn a_written_version_is_used_until_another_write_touches_it() {
             readme: Some("# written".into()),
             changes: Vec::new(),
             search: super::super::SearchChange::Keep,
+            tarball: None,
         })
         .await
         .unwrap();
