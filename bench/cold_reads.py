@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from registry_bench.common import free_port, http_get  # noqa: E402
+from registry_bench.common import free_port  # noqa: E402
 from registry_bench.scale import ABBR, wrk_paths  # noqa: E402
 from registry_bench.scale_corpus import SMALL, Plan, Shape  # noqa: E402
 from registry_bench.servers import Ours  # noqa: E402
@@ -74,15 +74,7 @@ def main() -> None:
                     with open(f, "rb") as fh:
                         while fh.read(1 << 20):
                             pass
-            server.launch()
-            deadline = time.time() + 60
-            while time.time() < deadline:
-                try:
-                    if http_get(server.base, "/-/ping")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                time.sleep(0.01)
+            server.launch()  # returns once /-/ping answers
             previous = None
             while True:
                 ticks = cpu_ticks(server.proc.pid)

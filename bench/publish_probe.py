@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from registry_bench.common import free_port, http_get  # noqa: E402
+from registry_bench.common import free_port  # noqa: E402
 from registry_bench.scale_corpus import Plan, Shape, publish_jobs  # noqa: E402
 from registry_bench.servers import Ours  # noqa: E402
 
@@ -61,15 +61,7 @@ def main() -> None:
             plan = fresh_plan(int(step))
             server = Ours(work, free_port(), binary, public_url=public_url, label=label)
             server.data = Path(data)
-            server.launch()
-            deadline = time.time() + 60
-            while time.time() < deadline:
-                try:
-                    if http_get(server.base, "/-/ping")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                time.sleep(0.01)
+            server.launch()  # returns once /-/ping answers
             warm_up = publish_jobs(plan, server.base, plan.probe(WARM_UP_VERSIONS), PUBLISHERS)
             before = cpu_seconds(server.proc.pid)
             result = publish_jobs(plan, server.base, plan.probe(PROBE_VERSIONS), PUBLISHERS)

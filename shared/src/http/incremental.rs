@@ -449,9 +449,7 @@ impl Built {
             put_len(&mut out, run.chunks.len())?;
             for chunk in &run.chunks {
                 out.put_u8(u8::from(chunk.first));
-                put_bytes(&mut out, &chunk.piece.identity)?;
-                put_bytes(&mut out, &chunk.piece.deflate)?;
-                out.put_u32_le(chunk.piece.crc.clone().finalize());
+                put_piece(&mut out, &chunk.piece)?;
                 put_len(&mut out, chunk.entries.len())?;
                 let base = chunk.piece.identity.as_ptr() as usize;
                 for (version, entry) in &chunk.entries {
@@ -486,9 +484,7 @@ impl Built {
             Some((revision, head)) => {
                 out.put_u8(1);
                 out.put_u64_le(*revision);
-                put_bytes(&mut out, &head.identity)?;
-                put_bytes(&mut out, &head.deflate)?;
-                out.put_u32_le(head.crc.clone().finalize());
+                put_piece(&mut out, head)?;
             }
         }
         Ok(out)
@@ -519,28 +515,21 @@ impl Built {
             let mut chunks = Vec::with_capacity(count.min(1 << 16));
             for _ in 0..count {
                 let first = r.u8()? == 1;
-                let identity = r.bytes()?;
-                let deflate = r.bytes()?;
-                let crc = r.u32()?;
+                let piece = r.piece()?;
                 let entry_count = r.len()?;
                 let mut entries = Vec::with_capacity(entry_count.min(1 << 16));
                 for _ in 0..entry_count {
                     let version = Version::parse(&r.string()?).ok()?;
                     let (start, len) = (r.len()?, r.len()?);
-                    if start.checked_add(len)? > identity.len() {
+                    if start.checked_add(len)? > piece.identity.len() {
                         return None;
                     }
-                    entries.push((version, identity.slice(start..start + len)));
+                    entries.push((version, piece.identity.slice(start..start + len)));
                 }
-                let length = u64::try_from(identity.len()).ok()?;
                 chunks.push(Chunk {
                     covered: entries.len(),
                     entries,
-                    piece: Piece {
-                        crc: crc32fast::Hasher::new_with_initial_len(crc, length),
-                        identity,
-                        deflate,
-                    },
+                    piece,
                     first,
                     dirty: false,
                 });
@@ -563,19 +552,7 @@ impl Built {
             Some((version, live, readme))
         };
         let head = if with_head && r.u8()? == 1 {
-            let revision = r.u64()?;
-            let identity = r.bytes()?;
-            let deflate = r.bytes()?;
-            let crc = r.u32()?;
-            let length = u64::try_from(identity.len()).ok()?;
-            Some((
-                revision,
-                Piece {
-                    crc: crc32fast::Hasher::new_with_initial_len(crc, length),
-                    identity,
-                    deflate,
-                },
-            ))
+            Some((r.u64()?, r.piece()?))
         } else {
             None
         };
@@ -788,6 +765,14 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Appends a piece: its bytes, their deflate and their CRC-32 (`Reader::piece` reads it).
+fn put_piece(out: &mut Vec<u8>, piece: &Piece) -> io::Result<()> {
+    put_bytes(out, &piece.identity)?;
+    put_bytes(out, &piece.deflate)?;
+    out.put_u32_le(piece.crc.clone().finalize());
+    Ok(())
+}
+
 /// Reads kept pieces; every read is `None` past the end, and byte strings are slices of the
 /// kept bytes, not copies.
 struct Reader(Bytes);
@@ -828,6 +813,19 @@ impl Reader {
 
     fn string(&mut self) -> Option<String> {
         String::from_utf8(self.bytes()?.to_vec()).ok()
+    }
+
+    /// A piece `put_piece` wrote.
+    fn piece(&mut self) -> Option<Piece> {
+        let identity = self.bytes()?;
+        let deflate = self.bytes()?;
+        let crc = self.u32()?;
+        let length = u64::try_from(identity.len()).ok()?;
+        Some(Piece {
+            crc: crc32fast::Hasher::new_with_initial_len(crc, length),
+            identity,
+            deflate,
+        })
     }
 }
 

@@ -472,15 +472,7 @@ fn apply(txn: &WriteTransaction, dir: &super::dir::DataDir, op: &Op) -> Result<(
             key,
             bytes,
             stored_ms,
-        } => {
-            let mut tarballs = txn.open_table(TARBALLS).map_err(broken)?;
-            tarballs
-                .insert(key.as_str(), bytes.as_ref())
-                .map_err(broken)?;
-            let mut times = txn.open_table(TARBALL_TIMES).map_err(broken)?;
-            times.insert(key.as_str(), *stored_ms).map_err(broken)?;
-            Ok(())
-        }
+        } => put_tarball_row(txn, key, bytes, *stored_ms),
         Op::DeleteTarball { key } => {
             txn.open_table(TARBALLS)
                 .map_err(broken)?
@@ -563,6 +555,24 @@ fn sweep_tarballs(
 /// A storage failure after a write's first change.
 fn broken(e: impl Into<Failure>) -> ApplyError {
     ApplyError::Broken(e.into())
+}
+
+/// Stores a small tarball's row and the time it was stored (for the sweep's age cutoff).
+fn put_tarball_row(
+    txn: &WriteTransaction,
+    key: &str,
+    bytes: &[u8],
+    stored_ms: u64,
+) -> Result<(), ApplyError> {
+    txn.open_table(TARBALLS)
+        .map_err(broken)?
+        .insert(key, bytes)
+        .map_err(broken)?;
+    txn.open_table(TARBALL_TIMES)
+        .map_err(broken)?
+        .insert(key, stored_ms)
+        .map_err(broken)?;
+    Ok(())
 }
 
 /// Checks the write's conditions (as DynamoDB's condition expressions would), then applies it.
@@ -679,13 +689,7 @@ fn apply_package(txn: &WriteTransaction, write: &PackageWrite) -> Result<(), App
         }
     }
     if let Some(tarball) = &write.tarball {
-        let key = tarball.key.as_str();
-        let mut tarballs = txn.open_table(TARBALLS).map_err(broken)?;
-        tarballs
-            .insert(key, tarball.bytes.as_ref())
-            .map_err(broken)?;
-        let mut times = txn.open_table(TARBALL_TIMES).map_err(broken)?;
-        times.insert(key, super::now_ms()).map_err(broken)?;
+        put_tarball_row(txn, tarball.key.as_str(), &tarball.bytes, super::now_ms())?;
     }
     packages.insert(name, package.as_slice()).map_err(broken)?;
     let mut log = txn.open_table(TOUCH_LOG).map_err(broken)?;
